@@ -1,0 +1,1 @@
+"""REST routes: thin handlers that parse, call the service, and return JSON."""

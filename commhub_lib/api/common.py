@@ -1,0 +1,129 @@
+"""Request helpers shared by the REST, SSE and MCP routes: auth, body parsing, query parameters."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import current_app, request
+
+from ..errors import BadRequest, Unauthorized, ValidationFailed
+from ..ratelimit import RateLimiter
+from ..service import accounts
+from ..service.hub import Hub, Principal
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def hub() -> Hub:
+    """The Hub of the running app."""
+    return current_app.config["COMMHUB_HUB"]
+
+
+def limiter(name: str) -> RateLimiter:
+    """One of the app's rate limiters: register, login, token."""
+    return current_app.config["COMMHUB_LIMITERS"][name]
+
+
+def client_ip() -> str:
+    """The peer address (no proxy headers are trusted)."""
+    return request.remote_addr or "unknown"
+
+
+def bearer() -> str | None:
+    """The token from `Authorization: Bearer …` or `?token=…`."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("Authorization header must be 'Bearer <token>'", code="invalid_token")
+        return value.strip()
+    return request.args.get("token") or None
+
+
+def authenticate() -> Principal:
+    """The caller, or 401; each token is also held to the per-token rate limit."""
+    secret = bearer()
+    if not secret:
+        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or ?token=",
+                           code="unauthorized")
+    principal = accounts.authenticate(hub(), secret)
+    limiter("token").check(principal.token_id)
+    return principal
+
+
+def require_auth_token() -> None:
+    """When COMMHUB_AUTH_TOKEN is set, register and login need it as the bearer token."""
+    expected = hub().settings.auth_token
+    if not expected:
+        return
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("this server requires its auth token: 'Authorization: Bearer $COMMHUB_AUTH_TOKEN'",
+                           code="auth_token_required")
+
+
+async def json_body() -> dict[str, Any]:
+    """The request body as a JSON object (empty body = {}); 400 if it is not one, 413 if too big."""
+    raw = await request.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("the JSON body must be an object", code="invalid_json")
+    return data
+
+
+def validation_message(exc: ValidationError) -> str:
+    """Turn pydantic errors into one line that names each bad field."""
+    parts = []
+    for err in exc.errors()[:5]:
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "field required"
+        parts.append(f"{field}: {msg}")
+    return "; ".join(parts)
+
+
+def validate(model: type[M], data: dict[str, Any]) -> M:
+    """Validate a dict against a model; 400 naming the field on failure."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_message(exc)) from exc
+
+
+async def parse(model: type[M]) -> M:
+    """Read and validate the JSON body."""
+    return validate(model, await json_body())
+
+
+def query_int(name: str, default: int | None = None, minimum: int = 0) -> int | None:
+    """An integer query parameter; 400 naming it if it is not one."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValidationFailed(f"{name}: must be an integer") from exc
+    if value < minimum:
+        raise ValidationFailed(f"{name}: must be at least {minimum}")
+    return value
+
+
+def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    """A query parameter limited to some values; 400 naming it otherwise."""
+    raw = request.args.get(name) or None
+    if raw is not None and raw not in choices:
+        raise ValidationFailed(f"{name}: must be one of {', '.join(choices)}")
+    return raw

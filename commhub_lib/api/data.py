@@ -1,0 +1,110 @@
+"""Routes: the data queries (/api/status, tasks, nodes, messages, completions, task_events, stats)
+and sending as a person or script (POST /api/tasks, /api/messages, /api/broadcast)."""
+
+from __future__ import annotations
+
+from quart import Blueprint, request
+
+from ..models import RestBroadcast, RestSendMessage, RestSendTask
+from ..service import messaging, networks, sessions
+from ..service.hub import Principal
+from .common import authenticate, hub, parse, query_choice, query_int
+
+bp = Blueprint("data", __name__)
+
+TASK_STATUSES = ("delivered", "running", "replied", "failed", "cancelled")
+MESSAGE_KINDS = ("message", "task", "reply", "broadcast", "notice")
+
+
+def _scope() -> list[str]:
+    return networks.scope(hub(), authenticate(), request.args.get("network_id") or None)
+
+
+def _offset() -> int:
+    return query_int("offset", 0) or 0
+
+
+@bp.get("/api/status")
+async def status() -> dict:
+    """Every session of the visible networks."""
+    return sessions.list_status(hub(), _scope(), query_choice("status", ("idle", "working", "offline")))
+
+
+@bp.get("/api/tasks")
+async def list_tasks() -> dict:
+    """Tasks, newest first, filtered by status, to_name, from_name."""
+    scope = _scope()
+    return messaging.list_tasks(hub(), scope, query_choice("status", TASK_STATUSES),
+                                request.args.get("to_name") or None, request.args.get("from_name") or None,
+                                query_int("limit", None, 1), _offset())
+
+
+@bp.get("/api/nodes")
+async def list_nodes() -> dict:
+    """Machines that sessions run on."""
+    return sessions.list_nodes(hub(), _scope())
+
+
+@bp.get("/api/messages")
+async def list_messages() -> dict:
+    """Messages; with `alias`, that agent's inbox."""
+    scope = _scope()
+    return messaging.list_messages(hub(), scope, request.args.get("alias") or None,
+                                   query_choice("kind", MESSAGE_KINDS), request.args.get("unread") in ("1", "true"),
+                                   query_int("limit", None, 1), _offset())
+
+
+@bp.get("/api/completions")
+async def list_completions() -> dict:
+    """Completion records."""
+    scope = _scope()
+    return messaging.list_completions(hub(), scope, request.args.get("alias") or None, query_int("limit", None, 1),
+                                      _offset())
+
+
+@bp.get("/api/task_events")
+async def list_task_events() -> dict:
+    """The task event log (one task with `task_id`)."""
+    scope = _scope()
+    return messaging.list_task_events(hub(), scope, request.args.get("task_id") or None,
+                                      query_int("limit", None, 1), _offset())
+
+
+@bp.get("/api/stats")
+async def stats() -> dict:
+    """Session and task counts."""
+    return sessions.stats(hub(), _scope())
+
+
+def _sender(principal: Principal, network_id: str) -> str:
+    """A person sends as their username; an agent's token as its bound or last claimed alias."""
+    if principal.kind == "user":
+        return principal.user["username"]
+    return sessions.resolve_caller(hub(), principal, network_id, None)
+
+
+@bp.post("/api/tasks")
+async def send_task() -> dict:
+    """Send a task to an alias."""
+    principal = authenticate()
+    body = await parse(RestSendTask)
+    network_id = networks.single_network(hub(), principal, body.network_id)
+    return messaging.send_task(hub(), network_id, _sender(principal, network_id), body)
+
+
+@bp.post("/api/messages")
+async def send_message() -> dict:
+    """Send a message to an alias."""
+    principal = authenticate()
+    body = await parse(RestSendMessage)
+    network_id = networks.single_network(hub(), principal, body.network_id)
+    return messaging.send_message(hub(), network_id, _sender(principal, network_id), body)
+
+
+@bp.post("/api/broadcast")
+async def broadcast() -> dict:
+    """Send to every session of a network."""
+    principal = authenticate()
+    body = await parse(RestBroadcast)
+    network_id = networks.single_network(hub(), principal, body.network_id)
+    return messaging.broadcast(hub(), network_id, _sender(principal, network_id), body)

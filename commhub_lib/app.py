@@ -1,0 +1,100 @@
+"""create_app(hub): the Quart-Trio application, its routes, and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from quart import Response, g, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .api import accounts as accounts_api
+from .api import data as data_api
+from .api import networks as networks_api
+from .errors import CommhubError
+from .ratelimit import RateLimiter
+from .service.hub import Hub
+
+log = logging.getLogger("commhub")
+access_log = logging.getLogger("commhub.access")
+
+# Stable codes for the HTTP-level errors Quart raises before our code runs.
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
+              415: "unsupported_media_type", 429: "rate_limited"}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The one wire shape of every error: {"error": code, "message": text}."""
+    response = jsonify({"error": code, "message": message})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def create_app(hub: Hub) -> QuartTrio:
+    """Build the application around a Hub."""
+    from . import sse
+    from .mcp import protocol as mcp_protocol
+
+    app = QuartTrio("commhub")
+    app.config["COMMHUB_HUB"] = hub
+    app.config["MAX_CONTENT_LENGTH"] = hub.settings.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    app.config["COMMHUB_LIMITERS"] = {
+        "register": RateLimiter(hub.settings.register_rate_per_minute, "register"),
+        "login": RateLimiter(hub.settings.login_rate_per_minute, "login"),
+        "token": RateLimiter(hub.settings.token_rate_per_minute, "token"),
+    }
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+
+    for bp in (accounts_api.bp, networks_api.bp, data_api.bp, sse.bp, mcp_protocol.bp):
+        app.register_blueprint(bp)
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness: no authentication."""
+        return {"status": "ok", "version": __version__, "uptime": int(time.monotonic() - hub.started)}
+
+    @app.before_request
+    async def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def log_request(response: Response) -> Response:
+        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        access_log.info("%s %s %s %d %.1fms", request.remote_addr, request.method, request.path,
+                        response.status_code, elapsed)
+        return response
+
+    @app.errorhandler(CommhubError)
+    async def handle_commhub_error(exc: CommhubError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    async def handle_http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif status == 405:
+            allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+            message = f"method {request.method} is not allowed on {request.path}" + (
+                f" (allowed: {allowed})" if allowed else "")
+        elif status == 413:
+            message = f"request body is larger than {hub.settings.max_body_bytes} bytes"
+        else:
+            message = exc.description or exc.name
+        headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(
+            exc, "valid_methods", None) else None
+        return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
+
+    @app.errorhandler(Exception)
+    async def handle_crash(exc: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal server error; the details are in the server log")
+
+    return app

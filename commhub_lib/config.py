@@ -1,0 +1,97 @@
+"""Settings: command-line flags > COMMHUB_* environment variables > defaults, loaded once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every server setting. Each field is a flag `--field-name` and a variable `COMMHUB_FIELD_NAME`."""
+
+    host: str = "127.0.0.1"
+    port: int = 9200
+    db: str = "./commhub.db"
+    auth_token: str = ""
+    log_level: str = "info"
+    heartbeat_seconds: float = 15.0
+    presence_timeout_seconds: float = 90.0
+    max_body_bytes: int = 1024 * 1024
+    register_rate_per_minute: int = 30
+    login_rate_per_minute: int = 10
+    token_rate_per_minute: int = 12000
+    sse_buffer: int = 256
+    allowed_origins: str = ""
+    sweep_seconds: float = 5.0
+
+
+# What each setting means, used for --help and checked against the README by a test.
+HELP: dict[str, str] = {
+    "host": "address to bind",
+    "port": "TCP port to listen on (0 picks a free one)",
+    "db": "path of the SQLite database file",
+    "auth_token": "when set, register and login require `Authorization: Bearer <this>` (env only)",
+    "log_level": "debug, info, warning or error",
+    "heartbeat_seconds": "seconds between SSE heartbeat events",
+    "presence_timeout_seconds": "a session with no open stream and no MCP call for this long is offline",
+    "max_body_bytes": "largest request body accepted (413 above)",
+    "register_rate_per_minute": "registrations per minute per client IP (0 = no limit)",
+    "login_rate_per_minute": "logins per minute per client IP (0 = no limit)",
+    "token_rate_per_minute": "authenticated requests per minute per token (0 = no limit)",
+    "sse_buffer": "events buffered per SSE stream before a slow reader is disconnected",
+    "allowed_origins": "comma-separated extra Origins allowed on /mcp (localhost is always allowed)",
+    "sweep_seconds": "how often the presence sweeper runs",
+}
+
+# Secrets are not taken from the command line, where `ps` would show them.
+ENV_ONLY = {"auth_token"}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that backs a setting."""
+    return "COMMHUB_" + field.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one `--flag` per setting to an argparse parser (defaults left as None = not given)."""
+    for f in fields(Settings):
+        if f.name in ENV_ONLY:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f.name, default=None,
+                            help=f"{HELP[f.name]} (env {env_name(f.name)}, default {f.default!r})")
+
+
+def _convert(name: str, raw: Any) -> Any:
+    kind = type(getattr(Settings, name))
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
+    if kind in (int, float) and value < 0:
+        raise ValueError(f"setting {name}: must not be negative")
+    return value
+
+
+def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from parsed flags (None = not given), then COMMHUB_* variables, then defaults."""
+    args = args or {}
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if args.get(f.name) is not None:
+            values[f.name] = _convert(f.name, args[f.name])
+        elif env.get(env_name(f.name)) not in (None, ""):
+            values[f.name] = _convert(f.name, env[env_name(f.name)])
+    settings = Settings(**values)
+    if settings.log_level.lower() not in LOG_LEVELS:
+        raise ValueError(f"setting log_level: must be one of {', '.join(LOG_LEVELS)}")
+    if settings.heartbeat_seconds <= 0 or settings.presence_timeout_seconds <= 0:
+        raise ValueError("heartbeat_seconds and presence_timeout_seconds must be positive")
+    return settings

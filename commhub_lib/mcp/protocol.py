@@ -1,0 +1,223 @@
+"""POST/GET/DELETE /mcp: a hand-written JSON-RPC 2.0 dispatcher with Streamable HTTP semantics.
+
+Protocol problems are JSON-RPC errors; a domain error inside a tool is a result with `isError: true`
+and a message telling the agent what to do next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+from quart import Blueprint, Response, request
+
+from .. import __version__
+from ..api.common import authenticate, hub, validation_message
+from ..errors import BadRequest, CommhubError, Forbidden
+from ..service import networks
+from ..service.hub import Principal
+from .tools import TOOLS, McpSession, ToolContext, call_tool
+
+bp = Blueprint("mcp", __name__)
+log = logging.getLogger("commhub.mcp")
+
+SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+LATEST_VERSION = SUPPORTED_VERSIONS[0]
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
+MAX_SESSIONS = 10_000
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+INSTRUCTIONS = (
+    "CommHub connects you with other agents. First call report_status with your alias. Check get_inbox "
+    "(tasks come urgent first) and ack_inbox what you have handled. Answer tasks with send_reply "
+    "(status done/failed/progress) or report_completion. Send work with send_task; see who is there with "
+    "get_all_status.")
+
+
+
+def _sessions() -> OrderedDict[str, McpSession]:
+    """MCP sessions live in memory (Hub.mcp_sessions): a restart forgets them, and an unknown id is treated as a
+    fresh session (never 404, which clients take as "terminated"); identity then falls back to the alias the
+    token last claimed."""
+    return hub().mcp_sessions
+
+
+def _rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "id": msg_id, "error": err}
+
+
+def _rpc_result(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": msg_id, "result": result}
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), status=status,
+                    content_type="application/json", headers=headers)
+
+
+def check_origin() -> None:
+    """DNS-rebinding guard: a browser Origin must be local or explicitly allowed."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return  # not a browser
+    allowed = {o.strip().rstrip("/") for o in hub().settings.allowed_origins.split(",") if o.strip()}
+    host = (urlsplit(origin).hostname or "").lower()
+    if host in LOCAL_HOSTS or origin.rstrip("/") in allowed:
+        return
+    raise Forbidden(f"Origin '{origin}' is not allowed; add it to COMMHUB_ALLOWED_ORIGINS", code="origin_not_allowed")
+
+
+def _session_for(principal: Principal) -> McpSession:
+    """The MCP session named by Mcp-Session-Id, or a transient one for a session-less request."""
+    sid = request.headers.get("Mcp-Session-Id")
+    version = request.headers.get("Mcp-Protocol-Version") or LATEST_VERSION
+    if sid:
+        session = _sessions().get(sid)
+        if session is not None and session.token_id == principal.token_id:
+            _sessions().move_to_end(sid)
+            return session
+        if session is None:
+            session = McpSession(sid, principal.token_id, version)
+            _remember(session)
+            return session
+        # Someone else's session id: do not inherit its claimed alias.
+    return McpSession(None, principal.token_id, version)
+
+
+def _remember(session: McpSession) -> None:
+    assert session.session_id
+    _sessions()[session.session_id] = session
+    while len(_sessions()) > MAX_SESSIONS:
+        _sessions().popitem(last=False)
+
+
+async def _dispatch(msg: Any, principal: Principal, network_id: str, session: McpSession,
+                    headers: dict[str, str]) -> dict[str, Any] | None:
+    """Handle one JSON-RPC message; None for notifications and responses (nothing to answer)."""
+    if not isinstance(msg, dict):
+        return _rpc_error(None, INVALID_REQUEST, "invalid request: a JSON-RPC message must be an object")
+    msg_id = msg.get("id")
+    if "method" not in msg:
+        if "result" in msg or "error" in msg:
+            return None  # a client's response to a server request: nothing to do
+        return _rpc_error(msg_id, INVALID_REQUEST, "invalid request: 'method' is missing")
+    method = msg.get("method")
+    if msg.get("jsonrpc") != "2.0" or not isinstance(method, str) or (
+            "id" in msg and not isinstance(msg_id, str | int)) or isinstance(msg_id, bool):
+        return _rpc_error(msg_id if isinstance(msg_id, str | int) else None, INVALID_REQUEST,
+                          "invalid request: need jsonrpc '2.0', a string method and a string or integer id")
+    params = msg.get("params", {})
+    if params is None:
+        params = {}
+    if "id" not in msg:
+        return None  # notifications (initialized, cancelled, ...) need no answer
+    if not isinstance(params, dict):
+        return _rpc_error(msg_id, INVALID_PARAMS, "invalid params: must be an object")
+    if method == "initialize":
+        return _rpc_result(msg_id, _initialize(params, principal, session, headers))
+    if method == "ping":
+        return _rpc_result(msg_id, {})
+    if method == "tools/list":
+        return _rpc_result(msg_id, {"tools": [t.descriptor() for t in TOOLS.values()]})
+    if method == "tools/call":
+        return await _tools_call(msg_id, params, principal, network_id, session)
+    return _rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
+
+
+def _initialize(params: dict[str, Any], principal: Principal, session: McpSession,
+                headers: dict[str, str]) -> dict[str, Any]:
+    asked = params.get("protocolVersion")
+    version = asked if asked in SUPPORTED_VERSIONS else LATEST_VERSION
+    client = params.get("clientInfo") or {}
+    new = McpSession("mcp_" + secrets.token_urlsafe(24), principal.token_id, version,
+                     client=str(client.get("name", ""))[:100] if isinstance(client, dict) else None)
+    _remember(new)
+    headers["Mcp-Session-Id"] = new.session_id or ""
+    return {"protocolVersion": version, "capabilities": {"tools": {"listChanged": False}},
+            "serverInfo": {"name": "commhub", "title": "CommHub", "version": __version__},
+            "instructions": INSTRUCTIONS}
+
+
+async def _tools_call(msg_id: Any, params: dict[str, Any], principal: Principal, network_id: str,
+                      session: McpSession) -> dict[str, Any]:
+    name = params.get("name")
+    tool = TOOLS.get(name) if isinstance(name, str) else None
+    if tool is None:
+        return _rpc_error(msg_id, INVALID_PARAMS, f"unknown tool: {name!r}; see tools/list")
+    arguments = params.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        return _rpc_error(msg_id, INVALID_PARAMS, "invalid params: 'arguments' must be an object")
+    ctx = ToolContext(hub(), principal, network_id, session)
+    try:
+        args = tool.model.model_validate(arguments)
+        result = await call_tool(tool, ctx, args)
+    except ValidationError as exc:
+        return _rpc_result(msg_id, _tool_error("invalid_arguments",
+                                               f"invalid arguments for {tool.name}: {validation_message(exc)}"))
+    except CommhubError as exc:
+        return _rpc_result(msg_id, _tool_error(exc.code, exc.message))
+    text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+    return _rpc_result(msg_id, {"content": [{"type": "text", "text": text}], "structuredContent": result,
+                                "isError": False})
+
+
+def _tool_error(code: str, message: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": f"Error ({code}): {message}"}],
+            "structuredContent": {"error": code, "message": message}, "isError": True}
+
+
+@bp.post("/mcp")
+async def post_mcp() -> Response:
+    """One JSON-RPC message (or a batch) per POST; answers as application/json."""
+    check_origin()
+    principal = authenticate()
+    version = request.headers.get("Mcp-Protocol-Version")
+    if version and version not in SUPPORTED_VERSIONS:
+        raise BadRequest(f"unsupported Mcp-Protocol-Version '{version}'; supported: {', '.join(SUPPORTED_VERSIONS)}",
+                         code="unsupported_protocol_version")
+    raw = await request.get_data(cache=False)
+    try:
+        payload = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _json(_rpc_error(None, PARSE_ERROR, f"parse error: {exc}"), 400)
+    network_id = networks.single_network(hub(), principal, request.args.get("network_id") or None)
+    session = _session_for(principal)
+    headers: dict[str, str] = {}
+    if isinstance(payload, list):
+        if not payload:
+            return _json(_rpc_error(None, INVALID_REQUEST, "invalid request: empty batch"), 400)
+        answers = [a for a in [await _dispatch(m, principal, network_id, session, headers) for m in payload] if a]
+        return _json(answers, 200, headers) if answers else Response("", status=202)
+    answer = await _dispatch(payload, principal, network_id, session, headers)
+    if answer is None:
+        return Response("", status=202)
+    return _json(answer, 200, headers)
+
+
+@bp.get("/mcp")
+async def get_mcp() -> Response:
+    """No server-initiated stream is offered on /mcp (agents are woken over /events/<alias>)."""
+    return _json({"error": "method_not_allowed", "message": "GET /mcp opens no stream here; use POST /mcp, and "
+                  "GET /events/<alias> for push"}, 405, {"Allow": "POST, DELETE"})
+
+
+@bp.delete("/mcp")
+async def delete_mcp() -> Response:
+    """End an MCP session."""
+    check_origin()
+    principal = authenticate()
+    sid = request.headers.get("Mcp-Session-Id")
+    if not sid:
+        raise BadRequest("Mcp-Session-Id header required to end a session", code="missing_session_id")
+    session = _sessions().get(sid)
+    if session is not None and session.token_id == principal.token_id:
+        del _sessions()[sid]
+    return Response("", status=204)

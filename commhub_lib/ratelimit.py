@@ -1,0 +1,51 @@
+"""Token-bucket rate limits keyed by client IP or token id."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from .errors import RateLimited
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """`per_minute` requests per key, refilled continuously, bursting up to `per_minute`. 0 = unlimited."""
+
+    def __init__(self, per_minute: int, name: str, max_keys: int = 100_000):
+        self.per_minute = per_minute
+        self.name = name
+        self.max_keys = max_keys
+        self._buckets: dict[str, _Bucket] = {}
+
+    def check(self, key: str) -> None:
+        """Take one request from the key's bucket, or raise 429 with Retry-After."""
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic()
+        rate = self.per_minute / 60.0
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._evict(now, rate)
+            bucket = self._buckets[key] = _Bucket(float(self.per_minute), now)
+        else:
+            bucket.tokens = min(self.per_minute, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+        if bucket.tokens < 1:
+            retry = math.ceil((1 - bucket.tokens) / rate)
+            raise RateLimited(f"too many {self.name} requests: at most {self.per_minute} per minute; "
+                              f"retry in {retry} s", retry)
+        bucket.tokens -= 1
+
+    def _evict(self, now: float, rate: float) -> None:
+        # Drop buckets that are full again (they hold no state worth keeping), else the oldest half.
+        full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * rate >= self.per_minute]
+        for k in full or sorted(self._buckets, key=lambda k: self._buckets[k].updated)[: len(self._buckets) // 2]:
+            del self._buckets[k]

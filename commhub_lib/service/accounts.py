@@ -1,0 +1,194 @@
+"""Users, logins, bearer tokens and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+import trio
+
+from .. import auth
+from ..errors import Conflict, Forbidden, NotFound, Unauthorized
+from ..ids import new_id, now_text
+from ..models import (
+    LoginRequest,
+    PasswordChangeRequest,
+    RegisterRequest,
+    TokenCreateRequest,
+    UpdateMeRequest,
+)
+from ..store import networks as network_store
+from ..store import tokens as token_store
+from ..store import users as user_store
+from .hub import Hub, Principal, clamp_limit, require_user_token
+from .networks import create_network_rows, require_role
+
+PUBLIC_USER_FIELDS = ("user_id", "username", "display_name", "role")
+
+
+def public_user(row: dict[str, Any]) -> dict[str, Any]:
+    """The user fields shown to clients (the reference's shape), plus email and created_at."""
+    out = {k: row[k] for k in PUBLIC_USER_FIELDS}
+    out["email"] = row.get("email")
+    out["created_at"] = row.get("created_at")
+    return out
+
+
+def issue_token(hub: Hub, kind: str, user_id: str, network_id: str | None, name: str,
+                alias: str | None = None) -> tuple[str, str]:
+    """Create a token row (inside db.write()); returns (token_id, secret). The secret is never stored."""
+    prefix = auth.USER_TOKEN_PREFIX if kind == "user" else auth.NETWORK_TOKEN_PREFIX
+    secret = auth.new_secret(prefix)
+    token_id = new_id("tok" if kind == "network" else "utk")
+    token_store.insert_token(hub.db, token_id, kind, auth.token_hash(secret), user_id, network_id, name, alias,
+                             now_text())
+    return token_id, secret
+
+
+async def register(hub: Hub, body: RegisterRequest, ip: str | None) -> dict[str, Any]:
+    """Create a user with a `default` network and a network token; the first user is the system admin."""
+    if user_store.get_user_by_username(hub.db, body.username):
+        raise Conflict(f"username '{body.username}' is already taken", code="username_taken")
+    password_hash = await trio.to_thread.run_sync(auth.hash_password, body.password)
+    user_id = new_id("u")
+    now = now_text()
+    try:
+        with hub.db.write():
+            role = "admin" if user_store.count_users(hub.db) == 0 else "user"
+            user_store.insert_user(hub.db, user_id, body.username, body.display_name or body.username,
+                                   body.email, password_hash, role, now)
+            network_id = create_network_rows(hub, user_id, "default", "")
+            _, user_token = issue_token(hub, "user", user_id, None, "login")
+            token_id, network_token = issue_token(hub, "network", user_id, network_id, "default")
+            hub.audit("register", actor=body.username, user_id=user_id, network_id=network_id,
+                      detail={"role": role}, ip=ip)
+            hub.audit("token_create", actor=body.username, user_id=user_id, network_id=network_id,
+                      detail={"token_id": token_id, "name": "default"}, ip=ip)
+    except apsw.ConstraintError as exc:  # a concurrent registration took the name first
+        raise Conflict(f"username '{body.username}' is already taken", code="username_taken") from exc
+    user = user_store.get_user(hub.db, user_id)
+    assert user is not None
+    return {"ok": True, "user": public_user(user), "token": user_token, "network_token": network_token,
+            "network_id": network_id}
+
+
+async def login(hub: Hub, body: LoginRequest, ip: str | None) -> dict[str, Any]:
+    """Check a password (off the event loop) and issue a user token."""
+    row = user_store.get_user_by_username(hub.db, body.username)
+    stored = row["password_hash"] if row else auth.DUMMY_HASH
+    ok = await trio.to_thread.run_sync(auth.verify_password, stored, body.password)
+    if not row or not ok:
+        with hub.db.write():
+            hub.audit("login_failed", actor=body.username, user_id=row["user_id"] if row else None, ip=ip)
+        raise Unauthorized("invalid username or password", code="invalid_credentials")
+    with hub.db.write():
+        _, secret = issue_token(hub, "user", row["user_id"], None, "login")
+        hub.audit("login", actor=row["username"], user_id=row["user_id"], ip=ip)
+    default = network_store.default_network_of_user(hub.db, row["user_id"])
+    return {"ok": True, "user": public_user(row), "token": secret,
+            "network_id": default["network_id"] if default else None}
+
+
+def authenticate(hub: Hub, secret: str) -> Principal:
+    """Resolve a bearer secret to a Principal, or raise 401 (unknown, malformed or revoked)."""
+    if not secret.startswith((auth.USER_TOKEN_PREFIX, auth.NETWORK_TOKEN_PREFIX)) or len(secret) > 200:
+        raise Unauthorized("invalid token: expected a utok_ or ntok_ token", code="invalid_token")
+    token = token_store.get_token_by_hash(hub.db, auth.token_hash(secret))
+    if token is None:
+        raise Unauthorized("invalid or revoked token", code="invalid_token")
+    user = user_store.get_user(hub.db, token["user_id"])
+    if user is None:
+        raise Unauthorized("the token's user no longer exists", code="invalid_token")
+    now = now_text()
+    if token["last_used_at"] is None or token["last_used_at"][:16] != now[:16]:
+        # At most one write per token per minute for "last used".
+        with hub.db.write():
+            token_store.touch_token(hub.db, token["token_id"], now)
+    return Principal(kind=token["kind"], token_id=token["token_id"], user=user, network_id=token["network_id"],
+                     bound_alias=token["alias"], last_alias=token["last_alias"])
+
+
+def me(hub: Hub, principal: Principal) -> dict[str, Any]:
+    """The caller's user record."""
+    return {"ok": True, "user": public_user(principal.user)}
+
+
+def update_me(hub: Hub, principal: Principal, body: UpdateMeRequest) -> dict[str, Any]:
+    """Change display name / email."""
+    require_user_token(principal)
+    with hub.db.write():
+        user_store.update_profile(hub.db, principal.user_id, body.display_name, body.email, now_text())
+    user = user_store.get_user(hub.db, principal.user_id)
+    assert user is not None
+    return {"ok": True, "user": public_user(user)}
+
+
+async def change_password(hub: Hub, principal: Principal, body: PasswordChangeRequest,
+                          ip: str | None) -> dict[str, Any]:
+    """Verify the old password, store the new one, and log out every other login token."""
+    require_user_token(principal)
+    stored = user_store.get_password_hash(hub.db, principal.user_id) or auth.DUMMY_HASH
+    if not await trio.to_thread.run_sync(auth.verify_password, stored, body.old_password):
+        with hub.db.write():
+            hub.audit("password_change_failed", actor=principal.label, user_id=principal.user_id, ip=ip)
+        raise Forbidden("old_password is wrong", code="wrong_password")
+    new_hash = await trio.to_thread.run_sync(auth.hash_password, body.new_password)
+    with hub.db.write():
+        now = now_text()
+        user_store.update_password(hub.db, principal.user_id, new_hash, now)
+        token_store.revoke_user_tokens(hub.db, principal.user_id, now, principal.token_id)
+        hub.audit("password_change", actor=principal.label, user_id=principal.user_id, ip=ip)
+    return {"ok": True}
+
+
+def list_users(hub: Hub, principal: Principal, limit: int | None, offset: int) -> dict[str, Any]:
+    """Every user (system admin only)."""
+    if not principal.is_system_admin:
+        raise Forbidden("only the system admin can list users", code="admin_required")
+    rows = user_store.list_users(hub.db, clamp_limit(limit), offset)
+    return {"ok": True, "users": [public_user(r) for r in rows]}
+
+
+def public_token(row: dict[str, Any]) -> dict[str, Any]:
+    """A token as listed: never the secret or its hash."""
+    return {"token_id": row["token_id"], "name": row["name"], "network_id": row["network_id"],
+            "alias": row["alias"], "created_at": row["created_at"], "last_used_at": row["last_used_at"],
+            "revoked_at": row["revoked_at"], "revoked": row["revoked_at"] is not None}
+
+
+def create_token(hub: Hub, principal: Principal, body: TokenCreateRequest, ip: str | None) -> dict[str, Any]:
+    """Create a network token (optionally bound to one alias); the secret is returned only here."""
+    require_user_token(principal)
+    require_role(hub, principal, body.network_id, "member")
+    with hub.db.write():
+        token_id, secret = issue_token(hub, "network", principal.user_id, body.network_id, body.name, body.alias)
+        hub.audit("token_create", actor=principal.label, user_id=principal.user_id, network_id=body.network_id,
+                  detail={"token_id": token_id, "name": body.name, "alias": body.alias}, ip=ip)
+    return {"ok": True, "token_id": token_id, "token": secret, "name": body.name, "network_id": body.network_id,
+            "alias": body.alias}
+
+
+def list_tokens(hub: Hub, principal: Principal) -> dict[str, Any]:
+    """The caller's network tokens (without secrets)."""
+    require_user_token(principal)
+    rows = token_store.list_network_tokens_of_user(hub.db, principal.user_id)
+    return {"ok": True, "tokens": [public_token(r) for r in rows]}
+
+
+def revoke_token(hub: Hub, principal: Principal, token_id: str, ip: str | None) -> dict[str, Any]:
+    """Revoke a network token: its owner, or an owner/admin of its network. Takes effect at once."""
+    require_user_token(principal)
+    row = token_store.get_token(hub.db, token_id)
+    if row is None or row["kind"] != "network":
+        raise NotFound(f"token '{token_id}' not found", code="token_not_found")
+    if row["user_id"] != principal.user_id:
+        role = network_store.get_member_role(hub.db, row["network_id"], principal.user_id)
+        if not (principal.is_system_admin or auth.role_at_least(role, "admin")):
+            raise NotFound(f"token '{token_id}' not found", code="token_not_found")
+    with hub.db.write():
+        if not token_store.revoke_token(hub.db, token_id, now_text()):
+            raise Conflict(f"token '{token_id}' is already revoked", code="already_revoked")
+        hub.audit("token_revoke", actor=principal.label, user_id=principal.user_id, network_id=row["network_id"],
+                  detail={"token_id": token_id}, ip=ip)
+    hub.broker.close_token_streams(token_id)
+    return {"ok": True, "token_id": token_id, "revoked": True}

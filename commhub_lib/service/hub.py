@@ -1,0 +1,89 @@
+"""The Hub: settings, database and broker bundled for the service functions, plus shared helpers."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..broker import Broker, Event
+from ..config import Settings
+from ..db import Database
+from ..errors import Forbidden, ValidationFailed
+from ..ids import now_text
+from ..store import audit as audit_store
+from ..store import events as event_store
+
+
+@dataclass
+class Principal:
+    """Who is calling: a person (user token) or an agent (network token)."""
+
+    kind: str  # "user" | "network"
+    token_id: str
+    user: dict[str, Any]
+    network_id: str | None = None  # network tokens only
+    bound_alias: str | None = None  # network tokens bound to one alias
+    last_alias: str | None = None
+
+    @property
+    def user_id(self) -> str:
+        """The user behind the token (for network tokens: the user who created it)."""
+        return self.user["user_id"]
+
+    @property
+    def is_system_admin(self) -> bool:
+        """True for the system admin (the first user), and only through a user token."""
+        return self.kind == "user" and self.user["role"] == "admin"
+
+    @property
+    def label(self) -> str:
+        """How this caller is named in logs and audit entries."""
+        return self.user["username"] if self.kind == "user" else f"{self.user['username']}/{self.token_id}"
+
+
+@dataclass
+class Hub:
+    """Shared state of one running server."""
+
+    settings: Settings
+    db: Database
+    broker: Broker = field(default_factory=lambda: Broker(256))
+    started: float = field(default_factory=time.monotonic)
+    # MCP sessions by Mcp-Session-Id (protocol state, kept here so it is per server, not global).
+    mcp_sessions: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+
+    def audit(self, action: str, *, actor: str, user_id: str | None = None, network_id: str | None = None,
+              detail: dict[str, Any] | str = "", ip: str | None = None) -> None:
+        """Append an audit entry (call inside db.write())."""
+        text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, sort_keys=True)
+        audit_store.insert_entry(self.db, network_id, user_id, actor, action, text, ip, now_text())
+
+    def record_event(self, pending: list[Event], network_id: str, alias: str, name: str,
+                     data: dict[str, Any]) -> None:
+        """Write an SSE event durably (inside db.write()) and queue it for `publish` after commit."""
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        event_id = event_store.insert_event(self.db, network_id, alias, name, text, now_text())
+        pending.append(Event(event_id, network_id, alias, name, text))
+
+    def publish(self, pending: list[Event]) -> None:
+        """Push committed events to live subscribers (never before the transaction commits)."""
+        for event in pending:
+            self.broker.publish(event)
+
+
+def clamp_limit(limit: int | None, default: int = 50, maximum: int = 500) -> int:
+    """A list limit between 1 and the cap."""
+    if limit is None:
+        return default
+    if limit < 1:
+        raise ValidationFailed("limit: must be at least 1")
+    return min(limit, maximum)
+
+
+def require_user_token(principal: Principal) -> None:
+    """Account management needs a person's token, not an agent's."""
+    if principal.kind != "user":
+        raise Forbidden("this endpoint needs a user token (utok_), not a network token", code="user_token_required")

@@ -1,0 +1,176 @@
+"""Sessions: claiming aliases, who the caller is, presence and the sweeper, status listings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import trio
+
+from ..errors import Conflict, Forbidden, NotFound
+from ..ids import new_id, now_text, now_ts
+from ..models import ReportStatus
+from ..store import messages as message_store
+from ..store import sessions as session_store
+from ..store import tasks as task_store
+from ..store import tokens as token_store
+from .hub import Hub, Principal
+
+log = logging.getLogger("commhub.presence")
+
+TASK_STATUSES = ("delivered", "running", "replied", "failed", "cancelled")
+
+
+def is_online(hub: Hub, row: dict[str, Any]) -> bool:
+    """A session is online while it has a live stream or is not yet swept offline."""
+    return row["status"] != "offline" or hub.broker.stream_count(row["network_id"], row["alias"]) > 0
+
+
+def effective_status(hub: Hub, row: dict[str, Any]) -> str:
+    """The status to show: a session with a live stream is never shown offline."""
+    if row["status"] == "offline" and hub.broker.stream_count(row["network_id"], row["alias"]) > 0:
+        return "idle"
+    return row["status"]
+
+
+def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) -> dict[str, Any] | None:
+    """Refuse a claim the caller may not make; returns the existing session row, if any."""
+    if principal.bound_alias and principal.bound_alias != alias:
+        raise Forbidden(f"this token is bound to alias '{principal.bound_alias}' and cannot act as '{alias}'",
+                        code="alias_bound")
+    row = session_store.get_session(hub.db, network_id, alias)
+    if row and row["token_id"] not in (None, principal.token_id) and is_online(hub, row):
+        raise Conflict(f"alias '{alias}' is held by another token and is online; pick another alias or give "
+                       "each agent its own token", code="alias_taken")
+    return row
+
+
+def claim(hub: Hub, principal: Principal, network_id: str, alias: str, resume_id: str | None = None) -> None:
+    """Make the caller the holder of an alias (creating the session), inside the caller's transaction."""
+    row = _check_claim(hub, principal, network_id, alias)
+    now, ts = now_text(), now_ts()
+    if row is None:
+        session_store.insert_session(hub.db, network_id, alias, resume_id or new_id("sess"), principal.token_id,
+                                     "idle", now, ts)
+    else:
+        if row["token_id"] != principal.token_id or resume_id:
+            session_store.claim_session(hub.db, network_id, alias, principal.token_id, resume_id)
+        session_store.touch_session(hub.db, network_id, alias, now, ts)
+    if principal.last_alias != alias:
+        token_store.set_last_alias(hub.db, principal.token_id, alias)
+        principal.last_alias = alias
+
+
+def report_status(hub: Hub, principal: Principal, network_id: str, current_alias: str | None,
+                  body: ReportStatus) -> dict[str, Any]:
+    """Claim the alias if given, then record status/task/progress/node; returns the alias and inbox count."""
+    alias = body.alias or principal.bound_alias or current_alias or principal.last_alias
+    if alias is None:
+        raise Conflict("give 'alias' on your first report_status call: it is the name others send to",
+                       code="alias_required")
+    with hub.db.write():
+        claim(hub, principal, network_id, alias, body.resume_id)
+        fields: dict[str, Any] = body.model_dump(include={"status", "agent", "model", "task", "progress",
+                                                          "resume_id"}, exclude_none=True)
+        if body.node is not None:
+            hostname = body.node if isinstance(body.node, str) else body.node.hostname
+            platform = None if isinstance(body.node, str) else body.node.platform
+            fields["node_id"] = session_store.upsert_node(hub.db, new_id("node"), network_id, hostname, platform,
+                                                          body.agent, now_text())
+        if body.status == "idle" and "task" not in fields:
+            fields["task"] = None
+            fields["progress"] = None
+        session_store.update_report(hub.db, network_id, alias, fields)
+    row = session_store.get_session(hub.db, network_id, alias)
+    assert row is not None
+    return {"ok": True, "alias": alias, "network_id": network_id, "resume_id": row["resume_id"],
+            "status": row["status"], "inbox_count": message_store.unread_count(hub.db, network_id, alias)}
+
+
+def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alias: str | None) -> str:
+    """Who is calling, never from an argument: the token's bound alias, else the alias claimed on this
+    MCP session, else the alias this token last claimed. Refreshes the caller's presence."""
+    alias = principal.bound_alias or session_alias or principal.last_alias
+    if alias is None:
+        raise Conflict("you have not said who you are: call report_status with your alias first",
+                       code="no_identity")
+    row = session_store.get_session(hub.db, network_id, alias)
+    with hub.db.write():
+        if row is None or row["token_id"] != principal.token_id:
+            if row is not None and principal.bound_alias is None and session_alias is None:
+                # The alias this token last used has since been taken by another token.
+                raise Conflict(f"alias '{alias}' is now held by another token; call report_status to claim "
+                               "an alias", code="no_identity")
+            claim(hub, principal, network_id, alias)
+        else:
+            session_store.touch_session(hub.db, network_id, alias, now_text(), now_ts())
+    return alias
+
+
+def require_known_alias(hub: Hub, network_id: str, alias: str) -> dict[str, Any]:
+    """The recipient's session, or an error saying the network has never seen that alias."""
+    row = session_store.get_session(hub.db, network_id, alias)
+    if row is None:
+        raise NotFound(f"no agent '{alias}' has ever connected to this network; check the name with "
+                       "get_all_status", code="unknown_recipient")
+    return row
+
+
+def public_session(hub: Hub, row: dict[str, Any]) -> dict[str, Any]:
+    """A session as listed by /api/status and get_all_status."""
+    out = {k: row[k] for k in ("resume_id", "alias", "status", "agent", "model", "task", "progress",
+                               "last_seen_at", "network_id", "node_id", "created_at")}
+    out["status"] = effective_status(hub, row)
+    out["online"] = is_online(hub, row)
+    out["streams"] = hub.broker.stream_count(row["network_id"], row["alias"])
+    return out
+
+
+def list_status(hub: Hub, network_ids: list[str], status: str | None) -> dict[str, Any]:
+    """Every session of the networks (the reference's /api/status shape)."""
+    rows = session_store.list_sessions(hub.db, network_ids, status)
+    return {"ok": True, "sessions": [public_session(hub, r) for r in rows]}
+
+
+def list_nodes(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
+    """Machines that sessions report running on."""
+    rows = session_store.list_nodes(hub.db, network_ids)
+    for r in rows:
+        r["agents"] = json.loads(r["agents"])
+    return {"ok": True, "nodes": rows}
+
+
+def stats(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
+    """Session and task counts (the reference's /api/stats shape)."""
+    sessions = session_store.session_counts(hub.db, network_ids)
+    counts = task_store.task_counts(hub.db, network_ids)
+    tasks = {"total": sum(counts.values())}
+    tasks.update({s: counts.get(s, 0) for s in TASK_STATUSES})
+    return {"ok": True, "sessions": sessions, "tasks": tasks}
+
+
+def sweep_once(hub: Hub) -> int:
+    """Mark sessions offline that have no live stream and no MCP call within the presence timeout."""
+    streaming = hub.broker.online_aliases()
+    cutoff = now_ts() - hub.settings.presence_timeout_seconds
+    swept = 0
+    with hub.db.write():
+        now, ts = now_text(), now_ts()
+        for key in streaming:
+            session_store.touch_session(hub.db, key[0], key[1], now, ts)
+        for row in session_store.stale_sessions(hub.db, cutoff):
+            if (row["network_id"], row["alias"]) not in streaming:
+                session_store.mark_offline(hub.db, row["network_id"], row["alias"])
+                swept += 1
+    if swept:
+        log.info("presence: %d session(s) went offline", swept)
+    return swept
+
+
+async def run_sweeper(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Background job (root nursery): sweep presence every `sweep_seconds`."""
+    task_status.started()
+    while True:
+        await trio.sleep(hub.settings.sweep_seconds)
+        sweep_once(hub)

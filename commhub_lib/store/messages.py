@@ -1,0 +1,71 @@
+"""Inbox items: messages, task notices, replies, broadcasts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import Database
+
+Row = dict[str, Any]
+MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", to_name AS \"to\", kind, content, priority,"
+                   " in_reply_to, task_id, status, created_at, read_at")
+# Urgent first, then high, normal, low; oldest first within a priority.
+PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
+
+
+def insert_message(db: Database, row: Row) -> None:
+    """Store an inbox item (row holds every column)."""
+    db.execute("INSERT INTO messages(message_id, network_id, from_name, to_name, kind, content, priority,"
+               " in_reply_to, task_id, status, created_at, created_ts) VALUES (:message_id, :network_id,"
+               " :from_name, :to_name, :kind, :content, :priority, :in_reply_to, :task_id, :status, :created_at,"
+               " :created_ts)", row)
+
+
+def get_message(db: Database, network_id: str, message_id: str) -> Row | None:
+    """One message of a network."""
+    return db.query_one(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE network_id = ? AND message_id = ?",
+                        (network_id, message_id))
+
+
+def unread(db: Database, network_id: str, alias: str, limit: int) -> list[Row]:
+    """An alias's unread items, urgent first, then oldest first."""
+    return db.query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE network_id = ? AND to_name = ?"
+                    f" AND read_at IS NULL ORDER BY {PRIORITY_ORDER}, created_ts, rowid LIMIT ?",
+                    (network_id, alias, limit))
+
+
+def unread_count(db: Database, network_id: str, alias: str) -> int:
+    """How many unread items an alias has."""
+    return db.con.execute("SELECT count(*) FROM messages WHERE network_id = ? AND to_name = ? AND read_at IS NULL",
+                          (network_id, alias)).get
+
+
+def mark_read(db: Database, network_id: str, alias: str, message_ids: list[str], now: str) -> list[Row]:
+    """Mark some of an alias's unread items read; returns the ones that changed (id, kind, task_id)."""
+    marks = ",".join("?" * len(message_ids)) or "NULL"
+    return db.query(f"UPDATE messages SET read_at = ? WHERE network_id = ? AND to_name = ? AND read_at IS NULL"
+                    f" AND message_id IN ({marks}) RETURNING message_id, kind, task_id",
+                    (now, network_id, alias, *message_ids))
+
+
+def mark_all_read(db: Database, network_id: str, alias: str, now: str) -> list[Row]:
+    """Mark every unread item of an alias read; returns the ones that changed."""
+    return db.query("UPDATE messages SET read_at = ? WHERE network_id = ? AND to_name = ? AND read_at IS NULL"
+                    " RETURNING message_id, kind, task_id", (now, network_id, alias))
+
+
+def list_messages(db: Database, network_ids: list[str], alias: str | None, kind: str | None, unread_only: bool,
+                  limit: int, offset: int) -> list[Row]:
+    """Messages (to an alias: its inbox), newest first."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    where, params = [f"network_id IN ({marks})"], list(network_ids)
+    if alias:
+        where.append("to_name = ?")
+        params.append(alias)
+    if kind:
+        where.append("kind = ?")
+        params.append(kind)
+    if unread_only:
+        where.append("read_at IS NULL")
+    return db.query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
+                    f" ORDER BY created_ts DESC, rowid DESC LIMIT ? OFFSET ?", (*params, limit, offset))

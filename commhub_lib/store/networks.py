@@ -1,0 +1,101 @@
+"""Networks, members and invites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import Database
+
+Row = dict[str, Any]
+NETWORK_COLUMNS = ("n.network_id, n.name AS network_name, n.description, n.owner_id, n.visibility,"
+                   " n.max_members, n.created_at, n.updated_at")
+
+
+def insert_network(db: Database, network_id: str, name: str, description: str, owner_id: str, now: str) -> None:
+    """Create a network."""
+    db.execute("INSERT INTO networks(network_id, name, description, owner_id, created_at, updated_at)"
+               " VALUES (?, ?, ?, ?, ?, ?)", (network_id, name, description, owner_id, now, now))
+
+
+def get_network(db: Database, network_id: str) -> Row | None:
+    """One network by id."""
+    return db.query_one(f"SELECT {NETWORK_COLUMNS} FROM networks n WHERE n.network_id = ?", (network_id,))
+
+
+def list_networks_of_user(db: Database, user_id: str) -> list[Row]:
+    """The networks a user belongs to, with the user's role in each."""
+    return db.query(f"SELECT {NETWORK_COLUMNS}, m.role AS member_role FROM networks n"
+                    " JOIN members m ON m.network_id = n.network_id WHERE m.user_id = ?"
+                    " ORDER BY n.created_at, n.network_id", (user_id,))
+
+
+def find_user_network_by_name(db: Database, owner_id: str, name: str) -> Row | None:
+    """A network the user owns with this name (names are unique per owner)."""
+    return db.query_one("SELECT network_id FROM networks WHERE owner_id = ? AND name = ?", (owner_id, name))
+
+
+def default_network_of_user(db: Database, user_id: str) -> Row | None:
+    """The user's oldest owned network (its `default`), else the oldest it belongs to."""
+    return db.query_one("SELECT n.network_id FROM networks n JOIN members m ON m.network_id = n.network_id"
+                        " WHERE m.user_id = ? ORDER BY (m.role = 'owner') DESC, n.created_at, n.network_id"
+                        " LIMIT 1", (user_id,))
+
+
+def update_network(db: Database, network_id: str, name: str | None, description: str | None,
+                   visibility: str | None, max_members: int | None, now: str) -> None:
+    """Change a network's fields (None keeps the current value)."""
+    db.execute("UPDATE networks SET name = coalesce(?, name), description = coalesce(?, description),"
+               " visibility = coalesce(?, visibility), max_members = coalesce(?, max_members), updated_at = ?"
+               " WHERE network_id = ?", (name, description, visibility, max_members, now, network_id))
+
+
+def delete_network(db: Database, network_id: str) -> None:
+    """Delete a network; its members, invites, tokens, sessions, tasks and messages go with it (cascade)."""
+    db.execute("DELETE FROM networks WHERE network_id = ?", (network_id,))
+
+
+def insert_member(db: Database, network_id: str, user_id: str, role: str, now: str) -> None:
+    """Add a user to a network."""
+    db.execute("INSERT INTO members(network_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)",
+               (network_id, user_id, role, now))
+
+
+def get_member_role(db: Database, network_id: str, user_id: str) -> str | None:
+    """The user's role in the network, or None if not a member."""
+    row = db.query_one("SELECT role FROM members WHERE network_id = ? AND user_id = ?", (network_id, user_id))
+    return row["role"] if row else None
+
+
+def count_members(db: Database, network_id: str) -> int:
+    """How many members a network has."""
+    return db.con.execute("SELECT count(*) FROM members WHERE network_id = ?", (network_id,)).get
+
+
+def list_members(db: Database, network_id: str) -> list[Row]:
+    """The members of a network with their user fields."""
+    return db.query("SELECT m.user_id, u.username, u.display_name, m.role, m.joined_at FROM members m"
+                    " JOIN users u ON u.user_id = m.user_id WHERE m.network_id = ?"
+                    " ORDER BY m.joined_at, m.user_id", (network_id,))
+
+
+def list_network_ids_of_user(db: Database, user_id: str) -> list[str]:
+    """Ids of every network the user belongs to."""
+    return [r["network_id"] for r in db.query("SELECT network_id FROM members WHERE user_id = ?", (user_id,))]
+
+
+def insert_invite(db: Database, code: str, network_id: str, role: str, max_uses: int, created_by: str,
+                  now: str, expires_at: str | None) -> None:
+    """Create an invite code."""
+    db.execute("INSERT INTO invites(invite_code, network_id, role, max_uses, created_by, created_at, expires_at)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?)", (code, network_id, role, max_uses, created_by, now, expires_at))
+
+
+def get_invite(db: Database, code: str) -> Row | None:
+    """One invite by code."""
+    return db.query_one("SELECT * FROM invites WHERE invite_code = ?", (code,))
+
+
+def use_invite(db: Database, code: str) -> bool:
+    """Count one use of an invite; False when it was already used up (checked in the same statement)."""
+    return db.execute("UPDATE invites SET uses = uses + 1 WHERE invite_code = ? AND uses < max_uses",
+                      (code,)) == 1

@@ -1,0 +1,121 @@
+"""Agent sessions (one row per alias per network) and nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import Database
+
+Row = dict[str, Any]
+SESSION_COLUMNS = ("s.network_id, s.resume_id, s.alias, s.status, s.agent, s.model, s.task, s.progress,"
+                   " s.node_id, s.last_seen_at, s.created_at, s.token_id")
+
+
+def get_session(db: Database, network_id: str, alias: str) -> Row | None:
+    """One session by alias."""
+    return db.query_one(f"SELECT {SESSION_COLUMNS}, s.last_seen_ts FROM sessions s"
+                        " WHERE s.network_id = ? AND s.alias = ?", (network_id, alias))
+
+
+def insert_session(db: Database, network_id: str, alias: str, resume_id: str, token_id: str | None,
+                   status: str, now: str, now_ts: float) -> None:
+    """Create a session for a newly claimed alias."""
+    db.execute("INSERT INTO sessions(network_id, alias, resume_id, token_id, status, last_seen_at, last_seen_ts,"
+               " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (network_id, alias, resume_id, token_id, status, now, now_ts, now))
+
+
+def claim_session(db: Database, network_id: str, alias: str, token_id: str | None, resume_id: str | None) -> None:
+    """Give an alias to a (new) claimant."""
+    db.execute("UPDATE sessions SET token_id = ?, resume_id = coalesce(?, resume_id)"
+               " WHERE network_id = ? AND alias = ?", (token_id, resume_id, network_id, alias))
+
+
+def update_report(db: Database, network_id: str, alias: str, fields: dict[str, Any]) -> None:
+    """Set reported fields (status, agent, model, task, progress, node_id, resume_id); keys are fixed names."""
+    allowed = ("status", "agent", "model", "task", "progress", "node_id", "resume_id")
+    cols = [k for k in allowed if k in fields]
+    if not cols:
+        return
+    assignments = ", ".join(f"{c} = ?" for c in cols)
+    db.execute(f"UPDATE sessions SET {assignments} WHERE network_id = ? AND alias = ?",
+               (*[fields[c] for c in cols], network_id, alias))
+
+
+def touch_session(db: Database, network_id: str, alias: str, now: str, now_ts: float) -> None:
+    """Refresh presence; an offline session comes back as idle."""
+    db.execute("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?,"
+               " status = CASE status WHEN 'offline' THEN 'idle' ELSE status END"
+               " WHERE network_id = ? AND alias = ?", (now, now_ts, network_id, alias))
+
+
+def clear_work(db: Database, network_id: str, alias: str) -> None:
+    """A task ended: the agent is idle again, with no task or progress shown."""
+    db.execute("UPDATE sessions SET task = NULL, progress = NULL,"
+               " status = CASE status WHEN 'working' THEN 'idle' ELSE status END"
+               " WHERE network_id = ? AND alias = ?", (network_id, alias))
+
+
+def list_sessions(db: Database, network_ids: list[str], status: str | None) -> list[Row]:
+    """Sessions of some networks, optionally of one status, by alias."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    params: list[Any] = list(network_ids)
+    where = f"s.network_id IN ({marks})"
+    if status:
+        where += " AND s.status = ?"
+        params.append(status)
+    return db.query(f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE {where} ORDER BY s.network_id, s.alias",
+                    tuple(params))
+
+
+def list_online_sessions(db: Database, network_id: str) -> list[Row]:
+    """Sessions of a network that are not offline."""
+    return db.query("SELECT alias FROM sessions WHERE network_id = ? AND status != 'offline'", (network_id,))
+
+
+def stale_sessions(db: Database, cutoff_ts: float) -> list[Row]:
+    """Sessions not offline whose last sign of life is older than the cutoff."""
+    return db.query("SELECT network_id, alias FROM sessions WHERE status != 'offline' AND last_seen_ts < ?",
+                    (cutoff_ts,))
+
+
+def mark_offline(db: Database, network_id: str, alias: str) -> None:
+    """The sweeper found no sign of life: offline (last_seen_at stays)."""
+    db.execute("UPDATE sessions SET status = 'offline' WHERE network_id = ? AND alias = ?", (network_id, alias))
+
+
+def session_counts(db: Database, network_ids: list[str]) -> Row:
+    """Total / online / offline session counts."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    row = db.query_one(f"SELECT count(*) AS total, coalesce(sum(status != 'offline'), 0) AS online,"
+                       f" coalesce(sum(status = 'offline'), 0) AS offline FROM sessions"
+                       f" WHERE network_id IN ({marks})", tuple(network_ids))
+    assert row is not None
+    return row
+
+
+def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, platform: str | None,
+                agent: str | None, now: str) -> str:
+    """Record a machine seen in a report; returns the node id (existing or new)."""
+    row = db.query_one("SELECT node_id, agents FROM nodes WHERE network_id = ? AND hostname = ?",
+                       (network_id, hostname))
+    if row is None:
+        agents = f'["{agent}"]' if agent else "[]"
+        db.execute("INSERT INTO nodes(node_id, network_id, hostname, platform, agents, created_at, last_seen_at)"
+                   " VALUES (?, ?, ?, ?, json(?), ?, ?)", (node_id, network_id, hostname, platform, agents, now, now))
+        return node_id
+    db.execute("UPDATE nodes SET platform = coalesce(?, platform), last_seen_at = ?,"
+               " agents = CASE WHEN ? IS NULL OR EXISTS (SELECT 1 FROM json_each(agents) WHERE value = ?)"
+               " THEN agents ELSE json_insert(agents, '$[#]', ?) END WHERE node_id = ?",
+               (platform, now, agent, agent, agent, row["node_id"]))
+    return row["node_id"]
+
+
+def list_nodes(db: Database, network_ids: list[str]) -> list[Row]:
+    """Nodes of some networks with how many sessions run on each."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    return db.query(f"SELECT n.node_id, n.network_id, n.hostname, n.platform, n.agents, n.created_at,"
+                    f" n.last_seen_at, (SELECT count(*) FROM sessions s WHERE s.node_id = n.node_id) AS sessions,"
+                    f" (SELECT count(*) FROM sessions s WHERE s.node_id = n.node_id AND s.status != 'offline')"
+                    f" AS online_sessions FROM nodes n WHERE n.network_id IN ({marks})"
+                    f" ORDER BY n.hostname", tuple(network_ids))

@@ -1,0 +1,107 @@
+"""Tasks, task events and completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import Database
+
+Row = dict[str, Any]
+TASK_COLUMNS = ("task_id, network_id, from_name, to_name, title, content, context, priority, status, deadline,"
+                " idempotency_key, message_id, result, created_at, updated_at")
+
+
+def insert_task(db: Database, row: Row) -> None:
+    """Create a task (row holds every column)."""
+    db.execute("INSERT INTO tasks(task_id, network_id, from_name, to_name, title, content, context, priority,"
+               " status, deadline, idempotency_key, message_id, created_at, created_ts, updated_at)"
+               " VALUES (:task_id, :network_id, :from_name, :to_name, :title, :content, :context, :priority,"
+               " :status, :deadline, :idempotency_key, :message_id, :created_at, :created_ts, :updated_at)", row)
+
+
+def get_task(db: Database, network_id: str, task_id: str) -> Row | None:
+    """One task of a network."""
+    return db.query_one(f"SELECT {TASK_COLUMNS}, created_ts FROM tasks WHERE network_id = ? AND task_id = ?",
+                        (network_id, task_id))
+
+
+def find_by_idempotency_key(db: Database, network_id: str, from_name: str, key: str) -> Row | None:
+    """The task a sender already created with this idempotency key."""
+    return db.query_one(f"SELECT {TASK_COLUMNS} FROM tasks WHERE network_id = ? AND from_name = ?"
+                        " AND idempotency_key = ?", (network_id, from_name, key))
+
+
+def set_status(db: Database, task_id: str, from_statuses: tuple[str, ...], status: str, now: str,
+               result: str | None = None) -> bool:
+    """Move a task to `status` only from one of `from_statuses`; False if it was not in one of them."""
+    marks = ",".join("?" * len(from_statuses))
+    return db.execute(f"UPDATE tasks SET status = ?, updated_at = ?, result = coalesce(?, result)"
+                      f" WHERE task_id = ? AND status IN ({marks})",
+                      (status, now, result, task_id, *from_statuses)) == 1
+
+
+def list_tasks(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
+               from_name: str | None, limit: int, offset: int) -> list[Row]:
+    """Tasks, newest first, with optional filters."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    where, params = [f"network_id IN ({marks})"], list(network_ids)
+    for column, value in (("status", status), ("to_name", to_name), ("from_name", from_name)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    return db.query(f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
+                    " ORDER BY created_ts DESC, task_id LIMIT ? OFFSET ?", (*params, limit, offset))
+
+
+def task_counts(db: Database, network_ids: list[str]) -> dict[str, int]:
+    """How many tasks are in each status."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    rows = db.query(f"SELECT status, count(*) AS n FROM tasks WHERE network_id IN ({marks}) GROUP BY status",
+                    tuple(network_ids))
+    return {r["status"]: r["n"] for r in rows}
+
+
+def insert_task_event(db: Database, task_id: str, network_id: str, event: str, actor: str, detail: str | None,
+                      now: str) -> None:
+    """Append a transition to a task's log."""
+    db.execute("INSERT INTO task_events(task_id, network_id, event, actor, detail, created_at)"
+               " VALUES (?, ?, ?, ?, ?, ?)", (task_id, network_id, event, actor, detail, now))
+
+
+def list_task_events(db: Database, network_ids: list[str], task_id: str | None, limit: int,
+                     offset: int) -> list[Row]:
+    """Task events, oldest first, optionally of one task."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    where, params = [f"network_id IN ({marks})"], list(network_ids)
+    if task_id:
+        where.append("task_id = ?")
+        params.append(task_id)
+    return db.query(f"SELECT id, task_id, network_id, event, actor, detail, created_at FROM task_events"
+                    f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ? OFFSET ?", (*params, limit, offset))
+
+
+def insert_completion(db: Database, task_id: str, network_id: str, alias: str, status: str, result: str | None,
+                      artifacts: str, duration: float, now: str) -> None:
+    """Record how a task ended."""
+    db.execute("INSERT INTO completions(task_id, network_id, alias, status, result, artifacts, duration_seconds,"
+               " completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (task_id, network_id, alias, status, result, artifacts, duration, now))
+
+
+def list_completions(db: Database, network_ids: list[str], alias: str | None, limit: int,
+                     offset: int) -> list[Row]:
+    """Completion records, newest first."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    where, params = [f"network_id IN ({marks})"], list(network_ids)
+    if alias:
+        where.append("alias = ?")
+        params.append(alias)
+    return db.query(f"SELECT task_id, network_id, alias, status, result, artifacts, duration_seconds, completed_at"
+                    f" FROM completions WHERE {' AND '.join(where)} ORDER BY completed_at DESC, task_id"
+                    f" LIMIT ? OFFSET ?", (*params, limit, offset))
+
+
+def get_completion(db: Database, task_id: str) -> Row | None:
+    """The completion record of one task."""
+    return db.query_one("SELECT task_id, network_id, alias, status, result, artifacts, duration_seconds,"
+                        " completed_at FROM completions WHERE task_id = ?", (task_id,))

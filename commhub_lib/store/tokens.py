@@ -1,0 +1,56 @@
+"""Bearer tokens (user `utok_` and network `ntok_`), stored by SHA-256 hash only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import Database
+
+Row = dict[str, Any]
+PUBLIC_COLUMNS = "token_id, kind, user_id, network_id, name, alias, last_alias, created_at, last_used_at, revoked_at"
+
+
+def insert_token(db: Database, token_id: str, kind: str, token_hash: bytes, user_id: str,
+                 network_id: str | None, name: str, alias: str | None, now: str) -> None:
+    """Store a new token (its hash, never the secret)."""
+    db.execute("INSERT INTO tokens(token_id, kind, token_hash, user_id, network_id, name, alias, created_at)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (token_id, kind, token_hash, user_id, network_id, name, alias, now))
+
+
+def get_token_by_hash(db: Database, token_hash: bytes) -> Row | None:
+    """The live (not revoked) token with this hash; the index lookup compares whole hashes."""
+    return db.query_one(f"SELECT {PUBLIC_COLUMNS} FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                        (token_hash,))
+
+
+def get_token(db: Database, token_id: str) -> Row | None:
+    """One token by id."""
+    return db.query_one(f"SELECT {PUBLIC_COLUMNS} FROM tokens WHERE token_id = ?", (token_id,))
+
+
+def list_network_tokens_of_user(db: Database, user_id: str) -> list[Row]:
+    """The user's API (network) tokens, revoked ones included, newest first."""
+    return db.query(f"SELECT {PUBLIC_COLUMNS} FROM tokens WHERE user_id = ? AND kind = 'network'"
+                    " ORDER BY created_at DESC, token_id", (user_id,))
+
+
+def revoke_token(db: Database, token_id: str, now: str) -> bool:
+    """Revoke a token; False if it was already revoked."""
+    return db.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+                      (now, token_id)) == 1
+
+
+def revoke_user_tokens(db: Database, user_id: str, now: str, keep_token_id: str | None) -> None:
+    """Revoke a user's login tokens except one (after a password change)."""
+    db.execute("UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND kind = 'user' AND revoked_at IS NULL"
+               " AND token_id IS NOT ?", (now, user_id, keep_token_id))
+
+
+def touch_token(db: Database, token_id: str, now: str) -> None:
+    """Record when a token was last used."""
+    db.execute("UPDATE tokens SET last_used_at = ? WHERE token_id = ?", (now, token_id))
+
+
+def set_last_alias(db: Database, token_id: str, alias: str) -> None:
+    """Remember the alias this token last claimed (identity for session-less MCP calls)."""
+    db.execute("UPDATE tokens SET last_alias = ? WHERE token_id = ?", (alias, token_id))

@@ -1,0 +1,179 @@
+-- CommHub schema: the single truth for a fresh database. Changing it means adding the next
+-- numbered step in commhub_lib/migrations/ and bumping SCHEMA_VERSION in commhub_lib/db.py.
+-- Times are UTC text 'YYYY-MM-DD HH:MM:SS' (the reference's format); *_ts columns are unix seconds.
+
+CREATE TABLE users (
+    user_id       TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    display_name  TEXT NOT NULL,
+    email         TEXT,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'user')),
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+
+CREATE TABLE networks (
+    network_id  TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    owner_id    TEXT NOT NULL REFERENCES users(user_id),
+    visibility  TEXT NOT NULL DEFAULT 'private',
+    max_members INTEGER NOT NULL DEFAULT 50,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE members (
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    user_id    TEXT NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+    role       TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+    joined_at  TEXT NOT NULL,
+    PRIMARY KEY (network_id, user_id)
+);
+CREATE INDEX members_by_user ON members(user_id);
+
+CREATE TABLE invites (
+    invite_code TEXT PRIMARY KEY,
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    role        TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    max_uses    INTEGER NOT NULL,
+    uses        INTEGER NOT NULL DEFAULT 0,
+    created_by  TEXT NOT NULL REFERENCES users(user_id),
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT
+);
+
+-- Both kinds of bearer token: 'user' (utok_, a person's login) and 'network' (ntok_, an agent's API
+-- token, scoped to one network and optionally bound to one alias). Only the SHA-256 of the secret is kept.
+CREATE TABLE tokens (
+    token_id     TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL CHECK (kind IN ('user', 'network')),
+    token_hash   BLOB NOT NULL UNIQUE,
+    user_id      TEXT NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+    network_id   TEXT REFERENCES networks(network_id) ON DELETE CASCADE,
+    name         TEXT NOT NULL DEFAULT '',
+    alias        TEXT,
+    last_alias   TEXT,
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at   TEXT
+);
+CREATE INDEX tokens_by_user ON tokens(user_id, kind);
+
+CREATE TABLE nodes (
+    node_id      TEXT PRIMARY KEY,
+    network_id   TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    hostname     TEXT NOT NULL,
+    platform     TEXT,
+    agents       TEXT NOT NULL DEFAULT '[]',
+    created_at   TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    UNIQUE (network_id, hostname)
+);
+
+-- One row per alias ever claimed in a network; `token_id` is the current claimant.
+CREATE TABLE sessions (
+    network_id   TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias        TEXT NOT NULL,
+    resume_id    TEXT NOT NULL,
+    token_id     TEXT,
+    status       TEXT NOT NULL CHECK (status IN ('idle', 'working', 'offline')),
+    agent        TEXT,
+    model        TEXT,
+    task         TEXT,
+    progress     TEXT,
+    node_id      TEXT,
+    last_seen_at TEXT NOT NULL,
+    last_seen_ts REAL NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (network_id, alias)
+);
+
+CREATE TABLE tasks (
+    task_id         TEXT PRIMARY KEY,
+    network_id      TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    from_name       TEXT NOT NULL,
+    to_name         TEXT NOT NULL,
+    title           TEXT,
+    content         TEXT NOT NULL,
+    context         TEXT,
+    priority        TEXT NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
+    status          TEXT NOT NULL CHECK (status IN ('delivered', 'running', 'replied', 'failed', 'cancelled')),
+    deadline        TEXT,
+    idempotency_key TEXT,
+    message_id      TEXT NOT NULL,
+    result          TEXT,
+    created_at      TEXT NOT NULL,
+    created_ts      REAL NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX tasks_by_network ON tasks(network_id, created_ts);
+CREATE INDEX tasks_by_recipient ON tasks(network_id, to_name, status);
+
+-- Inbox items. kind: message | task | reply | broadcast | notice.
+CREATE TABLE messages (
+    message_id  TEXT PRIMARY KEY,
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    from_name   TEXT NOT NULL,
+    to_name     TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('message', 'task', 'reply', 'broadcast', 'notice')),
+    content     TEXT NOT NULL,
+    priority    TEXT NOT NULL DEFAULT 'normal',
+    in_reply_to TEXT,
+    task_id     TEXT,
+    status      TEXT,
+    created_at  TEXT NOT NULL,
+    created_ts  REAL NOT NULL,
+    read_at     TEXT
+);
+CREATE INDEX messages_unread ON messages(network_id, to_name, read_at);
+CREATE INDEX messages_by_network ON messages(network_id, created_ts);
+
+CREATE TABLE task_events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id    TEXT NOT NULL,
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    event      TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    detail     TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX task_events_by_task ON task_events(task_id, id);
+
+CREATE TABLE completions (
+    task_id          TEXT PRIMARY KEY,
+    network_id       TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias            TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    result           TEXT,
+    artifacts        TEXT NOT NULL DEFAULT '[]',
+    duration_seconds REAL NOT NULL,
+    completed_at     TEXT NOT NULL
+);
+CREATE INDEX completions_by_network ON completions(network_id, completed_at);
+
+-- The durable SSE log: an event is written here before it is pushed; its id is the SSE `id:`.
+CREATE TABLE events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias      TEXT NOT NULL,
+    event      TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX events_by_alias ON events(network_id, alias, id);
+
+CREATE TABLE audit_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    network_id TEXT,
+    user_id    TEXT,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT '',
+    ip         TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX audit_by_network ON audit_log(network_id, id);

@@ -1,0 +1,118 @@
+"""Shared fixtures: a real CommHub (hypercorn on 127.0.0.1:0, a temp SQLite file) inside the test's nursery."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from commhub_lib.config import Settings
+from commhub_lib.server import ServerHandle, run_server
+
+_counter = itertools.count()
+
+# Rate limits are lifted by default so tests can register many users; tests of the limits set them.
+TEST_DEFAULTS = dict(port=0, register_rate_per_minute=0, login_rate_per_minute=0, token_rate_per_minute=0)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a test server: ephemeral port, a database file in tmp_path, limits off."""
+    values = {**TEST_DEFAULTS, "db": str(tmp_path / "hub.db"), **overrides}
+    return Settings(**values)
+
+
+async def start_server(nursery: trio.Nursery, settings: Settings) -> ServerHandle:
+    """Start a real server in the nursery and return its handle (bound port, hub, shutdown())."""
+    return await nursery.start(run_server, settings)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Default test settings (override with dataclasses.replace)."""
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[ServerHandle]:
+    """A running server; shut down gracefully at the end of the test."""
+    handle = await start_server(nursery, settings)
+    yield handle
+    handle.shutdown()
+
+
+@pytest.fixture
+async def client(server: ServerHandle) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client for the running server."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def unique(prefix: str = "user") -> str:
+    """A username unique within the test run."""
+    return f"{prefix}{next(_counter)}"
+
+
+@dataclasses.dataclass
+class Account:
+    """A registered user: its tokens and default network."""
+
+    username: str
+    password: str
+    user_id: str
+    token: str
+    network_token: str
+    network_id: str
+    role: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers with the user token."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def net_auth(self) -> dict[str, str]:
+        """Headers with the default network token."""
+        return {"Authorization": f"Bearer {self.network_token}"}
+
+
+async def register(client: httpx.AsyncClient, username: str | None = None, password: str = "secret123",
+                   **extra: Any) -> Account:
+    """Register a user through the API and return its Account."""
+    username = username or unique()
+    r = await client.post("/api/auth/register", json={"username": username, "password": password, **extra})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return Account(username, password, body["user"]["user_id"], body["token"], body["network_token"],
+                   body["network_id"], body["user"]["role"])
+
+
+async def create_token(client: httpx.AsyncClient, account: Account, name: str = "agent",
+                       alias: str | None = None, network_id: str | None = None) -> str:
+    """Create a network token (optionally bound to an alias) and return its secret."""
+    payload: dict[str, Any] = {"name": name, "network_id": network_id or account.network_id}
+    if alias:
+        payload["alias"] = alias
+    r = await client.post("/api/tokens", json=payload, headers=account.auth)
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+async def mcp_call(client: httpx.AsyncClient, token: str, tool: str, arguments: dict[str, Any] | None = None,
+                   session_id: str | None = None) -> dict[str, Any]:
+    """A bare JSON-RPC tools/call (like the reference's curl); returns the JSON-RPC `result`."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if session_id:
+        headers["Mcp-Session-Id"] = session_id
+    r = await client.post("/mcp", headers=headers, json={
+        "jsonrpc": "2.0", "id": next(_counter), "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments or {}}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert "result" in body, body
+    return body["result"]
