@@ -1,0 +1,79 @@
+"""Guards for the shape of the code (STYLE.md): import direction, SQL only in the store, documented settings."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from commhub_lib.config import HELP, Settings, env_name
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "commhub_lib"
+SQL_RE = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.I | re.S)
+WEB_MODULES = ("quart", "quart_trio", "hypercorn", "werkzeug")
+
+
+def _modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", ["service", "store"])
+def test_inner_layers_do_not_import_the_web_stack(layer: str) -> None:
+    for path in (LIB / layer).glob("*.py"):
+        bad = {m for m in _modules(path) if m.split(".")[0] in WEB_MODULES}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}: the service and store never import the web stack"
+
+
+def test_store_does_not_import_the_service() -> None:
+    for path in (LIB / "store").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "from ..service" not in text and "commhub_lib.service" not in text, path
+
+
+def test_sql_lives_only_in_the_store() -> None:
+    offenders = []
+    for path in LIB.rglob("*.py"):
+        rel = path.relative_to(LIB)
+        if rel.parts[0] == "store" or rel.name == "db.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_RE.search(node.value):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert not offenders, f"SQL outside commhub_lib/store: {offenders}"
+
+
+def test_every_setting_has_help_and_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for f in fields(Settings):
+        assert f.name in HELP, f"setting {f.name} has no help text"
+        assert env_name(f.name) in readme, f"{env_name(f.name)} is not documented in README.md"
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = ci.strip().splitlines()[-1]
+    assert command == "python -m pytest"
+    assert command in readme
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
+                    reason="ruff is not installed")
+def test_ruff_is_clean() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
