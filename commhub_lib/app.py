@@ -13,6 +13,7 @@ from . import __version__
 from .api import accounts as accounts_api
 from .api import data as data_api
 from .api import networks as networks_api
+from .api import openapi as openapi_api
 from .errors import CommhubError
 from .ratelimit import RateLimiter
 from .service.hub import Hub
@@ -52,7 +53,7 @@ def create_app(hub: Hub) -> QuartTrio:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
-    for bp in (accounts_api.bp, networks_api.bp, data_api.bp, sse.bp, mcp_protocol.bp):
+    for bp in (accounts_api.bp, networks_api.bp, data_api.bp, openapi_api.bp, sse.bp, mcp_protocol.bp):
         app.register_blueprint(bp)
 
     @app.get("/health")
