@@ -91,6 +91,10 @@ def create_app(hub: Hub) -> QuartTrio:
             message = exc.description or exc.name
         headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(
             exc, "valid_methods", None) else None
+        if status == 413:
+            # The unread body is still on the wire: hypercorn under quart-trio then never recycles nor closes
+            # the connection, so a client reusing it would hang. Tell it not to.
+            headers = {"Connection": "close"}
         return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
 
     @app.errorhandler(Exception)

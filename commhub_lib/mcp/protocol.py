@@ -180,7 +180,9 @@ async def post_mcp() -> Response:
     check_origin()
     principal = authenticate()
     version = request.headers.get("Mcp-Protocol-Version")
-    if version and version not in SUPPORTED_VERSIONS:
+    # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
+    # `server/discover` (sent with a newer version) gets a JSON-RPC -32601 and falls back to initialize.
+    if version and version not in SUPPORTED_VERSIONS and request.headers.get("Mcp-Session-Id"):
         raise BadRequest(f"unsupported Mcp-Protocol-Version '{version}'; supported: {', '.join(SUPPORTED_VERSIONS)}",
                          code="unsupported_protocol_version")
     raw = await request.get_data(cache=False)

@@ -266,8 +266,10 @@ def cancel_task(hub: Hub, principal: Principal, network_id: str, actor: str | No
                 reason: str | None) -> dict[str, Any]:
     """Cancel an open task: its sender, or an owner/admin of the network. Notifies the recipient."""
     task = _get_task_for(hub, network_id, task_id)
-    role = network_store.get_member_role(hub.db, network_id, principal.user_id)
     is_sender = actor is not None and actor == task["from_name"]
+    # The owner/admin override belongs to people (user tokens): an agent running on a token its owner created
+    # may cancel only what it sent.
+    role = network_store.get_member_role(hub.db, network_id, principal.user_id) if principal.kind == "user" else None
     if not (is_sender or auth.role_at_least(role, "admin") or principal.is_system_admin):
         raise Forbidden(f"only the sender ('{task['from_name']}') or a network owner/admin can cancel task "
                         f"{task_id}", code="not_allowed")

@@ -23,15 +23,22 @@ TASK_STATUSES = ("delivered", "running", "replied", "failed", "cancelled")
 
 
 def is_online(hub: Hub, row: dict[str, Any]) -> bool:
-    """A session is online while it has a live stream or is not yet swept offline."""
-    return row["status"] != "offline" or hub.broker.stream_count(row["network_id"], row["alias"]) > 0
+    """A session is online while it has a live stream or its last sign of life is within the presence timeout
+    (checked here, not only by the sweeper, so a claim is never refused for a holder that already timed out)."""
+    if hub.broker.stream_count(row["network_id"], row["alias"]) > 0:
+        return True
+    if row["status"] == "offline":
+        return False
+    last = row.get("last_seen_ts")
+    return last is None or last >= now_ts() - hub.settings.presence_timeout_seconds
 
 
 def effective_status(hub: Hub, row: dict[str, Any]) -> str:
-    """The status to show: a session with a live stream is never shown offline."""
-    if row["status"] == "offline" and hub.broker.stream_count(row["network_id"], row["alias"]) > 0:
-        return "idle"
-    return row["status"]
+    """The status to show: offline once presence has lapsed (even before the sweeper runs); a session with a
+    live stream is never shown offline."""
+    if not is_online(hub, row):
+        return "offline"
+    return "idle" if row["status"] == "offline" else row["status"]
 
 
 def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) -> dict[str, Any] | None:

@@ -8,12 +8,12 @@ from ..db import Database
 
 Row = dict[str, Any]
 SESSION_COLUMNS = ("s.network_id, s.resume_id, s.alias, s.status, s.agent, s.model, s.task, s.progress,"
-                   " s.node_id, s.last_seen_at, s.created_at, s.token_id")
+                   " s.node_id, s.last_seen_at, s.last_seen_ts, s.created_at, s.token_id")
 
 
 def get_session(db: Database, network_id: str, alias: str) -> Row | None:
     """One session by alias."""
-    return db.query_one(f"SELECT {SESSION_COLUMNS}, s.last_seen_ts FROM sessions s"
+    return db.query_one(f"SELECT {SESSION_COLUMNS} FROM sessions s"
                         " WHERE s.network_id = ? AND s.alias = ?", (network_id, alias))
 
 
