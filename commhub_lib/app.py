@@ -72,6 +72,19 @@ def create_app(hub: Hub) -> QuartTrio:
                         response.status_code, elapsed)
         return response
 
+    @app.after_request
+    async def drain_request_body(response: Response) -> Response:
+        """Read a body the handler left unread (an early 401/403/404/429): when it arrives after the answer,
+        hypercorn wedges the keep-alive connection and the client's next request on it hangs."""
+        if response.status_code == 413:
+            response.headers["Connection"] = "close"
+            return response
+        try:
+            await request.get_data(cache=False)
+        except HTTPException:  # too large or too slow: do not keep this connection
+            response.headers["Connection"] = "close"
+        return response
+
     @app.errorhandler(CommhubError)
     async def handle_commhub_error(exc: CommhubError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.headers)

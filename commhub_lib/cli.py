@@ -47,7 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if bind_errors is None:
             raise
         exc = bind_errors.exceptions[0]
-        print(f"commhub: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        while isinstance(exc, BaseExceptionGroup):  # nested nurseries nest the groups
+            exc = exc.exceptions[0]
+        print(f"commhub: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 

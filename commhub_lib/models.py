@@ -11,10 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-# Usernames: letters, digits, underscore, and CJK (ideographs, kana, hangul), 2-50 characters.
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]{2,50}$")
-# Aliases: what agents are addressed by; safe in URLs and logs.
-ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# CJK ideographs, kana and hangul, allowed in usernames and aliases.
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+# Usernames: letters, digits, underscore, and CJK, 2-50 characters.
+USERNAME_RE = re.compile(rf"^[A-Za-z0-9_{CJK}]{{2,50}}$")
+# Aliases: what agents (and, for replies, people by username) are addressed by; safe in URLs and logs.
+ALIAS_RE = re.compile(rf"^[A-Za-z0-9_{CJK}][A-Za-z0-9_.\-{CJK}]{{0,63}}$")
+ALIAS_RULE = "must be 1-64 characters: letters, digits, CJK, '_', '.', '-', not starting with '.' or '-'"
 
 MAX_CONTENT = 64 * 1024
 MAX_SHORT = 200
@@ -29,7 +32,7 @@ def _username(value: str) -> str:
 
 def _alias(value: str) -> str:
     if not ALIAS_RE.match(value):
-        raise ValueError("must be 1-64 characters: letters, digits, '_', '.', '-', starting with a letter or digit")
+        raise ValueError(ALIAS_RULE)
     return value
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from functools import partial
 
 import trio
 from hypercorn.config import Config as HyperConfig
+from hypercorn.config import Sockets
 from hypercorn.trio import serve
 
 from . import events
@@ -49,9 +51,26 @@ class ServerHandle:
             self._stop.set()
 
 
+# Hypercorn shields its socket writes from cancellation, so a client that stops reading while its connection
+# stays up (a stuck SSE reader) would hold its stream, and every shutdown, for ever. The kernel cuts off a
+# peer that accepts no data for this long (TCP_USER_TIMEOUT, inherited by accepted sockets; Linux).
+SEND_STALL_TIMEOUT_MS = 30_000
+
+
+class _HyperConfig(HyperConfig):
+    def create_sockets(self) -> Sockets:
+        """Hypercorn's listening sockets, with the stall timeout set (accepted connections inherit it)."""
+        sockets = super().create_sockets()
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            for sock in sockets.secure_sockets + sockets.insecure_sockets:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, SEND_STALL_TIMEOUT_MS)
+        return sockets
+
+
 def hypercorn_config(settings: Settings) -> HyperConfig:
     """Hypercorn settings for CommHub."""
-    config = HyperConfig()
+    config = _HyperConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
     config.backlog = 2048  # bursts of agents reconnecting at once

@@ -13,9 +13,9 @@ from quart import Blueprint, make_response, request
 
 from . import events
 from .api.common import authenticate, hub
-from .errors import ValidationFailed
+from .errors import Forbidden, NotFound, ValidationFailed
 from .ids import now_text, now_ts
-from .models import ALIAS_RE
+from .models import ALIAS_RE, ALIAS_RULE
 from .service import networks, sessions
 from .service.hub import Hub, Principal
 from .store import events as event_store
@@ -40,21 +40,25 @@ def _last_event_id() -> int:
 
 
 def _open(h: Hub, principal: Principal, alias: str) -> str:
-    """Check the caller may listen as `alias`; an agent token claims it (the stream keeps it online)."""
+    """Check the caller may listen as `alias`; an agent token claims it (the stream keeps it online).
+    A network the caller may not read is 403 here (SPEC §5), where the data endpoints hide it as 404."""
+    try:
+        # An explicit ?network_id= must be the token's own network (as on the data endpoints), never ignored;
+        # a person (dashboard, `commhub tail`) watches an alias of a network they belong to.
+        network_id = networks.single_network(h, principal, request.args.get("network_id") or None)
+    except NotFound as exc:
+        raise Forbidden(f"{exc.message}: this token cannot listen in that network", code="wrong_network") from exc
     if principal.kind == "network":
-        network_id = principal.network_id or ""
         with h.db.write():
             sessions.claim(h, principal, network_id, alias)
-        return network_id
-    # A person (dashboard, `commhub tail`) watches an alias of a network they belong to.
-    return networks.single_network(h, principal, request.args.get("network_id") or None)
+    return network_id
 
 
 @bp.get("/events/<alias>")
 async def stream(alias: str):  # noqa: ANN201 - a streaming Response
     """Server-Sent Events for one alias."""
     if not ALIAS_RE.match(alias):
-        raise ValidationFailed("alias: must be 1-64 characters: letters, digits, '_', '.', '-'")
+        raise ValidationFailed(f"alias: {ALIAS_RULE}")
     principal = authenticate()
     after = _last_event_id()
     h = hub()

@@ -12,6 +12,7 @@ from ..store import audit as audit_store
 from ..store import networks as network_store
 from ..store import sessions as session_store
 from .hub import Hub, Principal, clamp_limit, require_user_token
+from .sessions import is_online
 
 
 def create_network_rows(hub: Hub, owner_id: str, name: str, description: str) -> str:
@@ -99,6 +100,7 @@ def get_network(hub: Hub, principal: Principal, network_id: str) -> dict[str, An
 def update_network(hub: Hub, principal: Principal, network_id: str, body: NetworkUpdateRequest,
                    ip: str | None) -> dict[str, Any]:
     """Rename or reconfigure a network (owner only)."""
+    require_user_token(principal)
     require_role(hub, principal, network_id, "owner")
     name = body.network_name or body.name
     changes = body.model_dump(exclude_none=True)
@@ -119,9 +121,11 @@ def update_network(hub: Hub, principal: Principal, network_id: str, body: Networ
 
 def delete_network(hub: Hub, principal: Principal, network_id: str, ip: str | None) -> dict[str, Any]:
     """Delete a network and everything in it (owner only; refused while sessions are online)."""
+    require_user_token(principal)
     require_role(hub, principal, network_id, "owner")
     online = [a for (n, a) in hub.broker.online_aliases() if n == network_id]
-    online += [r["alias"] for r in session_store.list_online_sessions(hub.db, network_id)]
+    # Online exactly as /api/status shows it (presence may lapse before the sweeper stores it).
+    online += [r["alias"] for r in session_store.list_sessions(hub.db, [network_id], None) if is_online(hub, r)]
     if online:
         names = ", ".join(sorted(set(online)))
         raise Conflict(f"network has online sessions ({names}); stop them or wait until they go offline",
@@ -142,6 +146,7 @@ def list_members(hub: Hub, principal: Principal, network_id: str) -> dict[str, A
 def create_invite(hub: Hub, principal: Principal, network_id: str, body: InviteCreateRequest,
                   ip: str | None) -> dict[str, Any]:
     """Create an invite code (owner/admin; only the owner may invite admins)."""
+    require_user_token(principal)
     role = require_role(hub, principal, network_id, "admin")
     if body.role == "admin" and role != "owner" and not principal.is_system_admin:
         raise Forbidden("only the network owner can invite admins", code="insufficient_role")

@@ -136,8 +136,12 @@ def public_session(hub: Hub, row: dict[str, Any]) -> dict[str, Any]:
 
 def list_status(hub: Hub, network_ids: list[str], status: str | None) -> dict[str, Any]:
     """Every session of the networks (the reference's /api/status shape)."""
-    rows = session_store.list_sessions(hub.db, network_ids, status)
-    return {"ok": True, "sessions": [public_session(hub, r) for r in rows]}
+    rows = session_store.list_sessions(hub.db, network_ids, None)
+    sessions = [public_session(hub, r) for r in rows]
+    if status:
+        # Filter on the status shown (presence may have lapsed before the sweeper stored it).
+        sessions = [s for s in sessions if s["status"] == status]
+    return {"ok": True, "sessions": sessions}
 
 
 def list_nodes(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
@@ -150,7 +154,9 @@ def list_nodes(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
 
 def stats(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
     """Session and task counts (the reference's /api/stats shape)."""
-    sessions = session_store.session_counts(hub.db, network_ids)
+    # Counted as /api/status shows them (presence may have lapsed before the sweeper stored it).
+    online = [is_online(hub, r) for r in session_store.list_sessions(hub.db, network_ids, None)]
+    sessions = {"total": len(online), "online": sum(online), "offline": len(online) - sum(online)}
     counts = task_store.task_counts(hub.db, network_ids)
     tasks = {"total": sum(counts.values())}
     tasks.update({s: counts.get(s, 0) for s in TASK_STATUSES})

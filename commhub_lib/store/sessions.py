@@ -84,16 +84,6 @@ def mark_offline(db: Database, network_id: str, alias: str) -> None:
     db.execute("UPDATE sessions SET status = 'offline' WHERE network_id = ? AND alias = ?", (network_id, alias))
 
 
-def session_counts(db: Database, network_ids: list[str]) -> Row:
-    """Total / online / offline session counts."""
-    marks = ",".join("?" * len(network_ids)) or "NULL"
-    row = db.query_one(f"SELECT count(*) AS total, coalesce(sum(status != 'offline'), 0) AS online,"
-                       f" coalesce(sum(status = 'offline'), 0) AS offline FROM sessions"
-                       f" WHERE network_id IN ({marks})", tuple(network_ids))
-    assert row is not None
-    return row
-
-
 def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, platform: str | None,
                 agent: str | None, now: str) -> str:
     """Record a machine seen in a report; returns the node id (existing or new)."""
