@@ -68,11 +68,6 @@ def list_sessions(db: Database, network_ids: list[str], status: str | None) -> l
                     tuple(params))
 
 
-def list_online_sessions(db: Database, network_id: str) -> list[Row]:
-    """Sessions of a network that are not offline."""
-    return db.query("SELECT alias FROM sessions WHERE network_id = ? AND status != 'offline'", (network_id,))
-
-
 def stale_sessions(db: Database, cutoff_ts: float) -> list[Row]:
     """Sessions not offline whose last sign of life is older than the cutoff."""
     return db.query("SELECT network_id, alias FROM sessions WHERE status != 'offline' AND last_seen_ts < ?",
