@@ -168,7 +168,7 @@ def report_completion(hub: Hub, network_id: str, sender: str, task_id: str, resu
 
 def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast) -> dict[str, Any]:
     """Put the content in the inbox of every other session (optionally of one status) and push `broadcast`."""
-    targets = [r for r in session_store.list_sessions(hub.db, [network_id], None) if r["alias"] != sender]
+    targets = [r for r in session_store.list_sessions(hub.db, [network_id]) if r["alias"] != sender]
     if body.filter_status:
         targets = [r for r in targets if effective_status(hub, r) == body.filter_status]
     if not targets:

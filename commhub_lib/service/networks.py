@@ -123,11 +123,10 @@ def delete_network(hub: Hub, principal: Principal, network_id: str, ip: str | No
     """Delete a network and everything in it (owner only; refused while sessions are online)."""
     require_user_token(principal)
     require_role(hub, principal, network_id, "owner")
-    online = [a for (n, a) in hub.broker.online_aliases() if n == network_id]
-    # Online exactly as /api/status shows it (presence may lapse before the sweeper stores it).
-    online += [r["alias"] for r in session_store.list_sessions(hub.db, [network_id], None) if is_online(hub, r)]
+    # Online exactly as /api/status shows it: an open stream, or presence not yet lapsed.
+    online = [r["alias"] for r in session_store.list_sessions(hub.db, [network_id]) if is_online(hub, r)]
     if online:
-        names = ", ".join(sorted(set(online)))
+        names = ", ".join(online)
         raise Conflict(f"network has online sessions ({names}); stop them or wait until they go offline",
                        code="network_has_online_sessions")
     with hub.db.write():

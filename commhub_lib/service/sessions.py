@@ -136,7 +136,7 @@ def public_session(hub: Hub, row: dict[str, Any]) -> dict[str, Any]:
 
 def list_status(hub: Hub, network_ids: list[str], status: str | None) -> dict[str, Any]:
     """Every session of the networks (the reference's /api/status shape)."""
-    rows = session_store.list_sessions(hub.db, network_ids, None)
+    rows = session_store.list_sessions(hub.db, network_ids)
     sessions = [public_session(hub, r) for r in rows]
     if status:
         # Filter on the status shown (presence may have lapsed before the sweeper stored it).
@@ -155,7 +155,7 @@ def list_nodes(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
 def stats(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
     """Session and task counts (the reference's /api/stats shape)."""
     # Counted as /api/status shows them (presence may have lapsed before the sweeper stored it).
-    online = [is_online(hub, r) for r in session_store.list_sessions(hub.db, network_ids, None)]
+    online = [is_online(hub, r) for r in session_store.list_sessions(hub.db, network_ids)]
     sessions = {"total": len(online), "online": sum(online), "offline": len(online) - sum(online)}
     counts = task_store.task_counts(hub.db, network_ids)
     tasks = {"total": sum(counts.values())}

@@ -56,16 +56,11 @@ def clear_work(db: Database, network_id: str, alias: str) -> None:
                " WHERE network_id = ? AND alias = ?", (network_id, alias))
 
 
-def list_sessions(db: Database, network_ids: list[str], status: str | None) -> list[Row]:
-    """Sessions of some networks, optionally of one status, by alias."""
+def list_sessions(db: Database, network_ids: list[str]) -> list[Row]:
+    """Sessions of some networks, by network then alias."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
-    params: list[Any] = list(network_ids)
-    where = f"s.network_id IN ({marks})"
-    if status:
-        where += " AND s.status = ?"
-        params.append(status)
-    return db.query(f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE {where} ORDER BY s.network_id, s.alias",
-                    tuple(params))
+    return db.query(f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.network_id IN ({marks})"
+                    " ORDER BY s.network_id, s.alias", tuple(network_ids))
 
 
 def stale_sessions(db: Database, cutoff_ts: float) -> list[Row]:
