@@ -29,6 +29,7 @@ class Settings:
     sse_buffer: int = 256
     allowed_origins: str = ""
     sweep_seconds: float = 5.0
+    event_retention_days: float = 30.0
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -47,6 +48,7 @@ HELP: dict[str, str] = {
     "sse_buffer": "events buffered per SSE stream before a slow reader is disconnected",
     "allowed_origins": "comma-separated extra Origins allowed on /mcp (localhost is always allowed)",
     "sweep_seconds": "how often the presence sweeper runs",
+    "event_retention_days": "SSE events older than this are pruned (replay reaches back this far; inboxes keep all)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

@@ -218,7 +218,9 @@ async def get_inbox(hub: Hub, network_id: str, alias: str, limit: int, wait_seco
                     try:
                         await sub.receive.receive()
                     except (trio.EndOfChannel, trio.ClosedResourceError):
-                        break  # shutdown or overflow: answer with what there is
+                        # Shutdown, or a burst overflowed the buffer: answer with what there is now.
+                        items = message_store.unread(hub.db, network_id, alias, limit)
+                        break
     if items:
         with hub.db.write():
             _start_tasks(hub, network_id, alias, items)

@@ -9,8 +9,9 @@ from typing import Any
 import trio
 
 from ..errors import Conflict, Forbidden, NotFound
-from ..ids import new_id, now_text, now_ts
+from ..ids import new_id, now_text, now_ts, ts_text
 from ..models import ReportStatus
+from ..store import events as event_store
 from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
@@ -19,6 +20,7 @@ from .hub import Hub, Principal
 
 log = logging.getLogger("commhub.presence")
 
+PRUNE_INTERVAL_SECONDS = 3600
 TASK_STATUSES = ("delivered", "running", "replied", "failed", "cancelled")
 
 
@@ -181,9 +183,23 @@ def sweep_once(hub: Hub) -> int:
     return swept
 
 
+def prune_events(hub: Hub) -> int:
+    """Drop SSE events past the retention period (inbox items, tasks and completions are kept)."""
+    cutoff = ts_text(now_ts() - hub.settings.event_retention_days * 86400)
+    with hub.db.write():
+        pruned = event_store.delete_events_before(hub.db, cutoff)
+    if pruned:
+        log.info("retention: pruned %d SSE event(s) older than %s", pruned, cutoff)
+    return pruned
+
+
 async def run_sweeper(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Background job (root nursery): sweep presence every `sweep_seconds`."""
+    """Background job (root nursery): sweep presence every `sweep_seconds`, prune old events hourly."""
     task_status.started()
+    next_prune = 0.0
     while True:
         await trio.sleep(hub.settings.sweep_seconds)
         sweep_once(hub)
+        if trio.current_time() >= next_prune:
+            prune_events(hub)
+            next_prune = trio.current_time() + PRUNE_INTERVAL_SECONDS
