@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,17 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 async def start_server(nursery: trio.Nursery, settings: Settings) -> ServerHandle:
     """Start a real server in the nursery and return its handle (bound port, hub, shutdown())."""
     return await nursery.start(run_server, settings)
+
+
+@asynccontextmanager
+async def own_server(tmp_path: Path, name: str, **overrides: Any) -> AsyncIterator[ServerHandle]:
+    """A server with special settings (its own database file), shut down gracefully when the block ends."""
+    async with trio.open_nursery() as nursery:
+        handle = await start_server(nursery, make_settings(tmp_path, db=str(tmp_path / f"{name}.db"), **overrides))
+        try:
+            yield handle
+        finally:
+            handle.shutdown()
 
 
 @pytest.fixture

@@ -4,16 +4,13 @@ same alias names) must never see, address or act as each other's agents."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from commhub_lib.server import ServerHandle
-from tests.conftest import Account, create_token, make_settings, mcp_call, register, start_server
+from tests.conftest import Account, create_token, mcp_call, own_server, register
 
 DATA_ENDPOINTS = ("/api/status", "/api/tasks", "/api/nodes", "/api/messages", "/api/completions",
                   "/api/task_events", "/api/stats")
@@ -84,16 +81,6 @@ async def two_worlds(client: httpx.AsyncClient) -> tuple[World, World]:
 
 def all_text(body: Any) -> str:
     return json.dumps(body)
-
-
-@asynccontextmanager
-async def own_server(tmp_path: Path, name: str, **overrides: Any) -> AsyncIterator[ServerHandle]:
-    async with trio.open_nursery() as nursery:
-        handle = await start_server(nursery, make_settings(tmp_path, db=str(tmp_path / f"{name}.db"), **overrides))
-        try:
-            yield handle
-        finally:
-            handle.shutdown()
 
 
 # --- reading ----------------------------------------------------------------------------------------

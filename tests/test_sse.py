@@ -19,7 +19,7 @@ from httpx_sse import aconnect_sse
 
 from commhub_lib import server as server_module
 from commhub_lib.server import ServerHandle
-from tests.conftest import Account, create_token, make_settings, mcp_call, register, start_server
+from tests.conftest import Account, create_token, make_settings, mcp_call, own_server, register, start_server
 
 REFERENCE_FIELDS = {
     "new_task": {"inbox_count", "priority", "from"},
@@ -156,17 +156,6 @@ async def team(client: httpx.AsyncClient) -> Team:
 async def message(client: httpx.AsyncClient, token: str, to: str, content: str) -> str:
     """send_message over MCP; returns the message id."""
     return (await tool(client, token, "send_message", {"to": to, "content": content}))["message_id"]
-
-
-@asynccontextmanager
-async def own_server(tmp_path: Path, name: str, **overrides: Any) -> AsyncIterator[ServerHandle]:
-    """A server with special settings, shut down (gracefully) when the block ends."""
-    async with trio.open_nursery() as nursery:
-        handle = await start_server(nursery, make_settings(tmp_path, db=str(tmp_path / f"{name}.db"), **overrides))
-        try:
-            yield handle
-        finally:
-            handle.shutdown()
 
 
 async def wait_for(predicate: Callable[[], bool], within: float = WAIT, what: str | None = "condition") -> bool:

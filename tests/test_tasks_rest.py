@@ -3,16 +3,13 @@ with their filters and shapes, the task lifecycle rules, and presence (the sweep
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from commhub_lib.server import ServerHandle
-from tests.conftest import Account, create_token, make_settings, mcp_call, register, start_server
+from tests.conftest import Account, create_token, mcp_call, own_server, register
 
 SESSION_FIELDS = {"resume_id", "alias", "status", "agent", "model", "task", "progress", "last_seen_at"}
 TASK_FIELDS = {"task_id", "network_id", "from_name", "to_name", "content", "priority", "status", "created_at",
@@ -78,16 +75,6 @@ async def send_task(client: httpx.AsyncClient, token: str, to: str, content: str
 async def task_of(client: httpx.AsyncClient, c: Crew, task_id: str) -> dict[str, Any]:
     got = await tool(client, c.boss, "get_task", {"task_id": task_id})
     return got["task"]
-
-
-@asynccontextmanager
-async def own_server(tmp_path: Path, name: str, **overrides: Any) -> AsyncIterator[ServerHandle]:
-    async with trio.open_nursery() as nursery:
-        handle = await start_server(nursery, make_settings(tmp_path, db=str(tmp_path / f"{name}.db"), **overrides))
-        try:
-            yield handle
-        finally:
-            handle.shutdown()
 
 
 # --- sending over REST ----------------------------------------------------------------------------
