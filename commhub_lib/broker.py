@@ -35,7 +35,6 @@ class Subscriber:
     send: trio.MemorySendChannel[Event]
     receive: trio.MemoryReceiveChannel[Event]
     counts_for_presence: bool
-    heartbeat: bool = False
     dropped: bool = False
     closed_reason: str = ""
     extra: dict[str, object] = field(default_factory=dict)
@@ -50,11 +49,11 @@ class Broker:
         self.closing = False
 
     @contextmanager
-    def subscribe(self, network_id: str, alias: str, *, counts_for_presence: bool = False, heartbeat: bool = False,
+    def subscribe(self, network_id: str, alias: str, *, counts_for_presence: bool = False,
                   buffer: int | None = None, token_id: str | None = None) -> Iterator[Subscriber]:
         """Register a subscriber for the duration of the block."""
         send, receive = trio.open_memory_channel[Event](buffer or self.buffer)
-        sub = Subscriber((network_id, alias), send, receive, counts_for_presence, heartbeat)
+        sub = Subscriber((network_id, alias), send, receive, counts_for_presence)
         sub.extra["token_id"] = token_id
         if self.closing:
             sub.closed_reason = "shutdown"
@@ -75,13 +74,6 @@ class Broker:
         """Hand an event to every subscriber of its alias without ever waiting."""
         for sub in list(self._subs.get((event.network_id, event.alias), ())):
             self._offer(sub, event)
-
-    def heartbeat(self, event: Event) -> None:
-        """Hand a heartbeat to every stream that wants one (called by the ticker in the root nursery)."""
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                if sub.heartbeat:
-                    self._offer(sub, event)
 
     @staticmethod
     def _offer(sub: Subscriber, event: Event) -> None:

@@ -1,4 +1,5 @@
-"""The server lifecycle: one root nursery owns hypercorn, the heartbeat ticker and the presence sweeper.
+"""The server lifecycle: one root nursery owns hypercorn (and through it every SSE stream, each with its own
+heartbeat deadline) and the presence sweeper.
 
 Shutdown (SIGINT/SIGTERM, or `ServerHandle.shutdown()` in tests): close every SSE stream and long-poll
 ourselves (hypercorn would wait its grace period and then cut them), let in-flight requests finish,
@@ -18,7 +19,6 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve
 
-from . import events
 from .app import create_app
 from .broker import Broker
 from .config import Settings
@@ -76,15 +76,11 @@ def hypercorn_config(settings: Settings) -> HyperConfig:
     config.backlog = 2048  # bursts of agents reconnecting at once
     config.accesslog = None  # one line per request is logged by the app
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, not a second one
-    config.graceful_timeout = 5.0
+    # Streams and long-polls are ended by us first and requests take milliseconds; an idle keep-alive
+    # connection otherwise holds the exit for the whole grace period (measured: 5 s with 5.0).
+    config.graceful_timeout = 2.0
     config.keep_alive_timeout = 75.0
     return config
-
-
-async def _heartbeat(hub: Hub) -> None:
-    while True:
-        await trio.sleep(hub.settings.heartbeat_seconds)
-        hub.broker.heartbeat(events.heartbeat())
 
 
 async def _watch_signals(handle: ServerHandle) -> None:
@@ -103,7 +99,6 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     try:
         async with trio.open_nursery() as root:
             await root.start(run_sweeper, hub)
-            root.start_soon(_heartbeat, hub)
             handle: ServerHandle | None = None
             async with trio.open_nursery() as http:
                 stop = trio.Event()

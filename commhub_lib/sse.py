@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import trio
 from quart import Blueprint, make_response, request
 
 from . import events
@@ -67,8 +68,7 @@ async def stream(alias: str):  # noqa: ANN201 - a streaming Response
 
     async def generate() -> AsyncIterator[bytes]:
         reason = "closed"
-        with h.broker.subscribe(network_id, alias, counts_for_presence=is_agent, heartbeat=True,
-                                token_id=principal.token_id) as sub:
+        with h.broker.subscribe(network_id, alias, counts_for_presence=is_agent, token_id=principal.token_id) as sub:
             try:
                 yield events.preamble()
                 last = after
@@ -79,12 +79,23 @@ async def stream(alias: str):  # noqa: ANN201 - a streaming Response
                         last = rows[-1]["id"]
                         if len(rows) < REPLAY_BATCH:
                             break
-                async for event in sub.receive:
-                    if event.id and event.id <= last:
-                        continue  # already replayed
-                    yield events.encode(event)
-                    if event.id:
-                        last = event.id
+                # Each stream keeps its own heartbeat deadline, so heartbeats are spread by connect time: one
+                # ticker waking every stream at once stalled the loop ~100 ms per beat at 1,000 streams.
+                beat = h.settings.heartbeat_seconds
+                next_beat = trio.current_time() + beat
+                while True:
+                    event = None
+                    with trio.move_on_at(next_beat):  # receive inside the scope, yield outside it
+                        try:
+                            event = await sub.receive.receive()
+                        except (trio.EndOfChannel, trio.ClosedResourceError):
+                            break
+                    if event is None:
+                        next_beat = max(next_beat + beat, trio.current_time())
+                        yield events.encode(events.heartbeat())
+                    elif not event.id or event.id > last:  # skip what the replay already sent
+                        yield events.encode(event)
+                        last = event.id or last
                 reason = sub.closed_reason or "closed"
                 yield events.comment(f"stream closed: {reason}; reconnect with Last-Event-ID: {last}")
             finally:

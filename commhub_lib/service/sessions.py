@@ -21,6 +21,7 @@ from .hub import Hub, Principal
 log = logging.getLogger("commhub.presence")
 
 PRUNE_INTERVAL_SECONDS = 3600
+TOUCH_INTERVAL_SECONDS = 1.0
 TASK_STATUSES = ("delivered", "running", "replied", "failed", "cancelled")
 
 
@@ -105,14 +106,17 @@ def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alia
         raise Conflict("you have not said who you are: call report_status with your alias first",
                        code="no_identity")
     row = session_store.get_session(hub.db, network_id, alias)
-    with hub.db.write():
-        if row is None or row["token_id"] != principal.token_id:
-            if row is not None and principal.bound_alias is None and session_alias is None:
-                # The alias this token last used has since been taken by another token.
-                raise Conflict(f"alias '{alias}' is now held by another token; call report_status to claim "
-                               "an alias", code="no_identity")
+    if row is None or row["token_id"] != principal.token_id:
+        if row is not None and principal.bound_alias is None and session_alias is None:
+            # The alias this token last used has since been taken by another token.
+            raise Conflict(f"alias '{alias}' is now held by another token; call report_status to claim "
+                           "an alias", code="no_identity")
+        with hub.db.write():
             claim(hub, principal, network_id, alias)
-        else:
+    elif row["status"] == "offline" or row["last_seen_ts"] < now_ts() - min(
+            TOUCH_INTERVAL_SECONDS, hub.settings.presence_timeout_seconds / 4):
+        # At most one presence write per second per session: presence is judged on a scale of seconds.
+        with hub.db.write():
             session_store.touch_session(hub.db, network_id, alias, now_text(), now_ts())
     return alias
 
