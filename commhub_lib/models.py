@@ -7,7 +7,7 @@ instead of a silently ignored value.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -259,8 +259,3 @@ class GetCompletions(Body):
 
     alias: Alias | None = None
     limit: int = Field(default=50, ge=1)
-
-
-def dump(model: BaseModel) -> dict[str, Any]:
-    """A model as a plain dict by field name."""
-    return model.model_dump(by_alias=False)

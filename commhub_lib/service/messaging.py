@@ -42,7 +42,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask) -> dict[st
         existing = task_store.find_by_idempotency_key(hub.db, network_id, sender, body.idempotency_key)
         if existing:
             return _task_result(hub, existing, duplicate=True)
-    recipient = require_known_alias(hub, network_id, body.to)
+    require_known_alias(hub, network_id, body.to)
     pending: list[Event] = []
     with hub.db.write():
         msg = _message_row(network_id, sender, body.to, "task", body.content, priority=body.priority)
@@ -60,9 +60,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask) -> dict[st
             "priority": body.priority, "from": sender, "task_id": task["task_id"],
             "message_id": msg["message_id"], "title": body.title})
     hub.publish(pending)
-    result = _task_result(hub, task, duplicate=False)
-    result["recipient_online"] = is_online(hub, recipient)
-    return result
+    return _task_result(hub, task, duplicate=False)
 
 
 def _task_result(hub: Hub, task: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
