@@ -77,6 +77,8 @@ def create_app(hub: Hub) -> QuartTrio:
         """Read a body the handler left unread (an early 401/403/404/429): when it arrives after the answer,
         hypercorn wedges the keep-alive connection and the client's next request on it hangs."""
         if response.status_code == 413:
+            # The unread body is still on the wire: hypercorn under quart-trio then never recycles nor closes
+            # the connection, so a client reusing it would hang. Tell it not to.
             response.headers["Connection"] = "close"
             return response
         try:
@@ -104,10 +106,6 @@ def create_app(hub: Hub) -> QuartTrio:
             message = exc.description or exc.name
         headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(
             exc, "valid_methods", None) else None
-        if status == 413:
-            # The unread body is still on the wire: hypercorn under quart-trio then never recycles nor closes
-            # the connection, so a client reusing it would hang. Tell it not to.
-            headers = {"Connection": "close"}
         return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
 
     @app.errorhandler(Exception)

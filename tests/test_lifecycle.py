@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import apsw
 import httpx
@@ -123,6 +124,17 @@ async def test_serve_on_a_busy_port_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in text, text
 
 
+async def snapshot(client: httpx.AsyncClient, admin: Any, user: Any, network_id: str) -> dict[str, Any]:
+    """What a restart must keep: users, networks, members, tokens and audit entries as the API shows them."""
+    return {
+        "users": (await client.get("/api/users", headers=admin.auth)).json()["users"],
+        "networks": (await client.get("/api/networks", headers=user.auth)).json()["networks"],
+        "members": (await client.get(f"/api/networks/{network_id}/members", headers=admin.auth)).json()["members"],
+        "tokens": (await client.get("/api/tokens", headers=admin.auth)).json()["tokens"],
+        "audit": (await client.get("/api/audit-log", params={"limit": 500}, headers=admin.auth)).json()["entries"],
+    }
+
+
 async def test_restart_on_the_same_database_keeps_everything(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     async with running(settings) as (_, client):
@@ -137,24 +149,10 @@ async def test_restart_on_the_same_database_keeps_everything(tmp_path: Path) -> 
         r = await client.post("/api/tokens", json={"name": "doomed", "network_id": prod}, headers=admin.auth)
         doomed_id, doomed = r.json()["token_id"], r.json()["token"]
         assert (await client.delete(f"/api/tokens/{doomed_id}", headers=admin.auth)).is_success
-        before = {
-            "users": (await client.get("/api/users", headers=admin.auth)).json()["users"],
-            "networks": (await client.get("/api/networks", headers=user.auth)).json()["networks"],
-            "members": (await client.get(f"/api/networks/{prod}/members", headers=admin.auth)).json()["members"],
-            "tokens": (await client.get("/api/tokens", headers=admin.auth)).json()["tokens"],
-            "audit": (await client.get("/api/audit-log", params={"limit": 500},
-                                       headers=admin.auth)).json()["entries"],
-        }
+        before = await snapshot(client, admin, user, prod)
     # The first server has fully stopped (its database is closed); a new one opens the same file.
     async with running(settings) as (_, client):
-        after = {
-            "users": (await client.get("/api/users", headers=admin.auth)).json()["users"],
-            "networks": (await client.get("/api/networks", headers=user.auth)).json()["networks"],
-            "members": (await client.get(f"/api/networks/{prod}/members", headers=admin.auth)).json()["members"],
-            "tokens": (await client.get("/api/tokens", headers=admin.auth)).json()["tokens"],
-            "audit": (await client.get("/api/audit-log", params={"limit": 500},
-                                       headers=admin.auth)).json()["entries"],
-        }
+        after = await snapshot(client, admin, user, prod)
         for key in ("users", "networks", "members"):
             assert after[key] == before[key], key
         assert [t["token_id"] for t in after["tokens"]] == [t["token_id"] for t in before["tokens"]]

@@ -32,8 +32,7 @@ def is_online(hub: Hub, row: dict[str, Any]) -> bool:
         return True
     if row["status"] == "offline":
         return False
-    last = row.get("last_seen_ts")
-    return last is None or last >= now_ts() - hub.settings.presence_timeout_seconds
+    return row["last_seen_ts"] >= now_ts() - hub.settings.presence_timeout_seconds
 
 
 def effective_status(hub: Hub, row: dict[str, Any]) -> str:

@@ -22,11 +22,6 @@ def events_after(db: Database, network_id: str, alias: str, after_id: int, limit
                     " ORDER BY id LIMIT ?", (network_id, alias, after_id, limit))
 
 
-def last_event_id(db: Database) -> int:
-    """The newest event id (0 when none)."""
-    return db.con.execute("SELECT coalesce(max(id), 0) FROM events").get
-
-
 def delete_events_before(db: Database, cutoff: str) -> int:
     """Drop events created before the cutoff (retention); returns how many went."""
     return db.execute("DELETE FROM events WHERE created_at < ?", (cutoff,))
