@@ -107,7 +107,8 @@ def migrate(con: apsw.Connection) -> None:
             con.execute(SCHEMA_PATH.read_text(encoding="utf-8"))
         else:
             steps = migration_steps()
-            for step in range(version + 1, SCHEMA_VERSION + 1):
+            # Steps run in number order; numbers may have gaps (parallel branches each take their own number).
+            for step in sorted(n for n in steps if n > version):
                 con.execute(steps[step])
         con.pragma("user_version", SCHEMA_VERSION)
 

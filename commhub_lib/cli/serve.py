@@ -1,4 +1,4 @@
-"""Command line: `python commhub.py serve` (more subcommands in the README)."""
+"""`commhub serve`: run the server until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import sys
 
 import trio
 
-from .config import add_arguments, load_settings
+from ..config import add_arguments, load_settings
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of every subcommand."""
-    parser = argparse.ArgumentParser(prog="commhub", description="CommHub: a hub for AI coding agents.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the server")
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `serve` and its flags (one per setting)."""
+    serve = sub.add_parser("serve", help="run the server", description="Run the CommHub server.")
     add_arguments(serve)
-    return parser
+    serve.set_defaults(func=cmd_serve)
 
 
 def setup_logging(level: str) -> None:
@@ -28,7 +26,7 @@ def setup_logging(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM."""
-    from .server import run_server
+    from ..server import run_server
 
     try:
         settings = load_settings(vars(args))
@@ -52,16 +50,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"commhub: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 server said no, 2 usage)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if args.command == "serve":
-        return cmd_serve(args)
-    parser.print_usage(sys.stderr)
-    return 2

@@ -1,0 +1,42 @@
+"""Command line: `python commhub.py <command>` (also installed as `commhub`).
+
+Each command group lives in its own module of this package and exposes `register(subparsers)`, which adds its
+parser(s) and sets `func` (called with the parsed namespace, returning the exit code). Exit codes:
+0 ok, 1 the server (or the database) said no, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from .. import __version__
+from . import serve
+
+# Command modules, in the order `commhub --help` lists them. A new command group: add its module here.
+COMMANDS: tuple[ModuleType, ...] = (serve,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    parser = argparse.ArgumentParser(prog="commhub", description="CommHub: a hub for AI coding agents.")
+    parser.add_argument("--version", action="version", version=f"commhub {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 server said no, 2 usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_usage(sys.stderr)
+        return 2
+    return int(func(args))
