@@ -106,6 +106,18 @@ class HubClient:
         token = getattr(args, "token", None) or os.environ.get("COMMHUB_TOKEN") or None
         return cls(url, token)
 
+    def mcp_tool(self, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call one MCP tool with a bare JSON-RPC request (no session); its structured result, or ClientError."""
+        answer = self.request("POST", "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                                    "params": {"name": name, "arguments": arguments or {}}})
+        if "error" in answer:
+            raise ClientError(200, "jsonrpc_error", str(answer["error"].get("message", answer["error"])))
+        result = answer.get("result") or {}
+        content = result.get("structuredContent") or {}
+        if result.get("isError"):
+            raise ClientError(200, str(content.get("error", "tool_error")), str(content.get("message", content)))
+        return content
+
     def close(self) -> None:
         """Close the connection pool."""
         self.http.close()
@@ -124,19 +136,22 @@ class HubClient:
         return _answer(response)
 
     def stream(self, path: str, *, params: dict[str, Any] | None = None,
-               last_event_id: str | None = None) -> Iterator[SseFrame]:
-        """Follow an SSE stream until it ends; raises ClientError if it is refused or cannot be reached."""
+               last_event_id: str | None = None, read_timeout: float | None = None) -> Iterator[SseFrame]:
+        """Follow an SSE stream until it ends; raises ClientError if it is refused or cannot be reached.
+        With `read_timeout`, a stream silent for that long raises ClientError with code `timeout`."""
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             with self.http.stream("GET", path, params=clean, headers=headers,
-                                  timeout=httpx.Timeout(10.0, read=None)) as response:
+                                  timeout=httpx.Timeout(10.0, read=read_timeout)) as response:
                 if response.status_code != 200:
                     response.read()
                     _answer(response)
                 yield from parse_sse(iter_sse_lines(response))
+        except httpx.ReadTimeout as exc:
+            raise ClientError(0, "timeout", f"no event from {self.url} for {read_timeout} s") from exc
         except httpx.HTTPError as exc:
             raise ClientError(0, "unreachable", f"stream from {self.url} broke: {exc}") from exc
 

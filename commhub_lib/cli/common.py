@@ -1,0 +1,132 @@
+"""What the CLI commands share: the server and output flags, error reporting and exit codes, tables."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..client import ClientError, HubClient
+from ..errors import CommhubError
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def server_flags() -> argparse.ArgumentParser:
+    """A parent parser with --url/--token, for commands that talk to a running server."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("server")
+    group.add_argument("--url", help="the hub's base URL (env COMMHUB_URL, default http://127.0.0.1:9200)")
+    group.add_argument("--token", help="a utok_ (person) or ntok_ (agent) token (env COMMHUB_TOKEN)")
+    return parent
+
+
+def json_flag() -> argparse.ArgumentParser:
+    """A parent parser with --json, for every command that prints data."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help="print the server's JSON answer instead of text")
+    return parent
+
+
+def network_flag() -> argparse.ArgumentParser:
+    """A parent parser with --network (a user token's default network when omitted)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--network", metavar="ID", help="network id (default: the token's network, or your "
+                                                        "default network)")
+    return parent
+
+
+def add_group(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse._SubParsersAction:
+    """A command group (`commhub NAME ACTION`) whose actions are required subcommands."""
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    actions = parser.add_subparsers(dest=f"{name}_action", required=True, metavar="ACTION")
+    return actions
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> int:
+    """Print `commhub: message` on stderr and return the exit code."""
+    print(f"commhub: {message}", file=sys.stderr)
+    return code
+
+
+def reports_errors(func: Handler) -> Handler:
+    """Turn the server's or the database's refusal into its message on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ClientError as exc:
+            return fail(f"{exc.message} ({exc.code})" if exc.code not in ("unreachable",) else exc.message)
+        except CommhubError as exc:
+            return fail(f"{exc.message} ({exc.code})")
+        except KeyboardInterrupt:
+            return fail("interrupted", 130)
+
+    return wrapper
+
+
+@contextmanager
+def connect(args: argparse.Namespace) -> Iterator[HubClient]:
+    """A HubClient from --url/--token (or the environment), closed at the end."""
+    client = HubClient.from_args(args)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def print_json(data: Any) -> None:
+    """Pretty JSON on stdout."""
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def cell(value: Any, width: int | None = None) -> str:
+    """A table cell: one line, shortened to `width` characters."""
+    text = "-" if value is None or value == "" else str(value)
+    text = " ".join(text.split())
+    if width and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, int | None]],
+                empty: str = "(none)") -> None:
+    """Rows as an aligned table; columns are (key, heading, max width)."""
+    if not rows:
+        print(empty)
+        return
+    cells = [[cell(row.get(key), width) for key, _, width in columns] for row in rows]
+    headings = [heading for _, heading, _ in columns]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headings)]
+    print("  ".join(h.upper().ljust(w) for h, w in zip(headings, widths, strict=True)).rstrip())
+    for line in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def print_fields(data: dict[str, Any], keys: Sequence[str] | None = None) -> None:
+    """`key: value` lines."""
+    keys = list(keys or data.keys())
+    width = max((len(k) for k in keys), default=0)
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, ensure_ascii=False)
+        print(f"{key.ljust(width)}  {cell(value)}")
+
+
+def read_content(value: str) -> str:
+    """A text argument; `-` reads it from stdin."""
+    return sys.stdin.read() if value == "-" else value
+
+
+def default_db() -> str:
+    """The database file the file-level commands use: COMMHUB_DB, else ./commhub.db."""
+    return os.environ.get("COMMHUB_DB") or "./commhub.db"
