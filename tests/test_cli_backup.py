@@ -65,7 +65,7 @@ async def test_backup_while_a_writer_is_busy(server: ServerHandle, client: httpx
     # earlier one), possibly one more whose answer had not reached the writer yet.
     k = len(in_copy)
     assert set(committed[:k]) == in_copy or set(committed[: k - 1]) <= in_copy <= set(committed[: k + 1])
-    assert not Path(f"{copy}.partial").exists()
+    assert not await trio.Path(f"{copy}.partial").exists()
 
     again = await run_cli("backup", str(copy), "--db", server.hub.settings.db)
     assert again.code == 1 and "--force" in again.err

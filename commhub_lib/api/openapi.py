@@ -1,80 +1,229 @@
-"""GET /openapi.json: the REST API described from the app's own routes and the same pydantic models."""
+"""GET /openapi.json and GET /docs: the HTTP API described from the app's own routes and pydantic models.
+
+Paths and path parameters come from the routes; request bodies from the models the handlers validate
+with (commhub_lib/models.py); answers and typed query parameters from api/responses.py. OPERATIONS says,
+per endpoint, which of those apply. A route without an entry is still listed (marked
+`x-undocumented`), and tests/test_openapi.py fails naming it, so a new route cannot be forgotten.
+
+(quart-schema works on quart-trio, but it validates through its own decorators and error pages: adopting it
+would mean rewriting every handler and its error shape; describing the existing handlers keeps one way.)
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from quart import Blueprint, current_app
+from quart import Blueprint, Response, current_app
 
 from .. import __version__
 from .. import models as m
+from . import responses as r
 
 bp = Blueprint("openapi", __name__)
+DOCS_PAGE = Path(__file__).resolve().parent.parent / "static" / "docs.html"
 
-# Request bodies and query parameters per endpoint (blueprint.function); everything else comes from the routes.
-BODIES: dict[str, type[BaseModel]] = {
-    "accounts.register": m.RegisterRequest, "accounts.login": m.LoginRequest, "accounts.put_me": m.UpdateMeRequest,
-    "accounts.change_password": m.PasswordChangeRequest, "accounts.create_token": m.TokenCreateRequest,
-    "networks.create_network": m.NetworkCreateRequest, "networks.update_network": m.NetworkUpdateRequest,
-    "networks.create_invite": m.InviteCreateRequest, "networks.join": m.JoinRequest,
-    "data.send_task": m.RestSendTask, "data.send_message": m.RestSendMessage, "data.broadcast": m.RestBroadcast,
+
+@dataclass(frozen=True)
+class Op:
+    """How one endpoint is described: tag, answer, body, query, who may call it, its media type."""
+
+    tag: str
+    answer: type[BaseModel] | None
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    auth: str = "any"  # any | user | public | auth_token (register/login: COMMHUB_AUTH_TOKEN when set)
+    media: str = "application/json"
+    status: str = "200"
+    note: str = ""
+
+
+STREAM_NOTE = ("text/event-stream. Opens with `retry:`; events new_task, new_message, new_reply, broadcast "
+               "(each with a durable `id:`) and heartbeat. Reconnect with Last-Event-ID to replay.")
+MCP_NOTE = "MCP Streamable HTTP: JSON-RPC 2.0 requests (initialize, tools/list, tools/call, …); see the README."
+
+OPERATIONS: dict[str, Op] = {
+    "health": Op("meta", r.Health, auth="public"),
+    "openapi.openapi": Op("meta", None, auth="public", note="this document"),
+    "openapi.docs": Op("meta", None, auth="public", media="text/html", note="a page that renders this document"),
+    "accounts.register": Op("accounts", r.Registered, m.RegisterRequest, auth="auth_token"),
+    "accounts.login": Op("accounts", r.LoggedIn, m.LoginRequest, auth="auth_token"),
+    "accounts.get_me": Op("accounts", r.UserAnswer),
+    "accounts.put_me": Op("accounts", r.UserAnswer, m.UpdateMeRequest, auth="user"),
+    "accounts.change_password": Op("accounts", r.Ok, m.PasswordChangeRequest, auth="user"),
+    "accounts.list_users": Op("accounts", r.UserList, query=r.Paging, auth="user"),
+    "accounts.audit_log": Op("accounts", r.AuditList, query=r.AuditQuery),
+    "accounts.create_token": Op("tokens", r.TokenCreated, m.TokenCreateRequest, auth="user"),
+    "accounts.list_tokens": Op("tokens", r.TokenList, auth="user"),
+    "accounts.revoke_token": Op("tokens", r.TokenRevoked, auth="user"),
+    "networks.list_networks": Op("networks", r.NetworkList),
+    "networks.create_network": Op("networks", r.NetworkCreated, m.NetworkCreateRequest, auth="user"),
+    "networks.join": Op("networks", r.Joined, m.JoinRequest, auth="user"),
+    "networks.get_network": Op("networks", r.NetworkAnswer),
+    "networks.update_network": Op("networks", r.NetworkAnswer, m.NetworkUpdateRequest, auth="user"),
+    "networks.delete_network": Op("networks", r.NetworkDeleted, auth="user"),
+    "networks.list_members": Op("networks", r.MemberList),
+    "networks.create_invite": Op("networks", r.InviteCreated, m.InviteCreateRequest, auth="user"),
+    "data.status": Op("data", r.SessionList, query=r.StatusQuery),
+    "data.list_tasks": Op("data", r.TaskList, query=r.TasksQuery),
+    "data.list_nodes": Op("data", r.NodeList, query=r.NetworkScope),
+    "data.list_messages": Op("data", r.MessageList, query=r.MessagesQuery),
+    "data.list_completions": Op("data", r.CompletionList, query=r.CompletionsQuery),
+    "data.list_task_events": Op("data", r.TaskEventList, query=r.TaskEventsQuery),
+    "data.stats": Op("data", r.Stats, query=r.NetworkScope),
+    "data.send_task": Op("messaging", r.TaskSent, m.RestSendTask),
+    "data.send_message": Op("messaging", r.MessageSent, m.RestSendMessage),
+    "data.broadcast": Op("messaging", r.Broadcasted, m.RestBroadcast),
+    "sse.stream": Op("events", None, query=r.StreamQuery, media="text/event-stream", note=STREAM_NOTE),
+    "mcp.post_mcp": Op("mcp", r.JsonRpc, r.JsonRpc, note=MCP_NOTE),
+    "mcp.get_mcp": Op("mcp", None, auth="public", status="405", note="no stream on /mcp: use /events"),
+    "mcp.delete_mcp": Op("mcp", None, status="204", note="end the MCP session named by Mcp-Session-Id"),
 }
-PAGING = ["limit", "offset"]
-QUERIES: dict[str, list[str]] = {
-    "accounts.list_users": PAGING, "accounts.audit_log": ["network_id", "action", *PAGING],
-    "data.status": ["network_id", "status"],
-    "data.list_tasks": ["network_id", "status", "to_name", "from_name", *PAGING],
-    "data.list_nodes": ["network_id"], "data.list_messages": ["network_id", "alias", "kind", "unread", *PAGING],
-    "data.list_completions": ["network_id", "alias", *PAGING],
-    "data.list_task_events": ["network_id", "task_id", *PAGING], "data.stats": ["network_id"],
-    "sse.stream": ["token", "last_event_id", "network_id"],
+
+TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network tokens (ntok_) for agents"),
+        ("networks", "networks, members, invites"), ("data", "what agents are doing: sessions, tasks, messages"),
+        ("messaging", "send tasks, messages and broadcasts as a person or script"),
+        ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"), ("meta", "health and docs")]
+SECURITY = {
+    "any": [{"userToken": []}, {"networkToken": []}, {"queryToken": []}],
+    "user": [{"userToken": []}, {"queryToken": []}],
+    "public": [],
+    "auth_token": [{}, {"serverAuthToken": []}],
 }
-PUBLIC = {"health", "accounts.register", "accounts.login", "openapi.openapi"}
-ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+SECURITY_SCHEMES = {
+    "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "utok_…",
+                  "description": "a person's login token (register/login)"},
+    "networkToken": {"type": "http", "scheme": "bearer", "bearerFormat": "ntok_…",
+                     "description": "an agent's network token (POST /api/tokens); acts in its one network"},
+    "queryToken": {"type": "apiKey", "in": "query", "name": "token",
+                   "description": "either token as ?token=, for clients that cannot set headers (EventSource)"},
+    "serverAuthToken": {"type": "http", "scheme": "bearer",
+                        "description": "COMMHUB_AUTH_TOKEN, required by register and login when the server sets it"},
+}
+ERROR_SCHEMA = {"type": "object", "required": ["error", "message"], "additionalProperties": False,
+                "properties": {"error": {"type": "string", "description": "stable code, e.g. invalid_token"},
+                               "message": {"type": "string", "description": "what went wrong and what to do"}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Error"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {"4XX": _error("refused: 400 bad input, 401 token, 403 role, 404 unknown, 409 conflict, 413 too large, "
+                        "429 rate limited (Retry-After)"),
+          "5XX": _error("internal error (details in the server log)")}
+
+
+class _Schemas:
+    """components/schemas, filled as models are referenced."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+
+    def ref(self, model: type[BaseModel], mode: str) -> dict[str, Any]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode, by_alias=True)
+        self.schemas.update(schema.pop("$defs", {}))
+        self.schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(mode="validation")
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        # Query values are single strings: `X | None` is "may be absent", not a JSON null.
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            prop.update(options[0])
+        elif options:
+            prop["anyOf"] = options
+        prop.pop("default", None)
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if description:
+            param["description"] = description
+        params.append(param)
+    return params
+
+
+def _operation(endpoint: str, method: str, arguments: list[str], doc: str, schemas: _Schemas) -> dict[str, Any]:
+    op_id = endpoint.replace(".", "_") + "_" + method
+    summary = doc.strip().splitlines()[0] if doc.strip() else endpoint
+    spec = OPERATIONS.get(endpoint)
+    params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in arguments]
+    if spec is None:
+        out: dict[str, Any] = {"operationId": op_id, "summary": summary, "x-undocumented": True,
+                               "responses": {"200": {"description": "not described yet"}, **ERRORS}}
+        if params:
+            out["parameters"] = params
+        return out
+    if spec.query is not None:
+        params += _query_parameters(spec.query)
+    if spec.answer is not None:
+        content = {spec.media: {"schema": schemas.ref(spec.answer, "serialization")}}
+    elif spec.media == "application/json" and spec.status == "200":
+        content = {spec.media: {"schema": {"type": "object"}}}
+    else:
+        content = {spec.media: {"schema": {"type": "string"}}} if spec.status == "200" else None
+    ok: dict[str, Any] = {"description": spec.note or summary}
+    if content:
+        ok["content"] = content
+    out = {"operationId": op_id, "summary": summary, "tags": [spec.tag], "responses": {spec.status: ok, **ERRORS}}
+    if spec.note:
+        out["description"] = spec.note
+    if params:
+        out["parameters"] = params
+    if spec.body is not None:
+        out["requestBody"] = {"required": spec.body is not r.JsonRpc and not _all_optional(spec.body),
+                              "content": {"application/json": {"schema": schemas.ref(spec.body, "validation")}}}
+    out["security"] = SECURITY[spec.auth]
+    return out
+
+
+def _all_optional(model: type[BaseModel]) -> bool:
+    return not any(f.is_required() for f in model.model_fields.values())
 
 
 def build_spec() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every REST route of the running app."""
+    """The OpenAPI 3.1 document of every route of the running app."""
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": {"type": "object", "required": ["error", "message"], "properties": {
-        "error": {"type": "string"}, "message": {"type": "string"}}}}
+    schemas = _Schemas()
     for rule in current_app.url_map.iter_rules():
-        if rule.endpoint == "static" or rule.rule.startswith("/mcp"):
+        if rule.endpoint == "static":
             continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         view = current_app.view_functions[rule.endpoint]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            op: dict[str, Any] = {"operationId": rule.endpoint.replace(".", "_") + "_" + method.lower(),
-                                  "summary": (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else "",
-                                  "responses": {"200": {"description": "ok"}, "default": ERROR}}
-            params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                      for n in rule.arguments]
-            params += [{"name": n, "in": "query", "schema": {"type": "string"}} for n in QUERIES.get(rule.endpoint, [])]
-            if params:
-                op["parameters"] = params
-            model = BODIES.get(rule.endpoint)
-            if model is not None:
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(schema.pop("$defs", {}))
-                schemas[model.__name__] = schema
-                op["requestBody"] = {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
-            if rule.endpoint not in PUBLIC:
-                op["security"] = [{"bearer": []}, {"query_token": []}]
-            if rule.endpoint == "sse.stream":
-                op["responses"]["200"] = {"description": "text/event-stream of new_task, new_message, new_reply, "
-                                                         "broadcast and heartbeat events"}
-            paths.setdefault(path, {})[method.lower()] = op
-    return {"openapi": "3.1.0", "info": {"title": "CommHub", "version": __version__},
+            paths.setdefault(path, {})[method.lower()] = _operation(
+                rule.endpoint, method.lower(), sorted(rule.arguments), view.__doc__ or "", schemas)
+    return {"openapi": "3.1.0",
+            "info": {"title": "CommHub", "version": __version__,
+                     "description": "A self-hosted hub for AI coding agents: REST for people and scripts, MCP at "
+                                    "/mcp and SSE at /events/{alias} for agents. Every error is "
+                                    "{\"error\": code, \"message\": text}."},
+            "tags": [{"name": n, "description": d} for n, d in TAGS],
             "paths": dict(sorted(paths.items())),
-            "components": {"schemas": schemas, "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "query_token": {"type": "apiKey", "in": "query", "name": "token"}}}}
+            "components": {"schemas": dict(sorted(schemas.schemas.items())), "securitySchemes": SECURITY_SCHEMES}}
 
 
 @bp.get("/openapi.json")
 async def openapi() -> dict:
     """The OpenAPI description of this API."""
     return build_spec()
+
+
+@bp.get("/docs")
+async def docs() -> Response:
+    """API documentation rendered from /openapi.json (a self-contained page)."""
+    response = Response(DOCS_PAGE.read_text(encoding="utf-8"), content_type="text/html; charset=utf-8")
+    # Everything is inline or from this origin; nothing may load from elsewhere.
+    response.headers["Content-Security-Policy"] = ("default-src 'none'; script-src 'unsafe-inline'; "
+                                                   "style-src 'unsafe-inline'; connect-src 'self'")
+    return response
