@@ -8,7 +8,7 @@ import apsw
 import httpx
 import trio
 from cli_support import run_cli
-from conftest import create_token, mcp_call, register
+from conftest import create_token, mcp_call, own_server, register
 
 from commhub_lib.server import ServerHandle
 
@@ -65,13 +65,28 @@ async def test_backup_while_a_writer_is_busy(server: ServerHandle, client: httpx
     # earlier one), possibly one more whose answer had not reached the writer yet.
     k = len(in_copy)
     assert set(committed[:k]) == in_copy or set(committed[: k - 1]) <= in_copy <= set(committed[: k + 1])
-    assert not await trio.Path(f"{copy}.partial").exists()
+    for leftover in (f"{copy}.partial", f"{copy}-wal", f"{copy}-shm", f"{copy}.partial-wal"):
+        assert not await trio.Path(leftover).exists(), f"{leftover}: the backup is one self-contained file"
 
     again = await run_cli("backup", str(copy), "--db", server.hub.settings.db)
     assert again.code == 1 and "--force" in again.err
     replaced = await run_cli("backup", str(copy), "--db", server.hub.settings.db, "--force")
     assert replaced.code == 0, replaced.err
     assert set(committed) <= _message_ids(copy)  # the writer has stopped: the new copy has everything
+
+    # The documented restore: the copy becomes a server's database file, and everything is there.
+    await trio.Path(copy).rename(tmp_path / "restored.db")
+    async with own_server(tmp_path, "restored") as restored, httpx.AsyncClient(base_url=restored.url) as http:
+        seen: set[str] = set()
+        while True:
+            r = await http.get("/api/messages", headers=boss.auth, params={
+                "alias": "sink", "kind": "message", "limit": 500, "offset": len(seen)})
+            assert r.status_code == 200, r.text
+            page = {m["message_id"] for m in r.json()["messages"]}
+            if not page:
+                break
+            seen |= page
+        assert seen == set(committed)
 
     missing = await run_cli("backup", str(tmp_path / "x.db"), "--db", str(tmp_path / "none.db"))
     assert missing.code == 1 and "no database at" in missing.err

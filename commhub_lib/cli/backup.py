@@ -20,10 +20,12 @@ from ..db import backup_to
 from .common import EXIT_OK, default_db, fail, json_flag, print_json
 
 
-def check_copy(path: str) -> str:
-    """SQLite's quick_check of a finished copy ("ok" when sound)."""
-    con = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+def seal_copy(path: str) -> str:
+    """Make a finished copy one self-contained file (rollback journal, no -wal/-shm beside it; the server turns
+    WAL back on when it opens it) and return SQLite's quick_check of it ("ok" when sound)."""
+    con = apsw.Connection(path)
     try:
+        con.pragma("journal_mode", "delete")
         return str(con.pragma("quick_check"))
     finally:
         con.close()
@@ -45,7 +47,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         pages = backup_to(source, str(partial), pages_per_step=args.pages_per_step, pause_seconds=args.pause)
-        verdict = check_copy(str(partial))
+        verdict = seal_copy(str(partial))
     except apsw.Error as exc:
         partial.unlink(missing_ok=True)
         return fail(f"backup of {source} failed: {exc}")
