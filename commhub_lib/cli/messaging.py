@@ -103,8 +103,11 @@ class ReplyWaiter:
 
     def _note(self, data: dict[str, Any]) -> None:
         reply = find_reply(self.client, self.alias, data["message_id"], self.network_id) or {}
-        label = "question" if data.get("status") == "question" else "progress"
-        print(f"[{label}] {data.get('from')}: {reply.get('content', '')}", file=sys.stderr)
+        if data.get("status") == "question":
+            print(f"[question] {data.get('from')}: {reply.get('content', '')}\n  answer with: commhub reply --task "
+                  f"{data.get('task_id')} 'your answer'  (still waiting)", file=sys.stderr)
+        else:
+            print(f"[progress] {data.get('from')}: {reply.get('content', '')}", file=sys.stderr)
 
 
 @reports_errors
@@ -239,8 +242,27 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@reports_errors
+def cmd_reply(args: argparse.Namespace) -> int:
+    """Answer an agent: a question on a task you sent, or a message it sent you."""
+    body: dict[str, Any] = {"content": read_content(args.content), "network_id": args.network}
+    if args.task:
+        body["task_id"] = args.task
+    else:
+        body["message_id"] = args.message_id
+    if args.status:
+        body["status"] = args.status
+    with connect(args) as client:
+        result = client.request("POST", "/api/replies", json={k: v for k, v in body.items() if v is not None})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"replied to {result.get('to')} ({result.get('message_id')})")
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add send, status, tasks, task and cancel."""
+    """Add send, reply, status, tasks, task and cancel."""
     parents = [server_flags(), json_flag(), network_flag()]
     p = sub.add_parser("send", parents=parents, help="send a task (or --message) to an agent; --wait for the reply",
                        description="Send a task to an agent's alias (or a plain message with --message). With "
@@ -256,6 +278,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="how long --wait waits (default 600)")
     p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("reply", parents=parents, help="answer an agent's question or message",
+                       description="Reply as yourself: answer the question an agent asked on a task you sent "
+                                   "(--task), or reply to a message it sent you (--message-id).")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--task", metavar="TASK_ID", help="the task whose question you answer")
+    target.add_argument("--message-id", metavar="ID", help="the message you reply to")
+    p.add_argument("content", help="the answer; - reads it from stdin")
+    p.add_argument("--status", choices=("done", "failed", "progress", "question"),
+                   help="only for a task you received (as its agent)")
+    p.set_defaults(func=cmd_reply)
 
     p = sub.add_parser("status", parents=parents, help="agent sessions as a table",
                        description="Every agent session: status, agent, model, task, progress, last seen.")

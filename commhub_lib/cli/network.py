@@ -23,7 +23,7 @@ NETWORK_COLUMNS = [("network_id", "id", None), ("network_name", "name", 30), ("m
                    ("visibility", "visibility", None), ("created_at", "created", None)]
 MEMBER_COLUMNS = [("username", "user", 24), ("user_id", "id", None), ("role", "role", None),
                   ("joined_at", "joined", None)]
-INVITE_COLUMNS = [("invite_id", "id", None), ("role", "role", None), ("uses", "uses", None),
+INVITE_COLUMNS = [("invite_id", "id", None), ("role", "role", None), ("usable", "usable", None), ("uses", "uses", None),
                   ("max_uses", "max", None), ("expires_at", "expires", None), ("created_at", "created", None)]
 
 
