@@ -1,7 +1,8 @@
 """GET /openapi.json and GET /docs: the HTTP API described from the app's own routes and pydantic models.
 
 Paths and path parameters come from the routes; request bodies from the models the handlers validate
-with (commhub_lib/models.py); answers and typed query parameters from api/responses.py. OPERATIONS says,
+with (commhub_lib/models.py); answers from api/responses.py (records in api/records.py), typed query parameters
+from api/queries.py. OPERATIONS says,
 per endpoint, which of those apply. A route without an entry is still listed (marked
 `x-undocumented`), and tests/test_openapi.py fails naming it, so a new route cannot be forgotten.
 
@@ -21,6 +22,7 @@ from quart import Blueprint, Response, current_app
 
 from .. import __version__
 from .. import models as m
+from . import queries as q
 from . import responses as r
 
 bp = Blueprint("openapi", __name__)
@@ -54,8 +56,8 @@ OPERATIONS: dict[str, Op] = {
     "accounts.get_me": Op("accounts", r.UserAnswer),
     "accounts.put_me": Op("accounts", r.UserAnswer, m.UpdateMeRequest, auth="user"),
     "accounts.change_password": Op("accounts", r.Ok, m.PasswordChangeRequest, auth="user"),
-    "accounts.list_users": Op("accounts", r.UserList, query=r.Paging, auth="user"),
-    "accounts.audit_log": Op("accounts", r.AuditList, query=r.AuditQuery),
+    "accounts.list_users": Op("accounts", r.UserList, query=q.Paging, auth="user"),
+    "accounts.audit_log": Op("accounts", r.AuditList, query=q.AuditQuery),
     "accounts.create_token": Op("tokens", r.TokenCreated, m.TokenCreateRequest, auth="user"),
     "accounts.list_tokens": Op("tokens", r.TokenList, auth="user"),
     "accounts.revoke_token": Op("tokens", r.TokenRevoked, auth="user"),
@@ -67,17 +69,17 @@ OPERATIONS: dict[str, Op] = {
     "networks.delete_network": Op("networks", r.NetworkDeleted, auth="user"),
     "networks.list_members": Op("networks", r.MemberList),
     "networks.create_invite": Op("networks", r.InviteCreated, m.InviteCreateRequest, auth="user"),
-    "data.status": Op("data", r.SessionList, query=r.StatusQuery),
-    "data.list_tasks": Op("data", r.TaskList, query=r.TasksQuery),
-    "data.list_nodes": Op("data", r.NodeList, query=r.NetworkScope),
-    "data.list_messages": Op("data", r.MessageList, query=r.MessagesQuery),
-    "data.list_completions": Op("data", r.CompletionList, query=r.CompletionsQuery),
-    "data.list_task_events": Op("data", r.TaskEventList, query=r.TaskEventsQuery),
-    "data.stats": Op("data", r.Stats, query=r.NetworkScope),
+    "data.status": Op("data", r.SessionList, query=q.StatusQuery),
+    "data.list_tasks": Op("data", r.TaskList, query=q.TasksQuery),
+    "data.list_nodes": Op("data", r.NodeList, query=q.NetworkScope),
+    "data.list_messages": Op("data", r.MessageList, query=q.MessagesQuery),
+    "data.list_completions": Op("data", r.CompletionList, query=q.CompletionsQuery),
+    "data.list_task_events": Op("data", r.TaskEventList, query=q.TaskEventsQuery),
+    "data.stats": Op("data", r.Stats, query=q.NetworkScope),
     "data.send_task": Op("messaging", r.TaskSent, m.RestSendTask),
     "data.send_message": Op("messaging", r.MessageSent, m.RestSendMessage),
     "data.broadcast": Op("messaging", r.Broadcasted, m.RestBroadcast),
-    "sse.stream": Op("events", None, query=r.StreamQuery, media="text/event-stream", note=STREAM_NOTE),
+    "sse.stream": Op("events", None, query=q.StreamQuery, media="text/event-stream", note=STREAM_NOTE),
     "mcp.post_mcp": Op("mcp", r.JsonRpc, r.JsonRpc, note=MCP_NOTE),
     "mcp.get_mcp": Op("mcp", None, auth="public", status="405", note="no stream on /mcp: use /events"),
     "mcp.delete_mcp": Op("mcp", None, status="204", note="end the MCP session named by Mcp-Session-Id"),

@@ -1,0 +1,73 @@
+"""Typed query parameters of the REST endpoints, for /openapi.json (the enums are the handlers' own)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..models import MAX_LIMIT
+from .data import MESSAGE_KINDS, TASK_STATUSES
+
+# --- query parameters -----------------------------------------------------------------------------------
+
+class Paging(BaseModel):
+    """limit and offset of a list."""
+
+    limit: int | None = Field(default=None, ge=1, description=f"at most this many (default 50, capped at {MAX_LIMIT})")
+    offset: int | None = Field(default=None, ge=0, description="skip this many")
+
+
+class NetworkScope(BaseModel):
+    """Which network a data query reads."""
+
+    network_id: str | None = Field(default=None, description="one network (a user token: default all of yours)")
+
+
+class StatusQuery(NetworkScope):
+    """GET /api/status."""
+
+    status: Literal["idle", "working", "offline"] | None = None
+
+
+class TasksQuery(NetworkScope, Paging):
+    """GET /api/tasks."""
+
+    status: Literal[TASK_STATUSES] | None = None  # type: ignore[valid-type]
+    to_name: str | None = Field(default=None, description="recipient alias")
+    from_name: str | None = Field(default=None, description="sender alias or username")
+
+
+class MessagesQuery(NetworkScope, Paging):
+    """GET /api/messages."""
+
+    alias: str | None = Field(default=None, description="that alias's inbox")
+    kind: Literal[MESSAGE_KINDS] | None = None  # type: ignore[valid-type]
+    unread: Literal["1", "true"] | None = Field(default=None, description="only unread items")
+
+
+class CompletionsQuery(NetworkScope, Paging):
+    """GET /api/completions."""
+
+    alias: str | None = None
+
+
+class TaskEventsQuery(NetworkScope, Paging):
+    """GET /api/task_events."""
+
+    task_id: str | None = None
+
+
+class AuditQuery(Paging):
+    """GET /api/audit-log."""
+
+    network_id: str | None = None
+    action: str | None = Field(default=None, description="e.g. login, token_create")
+
+
+class StreamQuery(BaseModel):
+    """GET /events/<alias>."""
+
+    token: str | None = Field(default=None, description="the bearer token, for clients that cannot set headers")
+    last_event_id: int | None = Field(default=None, ge=0, description="replay after this id (or Last-Event-ID)")
+    network_id: str | None = None

@@ -1,0 +1,182 @@
+"""Records inside the REST answers (users, networks, tasks, …), for /openapi.json.
+
+They allow extra fields: an answer may grow a field before its model does, without breaking a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Text = str | None
+
+
+class Record(BaseModel):
+    """A JSON object of an answer (more fields may appear)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Ok(Record):
+    """Every answer of /api carries ok: true."""
+
+    ok: bool = True
+
+
+# --- records --------------------------------------------------------------------------------------------
+
+class User(Record):
+    """A user as shown to clients."""
+
+    user_id: str
+    username: str
+    display_name: str
+    role: Literal["admin", "user"]
+    email: Text = None
+    created_at: Text = None
+
+
+class Network(Record):
+    """A network; member_role is the caller's role, member_count only on a single network."""
+
+    network_id: str
+    network_name: str
+    description: str
+    owner_id: str
+    visibility: str
+    max_members: int
+    created_at: str
+    updated_at: str
+    member_role: str | None = None
+    member_count: int | None = None
+
+
+class Member(Record):
+    """A member of a network."""
+
+    user_id: str
+    username: str
+    display_name: str
+    role: Literal["owner", "admin", "member"]
+    joined_at: str
+
+
+class Token(Record):
+    """A network token as listed (never the secret)."""
+
+    token_id: str
+    name: str
+    network_id: Text
+    alias: Text
+    created_at: str
+    last_used_at: Text
+    revoked_at: Text
+    revoked: bool
+
+
+class Session(Record):
+    """An agent session as /api/status shows it."""
+
+    alias: str
+    network_id: str
+    status: Literal["idle", "working", "offline"]
+    online: bool
+    streams: int
+    agent: Text = None
+    model: Text = None
+    task: Text = None
+    progress: Text = None
+    resume_id: Text = None
+    node_id: Text = None
+    last_seen_at: Text = None
+    created_at: Text = None
+
+
+class Task(Record):
+    """A task."""
+
+    task_id: str
+    network_id: str
+    from_name: str
+    to_name: str
+    title: Text
+    content: str
+    context: Text
+    priority: Literal["low", "normal", "high", "urgent"]
+    status: str
+    deadline: Text
+    idempotency_key: Text
+    message_id: str
+    result: Text
+    created_at: str
+    updated_at: str
+
+
+class TaskEvent(Record):
+    """One step of a task's timeline."""
+
+    id: int
+    task_id: str
+    network_id: str
+    event: str
+    actor: str
+    detail: Text
+    created_at: str
+
+
+class Message(Record):
+    """An inbox item: a message, task notice, reply, broadcast or notice."""
+
+    message_id: str
+    network_id: str
+    from_: str = Field(alias="from")
+    to: str
+    kind: str
+    content: str
+    priority: str
+    in_reply_to: Text
+    task_id: Text
+    status: Text
+    created_at: str
+    read_at: Text
+
+
+class Completion(Record):
+    """How a task ended."""
+
+    task_id: str
+    network_id: str
+    alias: str
+    status: str
+    result: Text
+    artifacts: list[str]
+    duration_seconds: float | None
+    completed_at: str
+
+
+class Node(Record):
+    """A machine agents run on."""
+
+    node_id: str
+    network_id: str
+    hostname: str
+    platform: Text
+    agents: list[Any]
+    sessions: int
+    online_sessions: int
+    created_at: str
+    last_seen_at: str
+
+
+class AuditEntry(Record):
+    """One audit log entry."""
+
+    id: int
+    network_id: Text
+    user_id: Text
+    actor: str
+    action: str
+    detail: str
+    ip: Text
+    created_at: str
