@@ -95,7 +95,9 @@ class ReplyWaiter:
                         return data
                     self._note(data)
             except ClientError as exc:
-                if exc.code != "unreachable" or time.monotonic() > self.deadline:
+                if time.monotonic() >= self.deadline:
+                    raise ClientError(0, "timeout", "no reply in time") from exc
+                if exc.code not in ("unreachable", "timeout"):
                     raise
             # The stream ended (server restart, slow reader): resume after the last event seen.
             time.sleep(1)
