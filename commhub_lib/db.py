@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,18 @@ class Database:
             if isinstance(exc, apsw.Error):
                 _raise_mapped(exc)
             raise
+
+    def try_write(self, apply: Callable[[], object]) -> bool:
+        """A best-effort write (a "last used"/"last seen" refresh on a read): `apply()` in its own transaction;
+        when the lock is held, the disk is full or the file was replaced, it is skipped with a log line instead
+        of failing the request that carries it. Returns whether it was written."""
+        try:
+            with self.write():
+                apply()
+            return True
+        except (DatabaseBusy, StorageError, StorageFull) as exc:
+            log.warning("skipped a best-effort write (%s)", exc.code)
+            return False
 
     def _try_lock(self) -> bool:
         """Take and drop the write lock without waiting: True if it was free."""
