@@ -132,6 +132,9 @@ def create_app(hub: Hub) -> QuartTrio:
             allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
             message = f"method {request.method} is not allowed on {request.path}" + (
                 f" (allowed: {allowed})" if allowed else "")
+        elif status == 408:
+            message = (f"the request body did not arrive within {hub.settings.body_timeout_seconds:g} s; "
+                       "send it in one go")
         elif status == 413:
             message = f"request body is larger than {hub.settings.max_body_bytes} bytes"
         else:

@@ -22,6 +22,7 @@ import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 
 from . import auth
 from .app import create_app
@@ -71,6 +72,29 @@ class _HyperConfig(HyperConfig):
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, SEND_STALL_TIMEOUT_MS)
         return sockets
+
+
+def _shield_connection_close() -> None:
+    """Make hypercorn's connection close uncancellable.
+
+    When a response ends before its request body was fully received (a 408 for a slow body, a 413), the last
+    send runs inside quart-trio's request nursery, which the disconnect it triggers has just cancelled:
+    hypercorn's `_close()` then dies at its first checkpoint (send_eof) and the socket stays open for as long
+    as the client likes (measured: never closed), pinning a file descriptor. Both steps are immediate
+    syscalls, so shielding them cannot hang."""
+    original = TCPServer._close
+    if getattr(original, "_commhub_shielded", False):
+        return
+
+    async def _close(self: TCPServer) -> None:
+        with trio.CancelScope(shield=True):
+            await original(self)
+
+    _close._commhub_shielded = True  # type: ignore[attr-defined]
+    TCPServer._close = _close  # type: ignore[method-assign]
+
+
+_shield_connection_close()
 
 
 def hypercorn_config(settings: Settings) -> HyperConfig:
