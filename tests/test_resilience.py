@@ -189,13 +189,13 @@ async def test_sweeper_survives_errors_and_retries(tmp_path: Path, monkeypatch: 
     calls = {"n": 0}
     real = maintenance_store.presence_candidates
 
-    def failing_twice(db, touch_before_ts):  # noqa: ANN001, ANN202
+    def failing_twice(db, *args):  # noqa: ANN001, ANN002, ANN202
         calls["n"] += 1
         if calls["n"] == 1:
             raise apsw.IOError("injected I/O error")
         if calls["n"] == 2:
             raise RuntimeError("injected bug")
-        return real(db, touch_before_ts)
+        return real(db, *args)
 
     monkeypatch.setattr(maintenance_store, "presence_candidates", failing_twice)
     async with own_server(tmp_path, "sweep", presence_timeout_seconds=0.3, sweep_seconds=0.05) as server:

@@ -9,10 +9,12 @@ from ..db import Database
 Row = dict[str, Any]
 
 
-def presence_candidates(db: Database, touch_before_ts: float) -> list[Row]:
-    """Sessions whose stored presence may need a write: offline ones, and those last seen before the cutoff."""
-    return db.query("SELECT network_id, alias, status, last_seen_ts FROM sessions"
-                    " WHERE status = 'offline' OR last_seen_ts < ?", (touch_before_ts,))
+def presence_candidates(db: Database, touch_before_ts: float, after_rowid: int, limit: int) -> list[Row]:
+    """Sessions whose stored presence may need a write (offline, or last seen before the cutoff), a page at a
+    time in rowid order after `after_rowid`."""
+    return db.query("SELECT rowid, network_id, alias, status, last_seen_ts FROM sessions"
+                    " WHERE rowid > ? AND (status = 'offline' OR last_seen_ts < ?) ORDER BY rowid LIMIT ?",
+                    (after_rowid, touch_before_ts, limit))
 
 
 def oldest_events(db: Database, limit: int) -> list[Row]:
