@@ -16,7 +16,7 @@ from .api import data as data_api
 from .api import networks as networks_api
 from .api import openapi as openapi_api
 from .db import storage_error
-from .errors import CommhubError
+from .errors import CommhubError, DatabaseBusy
 from .logs import escape
 from .ratelimit import RateLimiter
 from .service.hub import Hub
@@ -96,8 +96,15 @@ def create_app(hub: Hub) -> QuartTrio:
     async def wait_for_write_lock() -> None:
         """A request that may write waits here, off the event loop's back, while another process holds the
         database's write lock (503 database_busy after write_lock_wait_seconds); a free lock costs a few µs."""
-        if request.method not in READ_METHODS:
+        if request.method in READ_METHODS:
+            return
+        try:
             await hub.db.wait_for_write_lock(hub.settings.write_lock_wait_seconds)
+        except DatabaseBusy:
+            if request.path != "/mcp":
+                raise
+            # A POST /mcp may be a pure read (get_inbox, get_all_status): run it anyway; a tool that needs
+            # to write then fails fast (50 ms busy timeout) with a database_busy tool error.
 
     @app.after_request
     async def log_request(response: Response) -> Response:

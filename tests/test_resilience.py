@@ -96,6 +96,12 @@ async def test_lock_held_by_another_process_neither_freezes_reads_nor_loses_writ
                     with trio.fail_after(1):
                         r = await client.get("/api/status", headers=account.auth)
                     assert r.status_code == 200 and r.json()["sessions"][0]["alias"] == "worker"
+                    # MCP: a reading tool still answers; a writing one says database_busy (a tool error).
+                    status = await mcp_call(client, account.network_token, "get_all_status")
+                    assert not status["isError"], status
+                    sent = await mcp_call(client, account.network_token, "send_message",
+                                          {"to": "worker", "content": "hi"})
+                    assert sent["isError"] and sent["structuredContent"]["error"] == "database_busy", sent
                 r = busy["r"]
                 assert r.status_code == 503, r.text
                 assert r.json()["error"] == "database_busy" and "retry" in r.json()["message"]

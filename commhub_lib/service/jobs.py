@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import apsw
 import trio
 import trio.lowlevel
 
@@ -96,7 +97,10 @@ async def prune_events(hub: Hub) -> int:
         log.info("retention: pruned %d SSE event(s) older than %s", pruned, cutoff)
     if pruned >= CHECKPOINT_AFTER_ROWS:
         await hub.db.wait_for_write_lock(LOCK_WAIT_SECONDS)
-        hub.db.checkpoint()
+        try:
+            hub.db.checkpoint()
+        except apsw.BusyError:  # a reader (a backup) is on an old snapshot: the next prune tries again
+            log.info("retention: WAL checkpoint deferred (the database is in use)")
     return pruned
 
 

@@ -111,8 +111,8 @@ def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alia
     elif row["status"] == "offline" or row["last_seen_ts"] < now_ts() - min(
             TOUCH_INTERVAL_SECONDS, hub.settings.presence_timeout_seconds / 4):
         # At most one presence write per second per session: presence is judged on a scale of seconds.
-        with hub.db.write():
-            session_store.touch_session(hub.db, network_id, alias, now_text(), now_ts())
+        # Best effort: a locked database or a full disk must not fail a read such as get_inbox.
+        hub.db.try_write(lambda: session_store.touch_session(hub.db, network_id, alias, now_text(), now_ts()))
     return alias
 
 
