@@ -111,6 +111,11 @@ async def _round(hub: Hub, prune: bool) -> None:
         await prune_events(hub)
 
 
+def _pause(hub: Hub, failures: int) -> float:
+    """Seconds until the next round: the sweep interval, doubled per consecutive failure up to a minute."""
+    return min(hub.settings.sweep_seconds * 2 ** failures, max(MAX_BACKOFF_SECONDS, hub.settings.sweep_seconds))
+
+
 async def run_sweeper(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Background job (root nursery): sweep presence every `sweep_seconds`, prune old events hourly; a failed
     round is logged and retried after a pause that doubles up to a minute."""
@@ -118,17 +123,14 @@ async def run_sweeper(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TAS
     next_prune = 0.0
     failures = 0
     while True:
-        pause = hub.settings.sweep_seconds
-        if failures:
-            pause = min(max(pause, 1.0) * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
-        await trio.sleep(pause)
+        await trio.sleep(_pause(hub, failures))
         prune = trio.current_time() >= next_prune
         try:
             await _round(hub, prune)
         except CommhubError as exc:
             failures += 1
-            log.warning("background jobs: %s (%s); retrying in %.0f s", exc.message, exc.code,
-                        min(max(hub.settings.sweep_seconds, 1.0) * 2 ** (failures - 1), MAX_BACKOFF_SECONDS))
+            log.warning("background jobs: %s (%s); retrying in %.1f s", exc.message, exc.code,
+                        _pause(hub, failures))
             continue
         except Exception:
             failures += 1
