@@ -31,6 +31,7 @@ from .config import Settings
 from .db import LOOP_BUSY_TIMEOUT_MS, Database
 from .service.hub import Hub
 from .service.jobs import run_sweeper
+from .store import users as user_store
 
 log = logging.getLogger("commhub")
 
@@ -173,12 +174,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def log_startup(settings: Settings, binds: list[str]) -> None:
-    """Where the server listens, the first step for a new hub, and a warning for an open registration."""
-    log.info("CommHub listening on %s (database %s)", ", ".join(binds), settings.db)
-    log.info("first step, on a new hub: register the admin (the first user): curl -X POST %s/api/auth/register "
-             "-H 'Content-Type: application/json' -d '{\"username\": \"admin\", \"password\": \"...\"}'",
-             binds[0])
+def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
+    """Where the server listens, the first step on a hub with no users yet, and a warning for an open
+    registration."""
+    log.info("CommHub listening on %s (database %s, %d user(s))", ", ".join(binds), settings.db, users)
+    if not users:
+        log.info("first step: register the admin (the first user is the admin): curl -X POST "
+                 "%s/api/auth/register -H 'Content-Type: application/json' "
+                 "-d '{\"username\": \"admin\", \"password\": \"<at least 6 characters>\"}'", binds[0])
     if not _is_loopback(settings.host) and not settings.auth_token:
         log.warning("listening on %s beyond loopback without COMMHUB_AUTH_TOKEN: anyone who can reach this port "
                     "can register (and the first user becomes admin); set COMMHUB_AUTH_TOKEN", settings.host)
@@ -216,7 +219,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
                 handle = ServerHandle(hub, binds, port, stop)
                 if handle_signals:
                     root.start_soon(_watch_signals, handle)
-                log_startup(settings, binds)
+                log_startup(settings, binds, user_store.count_users(db))
                 task_status.started(handle)
             root.cancel_scope.cancel()
     finally:

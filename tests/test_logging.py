@@ -77,6 +77,10 @@ def test_startup_lines_say_the_url_the_first_step_and_warn_beyond_loopback(
     assert any("curl -X POST http://127.0.0.1:9200/api/auth/register" in m for m in messages)
     assert not any(r.levelno >= logging.WARNING for r in caplog.records)
 
+    caplog.clear()  # a hub that has users already needs no first step
+    log_startup(make_settings(tmp_path), ["http://127.0.0.1:9200"], users=3)
+    assert not any("curl" in r.getMessage() for r in caplog.records)
+
     caplog.clear()
     log_startup(make_settings(tmp_path, host="0.0.0.0"), ["http://0.0.0.0:9200"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
