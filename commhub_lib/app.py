@@ -24,9 +24,9 @@ from .service.hub import Hub
 log = logging.getLogger("commhub")
 access_log = logging.getLogger("commhub.access")
 
-# Stable codes for the HTTP-level errors Quart raises before our code runs.
-# Methods that may write: they first wait (asynchronously) for a database lock held by another process.
+# Methods that may write are the others: they first wait (asynchronously) for a lock held by another process.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Stable codes for the HTTP-level errors Quart raises before our code runs.
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
               415: "unsupported_media_type", 429: "rate_limited"}

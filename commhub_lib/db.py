@@ -64,7 +64,7 @@ class Database:
     def check_file(self) -> str | None:
         """Why the path no longer names the file we have open (deleted, replaced), or None if it still does.
 
-        One stat() (~1 µs): cheap enough before every write. Logged loudly once when it first happens."""
+        One stat() (a few µs): cheap enough before every write. Logged loudly once when it first happens."""
         try:
             st = os.stat(self.path)
             reason = None if (st.st_dev, st.st_ino) == self._identity else "replaced by another file"

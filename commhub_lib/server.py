@@ -127,7 +127,7 @@ def lock_database(path: str) -> int:
     A separate file, not the database: closing any other descriptor of the database file would drop
     SQLite's own POSIX locks; and not in Database(), since CLI commands (backup) open the file while a
     server runs."""
-    lock_path = path + ".lock"
+    lock_path = os.path.realpath(path) + ".lock"  # one lock whatever path (relative, a symlink) names the file
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
