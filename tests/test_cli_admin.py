@@ -143,12 +143,15 @@ def test_help_on_every_level(path: list[str]) -> None:
     assert out.getvalue().startswith("usage: commhub")
 
 
+# Leaf commands that print no data: `serve` runs the server, `listen` runs a command per event.
+NO_DATA = (["serve"], ["listen"], [])
+
+
 def test_every_data_command_has_json() -> None:
-    # Every leaf command prints data except `serve`; each has --json.
     for path in _paths(build_parser(), []):
         parser = build_parser()
         for name in path:
             parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
-        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions) or path in (["serve"], []):
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions) or path in NO_DATA:
             continue
         assert "--json" in parser._option_string_actions, path
