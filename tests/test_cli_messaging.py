@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
 from cli_support import Run, cli_env, run_cli
-from conftest import Account, create_token, mcp_call, register
+from conftest import Account, create_token, mcp_call, own_server, register
 
 from commhub_lib.server import ServerHandle
 
@@ -29,11 +30,14 @@ async def _next_item(client: httpx.AsyncClient, token: str) -> dict[str, Any]:
     return items[0]
 
 
-async def _send_in_background(nursery: trio.Nursery, *args: str, env: dict[str, str]) -> dict[str, Run]:
+async def _send_in_background(nursery: trio.Nursery, *args: str, env: dict[str, str],
+                              done: trio.Event | None = None) -> dict[str, Run]:
     box: dict[str, Run] = {}
 
     async def go() -> None:
         box["run"] = await run_cli(*args, env=env, limit_seconds=60)
+        if done is not None:
+            done.set()
 
     nursery.start_soon(go)
     return box
@@ -197,3 +201,25 @@ async def test_network_member_invite_commands(server: ServerHandle, client: http
     assert deleted.code == 0, deleted.err
     gone = await run_cli("network", "show", network_id, env=env)
     assert gone.code == 1 and "not found" in gone.err
+
+
+async def test_send_wait_survives_a_server_restart(tmp_path: Path) -> None:
+    """The reply comes while the CLI's stream is down (the server restarted): send --wait reconnects and finds it."""
+    async with trio.open_nursery() as nursery:
+        async with own_server(tmp_path, "restart") as first, httpx.AsyncClient(base_url=first.url) as http:
+            boss = await register(http)
+            worker = await _agent(http, boss, "coder-9")
+            finished = trio.Event()
+            box = await _send_in_background(nursery, "send", "coder-9", "survive", "--wait", "--timeout", "50",
+                                            env=cli_env(first.url, boss.token), done=finished)
+            item = await _next_item(http, worker)  # the CLI sends once its stream is open
+            port = first.port
+        # The first server is gone (its streams ended); the CLI keeps retrying. The reply lands before it is back.
+        async with own_server(tmp_path, "restart", port=port) as second, \
+                httpx.AsyncClient(base_url=second.url) as http:
+            await mcp_call(http, worker, "send_reply", {"task_id": item["task_id"], "status": "done",
+                                                        "content": "after the restart"})
+            with trio.fail_after(30):
+                await finished.wait()
+    assert box["run"].code == 0, box["run"].err
+    assert box["run"].out.strip() == "after the restart"

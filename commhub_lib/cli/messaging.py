@@ -74,14 +74,34 @@ class ReplyWaiter:
         remaining = max(0.1, self.deadline - time.monotonic())
         frames = self.client.stream(f"/events/{self.alias}", params={"network_id": self.network_id},
                                     last_event_id=self.last_id, read_timeout=remaining)
-        next(frames)  # the first frame is written after the server subscribed us: from here nothing is missed
+        first = next(frames, None)  # written after the server subscribed us: from here nothing is missed
+        if first is None:
+            raise ClientError(0, "unreachable", f"the event stream of {self.alias} ended as it opened")
+        if first.id:  # a server that opens streams with their position
+            self.last_id = first.id
         return frames
+
+    def _stored_reply(self, match: dict[str, str]) -> dict[str, Any] | None:
+        """A final reply already stored (it may have come while the stream was down and the cursor unknown)."""
+        rows = self.client.request("GET", "/api/messages", params={
+            "alias": self.alias, "kind": "reply", "limit": 100, "network_id": self.network_id})["messages"]
+        for row in rows:
+            if all(row.get(k) == v for k, v in match.items()) and (row.get("status") in FINAL_REPLIES
+                                                                    or not row.get("task_id")):
+                return {"type": "new_reply", "from": row["from"], "message_id": row["message_id"],
+                        "in_reply_to": row["in_reply_to"], "status": row["status"], "task_id": row["task_id"]}
+        return None
 
     def wait(self, match: dict[str, str]) -> dict[str, Any]:
         """The data of the final `new_reply` whose fields equal `match`; progress and questions go to stderr."""
+        frames: Any = self.frames
         while True:
             try:
-                for frame in self.frames:
+                if frames is None:  # the stream ended (server restart, slow reader): resume
+                    frames = self._open()
+                    if stored := self._stored_reply(match):
+                        return stored
+                for frame in frames:
                     if frame.id:
                         self.last_id = frame.id
                     if time.monotonic() > self.deadline:
@@ -99,9 +119,8 @@ class ReplyWaiter:
                     raise ClientError(0, "timeout", "no reply in time") from exc
                 if exc.code not in ("unreachable", "timeout"):
                     raise
-            # The stream ended (server restart, slow reader): resume after the last event seen.
+            frames = None
             time.sleep(1)
-            self.frames = self._open()
 
     def _note(self, data: dict[str, Any]) -> None:
         reply = find_reply(self.client, self.alias, data["message_id"], self.network_id) or {}
