@@ -30,6 +30,8 @@ class Settings:
     allowed_origins: str = ""
     sweep_seconds: float = 5.0
     event_retention_days: float = 30.0
+    # --- identity and tokens (agents)
+    login_token_days: float = 30.0
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -49,6 +51,7 @@ HELP: dict[str, str] = {
     "allowed_origins": "comma-separated extra Origins allowed on /mcp (localhost is always allowed)",
     "sweep_seconds": "how often the presence sweeper runs",
     "event_retention_days": "SSE events older than this are pruned (replay reaches back this far; inboxes keep all)",
+    "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

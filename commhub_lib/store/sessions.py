@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..db import Database
 
 Row = dict[str, Any]
 SESSION_COLUMNS = ("s.network_id, s.resume_id, s.alias, s.status, s.agent, s.model, s.task, s.progress,"
-                   " s.node_id, s.last_seen_at, s.last_seen_ts, s.created_at, s.token_id")
+                   " s.node_id, s.last_seen_at, s.last_seen_ts, s.created_at, s.token_id, s.retired_at")
 
 
 def get_session(db: Database, network_id: str, alias: str) -> Row | None:
@@ -56,6 +57,26 @@ def clear_work(db: Database, network_id: str, alias: str) -> None:
                " WHERE network_id = ? AND alias = ?", (network_id, alias))
 
 
+def release_token_sessions(db: Database, token_id: str) -> list[Row]:
+    """Free every alias a token holds (it was revoked): offline and unclaimed; returns the aliases."""
+    return db.query("UPDATE sessions SET token_id = NULL, status = 'offline' WHERE token_id = ?"
+                    " RETURNING network_id, alias", (token_id,))
+
+
+def release_alias(db: Database, network_id: str, alias: str) -> str | None:
+    """Free one alias (an owner/admin released it): offline and unclaimed; returns the former holder's token id."""
+    row = db.query_one("SELECT token_id FROM sessions WHERE network_id = ? AND alias = ?", (network_id, alias))
+    db.execute("UPDATE sessions SET token_id = NULL, status = 'offline' WHERE network_id = ? AND alias = ?",
+               (network_id, alias))
+    return row["token_id"] if row else None
+
+
+def retire_alias(db: Database, network_id: str, alias: str, now: str) -> None:
+    """Retire an alias for good: nobody may claim it or send to it again."""
+    db.execute("UPDATE sessions SET retired_at = ?, token_id = NULL, status = 'offline'"
+               " WHERE network_id = ? AND alias = ?", (now, network_id, alias))
+
+
 def list_sessions(db: Database, network_ids: list[str]) -> list[Row]:
     """Sessions of some networks, by network then alias."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
@@ -80,7 +101,7 @@ def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, plat
     row = db.query_one("SELECT node_id, agents FROM nodes WHERE network_id = ? AND hostname = ?",
                        (network_id, hostname))
     if row is None:
-        agents = f'["{agent}"]' if agent else "[]"
+        agents = json.dumps([agent] if agent else [])  # never formatted by hand: a quote in `agent` is data
         db.execute("INSERT INTO nodes(node_id, network_id, hostname, platform, agents, created_at, last_seen_at)"
                    " VALUES (?, ?, ?, ?, json(?), ?, ?)", (node_id, network_id, hostname, platform, agents, now, now))
         return node_id
