@@ -55,6 +55,10 @@ async def register(hub: Hub, body: RegisterRequest, ip: str | None) -> dict[str,
     """Create a user with a `default` network and a network token; the first user is the system admin."""
     if user_store.get_user_by_username(hub.db, body.username):
         raise Conflict(f"username '{body.username}' is already taken", code="username_taken")
+    if session_store.alias_in_use(hub.db, body.username):
+        # An agent already goes by this name: a person with it could be taken for that agent (and the reverse).
+        raise Conflict(f"username '{body.username}' is already used as an agent alias; pick another username",
+                       code="username_taken")
     password_hash = await trio.to_thread.run_sync(auth.hash_password, body.password)
     user_id = new_id("u")
     now = now_text()

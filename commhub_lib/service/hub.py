@@ -28,16 +28,6 @@ def hint(mcp: str, rest: str) -> str:
     return mcp if SURFACE.get() == "mcp" else rest
 
 
-def person_key(username: str) -> str:
-    """Where a person's events are kept: '@' cannot start an alias, so no agent can receive them."""
-    return "@" + username
-
-
-def event_key(name: str, kind: str) -> str:
-    """The event stream key of an agent (its alias) or a person ('@username')."""
-    return person_key(name) if kind == PERSON else name
-
-
 @dataclass
 class Principal:
     """Who is calling: a person (user token) or an agent (network token)."""

@@ -97,18 +97,16 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
         raise Forbidden(f"only the recipient of message '{body.message_id}' can reply to it; to write to "
                         f"'{original['from']}' use " + hint("send_message", "POST /api/messages"),
                         code="not_recipient")
-    if body.status is not None:
-        raise ValidationFailed(f"status: only for replies about a task; message {body.message_id} is a plain "
-                               f"{original['kind']}: leave status out")
     pending: list[Event] = []
     with hub.db.write():
         msg = message_row(network_id, sender, original["from"], "reply", body.content,
-                          in_reply_to=original["message_id"], from_kind=sender_kind, to_kind=original["from_kind"])
+                          in_reply_to=original["message_id"], status=body.status, from_kind=sender_kind,
+                          to_kind=original["from_kind"])
         message_store.insert_message(hub.db, msg)
         record_reply_event(hub, pending, msg)
     hub.publish(pending)
     return {"ok": True, "message_id": msg["message_id"], "in_reply_to": original["message_id"],
-            "to": original["from"], "to_kind": original["from_kind"], "task_id": None, "status": None}
+            "to": original["from"], "to_kind": original["from_kind"], "task_id": None, "status": body.status}
 
 
 def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast, sender_kind: str = AGENT) -> dict[str, Any]:

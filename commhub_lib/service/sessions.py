@@ -65,7 +65,7 @@ def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) ->
                         "(others would take it for them). Pick another alias", code="alias_is_username")
     now = now_text()
     if row and row["token_id"] and token_store.is_live(hub.db, row["token_id"], now):
-        raise Conflict(f"alias '{alias}' belongs to another token (the one that claimed it), online or not; it is "
+        raise Conflict(f"alias '{alias}' is held by another token (the one that claimed it), online or not; it is "
                        "freed when that token is revoked or a network owner/admin releases it (POST "
                        f"/api/networks/{network_id}/aliases/{alias}/release). Pick another alias, or give each "
                        "agent its own token", code="alias_taken")

@@ -19,7 +19,7 @@ from ..store import messages as message_store
 from ..store import networks as network_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
-from .hub import AGENT, PERSON, Hub, Principal, clamp_limit, event_key, hint
+from .hub import AGENT, PERSON, Hub, Principal, clamp_limit, hint
 from .sessions import is_online, require_known_alias
 
 FINAL = ("replied", "failed", "cancelled")
@@ -40,7 +40,7 @@ def message_row(network_id: str, sender: str, to: str, kind: str, content: str, 
 
 def record_reply_event(hub: Hub, pending: list[Event], msg: dict[str, Any]) -> None:
     """Write the `new_reply` event for a stored reply (inside db.write())."""
-    hub.record_event(pending, msg["network_id"], event_key(msg["to_name"], msg["to_kind"]), "new_reply", {
+    hub.record_event(pending, msg["network_id"], msg["to_name"], "new_reply", {
         "type": "new_reply", "from": msg["from_name"], "from_kind": msg["from_kind"], "message_id": msg["message_id"],
         "in_reply_to": msg["in_reply_to"], "status": msg["status"], "task_id": msg["task_id"]})
 
@@ -120,10 +120,10 @@ def _require_open(task: dict[str, Any]) -> None:
 def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str | None,
                      artifacts: list[str] | None) -> dict[str, Any]:
     task_id = task["task_id"]
+    _require_open(task)
     if status is None:
         raise ValidationFailed(f"status: required when you reply to task {task_id}, which was sent to you; choose "
                                f"{REPLY_STATUS_RULE}", code="status_required")
-    _require_open(task)
     new_status = REPLY_TO_STATUS[status]
     pending: list[Event] = []
     with hub.db.write():

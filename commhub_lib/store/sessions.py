@@ -57,6 +57,11 @@ def clear_work(db: Database, network_id: str, alias: str) -> None:
                " WHERE network_id = ? AND alias = ?", (network_id, alias))
 
 
+def alias_in_use(db: Database, alias: str) -> bool:
+    """True if any network has an agent with this alias (case-insensitive)."""
+    return db.query_one("SELECT 1 AS used FROM sessions WHERE alias = ? COLLATE NOCASE LIMIT 1", (alias,)) is not None
+
+
 def release_token_sessions(db: Database, token_id: str) -> list[Row]:
     """Free every alias a token holds (it was revoked): offline and unclaimed; returns the aliases."""
     return db.query("UPDATE sessions SET token_id = NULL, status = 'offline' WHERE token_id = ?"
