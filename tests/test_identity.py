@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import trio
 from conftest import Account, create_token, mcp_call, own_server, register
+from test_mcp_sdk import wait_until
 
 WAIT = 5.0
 
@@ -72,8 +73,11 @@ async def test_an_offline_alias_cannot_be_taken_by_another_members_token(tmp_pat
             await tool(client, bound, "report_status", {"alias": "deployer"})
             await tool(client, owner.network_token, "report_status", {"alias": "lead"})
             task = await tool(client, owner.network_token, "send_task", {"to": "deployer", "content": "ship"})
-            with trio.fail_after(WAIT):
-                while (await tool(client, owner.network_token, "get_all_status"))["sessions"][0]["online"]:
+            with trio.fail_after(WAIT):  # wait (bounded) until the sweeper has marked the real agent offline
+                while True:
+                    sessions = (await tool(client, owner.network_token, "get_all_status"))["sessions"]
+                    if not next(s for s in sessions if s["alias"] == "deployer")["online"]:
+                        break
                     await trio.sleep(0.05)
             err = await tool_error(client, intruder, "report_status", {"alias": "deployer"})
             assert err["error"] == "alias_taken" and "release" in err["message"]
@@ -85,7 +89,8 @@ async def test_an_offline_alias_cannot_be_taken_by_another_members_token(tmp_pat
             # An owner/admin release frees it (a bound token still reserves it: revoke that first).
             r = await client.post(f"/api/networks/{owner.network_id}/aliases/deployer/release", headers=owner.auth)
             assert r.status_code == 200 and "bound" in r.json()["note"], r.text
-            assert (await tool_error(client, intruder, "report_status", {"alias": "deployer"}))["error"] == "alias_taken"
+            err = await tool_error(client, intruder, "report_status", {"alias": "deployer"})
+            assert err["error"] == "alias_taken"
             # A plain member cannot release or retire aliases.
             r = await client.post(f"/api/networks/{owner.network_id}/aliases/lead/release", headers=member.auth)
             assert r.status_code == 403
@@ -124,8 +129,7 @@ async def test_revoking_a_token_ends_its_long_poll_and_takes_nothing(server: Any
     with trio.fail_after(WAIT * 2):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poll)
-            while server.hub.broker.subscriber_count() < 1:  # the long-poll has subscribed (it would wait 30 s)
-                await trio.sleep(0.01)
+            await wait_until(lambda: server.hub.broker.subscriber_count() >= 1)  # the long-poll waits (30 s)
             r = await client.delete(f"/api/tokens/{worker_id}", headers=owner.auth)
             assert r.status_code == 200
             sent = await tool(client, owner.network_token, "send_task", {"to": "worker", "content": "after revoke"})
