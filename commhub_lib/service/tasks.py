@@ -241,8 +241,9 @@ def cancel_task(hub: Hub, principal: Principal, network_id: str, actor: str | No
                 reason: str | None) -> dict[str, Any]:
     """Cancel an open task: its sender, or an owner/admin of the network. Notifies the recipient."""
     task = get_task_row(hub, network_id, task_id)
-    actor_kind = PERSON if principal.kind == "user" else AGENT
-    if principal.kind == "user":
+    # An alias (MCP, or a network token over REST) acts as an agent; a person without one as their username.
+    actor_kind = AGENT if actor is not None else PERSON
+    if actor is None and principal.kind == "user":
         actor = principal.user["username"]
     is_sender = actor is not None and actor == task["from_name"] and actor_kind == task["from_kind"]
     # The owner/admin override belongs to people (user tokens): an agent running on a token its owner created
