@@ -236,10 +236,58 @@ async def test_only_the_owner_invites_admins(client: httpx.AsyncClient) -> None:
         assert r.status_code in (403, 404), r.text
     r = await client.post(f"/api/networks/{owner.network_id}/invite", json={"role": "member"}, headers=admin.auth)
     assert r.status_code == 200
-    # An admin invite the owner made dies if its creator stops being the owner's role (not reusable by others).
+    # The owner's admin invite works; its code never shows up where the admin could reuse it.
     r = await client.post(f"/api/networks/{owner.network_id}/invite", json={"role": "admin", "max_uses": 5},
                           headers=owner.auth)
-    assert r.status_code == 200
+    code = r.json()["invite_code"]
+    seen_by_admin = (await client.get("/api/audit-log", headers=admin.auth)).text + (await client.get(
+        f"/api/networks/{owner.network_id}/invites", headers=admin.auth)).text
+    assert code not in seen_by_admin
+    newcomer = await register(client)
+    r = await client.post("/api/networks/join", json={"invite_code": code}, headers=newcomer.auth)
+    assert r.status_code == 200 and r.json()["role"] == "admin"
+
+
+async def test_released_alias_is_not_taken_back_implicitly(client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    holder = await create_token(client, owner, "holder")
+    other = await create_token(client, owner, "other")
+    await tool(client, holder, "report_status", {"alias": "shared-seat"})
+    r = await client.post(f"/api/networks/{owner.network_id}/aliases/shared-seat/release", headers=owner.auth)
+    assert r.status_code == 200 and "note" not in r.json()
+    # The former holder's next call does not silently re-take it; another token may claim it now.
+    err = await tool_error(client, holder, "get_inbox")
+    assert err["error"] == "no_identity" and "report_status" in err["message"]
+    assert (await tool(client, other, "report_status", {"alias": "shared-seat"}))["alias"] == "shared-seat"
+    assert (await tool_error(client, holder, "report_status", {"alias": "shared-seat"}))["error"] == "alias_taken"
+
+
+async def test_a_person_joining_where_an_agent_has_their_name_is_kept_apart(server: Any,
+                                                                           client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    worker = await create_token(client, owner, "worker")
+    await tool(client, worker, "report_status", {"alias": "worker"})
+    person = await register(client)
+    # An agent that took this name before the rule existed (data from an older version).
+    with server.hub.db.write():
+        server.hub.db.execute("INSERT INTO sessions(network_id, alias, resume_id, status, last_seen_at, last_seen_ts,"
+                              " created_at) VALUES (?, ?, 'r', 'idle', 't', 0, 't')",
+                              (owner.network_id, person.username))
+    r = await client.post(f"/api/networks/{owner.network_id}/invite", json={}, headers=owner.auth)
+    r = await client.post("/api/networks/join", json={"invite_code": r.json()["invite_code"]}, headers=person.auth)
+    assert r.status_code == 200 and "kept apart" in r.json()["note"]
+    r = await client.post("/api/tasks", headers=person.auth,
+                          json={"to": "worker", "content": "x", "network_id": owner.network_id})
+    task_id = r.json()["task_id"]
+    assert (await tool(client, worker, "get_inbox"))["items"][0]["from_kind"] == "person"
+    await tool(client, worker, "send_reply", {"task_id": task_id, "content": "done", "status": "done"})
+    reply = (await client.get("/api/messages", headers=person.auth,
+                              params={"kind": "reply", "network_id": owner.network_id})).json()["messages"][0]
+    assert (reply["to"], reply["to_kind"]) == (person.username, "person")
+    # The agent with the same name never sees it in its inbox.
+    rows = server.hub.db.query("SELECT count(*) AS n FROM messages WHERE to_name = ? AND to_kind = 'agent'",
+                               (person.username,))
+    assert rows == [{"n": 0}]
 
 
 async def test_members_are_removed_and_re_roled(client: httpx.AsyncClient) -> None:

@@ -128,11 +128,12 @@ def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alia
                             "(report_status), or create the token bound to an alias"), code="no_identity")
     row = session_store.get_session(hub.db, network_id, alias)
     if row is None or row["token_id"] != principal.token_id:
-        if row is not None and principal.bound_alias is None and session_alias is None:
-            # The alias this token last used has since been taken by another token.
-            raise Conflict(f"alias '{alias}' is now held by another token; " + hint(
-                "call report_status to claim another alias", "this token must claim another alias first"),
-                code="no_identity")
+        if row is not None and principal.bound_alias is None:
+            # The alias this token used was released by an owner/admin or taken by another token since: taking
+            # it back needs an explicit claim, never a side effect of another call.
+            raise Conflict(f"alias '{alias}' is no longer yours (an owner/admin released it, or another token "
+                           "holds it); " + hint("call report_status to claim an alias",
+                                                "this token must claim an alias again first"), code="no_identity")
         with hub.db.write():
             claim(hub, principal, network_id, alias)
     elif row["status"] == "offline" or row["last_seen_ts"] < now_ts() - min(
