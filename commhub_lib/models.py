@@ -237,7 +237,11 @@ class SendReply(Body):
 
     message_id: Short | None = Field(default=None, description="the message replied to (a msg_... id)")
     task_id: Short | None = Field(default=None, description="the task replied to (a uuid task id)")
-    content: Content
+    content: Content | None = Field(default=None, description=(
+        "your reply (the result, the reason, the update, the question or the answer); may be left out only on a "
+        "progress reply that gives `progress`"))
+    progress: Progress = Field(default=None, description=(
+        "only with status 'progress': " + PROGRESS_RULE + "; also shown as your progress in get_all_status"))
     status: ReplyStatus = Field(default=None, description=(
         "required when you reply to a task you received: " + REPLY_STATUS_RULE + ". Leave it out when you answer "
         "a question about a task you sent, or reply to a plain message"))

@@ -28,10 +28,18 @@ async def test_progress_is_a_number_or_a_text(server: ServerHandle, client: http
         assert "progress" in text and "0 to 100" in text and not INTERNALS.search(text), text
         # A progress reply on a task takes a number too (content is the update).
         task = await ok(a, "send_task", {"to": "coder-1", "content": "port the parser"})
-        reply = await ok(b, "send_reply", {"task_id": task["task_id"], "status": "progress", "content": "half"})
-        assert reply["task_status"] == "running"
+        reply = await ok(b, "send_reply", {"task_id": task["task_id"], "status": "progress", "progress": 50})
+        assert reply["task_status"] == "running" and reply["progress"] == "50%"
         status = {s["alias"]: s for s in (await ok(a, "get_all_status"))["sessions"]}
-        assert status["coder-1"]["progress"] == "3/5 suites pass"
+        assert status["coder-1"]["progress"] == "50%"
+        reply = await ok(b, "send_reply", {"task_id": task["task_id"], "status": "progress", "content": "tests next",
+                                           "progress": "3/5 suites pass"})
+        assert reply["progress"] == "3/5 suites pass"
+        update = next(i for i in (await ok(a, "get_inbox"))["items"] if i["content"] == "progress: 50%")
+        assert update["status"] == "progress" and update["task_id"] == task["task_id"]
+        text = await fails(b, "send_reply", {"task_id": task["task_id"], "status": "done", "progress": 100})
+        assert "progress: only with status 'progress'" in text
+        assert (await ok(a, "get_task", {"task_id": task["task_id"]}))["task"]["status"] == "running"
 
 
 async def test_deadline_accepts_what_a_model_writes(server: ServerHandle, client: httpx.AsyncClient) -> None:

@@ -79,6 +79,13 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
     its sender's reply (no status) is an answer that reaches the recipient with the task_id."""
     if not body.message_id and not body.task_id:
         raise ValidationFailed("message_id or task_id: give the message (msg_…) or the task (its uuid) you reply to")
+    if body.progress is not None and body.status != "progress":
+        raise ValidationFailed("progress: only with status 'progress' (for your session's progress without a reply, "
+                               + hint("use report_status)", "leave it out)"))
+    content = body.content or (f"progress: {body.progress}" if body.progress is not None else None)
+    if content is None:
+        raise ValidationFailed("content: required: your reply (the result, the reason, the update, the question "
+                               "or the answer)")
     original = _original_message(hub, network_id, body.message_id) if body.message_id else None
     if body.task_id:
         task = get_task_row(hub, network_id, body.task_id)
@@ -90,8 +97,8 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
     else:
         task = None
     if task is not None:
-        return reply_on_task(hub, network_id, sender, sender_kind, task, body.content, body.status,
-                             in_reply_to=original["message_id"] if original else None)
+        return reply_on_task(hub, network_id, sender, sender_kind, task, content, body.status,
+                             in_reply_to=original["message_id"] if original else None, progress=body.progress)
     assert original is not None
     if sender != original["to"] or sender_kind != original["to_kind"]:
         raise Forbidden(f"only the recipient of message '{body.message_id}' can reply to it; to write to "
@@ -99,7 +106,7 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
                         code="not_recipient")
     pending: list[Event] = []
     with hub.db.write():
-        msg = message_row(network_id, sender, original["from"], "reply", body.content,
+        msg = message_row(network_id, sender, original["from"], "reply", content,
                           in_reply_to=original["message_id"], status=body.status, from_kind=sender_kind,
                           to_kind=original["from_kind"])
         message_store.insert_message(hub.db, msg)

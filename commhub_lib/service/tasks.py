@@ -97,13 +97,13 @@ def get_task_row(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:
 
 
 def reply_on_task(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
-                  status: str | None, in_reply_to: str | None = None,
-                  artifacts: list[str] | None = None) -> dict[str, Any]:
+                  status: str | None, in_reply_to: str | None = None, artifacts: list[str] | None = None,
+                  progress: str | None = None) -> dict[str, Any]:
     """A reply about a task: its recipient reports (status required), its sender answers (no status)."""
     is_recipient = actor == task["to_name"] and actor_kind == task["to_kind"]
     is_sender = actor == task["from_name"] and actor_kind == task["from_kind"]
     if is_recipient and (status is not None or not is_sender):
-        return _recipient_reply(hub, network_id, actor, task, content, status, artifacts)
+        return _recipient_reply(hub, network_id, actor, task, content, status, artifacts, progress)
     if is_sender:
         return _sender_answer(hub, network_id, actor, actor_kind, task, content, status, in_reply_to)
     raise Forbidden(f"only the task's recipient ('{task['to_name']}') or its sender ('{task['from_name']}') can reply "
@@ -118,7 +118,7 @@ def _require_open(task: dict[str, Any]) -> None:
 
 
 def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str | None,
-                     artifacts: list[str] | None) -> dict[str, Any]:
+                     artifacts: list[str] | None, progress: str | None = None) -> dict[str, Any]:
     task_id = task["task_id"]
     _require_open(task)
     if status is None:
@@ -139,6 +139,8 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
             task_store.insert_completion(hub.db, task_id, network_id, actor, new_status, content,
                                          json.dumps(artifacts or []), round(duration, 3), now)
             session_store.clear_work(hub.db, network_id, actor)
+        elif progress is not None:
+            session_store.update_report(hub.db, network_id, actor, {"progress": progress})
         msg = message_row(network_id, actor, task["from_name"], "reply", content, in_reply_to=task["message_id"],
                           task_id=task_id, status=status, priority=task["priority"], to_kind=task["from_kind"])
         message_store.insert_message(hub.db, msg)
@@ -146,6 +148,8 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
     hub.publish(pending)
     result = {"ok": True, "message_id": msg["message_id"], "in_reply_to": task["message_id"], "to": task["from_name"],
               "to_kind": task["from_kind"], "task_id": task_id, "status": status, "task_status": new_status}
+    if progress is not None:
+        result["progress"] = progress
     if status == "question":
         result["next_step"] = (f"task {task_id} now waits for input (input_required); {task['from_name']}'s answer "
                                "arrives as a new_reply with this task_id in " + hint("get_inbox", "your inbox")
