@@ -108,6 +108,9 @@ async def test_token_rotation_revoking_frees_the_alias_at_once(client: httpx.Asy
         r = await client.delete(f"/api/tokens/{token_a_id}", headers=owner.auth)
         assert r.status_code == 200 and r.json()["aliases_freed"] == ["builder"], r.text
         assert "token_revoked" in await ends(a_stream)
+    # Offline at once, even though its stream just closed (a closing stream is no sign of life).
+    status = (await client.get("/api/status", headers=owner.auth)).json()["sessions"]
+    assert [(s["alias"], s["online"], s["status"]) for s in status] == [("builder", False, "offline")]
     # B claims at once: no waiting for the presence timeout.
     claimed = await tool(client, token_b, "report_status", {"status": "idle"})
     assert claimed["alias"] == "builder"

@@ -44,10 +44,11 @@ def update_report(db: Database, network_id: str, alias: str, fields: dict[str, A
 
 
 def touch_session(db: Database, network_id: str, alias: str, now: str, now_ts: float) -> None:
-    """Refresh presence; an offline session comes back as idle."""
+    """Refresh presence; an offline session comes back as idle. A session nobody holds (its token was revoked,
+    or the alias released) stays offline: a stream closing after the revocation is no sign of life."""
     db.execute("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?,"
                " status = CASE status WHEN 'offline' THEN 'idle' ELSE status END"
-               " WHERE network_id = ? AND alias = ?", (now, now_ts, network_id, alias))
+               " WHERE network_id = ? AND alias = ? AND token_id IS NOT NULL", (now, now_ts, network_id, alias))
 
 
 def clear_work(db: Database, network_id: str, alias: str) -> None:
