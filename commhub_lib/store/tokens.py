@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
+from ..ids import now_text
 
 Row = dict[str, Any]
 PUBLIC_COLUMNS = ("token_id, kind, user_id, network_id, name, alias, last_alias, created_at, last_used_at,"
@@ -20,10 +21,11 @@ def insert_token(db: Database, token_id: str, kind: str, token_hash: bytes, user
                (token_id, kind, token_hash, user_id, network_id, name, alias, now, expires_at))
 
 
-def get_token_by_hash(db: Database, token_hash: bytes, now: str) -> Row | None:
-    """The live (not revoked, not expired) token with this hash; the index lookup compares whole hashes."""
+def get_token_by_hash(db: Database, token_hash: bytes, now: str | None = None) -> Row | None:
+    """The live (not revoked, not expired at `now`, default: the present) token with this hash; the index lookup
+    compares whole hashes."""
     return db.query_one(f"SELECT {PUBLIC_COLUMNS} FROM tokens WHERE token_hash = ? AND revoked_at IS NULL"
-                        " AND (expires_at IS NULL OR expires_at > ?)", (token_hash, now))
+                        " AND (expires_at IS NULL OR expires_at > ?)", (token_hash, now or now_text()))
 
 
 def is_live(db: Database, token_id: str, now: str) -> bool:
