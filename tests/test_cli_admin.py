@@ -28,10 +28,12 @@ async def test_bootstrap_a_fresh_database_then_serve_it(tmp_path: Path) -> None:
     assert second.code == 0, second.err and second.json()["user"]["role"] == "user"
     listed = await run_cli("user", "list", "--db", db)
     assert listed.code == 0 and "root" in listed.out and "alice" in listed.out and "admin" in listed.out
-    token = await run_cli("token", "create", "--db", db, "--user", "alice", "--alias", "coder-1", "--json")
+    token = await run_cli("token", "create", "--db", db, "--user", "alice", "--alias", "coder-1", "--json",
+                          "--expires-in", "86400")
     assert token.code == 0, token.err
     agent = token.json()
     assert agent["alias"] == "coder-1" and agent["network_id"] == second.json()["network_id"]
+    assert agent["expires_at"] > first.json()["user"]["created_at"]
 
     async with own_server(tmp_path, "boot") as server, httpx.AsyncClient(base_url=server.url) as http:
         # Everything made on the file works on the server: the password, both tokens, the default network.

@@ -119,6 +119,19 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.post("/api/networks/join", headers=guest.auth, json={"invite_code": invite["invite_code"]}),
           "post", "/api/networks/join")
     check(await client.get(f"/api/networks/{nid}/members", headers=auth), "get", "/api/networks/{network_id}/members")
+    invites = check(await client.get(f"/api/networks/{nid}/invites", headers=auth), "get",
+                    "/api/networks/{network_id}/invites")["invites"]
+    check(await client.delete(f"/api/networks/{nid}/invites/{invites[0]['invite_id']}", headers=auth), "delete",
+          "/api/networks/{network_id}/invites/{invite_id}")
+    check(await client.put(f"/api/networks/{nid}/members/{guest.user_id}", headers=auth, json={"role": "admin"}),
+          "put", "/api/networks/{network_id}/members/{user_id}")
+    check(await client.delete(f"/api/networks/{nid}/members/{guest.user_id}", headers=auth), "delete",
+          "/api/networks/{network_id}/members/{user_id}")
+    second = (await client.post("/api/auth/login", json={"username": "docadmin", "password": "secret123"})).json()
+    logins = check(await client.get("/api/auth/tokens", headers=auth), "get", "/api/auth/tokens")["tokens"]
+    other_login = next(t["token_id"] for t in logins if not t["current"])
+    assert second["token"]
+    check(await client.delete(f"/api/auth/tokens/{other_login}", headers=auth), "delete", "/api/auth/tokens/{token_id}")
 
     account = await register(client)
     made = check(await client.post("/api/tokens", headers=account.auth, json={
@@ -133,6 +146,15 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.post("/api/broadcast", headers=account.auth, json={"content": "all"}), "post", "/api/broadcast")
     await mcp_call(client, worker, "report_completion", {"task_id": task["task_id"], "result": "done",
                                                          "artifacts": ["a.txt"]})
+    check(await client.get(f"/api/tasks/{task['task_id']}", headers=account.auth), "get", "/api/tasks/{task_id}")
+    asked = (await client.post("/api/tasks", headers=account.auth, json={"to": "worker", "content": "y"})).json()
+    await mcp_call(client, worker, "send_reply", {"task_id": asked["task_id"], "status": "question",
+                                                  "content": "which one?"})
+    check(await client.post("/api/replies", headers=account.auth, json={"task_id": asked["task_id"],
+                                                                         "content": "the first"}),
+          "post", "/api/replies")
+    check(await client.post(f"/api/tasks/{asked['task_id']}/cancel", headers=account.auth, json={"reason": "done"}),
+          "post", "/api/tasks/{task_id}/cancel")
     for path in ("/api/status", "/api/tasks", "/api/nodes", "/api/messages", "/api/completions", "/api/task_events",
                  "/api/stats", "/api/audit-log"):
         body = check(await client.get(path, headers=account.auth), "get", path)
@@ -143,6 +165,10 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
                     if t["name"] == "spare")
     assert other.startswith("ntok_")
     check(await client.delete(f"/api/tokens/{spare_id}", headers=account.auth), "delete", "/api/tokens/{token_id}")
+    check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/release", headers=account.auth),
+          "post", "/api/networks/{network_id}/aliases/{alias}/release")
+    check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/retire", headers=account.auth),
+          "post", "/api/networks/{network_id}/aliases/{alias}/retire")
     check(await client.post("/api/auth/password", headers=auth, json={"old_password": "secret123",
                                                                        "new_password": "secret456"}),
           "post", "/api/auth/password")

@@ -39,7 +39,7 @@ USER_COLUMNS = [("username", "user", 24), ("user_id", "id", None), ("role", "rol
                 ("display_name", "name", 30), ("email", "email", 30), ("created_at", "created", None)]
 TOKEN_COLUMNS = [("token_id", "id", None), ("name", "name", 24), ("network_id", "network", None),
                  ("alias", "alias", 24), ("created_at", "created", None), ("last_used_at", "last used", None),
-                 ("revoked_at", "revoked", None)]
+                 ("expires_at", "expires", None), ("revoked_at", "revoked", None)]
 
 
 class DatabaseUnavailable(Exception):
@@ -180,18 +180,21 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
         with connect(args) as client:
             network_id = args.network or resolve_network(client)
-            body = TokenCreateRequest(name=args.name, network_id=network_id, alias=args.alias)
+            body = TokenCreateRequest(name=args.name, network_id=network_id, alias=args.alias,
+                                      expires_in_seconds=args.expires_in)
             result = client.request("POST", "/api/tokens", json=body.model_dump(exclude_none=True))
     else:
         with open_hub(args) as hub:
             principal = operator.act_as(hub, args.user)
             network_id = networks.single_network(hub, principal, args.network)
-            body = TokenCreateRequest(name=args.name, network_id=network_id, alias=args.alias)
+            body = TokenCreateRequest(name=args.name, network_id=network_id, alias=args.alias,
+                                      expires_in_seconds=args.expires_in)
             result = accounts.create_token(hub, principal, body, operator.OPERATOR_IP)
     if args.json:
         print_json(result)
     else:
-        print_fields(result, ["token", "token_id", "name", "network_id", "alias"])
+        print_fields(result, [k for k in ("token", "token_id", "name", "network_id", "alias", "expires_at")
+                              if k in result])
         print("(the token is shown once; keep it somewhere safe)", file=sys.stderr)
     return EXIT_OK
 
@@ -272,6 +275,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="agent", help="a label for the token (default: agent)")
     p.add_argument("--network", metavar="ID", help="network id (default: the user's default network)")
     p.add_argument("--alias", help="bind the token to this one agent alias")
+    p.add_argument("--expires-in", type=int, metavar="SECONDS", help="the token stops working after this long")
     p.set_defaults(func=cmd_token_create)
     p = actions.add_parser("list", parents=[db, out, srv, who], help="list network tokens (no secrets)",
                            description="List the network tokens of a user (never their secrets).")
