@@ -253,3 +253,26 @@ async def test_member_and_invite_management(server: ServerHandle, client: httpx.
     assert guest.username not in {m["username"] for m in members}
     stranger = await run_cli("member", "remove", "nobody_here", env=env)
     assert stranger.code == 1 and "not a member" in stranger.err
+
+
+async def test_send_wait_shows_a_question_and_reply_answers_it(server: ServerHandle,
+                                                                client: httpx.AsyncClient) -> None:
+    boss = await register(client)
+    worker = await _agent(client, boss, "coder-5")
+    env = cli_env(server.url, boss.token)
+    async with trio.open_nursery() as nursery:
+        box = await _send_in_background(nursery, "send", "coder-5", "migrate the db", "--wait", "--timeout", "40",
+                                        env=env)
+        task = await _next_item(client, worker)
+        await mcp_call(client, worker, "send_reply", {"task_id": task["task_id"], "status": "question",
+                                                      "content": "which database?"})
+        answered = await run_cli("reply", "--task", task["task_id"], "postgres", env=env)
+        assert answered.code == 0, answered.err
+        answer = await _next_item(client, worker)
+        assert answer["content"] == "postgres" and answer["task_id"] == task["task_id"]
+        await mcp_call(client, worker, "send_reply", {"task_id": task["task_id"], "status": "done",
+                                                      "content": "migrated to postgres"})
+    run = box["run"]
+    assert run.code == 0, run.err
+    assert run.out.strip() == "migrated to postgres"
+    assert "[question] coder-5: which database?" in run.err and "commhub reply --task" in run.err
