@@ -110,8 +110,34 @@ CREATE TABLE tasks (
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+-- Lists order by (created_ts DESC, rowid DESC): each index ends in the rowid, so one index serves a filter
+-- and the order, and a LIMIT stops early (tests/test_query_plans.py checks the plans).
 CREATE INDEX tasks_by_network ON tasks(network_id, created_ts);
-CREATE INDEX tasks_by_recipient ON tasks(network_id, to_name, status);
+CREATE INDEX tasks_by_status ON tasks(network_id, status, created_ts);
+CREATE INDEX tasks_by_to_name ON tasks(network_id, to_name, created_ts);
+CREATE INDEX tasks_by_from_name ON tasks(network_id, from_name, created_ts);
+
+-- Task counts per network and status for /api/stats, kept by triggers (counting a million tasks takes
+-- tens of milliseconds on the event loop). A step that rebuilds `tasks` must recreate these triggers.
+CREATE TABLE task_counts (
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    status     TEXT NOT NULL,
+    n          INTEGER NOT NULL,
+    PRIMARY KEY (network_id, status)
+) WITHOUT ROWID;
+CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO task_counts(network_id, status, n) VALUES (new.network_id, new.status, 1)
+        ON CONFLICT (network_id, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER task_counts_update AFTER UPDATE OF status, network_id ON tasks
+    WHEN old.status IS NOT new.status OR old.network_id IS NOT new.network_id BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE network_id = old.network_id AND status = old.status;
+    INSERT INTO task_counts(network_id, status, n) VALUES (new.network_id, new.status, 1)
+        ON CONFLICT (network_id, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE network_id = old.network_id AND status = old.status;
+END;
 
 -- Inbox items. kind: message | task | reply | broadcast | notice.
 CREATE TABLE messages (
@@ -131,6 +157,9 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_unread ON messages(network_id, to_name, read_at);
 CREATE INDEX messages_by_network ON messages(network_id, created_ts);
+CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
+CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
+CREATE INDEX messages_unread_by_network ON messages(network_id, created_ts) WHERE read_at IS NULL;
 
 CREATE TABLE task_events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -142,6 +171,7 @@ CREATE TABLE task_events (
     created_at TEXT NOT NULL
 );
 CREATE INDEX task_events_by_task ON task_events(task_id, id);
+CREATE INDEX task_events_by_network ON task_events(network_id, id);
 
 CREATE TABLE completions (
     task_id          TEXT PRIMARY KEY,
@@ -154,6 +184,7 @@ CREATE TABLE completions (
     completed_at     TEXT NOT NULL
 );
 CREATE INDEX completions_by_network ON completions(network_id, completed_at);
+CREATE INDEX completions_by_alias ON completions(network_id, alias, completed_at);
 
 -- The durable SSE log: an event is written here before it is pushed; its id is the SSE `id:`.
 CREATE TABLE events (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
+from .paging import page
 
 Row = dict[str, Any]
 MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", to_name AS \"to\", kind, content, priority,"
@@ -57,15 +58,15 @@ def mark_all_read(db: Database, network_id: str, alias: str, now: str) -> list[R
 def list_messages(db: Database, network_ids: list[str], alias: str | None, kind: str | None, unread_only: bool,
                   limit: int, offset: int) -> list[Row]:
     """Messages (to an alias: its inbox), newest first."""
-    marks = ",".join("?" * len(network_ids)) or "NULL"
-    where, params = [f"network_id IN ({marks})"], list(network_ids)
+    where, params = [], []
     if alias:
         where.append("to_name = ?")
         params.append(alias)
     if kind:
-        where.append("kind = ?")
+        # A kind may be most of a network's messages; an alias's inbox or the unread ones are few.
+        where.append("+kind = ?" if alias or unread_only else "kind = ?")
         params.append(kind)
     if unread_only:
         where.append("read_at IS NULL")
-    return db.query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
-                    f" ORDER BY created_ts DESC, rowid DESC LIMIT ? OFFSET ?", (*params, limit, offset))
+    return page(db, f"SELECT {MESSAGE_COLUMNS}, created_ts AS _ts, rowid AS _seq FROM messages", where, params,
+                network_ids, "_ts DESC, _seq DESC", limit, offset)

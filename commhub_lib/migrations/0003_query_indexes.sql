@@ -1,0 +1,38 @@
+-- Flat to a million messages: an index for every list filter with its ORDER BY, and task counts kept
+-- by triggers so /api/stats reads a few rows instead of counting every task.
+-- Lists order by (created_ts DESC, rowid DESC): every index ends in the rowid, so the index order is the
+-- list order and a LIMIT stops early. IF EXISTS / IF NOT EXISTS: an earlier step may rebuild tables.
+
+DROP INDEX IF EXISTS tasks_by_recipient;
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(network_id, status, created_ts);
+CREATE INDEX IF NOT EXISTS tasks_by_to_name ON tasks(network_id, to_name, created_ts);
+CREATE INDEX IF NOT EXISTS tasks_by_from_name ON tasks(network_id, from_name, created_ts);
+
+CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages(network_id, to_name, created_ts);
+CREATE INDEX IF NOT EXISTS messages_by_kind ON messages(network_id, kind, created_ts);
+CREATE INDEX IF NOT EXISTS messages_unread_by_network ON messages(network_id, created_ts) WHERE read_at IS NULL;
+
+CREATE INDEX IF NOT EXISTS task_events_by_network ON task_events(network_id, id);
+CREATE INDEX IF NOT EXISTS completions_by_alias ON completions(network_id, alias, completed_at);
+
+CREATE TABLE IF NOT EXISTS task_counts (
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    status     TEXT NOT NULL,
+    n          INTEGER NOT NULL,
+    PRIMARY KEY (network_id, status)
+) WITHOUT ROWID;
+DELETE FROM task_counts;
+INSERT INTO task_counts(network_id, status, n) SELECT network_id, status, count(*) FROM tasks GROUP BY 1, 2;
+CREATE TRIGGER IF NOT EXISTS task_counts_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO task_counts(network_id, status, n) VALUES (new.network_id, new.status, 1)
+        ON CONFLICT (network_id, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS task_counts_update AFTER UPDATE OF status, network_id ON tasks
+    WHEN old.status IS NOT new.status OR old.network_id IS NOT new.network_id BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE network_id = old.network_id AND status = old.status;
+    INSERT INTO task_counts(network_id, status, n) VALUES (new.network_id, new.status, 1)
+        ON CONFLICT (network_id, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS task_counts_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE network_id = old.network_id AND status = old.status;
+END;
