@@ -23,6 +23,7 @@ from .app import create_app
 from .broker import Broker
 from .config import Settings
 from .db import Database
+from .gc_tuning import tune_after_startup
 from .service.hub import Hub
 from .service.sessions import run_sweeper
 
@@ -108,6 +109,8 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
                 if handle_signals:
                     root.start_soon(_watch_signals, handle)
                 log.info("CommHub listening on %s (database %s)", ", ".join(binds), settings.db)
+                if handle_signals:  # the process's own server (serve), not one of many in a test process
+                    tune_after_startup()  # gc: freeze start-up objects, fewer young collections
                 task_status.started(handle)
             root.cancel_scope.cancel()
     finally:
