@@ -117,6 +117,8 @@ for nets, who in ((A, "agent token (one network)"), (NETS, "user token (all netw
         (f"stats task counts, {who}", lambda db, n=nets: task_store.task_counts(db, n), "task_counts"),
         (f"status sessions, {who}", lambda db, n=nets: session_store.list_sessions(db, n),
          "sqlite_autoindex_sessions_1"),
+        (f"stats lapsed sessions, {who}", lambda db, n=nets: session_store.lapsed_sessions(db, n, 0.0),
+         "sqlite_autoindex_sessions_1"),
     ]
 CASES += [
     ("audit log of networks", lambda db: audit_store.list_entries(db, A, None, 50, 0), "audit_by_network"),
