@@ -8,9 +8,11 @@ CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(network_id, status, created_
 CREATE INDEX IF NOT EXISTS tasks_by_to_name ON tasks(network_id, to_name, created_ts);
 CREATE INDEX IF NOT EXISTS tasks_by_from_name ON tasks(network_id, from_name, created_ts);
 
+DROP INDEX IF EXISTS messages_unread;
+CREATE INDEX IF NOT EXISTS messages_unread ON messages(network_id, to_name, read_at, created_ts);
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX IF NOT EXISTS messages_by_kind ON messages(network_id, kind, created_ts);
-CREATE INDEX IF NOT EXISTS messages_unread_by_network ON messages(network_id, created_ts) WHERE read_at IS NULL;
+CREATE INDEX IF NOT EXISTS messages_unread_by_network ON messages(network_id, read_at, created_ts);
 
 CREATE INDEX IF NOT EXISTS task_events_by_network ON task_events(network_id, id);
 CREATE INDEX IF NOT EXISTS completions_by_alias ON completions(network_id, alias, completed_at);
