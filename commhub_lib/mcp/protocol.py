@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from quart import Blueprint, Response, g, request
 
 from .. import __version__
-from ..api.common import authenticate, hub, validation_message
+from ..api.common import authenticate, hub, read_body, validation_message
 from ..errors import BadRequest, CommhubError, Forbidden
 from ..service import networks
 from ..service.hub import Principal
@@ -205,7 +205,7 @@ async def post_mcp() -> Response:
     if version and version not in SUPPORTED_VERSIONS and request.headers.get("Mcp-Session-Id"):
         raise BadRequest(f"unsupported Mcp-Protocol-Version '{version}'; supported: {', '.join(SUPPORTED_VERSIONS)}",
                          code="unsupported_protocol_version")
-    raw = await request.get_data(cache=False)
+    raw = await read_body()
     try:
         payload = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
