@@ -122,11 +122,13 @@ def _one_exchange(db: Database, rng: random.Random, network_id: str, talkers: li
     roll = rng.random()
     if roll < 0.0001:  # a broadcast: one inbox row per other session of the network
         content = text(rng, 40)
+        body_id = message_store.insert_body(db, content)  # one text for every copy, as the service does
         n = 0
         for alias in talkers:
             if alias != sender:
-                _store_message(db, _message(rng, network_id, sender, alias, "broadcast", content, ts, read),
-                               "broadcast", {"type": "broadcast", "content": content, "from": sender})
+                row = _message(rng, network_id, sender, alias, "broadcast", "", ts, read)
+                row["body_id"] = body_id
+                _store_message(db, row, "broadcast", {"type": "broadcast", "content": content, "from": sender})
                 n += 1
         return n
     if roll < 0.42:
@@ -141,7 +143,7 @@ def _task_exchange(db: Database, rng: random.Random, network_id: str, sender: st
                    now: float, read: bool) -> int:
     content, title = text(rng, 80), text(rng, 6)
     priority = rng.choice(("normal", "normal", "normal", "high", "low", "urgent"))
-    msg = _message(rng, network_id, sender, to, "task", content, ts, read, priority=priority)
+    msg = _message(rng, network_id, sender, to, "task", "", ts, read, priority=priority)  # text: in the task
     task = {"task_id": new_id("t", 16), "network_id": network_id, "from_name": sender, "to_name": to,
             "title": title, "content": content, "context": None, "priority": priority, "status": "delivered",
             "deadline": None, "idempotency_key": None, "message_id": msg["message_id"],
@@ -163,7 +165,7 @@ def _task_exchange(db: Database, rng: random.Random, network_id: str, sender: st
     done_at = ts_text(done_ts)
     final = "replied" if roll < 0.93 else "failed" if roll < 0.97 else "cancelled"
     result = text(rng, 100)
-    task_store.set_status(db, task["task_id"], ("delivered",), final, done_at, result)
+    task_store.set_status(db, task["task_id"], ("delivered",), final, done_at)  # the result: in the completion
     task_store.insert_task_event(db, task["task_id"], network_id, "running", to, None, done_at)
     task_store.insert_task_event(db, task["task_id"], network_id, final, to, result[:500], done_at)
     if final == "cancelled":

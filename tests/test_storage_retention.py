@@ -10,6 +10,7 @@ import pytest
 from commhub_lib.config import Settings
 from commhub_lib.server import ServerHandle
 from commhub_lib.service.retention import apply_retention
+from commhub_lib.store import messages as message_store
 from tests.conftest import make_settings, mcp_call, register
 
 DAY = 86400
@@ -44,8 +45,8 @@ async def test_retention_deletes_old_read_items_ended_tasks_and_old_audit(server
     deleted = await apply_retention(server.hub)
 
     # The two acked task notices went; the reply to the person (unread) and the fresh notice stay.
-    left = db.query("SELECT kind, content, read_at FROM messages ORDER BY rowid")
-    assert [(m["kind"], m["content"]) for m in left] == [("reply", "result"), ("task", "fresh")]
+    left = message_store.list_messages(db, [account.network_id], None, None, False, 10, 0)
+    assert [(m["kind"], m["content"]) for m in left] == [("task", "fresh"), ("reply", "result")]
     # The ended task went with its events and completion; the open one stays however old.
     tasks = {t["content"]: t["status"] for t in db.query("SELECT content, status FROM tasks")}
     assert tasks == {"open": "running", "fresh": "delivered"}

@@ -1,5 +1,6 @@
 -- Flat to a million messages: an index for every list filter with its ORDER BY, and task counts kept
--- by triggers so /api/stats reads a few rows instead of counting every task.
+-- by triggers so /api/stats reads a few rows instead of counting every task. Each text stored once:
+-- broadcast bodies shared, task notices and task results read from their task and completion.
 -- Lists order by (created_ts DESC, rowid DESC): every index ends in the rowid, so the index order is the
 -- list order and a LIMIT stops early. IF EXISTS / IF NOT EXISTS: an earlier step may rebuild tables.
 
@@ -38,3 +39,24 @@ END;
 CREATE TRIGGER IF NOT EXISTS task_counts_delete AFTER DELETE ON tasks BEGIN
     UPDATE task_counts SET n = n - 1 WHERE network_id = old.network_id AND status = old.status;
 END;
+
+CREATE TABLE IF NOT EXISTS bodies (
+    body_id INTEGER PRIMARY KEY,
+    content TEXT NOT NULL
+);
+ALTER TABLE messages ADD COLUMN body_id INTEGER REFERENCES bodies(body_id);
+CREATE INDEX IF NOT EXISTS messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT NULL BEGIN
+    DELETE FROM bodies WHERE body_id = old.body_id
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id);
+END;
+-- Existing rows: one body per distinct broadcast text, task notices and results that repeat their task's.
+CREATE INDEX bodies_by_content_tmp ON bodies(content);
+INSERT INTO bodies(content) SELECT DISTINCT content FROM messages WHERE kind = 'broadcast' AND content != '';
+UPDATE messages SET body_id = (SELECT b.body_id FROM bodies b WHERE b.content = messages.content), content = ''
+    WHERE kind = 'broadcast' AND content != '';
+DROP INDEX bodies_by_content_tmp;
+UPDATE messages SET content = '' WHERE kind = 'task' AND task_id IS NOT NULL
+    AND content = (SELECT t.content FROM tasks t WHERE t.task_id = messages.task_id);
+UPDATE tasks SET result = NULL WHERE result IS NOT NULL
+    AND result = (SELECT c.result FROM completions c WHERE c.task_id = tasks.task_id);

@@ -45,7 +45,8 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask) -> dict[st
     require_known_alias(hub, network_id, body.to)
     pending: list[Event] = []
     with hub.db.write():
-        msg = _message_row(network_id, sender, body.to, "task", body.content, priority=body.priority)
+        # The notice's text is the task's content (stored once, in the task).
+        msg = _message_row(network_id, sender, body.to, "task", "", priority=body.priority)
         task = {"task_id": new_uuid(), "network_id": network_id, "from_name": sender, "to_name": body.to,
                 "title": body.title, "content": body.content, "context": body.context, "priority": body.priority,
                 "status": "delivered", "deadline": body.deadline, "idempotency_key": body.idempotency_key,
@@ -138,8 +139,7 @@ def _reply_to_task(hub: Hub, network_id: str, sender: str, task_id: str, content
     pending: list[Event] = []
     with hub.db.write():
         now = now_text()
-        if not task_store.set_status(hub.db, task_id, OPEN, new_status, now,
-                                     content if new_status in FINAL else None):
+        if not task_store.set_status(hub.db, task_id, OPEN, new_status, now):  # the result: in the completion
             raise Conflict(f"task {task_id} changed state meanwhile; fetch it with get_task", code="task_final")
         if task["status"] == "delivered":
             _task_event(hub, task, "running", sender)
@@ -175,8 +175,10 @@ def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast) -> dict[s
     pending: list[Event] = []
     ids: dict[str, str] = {}
     with hub.db.write():
+        body_id = message_store.insert_body(hub.db, body.content)  # one text for every copy
         for row in targets:
-            msg = _message_row(network_id, sender, row["alias"], "broadcast", body.content)
+            msg = _message_row(network_id, sender, row["alias"], "broadcast", "")
+            msg["body_id"] = body_id
             message_store.insert_message(hub.db, msg)
             ids[row["alias"]] = msg["message_id"]
             hub.record_event(pending, network_id, row["alias"], "broadcast", {

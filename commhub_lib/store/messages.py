@@ -8,18 +8,28 @@ from ..db import Database
 from .paging import page
 
 Row = dict[str, Any]
-MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", to_name AS \"to\", kind, content, priority,"
-                   " in_reply_to, task_id, status, created_at, read_at")
+# The text is stored once (schema.sql): a broadcast's in `bodies`, a task notice's in its task.
+CONTENT = ("CASE WHEN body_id IS NOT NULL THEN (SELECT b.content FROM bodies b WHERE b.body_id = messages.body_id)"
+           " WHEN kind = 'task' AND content = '' THEN coalesce((SELECT t.content FROM tasks t"
+           " WHERE t.task_id = messages.task_id), '') ELSE content END")
+MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", to_name AS \"to\", kind, " + CONTENT + " AS content,"
+                   " priority, in_reply_to, task_id, status, created_at, read_at")
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
 
 
 def insert_message(db: Database, row: Row) -> None:
-    """Store an inbox item (row holds every column)."""
+    """Store an inbox item (row holds every column; `body_id` optional: the text is in `bodies`)."""
     db.execute("INSERT INTO messages(message_id, network_id, from_name, to_name, kind, content, priority,"
-               " in_reply_to, task_id, status, created_at, created_ts) VALUES (:message_id, :network_id,"
+               " in_reply_to, task_id, status, created_at, created_ts, body_id) VALUES (:message_id, :network_id,"
                " :from_name, :to_name, :kind, :content, :priority, :in_reply_to, :task_id, :status, :created_at,"
-               " :created_ts)", row)
+               " :created_ts, :body_id)", {"body_id": None, **row})
+
+
+def insert_body(db: Database, content: str) -> int:
+    """Store a text shared by several inbox items (a broadcast's copies); returns its body_id."""
+    db.execute("INSERT INTO bodies(content) VALUES (?)", (content,))
+    return db.con.last_insert_rowid()
 
 
 def get_message(db: Database, network_id: str, message_id: str) -> Row | None:

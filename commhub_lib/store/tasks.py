@@ -8,8 +8,10 @@ from ..db import Database
 from .paging import page
 
 Row = dict[str, Any]
+# A task's result is stored once, in its completion record (tasks.result only holds older rows).
+RESULT = "coalesce(result, (SELECT c.result FROM completions c WHERE c.task_id = tasks.task_id))"
 TASK_COLUMNS = ("task_id, network_id, from_name, to_name, title, content, context, priority, status, deadline,"
-                " idempotency_key, message_id, result, created_at, updated_at")
+                " idempotency_key, message_id, " + RESULT + " AS result, created_at, updated_at")
 
 
 def insert_task(db: Database, row: Row) -> None:
