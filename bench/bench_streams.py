@@ -105,7 +105,15 @@ async def amain(a: argparse.Namespace, srv: bl.Server, agents: list[Agent]) -> d
     with trio.fail_after(a.hard_timeout):
         async with trio.open_nursery() as streams:
             live = list(range(a.senders, len(agents)))
-            out["open_s"] = round(await b.open_streams(streams, live, parallel=a.parallel), 2)
+            t0 = time.perf_counter()
+            try:
+                await b.open_streams(streams, live, parallel=a.parallel)
+            except RuntimeError as exc:  # some refused or cut: count them, measure with the rest
+                out["open_error"] = str(exc)
+            out["open_s"] = round(time.perf_counter() - t0, 2)
+            failed = [i for i in live if agents[i].error or agents[i].closed.is_set()]
+            out["open_failed"] = len(failed)
+            live = [i for i in live if i not in set(failed)]
             await trio.sleep(a.settle)
             out["rss_open_kb"] = bl.proc_status_kb(srv.pid)
             # This process's own collector would pause the readers and count as wake latency.
@@ -115,7 +123,11 @@ async def amain(a: argparse.Namespace, srv: bl.Server, agents: list[Agent]) -> d
             out["load"] = await paced_load(b, a, live)
             out["streams_alive"] = sum(1 for i in live if not agents[i].closed.is_set())
             await b.http.aclose()
-            out["stop"] = await trio.to_thread.run_sync(srv.stop)
+            proc = srv.proc
+            proc.send_signal(15)  # SIGTERM; srv.stop() afterwards would remove the log with the temp dir
+            t_stop = time.perf_counter()
+            rc = await trio.to_thread.run_sync(proc.wait, 60)
+            out["stop"] = {"rc": rc, "exit_s": round(time.perf_counter() - t_stop, 2)}
             with trio.move_on_after(10):
                 for i in live:
                     await agents[i].closed.wait()
@@ -172,7 +184,8 @@ def main() -> int:
                 "command": bl.this_command(), "server_cmd": srv.command(),
                 "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg1": bl.loadavg1()})
     ld = out["load"]
-    print(f"{a.streams} streams: open {out['open_s']} s, {out['kib_per_stream']} KiB/stream "
+    print(f"{a.streams} streams: open {out['open_s']} s ({out['open_failed']} failed), "
+          f"{out['kib_per_stream']} KiB/stream "
           f"(RSS {base // 1024} -> {opened // 1024} MiB)\n"
           f"paced {ld['rate']}/s for {ld['load_s']} s: {ld['sent']} sent, wake ms {ld['wake_ms']}, lost {ld['lost']},"
           f" errors {ld['errors']}, late slots {ld['late_slots']}, server CPU {ld['server_cpu_s']} s\n"
