@@ -139,6 +139,14 @@ CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
     UPDATE task_counts SET n = n - 1 WHERE network_id = old.network_id AND status = old.status;
 END;
 
+-- Each text is stored once. A broadcast's copies share one `bodies` row (messages.body_id, content '');
+-- a task notice's text is its task's content (content ''); a task's result is its completion's. The
+-- store's read queries put the text back; a body goes with the last message that uses it.
+CREATE TABLE bodies (
+    body_id INTEGER PRIMARY KEY,
+    content TEXT NOT NULL
+);
+
 -- Inbox items. kind: message | task | reply | broadcast | notice.
 CREATE TABLE messages (
     message_id  TEXT PRIMARY KEY,
@@ -153,13 +161,21 @@ CREATE TABLE messages (
     status      TEXT,
     created_at  TEXT NOT NULL,
     created_ts  REAL NOT NULL,
-    read_at     TEXT
+    read_at     TEXT,
+    body_id     INTEGER REFERENCES bodies(body_id)
 );
-CREATE INDEX messages_unread ON messages(network_id, to_name, read_at);
+-- An alias's unread items, newest first (the inbox, its count, and ?alias=&unread=1). `read_at IS NULL`
+-- is an equality for the planner: three equal columns here beat two in messages_by_recipient.
+CREATE INDEX messages_unread ON messages(network_id, to_name, read_at, created_ts);
 CREATE INDEX messages_by_network ON messages(network_id, created_ts);
 CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
-CREATE INDEX messages_unread_by_network ON messages(network_id, created_ts) WHERE read_at IS NULL;
+CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
+CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
+CREATE TRIGGER bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT NULL BEGIN
+    DELETE FROM bodies WHERE body_id = old.body_id
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id);
+END;
 
 CREATE TABLE task_events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,

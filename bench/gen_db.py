@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from commhub_lib import auth  # noqa: E402
 from commhub_lib.db import Database  # noqa: E402
 from commhub_lib.ids import ts_text  # noqa: E402
+from commhub_lib.service.messaging import excerpt  # noqa: E402
 from commhub_lib.store import events as event_store  # noqa: E402
 from commhub_lib.store import messages as message_store  # noqa: E402
 from commhub_lib.store import networks as network_store  # noqa: E402
@@ -167,7 +168,7 @@ def _task_exchange(db: Database, rng: random.Random, network_id: str, sender: st
     result = text(rng, 100)
     task_store.set_status(db, task["task_id"], ("delivered",), final, done_at)  # the result: in the completion
     task_store.insert_task_event(db, task["task_id"], network_id, "running", to, None, done_at)
-    task_store.insert_task_event(db, task["task_id"], network_id, final, to, result[:500], done_at)
+    task_store.insert_task_event(db, task["task_id"], network_id, final, to, excerpt(result), done_at)
     if final == "cancelled":
         return 1
     task_store.insert_completion(db, task["task_id"], network_id, to, final, result, "[]", done_ts - ts, done_at)

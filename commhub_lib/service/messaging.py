@@ -20,6 +20,12 @@ from .hub import Hub, Principal, clamp_limit
 from .sessions import effective_status, is_online, require_known_alias
 
 FINAL = ("replied", "failed", "cancelled")
+EXCERPT_CHARS = 120  # a task event shows the start of a reply; the whole text is the reply and the completion
+
+
+def excerpt(text: str) -> str:
+    """The start of a text for a task event's detail (the full text is stored elsewhere, once)."""
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS - 1] + "…"
 OPEN = ("delivered", "running")
 
 
@@ -143,7 +149,7 @@ def _reply_to_task(hub: Hub, network_id: str, sender: str, task_id: str, content
             raise Conflict(f"task {task_id} changed state meanwhile; fetch it with get_task", code="task_final")
         if task["status"] == "delivered":
             _task_event(hub, task, "running", sender)
-        _task_event(hub, task, "progress" if status == "progress" else new_status, sender, content[:500])
+        _task_event(hub, task, "progress" if status == "progress" else new_status, sender, excerpt(content))
         if new_status in FINAL:
             duration = max(0.0, now_ts() - task["created_ts"])
             task_store.insert_completion(hub.db, task_id, network_id, sender, new_status, content,
