@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from commhub_lib import auth  # noqa: E402
 from commhub_lib.db import Database  # noqa: E402
 from commhub_lib.ids import ts_text  # noqa: E402
-from commhub_lib.service.messaging import excerpt  # noqa: E402
+from commhub_lib.service.tasks import excerpt  # noqa: E402
 from commhub_lib.store import events as event_store  # noqa: E402
 from commhub_lib.store import messages as message_store  # noqa: E402
 from commhub_lib.store import networks as network_store  # noqa: E402
@@ -61,6 +61,7 @@ def text(rng: random.Random, n_words: int) -> str:
 def _message(rng: random.Random, network_id: str, sender: str, to: str, kind: str, content: str, ts: float,
              read: bool, **extra: object) -> dict:
     row = {"message_id": new_id("msg"), "network_id": network_id, "from_name": sender, "to_name": to,
+           "from_kind": "agent", "to_kind": "agent",
            "kind": kind, "content": content, "priority": extra.pop("priority", "normal"),
            "in_reply_to": extra.pop("in_reply_to", None), "task_id": extra.pop("task_id", None),
            "status": extra.pop("status", None), "created_at": ts_text(ts), "created_ts": ts}
@@ -146,6 +147,7 @@ def _task_exchange(db: Database, rng: random.Random, network_id: str, sender: st
     priority = rng.choice(("normal", "normal", "normal", "high", "low", "urgent"))
     msg = _message(rng, network_id, sender, to, "task", "", ts, read, priority=priority)  # text: in the task
     task = {"task_id": new_id("t", 16), "network_id": network_id, "from_name": sender, "to_name": to,
+            "from_kind": "agent", "to_kind": "agent",
             "title": title, "content": content, "context": None, "priority": priority, "status": "delivered",
             "deadline": None, "idempotency_key": None, "message_id": msg["message_id"],
             "created_at": msg["created_at"], "created_ts": ts, "updated_at": msg["created_at"]}

@@ -42,6 +42,8 @@ class Settings:
     message_retention_days: float = 0.0
     task_retention_days: float = 0.0
     audit_retention_days: float = 0.0
+    # --- identity and tokens (agents)
+    login_token_days: float = 30.0
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -73,6 +75,7 @@ HELP: dict[str, str] = {
     "task_retention_days": "tasks that ended more than this many days ago are deleted hourly with their event log "
                            "and completion (0 = keep; open tasks stay)",
     "audit_retention_days": "audit entries older than this are deleted hourly (0 = keep)",
+    "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

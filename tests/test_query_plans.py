@@ -65,12 +65,14 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
             for i in range(20):
                 ts = 1000.0 + i
                 task = {"task_id": f"t{n}-{i}", "network_id": net, "from_name": "a1", "to_name": f"a{i % 3}",
+                        "from_kind": "agent", "to_kind": "agent",
                         "title": None, "content": "c", "context": None, "priority": "normal",
                         "status": "running" if i % 2 else "replied", "deadline": None, "idempotency_key": None,
                         "message_id": f"m{n}-{i}", "created_at": "t", "created_ts": ts, "updated_at": "t"}
                 task_store.insert_task(database, task)
                 message_store.insert_message(database, {
                     "message_id": f"m{n}-{i}", "network_id": net, "from_name": "a1", "to_name": f"a{i % 3}",
+                    "from_kind": "agent", "to_kind": "agent",
                     "kind": "task", "content": "c", "priority": "normal", "in_reply_to": None,
                     "task_id": task["task_id"], "status": None, "created_at": "t", "created_ts": ts})
                 task_store.insert_task_event(database, task["task_id"], net, "delivered", "a1", None, "t")
