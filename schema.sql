@@ -123,6 +123,7 @@ CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotenc
 -- Lists order by (created_ts DESC, rowid DESC): each index ends in the rowid, so one index serves a filter
 -- and the order, and a LIMIT stops early (tests/test_query_plans.py checks the plans).
 CREATE INDEX tasks_by_network ON tasks(network_id, created_ts);
+CREATE INDEX tasks_by_recipient ON tasks(network_id, to_name, status);  -- an agent's open tasks (every inbox read)
 CREATE INDEX tasks_by_status ON tasks(network_id, status, created_ts);
 CREATE INDEX tasks_by_to_name ON tasks(network_id, to_name, created_ts);
 CREATE INDEX tasks_by_from_name ON tasks(network_id, from_name, created_ts);

@@ -166,6 +166,12 @@ def test_the_inbox_sort_only_sorts_unread_items(db: PlanRecorder) -> None:
     assert any("INDEX messages_unread (network_id=? AND to_name=? AND read_at=?)" in line for line in plan), plan
 
 
+def test_the_inbox_reads_only_the_agents_open_tasks(db: PlanRecorder) -> None:
+    """Open tasks come urgent first (a sort), over the agent's open tasks only, not all it ever received."""
+    plan = plan_of(db, lambda d: task_store.open_tasks_of(d, "net_a", "a1", 50))
+    assert plan[0] == "SEARCH tasks USING INDEX tasks_by_recipient (network_id=? AND to_name=? AND status=?)", plan
+
+
 def test_a_list_over_many_networks_merges_one_index_walk_per_network(db: PlanRecorder) -> None:
     plan = plan_of(db, lambda d: task_store.list_tasks(d, NETS, "running", None, None, 50, 0))
     assert sum("MERGE (UNION ALL)" in line for line in plan) == len(NETS) - 1, plan

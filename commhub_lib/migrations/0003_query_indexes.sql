@@ -4,7 +4,6 @@
 -- Lists order by (created_ts DESC, rowid DESC): every index ends in the rowid, so the index order is the
 -- list order and a LIMIT stops early. IF EXISTS / IF NOT EXISTS: an earlier step may rebuild tables.
 
-DROP INDEX IF EXISTS tasks_by_recipient;
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(network_id, status, created_ts);
 CREATE INDEX IF NOT EXISTS tasks_by_to_name ON tasks(network_id, to_name, created_ts);
 CREATE INDEX IF NOT EXISTS tasks_by_from_name ON tasks(network_id, from_name, created_ts);
