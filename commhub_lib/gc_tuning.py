@@ -22,6 +22,7 @@ log = logging.getLogger("commhub.gc")
 # (young, middle, old): a young collection after 10,000 net allocations instead of 700.
 THRESHOLDS = (10_000, 10, 10)
 SLOW_COLLECTION_MS = 50.0
+_clock = time.perf_counter
 _started: dict[int, float] = {}
 
 
@@ -37,9 +38,10 @@ def tune_after_startup() -> None:
 def _time_collection(phase: str, info: dict[str, Any]) -> None:
     generation = info["generation"]
     if phase == "start":
-        _started[generation] = time.perf_counter()
+        _started[generation] = _clock()
         return
-    took_ms = (time.perf_counter() - _started.pop(generation, time.perf_counter())) * 1000
+    end = _clock()
+    took_ms = (end - _started.pop(generation, end)) * 1000
     if took_ms >= SLOW_COLLECTION_MS:
         log.warning("garbage collection of generation %d paused the server %.0f ms (%d objects freed)",
                     generation, took_ms, info["collected"])
