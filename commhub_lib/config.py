@@ -30,6 +30,9 @@ class Settings:
     allowed_origins: str = ""
     sweep_seconds: float = 5.0
     event_retention_days: float = 30.0
+    # Streams (wake): caps on open SSE streams (/events and GET /mcp) so one token or host cannot hold them all.
+    max_streams_per_token: int = 32
+    max_streams_per_ip: int = 512
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -49,6 +52,8 @@ HELP: dict[str, str] = {
     "allowed_origins": "comma-separated extra Origins allowed on /mcp (localhost is always allowed)",
     "sweep_seconds": "how often the presence sweeper runs",
     "event_retention_days": "SSE events older than this are pruned (replay reaches back this far; inboxes keep all)",
+    "max_streams_per_token": "open event streams (/events, GET /mcp) one token may hold; 429 above (0 = no limit)",
+    "max_streams_per_ip": "open event streams one client address may hold; 429 above (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
