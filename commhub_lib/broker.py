@@ -77,12 +77,12 @@ class Broker:
         registry = self._subs.setdefault(sub.key, set()) if alias is not None else \
             self._network_subs.setdefault(network_id, set())
         registry.add(sub)
-        if client_ip is not None:
-            self._streams_by_ip[client_ip] += 1
-            if token_id is not None:
-                self._streams_by_token[token_id] += 1
         try:
-            yield sub
+            if client_ip is None:
+                yield sub
+            else:
+                with self.hold_stream(token_id, client_ip):
+                    yield sub
         finally:
             registry.discard(sub)
             if not registry:
@@ -90,16 +90,25 @@ class Broker:
                     self._subs.pop(sub.key, None)
                 else:
                     self._network_subs.pop(network_id, None)
-            if client_ip is not None:
-                self._streams_by_ip[client_ip] -= 1
-                if self._streams_by_ip[client_ip] <= 0:
-                    del self._streams_by_ip[client_ip]
-                if token_id is not None:
-                    self._streams_by_token[token_id] -= 1
-                    if self._streams_by_token[token_id] <= 0:
-                        del self._streams_by_token[token_id]
             send.close()
             receive.close()
+
+    @contextmanager
+    def hold_stream(self, token_id: str | None, client_ip: str) -> Iterator[None]:
+        """Count one open stream against its token and address for the duration of the block (the caps)."""
+        self._streams_by_ip[client_ip] += 1
+        if token_id is not None:
+            self._streams_by_token[token_id] += 1
+        try:
+            yield
+        finally:
+            self._streams_by_ip[client_ip] -= 1
+            if self._streams_by_ip[client_ip] <= 0:
+                del self._streams_by_ip[client_ip]
+            if token_id is not None:
+                self._streams_by_token[token_id] -= 1
+                if self._streams_by_token[token_id] <= 0:
+                    del self._streams_by_token[token_id]
 
     def publish(self, event: Event) -> None:
         """Hand an event to every subscriber of its alias and of its network without ever waiting."""
