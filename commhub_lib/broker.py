@@ -64,6 +64,7 @@ class Broker:
         self._streams_by_token: Counter[str] = Counter()
         self._streams_by_ip: Counter[str] = Counter()
         self.closing = False
+        self.stopping = trio.Event()  # set at shutdown, for streams that wait without a subscriber
 
     @contextmanager
     def subscribe(self, network_id: str, alias: str | None, *, counts_for_presence: bool = False,
@@ -169,6 +170,7 @@ class Broker:
     def close_all(self, reason: str = "shutdown") -> None:
         """End every stream (at shutdown: hypercorn would otherwise wait and then cut them)."""
         self.closing = True
+        self.stopping.set()
         for sub in self._all():
             sub.closed_reason = reason
             sub.send.close()

@@ -194,7 +194,7 @@ async def _tools_call(msg_id: Any, params: dict[str, Any], principal: Principal,
         return _rpc_result(msg_id, _tool_error(exc.code, exc.message))
     finally:
         if session.alias != alias_before:
-            push.alias_changed(session)  # the session's GET /mcp stream follows the new alias
+            push.alias_changed(hub(), session)  # the session's GET /mcp stream follows the new alias
     text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
     return _rpc_result(msg_id, {"content": [{"type": "text", "text": text}], "structuredContent": result,
                                 "isError": False})
@@ -254,7 +254,7 @@ async def get_mcp() -> Response:
     if not sid:
         raise BadRequest("GET /mcp needs the Mcp-Session-Id header that initialize returned", code="missing_session_id")
     session = _sessions().get(sid)
-    if session is None and _issued_to(sid, principal):
+    if session is None and _issued_to(sid, principal) and not push.was_ended(sid):
         session = McpSession(sid, principal.token_id, request.headers.get("Mcp-Protocol-Version") or LATEST_VERSION)
         _remember(session)
     if session is None or session.token_id != principal.token_id:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..ids import now_text, now_ts
 from ..service import sessions
 from ..service.hub import Hub, Principal
 from ..sse import sse_response
+from ..store import events as event_store
 from ..store import sessions as session_store
 from ..stream import Progress, Scope, follow
 from .channel import McpWire
@@ -32,6 +34,7 @@ from .tools import McpSession
 
 log = logging.getLogger("commhub.mcp")
 ALIAS_CHANGED = "alias_changed"
+ENDED_REMEMBERED = 10_000  # ended session ids kept (in memory) so that GET answers them 404
 
 
 @dataclass
@@ -42,6 +45,9 @@ class SessionPush:
     streams: set[Subscriber] = field(default_factory=set)
     waiting: int = 0  # GET streams waiting for the session to claim an alias
     inflight: dict[tuple[str, Any], trio.CancelScope] = field(default_factory=dict)
+    # (alias, its newest event id) when the session claimed it: a stream moving to that alias replays what came
+    # after, so nothing sent between the claim and the stream's subscription is missed.
+    claimed_at: tuple[str, int] | None = None
 
     @property
     def idle(self) -> bool:
@@ -54,9 +60,9 @@ def _registry() -> dict[str, SessionPush]:
 
 
 @contextmanager
-def _entry(session_id: str) -> Iterator[SessionPush]:
+def _entry(session_id: str, registry: dict[str, SessionPush] | None = None) -> Iterator[SessionPush]:
     """The session's push state for the block; dropped when nothing uses it any more."""
-    registry = _registry()
+    registry = _registry() if registry is None else registry
     state = registry.setdefault(session_id, SessionPush())
     try:
         yield state
@@ -101,19 +107,36 @@ def cancel_request(session: McpSession, request_id: Any) -> bool:
     return True
 
 
-def alias_changed(session: McpSession) -> None:
-    """The session claimed another alias: its streams move to it."""
+def alias_changed(h: Hub, session: McpSession) -> None:
+    """The session claimed another alias: its streams move to it (call right after the claim, before any await)."""
     state = _registry().get(session.session_id or "")
     if state is None:
         return
+    if session.alias is not None:
+        # Any event after the hub's newest id at this moment is one the stream must carry.
+        state.claimed_at = (session.alias, event_store.highest_event_id_ever(h.db))
     for sub in list(state.streams):
-        sub.close(ALIAS_CHANGED)
+        if sub.alias != session.alias:
+            sub.close(ALIAS_CHANGED)
     state.changed.set()
     state.changed = trio.Event()
 
 
+def _ended() -> OrderedDict[str, None]:
+    return current_app.config.setdefault("COMMHUB_MCP_ENDED", OrderedDict())
+
+
+def was_ended(session_id: str) -> bool:
+    """Whether the session was ended with DELETE /mcp (it must never be taken up again: 404)."""
+    return session_id in _ended()
+
+
 def end_session(session_id: str) -> None:
-    """The session was deleted: end its streams and its waiting requests."""
+    """The session was deleted: end its streams and its waiting requests, and remember that it ended."""
+    ended = _ended()
+    ended[session_id] = None
+    while len(ended) > ENDED_REMEMBERED:
+        ended.popitem(last=False)
     state = _registry().get(session_id)
     if state is None:
         return
@@ -137,35 +160,55 @@ def push_alias(h: Hub, principal: Principal, network_id: str, session: McpSessio
     return alias
 
 
+async def _either(first: trio.Event, second: trio.Event) -> None:
+    """Wait until one of two events is set."""
+    async with trio.open_nursery() as nursery:
+        async def wait_for(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+        nursery.start_soon(wait_for, first)
+        nursery.start_soon(wait_for, second)
+
+
+def _claimed_position(state: SessionPush, alias: str) -> int | None:
+    """Where a stream that moves to `alias` starts: just before the session claimed it, if it just did."""
+    if state.claimed_at is not None and state.claimed_at[0] == alias:
+        return state.claimed_at[1]
+    return None
+
+
 async def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSession, after: int | None,
                       client_ip: str) -> Response:
     """The session's server-to-client SSE stream of `notifications/claude/channel` messages."""
     assert session.session_id is not None
     session_id = session.session_id
     wire = McpWire()
+    registry = _registry()  # taken here: the body is iterated outside the request's app context
 
     async def generate() -> AsyncIterator[bytes]:
         progress = Progress()
         resume_after = after
-        with h.broker.hold_stream(principal.token_id, client_ip), _entry(session_id) as state:
+        with h.broker.hold_stream(principal.token_id, client_ip), _entry(session_id, registry) as state:
             try:
                 alias = push_alias(h, principal, network_id, session)
                 if alias is None:
                     yield f"retry: {RETRY_MS}\n: waiting for report_status to name this session's alias\n\n".encode()
                 while True:
-                    while alias is None and progress.reason != "session_ended":
+                    while alias is None:
                         state.waiting += 1
                         try:
                             with trio.move_on_after(h.settings.heartbeat_seconds):
-                                await state.changed.wait()
+                                await _either(state.changed, h.broker.stopping)
                         finally:
                             state.waiting -= 1
-                        if session_id not in h.mcp_sessions:
-                            progress.reason = "session_ended"
+                        if session_id not in h.mcp_sessions or h.broker.closing:
+                            progress.reason = "shutdown" if h.broker.closing else "session_ended"
                             break
                         alias = push_alias(h, principal, network_id, session)
                         if alias is None:
                             yield wire.heartbeat()
+                        else:
+                            resume_after = _claimed_position(state, alias)
                     if alias is None:
                         break
                     progress.reason = "closed"
@@ -182,7 +225,8 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
                                 session_store.touch_session(h.db, network_id, alias, now_text(), now_ts())
                     if progress.reason != ALIAS_CHANGED:
                         break
-                    alias, resume_after = push_alias(h, principal, network_id, session), None
+                    alias = push_alias(h, principal, network_id, session)
+                    resume_after = _claimed_position(state, alias) if alias else None
             finally:
                 log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
 
