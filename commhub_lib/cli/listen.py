@@ -129,11 +129,39 @@ def event_environment(alias: str, url: str, event_id: int, name: str, data: dict
     return env
 
 
+class Stop:
+    """SIGTERM/SIGINT: stop at once while waiting for events; while CMD runs, let it finish its event first."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_command = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """The signal handler."""
+        self.requested = True
+        if not self.in_command:
+            raise SystemExit(0)
+        _say("stopping after the running command finishes")
+
+
+STOP = Stop()
+
+
 def _run(command: str, lock_fd: int, payload: bytes, env: dict[str, str]) -> int:
     # CMD inherits the lock, so a listen restarted after a crash waits for a CMD still running (one at a time).
-    proc = subprocess.run(command, shell=True, input=payload, env={**os.environ, **env}, pass_fds=(lock_fd,),
-                          check=False)
-    return proc.returncode
+    # Its own session: a Ctrl-C or SIGTERM meant for listen does not cut the event's work short.
+    STOP.in_command = True
+    try:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env={**os.environ, **env},
+                                pass_fds=(lock_fd,), start_new_session=True)
+        try:
+            proc.stdin.write(payload)  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+        except BrokenPipeError:
+            pass  # CMD did not read its stdin
+        return proc.wait()
+    finally:
+        STOP.in_command = False
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -146,13 +174,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
     client = HubClient.from_args(args)
     state = Path(args.state) if args.state else default_state_path(args.alias)
     state.parent.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the finally blocks (lock, connection)
+    signal.signal(signal.SIGTERM, STOP.handle)  # run the finally blocks (lock, connection)
+    signal.signal(signal.SIGINT, STOP.handle)
     lock_fd = _lock(state)
     try:
         cursor = Cursor(state, args.alias, client.url)
         return _loop(args, client, cursor, selected, lock_fd)
-    except KeyboardInterrupt:
-        return 0
     except ClientError as exc:
         _say(f"{exc.code}: {exc.message}")
         if "ahead of the newest event" in exc.message:
@@ -216,6 +243,10 @@ def _handle(args: argparse.Namespace, url: str, frame: SseFrame, cursor: Cursor,
                          ensure_ascii=False).encode()
     code = _run(args.command, lock_fd, payload, event_environment(args.alias, url, event_id, frame.event, data))
     if code != 0:
+        if STOP.requested:
+            raise SystemExit(0)  # the event runs again on the next start
         return code
     cursor.save(event_id)
+    if STOP.requested:
+        raise SystemExit(0)
     return None
