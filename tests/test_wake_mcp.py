@@ -13,13 +13,14 @@ import os
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
 import pytest
 import trio
-from conftest import create_token, mcp_call, register
+from conftest import create_token, mcp_call, own_server, register
 from mcp.client.extension import NotificationBinding
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -272,3 +273,26 @@ async def test_out_of_range_last_event_id_is_a_clean_400(client: httpx.AsyncClie
     sid = await _initialize(client, rx)
     r = await client.get("/mcp", headers=_headers(rx, sid, **{"Last-Event-ID": raw}))
     assert r.status_code == 400 and r.json()["error"] == "validation_error" and "Last-Event-ID" in r.json()["message"]
+
+
+async def test_session_survives_a_hub_restart_on_get_and_replays_what_it_missed(tmp_path: Path) -> None:
+    """A session id issued to this token before a restart is taken up again by GET /mcp (POST does the same),
+    and Last-Event-ID replays what was sent while the hub was down; a forged id for another token stays 404."""
+    async with own_server(tmp_path, "restart") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            account, rx, tx = await _team(client)
+            await _tool(client, tx, "report_status", {"alias": "tx9"})
+            await _tool(client, rx, "report_status", {"alias": "rx9"})
+            sid = await _initialize(client, rx)
+            async with client.stream("GET", "/mcp", headers=_headers(rx, sid)) as response:
+                position = (await RawStream(response).frame())["id"]
+    async with own_server(tmp_path, "restart") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            missed = await _tool(client, tx, "send_task", {"to": "rx9", "content": "sent after the restart"})
+            headers = _headers(rx, sid, **{"Last-Event-ID": position})
+            async with client.stream("GET", "/mcp", headers=headers) as response:
+                assert response.status_code == 200
+                _, params = await RawStream(response).notification()
+            assert params["meta"]["task_id"] == missed["task_id"]
+            forged = sid.rsplit(".", 1)[0] + ".tok_someoneelse"
+            assert (await client.get("/mcp", headers=_headers(rx, forged))).status_code == 404
