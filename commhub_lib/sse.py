@@ -98,9 +98,8 @@ async def stream(alias: str):  # noqa: ANN201 - a streaming Response
                                           h.settings.heartbeat_seconds, progress):
                     yield chunk
             finally:
-                if is_agent:
-                    with h.db.write():  # the stream was a sign of life until now
-                        session_store.touch_session(h.db, network_id, alias, now_text(), now_ts())
+                if is_agent:  # the stream was a sign of life until now (best effort: never fails the close)
+                    h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(), now_ts()))
                 log.info("sse %s/%s closed (%s)", network_id, alias, progress.reason)
 
     response = await sse_response(generate())

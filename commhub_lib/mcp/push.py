@@ -14,13 +14,14 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
 from quart import Response, current_app
 
 from ..broker import Subscriber
-from ..errors import Conflict, Forbidden
+from ..errors import CommhubError
 from ..events import RETRY_MS
 from ..ids import now_text, now_ts
 from ..service import sessions
@@ -155,8 +156,8 @@ def push_alias(h: Hub, principal: Principal, network_id: str, session: McpSessio
     try:
         with h.db.write():
             sessions.claim(h, principal, network_id, alias)
-    except (Conflict, Forbidden):
-        return None  # held by another token now: wait for report_status to claim one
+    except CommhubError:
+        return None  # held by another token now (or the disk refused): wait for report_status to claim one
     return alias
 
 
@@ -221,8 +222,9 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
                                 yield chunk
                         finally:
                             state.streams.discard(sub)
-                            with h.db.write():  # the stream was a sign of life until now
-                                session_store.touch_session(h.db, network_id, alias, now_text(), now_ts())
+                            # The stream was a sign of life until now (best effort: never fails the close).
+                            h.db.try_write(partial(session_store.touch_session, h.db, network_id, alias,
+                                                   now_text(), now_ts()))
                     if progress.reason != ALIAS_CHANGED:
                         break
                     alias = push_alias(h, principal, network_id, session)

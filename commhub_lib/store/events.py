@@ -45,7 +45,3 @@ def highest_event_id_ever(db: Database) -> int:
     rows = db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'", ())
     return int(rows[0]["seq"]) if rows else 0
 
-
-def delete_events_before(db: Database, cutoff: str) -> int:
-    """Drop events created before the cutoff (retention); returns how many went."""
-    return db.execute("DELETE FROM events WHERE created_at < ?", (cutoff,))
