@@ -52,8 +52,8 @@ class Agent:
 
 
 class Bench:
-    def __init__(self, a: argparse.Namespace, base: str):
-        self.a, self.base = a, base
+    def __init__(self, a: argparse.Namespace, base: str, server_pid: int):
+        self.a, self.base, self.server_pid = a, base, server_pid
         self.arrived: dict[str, float] = {}
         self.waiting: dict[str, trio.Event] = {}
         self.stream_errors: list[str] = []
@@ -152,12 +152,14 @@ class Bench:
                 errors += 1
                 err_sample = err_sample or repr(e)[:200]
 
+        cpu = bl.CpuWindow(self.server_pid).start()
         start = time.perf_counter()
         async with trio.open_nursery() as n:
             for k in range(total):
                 await trio.sleep_until(start + k * period)  # open loop: a slow answer does not slow the rate
                 n.start_soon(send, k)
         load_s = time.perf_counter() - start
+        cpu_used = cpu.stop()
         with trio.move_on_after(self.a.event_timeout):
             while any(t not in self.arrived for t in sends):  # noqa: ASYNC110 - many events, one deadline
                 await trio.sleep(0.05)
@@ -166,7 +168,9 @@ class Bench:
         return {"agents_holding": self.ready - len(senders), "open_s": round(open_s, 2), "sends_ok": len(sends),
                 "send_errors": errors, "error_sample": err_sample, "rate_target": self.a.rate,
                 "rate_achieved": round(len(sends) / load_s, 1), "lost": lost, "latency_ms": bl.lat_summary_ms(lat),
-                "stream_errors": len(self.stream_errors), "stream_error_sample": self.stream_errors[:2]}
+                "stream_errors": len(self.stream_errors), "stream_error_sample": self.stream_errors[:2],
+                "cpu": cpu_used, "server_cpu_ms_per_send": round(cpu_used["server_cores"] * cpu_used["wall_s"] * 1000
+                                                                  / max(1, len(sends)), 2)}
 
     async def listen(self, listener: Agent, sender: Agent, tmp: str) -> dict:
         """Phase 2: send -> start of CMD under `commhub listen`."""
@@ -217,7 +221,7 @@ class Bench:
 
 async def amain(a: argparse.Namespace, srv: bl.Server, agents: list[Agent], senders: list[Agent],
                 listener: Agent) -> dict:
-    b = Bench(a, srv.base)
+    b = Bench(a, srv.base, srv.pid)
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-channel-") as tmp:
         async with trio.open_nursery() as nursery:
@@ -236,7 +240,8 @@ def summary(r: dict) -> str:
     return (f"channel: {c['agents_holding']} sessions holding GET /mcp, {c['sends_ok']} sends at "
             f"{c['rate_achieved']}/s (target {c['rate_target']}), lost {c['lost']}, errors {c['send_errors']}; "
             f"send->notification p50 {c['latency_ms']['p50']} ms p99 {c['latency_ms']['p99']} ms "
-            f"max {c['latency_ms']['max']} ms\n"
+            f"max {c['latency_ms']['max']} ms; server {c['server_cpu_ms_per_send']} ms CPU/send; cores: server "
+            f"{c['cpu']['server_cores']}, client {c['cpu']['client_cores']}, other jobs {c['cpu']['other_cores']}\n"
             f"listen: {li['sends']} sends, lost {li['lost']}; send->start of CMD p50 {li['latency_ms']['p50']} ms "
             f"p99 {li['latency_ms']['p99']} ms max {li['latency_ms']['max']} ms")
 
@@ -245,6 +250,8 @@ def table(recs: list[dict]) -> str:
     rows = [("channel p50 ms", "result.channel.latency_ms.p50"), ("channel p99 ms", "result.channel.latency_ms.p99"),
             ("channel max ms", "result.channel.latency_ms.max"), ("channel sends/s", "result.channel.rate_achieved"),
             ("channel lost", "result.channel.lost"), ("sessions holding", "result.channel.agents_holding"),
+            ("server CPU ms/send", "result.channel.server_cpu_ms_per_send"),
+            ("other jobs, cores busy", "result.channel.cpu.other_cores"),
             ("server RSS MiB", "result.server_rss_mib"), ("listen p50 ms", "result.listen.latency_ms.p50"),
             ("listen p99 ms", "result.listen.latency_ms.p99"), ("listen lost", "result.listen.lost")]
     out = [f"runs: {len(recs)} (medians)", "", "| measure | value |", "|---|---|"]
