@@ -174,8 +174,8 @@ async def test_kill_9_of_listen_mid_burst_loses_nothing(tmp_path: Path) -> None:
             listener = Listener(out, server.url, worker, "worker")
             await listener.start()
             await _until(lambda: (out / "state.json").exists(), "listen to start")
-            sent = await _send(client, boss, 30, "burst")
-            await _until(lambda: len(_lines(out / "runs.log")) >= 8, "a part of the burst to be handled")
+            sent = await _send(client, boss, 20, "burst")
+            await _until(lambda: len(_lines(out / "runs.log")) >= 6, "a part of the burst to be handled")
             assert await listener.stop(signal.SIGKILL) == -signal.SIGKILL
             await listener.start()
             sent += await _send(client, boss, 5, "after restart")
