@@ -38,6 +38,8 @@ class Settings:
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     log_format: str = "text"
+    # --- identity and tokens (agents)
+    login_token_days: float = 30.0
     # Streams (wake): caps on open SSE streams (/events and GET /mcp) so one token or host cannot hold them all.
     max_streams_per_token: int = 32
     max_streams_per_ip: int = 512
@@ -68,6 +70,7 @@ HELP: dict[str, str] = {
                               "requests) for this long is closed",
     "body_timeout_seconds": "a request body not fully received within this many seconds is refused (408)",
     "log_format": "text (one line per record) or json (one JSON object per line, for log shippers)",
+    "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
     "max_streams_per_token": "open event streams (/events, GET /mcp) one token may hold; 429 above (0 = no limit)",
     "max_streams_per_ip": "open event streams one client address may hold; 429 above (0 = no limit)",
 }
