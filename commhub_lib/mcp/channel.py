@@ -15,7 +15,7 @@ from .. import events
 
 METHOD = "notifications/claude/channel"
 PREVIEW_CHARS = 500
-META_KEYS = ("from", "task_id", "message_id", "priority", "status")
+META_KEYS = ("from", "from_kind", "task_id", "message_id", "priority", "status")
 
 
 def _quote(text: Any) -> str:
@@ -39,17 +39,29 @@ def describe(name: str, data: dict[str, Any]) -> str:
                 f"If it needs an answer, call send_reply {{message_id: \"{message_id}\", content}}; then "
                 "ack_inbox it.")
     if name == events.NEW_REPLY:
-        status = data.get("status")
-        on = f" on task {task_id}" if task_id else f" to your message {data.get('in_reply_to')}"
-        if status == "question":
-            return (f"{sender} asks you a question{on} (message_id {message_id}). Read it with get_inbox and "
-                    f"answer with send_reply {{task_id: \"{task_id}\", content}}.")
-        return (f"Reply from {sender}{on}, status {status or 'none'} (message_id {message_id}). Read it with "
-                "get_inbox, then ack_inbox it.")
+        return _describe_reply(sender, data)
     if name == events.BROADCAST:
         return (f"Broadcast from {sender} to the network (message_id {message_id}): \"{_quote(data.get('content'))}\"."
                 " Act on it if it concerns you; ack_inbox it when read.")
     return f"CommHub event {name} for you: {_quote(json.dumps(data, ensure_ascii=False))}. Check get_inbox."
+
+
+def _describe_reply(sender: str, data: dict[str, Any]) -> str:
+    status, task_id, message_id = data.get("status"), data.get("task_id"), data.get("message_id")
+    ids = f"(task_id {task_id}, message_id {message_id})"
+    if not task_id:
+        return (f"Reply from {sender} to your message {data.get('in_reply_to')} (message_id {message_id}). Read it "
+                "with get_inbox, then ack_inbox it.")
+    if status == "question":
+        return (f"{sender} asks you a question about task {task_id} {ids}. Read it with get_inbox and answer with "
+                f"send_reply {{task_id: \"{task_id}\", content}}.")
+    if status in ("done", "failed"):
+        return (f"{sender} finished task {task_id}: {status} {ids}. Read the result with get_inbox, then "
+                "ack_inbox it.")
+    if status == "progress":
+        return f"Progress from {sender} on task {task_id} {ids}. Read it with get_inbox if you need the details."
+    return (f"{sender} answered on task {task_id} {ids}. Read the answer with get_inbox and carry on with the "
+            f"task; report with send_reply {{task_id: \"{task_id}\", status: \"progress\" | \"done\" | ...}}.")
 
 
 def notification(event_id: int, name: str, data_json: str) -> dict[str, Any]:
