@@ -30,6 +30,7 @@ HANDLER = """#!/bin/sh
 set -e
 cat > "$OUT/stdin-$COMMHUB_EVENT_ID.json"
 echo "$COMMHUB_EVENT_ID $COMMHUB_TASK_ID" >> "$OUT/runs.log"
+if [ -f "$OUT/fail-always" ]; then exit 4; fi
 if [ -f "$OUT/fail-once" ] && [ ! -f "$OUT/failed-$COMMHUB_EVENT_ID" ]; then
   touch "$OUT/failed-$COMMHUB_EVENT_ID"; exit 3
 fi
@@ -162,6 +163,30 @@ async def test_failing_command_is_retried_never_skipped(tmp_path: Path) -> None:
             runs = Counter(line.split()[1] for line in _lines(out / "runs.log"))
             assert runs == Counter({sent[0]: 2, sent[1]: 2})  # each failed once, then ran again
             assert "exited 3" in listener.stderr() and "attempt 1" in listener.stderr()
+            assert await listener.stop() == 0
+
+
+async def test_giving_up_exits_1_and_leaves_the_event_for_the_next_start(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "listen_give_up") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            worker, boss = await _setup(client)
+            out = tmp_path / "out"
+            out.mkdir()
+            (out / "fail-always").touch()
+            listener = Listener(out, server.url, worker, "worker", "--max-attempts", "2")
+            await listener.start()
+            await _until(lambda: (out / "state.json").exists(), "listen to start")
+            start = json.loads((out / "state.json").read_text())["last_event_id"]
+            [task_id] = await _send(client, boss, 1, "doomed")
+            assert listener.proc is not None
+            with trio.fail_after(WAIT):
+                assert await listener.proc.wait() == 1
+            assert [line.split()[1] for line in _lines(out / "runs.log")] == [task_id, task_id]
+            assert json.loads((out / "state.json").read_text())["last_event_id"] == start  # not skipped
+            assert "giving up after 2 attempts" in listener.stderr()
+            (out / "fail-always").unlink()
+            await listener.start()  # the next start runs it again, and now it succeeds
+            await _until(lambda: _handled_tasks(out) == [task_id], "the event to be handled after the restart")
             assert await listener.stop() == 0
 
 

@@ -192,7 +192,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def _loop(args: argparse.Namespace, client: HubClient, cursor: Cursor, selected: set[str], lock_fd: int) -> int:
-    failures = 0
+    failures, failing = 0, None
     params = {"network_id": args.network_id}
     start = "0" if args.from_start else None
     _say(f"following {args.alias} at {client.url} from "
@@ -209,9 +209,10 @@ def _loop(args: argparse.Namespace, client: HubClient, cursor: Cursor, selected:
         for frame in client.follow(f"/events/{args.alias}", resume=resume, params=params, on_retry=on_retry):
             outcome = _handle(args, client.url, frame, cursor, selected, lock_fd)
             if outcome is None:
-                failures = 0
                 continue
-            failures += 1
+            # Failures count per event (a reconnect's position frame in between must not reset them).
+            failures = failures + 1 if frame.id == failing else 1
+            failing = frame.id
             _say(f"{args.command!r} exited {outcome} for event {frame.id} ({frame.event}); attempt {failures}")
             if args.max_attempts and failures >= args.max_attempts:
                 _say(f"giving up after {failures} attempts; event {frame.id} is not skipped: it runs again on the "
