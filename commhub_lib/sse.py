@@ -68,13 +68,15 @@ def _readable_network(h: Hub, principal: Principal) -> str:
         raise Forbidden(f"{exc.message}: this token cannot listen in that network", code="wrong_network") from exc
 
 
-def sse_response(body: AsyncIterator[bytes]) -> Response:
+async def sse_response(body: AsyncIterator[bytes]) -> Response:
     """A streaming text/event-stream response that Quart never times out."""
-    return make_response(body, 200, SSE_HEADERS)
+    response = await make_response(body, 200, SSE_HEADERS)
+    response.timeout = None  # Quart's RESPONSE_TIMEOUT would otherwise cut every stream
+    return response
 
 
 @bp.get("/events/<alias>")
-async def stream(alias: str):  # noqa: ANN201 - a streaming Response
+async def stream(alias: str) -> Response:
     """Server-Sent Events for one alias; an agent token claims it (the stream keeps it online)."""
     if not ALIAS_RE.match(alias):
         raise ValidationFailed(f"alias: {ALIAS_RULE}")
@@ -102,13 +104,11 @@ async def stream(alias: str):  # noqa: ANN201 - a streaming Response
                     h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(), now_ts()))
                 log.info("sse %s/%s closed (%s)", network_id, alias, progress.reason)
 
-    response = await sse_response(generate())
-    response.timeout = None  # Quart's RESPONSE_TIMEOUT would otherwise cut every stream
-    return response
+    return await sse_response(generate())
 
 
 @bp.get("/events")
-async def network_stream():  # noqa: ANN201 - a streaming Response
+async def network_stream() -> Response:
     """Every event of every alias of a network, for a person (user token); each event's data names its alias."""
     principal = authenticate()
     if principal.kind != "user":
@@ -130,6 +130,4 @@ async def network_stream():  # noqa: ANN201 - a streaming Response
             finally:
                 log.info("sse %s (network) closed (%s)", network_id, progress.reason)
 
-    response = await sse_response(generate())
-    response.timeout = None
-    return response
+    return await sse_response(generate())

@@ -232,6 +232,4 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
             finally:
                 log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
 
-    response = await sse_response(generate())
-    response.timeout = None  # Quart's RESPONSE_TIMEOUT would otherwise cut every stream
-    return response
+    return await sse_response(generate())
