@@ -43,8 +43,13 @@ class Op:
     note: str = ""
 
 
-STREAM_NOTE = ("text/event-stream. Opens with `retry:`; events new_task, new_message, new_reply, broadcast "
-               "(each with a durable `id:`) and heartbeat. Reconnect with Last-Event-ID to replay.")
+STREAM_NOTE = ("text/event-stream. Opens with `retry:` and an `id:` line with the current position; events "
+               "new_task, new_message, new_reply, broadcast (each with a durable `id:`) and heartbeat. Reconnect "
+               "with Last-Event-ID to replay (0: everything retained).")
+NETWORK_STREAM_NOTE = ("text/event-stream of every event of every alias of a network (a person's user token); "
+                       "the same ids as the per-alias streams, and each event's data names its `alias`.")
+MCP_PUSH_NOTE = ("The MCP session's push stream (Accept: text/event-stream, Mcp-Session-Id): each event of the "
+                 "session's alias as a `notifications/claude/channel` JSON-RPC notification; Last-Event-ID resumes.")
 MCP_NOTE = "MCP Streamable HTTP: JSON-RPC 2.0 requests (initialize, tools/list, tools/call, …); see the README."
 
 OPERATIONS: dict[str, Op] = {
@@ -91,8 +96,10 @@ OPERATIONS: dict[str, Op] = {
     "data.send_message": Op("messaging", r.MessageSent, m.RestSendMessage),
     "data.broadcast": Op("messaging", r.Broadcasted, m.RestBroadcast),
     "sse.stream": Op("events", None, query=q.StreamQuery, media="text/event-stream", note=STREAM_NOTE),
+    "sse.network_stream": Op("events", None, query=q.NetworkStreamQuery, auth="user", media="text/event-stream",
+                             note=NETWORK_STREAM_NOTE),
     "mcp.post_mcp": Op("mcp", r.JsonRpc, r.JsonRpc, note=MCP_NOTE),
-    "mcp.get_mcp": Op("mcp", None, auth="public", status="405", note="no stream on /mcp: use /events"),
+    "mcp.get_mcp": Op("mcp", None, media="text/event-stream", note=MCP_PUSH_NOTE),
     "mcp.delete_mcp": Op("mcp", None, status="204", note="end the MCP session named by Mcp-Session-Id"),
 }
 

@@ -71,3 +71,11 @@ class StreamQuery(BaseModel):
     token: str | None = Field(default=None, description="the bearer token, for clients that cannot set headers")
     last_event_id: int | None = Field(default=None, ge=0, description="replay after this id (or Last-Event-ID)")
     network_id: str | None = None
+
+
+class NetworkStreamQuery(BaseModel):
+    """GET /events?network_id=."""
+
+    network_id: str | None = Field(default=None, description="the network to watch (default: your default network)")
+    token: str | None = Field(default=None, description="the user token, for clients that cannot set headers")
+    last_event_id: int | None = Field(default=None, ge=0, description="replay after this id (0: all retained)")

@@ -12,10 +12,10 @@ import sys
 from types import ModuleType
 
 from .. import __version__
-from . import admin, backup, connect, messaging, network, serve
+from . import admin, backup, connect, listen, messaging, network, serve, tail
 
 # Command modules, in the order `commhub --help` lists them. A new command group: add its module here.
-COMMANDS: tuple[ModuleType, ...] = (serve, admin, network, messaging, connect, backup)
+COMMANDS: tuple[ModuleType, ...] = (serve, admin, network, messaging, tail, listen, connect, backup)
 
 
 def build_parser() -> argparse.ArgumentParser:
