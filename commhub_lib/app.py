@@ -17,6 +17,7 @@ from .api import openapi as openapi_api
 from .errors import CommhubError
 from .ratelimit import RateLimiter
 from .service.hub import Hub
+from .web import routes as web_routes
 
 log = logging.getLogger("commhub")
 access_log = logging.getLogger("commhub.access")
@@ -55,6 +56,7 @@ def create_app(hub: Hub) -> QuartTrio:
 
     for bp in (accounts_api.bp, networks_api.bp, data_api.bp, openapi_api.bp, sse.bp, mcp_protocol.bp):
         app.register_blueprint(bp)
+    app.register_blueprint(web_routes.bp)  # the dashboard at / and its files under /assets/
 
     @app.get("/health")
     async def health() -> dict:

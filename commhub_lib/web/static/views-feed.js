@@ -1,0 +1,37 @@
+// The live feed: every event of the network as it arrives, newest first.
+
+import { $, clock, h } from "./dom.js";
+import { emit } from "./state.js";
+
+const MAX_ITEMS = 200;
+
+function summary(type, data) {
+  switch (type) {
+    case "new_task": return `${data.from || "?"} → ${data.alias || "?"}: task${data.title ? ` “${data.title}”` : ""} (${data.priority || "normal"})`;
+    case "new_message": return `${data.from || "?"} → ${data.alias || "?"}: ${data.message ?? ""}`;
+    case "new_reply": return `${data.from || "?"} → ${data.alias || "?"}: reply (${data.status || "done"})`;
+    case "broadcast": return `${data.from || "?"} → everyone: ${data.content ?? ""}`;
+    default: return JSON.stringify(data);
+  }
+}
+
+/** Show one event ({type, id, alias, data}) at the top of the feed. */
+export function addFeedEvent(ev) {
+  const data = { ...ev.data, alias: ev.alias };
+  const taskId = ev.data.task_id;
+  const item = h("li", { class: `feed-item event-${ev.type}`, dataset: { eventId: ev.id || "" } },
+    h("span", { class: "feed-time small muted" }, clock()),
+    h("span", { class: "badge" }, ev.type.replace("new_", "")),
+    h("span", { class: "feed-text" }, summary(ev.type, data)),
+    taskId ? h("button", { type: "button", class: "link small", onclick: () => emit("open-task", taskId) }, "open task") : null);
+  const feed = $("feed");
+  feed.prepend(item);
+  while (feed.children.length > MAX_ITEMS) feed.lastElementChild.remove();
+  $("feed-empty").hidden = true;
+}
+
+/** Empty the feed (another network is shown). */
+export function clearFeed() {
+  $("feed").replaceChildren();
+  $("feed-empty").hidden = false;
+}
