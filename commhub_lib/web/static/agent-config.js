@@ -38,22 +38,29 @@ export function agentConfigs(token, alias) {
   ];
 }
 
-async function copy(text, button) {
+async function copy(text, block, button) {
   try {
-    await navigator.clipboard.writeText(text);
-    button.textContent = "Copied";
+    await navigator.clipboard.writeText(text); // only on https or localhost
   } catch {
-    button.textContent = "Select and copy";
+    // Plain http on another host: select the block and use the older copy command.
+    const range = document.createRange();
+    range.selectNodeContents(block);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    if (!document.execCommand("copy")) { button.textContent = "Selected: press Ctrl+C"; return; }
   }
+  button.textContent = "Copied";
 }
 
 /** The configurations as copyable blocks. */
 export function configBlocks(token, alias) {
   return agentConfigs(token, alias).map(({ client, where, text }) => {
-    const button = h("button", { type: "button", class: "secondary small" }, "Copy");
-    button.addEventListener("click", () => copy(text, button));
+    const code = h("code", {}, text);
+    const button = h("button", { type: "button", class: "secondary small", "aria-label": `Copy the ${client} configuration` }, "Copy");
+    button.addEventListener("click", () => copy(text, code, button));
     return h("section", { class: "config", dataset: { client } },
       h("div", { class: "config-head" }, h("h3", {}, client), h("span", { class: "muted small" }, where), button),
-      h("pre", { tabindex: "0" }, h("code", {}, text)));
+      h("pre", { tabindex: "0" }, code));
   });
 }

@@ -14,7 +14,7 @@ import { initTasks, refreshOpenTask, refreshTasks } from "./views-tasks.js";
 const VIEWS = ["overview", "tasks", "network", "audit"];
 // Presence (an agent coming online or going quiet) is not an event on the stream: the sessions and the
 // board are re-read at this pace while the page is visible, and at once after every event.
-const POLL_MS = 3000;
+const POLL_MS = 2000;
 
 let live = null;
 let poll = null;
@@ -78,7 +78,8 @@ function fillNetworks() {
   select.replaceChildren(...state.networks.map((n) => {
     const option = document.createElement("option");
     option.value = n.network_id;
-    option.textContent = `${n.network_name} (${n.member_role})`;
+    option.textContent = n.network_name;
+    option.title = `${n.network_name}: you are ${n.member_role}`;
     return option;
   }));
   select.value = state.networkId;
