@@ -69,6 +69,11 @@ function field(label, value) {
   return value ? [h("dt", {}, label), h("dd", {}, value)] : [];
 }
 
+/** A name, with "(person)" or "(agent)" when the hub says which (so a person and an agent never look alike). */
+function who(name, kind) {
+  return kind ? `${name} (${kind})` : name;
+}
+
 function timeline(events) {
   return h("ol", { class: "timeline" }, events.map((e) => h("li", { class: `tl-${e.event}` },
     timeEl(e.created_at), " ", h("strong", {}, e.event), " ", h("span", { class: "muted" }, `by ${e.actor}`),
@@ -140,7 +145,7 @@ async function showTask(taskId) {
   const signature = JSON.stringify([task, events.length, replies.length, completion]);
   render(body, signature, [
     h("p", {}, h("span", { class: `badge status-${task.status}`, "data-testid": "task-status" }, asked ? "question" : task.status)),
-    h("dl", { class: "facts" }, field("From", task.from_name), field("To", task.to_name), field("Priority", task.priority),
+    h("dl", { class: "facts" }, field("From", who(task.from_name, task.from_kind)), field("To", who(task.to_name, task.to_kind)), field("Priority", task.priority),
       field("Created", `${task.created_at} UTC`), field("Deadline", task.deadline), field("Task id", task.task_id)),
     h("h3", {}, "Content"), h("p", { class: "content" }, task.content),
     task.context ? [h("h3", {}, "Context"), h("p", { class: "content" }, task.context)] : null,
