@@ -42,6 +42,7 @@ export async function refreshSessions() {
     banner(`Sessions: ${err.message}`);
     return;
   }
+  banner(null);
   sessions.sort((a, b) => (ORDER[a.status] ?? 3) - (ORDER[b.status] ?? 3) || a.alias.localeCompare(b.alias));
   state.sessions = sessions;
   const online = sessions.filter((s) => s.status !== "offline").length;
