@@ -430,3 +430,106 @@ async def test_the_sse_parser_splits_lines_only_at_cr_and_lf(page: Browser) -> N
         {"type": "new_task", "data": '{"a":"x\u2028y\u0085z"}', "id": "8"},
         {"type": "message", "data": "one\ntwo", "id": "8"},
     ]
+
+
+async def test_owner_creates_a_network_and_an_invite_and_sees_the_new_member(
+        page: Browser, client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    await log_in(page, owner)
+    await page.open_view("network")
+    await page.type_into("network-name", "prod")
+    await page.click_css("#network-form button[type=submit]")
+    await page.wait_for(lambda d: "prod" in [o.text for o in d.find_elements("css selector", "#network-select option")],
+                        "the new network in the picker")
+    await page.type_into("invite-uses", "2", clear=True)
+    await page.click_css("#invite-form button[type=submit]")
+    await page.wait_for(lambda d: d.find_elements("css selector", "#invite-result code"), "the invite code")
+    code = await page.run(lambda d: d.find_element("css selector", "#invite-result code").text)
+    assert code.startswith("inv_")
+    newcomer = await register(client)
+    joined = await client.post("/api/networks/join", headers=newcomer.auth, json={"invite_code": code})
+    assert joined.status_code == 200, joined.text
+    await page.open_view("overview")
+    await page.open_view("network")  # opening the tab reads it again
+    await page.wait_for(lambda d: newcomer.username in d.find_element("id", "members").text, "the new member")
+    await page.screenshot("network")
+
+
+async def test_the_audit_log_is_for_owners_and_admins(page: Browser, client: httpx.AsyncClient) -> None:
+    admin = await register(client)  # the first user of this server: system admin and owner of its network
+    await client.post("/api/auth/login", json={"username": admin.username, "password": "not-it"})
+    await log_in(page, admin)
+    await page.open_view("audit")
+    await page.wait_for(lambda d: "token_create" in d.find_element("id", "audit").text, "the network's log")
+    assert "login_failed" not in await page.run(lambda d: d.find_element("id", "audit").text)  # not a network's
+    # The system admin reads the whole hub's log: a failed login belongs to no network.
+    await page.run(lambda d: d.find_element("css selector", '#audit-scope option[value="all"]').click())
+    await page.wait_for(lambda d: "login_failed" in d.find_element("id", "audit").text, "the failed login")
+    await page.type_into("audit-action", "register\n")
+    await page.wait_for(lambda d: "login_failed" not in d.find_element("id", "audit").text, "the filtered log")
+    assert "register" in await page.run(lambda d: d.find_element("id", "audit").text)
+    await page.screenshot("audit")
+    # A plain member of someone else's network is not offered the audit log.
+    member = await register(client)
+    invite = (await client.post(f"/api/networks/{admin.network_id}/invite", headers=admin.auth, json={})).json()
+    await client.post("/api/networks/join", headers=member.auth, json={"invite_code": invite["invite_code"]})
+    await page.click("logout-button")
+    await page.wait_for(lambda d: d.find_element("id", "login-view").is_displayed(), "the login form")
+    await log_in(page, member)
+    assert await page.run(lambda d: d.find_element("id", "audit-tab").is_displayed()) is True  # owns its default
+    await page.run(lambda d: d.execute_script(
+        "const s = document.getElementById('network-select'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('change'))", admin.network_id))
+    await page.open_view("audit")
+    await page.wait_for(lambda d: "owners and admins" in d.find_element("id", "audit").text, "the refusal")
+
+
+async def test_log_out_revokes_the_login_when_the_hub_can(page: Browser, client: httpx.AsyncClient) -> None:
+    account = await register(client)
+    await log_in(page, account)
+    token = json.loads(await page.run(lambda d: d.execute_script("return sessionStorage.getItem('commhub.login')")))[
+        "token"]
+    can_revoke = (await client.get("/api/auth/tokens", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    await page.click("logout-button")
+    await page.wait_for(lambda d: d.find_element("id", "login-view").is_displayed(), "the login form")
+    after = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    if not can_revoke:
+        pytest.skip("this hub cannot list or revoke login tokens yet (GET/DELETE /api/auth/tokens)")
+    assert after.status_code == 401
+
+
+async def test_the_page_works_from_the_keyboard(page: Browser, client: httpx.AsyncClient) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    account = await register(client)
+    agent = await create_token(client, account, "coder", alias="coder-1")
+    await mcp_call(client, agent, "report_status", {"alias": "coder-1", "status": "idle"})
+    await log_in(page, account)
+
+    def tab_to(d: Any, element_id: str, limit: int = 40) -> None:
+        body = d.find_element("tag name", "body")
+        for _ in range(limit):
+            if d.switch_to.active_element.get_attribute("id") == element_id:
+                return
+            body.send_keys(Keys.TAB) if d.switch_to.active_element is None else d.switch_to.active_element.send_keys(
+                Keys.TAB)
+        raise AssertionError(f"Tab never reached #{element_id}")
+
+    await page.run(lambda d: d.find_element("id", "send-to").click())
+    await page.run(lambda d: d.switch_to.active_element.send_keys("coder-1"))
+    await page.run(lambda d: tab_to(d, "send-content"))
+    await page.run(lambda d: d.switch_to.active_element.send_keys("From the keyboard"))
+    await page.run(lambda d: tab_to(d, "send-button"))
+    outline = await page.run(lambda d: d.execute_script(
+        "return getComputedStyle(document.activeElement).outlineStyle"))
+    assert outline != "none"  # a visible focus ring
+    await page.run(lambda d: d.switch_to.active_element.send_keys(Keys.ENTER))
+    await page.wait_for(lambda d: "Task sent to coder-1" in d.find_element("id", "send-result").text, "sent")
+    task_id = (await client.get("/api/tasks", headers=account.auth)).json()["tasks"][0]["task_id"]
+    await page.open_view("tasks")
+    await page.wait_for(lambda d: task_column(task_id)(d) == "delivered", "the task")
+    card = f'.task-card[data-task-id="{task_id}"]'
+    await page.run(lambda d: d.find_element("css selector", card).send_keys(Keys.ENTER))
+    await page.wait_for(lambda d: d.find_element("id", "task-dialog").is_displayed(), "the task page")
+    await page.run(lambda d: d.switch_to.active_element.send_keys(Keys.ESCAPE))
+    await page.wait_for(lambda d: not d.find_element("id", "task-dialog").is_displayed(), "the task page closed")
