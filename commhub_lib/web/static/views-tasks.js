@@ -58,11 +58,15 @@ async function loadTask(taskId) {
   return { task, events, completion: null };
 }
 
-/** Replies to a task: the messages of kind reply that name it, in the sender's inbox. */
+/** The replies about a task, both ways: the recipient's (in the sender's inbox) and the sender's answers. */
 async function loadReplies(task) {
-  const messages = (await api("GET", withQuery("/api/messages", {
-    network_id: state.networkId, alias: task.from_name, kind: "reply", limit: 500 }))).messages;
-  return messages.filter((m) => m.task_id === task.task_id).reverse();
+  const inbox = (alias) => api("GET", withQuery("/api/messages", {
+    network_id: state.networkId, alias, kind: "reply", limit: 500 })).then((r) => r.messages);
+  const [toSender, toRecipient] = await Promise.all([inbox(task.from_name), inbox(task.to_name)]);
+  const seen = new Set();
+  return [...toSender, ...toRecipient]
+    .filter((m) => m.task_id === task.task_id && !seen.has(m.message_id) && seen.add(m.message_id))
+    .sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0));
 }
 
 function field(label, value) {
