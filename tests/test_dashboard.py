@@ -229,6 +229,10 @@ async def test_an_agent_coming_online_appears_without_a_reload(page: Browser, cl
     await page.wait_for(lambda d: session_status("coder-1")(d) == "idle", "coder-1 idle")
     assert await still_same_page(page)
     await page.screenshot("session-online")
+    # From a session to its tasks: the board, filtered to that alias.
+    await page.click_css('.session[data-alias="coder-1"] button[aria-label="tasks for coder-1"]')
+    await page.wait_for(lambda d: d.find_element("id", "view-tasks").is_displayed(), "the board")
+    assert await page.run(lambda d: d.find_element("id", "filter-to").get_attribute("value")) == "coder-1"
 
 
 async def test_a_task_sent_from_the_page_goes_to_replied_live(page: Browser, client: httpx.AsyncClient) -> None:

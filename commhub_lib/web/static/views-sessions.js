@@ -2,7 +2,7 @@
 
 import { api, withQuery } from "./api.js";
 import { $, h, render, timeEl } from "./dom.js";
-import { banner, state } from "./state.js";
+import { banner, emit, state } from "./state.js";
 
 const ORDER = { working: 0, idle: 1, offline: 2 };
 
@@ -29,7 +29,10 @@ function sessionCard(s) {
         h("progress", { max: "100", value: String(pct), "aria-label": `progress of ${s.alias}` }),
         h("span", { class: "small" }, `${Math.round(pct)}%`))
       : (s.progress ? h("p", { class: "small" }, String(s.progress)) : null),
-    h("p", { class: "muted small" }, "seen ", timeEl(s.last_seen_at)));
+    h("div", { class: "session-foot" },
+      h("span", { class: "muted small" }, "seen ", timeEl(s.last_seen_at)),
+      h("button", { type: "button", class: "link small", dataset: { key: `tasks-${s.alias}` },
+        "aria-label": `tasks for ${s.alias}`, onclick: () => emit("show-tasks-of", s.alias) }, "tasks")));
 }
 
 /** Re-read GET /api/status and show it. */

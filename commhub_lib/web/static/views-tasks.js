@@ -147,6 +147,8 @@ async function showTask(taskId) {
   $("task-title").textContent = task.title || "Task";
   const asked = task.status === "input_required";
   const signature = JSON.stringify([task, events.length, replies.length, completion]);
+  // Keep what the person is typing when the page is redrawn under them (a new event on this task).
+  const typed = Object.fromEntries([...body.querySelectorAll("textarea, input")].map((el) => [el.id, el.value]));
   render(body, signature, [
     h("p", {}, h("span", { class: `badge status-${task.status}`, "data-testid": "task-status" }, asked ? "question" : task.status)),
     h("dl", { class: "facts" }, field("From", who(task.from_name, task.from_kind)), field("To", who(task.to_name, task.to_kind)), field("Priority", task.priority),
@@ -159,6 +161,7 @@ async function showTask(taskId) {
     h("h3", {}, "Timeline"), timeline(events),
     FINAL.has(task.status) ? null : cancelForm(task),
   ]);
+  for (const el of body.querySelectorAll("textarea, input")) if (typed[el.id]) el.value = typed[el.id];
 }
 
 /** Open one task's page. */
@@ -186,4 +189,10 @@ export function initTasks() {
   filters.addEventListener("reset", () => setTimeout(refreshTasks, 0));
   $("task-dialog").addEventListener("close", () => { openTaskId = null; });
   on("open-task", (taskId) => openTask(taskId));
+  on("show-tasks-of", (alias) => {
+    filters.reset();
+    $("filter-to").value = alias;
+    if (location.hash === "#tasks") refreshTasks();
+    else location.hash = "#tasks";
+  });
 }
