@@ -182,6 +182,13 @@ async def test_page_is_served_with_a_strict_content_security_policy(client: http
         assert a.status_code == 200, asset
         assert a.headers["content-security-policy"] == csp
     assert (await client.get("/assets/main.js")).headers["content-type"].startswith("text/javascript")
+    # Data is rendered as text: no script builds markup from strings.
+    static = Path(__file__).parent.parent / "commhub_lib" / "web" / "static"
+    for script in static.glob("*.js"):
+        code = "\n".join(line for line in script.read_text().splitlines() if not line.lstrip().startswith("//"))
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in code, (script.name, sink)
+        assert len(script.read_text().splitlines()) < 400, script.name  # split by idea before it grows past
     assert (await client.get("/assets/nope.js")).status_code == 404
     assert (await client.get("/assets/../routes.py")).status_code == 404
     assert (await client.get("/assets/%2e%2e/routes.py")).status_code == 404
