@@ -24,13 +24,22 @@ async function refreshNetworks() {
       h("td", {}, timeEl(n.created_at))))));
 }
 
+function roleSelect(networkId, member) {
+  const select = h("select", { "aria-label": `role of ${member.username}`, dataset: { key: `role-${member.user_id}` } },
+    ["member", "admin"].map((role) => h("option", { value: role, selected: role === member.role }, role)));
+  select.addEventListener("change", () => act("PUT", `/api/networks/${enc(networkId)}/members/${enc(member.user_id)}`,
+    $("invite-result"), { role: select.value }));
+  return select;
+}
+
 async function refreshMembers() {
   const id = state.networkId;
   const members = (await api("GET", `/api/networks/${enc(id)}/members`)).members;
   const manage = canManage();
   render($("members"), JSON.stringify([members, manage]), table(["User", "Role", "Joined", ""], members.map((m) => h("tr", {},
     h("td", {}, m.display_name && m.display_name !== m.username ? `${m.username} (${m.display_name})` : m.username),
-    h("td", {}, m.role), h("td", {}, timeEl(m.joined_at)),
+    h("td", {}, manage && m.role !== "owner" && m.user_id !== state.user.user_id ? roleSelect(id, m) : m.role),
+    h("td", {}, timeEl(m.joined_at)),
     h("td", {}, manage && m.role !== "owner" && m.user_id !== state.user.user_id
       ? actionButton("Remove", () => act(`DELETE`, `/api/networks/${enc(id)}/members/${enc(m.user_id)}`, $("invite-result")),
         "danger small", `rm-${m.user_id}`)
@@ -88,11 +97,12 @@ export async function refreshNetwork() {
 
 async function createToken(event) {
   event.preventDefault();
-  const { name, alias } = formValues($("token-form"));
+  const { name, alias, expires_in_seconds } = formValues($("token-form"));
   const result = $("token-result");
   if (!name) { say(result, "Give the token a name (which agent or machine it is for).", true); return; }
   const body = { name, network_id: state.networkId };
   if (alias) body.alias = alias;
+  if (expires_in_seconds) body.expires_in_seconds = Number(expires_in_seconds);
   try {
     const answer = await api("POST", "/api/tokens", body);
     say(result, `Token “${answer.name}” created.`);
