@@ -559,3 +559,33 @@ async def test_the_page_works_from_the_keyboard(page: Browser, client: httpx.Asy
     await page.wait_for(lambda d: d.find_element("id", "task-dialog").is_displayed(), "the task page")
     await page.run(lambda d: d.switch_to.active_element.send_keys(Keys.ESCAPE))
     await page.wait_for(lambda d: not d.find_element("id", "task-dialog").is_displayed(), "the task page closed")
+
+
+async def test_the_feed_catches_up_after_its_stream_drops(page: Browser, client: httpx.AsyncClient,
+                                                          server: ServerHandle) -> None:
+    from commhub_lib.service import accounts
+
+    account = await register(client)
+    agent = await create_token(client, account, "coder", alias="coder-1")
+    await mcp_call(client, agent, "report_status", {"alias": "coder-1", "status": "idle"})
+    broker = server.hub.broker
+    async with client.stream("GET", "/events", params={"network_id": account.network_id},
+                             headers=account.auth) as probe:
+        has_network_stream = probe.status_code == 200
+    if not has_network_stream or not hasattr(broker, "close_token_streams"):
+        pytest.skip("this hub has no network stream (GET /events?network_id=) to resume")
+    await log_in(page, account)
+    login = json.loads(await page.run(lambda d: d.execute_script("return sessionStorage.getItem('commhub.login')")))
+    token_id = accounts.authenticate(server.hub, login["token"]).token_id
+    # The hub ends the page's stream; while the page waits to reconnect (retry: 3000 ms), a task is sent.
+    broker.close_token_streams(token_id)
+    await page.wait_for(lambda d: d.find_element("id", "live-state").text != "live", "the page to see the drop")
+    sent = await client.post("/api/tasks", headers=account.auth, json={"to": "coder-1", "content": "while away",
+                                                                         "title": "Sent while away"})
+    assert sent.status_code == 200
+    assert await page.run(lambda d: d.find_element("id", "live-state").text) != "live"  # sent while it was away
+    # The page reconnects with Last-Event-ID and the missed event is replayed into the feed, once.
+    await page.wait_for(lambda d: "Sent while away" in d.find_element("id", "feed").text, "the replayed event")
+    await page.wait_for(lambda d: d.find_element("id", "live-state").text == "live", "live again")
+    feed = await page.run(lambda d: d.find_element("id", "feed").text)
+    assert feed.count("Sent while away") == 1
