@@ -100,6 +100,8 @@ export function follow(path, handlers) {
       try {
         if ((await once()) === "stop") return;
         failures = 0;
+        if (abort.signal.aborted) return;
+        handlers.onState("retrying", "the stream ended");
       } catch (err) {
         if (abort.signal.aborted) return;
         handlers.onState("retrying", err.message);
