@@ -38,7 +38,7 @@ export async function refreshTasks() {
   const signature = JSON.stringify([shown, tasks.map((t) => [t.task_id, t.status, t.updated_at]), Math.floor(Date.now() / 30000)]);
   render(board, signature, shown.map(([status, label]) => {
     const inColumn = tasks.filter((t) => t.status === status);
-    return h("section", { class: `column column-${status}`, "aria-label": `${label} tasks`, dataset: { status } },
+    return h("section", { class: `column column-${status}${inColumn.length ? "" : " empty"}`, "aria-label": `${label} tasks`, dataset: { status } },
       h("h2", {}, label, " ", h("span", { class: "count" }, String(inColumn.length))),
       inColumn.length ? h("ol", { class: "task-list" }, inColumn.map(taskCard)) : h("p", { class: "muted small" }, "none"));
   }));
