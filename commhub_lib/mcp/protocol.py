@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 
 from .. import __version__
 from ..api.common import authenticate, hub, validation_message
@@ -174,6 +174,25 @@ def _tool_error(code: str, message: str) -> dict[str, Any]:
             "structuredContent": {"error": code, "message": message}, "isError": True}
 
 
+async def _dispatch_noted(msg: Any, principal: Principal, network_id: str, session: McpSession,
+                          headers: dict[str, str]) -> dict[str, Any] | None:
+    """_dispatch, noting on `g` for the access log what was called, as which alias, and how it ended."""
+    answer = await _dispatch(msg, principal, network_id, session, headers)
+    method = msg.get("method") if isinstance(msg, dict) else None
+    params = msg.get("params") if isinstance(msg, dict) else None
+    call = str(method) if method is not None else "-"
+    if method == "tools/call" and isinstance(params, dict):
+        call = str(params.get("name"))
+    outcome = "ok"
+    if answer and "error" in answer:
+        outcome = f"rpc{answer['error']['code']}"
+    elif answer and answer["result"].get("isError"):
+        outcome = str(answer["result"]["structuredContent"].get("error"))
+    g.setdefault("mcp_calls", []).append((call, outcome))
+    g.mcp_alias = session.alias or principal.bound_alias or principal.last_alias
+    return answer
+
+
 @bp.post("/mcp")
 async def post_mcp() -> Response:
     """One JSON-RPC message (or a batch) per POST; answers as application/json."""
@@ -196,9 +215,9 @@ async def post_mcp() -> Response:
     if isinstance(payload, list):
         if not payload:
             return _json(_rpc_error(None, INVALID_REQUEST, "invalid request: empty batch"), 400)
-        answers = [a for a in [await _dispatch(m, principal, network_id, session, headers) for m in payload] if a]
+        answers = [a for a in [await _dispatch_noted(m, principal, network_id, session, headers) for m in payload] if a]
         return _json(answers, 200, headers) if answers else Response("", status=202)
-    answer = await _dispatch(payload, principal, network_id, session, headers)
+    answer = await _dispatch_noted(payload, principal, network_id, session, headers)
     if answer is None:
         return Response("", status=202)
     return _json(answer, 200, headers)
