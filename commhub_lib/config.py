@@ -38,6 +38,8 @@ class Settings:
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     log_format: str = "text"
+    # --- identity and tokens (agents)
+    login_token_days: float = 30.0
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -65,6 +67,7 @@ HELP: dict[str, str] = {
                               "requests) for this long is closed",
     "body_timeout_seconds": "a request body not fully received within this many seconds is refused (408)",
     "log_format": "text (one line per record) or json (one JSON object per line, for log shippers)",
+    "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
