@@ -44,6 +44,9 @@ class Settings:
     audit_retention_days: float = 0.0
     # --- identity and tokens (agents)
     login_token_days: float = 30.0
+    # Streams (wake): caps on open SSE streams (/events and GET /mcp) so one token or host cannot hold them all.
+    max_streams_per_token: int = 32
+    max_streams_per_ip: int = 512
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -76,6 +79,8 @@ HELP: dict[str, str] = {
                            "and completion (0 = keep; open tasks stay)",
     "audit_retention_days": "audit entries older than this are deleted hourly (0 = keep)",
     "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
+    "max_streams_per_token": "open event streams (/events, GET /mcp) one token may hold; 429 above (0 = no limit)",
+    "max_streams_per_ip": "open event streams one client address may hold; 429 above (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
