@@ -320,10 +320,7 @@ async def test_creating_a_token_shows_the_config_once(page: Browser, client: htt
     await page.open_view("network")
     await page.type_into("token-name", "laptop-claude")
     await page.type_into("token-alias", "coder-7")
-    expiry = await client.post("/api/tokens", headers=account.auth, json={
-        "name": "probe", "network_id": account.network_id, "expires_in_seconds": 60})
-    if expiry.status_code == 200:  # a hub with token expiry: the page offers it
-        await page.run(lambda d: d.find_element("css selector", '#token-expires option[value="86400"]').click())
+    await page.run(lambda d: d.find_element("css selector", '#token-expires option[value="86400"]').click())
     await page.click_css("#token-form button[type=submit]")
     await page.wait_for(lambda d: d.find_element("id", "token-dialog").is_displayed(), "the token dialog")
     blocks = await page.run(lambda d: {
@@ -347,6 +344,8 @@ async def test_creating_a_token_shows_the_config_once(page: Browser, client: htt
     await page.run(lambda d: d.find_element("css selector", "#token-dialog [data-close]").click())
     assert await page.run(lambda d: d.find_element("id", "token-config").text) == ""
     await page.wait_for(lambda d: "laptop-claude" in d.find_element("id", "tokens").text, "the token in the list")
+    tokens = (await client.get("/api/tokens", headers=account.auth)).json()["tokens"]
+    assert [t["expires_at"] for t in tokens if t["name"] == "laptop-claude"][0]  # it expires (in a day)
     assert secret not in await page.run(lambda d: d.find_element("tag name", "body").text)
 
 
@@ -358,8 +357,6 @@ async def test_answering_an_agents_question(page: Browser, client: httpx.AsyncCl
     task_id = sent.json()["task_id"]
     asked = await mcp_call(client, agent, "send_reply", {"task_id": task_id, "status": "question",
                                                          "content": "Which branch?"})
-    if asked.get("isError") and "status: Input should be" in json.dumps(asked):
-        pytest.skip("this hub has no question state yet (send_reply status 'question')")
     assert not asked.get("isError"), asked
     await log_in(page, account)
     await page.open_view("tasks")
@@ -381,12 +378,6 @@ async def test_cancelling_a_task_from_its_page(page: Browser, client: httpx.Asyn
     await mcp_call(client, agent, "report_status", {"alias": "coder-1", "status": "idle"})
     task_id = (await client.post("/api/tasks", headers=account.auth, json={
         "to": "coder-1", "content": "Long job", "title": "Long job"})).json()["task_id"]
-    probe = await client.post(f"/api/tasks/{task_id}/cancel", headers=account.auth, json={"reason": "probe"})
-    if probe.status_code == 404 and probe.json()["message"].startswith("no such endpoint"):
-        pytest.skip("this hub has no POST /api/tasks/<id>/cancel yet")
-    # The probe cancelled that one: send the task the page will cancel.
-    task_id = (await client.post("/api/tasks", headers=account.auth, json={
-        "to": "coder-1", "content": "Second job", "title": "Second job"})).json()["task_id"]
     await log_in(page, account)
     await page.open_view("tasks")
     await page.wait_for(lambda d: task_column(task_id)(d) == "delivered", "the task in Delivered")
@@ -468,12 +459,8 @@ async def test_owner_creates_a_network_and_an_invite_and_sees_the_new_member(
     await page.open_view("network")  # opening the tab reads it again
     await page.wait_for(lambda d: newcomer.username in d.find_element("id", "members").text, "the new member")
     await page.screenshot("network")
-    # Make the newcomer an admin from the members list (on a hub that has PUT .../members/<user_id>).
+    # Make the newcomer an admin from the members list.
     network_id = await page.run(lambda d: d.find_element("id", "network-select").get_attribute("value"))
-    probe = await client.put(f"/api/networks/{network_id}/members/{newcomer.user_id}", headers=owner.auth, json={})
-    if probe.status_code in (404, 405) and probe.json()["error"] in ("not_found", "method_not_allowed") and (
-            "no such endpoint" in probe.json()["message"] or probe.status_code == 405):
-        return  # the role change needs the members endpoint of a newer hub
     await page.run(lambda d: d.find_element(
         "css selector", f'select[aria-label="role of {newcomer.username}"] option[value="admin"]').click())
     await page.wait_for(lambda d: d.find_element("id", "invite-result").text, "the role change result")
@@ -515,12 +502,9 @@ async def test_log_out_revokes_the_login_when_the_hub_can(page: Browser, client:
     await log_in(page, account)
     token = json.loads(await page.run(lambda d: d.execute_script("return sessionStorage.getItem('commhub.login')")))[
         "token"]
-    can_revoke = (await client.get("/api/auth/tokens", headers={"Authorization": f"Bearer {token}"})).status_code == 200
     await page.click("logout-button")
     await page.wait_for(lambda d: d.find_element("id", "login-view").is_displayed(), "the login form")
     after = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
-    if not can_revoke:
-        pytest.skip("this hub cannot list or revoke login tokens yet (GET/DELETE /api/auth/tokens)")
     assert after.status_code == 401
 
 
@@ -569,11 +553,6 @@ async def test_the_feed_catches_up_after_its_stream_drops(page: Browser, client:
     agent = await create_token(client, account, "coder", alias="coder-1")
     await mcp_call(client, agent, "report_status", {"alias": "coder-1", "status": "idle"})
     broker = server.hub.broker
-    async with client.stream("GET", "/events", params={"network_id": account.network_id},
-                             headers=account.auth) as probe:
-        has_network_stream = probe.status_code == 200
-    if not has_network_stream or not hasattr(broker, "close_token_streams"):
-        pytest.skip("this hub has no network stream (GET /events?network_id=) to resume")
     await log_in(page, account)
     login = json.loads(await page.run(lambda d: d.execute_script("return sessionStorage.getItem('commhub.login')")))
     token_id = accounts.authenticate(server.hub, login["token"]).token_id

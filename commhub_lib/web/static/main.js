@@ -65,7 +65,7 @@ function stopLive() {
 function startLive() {
   stopLive();
   clearFeed();
-  live = new LiveFeed(state.networkId, state.user.username, {
+  live = new LiveFeed(state.networkId, {
     onEvent: (ev) => { addFeedEvent(ev); emit("hub-event", ev); refreshSoon(); },
     onState: (s) => { const el = $("live-state"); el.dataset.state = s; el.textContent = s === "live" ? "live" : `${s}…`; },
     onOpen: refreshSoon, // whatever happened while connecting is read again
