@@ -56,6 +56,10 @@ OPERATIONS: dict[str, Op] = {
     "health": Op("meta", r.Health, auth="public"),
     "openapi.openapi": Op("meta", None, auth="public", note="this document"),
     "openapi.docs": Op("meta", None, auth="public", media="text/html", note="a page that renders this document"),
+    "web.index": Op("dashboard", None, auth="public", media="text/html",
+                    note="the dashboard (one page; it logs in and then uses the API above)"),
+    "web.asset": Op("dashboard", None, auth="public", media="application/octet-stream",
+                    note="a static file of the dashboard (JavaScript, CSS)"),
     "accounts.register": Op("accounts", r.Registered, m.RegisterRequest, auth="auth_token"),
     "accounts.login": Op("accounts", r.LoggedIn, m.LoginRequest, auth="auth_token"),
     "accounts.get_me": Op("accounts", r.UserAnswer),
@@ -106,7 +110,8 @@ OPERATIONS: dict[str, Op] = {
 TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network tokens (ntok_) for agents"),
         ("networks", "networks, members, invites"), ("data", "what agents are doing: sessions, tasks, messages"),
         ("messaging", "send tasks, messages and broadcasts as a person or script"),
-        ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"), ("meta", "health and docs")]
+        ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
+        ("dashboard", "the web dashboard"), ("meta", "health and docs")]
 SECURITY = {
     "any": [{"userToken": []}, {"networkToken": []}, {"queryToken": []}],
     "user": [{"userToken": []}, {"queryToken": []}],
