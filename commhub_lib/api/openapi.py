@@ -24,9 +24,11 @@ BODIES: dict[str, type[BaseModel]] = {
 PAGING = ["limit", "offset"]
 QUERIES: dict[str, list[str]] = {
     "accounts.list_users": PAGING, "accounts.audit_log": ["network_id", "action", *PAGING],
-    "data.status": ["network_id", "status"],
+    "data.status": ["network_id", "status", *PAGING], "networks.list_networks": PAGING,
+    "networks.list_members": PAGING, "accounts.list_tokens": PAGING,
     "data.list_tasks": ["network_id", "status", "to_name", "from_name", *PAGING],
-    "data.list_nodes": ["network_id"], "data.list_messages": ["network_id", "alias", "kind", "unread", *PAGING],
+    "data.list_nodes": ["network_id", *PAGING],
+    "data.list_messages": ["network_id", "alias", "kind", "unread", *PAGING],
     "data.list_completions": ["network_id", "alias", *PAGING],
     "data.list_task_events": ["network_id", "task_id", *PAGING], "data.stats": ["network_id"],
     "sse.stream": ["token", "last_event_id", "network_id"],

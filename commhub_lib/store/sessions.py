@@ -91,7 +91,7 @@ def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, plat
     return row["node_id"]
 
 
-def list_nodes(db: Database, network_ids: list[str]) -> list[Row]:
+def list_nodes(db: Database, network_ids: list[str], limit: int = -1, offset: int = 0) -> list[Row]:
     """Nodes of some networks with how many sessions run on each.
 
     One pass: the networks' sessions are counted per node once (a range of the sessions primary key) and
@@ -104,4 +104,4 @@ def list_nodes(db: Database, network_ids: list[str]) -> list[Row]:
                     f" sum(s.status != 'offline') AS online_sessions FROM sessions s"
                     f" WHERE s.network_id IN ({marks}) AND s.node_id IS NOT NULL GROUP BY s.node_id) c"
                     f" ON c.node_id = n.node_id WHERE n.network_id IN ({marks})"
-                    f" ORDER BY n.hostname", (*network_ids, *network_ids))
+                    f" ORDER BY n.hostname LIMIT ? OFFSET ?", (*network_ids, *network_ids, limit, offset))
