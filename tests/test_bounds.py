@@ -128,13 +128,13 @@ async def test_nodes_listing_counts_sessions_in_one_pass(client: httpx.AsyncClie
     assert counts == {"box-a": (2, 2), "box-b": (1, 1)}
     # The plan has no per-node (correlated) scan of the sessions: the cost is one pass, not nodes x sessions.
     db = server.hub.db
-    trace: list[str] = []
-    db.con.exec_trace = lambda _cursor, sql, _bindings: trace.append(sql) or True
+    trace: list[tuple[str, tuple]] = []
+    db.con.exec_trace = lambda _cursor, sql, bindings: trace.append((sql, bindings)) or True
     try:
         session_store.list_nodes(db, [acct.network_id])
     finally:
         db.con.exec_trace = None
-    plan = [row[3] for row in db.con.execute("EXPLAIN QUERY PLAN " + trace[0], (acct.network_id,) * 2)]
+    plan = [row[3] for row in db.con.execute("EXPLAIN QUERY PLAN " + trace[0][0], trace[0][1])]
     assert not any("CORRELATED" in step for step in plan), plan
     assert not any(step.startswith("SCAN s") for step in plan), plan
 
