@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import mcp_call, own_server, register
 from test_rest_auth import assert_error
 
-from commhub_lib.config import Settings
+from commhub_lib.config import Settings, load_settings
 
 
 def quota_error(result: dict, setting: str) -> None:
@@ -25,6 +26,13 @@ async def test_defaults_are_on() -> None:
     assert (s.max_aliases_per_network, s.max_nodes_per_network, s.max_tokens_per_user, s.max_networks_per_user,
             s.max_invites_per_network, s.max_logins_per_user, s.mcp_sessions_per_token) == (
         1000, 1000, 200, 50, 100, 50, 100)
+
+
+def test_mcp_bounds_must_be_positive() -> None:
+    for name in ("mcp_max_batch", "mcp_max_response_bytes", "mcp_sessions_per_token", "mcp_max_sessions"):
+        with pytest.raises(ValueError, match=name):
+            load_settings({name: "0"}, env={})
+    assert load_settings({"max_aliases_per_network": "0"}, env={}).max_aliases_per_network == 0  # quota off
 
 
 async def test_aliases_and_nodes_per_network(tmp_path: Path) -> None:
