@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import apsw
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -14,13 +15,17 @@ from .api import accounts as accounts_api
 from .api import data as data_api
 from .api import networks as networks_api
 from .api import openapi as openapi_api
-from .errors import CommhubError
+from .db import storage_error
+from .errors import CommhubError, DatabaseBusy
+from .logs import escape
 from .ratelimit import RateLimiter
 from .service.hub import Hub
 
 log = logging.getLogger("commhub")
 access_log = logging.getLogger("commhub.access")
 
+# Methods that may write are the others: they first wait (asynchronously) for a lock held by another process.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Stable codes for the HTTP-level errors Quart raises before our code runs.
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
@@ -36,6 +41,24 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return response
 
 
+def log_access(status: int) -> None:
+    """One access line per request; MCP requests add what was called, as whom, and how it ended (from `g`).
+
+    Every field a client controls is escaped, so a CR/LF in a path cannot forge a log line."""
+    elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    fields: dict[str, object] = {"remote": request.remote_addr, "method": request.method,
+                                 "path": escape(request.path), "status": status, "ms": round(elapsed, 1)}
+    line = f"{escape(request.remote_addr)} {request.method} {fields['path']} {status} {elapsed:.1f}ms"
+    calls = g.get("mcp_calls")
+    if calls:
+        fields["mcp"] = [{"call": escape(c), "outcome": escape(o)} for c, o in calls]
+        fields["alias"] = escape(g.get("mcp_alias") or "-")
+        names = ",".join(c["call"] for c in fields["mcp"])
+        outcomes = ",".join(c["outcome"] for c in fields["mcp"])
+        line += f" mcp={names} alias={fields['alias']} outcome={outcomes}"
+    access_log.info("%s", line, extra={"fields": fields})
+
+
 def create_app(hub: Hub) -> QuartTrio:
     """Build the application around a Hub."""
     from . import sse
@@ -45,10 +68,14 @@ def create_app(hub: Hub) -> QuartTrio:
     app.config["COMMHUB_HUB"] = hub
     app.config["MAX_CONTENT_LENGTH"] = hub.settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
+    # A slow body may hold a connection (and its file descriptor) this long at most (quart's default: 60 s).
+    app.config["BODY_TIMEOUT"] = hub.settings.body_timeout_seconds
     app.config["COMMHUB_LIMITERS"] = {
         "register": RateLimiter(hub.settings.register_rate_per_minute, "register"),
         "login": RateLimiter(hub.settings.login_rate_per_minute, "login"),
         "token": RateLimiter(hub.settings.token_rate_per_minute, "token"),
+        "password": RateLimiter(hub.settings.password_rate_per_minute, "password change"),
+        "password_user": RateLimiter(hub.settings.password_rate_per_minute, "password change"),
     }
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
@@ -65,11 +92,23 @@ def create_app(hub: Hub) -> QuartTrio:
     async def start_timer() -> None:
         g.started = time.perf_counter()
 
+    @app.before_request
+    async def wait_for_write_lock() -> None:
+        """A request that may write waits here, off the event loop's back, while another process holds the
+        database's write lock (503 database_busy after write_lock_wait_seconds); a free lock costs a few µs."""
+        if request.method in READ_METHODS:
+            return
+        try:
+            await hub.db.wait_for_write_lock(hub.settings.write_lock_wait_seconds)
+        except DatabaseBusy:
+            if request.path != "/mcp":
+                raise
+            # A POST /mcp may be a pure read (get_inbox, get_all_status): run it anyway; a tool that needs
+            # to write then fails fast (50 ms busy timeout) with a database_busy tool error.
+
     @app.after_request
     async def log_request(response: Response) -> Response:
-        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        access_log.info("%s %s %s %d %.1fms", request.remote_addr, request.method, request.path,
-                        response.status_code, elapsed)
+        log_access(response.status_code)
         return response
 
     @app.after_request
@@ -100,6 +139,9 @@ def create_app(hub: Hub) -> QuartTrio:
             allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
             message = f"method {request.method} is not allowed on {request.path}" + (
                 f" (allowed: {allowed})" if allowed else "")
+        elif status == 408:
+            message = (f"the request body did not arrive within {hub.settings.body_timeout_seconds:g} s; "
+                       "send it in one go")
         elif status == 413:
             message = f"request body is larger than {hub.settings.max_body_bytes} bytes"
         else:
@@ -107,6 +149,13 @@ def create_app(hub: Hub) -> QuartTrio:
         headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(
             exc, "valid_methods", None) else None
         return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
+
+    @app.errorhandler(apsw.Error)
+    async def handle_storage_error(exc: apsw.Error) -> Response:
+        mapped = storage_error(exc)
+        if isinstance(mapped, CommhubError):
+            return error_response(mapped.status, mapped.code, mapped.message, mapped.headers)
+        return await handle_crash(exc)
 
     @app.errorhandler(Exception)
     async def handle_crash(exc: Exception) -> Response:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,13 @@ class Settings:
     allowed_origins: str = ""
     sweep_seconds: float = 5.0
     event_retention_days: float = 30.0
+    # Resilience, limits and logs (failures of the disk and the lock, expensive work, slow clients, log format)
+    write_lock_wait_seconds: float = 5.0
+    password_rate_per_minute: int = 5
+    argon2_concurrency: int = 2
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    log_format: str = "text"
     # Bounds on input and quotas (README "Limits and quotas"); for the max_* quotas 0 = no limit.
     mcp_max_batch: int = 50
     mcp_max_response_bytes: int = 4 * 1024 * 1024
@@ -60,6 +68,14 @@ HELP: dict[str, str] = {
     "allowed_origins": "comma-separated extra Origins allowed on /mcp (localhost is always allowed)",
     "sweep_seconds": "how often the presence sweeper runs",
     "event_retention_days": "SSE events older than this are pruned (replay reaches back this far; inboxes keep all)",
+    "write_lock_wait_seconds": "how long a write waits (without stalling other requests) for a database lock held by "
+                               "another process before answering 503 database_busy",
+    "password_rate_per_minute": "password changes per minute per client IP and per user (0 = no limit)",
+    "argon2_concurrency": "password hashes/verifications run at once (each uses 64 MiB); more wait their turn",
+    "header_timeout_seconds": "a connection that has not sent complete request headers (or sits idle between "
+                              "requests) for this long is closed",
+    "body_timeout_seconds": "a request body not fully received within this many seconds is refused (408)",
+    "log_format": "text (one line per record) or json (one JSON object per line, for log shippers)",
     "mcp_max_batch": "most messages in one JSON-RPC batch (batches exist only before MCP 2025-06-18; 1 = no batches)",
     "mcp_max_response_bytes": "a batch's answers stop at this size; the calls after it are answered with an error",
     "mcp_sessions_per_token": "MCP sessions kept per token; a new one evicts that token's least recently used",
@@ -115,6 +131,12 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
     settings = Settings(**values)
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ValueError(f"setting log_level: must be one of {', '.join(LOG_LEVELS)}")
+    if settings.log_format not in LOG_FORMATS:
+        raise ValueError(f"setting log_format: must be one of {', '.join(LOG_FORMATS)}")
+    if settings.argon2_concurrency < 1:
+        raise ValueError("setting argon2_concurrency: must be at least 1")
+    if settings.header_timeout_seconds <= 0 or settings.body_timeout_seconds <= 0:
+        raise ValueError("header_timeout_seconds and body_timeout_seconds must be positive")
     if settings.heartbeat_seconds <= 0 or settings.presence_timeout_seconds <= 0:
         raise ValueError("heartbeat_seconds and presence_timeout_seconds must be positive")
     for name in ("mcp_max_batch", "mcp_max_response_bytes", "mcp_sessions_per_token", "mcp_max_sessions"):

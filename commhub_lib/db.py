@@ -3,21 +3,37 @@
 Everything runs on the trio event loop: a short APSW write (WAL, synchronous=NORMAL) takes ~30 µs,
 ten times less than a thread hop. Long work (backups) uses its own connection in a thread.
 Never `await` inside `db.write()`: another task's statements would join the transaction.
+
+Failures of the disk or of the lock never escape as raw APSW errors from a write: `write()` turns them into
+the CommhubError family (503 database_busy / database_replaced / storage_error, 507 storage_full), so a
+request gets a clear answer and a background job can log and retry. The server's connection waits at
+most `busy_timeout_ms` (short) for the write lock inside the event loop; callers that can wait longer do
+it asynchronously first with `await db.wait_for_write_lock()` (probes with no busy wait, sleeps between).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import logging
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import apsw
+import trio
+
+from .errors import DatabaseBusy, DatabaseReplaced, StorageError, StorageFull
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PATH = PACKAGE_DIR / "schema.sql"
 MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_MS = 5000  # CLI commands and other blocking users of the file
+# The server's connection lives on the event loop: a write that waits on another process's lock stalls every
+# request for as long as it waits, so it waits this long at most (the real wait is async: wait_for_write_lock).
+LOOP_BUSY_TIMEOUT_MS = 50
+
+log = logging.getLogger("commhub.db")
 
 
 def migration_steps() -> dict[int, str]:
@@ -34,26 +50,105 @@ SCHEMA_VERSION = max(migration_steps())
 class Database:
     """Owns the connection. Reads are plain calls; every write goes through `write()`."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
         self.con = apsw.Connection(path)
-        configure(self.con)
+        configure(self.con, busy_timeout_ms)
         migrate(self.con)
+        # Identity of the file we opened: a file deleted or replaced under us is noticed by comparing it.
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+        self.replaced_reason: str | None = None
+
+    def check_file(self) -> str | None:
+        """Why the path no longer names the file we have open (deleted, replaced), or None if it still does.
+
+        One stat() (a few µs): cheap enough before every write. Logged loudly once when it first happens."""
+        try:
+            st = os.stat(self.path)
+            reason = None if (st.st_dev, st.st_ino) == self._identity else "replaced by another file"
+        except FileNotFoundError:
+            reason = "deleted"
+        except OSError as exc:
+            reason = f"no longer readable ({exc.strerror or exc})"
+        if reason and reason != self.replaced_reason:
+            log.critical("database file %s was %s while the server runs: writes are refused (503) until the "
+                         "server is restarted on the right file", self.path, reason)
+        self.replaced_reason = reason
+        return reason
 
     @contextlib.contextmanager
     def write(self) -> Iterator[apsw.Connection]:
-        """The write choke point: one short BEGIN IMMEDIATE transaction, rolled back on any error."""
+        """The write choke point: one short BEGIN IMMEDIATE transaction, rolled back on any error;
+        lock and disk failures come out as 503/507 CommhubErrors."""
         if self.con.in_transaction:
             # Nested use joins the outer transaction (a service call composed of store writes).
             yield self.con
             return
-        self.con.execute("BEGIN IMMEDIATE")
+        reason = self.check_file()
+        if reason:
+            raise DatabaseReplaced(f"the database file {self.path} was {reason} while the server runs; a write "
+                                   "now would be lost. The operator must restart the server; retry after that")
+        try:
+            self.con.execute("BEGIN IMMEDIATE")
+        except apsw.Error as exc:
+            _raise_mapped(exc)
         try:
             yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK")
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            if self.con.in_transaction:  # SQLite may already have rolled back (e.g. after SQLITE_FULL)
+                try:
+                    self.con.execute("ROLLBACK")
+                except apsw.Error:
+                    log.exception("rollback failed")
+            if isinstance(exc, apsw.Error):
+                _raise_mapped(exc)
             raise
-        self.con.execute("COMMIT")
+
+    def try_write(self, apply: Callable[[], object]) -> bool:
+        """A best-effort write (a "last used"/"last seen" refresh on a read): `apply()` in its own transaction;
+        when the lock is held, the disk is full or the file was replaced, it is skipped with a log line instead
+        of failing the request that carries it. Returns whether it was written."""
+        try:
+            with self.write():
+                apply()
+            return True
+        except (DatabaseBusy, StorageError, StorageFull) as exc:
+            log.warning("skipped a best-effort write (%s)", exc.code)
+            return False
+
+    def _try_lock(self) -> bool:
+        """Take and drop the write lock without waiting: True if it was free."""
+        self.con.setbusytimeout(0)
+        try:
+            self.con.execute("BEGIN IMMEDIATE")
+            self.con.execute("ROLLBACK")
+            return True
+        except apsw.BusyError:
+            return False
+        finally:
+            self.con.setbusytimeout(self.busy_timeout_ms)
+
+    async def wait_for_write_lock(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline, then 503)
+        """Wait (asynchronously, so the loop keeps serving) until the write lock is free, or raise 503.
+
+        Another process (a CLI command, a backup, a second writer) may hold the lock for seconds; a write
+        that waited inside SQLite's busy handler would freeze the event loop for that long. Free lock: one
+        BEGIN IMMEDIATE/ROLLBACK pair, a few µs. A write right after still has the short loop busy timeout
+        for the rare race in between."""
+        if self.con.in_transaction or self._try_lock():
+            return
+        delay = 0.005
+        with trio.move_on_after(timeout):
+            while True:
+                await trio.sleep(delay)
+                if self._try_lock():
+                    return
+                delay = min(delay * 2, 0.25)
+        raise DatabaseBusy(f"the database is locked by another process for more than {timeout:g} s; "
+                           "retry in a few seconds", retry_after=max(1, round(timeout)))
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Run a read query; rows come back as dicts keyed by column name."""
@@ -86,9 +181,32 @@ class Database:
             self.con.close()
 
 
-def configure(con: apsw.Connection) -> None:
+def storage_error(exc: apsw.Error) -> Exception:
+    """The CommhubError for an APSW failure (lock, full disk, I/O); other errors (constraint bugs) unchanged."""
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return DatabaseBusy("the database is locked by another process; retry in a few seconds", retry_after=2)
+    if isinstance(exc, apsw.FullError):
+        log.error("write failed: the disk holding the database is full (%s)", exc)
+        return StorageFull("the server's disk is full: nothing can be stored until the operator frees space; "
+                           "reads still work")
+    if isinstance(exc, apsw.IOError | apsw.ReadOnlyError | apsw.CantOpenError | apsw.CorruptError
+                  | apsw.NotADBError | apsw.ProtocolError):
+        log.error("write failed: %s: %s", type(exc).__name__, exc)
+        return StorageError(f"the database could not be written ({type(exc).__name__}); the operator should "
+                            "check the server log and the disk; retry later")
+    return exc
+
+
+def _raise_mapped(exc: apsw.Error) -> None:
+    mapped = storage_error(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
+
+
+def configure(con: apsw.Connection, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
     """Set the pragmas one at a time: a multi-statement PRAGMA string silently stops after the first row."""
-    con.setbusytimeout(BUSY_TIMEOUT_MS)
+    con.setbusytimeout(busy_timeout_ms)
     con.pragma("journal_mode", "wal")
     con.pragma("synchronous", "normal")
     con.pragma("foreign_keys", "on")

@@ -78,3 +78,33 @@ class RateLimited(CommhubError):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
         self.retry_after = max(1, retry_after)
+
+
+class DatabaseBusy(CommhubError):
+    """503: another process holds the database's write lock; carries Retry-After."""
+
+    status = 503
+    code = "database_busy"
+
+    def __init__(self, message: str, retry_after: int = 2):
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class StorageError(CommhubError):
+    """503: the database could not be written (I/O error, read-only, corrupt); reads may still work."""
+
+    status = 503
+    code = "storage_error"
+
+
+class DatabaseReplaced(StorageError):
+    """503: the database file was deleted or replaced under the running server; writes would be lost."""
+
+    code = "database_replaced"
+
+
+class StorageFull(CommhubError):
+    """507: the disk holding the database is full."""
+
+    status = 507
+    code = "storage_full"

@@ -8,23 +8,30 @@ stop the background jobs, checkpoint and close the database.
 
 from __future__ import annotations
 
+import fcntl
+import ipaddress
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
 from functools import partial
 
+import apsw
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 
+from . import auth
 from .app import create_app
 from .broker import Broker
 from .config import Settings
-from .db import Database
+from .db import LOOP_BUSY_TIMEOUT_MS, Database
 from .service.hub import Hub
-from .service.sessions import run_sweeper
+from .service.jobs import run_sweeper
+from .store import users as user_store
 
 log = logging.getLogger("commhub")
 
@@ -68,6 +75,29 @@ class _HyperConfig(HyperConfig):
         return sockets
 
 
+def _shield_connection_close() -> None:
+    """Make hypercorn's connection close uncancellable.
+
+    When a response ends before its request body was fully received (a 408 for a slow body, a 413), the last
+    send runs inside quart-trio's request nursery, which the disconnect it triggers has just cancelled:
+    hypercorn's `_close()` then dies at its first checkpoint (send_eof) and the socket stays open for as long
+    as the client likes (measured: never closed), pinning a file descriptor. Both steps are immediate
+    syscalls, so shielding them cannot hang."""
+    original = TCPServer._close
+    if getattr(original, "_commhub_shielded", False):
+        return
+
+    async def _close(self: TCPServer) -> None:
+        with trio.CancelScope(shield=True):
+            await original(self)
+
+    _close._commhub_shielded = True  # type: ignore[attr-defined]
+    TCPServer._close = _close  # type: ignore[method-assign]
+
+
+_shield_connection_close()
+
+
 def hypercorn_config(settings: Settings) -> HyperConfig:
     """Hypercorn settings for CommHub."""
     config = _HyperConfig()
@@ -79,8 +109,82 @@ def hypercorn_config(settings: Settings) -> HyperConfig:
     # Streams and long-polls are ended by us first and requests take milliseconds; an idle keep-alive
     # connection otherwise holds the exit for the whole grace period (measured: 5 s with 5.0).
     config.graceful_timeout = 2.0
-    config.keep_alive_timeout = 75.0
+    # Hypercorn's idle timer runs from connection start until complete request headers arrive, and between
+    # requests: it is what bounds a client that sends half its headers (or dribbles them). Streams and
+    # long-polls are requests in progress, so it never cuts them. Slow bodies: BODY_TIMEOUT in app.py.
+    config.keep_alive_timeout = settings.header_timeout_seconds
     return config
+
+
+class StartupError(Exception):
+    """The server cannot start (database unusable, another instance running): one line for the operator."""
+
+
+def lock_database(path: str) -> int:
+    """Take the one-instance lock: an exclusive flock on `<db>.lock`, held (through the returned fd) for
+    the server's life and dropped by the kernel when the process ends, even on kill -9.
+
+    A separate file, not the database: closing any other descriptor of the database file would drop
+    SQLite's own POSIX locks; and not in Database(), since CLI commands (backup) open the file while a
+    server runs."""
+    lock_path = os.path.realpath(path) + ".lock"  # one lock whatever path (relative, a symlink) names the file
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StartupError(f"cannot open the database {path}: cannot create {lock_path}: "
+                           f"{exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(f"another CommHub server is already running on {path}; stop it first (one server "
+                           "per database: a second one would never deliver to the first one's streams)") from None
+    return fd
+
+
+def open_database(path: str) -> Database:
+    """Open (and migrate) the server's database, or a StartupError that says why in one line."""
+    try:
+        db = Database(path, busy_timeout_ms=LOOP_BUSY_TIMEOUT_MS)
+    except RuntimeError as exc:  # newer schema
+        raise StartupError(f"cannot open the database {path}: {exc}") from exc
+    except apsw.CantOpenError as exc:
+        raise StartupError(f"cannot open the database {path}: the file or its directory does not exist or is not "
+                           "accessible") from exc
+    except apsw.NotADBError as exc:
+        raise StartupError(f"cannot open the database {path}: it is not a SQLite database") from exc
+    except (apsw.ReadOnlyError, apsw.PermissionsError, apsw.AuthError) as exc:
+        raise StartupError(f"cannot open the database {path}: it is read-only here (CommHub needs to write it "
+                           "and its directory)") from exc
+    except (apsw.Error, OSError) as exc:
+        raise StartupError(f"cannot open the database {path}: {type(exc).__name__}: {exc}") from exc
+    if db.con.readonly("main"):  # SQLite silently falls back to read-only for a file it may not write
+        db.con.close()
+        raise StartupError(f"cannot open the database {path}: it is read-only here (CommHub needs to write it "
+                           "and its directory)")
+    return db
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
+    """Where the server listens, the first step on a hub with no users yet, and a warning for an open
+    registration."""
+    log.info("CommHub listening on %s (database %s, %d user(s))", ", ".join(binds), settings.db, users)
+    if not users:
+        log.info("first step: register the admin (the first user is the admin): curl -X POST "
+                 "%s/api/auth/register -H 'Content-Type: application/json' "
+                 "-d '{\"username\": \"admin\", \"password\": \"<at least 6 characters>\"}'", binds[0])
+    if not _is_loopback(settings.host) and not settings.auth_token:
+        log.warning("listening on %s beyond loopback without COMMHUB_AUTH_TOKEN: anyone who can reach this port "
+                    "can register (and the first user becomes admin); set COMMHUB_AUTH_TOKEN", settings.host)
 
 
 async def _watch_signals(handle: ServerHandle) -> None:
@@ -92,8 +196,16 @@ async def _watch_signals(handle: ServerHandle) -> None:
 
 async def run_server(settings: Settings, *, handle_signals: bool = False,
                      task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run CommHub until shut down; reports a ServerHandle (with the bound port) through task_status."""
-    db = Database(settings.db)
+    """Run CommHub until shut down; reports a ServerHandle (with the bound port) through task_status.
+
+    Raises StartupError (one line for the operator) when the database is unusable or already served."""
+    lock_fd = lock_database(settings.db)
+    try:
+        db = open_database(settings.db)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    auth.ARGON2_GATE.set_limit(settings.argon2_concurrency)
     hub = Hub(settings, db, Broker(settings.sse_buffer))
     app = create_app(hub)
     try:
@@ -107,9 +219,15 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
                 handle = ServerHandle(hub, binds, port, stop)
                 if handle_signals:
                     root.start_soon(_watch_signals, handle)
-                log.info("CommHub listening on %s (database %s)", ", ".join(binds), settings.db)
+                log_startup(settings, binds, user_store.count_users(db))
                 task_status.started(handle)
             root.cancel_scope.cancel()
     finally:
-        db.close()
-        log.info("stopped; database checkpointed")
+        try:
+            db.close()
+            log.info("stopped; database checkpointed")
+        except apsw.Error as exc:  # a full disk or a vanished file: the WAL keeps the data; say so and go
+            log.error("stopped; the final checkpoint failed (%s: %s): the -wal file next to the database "
+                      "holds the latest writes, keep it with the .db", type(exc).__name__, exc)
+        finally:
+            os.close(lock_fd)

@@ -19,7 +19,8 @@ from commhub_lib.server import ServerHandle, run_server
 _counter = itertools.count()
 
 # Rate limits are lifted by default so tests can register many users; tests of the limits set them.
-TEST_DEFAULTS = dict(port=0, register_rate_per_minute=0, login_rate_per_minute=0, token_rate_per_minute=0)
+TEST_DEFAULTS = dict(port=0, register_rate_per_minute=0, login_rate_per_minute=0, token_rate_per_minute=0,
+                     password_rate_per_minute=0)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -44,8 +44,10 @@ async def put_me() -> dict:
 
 @bp.post("/api/auth/password")
 async def change_password() -> dict:
-    """Change the password (other login tokens are revoked)."""
+    """Change the password (other login tokens are revoked); limited per IP and per user like login."""
     principal = authenticate()
+    limiter("password").check(client_ip())  # after auth: only an authenticated call can reach argon2
+    limiter("password_user").check(principal.user_id)
     return await accounts.change_password(hub(), principal, await parse(PasswordChangeRequest), client_ip())
 
 

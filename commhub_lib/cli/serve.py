@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import trio
 
 from ..config import add_arguments, load_settings
+from ..logs import setup_logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,24 +18,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
-def setup_logging(level: str) -> None:
-    """One line per record to stderr (journald adds its own timestamps, but plain runs need them)."""
-    logging.basicConfig(stream=sys.stderr, level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM."""
-    from ..server import run_server
+    from ..server import StartupError, run_server
 
     try:
         settings = load_settings(vars(args))
     except ValueError as exc:
         print(f"commhub: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         trio.run(lambda: run_server(settings, handle_signals=True))
+    except StartupError as exc:
+        print(f"commhub: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"commhub: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

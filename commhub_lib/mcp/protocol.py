@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 
 from .. import __version__
 from ..api.common import authenticate, hub, json_bytes, limiter, parse_json, validation_message
@@ -174,6 +174,25 @@ def _tool_error(code: str, message: str) -> dict[str, Any]:
             "structuredContent": {"error": code, "message": message}, "isError": True}
 
 
+async def _dispatch_noted(msg: Any, principal: Principal, network_id: str, session: McpSession,
+                          headers: dict[str, str]) -> dict[str, Any] | None:
+    """_dispatch, noting on `g` for the access log what was called, as which alias, and how it ended."""
+    answer = await _dispatch(msg, principal, network_id, session, headers)
+    method = msg.get("method") if isinstance(msg, dict) else None
+    params = msg.get("params") if isinstance(msg, dict) else None
+    call = str(method) if method is not None else "-"
+    if method == "tools/call" and isinstance(params, dict):
+        call = str(params.get("name"))
+    outcome = "ok"
+    if answer and "error" in answer:
+        outcome = f"rpc{answer['error']['code']}"
+    elif answer and answer["result"].get("isError"):
+        outcome = str(answer["result"]["structuredContent"].get("error"))
+    g.setdefault("mcp_calls", []).append((call, outcome))
+    g.mcp_alias = session.alias or principal.bound_alias or principal.last_alias
+    return answer
+
+
 @bp.post("/mcp")
 async def post_mcp() -> Response:
     """One JSON-RPC message (or a batch) per POST; answers as application/json."""
@@ -195,7 +214,7 @@ async def post_mcp() -> Response:
     headers: dict[str, str] = {}
     if isinstance(payload, list):
         return await _post_batch(payload, principal, network_id, session, headers)
-    answer = await _dispatch(payload, principal, network_id, session, headers)
+    answer = await _dispatch_noted(payload, principal, network_id, session, headers)
     if answer is None:
         return Response("", status=202)
     return _json(answer, 200, headers)
@@ -212,7 +231,7 @@ async def _post_batch(payload: list[Any], principal: Principal, network_id: str,
     refusal = batch_refusal(version, len(payload), settings.mcp_max_batch)
     if refusal:
         return _json(_rpc_error(None, INVALID_REQUEST, refusal), 400)
-    pieces = await run_batch(payload, lambda m: _dispatch(m, principal, network_id, session, headers),
+    pieces = await run_batch(payload, lambda m: _dispatch_noted(m, principal, network_id, session, headers),
                              lambda: limiter("token").check(principal.token_id), settings.mcp_max_response_bytes)
     return _json(b"[" + b",".join(pieces) + b"]", 200, headers) if pieces else Response("", status=202)
 

@@ -104,9 +104,9 @@ def authenticate(hub: Hub, secret: str) -> Principal:
         raise Unauthorized("the token's user no longer exists", code="invalid_token")
     now = now_text()
     if token["last_used_at"] is None or token["last_used_at"][:16] != now[:16]:
-        # At most one write per token per minute for "last used".
-        with hub.db.write():
-            token_store.touch_token(hub.db, token["token_id"], now)
+        # At most one write per token per minute for "last used"; best effort, so reads go on when the disk
+        # is full or another process holds the lock.
+        hub.db.try_write(lambda: token_store.touch_token(hub.db, token["token_id"], now))
     return Principal(kind=token["kind"], token_id=token["token_id"], user=user, network_id=token["network_id"],
                      bound_alias=token["alias"], last_alias=token["last_alias"])
 

@@ -1,4 +1,4 @@
-"""Sessions: claiming aliases, who the caller is, presence and the sweeper, status listings."""
+"""Sessions: claiming aliases, who the caller is, presence, status listings (the sweeper is in jobs.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import json
 import logging
 from typing import Any
 
-import trio
-
 from ..errors import Conflict, Forbidden, NotFound
-from ..ids import new_id, now_text, now_ts, ts_text
+from ..ids import new_id, now_text, now_ts
 from ..models import MAX_LIMIT, ReportStatus
-from ..store import events as event_store
 from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
@@ -21,7 +18,6 @@ from .hub import Hub, Principal, clamp_limit
 
 log = logging.getLogger("commhub.presence")
 
-PRUNE_INTERVAL_SECONDS = 3600
 TOUCH_INTERVAL_SECONDS = 1.0
 TASK_STATUSES = ("delivered", "running", "replied", "failed", "cancelled")
 
@@ -118,8 +114,8 @@ def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alia
     elif row["status"] == "offline" or row["last_seen_ts"] < now_ts() - min(
             TOUCH_INTERVAL_SECONDS, hub.settings.presence_timeout_seconds / 4):
         # At most one presence write per second per session: presence is judged on a scale of seconds.
-        with hub.db.write():
-            session_store.touch_session(hub.db, network_id, alias, now_text(), now_ts())
+        # Best effort: a locked database or a full disk must not fail a read such as get_inbox.
+        hub.db.try_write(lambda: session_store.touch_session(hub.db, network_id, alias, now_text(), now_ts()))
     return alias
 
 
@@ -170,43 +166,3 @@ def stats(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
     tasks = {"total": sum(counts.values())}
     tasks.update({s: counts.get(s, 0) for s in TASK_STATUSES})
     return {"ok": True, "sessions": sessions, "tasks": tasks}
-
-
-def sweep_once(hub: Hub) -> int:
-    """Mark sessions offline that have no live stream and no MCP call within the presence timeout."""
-    streaming = hub.broker.online_aliases()
-    cutoff = now_ts() - hub.settings.presence_timeout_seconds
-    swept = 0
-    with hub.db.write():
-        now, ts = now_text(), now_ts()
-        for key in streaming:
-            session_store.touch_session(hub.db, key[0], key[1], now, ts)
-        for row in session_store.stale_sessions(hub.db, cutoff):
-            if (row["network_id"], row["alias"]) not in streaming:
-                session_store.mark_offline(hub.db, row["network_id"], row["alias"])
-                swept += 1
-    if swept:
-        log.info("presence: %d session(s) went offline", swept)
-    return swept
-
-
-def prune_events(hub: Hub) -> int:
-    """Drop SSE events past the retention period (inbox items, tasks and completions are kept)."""
-    cutoff = ts_text(now_ts() - hub.settings.event_retention_days * 86400)
-    with hub.db.write():
-        pruned = event_store.delete_events_before(hub.db, cutoff)
-    if pruned:
-        log.info("retention: pruned %d SSE event(s) older than %s", pruned, cutoff)
-    return pruned
-
-
-async def run_sweeper(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Background job (root nursery): sweep presence every `sweep_seconds`, prune old events hourly."""
-    task_status.started()
-    next_prune = 0.0
-    while True:
-        await trio.sleep(hub.settings.sweep_seconds)
-        sweep_once(hub)
-        if trio.current_time() >= next_prune:
-            prune_events(hub)
-            next_prune = trio.current_time() + PRUNE_INTERVAL_SECONDS

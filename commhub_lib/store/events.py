@@ -21,7 +21,3 @@ def events_after(db: Database, network_id: str, alias: str, after_id: int, limit
     return db.query("SELECT id, event, data FROM events WHERE network_id = ? AND alias = ? AND id > ?"
                     " ORDER BY id LIMIT ?", (network_id, alias, after_id, limit))
 
-
-def delete_events_before(db: Database, cutoff: str) -> int:
-    """Drop events created before the cutoff (retention); returns how many went."""
-    return db.execute("DELETE FROM events WHERE created_at < ?", (cutoff,))

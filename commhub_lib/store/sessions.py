@@ -63,17 +63,6 @@ def list_sessions(db: Database, network_ids: list[str]) -> list[Row]:
                     " ORDER BY s.network_id, s.alias", tuple(network_ids))
 
 
-def stale_sessions(db: Database, cutoff_ts: float) -> list[Row]:
-    """Sessions not offline whose last sign of life is older than the cutoff."""
-    return db.query("SELECT network_id, alias FROM sessions WHERE status != 'offline' AND last_seen_ts < ?",
-                    (cutoff_ts,))
-
-
-def mark_offline(db: Database, network_id: str, alias: str) -> None:
-    """The sweeper found no sign of life: offline (last_seen_at stays)."""
-    db.execute("UPDATE sessions SET status = 'offline' WHERE network_id = ? AND alias = ?", (network_id, alias))
-
-
 def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, platform: str | None,
                 agent: str | None, now: str) -> str:
     """Record a machine seen in a report; returns the node id (existing or new)."""

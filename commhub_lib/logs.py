@@ -1,0 +1,53 @@
+"""Logging set-up: one line per record as text or JSON, and escaping of what clients put in log fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+# C0 and C1 control characters, DEL, and the Unicode line/paragraph separators: a client that puts one in a
+# path or header could otherwise start a forged line in the log.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape(value: Any) -> str:
+    """A value made safe for a one-line log record: control characters become \\xNN / \\uNNNN."""
+    text = str(value)
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                       else f"\\u{ord(m.group()):04x}", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, plus the record's `fields` (access data)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line."""
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        # json.dumps escapes control characters itself, so one record is always one line.
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log records to stderr, one line each: text (with timestamps, for people) or JSON (for log shippers)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -1,0 +1,33 @@
+"""Queries of the background jobs: presence candidates and batched event pruning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import Database
+
+Row = dict[str, Any]
+
+
+def presence_candidates(db: Database, touch_before_ts: float, after_rowid: int, limit: int) -> list[Row]:
+    """Sessions whose stored presence may need a write (offline, or last seen before the cutoff), a page at a
+    time in rowid order after `after_rowid`."""
+    return db.query("SELECT rowid, network_id, alias, status, last_seen_ts FROM sessions"
+                    " WHERE rowid > ? AND (status = 'offline' OR last_seen_ts < ?) ORDER BY rowid LIMIT ?",
+                    (after_rowid, touch_before_ts, limit))
+
+
+def oldest_events(db: Database, limit: int) -> list[Row]:
+    """The oldest events by id (the primary key: no scan), with their creation times."""
+    return db.query("SELECT id, created_at FROM events ORDER BY id LIMIT ?", (limit,))
+
+
+def delete_events_through(db: Database, last_id: int, cutoff: str) -> int:
+    """Drop events with id <= last_id created before the cutoff (one primary-key range); returns how many."""
+    return db.execute("DELETE FROM events WHERE id <= ? AND created_at < ?", (last_id, cutoff))
+
+
+def mark_offline_if_silent(db: Database, network_id: str, alias: str, cutoff_ts: float) -> None:
+    """Offline, unless a sign of life arrived since the sweeper looked (last_seen_at stays)."""
+    db.execute("UPDATE sessions SET status = 'offline' WHERE network_id = ? AND alias = ? AND last_seen_ts < ?",
+               (network_id, alias, cutoff_ts))
