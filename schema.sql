@@ -33,16 +33,20 @@ CREATE TABLE members (
 );
 CREATE INDEX members_by_user ON members(user_id);
 
+-- Invites: only the SHA-256 of a code is kept (the code is shown once, at creation); `invite_id` names it.
 CREATE TABLE invites (
-    invite_code TEXT PRIMARY KEY,
+    invite_id   TEXT PRIMARY KEY,
+    code_hash   BLOB NOT NULL UNIQUE,
     network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
     role        TEXT NOT NULL CHECK (role IN ('admin', 'member')),
     max_uses    INTEGER NOT NULL,
     uses        INTEGER NOT NULL DEFAULT 0,
     created_by  TEXT NOT NULL REFERENCES users(user_id),
     created_at  TEXT NOT NULL,
-    expires_at  TEXT
+    expires_at  TEXT,
+    revoked_at  TEXT
 );
+CREATE INDEX invites_by_network ON invites(network_id, created_at);
 
 -- Both kinds of bearer token: 'user' (utok_, a person's login) and 'network' (ntok_, an agent's API
 -- token, scoped to one network and optionally bound to one alias). Only the SHA-256 of the secret is kept.
@@ -57,7 +61,8 @@ CREATE TABLE tokens (
     last_alias   TEXT,
     created_at   TEXT NOT NULL,
     last_used_at TEXT,
-    revoked_at   TEXT
+    revoked_at   TEXT,
+    expires_at   TEXT
 );
 CREATE INDEX tokens_by_user ON tokens(user_id, kind);
 
@@ -72,7 +77,8 @@ CREATE TABLE nodes (
     UNIQUE (network_id, hostname)
 );
 
--- One row per alias ever claimed in a network; `token_id` is the current claimant.
+-- One row per alias ever claimed in a network; `token_id` is the current claimant (NULL: free to claim).
+-- A retired alias (`retired_at`) can no longer be claimed or sent to.
 CREATE TABLE sessions (
     network_id   TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
     alias        TEXT NOT NULL,
@@ -87,6 +93,7 @@ CREATE TABLE sessions (
     last_seen_at TEXT NOT NULL,
     last_seen_ts REAL NOT NULL,
     created_at   TEXT NOT NULL,
+    retired_at   TEXT,
     PRIMARY KEY (network_id, alias)
 );
 
@@ -94,12 +101,15 @@ CREATE TABLE tasks (
     task_id         TEXT PRIMARY KEY,
     network_id      TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
     from_name       TEXT NOT NULL,
+    from_kind       TEXT NOT NULL DEFAULT 'agent' CHECK (from_kind IN ('agent', 'person')),
     to_name         TEXT NOT NULL,
+    to_kind         TEXT NOT NULL DEFAULT 'agent' CHECK (to_kind IN ('agent', 'person')),
     title           TEXT,
     content         TEXT NOT NULL,
     context         TEXT,
     priority        TEXT NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
-    status          TEXT NOT NULL CHECK (status IN ('delivered', 'running', 'replied', 'failed', 'cancelled')),
+    status          TEXT NOT NULL CHECK (status IN ('delivered', 'running', 'input_required', 'replied',
+                                                'failed', 'cancelled')),
     deadline        TEXT,
     idempotency_key TEXT,
     message_id      TEXT NOT NULL,
@@ -113,7 +123,8 @@ CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotenc
 CREATE INDEX tasks_by_network ON tasks(network_id, created_ts);
 CREATE INDEX tasks_by_recipient ON tasks(network_id, to_name, status);
 
--- Inbox items. kind: message | task | reply | broadcast | notice.
+-- Inbox items. kind: message | task | reply | broadcast | notice. `from_kind`/`to_kind` tell a person
+-- (user, addressed by username) from an agent (alias), so neither can pose as the other.
 CREATE TABLE messages (
     message_id  TEXT PRIMARY KEY,
     network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
@@ -127,7 +138,9 @@ CREATE TABLE messages (
     status      TEXT,
     created_at  TEXT NOT NULL,
     created_ts  REAL NOT NULL,
-    read_at     TEXT
+    read_at     TEXT,
+    from_kind   TEXT NOT NULL DEFAULT 'agent' CHECK (from_kind IN ('agent', 'person')),
+    to_kind     TEXT NOT NULL DEFAULT 'agent' CHECK (to_kind IN ('agent', 'person'))
 );
 CREATE INDEX messages_unread ON messages(network_id, to_name, read_at);
 CREATE INDEX messages_by_network ON messages(network_id, created_ts);

@@ -110,6 +110,13 @@ class Broker:
                     sub.closed_reason = "token_revoked"
                     sub.send.close()
 
+    def close_alias_streams(self, network_id: str, alias: str, reason: str) -> None:
+        """End every live reader of one alias (it was released or retired by an owner/admin)."""
+        for sub in list(self._subs.get((network_id, alias), ())):
+            sub.dropped = True
+            sub.closed_reason = reason
+            sub.send.close()
+
     def close_all(self, reason: str = "shutdown") -> None:
         """End every stream (at shutdown: hypercorn would otherwise wait and then cut them)."""
         self.closing = True

@@ -38,6 +38,8 @@ class Settings:
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     log_format: str = "text"
+    # --- identity and tokens (agents)
+    login_token_days: float = 30.0
     # Bounds on input and quotas (README "Limits and quotas"); for the max_* quotas 0 = no limit.
     mcp_max_batch: int = 50
     mcp_max_response_bytes: int = 4 * 1024 * 1024
@@ -76,6 +78,7 @@ HELP: dict[str, str] = {
                               "requests) for this long is closed",
     "body_timeout_seconds": "a request body not fully received within this many seconds is refused (408)",
     "log_format": "text (one line per record) or json (one JSON object per line, for log shippers)",
+    "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
     "mcp_max_batch": "most messages in one JSON-RPC batch (batches exist only before MCP 2025-06-18; 1 = no batches)",
     "mcp_max_response_bytes": "a batch's answers stop at this size; the calls after it are answered with an error",
     "mcp_sessions_per_token": "MCP sessions kept per token; a new one evicts that token's least recently used",

@@ -7,9 +7,10 @@ instead of a silently ignored value.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .types import StrictFloat, StrictInt
 
@@ -38,12 +39,90 @@ def _alias(value: str) -> str:
     return value
 
 
+PROGRESS_RULE = "a number from 0 to 100 (percent done) or a short text such as '3/5 suites pass' (max 200 characters)"
+DEADLINE_RULE = ("an ISO 8601 date/time such as '2026-12-01T17:00:00Z', a number of seconds from now such as 3600, "
+                 "or a duration such as '30m', '2h' or '1d'")
+NODE_RULE = "a hostname string, or an object {\"hostname\": ..., \"platform\": ...} with only those keys"
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hrs|hours?|d|days?)\s*$",
+                         re.IGNORECASE)
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _progress(value: Any) -> Any:
+    """A number is a percentage (stored as '50%'); a text is kept as written. Anything else is refused."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(PROGRESS_RULE)
+    if isinstance(value, int | float):
+        if not 0 <= value <= 100:
+            raise ValueError(f"{value} is out of range: {PROGRESS_RULE}")
+        return f"{value:g}%"
+    if isinstance(value, str):
+        if len(value) > MAX_SHORT:
+            raise ValueError(f"too long ({len(value)} characters): {PROGRESS_RULE}")
+        return value
+    raise ValueError(PROGRESS_RULE)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _deadline(value: Any) -> Any:
+    """Normalise what a model writes for a deadline to ISO 8601 UTC ('2026-12-01T17:00:00Z')."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(DEADLINE_RULE)
+    now = datetime.now(UTC)
+    if isinstance(value, int | float):
+        if not 0 < value <= 10 * 365 * 86400:
+            raise ValueError(f"{value} seconds is out of range: {DEADLINE_RULE}")
+        return _iso(now + timedelta(seconds=value))
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_SHORT:
+        raise ValueError(DEADLINE_RULE)
+    text = value.strip()
+    try:
+        return _deadline(float(text))
+    except ValueError:
+        pass
+    if match := DURATION_RE.match(text):
+        seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)[0].lower()]
+        return _deadline(seconds)
+    try:
+        moment = datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not understood: {DEADLINE_RULE}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a time without a zone is taken as UTC, as every time here is
+    return _iso(moment)
+
+
+def _lower(value: Any) -> Any:
+    """Models write 'High' or 'DONE' as often as 'high': choices are matched without case."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _listify(value: Any) -> Any:
+    """One string where a list of strings is expected is a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
 Username = Annotated[str, AfterValidator(_username)]
 Alias = Annotated[str, AfterValidator(_alias)]
 Short = Annotated[str, Field(max_length=MAX_SHORT)]
 Content = Annotated[str, Field(min_length=1, max_length=MAX_CONTENT)]
-Priority = Literal["low", "normal", "high", "urgent"]
-SessionStatus = Literal["idle", "working", "offline"]
+Priority = Annotated[Literal["low", "normal", "high", "urgent"], BeforeValidator(_lower)]
+SessionStatus = Annotated[Literal["idle", "working", "offline"], BeforeValidator(_lower)]
+Progress = Annotated[float | Short | None, BeforeValidator(_progress)]
+Deadline = Annotated[float | Short | None, BeforeValidator(_deadline)]
+TaskStatus = Literal["delivered", "running", "input_required", "replied", "failed", "cancelled"]
+ReplyStatus = Annotated[Literal["done", "failed", "progress", "question"] | None, BeforeValidator(_lower)]
+REPLY_STATUS_RULE = ("'done' (finished: ends the task as replied, content is the result), 'failed' (could not do "
+                     "it: ends the task as failed, content says why), 'progress' (still working: the task stays "
+                     "running, content is an update) or 'question' (you need input from the sender: the task waits "
+                     "as input_required and the sender is asked; their answer arrives as a reply with this task_id)")
 
 
 class Body(BaseModel):
@@ -118,11 +197,18 @@ class JoinRequest(Body):
 
 
 class TokenCreateRequest(Body):
-    """POST /api/tokens. `alias` binds the token to one agent alias."""
+    """POST /api/tokens. `alias` binds the token to one agent alias; `expires_in_seconds` makes it expire."""
 
     name: str = Field(min_length=1, max_length=100)
     network_id: str = Field(min_length=1, max_length=100)
     alias: Alias | None = None
+    expires_in_seconds: StrictInt | None = Field(default=None, ge=60, le=10 * 365 * 24 * 3600)
+
+
+class MemberRoleRequest(Body):
+    """PUT /api/networks/:id/members/:user_id."""
+
+    role: Annotated[Literal["member", "admin"], BeforeValidator(_lower)]
 
 
 # --- agents: sending ----------------------------------------------------------------------------
@@ -135,8 +221,10 @@ class SendTask(Body):
     priority: Priority = "normal"
     title: Short | None = None
     context: str | None = Field(default=None, max_length=MAX_CONTENT, description="background for the task")
-    deadline: Short | None = Field(default=None, description="free-form deadline, e.g. ISO 8601")
-    idempotency_key: Short | None = Field(default=None, description="retrying with the same key creates one task")
+    deadline: Deadline = Field(default=None, description=f"when it is due: {DEADLINE_RULE}; stored as ISO 8601 UTC")
+    idempotency_key: Short | None = Field(
+        default=None, description="a unique string you choose (e.g. a uuid), set on the FIRST call: if the call "
+        "times out and you retry with the same key, the hub returns the task it already made instead of a second one")
 
 
 class SendMessage(Body):
@@ -147,12 +235,18 @@ class SendMessage(Body):
 
 
 class SendReply(Body):
-    """Reply to a message or a task; `done`/`failed` end a task."""
+    """Reply to a message or a task; on a task its recipient must say the status."""
 
-    message_id: Short | None = Field(default=None, description="the message replied to")
-    task_id: Short | None = Field(default=None, description="the task replied to")
-    content: Content
-    status: Literal["done", "failed", "progress"] = "done"
+    message_id: Short | None = Field(default=None, description="the message replied to (a msg_... id)")
+    task_id: Short | None = Field(default=None, description="the task replied to (a uuid task id)")
+    content: Content | None = Field(default=None, description=(
+        "your reply (the result, the reason, the update, the question or the answer); may be left out only on a "
+        "progress reply that gives `progress`"))
+    progress: Progress = Field(default=None, description=(
+        "only with status 'progress': " + PROGRESS_RULE + "; also shown as your progress in get_all_status"))
+    status: ReplyStatus = Field(default=None, description=(
+        "required when you reply to a task you received: " + REPLY_STATUS_RULE + ". Leave it out when you answer "
+        "a question about a task you sent, or reply to a plain message"))
 
 
 class Broadcast(Body):
@@ -180,6 +274,18 @@ class RestBroadcast(Broadcast):
     network_id: Short | None = None
 
 
+class RestReply(SendReply):
+    """POST /api/replies: a person (or a script with a network token) replies, with the same rules as send_reply."""
+
+    network_id: Short | None = None
+
+
+class RestCancel(Body):
+    """POST /api/tasks/:id/cancel."""
+
+    reason: Short | None = None
+
+
 # --- agents: tool arguments ---------------------------------------------------------------------
 
 class NodeInfo(Body):
@@ -189,17 +295,39 @@ class NodeInfo(Body):
     platform: Short | None = None
 
 
+def _node(value: Any) -> Any:
+    """A hostname, or {hostname, platform}; one clear error either way (never the union's branch names)."""
+    if value is None or isinstance(value, NodeInfo):
+        return value
+    if isinstance(value, str):
+        if not value.strip() or len(value) > MAX_SHORT:
+            raise ValueError(NODE_RULE)
+        return value
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"hostname", "platform"})
+        if unknown:
+            raise ValueError(f"unknown key {', '.join(repr(k) for k in unknown)}: node is {NODE_RULE}")
+        try:
+            return NodeInfo.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"{where} is missing or invalid: node is {NODE_RULE}") from None
+    raise ValueError(NODE_RULE)
+
+
 class ReportStatus(Body):
     """Claim an alias (first call) and report what the agent is doing."""
 
     alias: Alias | None = Field(default=None, description="the name to be addressed by; needed on the first call")
-    status: Literal["idle", "working"] | None = None
+    status: Annotated[Literal["idle", "working"] | None, BeforeValidator(_lower)] = Field(
+        default=None, description="'working' while you work on something, 'idle' when you wait for work")
     agent: Short | None = Field(default=None, description="agent program, e.g. claude-code")
     model: Short | None = None
     task: Short | None = Field(default=None, description="what the agent works on now")
-    progress: Short | None = Field(default=None, description="free-form progress, e.g. '3/5 tests pass'")
+    progress: Progress = Field(default=None, description=PROGRESS_RULE + "; a number is shown as a percentage")
     resume_id: Short | None = Field(default=None, description="the agent's own session/resume id")
-    node: NodeInfo | Short | None = Field(default=None, description="hostname, or {hostname, platform}")
+    node: Annotated[NodeInfo | Short | None, BeforeValidator(_node)] = Field(default=None, description=NODE_RULE)
 
 
 class Empty(Body):
@@ -220,11 +348,16 @@ class GetInbox(Body):
                                       description="wait up to this long for an item (long-poll)")
 
 
-class AckInbox(Body):
-    """Mark inbox items read; acking a task notice starts the task (running)."""
+IdList = Annotated[list[Short] | None, BeforeValidator(_listify)]
 
-    message_ids: list[Short] | None = Field(default=None, max_length=MAX_LIMIT)
-    all: bool = Field(default=False, description="ack every unread item")
+
+class AckInbox(Body):
+    """Mark inbox items read; acking a task notice starts the task (running). Open tasks stay listed."""
+
+    ids: IdList = Field(default=None, max_length=MAX_LIMIT, description=(
+        "ids to mark read: message ids (msg_...) from get_inbox items, or task ids (acks that task's unread items)"))
+    message_ids: IdList = Field(default=None, max_length=MAX_LIMIT, description="the same as ids (older name)")
+    all: bool = Field(default=False, description="mark every unread item read")
 
 
 class ReportCompletion(Body):
@@ -232,7 +365,8 @@ class ReportCompletion(Body):
 
     task_id: Short
     result: Content
-    artifacts: list[Annotated[str, Field(max_length=2000)]] = Field(default_factory=list, max_length=100)
+    artifacts: Annotated[list[Annotated[str, Field(max_length=2000)]], BeforeValidator(_listify)] = Field(
+        default_factory=list, max_length=100, description="paths, URLs or ids of what you produced")
 
 
 class GetTask(Body):
@@ -244,7 +378,7 @@ class GetTask(Body):
 class ListTasks(Body):
     """Tasks of the network, newest first."""
 
-    status: Literal["delivered", "running", "replied", "failed", "cancelled"] | None = None
+    status: Annotated[TaskStatus | None, BeforeValidator(_lower)] = None
     to_name: Alias | None = None
     from_name: Alias | None = None
     limit: StrictInt = Field(default=50, ge=1)
@@ -262,3 +396,15 @@ class GetCompletions(Body):
 
     alias: Alias | None = None
     limit: StrictInt = Field(default=50, ge=1)
+
+
+def body_models() -> dict[str, type[Body]]:
+    """Every request/argument model by class name (validation errors name the model, not the class)."""
+    found: dict[str, type[Body]] = {}
+    pending: list[type[Body]] = [Body]
+    while pending:
+        cls = pending.pop()
+        for sub in cls.__subclasses__():
+            found[sub.__name__] = sub
+            pending.append(sub)
+    return found

@@ -361,7 +361,7 @@ async def test_ack_inbox_starts_the_task(client: httpx.AsyncClient) -> None:
     detail = await call(client, tok_b, "get_task", {"task_id": task["task_id"]})
     assert detail["task"]["status"] == "running"
     assert [e["event"] for e in detail["events"]] == ["delivered", "running"]
-    assert "message_ids" in await call_error(client, tok_b, "ack_inbox", {})
+    assert "ids" in await call_error(client, tok_b, "ack_inbox", {})
 
 
 BAD_ARGUMENTS: list[tuple[str, dict[str, Any], str]] = [
@@ -557,7 +557,8 @@ async def test_idempotency_key_creates_one_task(client: httpx.AsyncClient) -> No
     assert other["task_id"] != first["task_id"] and other["duplicate"] is False
 
 
-async def test_offline_alias_can_be_taken_over(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_offline_alias_is_taken_over_only_after_its_token_is_revoked(nursery: trio.Nursery,
+                                                                          tmp_path: Path) -> None:
     handle = await start_server(nursery, make_settings(tmp_path, presence_timeout_seconds=0.3, sweep_seconds=0.05))
     try:
         async with httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
@@ -571,11 +572,13 @@ async def test_offline_alias_can_be_taken_over(nursery: trio.Nursery, tmp_path: 
                     if [s["status"] for s in r.json()["sessions"]] == ["offline"]:
                         break
                     await trio.sleep(0.05)
+            # Offline is not free: the alias stays with the token that claimed it.
+            assert "held" in await call_error(client, newcomer, "report_status", {"alias": "seat"})
+            holder_id = next(t["token_id"] for t in (await client.get("/api/tokens", headers=account.auth)).json()[
+                "tokens"] if t["last_alias"] == "seat")
+            r = await client.delete(f"/api/tokens/{holder_id}", headers=account.auth)
+            assert r.status_code == 200 and r.json()["aliases_freed"] == ["seat"], r.text
             assert (await call(client, newcomer, "report_status", {"alias": "seat"}))["alias"] == "seat"
-            # The former holder is told, not silently put back in the seat.
-            text = await call_error(client, account.network_token, "send_message", {"to": "seat", "content": "x"})
-            assert "seat" in text and "report_status" in text
-            assert "held" in await call_error(client, account.network_token, "report_status", {"alias": "seat"})
             assert (await call(client, newcomer, "whoami"))["alias"] == "seat"
     finally:
         handle.shutdown()

@@ -274,8 +274,8 @@ async def test_invite_codes_unknown_used_up_expired(server: ServerHandle, client
     assert TIME_RE.match(timed["expires_at"]) and timed["expires_at"] > now_text(), timed
     # Age the invite by moving its expiry into the past (the test owns this database).
     with server.hub.db.write():
-        server.hub.db.execute("UPDATE invites SET expires_at = '2000-01-01 00:00:00' WHERE invite_code = ?",
-                              (timed["invite_code"],))
+        server.hub.db.execute("UPDATE invites SET expires_at = '2000-01-01 00:00:00' WHERE invite_id = ?",
+                              (timed["invite_id"],))
     assert_error(await join(client, second, timed["invite_code"]), 409, "invite_expired", mentions="expired")
 
     # A full network refuses new members.

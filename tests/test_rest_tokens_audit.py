@@ -152,8 +152,8 @@ async def test_audit_log_records_security_actions(client: httpx.AsyncClient) -> 
     assert (await client.delete(f"/api/tokens/{tok_id}", headers=admin.auth)).status_code == 200
     net = (await client.post("/api/networks", json={"name": "ops"}, headers=admin.auth)).json()["network_id"]
     assert (await client.put(f"/api/networks/{net}", json={"network_name": "ops2"}, headers=admin.auth)).is_success
-    code = (await client.post(f"/api/networks/{net}/invite", json={"max_uses": 2},
-                              headers=admin.auth)).json()["invite_code"]
+    invite = (await client.post(f"/api/networks/{net}/invite", json={"max_uses": 2}, headers=admin.auth)).json()
+    code, invite_id = invite["invite_code"], invite["invite_id"]
     assert (await client.post("/api/networks/join", json={"invite_code": code}, headers=other.auth)).is_success
     gone = (await client.post("/api/networks", json={"name": "tmp"}, headers=admin.auth)).json()["network_id"]
     assert (await client.delete(f"/api/networks/{gone}", headers=admin.auth)).is_success
@@ -179,10 +179,11 @@ async def test_audit_log_records_security_actions(client: httpx.AsyncClient) -> 
     assert [e["network_id"] for e in by_action["network_update"]] == [net]
     assert [e["network_id"] for e in by_action["network_delete"]] == [gone]
     assert [(e["network_id"], e["user_id"]) for e in by_action["invite_redeem"]] == [(net, other.user_id)]
-    assert code in json.dumps(by_action["invite_create"])
+    # An invite is named by its id; its code is a secret and never lands in the audit log.
+    assert invite_id in json.dumps(by_action["invite_create"])
     # No secret ever lands in the audit log.
     for secret in ("first-pass", "second-pass", "wrong-pass", admin.token, admin.network_token, tok_secret,
-                   login.json()["token"]):
+                   login.json()["token"], code):
         assert secret not in r.text
 
     # Filters and paging.

@@ -340,7 +340,8 @@ async def test_completions_task_events_and_stats(client: httpx.AsyncClient) -> N
 
     stats = await get_ok(client, "/api/stats", c.account.auth)  # the reference's curl uses a utok
     assert stats["sessions"] == {"total": 2, "online": 2, "offline": 0}
-    assert stats["tasks"] == {"total": 5, "replied": 1, "running": 1, "delivered": 1, "failed": 1, "cancelled": 1}
+    assert stats["tasks"] == {"total": 5, "replied": 1, "running": 1, "delivered": 1, "failed": 1, "cancelled": 1,
+                              "input_required": 0}
     assert (await get_ok(client, "/api/stats", c.account.net_auth))["tasks"] == stats["tasks"]
 
 
@@ -430,7 +431,8 @@ async def test_lifecycle_reply_by_message_id_and_progress(client: httpx.AsyncCli
     assert (await task_of(client, c, sent["task_id"]))["status"] == "running"
     await tool(client, c.worker, "send_reply", {"message_id": sent["message_id"], "content": "step 2",
                                                 "status": "progress"})
-    await tool(client, c.worker, "send_reply", {"message_id": sent["message_id"], "content": "all steps"})
+    await tool(client, c.worker, "send_reply", {"message_id": sent["message_id"], "content": "all steps",
+                                                "status": "done"})
     task = await task_of(client, c, sent["task_id"])
     assert task["status"] == "replied"
     events = (await get_ok(client, "/api/task_events", c.account.auth, task_id=sent["task_id"]))["events"]
@@ -456,14 +458,14 @@ async def test_lifecycle_cancel_from_delivered_and_from_running(client: httpx.As
 async def test_illegal_transitions_are_errors(client: httpx.AsyncClient) -> None:
     c = await crew(client)
     done = await send_task(client, c.boss, "worker", "finish me")
-    await tool(client, c.worker, "send_reply", {"task_id": done["task_id"], "content": "done"})
+    await tool(client, c.worker, "send_reply", {"task_id": done["task_id"], "content": "done", "status": "done"})
     cancelled = await send_task(client, c.boss, "worker", "cancel me")
     await tool(client, c.boss, "cancel_task", {"task_id": cancelled["task_id"]})
 
     for task_id, final in ((done["task_id"], "replied"), (cancelled["task_id"], "cancelled")):
-        for status in ("done", "failed", "progress"):
-            err = await tool_error(client, c.worker, "send_reply", {"task_id": task_id, "content": "again",
-                                                                    "status": status})
+        for status in ("done", "failed", "progress", "question", None):
+            args = {"task_id": task_id, "content": "again"} | ({"status": status} if status else {})
+            err = await tool_error(client, c.worker, "send_reply", args)
             assert err["error"] == "task_final" and final in err["message"], err
         err = await tool_error(client, c.boss, "cancel_task", {"task_id": task_id})
         assert err["error"] == "task_final", err
@@ -474,10 +476,11 @@ async def test_illegal_transitions_are_errors(client: httpx.AsyncClient) -> None
     comps = (await get_ok(client, "/api/completions", c.account.auth))["completions"]
     assert sorted(x["task_id"] for x in comps) == sorted([done["task_id"], cancelled["task_id"]])
 
-    # Only the recipient may reply; unknown tasks are errors.
+    # Only the recipient reports a status (the sender's reply is an answer, without status); unknown tasks are errors.
     open_task = await send_task(client, c.boss, "worker", "still open")
-    err = await tool_error(client, c.boss, "send_reply", {"task_id": open_task["task_id"], "content": "me?"})
-    assert err["error"] == "not_recipient"
+    err = await tool_error(client, c.boss, "send_reply", {"task_id": open_task["task_id"], "content": "me?",
+                                                          "status": "done"})
+    assert err["error"] == "status_not_allowed" and "cancel_task" in err["message"]
     err = await tool_error(client, c.worker, "send_reply", {"task_id": "no-such-task", "content": "?"})
     assert err["error"] == "task_not_found"
     err = await tool_error(client, c.worker, "cancel_task", {"task_id": "no-such-task"})

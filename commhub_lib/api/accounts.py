@@ -11,22 +11,38 @@ from .common import authenticate, client_ip, hub, limiter, parse, query_int, req
 bp = Blueprint("accounts", __name__)
 
 
+# Answers that carry a secret (token, invite code) must never be kept by a browser or proxy cache.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 @bp.post("/api/auth/register")
-async def register() -> tuple[dict, int]:
+async def register() -> tuple[dict, int, dict]:
     """Create a user (the first one is admin) with a default network and a network token."""
     limiter("register").check(client_ip())
     require_auth_token()
     body = await parse(RegisterRequest)
-    return await accounts.register(hub(), body, client_ip()), 200
+    return await accounts.register(hub(), body, client_ip()), 200, NO_STORE
 
 
 @bp.post("/api/auth/login")
-async def login() -> dict:
+async def login() -> tuple[dict, int, dict]:
     """Log in; returns a user token."""
     limiter("login").check(client_ip())
     require_auth_token()
     body = await parse(LoginRequest)
-    return await accounts.login(hub(), body, client_ip())
+    return await accounts.login(hub(), body, client_ip()), 200, NO_STORE
+
+
+@bp.get("/api/auth/tokens")
+async def list_login_tokens() -> dict:
+    """The caller's logins (user tokens); `current: true` marks the one in use."""
+    return accounts.list_login_tokens(hub(), authenticate())
+
+
+@bp.delete("/api/auth/tokens/<token_id>")
+async def revoke_login_token(token_id: str) -> dict:
+    """Log one login out; its open streams end at once."""
+    return accounts.revoke_login_token(hub(), authenticate(), token_id, client_ip())
 
 
 @bp.get("/api/auth/me")
@@ -58,10 +74,10 @@ async def list_users() -> dict:
 
 
 @bp.post("/api/tokens")
-async def create_token() -> dict:
+async def create_token() -> tuple[dict, int, dict]:
     """Create a network token; the secret is shown once."""
     principal = authenticate()
-    return accounts.create_token(hub(), principal, await parse(TokenCreateRequest), client_ip())
+    return accounts.create_token(hub(), principal, await parse(TokenCreateRequest), client_ip()), 200, NO_STORE
 
 
 @bp.get("/api/tokens")

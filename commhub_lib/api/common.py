@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from quart import current_app, request
 
 from ..errors import BadRequest, Unauthorized, ValidationFailed
+from ..models import body_models
 from ..ratelimit import RateLimiter
 from ..service import accounts
 from ..service.hub import Hub, Principal
@@ -138,18 +139,42 @@ async def json_body() -> dict[str, Any]:
     return data
 
 
+_BRANCH = re.compile(r"^[A-Z]|[^a-z0-9_]")  # loc parts that are union branches/validator tags, not field names
+_REWRITES = (("Value error, ", ""), ("Input should be", "must be"), ("String should have", "must have"),
+             ("List should have", "must have"), ("Input should have", "must have"), ("should be", "must be"))
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """The field path a model filled in: drop union branch names (NodeInfo, constrained-str, function-after[...])."""
+    parts = [str(p) for p in loc if isinstance(p, int) or not _BRANCH.search(str(p))]
+    return ".".join(parts) or "body"
+
+
 def validation_message(exc: ValidationError) -> str:
-    """Turn pydantic errors into one line that names each bad field."""
-    parts = []
-    for err in exc.errors()[:5]:
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        msg = err["msg"]
+    """Turn pydantic errors into one line that names each bad field and says what it accepts, in plain words
+    (never validator internals: branch names, error URLs)."""
+    model = body_models().get(exc.title)
+    fields = model.model_fields if model else {}
+    seen: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        field = _field(err["loc"])
+        if field in seen:
+            continue  # a union gives one error per branch: the first says enough
+        top = field.split(".")[0]
+        info = fields.get(top)
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            allowed = ", ".join(fields) if model and "." not in field else ""
+            msg = "unknown field" + (f"; allowed fields: {allowed}" if allowed else "")
         elif err["type"] == "missing":
-            msg = "field required"
-        parts.append(f"{field}: {msg}")
-    return "; ".join(parts)
+            msg = "required" + (f": {info.description}" if info and info.description else "")
+        else:
+            msg = err["msg"]
+            for old, new in _REWRITES:
+                msg = msg.replace(old, new)
+            if len(err["loc"]) > len(field.split(".")) and info and info.description:
+                msg = f"invalid: {info.description}"  # a union branch failed: say what the field takes
+        seen[field] = f"{field}: {msg}"
+    return "; ".join(list(seen.values())[:5])
 
 
 def validate(model: type[M], data: dict[str, Any]) -> M:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from quart import Blueprint, request
 
-from ..models import RestBroadcast, RestSendMessage, RestSendTask
-from ..service import messaging, networks, sessions
-from ..service.hub import Principal
+from ..models import RestBroadcast, RestCancel, RestReply, RestSendMessage, RestSendTask
+from ..service import messaging, networks, sessions, tasks
+from ..service.hub import AGENT, PERSON, Principal
 from .common import authenticate, hub, parse, query_choice, query_int
 
 bp = Blueprint("data", __name__)
 
-TASK_STATUSES = ("delivered", "running", "replied", "failed", "cancelled")
+TASK_STATUSES = ("delivered", "running", "input_required", "replied", "failed", "cancelled")
 MESSAGE_KINDS = ("message", "task", "reply", "broadcast", "notice")
 
 
@@ -77,11 +77,11 @@ async def stats() -> dict:
     return sessions.stats(hub(), _scope())
 
 
-def _sender(principal: Principal, network_id: str) -> str:
-    """A person sends as their username; an agent's token as its bound or last claimed alias."""
+def _sender(principal: Principal, network_id: str) -> tuple[str, str]:
+    """Who sends, and as what: a person as their username; an agent's token as its bound or last claimed alias."""
     if principal.kind == "user":
-        return principal.user["username"]
-    return sessions.resolve_caller(hub(), principal, network_id, None)
+        return principal.user["username"], PERSON
+    return sessions.resolve_caller(hub(), principal, network_id, None), AGENT
 
 
 @bp.post("/api/tasks")
@@ -90,7 +90,8 @@ async def send_task() -> dict:
     principal = authenticate()
     body = await parse(RestSendTask)
     network_id = networks.single_network(hub(), principal, body.network_id)
-    return messaging.send_task(hub(), network_id, _sender(principal, network_id), body)
+    name, kind = _sender(principal, network_id)
+    return messaging.send_task(hub(), network_id, name, body, kind)
 
 
 @bp.post("/api/messages")
@@ -99,7 +100,8 @@ async def send_message() -> dict:
     principal = authenticate()
     body = await parse(RestSendMessage)
     network_id = networks.single_network(hub(), principal, body.network_id)
-    return messaging.send_message(hub(), network_id, _sender(principal, network_id), body)
+    name, kind = _sender(principal, network_id)
+    return messaging.send_message(hub(), network_id, name, body, kind)
 
 
 @bp.post("/api/broadcast")
@@ -108,4 +110,39 @@ async def broadcast() -> dict:
     principal = authenticate()
     body = await parse(RestBroadcast)
     network_id = networks.single_network(hub(), principal, body.network_id)
-    return messaging.broadcast(hub(), network_id, _sender(principal, network_id), body)
+    name, kind = _sender(principal, network_id)
+    return messaging.broadcast(hub(), network_id, name, body, kind)
+
+
+@bp.get("/api/tasks/<task_id>")
+async def get_task(task_id: str) -> dict:
+    """One task with its event timeline and completion."""
+    return tasks.get_task_in(hub(), _scope(), task_id)
+
+
+@bp.post("/api/tasks/<task_id>/cancel")
+async def cancel_task(task_id: str) -> dict:
+    """Cancel an open task (its sender, or a network owner/admin)."""
+    principal = authenticate()
+    body = await parse(RestCancel)
+    task = tasks.find_task(hub(), networks.scope(hub(), principal, request.args.get("network_id") or None), task_id)
+    actor = None if principal.kind == "user" else _sender(principal, task["network_id"])[0]
+    return tasks.cancel_task(hub(), principal, task["network_id"], actor, task_id, body.reason)
+
+
+@bp.post("/api/replies")
+async def reply() -> dict:
+    """Reply to a message or task as a person (answer an agent's question) or as a token's agent."""
+    principal = authenticate()
+    body = await parse(RestReply)
+    network_id = body.network_id
+    if network_id is None and principal.kind == "user":
+        # A person need not name the network: the task or message says which one it is.
+        mine = networks.scope(hub(), principal, None)
+        if body.task_id:
+            network_id = tasks.find_task(hub(), mine, body.task_id)["network_id"]
+        elif body.message_id:
+            network_id = messaging.find_message(hub(), mine, body.message_id)["network_id"]
+    network_id = networks.single_network(hub(), principal, network_id)
+    name, kind = _sender(principal, network_id)
+    return messaging.send_reply(hub(), network_id, name, body, kind)

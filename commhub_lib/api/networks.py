@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from ..models import InviteCreateRequest, JoinRequest, NetworkCreateRequest, NetworkUpdateRequest
+from ..models import InviteCreateRequest, JoinRequest, MemberRoleRequest, NetworkCreateRequest, NetworkUpdateRequest
 from ..service import networks
+from .accounts import NO_STORE
 from .common import authenticate, client_ip, hub, parse, query_int
 
 bp = Blueprint("networks", __name__)
@@ -57,8 +58,48 @@ async def list_members(network_id: str) -> dict:
                                  query_int("offset", 0) or 0)
 
 
-@bp.post("/api/networks/<network_id>/invite")
-async def create_invite(network_id: str) -> dict:
-    """Create an invite code (owner/admin)."""
+@bp.delete("/api/networks/<network_id>/members/<user_id>")
+async def remove_member(network_id: str, user_id: str) -> dict:
+    """Remove a member (owner/admin, or a member leaving); their tokens for the network are revoked."""
+    return networks.remove_member(hub(), authenticate(), network_id, user_id, client_ip())
+
+
+@bp.put("/api/networks/<network_id>/members/<user_id>")
+async def set_member_role(network_id: str, user_id: str) -> dict:
+    """Change a member's role (owner only)."""
     principal = authenticate()
-    return networks.create_invite(hub(), principal, network_id, await parse(InviteCreateRequest), client_ip())
+    body = await parse(MemberRoleRequest)
+    return networks.set_member_role(hub(), principal, network_id, user_id, body.role, client_ip())
+
+
+@bp.post("/api/networks/<network_id>/invite")
+async def create_invite(network_id: str) -> tuple[dict, int, dict]:
+    """Create an invite code (owner/admin); the code is shown once."""
+    principal = authenticate()
+    body = await parse(InviteCreateRequest)
+    return networks.create_invite(hub(), principal, network_id, body, client_ip()), 200, NO_STORE
+
+
+@bp.get("/api/networks/<network_id>/invites")
+async def list_invites(network_id: str) -> dict:
+    """Invites of a network (owner/admin), by invite_id, without codes."""
+    return networks.list_invites(hub(), authenticate(), network_id, query_int("limit", None, 1),
+                                 query_int("offset", 0) or 0)
+
+
+@bp.delete("/api/networks/<network_id>/invites/<invite_id>")
+async def revoke_invite(network_id: str, invite_id: str) -> dict:
+    """Revoke an invite (owner/admin)."""
+    return networks.revoke_invite(hub(), authenticate(), network_id, invite_id, client_ip())
+
+
+@bp.post("/api/networks/<network_id>/aliases/<alias>/release")
+async def release_alias(network_id: str, alias: str) -> dict:
+    """Free an alias from the token holding it (owner/admin), so another token may claim it."""
+    return networks.release_alias(hub(), authenticate(), network_id, alias, client_ip())
+
+
+@bp.post("/api/networks/<network_id>/aliases/<alias>/retire")
+async def retire_alias(network_id: str, alias: str) -> dict:
+    """Retire an alias for good (owner/admin): sends to it fail with alias_retired."""
+    return networks.retire_alias(hub(), authenticate(), network_id, alias, client_ip())

@@ -20,6 +20,7 @@ BODIES: dict[str, type[BaseModel]] = {
     "networks.create_network": m.NetworkCreateRequest, "networks.update_network": m.NetworkUpdateRequest,
     "networks.create_invite": m.InviteCreateRequest, "networks.join": m.JoinRequest,
     "data.send_task": m.RestSendTask, "data.send_message": m.RestSendMessage, "data.broadcast": m.RestBroadcast,
+    "data.reply": m.RestReply, "data.cancel_task": m.RestCancel, "networks.set_member_role": m.MemberRoleRequest,
 }
 PAGING = ["limit", "offset"]
 QUERIES: dict[str, list[str]] = {
@@ -31,6 +32,7 @@ QUERIES: dict[str, list[str]] = {
     "data.list_messages": ["network_id", "alias", "kind", "unread", *PAGING],
     "data.list_completions": ["network_id", "alias", *PAGING],
     "data.list_task_events": ["network_id", "task_id", *PAGING], "data.stats": ["network_id"],
+    "data.get_task": ["network_id"], "networks.list_invites": PAGING,
     "sse.stream": ["token", "last_event_id", "network_id"],
 }
 PUBLIC = {"health", "accounts.register", "accounts.login", "openapi.openapi"}

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from .. import models as m
 from ..errors import CommhubError, Conflict
 from ..service import messaging, sessions
-from ..service.hub import Hub, Principal
+from ..service.hub import SURFACE, Hub, Principal
 
 
 @dataclass
@@ -80,9 +80,14 @@ def _report_status(ctx: ToolContext, a: m.ReportStatus) -> dict[str, Any]:
 
 def _whoami(ctx: ToolContext, a: m.Empty) -> dict[str, Any]:
     alias = ctx.optional_caller()
-    return {"ok": True, "alias": alias, "network_id": ctx.network_id, "session_id": ctx.session.session_id,
-            "token_id": ctx.principal.token_id, "token_kind": ctx.principal.kind,
-            "bound_alias": ctx.principal.bound_alias, "user": ctx.principal.user["username"]}
+    result = {"ok": True, "alias": alias, "network_id": ctx.network_id, "session_id": ctx.session.session_id,
+              "token_id": ctx.principal.token_id, "token_kind": ctx.principal.kind,
+              "bound_alias": ctx.principal.bound_alias, "user": ctx.principal.user["username"]}
+    if alias is None:
+        name = ctx.principal.bound_alias or "<your alias>"
+        result["next_step"] = (f'you have not claimed an alias yet: call report_status {{"alias": "{name}", '
+                               '"status": "idle"}} first; then others can send to you')
+    return result
 
 
 def _get_all_status(ctx: ToolContext, a: m.GetAllStatus) -> dict[str, Any]:
@@ -107,11 +112,12 @@ def _broadcast(ctx: ToolContext, a: m.Broadcast) -> dict[str, Any]:
 
 
 async def _get_inbox(ctx: ToolContext, a: m.GetInbox) -> dict[str, Any]:
-    return await messaging.get_inbox(ctx.hub, ctx.network_id, ctx.caller(), a.limit, a.wait_seconds)
+    return await messaging.get_inbox(ctx.hub, ctx.network_id, ctx.caller(), a.limit, a.wait_seconds,
+                                     token_id=ctx.principal.token_id)
 
 
 def _ack_inbox(ctx: ToolContext, a: m.AckInbox) -> dict[str, Any]:
-    return messaging.ack_inbox(ctx.hub, ctx.network_id, ctx.caller(), a.message_ids, a.all)
+    return messaging.ack_inbox(ctx.hub, ctx.network_id, ctx.caller(), (a.ids or []) + (a.message_ids or []), a.all)
 
 
 def _report_completion(ctx: ToolContext, a: m.ReportCompletion) -> dict[str, Any]:
@@ -143,32 +149,51 @@ def _list_nodes(ctx: ToolContext, a: m.Empty) -> dict[str, Any]:
 
 
 TOOLS: dict[str, Tool] = {t.name: t for t in [
-    Tool("report_status", "Claim your alias (first call: give `alias`) and report your status, task and "
-         "progress. Call it when you start and whenever your work changes. Returns your inbox_count.",
-         m.ReportStatus, _report_status),
-    Tool("whoami", "Your alias, network and MCP session as the hub sees them.", m.Empty, _whoami, True),
-    Tool("get_all_status", "Every agent session in your network with status, task, progress and last_seen_at.",
+    Tool("report_status", "Claim your alias and report what you do. Call it FIRST with `alias` (the name others "
+         "send to; it stays yours), then whenever your work changes: `status` working/idle, `task` (short title), "
+         "`progress` (a number 0-100 or a short text). Returns {alias, status, progress, inbox_count, "
+         "open_task_count}. Next: get_inbox.", m.ReportStatus, _report_status),
+    Tool("whoami", "Your alias, network, MCP session and token as the hub sees them. alias is null until you call "
+         "report_status (next_step then says so).", m.Empty, _whoami, True),
+    Tool("get_all_status", "Every agent session in your network: {sessions: [{alias, status idle/working/offline, "
+         "task, progress, last_seen_at, online}]}. Use it to find the alias to send_task to.",
          m.GetAllStatus, _get_all_status, True),
-    Tool("send_task", "Send a task to another agent's alias. It lands in their inbox and wakes them over SSE. "
-         "Use idempotency_key when retrying. Returns task_id, message_id and whether the recipient is online.",
+    Tool("send_task", "Send a task to another agent's alias (from get_all_status; an unknown alias is an error "
+         "naming the closest one). It lands in their inbox and wakes them. Set idempotency_key on the FIRST call "
+         "(any unique string) so a retry never makes a second task. Returns {task_id, message_id, status, "
+         "recipient_online}. Their replies reach you as new_reply items in get_inbox (status progress, question, "
+         "done or failed); answer a question with send_reply {task_id, content} (no status).",
          m.SendTask, _send_task),
-    Tool("send_message", "Send a plain message to another agent's alias.", m.SendMessage, _send_message),
-    Tool("send_reply", "Reply to a message or task you received. On a task, status 'done' or 'failed' ends it; "
-         "'progress' reports progress and keeps it running.", m.SendReply, _send_reply),
+    Tool("send_message", "Send a plain message (no task) to another agent's alias. Returns {message_id, "
+         "recipient_online}.", m.SendMessage, _send_message),
+    Tool("send_reply", "Reply about a task or a message. On a task you RECEIVED, `status` is required: 'done' "
+         "(finished, ends it as replied), 'failed' (ends it as failed), 'progress' (still working, stays running) "
+         "or 'question' (ask the sender; the task waits as input_required and their answer comes back as a "
+         "new_reply with this task_id in get_inbox). On a task you SENT, leave status out: your reply answers "
+         "the recipient's question. On a plain message, reply with message_id and content only. Returns "
+         "{message_id, to, task_id, status, task_status}.", m.SendReply, _send_reply),
     Tool("broadcast", "Send a message to every other session in your network (optionally only those with "
-         "filter_status).", m.Broadcast, _broadcast),
-    Tool("get_inbox", "Your unread items (tasks, messages, replies, broadcasts), urgent first. Fetching a task "
-         "starts it (running). wait_seconds (<= 50) waits for something to arrive if the inbox is empty. Items "
-         "stay unread until you ack_inbox them.", m.GetInbox, _get_inbox),
-    Tool("ack_inbox", "Mark inbox items read by message_ids (or all=true). Acking a task notice starts the task.",
-         m.AckInbox, _ack_inbox),
-    Tool("report_completion", "Finish a task you received with its result (and optional artifacts); the sender "
-         "gets a reply.", m.ReportCompletion, _report_completion),
-    Tool("get_task", "One task with its event timeline and completion record.", m.GetTask, _get_task, True),
+         "filter_status). Returns {message_ids, recipients}.", m.Broadcast, _broadcast),
+    Tool("get_inbox", "Your inbox. `items`: unread items, urgent first, each {message_id, kind (task, message, "
+         "reply, broadcast, notice), from, content, priority, task_id, status, in_reply_to, created_at; for tasks "
+         "also title, context, deadline, task_status}. Fetching a task notice starts the task (running). "
+         "`open_tasks`: every task assigned to you that is not finished yet, read or not (task_id, title, content, "
+         "status delivered/running/input_required, priority, deadline) - they stay here until you end them with "
+         "send_reply status done/failed. wait_seconds (<= 50) waits for an item when nothing is unread. Next: "
+         "work on the items, then ack_inbox their ids.", m.GetInbox, _get_inbox),
+    Tool("ack_inbox", "Mark inbox items read: `ids` takes message ids (msg_...) or task ids; all=true marks "
+         "everything unread. Acking never ends or hides a task: open tasks stay in get_inbox's open_tasks until "
+         "final. A call that marks nothing read is an error that says why (already read, unknown id, not yours). "
+         "Returns {acked, tasks_started, not_acked, not_acked_reasons, inbox_count}.", m.AckInbox, _ack_inbox),
+    Tool("report_completion", "Finish a task you received with its result (and optional artifacts): the same as "
+         "send_reply status 'done'. The sender gets a new_reply. Returns {message_id, task_id, task_status}.",
+         m.ReportCompletion, _report_completion),
+    Tool("get_task", "One task: {task, events (its timeline: delivered, running, progress, question, answer, "
+         "replied...), completion}.", m.GetTask, _get_task, True),
     Tool("list_tasks", "Tasks of your network, newest first, filtered by status, to_name, from_name.",
          m.ListTasks, _list_tasks, True),
-    Tool("cancel_task", "Cancel a task you sent (network owners/admins may cancel any). The recipient is told.",
-         m.CancelTask, _cancel_task),
+    Tool("cancel_task", "Cancel a task you sent (people who own/admin the network may cancel any). The recipient "
+         "gets a notice. Returns {task_id, status: cancelled}.", m.CancelTask, _cancel_task),
     Tool("get_completions", "Completion records (how tasks ended, with durations), newest first.",
          m.GetCompletions, _get_completions, True),
     Tool("list_nodes", "Machines that agents of your network run on.", m.Empty, _list_nodes, True),
@@ -176,11 +201,15 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
 
 
 async def call_tool(tool: Tool, ctx: ToolContext, args: BaseModel) -> dict[str, Any]:
-    """Run a tool's handler (sync or async) and return its structured result."""
-    result = tool.handler(ctx, args)
-    if isinstance(result, Awaitable):
-        result = await result
-    return result
+    """Run a tool's handler (sync or async) and return its structured result; its answers speak of tools."""
+    surface = SURFACE.set("mcp")
+    try:
+        result = tool.handler(ctx, args)
+        if isinstance(result, Awaitable):
+            result = await result
+        return result
+    finally:
+        SURFACE.reset(surface)
 
 
 __all__ = ["TOOLS", "CommhubError", "McpSession", "Tool", "ToolContext", "call_tool"]

@@ -9,7 +9,7 @@ import trio
 
 from .. import auth
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized
-from ..ids import new_id, now_text
+from ..ids import new_id, now_text, now_ts, ts_text
 from ..models import (
     MAX_LIMIT,
     LoginRequest,
@@ -19,11 +19,13 @@ from ..models import (
     UpdateMeRequest,
 )
 from ..store import networks as network_store
+from ..store import sessions as session_store
 from ..store import tokens as token_store
 from ..store import users as user_store
 from . import quotas
 from .hub import Hub, Principal, clamp_limit, require_user_token
 from .networks import create_network_rows, require_role
+from .sessions import end_token
 
 PUBLIC_USER_FIELDS = ("user_id", "username", "display_name", "role")
 
@@ -37,13 +39,17 @@ def public_user(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def issue_token(hub: Hub, kind: str, user_id: str, network_id: str | None, name: str,
-                alias: str | None = None) -> tuple[str, str]:
-    """Create a token row (inside db.write()); returns (token_id, secret). The secret is never stored."""
+                alias: str | None = None, expires_in_seconds: float | None = None) -> tuple[str, str]:
+    """Create a token row (inside db.write()); returns (token_id, secret). The secret is never stored.
+    Login (user) tokens expire after `login_token_days` unless that setting is 0."""
     prefix = auth.USER_TOKEN_PREFIX if kind == "user" else auth.NETWORK_TOKEN_PREFIX
     secret = auth.new_secret(prefix)
     token_id = new_id("tok" if kind == "network" else "utk")
+    if kind == "user" and expires_in_seconds is None and hub.settings.login_token_days > 0:
+        expires_in_seconds = hub.settings.login_token_days * 86400
+    expires_at = ts_text(now_ts() + expires_in_seconds) if expires_in_seconds else None
     token_store.insert_token(hub.db, token_id, kind, auth.token_hash(secret), user_id, network_id, name, alias,
-                             now_text())
+                             now_text(), expires_at)
     return token_id, secret
 
 
@@ -51,6 +57,10 @@ async def register(hub: Hub, body: RegisterRequest, ip: str | None) -> dict[str,
     """Create a user with a `default` network and a network token; the first user is the system admin."""
     if user_store.get_user_by_username(hub.db, body.username):
         raise Conflict(f"username '{body.username}' is already taken", code="username_taken")
+    if session_store.alias_in_use(hub.db, body.username):
+        # An agent already goes by this name: a person with it could be taken for that agent (and the reverse).
+        raise Conflict(f"username '{body.username}' is already used as an agent alias; pick another username",
+                       code="username_taken")
     password_hash = await trio.to_thread.run_sync(auth.hash_password, body.password)
     user_id = new_id("u")
     now = now_text()
@@ -96,9 +106,9 @@ def authenticate(hub: Hub, secret: str) -> Principal:
     """Resolve a bearer secret to a Principal, or raise 401 (unknown, malformed or revoked)."""
     if not secret.startswith((auth.USER_TOKEN_PREFIX, auth.NETWORK_TOKEN_PREFIX)) or len(secret) > 200:
         raise Unauthorized("invalid token: expected a utok_ or ntok_ token", code="invalid_token")
-    token = token_store.get_token_by_hash(hub.db, auth.token_hash(secret))
+    token = token_store.get_token_by_hash(hub.db, auth.token_hash(secret), now_text())
     if token is None:
-        raise Unauthorized("invalid or revoked token", code="invalid_token")
+        raise Unauthorized("invalid, revoked or expired token", code="invalid_token")
     user = user_store.get_user(hub.db, token["user_id"])
     if user is None:
         raise Unauthorized("the token's user no longer exists", code="invalid_token")
@@ -139,9 +149,12 @@ async def change_password(hub: Hub, principal: Principal, body: PasswordChangeRe
     with hub.db.write():
         now = now_text()
         user_store.update_password(hub.db, principal.user_id, new_hash, now)
-        token_store.revoke_user_tokens(hub.db, principal.user_id, now, principal.token_id)
-        hub.audit("password_change", actor=principal.label, user_id=principal.user_id, ip=ip)
-    return {"ok": True}
+        revoked = token_store.revoke_user_tokens(hub.db, principal.user_id, now, principal.token_id)
+        hub.audit("password_change", actor=principal.label, user_id=principal.user_id, ip=ip,
+                  detail={"logins_revoked": len(revoked)})
+    for token_id in revoked:  # their open streams end now, not at their next request
+        end_token(hub, token_id)
+    return {"ok": True, "logins_revoked": len(revoked)}
 
 
 def list_users(hub: Hub, principal: Principal, limit: int | None, offset: int) -> dict[str, Any]:
@@ -154,8 +167,10 @@ def list_users(hub: Hub, principal: Principal, limit: int | None, offset: int) -
 
 def public_token(row: dict[str, Any]) -> dict[str, Any]:
     """A token as listed: never the secret or its hash."""
+    expired = row["expires_at"] is not None and row["expires_at"] <= now_text()
     return {"token_id": row["token_id"], "name": row["name"], "network_id": row["network_id"],
-            "alias": row["alias"], "created_at": row["created_at"], "last_used_at": row["last_used_at"],
+            "alias": row["alias"], "last_alias": row["last_alias"], "created_at": row["created_at"],
+            "last_used_at": row["last_used_at"], "expires_at": row["expires_at"], "expired": expired,
             "revoked_at": row["revoked_at"], "revoked": row["revoked_at"] is not None}
 
 
@@ -165,11 +180,15 @@ def create_token(hub: Hub, principal: Principal, body: TokenCreateRequest, ip: s
     require_role(hub, principal, body.network_id, "member")
     with hub.db.write():
         quotas.check_new_network_token(hub, principal.user_id)
-        token_id, secret = issue_token(hub, "network", principal.user_id, body.network_id, body.name, body.alias)
+        token_id, secret = issue_token(hub, "network", principal.user_id, body.network_id, body.name, body.alias,
+                                       body.expires_in_seconds)
         hub.audit("token_create", actor=principal.label, user_id=principal.user_id, network_id=body.network_id,
-                  detail={"token_id": token_id, "name": body.name, "alias": body.alias}, ip=ip)
+                  detail={"token_id": token_id, "name": body.name, "alias": body.alias,
+                          "expires_in_seconds": body.expires_in_seconds}, ip=ip)
+    row = token_store.get_token(hub.db, token_id)
+    assert row is not None
     return {"ok": True, "token_id": token_id, "token": secret, "name": body.name, "network_id": body.network_id,
-            "alias": body.alias}
+            "alias": body.alias, "expires_at": row["expires_at"]}
 
 
 def list_tokens(hub: Hub, principal: Principal, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
@@ -192,7 +211,35 @@ def revoke_token(hub: Hub, principal: Principal, token_id: str, ip: str | None) 
     with hub.db.write():
         if not token_store.revoke_token(hub.db, token_id, now_text()):
             raise Conflict(f"token '{token_id}' is already revoked", code="already_revoked")
+        # Its aliases are free at once (offline, unclaimed), so a replacement token can claim them now.
+        freed = [r["alias"] for r in session_store.release_token_sessions(hub.db, token_id)]
         hub.audit("token_revoke", actor=principal.label, user_id=principal.user_id, network_id=row["network_id"],
-                  detail={"token_id": token_id}, ip=ip)
-    hub.broker.close_token_streams(token_id)
-    return {"ok": True, "token_id": token_id, "revoked": True}
+                  detail={"token_id": token_id, "aliases_freed": freed}, ip=ip)
+    end_token(hub, token_id)
+    return {"ok": True, "token_id": token_id, "revoked": True, "aliases_freed": freed}
+
+
+def list_login_tokens(hub: Hub, principal: Principal) -> dict[str, Any]:
+    """The caller's live logins (user tokens), `current: true` on the one making this request."""
+    require_user_token(principal)
+    rows = token_store.list_login_tokens(hub.db, principal.user_id, now_text())
+    tokens = [{"token_id": r["token_id"], "name": r["name"], "created_at": r["created_at"],
+               "last_used_at": r["last_used_at"], "expires_at": r["expires_at"],
+               "current": r["token_id"] == principal.token_id} for r in rows]
+    return {"ok": True, "tokens": tokens}
+
+
+def revoke_login_token(hub: Hub, principal: Principal, token_id: str, ip: str | None) -> dict[str, Any]:
+    """Log one of the caller's logins out (its streams end at once)."""
+    require_user_token(principal)
+    row = token_store.get_token(hub.db, token_id)
+    if row is None or row["kind"] != "user" or row["user_id"] != principal.user_id:
+        raise NotFound(f"login token '{token_id}' not found; list yours with GET /api/auth/tokens",
+                       code="token_not_found")
+    with hub.db.write():
+        if not token_store.revoke_token(hub.db, token_id, now_text()):
+            raise Conflict(f"login token '{token_id}' is already revoked", code="already_revoked")
+        hub.audit("login_revoke", actor=principal.label, user_id=principal.user_id, detail={"token_id": token_id},
+                  ip=ip)
+    end_token(hub, token_id)
+    return {"ok": True, "token_id": token_id, "revoked": True, "current": token_id == principal.token_id}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,16 @@ from ..errors import Forbidden, ValidationFailed
 from ..ids import now_text
 from ..store import audit as audit_store
 from ..store import events as event_store
+
+# Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
+# agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
+SURFACE: ContextVar[str] = ContextVar("commhub_surface", default="rest")
+PERSON, AGENT = "person", "agent"
+
+
+def hint(mcp: str, rest: str) -> str:
+    """The next-step advice for the caller's surface: tool names over MCP, endpoints over REST."""
+    return mcp if SURFACE.get() == "mcp" else rest
 
 
 @dataclass

@@ -26,7 +26,8 @@ def check_new_alias(hub: Hub, network_id: str) -> None:
     limit = hub.settings.max_aliases_per_network
     if limit and quota_store.count_aliases(hub.db, network_id) >= limit:
         raise _exceeded("this network", limit, "max_aliases_per_network",
-                        "use an alias that already exists here (an owner or admin can release unused ones)")
+                        "report as an alias this network already has (an owner or admin can release one that "
+                        "another token holds: POST /api/networks/<network_id>/aliases/<alias>/release)")
 
 
 def check_new_node(hub: Hub, network_id: str, hostname: str) -> None:
@@ -41,7 +42,7 @@ def check_new_node(hub: Hub, network_id: str, hostname: str) -> None:
 def check_new_network_token(hub: Hub, user_id: str) -> None:
     """Before a user gets another network (API) token."""
     limit = hub.settings.max_tokens_per_user
-    if limit and quota_store.count_live_network_tokens(hub.db, user_id) >= limit:
+    if limit and quota_store.count_live_network_tokens(hub.db, user_id, now_text()) >= limit:
         raise _exceeded("your account", limit, "max_tokens_per_user",
                         "revoke tokens you no longer use (DELETE /api/tokens/<token_id>)")
 
@@ -59,7 +60,8 @@ def check_new_invite(hub: Hub, network_id: str) -> None:
     limit = hub.settings.max_invites_per_network
     if limit and quota_store.count_open_invites(hub.db, network_id, now_text()) >= limit:
         raise _exceeded("this network's open invites", limit, "max_invites_per_network",
-                        "wait until some are used or expire, or revoke unused ones")
+                        "wait until some are used or expire, or revoke unused ones "
+                        "(DELETE /api/networks/<network_id>/invites/<invite_id>)")
 
 
 def make_room_for_login(hub: Hub, user_id: str) -> list[str]:
@@ -68,8 +70,8 @@ def make_room_for_login(hub: Hub, user_id: str) -> list[str]:
     limit = hub.settings.max_logins_per_user
     if not limit:
         return []
-    revoked = quota_store.live_logins_past(hub.db, user_id, limit - 1)
     now = now_text()
+    revoked = quota_store.live_logins_past(hub.db, user_id, limit - 1, now)
     for token_id in revoked:
         token_store.revoke_token(hub.db, token_id, now)
         hub.broker.close_token_streams(token_id)

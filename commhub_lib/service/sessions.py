@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from typing import Any
@@ -13,13 +14,14 @@ from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
+from ..store import users as user_store
 from . import quotas
-from .hub import Hub, Principal, clamp_limit
+from .hub import Hub, Principal, clamp_limit, hint
 
 log = logging.getLogger("commhub.presence")
 
 TOUCH_INTERVAL_SECONDS = 1.0
-TASK_STATUSES = ("delivered", "running", "replied", "failed", "cancelled")
+TASK_STATUSES = ("delivered", "running", "input_required", "replied", "failed", "cancelled")
 
 
 def is_online(hub: Hub, row: dict[str, Any]) -> bool:
@@ -41,14 +43,35 @@ def effective_status(hub: Hub, row: dict[str, Any]) -> str:
 
 
 def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) -> dict[str, Any] | None:
-    """Refuse a claim the caller may not make; returns the existing session row, if any."""
+    """Refuse a claim the caller may not make; returns the existing session row, if any.
+
+    An alias belongs to the token that claimed it (or is bound to it), online or not: another token may take it
+    only after that token is revoked or expires, or an owner/admin releases the alias. No agent may use a
+    person's username, so nobody can mistake an agent for that person."""
     if principal.bound_alias and principal.bound_alias != alias:
         raise Forbidden(f"this token is bound to alias '{principal.bound_alias}' and cannot act as '{alias}'",
                         code="alias_bound")
     row = session_store.get_session(hub.db, network_id, alias)
-    if row and row["token_id"] not in (None, principal.token_id) and is_online(hub, row):
-        raise Conflict(f"alias '{alias}' is held by another token and is online; pick another alias or give "
-                       "each agent its own token", code="alias_taken")
+    if row and row["retired_at"]:
+        raise Conflict(f"alias '{alias}' was retired by a network owner/admin and cannot be used again; pick "
+                       "another alias", code="alias_retired")
+    if row and row["token_id"] == principal.token_id:
+        return row  # the holder itself
+    if user_store.get_user_by_username(hub.db, alias) is not None:
+        raise Forbidden(f"'{alias}' is the username of a person on this hub; an agent may not use a person's name "
+                        "(others would take it for them). Pick another alias", code="alias_is_username")
+    now = now_text()
+    if row and row["token_id"] and token_store.is_live(hub.db, row["token_id"], now):
+        raise Conflict(f"alias '{alias}' is held by another token (the one that claimed it), online or not; it is "
+                       "freed when that token is revoked or a network owner/admin releases it (POST "
+                       f"/api/networks/{network_id}/aliases/{alias}/release). Pick another alias, or give each "
+                       "agent its own token", code="alias_taken")
+    if principal.bound_alias != alias:
+        bound = [t for t in token_store.live_tokens_bound_to(hub.db, network_id, alias, now)
+                 if t["token_id"] != principal.token_id]
+        if bound:
+            raise Conflict(f"alias '{alias}' is reserved for the token bound to it ({bound[0]['token_id']}); use "
+                           "that token, or pick another alias", code="alias_taken")
     return row
 
 
@@ -74,8 +97,8 @@ def report_status(hub: Hub, principal: Principal, network_id: str, current_alias
     """Claim the alias if given, then record status/task/progress/node; returns the alias and inbox count."""
     alias = body.alias or principal.bound_alias or current_alias or principal.last_alias
     if alias is None:
-        raise Conflict("give 'alias' on your first report_status call: it is the name others send to",
-                       code="alias_required")
+        raise Conflict("alias: required on your first report_status call: it is the name others send to "
+                       "(e.g. 'coder-1')", code="alias_required")
     with hub.db.write():
         claim(hub, principal, network_id, alias, body.resume_id)
         fields: dict[str, Any] = body.model_dump(include={"status", "agent", "model", "task", "progress",
@@ -92,8 +115,10 @@ def report_status(hub: Hub, principal: Principal, network_id: str, current_alias
         session_store.update_report(hub.db, network_id, alias, fields)
     row = session_store.get_session(hub.db, network_id, alias)
     assert row is not None
+    open_count = len(task_store.open_tasks_of(hub.db, network_id, alias, 500))
     return {"ok": True, "alias": alias, "network_id": network_id, "resume_id": row["resume_id"],
-            "status": row["status"], "inbox_count": message_store.unread_count(hub.db, network_id, alias)}
+            "status": row["status"], "progress": row["progress"],
+            "inbox_count": message_store.unread_count(hub.db, network_id, alias), "open_task_count": open_count}
 
 
 def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alias: str | None) -> str:
@@ -101,14 +126,17 @@ def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alia
     MCP session, else the alias this token last claimed. Refreshes the caller's presence."""
     alias = principal.bound_alias or session_alias or principal.last_alias
     if alias is None:
-        raise Conflict("you have not said who you are: call report_status with your alias first",
-                       code="no_identity")
+        raise Conflict(hint("you have not said who you are: call report_status with your alias first",
+                            "this network token has not claimed an alias yet: connect its agent over MCP "
+                            "(report_status), or create the token bound to an alias"), code="no_identity")
     row = session_store.get_session(hub.db, network_id, alias)
     if row is None or row["token_id"] != principal.token_id:
-        if row is not None and principal.bound_alias is None and session_alias is None:
-            # The alias this token last used has since been taken by another token.
-            raise Conflict(f"alias '{alias}' is now held by another token; call report_status to claim "
-                           "an alias", code="no_identity")
+        if row is not None and principal.bound_alias is None:
+            # The alias this token used was released by an owner/admin or taken by another token since: taking
+            # it back needs an explicit claim, never a side effect of another call.
+            raise Conflict(f"alias '{alias}' is no longer yours (an owner/admin released it, or another token "
+                           "holds it); " + hint("call report_status to claim an alias",
+                                                "this token must claim an alias again first"), code="no_identity")
         with hub.db.write():
             claim(hub, principal, network_id, alias)
     elif row["status"] == "offline" or row["last_seen_ts"] < now_ts() - min(
@@ -119,19 +147,47 @@ def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alia
     return alias
 
 
+def end_token(hub: Hub, token_id: str) -> None:
+    """After a revocation commits: close the token's SSE streams and long-polls (they answer nothing more)."""
+    hub.broker.close_token_streams(token_id)
+
+
+def revoke_network_tokens_of_member(hub: Hub, network_id: str, user_id: str) -> list[str]:
+    """Revoke a (removed) member's tokens for one network, freeing their aliases (inside db.write());
+    returns the token ids so the caller can end their streams after commit."""
+    now = now_text()
+    revoked = []
+    for row in token_store.list_network_tokens_of_user(hub.db, user_id):
+        if row["network_id"] == network_id and token_store.revoke_token(hub.db, row["token_id"], now):
+            session_store.release_token_sessions(hub.db, row["token_id"])
+            revoked.append(row["token_id"])
+    return revoked
+
+
 def require_known_alias(hub: Hub, network_id: str, alias: str) -> dict[str, Any]:
-    """The recipient's session, or an error saying the network has never seen that alias."""
+    """The recipient's session, or an error saying the alias is unknown (naming the closest one) or retired."""
     row = session_store.get_session(hub.db, network_id, alias)
     if row is None:
-        raise NotFound(f"no agent '{alias}' has ever connected to this network; check the name with "
-                       "get_all_status", code="unknown_recipient")
+        known = [r["alias"] for r in session_store.list_sessions(hub.db, [network_id]) if not r["retired_at"]]
+        close = difflib.get_close_matches(alias, known, n=1, cutoff=0.6) or difflib.get_close_matches(
+            alias.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+        if close:
+            match = next(k for k in known if k.lower() == close[0].lower())
+            advice = f"did you mean '{match}'?"
+        else:
+            advice = "check the name with " + hint("get_all_status", "GET /api/status")
+        raise NotFound(f"no agent '{alias}' has ever connected to this network; {advice}", code="unknown_recipient")
+    if row["retired_at"]:
+        raise Conflict(f"alias '{alias}' was retired by a network owner/admin on {row['retired_at']}; nothing can "
+                       "be sent to it any more. See who is there with " + hint("get_all_status", "GET /api/status"),
+                       code="alias_retired")
     return row
 
 
 def public_session(hub: Hub, row: dict[str, Any]) -> dict[str, Any]:
     """A session as listed by /api/status and get_all_status."""
     out = {k: row[k] for k in ("resume_id", "alias", "status", "agent", "model", "task", "progress",
-                               "last_seen_at", "network_id", "node_id", "created_at")}
+                               "last_seen_at", "network_id", "node_id", "created_at", "retired_at")}
     out["status"] = effective_status(hub, row)
     out["online"] = is_online(hub, row)
     out["streams"] = hub.broker.stream_count(row["network_id"], row["alias"])

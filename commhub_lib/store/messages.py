@@ -7,18 +7,18 @@ from typing import Any
 from ..db import Database
 
 Row = dict[str, Any]
-MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", to_name AS \"to\", kind, content, priority,"
-                   " in_reply_to, task_id, status, created_at, read_at")
+MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", from_kind, to_name AS \"to\", to_kind, kind,"
+                   " content, priority, in_reply_to, task_id, status, created_at, read_at")
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
 
 
 def insert_message(db: Database, row: Row) -> None:
     """Store an inbox item (row holds every column)."""
-    db.execute("INSERT INTO messages(message_id, network_id, from_name, to_name, kind, content, priority,"
-               " in_reply_to, task_id, status, created_at, created_ts) VALUES (:message_id, :network_id,"
-               " :from_name, :to_name, :kind, :content, :priority, :in_reply_to, :task_id, :status, :created_at,"
-               " :created_ts)", row)
+    db.execute("INSERT INTO messages(message_id, network_id, from_name, from_kind, to_name, to_kind, kind, content,"
+               " priority, in_reply_to, task_id, status, created_at, created_ts) VALUES (:message_id, :network_id,"
+               " :from_name, :from_kind, :to_name, :to_kind, :kind, :content, :priority, :in_reply_to, :task_id,"
+               " :status, :created_at, :created_ts)", row)
 
 
 def get_message(db: Database, network_id: str, message_id: str) -> Row | None:
@@ -27,31 +27,53 @@ def get_message(db: Database, network_id: str, message_id: str) -> Row | None:
                         (network_id, message_id))
 
 
-def unread(db: Database, network_id: str, alias: str, limit: int) -> list[Row]:
-    """An alias's unread items, urgent first, then oldest first."""
-    return db.query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE network_id = ? AND to_name = ?"
+def find_message(db: Database, network_ids: list[str], message_id: str) -> Row | None:
+    """One message by id among some networks."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    return db.query_one(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = ? AND network_id IN ({marks})",
+                        (message_id, *network_ids))
+
+
+def unread(db: Database, network_id: str, alias: str, limit: int, kind: str = "agent") -> list[Row]:
+    """An agent's (or a person's) unread items, urgent first, then oldest first."""
+    return db.query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE network_id = ? AND to_name = ? AND to_kind = ?"
                     f" AND read_at IS NULL ORDER BY {PRIORITY_ORDER}, created_ts, rowid LIMIT ?",
-                    (network_id, alias, limit))
+                    (network_id, alias, kind, limit))
 
 
-def unread_count(db: Database, network_id: str, alias: str) -> int:
-    """How many unread items an alias has."""
-    return db.con.execute("SELECT count(*) FROM messages WHERE network_id = ? AND to_name = ? AND read_at IS NULL",
-                          (network_id, alias)).get
+def unread_count(db: Database, network_id: str, alias: str, kind: str = "agent") -> int:
+    """How many unread items an agent (or a person) has."""
+    return db.con.execute("SELECT count(*) FROM messages WHERE network_id = ? AND to_name = ? AND to_kind = ?"
+                          " AND read_at IS NULL", (network_id, alias, kind)).get
 
 
 def mark_read(db: Database, network_id: str, alias: str, message_ids: list[str], now: str) -> list[Row]:
-    """Mark some of an alias's unread items read; returns the ones that changed (id, kind, task_id)."""
+    """Mark some of an agent's unread items read; returns the ones that changed (id, kind, task_id)."""
     marks = ",".join("?" * len(message_ids)) or "NULL"
-    return db.query(f"UPDATE messages SET read_at = ? WHERE network_id = ? AND to_name = ? AND read_at IS NULL"
-                    f" AND message_id IN ({marks}) RETURNING message_id, kind, task_id",
+    return db.query(f"UPDATE messages SET read_at = ? WHERE network_id = ? AND to_name = ? AND to_kind = 'agent'"
+                    f" AND read_at IS NULL AND message_id IN ({marks}) RETURNING message_id, kind, task_id",
                     (now, network_id, alias, *message_ids))
 
 
+def mark_task_items_read(db: Database, network_id: str, alias: str, task_ids: list[str], now: str) -> list[Row]:
+    """Mark an agent's unread items about some tasks (notices, answers) read; returns the ones that changed."""
+    marks = ",".join("?" * len(task_ids)) or "NULL"
+    return db.query(f"UPDATE messages SET read_at = ? WHERE network_id = ? AND to_name = ? AND to_kind = 'agent'"
+                    f" AND read_at IS NULL AND task_id IN ({marks}) RETURNING message_id, kind, task_id",
+                    (now, network_id, alias, *task_ids))
+
+
 def mark_all_read(db: Database, network_id: str, alias: str, now: str) -> list[Row]:
-    """Mark every unread item of an alias read; returns the ones that changed."""
-    return db.query("UPDATE messages SET read_at = ? WHERE network_id = ? AND to_name = ? AND read_at IS NULL"
-                    " RETURNING message_id, kind, task_id", (now, network_id, alias))
+    """Mark every unread item of an agent read; returns the ones that changed."""
+    return db.query("UPDATE messages SET read_at = ? WHERE network_id = ? AND to_name = ? AND to_kind = 'agent'"
+                    " AND read_at IS NULL RETURNING message_id, kind, task_id", (now, network_id, alias))
+
+
+def get_messages(db: Database, network_id: str, message_ids: list[str]) -> list[Row]:
+    """Some messages of a network by id (to explain why an ack changed nothing)."""
+    marks = ",".join("?" * len(message_ids)) or "NULL"
+    return db.query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE network_id = ? AND message_id IN ({marks})",
+                    (network_id, *message_ids))
 
 
 def list_messages(db: Database, network_ids: list[str], alias: str | None, kind: str | None, unread_only: bool,

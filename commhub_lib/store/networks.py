@@ -83,19 +83,46 @@ def list_network_ids_of_user(db: Database, user_id: str) -> list[str]:
     return [r["network_id"] for r in db.query("SELECT network_id FROM members WHERE user_id = ?", (user_id,))]
 
 
-def insert_invite(db: Database, code: str, network_id: str, role: str, max_uses: int, created_by: str,
-                  now: str, expires_at: str | None) -> None:
-    """Create an invite code."""
-    db.execute("INSERT INTO invites(invite_code, network_id, role, max_uses, created_by, created_at, expires_at)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?)", (code, network_id, role, max_uses, created_by, now, expires_at))
+def delete_member(db: Database, network_id: str, user_id: str) -> bool:
+    """Remove a user from a network; False if they were not a member."""
+    return db.execute("DELETE FROM members WHERE network_id = ? AND user_id = ?", (network_id, user_id)) == 1
 
 
-def get_invite(db: Database, code: str) -> Row | None:
-    """One invite by code."""
-    return db.query_one("SELECT * FROM invites WHERE invite_code = ?", (code,))
+def set_member_role(db: Database, network_id: str, user_id: str, role: str) -> bool:
+    """Change a member's role; False if they are not a member."""
+    return db.execute("UPDATE members SET role = ? WHERE network_id = ? AND user_id = ?",
+                      (role, network_id, user_id)) == 1
 
 
-def use_invite(db: Database, code: str) -> bool:
-    """Count one use of an invite; False when it was already used up (checked in the same statement)."""
-    return db.execute("UPDATE invites SET uses = uses + 1 WHERE invite_code = ? AND uses < max_uses",
-                      (code,)) == 1
+INVITE_COLUMNS = "invite_id, network_id, role, max_uses, uses, created_by, created_at, expires_at, revoked_at"
+
+
+def insert_invite(db: Database, invite_id: str, code_hash: bytes, network_id: str, role: str, max_uses: int,
+                  created_by: str, now: str, expires_at: str | None) -> None:
+    """Create an invite (the hash of its code; the code itself is never stored)."""
+    db.execute("INSERT INTO invites(invite_id, code_hash, network_id, role, max_uses, created_by, created_at,"
+               " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (invite_id, code_hash, network_id, role, max_uses, created_by, now, expires_at))
+
+
+def get_invite_by_hash(db: Database, code_hash: bytes) -> Row | None:
+    """The invite whose code has this hash."""
+    return db.query_one(f"SELECT {INVITE_COLUMNS} FROM invites WHERE code_hash = ?", (code_hash,))
+
+
+def list_invites(db: Database, network_id: str, limit: int, offset: int) -> list[Row]:
+    """A network's invites, newest first (never their codes)."""
+    return db.query(f"SELECT {INVITE_COLUMNS} FROM invites WHERE network_id = ?"
+                    " ORDER BY created_at DESC, invite_id LIMIT ? OFFSET ?", (network_id, limit, offset))
+
+
+def revoke_invite(db: Database, network_id: str, invite_id: str, now: str) -> bool:
+    """Revoke an invite; False if it is unknown in this network or already revoked."""
+    return db.execute("UPDATE invites SET revoked_at = ? WHERE network_id = ? AND invite_id = ?"
+                      " AND revoked_at IS NULL", (now, network_id, invite_id)) == 1
+
+
+def use_invite(db: Database, invite_id: str) -> bool:
+    """Count one use of an invite; False when it was used up or revoked (checked in the same statement)."""
+    return db.execute("UPDATE invites SET uses = uses + 1 WHERE invite_id = ? AND uses < max_uses"
+                      " AND revoked_at IS NULL", (invite_id,)) == 1

@@ -27,10 +27,10 @@ def node_exists(db: Database, network_id: str, hostname: str) -> bool:
                           (network_id, hostname)).get > 0
 
 
-def count_live_network_tokens(db: Database, user_id: str) -> int:
-    """A user's network (API) tokens that are not revoked."""
+def count_live_network_tokens(db: Database, user_id: str, now: str) -> int:
+    """A user's network (API) tokens that are neither revoked nor expired."""
     return db.con.execute("SELECT count(*) FROM tokens WHERE user_id = ? AND kind = 'network'"
-                          " AND revoked_at IS NULL", (user_id,)).get
+                          " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", (user_id, now)).get
 
 
 def count_owned_networks(db: Database, owner_id: str) -> int:
@@ -39,13 +39,14 @@ def count_owned_networks(db: Database, owner_id: str) -> int:
 
 
 def count_open_invites(db: Database, network_id: str, now: str) -> int:
-    """A network's invites that can still be redeemed (uses left, not expired)."""
+    """A network's invites that can still be redeemed (uses left, not expired, not revoked)."""
     return db.con.execute("SELECT count(*) FROM invites WHERE network_id = ? AND uses < max_uses"
-                          " AND (expires_at IS NULL OR expires_at > ?)", (network_id, now)).get
+                          " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", (network_id, now)).get
 
 
-def live_logins_past(db: Database, user_id: str, keep: int) -> list[str]:
-    """Ids of a user's live login tokens beyond the `keep` newest, oldest first."""
+def live_logins_past(db: Database, user_id: str, keep: int, now: str) -> list[str]:
+    """Ids of a user's live (not revoked, not expired) login tokens beyond the `keep` newest, oldest first."""
     rows = db.con.execute("SELECT token_id FROM tokens WHERE user_id = ? AND kind = 'user' AND revoked_at IS NULL"
-                          " ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?", (user_id, keep))
+                          " AND (expires_at IS NULL OR expires_at > ?)"
+                          " ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?", (user_id, now, keep))
     return [r[0] for r in rows][::-1]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..db import Database
 
 Row = dict[str, Any]
 SESSION_COLUMNS = ("s.network_id, s.resume_id, s.alias, s.status, s.agent, s.model, s.task, s.progress,"
-                   " s.node_id, s.last_seen_at, s.last_seen_ts, s.created_at, s.token_id")
+                   " s.node_id, s.last_seen_at, s.last_seen_ts, s.created_at, s.token_id, s.retired_at")
 
 
 def get_session(db: Database, network_id: str, alias: str) -> Row | None:
@@ -43,10 +44,11 @@ def update_report(db: Database, network_id: str, alias: str, fields: dict[str, A
 
 
 def touch_session(db: Database, network_id: str, alias: str, now: str, now_ts: float) -> None:
-    """Refresh presence; an offline session comes back as idle."""
+    """Refresh presence; an offline session comes back as idle. A session nobody holds (its token was revoked,
+    or the alias released) stays offline: a stream closing after the revocation is no sign of life."""
     db.execute("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?,"
                " status = CASE status WHEN 'offline' THEN 'idle' ELSE status END"
-               " WHERE network_id = ? AND alias = ?", (now, now_ts, network_id, alias))
+               " WHERE network_id = ? AND alias = ? AND token_id IS NOT NULL", (now, now_ts, network_id, alias))
 
 
 def clear_work(db: Database, network_id: str, alias: str) -> None:
@@ -54,6 +56,31 @@ def clear_work(db: Database, network_id: str, alias: str) -> None:
     db.execute("UPDATE sessions SET task = NULL, progress = NULL,"
                " status = CASE status WHEN 'working' THEN 'idle' ELSE status END"
                " WHERE network_id = ? AND alias = ?", (network_id, alias))
+
+
+def alias_in_use(db: Database, alias: str) -> bool:
+    """True if any network has an agent with this alias (case-insensitive)."""
+    return db.query_one("SELECT 1 AS used FROM sessions WHERE alias = ? COLLATE NOCASE LIMIT 1", (alias,)) is not None
+
+
+def release_token_sessions(db: Database, token_id: str) -> list[Row]:
+    """Free every alias a token holds (it was revoked): offline and unclaimed; returns the aliases."""
+    return db.query("UPDATE sessions SET token_id = NULL, status = 'offline' WHERE token_id = ?"
+                    " RETURNING network_id, alias", (token_id,))
+
+
+def release_alias(db: Database, network_id: str, alias: str) -> str | None:
+    """Free one alias (an owner/admin released it): offline and unclaimed; returns the former holder's token id."""
+    row = db.query_one("SELECT token_id FROM sessions WHERE network_id = ? AND alias = ?", (network_id, alias))
+    db.execute("UPDATE sessions SET token_id = NULL, status = 'offline' WHERE network_id = ? AND alias = ?",
+               (network_id, alias))
+    return row["token_id"] if row else None
+
+
+def retire_alias(db: Database, network_id: str, alias: str, now: str) -> None:
+    """Retire an alias for good: nobody may claim it or send to it again."""
+    db.execute("UPDATE sessions SET retired_at = ?, token_id = NULL, status = 'offline'"
+               " WHERE network_id = ? AND alias = ?", (now, network_id, alias))
 
 
 def list_sessions(db: Database, network_ids: list[str]) -> list[Row]:
@@ -69,7 +96,7 @@ def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, plat
     row = db.query_one("SELECT node_id, agents FROM nodes WHERE network_id = ? AND hostname = ?",
                        (network_id, hostname))
     if row is None:
-        agents = f'["{agent}"]' if agent else "[]"
+        agents = json.dumps([agent] if agent else [])  # never formatted by hand: a quote in `agent` is data
         db.execute("INSERT INTO nodes(node_id, network_id, hostname, platform, agents, created_at, last_seen_at)"
                    " VALUES (?, ?, ?, ?, json(?), ?, ?)", (node_id, network_id, hostname, platform, agents, now, now))
         return node_id

@@ -7,22 +7,41 @@ from typing import Any
 from ..db import Database
 
 Row = dict[str, Any]
-TASK_COLUMNS = ("task_id, network_id, from_name, to_name, title, content, context, priority, status, deadline,"
-                " idempotency_key, message_id, result, created_at, updated_at")
+TASK_COLUMNS = ("task_id, network_id, from_name, from_kind, to_name, to_kind, title, content, context, priority,"
+                " status, deadline, idempotency_key, message_id, result, created_at, updated_at")
+OPEN_STATUSES = ("delivered", "running", "input_required")
+# Urgent first, then high, normal, low; oldest first within a priority.
+PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
 
 
 def insert_task(db: Database, row: Row) -> None:
     """Create a task (row holds every column)."""
-    db.execute("INSERT INTO tasks(task_id, network_id, from_name, to_name, title, content, context, priority,"
-               " status, deadline, idempotency_key, message_id, created_at, created_ts, updated_at)"
-               " VALUES (:task_id, :network_id, :from_name, :to_name, :title, :content, :context, :priority,"
-               " :status, :deadline, :idempotency_key, :message_id, :created_at, :created_ts, :updated_at)", row)
+    db.execute("INSERT INTO tasks(task_id, network_id, from_name, from_kind, to_name, to_kind, title, content,"
+               " context, priority, status, deadline, idempotency_key, message_id, created_at, created_ts,"
+               " updated_at) VALUES (:task_id, :network_id, :from_name, :from_kind, :to_name, :to_kind, :title,"
+               " :content, :context, :priority, :status, :deadline, :idempotency_key, :message_id, :created_at,"
+               " :created_ts, :updated_at)", row)
 
 
 def get_task(db: Database, network_id: str, task_id: str) -> Row | None:
     """One task of a network."""
     return db.query_one(f"SELECT {TASK_COLUMNS}, created_ts FROM tasks WHERE network_id = ? AND task_id = ?",
                         (network_id, task_id))
+
+
+def find_task(db: Database, network_ids: list[str], task_id: str) -> Row | None:
+    """One task by id among some networks (a person looking a task up without naming its network)."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    return db.query_one(f"SELECT {TASK_COLUMNS}, created_ts FROM tasks WHERE task_id = ? AND network_id IN ({marks})",
+                        (task_id, *network_ids))
+
+
+def open_tasks_of(db: Database, network_id: str, alias: str, limit: int) -> list[Row]:
+    """The tasks assigned to an agent that are not final yet, urgent first, then oldest first."""
+    marks = ",".join("?" * len(OPEN_STATUSES))
+    return db.query(f"SELECT {TASK_COLUMNS} FROM tasks WHERE network_id = ? AND to_name = ? AND to_kind = 'agent'"
+                    f" AND status IN ({marks}) ORDER BY {PRIORITY_ORDER}, created_ts, task_id LIMIT ?",
+                    (network_id, alias, *OPEN_STATUSES, limit))
 
 
 def find_by_idempotency_key(db: Database, network_id: str, from_name: str, key: str) -> Row | None:

@@ -1,0 +1,294 @@
+"""Tasks: sending, the lifecycle (delivered -> running <-> input_required -> replied/failed/cancelled), questions
+and answers, completions, and the lookups people and agents make.
+
+Who acts is a name plus a kind ("agent": an alias; "person": a username), so a person and an agent that
+happen to share a name are never taken for each other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import auth
+from ..broker import Event
+from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
+from ..ids import new_id, new_uuid, now_text, now_ts
+from ..models import REPLY_STATUS_RULE, SendTask
+from ..store import messages as message_store
+from ..store import networks as network_store
+from ..store import sessions as session_store
+from ..store import tasks as task_store
+from .hub import AGENT, PERSON, Hub, Principal, clamp_limit, hint
+from .sessions import is_online, require_known_alias
+
+FINAL = ("replied", "failed", "cancelled")
+OPEN = task_store.OPEN_STATUSES
+REPLY_TO_STATUS = {"done": "replied", "failed": "failed", "progress": "running", "question": "input_required"}
+
+
+def message_row(network_id: str, sender: str, to: str, kind: str, content: str, *, priority: str = "normal",
+                in_reply_to: str | None = None, task_id: str | None = None, status: str | None = None,
+                from_kind: str = AGENT, to_kind: str = AGENT) -> dict[str, Any]:
+    """A new inbox item (not stored yet)."""
+    ts = now_ts()
+    return {"message_id": new_id("msg"), "network_id": network_id, "from_name": sender, "from_kind": from_kind,
+            "to_name": to, "to_kind": to_kind, "kind": kind, "content": content, "priority": priority,
+            "in_reply_to": in_reply_to, "task_id": task_id, "status": status, "created_at": now_text(),
+            "created_ts": ts}
+
+
+def record_reply_event(hub: Hub, pending: list[Event], msg: dict[str, Any]) -> None:
+    """Write the `new_reply` event for a stored reply (inside db.write())."""
+    hub.record_event(pending, msg["network_id"], msg["to_name"], "new_reply", {
+        "type": "new_reply", "from": msg["from_name"], "from_kind": msg["from_kind"], "message_id": msg["message_id"],
+        "in_reply_to": msg["in_reply_to"], "status": msg["status"], "task_id": msg["task_id"]})
+
+
+def _task_event(hub: Hub, task: dict[str, Any], event: str, actor: str, detail: str | None = None) -> None:
+    task_store.insert_task_event(hub.db, task["task_id"], task["network_id"], event, actor, detail, now_text())
+
+
+def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kind: str = AGENT) -> dict[str, Any]:
+    """Store a task in the recipient's inbox and push `new_task`; an idempotency key makes retries safe."""
+    if body.idempotency_key:
+        existing = task_store.find_by_idempotency_key(hub.db, network_id, sender, body.idempotency_key)
+        if existing:
+            return _task_result(hub, existing, duplicate=True)
+    require_known_alias(hub, network_id, body.to)
+    pending: list[Event] = []
+    with hub.db.write():
+        msg = message_row(network_id, sender, body.to, "task", body.content, priority=body.priority,
+                          from_kind=sender_kind)
+        task = {"task_id": new_uuid(), "network_id": network_id, "from_name": sender, "from_kind": sender_kind,
+                "to_name": body.to, "to_kind": AGENT, "title": body.title, "content": body.content,
+                "context": body.context, "priority": body.priority, "status": "delivered", "deadline": body.deadline,
+                "idempotency_key": body.idempotency_key, "message_id": msg["message_id"],
+                "created_at": msg["created_at"], "created_ts": msg["created_ts"], "updated_at": msg["created_at"]}
+        msg["task_id"] = task["task_id"]
+        task_store.insert_task(hub.db, task)
+        message_store.insert_message(hub.db, msg)
+        _task_event(hub, task, "delivered", sender, body.title)
+        hub.record_event(pending, network_id, body.to, "new_task", {
+            "type": "new_task", "inbox_count": message_store.unread_count(hub.db, network_id, body.to),
+            "priority": body.priority, "from": sender, "from_kind": sender_kind, "task_id": task["task_id"],
+            "message_id": msg["message_id"], "title": body.title})
+    hub.publish(pending)
+    return _task_result(hub, task, duplicate=False)
+
+
+def _task_result(hub: Hub, task: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
+    recipient = session_store.get_session(hub.db, task["network_id"], task["to_name"])
+    return {"ok": True, "task_id": task["task_id"], "message_id": task["message_id"], "to": task["to_name"],
+            "status": task["status"], "duplicate": duplicate, "deadline": task["deadline"],
+            "recipient_online": bool(recipient and is_online(hub, recipient))}
+
+
+def get_task_row(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:
+    """A task of the network, or an error that says what the id is if it is not a task id."""
+    task = task_store.get_task(hub.db, network_id, task_id)
+    if task is None:
+        if message_store.get_message(hub.db, network_id, task_id) is not None:
+            raise NotFound(f"'{task_id}' is a message id, not a task id: pass it as message_id",
+                           code="task_not_found")
+        raise NotFound(f"task '{task_id}' not found in this network; check the id with "
+                       + hint("list_tasks", "GET /api/tasks"), code="task_not_found")
+    return task
+
+
+def reply_on_task(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
+                  status: str | None, in_reply_to: str | None = None, artifacts: list[str] | None = None,
+                  progress: str | None = None) -> dict[str, Any]:
+    """A reply about a task: its recipient reports (status required), its sender answers (no status)."""
+    is_recipient = actor == task["to_name"] and actor_kind == task["to_kind"]
+    is_sender = actor == task["from_name"] and actor_kind == task["from_kind"]
+    if is_recipient and (status is not None or not is_sender):
+        return _recipient_reply(hub, network_id, actor, task, content, status, artifacts, progress)
+    if is_sender:
+        return _sender_answer(hub, network_id, actor, actor_kind, task, content, status, in_reply_to)
+    raise Forbidden(f"only the task's recipient ('{task['to_name']}') or its sender ('{task['from_name']}') can reply "
+                    f"to task {task['task_id']}; to write to '{task['to_name']}' use "
+                    + hint("send_message", "POST /api/messages"), code="not_recipient")
+
+
+def _require_open(task: dict[str, Any]) -> None:
+    if task["status"] in FINAL:
+        raise Conflict(f"task {task['task_id']} is already {task['status']}; a final task cannot change",
+                       code="task_final")
+
+
+def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str | None,
+                     artifacts: list[str] | None, progress: str | None = None) -> dict[str, Any]:
+    task_id = task["task_id"]
+    _require_open(task)
+    if status is None:
+        raise ValidationFailed(f"status: required when you reply to task {task_id}, which was sent to you; choose "
+                               f"{REPLY_STATUS_RULE}", code="status_required")
+    new_status = REPLY_TO_STATUS[status]
+    pending: list[Event] = []
+    with hub.db.write():
+        now = now_text()
+        if not task_store.set_status(hub.db, task_id, OPEN, new_status, now, content if new_status in FINAL else None):
+            raise Conflict(f"task {task_id} changed state meanwhile; fetch it with "
+                           + hint("get_task", f"GET /api/tasks/{task_id}"), code="task_final")
+        if task["status"] == "delivered":
+            _task_event(hub, task, "running", actor)
+        _task_event(hub, task, status if status in ("progress", "question") else new_status, actor, content[:500])
+        if new_status in FINAL:
+            duration = max(0.0, now_ts() - task["created_ts"])
+            task_store.insert_completion(hub.db, task_id, network_id, actor, new_status, content,
+                                         json.dumps(artifacts or []), round(duration, 3), now)
+            session_store.clear_work(hub.db, network_id, actor)
+        elif progress is not None:
+            session_store.update_report(hub.db, network_id, actor, {"progress": progress})
+        msg = message_row(network_id, actor, task["from_name"], "reply", content, in_reply_to=task["message_id"],
+                          task_id=task_id, status=status, priority=task["priority"], to_kind=task["from_kind"])
+        message_store.insert_message(hub.db, msg)
+        record_reply_event(hub, pending, msg)
+    hub.publish(pending)
+    result = {"ok": True, "message_id": msg["message_id"], "in_reply_to": task["message_id"], "to": task["from_name"],
+              "to_kind": task["from_kind"], "task_id": task_id, "status": status, "task_status": new_status}
+    if progress is not None:
+        result["progress"] = progress
+    if status == "question":
+        result["next_step"] = (f"task {task_id} now waits for input (input_required); {task['from_name']}'s answer "
+                               "arrives as a new_reply with this task_id in " + hint("get_inbox", "your inbox")
+                               + "; reply with status 'progress', 'done' or 'failed' to continue")
+    return result
+
+
+def _sender_answer(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
+                   status: str | None, in_reply_to: str | None) -> dict[str, Any]:
+    task_id = task["task_id"]
+    if status is not None:
+        raise ValidationFailed(f"status: leave it out: you sent task {task_id}, so your reply is an answer to its "
+                               f"recipient '{task['to_name']}' (status is how the recipient reports); to stop the "
+                               "task use " + hint("cancel_task", f"POST /api/tasks/{task_id}/cancel"),
+                               code="status_not_allowed")
+    _require_open(task)
+    pending: list[Event] = []
+    with hub.db.write():
+        _task_event(hub, task, "answer", actor, content[:500])
+        msg = message_row(network_id, actor, task["to_name"], "reply", content,
+                          in_reply_to=in_reply_to or task["message_id"], task_id=task_id, status="answer",
+                          priority=task["priority"], from_kind=actor_kind, to_kind=task["to_kind"])
+        message_store.insert_message(hub.db, msg)
+        record_reply_event(hub, pending, msg)
+    hub.publish(pending)
+    return {"ok": True, "message_id": msg["message_id"], "in_reply_to": msg["in_reply_to"], "to": task["to_name"],
+            "to_kind": task["to_kind"], "task_id": task_id, "status": "answer", "task_status": task["status"]}
+
+
+def report_completion(hub: Hub, network_id: str, sender: str, task_id: str, result: str,
+                      artifacts: list[str]) -> dict[str, Any]:
+    """Finish a received task as replied, with its result and artifacts."""
+    task = get_task_row(hub, network_id, task_id)
+    if sender != task["to_name"] or task["to_kind"] != AGENT:
+        raise Forbidden(f"only the task's recipient ('{task['to_name']}') can complete task {task_id}",
+                        code="not_recipient")
+    return _recipient_reply(hub, network_id, sender, task, result, "done", artifacts)
+
+
+def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]]) -> list[str]:
+    """Tasks the recipient has taken (fetched or acked) move delivered -> running (inside db.write())."""
+    now = now_text()
+    started = []
+    for row in rows:
+        if row["kind"] == "task" and row["task_id"]:
+            if task_store.set_status(hub.db, row["task_id"], ("delivered",), "running", now):
+                task_store.insert_task_event(hub.db, row["task_id"], network_id, "running", alias, None, now)
+                started.append(row["task_id"])
+    return started
+
+
+def open_tasks(hub: Hub, network_id: str, alias: str) -> list[dict[str, Any]]:
+    """The caller's tasks that are not final, fetched or not (they stay listed until they end)."""
+    return task_store.open_tasks_of(hub.db, network_id, alias, 500)
+
+
+def _with_timeline(hub: Hub, task: dict[str, Any]) -> dict[str, Any]:
+    task.pop("created_ts", None)
+    events = task_store.list_task_events(hub.db, [task["network_id"]], task["task_id"], 1000, 0)
+    completion = task_store.get_completion(hub.db, task["task_id"])
+    if completion:
+        completion["artifacts"] = json.loads(completion["artifacts"])
+    return {"ok": True, "task": task, "events": events, "completion": completion}
+
+
+def get_task(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:
+    """One task with its event log and completion."""
+    return _with_timeline(hub, get_task_row(hub, network_id, task_id))
+
+
+def find_task(hub: Hub, network_ids: list[str], task_id: str) -> dict[str, Any]:
+    """A task in any of the caller's networks (REST: a person need not name the network)."""
+    task = task_store.find_task(hub.db, network_ids, task_id)
+    if task is None:
+        raise NotFound(f"task '{task_id}' not found in your networks; list them with GET /api/tasks",
+                       code="task_not_found")
+    return task
+
+
+def get_task_in(hub: Hub, network_ids: list[str], task_id: str) -> dict[str, Any]:
+    """GET /api/tasks/<id>: the task, its event timeline and completion."""
+    return _with_timeline(hub, find_task(hub, network_ids, task_id))
+
+
+def list_tasks(hub: Hub, network_ids: list[str], status: str | None, to_name: str | None, from_name: str | None,
+               limit: int | None, offset: int = 0) -> dict[str, Any]:
+    """Tasks, newest first."""
+    rows = task_store.list_tasks(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset)
+    return {"ok": True, "tasks": rows}
+
+
+def cancel_task(hub: Hub, principal: Principal, network_id: str, actor: str | None, task_id: str,
+                reason: str | None) -> dict[str, Any]:
+    """Cancel an open task: its sender, or an owner/admin of the network. Notifies the recipient."""
+    task = get_task_row(hub, network_id, task_id)
+    # An alias (MCP, or a network token over REST) acts as an agent; a person without one as their username.
+    actor_kind = AGENT if actor is not None else PERSON
+    if actor is None and principal.kind == "user":
+        actor = principal.user["username"]
+    is_sender = actor is not None and actor == task["from_name"] and actor_kind == task["from_kind"]
+    # The owner/admin override belongs to people (user tokens): an agent running on a token its owner created
+    # may cancel only what it sent.
+    role = network_store.get_member_role(hub.db, network_id, principal.user_id) if principal.kind == "user" else None
+    if not (is_sender or auth.role_at_least(role, "admin") or principal.is_system_admin):
+        raise Forbidden(f"only the sender ('{task['from_name']}') or a network owner/admin can cancel task "
+                        f"{task_id}", code="not_allowed")
+    _require_open(task)
+    who = actor or principal.user["username"]
+    pending: list[Event] = []
+    with hub.db.write():
+        now = now_text()
+        if not task_store.set_status(hub.db, task_id, OPEN, "cancelled", now):
+            raise Conflict(f"task {task_id} changed state meanwhile; fetch it with "
+                           + hint("get_task", f"GET /api/tasks/{task_id}"), code="task_final")
+        _task_event(hub, task, "cancelled", who, reason)
+        task_store.insert_completion(hub.db, task_id, network_id, task["to_name"], "cancelled", reason, "[]",
+                                     round(max(0.0, now_ts() - task["created_ts"]), 3), now)
+        text = f"Task {task_id} was cancelled by {who}" + (f": {reason}" if reason else "")
+        msg = message_row(network_id, who, task["to_name"], "notice", text, task_id=task_id, priority="high",
+                          from_kind=actor_kind)
+        message_store.insert_message(hub.db, msg)
+        hub.record_event(pending, network_id, task["to_name"], "new_message", {
+            "type": "new_message", "message": text, "from": who, "from_kind": actor_kind,
+            "message_id": msg["message_id"], "task_id": task_id})
+    hub.publish(pending)
+    return {"ok": True, "task_id": task_id, "status": "cancelled", "message_id": msg["message_id"]}
+
+
+def list_completions(hub: Hub, network_ids: list[str], alias: str | None, limit: int | None,
+                     offset: int = 0) -> dict[str, Any]:
+    """Completion records, newest first."""
+    rows = task_store.list_completions(hub.db, network_ids, alias, clamp_limit(limit), offset)
+    for r in rows:
+        r["artifacts"] = json.loads(r["artifacts"])
+    return {"ok": True, "completions": rows}
+
+
+def list_task_events(hub: Hub, network_ids: list[str], task_id: str | None, limit: int | None,
+                     offset: int = 0) -> dict[str, Any]:
+    """The task event log, oldest first."""
+    return {"ok": True, "events": task_store.list_task_events(hub.db, network_ids, task_id,
+                                                              clamp_limit(limit, 100, 1000), offset)}
