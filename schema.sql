@@ -120,8 +120,43 @@ CREATE TABLE tasks (
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+-- Lists order by (created_ts DESC, rowid DESC): each index ends in the rowid, so one index serves a filter
+-- and the order, and a LIMIT stops early (tests/test_query_plans.py checks the plans).
 CREATE INDEX tasks_by_network ON tasks(network_id, created_ts);
-CREATE INDEX tasks_by_recipient ON tasks(network_id, to_name, status);
+CREATE INDEX tasks_by_recipient ON tasks(network_id, to_name, status);  -- an agent's open tasks (every inbox read)
+CREATE INDEX tasks_by_status ON tasks(network_id, status, created_ts);
+CREATE INDEX tasks_by_to_name ON tasks(network_id, to_name, created_ts);
+CREATE INDEX tasks_by_from_name ON tasks(network_id, from_name, created_ts);
+
+-- Task counts per network and status for /api/stats, kept by triggers (counting a million tasks takes
+-- tens of milliseconds on the event loop). A step that rebuilds `tasks` must recreate these triggers.
+CREATE TABLE task_counts (
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    status     TEXT NOT NULL,
+    n          INTEGER NOT NULL,
+    PRIMARY KEY (network_id, status)
+) WITHOUT ROWID;
+CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO task_counts(network_id, status, n) VALUES (new.network_id, new.status, 1)
+        ON CONFLICT (network_id, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER task_counts_update AFTER UPDATE OF status, network_id ON tasks
+    WHEN old.status IS NOT new.status OR old.network_id IS NOT new.network_id BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE network_id = old.network_id AND status = old.status;
+    INSERT INTO task_counts(network_id, status, n) VALUES (new.network_id, new.status, 1)
+        ON CONFLICT (network_id, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE network_id = old.network_id AND status = old.status;
+END;
+
+-- Each text is stored once. A broadcast's copies share one `bodies` row (messages.body_id, content '');
+-- a task notice's text is its task's content (content ''); a task's result is its completion's. The
+-- store's read queries put the text back; a body goes with the last message that uses it.
+CREATE TABLE bodies (
+    body_id INTEGER PRIMARY KEY,
+    content TEXT NOT NULL
+);
 
 -- Inbox items. kind: message | task | reply | broadcast | notice. `from_kind`/`to_kind` tell a person
 -- (user, addressed by username) from an agent (alias), so neither can pose as the other.
@@ -140,10 +175,21 @@ CREATE TABLE messages (
     created_ts  REAL NOT NULL,
     read_at     TEXT,
     from_kind   TEXT NOT NULL DEFAULT 'agent' CHECK (from_kind IN ('agent', 'person')),
-    to_kind     TEXT NOT NULL DEFAULT 'agent' CHECK (to_kind IN ('agent', 'person'))
+    to_kind     TEXT NOT NULL DEFAULT 'agent' CHECK (to_kind IN ('agent', 'person')),
+    body_id     INTEGER REFERENCES bodies(body_id)
 );
-CREATE INDEX messages_unread ON messages(network_id, to_name, read_at);
+-- An alias's unread items, newest first (the inbox, its count, and ?alias=&unread=1). `read_at IS NULL`
+-- is an equality for the planner: three equal columns here beat two in messages_by_recipient.
+CREATE INDEX messages_unread ON messages(network_id, to_name, read_at, created_ts);
 CREATE INDEX messages_by_network ON messages(network_id, created_ts);
+CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
+CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
+CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
+CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
+CREATE TRIGGER bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT NULL BEGIN
+    DELETE FROM bodies WHERE body_id = old.body_id
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id);
+END;
 
 CREATE TABLE task_events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -155,6 +201,7 @@ CREATE TABLE task_events (
     created_at TEXT NOT NULL
 );
 CREATE INDEX task_events_by_task ON task_events(task_id, id);
+CREATE INDEX task_events_by_network ON task_events(network_id, id);
 
 CREATE TABLE completions (
     task_id          TEXT PRIMARY KEY,
@@ -167,6 +214,7 @@ CREATE TABLE completions (
     completed_at     TEXT NOT NULL
 );
 CREATE INDEX completions_by_network ON completions(network_id, completed_at);
+CREATE INDEX completions_by_alias ON completions(network_id, alias, completed_at);
 
 -- The durable SSE log: an event is written here before it is pushed; its id is the SSE `id:`.
 CREATE TABLE events (

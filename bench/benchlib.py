@@ -191,12 +191,14 @@ class Server:
 
 
 def start_commhub(extra_args: list[str] | None = None, env_extra: dict[str, str] | None = None,
-                  keep_log: str | None = None) -> Server:
-    """A fresh CommHub on 127.0.0.1 with a temp database; port 0, read back from its log line."""
+                  keep_log: str | None = None, db: str | None = None, repo: Path = REPO,
+                  python: str = VENV_PY, start_limit: float = 30.0) -> Server:
+    """A CommHub on 127.0.0.1 (port 0, read back from its log line), on `db` or a fresh temp database;
+    `repo` is the checkout whose commhub.py runs (to measure another version of the code)."""
     tmp = tempfile.TemporaryDirectory(prefix="commhub-bench-")
-    db = os.path.join(tmp.name, "bench.db")
+    db = db or os.path.join(tmp.name, "bench.db")
     log_path = keep_log or os.path.join(tmp.name, "server.log")
-    argv = [VENV_PY, str(REPO / "commhub.py"), "serve", "--host", "127.0.0.1", "--port", "0", "--db", db,
+    argv = [python, str(repo / "commhub.py"), "serve", "--host", "127.0.0.1", "--port", "0", "--db", db,
             *(extra_args or [])]
     env_show = {**NO_LIMITS, **(env_extra or {})}
     log = open(log_path, "w")
@@ -205,7 +207,7 @@ def start_commhub(extra_args: list[str] | None = None, env_extra: dict[str, str]
     log.close()
     port = None
     t0 = time.monotonic()
-    while port is None and time.monotonic() - t0 < 30:
+    while port is None and time.monotonic() - t0 < start_limit:
         if proc.poll() is not None:
             raise RuntimeError(f"commhub exited early (rc {proc.returncode}): {Path(log_path).read_text()[-2000:]}")
         m = LISTEN_RE.search(Path(log_path).read_text())
@@ -215,7 +217,7 @@ def start_commhub(extra_args: list[str] | None = None, env_extra: dict[str, str]
             time.sleep(0.05)
     if port is None:
         proc.kill()
-        raise RuntimeError("commhub did not report its port within 30 s")
+        raise RuntimeError(f"commhub did not report its port within {start_limit} s")
     srv = Server("commhub", proc, port, log_path, argv, env_show, None, tmp)
     wait_http(srv.base + "/health", proc)
     return srv

@@ -120,6 +120,8 @@ def create_app(hub: Hub) -> QuartTrio:
             # the connection, so a client reusing it would hang. Tell it not to.
             response.headers["Connection"] = "close"
             return response
+        if g.get("body_read"):  # the handler read it all (api.common.read_body)
+            return response
         try:
             await request.get_data(cache=False)
         except HTTPException:  # too large or too slow: do not keep this connection

@@ -38,6 +38,10 @@ class Settings:
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     log_format: str = "text"
+    # Storage (retention of inbox items, tasks and audit entries; 0 = keep for ever)
+    message_retention_days: float = 0.0
+    task_retention_days: float = 0.0
+    audit_retention_days: float = 0.0
     # --- identity and tokens (agents)
     login_token_days: float = 30.0
     # Bounds on input and quotas (README "Limits and quotas"); for the max_* quotas 0 = no limit.
@@ -78,6 +82,10 @@ HELP: dict[str, str] = {
                               "requests) for this long is closed",
     "body_timeout_seconds": "a request body not fully received within this many seconds is refused (408)",
     "log_format": "text (one line per record) or json (one JSON object per line, for log shippers)",
+    "message_retention_days": "read inbox items older than this are deleted hourly (0 = keep; unread ones stay)",
+    "task_retention_days": "tasks that ended more than this many days ago are deleted hourly with their event log "
+                           "and completion (0 = keep; open tasks stay)",
+    "audit_retention_days": "audit entries older than this are deleted hourly (0 = keep)",
     "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
     "mcp_max_batch": "most messages in one JSON-RPC batch (batches exist only before MCP 2025-06-18; 1 = no batches)",
     "mcp_max_response_bytes": "a batch's answers stop at this size; the calls after it are answered with an error",

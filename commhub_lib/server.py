@@ -29,6 +29,7 @@ from .app import create_app
 from .broker import Broker
 from .config import Settings
 from .db import LOOP_BUSY_TIMEOUT_MS, Database
+from .gc_tuning import tune_after_startup
 from .service.hub import Hub
 from .service.jobs import run_sweeper
 from .store import users as user_store
@@ -220,6 +221,8 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
                 if handle_signals:
                     root.start_soon(_watch_signals, handle)
                 log_startup(settings, binds, user_store.count_users(db))
+                if handle_signals:  # the process's own server (serve), not one of many in a test process
+                    tune_after_startup()  # gc: freeze start-up objects, fewer young collections
                 task_status.started(handle)
             root.cancel_scope.cancel()
     finally:

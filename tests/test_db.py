@@ -77,7 +77,8 @@ def schema_of(path: str) -> dict:
 
 def test_fresh_and_migrated_databases_have_the_same_schema(tmp_path: Path) -> None:
     steps = dbmod.migration_steps()
-    assert sorted(steps) == list(range(1, dbmod.SCHEMA_VERSION + 1)), "migration steps must be numbered 1..N"
+    # Numbered from 1; gaps are allowed (parallel branches each take their own number).
+    assert min(steps) == 1 and max(steps) == dbmod.SCHEMA_VERSION, "migration steps must be numbered 1..N"
     assert (dbmod.MIGRATIONS_DIR / "0001_initial.sql").is_file()
 
     fresh = str(tmp_path / "fresh.db")

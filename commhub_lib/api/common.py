@@ -8,7 +8,7 @@ import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from quart import current_app, request
+from quart import current_app, g, request
 
 from ..errors import BadRequest, Unauthorized, ValidationFailed
 from ..models import body_models
@@ -128,9 +128,17 @@ def json_bytes(payload: Any) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode("ascii")
 
 
+async def read_body() -> bytes:
+    """The raw request body, read once; marks it read so the after-request drain can skip it (awaiting a
+    finished body again still costs a trip through the scheduler: ~2 % of an MCP call)."""
+    raw = await request.get_data(cache=False)
+    g.body_read = True
+    return raw
+
+
 async def json_body() -> dict[str, Any]:
     """The request body as a JSON object (empty body = {}); 400 if it is not one, 413 if too big."""
-    raw = await request.get_data(cache=False)
+    raw = await read_body()
     if not raw.strip():
         return {}
     data = parse_json(raw)

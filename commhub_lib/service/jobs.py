@@ -18,6 +18,7 @@ from ..ids import now_text, now_ts, ts_text
 from ..store import maintenance as maintenance_store
 from ..store import sessions as session_store
 from .hub import Hub
+from .retention import apply_retention
 
 log = logging.getLogger("commhub.jobs")
 
@@ -109,6 +110,7 @@ async def _round(hub: Hub, prune: bool) -> None:
     await sweep_once(hub)
     if prune:
         await prune_events(hub)
+        await apply_retention(hub)  # inbox items, tasks, audit entries (off unless configured)
 
 
 def _pause(hub: Hub, failures: int) -> float:

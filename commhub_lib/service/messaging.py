@@ -128,8 +128,10 @@ def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast, sender_ki
     pending: list[Event] = []
     ids: dict[str, str] = {}
     with hub.db.write():
+        body_id = message_store.insert_body(hub.db, body.content)  # one text for every copy
         for row in targets:
-            msg = message_row(network_id, sender, row["alias"], "broadcast", body.content, from_kind=sender_kind)
+            msg = message_row(network_id, sender, row["alias"], "broadcast", "", from_kind=sender_kind)
+            msg["body_id"] = body_id
             message_store.insert_message(hub.db, msg)
             ids[row["alias"]] = msg["message_id"]
             hub.record_event(pending, network_id, row["alias"], "broadcast", {

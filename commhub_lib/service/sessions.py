@@ -24,10 +24,11 @@ TOUCH_INTERVAL_SECONDS = 1.0
 TASK_STATUSES = ("delivered", "running", "input_required", "replied", "failed", "cancelled")
 
 
-def is_online(hub: Hub, row: dict[str, Any]) -> bool:
+def is_online(hub: Hub, row: dict[str, Any], streams: int | None = None) -> bool:
     """A session is online while it has a live stream or its last sign of life is within the presence timeout
-    (checked here, not only by the sweeper, so a claim is never refused for a holder that already timed out)."""
-    if hub.broker.stream_count(row["network_id"], row["alias"]) > 0:
+    (checked here, not only by the sweeper, so a claim is never refused for a holder that already timed out).
+    `streams`: the alias's stream count when the caller already has it."""
+    if (hub.broker.stream_count(row["network_id"], row["alias"]) if streams is None else streams) > 0:
         return True
     if row["status"] == "offline":
         return False
@@ -188,9 +189,11 @@ def public_session(hub: Hub, row: dict[str, Any]) -> dict[str, Any]:
     """A session as listed by /api/status and get_all_status."""
     out = {k: row[k] for k in ("resume_id", "alias", "status", "agent", "model", "task", "progress",
                                "last_seen_at", "network_id", "node_id", "created_at", "retired_at")}
-    out["status"] = effective_status(hub, row)
-    out["online"] = is_online(hub, row)
-    out["streams"] = hub.broker.stream_count(row["network_id"], row["alias"])
+    streams = hub.broker.stream_count(row["network_id"], row["alias"])
+    online = is_online(hub, row, streams)  # once per row: /api/status lists every session of every network
+    out["status"] = ("idle" if row["status"] == "offline" else row["status"]) if online else "offline"
+    out["online"] = online
+    out["streams"] = streams
     return out
 
 
@@ -215,9 +218,13 @@ def list_nodes(hub: Hub, network_ids: list[str], limit: int | None = None, offse
 
 def stats(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
     """Session and task counts (the reference's /api/stats shape)."""
-    # Counted as /api/status shows them (presence may have lapsed before the sweeper stored it).
-    online = [is_online(hub, r) for r in session_store.list_sessions(hub.db, network_ids)]
-    sessions = {"total": len(online), "online": sum(online), "offline": len(online) - sum(online)}
+    # Counted as /api/status shows them (presence may have lapsed before the sweeper stored it): offline are
+    # the sessions stored offline or silent past the timeout, unless they have a live stream.
+    cutoff = now_ts() - hub.settings.presence_timeout_seconds
+    offline = sum(1 for r in session_store.lapsed_sessions(hub.db, network_ids, cutoff)
+                  if hub.broker.stream_count(r["network_id"], r["alias"]) == 0)
+    total = session_store.count_sessions(hub.db, network_ids)
+    sessions = {"total": total, "online": total - offline, "offline": offline}
     counts = task_store.task_counts(hub.db, network_ids)
     tasks = {"total": sum(counts.values())}
     tasks.update({s: counts.get(s, 0) for s in TASK_STATUSES})

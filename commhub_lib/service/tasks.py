@@ -23,6 +23,12 @@ from .hub import AGENT, PERSON, Hub, Principal, clamp_limit, hint
 from .sessions import is_online, require_known_alias
 
 FINAL = ("replied", "failed", "cancelled")
+EXCERPT_CHARS = 120  # a task event shows the start of a reply; the whole text is the reply and the completion
+
+
+def excerpt(text: str) -> str:
+    """The start of a text for a task event's detail (the full text is stored elsewhere, once)."""
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS - 1] + "…"
 OPEN = task_store.OPEN_STATUSES
 REPLY_TO_STATUS = {"done": "replied", "failed": "failed", "progress": "running", "question": "input_required"}
 
@@ -58,7 +64,8 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
     require_known_alias(hub, network_id, body.to)
     pending: list[Event] = []
     with hub.db.write():
-        msg = message_row(network_id, sender, body.to, "task", body.content, priority=body.priority,
+        # The notice's text is the task's content (stored once, in the task).
+        msg = message_row(network_id, sender, body.to, "task", "", priority=body.priority,
                           from_kind=sender_kind)
         task = {"task_id": new_uuid(), "network_id": network_id, "from_name": sender, "from_kind": sender_kind,
                 "to_name": body.to, "to_kind": AGENT, "title": body.title, "content": body.content,
@@ -128,12 +135,12 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
     pending: list[Event] = []
     with hub.db.write():
         now = now_text()
-        if not task_store.set_status(hub.db, task_id, OPEN, new_status, now, content if new_status in FINAL else None):
+        if not task_store.set_status(hub.db, task_id, OPEN, new_status, now):  # the result: in the completion
             raise Conflict(f"task {task_id} changed state meanwhile; fetch it with "
                            + hint("get_task", f"GET /api/tasks/{task_id}"), code="task_final")
         if task["status"] == "delivered":
             _task_event(hub, task, "running", actor)
-        _task_event(hub, task, status if status in ("progress", "question") else new_status, actor, content[:500])
+        _task_event(hub, task, status if status in ("progress", "question") else new_status, actor, excerpt(content))
         if new_status in FINAL:
             duration = max(0.0, now_ts() - task["created_ts"])
             task_store.insert_completion(hub.db, task_id, network_id, actor, new_status, content,
@@ -168,7 +175,7 @@ def _sender_answer(hub: Hub, network_id: str, actor: str, actor_kind: str, task:
     _require_open(task)
     pending: list[Event] = []
     with hub.db.write():
-        _task_event(hub, task, "answer", actor, content[:500])
+        _task_event(hub, task, "answer", actor, excerpt(content))
         msg = message_row(network_id, actor, task["to_name"], "reply", content,
                           in_reply_to=in_reply_to or task["message_id"], task_id=task_id, status="answer",
                           priority=task["priority"], from_kind=actor_kind, to_kind=task["to_kind"])

@@ -5,20 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
+from .paging import page
 
 Row = dict[str, Any]
-MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", from_kind, to_name AS \"to\", to_kind, kind,"
-                   " content, priority, in_reply_to, task_id, status, created_at, read_at")
+# The text is stored once (schema.sql): a broadcast's in `bodies`, a task notice's in its task.
+CONTENT = ("CASE WHEN body_id IS NOT NULL THEN (SELECT b.content FROM bodies b WHERE b.body_id = messages.body_id)"
+           " WHEN kind = 'task' AND content = '' THEN coalesce((SELECT t.content FROM tasks t"
+           " WHERE t.task_id = messages.task_id), '') ELSE content END")
+MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", from_kind, to_name AS \"to\", to_kind, kind, "
+                   + CONTENT + " AS content, priority, in_reply_to, task_id, status, created_at, read_at")
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
 
 
 def insert_message(db: Database, row: Row) -> None:
-    """Store an inbox item (row holds every column)."""
+    """Store an inbox item (row holds every column; `body_id` optional: the text is in `bodies`)."""
     db.execute("INSERT INTO messages(message_id, network_id, from_name, from_kind, to_name, to_kind, kind, content,"
-               " priority, in_reply_to, task_id, status, created_at, created_ts) VALUES (:message_id, :network_id,"
-               " :from_name, :from_kind, :to_name, :to_kind, :kind, :content, :priority, :in_reply_to, :task_id,"
-               " :status, :created_at, :created_ts)", row)
+               " priority, in_reply_to, task_id, status, created_at, created_ts, body_id) VALUES (:message_id,"
+               " :network_id, :from_name, :from_kind, :to_name, :to_kind, :kind, :content, :priority, :in_reply_to,"
+               " :task_id, :status, :created_at, :created_ts, :body_id)", {"body_id": None, **row})
+
+
+def insert_body(db: Database, content: str) -> int:
+    """Store a text shared by several inbox items (a broadcast's copies); returns its body_id."""
+    db.execute("INSERT INTO bodies(content) VALUES (?)", (content,))
+    return db.con.last_insert_rowid()
 
 
 def get_message(db: Database, network_id: str, message_id: str) -> Row | None:
@@ -79,15 +90,15 @@ def get_messages(db: Database, network_id: str, message_ids: list[str]) -> list[
 def list_messages(db: Database, network_ids: list[str], alias: str | None, kind: str | None, unread_only: bool,
                   limit: int, offset: int) -> list[Row]:
     """Messages (to an alias: its inbox), newest first."""
-    marks = ",".join("?" * len(network_ids)) or "NULL"
-    where, params = [f"network_id IN ({marks})"], list(network_ids)
+    where, params = [], []
     if alias:
         where.append("to_name = ?")
         params.append(alias)
     if kind:
-        where.append("kind = ?")
+        # A kind may be most of a network's messages; an alias's inbox or the unread ones are few.
+        where.append("+kind = ?" if alias or unread_only else "kind = ?")
         params.append(kind)
     if unread_only:
         where.append("read_at IS NULL")
-    return db.query(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
-                    f" ORDER BY created_ts DESC, rowid DESC LIMIT ? OFFSET ?", (*params, limit, offset))
+    return page(db, f"SELECT {MESSAGE_COLUMNS}, created_ts AS _ts, rowid AS _seq FROM messages", where, params,
+                network_ids, "_ts DESC, _seq DESC", limit, offset)

@@ -90,6 +90,19 @@ def list_sessions(db: Database, network_ids: list[str]) -> list[Row]:
                     " ORDER BY s.network_id, s.alias", tuple(network_ids))
 
 
+def count_sessions(db: Database, network_ids: list[str]) -> int:
+    """How many sessions some networks have."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    return db.con.execute(f"SELECT count(*) FROM sessions WHERE network_id IN ({marks})", tuple(network_ids)).get
+
+
+def lapsed_sessions(db: Database, network_ids: list[str], cutoff_ts: float) -> list[Row]:
+    """Sessions stored offline or silent since the cutoff (online only if they have a live stream)."""
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    return db.query(f"SELECT network_id, alias FROM sessions WHERE network_id IN ({marks})"
+                    " AND (status = 'offline' OR last_seen_ts < ?)", (*network_ids, cutoff_ts))
+
+
 def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, platform: str | None,
                 agent: str | None, now: str) -> str:
     """Record a machine seen in a report; returns the node id (existing or new)."""

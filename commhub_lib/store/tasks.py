@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
+from .paging import page
 
 Row = dict[str, Any]
+# A task's result is stored once, in its completion record (tasks.result only holds older rows).
+RESULT = "coalesce(result, (SELECT c.result FROM completions c WHERE c.task_id = tasks.task_id))"
 TASK_COLUMNS = ("task_id, network_id, from_name, from_kind, to_name, to_kind, title, content, context, priority,"
-                " status, deadline, idempotency_key, message_id, result, created_at, updated_at")
+                " status, deadline, idempotency_key, message_id, " + RESULT + " AS result, created_at, updated_at")
 OPEN_STATUSES = ("delivered", "running", "input_required")
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
@@ -61,21 +64,22 @@ def set_status(db: Database, task_id: str, from_statuses: tuple[str, ...], statu
 
 def list_tasks(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
                from_name: str | None, limit: int, offset: int) -> list[Row]:
-    """Tasks, newest first, with optional filters."""
-    marks = ",".join("?" * len(network_ids)) or "NULL"
-    where, params = [f"network_id IN ({marks})"], list(network_ids)
-    for column, value in (("status", status), ("to_name", to_name), ("from_name", from_name)):
+    """Tasks, newest first, with optional filters (each filter has an index ending in created_ts)."""
+    where, params = [], []
+    # An alias's tasks are few; a status may hold most of a network's: walk the alias's index then.
+    status_column = "+status" if to_name or from_name else "status"
+    for column, value in ((status_column, status), ("to_name", to_name), ("from_name", from_name)):
         if value:
             where.append(f"{column} = ?")
             params.append(value)
-    return db.query(f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
-                    " ORDER BY created_ts DESC, task_id LIMIT ? OFFSET ?", (*params, limit, offset))
+    return page(db, f"SELECT {TASK_COLUMNS}, created_ts AS _ts, rowid AS _seq FROM tasks", where, params,
+                network_ids, "_ts DESC, _seq DESC", limit, offset)
 
 
 def task_counts(db: Database, network_ids: list[str]) -> dict[str, int]:
-    """How many tasks are in each status."""
+    """How many tasks are in each status (from the counts the triggers keep, not a count of the tasks)."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
-    rows = db.query(f"SELECT status, count(*) AS n FROM tasks WHERE network_id IN ({marks}) GROUP BY status",
+    rows = db.query(f"SELECT status, sum(n) AS n FROM task_counts WHERE network_id IN ({marks}) GROUP BY status",
                     tuple(network_ids))
     return {r["status"]: r["n"] for r in rows}
 
@@ -90,13 +94,13 @@ def insert_task_event(db: Database, task_id: str, network_id: str, event: str, a
 def list_task_events(db: Database, network_ids: list[str], task_id: str | None, limit: int,
                      offset: int) -> list[Row]:
     """Task events, oldest first, optionally of one task."""
-    marks = ",".join("?" * len(network_ids)) or "NULL"
-    where, params = [f"network_id IN ({marks})"], list(network_ids)
+    where, params = [], []
     if task_id:
         where.append("task_id = ?")
         params.append(task_id)
-    return db.query(f"SELECT id, task_id, network_id, event, actor, detail, created_at FROM task_events"
-                    f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ? OFFSET ?", (*params, limit, offset))
+    # One task's few events (task_events_by_task), not a walk of the network's log in id order.
+    return page(db, "SELECT id, task_id, network_id, event, actor, detail, created_at FROM task_events", where,
+                params, network_ids, "id", limit, offset, "+network_id" if task_id else "network_id")
 
 
 def insert_completion(db: Database, task_id: str, network_id: str, alias: str, status: str, result: str | None,
@@ -110,14 +114,13 @@ def insert_completion(db: Database, task_id: str, network_id: str, alias: str, s
 def list_completions(db: Database, network_ids: list[str], alias: str | None, limit: int,
                      offset: int) -> list[Row]:
     """Completion records, newest first."""
-    marks = ",".join("?" * len(network_ids)) or "NULL"
-    where, params = [f"network_id IN ({marks})"], list(network_ids)
+    where, params = [], []
     if alias:
         where.append("alias = ?")
         params.append(alias)
-    return db.query(f"SELECT task_id, network_id, alias, status, result, artifacts, duration_seconds, completed_at"
-                    f" FROM completions WHERE {' AND '.join(where)} ORDER BY completed_at DESC, task_id"
-                    f" LIMIT ? OFFSET ?", (*params, limit, offset))
+    return page(db, "SELECT task_id, network_id, alias, status, result, artifacts, duration_seconds, completed_at,"
+                " rowid AS _seq FROM completions", where, params, network_ids, "completed_at DESC, _seq DESC",
+                limit, offset)
 
 
 def get_completion(db: Database, task_id: str) -> Row | None:

@@ -1,0 +1,52 @@
+"""Newest-first (or oldest-first) pages over one or several networks, each read along an index.
+
+A list over several networks (a person's token sees all of theirs) cannot be served by one index walk
+with `network_id IN (...)`: SQLite would collect every matching row and sort them. Instead each network
+gets its own arm, ordered by its index, and the arms are merged (`UNION ALL ... ORDER BY ... LIMIT`:
+SQLite's MERGE plan reads each arm lazily and stops at the limit). The order keys must be result columns
+of every arm; callers name them with a leading underscore and `strip_keys` drops them from the rows.
+
+When two filters each have an index, SQLite may pick the one that walks more rows; callers write the
+less selective column as `+column` (the unary plus keeps SQLite from using an index for that term).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import Database
+
+Row = dict[str, Any]
+# SQLite allows 500 terms in a compound SELECT; past this many networks one IN query is used (correct,
+# but it sorts every matching row).
+MAX_MERGED_NETWORKS = 200
+
+
+def page(db: Database, select: str, where: list[str], params: list[Any], network_ids: list[str],
+         order_by: str, limit: int, offset: int, network_column: str = "network_id") -> list[Row]:
+    """Rows of `select` (no WHERE) in `network_ids` matching `where`, ordered by `order_by`, one page.
+
+    `select` is `SELECT <columns> FROM <table>` and must return every column `order_by` names;
+    `network_column` is `+network_id` when another filter's index is the one to walk."""
+    if not network_ids:
+        return []
+    rest = "".join(f" AND {w}" for w in where)
+    if len(network_ids) == 1 or len(network_ids) > MAX_MERGED_NETWORKS:
+        marks = ",".join("?" * len(network_ids))
+        sql = f"{select} WHERE {network_column} IN ({marks}){rest} ORDER BY {order_by} LIMIT ? OFFSET ?"
+        return strip_keys(db.query(sql, (*network_ids, *params, limit, offset)))
+    arm = f"{select} WHERE {network_column} = ?{rest}"
+    sql = " UNION ALL ".join([arm] * len(network_ids)) + f" ORDER BY {order_by} LIMIT ? OFFSET ?"
+    args: list[Any] = []
+    for network_id in network_ids:
+        args.append(network_id)
+        args.extend(params)
+    return strip_keys(db.query(sql, (*args, limit, offset)))
+
+
+def strip_keys(rows: list[Row]) -> list[Row]:
+    """Drop the order-key columns (named `_…`) that only served the merge."""
+    for row in rows:
+        for key in [k for k in row if k.startswith("_")]:
+            del row[key]
+    return rows
