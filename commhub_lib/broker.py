@@ -1,4 +1,4 @@
-"""Per-alias fan-out of committed events to live SSE streams and long-poll waiters.
+"""Fan-out of committed events to live streams and long-poll waiters: per alias, and per network for observers.
 
 Each subscriber has a bounded trio memory channel. Publishing never blocks: when a subscriber's buffer
 is full it is dropped (its channel closed), its stream ends, and the client reconnects with
@@ -7,9 +7,10 @@ Last-Event-ID and replays from the database. A slow reader therefore costs the h
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -29,50 +30,92 @@ class Event:
 
 @dataclass(eq=False)
 class Subscriber:
-    """One live reader of an alias's events."""
+    """One live reader of an alias's events (or, with `alias` None, of every alias of a network)."""
 
-    key: Key
+    network_id: str
+    alias: str | None
     send: trio.MemorySendChannel[Event]
     receive: trio.MemoryReceiveChannel[Event]
     counts_for_presence: bool
+    token_id: str | None = None
+    client_ip: str | None = None  # set for streams (they count against the per-IP cap), not long-polls
     dropped: bool = False
     closed_reason: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def key(self) -> Key:
+        """(network_id, alias) of an alias subscriber."""
+        return (self.network_id, self.alias or "")
+
+    def close(self, reason: str) -> None:
+        """End this subscriber's stream: its reader sees the channel end and says why."""
+        self.dropped = True
+        self.closed_reason = self.closed_reason or reason
+        self.send.close()
 
 
 class Broker:
-    """Registry of subscribers by (network_id, alias)."""
+    """Registry of subscribers by (network_id, alias), and of network observers by network_id."""
 
     def __init__(self, buffer: int):
         self.buffer = buffer
         self._subs: dict[Key, set[Subscriber]] = {}
+        self._network_subs: dict[str, set[Subscriber]] = {}
+        self._streams_by_token: Counter[str] = Counter()
+        self._streams_by_ip: Counter[str] = Counter()
         self.closing = False
+        self.stopping = trio.Event()  # set at shutdown, for streams that wait without a subscriber
 
     @contextmanager
-    def subscribe(self, network_id: str, alias: str, *, counts_for_presence: bool = False,
-                  buffer: int | None = None, token_id: str | None = None) -> Iterator[Subscriber]:
-        """Register a subscriber for the duration of the block."""
+    def subscribe(self, network_id: str, alias: str | None, *, counts_for_presence: bool = False,
+                  buffer: int | None = None, token_id: str | None = None,
+                  client_ip: str | None = None) -> Iterator[Subscriber]:
+        """Register a subscriber for the duration of the block (alias None: every alias of the network)."""
         send, receive = trio.open_memory_channel[Event](buffer or self.buffer)
-        sub = Subscriber((network_id, alias), send, receive, counts_for_presence)
-        sub.extra["token_id"] = token_id
+        sub = Subscriber(network_id, alias, send, receive, counts_for_presence, token_id, client_ip)
         if self.closing:
-            sub.closed_reason = "shutdown"
-            send.close()
-        self._subs.setdefault(sub.key, set()).add(sub)
+            sub.close("shutdown")
+        registry = self._subs.setdefault(sub.key, set()) if alias is not None else \
+            self._network_subs.setdefault(network_id, set())
+        registry.add(sub)
         try:
-            yield sub
+            if client_ip is None:
+                yield sub
+            else:
+                with self.hold_stream(token_id, client_ip):
+                    yield sub
         finally:
-            subs = self._subs.get(sub.key)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._subs[sub.key]
+            registry.discard(sub)
+            if not registry:
+                if alias is not None:
+                    self._subs.pop(sub.key, None)
+                else:
+                    self._network_subs.pop(network_id, None)
             send.close()
             receive.close()
 
+    @contextmanager
+    def hold_stream(self, token_id: str | None, client_ip: str) -> Iterator[None]:
+        """Count one open stream against its token and address for the duration of the block (the caps)."""
+        self._streams_by_ip[client_ip] += 1
+        if token_id is not None:
+            self._streams_by_token[token_id] += 1
+        try:
+            yield
+        finally:
+            self._streams_by_ip[client_ip] -= 1
+            if self._streams_by_ip[client_ip] <= 0:
+                del self._streams_by_ip[client_ip]
+            if token_id is not None:
+                self._streams_by_token[token_id] -= 1
+                if self._streams_by_token[token_id] <= 0:
+                    del self._streams_by_token[token_id]
+
     def publish(self, event: Event) -> None:
-        """Hand an event to every subscriber of its alias without ever waiting."""
+        """Hand an event to every subscriber of its alias and of its network without ever waiting."""
         for sub in list(self._subs.get((event.network_id, event.alias), ())):
+            self._offer(sub, event)
+        for sub in list(self._network_subs.get(event.network_id, ())):
             self._offer(sub, event)
 
     @staticmethod
@@ -83,15 +126,21 @@ class Broker:
             sub.send.send_nowait(event)
         except trio.WouldBlock:
             # Too slow: end this stream; the client reconnects and replays from the database.
-            sub.dropped = True
-            sub.closed_reason = "slow_reader"
-            sub.send.close()
+            sub.close("slow_reader")
         except trio.ClosedResourceError:
             sub.dropped = True
 
     def subscriber_count(self) -> int:
         """All live subscribers (streams and long-poll waiters)."""
-        return sum(len(s) for s in self._subs.values())
+        return sum(len(s) for s in self._subs.values()) + sum(len(s) for s in self._network_subs.values())
+
+    def streams_of_token(self, token_id: str) -> int:
+        """Open streams (not long-polls) held with one token."""
+        return self._streams_by_token.get(token_id, 0)
+
+    def streams_from_ip(self, client_ip: str) -> int:
+        """Open streams (not long-polls) held from one client address."""
+        return self._streams_by_ip.get(client_ip, 0)
 
     def stream_count(self, network_id: str, alias: str) -> int:
         """How many live agent streams (that count for presence) an alias has."""
@@ -101,26 +150,27 @@ class Broker:
         """Every (network, alias) with at least one live agent stream."""
         return {k for k, subs in self._subs.items() if any(s.counts_for_presence and not s.dropped for s in subs)}
 
+    def _all(self) -> Iterator[Subscriber]:
+        for subs in list(self._subs.values()) + list(self._network_subs.values()):
+            yield from list(subs)
+
     def close_token_streams(self, token_id: str) -> None:
         """End every stream opened with a token (it was just revoked)."""
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                if sub.extra.get("token_id") == token_id:
-                    sub.dropped = True
-                    sub.closed_reason = "token_revoked"
-                    sub.send.close()
+        for sub in self._all():
+            if sub.token_id == token_id:
+                sub.close("token_revoked")
 
-    def close_alias_streams(self, network_id: str, alias: str, reason: str) -> None:
-        """End every live reader of one alias (it was released or retired by an owner/admin)."""
-        for sub in list(self._subs.get((network_id, alias), ())):
-            sub.dropped = True
-            sub.closed_reason = reason
-            sub.send.close()
+    def close_alias_streams(self, network_id: str, alias: str, reason: str) -> int:
+        """End every stream and long-poll of one alias (it was released or retired); returns how many."""
+        subs = list(self._subs.get((network_id, alias), ()))
+        for sub in subs:
+            sub.close(reason)
+        return len(subs)
 
     def close_all(self, reason: str = "shutdown") -> None:
         """End every stream (at shutdown: hypercorn would otherwise wait and then cut them)."""
         self.closing = True
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                sub.closed_reason = reason
-                sub.send.close()
+        self.stopping.set()
+        for sub in self._all():
+            sub.closed_reason = reason
+            sub.send.close()

@@ -7,7 +7,8 @@ No command talks HTTP by itself; each builds a `HubClient` with `HubClient.from_
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,21 +125,45 @@ class HubClient:
         return _answer(response)
 
     def stream(self, path: str, *, params: dict[str, Any] | None = None,
-               last_event_id: str | None = None) -> Iterator[SseFrame]:
-        """Follow an SSE stream until it ends; raises ClientError if it is refused or cannot be reached."""
+               last_event_id: str | None = None, read_timeout: float | None = None) -> Iterator[SseFrame]:
+        """Follow an SSE stream until it ends; raises ClientError if it is refused or cannot be reached.
+        `read_timeout`: give up on a stream silent for that long (heartbeats arrive every 15 s by default)."""
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             with self.http.stream("GET", path, params=clean, headers=headers,
-                                  timeout=httpx.Timeout(10.0, read=None)) as response:
+                                  timeout=httpx.Timeout(10.0, read=read_timeout)) as response:
                 if response.status_code != 200:
                     response.read()
                     _answer(response)
                 yield from parse_sse(iter_sse_lines(response))
         except httpx.HTTPError as exc:
             raise ClientError(0, "unreachable", f"stream from {self.url} broke: {exc}") from exc
+
+
+    def follow(self, path: str, *, resume: Callable[[], str | None], params: dict[str, Any] | None = None,
+               on_retry: Callable[[str, float], None] | None = None, max_delay: float = 30.0,
+               read_timeout: float = 60.0) -> Iterator[SseFrame]:
+        """Follow an SSE stream for ever: when it ends or breaks, reconnect with backoff (1 s doubling to
+        `max_delay`, reset once a connection works) and `Last-Event-ID: resume()`, telling `on_retry` why and
+        how long it waits. A refusal the caller must fix (4xx other than 429) is raised as ClientError."""
+        delay = 1.0
+        while True:
+            try:
+                for frame in self.stream(path, params=params, last_event_id=resume(), read_timeout=read_timeout):
+                    delay = 1.0
+                    yield frame
+                reason = "the stream ended"
+            except ClientError as exc:
+                if 400 <= exc.status < 500 and exc.status != 429:
+                    raise
+                reason = exc.message if exc.status == 0 else f"{exc.code}: {exc.message}"
+            if on_retry is not None:
+                on_retry(reason, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
 
 
 def _answer(response: httpx.Response) -> dict[str, Any]:

@@ -44,6 +44,9 @@ class Settings:
     audit_retention_days: float = 0.0
     # --- identity and tokens (agents)
     login_token_days: float = 30.0
+    # Streams (wake): caps on open SSE streams (/events and GET /mcp) so one token or host cannot hold them all.
+    max_streams_per_token: int = 32
+    max_streams_per_ip: int = 512
     # Bounds on input and quotas (README "Limits and quotas"); for the max_* quotas 0 = no limit.
     mcp_max_batch: int = 50
     mcp_max_response_bytes: int = 4 * 1024 * 1024
@@ -87,6 +90,8 @@ HELP: dict[str, str] = {
                            "and completion (0 = keep; open tasks stay)",
     "audit_retention_days": "audit entries older than this are deleted hourly (0 = keep)",
     "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
+    "max_streams_per_token": "open event streams (/events, GET /mcp) one token may hold; 429 above (0 = no limit)",
+    "max_streams_per_ip": "open event streams one client address may hold; 429 above (0 = no limit)",
     "mcp_max_batch": "most messages in one JSON-RPC batch (batches exist only before MCP 2025-06-18; 1 = no batches)",
     "mcp_max_response_bytes": "a batch's answers stop at this size; the calls after it are answered with an error",
     "mcp_sessions_per_token": "MCP sessions kept per token; a new one evicts that token's least recently used",

@@ -1,4 +1,10 @@
-"""SSE event names and their wire encoding."""
+"""SSE event names and their wire encoding (the `/events` streams; `GET /mcp` wraps them in mcp/channel.py).
+
+Every `data:` value is JSON written by the hub. JSON may carry U+0085, U+2028, U+2029 and a few control
+characters raw inside strings; the SSE spec splits lines only on CR and LF, but readers built on Python's
+`str.splitlines` (httpx's `iter_lines`) split on those too and would see a forged line. They are escaped as
+`\\uXXXX`, which every JSON parser reads back as the same character.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +20,40 @@ BROADCAST = "broadcast"
 HEARTBEAT = "heartbeat"
 RETRY_MS = 3000
 
+# Every character `str.splitlines` splits on besides CR and LF (those never occur raw in JSON text).
+_LINE_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in _LINE_BREAKS}
+
+
+def safe_data(text: str) -> str:
+    """JSON text made safe for one `data:` line: no character that any common reader takes as a line break."""
+    for c in _LINE_BREAKS:
+        if c in text:
+            return text.translate(_ESCAPES)
+    return text
+
+
+def frame(event_id: int, name: str, data: str) -> bytes:
+    """One SSE frame with an id, an event name and JSON data."""
+    return f"id: {event_id}\nevent: {name}\ndata: {safe_data(data)}\n\n".encode()
+
 
 def encode(event: Event) -> bytes:
     """One SSE frame; every event but heartbeat carries its durable id."""
-    head = f"id: {event.id}\n" if event.id else ""
-    return f"{head}event: {event.name}\ndata: {event.data}\n\n".encode()
+    if not event.id:
+        return f"event: {event.name}\ndata: {safe_data(event.data)}\n\n".encode()
+    return frame(event.id, event.name, event.data)
 
 
 def encode_row(row: dict) -> bytes:
     """A replayed event (a row of the events table) as an SSE frame."""
-    return f"id: {row['id']}\nevent: {row['event']}\ndata: {row['data']}\n\n".encode()
+    return frame(row["id"], row["event"], row["data"])
+
+
+def with_alias(data: str, alias: str) -> str:
+    """An event's JSON object with `"alias"` first (the network stream names the alias each event was for)."""
+    head = '{"alias":' + json.dumps(alias, ensure_ascii=False)
+    return head + "}" if data.strip() == "{}" else head + "," + data.lstrip()[1:]
 
 
 def heartbeat() -> Event:
@@ -31,9 +61,10 @@ def heartbeat() -> Event:
     return Event(0, "", "", HEARTBEAT, json.dumps({"time": iso_now()}))
 
 
-def preamble() -> bytes:
-    """Sent on connect: the reconnect delay hint and a comment that flushes proxies."""
-    return f"retry: {RETRY_MS}\n: connected\n\n".encode()
+def preamble(position: int) -> bytes:
+    """Sent on connect: the reconnect delay hint and the stream's position as an `id:` without data, so the
+    client's last event id is set (no event is dispatched) even if nothing arrives before it drops."""
+    return f"retry: {RETRY_MS}\nid: {position}\n\n".encode()
 
 
 def comment(text: str) -> bytes:

@@ -1,7 +1,7 @@
-"""GET /events/<alias>: authenticate, subscribe, replay since Last-Event-ID, then stream live events.
+"""GET /events/<alias> (one alias) and GET /events?network_id= (every alias of a network, for people).
 
-Order matters (as in ntfy): subscribe first, then replay from the database, then go live, skipping live
-events already replayed; so nothing committed while connecting is lost or sent twice.
+Authentication, the alias claim and the caps live here; the stream itself (position, replay since
+Last-Event-ID, live events, heartbeats) is the shared loop of stream.py, written in plain SSE.
 """
 
 from __future__ import annotations
@@ -9,104 +9,125 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import trio
-from quart import Blueprint, make_response, request
+from quart import Blueprint, Response, make_response, request
 
 from . import events
-from .api.common import authenticate, hub
+from .api.common import authenticate, client_ip, hub
 from .errors import Forbidden, NotFound, ValidationFailed
 from .ids import now_text, now_ts
 from .models import ALIAS_RE, ALIAS_RULE
 from .service import networks, sessions
 from .service.hub import Hub, Principal
-from .store import events as event_store
 from .store import sessions as session_store
+from .stream import Progress, Scope, check_stream_caps, follow, parse_last_event_id
 
 bp = Blueprint("sse", __name__)
 log = logging.getLogger("commhub.sse")
-REPLAY_BATCH = 500
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _last_event_id() -> int:
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or ""
-    if not raw.strip():
-        return 0
-    try:
-        value = int(raw.strip())
-    except ValueError as exc:
-        raise ValidationFailed("Last-Event-ID: must be the integer id of an event") from exc
-    if value < 0:
-        raise ValidationFailed("Last-Event-ID: must not be negative")
-    return value
+class SseWire:
+    """Plain SSE: `event:` names and JSON `data:`; on the network stream each event's data names its alias."""
+
+    def __init__(self, name_alias: bool):
+        self.name_alias = name_alias
+
+    def opening(self, position: int) -> bytes:
+        """retry hint and position."""
+        return events.preamble(position)
+
+    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
+        """One event frame."""
+        return events.frame(event_id, name, events.with_alias(data, alias) if self.name_alias else data)
+
+    def heartbeat(self) -> bytes:
+        """The reference's heartbeat event (no id)."""
+        return events.encode(events.heartbeat())
+
+    def closing(self, reason: str, last: int) -> bytes:
+        """A comment naming the id to resume from."""
+        return events.comment(f"stream closed: {reason}; reconnect with Last-Event-ID: {last}")
 
 
-def _open(h: Hub, principal: Principal, alias: str) -> str:
-    """Check the caller may listen as `alias`; an agent token claims it (the stream keeps it online).
-    A network the caller may not read is 403 here (SPEC §5), where the data endpoints hide it as 404."""
+def last_event_id(h: Hub) -> int | None:
+    """The request's Last-Event-ID header (or ?last_event_id=), checked; None when absent."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None or not raw.strip():
+        raw = request.args.get("last_event_id")
+    return parse_last_event_id(raw, h.db)
+
+
+def _readable_network(h: Hub, principal: Principal) -> str:
+    """The network named by ?network_id= (or the caller's only one); one the caller may not read is 403 here
+    (SPEC §5), where the data endpoints hide it as 404."""
     try:
         # An explicit ?network_id= must be the token's own network (as on the data endpoints), never ignored;
         # a person (dashboard, `commhub tail`) watches an alias of a network they belong to.
-        network_id = networks.single_network(h, principal, request.args.get("network_id") or None)
+        return networks.single_network(h, principal, request.args.get("network_id") or None)
     except NotFound as exc:
         raise Forbidden(f"{exc.message}: this token cannot listen in that network", code="wrong_network") from exc
-    if principal.kind == "network":
-        with h.db.write():
-            sessions.claim(h, principal, network_id, alias)
-    return network_id
+
+
+async def sse_response(body: AsyncIterator[bytes]) -> Response:
+    """A streaming text/event-stream response that Quart never times out."""
+    response = await make_response(body, 200, SSE_HEADERS)
+    response.timeout = None  # Quart's RESPONSE_TIMEOUT would otherwise cut every stream
+    return response
 
 
 @bp.get("/events/<alias>")
-async def stream(alias: str):  # noqa: ANN201 - a streaming Response
-    """Server-Sent Events for one alias."""
+async def stream(alias: str) -> Response:
+    """Server-Sent Events for one alias; an agent token claims it (the stream keeps it online)."""
     if not ALIAS_RE.match(alias):
         raise ValidationFailed(f"alias: {ALIAS_RULE}")
     principal = authenticate()
-    after = _last_event_id()
     h = hub()
-    network_id = _open(h, principal, alias)
+    after = last_event_id(h)
+    network_id = _readable_network(h, principal)
+    ip = client_ip()
+    check_stream_caps(h.broker, h.settings, principal.token_id, ip)
     is_agent = principal.kind == "network"
+    if is_agent:
+        with h.db.write():
+            sessions.claim(h, principal, network_id, alias)
 
     async def generate() -> AsyncIterator[bytes]:
-        reason = "closed"
-        with h.broker.subscribe(network_id, alias, counts_for_presence=is_agent, token_id=principal.token_id) as sub:
+        progress = Progress()
+        with h.broker.subscribe(network_id, alias, counts_for_presence=is_agent, token_id=principal.token_id,
+                                client_ip=ip) as sub:
             try:
-                yield events.preamble()
-                last = after
-                if after:
-                    while rows := event_store.events_after(h.db, network_id, alias, last, REPLAY_BATCH):
-                        for row in rows:
-                            yield events.encode_row(row)
-                        last = rows[-1]["id"]
-                        if len(rows) < REPLAY_BATCH:
-                            break
-                # Each stream keeps its own heartbeat deadline, so heartbeats are spread by connect time: one
-                # ticker waking every stream at once stalled the loop ~100 ms per beat at 1,000 streams.
-                beat = h.settings.heartbeat_seconds
-                next_beat = trio.current_time() + beat
-                while True:
-                    event = None
-                    with trio.move_on_at(next_beat):  # receive inside the scope, yield outside it
-                        try:
-                            event = await sub.receive.receive()
-                        except (trio.EndOfChannel, trio.ClosedResourceError):
-                            break
-                    if event is None:
-                        next_beat += beat
-                        if next_beat <= trio.current_time():  # fell behind (a slow write): no catch-up burst
-                            next_beat = trio.current_time() + beat
-                        yield events.encode(events.heartbeat())
-                    elif not event.id or event.id > last:  # skip what the replay already sent
-                        yield events.encode(event)
-                        last = event.id or last
-                reason = sub.closed_reason or "closed"
-                yield events.comment(f"stream closed: {reason}; reconnect with Last-Event-ID: {last}")
+                async for chunk in follow(h.db, sub, Scope(network_id, alias), after, SseWire(False),
+                                          h.settings.heartbeat_seconds, progress):
+                    yield chunk
             finally:
-                if is_agent:
-                    with h.db.write():  # the stream was a sign of life until now
-                        session_store.touch_session(h.db, network_id, alias, now_text(), now_ts())
-                log.info("sse %s/%s closed (%s)", network_id, alias, reason)
+                if is_agent:  # the stream was a sign of life until now (best effort: never fails the close)
+                    h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(), now_ts()))
+                log.info("sse %s/%s closed (%s)", network_id, alias, progress.reason)
 
-    response = await make_response(generate(), 200, {
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response.timeout = None  # Quart's RESPONSE_TIMEOUT would otherwise cut every stream
-    return response
+    return await sse_response(generate())
+
+
+@bp.get("/events")
+async def network_stream() -> Response:
+    """Every event of every alias of a network, for a person (user token); each event's data names its alias."""
+    principal = authenticate()
+    if principal.kind != "user":
+        raise Forbidden("the network stream GET /events?network_id= needs a user token (utok_); an agent listens "
+                        "to its own alias at GET /events/<alias>", code="user_token_required")
+    h = hub()
+    after = last_event_id(h)
+    network_id = _readable_network(h, principal)
+    ip = client_ip()
+    check_stream_caps(h.broker, h.settings, principal.token_id, ip)
+
+    async def generate() -> AsyncIterator[bytes]:
+        progress = Progress()
+        with h.broker.subscribe(network_id, None, token_id=principal.token_id, client_ip=ip) as sub:
+            try:
+                async for chunk in follow(h.db, sub, Scope(network_id, None), after, SseWire(True),
+                                          h.settings.heartbeat_seconds, progress):
+                    yield chunk
+            finally:
+                log.info("sse %s (network) closed (%s)", network_id, progress.reason)
+
+    return await sse_response(generate())

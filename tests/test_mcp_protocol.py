@@ -166,9 +166,10 @@ async def test_delete_ends_session(client: httpx.AsyncClient, server: ServerHand
     assert r.status_code == 200 and r.json()["result"] == {}
 
 
-async def test_get_mcp_is_405_json(client: httpx.AsyncClient) -> None:
+async def test_get_mcp_without_event_stream_accept_is_405_json(client: httpx.AsyncClient) -> None:
+    # GET /mcp with Accept: text/event-stream now opens the session's push stream (tests/test_wake_mcp.py).
     account = await register(client)
-    r = await client.get("/mcp", headers={**account.net_auth, "Accept": "text/event-stream"})
+    r = await client.get("/mcp", headers={**account.net_auth, "Accept": "application/json"})
     assert r.status_code == 405
     assert r.headers["content-type"].startswith("application/json")
     assert r.json()["error"] and r.json()["message"]

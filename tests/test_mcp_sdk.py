@@ -211,11 +211,15 @@ async def test_sdk_task_round_trip_between_two_agents(server: ServerHandle, clie
 
 
 async def test_sdk_get_inbox_long_poll_wakes_on_send(server: ServerHandle, client: httpx.AsyncClient) -> None:
-    _, token_a, token_b = await two_users(client)
+    owner, token_a, token_b = await two_users(client)
     async with sdk_session(server, token_a) as a, sdk_session(server, token_b) as b:
         await ok(a, "report_status", {"alias": "sender"})
         await ok(b, "report_status", {"alias": "waiter"})
-        assert server.hub.broker.subscriber_count() == 0
+        # The SDK holds GET /mcp (the push stream) for each session: count the long-poll on top of those.
+        network_id = owner.network_id
+        await wait_until(lambda: server.hub.broker.stream_count(network_id, "waiter") == 1)
+        await wait_until(lambda: server.hub.broker.stream_count(network_id, "sender") == 1)
+        streams = server.hub.broker.subscriber_count()
         got: dict[str, Any] = {}
 
         async def wait_for_item() -> None:
@@ -225,12 +229,12 @@ async def test_sdk_get_inbox_long_poll_wakes_on_send(server: ServerHandle, clien
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(wait_for_item)
-            await wait_until(lambda: server.hub.broker.subscriber_count() > 0)  # the waiter is subscribed
+            await wait_until(lambda: server.hub.broker.subscriber_count() > streams)  # the waiter is subscribed
             assert "inbox" not in got  # still waiting: the inbox was empty when it asked
             sent = await ok(a, "send_task", {"to": "waiter", "content": "wake up", "priority": "urgent"})
         assert got["elapsed"] < 5, got["elapsed"]
         assert [i["task_id"] for i in got["inbox"]["items"]] == [sent["task_id"]]
-        assert server.hub.broker.subscriber_count() == 0  # the waiter unsubscribed
+        assert server.hub.broker.subscriber_count() == streams  # the waiter unsubscribed
         # The fetch started the task.
         assert (await ok(a, "get_task", {"task_id": sent["task_id"]}))["task"]["status"] == "running"
 

@@ -228,7 +228,8 @@ async def test_retry_hint_on_connect(client: httpx.AsyncClient) -> None:
         assert response.headers["cache-control"] == "no-cache"
         first = await Frames(response).next()
     assert first is not None and int(first["retry"]) > 0, first
-    assert "event" not in first and "id" not in first
+    # The connect frame states the stream's position (an id) and dispatches no event (no event:, no data:).
+    assert "event" not in first and "data" not in first and first["id"] == "0"
 
 
 async def test_heartbeat_at_configured_interval_without_id(tmp_path: Path) -> None:

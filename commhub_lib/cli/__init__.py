@@ -12,10 +12,10 @@ import sys
 from types import ModuleType
 
 from .. import __version__
-from . import serve
+from . import listen, serve, tail
 
 # Command modules, in the order `commhub --help` lists them. A new command group: add its module here.
-COMMANDS: tuple[ModuleType, ...] = (serve,)
+COMMANDS: tuple[ModuleType, ...] = (serve, tail, listen)
 
 
 def build_parser() -> argparse.ArgumentParser:

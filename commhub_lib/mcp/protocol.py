@@ -16,11 +16,14 @@ from pydantic import ValidationError
 from quart import Blueprint, Response, g, request
 
 from .. import __version__
-from ..api.common import authenticate, hub, json_bytes, limiter, parse_json, read_body, validation_message
+from ..api.common import authenticate, client_ip, hub, json_bytes, limiter, parse_json, read_body, validation_message
 from ..errors import BadRequest, CommhubError, Forbidden
 from ..service import networks
 from ..service.hub import Principal
 from ..service.identity import session_principal
+from ..sse import last_event_id
+from ..stream import check_stream_caps
+from . import push
 from .batch import DEFAULT_VERSION, batch_refusal, run_batch
 from .sessions import SessionPool
 from .tools import TOOLS, McpSession, ToolContext, call_tool
@@ -37,8 +40,14 @@ INSTRUCTIONS = (
     "CommHub connects you with other agents. First call report_status with your alias. Check get_inbox "
     "(tasks come urgent first) and ack_inbox what you have handled. Answer tasks with send_reply "
     "(status done/failed/progress) or report_completion. Send work with send_task; see who is there with "
-    "get_all_status.")
-
+    "get_all_status. While you are connected, CommHub pushes an event to you whenever something arrives for "
+    "your alias (in Claude Code as a <channel source=\"commhub\"> message; its attributes are event, from, "
+    "task_id, message_id, priority). Such an event is a notice, not the item itself: call get_inbox to read it, "
+    "then act: a new_task -> do it and answer with send_reply {task_id, status: done|failed|progress|question} "
+    "or report_completion; a new_message -> send_reply {message_id, content} if it needs an answer; a "
+    "new_reply with status question -> answer it with send_reply {task_id, content}. ack_inbox what you have "
+    "handled. Never reply to a channel event in plain text alone: the sender only sees what you send through "
+    "these tools.")
 
 
 @bp.record_once
@@ -119,6 +128,8 @@ async def _dispatch(msg: Any, principal: Principal, network_id: str, session: Mc
     if params is None:
         params = {}
     if "id" not in msg:
+        if method == "notifications/cancelled" and isinstance(params, dict):
+            push.cancel_request(session, params.get("requestId"))  # ends a waiting long-poll at once
         return None  # notifications (initialized, cancelled, ...) need no answer
     if not isinstance(params, dict):
         return _rpc_error(msg_id, INVALID_PARAMS, "invalid params: must be an object")
@@ -138,17 +149,30 @@ def _initialize(params: dict[str, Any], principal: Principal, session: McpSessio
     asked = params.get("protocolVersion")
     version = asked if asked in SUPPORTED_VERSIONS else LATEST_VERSION
     client = params.get("clientInfo") or {}
-    new = McpSession("mcp_" + secrets.token_urlsafe(24), principal.token_id, version,
+    new = McpSession(_new_session_id(principal), principal.token_id, version,
                      client=str(client.get("name", ""))[:100] if isinstance(client, dict) else None)
     _sessions().add(new)
     headers["Mcp-Session-Id"] = new.session_id or ""
-    return {"protocolVersion": version, "capabilities": {"tools": {"listChanged": False}},
+    # experimental["claude/channel"] makes Claude Code (v2.1.80+, channels) put our GET /mcp notifications into
+    # the running session; other clients ignore it.
+    return {"protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": False}, "experimental": {"claude/channel": {}}},
             "serverInfo": {"name": "commhub", "title": "CommHub", "version": __version__},
             "instructions": INSTRUCTIONS}
 
 
+def _new_session_id(principal: Principal) -> str:
+    """A random session id that names the token it was issued to (so a restarted hub recognises its own)."""
+    return f"mcp_{secrets.token_urlsafe(24)}.{principal.token_id}"
+
+
+def _issued_to(session_id: str, principal: Principal) -> bool:
+    """Whether a session id unknown in memory was issued (before a restart) to this token."""
+    return session_id.startswith("mcp_") and session_id.endswith("." + principal.token_id)
+
+
 async def _tools_call(msg_id: Any, params: dict[str, Any], principal: Principal, network_id: str,
-                      session: McpSession) -> dict[str, Any]:
+                      session: McpSession) -> dict[str, Any] | None:
     name = params.get("name")
     tool = TOOLS.get(name) if isinstance(name, str) else None
     if tool is None:
@@ -157,14 +181,21 @@ async def _tools_call(msg_id: Any, params: dict[str, Any], principal: Principal,
     if not isinstance(arguments, dict):
         return _rpc_error(msg_id, INVALID_PARAMS, "invalid params: 'arguments' must be an object")
     ctx = ToolContext(hub(), principal, network_id, session)
+    alias_before = session.alias
     try:
         args = tool.model.model_validate(arguments)
-        result = await call_tool(tool, ctx, args)
+        with push.cancellable(session, msg_id) as scope:
+            result = await call_tool(tool, ctx, args)
+        if scope.cancelled_caught:
+            return None  # cancelled by the client (notifications/cancelled): no answer is expected
     except ValidationError as exc:
         return _rpc_result(msg_id, _tool_error("invalid_arguments",
                                                f"invalid arguments for {tool.name}: {validation_message(exc)}"))
     except CommhubError as exc:
         return _rpc_result(msg_id, _tool_error(exc.code, exc.message))
+    finally:
+        if session.alias != alias_before:
+            push.alias_changed(hub(), session)  # the session's GET /mcp stream follows the new alias
     text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
     return _rpc_result(msg_id, {"content": [{"type": "text", "text": text}], "structuredContent": result,
                                 "isError": False})
@@ -239,9 +270,36 @@ async def _post_batch(payload: list[Any], principal: Principal, network_id: str,
 
 @bp.get("/mcp")
 async def get_mcp() -> Response:
-    """No server-initiated stream is offered on /mcp (agents are woken over /events/<alias>)."""
-    return _json({"error": "method_not_allowed", "message": "GET /mcp opens no stream here; use POST /mcp, and "
-                  "GET /events/<alias> for push"}, 405, {"Allow": "POST, DELETE"})
+    """The session's server-to-client stream: every event for its alias as `notifications/claude/channel`.
+
+    As the MCP spec (Streamable HTTP) says: without `Accept: text/event-stream` 405; without Mcp-Session-Id 400;
+    a session id this hub never issued to this token (or one ended with DELETE) 404, so the client initializes
+    again. A session id issued to this token before a restart is taken up again, as POST does, so push and
+    Last-Event-ID replay survive a restart of the hub."""
+    if "text/event-stream" not in request.headers.get("Accept", ""):
+        return _json({"error": "method_not_allowed", "message": "GET /mcp opens the session's event stream: send "
+                      "'Accept: text/event-stream' and the Mcp-Session-Id from initialize; JSON-RPC goes to POST "
+                      "/mcp"}, 405, {"Allow": "GET, POST, DELETE"})
+    check_origin()
+    principal = authenticate()
+    h = hub()
+    sid = request.headers.get("Mcp-Session-Id")
+    if not sid:
+        raise BadRequest("GET /mcp needs the Mcp-Session-Id header that initialize returned", code="missing_session_id")
+    session = _sessions().get(sid)
+    if session is None and _issued_to(sid, principal) and not push.was_ended(sid):
+        session = McpSession(sid, principal.token_id, request.headers.get("Mcp-Protocol-Version") or LATEST_VERSION)
+        _sessions().add(session)
+    if session is None or session.token_id != principal.token_id:
+        return _json({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' for this token; "
+                      "send initialize again to start a new session"}, 404)
+    after = last_event_id(h)
+    network_id = networks.single_network(h, principal, request.args.get("network_id") or None)
+    # A session without its own alias pushes the token's alias only when that cannot be someone else's.
+    principal = session_principal(h, principal, network_id, True, session.alias)
+    ip = client_ip()
+    check_stream_caps(h.broker, h.settings, principal.token_id, ip)
+    return await push.open_stream(h, principal, network_id, session, after, ip)
 
 
 @bp.delete("/mcp")
@@ -255,4 +313,5 @@ async def delete_mcp() -> Response:
     session = _sessions().get(sid)
     if session is not None and session.token_id == principal.token_id:
         _sessions().pop(sid)
+        push.end_session(sid)
     return Response("", status=204)

@@ -16,6 +16,7 @@ from .. import models as m
 from ..errors import CommhubError, Conflict
 from ..service import messaging, sessions
 from ..service.hub import SURFACE, Hub, Principal
+from .schema import self_contained
 
 
 @dataclass
@@ -64,9 +65,8 @@ class Tool:
     read_only: bool = False
 
     def descriptor(self) -> dict[str, Any]:
-        """The tools/list entry, its inputSchema generated from the pydantic model."""
-        schema = self.model.model_json_schema()
-        schema.pop("title", None)
+        """The tools/list entry, its inputSchema generated from the pydantic model and made self-contained."""
+        schema = self_contained(self.model.model_json_schema())
         schema.setdefault("properties", {})
         return {"name": self.name, "description": self.description, "inputSchema": schema,
                 "annotations": {"readOnlyHint": self.read_only}}

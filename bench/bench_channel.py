@@ -1,0 +1,305 @@
+"""Wake latency of the two new paths: the MCP channel (GET /mcp) and `commhub listen --exec`.
+
+One run starts a fresh CommHub (`commhub.py serve --port 0`, rate limits and stream caps off), registers a user,
+creates one network token per agent plus senders, and in one trio process with httpx:
+
+  1. channel: --agents MCP sessions (initialize, report_status agent-i, then GET /mcp with Accept:
+     text/event-stream and the session id) hold their push streams; --senders sender sessions send
+     `send_task` to random agents, open loop at --rate sends/s for --seconds; latency = from just before the
+     POST to the moment the `notifications/claude/channel` with that task's title is parsed off the agent's
+     stream (same process, time.perf_counter). Lost = sent (200) but never notified within --event-timeout.
+  2. listen: `commhub listen agent-L --exec CMD` as a child process, CMD = `echo "$COMMHUB_TITLE" > FIFO`;
+     --listen-sends sequential send_task calls (one every --listen-gap s); latency = from just before the POST
+     to the moment the title is read off the FIFO, i.e. to the start of CMD (plus one `sh` start and echo).
+
+    .venv/bin/python bench/bench_channel.py                        # one run (~60 s)
+    .venv/bin/python bench/bench_channel.py --table bench/results_channel.jsonl
+
+Bounded: counts, per-call timeouts, --hard-timeout for the whole run. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import benchlib as bl  # noqa: E402
+
+PROTOCOL = "2025-11-25"
+CHANNEL = "notifications/claude/channel"
+
+
+@dataclass
+class Agent:
+    index: int
+    alias: str
+    token: str
+    headers: dict[str, str] | None = None
+    events: int = 0
+
+
+class Bench:
+    def __init__(self, a: argparse.Namespace, base: str, server_pid: int):
+        self.a, self.base, self.server_pid = a, base, server_pid
+        self.arrived: dict[str, float] = {}
+        self.waiting: dict[str, trio.Event] = {}
+        self.stream_errors: list[str] = []
+        self.ready = 0
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        self.streams = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(15.0, read=None), trust_env=False)
+        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+                                      timeout=httpx.Timeout(a.call_timeout), trust_env=False)
+
+    async def session(self, ag: Agent) -> None:
+        """initialize + report_status: the agent's MCP session headers."""
+        h = {"Authorization": f"Bearer {ag.token}", "Accept": "application/json, text/event-stream"}
+        r = await self.http.post(f"{self.base}/mcp", headers=h, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench_channel"}}})
+        r.raise_for_status()
+        h["Mcp-Session-Id"] = r.headers["mcp-session-id"]
+        h["Mcp-Protocol-Version"] = PROTOCOL
+        await self.tool(h, "report_status", {"alias": ag.alias, "status": "idle"})
+        ag.headers = h
+
+    async def tool(self, h: dict[str, str], name: str, args: dict) -> dict:
+        r = await self.http.post(f"{self.base}/mcp", headers=h, json={
+            "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": name, "arguments": args}})
+        r.raise_for_status()
+        body = r.json()
+        if "error" in body or body["result"].get("isError"):
+            raise RuntimeError(f"{name} failed: {str(body)[:200]}")
+        return body["result"]["structuredContent"]
+
+    async def hold(self, ag: Agent, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the agent's GET /mcp stream; record each channel notification's arrival by task title."""
+        assert ag.headers is not None
+        headers = {**ag.headers, "Accept": "text/event-stream"}
+        started = False
+        try:
+            async with self.streams.stream("GET", f"{self.base}/mcp", headers=headers) as resp:
+                if resp.status_code != 200:
+                    self.stream_errors.append(f"http {resp.status_code}: {(await resp.aread())[:120]!r}")
+                    return
+                async for line in resp.aiter_lines():
+                    if not started:
+                        started = True
+                        self.ready += 1
+                        task_status.started()
+                    if not line.startswith("data: {"):
+                        continue
+                    t = time.perf_counter()
+                    msg = json.loads(line[6:])
+                    if msg.get("method") != CHANNEL:
+                        continue
+                    ag.events += 1
+                    title = msg["params"]["content"].split('"', 2)[1] if '"' in msg["params"]["content"] else ""
+                    self.arrived[title] = t
+                    ev = self.waiting.pop(title, None)
+                    if ev is not None:
+                        ev.set()
+        except httpx.HTTPError as e:
+            self.stream_errors.append(repr(e)[:160])
+        finally:
+            if not started:
+                task_status.started()
+
+    async def channel(self, nursery: trio.Nursery, agents: list[Agent], senders: list[Agent]) -> dict:
+        """Phase 1: open-loop sends at --rate/s; latency to the channel notification."""
+        limiter = trio.CapacityLimiter(50)
+
+        async def prepare(ag: Agent) -> None:
+            async with limiter:
+                await self.session(ag)
+                await nursery.start(self.hold, ag)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as n:
+            for ag in agents + senders:
+                n.start_soon(prepare, ag)
+        open_s = time.perf_counter() - t0
+        sends: dict[str, float] = {}
+        errors, err_sample = 0, None
+        rng = random.Random(self.a.seed)
+        period = 1.0 / self.a.rate
+        total = int(self.a.rate * self.a.seconds)
+
+        async def send(k: int) -> None:
+            nonlocal errors, err_sample
+            to = rng.choice(agents)
+            title = f"c{k}"
+            sender = senders[k % len(senders)]
+            t = time.perf_counter()
+            try:
+                with trio.fail_after(self.a.call_timeout):
+                    await self.tool(sender.headers or {}, "send_task",
+                                    {"to": to.alias, "content": "wake", "title": title})
+                sends[title] = t
+            except (httpx.HTTPError, RuntimeError, trio.TooSlowError) as e:
+                errors += 1
+                err_sample = err_sample or repr(e)[:200]
+
+        cpu = bl.CpuWindow(self.server_pid).start()
+        start, paced_from = time.perf_counter(), trio.current_time()  # trio's clock paces, perf_counter measures
+        async with trio.open_nursery() as n:
+            for k in range(total):
+                await trio.sleep_until(paced_from + k * period)  # open loop: a slow answer does not slow the rate
+                n.start_soon(send, k)
+        load_s = time.perf_counter() - start
+        cpu_used = cpu.stop()
+        with trio.move_on_after(self.a.event_timeout):
+            while any(t not in self.arrived for t in sends):  # noqa: ASYNC110 - many events, one deadline
+                await trio.sleep(0.05)
+        lat = [self.arrived[t] - s for t, s in sends.items() if t in self.arrived]
+        lost = sum(1 for t in sends if t not in self.arrived)
+        return {"agents_holding": self.ready - len(senders), "open_s": round(open_s, 2), "sends_ok": len(sends),
+                "send_errors": errors, "error_sample": err_sample, "rate_target": self.a.rate,
+                "rate_achieved": round(len(sends) / load_s, 1), "lost": lost, "latency_ms": bl.lat_summary_ms(lat),
+                "stream_errors": len(self.stream_errors), "stream_error_sample": self.stream_errors[:2],
+                "cpu": cpu_used, "server_cpu_ms_per_send": round(cpu_used["server_cores"] * cpu_used["wall_s"] * 1000
+                                                                  / max(1, len(sends)), 2)}
+
+    async def listen(self, listener: Agent, sender: Agent, tmp: str) -> dict:
+        """Phase 2: send -> start of CMD under `commhub listen`."""
+        fifo = os.path.join(tmp, "wake.fifo")
+        os.mkfifo(fifo)
+        rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        keep = os.open(fifo, os.O_WRONLY)  # no EOF between CMD runs
+        reader = trio.lowlevel.FdStream(rfd)
+        argv = [bl.VENV_PY, str(bl.REPO / "commhub.py"), "listen", listener.alias, "--exec",
+                f'echo "$COMMHUB_TITLE" > {fifo}', "--state", os.path.join(tmp, "listen.json")]
+        env = {**os.environ, "COMMHUB_URL": self.base, "COMMHUB_TOKEN": listener.token}
+        proc = await trio.lowlevel.open_process(argv, env=env, stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lat, lost = [], 0
+        buffer = b""
+        try:
+            state = trio.Path(tmp) / "listen.json"
+            with trio.fail_after(30):
+                while not await state.exists():  # noqa: ASYNC110 - another process writes it
+                    await trio.sleep(0.05)
+            for k in range(self.a.listen_sends):
+                title = f"L{k}"
+                t = time.perf_counter()
+                await self.tool(sender.headers or {}, "send_task",
+                                {"to": listener.alias, "content": "w", "title": title})
+                got = None
+                with trio.move_on_after(self.a.event_timeout):
+                    while got is None:
+                        if b"\n" in buffer:
+                            line, buffer = buffer.split(b"\n", 1)
+                            if line.decode() == title:
+                                got = time.perf_counter()
+                            continue
+                        buffer += await reader.receive_some(4096)
+                if got is None:
+                    lost += 1
+                else:
+                    lat.append(got - t)
+                await trio.sleep(self.a.listen_gap)
+        finally:
+            proc.terminate()
+            with trio.move_on_after(5):
+                await proc.wait()
+            await reader.aclose()
+            os.close(keep)
+        return {"sends": self.a.listen_sends, "lost": lost, "latency_ms": bl.lat_summary_ms(lat)}
+
+
+async def amain(a: argparse.Namespace, srv: bl.Server, agents: list[Agent], senders: list[Agent],
+                listener: Agent) -> dict:
+    b = Bench(a, srv.base, srv.pid)
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-channel-") as tmp:
+        async with trio.open_nursery() as nursery:
+            out["channel"] = await b.channel(nursery, agents, senders)
+            out["server_rss_mib"] = round(bl.proc_status_kb(srv.pid).get("VmRSS", 0) / 1024, 1)
+            await b.session(listener)
+            out["listen"] = await b.listen(listener, senders[0], tmp)
+            nursery.cancel_scope.cancel()
+    await b.streams.aclose()
+    await b.http.aclose()
+    return out
+
+
+def summary(r: dict) -> str:
+    c, li = r["channel"], r["listen"]
+    return (f"channel: {c['agents_holding']} sessions holding GET /mcp, {c['sends_ok']} sends at "
+            f"{c['rate_achieved']}/s (target {c['rate_target']}), lost {c['lost']}, errors {c['send_errors']}; "
+            f"send->notification p50 {c['latency_ms']['p50']} ms p99 {c['latency_ms']['p99']} ms "
+            f"max {c['latency_ms']['max']} ms; server {c['server_cpu_ms_per_send']} ms CPU/send; cores: server "
+            f"{c['cpu']['server_cores']}, client {c['cpu']['client_cores']}, other jobs {c['cpu']['other_cores']}\n"
+            f"listen: {li['sends']} sends, lost {li['lost']}; send->start of CMD p50 {li['latency_ms']['p50']} ms "
+            f"p99 {li['latency_ms']['p99']} ms max {li['latency_ms']['max']} ms")
+
+
+def table(recs: list[dict]) -> str:
+    rows = [("channel p50 ms", "result.channel.latency_ms.p50"), ("channel p99 ms", "result.channel.latency_ms.p99"),
+            ("channel max ms", "result.channel.latency_ms.max"), ("channel sends/s", "result.channel.rate_achieved"),
+            ("channel lost", "result.channel.lost"), ("sessions holding", "result.channel.agents_holding"),
+            ("server CPU ms/send", "result.channel.server_cpu_ms_per_send"),
+            ("other jobs, cores busy", "result.channel.cpu.other_cores"),
+            ("server RSS MiB", "result.server_rss_mib"), ("listen p50 ms", "result.listen.latency_ms.p50"),
+            ("listen p99 ms", "result.listen.latency_ms.p99"), ("listen lost", "result.listen.lost")]
+    out = [f"runs: {len(recs)} (medians)", "", "| measure | value |", "|---|---|"]
+    for label, path in rows:
+        out.append(f"| {label} | {bl.median([bl.dig(r, path) for r in recs])} |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--senders", type=int, default=8)
+    p.add_argument("--rate", type=float, default=200.0)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--listen-sends", type=int, default=100)
+    p.add_argument("--listen-gap", type=float, default=0.05)
+    p.add_argument("--call-timeout", type=float, default=15.0)
+    p.add_argument("--event-timeout", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--hard-timeout", type=float, default=300.0)
+    p.add_argument("--out", default=os.path.join(HERE, "results_channel.jsonl"))
+    p.add_argument("--table", help="print the medians of a results file and exit")
+    a = p.parse_args()
+    if a.table:
+        print(table(bl.read_jsonl(a.table)))
+        return 0
+    srv = bl.start_commhub(env_extra={"COMMHUB_MAX_STREAMS_PER_IP": "0", "COMMHUB_MAX_STREAMS_PER_TOKEN": "0"})
+    print("server:", srv.command(), flush=True)
+    try:
+        acct = bl.register(srv.base)
+        tokens = bl.create_tokens(srv.base, acct["token"], acct["network_id"], a.agents + a.senders + 1)
+        agents = [Agent(i, f"agent-{i}", tokens[i]) for i in range(a.agents)]
+        senders = [Agent(i, f"sender-{i}", tokens[a.agents + i]) for i in range(a.senders)]
+        listener = Agent(-1, "listener", tokens[-1])
+
+        async def bounded() -> dict:
+            with trio.fail_after(a.hard_timeout):
+                return await amain(a, srv, agents, senders, listener)
+
+        result = trio.run(bounded)
+    finally:
+        stop = srv.stop()
+    rec = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": bl.this_command(), "args": vars(a),
+           "load1": bl.loadavg1(), "result": result, "stop": stop}
+    bl.append_jsonl(a.out, rec)
+    print(summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

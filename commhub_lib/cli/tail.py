@@ -1,0 +1,94 @@
+"""`commhub tail [<alias>] [--network [ID]]`: print events as they happen, readable or as JSON lines.
+
+With an alias it follows `GET /events/<alias>` (use a user token to watch without taking the alias: a network
+token claims it); with --network (or no alias) it follows the whole network, `GET /events?network_id=`, which
+needs a user token. It reconnects with backoff and Last-Event-ID, so nothing is missed while it is away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from ..client import ClientError, HubClient, SseFrame
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `tail`."""
+    p = sub.add_parser("tail", help="print events as they happen (one alias, or a whole network)",
+                       description="Follow events as they happen: one alias, or with --network every alias of a "
+                       "network (user token). Readable lines, or --json for scripts.")
+    p.add_argument("alias", nargs="?", help="the alias to follow (omit for the whole network)")
+    p.add_argument("--network", nargs="?", const="", default=None, metavar="NETWORK_ID",
+                   help="follow every alias of a network (your only network when no id is given)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event: id, event, alias, data")
+    p.add_argument("--from-start", action="store_true", help="first print every retained event")
+    p.add_argument("--url", help="server URL (env COMMHUB_URL, default http://127.0.0.1:9200)")
+    p.add_argument("--token", help="token (env COMMHUB_TOKEN); a user token for --network")
+    p.set_defaults(func=cmd_tail)
+
+
+def describe(event_id: str, name: str, alias: str | None, data: dict[str, Any]) -> str:
+    """One readable line for an event."""
+    who = data.get("from", "?")
+    target = f"{who} -> {alias}" if alias else f"from {who}"
+    if name == "new_task":
+        title = f' "{data["title"]}"' if data.get("title") else ""
+        text = f"task{title} {target} [{data.get('priority', 'normal')}] task={data.get('task_id')}"
+    elif name == "new_message":
+        text = f"message {target}: {_short(data.get('message'))} msg={data.get('message_id')}"
+    elif name == "new_reply":
+        text = f"reply {target} [{data.get('status')}]" + (f" task={data['task_id']}" if data.get("task_id") else "") \
+            + f" msg={data.get('message_id')}"
+    elif name == "broadcast":
+        text = f"broadcast {target}: {_short(data.get('content'))}"
+    else:
+        text = f"{name} {json.dumps(data, ensure_ascii=False)}"
+    return f"{time.strftime('%H:%M:%S')} #{event_id} {text}"
+
+
+def _short(text: Any, limit: int = 120) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Follow and print until interrupted."""
+    client = HubClient.from_args(args)
+    if args.alias and args.network is None:
+        path, params = f"/events/{args.alias}", {}
+    else:
+        path, params = "/events", {"network_id": args.network or None}
+    last: list[str | None] = ["0" if args.from_start else None]
+
+    def on_retry(reason: str, delay: float) -> None:
+        print(f"commhub tail: {reason}; reconnecting in {delay:.0f} s", file=sys.stderr, flush=True)
+
+    try:
+        for frame in client.follow(path, resume=lambda: last[0], params=params, on_retry=on_retry):
+            if frame.id:
+                last[0] = frame.id  # the position on connect, then each event
+            _print(args, frame)
+    except KeyboardInterrupt:
+        return 0
+    except ClientError as exc:
+        print(f"commhub tail: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+def _print(args: argparse.Namespace, frame: SseFrame) -> None:
+    if not frame.is_event or frame.event == "heartbeat":
+        return
+    data = json.loads(frame.data) if frame.data else {}
+    alias = data.pop("alias", None) if args.alias is None or args.network is not None else args.alias
+    if args.json:
+        print(json.dumps({"id": int(frame.id or 0), "event": frame.event, "alias": alias, "data": data},
+                         ensure_ascii=False), flush=True)
+    else:
+        print(describe(frame.id or "", frame.event or "message", alias, data), flush=True)

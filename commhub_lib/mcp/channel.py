@@ -1,0 +1,102 @@
+"""Hub events as MCP `notifications/claude/channel` messages: the `GET /mcp` wire format.
+
+Claude Code (channels, v2.1.80+) shows each such notification to the model as a `<channel>` event in the
+running session, with `meta` as attributes: so `content` is one readable paragraph (who sent what, the ids,
+which tool to call next) and the meta keys are plain identifiers with string values. Other MCP clients
+ignore a notification method they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import events
+
+METHOD = "notifications/claude/channel"
+PREVIEW_CHARS = 500
+META_KEYS = ("from", "from_kind", "task_id", "message_id", "priority", "status")
+
+
+def _quote(text: Any) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+def describe(name: str, data: dict[str, Any]) -> str:
+    """One paragraph for the model: who sent what, the ids, and the tool to call next."""
+    sender = data.get("from") or "someone"
+    task_id, message_id = data.get("task_id"), data.get("message_id")
+    if name == events.NEW_TASK:
+        title = f' "{_quote(data["title"])}"' if data.get("title") else ""
+        return (f"New task{title} from {sender}, priority {data.get('priority') or 'normal'} (task_id {task_id}, "
+                f"message_id {message_id}). Call get_inbox to read it (fetching it marks it running), do the work, "
+                f"then answer with send_reply {{task_id: \"{task_id}\", status: \"done\" | \"failed\" | "
+                "\"progress\" | \"question\", content}, or report_completion when it is done.")
+    if name == events.NEW_MESSAGE:
+        about = f" about task {task_id}" if task_id else ""
+        return (f"Message from {sender}{about} (message_id {message_id}): \"{_quote(data.get('message'))}\". "
+                f"If it needs an answer, call send_reply {{message_id: \"{message_id}\", content}}; then "
+                "ack_inbox it.")
+    if name == events.NEW_REPLY:
+        return _describe_reply(sender, data)
+    if name == events.BROADCAST:
+        return (f"Broadcast from {sender} to the network (message_id {message_id}): \"{_quote(data.get('content'))}\"."
+                " Act on it if it concerns you; ack_inbox it when read.")
+    return f"CommHub event {name} for you: {_quote(json.dumps(data, ensure_ascii=False))}. Check get_inbox."
+
+
+def _describe_reply(sender: str, data: dict[str, Any]) -> str:
+    status, task_id, message_id = data.get("status"), data.get("task_id"), data.get("message_id")
+    ids = f"(task_id {task_id}, message_id {message_id})"
+    if not task_id:
+        return (f"Reply from {sender} to your message {data.get('in_reply_to')} (message_id {message_id}). Read it "
+                "with get_inbox, then ack_inbox it.")
+    if status == "question":
+        return (f"{sender} asks you a question about task {task_id} {ids}. Read it with get_inbox and answer with "
+                f"send_reply {{task_id: \"{task_id}\", content}}.")
+    if status in ("done", "failed"):
+        return (f"{sender} finished task {task_id}: {status} {ids}. Read the result with get_inbox, then "
+                "ack_inbox it.")
+    if status == "progress":
+        return f"Progress from {sender} on task {task_id} {ids}. Read it with get_inbox if you need the details."
+    return (f"{sender} answered on task {task_id} {ids}. Read the answer with get_inbox and carry on with the "
+            f"task; report with send_reply {{task_id: \"{task_id}\", status: \"progress\" | \"done\" | ...}}.")
+
+
+def notification(event_id: int, name: str, data_json: str) -> dict[str, Any]:
+    """The JSON-RPC notification for one hub event."""
+    try:
+        data = json.loads(data_json)
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    meta = {"event": name, "event_id": str(event_id)}
+    for key in META_KEYS:
+        value = data.get(key)
+        if value not in (None, ""):
+            meta[key] = str(value)
+    return {"jsonrpc": "2.0", "method": METHOD, "params": {"content": describe(name, data), "meta": meta}}
+
+
+class McpWire:
+    """The `GET /mcp` stream: JSON-RPC notifications as SSE `message` events, SSE comments as heartbeats."""
+
+    def opening(self, position: int) -> bytes:
+        """retry hint and the MCP "priming" event: the position as an id with an empty data field (MCP
+        2025-11-25), which the SDKs take as their resume point without dispatching a message."""
+        return f"retry: {events.RETRY_MS}\nid: {position}\ndata:\n\n".encode()
+
+    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
+        """One notification, with the durable event id."""
+        text = json.dumps(notification(event_id, name, data), ensure_ascii=False, separators=(",", ":"))
+        return f"id: {event_id}\nevent: message\ndata: {events.safe_data(text)}\n\n".encode()
+
+    def heartbeat(self) -> bytes:
+        """An SSE comment: keeps proxies and the connection alive, and no MCP client sees it as a message."""
+        return b": ping\n\n"
+
+    def closing(self, reason: str, last: int) -> bytes:
+        """A comment naming the id to resume from."""
+        return events.comment(f"stream closed: {reason}; reconnect with Last-Event-ID: {last}")

@@ -1,0 +1,235 @@
+"""Per-MCP-session push state: the session's `GET /mcp` streams and its in-flight requests.
+
+- The stream follows the alias the session speaks for (the token's bound alias, else the alias claimed with
+  report_status on this session, else the alias the token last claimed). Until one is known it waits with
+  heartbeats; when report_status claims another alias, the stream moves to it.
+- A request that may wait (the get_inbox long-poll) runs in a cancel scope registered under its JSON-RPC id,
+  so a `notifications/cancelled` for that id, arriving on another POST, ends it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+from quart import Response, current_app
+
+from ..broker import Subscriber
+from ..errors import CommhubError
+from ..events import RETRY_MS
+from ..ids import now_text, now_ts
+from ..service import sessions
+from ..service.hub import Hub, Principal
+from ..sse import sse_response
+from ..store import events as event_store
+from ..store import sessions as session_store
+from ..stream import Progress, Scope, follow
+from .channel import McpWire
+from .tools import McpSession
+
+log = logging.getLogger("commhub.mcp")
+ALIAS_CHANGED = "alias_changed"
+ENDED_REMEMBERED = 10_000  # ended session ids kept (in memory) so that GET answers them 404
+
+
+@dataclass
+class SessionPush:
+    """What one MCP session has open: its push streams, and the requests that may still be cancelled."""
+
+    changed: trio.Event = field(default_factory=trio.Event)
+    streams: set[Subscriber] = field(default_factory=set)
+    waiting: int = 0  # GET streams waiting for the session to claim an alias
+    inflight: dict[tuple[str, Any], trio.CancelScope] = field(default_factory=dict)
+    # (alias, its newest event id) when the session claimed it: a stream moving to that alias replays what came
+    # after, so nothing sent between the claim and the stream's subscription is missed.
+    claimed_at: tuple[str, int] | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing open: the entry can go."""
+        return not self.streams and not self.waiting and not self.inflight
+
+
+def _registry() -> dict[str, SessionPush]:
+    return current_app.config.setdefault("COMMHUB_MCP_PUSH", {})
+
+
+@contextmanager
+def _entry(session_id: str, registry: dict[str, SessionPush] | None = None) -> Iterator[SessionPush]:
+    """The session's push state for the block; dropped when nothing uses it any more."""
+    registry = _registry() if registry is None else registry
+    state = registry.setdefault(session_id, SessionPush())
+    try:
+        yield state
+    finally:
+        if state.idle and registry.get(session_id) is state:
+            del registry[session_id]
+
+
+def _request_key(request_id: Any) -> tuple[str, Any] | None:
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        return None
+    return (type(request_id).__name__, request_id)
+
+
+@contextmanager
+def cancellable(session: McpSession, request_id: Any) -> Iterator[trio.CancelScope]:
+    """Run a request in a cancel scope that `notifications/cancelled` for its id can cancel."""
+    key = _request_key(request_id)
+    scope = trio.CancelScope()
+    if session.session_id is None or key is None:
+        with scope:
+            yield scope
+        return
+    with _entry(session.session_id) as state:
+        state.inflight[key] = scope
+        try:
+            with scope:
+                yield scope
+        finally:
+            if state.inflight.get(key) is scope:
+                del state.inflight[key]
+
+
+def cancel_request(session: McpSession, request_id: Any) -> bool:
+    """Cancel the session's in-flight request with this id (a `notifications/cancelled`); True if one was."""
+    key = _request_key(request_id)
+    state = _registry().get(session.session_id or "")
+    scope = state.inflight.get(key) if state is not None and key is not None else None
+    if scope is None:
+        return False
+    scope.cancel()
+    return True
+
+
+def alias_changed(h: Hub, session: McpSession) -> None:
+    """The session claimed another alias: its streams move to it (call right after the claim, before any await)."""
+    state = _registry().get(session.session_id or "")
+    if state is None:
+        return
+    if session.alias is not None:
+        # Any event after the hub's newest id at this moment is one the stream must carry.
+        state.claimed_at = (session.alias, event_store.highest_event_id_ever(h.db))
+    for sub in list(state.streams):
+        if sub.alias != session.alias:
+            sub.close(ALIAS_CHANGED)
+    state.changed.set()
+    state.changed = trio.Event()
+
+
+def _ended() -> OrderedDict[str, None]:
+    return current_app.config.setdefault("COMMHUB_MCP_ENDED", OrderedDict())
+
+
+def was_ended(session_id: str) -> bool:
+    """Whether the session was ended with DELETE /mcp (it must never be taken up again: 404)."""
+    return session_id in _ended()
+
+
+def end_session(session_id: str) -> None:
+    """The session was deleted: end its streams and its waiting requests, and remember that it ended."""
+    ended = _ended()
+    ended[session_id] = None
+    while len(ended) > ENDED_REMEMBERED:
+        ended.popitem(last=False)
+    state = _registry().get(session_id)
+    if state is None:
+        return
+    for sub in list(state.streams):
+        sub.close("session_ended")
+    for scope in list(state.inflight.values()):
+        scope.cancel()
+    state.changed.set()
+
+
+def push_alias(h: Hub, principal: Principal, network_id: str, session: McpSession) -> str | None:
+    """The alias whose events the session's stream carries, claimed for this token; None until one is known."""
+    alias = principal.bound_alias or session.alias or principal.last_alias
+    if alias is None:
+        return None
+    try:
+        with h.db.write():
+            sessions.claim(h, principal, network_id, alias)
+    except CommhubError:
+        return None  # held by another token now (or the disk refused): wait for report_status to claim one
+    return alias
+
+
+async def _either(first: trio.Event, second: trio.Event) -> None:
+    """Wait until one of two events is set."""
+    async with trio.open_nursery() as nursery:
+        async def wait_for(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+        nursery.start_soon(wait_for, first)
+        nursery.start_soon(wait_for, second)
+
+
+def _claimed_position(state: SessionPush, alias: str) -> int | None:
+    """Where a stream that moves to `alias` starts: just before the session claimed it, if it just did."""
+    if state.claimed_at is not None and state.claimed_at[0] == alias:
+        return state.claimed_at[1]
+    return None
+
+
+async def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSession, after: int | None,
+                      client_ip: str) -> Response:
+    """The session's server-to-client SSE stream of `notifications/claude/channel` messages."""
+    assert session.session_id is not None
+    session_id = session.session_id
+    wire = McpWire()
+    registry = _registry()  # taken here: the body is iterated outside the request's app context
+
+    async def generate() -> AsyncIterator[bytes]:
+        progress = Progress()
+        resume_after = after
+        with h.broker.hold_stream(principal.token_id, client_ip), _entry(session_id, registry) as state:
+            try:
+                alias = push_alias(h, principal, network_id, session)
+                if alias is None:
+                    yield f"retry: {RETRY_MS}\n: waiting for report_status to name this session's alias\n\n".encode()
+                while True:
+                    while alias is None:
+                        state.waiting += 1
+                        try:
+                            with trio.move_on_after(h.settings.heartbeat_seconds):
+                                await _either(state.changed, h.broker.stopping)
+                        finally:
+                            state.waiting -= 1
+                        if session_id not in h.mcp_sessions or h.broker.closing:
+                            progress.reason = "shutdown" if h.broker.closing else "session_ended"
+                            break
+                        alias = push_alias(h, principal, network_id, session)
+                        if alias is None:
+                            yield wire.heartbeat()
+                        else:
+                            resume_after = _claimed_position(state, alias)
+                    if alias is None:
+                        break
+                    progress.reason = "closed"
+                    with h.broker.subscribe(network_id, alias, counts_for_presence=True,
+                                            token_id=principal.token_id) as sub:
+                        state.streams.add(sub)
+                        try:
+                            async for chunk in follow(h.db, sub, Scope(network_id, alias), resume_after, wire,
+                                                      h.settings.heartbeat_seconds, progress):
+                                yield chunk
+                        finally:
+                            state.streams.discard(sub)
+                            # The stream was a sign of life until now (best effort: never fails the close).
+                            h.db.try_write(partial(session_store.touch_session, h.db, network_id, alias,
+                                                   now_text(), now_ts()))
+                    if progress.reason != ALIAS_CHANGED:
+                        break
+                    alias = push_alias(h, principal, network_id, session)
+                    resume_after = _claimed_position(state, alias) if alias else None
+            finally:
+                log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
+
+    return await sse_response(generate())

@@ -1,0 +1,135 @@
+"""The one event-stream loop behind `GET /events/<alias>`, `GET /events?network_id=` and `GET /mcp`.
+
+One fan-out (the broker), one loop, several wire formats: a `Wire` turns positions, events, heartbeats and
+the closing word into bytes. The order is ntfy's: the caller subscribes first, then this loop states the
+position, replays from the database what came after the client's Last-Event-ID, and goes live, skipping live
+events the replay already sent; so nothing committed while connecting is lost or sent twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+
+from .broker import Broker, Event, Subscriber
+from .config import Settings
+from .db import Database
+from .errors import RateLimited, ValidationFailed
+from .store import events as event_store
+
+REPLAY_BATCH = 500
+MAX_EVENT_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot name any event
+
+
+class Wire(Protocol):
+    """How one kind of stream writes what the loop hands it."""
+
+    def opening(self, position: int) -> bytes:
+        """The first bytes: the reconnect hint and the stream's position (an id without an event)."""
+
+    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
+        """One durable event."""
+
+    def heartbeat(self) -> bytes:
+        """Sent when nothing else was sent for a heartbeat period."""
+
+    def closing(self, reason: str, last: int) -> bytes:
+        """The last bytes: why the stream ends and which id to resume from."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a stream carries: one alias of a network, or (alias None) every alias of it."""
+
+    network_id: str
+    alias: str | None
+
+    def latest(self, db: Database) -> int:
+        """The id of the newest retained event in this scope (0 if none)."""
+        if self.alias is None:
+            return event_store.latest_network_event_id(db, self.network_id)
+        return event_store.latest_alias_event_id(db, self.network_id, self.alias)
+
+    def after(self, db: Database, last: int, limit: int) -> list[dict[str, Any]]:
+        """Retained events of this scope with id > last, oldest first."""
+        if self.alias is None:
+            return event_store.network_events_after(db, self.network_id, last, limit)
+        return event_store.events_after(db, self.network_id, self.alias, last, limit)
+
+
+def parse_last_event_id(raw: str | None, db: Database) -> int | None:
+    """The client's Last-Event-ID (header or ?last_event_id=): None when absent (live from now), 0 for
+    everything retained, else the id to resume after; a clean 400 for anything that cannot be an event id."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    if not text.isdigit():
+        raise ValidationFailed("Last-Event-ID: must be the integer id of an event (0 = replay everything retained)")
+    value = int(text)
+    if value > MAX_EVENT_ID:
+        raise ValidationFailed(f"Last-Event-ID: {text[:30]} is larger than any event id can be; reconnect with the "
+                               "id of the last event you received, or 0 to replay everything retained")
+    newest = event_store.highest_event_id_ever(db)
+    if value > newest:
+        raise ValidationFailed(f"Last-Event-ID: {value} is ahead of the newest event this hub has issued ({newest}); "
+                               "was the database replaced? Reconnect with Last-Event-ID: 0 to replay everything "
+                               "retained, or without it to start from now")
+    return value
+
+
+def check_stream_caps(broker: Broker, settings: Settings, token_id: str, client_ip: str) -> None:
+    """Refuse one more stream beyond the per-token or per-address cap (429 naming the limit)."""
+    if settings.max_streams_per_token and broker.streams_of_token(token_id) >= settings.max_streams_per_token:
+        raise RateLimited(f"this token already holds {settings.max_streams_per_token} open event streams, the limit "
+                          "(COMMHUB_MAX_STREAMS_PER_TOKEN); close one, or give each agent its own token", 5)
+    if settings.max_streams_per_ip and broker.streams_from_ip(client_ip) >= settings.max_streams_per_ip:
+        raise RateLimited(f"{client_ip} already holds {settings.max_streams_per_ip} open event streams, the limit "
+                          "(COMMHUB_MAX_STREAMS_PER_IP); close some before opening more", 5)
+
+
+@dataclass
+class Progress:
+    """What a finished loop leaves behind: the last id the client was given, and why the stream ended."""
+
+    last: int = 0
+    reason: str = "closed"
+
+
+async def follow(db: Database, sub: Subscriber, scope: Scope, after: int | None, wire: Wire,
+                 heartbeat_seconds: float, progress: Progress) -> AsyncIterator[bytes]:
+    """Position, replay, then live events and heartbeats until the subscriber's channel ends."""
+    # The position is the client's own Last-Event-ID when it resumes (the replay then moves it on), so a drop
+    # during the replay never skips what was not yet replayed; otherwise the newest event of the scope.
+    last = scope.latest(db) if after is None else after
+    progress.last = last
+    yield wire.opening(last)
+    if after is not None:
+        while rows := scope.after(db, last, REPLAY_BATCH):
+            for row in rows:
+                yield wire.event(row["id"], row["alias"], row["event"], row["data"])
+                last = progress.last = row["id"]
+            if len(rows) < REPLAY_BATCH:
+                break
+    # Each stream keeps its own heartbeat deadline, so heartbeats are spread by connect time: one ticker waking
+    # every stream at once stalled the loop ~100 ms per beat at 1,000 streams.
+    next_beat = trio.current_time() + heartbeat_seconds
+    while True:
+        event: Event | None = None
+        with trio.move_on_at(next_beat):  # receive inside the scope, yield outside it
+            try:
+                event = await sub.receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        if event is None:
+            next_beat += heartbeat_seconds
+            if next_beat <= trio.current_time():  # fell behind (a slow write): no catch-up burst
+                next_beat = trio.current_time() + heartbeat_seconds
+            yield wire.heartbeat()
+        elif event.id > last:  # skip what the position or the replay already covered
+            yield wire.event(event.id, event.alias, event.name, event.data)
+            last = progress.last = event.id
+    progress.reason = sub.closed_reason or "closed"
+    yield wire.closing(progress.reason, last)
