@@ -20,6 +20,7 @@ from .errors import CommhubError, DatabaseBusy
 from .logs import escape
 from .ratelimit import RateLimiter
 from .service.hub import Hub
+from .web import routes as web_routes
 
 log = logging.getLogger("commhub")
 access_log = logging.getLogger("commhub.access")
@@ -82,6 +83,7 @@ def create_app(hub: Hub) -> QuartTrio:
 
     for bp in (accounts_api.bp, networks_api.bp, data_api.bp, openapi_api.bp, sse.bp, mcp_protocol.bp):
         app.register_blueprint(bp)
+    app.register_blueprint(web_routes.bp)  # the dashboard at / and its files under /assets/
 
     @app.get("/health")
     async def health() -> dict:

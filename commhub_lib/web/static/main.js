@@ -1,0 +1,170 @@
+// The page's start: login, the views, the live stream of the shown network and the refresh rhythm.
+
+import { api, clearLogin, isMissingEndpoint, loadLogin, saveLogin, setUnauthorizedHandler } from "./api.js";
+import { $, formValues, say } from "./dom.js";
+import { LiveFeed } from "./live.js";
+import { banner, emit, on, state } from "./state.js";
+import { initAudit, refreshAudit } from "./views-audit.js";
+import { addFeedEvent, clearFeed } from "./views-feed.js";
+import { initNetwork, refreshNetwork } from "./views-network.js";
+import { initSend } from "./views-send.js";
+import { refreshSessions } from "./views-sessions.js";
+import { initTasks, refreshOpenTask, refreshTasks } from "./views-tasks.js";
+
+const VIEWS = ["overview", "tasks", "network", "audit"];
+// Presence (an agent coming online or going quiet) is not an event on the stream: the sessions and the
+// board are re-read at this pace while the page is visible, and at once after every event.
+const POLL_MS = 2000;
+
+let live = null;
+let poll = null;
+let refreshTimer = null;
+
+function currentView() {
+  const name = location.hash.slice(1);
+  return VIEWS.includes(name) ? name : "overview";
+}
+
+function showView() {
+  const view = currentView();
+  for (const name of VIEWS) $(`view-${name}`).hidden = name !== view;
+  for (const link of document.querySelectorAll(".tabs a")) {
+    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (view === "network") refreshNetwork();
+  if (view === "audit") refreshAudit();
+  if (view === "tasks") refreshTasks();
+}
+
+async function refreshAll() {
+  await Promise.allSettled([refreshSessions(), refreshTasks(), refreshOpenTask()]);
+}
+
+/** Refresh soon (many events in a burst cause one refresh). */
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refreshAll, 150);
+}
+
+function showLogin(message) {
+  stopLive();
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  say($("login-error"), message || "", Boolean(message));
+  $("login-username").focus();
+}
+
+function stopLive() {
+  if (live) live.close();
+  live = null;
+  clearInterval(poll);
+  poll = null;
+}
+
+function startLive() {
+  stopLive();
+  clearFeed();
+  live = new LiveFeed(state.networkId, {
+    onEvent: (ev) => { addFeedEvent(ev); emit("hub-event", ev); refreshSoon(); },
+    onState: (s) => { const el = $("live-state"); el.dataset.state = s; el.textContent = s === "live" ? "live" : `${s}…`; },
+    onOpen: refreshSoon, // whatever happened while connecting is read again
+  });
+  poll = setInterval(() => { if (!document.hidden) refreshAll(); }, POLL_MS);
+}
+
+function fillNetworks() {
+  const select = $("network-select");
+  select.replaceChildren(...state.networks.map((n) => {
+    const option = document.createElement("option");
+    option.value = n.network_id;
+    option.textContent = n.network_name;
+    option.title = `${n.network_name}: you are ${n.member_role}`;
+    return option;
+  }));
+  select.value = state.networkId;
+}
+
+async function loadNetworks() {
+  state.networks = (await api("GET", "/api/networks")).networks;
+  if (!state.networks.some((n) => n.network_id === state.networkId)) {
+    state.networkId = state.networks[0]?.network_id || null;
+  }
+  fillNetworks();
+  $("audit-tab").hidden = !state.networks.some((n) => n.member_role !== "member") && state.user.role !== "admin";
+}
+
+async function startApp(login) {
+  state.user = (await api("GET", "/api/auth/me")).user;
+  state.networkId = login.network_id;
+  $("whoami").textContent = state.user.username;
+  await loadNetworks();
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  banner(null);
+  startLive();
+  showView();
+  refreshAll();
+}
+
+async function logIn(event) {
+  event.preventDefault();
+  const { username, password } = formValues($("login-form"));
+  if (!username || !password) { say($("login-error"), "Enter your username and password.", true); return; }
+  const button = $("login-button");
+  button.disabled = true;
+  try {
+    const answer = await api("POST", "/api/auth/login", { username, password });
+    const login = { token: answer.token, network_id: answer.network_id };
+    saveLogin(login);
+    $("login-password").value = "";
+    say($("login-error"), "");
+    await startApp(login);
+  } catch (err) {
+    say($("login-error"), err.message, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function logOut() {
+  // Revoke this login on the hub when it can (GET/DELETE /api/auth/tokens); otherwise just forget it.
+  try {
+    const mine = (await api("GET", "/api/auth/tokens")).tokens.find((t) => t.current);
+    if (mine) await api("DELETE", `/api/auth/tokens/${encodeURIComponent(mine.token_id)}`);
+  } catch (err) {
+    if (!isMissingEndpoint(err)) console.warn("logout: the login could not be revoked:", err.message);
+  }
+  clearLogin();
+  state.user = null;
+  showLogin();
+}
+
+function init() {
+  setUnauthorizedHandler(() => { clearLogin(); showLogin("Your login has ended (revoked or expired). Log in again."); });
+  $("login-form").addEventListener("submit", logIn);
+  $("logout-button").addEventListener("click", logOut);
+  $("network-select").addEventListener("change", (e) => {
+    state.networkId = e.target.value;
+    for (const el of document.querySelectorAll("[data-signature]")) delete el.dataset.signature;
+    emit("network-changed");
+    startLive();
+    showView();
+    refreshAll();
+  });
+  window.addEventListener("hashchange", showView);
+  on("changed", refreshSoon);
+  on("networks-changed", () => loadNetworks().then(refreshNetwork).catch((e) => banner(e.message)));
+  initSend();
+  initTasks();
+  initNetwork();
+  initAudit();
+  for (const dialog of document.querySelectorAll("dialog")) {
+    dialog.addEventListener("click", (e) => { if (e.target.closest("[data-close]")) dialog.close(); });
+  }
+  const login = loadLogin();
+  if (!login) { showLogin(); return; }
+  startApp(login).catch((err) => { clearLogin(); showLogin(err.status === 401 ? "" : err.message); });
+}
+
+init();

@@ -1,0 +1,50 @@
+// The live feed: every event of the network as it arrives, newest first.
+
+import { $, clock, h } from "./dom.js";
+import { emit } from "./state.js";
+
+const MAX_ITEMS = 200;
+// A broadcast arrives once per recipient alias: show it once, naming how many it reached.
+let lastBroadcast = null; // {key, aliases: Set, el}
+
+function summary(type, data) {
+  switch (type) {
+    case "new_task": return `${data.from || "?"} → ${data.alias || "?"}: task${data.title ? ` “${data.title}”` : ""} (${data.priority || "normal"})`;
+    case "new_message": return `${data.from || "?"} → ${data.alias || "?"}: ${data.message ?? ""}`;
+    case "new_reply":
+      if (data.status === "question") return `${data.from || "?"} asks ${data.alias || "?"} a question`;
+      return `${data.from || "?"} → ${data.alias || "?"}: reply (${data.status || "done"})`;
+    case "broadcast": return `${data.from || "?"} → ${data.alias || "?"}: ${data.content ?? ""}`;
+    default: return JSON.stringify(data);
+  }
+}
+
+/** Show one event ({type, id, alias, data}) at the top of the feed. */
+export function addFeedEvent(ev) {
+  const data = { ...ev.data, alias: ev.alias };
+  if (ev.type === "broadcast") {
+    const key = JSON.stringify([data.from, data.content]);
+    if (lastBroadcast && lastBroadcast.key === key && $("feed").firstElementChild === lastBroadcast.el) {
+      lastBroadcast.aliases.add(ev.alias);
+      lastBroadcast.el.querySelector(".feed-text").textContent = `${data.from || "?"} → ${lastBroadcast.aliases.size} sessions: ${data.content ?? ""}`;
+      return;
+    }
+  }
+  const taskId = ev.data.task_id;
+  const item = h("li", { class: `feed-item event-${ev.type}`, dataset: { eventId: ev.id || "" } },
+    h("span", { class: "feed-time small muted" }, clock()),
+    h("span", { class: "badge" }, ev.type.replace("new_", "")),
+    h("span", { class: "feed-text" }, summary(ev.type, data)),
+    taskId ? h("button", { type: "button", class: "link small", onclick: () => emit("open-task", taskId) }, "open task") : null);
+  const feed = $("feed");
+  feed.prepend(item);
+  lastBroadcast = ev.type === "broadcast" ? { key: JSON.stringify([data.from, data.content]), aliases: new Set([ev.alias]), el: item } : null;
+  while (feed.children.length > MAX_ITEMS) feed.lastElementChild.remove();
+  $("feed-empty").hidden = true;
+}
+
+/** Empty the feed (another network is shown). */
+export function clearFeed() {
+  $("feed").replaceChildren();
+  $("feed-empty").hidden = false;
+}

@@ -1,0 +1,198 @@
+// The task board (by status, filtered by alias) and one task's page: timeline, replies, questions, cancel.
+
+import { api, isMissingEndpoint, withQuery } from "./api.js";
+import { $, formValues, h, render, say, timeEl } from "./dom.js";
+import { emit, on, state } from "./state.js";
+
+const COLUMNS = [
+  ["delivered", "Delivered"], ["running", "Running"], ["input_required", "Question"],
+  ["replied", "Replied"], ["failed", "Failed"], ["cancelled", "Cancelled"],
+];
+const FINAL = new Set(["replied", "failed", "cancelled"]);
+const BOARD_LIMIT = 200;
+
+let tasks = [];
+let openTaskId = null;
+
+function taskCard(t) {
+  return h("li", {},
+    h("button", { type: "button", class: `task-card priority-${t.priority}`, dataset: { key: t.task_id, taskId: t.task_id },
+      onclick: () => openTask(t.task_id) },
+    h("span", { class: "task-title" }, t.title || t.content.slice(0, 80)),
+    h("span", { class: "small muted" }, `${t.from_name} → ${t.to_name}`),
+    h("span", { class: "small muted" }, t.priority !== "normal" ? `${t.priority} · ` : "", timeEl(t.updated_at))));
+}
+
+/** Re-read GET /api/tasks with the filters and show the board. */
+export async function refreshTasks() {
+  if (!state.networkId) return;
+  const filters = formValues($("task-filters"));
+  const board = $("board");
+  try {
+    tasks = (await api("GET", withQuery("/api/tasks", { network_id: state.networkId, limit: BOARD_LIMIT, ...filters }))).tasks;
+  } catch (err) {
+    render(board, `error:${err.message}`, h("p", { class: "error" }, err.message));
+    return;
+  }
+  const shown = filters.status ? COLUMNS.filter(([s]) => s === filters.status) : COLUMNS;
+  const signature = JSON.stringify([shown, tasks.map((t) => [t.task_id, t.status, t.updated_at]), Math.floor(Date.now() / 30000)]);
+  render(board, signature, shown.map(([status, label]) => {
+    const inColumn = tasks.filter((t) => t.status === status);
+    return h("section", { class: `column column-${status}${inColumn.length ? "" : " empty"}`, "aria-label": `${label} tasks`, dataset: { status } },
+      h("h2", {}, label, " ", h("span", { class: "count" }, String(inColumn.length))),
+      inColumn.length ? h("ol", { class: "task-list" }, inColumn.map(taskCard)) : h("p", { class: "muted small" }, "none"));
+  }));
+}
+
+/** A task with its timeline, from GET /api/tasks/<id> (or the event log on a hub without it). */
+async function loadTask(taskId) {
+  const network_id = state.networkId;
+  try {
+    return await api("GET", withQuery(`/api/tasks/${encodeURIComponent(taskId)}`, { network_id }));
+  } catch (err) {
+    if (!isMissingEndpoint(err)) throw err;
+  }
+  const task = tasks.find((t) => t.task_id === taskId);
+  if (!task) throw new Error("this task is not on the board any more; clear the filters");
+  const events = (await api("GET", withQuery("/api/task_events", { network_id, task_id: taskId, limit: 500 }))).events;
+  return { task, events, completion: null };
+}
+
+/** The replies about a task, both ways: the recipient's (in the sender's inbox) and the sender's answers. */
+async function loadReplies(task) {
+  const inbox = (alias) => api("GET", withQuery("/api/messages", {
+    network_id: state.networkId, alias, kind: "reply", limit: 500 })).then((r) => r.messages);
+  const [toSender, toRecipient] = await Promise.all([inbox(task.from_name), inbox(task.to_name)]);
+  const seen = new Set();
+  return [...toSender, ...toRecipient]
+    .filter((m) => m.task_id === task.task_id && !seen.has(m.message_id) && seen.add(m.message_id))
+    .sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0));
+}
+
+function field(label, value) {
+  return value ? [h("dt", {}, label), h("dd", {}, value)] : [];
+}
+
+/** A name, with "(person)" or "(agent)" when the hub says which (so a person and an agent never look alike). */
+function who(name, kind) {
+  return kind ? `${name} (${kind})` : name;
+}
+
+function timeline(events) {
+  return h("ol", { class: "timeline" }, events.map((e) => h("li", { class: `tl-${e.event}` },
+    timeEl(e.created_at), " ", h("strong", {}, e.event), " ", h("span", { class: "muted" }, `by ${e.actor}`),
+    e.detail ? h("p", { class: "tl-detail" }, e.detail) : null)));
+}
+
+function replyList(replies) {
+  return h("ol", { class: "replies" }, replies.map((m) => h("li", { class: `reply reply-${m.status || "done"}` },
+    h("div", { class: "small muted" }, h("strong", {}, m.from), ` · ${m.status || "done"} · `, timeEl(m.created_at)),
+    h("p", { class: "reply-content" }, m.content))));
+}
+
+function answerForm(task) {
+  const result = h("p", { class: "result", role: "status" });
+  const text = h("textarea", { id: "answer-content", name: "content", rows: "3", required: true });
+  const form = h("form", { class: "answer-form", novalidate: true },
+    h("label", { for: "answer-content" }, `Answer ${task.to_name}'s question`), text,
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Send answer"), result));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!text.value.trim()) { say(result, "Write the answer.", true); return; }
+    try {
+      await api("POST", "/api/replies", { task_id: task.task_id, content: text.value.trim(), network_id: state.networkId });
+      say(result, "Answer sent.");
+      text.value = "";
+      emit("changed");
+    } catch (err) {
+      say(result, err.message, true);
+    }
+  });
+  return form;
+}
+
+function cancelForm(task) {
+  const result = h("p", { class: "result", role: "status" });
+  const reason = h("input", { id: "cancel-reason", name: "reason", placeholder: "optional" });
+  const form = h("form", { class: "inline-form cancel-form", novalidate: true },
+    h("div", { class: "field grow" }, h("label", { for: "cancel-reason" }, "Reason for cancelling"), reason),
+    h("button", { type: "submit", class: "danger" }, "Cancel task"), result);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const body = reason.value.trim() ? { reason: reason.value.trim() } : {};
+      await api("POST", withQuery(`/api/tasks/${encodeURIComponent(task.task_id)}/cancel`, { network_id: state.networkId }), body);
+      say(result, "Cancelled.");
+      emit("changed");
+    } catch (err) {
+      say(result, err.message, true);
+    }
+  });
+  return form;
+}
+
+async function showTask(taskId) {
+  const body = $("task-body");
+  let detail;
+  let replies = [];
+  try {
+    detail = await loadTask(taskId);
+    replies = await loadReplies(detail.task);
+  } catch (err) {
+    render(body, `error:${err.message}`, h("p", { class: "error" }, err.message));
+    return;
+  }
+  if (openTaskId !== taskId) return; // closed or another task opened meanwhile
+  const { task, events, completion } = detail;
+  $("task-title").textContent = task.title || "Task";
+  const asked = task.status === "input_required";
+  const signature = JSON.stringify([task, events.length, replies.length, completion]);
+  // Keep what the person is typing when the page is redrawn under them (a new event on this task).
+  const typed = Object.fromEntries([...body.querySelectorAll("textarea, input")].map((el) => [el.id, el.value]));
+  render(body, signature, [
+    h("p", {}, h("span", { class: `badge status-${task.status}`, "data-testid": "task-status" }, asked ? "question" : task.status)),
+    h("dl", { class: "facts" }, field("From", who(task.from_name, task.from_kind)), field("To", who(task.to_name, task.to_kind)), field("Priority", task.priority),
+      field("Created", `${task.created_at} UTC`), field("Deadline", task.deadline), field("Task id", task.task_id)),
+    h("h3", {}, "Content"), h("p", { class: "content" }, task.content),
+    task.context ? [h("h3", {}, "Context"), h("p", { class: "content" }, task.context)] : null,
+    asked ? answerForm(task) : null,
+    h("h3", {}, "Replies"), replies.length ? replyList(replies) : h("p", { class: "muted" }, "No reply yet."),
+    completion || task.result ? [h("h3", {}, "Result"), h("p", { class: "content" }, (completion && completion.result) || task.result)] : null,
+    h("h3", {}, "Timeline"), timeline(events),
+    FINAL.has(task.status) ? null : cancelForm(task),
+  ]);
+  for (const el of body.querySelectorAll("textarea, input")) if (typed[el.id]) el.value = typed[el.id];
+}
+
+/** Open one task's page. */
+export function openTask(taskId) {
+  openTaskId = taskId;
+  const body = $("task-body");
+  delete body.dataset.signature;
+  body.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  $("task-title").textContent = "Task";
+  const dialog = $("task-dialog");
+  if (!dialog.open) dialog.showModal();
+  showTask(taskId);
+}
+
+/** Re-read the open task, if any. */
+export async function refreshOpenTask() {
+  if (openTaskId && $("task-dialog").open) await showTask(openTaskId);
+}
+
+/** Wire the filters and the task page. */
+export function initTasks() {
+  const filters = $("task-filters");
+  filters.addEventListener("submit", (e) => { e.preventDefault(); refreshTasks(); });
+  filters.addEventListener("change", () => refreshTasks());
+  filters.addEventListener("reset", () => setTimeout(refreshTasks, 0));
+  $("task-dialog").addEventListener("close", () => { openTaskId = null; });
+  on("open-task", (taskId) => openTask(taskId));
+  on("show-tasks-of", (alias) => {
+    filters.reset();
+    $("filter-to").value = alias;
+    if (location.hash === "#tasks") refreshTasks();
+    else location.hash = "#tasks";
+  });
+}
