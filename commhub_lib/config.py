@@ -47,6 +47,17 @@ class Settings:
     # Streams (wake): caps on open SSE streams (/events and GET /mcp) so one token or host cannot hold them all.
     max_streams_per_token: int = 32
     max_streams_per_ip: int = 512
+    # Bounds on input and quotas (README "Limits and quotas"); for the max_* quotas 0 = no limit.
+    mcp_max_batch: int = 50
+    mcp_max_response_bytes: int = 4 * 1024 * 1024
+    mcp_sessions_per_token: int = 100
+    mcp_max_sessions: int = 20_000
+    max_aliases_per_network: int = 1000
+    max_nodes_per_network: int = 1000
+    max_tokens_per_user: int = 200
+    max_networks_per_user: int = 50
+    max_invites_per_network: int = 100
+    max_logins_per_user: int = 50
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -81,6 +92,16 @@ HELP: dict[str, str] = {
     "login_token_days": "login (user) tokens expire this many days after login (0 = never)",
     "max_streams_per_token": "open event streams (/events, GET /mcp) one token may hold; 429 above (0 = no limit)",
     "max_streams_per_ip": "open event streams one client address may hold; 429 above (0 = no limit)",
+    "mcp_max_batch": "most messages in one JSON-RPC batch (batches exist only before MCP 2025-06-18; 1 = no batches)",
+    "mcp_max_response_bytes": "a batch's answers stop at this size; the calls after it are answered with an error",
+    "mcp_sessions_per_token": "MCP sessions kept per token; a new one evicts that token's least recently used",
+    "mcp_max_sessions": "MCP sessions kept in all; past it the token holding the most loses its oldest",
+    "max_aliases_per_network": "aliases (agent sessions) a network may have (0 = no limit)",
+    "max_nodes_per_network": "nodes (machines) a network may record (0 = no limit)",
+    "max_tokens_per_user": "live network (API) tokens per user (0 = no limit)",
+    "max_networks_per_user": "networks a user may own (0 = no limit)",
+    "max_invites_per_network": "open (unused, unexpired) invites per network (0 = no limit)",
+    "max_logins_per_user": "live login tokens per user; a new login revokes the oldest (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
@@ -134,4 +155,7 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError("header_timeout_seconds and body_timeout_seconds must be positive")
     if settings.heartbeat_seconds <= 0 or settings.presence_timeout_seconds <= 0:
         raise ValueError("heartbeat_seconds and presence_timeout_seconds must be positive")
+    for name in ("mcp_max_batch", "mcp_max_response_bytes", "mcp_sessions_per_token", "mcp_max_sessions"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"setting {name}: must be at least 1")
     return settings

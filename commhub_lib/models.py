@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from .types import StrictFloat, StrictInt
+
 # CJK ideographs, kana and hangul, allowed in usernames and aliases.
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 # Usernames: letters, digits, underscore, and CJK, 2-50 characters.
@@ -177,15 +179,15 @@ class NetworkUpdateRequest(Body):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=1000)
     visibility: Literal["private", "public"] | None = None
-    max_members: int | None = Field(default=None, ge=1, le=10000)
+    max_members: StrictInt | None = Field(default=None, ge=1, le=10000)
 
 
 class InviteCreateRequest(Body):
     """POST /api/networks/:id/invite."""
 
     role: Literal["member", "admin"] = "member"
-    max_uses: int = Field(default=1, ge=1, le=10000)
-    expires_in_seconds: int | None = Field(default=None, ge=1, le=365 * 24 * 3600)
+    max_uses: StrictInt = Field(default=1, ge=1, le=10000)
+    expires_in_seconds: StrictInt | None = Field(default=None, ge=1, le=365 * 24 * 3600)
 
 
 class JoinRequest(Body):
@@ -200,7 +202,7 @@ class TokenCreateRequest(Body):
     name: str = Field(min_length=1, max_length=100)
     network_id: str = Field(min_length=1, max_length=100)
     alias: Alias | None = None
-    expires_in_seconds: int | None = Field(default=None, ge=60, le=10 * 365 * 24 * 3600)
+    expires_in_seconds: StrictInt | None = Field(default=None, ge=60, le=10 * 365 * 24 * 3600)
 
 
 class MemberRoleRequest(Body):
@@ -341,8 +343,9 @@ class GetAllStatus(Body):
 class GetInbox(Body):
     """Read unread items, urgent first."""
 
-    limit: int = Field(default=50, ge=1, description=f"at most this many (capped at {MAX_LIMIT})")
-    wait_seconds: float = Field(default=0, ge=0, le=50, description="wait up to this long for an item (long-poll)")
+    limit: StrictInt = Field(default=50, ge=1, description=f"at most this many (capped at {MAX_LIMIT})")
+    wait_seconds: StrictFloat = Field(default=0, ge=0, le=50,
+                                      description="wait up to this long for an item (long-poll)")
 
 
 IdList = Annotated[list[Short] | None, BeforeValidator(_listify)]
@@ -378,7 +381,7 @@ class ListTasks(Body):
     status: Annotated[TaskStatus | None, BeforeValidator(_lower)] = None
     to_name: Alias | None = None
     from_name: Alias | None = None
-    limit: int = Field(default=50, ge=1)
+    limit: StrictInt = Field(default=50, ge=1)
 
 
 class CancelTask(Body):
@@ -392,7 +395,7 @@ class GetCompletions(Body):
     """Completion records, newest first."""
 
     alias: Alias | None = None
-    limit: int = Field(default=50, ge=1)
+    limit: StrictInt = Field(default=50, ge=1)
 
 
 def body_models() -> dict[str, type[Body]]:

@@ -83,7 +83,7 @@ async def create_token() -> tuple[dict, int, dict]:
 @bp.get("/api/tokens")
 async def list_tokens() -> dict:
     """The caller's network tokens, without secrets."""
-    return accounts.list_tokens(hub(), authenticate())
+    return accounts.list_tokens(hub(), authenticate(), query_int("limit", None, 1), query_int("offset", 0) or 0)
 
 
 @bp.delete("/api/tokens/<token_id>")

@@ -68,6 +68,66 @@ def require_auth_token() -> None:
                            code="auth_token_required")
 
 
+MAX_JSON_DEPTH = 64
+# An escaped UTF-16 surrogate (\ud800-\udfff) in JSON text: a pair is fine, a lone one is not Unicode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode a JSON request body; BadRequest (invalid_json) for anything that is not plain, sane JSON.
+
+    The one JSON reader of REST and MCP. Besides syntax it refuses what json.loads accepts but the rest of
+    the server cannot carry: nesting deeper than MAX_JSON_DEPTH (json.loads itself raises RecursionError
+    near 1,000 levels), integers over Python's 4,300-digit limit (ValueError), and lone surrogates
+    ("\\ud800"), which cannot be encoded as UTF-8 in a response or the database."""
+    try:
+        data = json.loads(raw)
+    except RecursionError as exc:
+        raise BadRequest(f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels",
+                         code="invalid_json") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and the int digit limit are all ValueErrors
+        raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
+    # Both checks walk the value only when the raw text could hold the problem (cheap byte scans first).
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest(f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(data):
+        raise BadRequest("malformed JSON body: a string holds a lone UTF-16 surrogate (such as \\ud800), "
+                         "which is not valid Unicode", code="invalid_json")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest (iterative: the value may be nested ~1,000 deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if any string (keys included) cannot be encoded as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def json_bytes(payload: Any) -> bytes:
+    """Encode a response as compact UTF-8 JSON; never fails on a string that is not valid Unicode."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate got in: \\u escapes keep the answer valid JSON
+        return json.dumps(payload, separators=(",", ":")).encode("ascii")
+
+
 async def read_body() -> bytes:
     """The raw request body, read once; marks it read so the after-request drain can skip it (awaiting a
     finished body again still costs a trip through the scheduler: ~2 % of an MCP call)."""
@@ -81,10 +141,7 @@ async def json_body() -> dict[str, Any]:
     raw = await read_body()
     if not raw.strip():
         return {}
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object", code="invalid_json")
     return data
@@ -141,17 +198,23 @@ async def parse(model: type[M]) -> M:
     return validate(model, await json_body())
 
 
-def query_int(name: str, default: int | None = None, minimum: int = 0) -> int | None:
-    """An integer query parameter; 400 naming it if it is not one."""
+# Query integers (limit, offset) stay far below SQLite's 64-bit range, so no value can overflow a query.
+MAX_QUERY_INT = 2**31 - 1
+_QUERY_INT = re.compile(r"[0-9]{1,10}")
+
+
+def query_int(name: str, default: int | None = None, minimum: int = 0, maximum: int = MAX_QUERY_INT) -> int | None:
+    """A non-negative integer query parameter (plain digits); 400 naming it if it is not one or out of range."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValidationFailed(f"{name}: must be an integer") from exc
-    if value < minimum:
-        raise ValidationFailed(f"{name}: must be at least {minimum}")
+    if not _QUERY_INT.fullmatch(raw):
+        if re.fullmatch(r"-?[0-9]+", raw):
+            raise ValidationFailed(f"{name}: must be between {minimum} and {maximum}")
+        raise ValidationFailed(f"{name}: must be an integer (digits only)")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ValidationFailed(f"{name}: must be between {minimum} and {maximum}")
     return value
 
 

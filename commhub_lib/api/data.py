@@ -27,7 +27,8 @@ def _offset() -> int:
 @bp.get("/api/status")
 async def status() -> dict:
     """Every session of the visible networks."""
-    return sessions.list_status(hub(), _scope(), query_choice("status", ("idle", "working", "offline")))
+    return sessions.list_status(hub(), _scope(), query_choice("status", ("idle", "working", "offline")),
+                                query_int("limit", None, 1), _offset())
 
 
 @bp.get("/api/tasks")
@@ -42,7 +43,7 @@ async def list_tasks() -> dict:
 @bp.get("/api/nodes")
 async def list_nodes() -> dict:
     """Machines that sessions run on."""
-    return sessions.list_nodes(hub(), _scope())
+    return sessions.list_nodes(hub(), _scope(), query_int("limit", None, 1), _offset())
 
 
 @bp.get("/api/messages")

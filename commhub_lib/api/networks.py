@@ -15,7 +15,7 @@ bp = Blueprint("networks", __name__)
 @bp.get("/api/networks")
 async def list_networks() -> dict:
     """Networks the caller belongs to."""
-    return networks.list_networks(hub(), authenticate())
+    return networks.list_networks(hub(), authenticate(), query_int("limit", None, 1), query_int("offset", 0) or 0)
 
 
 @bp.post("/api/networks")
@@ -54,7 +54,8 @@ async def delete_network(network_id: str) -> dict:
 @bp.get("/api/networks/<network_id>/members")
 async def list_members(network_id: str) -> dict:
     """Members of a network."""
-    return networks.list_members(hub(), authenticate(), network_id)
+    return networks.list_members(hub(), authenticate(), network_id, query_int("limit", None, 1),
+                                 query_int("offset", 0) or 0)
 
 
 @bp.delete("/api/networks/<network_id>/members/<user_id>")

@@ -24,7 +24,11 @@ class NetworkScope(BaseModel):
     network_id: str | None = Field(default=None, description="one network (a user token: default all of yours)")
 
 
-class StatusQuery(NetworkScope):
+class NodesQuery(NetworkScope, Paging):
+    """GET /api/nodes."""
+
+
+class StatusQuery(NetworkScope, Paging):
     """GET /api/status."""
 
     status: Literal["idle", "working", "offline"] | None = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,13 +16,16 @@ from pydantic import ValidationError
 from quart import Blueprint, Response, g, request
 
 from .. import __version__
-from ..api.common import authenticate, client_ip, hub, read_body, validation_message
+from ..api.common import authenticate, client_ip, hub, json_bytes, limiter, parse_json, read_body, validation_message
 from ..errors import BadRequest, CommhubError, Forbidden
 from ..service import networks
 from ..service.hub import Principal
+from ..service.identity import session_principal
 from ..sse import last_event_id
 from ..stream import check_stream_caps
 from . import push
+from .batch import DEFAULT_VERSION, batch_refusal, run_batch
+from .sessions import SessionPool
 from .tools import TOOLS, McpSession, ToolContext, call_tool
 
 bp = Blueprint("mcp", __name__)
@@ -32,7 +34,6 @@ log = logging.getLogger("commhub.mcp")
 SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 LATEST_VERSION = SUPPORTED_VERSIONS[0]
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
-MAX_SESSIONS = 10_000
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 INSTRUCTIONS = (
@@ -49,10 +50,17 @@ INSTRUCTIONS = (
     "these tools.")
 
 
-def _sessions() -> OrderedDict[str, McpSession]:
-    """MCP sessions live in memory (Hub.mcp_sessions): a restart forgets them, and an unknown id is treated as a
-    fresh session (never 404, which clients take as "terminated"); identity then falls back to the alias the
-    token last claimed."""
+@bp.record_once
+def _create_session_pool(state: Any) -> None:
+    settings = state.app.config["COMMHUB_HUB"].settings
+    state.app.config["COMMHUB_HUB"].mcp_sessions = SessionPool(settings.mcp_sessions_per_token,
+                                                               settings.mcp_max_sessions)
+
+
+def _sessions() -> SessionPool:
+    """MCP sessions live in memory (mcp/sessions.py): a restart forgets them, and an unknown id is treated as a
+    fresh session (never 404, which clients take as "terminated") that has no alias of its own until
+    report_status (service/identity.py says whom it speaks for meanwhile)."""
     return hub().mcp_sessions
 
 
@@ -68,8 +76,8 @@ def _rpc_result(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), status=status,
-                    content_type="application/json", headers=headers)
+    body = payload if isinstance(payload, bytes) else json_bytes(payload)
+    return Response(body, status=status, content_type="application/json", headers=headers)
 
 
 def check_origin() -> None:
@@ -92,21 +100,13 @@ def _session_for(principal: Principal) -> McpSession:
     if sid:
         session = _sessions().get(sid)
         if session is not None and session.token_id == principal.token_id:
-            _sessions().move_to_end(sid)
-            return session
+            return _sessions().use(sid) or session
         if session is None:
             session = McpSession(sid, principal.token_id, version)
-            _remember(session)
+            _sessions().add(session)
             return session
         # Someone else's session id: do not inherit its claimed alias.
     return McpSession(None, principal.token_id, version)
-
-
-def _remember(session: McpSession) -> None:
-    assert session.session_id
-    _sessions()[session.session_id] = session
-    while len(_sessions()) > MAX_SESSIONS:
-        _sessions().popitem(last=False)
 
 
 async def _dispatch(msg: Any, principal: Principal, network_id: str, session: McpSession,
@@ -151,7 +151,7 @@ def _initialize(params: dict[str, Any], principal: Principal, session: McpSessio
     client = params.get("clientInfo") or {}
     new = McpSession(_new_session_id(principal), principal.token_id, version,
                      client=str(client.get("name", ""))[:100] if isinstance(client, dict) else None)
-    _remember(new)
+    _sessions().add(new)
     headers["Mcp-Session-Id"] = new.session_id or ""
     # experimental["claude/channel"] makes Claude Code (v2.1.80+, channels) put our GET /mcp notifications into
     # the running session; other clients ignore it.
@@ -236,23 +236,36 @@ async def post_mcp() -> Response:
     if version and version not in SUPPORTED_VERSIONS and request.headers.get("Mcp-Session-Id"):
         raise BadRequest(f"unsupported Mcp-Protocol-Version '{version}'; supported: {', '.join(SUPPORTED_VERSIONS)}",
                          code="unsupported_protocol_version")
-    raw = await read_body()
     try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _json(_rpc_error(None, PARSE_ERROR, f"parse error: {exc}"), 400)
+        payload = parse_json(await read_body())
+    except BadRequest as exc:
+        return _json(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"), 400)
     network_id = networks.single_network(hub(), principal, request.args.get("network_id") or None)
     session = _session_for(principal)
+    principal = session_principal(hub(), principal, network_id, session.session_id is not None, session.alias)
     headers: dict[str, str] = {}
     if isinstance(payload, list):
-        if not payload:
-            return _json(_rpc_error(None, INVALID_REQUEST, "invalid request: empty batch"), 400)
-        answers = [a for a in [await _dispatch_noted(m, principal, network_id, session, headers) for m in payload] if a]
-        return _json(answers, 200, headers) if answers else Response("", status=202)
+        return await _post_batch(payload, principal, network_id, session, headers)
     answer = await _dispatch_noted(payload, principal, network_id, session, headers)
     if answer is None:
         return Response("", status=202)
     return _json(answer, 200, headers)
+
+
+async def _post_batch(payload: list[Any], principal: Principal, network_id: str, session: McpSession,
+                      headers: dict[str, str]) -> Response:
+    """A JSON-RPC batch, within the bounds of mcp/batch.py."""
+    if not payload:
+        return _json(_rpc_error(None, INVALID_REQUEST, "invalid request: empty batch"), 400)
+    settings = hub().settings
+    version = session.protocol_version if session.session_id else (
+        request.headers.get("Mcp-Protocol-Version") or DEFAULT_VERSION)
+    refusal = batch_refusal(version, len(payload), settings.mcp_max_batch)
+    if refusal:
+        return _json(_rpc_error(None, INVALID_REQUEST, refusal), 400)
+    pieces = await run_batch(payload, lambda m: _dispatch_noted(m, principal, network_id, session, headers),
+                             lambda: limiter("token").check(principal.token_id), settings.mcp_max_response_bytes)
+    return _json(b"[" + b",".join(pieces) + b"]", 200, headers) if pieces else Response("", status=202)
 
 
 @bp.get("/mcp")
@@ -276,12 +289,14 @@ async def get_mcp() -> Response:
     session = _sessions().get(sid)
     if session is None and _issued_to(sid, principal) and not push.was_ended(sid):
         session = McpSession(sid, principal.token_id, request.headers.get("Mcp-Protocol-Version") or LATEST_VERSION)
-        _remember(session)
+        _sessions().add(session)
     if session is None or session.token_id != principal.token_id:
         return _json({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' for this token; "
                       "send initialize again to start a new session"}, 404)
     after = last_event_id(h)
     network_id = networks.single_network(h, principal, request.args.get("network_id") or None)
+    # A session without its own alias pushes the token's alias only when that cannot be someone else's.
+    principal = session_principal(h, principal, network_id, True, session.alias)
     ip = client_ip()
     check_stream_caps(h.broker, h.settings, principal.token_id, ip)
     return await push.open_stream(h, principal, network_id, session, after, ip)
@@ -297,6 +312,6 @@ async def delete_mcp() -> Response:
         raise BadRequest("Mcp-Session-Id header required to end a session", code="missing_session_id")
     session = _sessions().get(sid)
     if session is not None and session.token_id == principal.token_id:
-        del _sessions()[sid]
+        _sessions().pop(sid)
         push.end_session(sid)
     return Response("", status=204)

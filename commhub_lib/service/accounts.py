@@ -11,6 +11,7 @@ from .. import auth
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized
 from ..ids import new_id, now_text, now_ts, ts_text
 from ..models import (
+    MAX_LIMIT,
     LoginRequest,
     PasswordChangeRequest,
     RegisterRequest,
@@ -21,6 +22,7 @@ from ..store import networks as network_store
 from ..store import sessions as session_store
 from ..store import tokens as token_store
 from ..store import users as user_store
+from . import quotas
 from .hub import Hub, Principal, clamp_limit, require_user_token
 from .networks import create_network_rows, require_role
 from .sessions import end_token
@@ -92,6 +94,7 @@ async def login(hub: Hub, body: LoginRequest, ip: str | None) -> dict[str, Any]:
             hub.audit("login_failed", actor=body.username, user_id=row["user_id"] if row else None, ip=ip)
         raise Unauthorized("invalid username or password", code="invalid_credentials")
     with hub.db.write():
+        quotas.make_room_for_login(hub, row["user_id"])
         _, secret = issue_token(hub, "user", row["user_id"], None, "login")
         hub.audit("login", actor=row["username"], user_id=row["user_id"], ip=ip)
     default = network_store.default_network_of_user(hub.db, row["user_id"])
@@ -176,6 +179,7 @@ def create_token(hub: Hub, principal: Principal, body: TokenCreateRequest, ip: s
     require_user_token(principal)
     require_role(hub, principal, body.network_id, "member")
     with hub.db.write():
+        quotas.check_new_network_token(hub, principal.user_id)
         token_id, secret = issue_token(hub, "network", principal.user_id, body.network_id, body.name, body.alias,
                                        body.expires_in_seconds)
         hub.audit("token_create", actor=principal.label, user_id=principal.user_id, network_id=body.network_id,
@@ -187,10 +191,10 @@ def create_token(hub: Hub, principal: Principal, body: TokenCreateRequest, ip: s
             "alias": body.alias, "expires_at": row["expires_at"]}
 
 
-def list_tokens(hub: Hub, principal: Principal) -> dict[str, Any]:
-    """The caller's network tokens (without secrets)."""
+def list_tokens(hub: Hub, principal: Principal, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+    """The caller's network tokens (without secrets), a page of up to 500."""
     require_user_token(principal)
-    rows = token_store.list_network_tokens_of_user(hub.db, principal.user_id)
+    rows = token_store.list_network_tokens_of_user(hub.db, principal.user_id, clamp_limit(limit, MAX_LIMIT), offset)
     return {"ok": True, "tokens": [public_token(r) for r in rows]}
 
 

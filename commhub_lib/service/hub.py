@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +62,9 @@ class Hub:
     db: Database
     broker: Broker = field(default_factory=lambda: Broker(256))
     started: float = field(default_factory=time.monotonic)
-    # MCP sessions by Mcp-Session-Id (protocol state, kept here so it is per server, not global).
-    mcp_sessions: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    # MCP sessions by Mcp-Session-Id (protocol state, kept here so it is per server, not global): the
+    # mcp.sessions.SessionPool, set when the MCP routes are registered.
+    mcp_sessions: Any = None
 
     def audit(self, action: str, *, actor: str, user_id: str | None = None, network_id: str | None = None,
               detail: dict[str, Any] | str = "", ip: str | None = None) -> None:

@@ -7,11 +7,12 @@ from typing import Any
 from .. import auth
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..ids import new_id, now_text, now_ts, ts_text
-from ..models import InviteCreateRequest, JoinRequest, NetworkCreateRequest, NetworkUpdateRequest
+from ..models import MAX_LIMIT, InviteCreateRequest, JoinRequest, NetworkCreateRequest, NetworkUpdateRequest
 from ..store import audit as audit_store
 from ..store import networks as network_store
 from ..store import sessions as session_store
 from ..store import tokens as token_store
+from . import quotas
 from .hub import Hub, Principal, clamp_limit, require_user_token
 from .sessions import end_token, is_online, revoke_network_tokens_of_member
 
@@ -70,18 +71,19 @@ def single_network(hub: Hub, principal: Principal, network_id: str | None) -> st
     return default["network_id"]
 
 
-def list_networks(hub: Hub, principal: Principal) -> dict[str, Any]:
-    """The networks the caller belongs to (a network token: its own)."""
+def list_networks(hub: Hub, principal: Principal, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+    """The networks the caller belongs to (a network token: its own), a page of up to 500."""
     rows = network_store.list_networks_of_user(hub.db, principal.user_id)
     if principal.kind == "network":
         rows = [r for r in rows if r["network_id"] == principal.network_id]
-    return {"ok": True, "networks": rows}
+    return {"ok": True, "networks": rows[offset:offset + clamp_limit(limit, MAX_LIMIT)]}
 
 
 def create_network(hub: Hub, principal: Principal, body: NetworkCreateRequest, ip: str | None) -> dict[str, Any]:
     """Create a network owned by the caller."""
     require_user_token(principal)
     with hub.db.write():
+        quotas.check_new_network(hub, principal.user_id)
         network_id = create_network_rows(hub, principal.user_id, body.name, body.description)
         hub.audit("network_create", actor=principal.label, user_id=principal.user_id, network_id=network_id,
                   detail={"name": body.name}, ip=ip)
@@ -137,10 +139,12 @@ def delete_network(hub: Hub, principal: Principal, network_id: str, ip: str | No
     return {"ok": True, "network_id": network_id, "deleted": True}
 
 
-def list_members(hub: Hub, principal: Principal, network_id: str) -> dict[str, Any]:
-    """The members of a network (any member may look)."""
+def list_members(hub: Hub, principal: Principal, network_id: str, limit: int | None = None,
+                 offset: int = 0) -> dict[str, Any]:
+    """The members of a network (any member may look), a page of up to 500."""
     require_role(hub, principal, network_id, "member")
-    return {"ok": True, "members": network_store.list_members(hub.db, network_id)}
+    return {"ok": True, "members": network_store.list_members(hub.db, network_id, clamp_limit(limit, MAX_LIMIT),
+                                                              offset)}
 
 
 def create_invite(hub: Hub, principal: Principal, network_id: str, body: InviteCreateRequest,
@@ -156,6 +160,7 @@ def create_invite(hub: Hub, principal: Principal, network_id: str, body: InviteC
     invite_id = new_id("ivt")
     expires_at = ts_text(now_ts() + body.expires_in_seconds) if body.expires_in_seconds else None
     with hub.db.write():
+        quotas.check_new_invite(hub, network_id)
         network_store.insert_invite(hub.db, invite_id, auth.token_hash(code), network_id, body.role, body.max_uses,
                                     principal.user_id, now_text(), expires_at)
         hub.audit("invite_create", actor=principal.label, user_id=principal.user_id, network_id=network_id,

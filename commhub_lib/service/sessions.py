@@ -9,13 +9,14 @@ from typing import Any
 
 from ..errors import Conflict, Forbidden, NotFound
 from ..ids import new_id, now_text, now_ts
-from ..models import ReportStatus
+from ..models import MAX_LIMIT, ReportStatus
 from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from ..store import users as user_store
-from .hub import Hub, Principal, hint
+from . import quotas
+from .hub import Hub, Principal, clamp_limit, hint
 
 log = logging.getLogger("commhub.presence")
 
@@ -80,6 +81,7 @@ def claim(hub: Hub, principal: Principal, network_id: str, alias: str, resume_id
     row = _check_claim(hub, principal, network_id, alias)
     now, ts = now_text(), now_ts()
     if row is None:
+        quotas.check_new_alias(hub, network_id)
         session_store.insert_session(hub.db, network_id, alias, resume_id or new_id("sess"), principal.token_id,
                                      "idle", now, ts)
     else:
@@ -105,6 +107,7 @@ def report_status(hub: Hub, principal: Principal, network_id: str, current_alias
         if body.node is not None:
             hostname = body.node if isinstance(body.node, str) else body.node.hostname
             platform = None if isinstance(body.node, str) else body.node.platform
+            quotas.check_new_node(hub, network_id, hostname)
             fields["node_id"] = session_store.upsert_node(hub.db, new_id("node"), network_id, hostname, platform,
                                                           body.agent, now_text())
         if body.status == "idle" and "task" not in fields:
@@ -194,19 +197,20 @@ def public_session(hub: Hub, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def list_status(hub: Hub, network_ids: list[str], status: str | None) -> dict[str, Any]:
-    """Every session of the networks (the reference's /api/status shape)."""
+def list_status(hub: Hub, network_ids: list[str], status: str | None, limit: int | None = None,
+                offset: int = 0) -> dict[str, Any]:
+    """The sessions of the networks (the reference's /api/status shape), a page of up to 500."""
     rows = session_store.list_sessions(hub.db, network_ids)
     sessions = [public_session(hub, r) for r in rows]
     if status:
         # Filter on the status shown (presence may have lapsed before the sweeper stored it).
         sessions = [s for s in sessions if s["status"] == status]
-    return {"ok": True, "sessions": sessions}
+    return {"ok": True, "sessions": sessions[offset:offset + clamp_limit(limit, MAX_LIMIT)]}
 
 
-def list_nodes(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
-    """Machines that sessions report running on."""
-    rows = session_store.list_nodes(hub.db, network_ids)
+def list_nodes(hub: Hub, network_ids: list[str], limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+    """Machines that sessions report running on, a page of up to 500."""
+    rows = session_store.list_nodes(hub.db, network_ids, clamp_limit(limit, MAX_LIMIT), offset)
     for r in rows:
         r["agents"] = json.loads(r["agents"])
     return {"ok": True, "nodes": rows}

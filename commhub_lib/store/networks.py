@@ -71,11 +71,11 @@ def count_members(db: Database, network_id: str) -> int:
     return db.con.execute("SELECT count(*) FROM members WHERE network_id = ?", (network_id,)).get
 
 
-def list_members(db: Database, network_id: str) -> list[Row]:
-    """The members of a network with their user fields."""
+def list_members(db: Database, network_id: str, limit: int = -1, offset: int = 0) -> list[Row]:
+    """The members of a network with their user fields (a page of them)."""
     return db.query("SELECT m.user_id, u.username, u.display_name, m.role, m.joined_at FROM members m"
                     " JOIN users u ON u.user_id = m.user_id WHERE m.network_id = ?"
-                    " ORDER BY m.joined_at, m.user_id", (network_id,))
+                    " ORDER BY m.joined_at, m.user_id LIMIT ? OFFSET ?", (network_id, limit, offset))
 
 
 def list_network_ids_of_user(db: Database, user_id: str) -> list[str]:

@@ -120,11 +120,17 @@ def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, plat
     return row["node_id"]
 
 
-def list_nodes(db: Database, network_ids: list[str]) -> list[Row]:
-    """Nodes of some networks with how many sessions run on each."""
+def list_nodes(db: Database, network_ids: list[str], limit: int = -1, offset: int = 0) -> list[Row]:
+    """Nodes of some networks with how many sessions run on each.
+
+    One pass: the networks' sessions are counted per node once (a range of the sessions primary key) and
+    joined to the nodes, instead of two correlated scans of every session for every node."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
     return db.query(f"SELECT n.node_id, n.network_id, n.hostname, n.platform, n.agents, n.created_at,"
-                    f" n.last_seen_at, (SELECT count(*) FROM sessions s WHERE s.node_id = n.node_id) AS sessions,"
-                    f" (SELECT count(*) FROM sessions s WHERE s.node_id = n.node_id AND s.status != 'offline')"
-                    f" AS online_sessions FROM nodes n WHERE n.network_id IN ({marks})"
-                    f" ORDER BY n.hostname", tuple(network_ids))
+                    f" n.last_seen_at, coalesce(c.sessions, 0) AS sessions,"
+                    f" coalesce(c.online_sessions, 0) AS online_sessions FROM nodes n"
+                    f" LEFT JOIN (SELECT s.node_id, count(*) AS sessions,"
+                    f" sum(s.status != 'offline') AS online_sessions FROM sessions s"
+                    f" WHERE s.network_id IN ({marks}) AND s.node_id IS NOT NULL GROUP BY s.node_id) c"
+                    f" ON c.node_id = n.node_id WHERE n.network_id IN ({marks})"
+                    f" ORDER BY n.hostname LIMIT ? OFFSET ?", (*network_ids, *network_ids, limit, offset))

@@ -51,10 +51,10 @@ def get_token(db: Database, token_id: str) -> Row | None:
     return db.query_one(f"SELECT {PUBLIC_COLUMNS} FROM tokens WHERE token_id = ?", (token_id,))
 
 
-def list_network_tokens_of_user(db: Database, user_id: str) -> list[Row]:
-    """The user's API (network) tokens, revoked ones included, newest first."""
+def list_network_tokens_of_user(db: Database, user_id: str, limit: int = -1, offset: int = 0) -> list[Row]:
+    """The user's API (network) tokens, revoked ones included, newest first (a page of them)."""
     return db.query(f"SELECT {PUBLIC_COLUMNS} FROM tokens WHERE user_id = ? AND kind = 'network'"
-                    " ORDER BY created_at DESC, token_id", (user_id,))
+                    " ORDER BY created_at DESC, token_id LIMIT ? OFFSET ?", (user_id, limit, offset))
 
 
 def revoke_token(db: Database, token_id: str, now: str) -> bool:

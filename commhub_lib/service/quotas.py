@@ -1,0 +1,78 @@
+"""Quotas: nothing a user, token or agent creates grows without bound.
+
+Each check is called with one line by the service function that creates the thing, inside its write
+transaction (so the count and the insert are one atomic step). A quota that is reached answers 409
+`quota_exceeded` with a message naming the limit and the setting that raises it. A setting of 0 turns
+a quota off. Live login tokens are the exception: a new login never fails; it revokes the user's oldest
+logins beyond the limit instead (a person is never locked out of their own account by old sessions).
+"""
+
+from __future__ import annotations
+
+from ..errors import Conflict
+from ..ids import now_text
+from ..store import quotas as quota_store
+from ..store import tokens as token_store
+from .hub import Hub
+
+
+def _exceeded(what: str, limit: int, setting: str, what_next: str) -> Conflict:
+    return Conflict(f"{what} has reached its limit of {limit} (COMMHUB_{setting.upper()}); {what_next}, or ask "
+                    "the server's operator to raise the limit", code="quota_exceeded")
+
+
+def check_new_alias(hub: Hub, network_id: str) -> None:
+    """Before a network gets a new alias (session row)."""
+    limit = hub.settings.max_aliases_per_network
+    if limit and quota_store.count_aliases(hub.db, network_id) >= limit:
+        raise _exceeded("this network", limit, "max_aliases_per_network",
+                        "report as an alias this network already has (an owner or admin can release one that "
+                        "another token holds: POST /api/networks/<network_id>/aliases/<alias>/release)")
+
+
+def check_new_node(hub: Hub, network_id: str, hostname: str) -> None:
+    """Before a network records a node it has not seen (a known hostname is always fine)."""
+    limit = hub.settings.max_nodes_per_network
+    if limit and not quota_store.node_exists(hub.db, network_id, hostname) and \
+            quota_store.count_nodes(hub.db, network_id) >= limit:
+        raise _exceeded("this network's node list", limit, "max_nodes_per_network",
+                        "report a hostname this network already knows")
+
+
+def check_new_network_token(hub: Hub, user_id: str) -> None:
+    """Before a user gets another network (API) token."""
+    limit = hub.settings.max_tokens_per_user
+    if limit and quota_store.count_live_network_tokens(hub.db, user_id, now_text()) >= limit:
+        raise _exceeded("your account", limit, "max_tokens_per_user",
+                        "revoke tokens you no longer use (DELETE /api/tokens/<token_id>)")
+
+
+def check_new_network(hub: Hub, owner_id: str) -> None:
+    """Before a user creates another network."""
+    limit = hub.settings.max_networks_per_user
+    if limit and quota_store.count_owned_networks(hub.db, owner_id) >= limit:
+        raise _exceeded("your account", limit, "max_networks_per_user",
+                        "delete a network you no longer use")
+
+
+def check_new_invite(hub: Hub, network_id: str) -> None:
+    """Before a network gets another open invite."""
+    limit = hub.settings.max_invites_per_network
+    if limit and quota_store.count_open_invites(hub.db, network_id, now_text()) >= limit:
+        raise _exceeded("this network's open invites", limit, "max_invites_per_network",
+                        "wait until some are used or expire, or revoke unused ones "
+                        "(DELETE /api/networks/<network_id>/invites/<invite_id>)")
+
+
+def make_room_for_login(hub: Hub, user_id: str) -> list[str]:
+    """Before a login token is issued: revoke the user's oldest live logins so that, with the new one, at
+    most `max_logins_per_user` remain; their streams are closed. Returns the revoked token ids."""
+    limit = hub.settings.max_logins_per_user
+    if not limit:
+        return []
+    now = now_text()
+    revoked = quota_store.live_logins_past(hub.db, user_id, limit - 1, now)
+    for token_id in revoked:
+        token_store.revoke_token(hub.db, token_id, now)
+        hub.broker.close_token_streams(token_id)
+    return revoked

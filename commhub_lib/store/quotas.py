@@ -1,0 +1,52 @@
+"""Counts behind the quotas (service/quotas.py), and which aliases a token holds."""
+
+from __future__ import annotations
+
+from ..db import Database
+
+
+def count_aliases(db: Database, network_id: str) -> int:
+    """How many aliases (session rows) a network has."""
+    return db.con.execute("SELECT count(*) FROM sessions WHERE network_id = ?", (network_id,)).get
+
+
+def aliases_held_by_token(db: Database, network_id: str, token_id: str, limit: int) -> list[str]:
+    """Up to `limit` aliases of a network whose current claimant is this token."""
+    return [r[0] for r in db.con.execute("SELECT alias FROM sessions WHERE network_id = ? AND token_id = ?"
+                                         " ORDER BY alias LIMIT ?", (network_id, token_id, limit))]
+
+
+def count_nodes(db: Database, network_id: str) -> int:
+    """How many nodes a network has recorded."""
+    return db.con.execute("SELECT count(*) FROM nodes WHERE network_id = ?", (network_id,)).get
+
+
+def node_exists(db: Database, network_id: str, hostname: str) -> bool:
+    """Whether the network already has a node with this hostname."""
+    return db.con.execute("SELECT count(*) FROM nodes WHERE network_id = ? AND hostname = ?",
+                          (network_id, hostname)).get > 0
+
+
+def count_live_network_tokens(db: Database, user_id: str, now: str) -> int:
+    """A user's network (API) tokens that are neither revoked nor expired."""
+    return db.con.execute("SELECT count(*) FROM tokens WHERE user_id = ? AND kind = 'network'"
+                          " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", (user_id, now)).get
+
+
+def count_owned_networks(db: Database, owner_id: str) -> int:
+    """How many networks a user owns."""
+    return db.con.execute("SELECT count(*) FROM networks WHERE owner_id = ?", (owner_id,)).get
+
+
+def count_open_invites(db: Database, network_id: str, now: str) -> int:
+    """A network's invites that can still be redeemed (uses left, not expired, not revoked)."""
+    return db.con.execute("SELECT count(*) FROM invites WHERE network_id = ? AND uses < max_uses"
+                          " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", (network_id, now)).get
+
+
+def live_logins_past(db: Database, user_id: str, keep: int, now: str) -> list[str]:
+    """Ids of a user's live (not revoked, not expired) login tokens beyond the `keep` newest, oldest first."""
+    rows = db.con.execute("SELECT token_id FROM tokens WHERE user_id = ? AND kind = 'user' AND revoked_at IS NULL"
+                          " AND (expires_at IS NULL OR expires_at > ?)"
+                          " ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?", (user_id, now, keep))
+    return [r[0] for r in rows][::-1]
