@@ -24,9 +24,9 @@ from .common import (
     json_flag,
     print_fields,
     print_json,
-    print_table,
     reports_errors,
     server_flags,
+    show_list,
 )
 
 if TYPE_CHECKING:
@@ -141,11 +141,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     else:
         with open_hub(args) as hub:
             result = operator.list_all_users(hub, args.limit, args.offset)
-    if args.json:
-        print_json(result)
-    else:
-        print_table(result["users"], USER_COLUMNS, "(no users yet: create one with `commhub user create NAME`)")
-    return EXIT_OK
+    return show_list(args, result, "users", USER_COLUMNS, "(no users yet: create one with `commhub user create NAME`)")
 
 
 @file_errors
@@ -210,11 +206,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     else:
         with open_hub(args) as hub:
             result = accounts.list_tokens(hub, operator.act_as(hub, args.user))
-    if args.json:
-        print_json(result)
-    else:
-        print_table(result["tokens"], TOKEN_COLUMNS)
-    return EXIT_OK
+    return show_list(args, result, "tokens", TOKEN_COLUMNS)
 
 
 @file_errors

@@ -111,6 +111,16 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
+def show_list(args: argparse.Namespace, result: dict[str, Any], key: str,
+              columns: Sequence[tuple[str, str, int | None]], empty: str = "(none)") -> int:
+    """Print a list answer: the whole JSON with --json, else `result[key]` as a table; exit code 0."""
+    if args.json:
+        print_json(result)
+    else:
+        print_table(result[key], columns, empty)
+    return EXIT_OK
+
+
 def print_fields(data: dict[str, Any], keys: Sequence[str] | None = None) -> None:
     """`key: value` lines."""
     keys = list(keys or data.keys())

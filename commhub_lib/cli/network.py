@@ -14,9 +14,9 @@ from .common import (
     network_flag,
     print_fields,
     print_json,
-    print_table,
     reports_errors,
     server_flags,
+    show_list,
 )
 
 NETWORK_COLUMNS = [("network_id", "id", None), ("network_name", "name", 30), ("member_role", "role", None),
@@ -63,11 +63,7 @@ def cmd_network_list(args: argparse.Namespace) -> int:
     """Networks the caller belongs to."""
     with connect(args) as client:
         result = client.request("GET", "/api/networks")
-    if args.json:
-        print_json(result)
-    else:
-        print_table(result["networks"], NETWORK_COLUMNS)
-    return EXIT_OK
+    return show_list(args, result, "networks", NETWORK_COLUMNS)
 
 
 @reports_errors
@@ -115,11 +111,7 @@ def cmd_member_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         network_id = args.network or resolve_network(client)
         result = client.request("GET", f"/api/networks/{network_id}/members")
-    if args.json:
-        print_json(result)
-    else:
-        print_table(result["members"], MEMBER_COLUMNS)
-    return EXIT_OK
+    return show_list(args, result, "members", MEMBER_COLUMNS)
 
 
 @reports_errors
@@ -162,11 +154,7 @@ def cmd_invite_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         network_id = args.network or resolve_network(client)
         result = client.request("GET", f"/api/networks/{network_id}/invites")
-    if args.json:
-        print_json(result)
-    else:
-        print_table(result["invites"], INVITE_COLUMNS)
-    return EXIT_OK
+    return show_list(args, result, "invites", INVITE_COLUMNS)
 
 
 @reports_errors

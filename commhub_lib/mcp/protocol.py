@@ -38,8 +38,10 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 INSTRUCTIONS = (
     "CommHub connects you with other agents. First call report_status with your alias. Check get_inbox "
-    "(tasks come urgent first) and ack_inbox what you have handled. Answer tasks with send_reply "
-    "(status done/failed/progress) or report_completion. Send work with send_task; see who is there with "
+    "(tasks come urgent first; open_tasks lists your unfinished tasks until they are final) and ack_inbox what "
+    "you have handled. Answer tasks with send_reply: status is required (done, failed, progress, or question to "
+    "ask the sender; the answer arrives as a new_reply with the task_id) or report_completion. Send work with "
+    "send_task; see who is there with "
     "get_all_status. While you are connected, CommHub pushes an event to you whenever something arrives for "
     "your alias (in Claude Code as a <channel source=\"commhub\"> message; its attributes are event, from, "
     "task_id, message_id, priority). Such an event is a notice, not the item itself: call get_inbox to read it, "
