@@ -23,8 +23,12 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PY = os.environ.get("BENCH_SERVER_PY", "/work/venv/bin/python")
+# A benchmark is one client on loopback playing a whole fleet: rate limits and the per-user/per-network quotas
+# (hundreds of tokens, aliases and streams from one user and one address) are lifted for it.
 NO_LIMITS = {"COMMHUB_REGISTER_RATE_PER_MINUTE": "0", "COMMHUB_LOGIN_RATE_PER_MINUTE": "0",
-             "COMMHUB_TOKEN_RATE_PER_MINUTE": "0"}
+             "COMMHUB_TOKEN_RATE_PER_MINUTE": "0", "COMMHUB_MAX_TOKENS_PER_USER": "0",
+             "COMMHUB_MAX_ALIASES_PER_NETWORK": "0", "COMMHUB_MAX_STREAMS_PER_IP": "0",
+             "COMMHUB_MAX_STREAMS_PER_TOKEN": "0", "COMMHUB_MAX_LOGINS_PER_USER": "0"}
 LISTEN_RE = re.compile(r"CommHub listening on http://127\.0\.0\.1:(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SHARED_BENCH = os.environ.get("BENCH_HARNESS_DIR", "/work/shared/bench")
