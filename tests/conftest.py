@@ -129,3 +129,20 @@ async def mcp_call(client: httpx.AsyncClient, token: str, tool: str, arguments: 
     body = r.json()
     assert "result" in body, body
     return body["result"]
+
+
+async def tool(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None,
+               session_id: str | None = None) -> dict[str, Any]:
+    """An MCP tool call that must succeed; its structured result."""
+    result = await mcp_call(client, token, name, args, session_id)
+    assert not result.get("isError"), result
+    return result["structuredContent"]
+
+
+async def tool_error(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None,
+                     session_id: str | None = None) -> dict[str, Any]:
+    """An MCP tool call that must fail as a tool error; its {error, message} (the message never empty)."""
+    result = await mcp_call(client, token, name, args, session_id)
+    assert result.get("isError") is True, result
+    assert result["structuredContent"]["message"], result
+    return result["structuredContent"]

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import httpx
 import trio
 
-from tests.conftest import create_token, mcp_call, register
+from tests.conftest import create_token, register, tool
 
 REPO = Path(__file__).resolve().parent.parent
 SENDERS = 6
@@ -80,12 +80,6 @@ async def serve(db: Path, log: Path) -> AsyncIterator[Server]:
             process.kill()
         with trio.move_on_after(10):
             await process.wait()
-
-
-async def tool(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any]) -> dict:
-    result = await mcp_call(client, token, name, args)
-    assert not result.get("isError"), result
-    return result["structuredContent"]
 
 
 async def all_messages(client: httpx.AsyncClient, headers: dict[str, str], alias: str) -> list[dict[str, Any]]:

@@ -11,24 +11,10 @@ from typing import Any
 
 import httpx
 import trio
-from conftest import Account, create_token, mcp_call, own_server, register
+from conftest import Account, create_token, mcp_call, own_server, register, tool, tool_error
 from test_mcp_sdk import wait_until
 
 WAIT = 5.0
-
-
-async def tool(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None) -> dict:
-    """An MCP tool call that must succeed."""
-    result = await mcp_call(client, token, name, args)
-    assert not result.get("isError"), result
-    return result["structuredContent"]
-
-
-async def tool_error(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None) -> dict:
-    """An MCP tool call that must fail; returns {error, message}."""
-    result = await mcp_call(client, token, name, args)
-    assert result.get("isError"), result
-    return result["structuredContent"]
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.conftest import Account, create_token, mcp_call, own_server, register
+from tests.conftest import Account, create_token, own_server, register, tool, tool_error
 
 DATA_ENDPOINTS = ("/api/status", "/api/tasks", "/api/nodes", "/api/messages", "/api/completions",
                   "/api/task_events", "/api/stats")
@@ -19,19 +19,6 @@ LISTS = {"/api/status": "sessions", "/api/tasks": "tasks", "/api/nodes": "nodes"
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-async def tool(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None,
-               session_id: str | None = None) -> dict:
-    result = await mcp_call(client, token, name, args, session_id)
-    assert not result.get("isError"), result
-    return result["structuredContent"]
-
-
-async def tool_error(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None,
-                     session_id: str | None = None) -> dict:
-    result = await mcp_call(client, token, name, args, session_id)
-    assert result.get("isError") is True, result
-    return result["structuredContent"]
 
 
 def refused(r: httpx.Response, *statuses: int) -> dict[str, Any]:

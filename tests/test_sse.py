@@ -19,7 +19,7 @@ from httpx_sse import aconnect_sse
 
 from commhub_lib import server as server_module
 from commhub_lib.server import ServerHandle
-from tests.conftest import Account, create_token, make_settings, mcp_call, own_server, register, start_server
+from tests.conftest import Account, create_token, make_settings, own_server, register, start_server, tool
 
 REFERENCE_FIELDS = {
     "new_task": {"inbox_count", "priority", "from"},
@@ -119,13 +119,6 @@ async def open_raw(client: httpx.AsyncClient, alias: str, token: str | None, *, 
             query["last_event_id"] = str(last_event_id)
     async with client.stream("GET", f"/events/{alias}", params=query, headers=headers) as response:
         yield response
-
-
-async def tool(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None) -> dict:
-    """Call an MCP tool that must succeed; returns its structured result."""
-    result = await mcp_call(client, token, name, args)
-    assert not result.get("isError"), result
-    return result["structuredContent"]
 
 
 async def error_json(response: httpx.Response) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.conftest import Account, create_token, mcp_call, own_server, register
+from tests.conftest import Account, create_token, own_server, register, tool, tool_error
 
 SESSION_FIELDS = {"resume_id", "alias", "status", "agent", "model", "task", "progress", "last_seen_at"}
 TASK_FIELDS = {"task_id", "network_id", "from_name", "to_name", "content", "priority", "status", "created_at",
@@ -19,20 +19,6 @@ COMPLETION_FIELDS = {"task_id", "alias", "status", "result", "duration_seconds",
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-async def tool(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None) -> dict:
-    """An MCP tool call that must succeed; its structured result."""
-    result = await mcp_call(client, token, name, args)
-    assert not result.get("isError"), result
-    return result["structuredContent"]
-
-
-async def tool_error(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any] | None = None) -> dict:
-    """An MCP tool call that must fail as a tool error; its {error, message}."""
-    result = await mcp_call(client, token, name, args)
-    assert result.get("isError") is True, result
-    assert result["structuredContent"]["message"], result
-    return result["structuredContent"]
 
 
 def error_of(r: httpx.Response, status: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import httpx
 import httpx2
 import pytest
 import trio
-from conftest import create_token, mcp_call, own_server, register
+from conftest import create_token, own_server, register, tool
 from mcp.client.extension import NotificationBinding
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -51,12 +51,6 @@ async def _wait_until(condition: Any, what: str, within: float = WAIT) -> None:
 async def _team(client: httpx.AsyncClient) -> tuple[Any, str, str]:
     account = await register(client)
     return account, await create_token(client, account, "rx"), await create_token(client, account, "tx")
-
-
-async def _tool(client: httpx.AsyncClient, token: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await mcp_call(client, token, name, args)
-    assert not result.get("isError"), result
-    return result["structuredContent"]
 
 
 # --- the official SDKs ------------------------------------------------------------------------------
@@ -99,10 +93,10 @@ async def test_python_sdk_is_woken_and_resumes_after_a_drop(server: ServerHandle
     account, rx, tx = await _team(client)
     async with sdk_listener(server, rx) as (session, received):
         await session.call_tool("report_status", {"alias": "py-rx", "status": "idle"})
-        await _tool(client, tx, "report_status", {"alias": "py-tx"})
+        await tool(client, tx, "report_status", {"alias": "py-tx"})
         await _wait_until(lambda: server.hub.broker.stream_count(account.network_id, "py-rx") == 1, "GET /mcp stream")
 
-        first = await _tool(client, tx, "send_task", {"to": "py-rx", "content": "build it", "priority": "urgent"})
+        first = await tool(client, tx, "send_task", {"to": "py-rx", "content": "build it", "priority": "urgent"})
         await _wait_until(lambda: len(received) == 1, "the first channel notification")
         meta = received[0].meta
         assert meta["event"] == "new_task" and meta["task_id"] == first["task_id"]
@@ -112,7 +106,7 @@ async def test_python_sdk_is_woken_and_resumes_after_a_drop(server: ServerHandle
         # The connection drops (the hub ends it here); three tasks are sent while it is down; the SDK reconnects
         # with Last-Event-ID after the retry hint and gets exactly those, in order.
         assert server.hub.broker.close_alias_streams(account.network_id, "py-rx", "test_drop") == 1
-        later = [(await _tool(client, tx, "send_task", {"to": "py-rx", "content": f"task {n}"}))["task_id"]
+        later = [(await tool(client, tx, "send_task", {"to": "py-rx", "content": f"task {n}"}))["task_id"]
                  for n in range(3)]
         await _wait_until(lambda: len(received) >= 4, "the tasks sent while the stream was down")
         await trio.sleep(0.3)  # a duplicate would arrive right behind them
@@ -188,9 +182,9 @@ async def test_get_mcp_answers_per_spec_for_missing_unknown_and_foreign_sessions
 async def test_stream_primes_position_replays_from_zero_and_follows_the_claimed_alias(
         server: ServerHandle, client: httpx.AsyncClient) -> None:
     account, rx, tx = await _team(client)
-    await _tool(client, tx, "report_status", {"alias": "tx"})
-    await _tool(client, rx, "report_status", {"alias": "rx"})
-    before = await _tool(client, tx, "send_message", {"to": "rx", "content": "sent before any stream"})
+    await tool(client, tx, "report_status", {"alias": "tx"})
+    await tool(client, rx, "report_status", {"alias": "rx"})
+    before = await tool(client, tx, "send_message", {"to": "rx", "content": "sent before any stream"})
     sid = await _initialize(client, rx)
     async with client.stream("GET", "/mcp", headers=_headers(rx, sid)) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
@@ -198,7 +192,7 @@ async def test_stream_primes_position_replays_from_zero_and_follows_the_claimed_
         opening = await stream.frame()
         # The MCP priming event: the position as an id with an empty data field, and the retry hint.
         assert opening["retry"] == "3000" and opening["data"] == "" and int(opening["id"]) > 0
-        task = await _tool(client, tx, "send_task", {"to": "rx", "content": "line\u2028break", "title": "t"})
+        task = await tool(client, tx, "send_task", {"to": "rx", "content": "line\u2028break", "title": "t"})
         event_id, params = await stream.notification()
         assert event_id > int(opening["id"]) and params["meta"]["task_id"] == task["task_id"]
         assert server.hub.broker.stream_count(account.network_id, "rx") == 1  # keeps the alias online
@@ -213,7 +207,7 @@ async def test_stream_primes_position_replays_from_zero_and_follows_the_claimed_
 async def test_stream_opened_before_report_status_carries_events_sent_right_after_the_claim(
         client: httpx.AsyncClient) -> None:
     _, rx, tx = await _team(client)
-    await _tool(client, tx, "report_status", {"alias": "tx2"})
+    await tool(client, tx, "report_status", {"alias": "tx2"})
     sid = await _initialize(client, rx)
     async with client.stream("GET", "/mcp", headers=_headers(rx, sid)) as response:
         stream = RawStream(response)
@@ -222,7 +216,7 @@ async def test_stream_opened_before_report_status_carries_events_sent_right_afte
             "jsonrpc": "2.0", "id": 2, "method": "tools/call",
             "params": {"name": "report_status", "arguments": {"alias": "rx2"}}})
         assert r.status_code == 200 and not r.json()["result"]["isError"]
-        sent = await _tool(client, tx, "send_message", {"to": "rx2", "content": "hello right away"})
+        sent = await tool(client, tx, "send_message", {"to": "rx2", "content": "hello right away"})
         _, params = await stream.notification()
         assert params["meta"]["message_id"] == sent["message_id"] and params["meta"]["event"] == "new_message"
         assert "hello right away" in params["content"]
@@ -230,7 +224,7 @@ async def test_stream_opened_before_report_status_carries_events_sent_right_afte
 
 async def test_delete_ends_the_sessions_stream(client: httpx.AsyncClient) -> None:
     _, rx, _ = await _team(client)
-    await _tool(client, rx, "report_status", {"alias": "rx3"})
+    await tool(client, rx, "report_status", {"alias": "rx3"})
     sid = await _initialize(client, rx)
     async with client.stream("GET", "/mcp", headers=_headers(rx, sid)) as response:
         stream = RawStream(response)
@@ -245,7 +239,7 @@ async def test_delete_ends_the_sessions_stream(client: httpx.AsyncClient) -> Non
 
 async def test_cancelled_notification_ends_a_waiting_long_poll_at_once(client: httpx.AsyncClient) -> None:
     _, rx, _ = await _team(client)
-    await _tool(client, rx, "report_status", {"alias": "poller"})
+    await tool(client, rx, "report_status", {"alias": "poller"})
     sid = await _initialize(client, rx)
     headers = {"Authorization": f"Bearer {rx}", "Mcp-Session-Id": sid}
     answer: dict[str, Any] = {}
@@ -281,14 +275,14 @@ async def test_session_survives_a_hub_restart_on_get_and_replays_what_it_missed(
     async with own_server(tmp_path, "restart") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             account, rx, tx = await _team(client)
-            await _tool(client, tx, "report_status", {"alias": "tx9"})
-            await _tool(client, rx, "report_status", {"alias": "rx9"})
+            await tool(client, tx, "report_status", {"alias": "tx9"})
+            await tool(client, rx, "report_status", {"alias": "rx9"})
             sid = await _initialize(client, rx)
             async with client.stream("GET", "/mcp", headers=_headers(rx, sid)) as response:
                 position = (await RawStream(response).frame())["id"]
     async with own_server(tmp_path, "restart") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            missed = await _tool(client, tx, "send_task", {"to": "rx9", "content": "sent after the restart"})
+            missed = await tool(client, tx, "send_task", {"to": "rx9", "content": "sent after the restart"})
             headers = _headers(rx, sid, **{"Last-Event-ID": position})
             async with client.stream("GET", "/mcp", headers=headers) as response:
                 assert response.status_code == 200
