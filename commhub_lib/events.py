@@ -45,11 +45,6 @@ def encode(event: Event) -> bytes:
     return frame(event.id, event.name, event.data)
 
 
-def encode_row(row: dict) -> bytes:
-    """A replayed event (a row of the events table) as an SSE frame."""
-    return frame(row["id"], row["event"], row["data"])
-
-
 def with_alias(data: str, alias: str) -> str:
     """An event's JSON object with `"alias"` first (the network stream names the alias each event was for)."""
     head = '{"alias":' + json.dumps(alias, ensure_ascii=False)
