@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..store import quotas as quota_store
+from ..store import sessions as session_store
 from .hub import Hub, Principal
 
 
@@ -23,7 +23,7 @@ def session_principal(hub: Hub, principal: Principal, network_id: str, has_sessi
     """The principal to act with on an MCP request: `last_alias` limited to what is safe for this session."""
     if not has_session or session_alias or principal.bound_alias:
         return principal
-    held = quota_store.aliases_held_by_token(hub.db, network_id, principal.token_id, 2)
+    held = session_store.aliases_held_by_token(hub.db, network_id, principal.token_id, 2)
     fallback = held[0] if len(held) == 1 else None
     if fallback == principal.last_alias:
         return principal

@@ -10,12 +10,6 @@ def count_aliases(db: Database, network_id: str) -> int:
     return db.con.execute("SELECT count(*) FROM sessions WHERE network_id = ?", (network_id,)).get
 
 
-def aliases_held_by_token(db: Database, network_id: str, token_id: str, limit: int) -> list[str]:
-    """Up to `limit` aliases of a network whose current claimant is this token."""
-    return [r[0] for r in db.con.execute("SELECT alias FROM sessions WHERE network_id = ? AND token_id = ?"
-                                         " ORDER BY alias LIMIT ?", (network_id, token_id, limit))]
-
-
 def count_nodes(db: Database, network_id: str) -> int:
     """How many nodes a network has recorded."""
     return db.con.execute("SELECT count(*) FROM nodes WHERE network_id = ?", (network_id,)).get

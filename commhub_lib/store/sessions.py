@@ -18,6 +18,12 @@ def get_session(db: Database, network_id: str, alias: str) -> Row | None:
                         " WHERE s.network_id = ? AND s.alias = ?", (network_id, alias))
 
 
+def aliases_held_by_token(db: Database, network_id: str, token_id: str, limit: int) -> list[str]:
+    """Up to `limit` aliases of a network whose current claimant is this token."""
+    return [r[0] for r in db.con.execute("SELECT alias FROM sessions WHERE network_id = ? AND token_id = ?"
+                                         " ORDER BY alias LIMIT ?", (network_id, token_id, limit))]
+
+
 def insert_session(db: Database, network_id: str, alias: str, resume_id: str, token_id: str | None,
                    status: str, now: str, now_ts: float) -> None:
     """Create a session for a newly claimed alias."""
