@@ -21,6 +21,7 @@ Bounded: counts, per-call timeouts, --hard-timeout for the whole run. Loopback o
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -49,6 +50,26 @@ class Agent:
     token: str
     headers: dict[str, str] | None = None
     events: int = 0
+
+
+class GcPauses:
+    """The load client's own garbage-collection pauses: a pause here delays the moment a notification is
+    parsed, and would be counted as the server's latency if it were not shown."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._t = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._t) * 1000)
+
+    def summary(self) -> dict:
+        p = self.pauses_ms
+        return {"n": len(p), "max_ms": round(max(p, default=0.0), 1), "total_ms": round(sum(p), 1),
+                "over_5ms": sum(1 for x in p if x > 5)}
 
 
 class Bench:
@@ -152,6 +173,16 @@ class Bench:
                 errors += 1
                 err_sample = err_sample or repr(e)[:200]
 
+        if self.a.client_gc in ("tuned", "off"):
+            # What the server does after start-up (commhub_lib/gc_tuning.py): the 1,000 open streams' objects
+            # go to the permanent generation, so the client's own collections stay short.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(10_000, 10, 10)
+        if self.a.client_gc == "off":
+            gc.disable()  # the timed window is bounded (--seconds); the collector runs again right after it
+        pauses = GcPauses()
+        gc.callbacks.append(pauses)
         cpu = bl.CpuWindow(self.server_pid).start()
         start, paced_from = time.perf_counter(), trio.current_time()  # trio's clock paces, perf_counter measures
         async with trio.open_nursery() as n:
@@ -163,11 +194,18 @@ class Bench:
         with trio.move_on_after(self.a.event_timeout):
             while any(t not in self.arrived for t in sends):  # noqa: ASYNC110 - many events, one deadline
                 await trio.sleep(0.05)
+        gc.callbacks.remove(pauses)
+        gc.enable()
         lat = [self.arrived[t] - s for t, s in sends.items() if t in self.arrived]
         lost = sum(1 for t in sends if t not in self.arrived)
+        # Where the tail sits in the run (seconds after the first send): a cluster names a stall, not noise.
+        slowest = sorted(((self.arrived[t] - s, s - start) for t, s in sends.items() if t in self.arrived),
+                         reverse=True)[:8]
         return {"agents_holding": self.ready - len(senders), "open_s": round(open_s, 2), "sends_ok": len(sends),
                 "send_errors": errors, "error_sample": err_sample, "rate_target": self.a.rate,
                 "rate_achieved": round(len(sends) / load_s, 1), "lost": lost, "latency_ms": bl.lat_summary_ms(lat),
+                "client_gc": pauses.summary(), "client_gc_mode": self.a.client_gc,
+                "slowest_ms_at_s": [[round(d * 1000, 1), round(at, 2)] for d, at in slowest],
                 "stream_errors": len(self.stream_errors), "stream_error_sample": self.stream_errors[:2],
                 "cpu": cpu_used, "server_cpu_ms_per_send": round(cpu_used["server_cores"] * cpu_used["wall_s"] * 1000
                                                                   / max(1, len(sends)), 2)}
@@ -274,11 +312,16 @@ def main() -> int:
     p.add_argument("--hard-timeout", type=float, default=300.0)
     p.add_argument("--out", default=os.path.join(HERE, "results_channel.jsonl"))
     p.add_argument("--table", help="print the medians of a results file and exit")
+    p.add_argument("--client-gc", choices=("off", "tuned", "default"), default="off",
+                   help="the load client's collector during the timed window: off (default; its pauses would "
+                        "be counted as latency), tuned (frozen start-up objects, as the server), default")
+    p.add_argument("--server-log", help="keep the server's log here (its slow-gc and stall lines)")
     a = p.parse_args()
     if a.table:
         print(table(bl.read_jsonl(a.table)))
         return 0
-    srv = bl.start_commhub(env_extra={"COMMHUB_MAX_STREAMS_PER_IP": "0", "COMMHUB_MAX_STREAMS_PER_TOKEN": "0"})
+    srv = bl.start_commhub(env_extra={"COMMHUB_MAX_STREAMS_PER_IP": "0", "COMMHUB_MAX_STREAMS_PER_TOKEN": "0"},
+                           keep_log=a.server_log)
     print("server:", srv.command(), flush=True)
     try:
         acct = bl.register(srv.base)
