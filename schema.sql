@@ -65,6 +65,7 @@ CREATE TABLE tokens (
     expires_at   TEXT
 );
 CREATE INDEX tokens_by_user ON tokens(user_id, kind);
+CREATE INDEX tokens_by_alias ON tokens(network_id, alias) WHERE alias IS NOT NULL;  -- claim checks
 
 CREATE TABLE nodes (
     node_id      TEXT PRIMARY KEY,

@@ -100,9 +100,13 @@ async def stream(alias: str) -> Response:
                                           h.settings.heartbeat_seconds, progress):
                     yield chunk
             finally:
-                if is_agent:  # the stream was a sign of life until now (best effort: never fails the close)
-                    h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(), now_ts()))
-                log.info("sse %s/%s closed (%s)", network_id, alias, progress.reason)
+                # At shutdown every stream closes at once and the server stores presence and logs for all of
+                # them in one go (ServerHandle.shutdown): nothing per stream here.
+                if progress.reason != "shutdown":
+                    if is_agent:  # the stream was a sign of life until now (best effort: never fails the close)
+                        h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(),
+                                                                           now_ts()))
+                    log.info("sse %s/%s closed (%s)", network_id, alias, progress.reason)
 
     return await sse_response(generate())
 
@@ -128,6 +132,7 @@ async def network_stream() -> Response:
                                           h.settings.heartbeat_seconds, progress):
                     yield chunk
             finally:
-                log.info("sse %s (network) closed (%s)", network_id, progress.reason)
+                if progress.reason != "shutdown":
+                    log.info("sse %s (network) closed (%s)", network_id, progress.reason)
 
     return await sse_response(generate())

@@ -76,6 +76,15 @@ def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) ->
     return row
 
 
+def needs_touch(hub: Hub, row: dict[str, Any], ts: float) -> bool:
+    """Whether a sign of life must be stored: presence is written only when it changes what others see (the
+    session is stored offline, or its stored last_seen is older than a second). A reconnect storm of 5,000
+    streams then writes nothing for sessions that are already online; presence is judged on a scale of
+    seconds, and a live stream keeps its alias online whatever last_seen says."""
+    return row["status"] == "offline" or row["last_seen_ts"] < ts - min(
+        TOUCH_INTERVAL_SECONDS, hub.settings.presence_timeout_seconds / 4)
+
+
 def claim(hub: Hub, principal: Principal, network_id: str, alias: str, resume_id: str | None = None) -> None:
     """Make the caller the holder of an alias (creating the session), inside the caller's transaction."""
     row = _check_claim(hub, principal, network_id, alias)
@@ -87,7 +96,8 @@ def claim(hub: Hub, principal: Principal, network_id: str, alias: str, resume_id
     else:
         if row["token_id"] != principal.token_id or resume_id:
             session_store.claim_session(hub.db, network_id, alias, principal.token_id, resume_id)
-        session_store.touch_session(hub.db, network_id, alias, now, ts)
+        if needs_touch(hub, row, ts):
+            session_store.touch_session(hub.db, network_id, alias, now, ts)
     if principal.last_alias != alias:
         token_store.set_last_alias(hub.db, principal.token_id, alias)
         principal.last_alias = alias
@@ -140,12 +150,21 @@ def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alia
                                                 "this token must claim an alias again first"), code="no_identity")
         with hub.db.write():
             claim(hub, principal, network_id, alias)
-    elif row["status"] == "offline" or row["last_seen_ts"] < now_ts() - min(
-            TOUCH_INTERVAL_SECONDS, hub.settings.presence_timeout_seconds / 4):
-        # At most one presence write per second per session: presence is judged on a scale of seconds.
-        # Best effort: a locked database or a full disk must not fail a read such as get_inbox.
+    elif needs_touch(hub, row, now_ts()):
+        # At most one presence write per second per session. Best effort: a locked database or a full disk
+        # must not fail a read such as get_inbox.
         hub.db.try_write(lambda: session_store.touch_session(hub.db, network_id, alias, now_text(), now_ts()))
     return alias
+
+
+def touch_streaming(hub: Hub) -> int:
+    """Store a sign of life, now, for every alias with a live agent stream, in one transaction (at shutdown,
+    instead of one write per closing stream); best effort. Returns how many."""
+    keys = sorted(hub.broker.online_aliases())
+    now, ts = now_text(), now_ts()
+    if keys:
+        hub.db.try_write(lambda: session_store.touch_sessions(hub.db, keys, now, ts))
+    return len(keys)
 
 
 def end_token(hub: Hub, token_id: str) -> None:

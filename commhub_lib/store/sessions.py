@@ -57,6 +57,15 @@ def touch_session(db: Database, network_id: str, alias: str, now: str, now_ts: f
                " WHERE network_id = ? AND alias = ? AND token_id IS NOT NULL", (now, now_ts, network_id, alias))
 
 
+def touch_sessions(db: Database, keys: list[tuple[str, str]], now: str, now_ts: float) -> None:
+    """touch_session for many (network_id, alias) at once (one statement run per key, in the caller's
+    transaction)."""
+    db.con.executemany("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?,"
+                       " status = CASE status WHEN 'offline' THEN 'idle' ELSE status END"
+                       " WHERE network_id = ? AND alias = ? AND token_id IS NOT NULL",
+                       [(now, now_ts, network_id, alias) for network_id, alias in keys])
+
+
 def clear_work(db: Database, network_id: str, alias: str) -> None:
     """A task ended: the agent is idle again, with no task or progress shown."""
     db.execute("UPDATE sessions SET task = NULL, progress = NULL,"
