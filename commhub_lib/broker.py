@@ -65,6 +65,8 @@ class Broker:
         self._streams_by_ip: Counter[str] = Counter()
         self.closing = False
         self.stopping = trio.Event()  # set at shutdown, for streams that wait without a subscriber
+        self.streams_opened = 0  # streams (not long-polls) ever opened and closed: their churn, for the gc job
+        self.streams_closed = 0
 
     @contextmanager
     def subscribe(self, network_id: str, alias: str | None, *, counts_for_presence: bool = False,
@@ -100,9 +102,11 @@ class Broker:
         self._streams_by_ip[client_ip] += 1
         if token_id is not None:
             self._streams_by_token[token_id] += 1
+        self.streams_opened += 1
         try:
             yield
         finally:
+            self.streams_closed += 1
             self._streams_by_ip[client_ip] -= 1
             if self._streams_by_ip[client_ip] <= 0:
                 del self._streams_by_ip[client_ip]

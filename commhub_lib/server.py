@@ -197,6 +197,52 @@ def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
                     "can register (and the first user becomes admin); set COMMHUB_AUTH_TOKEN", settings.host)
 
 
+# Streams live for hours, and each holds ~200 objects the collector tracks (hypercorn's connection, quart's
+# request, trio's tasks and scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and
+# paused the server 0.7-1.5 s, the whole tail of wake latency at 200 sends/s (bench/RESULTS.md §15a). Frozen
+# objects are never walked. A closed stream's objects are freed by reference counting, except ~27 in cycles,
+# which a frozen generation keeps: so after enough churn everything is thawed and collected once (the pause
+# CPython would have taken anyway) and frozen again.
+FREEZE_CHECK_SECONDS = 2.0
+FREEZE_GROWTH = 0.1  # freeze again once open streams grew by this fraction (+ FREEZE_MIN_STREAMS) ...
+FREEZE_MIN_STREAMS = 100
+THAW_CHURN = 0.25  # ... and thaw + collect once this fraction of the frozen streams has closed since
+
+
+def stream_gc_step(open_now: int, frozen_at: int, closed_since: int) -> str | None:
+    """What the stream gc job does now: "thaw" (unfreeze, collect everything, freeze), "freeze" (collect the
+    young generations, freeze) or None; `frozen_at` = streams open at the last freeze, `closed_since` =
+    streams closed since then."""
+    if frozen_at and closed_since > max(FREEZE_MIN_STREAMS, frozen_at * THAW_CHURN):
+        return "thaw"
+    if open_now > frozen_at * (1 + FREEZE_GROWTH) + FREEZE_MIN_STREAMS:
+        return "freeze"
+    return None
+
+
+async def keep_streams_frozen(broker: Broker) -> None:
+    """Background job of the process's own server (root nursery): freeze long-lived stream objects as streams
+    accumulate; thaw and collect once after heavy churn. A step pauses like a young (freeze) or a full (thaw)
+    collection, and only when streams grew or churned that much."""
+    frozen_at = closed_at = 0
+    while True:
+        await trio.sleep(FREEZE_CHECK_SECONDS)
+        open_now = broker.streams_opened - broker.streams_closed
+        step = stream_gc_step(open_now, frozen_at, broker.streams_closed - closed_at)
+        if step is None:
+            continue
+        started = trio.current_time()
+        if step == "thaw":
+            gc.unfreeze()
+            gc.collect()
+        else:
+            gc.collect(1)  # young garbage first, so that no garbage is frozen
+        gc.freeze()
+        frozen_at, closed_at = open_now, broker.streams_closed
+        log.info("gc: %s at %d open stream(s): %d objects frozen, %.0f ms", step, open_now, gc.get_freeze_count(),
+                 (trio.current_time() - started) * 1000)
+
+
 async def _watch_signals(handle: ServerHandle) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
@@ -224,6 +270,8 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     try:
         async with trio.open_nursery() as root:
             await root.start(run_sweeper, hub)
+            if handle_signals:  # the process's own server (serve): gc is process-wide, tests run many servers
+                root.start_soon(keep_streams_frozen, hub.broker)
             handle: ServerHandle | None = None
             async with trio.open_nursery() as http:
                 stop = trio.Event()
