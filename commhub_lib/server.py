@@ -200,12 +200,13 @@ def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
 # Streams live for hours, and each holds ~200 objects the collector tracks (hypercorn's connection, quart's
 # request, trio's tasks and scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and
 # paused the server 0.7-1.5 s, the whole tail of wake latency at 200 sends/s (bench/RESULTS.md §15a). Frozen
-# objects are never walked. A closed stream's objects are freed by reference counting, except ~27 in cycles,
-# which a frozen generation keeps: so after enough churn everything is thawed and collected once (the pause
-# CPython would have taken anyway) and frozen again.
+# objects are never walked, and freezing costs nothing (CPython splices its lists). A closed stream's objects
+# are freed by reference counting, except ~27 in cycles, which a frozen generation keeps (as it keeps whatever
+# cyclic garbage the young generations held when they were frozen): so after enough churn everything is thawed
+# and collected once (the pause CPython would have taken anyway) and frozen again.
 FREEZE_CHECK_SECONDS = 2.0
-FREEZE_GROWTH = 0.1  # freeze again once open streams grew by this fraction (+ FREEZE_MIN_STREAMS) ...
-FREEZE_MIN_STREAMS = 100
+FREEZE_GROWTH = 0.02  # freeze again once open streams grew by this fraction (+ FREEZE_MIN_STREAMS) ...
+FREEZE_MIN_STREAMS = 50
 THAW_CHURN = 0.25  # ... and thaw + collect once this fraction of the frozen streams has closed since
 
 
@@ -222,21 +223,19 @@ def stream_gc_step(open_now: int, frozen_at: int, closed_since: int) -> str | No
 
 async def keep_streams_frozen(broker: Broker) -> None:
     """Background job of the process's own server (root nursery): freeze long-lived stream objects as streams
-    accumulate; thaw and collect once after heavy churn. A step pauses like a young (freeze) or a full (thaw)
-    collection, and only when streams grew or churned that much."""
+    accumulate; after heavy churn, thaw and collect once (a full collection's pause). Stops at shutdown (the
+    streams all close then: a thaw would only delay the exit)."""
     frozen_at = closed_at = 0
-    while True:
+    while not broker.closing:
         await trio.sleep(FREEZE_CHECK_SECONDS)
         open_now = broker.streams_opened - broker.streams_closed
         step = stream_gc_step(open_now, frozen_at, broker.streams_closed - closed_at)
-        if step is None:
+        if step is None or broker.closing:
             continue
         started = trio.current_time()
         if step == "thaw":
             gc.unfreeze()
             gc.collect()
-        else:
-            gc.collect(1)  # young garbage first, so that no garbage is frozen
         gc.freeze()
         frozen_at, closed_at = open_now, broker.streams_closed
         log.info("gc: %s at %d open stream(s): %d objects frozen, %.0f ms", step, open_now, gc.get_freeze_count(),
