@@ -234,7 +234,7 @@ class PySpy:
         self.proc: subprocess.Popen | None = None
         if a.pyspy == phase:
             spy = str(Path(sys.executable).parent / "py-spy")
-            self.proc = subprocess.Popen([spy, "record", "-p", str(pid), "-f", "raw", "-r", "200", "-o",
+            self.proc = subprocess.Popen([spy, "record", "-p", str(pid), "-f", a.pyspy_format, "-r", "200", "-o",
                                           a.pyspy_out, "--nonblocking"], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # attached
@@ -392,6 +392,7 @@ def main() -> int:
     p.add_argument("--repo", default=str(bl.REPO), help="checkout whose commhub.py serves")
     p.add_argument("--pyspy", choices=["open", "load", "stop"])
     p.add_argument("--pyspy-out", default="/tmp/bench_streams.pyspy.txt")
+    p.add_argument("--pyspy-format", default="raw", choices=["raw", "speedscope"])
     p.add_argument("--keep-log", help="write the server log here (kept after the run)")
     p.add_argument("--json-out")
     a = p.parse_args()

@@ -238,8 +238,8 @@ async def keep_streams_frozen(broker: Broker) -> None:
             gc.collect()
         gc.freeze()
         frozen_at, closed_at = open_now, broker.streams_closed
-        log.info("gc: %s at %d open stream(s): %d objects frozen, %.0f ms", step, open_now, gc.get_freeze_count(),
-                 (trio.current_time() - started) * 1000)
+        # (not gc.get_freeze_count(): it walks every frozen object, 140 ms at 5,000 streams)
+        log.info("gc: %s at %d open stream(s), %.0f ms", step, open_now, (trio.current_time() - started) * 1000)
 
 
 async def _watch_signals(handle: ServerHandle) -> None:
