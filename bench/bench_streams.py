@@ -198,16 +198,27 @@ class RawSender:
         self.idle: list[trio.SocketStream] = []
 
     async def call(self, head: dict[str, str], body: bytes) -> None:
-        conn = self.idle.pop() if self.idle else await trio.open_tcp_stream("127.0.0.1", self.port)
         headers = "".join(f"{k}: {v}\r\n" for k, v in head.items())
-        await conn.send_all(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                            f"{headers}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            data = await conn.receive_some(65536)
-            if not data:
-                raise ConnectionError("closed")
-            buf += data
+        request = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"{headers}Content-Length: {len(body)}\r\n\r\n").encode() + body
+        while True:
+            reused = bool(self.idle)
+            conn = self.idle.pop() if reused else await trio.open_tcp_stream("127.0.0.1", self.port)
+            buf = b""
+            try:
+                await conn.send_all(request)
+                while b"\r\n\r\n" not in buf:
+                    data = await conn.receive_some(65536)
+                    if not data:
+                        raise ConnectionError("closed")
+                    buf += data
+                break
+            except (ConnectionError, trio.BrokenResourceError):
+                await conn.aclose()
+                if not reused or buf:
+                    raise
+                # The server closed this keep-alive connection while it sat idle (its keep-alive timeout): the
+                # request never reached it; send it on another connection.
         top, _, rest = buf.partition(b"\r\n\r\n")
         m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", top)
         if not top.startswith(b"HTTP/1.1 200") or m is None:

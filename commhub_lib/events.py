@@ -9,6 +9,7 @@ characters raw inside strings; the SSE spec splits lines only on CR and LF, but 
 from __future__ import annotations
 
 import json
+import time
 
 from .broker import Event
 from .ids import iso_now
@@ -54,6 +55,18 @@ def with_alias(data: str, alias: str) -> str:
 def heartbeat() -> Event:
     """A heartbeat event (no id: it is not stored and never replayed)."""
     return Event(0, "", "", HEARTBEAT, json.dumps({"time": iso_now()}))
+
+
+_beat: list = [-1, b""]  # [second, frame]: one heartbeat frame per second, shared by every stream
+
+
+def heartbeat_frame() -> bytes:
+    """The encoded heartbeat for the current second (5,000 streams beat ~330 times a second: encoding it once
+    per second spares the loop, and the collector, an object and a json.dumps per beat)."""
+    second = int(time.time())
+    if _beat[0] != second:
+        _beat[:] = [second, encode(heartbeat())]
+    return _beat[1]
 
 
 def preamble(position: int) -> bytes:

@@ -42,7 +42,7 @@ class SseWire:
 
     def heartbeat(self) -> bytes:
         """The reference's heartbeat event (no id)."""
-        return events.encode(events.heartbeat())
+        return events.heartbeat_frame()
 
     def closing(self, reason: str, last: int) -> bytes:
         """A comment naming the id to resume from."""

@@ -8,6 +8,7 @@ events the replay already sent; so nothing committed while connecting is lost or
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -114,8 +115,10 @@ async def follow(db: Database, sub: Subscriber, scope: Scope, after: int | None,
             if len(rows) < REPLAY_BATCH:
                 break
     # Each stream keeps its own heartbeat deadline, so heartbeats are spread by connect time: one ticker waking
-    # every stream at once stalled the loop ~100 ms per beat at 1,000 streams.
-    next_beat = trio.current_time() + heartbeat_seconds
+    # every stream at once stalled the loop ~100 ms per beat at 1,000 streams. Streams that connect in a burst
+    # (a reconnect storm: 2,000 within a second) would still beat together every period, stalling the loop
+    # 100-300 ms each time at 5,000 streams: the first beat comes after a random half to whole period.
+    next_beat = trio.current_time() + heartbeat_seconds * random.uniform(0.5, 1.0)
     while True:
         event: Event | None = None
         with trio.move_on_at(next_beat):  # receive inside the scope, yield outside it
