@@ -37,6 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import httpx
 import trio
@@ -484,13 +485,14 @@ def main() -> int:
     p.add_argument("--client-gc", choices=("off", "tuned", "default"), default="off",
                    help="the load client's collector during the timed window: off (default; its pauses would "
                         "be counted as latency), tuned (frozen start-up objects, as the server), default")
+    p.add_argument("--repo", default=str(bl.REPO), help="the checkout whose commhub.py serves (A/B runs)")
     p.add_argument("--server-log", help="keep the server's log here (its slow-gc and stall lines)")
     a = p.parse_args()
     if a.table:
         print(table(bl.read_jsonl(a.table)))
         return 0
     srv = bl.start_commhub(env_extra={"COMMHUB_MAX_STREAMS_PER_IP": "0", "COMMHUB_MAX_STREAMS_PER_TOKEN": "0"},
-                           keep_log=a.server_log)
+                           keep_log=a.server_log, repo=Path(a.repo))
     print("server:", srv.command(), flush=True)
     try:
         acct = bl.register(srv.base)
