@@ -55,9 +55,9 @@ def unread(db: Database, network_id: str, alias: str, limit: int, kind: str = "a
 def unread_count(db: Database, network_id: str, alias: str, kind: str = "agent") -> int:
     """How many unread items an agent (or a person) has: the count the triggers keep (schema.sql,
     unread_counts), one row read however long the backlog."""
-    n = db.con.execute("SELECT n FROM unread_counts WHERE network_id = ? AND to_name = ? AND to_kind = ?",
-                       (network_id, alias, kind)).get
-    return n or 0
+    row = db.query_one("SELECT n FROM unread_counts WHERE network_id = ? AND to_name = ? AND to_kind = ?",
+                       (network_id, alias, kind))
+    return row["n"] if row else 0
 
 
 def mark_read(db: Database, network_id: str, alias: str, message_ids: list[str], now: str) -> list[Row]:
