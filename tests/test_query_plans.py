@@ -137,6 +137,36 @@ for nets, who in ((A, "agent token (one network)"), (NETS, "user token (all netw
         (f"stats session counts, {who}", lambda db, n=nets: session_store.session_counts(db, n, 0.0),
          "sqlite_autoindex_sessions_1"),
     ]
+# Each list also has a variant whose rows SQLite builds as JSON text (the REST answers): same filters, same plan.
+JSON_TWINS = {task_store.list_tasks: task_store.list_tasks_json,
+              message_store.list_messages: message_store.list_messages_json,
+              task_store.list_completions: task_store.list_completions_json,
+              task_store.list_task_events: task_store.list_task_events_json}
+PAIRS: list[tuple[str, Callable[[PlanRecorder], Any], Callable[[PlanRecorder], Any]]] = []
+
+
+def _json_twin(call: Callable[[PlanRecorder], Any]) -> Callable[[PlanRecorder], Any] | None:
+    """The same call to the JSON variant of the store function `call` uses (None if it has none): the case's
+    lambda looks the function up on its module when it runs, so the twin stands in for it there meanwhile."""
+    for plain, twin in JSON_TWINS.items():
+        if plain.__name__ in call.__code__.co_names:
+            def run(db: PlanRecorder, call: Callable[[PlanRecorder], Any] = call, plain: Any = plain,
+                    twin: Any = twin) -> Any:
+                module = task_store if plain.__module__ == task_store.__name__ else message_store
+                setattr(module, plain.__name__, twin)
+                try:
+                    return call(db)
+                finally:
+                    setattr(module, plain.__name__, plain)
+            return run
+    return None
+
+
+for what, call, index in list(CASES):
+    twin = _json_twin(call)
+    if twin is not None:
+        PAIRS.append((what, call, twin))
+        CASES.append((f"{what} (JSON)", twin, index))
 CASES += [
     ("audit log of networks", lambda db: audit_store.list_entries(db, A, None, 50, 0), "audit_by_network"),
     ("inbox count (kept by triggers)", lambda db: message_store.unread_count(db, "net_a", "a1"), "unread_counts"),
@@ -212,3 +242,16 @@ def test_sessions_with_live_streams_are_looked_up_by_key(db: PlanRecorder) -> No
     plan = plan_of(db, lambda d: session_store.count_lapsed(d, json.dumps([["net_a", "a1"], ["net_b", "a2"]]), 0.0))
     assert plan[0].startswith("SCAN j VIRTUAL TABLE"), plan
     assert plan[1:] == ["SEARCH s USING INDEX sqlite_autoindex_sessions_1 (network_id=? AND alias=?)"], plan
+
+
+@pytest.mark.parametrize(("plain", "as_json"), [p[1:] for p in PAIRS], ids=[p[0] for p in PAIRS])
+def test_json_lists_hold_the_same_records(db: PlanRecorder, plain: Callable[[PlanRecorder], Any],
+                                          as_json: Callable[[PlanRecorder], Any]) -> None:
+    """The REST lists (JSON built by SQLite) hold what the dict rows hold, in the same order, with the same keys
+    in the same order and the same JSON types (a completion's artifacts: an array)."""
+    rows, text = plain(db), as_json(db)
+    for row in rows:
+        if "artifacts" in row:
+            row["artifacts"] = json.loads(row["artifacts"])
+    got = json.loads(text)
+    assert got == rows and [list(r) for r in got] == [list(r) for r in rows]
