@@ -268,6 +268,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     app = create_app(hub)
     try:
         async with trio.open_nursery() as root:
+            await root.start(db.run_checkpointer)
             await root.start(run_sweeper, hub)
             if handle_signals:  # the process's own server (serve): gc is process-wide, tests run many servers
                 root.start_soon(keep_streams_frozen, hub.broker)
