@@ -1,9 +1,9 @@
 """The server lifecycle: one root nursery owns hypercorn (and through it every SSE stream, each with its own
-heartbeat deadline) and the presence sweeper.
+heartbeat deadline), the presence sweeper and, in `serve`, the stream gc job.
 
-Shutdown (SIGINT/SIGTERM, or `ServerHandle.shutdown()` in tests): close every SSE stream and long-poll
-ourselves (hypercorn would wait its grace period and then cut them), let in-flight requests finish,
-stop the background jobs, checkpoint and close the database.
+Shutdown (SIGINT/SIGTERM, or `ServerHandle.shutdown()` in tests): store presence for every streaming alias
+once, close every SSE stream and long-poll at once ourselves (hypercorn would wait its grace period and then
+cut them), let in-flight requests finish, stop the background jobs, checkpoint and close the database.
 """
 
 from __future__ import annotations
