@@ -18,7 +18,7 @@ from .api import accounts as accounts_api
 from .api import data as data_api
 from .api import networks as networks_api
 from .api import openapi as openapi_api
-from .api.common import WriteLockWatch
+from .api.common import WriteLockWatch, body_was_read
 from .db import storage_error
 from .errors import CommhubError, DatabaseBusy
 from .logs import AccessLog, escape
@@ -129,7 +129,7 @@ async def drain_request_body(response: Response) -> None:
         # the connection, so a client reusing it would hang. Tell it not to.
         response.headers["Connection"] = "close"
         return
-    if g.get("body_read"):  # the handler read it all (api.common.read_body)
+    if body_was_read():  # the handler read it all (api.common.read_body)
         return
     try:
         await request.get_data(cache=False)

@@ -146,4 +146,4 @@ async def test_commits_outside_a_request_are_not_counted(tmp_path: Path) -> None
     WriteLockWatch(db, 2.0)
     with db.write():
         db.execute("INSERT INTO t VALUES (1)")
-    assert common._COMMITS.get() is None
+    assert common._REQUEST.get() is None

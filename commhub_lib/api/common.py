@@ -156,8 +156,12 @@ async def read_body() -> bytes:
     raw = g.get("raw_body")
     if raw is None:
         raw = g.raw_body = await request.get_data(cache=False)
-        g.body_read = True
     return raw
+
+
+def body_was_read() -> bool:
+    """Whether the handler read the whole body (read_body)."""
+    return g.get("raw_body") is not None
 
 
 async def json_body() -> dict[str, Any]:
@@ -251,8 +255,18 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- the write lock
-# Commits made by the current request (a one-item list set per request; None outside requests).
-_COMMITS: ContextVar[list[int] | None] = ContextVar("commhub_request_commits", default=None)
+class _RequestWrites:
+    """What WriteLockWatch knows of the current request: the commits it made, and its lock deadline."""
+
+    __slots__ = ("commits", "deadline")
+
+    def __init__(self, deadline: float):
+        self.commits = 0
+        self.deadline = deadline
+
+
+# The current request's writes (set per request, in its task's context; None outside requests).
+_REQUEST: ContextVar[_RequestWrites | None] = ContextVar("commhub_request_writes", default=None)
 # After another process's lock was last met, requests that may write wait for it first for this long.
 CONTENDED_SECONDS = 5.0
 MAX_WRITE_ATTEMPTS = 8
@@ -277,8 +291,7 @@ class WriteLockWatch:
 
     def start_request(self) -> None:
         """Count this request's commits from here on, and start its lock deadline."""
-        _COMMITS.set([0])
-        g.lock_deadline = time.monotonic() + self.wait_seconds
+        _REQUEST.set(_RequestWrites(time.monotonic() + self.wait_seconds))
 
     def contended(self) -> bool:
         """Whether another process's write lock was met lately."""
@@ -292,19 +305,20 @@ class WriteLockWatch:
     async def run(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """`await attempt()`, run again after waiting for the lock when it failed on it before committing."""
         for tries in range(1, MAX_WRITE_ATTEMPTS + 1):
-            counter = _COMMITS.get()
-            before = counter[0] if counter is not None else -1
+            state = _REQUEST.get()
+            before = state.commits if state is not None else -1
             try:
                 return await attempt()
             except DatabaseBusy:
                 self.contended_until = time.monotonic() + CONTENDED_SECONDS
-                if counter is None or counter[0] != before or tries == MAX_WRITE_ATTEMPTS:
+                if state is None or state.commits != before or tries == MAX_WRITE_ATTEMPTS:
                     raise
                 await self._wait()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _wait(self) -> None:
-        deadline = g.get("lock_deadline") or time.monotonic() + self.wait_seconds
+        state = _REQUEST.get()
+        deadline = state.deadline if state is not None else time.monotonic() + self.wait_seconds
         try:
             await self.db.wait_for_write_lock(max(0.0, deadline - time.monotonic()))
         except DatabaseBusy:
@@ -315,9 +329,9 @@ class WriteLockWatch:
 
 def _count_commit() -> bool:
     """APSW commit hook: count a commit made inside a request (False: let it go ahead)."""
-    counter = _COMMITS.get()
-    if counter is not None:
-        counter[0] += 1
+    state = _REQUEST.get()
+    if state is not None:
+        state.commits += 1
     return False
 
 
