@@ -141,9 +141,26 @@ async def test_an_attempt_that_committed_before_failing_on_the_lock_is_not_run_a
     assert db.con.execute("SELECT count(*) FROM t").get == 1
 
 
-async def test_commits_outside_a_request_are_not_counted(tmp_path: Path) -> None:
+async def test_commits_of_other_tasks_are_not_counted_for_a_request(tmp_path: Path) -> None:
     db = lock_db(tmp_path)
-    WriteLockWatch(db, 2.0)
-    with db.write():
-        db.execute("INSERT INTO t VALUES (1)")
+    watch = WriteLockWatch(db, 2.0)
+    seen: dict[str, object] = {}
+
+    async def request(started: trio.Event, done: trio.Event) -> None:
+        async with QuartTrio("t").app_context():
+            watch.start_request()
+            seen["state"] = common._REQUEST.get()
+            started.set()
+            await done.wait()
+            with db.write():
+                db.execute("INSERT INTO t VALUES (2)")
+
+    async with trio.open_nursery() as nursery:
+        started, done = trio.Event(), trio.Event()
+        nursery.start_soon(request, started, done)
+        await started.wait()
+        with db.write():  # another task (a background job) commits meanwhile
+            db.execute("INSERT INTO t VALUES (1)")
+        done.set()
+    assert seen["state"].commits == 1  # type: ignore[attr-defined]  (its own commit only)
     assert common._REQUEST.get() is None

@@ -287,10 +287,13 @@ class WriteLockWatch:
         self.db = db
         self.wait_seconds = wait_seconds
         self.contended_until = 0.0
-        db.con.set_commit_hook(_count_commit, id=self)
+        self._counting = False
 
     def start_request(self) -> None:
         """Count this request's commits from here on, and start its lock deadline."""
+        if not self._counting:  # at the first request, not in create_app: an app may be built without a database
+            self.db.con.set_commit_hook(_count_commit, id=self)
+            self._counting = True
         _REQUEST.set(_RequestWrites(time.monotonic() + self.wait_seconds))
 
     def contended(self) -> bool:
