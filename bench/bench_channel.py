@@ -7,7 +7,12 @@ creates one network token per agent plus senders, and in one trio process with h
      text/event-stream and the session id) hold their push streams; --senders sender sessions send
      `send_task` to random agents, open loop at --rate sends/s for --seconds; latency = from just before the
      POST to the moment the `notifications/claude/channel` with that task's title is parsed off the agent's
-     stream (same process, time.perf_counter). Lost = sent (200) but never notified within --event-timeout.
+     stream (time.perf_counter: CLOCK_MONOTONIC, the same clock in every process). The agents' streams are held
+     by --holders child processes (default 4), so that parsing 1,000 streams does not queue behind the
+     sender in one Python loop; --holders 0 holds them in the sending process as before. Every client process
+     freezes and disables its collector for the timed window (--client-gc): its pauses are reported
+     (client_gc), as is how late its own 2 ms timer fired (client_loop_lag_ms), and the eight slowest sends
+     with when they happened. Lost = sent (200) but never notified within --event-timeout.
   2. listen: `commhub listen agent-L --exec CMD` as a child process, CMD = `echo "$COMMHUB_TITLE" > FIFO`;
      --listen-sends sequential send_task calls (one every --listen-gap s); latency = from just before the POST
      to the moment the title is read off the FIFO, i.e. to the start of CMD (plus one `sh` start and echo).
@@ -21,6 +26,7 @@ Bounded: counts, per-call timeouts, --hard-timeout for the whole run. Loopback o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -30,6 +36,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import httpx
 import trio
@@ -70,6 +78,123 @@ class GcPauses:
         p = self.pauses_ms
         return {"n": len(p), "max_ms": round(max(p, default=0.0), 1), "total_ms": round(sum(p), 1),
                 "over_5ms": sum(1 for x in p if x > 5)}
+
+
+class Lines:
+    """Newline-delimited text over a trio byte stream (a child's stdout)."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream, self.buf = stream, b""
+
+    async def line(self) -> str:
+        while b"\n" not in self.buf:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError("the holder process ended")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+
+async def holder_child() -> None:
+    """--holder-child: hold the GET /mcp streams of the agents given as JSON on stdin; report arrivals.
+
+    Protocol on stdin/stdout, one line each: in the job ({"base", "agents": [{"alias", "headers"}]}); out
+    "ready <holding> <errors>"; then each "report" line in gets one JSON line out with the arrivals
+    {title: perf_counter} seen since the last report; "stop" ends the process. time.perf_counter is
+    CLOCK_MONOTONIC on Linux, so the parent compares these times with its own."""
+    stdin = Lines(trio.lowlevel.FdStream(os.dup(0)))
+    job = json.loads(await stdin.line())
+    arrived: dict[str, float] = {}
+    errors: list[str] = []
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+                               timeout=httpx.Timeout(15.0, read=None), trust_env=False)
+
+    async def hold(headers: dict[str, str], task_status=trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        try:
+            async with client.stream("GET", f"{job['base']}/mcp", headers={**headers, "Accept": "text/event-stream"}
+                                     ) as resp:
+                if resp.status_code != 200:
+                    errors.append(f"http {resp.status_code}")
+                    return
+                async for line in resp.aiter_lines():
+                    if not started:
+                        started = True
+                        task_status.started()
+                    if not line.startswith("data: {"):
+                        continue
+                    t = time.perf_counter()
+                    msg = json.loads(line[6:])
+                    if msg.get("method") == CHANNEL and '"' in msg["params"]["content"]:
+                        arrived[msg["params"]["content"].split('"', 2)[1]] = t
+        except httpx.HTTPError as e:
+            errors.append(repr(e)[:160])
+        finally:
+            if not started:
+                task_status.started()
+
+    async with trio.open_nursery() as nursery:
+        limiter = trio.CapacityLimiter(50)
+
+        async def start(headers: dict[str, str]) -> None:
+            async with limiter:
+                await nursery.start(hold, headers)
+
+        async with trio.open_nursery() as opening:
+            for ag in job["agents"]:
+                opening.start_soon(start, ag["headers"])
+        gc.collect()
+        gc.freeze()
+        gc.disable()  # a bounded run: no collector pause counted as the server's latency
+        out = trio.lowlevel.FdStream(os.dup(1))
+        await out.send_all(f"ready {len(job['agents']) - len(errors)} {len(errors)}\n".encode())
+        sent: set[str] = set()
+        while (cmd := await stdin.line()) != "stop":
+            assert cmd == "report", cmd
+            new = {t: v for t, v in list(arrived.items()) if t not in sent}
+            sent.update(new)
+            await out.send_all((json.dumps({"arrived": new, "errors": errors[:2]}) + "\n").encode())
+        nursery.cancel_scope.cancel()
+    await client.aclose()
+
+
+class Holders:
+    """--holders child processes, each holding a share of the agents' GET /mcp streams."""
+
+    def __init__(self) -> None:
+        self.procs: list[trio.Process] = []
+        self.outs: list[Lines] = []
+
+    async def start(self, nursery: trio.Nursery, base: str, agents: list[Agent], count: int) -> int:
+        shares = [agents[i::count] for i in range(count)]
+        for share in shares:
+            proc = await nursery.start(partial(trio.run_process, [sys.executable, __file__, "--holder-child"],
+                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False))
+            self.procs.append(proc)
+            self.outs.append(Lines(proc.stdout))
+            job = {"base": base, "agents": [{"alias": a.alias, "headers": a.headers} for a in share]}
+            await proc.stdin.send_all((json.dumps(job) + "\n").encode())
+        holding = 0
+        for out in self.outs:
+            _, ok, _errors = (await out.line()).split()
+            holding += int(ok)
+        return holding
+
+    async def collect(self, into: dict[str, float], errors: list[str]) -> None:
+        for proc, out in zip(self.procs, self.outs, strict=True):
+            await proc.stdin.send_all(b"report\n")
+            rep = json.loads(await out.line())
+            into.update(rep["arrived"])
+            errors[:] = rep["errors"] or errors
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await proc.stdin.send_all(b"stop\n")
+        with trio.move_on_after(10):
+            for proc in self.procs:
+                await proc.wait()
 
 
 class Bench:
@@ -142,15 +267,22 @@ class Bench:
         """Phase 1: open-loop sends at --rate/s; latency to the channel notification."""
         limiter = trio.CapacityLimiter(50)
 
-        async def prepare(ag: Agent) -> None:
+        holders = Holders() if self.a.holders else None
+
+        async def prepare(ag: Agent, hold: bool) -> None:
             async with limiter:
                 await self.session(ag)
-                await nursery.start(self.hold, ag)
+                if hold:
+                    await nursery.start(self.hold, ag)
 
         t0 = time.perf_counter()
         async with trio.open_nursery() as n:
-            for ag in agents + senders:
-                n.start_soon(prepare, ag)
+            for ag in agents:
+                n.start_soon(prepare, ag, holders is None)
+            for ag in senders:
+                n.start_soon(prepare, ag, True)
+        if holders is not None:
+            self.ready += await holders.start(nursery, self.base, agents, self.a.holders)
         open_s = time.perf_counter() - t0
         sends: dict[str, float] = {}
         errors, err_sample = 0, None
@@ -183,6 +315,22 @@ class Bench:
             gc.disable()  # the timed window is bounded (--seconds); the collector runs again right after it
         pauses = GcPauses()
         gc.callbacks.append(pauses)
+        lags: list[tuple[float, float]] = []  # (when, how late): the load client's own loop, busy or starved
+
+        async def lag_probe() -> None:
+            while True:
+                due = time.perf_counter() + 0.002
+                await trio.sleep(0.002)
+                now = time.perf_counter()
+                lags.append((now, now - due))
+
+        probe_scope = trio.CancelScope()
+
+        async def run_probe() -> None:
+            with probe_scope:
+                await lag_probe()
+
+        nursery.start_soon(run_probe)
         cpu = bl.CpuWindow(self.server_pid).start()
         start, paced_from = time.perf_counter(), trio.current_time()  # trio's clock paces, perf_counter measures
         async with trio.open_nursery() as n:
@@ -192,20 +340,37 @@ class Bench:
         load_s = time.perf_counter() - start
         cpu_used = cpu.stop()
         with trio.move_on_after(self.a.event_timeout):
-            while any(t not in self.arrived for t in sends):  # noqa: ASYNC110 - many events, one deadline
+            while True:
+                if holders is not None:
+                    await holders.collect(self.arrived, self.stream_errors)
+                if all(t in self.arrived for t in sends):
+                    break
                 await trio.sleep(0.05)
+        if holders is not None:
+            await holders.stop()
         gc.callbacks.remove(pauses)
         gc.enable()
+        probe_scope.cancel()
+        lag_ms = sorted(x * 1000 for _, x in lags)
         lat = [self.arrived[t] - s for t, s in sends.items() if t in self.arrived]
         lost = sum(1 for t in sends if t not in self.arrived)
         # Where the tail sits in the run (seconds after the first send): a cluster names a stall, not noise.
         slowest = sorted(((self.arrived[t] - s, s - start) for t, s in sends.items() if t in self.arrived),
                          reverse=True)[:8]
+
+        def client_lag_during(at: float, took: float) -> float:
+            t0 = start + at
+            return max((x for w, x in lags if t0 <= w <= t0 + took + 0.002), default=0.0)
         return {"agents_holding": self.ready - len(senders), "open_s": round(open_s, 2), "sends_ok": len(sends),
                 "send_errors": errors, "error_sample": err_sample, "rate_target": self.a.rate,
                 "rate_achieved": round(len(sends) / load_s, 1), "lost": lost, "latency_ms": bl.lat_summary_ms(lat),
                 "client_gc": pauses.summary(), "client_gc_mode": self.a.client_gc,
                 "slowest_ms_at_s": [[round(d * 1000, 1), round(at, 2)] for d, at in slowest],
+                # How late the client's own 2 ms timer fired: a tail the client caused shows here too.
+                "client_loop_lag_ms": {"p50": round(lag_ms[len(lag_ms) // 2], 2) if lag_ms else None,
+                                       "p99": round(lag_ms[int(len(lag_ms) * 0.99)], 2) if lag_ms else None,
+                                       "max": round(lag_ms[-1], 2) if lag_ms else None},
+                "client_lag_at_slowest_ms": [round(client_lag_during(at, d) * 1000, 1) for d, at in slowest],
                 "stream_errors": len(self.stream_errors), "stream_error_sample": self.stream_errors[:2],
                 "cpu": cpu_used, "server_cpu_ms_per_send": round(cpu_used["server_cores"] * cpu_used["wall_s"] * 1000
                                                                   / max(1, len(sends)), 2)}
@@ -299,6 +464,9 @@ def table(recs: list[dict]) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--holder-child"]:
+        trio.run(holder_child)
+        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--agents", type=int, default=1000)
     p.add_argument("--senders", type=int, default=8)
@@ -312,16 +480,19 @@ def main() -> int:
     p.add_argument("--hard-timeout", type=float, default=300.0)
     p.add_argument("--out", default=os.path.join(HERE, "results_channel.jsonl"))
     p.add_argument("--table", help="print the medians of a results file and exit")
+    p.add_argument("--holders", type=int, default=4,
+                   help="child processes holding the agents' streams (0: the sending process holds them all)")
     p.add_argument("--client-gc", choices=("off", "tuned", "default"), default="off",
                    help="the load client's collector during the timed window: off (default; its pauses would "
                         "be counted as latency), tuned (frozen start-up objects, as the server), default")
+    p.add_argument("--repo", default=str(bl.REPO), help="the checkout whose commhub.py serves (A/B runs)")
     p.add_argument("--server-log", help="keep the server's log here (its slow-gc and stall lines)")
     a = p.parse_args()
     if a.table:
         print(table(bl.read_jsonl(a.table)))
         return 0
     srv = bl.start_commhub(env_extra={"COMMHUB_MAX_STREAMS_PER_IP": "0", "COMMHUB_MAX_STREAMS_PER_TOKEN": "0"},
-                           keep_log=a.server_log)
+                           keep_log=a.server_log, repo=Path(a.repo))
     print("server:", srv.command(), flush=True)
     try:
         acct = bl.register(srv.base)

@@ -211,6 +211,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     app = create_app(hub)
     try:
         async with trio.open_nursery() as root:
+            await root.start(db.run_checkpointer)
             await root.start(run_sweeper, hub)
             handle: ServerHandle | None = None
             async with trio.open_nursery() as http:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+import trio
 from conftest import register
 
 from commhub_lib import db as dbmod
@@ -168,3 +169,38 @@ def test_write_rolls_back_on_error_and_close_checkpoints(tmp_path: Path) -> None
         assert con.execute("SELECT username FROM users").fetchall() == [("kept",)]
     finally:
         con.close()
+
+
+def _wal_bytes(db: Database) -> int:
+    wal = Path(db.path + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def _write_pages(db: Database, pages: int) -> None:
+    """About `pages` WAL pages in commits of ~50 pages, without yielding to the event loop."""
+    blob = b"x" * (50 * 4000)
+    for _ in range(pages // 50):
+        with db.write():
+            db.execute("INSERT INTO wal_pad(b) VALUES (?)", (blob,))
+
+
+async def test_the_running_server_checkpoints_in_a_thread_not_inside_commit(server: ServerHandle) -> None:
+    db = server.hub.db
+    with db.write():
+        db.execute("CREATE TABLE wal_pad(b BLOB)")
+    before = db.checkpoints_done
+    page = db.con.pragma("page_size")
+    # 3,000 pages with no await in between: the checkpointer cannot run, and no COMMIT checkpoints on the
+    # loop (SQLite's autocheckpoint would have kept the WAL near 1,000 pages: ~4 MiB).
+    _write_pages(db, 3000)
+    grown = _wal_bytes(db)
+    assert grown >= 2800 * page, f"the WAL was checkpointed inside a COMMIT ({grown} bytes)"
+    # Once the loop runs, the background checkpointer copies it in its thread ...
+    with trio.fail_after(10):
+        while db.checkpoints_done == before:  # noqa: ASYNC110 - a worker thread does the work
+            await trio.sleep(0.01)
+    # ... and the next writes reuse the WAL from its start instead of growing it.
+    _write_pages(db, 3000)
+    assert _wal_bytes(db) <= grown + 100 * page
+    assert db.query_one("SELECT count(*) AS n FROM wal_pad") == {"n": 120}
+    assert db.con.pragma("integrity_check") == "ok"

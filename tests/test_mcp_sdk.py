@@ -13,12 +13,14 @@ from typing import Any
 
 import httpx
 import httpx2
+import pytest
 import trio
 from conftest import Account, create_token, register
 from mcp.client.client import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from commhub_lib.mcp import push
 from commhub_lib.server import ServerHandle
 
 SPEC_TOOLS = {"report_status", "whoami", "get_all_status", "send_task", "send_message", "send_reply", "broadcast",
@@ -301,3 +303,39 @@ async def test_sdk_high_level_client_probes_then_falls_back(server: ServerHandle
     assert seen[0][0] == "server/discover" and seen[0][2] == 200
     assert ("initialize", None, 200) in seen
     assert ("DELETE", "2025-11-25", 204) in seen
+
+
+async def test_sdk_cancel_of_a_long_poll_ends_it_on_the_server(server: ServerHandle, client: httpx.AsyncClient,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK sends `notifications/cancelled` when its caller gives up on a request; the server's long-poll
+    ends at once (it would otherwise hold a broker subscription for the whole wait)."""
+    owner, token_a, _ = await two_users(client)
+    async with sdk_session(server, token_a) as a:
+        await ok(a, "report_status", {"alias": "impatient"})
+        await wait_until(lambda: server.hub.broker.stream_count(owner.network_id, "impatient") == 1)
+        streams = server.hub.broker.subscriber_count()
+        seen: list[dict[str, Any]] = []
+        real_cancel = push.cancel_request
+
+        def spy(session: Any, request_id: Any) -> bool:
+            found = real_cancel(session, request_id)
+            seen.append({"request_id": request_id, "found": found})
+            return found
+
+        monkeypatch.setattr(push, "cancel_request", spy)
+        with trio.fail_after(30):  # bounded: far below the 50 s wait
+            async with trio.open_nursery() as nursery:
+                poll_scope = trio.CancelScope()
+
+                async def long_poll() -> None:
+                    with poll_scope:
+                        await a.call_tool("get_inbox", {"wait_seconds": 50})
+
+                nursery.start_soon(long_poll)
+                await wait_until(lambda: server.hub.broker.subscriber_count() > streams)  # it waits
+                poll_scope.cancel()  # the model's user pressed Esc
+            # The courtesy cancel reached the tool call in flight, and the waiter is gone.
+            await wait_until(lambda: server.hub.broker.subscriber_count() == streams)
+        assert [s["found"] for s in seen] == [True], seen
+        # The session is still usable afterwards.
+        assert (await ok(a, "whoami"))["alias"] == "impatient"

@@ -237,7 +237,8 @@ async def test_delete_ends_the_sessions_stream(client: httpx.AsyncClient) -> Non
     assert r.status_code == 404  # ended with DELETE: the client must initialize again
 
 
-async def test_cancelled_notification_ends_a_waiting_long_poll_at_once(client: httpx.AsyncClient) -> None:
+async def test_cancelled_notification_ends_a_waiting_long_poll_at_once(server: ServerHandle,
+                                                                       client: httpx.AsyncClient) -> None:
     _, rx, _ = await _team(client)
     await tool(client, rx, "report_status", {"alias": "poller"})
     sid = await _initialize(client, rx)
@@ -252,8 +253,10 @@ async def test_cancelled_notification_ends_a_waiting_long_poll_at_once(client: h
 
     with trio.fail_after(5):  # far below the 50 s wait: the cancel ended it
         async with trio.open_nursery() as nursery:
+            waiting = server.hub.broker.subscriber_count()
             nursery.start_soon(long_poll)
-            await trio.sleep(0.3)  # let the poll start waiting (a cancel for an unknown id is a no-op)
+            # The poll must be waiting before the cancel (a cancel for an unknown id is a no-op).
+            await _wait_until(lambda: server.hub.broker.subscriber_count() > waiting, "the long-poll waits")
             r = await client.post("/mcp", headers=headers, json={
                 "jsonrpc": "2.0", "method": "notifications/cancelled",
                 "params": {"requestId": "poll-1", "reason": "user pressed Esc"}})
