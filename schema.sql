@@ -191,6 +191,37 @@ CREATE TRIGGER bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT N
         AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id);
 END;
 
+-- Unread items per recipient, kept by triggers in the writing transaction: every new task pushes the
+-- recipient's inbox_count, and report_status/get_inbox/ack_inbox return it; a count(*) over the unread
+-- items grows with the backlog. A step that rebuilds `messages` must recreate these triggers.
+CREATE TABLE unread_counts (
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    to_name    TEXT NOT NULL,
+    to_kind    TEXT NOT NULL,
+    n          INTEGER NOT NULL,
+    PRIMARY KEY (network_id, to_name, to_kind)
+) WITHOUT ROWID;
+CREATE TRIGGER unread_counts_insert AFTER INSERT ON messages WHEN new.read_at IS NULL BEGIN
+    INSERT INTO unread_counts(network_id, to_name, to_kind, n) VALUES (new.network_id, new.to_name, new.to_kind, 1)
+        ON CONFLICT (network_id, to_name, to_kind) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER unread_counts_update_old AFTER UPDATE OF read_at, network_id, to_name, to_kind ON messages
+    WHEN old.read_at IS NULL AND (new.read_at IS NOT NULL OR old.network_id IS NOT new.network_id
+        OR old.to_name IS NOT new.to_name OR old.to_kind IS NOT new.to_kind) BEGIN
+    UPDATE unread_counts SET n = n - 1
+        WHERE network_id = old.network_id AND to_name = old.to_name AND to_kind = old.to_kind;
+END;
+CREATE TRIGGER unread_counts_update_new AFTER UPDATE OF read_at, network_id, to_name, to_kind ON messages
+    WHEN new.read_at IS NULL AND (old.read_at IS NOT NULL OR old.network_id IS NOT new.network_id
+        OR old.to_name IS NOT new.to_name OR old.to_kind IS NOT new.to_kind) BEGIN
+    INSERT INTO unread_counts(network_id, to_name, to_kind, n) VALUES (new.network_id, new.to_name, new.to_kind, 1)
+        ON CONFLICT (network_id, to_name, to_kind) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER unread_counts_delete AFTER DELETE ON messages WHEN old.read_at IS NULL BEGIN
+    UPDATE unread_counts SET n = n - 1
+        WHERE network_id = old.network_id AND to_name = old.to_name AND to_kind = old.to_kind;
+END;
+
 CREATE TABLE task_events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id    TEXT NOT NULL,

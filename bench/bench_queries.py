@@ -1,7 +1,7 @@
 """Latency of every list and stats endpoint on a big database, for an agent token and a user token, and how
 long /health waits while those queries run.
 
-Build the database first (bench/gen_db.py), then:
+Build the database first (bench/gen_db.py), then (under `flock /tmp/cpu.lock` on a shared box):
 
     .venv/bin/python bench/bench_queries.py --db /tmp/scaledb/1m.db --json-out bench/results_queries.jsonl
     .venv/bin/python bench/bench_queries.py --table bench/results_queries.jsonl
@@ -42,7 +42,9 @@ def endpoints(meta: dict, task_id: str) -> list[str]:
         "/api/messages", f"/api/messages?alias={quiet}", "/api/messages?alias=agent-001",
         "/api/messages?kind=notice", "/api/messages?kind=broadcast", "/api/messages?unread=1",
         "/api/messages?alias=agent-001&unread=1", f"/api/messages?alias={quiet}&kind=task",
-        "/api/stats", "/api/status", "/api/status?status=working", "/api/nodes",
+        "/api/messages?kind=task&unread=1",
+        "/api/stats", "/api/status", "/api/status?status=working", "/api/status?status=offline",
+        "/api/status?status=idle&limit=50", "/api/nodes",
         "/api/completions", f"/api/completions?alias={quiet}", "/api/completions?alias=agent-001",
         "/api/task_events", f"/api/task_events?task_id={task_id}",
     ]

@@ -33,6 +33,7 @@ BUSY_TIMEOUT_MS = 5000  # CLI commands and other blocking users of the file
 # The server's connection lives on the event loop: a write that waits on another process's lock stalls every
 # request for as long as it waits, so it waits this long at most (the real wait is async: wait_for_write_lock).
 LOOP_BUSY_TIMEOUT_MS = 50
+CACHE_KIB = 64 * 1024
 # SQLite checkpoints the WAL inside the COMMIT that takes it past 1,000 pages: it copies ~4 MiB into the
 # database file and fsyncs both, ~5 ms on this machine's disk, every ~40 task sends, on the event loop. The
 # server hands that to a worker thread instead (Database.run_checkpointer) at the same size.
@@ -265,6 +266,9 @@ def configure(con: apsw.Connection, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> N
     con.pragma("journal_mode", "wal")
     con.pragma("synchronous", "normal")
     con.pragma("foreign_keys", "on")
+    # SQLite's default page cache is 2 MiB: at a million messages a 500-row list page re-read most of its
+    # pages from the OS each time (~4 ms of its ~9.7 ms). Up to 64 MiB, allocated only as pages are read.
+    con.pragma("cache_size", -CACHE_KIB)
 
 
 def migrate(con: apsw.Connection) -> None:

@@ -22,6 +22,7 @@ def assert_pragmas(con: apsw.Connection, busy_timeout_ms: int = dbmod.BUSY_TIMEO
     assert con.pragma("synchronous") == 1  # NORMAL
     assert con.pragma("foreign_keys") == 1
     assert con.pragma("busy_timeout") == busy_timeout_ms
+    assert con.pragma("cache_size") == -dbmod.CACHE_KIB
 
 
 async def test_pragmas_of_the_running_server(server: ServerHandle, client) -> None:

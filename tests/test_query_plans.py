@@ -7,6 +7,7 @@ schema alone and the plan seen here is the plan at a million rows (bench/bench_q
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,13 +134,42 @@ for nets, who in ((A, "agent token (one network)"), (NETS, "user token (all netw
         (f"task_events?task_id=, {who}",
          lambda db, n=nets: task_store.list_task_events(db, n, "t0-1", 50, 0), "task_events_by_task"),
         (f"stats task counts, {who}", lambda db, n=nets: task_store.task_counts(db, n), "task_counts"),
-        (f"status sessions, {who}", lambda db, n=nets: session_store.list_sessions(db, n),
-         "sqlite_autoindex_sessions_1"),
-        (f"stats lapsed sessions, {who}", lambda db, n=nets: session_store.lapsed_sessions(db, n, 0.0),
+        (f"stats session counts, {who}", lambda db, n=nets: session_store.session_counts(db, n, 0.0),
          "sqlite_autoindex_sessions_1"),
     ]
+# Each list also has a variant whose rows SQLite builds as JSON text (the REST answers): same filters, same plan.
+JSON_TWINS = {task_store.list_tasks: task_store.list_tasks_json,
+              message_store.list_messages: message_store.list_messages_json,
+              task_store.list_completions: task_store.list_completions_json,
+              task_store.list_task_events: task_store.list_task_events_json}
+PAIRS: list[tuple[str, Callable[[PlanRecorder], Any], Callable[[PlanRecorder], Any]]] = []
+
+
+def _json_twin(call: Callable[[PlanRecorder], Any]) -> Callable[[PlanRecorder], Any] | None:
+    """The same call to the JSON variant of the store function `call` uses (None if it has none): the case's
+    lambda looks the function up on its module when it runs, so the twin stands in for it there meanwhile."""
+    for plain, twin in JSON_TWINS.items():
+        if plain.__name__ in call.__code__.co_names:
+            def run(db: PlanRecorder, call: Callable[[PlanRecorder], Any] = call, plain: Any = plain,
+                    twin: Any = twin) -> Any:
+                module = task_store if plain.__module__ == task_store.__name__ else message_store
+                setattr(module, plain.__name__, twin)
+                try:
+                    return call(db)
+                finally:
+                    setattr(module, plain.__name__, plain)
+            return run
+    return None
+
+
+for what, call, index in list(CASES):
+    twin = _json_twin(call)
+    if twin is not None:
+        PAIRS.append((what, call, twin))
+        CASES.append((f"{what} (JSON)", twin, index))
 CASES += [
     ("audit log of networks", lambda db: audit_store.list_entries(db, A, None, 50, 0), "audit_by_network"),
+    ("inbox count (kept by triggers)", lambda db: message_store.unread_count(db, "net_a", "a1"), "unread_counts"),
 ]
 
 
@@ -190,3 +220,38 @@ def test_lists_are_newest_first_with_filters_and_offset(db: PlanRecorder, nets: 
                     " AND to_name = 'a1' ORDER BY created_ts DESC, rowid DESC LIMIT 5 OFFSET 2", tuple(nets))
     assert [m["message_id"] for m in msgs] == [m["message_id"] for m in want]
     assert task_store.task_counts(db, nets) == {"running": 10 * len(nets), "replied": 10 * len(nets)}
+
+
+@pytest.mark.parametrize("nets", [A, NETS], ids=["one network", "all networks"])
+@pytest.mark.parametrize("status", [None, "idle"])
+def test_the_status_page_walks_the_sessions_key_in_order(db: PlanRecorder, nets: list[str],
+                                                         status: str | None) -> None:
+    """/api/status: one walk of the sessions primary key in (network, alias) order, stopped at the page; the
+    only sort is of the page itself (json_group_array keeps its order), never of every session."""
+    for call in (lambda d: session_store.status_page_json(d, nets, 0.0, status, 500, 0),
+                 lambda d: session_store.status_records(d, nets, 0.0, -1, 0)):
+        plan = plan_of(db, call)
+        assert "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (network_id=?)" in plan, plan
+        assert [line for line in plan if "TEMP B-TREE" in line] in (
+            [], ["USE TEMP B-TREE FOR json_group_array(ORDER BY)"]), plan
+        assert [line for line in plan if line.startswith("SCAN")] == ["SCAN (subquery-1)"], plan
+
+
+def test_sessions_with_live_streams_are_looked_up_by_key(db: PlanRecorder) -> None:
+    """/api/stats with streams open: the live aliases (from memory) drive the loop, each session found by its key."""
+    plan = plan_of(db, lambda d: session_store.count_lapsed(d, json.dumps([["net_a", "a1"], ["net_b", "a2"]]), 0.0))
+    assert plan[0].startswith("SCAN j VIRTUAL TABLE"), plan
+    assert plan[1:] == ["SEARCH s USING INDEX sqlite_autoindex_sessions_1 (network_id=? AND alias=?)"], plan
+
+
+@pytest.mark.parametrize(("plain", "as_json"), [p[1:] for p in PAIRS], ids=[p[0] for p in PAIRS])
+def test_json_lists_hold_the_same_records(db: PlanRecorder, plain: Callable[[PlanRecorder], Any],
+                                          as_json: Callable[[PlanRecorder], Any]) -> None:
+    """The REST lists (JSON built by SQLite) hold what the dict rows hold, in the same order, with the same keys
+    in the same order and the same JSON types (a completion's artifacts: an array)."""
+    rows, text = plain(db), as_json(db)
+    for row in rows:
+        if "artifacts" in row:
+            row["artifacts"] = json.loads(row["artifacts"])
+    got = json.loads(text)
+    assert got == rows and [list(r) for r in got] == [list(r) for r in rows]

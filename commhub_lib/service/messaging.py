@@ -24,8 +24,11 @@ from .tasks import (
     get_task,
     get_task_row,
     list_completions,
+    list_completions_json,
     list_task_events,
+    list_task_events_json,
     list_tasks,
+    list_tasks_json,
     message_row,
     open_tasks,
     record_reply_event,
@@ -35,8 +38,9 @@ from .tasks import (
     start_tasks,
 )
 
-__all__ = ["ack_inbox", "broadcast", "cancel_task", "get_inbox", "get_task", "list_completions", "list_messages",
-           "list_task_events", "list_tasks", "report_completion", "send_message", "send_reply", "send_task"]
+__all__ = ["ack_inbox", "broadcast", "cancel_task", "get_inbox", "get_task", "list_completions",
+           "list_completions_json", "list_messages", "list_messages_json", "list_task_events", "list_task_events_json",
+           "list_tasks", "list_tasks_json", "report_completion", "send_message", "send_reply", "send_task"]
 
 
 def send_message(hub: Hub, network_id: str, sender: str, body: SendMessage, sender_kind: str = AGENT) -> dict[str, Any]:
@@ -245,3 +249,10 @@ def list_messages(hub: Hub, network_ids: list[str], alias: str | None, kind: str
     """Messages (an alias's inbox when `alias` is given), newest first."""
     rows = message_store.list_messages(hub.db, network_ids, alias, kind, unread_only, clamp_limit(limit), offset)
     return {"ok": True, "messages": rows}
+
+
+def list_messages_json(hub: Hub, network_ids: list[str], alias: str | None, kind: str | None, unread_only: bool,
+                       limit: int | None, offset: int = 0) -> str:
+    """list_messages as JSON text (the REST answer, built by SQLite)."""
+    rows = message_store.list_messages_json(hub.db, network_ids, alias, kind, unread_only, clamp_limit(limit), offset)
+    return '{"ok":true,"messages":' + rows + "}"

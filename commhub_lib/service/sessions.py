@@ -185,27 +185,45 @@ def require_known_alias(hub: Hub, network_id: str, alias: str) -> dict[str, Any]
     return row
 
 
-def public_session(hub: Hub, row: dict[str, Any]) -> dict[str, Any]:
-    """A session as listed by /api/status and get_all_status."""
-    out = {k: row[k] for k in ("resume_id", "alias", "status", "agent", "model", "task", "progress",
-                               "last_seen_at", "network_id", "node_id", "created_at", "retired_at")}
-    streams = hub.broker.stream_count(row["network_id"], row["alias"])
-    online = is_online(hub, row, streams)  # once per row: /api/status lists every session of every network
-    out["status"] = ("idle" if row["status"] == "offline" else row["status"]) if online else "offline"
-    out["online"] = online
-    out["streams"] = streams
-    return out
+def live_streams(hub: Hub, network_ids: list[str]) -> dict[tuple[str, str], int]:
+    """The aliases of these networks with live agent streams, and how many each (the broker's, in memory)."""
+    wanted = set(network_ids)
+    return {key: hub.broker.stream_count(*key) for key in hub.broker.online_aliases() if key[0] in wanted}
+
+
+def list_status_json(hub: Hub, network_ids: list[str], status: str | None, limit: int | None = None,
+                     offset: int = 0) -> str:
+    """The sessions of the networks (the reference's /api/status shape) as JSON text, a page of up to 500
+    (by default all of them up to that cap: the reference lists every session). `status` filters on the
+    status shown: presence may have lapsed before the sweeper stored it, and a live stream keeps a session
+    online whatever was stored."""
+    cutoff = now_ts() - hub.settings.presence_timeout_seconds
+    limit = clamp_limit(limit, MAX_LIMIT)
+    live = live_streams(hub, network_ids)
+    if not live:  # the usual case for a listing: SQLite builds the whole page
+        page = session_store.status_page_json(hub.db, network_ids, cutoff, status, limit, offset)
+        return '{"ok":true,"sessions":' + page + "}"
+    # Some aliases have live streams: SQLite builds each record, the few with a stream are corrected here.
+    rows = session_store.status_records(hub.db, network_ids, cutoff, -1 if status else limit, 0 if status else offset)
+    records = []
+    for row in rows:
+        streams = live.get((row["network_id"], row["alias"]))
+        if streams:
+            record = json.loads(row["record"])
+            shown = record["status"] = "idle" if row["status"] == "offline" else row["status"]
+            record["online"], record["streams"] = True, streams
+            row["shown"], row["record"] = shown, json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        if status is None or row["shown"] == status:
+            records.append(row["record"])
+    if status:
+        records = records[offset:offset + limit]
+    return '{"ok":true,"sessions":[' + ",".join(records) + "]}"
 
 
 def list_status(hub: Hub, network_ids: list[str], status: str | None, limit: int | None = None,
                 offset: int = 0) -> dict[str, Any]:
-    """The sessions of the networks (the reference's /api/status shape), a page of up to 500."""
-    rows = session_store.list_sessions(hub.db, network_ids)
-    sessions = [public_session(hub, r) for r in rows]
-    if status:
-        # Filter on the status shown (presence may have lapsed before the sweeper stored it).
-        sessions = [s for s in sessions if s["status"] == status]
-    return {"ok": True, "sessions": sessions[offset:offset + clamp_limit(limit, MAX_LIMIT)]}
+    """list_status_json as a dict (for get_all_status)."""
+    return json.loads(list_status_json(hub, network_ids, status, limit, offset))
 
 
 def list_nodes(hub: Hub, network_ids: list[str], limit: int | None = None, offset: int = 0) -> dict[str, Any]:
@@ -221,9 +239,12 @@ def stats(hub: Hub, network_ids: list[str]) -> dict[str, Any]:
     # Counted as /api/status shows them (presence may have lapsed before the sweeper stored it): offline are
     # the sessions stored offline or silent past the timeout, unless they have a live stream.
     cutoff = now_ts() - hub.settings.presence_timeout_seconds
-    offline = sum(1 for r in session_store.lapsed_sessions(hub.db, network_ids, cutoff)
-                  if hub.broker.stream_count(r["network_id"], r["alias"]) == 0)
-    total = session_store.count_sessions(hub.db, network_ids)
+    counted = session_store.session_counts(hub.db, network_ids, cutoff)
+    assert counted is not None
+    total, offline = counted["total"], counted["offline"]
+    live = live_streams(hub, network_ids)
+    if live:
+        offline -= session_store.count_lapsed(hub.db, json.dumps(list(live)), cutoff)
     sessions = {"total": total, "online": total - offline, "offline": offline}
     counts = task_store.task_counts(hub.db, network_ids)
     tasks = {"total": sum(counts.values())}

@@ -248,6 +248,13 @@ def list_tasks(hub: Hub, network_ids: list[str], status: str | None, to_name: st
     return {"ok": True, "tasks": rows}
 
 
+def list_tasks_json(hub: Hub, network_ids: list[str], status: str | None, to_name: str | None,
+                    from_name: str | None, limit: int | None, offset: int = 0) -> str:
+    """list_tasks as JSON text (the REST answer, built by SQLite)."""
+    rows = task_store.list_tasks_json(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset)
+    return '{"ok":true,"tasks":' + rows + "}"
+
+
 def cancel_task(hub: Hub, principal: Principal, network_id: str, actor: str | None, task_id: str,
                 reason: str | None) -> dict[str, Any]:
     """Cancel an open task: its sender, or an owner/admin of the network. Notifies the recipient."""
@@ -294,8 +301,22 @@ def list_completions(hub: Hub, network_ids: list[str], alias: str | None, limit:
     return {"ok": True, "completions": rows}
 
 
+def list_completions_json(hub: Hub, network_ids: list[str], alias: str | None, limit: int | None,
+                          offset: int = 0) -> str:
+    """list_completions as JSON text (the REST answer, built by SQLite)."""
+    rows = task_store.list_completions_json(hub.db, network_ids, alias, clamp_limit(limit), offset)
+    return '{"ok":true,"completions":' + rows + "}"
+
+
 def list_task_events(hub: Hub, network_ids: list[str], task_id: str | None, limit: int | None,
                      offset: int = 0) -> dict[str, Any]:
     """The task event log, oldest first."""
     return {"ok": True, "events": task_store.list_task_events(hub.db, network_ids, task_id,
                                                               clamp_limit(limit, 100, 1000), offset)}
+
+
+def list_task_events_json(hub: Hub, network_ids: list[str], task_id: str | None, limit: int | None,
+                          offset: int = 0) -> str:
+    """list_task_events as JSON text (the REST answer, built by SQLite)."""
+    rows = task_store.list_task_events_json(hub.db, network_ids, task_id, clamp_limit(limit, 100, 1000), offset)
+    return '{"ok":true,"events":' + rows + "}"

@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
-from .paging import page
+from .paging import columns, json_record, page, page_json
 
 Row = dict[str, Any]
 # The text is stored once (schema.sql): a broadcast's in `bodies`, a task notice's in its task.
 CONTENT = ("CASE WHEN body_id IS NOT NULL THEN (SELECT b.content FROM bodies b WHERE b.body_id = messages.body_id)"
            " WHEN kind = 'task' AND content = '' THEN coalesce((SELECT t.content FROM tasks t"
            " WHERE t.task_id = messages.task_id), '') ELSE content END")
-MESSAGE_COLUMNS = ("message_id, network_id, from_name AS \"from\", from_kind, to_name AS \"to\", to_kind, kind, "
-                   + CONTENT + " AS content, priority, in_reply_to, task_id, status, created_at, read_at")
+MESSAGE_FIELDS = (("message_id", "message_id"), ("network_id", "network_id"), ("from", "from_name"),
+                  ("from_kind", "from_kind"), ("to", "to_name"), ("to_kind", "to_kind"), ("kind", "kind"),
+                  ("content", CONTENT)) + tuple((c, c) for c in ("priority", "in_reply_to", "task_id", "status",
+                                                                 "created_at", "read_at"))
+MESSAGE_COLUMNS = columns(MESSAGE_FIELDS)
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
 
@@ -53,9 +56,11 @@ def unread(db: Database, network_id: str, alias: str, limit: int, kind: str = "a
 
 
 def unread_count(db: Database, network_id: str, alias: str, kind: str = "agent") -> int:
-    """How many unread items an agent (or a person) has."""
-    return db.con.execute("SELECT count(*) FROM messages WHERE network_id = ? AND to_name = ? AND to_kind = ?"
-                          " AND read_at IS NULL", (network_id, alias, kind)).get
+    """How many unread items an agent (or a person) has: the count the triggers keep (schema.sql,
+    unread_counts), one row read however long the backlog."""
+    row = db.query_one("SELECT n FROM unread_counts WHERE network_id = ? AND to_name = ? AND to_kind = ?",
+                       (network_id, alias, kind))
+    return row["n"] if row else 0
 
 
 def mark_read(db: Database, network_id: str, alias: str, message_ids: list[str], now: str) -> list[Row]:
@@ -87,9 +92,8 @@ def get_messages(db: Database, network_id: str, message_ids: list[str]) -> list[
                     (network_id, *message_ids))
 
 
-def list_messages(db: Database, network_ids: list[str], alias: str | None, kind: str | None, unread_only: bool,
-                  limit: int, offset: int) -> list[Row]:
-    """Messages (to an alias: its inbox), newest first."""
+def _message_filters(alias: str | None, kind: str | None, unread_only: bool) -> tuple[list[str], list[Any]]:
+    """WHERE terms of a message list."""
     where, params = [], []
     if alias:
         where.append("to_name = ?")
@@ -100,5 +104,20 @@ def list_messages(db: Database, network_ids: list[str], alias: str | None, kind:
         params.append(kind)
     if unread_only:
         where.append("read_at IS NULL")
+    return where, params
+
+
+def list_messages(db: Database, network_ids: list[str], alias: str | None, kind: str | None, unread_only: bool,
+                  limit: int, offset: int) -> list[Row]:
+    """Messages (to an alias: its inbox), newest first."""
+    where, params = _message_filters(alias, kind, unread_only)
     return page(db, f"SELECT {MESSAGE_COLUMNS}, created_ts AS _ts, rowid AS _seq FROM messages", where, params,
                 network_ids, "_ts DESC, _seq DESC", limit, offset)
+
+
+def list_messages_json(db: Database, network_ids: list[str], alias: str | None, kind: str | None,
+                       unread_only: bool, limit: int, offset: int) -> str:
+    """list_messages as the text of a JSON array (built by SQLite)."""
+    where, params = _message_filters(alias, kind, unread_only)
+    return page_json(db, f"SELECT {json_record(MESSAGE_FIELDS)} AS record, created_ts AS _ts, rowid AS _seq"
+                     " FROM messages", where, params, network_ids, "_ts DESC, _seq DESC", limit, offset)

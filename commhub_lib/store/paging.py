@@ -22,6 +22,22 @@ Row = dict[str, Any]
 MAX_MERGED_NETWORKS = 200
 
 
+def _page_sql(select: str, where: list[str], params: list[Any], network_ids: list[str], order_by: str, limit: int,
+              offset: int, network_column: str) -> tuple[str, tuple[Any, ...]]:
+    rest = "".join(f" AND {w}" for w in where)
+    if len(network_ids) == 1 or len(network_ids) > MAX_MERGED_NETWORKS:
+        marks = ",".join("?" * len(network_ids))
+        sql = f"{select} WHERE {network_column} IN ({marks}){rest} ORDER BY {order_by} LIMIT ? OFFSET ?"
+        return sql, (*network_ids, *params, limit, offset)
+    arm = f"{select} WHERE {network_column} = ?{rest}"
+    sql = " UNION ALL ".join([arm] * len(network_ids)) + f" ORDER BY {order_by} LIMIT ? OFFSET ?"
+    args: list[Any] = []
+    for network_id in network_ids:
+        args.append(network_id)
+        args.extend(params)
+    return sql, (*args, limit, offset)
+
+
 def page(db: Database, select: str, where: list[str], params: list[Any], network_ids: list[str],
          order_by: str, limit: int, offset: int, network_column: str = "network_id") -> list[Row]:
     """Rows of `select` (no WHERE) in `network_ids` matching `where`, ordered by `order_by`, one page.
@@ -30,18 +46,29 @@ def page(db: Database, select: str, where: list[str], params: list[Any], network
     `network_column` is `+network_id` when another filter's index is the one to walk."""
     if not network_ids:
         return []
-    rest = "".join(f" AND {w}" for w in where)
-    if len(network_ids) == 1 or len(network_ids) > MAX_MERGED_NETWORKS:
-        marks = ",".join("?" * len(network_ids))
-        sql = f"{select} WHERE {network_column} IN ({marks}){rest} ORDER BY {order_by} LIMIT ? OFFSET ?"
-        return strip_keys(db.query(sql, (*network_ids, *params, limit, offset)))
-    arm = f"{select} WHERE {network_column} = ?{rest}"
-    sql = " UNION ALL ".join([arm] * len(network_ids)) + f" ORDER BY {order_by} LIMIT ? OFFSET ?"
-    args: list[Any] = []
-    for network_id in network_ids:
-        args.append(network_id)
-        args.extend(params)
-    return strip_keys(db.query(sql, (*args, limit, offset)))
+    return strip_keys(db.query(*_page_sql(select, where, params, network_ids, order_by, limit, offset,
+                                          network_column)))
+
+
+def page_json(db: Database, select: str, where: list[str], params: list[Any], network_ids: list[str],
+              order_by: str, limit: int, offset: int, network_column: str = "network_id") -> str:
+    """The same page as `page`, as the text of a JSON array: `select` returns each row as a JSON object in
+    a column named `record` (json_record), plus the order keys. SQLite builds the text (a 50-row page of
+    dicts encoded by json.dumps costs ~1 ms of the event loop, a 500-row page ~9 ms; this, about half)."""
+    if not network_ids:
+        return "[]"
+    rows = db.query(*_page_sql(select, where, params, network_ids, order_by, limit, offset, network_column))
+    return "[" + ",".join(row["record"] for row in rows) + "]"
+
+
+def columns(fields: tuple[tuple[str, str], ...]) -> str:
+    """The SELECT list of some (name, SQL expression) fields."""
+    return ", ".join(expr if expr == name else f'{expr} AS "{name}"' for name, expr in fields)
+
+
+def json_record(fields: tuple[tuple[str, str], ...]) -> str:
+    """A json_object() of the same fields, keys in the same order: one row as JSON text, built by SQLite."""
+    return "json_object(" + ", ".join(f"'{name}', {expr}" for name, expr in fields) + ")"
 
 
 def strip_keys(rows: list[Row]) -> list[Row]:

@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
-from .paging import page
+from .paging import columns, json_record, page, page_json
 
 Row = dict[str, Any]
 # A task's result is stored once, in its completion record (tasks.result only holds older rows).
 RESULT = "coalesce(result, (SELECT c.result FROM completions c WHERE c.task_id = tasks.task_id))"
-TASK_COLUMNS = ("task_id, network_id, from_name, from_kind, to_name, to_kind, title, content, context, priority,"
-                " status, deadline, idempotency_key, message_id, " + RESULT + " AS result, created_at, updated_at")
+TASK_FIELDS = tuple((c, c) for c in ("task_id", "network_id", "from_name", "from_kind", "to_name", "to_kind", "title",
+                                      "content", "context", "priority", "status", "deadline", "idempotency_key",
+                                      "message_id")) + (("result", RESULT), ("created_at", "created_at"),
+                                                        ("updated_at", "updated_at"))
+TASK_COLUMNS = columns(TASK_FIELDS)
+COMPLETION_FIELDS = tuple((c, c) for c in ("task_id", "network_id", "alias", "status", "result", "artifacts",
+                                           "duration_seconds", "completed_at"))
+TASK_EVENT_FIELDS = tuple((c, c) for c in ("id", "task_id", "network_id", "event", "actor", "detail", "created_at"))
 OPEN_STATUSES = ("delivered", "running", "input_required")
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
@@ -62,9 +68,8 @@ def set_status(db: Database, task_id: str, from_statuses: tuple[str, ...], statu
                       (status, now, result, task_id, *from_statuses)) == 1
 
 
-def list_tasks(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
-               from_name: str | None, limit: int, offset: int) -> list[Row]:
-    """Tasks, newest first, with optional filters (each filter has an index ending in created_ts)."""
+def _task_filters(status: str | None, to_name: str | None, from_name: str | None) -> tuple[list[str], list[Any]]:
+    """WHERE terms of a task list (each filter has an index ending in created_ts)."""
     where, params = [], []
     # An alias's tasks are few; a status may hold most of a network's: walk the alias's index then.
     status_column = "+status" if to_name or from_name else "status"
@@ -72,8 +77,23 @@ def list_tasks(db: Database, network_ids: list[str], status: str | None, to_name
         if value:
             where.append(f"{column} = ?")
             params.append(value)
+    return where, params
+
+
+def list_tasks(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
+               from_name: str | None, limit: int, offset: int) -> list[Row]:
+    """Tasks, newest first, with optional filters."""
+    where, params = _task_filters(status, to_name, from_name)
     return page(db, f"SELECT {TASK_COLUMNS}, created_ts AS _ts, rowid AS _seq FROM tasks", where, params,
                 network_ids, "_ts DESC, _seq DESC", limit, offset)
+
+
+def list_tasks_json(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
+                    from_name: str | None, limit: int, offset: int) -> str:
+    """list_tasks as the text of a JSON array (built by SQLite)."""
+    where, params = _task_filters(status, to_name, from_name)
+    return page_json(db, f"SELECT {json_record(TASK_FIELDS)} AS record, created_ts AS _ts, rowid AS _seq FROM tasks",
+                     where, params, network_ids, "_ts DESC, _seq DESC", limit, offset)
 
 
 def task_counts(db: Database, network_ids: list[str]) -> dict[str, int]:
@@ -94,13 +114,18 @@ def insert_task_event(db: Database, task_id: str, network_id: str, event: str, a
 def list_task_events(db: Database, network_ids: list[str], task_id: str | None, limit: int,
                      offset: int) -> list[Row]:
     """Task events, oldest first, optionally of one task."""
-    where, params = [], []
-    if task_id:
-        where.append("task_id = ?")
-        params.append(task_id)
+    where, params = ["task_id = ?"] if task_id else [], [task_id] if task_id else []
     # One task's few events (task_events_by_task), not a walk of the network's log in id order.
-    return page(db, "SELECT id, task_id, network_id, event, actor, detail, created_at FROM task_events", where,
-                params, network_ids, "id", limit, offset, "+network_id" if task_id else "network_id")
+    return page(db, f"SELECT {columns(TASK_EVENT_FIELDS)} FROM task_events", where, params, network_ids, "id", limit,
+                offset, "+network_id" if task_id else "network_id")
+
+
+def list_task_events_json(db: Database, network_ids: list[str], task_id: str | None, limit: int,
+                          offset: int) -> str:
+    """list_task_events as the text of a JSON array (built by SQLite)."""
+    where, params = ["task_id = ?"] if task_id else [], [task_id] if task_id else []
+    return page_json(db, f"SELECT {json_record(TASK_EVENT_FIELDS)} AS record, id AS _id FROM task_events", where,
+                     params, network_ids, "_id", limit, offset, "+network_id" if task_id else "network_id")
 
 
 def insert_completion(db: Database, task_id: str, network_id: str, alias: str, status: str, result: str | None,
@@ -113,14 +138,19 @@ def insert_completion(db: Database, task_id: str, network_id: str, alias: str, s
 
 def list_completions(db: Database, network_ids: list[str], alias: str | None, limit: int,
                      offset: int) -> list[Row]:
-    """Completion records, newest first."""
-    where, params = [], []
-    if alias:
-        where.append("alias = ?")
-        params.append(alias)
-    return page(db, "SELECT task_id, network_id, alias, status, result, artifacts, duration_seconds, completed_at,"
-                " rowid AS _seq FROM completions", where, params, network_ids, "completed_at DESC, _seq DESC",
-                limit, offset)
+    """Completion records, newest first (artifacts as stored: JSON text)."""
+    where, params = ["alias = ?"] if alias else [], [alias] if alias else []
+    return page(db, f"SELECT {columns(COMPLETION_FIELDS)}, rowid AS _seq FROM completions", where, params,
+                network_ids, "completed_at DESC, _seq DESC", limit, offset)
+
+
+def list_completions_json(db: Database, network_ids: list[str], alias: str | None, limit: int,
+                          offset: int) -> str:
+    """list_completions as the text of a JSON array (built by SQLite; artifacts as a JSON array)."""
+    where, params = ["alias = ?"] if alias else [], [alias] if alias else []
+    fields = tuple((name, "json(artifacts)" if name == "artifacts" else expr) for name, expr in COMPLETION_FIELDS)
+    return page_json(db, f"SELECT {json_record(fields)} AS record, completed_at AS _at, rowid AS _seq FROM completions",
+                     where, params, network_ids, "_at DESC, _seq DESC", limit, offset)
 
 
 def get_completion(db: Database, task_id: str) -> Row | None:
