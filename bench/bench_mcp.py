@@ -3,7 +3,8 @@
 One run (repetition):
   1. starts a fresh CommHub (`commhub.py serve --port 0 --db <temp>`, rate limits off), registers a user and
      creates one network token per agent (32); starts the ceiling server (/work/shared/bench/ceiling_server.py on
-     /work/venv's hypercorn, trio worker, as that README says: hypercorn + quart-trio, no MCP, no storage);
+     the hypercorn beside benchlib.VENV_PY, trio worker, as that README says: hypercorn + quart-trio, no MCP,
+     no storage);
   2. runs --segments load segments per target, alternating CommHub and ceiling (A B, B A, A B ...) so that noise
      from other jobs on this shared 2-core box hits both about equally. Each segment is one run of the shared
      harness /work/shared/bench/mcp_bench.py with --clients 32 --seconds S --server-pid PID:
@@ -16,6 +17,8 @@ One run (repetition):
 
     /work/venv/bin/python bench/bench_mcp.py                  # one repetition (~80 s)
     /work/venv/bin/python bench/bench_mcp.py --table bench/results_mcp.jsonl   # medians of recorded runs
+    # a worktree without /work/venv: its own .venv runs the servers and the harness (benchlib falls back to it)
+    BENCH_SERVER_PY=$PWD/.venv/bin/python .venv/bin/python bench/bench_mcp.py
 
 Bounded: --messages per segment, --seconds cap per segment, the harness's own call/hard timeouts and a
 subprocess timeout. Loopback only. Both servers are started and stopped here.
@@ -88,6 +91,7 @@ def aggregate(segs: list[dict]) -> dict:
 
 def one_rep(a: argparse.Namespace, rep: int) -> dict:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_start = os.getloadavg()
     ch = bl.start_commhub(a.server_arg)
     ce = None
     try:
@@ -131,7 +135,9 @@ def one_rep(a: argparse.Namespace, rep: int) -> dict:
            "ceiling_server_cmd": ce.command() if ce else None,
            "harness_cmds": {k: " ".join(v) for k, v in cmds.items()},
            "commhub": c, "ceiling": e, "ratio_calls_per_s": ratio, "ratio_server_cpu_per_call": cpu_ratio,
-           "commhub_rss_end_kb": rss_end, "stops": stops, "raw": raw}
+           "commhub_rss_end_kb": rss_end, "stops": stops,
+           "loadavg_start": [round(x, 2) for x in load_start],
+           "loadavg_end": [round(x, 2) for x in os.getloadavg()], "raw": raw}
     print(f"=== rep {rep}: commhub {c['calls_per_s']} calls/s (segments {c['segments_calls_per_s']}; p50 {c['p50']} ms,"
           f" p99 {c['p99']} ms; server {c['srv_cpu_ms_per_call']} ms CPU/call; lost {c['lost']}) | ceiling "
           f"{e['calls_per_s']} calls/s (segments {e['segments_calls_per_s']}; p50 {e['p50']} ms; "
@@ -163,6 +169,9 @@ def table(recs: list[dict]) -> str:
     lines += ["",
               f"CommHub / ceiling calls/s, per run: {ratios} -> median {bl.median(ratios)}",
               f"CommHub / ceiling server CPU per call, per run: {cpu} -> median {bl.median(cpu)}",
+              "load average (1 min) at start/end, per run: "
+              + str([(r.get("loadavg_start") or [None])[0] for r in recs]) + " / "
+              + str([(r.get("loadavg_end") or [None])[0] for r in recs]),
               "calls/s per run, commhub: " + str([r["commhub"]["calls_per_s"] for r in recs])
               + "; ceiling: " + str([r["ceiling"]["calls_per_s"] for r in recs])]
     return "\n".join(lines)

@@ -22,7 +22,11 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PY = os.environ.get("BENCH_SERVER_PY", "/work/venv/bin/python")
+# The Python that runs the servers and the harness: $BENCH_SERVER_PY, else /work/venv's, else this checkout's
+# .venv (the setup every worktree has; /work/venv is not on every machine).
+VENV_PY = os.environ.get("BENCH_SERVER_PY") or next(
+    (p for p in ("/work/venv/bin/python", str(REPO / ".venv" / "bin" / "python")) if os.path.exists(p)),
+    "/work/venv/bin/python")
 # A benchmark is one client on loopback playing a whole fleet: rate limits and the per-user/per-network quotas
 # (hundreds of tokens, aliases and streams from one user and one address) are lifted for it.
 NO_LIMITS = {"COMMHUB_REGISTER_RATE_PER_MINUTE": "0", "COMMHUB_LOGIN_RATE_PER_MINUTE": "0",
@@ -229,7 +233,7 @@ def start_commhub(extra_args: list[str] | None = None, env_extra: dict[str, str]
 
 def start_ceiling(port: int | None = None) -> Server:
     """The shared ceiling server (hypercorn + quart-trio, no MCP, no storage), started as its README says,
-    but with /work/venv's hypercorn: `cd /work/shared/bench && hypercorn --worker-class trio --workers 1 ...`."""
+    but with the hypercorn beside VENV_PY: `cd /work/shared/bench && hypercorn --worker-class trio --workers 1 ...`."""
     port = port or free_port()
     hyper = str(Path(VENV_PY).parent / "hypercorn")
     argv = [hyper, "--worker-class", "trio", "--workers", "1", "--bind", f"127.0.0.1:{port}", "ceiling_server:app"]

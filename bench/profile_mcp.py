@@ -31,7 +31,9 @@ WATCH = ("post_mcp (protocol.py)", "authenticate (common.py)", "authenticate (ac
          "call_tool (tools.py)", "resolve_caller (sessions.py)", "send_message (messaging.py)",
          "require_known_alias (sessions.py)", "is_online (sessions.py)", "record_event (hub.py)",
          "publish (hub.py)", "insert_message (messages.py)", "write (db.py)", "query (db.py)",
-         "dumps (__init__.py)", "_json (protocol.py)", "log_request (app.py)", "drain_request_body (app.py)",
+         "dumps (__init__.py)", "_json (protocol.py)", "log_request (app.py)", "log_access (app.py)",
+         "drain_request_body (app.py)", "process_response (app.py)", "preprocess_request (app.py)",
+         "WriteLockWatch.run (common.py)", "cancellable (push.py)",
          "handle (callHandler)", "full_dispatch_request (app.py)", "handle_request (app.py)",
          "get_data (wrappers", "collect (gc", "run (_run.py)")
 
@@ -40,18 +42,21 @@ def summarize(path: str, top: int = 40) -> None:
     """Print the watched functions' inclusive share, then the top self-time functions."""
     incl: collections.Counter[str] = collections.Counter()
     self_time: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = idle = 0
     for line in open(path):
         stack, _, n_text = line.rstrip().rpartition(" ")
         if not stack:
             continue
         n = int(n_text)
-        total += n
         frames = [_name(f) for f in stack.split(";")]
+        if frames[-1].startswith("WorkerThread._work "):
+            idle += n  # trio's cached worker thread waiting for work: py-spy samples it, it uses no CPU
+            continue
+        total += n
         for name in set(frames):
             incl[name] += n
         self_time[frames[-1]] += n
-    print(f"{total} samples; inclusive share of the request path:")
+    print(f"{total} samples (not counted: {idle} of an idle worker thread); inclusive share of the request path:")
     for watch in WATCH:
         hits = [(name, n) for name, n in incl.items() if watch in name]
         if hits:

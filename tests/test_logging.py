@@ -3,8 +3,10 @@ fields cannot forge lines; `--log-format json`; start-up lines with the URL, the
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from commhub_lib.logs import JsonFormatter, escape
+from commhub_lib.logs import TEXT_FORMAT, AccessLog, JsonFormatter, escape
 from commhub_lib.server import log_startup
 from tests.conftest import make_settings, mcp_call, register
 
@@ -120,6 +122,70 @@ async def test_serve_with_json_log_format_writes_one_json_object_per_line(tmp_pa
                 pass
         assert {"time", "level", "logger", "message"} <= rec.keys()
         assert rec["method"] == "GET" and rec["path"] == "/health" and rec["status"] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await trio.to_thread.run_sync(proc.wait, 20)
+        proc.stderr.close()
+    assert proc.returncode == 0
+
+
+TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO commhub\.access: (.*)\n")
+
+
+def test_text_access_lines_are_written_without_a_record_exactly_as_logging_writes_them(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="commhub.access")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])  # what setup_logging(fmt="text") leaves
+    monkeypatch.setattr(AccessLog, "text_handler", handler)
+    access = AccessLog(logging.getLogger("commhub.access"))
+    made: list[dict] = []
+
+    def fields() -> dict[str, object]:
+        made.append({"status": 200})
+        return made[-1]
+
+    access.info("127.0.0.1 GET /x 200 0.1ms", fields)
+    direct = stream.getvalue()
+    assert made == []  # no LogRecord, no fields
+    logging.getLogger("commhub.access").info("%s", "127.0.0.1 GET /x 200 0.1ms")
+    via_logging = stream.getvalue()[len(direct):]
+    assert TEXT_LINE.fullmatch(direct) and TEXT_LINE.fullmatch(via_logging)
+    assert direct[23:] == via_logging[23:]  # the same line but for the milliseconds
+
+    # Anyone else listening (a log shipper's handler, a test's caplog) gets the record, with its fields.
+    other = logging.Handler()
+    seen: list[logging.LogRecord] = []
+    other.emit = seen.append  # type: ignore[method-assign]
+    monkeypatch.setattr(root, "handlers", [handler, other])
+    access.info("127.0.0.1 GET /y 200 0.1ms", fields)
+    assert [r.getMessage() for r in seen] == ["127.0.0.1 GET /y 200 0.1ms"]
+    assert seen[0].fields == {"status": 200}  # type: ignore[attr-defined]
+    assert TEXT_LINE.fullmatch(stream.getvalue()[len(direct) + len(via_logging):])
+
+
+async def test_serve_with_text_log_format_writes_access_lines(tmp_path: Path) -> None:
+    proc = start_serve(tmp_path / "t.db")
+    assert proc.stderr is not None
+    try:
+        with trio.fail_after(20):
+            while "listening on" not in (line := await trio.to_thread.run_sync(proc.stderr.readline)):
+                assert line, "the server exited"
+            url = line.split("listening on ")[1].split(" ")[0].rstrip(",")
+            async with httpx.AsyncClient(base_url=url) as client:
+                assert (await client.get("/health")).status_code == 200
+                assert (await client.post("/mcp", json={})).status_code == 401
+            access = []
+            while len(access) < 2:
+                line = await trio.to_thread.run_sync(proc.stderr.readline)
+                assert line, "the server exited"
+                if " commhub.access: " in line:
+                    access.append(line)
+        assert re.fullmatch(r"127\.0\.0\.1 GET /health 200 \d+\.\dms", TEXT_LINE.fullmatch(access[0])[1])
+        assert re.fullmatch(r"127\.0\.0\.1 POST /mcp 401 \d+\.\dms", TEXT_LINE.fullmatch(access[1])[1])
     finally:
         proc.send_signal(signal.SIGTERM)
         await trio.to_thread.run_sync(proc.wait, 20)

@@ -16,7 +16,19 @@ from pydantic import ValidationError
 from quart import Blueprint, Response, g, request
 
 from .. import __version__
-from ..api.common import authenticate, client_ip, hub, json_bytes, limiter, parse_json, read_body, validation_message
+from ..api.common import (
+    authenticate,
+    client_ip,
+    header,
+    hub,
+    json_bytes,
+    limiter,
+    lock_watch,
+    parse_json,
+    query_arg,
+    read_body,
+    validation_message,
+)
 from ..errors import BadRequest, CommhubError, Forbidden
 from ..service import networks
 from ..service.hub import Principal
@@ -84,8 +96,8 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 def check_origin() -> None:
     """DNS-rebinding guard: a browser Origin must be local or explicitly allowed."""
-    # getlist: a missing header costs no exception (Headers.get raises and catches one: ~1.5 % of a call).
-    origin = next(iter(request.headers.getlist("Origin")), None)
+    # header(): a missing header costs no exception (Headers.get raises and catches one: ~1.5 % of a call).
+    origin = header("Origin")
     if not origin:
         return  # not a browser
     allowed = {o.strip().rstrip("/") for o in hub().settings.allowed_origins.split(",") if o.strip()}
@@ -97,8 +109,8 @@ def check_origin() -> None:
 
 def _session_for(principal: Principal) -> McpSession:
     """The MCP session named by Mcp-Session-Id, or a transient one for a session-less request."""
-    sid = request.headers.get("Mcp-Session-Id")
-    version = request.headers.get("Mcp-Protocol-Version") or LATEST_VERSION
+    sid = header("Mcp-Session-Id")
+    version = header("Mcp-Protocol-Version") or LATEST_VERSION
     if sid:
         session = _sessions().get(sid)
         if session is not None and session.token_id == principal.token_id:
@@ -186,10 +198,17 @@ async def _tools_call(msg_id: Any, params: dict[str, Any], principal: Principal,
     alias_before = session.alias
     try:
         args = tool.model.model_validate(arguments)
-        with push.cancellable(session, msg_id) as scope:
-            result = await call_tool(tool, ctx, args)
-        if scope.cancelled_caught:
-            return None  # cancelled by the client (notifications/cancelled): no answer is expected
+        # Run again after waiting (off the loop's back) when its write met another process's lock.
+        attempt = lock_watch().run
+        if tool.is_async:
+            with push.cancellable(session, msg_id) as scope:
+                result = await attempt(lambda: call_tool(tool, ctx, args))
+            if scope.cancelled_caught:
+                return None  # cancelled by the client (notifications/cancelled): no answer is expected
+        else:
+            # A sync tool runs to its end without a checkpoint (notifications/cancelled cannot reach it): no
+            # cancel scope to register and unregister (~2 % of a call).
+            result = await attempt(lambda: call_tool(tool, ctx, args))
     except ValidationError as exc:
         return _rpc_result(msg_id, _tool_error("invalid_arguments",
                                                f"invalid arguments for {tool.name}: {validation_message(exc)}"))
@@ -232,17 +251,17 @@ async def post_mcp() -> Response:
     """One JSON-RPC message (or a batch) per POST; answers as application/json."""
     check_origin()
     principal = authenticate()
-    version = request.headers.get("Mcp-Protocol-Version")
+    version = header("Mcp-Protocol-Version")
     # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
     # `server/discover` (sent with a newer version) gets a JSON-RPC -32601 and falls back to initialize.
-    if version and version not in SUPPORTED_VERSIONS and request.headers.get("Mcp-Session-Id"):
+    if version and version not in SUPPORTED_VERSIONS and header("Mcp-Session-Id"):
         raise BadRequest(f"unsupported Mcp-Protocol-Version '{version}'; supported: {', '.join(SUPPORTED_VERSIONS)}",
                          code="unsupported_protocol_version")
     try:
         payload = parse_json(await read_body())
     except BadRequest as exc:
         return _json(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"), 400)
-    network_id = networks.single_network(hub(), principal, request.args.get("network_id") or None)
+    network_id = networks.single_network(hub(), principal, query_arg("network_id") or None)
     session = _session_for(principal)
     principal = session_principal(hub(), principal, network_id, session.session_id is not None, session.alias)
     headers: dict[str, str] = {}

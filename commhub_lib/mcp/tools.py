@@ -6,8 +6,9 @@ claimed with report_status on this MCP session, else the alias this token last c
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -63,6 +64,11 @@ class Tool:
     model: type[BaseModel]
     handler: Handler
     read_only: bool = False
+    # A sync handler runs without a checkpoint: nothing (not even notifications/cancelled) can interrupt it.
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.handler)
 
     def descriptor(self) -> dict[str, Any]:
         """The tools/list entry, its inputSchema generated from the pydantic model and made self-contained."""
@@ -205,9 +211,9 @@ async def call_tool(tool: Tool, ctx: ToolContext, args: BaseModel) -> dict[str, 
     surface = SURFACE.set("mcp")
     try:
         result = tool.handler(ctx, args)
-        if isinstance(result, Awaitable):
-            result = await result
-        return result
+        if tool.is_async:
+            result = await result  # type: ignore[misc]
+        return result  # type: ignore[return-value]
     finally:
         SURFACE.reset(surface)
 

@@ -1,0 +1,190 @@
+"""What one MCP send_message costs inside the app, measured in this process: less moved by other jobs on a shared
+box than the wall-clock benchmarks, so a small change to the request path shows.
+
+The request goes through quart's test client (no hypercorn, no sockets: those cost the same as the ceiling's),
+text access log on (to /dev/null), as `serve` runs it. Modes:
+
+    .venv/bin/python bench/request_cost.py                     # CPU µs per call: --rounds of --calls, best round
+    .venv/bin/python bench/request_cost.py --count             # Python calls and SQL statements per request
+    .venv/bin/python bench/request_cost.py --parts             # the service parts alone, and what a checkpoint adds
+    .venv/bin/python bench/request_cost.py --repo /tmp/old     # the same for another checkout of the code
+
+`--count` is deterministic (the same on a busy box); the CPU figures are best-of-rounds of process time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+HERE = Path(__file__).resolve().parent
+
+
+async def setup(log_stream: Any, clients: int = 2) -> dict[str, Any]:
+    """A hub on a temp database, a user, `clients` network tokens, each with an MCP session and an alias."""
+    from commhub_lib.app import create_app
+    from commhub_lib.broker import Broker
+    from commhub_lib.config import Settings
+    from commhub_lib.db import LOOP_BUSY_TIMEOUT_MS, Database
+    from commhub_lib.logs import setup_logging
+    from commhub_lib.service.hub import Hub
+
+    tmp = tempfile.mkdtemp(prefix="commhub-cost-")
+    setup_logging("info", "text")
+    logging.getLogger().handlers[0].stream = log_stream
+    settings = Settings(db=os.path.join(tmp, "cost.db"), port=0, register_rate_per_minute=0,
+                        login_rate_per_minute=0, token_rate_per_minute=0)
+    db = Database(settings.db, busy_timeout_ms=LOOP_BUSY_TIMEOUT_MS)
+    hub = Hub(settings, db, Broker(settings.sse_buffer))
+    client = create_app(hub).test_client()
+    reg = await (await client.post("/api/auth/register", json={"username": "cost", "password": "cost-password-1234"})
+                 ).get_json()
+    headers = []
+    for i in range(clients):
+        r = await client.post("/api/tokens", json={"name": f"a{i}", "network_id": reg["network_id"]},
+                              headers={"Authorization": "Bearer " + reg["token"]})
+        token = (await r.get_json())["token"]
+        h = {"Authorization": "Bearer " + token, "Accept": "application/json, text/event-stream"}
+        r = await client.post("/mcp", headers=h, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cost", "version": "1"}}})
+        h.update({"Mcp-Session-Id": r.headers["Mcp-Session-Id"], "Mcp-Protocol-Version": "2025-06-18",
+                  "Content-Type": "application/json"})
+        r = await client.post("/mcp", headers=h, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "report_status", "arguments": {"alias": f"agent-{i}", "status": "idle"}}})
+        assert r.status_code == 200
+        headers.append(h)
+    gc.collect()
+    gc.freeze()  # as serve does after start-up
+    return {"hub": hub, "db": db, "client": client, "headers": headers, "network_id": reg["network_id"],
+            "token": headers[0]["Authorization"][7:], "n": 0}
+
+
+async def send(env: dict[str, Any]) -> None:
+    """One send_message from agent-0 to agent-1."""
+    env["n"] += 1
+    body = json.dumps({"jsonrpc": "2.0", "id": env["n"], "method": "tools/call", "params": {
+        "name": "send_message", "arguments": {"to": "agent-1", "content": f"hello {env['n']} from agent-0"}}})
+    r = await env["client"].post("/mcp", data=body, headers=env["headers"][0])
+    assert r.status_code == 200 and b'"isError":false' in await r.get_data(), await r.get_data()
+
+
+async def cpu_per_call(env: dict[str, Any], calls: int, rounds: int) -> dict[str, Any]:
+    """Process CPU µs per call in each round."""
+    per = []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for _ in range(calls):
+            await send(env)
+        per.append(round((time.process_time() - t0) * 1e6 / calls, 1))
+    return {"cpu_us_per_call": per, "best": min(per)}
+
+
+async def counts(env: dict[str, Any], calls: int = 200) -> dict[str, Any]:
+    """Python function calls (server and test client) and SQL statements per request."""
+    stmts = [0]
+    py = [0]
+
+    def tracer(cursor: Any, sql: str, bindings: Any) -> bool:
+        stmts[0] += 1
+        return True
+
+    def profiler(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            py[0] += 1
+
+    env["db"].con.exec_trace = tracer
+    sys.setprofile(profiler)
+    try:
+        for _ in range(calls):
+            await send(env)
+    finally:
+        sys.setprofile(None)
+        env["db"].con.exec_trace = None
+    return {"python_calls_per_request": round(py[0] / calls, 1), "sql_statements_per_request": stmts[0] / calls}
+
+
+def parts(env: dict[str, Any]) -> dict[str, Any]:
+    """CPU µs of the service calls alone (best of 5 rounds), and send_message's wall time with SQLite's automatic
+    checkpoint (every 1000 WAL pages, on the committing connection: here, the event loop) and without it."""
+    from commhub_lib import models
+    from commhub_lib.service import accounts, messaging, sessions
+    from commhub_lib.store import sessions as session_store
+
+    hub, db, net = env["hub"], env["db"], env["network_id"]
+    principal = accounts.authenticate(hub, env["token"])
+    body = models.SendMessage.model_validate({"to": "agent-1", "content": "hello there from agent-0"})
+
+    def best(fn: Any, n: int = 2000) -> float:
+        out = []
+        for _ in range(5):
+            t0 = time.process_time()
+            for _ in range(n):
+                fn()
+            out.append((time.process_time() - t0) * 1e6 / n)
+        return round(min(out), 1)
+
+    res: dict[str, Any] = {
+        "authenticate_us": best(lambda: accounts.authenticate(hub, env["token"])),
+        "get_session_us": best(lambda: session_store.get_session(db, net, "agent-1")),
+        "resolve_caller_us": best(lambda: sessions.resolve_caller(hub, principal, net, "agent-0")),
+        "send_message_service_us": best(lambda: messaging.send_message(hub, net, "agent-0", body), 500),
+        "lock_probe_us": best(db._try_lock),
+    }
+    for pages in (1000, 0):
+        db.con.pragma("wal_autocheckpoint", pages)
+        walls = []
+        c0 = time.process_time()
+        for _ in range(3000):
+            t0 = time.perf_counter()
+            messaging.send_message(hub, net, "agent-0", body)
+            walls.append(time.perf_counter() - t0)
+        cpu = (time.process_time() - c0) / 3000
+        walls.sort()
+        total = sum(walls)
+        res[f"autocheckpoint_{pages}"] = {
+            "cpu_us": round(cpu * 1e6, 1), "wall_mean_us": round(total / 3000 * 1e6, 1),
+            "wall_p50_us": round(walls[1500] * 1e6, 1), "wall_p99_us": round(walls[2970] * 1e6, 1),
+            "wall_max_us": round(walls[-1] * 1e6, 1),
+            "share_of_wall_in_calls_over_1ms": round(sum(w for w in walls if w > 0.001) / total, 3)}
+    return res
+
+
+async def measure(a: argparse.Namespace, log_stream: Any) -> dict[str, Any]:
+    """Set up, then measure what the command line asked for."""
+    env = await setup(log_stream)
+    if a.count:
+        return await counts(env)
+    if a.parts:
+        return parts(env)
+    return await cpu_per_call(env, a.calls, a.rounds)
+
+
+def main() -> None:
+    """Command line."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repo", default=str(HERE.parent), help="checkout whose commhub_lib is measured")
+    ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--count", action="store_true")
+    ap.add_argument("--parts", action="store_true")
+    a = ap.parse_args()
+    sys.path.insert(0, a.repo)
+    import commhub_lib
+
+    assert Path(commhub_lib.__file__).resolve().is_relative_to(Path(a.repo).resolve()), commhub_lib.__file__
+    with open(os.devnull, "w") as log_stream:
+        print(json.dumps({"repo": a.repo, **trio.run(measure, a, log_stream)}))
+
+
+if __name__ == "__main__":
+    main()
