@@ -23,7 +23,7 @@ from typing import Any
 import apsw
 import httpx
 import trio
-from conftest import create_token, register
+from conftest import create_token, register, tool
 from test_lifecycle import child_env, free_port, read_log, start_child, wait_until_healthy
 
 from commhub_lib.db import Database
@@ -249,3 +249,51 @@ def test_the_bound_token_check_of_a_new_claim_reads_an_index(tmp_path: Path) -> 
         assert len(db.plans) == 1 and "USING INDEX tokens_by_alias" in db.plans[0], db.plans
     finally:
         db.close()
+
+
+async def test_shutdown_with_open_mcp_push_streams_stores_presence_once(tmp_path: Path) -> None:
+    """GET /mcp push streams close at shutdown like /events streams: presence of their aliases is stored once
+    for all, not once per stream (fails when each closing push stream writes its own)."""
+    ended: list[bytes] = []
+    async with trio.open_nursery() as outer:
+        async with own_server(tmp_path, "mcp-once", max_streams_per_ip=0, max_streams_per_token=0) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                tokens = await agent_tokens(client, 8)
+                sessions = {}
+                for alias, token in tokens.items():
+                    r = await client.post("/mcp", headers={"Authorization": f"Bearer {token}"}, json={
+                        "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                            "protocolVersion": "2025-11-25", "capabilities": {},
+                            "clientInfo": {"name": "t", "version": "1"}}})
+                    sessions[alias] = r.headers["Mcp-Session-Id"]
+                    await tool(client, token, "report_status", {"alias": alias}, session_id=sessions[alias])
+            opened = trio.Semaphore(0)
+
+            async def hold(alias: str) -> None:
+                async with httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(30, read=None)) as c:
+                    headers = {"Authorization": f"Bearer {tokens[alias]}", "Accept": "text/event-stream",
+                               "Mcp-Session-Id": sessions[alias]}
+                    async with c.stream("GET", "/mcp", headers=headers) as resp:
+                        assert resp.status_code == 200
+                        body = b""
+                        async for chunk in resp.aiter_bytes():
+                            if not body:
+                                opened.release()
+                            body += chunk
+                        ended.append(body)
+
+            for alias in tokens:
+                outer.start_soon(hold, alias)
+            with trio.fail_after(WAIT):
+                for _ in tokens:
+                    await opened.acquire()
+                while server.hub.broker.subscriber_count() < len(tokens):  # noqa: ASYNC110 - the server's side
+                    await trio.sleep(0.01)
+            with counting_writes(server.hub.db) as writes:
+                server.shutdown()
+                with trio.fail_after(WAIT):
+                    while len(ended) < len(tokens):  # noqa: ASYNC110 - the clients' tasks finish them
+                        await trio.sleep(0.01)
+                during = writes[0]
+    assert len(ended) == len(tokens) and all(b"stream closed: shutdown" in body for body in ended), ended
+    assert during == 1, f"{during} write transactions while {len(tokens)} push streams closed"

@@ -222,14 +222,17 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
                                 yield chunk
                         finally:
                             state.streams.discard(sub)
-                            # The stream was a sign of life until now (best effort: never fails the close).
-                            h.db.try_write(partial(session_store.touch_session, h.db, network_id, alias,
-                                                   now_text(), now_ts()))
+                            # The stream was a sign of life until now (best effort: never fails the close). At
+                            # shutdown the server stores that once for every streaming alias (ServerHandle.shutdown).
+                            if progress.reason != "shutdown":
+                                h.db.try_write(partial(session_store.touch_session, h.db, network_id, alias,
+                                                       now_text(), now_ts()))
                     if progress.reason != ALIAS_CHANGED:
                         break
                     alias = push_alias(h, principal, network_id, session)
                     resume_after = _claimed_position(state, alias) if alias else None
             finally:
-                log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
+                if progress.reason != "shutdown":  # at shutdown one line counts them all
+                    log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
 
     return await sse_response(generate())
