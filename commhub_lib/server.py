@@ -30,7 +30,7 @@ from .app import create_app
 from .broker import Broker
 from .config import Settings
 from .db import LOOP_BUSY_TIMEOUT_MS, Database
-from .gc_tuning import tune_after_startup
+from .gc_tuning import keep_streams_frozen, tune_after_startup
 from .service import sessions
 from .service.hub import Hub
 from .service.jobs import run_sweeper
@@ -195,51 +195,6 @@ def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
     if not _is_loopback(settings.host) and not settings.auth_token:
         log.warning("listening on %s beyond loopback without COMMHUB_AUTH_TOKEN: anyone who can reach this port "
                     "can register (and the first user becomes admin); set COMMHUB_AUTH_TOKEN", settings.host)
-
-
-# Streams live for hours, and each holds ~200 objects the collector tracks (hypercorn's connection, quart's
-# request, trio's tasks and scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and
-# paused the server 0.7-1.5 s, the whole tail of wake latency at 200 sends/s (bench/RESULTS.md §15a). Frozen
-# objects are never walked, and freezing costs nothing (CPython splices its lists). A closed stream's objects
-# are freed by reference counting, except ~27 in cycles, which a frozen generation keeps (as it keeps whatever
-# cyclic garbage the young generations held when they were frozen): so after enough churn everything is thawed
-# and collected once (the pause CPython would have taken anyway) and frozen again.
-FREEZE_CHECK_SECONDS = 2.0
-FREEZE_GROWTH = 0.02  # freeze again once open streams grew by this fraction (+ FREEZE_MIN_STREAMS) ...
-FREEZE_MIN_STREAMS = 50
-THAW_CHURN = 0.25  # ... and thaw + collect once this fraction of the frozen streams has closed since
-
-
-def stream_gc_step(open_now: int, frozen_at: int, closed_since: int) -> str | None:
-    """What the stream gc job does now: "thaw" (unfreeze, collect everything, freeze), "freeze" (collect the
-    young generations, freeze) or None; `frozen_at` = streams open at the last freeze, `closed_since` =
-    streams closed since then."""
-    if frozen_at and closed_since > max(FREEZE_MIN_STREAMS, frozen_at * THAW_CHURN):
-        return "thaw"
-    if open_now > frozen_at * (1 + FREEZE_GROWTH) + FREEZE_MIN_STREAMS:
-        return "freeze"
-    return None
-
-
-async def keep_streams_frozen(broker: Broker) -> None:
-    """Background job of the process's own server (root nursery): freeze long-lived stream objects as streams
-    accumulate; after heavy churn, thaw and collect once (a full collection's pause). Stops at shutdown (the
-    streams all close then: a thaw would only delay the exit)."""
-    frozen_at = closed_at = 0
-    while not broker.closing:
-        await trio.sleep(FREEZE_CHECK_SECONDS)
-        open_now = broker.streams_opened - broker.streams_closed
-        step = stream_gc_step(open_now, frozen_at, broker.streams_closed - closed_at)
-        if step is None or broker.closing:
-            continue
-        started = trio.current_time()
-        if step == "thaw":
-            gc.unfreeze()
-            gc.collect()
-        gc.freeze()
-        frozen_at, closed_at = open_now, broker.streams_closed
-        # (not gc.get_freeze_count(): it walks every frozen object, 140 ms at 5,000 streams)
-        log.info("gc: %s at %d open stream(s), %.0f ms", step, open_now, (trio.current_time() - started) * 1000)
 
 
 async def _watch_signals(handle: ServerHandle) -> None:

@@ -166,7 +166,7 @@ async def test_shutdown_stores_presence_once_for_all_streams_not_once_per_stream
                 during = writes[0]
     assert all(s.ended_cleanly() for s in streams)
     assert during == 1, f"{during} write transactions while 120 streams closed"
-    # The stream churn the gc job of serve reads (server.keep_streams_frozen).
+    # The stream churn the gc job of serve reads (gc_tuning.keep_streams_frozen).
     assert (server.hub.broker.streams_opened, server.hub.broker.streams_closed) == (120, 120)
 
 

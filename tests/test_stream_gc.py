@@ -1,4 +1,4 @@
-"""The stream gc job of `serve` (server.keep_streams_frozen): long-lived stream objects are frozen as streams
+"""The stream gc job of `serve` (gc_tuning.keep_streams_frozen): long-lived stream objects are frozen as streams
 accumulate, so a full collection never walks them (5,000 streams: 0.7-1.5 s pauses otherwise), and after
 heavy churn everything is thawed and collected once, so the cycles closed streams leave are not kept."""
 
@@ -11,19 +11,19 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from commhub_lib import server
-from commhub_lib.server import stream_gc_step
+from commhub_lib import gc_tuning
+from commhub_lib.gc_tuning import stream_gc_step
 
 
 def test_nothing_to_do_with_few_streams_or_little_change() -> None:
     assert stream_gc_step(0, 0, 0) is None
-    assert stream_gc_step(server.FREEZE_MIN_STREAMS, 0, 0) is None
+    assert stream_gc_step(gc_tuning.FREEZE_MIN_STREAMS, 0, 0) is None
     assert stream_gc_step(5000, 5000, 0) is None
     assert stream_gc_step(5140, 5000, 300) is None  # grew < 2 % + 50, churn < 25 %
 
 
 def test_freeze_when_streams_grew() -> None:
-    assert stream_gc_step(server.FREEZE_MIN_STREAMS + 1, 0, 0) == "freeze"
+    assert stream_gc_step(gc_tuning.FREEZE_MIN_STREAMS + 1, 0, 0) == "freeze"
     assert stream_gc_step(5151, 5000, 0) == "freeze"
 
 
@@ -42,22 +42,22 @@ async def test_the_job_freezes_as_streams_open_and_thaws_after_churn(autojump_cl
         ended = trio.Event()
 
         async def job() -> None:
-            await server.keep_streams_frozen(broker)  # type: ignore[arg-type]
+            await gc_tuning.keep_streams_frozen(broker)  # type: ignore[arg-type]
             ended.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(job)
-            await trio.sleep(server.FREEZE_CHECK_SECONDS * 1.5)
+            await trio.sleep(gc_tuning.FREEZE_CHECK_SECONDS * 1.5)
             assert gc.get_freeze_count() == 0  # no stream yet: nothing done
             broker.streams_opened = 1000
-            await trio.sleep(server.FREEZE_CHECK_SECONDS)
+            await trio.sleep(gc_tuning.FREEZE_CHECK_SECONDS)
             frozen = gc.get_freeze_count()
             assert frozen > 0
             broker.streams_closed = 300  # 30 % of the 1,000 frozen closed
-            await trio.sleep(server.FREEZE_CHECK_SECONDS)
+            await trio.sleep(gc_tuning.FREEZE_CHECK_SECONDS)
             broker.closing = True  # shutdown: the job ends and does nothing more
             broker.streams_closed = 1000
-            with trio.fail_after(server.FREEZE_CHECK_SECONDS * 2):
+            with trio.fail_after(gc_tuning.FREEZE_CHECK_SECONDS * 2):
                 await ended.wait()
     finally:
         gc.unfreeze()  # this test process's objects go back to the collector
