@@ -60,26 +60,6 @@ class Agent:
     events: int = 0
 
 
-class GcPauses:
-    """The load client's own garbage-collection pauses: a pause here delays the moment a notification is
-    parsed, and would be counted as the server's latency if it were not shown."""
-
-    def __init__(self) -> None:
-        self.pauses_ms: list[float] = []
-        self._t = 0.0
-
-    def __call__(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._t = time.perf_counter()
-        else:
-            self.pauses_ms.append((time.perf_counter() - self._t) * 1000)
-
-    def summary(self) -> dict:
-        p = self.pauses_ms
-        return {"n": len(p), "max_ms": round(max(p, default=0.0), 1), "total_ms": round(sum(p), 1),
-                "over_5ms": sum(1 for x in p if x > 5)}
-
-
 class Lines:
     """Newline-delimited text over a trio byte stream (a child's stdout)."""
 
@@ -222,13 +202,7 @@ class Bench:
         ag.headers = h
 
     async def tool(self, h: dict[str, str], name: str, args: dict) -> dict:
-        r = await self.http.post(f"{self.base}/mcp", headers=h, json={
-            "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": name, "arguments": args}})
-        r.raise_for_status()
-        body = r.json()
-        if "error" in body or body["result"].get("isError"):
-            raise RuntimeError(f"{name} failed: {str(body)[:200]}")
-        return body["result"]["structuredContent"]
+        return await bl.mcp_tool(self.http, self.base, h, name, args)
 
     async def hold(self, ag: Agent, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Hold the agent's GET /mcp stream; record each channel notification's arrival by task title."""
@@ -313,7 +287,7 @@ class Bench:
             gc.set_threshold(10_000, 10, 10)
         if self.a.client_gc == "off":
             gc.disable()  # the timed window is bounded (--seconds); the collector runs again right after it
-        pauses = GcPauses()
+        pauses = bl.GcPauses()
         gc.callbacks.append(pauses)
         lags: list[tuple[float, float]] = []  # (when, how late): the load client's own loop, busy or starved
 

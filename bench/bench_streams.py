@@ -73,24 +73,6 @@ def shutdown_timeline(log_text: str, sigterm_wall: float) -> dict:
     return out
 
 
-class GcPauses:
-    """This process's own collections (the parent's: it sends and times the sends)."""
-
-    def __init__(self) -> None:
-        self.pauses_ms: list[float] = []
-        self._t = 0.0
-
-    def __call__(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._t = time.perf_counter()
-        else:
-            self.pauses_ms.append((time.perf_counter() - self._t) * 1000)
-
-    def summary(self) -> dict:
-        p = self.pauses_ms
-        return {"n": len(p), "max_ms": round(max(p, default=0.0), 1), "total_ms": round(sum(p), 1)}
-
-
 class Holders:
     """The child processes holding the streams, and what they report."""
 
@@ -179,13 +161,7 @@ class Senders:
         return h
 
     async def tool(self, h: dict[str, str], name: str, args: dict) -> dict:
-        r = await self.http.post(f"{self.base}/mcp", headers=h, json={
-            "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": name, "arguments": args}})
-        r.raise_for_status()
-        body = r.json()
-        if "error" in body or body["result"].get("isError"):
-            raise RuntimeError(f"{name} failed: {str(body)[:200]}")
-        return body["result"]["structuredContent"]
+        return await bl.mcp_tool(self.http, self.base, h, name, args)
 
 
 class RawSender:
@@ -287,7 +263,7 @@ async def paced_load(a: argparse.Namespace, srv: bl.Server, holders: Holders, se
             err_sample.append(repr(exc)[:160])
             sent_at.pop(k, None)
 
-    pauses = GcPauses()
+    pauses = bl.GcPauses()
     gc.collect()
     gc.freeze()
     gc.disable()

@@ -348,3 +348,34 @@ if __name__ == "__main__":
     else:
         print("usage: benchlib.py probe PORT SECONDS", file=sys.stderr)
         sys.exit(2)
+
+
+class GcPauses:
+    """A load client's own garbage-collection pauses (append to gc.callbacks): a pause in the client delays
+    the moment it sees an answer or an event, and would be counted as the server's latency if not shown."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._t = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._t) * 1000)
+
+    def summary(self) -> dict:
+        p = self.pauses_ms
+        return {"n": len(p), "max_ms": round(max(p, default=0.0), 1), "total_ms": round(sum(p), 1),
+                "over_5ms": sum(1 for x in p if x > 5)}
+
+
+async def mcp_tool(http: httpx.AsyncClient, base: str, headers: dict[str, str], name: str, args: dict) -> dict:
+    """One MCP tools/call over an httpx.AsyncClient; its structuredContent, or RuntimeError on any error."""
+    r = await http.post(f"{base}/mcp", headers=headers, json={
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": name, "arguments": args}})
+    r.raise_for_status()
+    body = r.json()
+    if "error" in body or body["result"].get("isError"):
+        raise RuntimeError(f"{name} failed: {str(body)[:200]}")
+    return body["result"]["structuredContent"]
