@@ -26,8 +26,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commhub.gc")
 
-# (young, middle, old): a young collection after 10,000 net allocations instead of 700.
-THRESHOLDS = (10_000, 10, 10)
+# (young, middle, old): a young collection after 2,500 net allocations instead of 700, a middle one after 40 young
+# ones, so the full-collection rule is checked after 1 M net allocations, as with (10,000, 10, 10). Not 10,000 young:
+# the count is net of every tracked object freed, old ones included, and with thousands of streams the objects of
+# their heartbeat waits (frozen or old) die all the time, so a young collection at 10,000 found 36,000-78,000
+# objects in the young generation and paused the server 18-53 ms (bench/RESULTS.md §15d).
+THRESHOLDS = (2_500, 40, 10)
 SLOW_COLLECTION_MS = 50.0
 _clock = time.perf_counter
 _started: dict[int, float] = {}
