@@ -191,13 +191,7 @@ class Bench:
 
     async def session(self, ag: Agent) -> None:
         """initialize + report_status: the agent's MCP session headers."""
-        h = {"Authorization": f"Bearer {ag.token}", "Accept": "application/json, text/event-stream"}
-        r = await self.http.post(f"{self.base}/mcp", headers=h, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench_channel"}}})
-        r.raise_for_status()
-        h["Mcp-Session-Id"] = r.headers["mcp-session-id"]
-        h["Mcp-Protocol-Version"] = PROTOCOL
+        h = await bl.mcp_open(self.http, self.base, ag.token, "bench_channel", PROTOCOL)
         await self.tool(h, "report_status", {"alias": ag.alias, "status": "idle"})
         ag.headers = h
 

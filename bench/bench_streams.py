@@ -148,15 +148,7 @@ class Senders:
 
     async def session(self, token: str, alias: str) -> dict[str, str]:
         """initialize + report_status: the headers for this sender's calls."""
-        h = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
-        r = await self.http.post(f"{self.base}/mcp", headers=h, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench_streams"}}})
-        r.raise_for_status()
-        h["Mcp-Session-Id"] = r.headers["mcp-session-id"]
-        h["Mcp-Protocol-Version"] = PROTOCOL
-        await self.http.post(f"{self.base}/mcp", headers=h, json={"jsonrpc": "2.0",
-                                                                  "method": "notifications/initialized"})
+        h = await bl.mcp_open(self.http, self.base, token, "bench_streams", PROTOCOL)
         await self.tool(h, "report_status", {"alias": alias, "status": "working"})
         return h
 

@@ -141,27 +141,13 @@ class Bench:
     # ------------------------------------------------------------------------------------ MCP
     async def mcp_session(self, token: str, alias: str) -> dict[str, str]:
         """initialize + report_status; the headers to use for this agent's calls."""
-        h = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
-        r = await self.http.post(f"{self.base}/mcp", headers=h, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench_wake"}}})
-        r.raise_for_status()
-        h["Mcp-Session-Id"] = r.headers["mcp-session-id"]
-        h["Mcp-Protocol-Version"] = PROTOCOL
-        await self.http.post(f"{self.base}/mcp", headers=h, json={"jsonrpc": "2.0",
-                                                                  "method": "notifications/initialized"})
+        h = await bl.mcp_open(self.http, self.base, token, "bench_wake", PROTOCOL)
         await self.tool(h, "report_status", {"alias": alias, "status": "working", "agent": "bench_wake",
                                              "model": "none"})
         return h
 
     async def tool(self, h: dict[str, str], name: str, args: dict) -> dict:
-        r = await self.http.post(f"{self.base}/mcp", headers=h, json={
-            "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": name, "arguments": args}})
-        r.raise_for_status()
-        body = r.json()
-        if "error" in body or body["result"].get("isError"):
-            raise RuntimeError(f"{name} failed: {str(body)[:200]}")
-        return body["result"]["structuredContent"]
+        return await bl.mcp_tool(self.http, self.base, h, name, args)
 
     # ------------------------------------------------------------------------------------ sends
     async def send_one(self, via: str, h: dict[str, str], to: int, title: str) -> None:
@@ -479,8 +465,8 @@ def main() -> int:
     if a.table:
         print(table(bl.read_jsonl(a.table)))
         return 0
-    if a.agents < 100 or a.senders > 100:
-        p.error("--agents must be >= 100 and --senders <= 100")
+    if a.agents <= 100 or a.senders > 100:
+        p.error("--agents must be > 100 (memory per stream is measured beyond the first 100) and --senders <= 100")
     print(f"# {bl.this_command()}", flush=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load = bl.loadavg1()

@@ -370,6 +370,19 @@ class GcPauses:
                 "over_5ms": sum(1 for x in p if x > 5)}
 
 
+async def mcp_open(http: httpx.AsyncClient, base: str, token: str, client: str, protocol: str) -> dict[str, str]:
+    """initialize + notifications/initialized: the headers (token, session id, protocol) for this session's calls."""
+    h = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    r = await http.post(f"{base}/mcp", headers=h, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": protocol, "capabilities": {}, "clientInfo": {"name": client}}})
+    r.raise_for_status()
+    h["Mcp-Session-Id"] = r.headers["mcp-session-id"]
+    h["Mcp-Protocol-Version"] = protocol
+    await http.post(f"{base}/mcp", headers=h, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return h
+
+
 async def mcp_tool(http: httpx.AsyncClient, base: str, headers: dict[str, str], name: str, args: dict) -> dict:
     """One MCP tools/call over an httpx.AsyncClient; its structuredContent, or RuntimeError on any error."""
     r = await http.post(f"{base}/mcp", headers=headers, json={
