@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import trio
 
 Key = tuple[str, str]  # (network_id, alias)
+# Why every stream ends when the server stops; stream loops compare with it to leave their per-stream
+# close work (presence, a log line) to the one pass the shutdown makes for all of them.
+SHUTDOWN = "shutdown"
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Broker:
         send, receive = trio.open_memory_channel[Event](buffer or self.buffer)
         sub = Subscriber(network_id, alias, send, receive, counts_for_presence, token_id, client_ip)
         if self.closing:
-            sub.close("shutdown")
+            sub.close(SHUTDOWN)
         registry = self._subs.setdefault(sub.key, set()) if alias is not None else \
             self._network_subs.setdefault(network_id, set())
         registry.add(sub)
@@ -171,7 +174,7 @@ class Broker:
             sub.close(reason)
         return len(subs)
 
-    def close_all(self, reason: str = "shutdown") -> None:
+    def close_all(self, reason: str = SHUTDOWN) -> None:
         """End every stream (at shutdown: hypercorn would otherwise wait and then cut them)."""
         self.closing = True
         self.stopping.set()

@@ -13,6 +13,7 @@ from quart import Blueprint, Response, make_response, request
 
 from . import events
 from .api.common import authenticate, client_ip, hub
+from .broker import SHUTDOWN
 from .errors import Forbidden, NotFound, ValidationFailed
 from .ids import now_text, now_ts
 from .models import ALIAS_RE, ALIAS_RULE
@@ -109,7 +110,7 @@ async def stream(alias: str) -> Response:
             finally:
                 # At shutdown every stream closes at once and the server stores presence and logs for all of
                 # them in one go (ServerHandle.shutdown): nothing per stream here.
-                if progress.reason != "shutdown":
+                if progress.reason != SHUTDOWN:
                     if is_agent:  # the stream was a sign of life until now (best effort: never fails the close)
                         h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(),
                                                                            now_ts()))
@@ -139,7 +140,7 @@ async def network_stream() -> Response:
                                           h.settings.heartbeat_seconds, progress):
                     yield chunk
             finally:
-                if progress.reason != "shutdown":
+                if progress.reason != SHUTDOWN:
                     log.info("sse %s (network) closed (%s)", network_id, progress.reason)
 
     return await sse_response(generate())

@@ -20,7 +20,7 @@ from typing import Any
 import trio
 from quart import Response, current_app
 
-from ..broker import Subscriber
+from ..broker import SHUTDOWN, Subscriber
 from ..errors import CommhubError
 from ..events import RETRY_MS
 from ..ids import now_text, now_ts
@@ -203,7 +203,7 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
                         finally:
                             state.waiting -= 1
                         if session_id not in h.mcp_sessions or h.broker.closing:
-                            progress.reason = "shutdown" if h.broker.closing else "session_ended"
+                            progress.reason = SHUTDOWN if h.broker.closing else "session_ended"
                             break
                         alias = push_alias(h, principal, network_id, session)
                         if alias is None:
@@ -224,7 +224,7 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
                             state.streams.discard(sub)
                             # The stream was a sign of life until now (best effort: never fails the close). At
                             # shutdown the server stores that once for every streaming alias (ServerHandle.shutdown).
-                            if progress.reason != "shutdown":
+                            if progress.reason != SHUTDOWN:
                                 h.db.try_write(partial(session_store.touch_session, h.db, network_id, alias,
                                                        now_text(), now_ts()))
                     if progress.reason != ALIAS_CHANGED:
@@ -232,7 +232,7 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
                     alias = push_alias(h, principal, network_id, session)
                     resume_after = _claimed_position(state, alias) if alias else None
             finally:
-                if progress.reason != "shutdown":  # at shutdown one line counts them all
+                if progress.reason != SHUTDOWN:  # at shutdown one line counts them all
                     log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
 
     return await sse_response(generate())
