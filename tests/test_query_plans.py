@@ -177,6 +177,10 @@ CASES += [
 def test_query_reads_along_its_index(db: PlanRecorder, call: Callable[[PlanRecorder], Any], index: str) -> None:
     plan = plan_of(db, call)
     reads = [line for line in plan if line.startswith(("SEARCH", "SCAN"))]
+    if plan[0].startswith("CO-ROUTINE (subquery-"):
+        # A JSON page (page_json): one aggregate reads the page query, run as a co-routine, in its order.
+        assert reads[-1] == "SCAN " + plan[0].removeprefix("CO-ROUTINE "), plan
+        reads = reads[:-1]
     assert reads, plan
     main, lookups = reads[0], reads[1:]
     # The table read: a SEARCH with the intended index (or the primary key of a WITHOUT ROWID table).

@@ -53,12 +53,20 @@ def page(db: Database, select: str, where: list[str], params: list[Any], network
 def page_json(db: Database, select: str, where: list[str], params: list[Any], network_ids: list[str],
               order_by: str, limit: int, offset: int, network_column: str = "network_id") -> str:
     """The same page as `page`, as the text of a JSON array: `select` returns each row as a JSON object in
-    a column named `record` (json_record), plus the order keys. SQLite builds the text (a 50-row page of
-    dicts encoded by json.dumps costs ~1 ms of the event loop, a 500-row page ~9 ms; this, about half)."""
+    a column named `record` (json_record), plus the order keys. SQLite builds the whole text.
+
+    One value, not one row per record: at 500 rows (~775 KB) fetching the rows through APSW and joining them
+    in Python cost ~1 ms more CPU than the rows' JSON itself (bench/RESULTS.md §15e). `group_concat` takes
+    the rows in the order the page query yields them: the page is a co-routine (it has a LIMIT, so SQLite
+    neither flattens it into the aggregate nor drops its ORDER BY), and the aggregate reads it in that
+    order. `group_concat(... ORDER BY ...)` would say so explicitly, but re-sorts the page's text (3-5 ms at
+    500 rows); tests/test_page_json.py checks the order instead."""
     if not network_ids:
         return "[]"
-    rows = db.query(*_page_sql(select, where, params, network_ids, order_by, limit, offset, network_column))
-    return "[" + ",".join(row["record"] for row in rows) + "]"
+    sql, args = _page_sql(select, where, params, network_ids, order_by, limit, offset, network_column)
+    row = db.query_one(f"SELECT '[' || coalesce(group_concat(record, ','), '') || ']' AS page FROM ({sql})", args)
+    assert row is not None  # an aggregate always answers one row
+    return row["page"]
 
 
 def columns(fields: tuple[tuple[str, str], ...]) -> str:
