@@ -9,7 +9,12 @@ connection (deterministic: the same on a busy box); CPU is process time, moved b
 
     .venv/bin/python bench/stream_open_cost.py --streams 2000 --kind events     # or --kind mcp
     .venv/bin/python bench/stream_open_cost.py --repo /tmp/old                   # another checkout's code
+    .venv/bin/python bench/stream_open_cost.py --app asgi      # the floor: a bare ASGI stream on the same hypercorn
+    .venv/bin/python bench/stream_open_cost.py --app quart     # a bare quart-trio stream route (no auth, no db)
     --pyspy FILE   record this process with py-spy (raw stacks) during the opens
+
+The floors answer every GET with 200, the same SSE headers and a `retry:` preamble, then hold the stream until
+shutdown: what hypercorn + h11 + trio (+ quart-trio) cost per open, with none of CommHub's work.
 """
 
 from __future__ import annotations
@@ -24,12 +29,48 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 HERE = Path(__file__).resolve().parent
+
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no"), (b"connection", b"close")]
+
+
+def floor_app(kind: str, stop: trio.Event) -> Any:
+    """A stream route with nothing behind it: bare ASGI, or one quart-trio route."""
+    if kind == "asgi":
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.body", "body": b"retry: 3000\n\n", "more_body": True})
+            await stop.wait()
+            await send({"type": "http.response.body", "body": b": stream closed\n\n", "more_body": False})
+        return app
+    from quart import make_response
+    from quart_trio import QuartTrio
+
+    quart = QuartTrio("floor")
+
+    @quart.get("/events/<alias>")
+    async def stream(alias: str) -> Any:
+        async def body() -> Any:
+            yield b"retry: 3000\n\n"
+            await stop.wait()
+            yield b": stream closed\n\n"
+        response = await make_response(body(), 200, {k.decode(): v.decode() for k, v in SSE_HEADERS})
+        response.timeout = None
+        return response
+    return quart
 
 
 async def measure(a: argparse.Namespace) -> dict[str, Any]:
@@ -48,15 +89,26 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
     devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230 - lives as long as the run; opening /dev/null is instant
     for handler in logging.getLogger().handlers:
         handler.stream = devnull  # type: ignore[attr-defined]
-    out: dict[str, Any] = {"kind": a.kind, "streams": a.streams}
+    out: dict[str, Any] = {"app": a.app, "kind": a.kind, "streams": a.streams}
+    n = a.streams
     async with trio.open_nursery() as nursery:
-        handle = await nursery.start(run_server, settings)
-        tune_after_startup()
-        nursery.start_soon(keep_streams_frozen, handle.hub.broker)  # as `serve` runs it
-        base = handle.url
-        reg = await trio.to_thread.run_sync(bl.register, base)
-        n = a.streams
-        tokens = await trio.to_thread.run_sync(bl.create_tokens, base, reg["token"], reg["network_id"], n)
+        if a.app == "commhub":
+            handle = await nursery.start(run_server, settings)
+            tune_after_startup()
+            nursery.start_soon(keep_streams_frozen, handle.hub.broker)  # as `serve` runs it
+            base, port, db = handle.url, handle.port, handle.hub.db
+            reg = await trio.to_thread.run_sync(bl.register, base)
+            tokens = await trio.to_thread.run_sync(bl.create_tokens, base, reg["token"], reg["network_id"], n)
+        else:
+            from hypercorn.trio import serve
+
+            from commhub_lib.server import hypercorn_config
+
+            stop = trio.Event()
+            binds = await nursery.start(partial(serve, floor_app(a.app, stop), hypercorn_config(settings),
+                                                shutdown_trigger=stop.wait))
+            port, db, tokens = int(binds[0].rsplit(":", 1)[1]), None, [f"ntok_floor{i}" for i in range(n)]
+            tune_after_startup()
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump([[f"agent-{i}", t] for i, t in enumerate(tokens)], f)
             path = f.name
@@ -64,7 +116,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         for i in range(a.holders):
             lo, hi = n * i // a.holders, n * (i + 1) // a.holders
             holders.append(await trio.lowlevel.open_process(
-                [sys.executable, str(HERE / "stream_holders.py"), str(handle.port), path, str(lo), str(hi),
+                [sys.executable, str(HERE / "stream_holders.py"), str(port), path, str(lo), str(hi),
                  str(a.parallel), a.kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         lines: list[trio.MemoryReceiveChannel[str]] = []
 
@@ -92,7 +144,6 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
 
         await expect("loaded")
         await trio.sleep(1.0)  # let the set-up's last writes and checkpoints settle
-        db = handle.hub.db
         statements: collections.Counter[str] = collections.Counter()
 
         def tracer(_cursor: Any, sql: str, _bindings: Any) -> bool:
@@ -122,14 +173,16 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
                 by_gen[f"gen{info['generation']}_n"] += 1
 
         gc.callbacks.append(on_gc)
-        db.con.exec_trace = tracer
+        if db is not None:
+            db.con.exec_trace = tracer
         cpu0, t0 = time.process_time(), time.perf_counter()
         for proc in holders:
             assert proc.stdin is not None
             await proc.stdin.send_all(b"go\n")
         opened = await expect("open")
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
-        db.con.exec_trace = None
+        if db is not None:
+            db.con.exec_trace = None
         gc.callbacks.remove(on_gc)
         if spy is not None:
             spy.send_signal(2)
@@ -144,7 +197,10 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
                     "by_verb_per_open": {k: round(v / max(1, ok), 2) for k, v in statements.items()
                                          if v and k.isalpha() and k.isupper()},
                     "top_statements": [[round(v / max(1, ok), 2), sql[:140]] for sql, v in texts.most_common(12)]})
-        handle.shutdown()
+        if a.app == "commhub":
+            handle.shutdown()
+        else:
+            stop.set()
         os.unlink(path)
     for proc in holders:
         if proc.returncode is None:
@@ -157,6 +213,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--streams", type=int, default=2000)
     p.add_argument("--kind", default="events", choices=["events", "mcp"])
+    p.add_argument("--app", default="commhub", choices=["commhub", "asgi", "quart"],
+                   help="what serves: CommHub, or a floor (a bare stream on the same hypercorn; --kind events)")
     p.add_argument("--holders", type=int, default=2)
     p.add_argument("--parallel", type=int, default=500, help="streams connecting at once, per holder")
     p.add_argument("--repo", default=str(HERE.parent), help="checkout whose commhub_lib serves")
