@@ -12,6 +12,7 @@ connection (deterministic: the same on a busy box); CPU is process time, moved b
     .venv/bin/python bench/stream_open_cost.py --app asgi      # the floor: a bare ASGI stream on the same hypercorn
     .venv/bin/python bench/stream_open_cost.py --app quart     # a bare quart-trio stream route (no auth, no db)
     --pyspy FILE   record this process with py-spy (raw stacks) during the opens
+    .venv/bin/python bench/stream_open_cost.py --split FILE    # those stacks by part of an open (shares)
 
 The floors answer every GET with 200, the same SSE headers and a `retry:` preamble, then hold the stream until
 shutdown: what hypercorn + h11 + trio (+ quart-trio) cost per open, with none of CommHub's work.
@@ -71,6 +72,63 @@ def floor_app(kind: str, stop: trio.Event) -> Any:
         response.timeout = None
         return response
     return quart
+
+
+# Parts of a stream open, by the function a sample is in (the deepest of these on its stack wins).
+PARTS = [
+    ("auth: token + user lookup, last_used write, rate limit", "authenticate ("),
+    ("claim: session checks and writes", "claim ("),
+    ("claim: session checks and writes", "claim_for_stream ("),
+    ("claim: session checks and writes", "push_alias ("),
+    ("Last-Event-ID", "last_event_id ("),
+    ("network lookup", "_readable_network ("),
+    ("network lookup", "single_network ("),
+    ("caps check", "check_stream_caps ("),
+    ("broker subscribe", "Broker.subscribe ("),
+    ("broker subscribe", "Broker.hold_stream ("),
+    ("position query", "Scope.latest ("),
+    ("access log line", "log_access ("),
+    ("response object (sse_response)", "sse_response ("),
+]
+FRAMEWORK = {"h11": "hypercorn + h11", "hypercorn": "hypercorn + h11", "quart": "quart + werkzeug",
+             "quart_trio": "quart + werkzeug", "werkzeug": "quart + werkzeug", "flask": "quart + werkzeug",
+             "blinker": "quart + werkzeug", "socket.py": "socket syscalls"}
+
+
+def split(path: str) -> dict[str, float]:
+    """Shares (%) of py-spy raw stacks by part of an open; samples outside those parts go to the package of the
+    innermost frame that is not trio's (trio's own work is charged to the code that called it), or to trio's
+    scheduler when nothing else is on the stack. The idle worker thread's samples are left out."""
+    parts: dict[str, int] = collections.Counter()
+    for line in open(path):  # noqa: SIM115 - read once
+        stack, _, n = line.rstrip().rpartition(" ")
+        if not stack or "_thread_cache.py:211" in stack:
+            continue
+        frames = [f.rsplit(" (", 1) for f in stack.split(";")]
+        part = None
+        for name, _where in frames:
+            for label, prefix in PARTS:
+                if name + " (" == prefix:
+                    part = label
+        if part is None and any(name in ("follow", "stream.<locals>.generate", "open_stream.<locals>.generate")
+                                for name, _ in frames):
+            part = "stream loop (preamble, first wait)"
+        if part is None and any(name in ("stream", "get_mcp") for name, _ in frames):
+            part = "route, other (sse.py / protocol.py)"
+        if part is None:
+            i = len(frames) - 1
+            while i > 0 and frames[i][1].startswith(("trio/", "outcome/", "contextlib.py", "<attrs")):
+                i -= 1
+            top = frames[i][1].split("/")[0]
+            if top.startswith("commhub_lib"):
+                part = "CommHub app hooks (app.py, logs)"
+            elif frames[i][1].startswith(("trio/", "outcome/")) or "stream_open_cost" in top or i == 0:
+                part = "trio scheduler + epoll"
+            else:
+                part = FRAMEWORK.get(top, "other (stdlib)")
+        parts[part] += int(n)
+    total = sum(parts.values()) or 1
+    return {k: round(v * 100 / total, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}
 
 
 async def measure(a: argparse.Namespace) -> dict[str, Any]:
@@ -154,9 +212,10 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         texts: collections.Counter[str] = collections.Counter()
         spy = None
         if a.pyspy:
-            spy = subprocess.Popen([  # noqa: ASYNC220 - started once, before the measured phasestr(Path(sys.executable).parent / "py-spy"), "record", "-p", str(os.getpid()),
-                                    "-f", "raw", "-r", str(a.pyspy_rate), "-o", a.pyspy],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy_cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(os.getpid()), "-f", "raw",
+                       "-r", str(a.pyspy_rate), "-o", a.pyspy]
+            # started once, before the measured phase (py-spy pauses this process while it samples)
+            spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
             await trio.sleep(1.0)
         gc_ms = [0.0, 0]
         started = [0.0]
@@ -221,7 +280,11 @@ def main() -> None:
     p.add_argument("--pyspy", help="write py-spy raw stacks of the opens here")
     p.add_argument("--pyspy-rate", type=int, default=250)
     p.add_argument("--json-out")
+    p.add_argument("--split", help="print the shares of a --pyspy file by part of an open, and stop")
     a = p.parse_args()
+    if a.split:
+        print(json.dumps(split(a.split), indent=1))
+        return
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, a.repo)
     out = trio.run(measure, a)
