@@ -256,6 +256,9 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
                     "by_verb_per_open": {k: round(v / max(1, ok), 2) for k, v in statements.items()
                                          if v and k.isalpha() and k.isupper()},
                     "top_statements": [[round(v / max(1, ok), 2), sql[:140]] for sql, v in texts.most_common(12)]})
+        await trio.sleep(a.settle)  # the stream gc job's next checks
+        out["after_settle"] = {"gc_count": gc.get_count(),
+                               "objects_by_generation": [len(gc.get_objects(g)) for g in range(3)]}
         if a.app == "commhub":
             handle.shutdown()
         else:
@@ -277,6 +280,7 @@ def main() -> None:
     p.add_argument("--holders", type=int, default=2)
     p.add_argument("--parallel", type=int, default=500, help="streams connecting at once, per holder")
     p.add_argument("--repo", default=str(HERE.parent), help="checkout whose commhub_lib serves")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds after the opens before the gc census")
     p.add_argument("--pyspy", help="write py-spy raw stacks of the opens here")
     p.add_argument("--pyspy-rate", type=int, default=250)
     p.add_argument("--json-out")
