@@ -65,11 +65,7 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
 # are freed by reference counting, except ~27 in cycles, which a frozen generation keeps (as it keeps whatever
 # cyclic garbage the young generations held when they were frozen): so after enough churn everything is thawed
 # and collected once (the pause CPython would have taken anyway) and frozen again.
-# Checked four times a second (a check reads two counters): in a burst of opens (1,000-2,000 a second) the objects
-# of new streams survive the young collections into the middle generation, and each middle collection (every 40
-# young ones, ~400 opens) walked all that arrived since the last freeze: 40-45 ms each, ~0.1 ms per open with a
-# check every 2 s (bench/stream_open_cost.py, bench/RESULTS.md §15f). Frozen sooner, they are walked less often.
-FREEZE_CHECK_SECONDS = 0.25
+FREEZE_CHECK_SECONDS = 2.0
 FREEZE_GROWTH = 0.02  # freeze again once open streams grew by this fraction (+ FREEZE_MIN_STREAMS) ...
 FREEZE_MIN_STREAMS = 50
 THAW_CHURN = 0.25  # ... and thaw + collect once this fraction of the frozen streams has closed since
