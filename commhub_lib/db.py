@@ -43,6 +43,7 @@ CHECKPOINT_PAGES = 1000
 CHECKPOINT_RETRY_SECONDS = 1.0
 # On each WAL reset SQLite truncates the -wal file to this size, so one burst does not leave a large file.
 JOURNAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+STATEMENT_CACHE_SIZE = 100  # apsw's default
 
 log = logging.getLogger("commhub.db")
 
@@ -73,6 +74,7 @@ class Database:
         self.replaced_reason: str | None = None
         self.checkpoints_done = 0  # by the background checkpointer (tests and logs read it)
         self._checkpoint_due: trio.Event | None = None
+        self._column_names: dict[str, tuple[str, ...]] = {}  # query(): each statement's column names
 
     def check_file(self) -> str | None:
         """Why the path no longer names the file we have open (deleted, replaced), or None if it still does.
@@ -166,10 +168,17 @@ class Database:
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Run a read query; rows come back as dicts keyed by column name."""
         cur = self.con.execute(sql, params)
-        try:
-            names = [d[0] for d in cur.getdescription()]
-        except apsw.ExecutionCompleteError:
-            return []
+        names = self._column_names.get(sql)
+        if names is None:
+            # Asking SQLite for the names costs ~2 µs a query (two per MCP call just for sessions); a statement's
+            # columns are fixed once migrate() has run (no DDL changes a table of the running server).
+            try:
+                names = tuple(d[0] for d in cur.getdescription())
+            except apsw.ExecutionCompleteError:
+                return []
+            if len(self._column_names) >= STATEMENT_CACHE_SIZE:
+                self._column_names.clear()
+            self._column_names[sql] = names
         return [dict(zip(names, row, strict=True)) for row in cur]
 
     def query_one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
