@@ -78,6 +78,7 @@ class Database:
         self.checkpoints_done = 0  # by the background checkpointer (tests and logs read it)
         self._checkpoint_due: trio.Event | None = None
         self._column_names: dict[str, tuple[str, ...]] = {}  # query(): each statement's column names
+        self._watches: dict[str, ChangeWatch] = {}
 
     def check_file(self) -> str | None:
         """Why the path no longer names the file we have open (deleted, replaced), or None if it still does.
@@ -167,6 +168,13 @@ class Database:
                 delay = min(delay * 2, 0.25)
         raise DatabaseBusy(f"the database is locked by another process for more than {timeout:g} s; "
                            "retry in a few seconds", retry_after=max(1, round(timeout)))
+
+    def change_watch(self, name: str, events: dict[str, tuple[str, ...]]) -> ChangeWatch:
+        """The connection's ChangeWatch of that name (made on first use; every cache of those rows shares it)."""
+        watch = self._watches.get(name)
+        if watch is None:
+            watch = self._watches[name] = ChangeWatch(self.con, name, events)
+        return watch
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Run a read query; rows come back as dicts keyed by column name."""

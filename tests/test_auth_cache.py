@@ -19,6 +19,7 @@ from commhub_lib.errors import Unauthorized
 from commhub_lib.ids import now_text
 from commhub_lib.server import ServerHandle
 from commhub_lib.service import accounts
+from commhub_lib.store.tokens import LiveTokenCache
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -158,3 +159,18 @@ async def test_a_claim_updates_the_identity_of_session_less_calls(client: httpx.
     assert (await tool(client, acct.network_token, "whoami"))["alias"] == "first-name"
     await tool(client, acct.network_token, "report_status", {"alias": "second-name", "status": "idle"})
     assert (await tool(client, acct.network_token, "whoami"))["alias"] == "second-name"
+
+
+async def test_two_caches_on_one_connection_both_see_a_revocation(client: httpx.AsyncClient,
+                                                                 server: ServerHandle) -> None:
+    acct = await register(client)
+    secret = await create_token(client, acct, "shared")
+    hashed = auth.token_hash(secret)
+    # A second hub over the same Database (as a test or a tool might make) has a cache of its own.
+    other = LiveTokenCache(server.hub.db)
+    assert other.get(hashed, now_text()) is not None and server.hub.live_tokens().get(hashed, now_text())
+    token_id = next(t["token_id"] for t in (await client.get("/api/tokens", headers=acct.auth)).json()["tokens"]
+                    if t["name"] == "shared")
+    assert (await client.delete(f"/api/tokens/{token_id}", headers=acct.auth)).status_code == 200
+    assert other.get(hashed, now_text()) is None
+    assert server.hub.live_tokens().get(hashed, now_text()) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..db import ChangeWatch, Database
+from ..db import Database
 from ..ids import now_text
 from . import users as user_store
 
@@ -100,7 +100,7 @@ class LiveTokenCache:
     def __init__(self, db: Database, entries: int = CACHE_ENTRIES):
         self._db = db
         self._entries = entries
-        self._watch = ChangeWatch(db.con, "auth", AUTH_CHANGES)
+        self._watch = db.change_watch("auth", AUTH_CHANGES)
         self._stamp: tuple[int, int] | None = None
         self._rows: dict[bytes, tuple[Row, Row]] = {}
         self.hits = self.misses = 0
