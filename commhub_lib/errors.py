@@ -69,6 +69,13 @@ class PayloadTooLarge(CommhubError):
     code = "payload_too_large"
 
 
+class RequestTimeout(CommhubError):
+    """408: the request body did not arrive in time (body_timeout_seconds)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class RateLimited(CommhubError):
     """429: too many requests; carries Retry-After."""
 

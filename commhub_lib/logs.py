@@ -109,3 +109,31 @@ class AccessLog:
                 and root.handlers[0] is handler and not handler.filters and handler.level <= logging.INFO
                 and handler.formatter is not None and handler.formatter._fmt == TEXT_FORMAT
                 and handler.formatter.converter is time.localtime)
+
+
+ACCESS_LOG = AccessLog(logging.getLogger("commhub.access"))
+
+
+def log_access(remote: str | None, method: str, path: str, status: int, elapsed_ms: float,
+               calls: list[tuple[str, str]] | None = None, alias: str | None = None) -> None:
+    """One access line per request; MCP requests add what was called, as whom, and how it ended.
+
+    Every field a client controls is escaped, so a CR/LF in a path cannot forge a log line."""
+    remote_text, path = escape(remote), escape(path)
+    line = f"{remote_text} {method} {path} {status} {elapsed_ms:.1f}ms"
+    alias_text = ""
+    if calls:
+        calls = [(escape(c), escape(o)) for c, o in calls]
+        alias_text = escape(alias or "-")
+        line += (f" mcp={','.join(c for c, _ in calls)} alias={alias_text}"
+                 f" outcome={','.join(o for _, o in calls)}")
+
+    def fields() -> dict[str, object]:
+        out: dict[str, object] = {"remote": remote, "method": method, "path": path, "status": status,
+                                  "ms": round(elapsed_ms, 1)}
+        if calls:
+            out["mcp"] = [{"call": c, "outcome": o} for c, o in calls]
+            out["alias"] = alias_text
+        return out
+
+    ACCESS_LOG.info(line, fields)

@@ -317,8 +317,8 @@ async def test_sdk_cancel_of_a_long_poll_ends_it_on_the_server(server: ServerHan
         seen: list[dict[str, Any]] = []
         real_cancel = push.cancel_request
 
-        def spy(session: Any, request_id: Any) -> bool:
-            found = real_cancel(session, request_id)
+        def spy(h: Any, session: Any, request_id: Any) -> bool:
+            found = real_cancel(h, session, request_id)
             seen.append({"request_id": request_id, "found": found})
             return found
 

@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import apsw
 import trio
 from pydantic import BaseModel, ValidationError
 from quart import current_app, g, request
 
-from ..db import Database
-from ..errors import BadRequest, DatabaseBusy, Unauthorized, ValidationFailed
+from ..db import Database, storage_error
+from ..errors import BadRequest, CommhubError, DatabaseBusy, Unauthorized, ValidationFailed
 from ..models import body_models
 from ..ratelimit import RateLimiter
 from ..service import accounts
@@ -55,26 +56,53 @@ def query_arg(name: str) -> str | None:
     return values[0] if values else None
 
 
-def bearer() -> str | None:
-    """The token from `Authorization: Bearer …` or `?token=…`."""
-    header = request.headers.get("Authorization", "")
-    if header:
-        scheme, _, value = header.partition(" ")
+def bearer_from(authorization: str, token_arg: str | None) -> str | None:
+    """The token from an `Authorization: Bearer …` header value, else from the `?token=` parameter."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("Authorization header must be 'Bearer <token>'", code="invalid_token")
         return value.strip()
-    return query_arg("token") or None
+    return token_arg or None
 
 
-def authenticate() -> Principal:
-    """The caller, or 401; each token is also held to the per-token rate limit."""
-    secret = bearer()
+def bearer() -> str | None:
+    """The token from `Authorization: Bearer …` or `?token=…`."""
+    authorization = request.headers.get("Authorization", "")
+    return bearer_from(authorization, None if authorization else query_arg("token"))
+
+
+def authenticate_token(h: Hub, token_limiter: RateLimiter, secret: str | None) -> Principal:
+    """The caller behind a bearer token, or 401; each token is also held to the per-token rate limit."""
     if not secret:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or ?token=",
                            code="unauthorized")
-    principal = accounts.authenticate(hub(), secret)
-    limiter("token").check(principal.token_id)
+    principal = accounts.authenticate(h, secret)
+    token_limiter.check(principal.token_id)
     return principal
+
+
+def authenticate() -> Principal:
+    """The caller of the current request, or 401 (authenticate_token)."""
+    return authenticate_token(hub(), limiter("token"), bearer())
+
+
+def error_parts(exc: Exception) -> tuple[int, str, str, dict[str, str]] | None:
+    """The wire form of an error: (status, code, message, headers) for a CommhubError or a storage failure
+    that maps to one (db.storage_error); None for anything else, which is a crash (500, logged)."""
+    if isinstance(exc, apsw.Error):
+        mapped = storage_error(exc)
+        if not isinstance(mapped, CommhubError):
+            return None
+        exc = mapped
+    if isinstance(exc, CommhubError):
+        return exc.status, exc.code, exc.message, exc.headers
+    return None
+
+
+def error_bytes(code: str, message: str) -> bytes:
+    """The one body of every error: {"error": code, "message": text}."""
+    return json_bytes({"error": code, "message": message})
 
 
 def require_auth_token() -> None:

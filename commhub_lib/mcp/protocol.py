@@ -9,29 +9,30 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, g, request
+from quart import Blueprint, Response, request
 
 from .. import __version__
 from ..api.common import (
+    WriteLockWatch,
     authenticate,
+    authenticate_token,
+    bearer_from,
     client_ip,
     header,
     hub,
     json_bytes,
-    limiter,
-    lock_watch,
     parse_json,
-    query_arg,
-    read_body,
     validation_message,
 )
 from ..errors import BadRequest, CommhubError, Forbidden
+from ..ratelimit import RateLimiter
 from ..service import networks
-from ..service.hub import Principal
+from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
 from ..sse import last_event_id
 from ..stream import check_stream_caps
@@ -94,37 +95,64 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(body, status=status, content_type="application/json", headers=headers)
 
 
-def check_origin() -> None:
+def check_origin(h: Hub, origin: str | None) -> None:
     """DNS-rebinding guard: a browser Origin must be local or explicitly allowed."""
-    # header(): a missing header costs no exception (Headers.get raises and catches one: ~1.5 % of a call).
-    origin = header("Origin")
     if not origin:
         return  # not a browser
-    allowed = {o.strip().rstrip("/") for o in hub().settings.allowed_origins.split(",") if o.strip()}
+    allowed = {o.strip().rstrip("/") for o in h.settings.allowed_origins.split(",") if o.strip()}
     host = (urlsplit(origin).hostname or "").lower()
     if host in LOCAL_HOSTS or origin.rstrip("/") in allowed:
         return
     raise Forbidden(f"Origin '{origin}' is not allowed; add it to COMMHUB_ALLOWED_ORIGINS", code="origin_not_allowed")
 
 
-def _session_for(principal: Principal) -> McpSession:
+@dataclass(frozen=True, slots=True)
+class PostContext:
+    """What POST /mcp uses of the running app: the hub, the per-token rate limiter, the write-lock watch."""
+
+    hub: Hub
+    token_limiter: RateLimiter
+    lock_watch: WriteLockWatch
+
+
+@dataclass(slots=True)
+class PostRequest:
+    """One POST /mcp as mcp/http.py read it off the ASGI scope, and what the access line notes about it."""
+
+    headers: dict[str, str]  # lower-case names, the first value of each
+    query_string: bytes
+    body: bytes
+    answer_headers: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (tool or method, outcome) for the access line
+    alias: str | None = None
+
+    def arg(self, name: str) -> str | None:
+        """A query parameter (the first value), or None."""
+        if not self.query_string:
+            return None
+        values = parse_qs(self.query_string.decode("latin-1"), keep_blank_values=True).get(name)
+        return values[0] if values else None
+
+
+def _session_for(ctx: PostContext, req: PostRequest, principal: Principal) -> McpSession:
     """The MCP session named by Mcp-Session-Id, or a transient one for a session-less request."""
-    sid = header("Mcp-Session-Id")
-    version = header("Mcp-Protocol-Version") or LATEST_VERSION
+    sid = req.headers.get("mcp-session-id")
+    version = req.headers.get("mcp-protocol-version") or LATEST_VERSION
+    pool: SessionPool = ctx.hub.mcp_sessions
     if sid:
-        session = _sessions().get(sid)
+        session = pool.get(sid)
         if session is not None and session.token_id == principal.token_id:
-            return _sessions().use(sid) or session
+            return pool.use(sid) or session
         if session is None:
             session = McpSession(sid, principal.token_id, version)
-            _sessions().add(session)
+            pool.add(session)
             return session
         # Someone else's session id: do not inherit its claimed alias.
     return McpSession(None, principal.token_id, version)
 
 
-async def _dispatch(msg: Any, principal: Principal, network_id: str, session: McpSession,
-                    headers: dict[str, str]) -> dict[str, Any] | None:
+async def _dispatch(ctx: PostContext, req: PostRequest, msg: Any, principal: Principal, network_id: str,
+                    session: McpSession) -> dict[str, Any] | None:
     """Handle one JSON-RPC message; None for notifications and responses (nothing to answer)."""
     if not isinstance(msg, dict):
         return _rpc_error(None, INVALID_REQUEST, "invalid request: a JSON-RPC message must be an object")
@@ -143,30 +171,29 @@ async def _dispatch(msg: Any, principal: Principal, network_id: str, session: Mc
         params = {}
     if "id" not in msg:
         if method == "notifications/cancelled" and isinstance(params, dict):
-            push.cancel_request(session, params.get("requestId"))  # ends a waiting long-poll at once
+            push.cancel_request(ctx.hub, session, params.get("requestId"))  # ends a waiting long-poll at once
         return None  # notifications (initialized, cancelled, ...) need no answer
     if not isinstance(params, dict):
         return _rpc_error(msg_id, INVALID_PARAMS, "invalid params: must be an object")
     if method == "initialize":
-        return _rpc_result(msg_id, _initialize(params, principal, session, headers))
+        return _rpc_result(msg_id, _initialize(ctx, req, params, principal))
     if method == "ping":
         return _rpc_result(msg_id, {})
     if method == "tools/list":
         return _rpc_result(msg_id, {"tools": [t.descriptor() for t in TOOLS.values()]})
     if method == "tools/call":
-        return await _tools_call(msg_id, params, principal, network_id, session)
+        return await _tools_call(ctx, msg_id, params, principal, network_id, session)
     return _rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
 
 
-def _initialize(params: dict[str, Any], principal: Principal, session: McpSession,
-                headers: dict[str, str]) -> dict[str, Any]:
+def _initialize(ctx: PostContext, req: PostRequest, params: dict[str, Any], principal: Principal) -> dict[str, Any]:
     asked = params.get("protocolVersion")
     version = asked if asked in SUPPORTED_VERSIONS else LATEST_VERSION
     client = params.get("clientInfo") or {}
     new = McpSession(_new_session_id(principal), principal.token_id, version,
                      client=str(client.get("name", ""))[:100] if isinstance(client, dict) else None)
-    _sessions().add(new)
-    headers["Mcp-Session-Id"] = new.session_id or ""
+    ctx.hub.mcp_sessions.add(new)
+    req.answer_headers["Mcp-Session-Id"] = new.session_id or ""
     # experimental["claude/channel"] makes Claude Code (v2.1.80+, channels) put our GET /mcp notifications into
     # the running session; other clients ignore it.
     return {"protocolVersion": version,
@@ -185,7 +212,7 @@ def _issued_to(session_id: str, principal: Principal) -> bool:
     return session_id.startswith("mcp_") and session_id.endswith("." + principal.token_id)
 
 
-async def _tools_call(msg_id: Any, params: dict[str, Any], principal: Principal, network_id: str,
+async def _tools_call(ctx: PostContext, msg_id: Any, params: dict[str, Any], principal: Principal, network_id: str,
                       session: McpSession) -> dict[str, Any] | None:
     name = params.get("name")
     tool = TOOLS.get(name) if isinstance(name, str) else None
@@ -194,21 +221,22 @@ async def _tools_call(msg_id: Any, params: dict[str, Any], principal: Principal,
     arguments = params.get("arguments") or {}
     if not isinstance(arguments, dict):
         return _rpc_error(msg_id, INVALID_PARAMS, "invalid params: 'arguments' must be an object")
-    ctx = ToolContext(hub(), principal, network_id, session)
+    h = ctx.hub
+    tool_ctx = ToolContext(h, principal, network_id, session)
     alias_before = session.alias
     try:
         args = tool.model.model_validate(arguments)
         # Run again after waiting (off the loop's back) when its write met another process's lock.
-        attempt = lock_watch().run
+        attempt = ctx.lock_watch.run
         if tool.is_async:
-            with push.cancellable(session, msg_id) as scope:
-                result = await attempt(lambda: call_tool(tool, ctx, args))
+            with push.cancellable(h, session, msg_id) as scope:
+                result = await attempt(lambda: call_tool(tool, tool_ctx, args))
             if scope.cancelled_caught:
                 return None  # cancelled by the client (notifications/cancelled): no answer is expected
         else:
             # A sync tool runs to its end without a checkpoint (notifications/cancelled cannot reach it): no
             # cancel scope to register and unregister (~2 % of a call).
-            result = await attempt(lambda: call_tool(tool, ctx, args))
+            result = await attempt(lambda: call_tool(tool, tool_ctx, args))
     except ValidationError as exc:
         return _rpc_result(msg_id, _tool_error("invalid_arguments",
                                                f"invalid arguments for {tool.name}: {validation_message(exc)}"))
@@ -216,7 +244,7 @@ async def _tools_call(msg_id: Any, params: dict[str, Any], principal: Principal,
         return _rpc_result(msg_id, _tool_error(exc.code, exc.message))
     finally:
         if session.alias != alias_before:
-            push.alias_changed(hub(), session)  # the session's GET /mcp stream follows the new alias
+            push.alias_changed(h, session)  # the session's GET /mcp stream follows the new alias
     text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
     return _rpc_result(msg_id, {"content": [{"type": "text", "text": text}], "structuredContent": result,
                                 "isError": False})
@@ -227,10 +255,10 @@ def _tool_error(code: str, message: str) -> dict[str, Any]:
             "structuredContent": {"error": code, "message": message}, "isError": True}
 
 
-async def _dispatch_noted(msg: Any, principal: Principal, network_id: str, session: McpSession,
-                          headers: dict[str, str]) -> dict[str, Any] | None:
-    """_dispatch, noting on `g` for the access log what was called, as which alias, and how it ended."""
-    answer = await _dispatch(msg, principal, network_id, session, headers)
+async def _dispatch_noted(ctx: PostContext, req: PostRequest, msg: Any, principal: Principal, network_id: str,
+                          session: McpSession) -> dict[str, Any] | None:
+    """_dispatch, noting for the access log what was called, as which alias, and how it ended."""
+    answer = await _dispatch(ctx, req, msg, principal, network_id, session)
     method = msg.get("method") if isinstance(msg, dict) else None
     params = msg.get("params") if isinstance(msg, dict) else None
     call = str(method) if method is not None else "-"
@@ -241,52 +269,58 @@ async def _dispatch_noted(msg: Any, principal: Principal, network_id: str, sessi
         outcome = f"rpc{answer['error']['code']}"
     elif answer and answer["result"].get("isError"):
         outcome = str(answer["result"]["structuredContent"].get("error"))
-    g.setdefault("mcp_calls", []).append((call, outcome))
-    g.mcp_alias = session.alias or principal.bound_alias or principal.last_alias
+    req.calls.append((call, outcome))
+    req.alias = session.alias or principal.bound_alias or principal.last_alias
     return answer
+
+
+async def answer_post(ctx: PostContext, req: PostRequest) -> tuple[int, bytes]:
+    """POST /mcp: one JSON-RPC message (or a batch) in, (status, application/json body) out; an empty body
+    with 202 when nothing needs an answer. HTTP-level failures raise (CommhubError: 401, 403, 400, 429)."""
+    h = ctx.hub
+    check_origin(h, req.headers.get("origin"))
+    principal = authenticate_token(h, ctx.token_limiter, bearer_from(req.headers.get("authorization", ""),
+                                                                     req.arg("token")))
+    version = req.headers.get("mcp-protocol-version")
+    # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
+    # `server/discover` (sent with a newer version) gets a JSON-RPC -32601 and falls back to initialize.
+    if version and version not in SUPPORTED_VERSIONS and req.headers.get("mcp-session-id"):
+        raise BadRequest(f"unsupported Mcp-Protocol-Version '{version}'; supported: {', '.join(SUPPORTED_VERSIONS)}",
+                         code="unsupported_protocol_version")
+    try:
+        payload = parse_json(req.body)
+    except BadRequest as exc:
+        return 400, json_bytes(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"))
+    network_id = networks.single_network(h, principal, req.arg("network_id") or None)
+    session = _session_for(ctx, req, principal)
+    principal = session_principal(h, principal, network_id, session.session_id is not None, session.alias)
+    if isinstance(payload, list):
+        return await _post_batch(ctx, req, payload, principal, network_id, session)
+    answer = await _dispatch_noted(ctx, req, payload, principal, network_id, session)
+    return (202, b"") if answer is None else (200, json_bytes(answer))
+
+
+async def _post_batch(ctx: PostContext, req: PostRequest, payload: list[Any], principal: Principal,
+                      network_id: str, session: McpSession) -> tuple[int, bytes]:
+    """A JSON-RPC batch, within the bounds of mcp/batch.py."""
+    if not payload:
+        return 400, json_bytes(_rpc_error(None, INVALID_REQUEST, "invalid request: empty batch"))
+    settings = ctx.hub.settings
+    version = session.protocol_version if session.session_id else (
+        req.headers.get("mcp-protocol-version") or DEFAULT_VERSION)
+    refusal = batch_refusal(version, len(payload), settings.mcp_max_batch)
+    if refusal:
+        return 400, json_bytes(_rpc_error(None, INVALID_REQUEST, refusal))
+    pieces = await run_batch(payload, lambda m: _dispatch_noted(ctx, req, m, principal, network_id, session),
+                             lambda: ctx.token_limiter.check(principal.token_id), settings.mcp_max_response_bytes)
+    return (200, b"[" + b",".join(pieces) + b"]") if pieces else (202, b"")
 
 
 @bp.post("/mcp")
 async def post_mcp() -> Response:
-    """One JSON-RPC message (or a batch) per POST; answers as application/json."""
-    check_origin()
-    principal = authenticate()
-    version = header("Mcp-Protocol-Version")
-    # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
-    # `server/discover` (sent with a newer version) gets a JSON-RPC -32601 and falls back to initialize.
-    if version and version not in SUPPORTED_VERSIONS and header("Mcp-Session-Id"):
-        raise BadRequest(f"unsupported Mcp-Protocol-Version '{version}'; supported: {', '.join(SUPPORTED_VERSIONS)}",
-                         code="unsupported_protocol_version")
-    try:
-        payload = parse_json(await read_body())
-    except BadRequest as exc:
-        return _json(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"), 400)
-    network_id = networks.single_network(hub(), principal, query_arg("network_id") or None)
-    session = _session_for(principal)
-    principal = session_principal(hub(), principal, network_id, session.session_id is not None, session.alias)
-    headers: dict[str, str] = {}
-    if isinstance(payload, list):
-        return await _post_batch(payload, principal, network_id, session, headers)
-    answer = await _dispatch_noted(payload, principal, network_id, session, headers)
-    if answer is None:
-        return Response("", status=202)
-    return _json(answer, 200, headers)
-
-
-async def _post_batch(payload: list[Any], principal: Principal, network_id: str, session: McpSession,
-                      headers: dict[str, str]) -> Response:
-    """A JSON-RPC batch, within the bounds of mcp/batch.py."""
-    if not payload:
-        return _json(_rpc_error(None, INVALID_REQUEST, "invalid request: empty batch"), 400)
-    settings = hub().settings
-    version = session.protocol_version if session.session_id else (
-        request.headers.get("Mcp-Protocol-Version") or DEFAULT_VERSION)
-    refusal = batch_refusal(version, len(payload), settings.mcp_max_batch)
-    if refusal:
-        return _json(_rpc_error(None, INVALID_REQUEST, refusal), 400)
-    pieces = await run_batch(payload, lambda m: _dispatch_noted(m, principal, network_id, session, headers),
-                             lambda: limiter("token").check(principal.token_id), settings.mcp_max_response_bytes)
-    return _json(b"[" + b",".join(pieces) + b"]", 200, headers) if pieces else Response("", status=202)
+    """Never reached: POST /mcp is answered ahead of Quart (CommhubApp.asgi_app hands it to mcp/http.py). The
+    rule is here so that routing knows the method (the Allow list of a 405 on /mcp, OPTIONS /mcp)."""
+    raise AssertionError("POST /mcp is served by commhub_lib.mcp.http, before Quart's routing")
 
 
 @bp.get("/mcp")
@@ -301,14 +335,14 @@ async def get_mcp() -> Response:
         return _json({"error": "method_not_allowed", "message": "GET /mcp opens the session's event stream: send "
                       "'Accept: text/event-stream' and the Mcp-Session-Id from initialize; JSON-RPC goes to POST "
                       "/mcp"}, 405, {"Allow": "GET, POST, DELETE"})
-    check_origin()
+    check_origin(hub(), header("Origin"))
     principal = authenticate()
     h = hub()
     sid = request.headers.get("Mcp-Session-Id")
     if not sid:
         raise BadRequest("GET /mcp needs the Mcp-Session-Id header that initialize returned", code="missing_session_id")
     session = _sessions().get(sid)
-    if session is None and _issued_to(sid, principal) and not push.was_ended(sid):
+    if session is None and _issued_to(sid, principal) and not push.was_ended(h, sid):
         session = McpSession(sid, principal.token_id, request.headers.get("Mcp-Protocol-Version") or LATEST_VERSION)
         _sessions().add(session)
     if session is None or session.token_id != principal.token_id:
@@ -326,7 +360,7 @@ async def get_mcp() -> Response:
 @bp.delete("/mcp")
 async def delete_mcp() -> Response:
     """End an MCP session."""
-    check_origin()
+    check_origin(hub(), header("Origin"))
     principal = authenticate()
     sid = request.headers.get("Mcp-Session-Id")
     if not sid:
@@ -334,5 +368,5 @@ async def delete_mcp() -> Response:
     session = _sessions().get(sid)
     if session is not None and session.token_id == principal.token_id:
         _sessions().pop(sid)
-        push.end_session(sid)
+        push.end_session(hub(), sid)
     return Response("", status=204)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from functools import partial
 from typing import Any
 
 import trio
-from quart import Response, current_app
+from quart import Response
 
 from ..broker import SHUTDOWN, Subscriber
 from ..errors import CommhubError
@@ -56,14 +55,13 @@ class SessionPush:
         return not self.streams and not self.waiting and not self.inflight
 
 
-def _registry() -> dict[str, SessionPush]:
-    return current_app.config.setdefault("COMMHUB_MCP_PUSH", {})
+def _registry(h: Hub) -> dict[str, SessionPush]:
+    return h.mcp_sessions.push
 
 
 @contextmanager
-def _entry(session_id: str, registry: dict[str, SessionPush] | None = None) -> Iterator[SessionPush]:
+def _entry(session_id: str, registry: dict[str, SessionPush]) -> Iterator[SessionPush]:
     """The session's push state for the block; dropped when nothing uses it any more."""
-    registry = _registry() if registry is None else registry
     state = registry.setdefault(session_id, SessionPush())
     try:
         yield state
@@ -79,7 +77,7 @@ def _request_key(request_id: Any) -> tuple[str, Any] | None:
 
 
 @contextmanager
-def cancellable(session: McpSession, request_id: Any) -> Iterator[trio.CancelScope]:
+def cancellable(h: Hub, session: McpSession, request_id: Any) -> Iterator[trio.CancelScope]:
     """Run a request in a cancel scope that `notifications/cancelled` for its id can cancel."""
     key = _request_key(request_id)
     scope = trio.CancelScope()
@@ -87,7 +85,7 @@ def cancellable(session: McpSession, request_id: Any) -> Iterator[trio.CancelSco
         with scope:
             yield scope
         return
-    with _entry(session.session_id) as state:
+    with _entry(session.session_id, _registry(h)) as state:
         state.inflight[key] = scope
         try:
             with scope:
@@ -97,10 +95,10 @@ def cancellable(session: McpSession, request_id: Any) -> Iterator[trio.CancelSco
                 del state.inflight[key]
 
 
-def cancel_request(session: McpSession, request_id: Any) -> bool:
+def cancel_request(h: Hub, session: McpSession, request_id: Any) -> bool:
     """Cancel the session's in-flight request with this id (a `notifications/cancelled`); True if one was."""
     key = _request_key(request_id)
-    state = _registry().get(session.session_id or "")
+    state = _registry(h).get(session.session_id or "")
     scope = state.inflight.get(key) if state is not None and key is not None else None
     if scope is None:
         return False
@@ -110,7 +108,7 @@ def cancel_request(session: McpSession, request_id: Any) -> bool:
 
 def alias_changed(h: Hub, session: McpSession) -> None:
     """The session claimed another alias: its streams move to it (call right after the claim, before any await)."""
-    state = _registry().get(session.session_id or "")
+    state = _registry(h).get(session.session_id or "")
     if state is None:
         return
     if session.alias is not None:
@@ -123,22 +121,18 @@ def alias_changed(h: Hub, session: McpSession) -> None:
     state.changed = trio.Event()
 
 
-def _ended() -> OrderedDict[str, None]:
-    return current_app.config.setdefault("COMMHUB_MCP_ENDED", OrderedDict())
-
-
-def was_ended(session_id: str) -> bool:
+def was_ended(h: Hub, session_id: str) -> bool:
     """Whether the session was ended with DELETE /mcp (it must never be taken up again: 404)."""
-    return session_id in _ended()
+    return session_id in h.mcp_sessions.ended
 
 
-def end_session(session_id: str) -> None:
+def end_session(h: Hub, session_id: str) -> None:
     """The session was deleted: end its streams and its waiting requests, and remember that it ended."""
-    ended = _ended()
+    ended = h.mcp_sessions.ended
     ended[session_id] = None
     while len(ended) > ENDED_REMEMBERED:
         ended.popitem(last=False)
-    state = _registry().get(session_id)
+    state = _registry(h).get(session_id)
     if state is None:
         return
     for sub in list(state.streams):
@@ -184,7 +178,7 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
     assert session.session_id is not None
     session_id = session.session_id
     wire = McpWire()
-    registry = _registry()  # taken here: the body is iterated outside the request's app context
+    registry = _registry(h)
 
     async def generate() -> AsyncIterator[bytes]:
         progress = Progress()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from typing import Any
 
 from .tools import McpSession
 
@@ -28,6 +29,10 @@ class SessionPool:
         self.total = max(1, total)
         self._by_id: dict[str, McpSession] = {}
         self._by_token: dict[str, OrderedDict[str, None]] = {}
+        # Kept by mcp/push.py: each session's push state (its GET streams, its cancellable requests), and
+        # the ids ended with DELETE (oldest first), so that they are never taken up again.
+        self.push: dict[str, Any] = {}
+        self.ended: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._by_id)

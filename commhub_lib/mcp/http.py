@@ -1,0 +1,114 @@
+"""POST /mcp served straight from ASGI, ahead of Quart.
+
+Every agent's every tool call is a POST /mcp, so it skips Quart's request and response objects, request
+context, routing and hooks (~0.18 ms of a ~1 ms call on this stack). What the Quart pipeline did for it is
+done here, in the same way: the body is read within max_body_bytes (413, and the connection is closed) and
+body_timeout_seconds (408); the write-lock watch runs around the call (api/common.WriteLockWatch); errors
+leave as {"error", "message"} through the same mapping as every other route (api/common.error_parts, a
+crash is logged and answered 500); one access line per request names the calls, the alias and outcomes.
+Everything else on /mcp (GET streams, DELETE, other methods) stays with Quart (mcp/protocol.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+
+from ..api.common import error_bytes, error_parts
+from ..errors import DatabaseBusy, PayloadTooLarge, RequestTimeout
+from ..logs import log_access
+from .protocol import PostContext, PostRequest, answer_post
+
+log = logging.getLogger("commhub")
+JSON = (b"content-type", b"application/json")
+# Answers after which the connection must not be reused: the body may still be (partly) on the wire.
+CLOSE_AFTER = frozenset({408, 413})
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived: there is no one to answer."""
+
+
+class McpPost:
+    """The ASGI endpoint for POST /mcp (CommhubApp.asgi_app calls it for exactly that method and path)."""
+
+    def __init__(self, ctx: PostContext):
+        self.ctx = ctx
+        self.max_body = ctx.hub.settings.max_body_bytes
+        self.body_timeout = ctx.hub.settings.body_timeout_seconds
+
+    async def __call__(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """Answer one POST /mcp."""
+        started = time.perf_counter()
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:  # ASGI gives the names in lower case; keep each one's first value
+            key = name.decode("latin-1")
+            if key not in headers:
+                headers[key] = value.decode("latin-1")
+        req = PostRequest(headers, scope.get("query_string", b""), b"")
+        try:
+            status, body, extra = await self._answer(req, receive)
+        except ClientGone:
+            return
+        out = [JSON, (b"content-length", str(len(body)).encode())] if body else [(b"content-length", b"0")]
+        out.extend((key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items())
+        client = scope.get("client")
+        # Logged before the answer goes out, as for every other route: a client that reads the log after its
+        # answer finds the line there.
+        log_access(client[0] if client else None, "POST", "/mcp", status, (time.perf_counter() - started) * 1000,
+                   req.calls, req.alias)
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _answer(self, req: PostRequest, receive: ASGIReceiveCallable) -> tuple[int, bytes, dict[str, str]]:
+        """(status, body, extra headers) of the answer, errors included."""
+        watch = self.ctx.lock_watch
+        watch.start_request()
+        try:
+            req.body = await self._read_body(req, receive)
+            if watch.contended():
+                try:
+                    await watch.before()
+                except DatabaseBusy:
+                    pass  # it may be a pure read (get_inbox): run it; a write then fails fast as a tool error
+            status, body = await watch.run(lambda: answer_post(self.ctx, req))
+            return status, body, req.answer_headers
+        except ClientGone:
+            raise
+        except Exception as exc:  # noqa: BLE001 (the one place POST /mcp turns a failure into an answer)
+            parts = error_parts(exc)
+            if parts is None:
+                log.exception("internal error on POST /mcp")
+                return 500, error_bytes("internal_error", "internal server error; the details are in the server "
+                                        "log"), {}
+            status, code, message, headers = parts
+            if status in CLOSE_AFTER:
+                headers = {**headers, "Connection": "close"}
+            return status, error_bytes(code, message), headers
+
+    async def _read_body(self, req: PostRequest, receive: ASGIReceiveCallable) -> bytes:
+        """The whole body, within max_body_bytes and body_timeout_seconds."""
+        length = req.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        with trio.move_on_after(self.body_timeout):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # http.disconnect
+                    raise ClientGone()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    raise self._too_large()
+                if not message.get("more_body", False):
+                    return chunk if not chunks else b"".join((*chunks, chunk))
+                chunks.append(chunk)
+        raise RequestTimeout(f"the request body did not arrive within {self.body_timeout:g} s; send it in one go")
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
