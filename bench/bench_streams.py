@@ -94,7 +94,7 @@ class Holders:
         for i, (lo, hi) in enumerate(self.shares):
             proc = await trio.lowlevel.open_process(
                 [sys.executable, os.path.join(HERE, "stream_holders.py"), str(self.port), self.tokens_path,
-                 str(lo), str(hi), str(self.a.parallel)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                 str(lo), str(hi), str(self.a.parallel), self.a.kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self.procs.append(proc)
             nursery.start_soon(self._read, i, proc)
         for ev in self.loaded:
@@ -213,9 +213,9 @@ class PySpy:
         self.proc: subprocess.Popen | None = None
         if a.pyspy == phase:
             spy = str(Path(sys.executable).parent / "py-spy")
-            self.proc = subprocess.Popen([spy, "record", "-p", str(pid), "-f", a.pyspy_format, "-r", "200", "-o",
-                                          a.pyspy_out, "--nonblocking"], stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+            self.proc = subprocess.Popen([spy, "record", "-p", str(pid), "-f", a.pyspy_format, "-r",
+                                          str(a.pyspy_rate), "-o", a.pyspy_out, "--nonblocking"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # attached
 
     def stop(self) -> None:
@@ -372,6 +372,10 @@ def main() -> int:
     p.add_argument("--pyspy", choices=["open", "load", "stop"])
     p.add_argument("--pyspy-out", default="/tmp/bench_streams.pyspy.txt")
     p.add_argument("--pyspy-format", default="raw", choices=["raw", "speedscope"])
+    p.add_argument("--pyspy-rate", type=int, default=200, help="py-spy samples per second")
+    p.add_argument("--kind", default="events", choices=["events", "mcp"],
+                   help="which streams: GET /events/<alias>, or GET /mcp of an MCP session per agent (its "
+                        "initialize and report_status happen before the timed opening)")
     p.add_argument("--keep-log", help="write the server log here (kept after the run)")
     p.add_argument("--json-out")
     a = p.parse_args()
@@ -403,7 +407,7 @@ def main() -> int:
     pauses = [(int(g), int(ms)) for g, ms in GC_LINE.findall(log_text)]
     out["stop"]["server_log"] = shutdown_timeline(log_text, out.pop("sigterm_wall"))
     base, opened = out["rss_base_kb"]["VmRSS"], out["rss_open_kb"]["VmRSS"]
-    out.update({"bench": "streams", "streams": a.streams, "holders": a.holders, "setup_s": setup_s,
+    out.update({"bench": "streams", "kind": a.kind, "streams": a.streams, "holders": a.holders, "setup_s": setup_s,
                 "final_stop": final, "kib_per_stream": round((opened - base) / a.streams, 1),
                 "server_gc_pauses_over_50ms": pauses, "command": bl.this_command(), "server_cmd": srv.command(),
                 "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg1": bl.loadavg1()})

@@ -90,12 +90,18 @@ async def cpu_per_call(env: dict[str, Any], calls: int, rounds: int) -> dict[str
 
 
 async def counts(env: dict[str, Any], calls: int = 200) -> dict[str, Any]:
-    """Python function calls (server and test client) and SQL statements per request."""
+    """Python function calls (server and test client), SQL statements, and transactions per request: each
+    statement run outside a transaction is a transaction of its own (a read takes and drops the WAL read lock,
+    two fcntl calls)."""
     stmts = [0]
     py = [0]
+    txns = [0]
+    con = env["db"].con
 
     def tracer(cursor: Any, sql: str, bindings: Any) -> bool:
         stmts[0] += 1
+        if not con.in_transaction:
+            txns[0] += 1
         return True
 
     def profiler(frame: Any, event: str, arg: Any) -> None:
@@ -110,7 +116,8 @@ async def counts(env: dict[str, Any], calls: int = 200) -> dict[str, Any]:
     finally:
         sys.setprofile(None)
         env["db"].con.exec_trace = None
-    return {"python_calls_per_request": round(py[0] / calls, 1), "sql_statements_per_request": stmts[0] / calls}
+    return {"python_calls_per_request": round(py[0] / calls, 1), "sql_statements_per_request": stmts[0] / calls,
+            "transactions_per_request": txns[0] / calls}
 
 
 def parts(env: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,10 @@ class Broker:
         self.stopping = trio.Event()  # set at shutdown, for streams that wait without a subscriber
         self.streams_opened = 0  # streams (not long-polls) ever opened and closed: their churn, for the gc job
         self.streams_closed = 0
+        # Aliases whose stored presence a stream open found stale: written together, a moment later, by the
+        # presence writer of the root nursery (service/sessions.py), not in one transaction per open. Their
+        # streams keep them online meanwhile, as every reader of presence asks this broker first.
+        self.presence_due: set[Key] = set()
 
     @contextmanager
     def subscribe(self, network_id: str, alias: str | None, *, counts_for_presence: bool = False,

@@ -36,13 +36,20 @@ LOOP_BUSY_TIMEOUT_MS = 50
 CACHE_KIB = 64 * 1024
 # SQLite checkpoints the WAL inside the COMMIT that takes it past 1,000 pages: it copies ~4 MiB into the
 # database file and fsyncs both, ~5 ms on this machine's disk, every ~40 task sends, on the event loop. The
-# server hands that to a worker thread instead (Database.run_checkpointer) at the same size.
-CHECKPOINT_PAGES = 1000
+# server hands that to a worker thread instead (Database.run_checkpointer), and lets the WAL grow to 4,000
+# pages (~16 MiB, the size the -wal file is cut back to) first: the pages every send rewrites (index leaves,
+# counters, the events tail) are copied once per checkpoint, so the thread's CPU per MCP send fell from
+# ~0.033 to ~0.023 ms (3 runs each, bench/RESULTS.md §15h); the loop's own CPU did not rise.
+CHECKPOINT_PAGES = 4000
 # After a checkpoint that could not copy everything (another process reads an old snapshot: a backup), the
 # next try waits this long, so a long reader does not turn every commit into a checkpoint attempt.
 CHECKPOINT_RETRY_SECONDS = 1.0
 # On each WAL reset SQLite truncates the -wal file to this size, so one burst does not leave a large file.
 JOURNAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+# Prepared statements kept per connection (apsw's default: 100). A busy hub's mixed traffic runs more distinct
+# statements than that (list filters x JSON or rows x networks; tests/test_statement_cache.py), and re-preparing a
+# list query costs 8-22 µs. A cached statement takes a few KiB.
+STATEMENT_CACHE_SIZE = 512
 
 log = logging.getLogger("commhub.db")
 
@@ -64,7 +71,7 @@ class Database:
     def __init__(self, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
-        self.con = apsw.Connection(path)
+        self.con = apsw.Connection(path, statementcachesize=STATEMENT_CACHE_SIZE)
         configure(self.con, busy_timeout_ms)
         migrate(self.con)
         # Identity of the file we opened: a file deleted or replaced under us is noticed by comparing it.
@@ -73,6 +80,8 @@ class Database:
         self.replaced_reason: str | None = None
         self.checkpoints_done = 0  # by the background checkpointer (tests and logs read it)
         self._checkpoint_due: trio.Event | None = None
+        self._column_names: dict[str, tuple[str, ...]] = {}  # query(): each statement's column names
+        self._watches: dict[str, ChangeWatch] = {}
 
     def check_file(self) -> str | None:
         """Why the path no longer names the file we have open (deleted, replaced), or None if it still does.
@@ -163,13 +172,27 @@ class Database:
         raise DatabaseBusy(f"the database is locked by another process for more than {timeout:g} s; "
                            "retry in a few seconds", retry_after=max(1, round(timeout)))
 
+    def change_watch(self, name: str, events: dict[str, tuple[str, ...]]) -> ChangeWatch:
+        """The connection's ChangeWatch of that name (made on first use; every cache of those rows shares it)."""
+        watch = self._watches.get(name)
+        if watch is None:
+            watch = self._watches[name] = ChangeWatch(self.con, name, events)
+        return watch
+
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Run a read query; rows come back as dicts keyed by column name."""
         cur = self.con.execute(sql, params)
-        try:
-            names = [d[0] for d in cur.getdescription()]
-        except apsw.ExecutionCompleteError:
-            return []
+        names = self._column_names.get(sql)
+        if names is None:
+            # Asking SQLite for the names costs ~2 µs a query (two per MCP call just for sessions); a statement's
+            # columns are fixed once migrate() has run (no DDL changes a table of the running server).
+            try:
+                names = tuple(d[0] for d in cur.getdescription())
+            except apsw.ExecutionCompleteError:
+                return []
+            if len(self._column_names) >= STATEMENT_CACHE_SIZE:
+                self._column_names.clear()
+            self._column_names[sql] = names
         return [dict(zip(names, row, strict=True)) for row in cur]
 
     def query_one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
@@ -235,6 +258,33 @@ class Database:
             self.checkpoint()
         finally:
             self.con.close()
+
+
+class ChangeWatch:
+    """Tells a cache of rows read from some tables when those rows may have changed: `stamp()` differs from the
+    last one whenever a watched change was made through this connection (TEMP triggers that call back into Python:
+    every statement, foreign-key cascades included, committed or rolled back) or any other connection committed
+    anything (PRAGMA data_version: the CLI on the same file, a second server). Cheap to read (~3 µs, one pragma);
+    a false alarm only costs the cache a refill."""
+
+    def __init__(self, con: apsw.Connection, name: str, events: dict[str, tuple[str, ...]]):
+        """`events`: table -> trigger events to watch ("INSERT", "DELETE", "UPDATE" or "UPDATE OF a, b")."""
+        self._con = con
+        self.changes = 0
+        func = f"commhub_changed_{name}"
+        con.create_scalar_function(func, self._bump, 0)
+        for table, kinds in events.items():
+            for i, kind in enumerate(kinds):
+                # TEMP: the trigger lives with this connection only (not in the schema other processes see).
+                con.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS {func}_{table}_{i} AFTER {kind} ON main.{table}"
+                            f" BEGIN SELECT {func}(); END")
+
+    def _bump(self) -> None:
+        self.changes += 1
+
+    def stamp(self) -> tuple[int, int]:
+        """A value that changes when a watched table may have changed (see the class)."""
+        return self.changes, self._con.execute("PRAGMA data_version").get
 
 
 def storage_error(exc: apsw.Error) -> Exception:

@@ -225,6 +225,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
         async with trio.open_nursery() as root:
             await root.start(db.run_checkpointer)
             await root.start(run_sweeper, hub)
+            await root.start(sessions.write_stream_presence, hub)  # presence of stream opens, batched
             if handle_signals:  # the process's own server (serve): gc is process-wide, tests run many servers
                 root.start_soon(keep_streams_frozen, hub.broker)
             handle: ServerHandle | None = None

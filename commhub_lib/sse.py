@@ -96,8 +96,7 @@ async def stream(alias: str) -> Response:
     check_stream_caps(h.broker, h.settings, principal.token_id, ip)
     is_agent = principal.kind == "network"
     if is_agent:
-        with h.db.write():
-            sessions.claim(h, principal, network_id, alias)
+        sessions.claim_for_stream(h, principal, network_id, alias)
 
     async def generate() -> AsyncIterator[bytes]:
         progress = Progress()

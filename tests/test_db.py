@@ -11,7 +11,7 @@ import trio
 from conftest import register
 
 from commhub_lib import db as dbmod
-from commhub_lib.db import Database
+from commhub_lib.db import CHECKPOINT_PAGES, Database
 from commhub_lib.server import ServerHandle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,17 +191,18 @@ async def test_the_running_server_checkpoints_in_a_thread_not_inside_commit(serv
         db.execute("CREATE TABLE wal_pad(b BLOB)")
     before = db.checkpoints_done
     page = db.con.pragma("page_size")
-    # 3,000 pages with no await in between: the checkpointer cannot run, and no COMMIT checkpoints on the
-    # loop (SQLite's autocheckpoint would have kept the WAL near 1,000 pages: ~4 MiB).
-    _write_pages(db, 3000)
+    # Half again the checkpoint size with no await in between: the checkpointer cannot run, and no COMMIT
+    # checkpoints on the loop (SQLite's autocheckpoint would have kept the WAL near 1,000 pages: ~4 MiB).
+    pages = CHECKPOINT_PAGES * 3 // 2
+    _write_pages(db, pages)
     grown = _wal_bytes(db)
-    assert grown >= 2800 * page, f"the WAL was checkpointed inside a COMMIT ({grown} bytes)"
+    assert grown >= (pages - 200) * page, f"the WAL was checkpointed inside a COMMIT ({grown} bytes)"
     # Once the loop runs, the background checkpointer copies it in its thread ...
     with trio.fail_after(10):
         while db.checkpoints_done == before:  # noqa: ASYNC110 - a worker thread does the work
             await trio.sleep(0.01)
     # ... and the next writes reuse the WAL from its start instead of growing it.
-    _write_pages(db, 3000)
+    _write_pages(db, pages)
     assert _wal_bytes(db) <= grown + 100 * page
-    assert db.query_one("SELECT count(*) AS n FROM wal_pad") == {"n": 120}
+    assert db.query_one("SELECT count(*) AS n FROM wal_pad") == {"n": 2 * (pages // 50)}
     assert db.con.pragma("integrity_check") == "ok"

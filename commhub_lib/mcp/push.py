@@ -148,8 +148,7 @@ def push_alias(h: Hub, principal: Principal, network_id: str, session: McpSessio
     if alias is None:
         return None
     try:
-        with h.db.write():
-            sessions.claim(h, principal, network_id, alias)
+        sessions.claim_for_stream(h, principal, network_id, alias)
     except CommhubError:
         return None  # held by another token now (or the disk refused): wait for report_status to claim one
     return alias

@@ -106,19 +106,21 @@ def authenticate(hub: Hub, secret: str) -> Principal:
     """Resolve a bearer secret to a Principal, or raise 401 (unknown, malformed or revoked)."""
     if not secret.startswith((auth.USER_TOKEN_PREFIX, auth.NETWORK_TOKEN_PREFIX)) or len(secret) > 200:
         raise Unauthorized("invalid token: expected a utok_ or ntok_ token", code="invalid_token")
-    token = token_store.get_token_by_hash(hub.db, auth.token_hash(secret), now_text())
-    if token is None:
+    now = now_text()
+    found = hub.live_tokens().get(auth.token_hash(secret), now)
+    if found is None:
         raise Unauthorized("invalid, revoked or expired token", code="invalid_token")
-    user = user_store.get_user(hub.db, token["user_id"])
+    token, user = found
     if user is None:
         raise Unauthorized("the token's user no longer exists", code="invalid_token")
-    now = now_text()
     if token["last_used_at"] is None or token["last_used_at"][:16] != now[:16]:
         # At most one write per token per minute for "last used"; best effort, so reads go on when the disk
-        # is full or another process holds the lock.
+        # is full or another process holds the lock. The cached row keeps the time (the write does not drop
+        # the cache), so the next request of the minute does not write again.
         hub.db.try_write(lambda: token_store.touch_token(hub.db, token["token_id"], now))
-    return Principal(kind=token["kind"], token_id=token["token_id"], user=user, network_id=token["network_id"],
-                     bound_alias=token["alias"], last_alias=token["last_alias"])
+        token["last_used_at"] = now
+    return Principal(kind=token["kind"], token_id=token["token_id"], user=dict(user),
+                     network_id=token["network_id"], bound_alias=token["alias"], last_alias=token["last_alias"])
 
 
 def me(hub: Hub, principal: Principal) -> dict[str, Any]:

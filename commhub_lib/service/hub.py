@@ -15,6 +15,7 @@ from ..errors import Forbidden, ValidationFailed
 from ..ids import now_text
 from ..store import audit as audit_store
 from ..store import events as event_store
+from ..store import tokens as token_store
 
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
@@ -65,6 +66,13 @@ class Hub:
     # MCP sessions by Mcp-Session-Id (protocol state, kept here so it is per server, not global): the
     # mcp.sessions.SessionPool, set when the MCP routes are registered.
     mcp_sessions: Any = None
+    _live_tokens: token_store.LiveTokenCache | None = field(default=None, init=False, repr=False)
+
+    def live_tokens(self) -> token_store.LiveTokenCache:
+        """The cache of live tokens and their users that authentication reads (made on first use)."""
+        if self._live_tokens is None:
+            self._live_tokens = token_store.LiveTokenCache(self.db)
+        return self._live_tokens
 
     def audit(self, action: str, *, actor: str, user_id: str | None = None, network_id: str | None = None,
               detail: dict[str, Any] | str = "", ip: str | None = None) -> None:

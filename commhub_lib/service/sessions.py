@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any
 
+import trio
+
 from ..errors import Conflict, Forbidden, NotFound
 from ..ids import new_id, now_text, now_ts
 from ..models import MAX_LIMIT, ReportStatus
@@ -87,7 +89,12 @@ def needs_touch(hub: Hub, row: dict[str, Any], ts: float) -> bool:
 
 def claim(hub: Hub, principal: Principal, network_id: str, alias: str, resume_id: str | None = None) -> None:
     """Make the caller the holder of an alias (creating the session), inside the caller's transaction."""
-    row = _check_claim(hub, principal, network_id, alias)
+    _store_claim(hub, principal, network_id, alias, _check_claim(hub, principal, network_id, alias), resume_id)
+
+
+def _store_claim(hub: Hub, principal: Principal, network_id: str, alias: str, row: dict[str, Any] | None,
+                 resume_id: str | None = None) -> None:
+    """Write a claim that _check_claim allowed (`row`: the session it found), inside the caller's transaction."""
     now, ts = now_text(), now_ts()
     if row is None:
         quotas.check_new_alias(hub, network_id)
@@ -101,6 +108,53 @@ def claim(hub: Hub, principal: Principal, network_id: str, alias: str, resume_id
     if principal.last_alias != alias:
         token_store.set_last_alias(hub.db, principal.token_id, alias)
         principal.last_alias = alias
+
+
+def claim_for_stream(hub: Hub, principal: Principal, network_id: str, alias: str) -> None:
+    """claim() for a stream that opens: a write transaction only when the claim stores something (a new
+    session, another holder, another alias for the token); a stale presence of the holder's own session is left
+    to the presence writer (`write_stream_presence`), which stores it with the others of that moment in one
+    transaction. The stream keeps the alias online meanwhile (is_online asks the broker first); a reconnect
+    storm of known agents then opens without a single write."""
+    version = hub.db.con.data_version()
+    row = _check_claim(hub, principal, network_id, alias)
+    if row is None or row["token_id"] != principal.token_id or principal.last_alias != alias:
+        with hub.db.write():
+            # Checked outside the transaction (most stream opens store nothing): checked again only if another
+            # process wrote since (nothing of this process can run between the check and the BEGIN).
+            if hub.db.con.data_version() != version:
+                row = _check_claim(hub, principal, network_id, alias)
+            _store_claim(hub, principal, network_id, alias, row)
+    elif needs_touch(hub, row, now_ts()):
+        hub.broker.presence_due.add((network_id, alias))
+
+
+PRESENCE_WRITE_SECONDS = 0.5  # how long a stream open's presence may wait to be stored with others
+
+
+def write_due_presence(hub: Hub) -> int:
+    """Store a sign of life, now, for every alias a stream open left due, in one transaction (best effort: a
+    busy lock or a full disk keeps them for the next round). Returns how many were written."""
+    due = sorted(hub.broker.presence_due)
+    if not due:
+        return 0
+    now, ts = now_text(), now_ts()
+    if not hub.db.try_write(lambda: session_store.touch_sessions(hub.db, due, now, ts)):
+        return 0
+    hub.broker.presence_due.difference_update(due)
+    return len(due)
+
+
+async def write_stream_presence(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Background job (root nursery): every PRESENCE_WRITE_SECONDS, store the presence stream opens left due;
+    what is still due when the job ends (shutdown) is written then."""
+    task_status.started()
+    try:
+        while True:
+            await trio.sleep(PRESENCE_WRITE_SECONDS)
+            write_due_presence(hub)
+    finally:
+        write_due_presence(hub)  # no await: it runs even when the job is cancelled
 
 
 def report_status(hub: Hub, principal: Principal, network_id: str, current_alias: str | None,

@@ -57,13 +57,16 @@ def _task_event(hub: Hub, task: dict[str, Any], event: str, actor: str, detail: 
 
 def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kind: str = AGENT) -> dict[str, Any]:
     """Store a task in the recipient's inbox and push `new_task`; an idempotency key makes retries safe."""
-    if body.idempotency_key:
-        existing = task_store.find_by_idempotency_key(hub.db, network_id, sender, body.idempotency_key)
-        if existing:
-            return _task_result(hub, existing, duplicate=True)
-    require_known_alias(hub, network_id, body.to)
     pending: list[Event] = []
     with hub.db.write():
+        # The checks run inside the write transaction (as in send_message): no read transactions of their own,
+        # and a retry racing its first call cannot both pass the idempotency check.
+        if body.idempotency_key:
+            existing = task_store.find_by_idempotency_key(hub.db, network_id, sender, body.idempotency_key)
+            if existing:
+                return _task_result(hub, existing, session_store.get_session(hub.db, network_id, existing["to_name"]),
+                                    duplicate=True)
+        recipient = require_known_alias(hub, network_id, body.to)
         # The notice's text is the task's content (stored once, in the task).
         msg = message_row(network_id, sender, body.to, "task", "", priority=body.priority,
                           from_kind=sender_kind)
@@ -81,11 +84,11 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
             "priority": body.priority, "from": sender, "from_kind": sender_kind, "task_id": task["task_id"],
             "message_id": msg["message_id"], "title": body.title})
     hub.publish(pending)
-    return _task_result(hub, task, duplicate=False)
+    return _task_result(hub, task, recipient, duplicate=False)
 
 
-def _task_result(hub: Hub, task: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
-    recipient = session_store.get_session(hub.db, task["network_id"], task["to_name"])
+def _task_result(hub: Hub, task: dict[str, Any], recipient: dict[str, Any] | None, *,
+                 duplicate: bool) -> dict[str, Any]:
     return {"ok": True, "task_id": task["task_id"], "message_id": task["message_id"], "to": task["to_name"],
             "status": task["status"], "duplicate": duplicate, "deadline": task["deadline"],
             "recipient_online": bool(recipient and is_online(hub, recipient))}
