@@ -31,6 +31,7 @@ from .broker import Broker
 from .config import Settings
 from .db import LOOP_BUSY_TIMEOUT_MS, Database
 from .gc_tuning import keep_streams_frozen, tune_after_startup
+from .malloc_tuning import keep_freed_memory
 from .service import sessions
 from .service.hub import Hub
 from .service.jobs import run_sweeper
@@ -239,6 +240,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
                 log_startup(settings, binds, user_store.count_users(db))
                 if handle_signals:  # the process's own server (serve), not one of many in a test process
                     tune_after_startup()  # gc: freeze start-up objects, fewer young collections
+                    keep_freed_memory()  # large answers reuse heap memory instead of faulting in fresh pages
                 task_status.started(handle)
             log.info("every connection closed; stopping")
             root.cancel_scope.cancel()
