@@ -119,7 +119,7 @@ def create_app(hub: Hub) -> CommhubApp:
 
     app = CommhubApp("commhub")
     app.config["COMMHUB_HUB"] = hub
-    app.lock_watch = app.config["COMMHUB_LOCK_WATCH"] = WriteLockWatch(hub.db, hub.settings.write_lock_wait_seconds)
+    app.lock_watch = WriteLockWatch(hub.db, hub.settings.write_lock_wait_seconds)
     app.config["MAX_CONTENT_LENGTH"] = hub.settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     # A slow body may hold a connection (and its file descriptor) this long at most (quart's default: 60 s).

@@ -364,8 +364,3 @@ def _count_commit() -> bool:
     if state is not None:
         state.commits += 1
     return False
-
-
-def lock_watch() -> WriteLockWatch:
-    """The app's WriteLockWatch."""
-    return current_app.config["COMMHUB_LOCK_WATCH"]
