@@ -66,6 +66,15 @@ async def client(server: ServerHandle) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+def seed_owner_and_networks(db: Any, network_ids: Any) -> None:
+    """A store-level fixture: user 'u_1' (admin) owning one network per id (call inside db.write())."""
+    db.execute("INSERT INTO users(user_id, username, display_name, password_hash, role, created_at,"
+               " updated_at) VALUES ('u_1', 'p', 'p', 'x', 'admin', 't', 't')")
+    for n, net in enumerate(network_ids):
+        db.execute("INSERT INTO networks(network_id, name, owner_id, created_at, updated_at)"
+                   " VALUES (?, ?, 'u_1', 't', 't')", (net, f"n{n}"))
+
+
 def unique(prefix: str = "user") -> str:
     """A username unique within the test run."""
     return f"{prefix}{next(_counter)}"

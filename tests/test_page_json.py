@@ -19,6 +19,7 @@ import pytest
 from commhub_lib.db import Database
 from commhub_lib.store import messages as message_store
 from commhub_lib.store import tasks as task_store
+from tests.conftest import seed_owner_and_networks
 
 NETS = ["net_a", "net_b", "net_c"]
 TASKS_PER_NETWORK = 260  # the three together pass the 500-row cap of a page
@@ -49,11 +50,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingDatabase]:
     order = [(net, i) for net in NETS for i in range(TASKS_PER_NETWORK)]
     rng.shuffle(order)
     with database.write():
-        database.execute("INSERT INTO users(user_id, username, display_name, password_hash, role, created_at,"
-                         " updated_at) VALUES ('u_1', 'p', 'p', 'x', 'admin', 't', 't')")
-        for n, net in enumerate(NETS):
-            database.execute("INSERT INTO networks(network_id, name, owner_id, created_at, updated_at)"
-                             " VALUES (?, ?, 'u_1', 't', 't')", (net, f"n{n}"))
+        seed_owner_and_networks(database, NETS)
         for net, i in order:
             ts = 1000.0 + i // 4  # four tasks of a network share each time
             task_id, message_id = f"t-{net}-{i}", f"m-{net}-{i}"

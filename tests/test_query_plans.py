@@ -22,6 +22,7 @@ from commhub_lib.store import audit as audit_store
 from commhub_lib.store import messages as message_store
 from commhub_lib.store import sessions as session_store
 from commhub_lib.store import tasks as task_store
+from tests.conftest import seed_owner_and_networks
 
 NETS = ["net_a", "net_b", "net_c"]
 UNIQUE_LOOKUP = re.compile(r"SEARCH \w+ USING (INTEGER PRIMARY KEY \(rowid=\?\)"
@@ -58,11 +59,8 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         old.close()
     database = PlanRecorder(path)
     with database.write():
-        database.execute("INSERT INTO users(user_id, username, display_name, password_hash, role, created_at,"
-                         " updated_at) VALUES ('u_1', 'p', 'p', 'x', 'admin', 't', 't')")
+        seed_owner_and_networks(database, NETS)
         for n, net in enumerate(NETS):
-            database.execute("INSERT INTO networks(network_id, name, owner_id, created_at, updated_at)"
-                             " VALUES (?, ?, 'u_1', 't', 't')", (net, f"n{n}"))
             for i in range(20):
                 ts = 1000.0 + i
                 task = {"task_id": f"t{n}-{i}", "network_id": net, "from_name": "a1", "to_name": f"a{i % 3}",

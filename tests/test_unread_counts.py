@@ -25,7 +25,7 @@ from commhub_lib.server import ServerHandle
 from commhub_lib.service.retention import apply_retention
 from commhub_lib.store import messages as message_store
 from commhub_lib.store import retention as retention_store
-from tests.conftest import create_token, make_settings, mcp_call, register, tool
+from tests.conftest import create_token, make_settings, mcp_call, register, seed_owner_and_networks, tool
 
 DAY = 86400
 
@@ -174,11 +174,7 @@ def test_kept_count_equals_count_after_any_store_writes(tmp_path: Path, ops: lis
     db = Database(str(path))
     try:
         with db.write():
-            db.execute("INSERT INTO users(user_id, username, display_name, password_hash, role, created_at,"
-                       " updated_at) VALUES ('u_1', 'p', 'p', 'x', 'admin', 't', 't')")
-            for n, net in enumerate(NETS):
-                db.execute("INSERT INTO networks(network_id, name, owner_id, created_at, updated_at)"
-                           " VALUES (?, ?, 'u_1', 't', 't')", (net, f"n{n}"))
+            seed_owner_and_networks(db, NETS)
         seq = 0
         for op in ops:
             with db.write():
