@@ -19,7 +19,15 @@ from .api import accounts as accounts_api
 from .api import data as data_api
 from .api import networks as networks_api
 from .api import openapi as openapi_api
-from .api.common import WriteLockWatch, body_was_read, error_bytes, error_parts
+from .api.common import (
+    CRASH_MESSAGE,
+    WriteLockWatch,
+    body_timeout_message,
+    body_was_read,
+    error_bytes,
+    error_parts,
+    too_large_message,
+)
 from .errors import CommhubError
 from .logs import log_access
 from .mcp.http import McpPost
@@ -158,10 +166,9 @@ def create_app(hub: Hub) -> CommhubApp:
             message = f"method {request.method} is not allowed on {request.path}" + (
                 f" (allowed: {allowed})" if allowed else "")
         elif status == 408:
-            message = (f"the request body did not arrive within {hub.settings.body_timeout_seconds:g} s; "
-                       "send it in one go")
+            message = body_timeout_message(hub.settings.body_timeout_seconds)
         elif status == 413:
-            message = f"request body is larger than {hub.settings.max_body_bytes} bytes"
+            message = too_large_message(hub.settings.max_body_bytes)
         else:
             message = exc.description or exc.name
         headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(
@@ -176,6 +183,6 @@ def create_app(hub: Hub) -> CommhubApp:
     @app.errorhandler(Exception)
     async def handle_crash(exc: Exception) -> Response:
         log.exception("internal error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal server error; the details are in the server log")
+        return error_response(500, "internal_error", CRASH_MESSAGE)
 
     return app

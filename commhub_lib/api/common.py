@@ -100,6 +100,20 @@ def error_parts(exc: Exception) -> tuple[int, str, str, dict[str, str]] | None:
     return None
 
 
+# The texts of the errors both request paths give (Quart's handlers in app.py and POST /mcp in mcp/http.py).
+CRASH_MESSAGE = "internal server error; the details are in the server log"
+
+
+def too_large_message(max_body_bytes: int) -> str:
+    """413: the body is over max_body_bytes."""
+    return f"request body is larger than {max_body_bytes} bytes"
+
+
+def body_timeout_message(body_timeout_seconds: float) -> str:
+    """408: the body did not arrive within body_timeout_seconds."""
+    return f"the request body did not arrive within {body_timeout_seconds:g} s; send it in one go"
+
+
 def error_bytes(code: str, message: str) -> bytes:
     """The one body of every error: {"error": code, "message": text}."""
     return json_bytes({"error": code, "message": message})

@@ -17,7 +17,7 @@ import time
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
-from ..api.common import error_bytes, error_parts
+from ..api.common import CRASH_MESSAGE, body_timeout_message, error_bytes, error_parts, too_large_message
 from ..errors import DatabaseBusy, PayloadTooLarge, RequestTimeout
 from ..logs import log_access
 from .protocol import PostContext, PostRequest, answer_post
@@ -82,8 +82,7 @@ class McpPost:
             parts = error_parts(exc)
             if parts is None:
                 log.exception("internal error on POST /mcp")
-                return 500, error_bytes("internal_error", "internal server error; the details are in the server "
-                                        "log"), {}
+                return 500, error_bytes("internal_error", CRASH_MESSAGE), {}
             status, code, message, headers = parts
             if status in CLOSE_AFTER:
                 headers = {**headers, "Connection": "close"}
@@ -108,7 +107,7 @@ class McpPost:
                 if not message.get("more_body", False):
                     return chunk if not chunks else b"".join((*chunks, chunk))
                 chunks.append(chunk)
-        raise RequestTimeout(f"the request body did not arrive within {self.body_timeout:g} s; send it in one go")
+        raise RequestTimeout(body_timeout_message(self.body_timeout))
 
     def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+        return PayloadTooLarge(too_large_message(self.max_body))
