@@ -26,7 +26,7 @@ from tests.conftest import seed_owner_and_networks
 
 NETS = ["net_a", "net_b", "net_c"]
 UNIQUE_LOOKUP = re.compile(r"SEARCH \w+ USING (INTEGER PRIMARY KEY \(rowid=\?\)"
-                           r"|INDEX sqlite_autoindex_\w+ \(\w+=\?\))$")
+                           r"|INDEX sqlite_autoindex_\w+ \(\w+=\?\))( LEFT-JOIN)?$")
 A = NETS[:1]
 
 
@@ -179,6 +179,14 @@ def test_query_reads_along_its_index(db: PlanRecorder, call: Callable[[PlanRecor
         # A JSON page (page_json): one aggregate reads the page query, run as a co-routine, in its order.
         assert reads[-1] == "SCAN " + plan[0].removeprefix("CO-ROUTINE "), plan
         reads = reads[:-1]
+    elif plan[0] == "CO-ROUTINE p":
+        # A keyed JSON page (keyed_page_json): the page query walks its index for the keys alone, then each row
+        # of the page is read once by rowid, with its one-row lookups (a task's completion).
+        keys_end = reads.index("SCAN p")
+        rows = reads[keys_end + 1:]
+        assert rows[0].startswith("SEARCH t USING INTEGER PRIMARY KEY (rowid=?)"), plan
+        assert all(UNIQUE_LOOKUP.match(line) for line in rows), plan
+        reads = reads[:keys_end]
     assert reads, plan
     main, lookups = reads[0], reads[1:]
     # The table read: a SEARCH with the intended index (or the primary key of a WITHOUT ROWID table).
