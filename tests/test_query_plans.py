@@ -218,6 +218,22 @@ def test_a_list_over_many_networks_merges_one_index_walk_per_network(db: PlanRec
 
 
 @pytest.mark.parametrize("nets", [A, NETS], ids=["one network", "all networks"])
+def test_the_task_page_walks_keys_then_reads_each_task_and_completion_once(db: PlanRecorder,
+                                                                           nets: list[str]) -> None:
+    """The REST task page (up to 500 rows, ~775 KB): the index walks (merged for a person's networks) carry only
+    the order keys and the rowid, not each ~1.5 KB record; each task is then read by rowid and its completion
+    joined once, with no correlated subquery per row (bench/RESULTS.md §15i)."""
+    plan = plan_of(db, lambda d: task_store.list_tasks_json(d, nets, "failed", None, None, 500, 0))
+    walks = [line for line in plan if line.startswith("SEARCH tasks ")]
+    assert len(walks) == len(nets), plan
+    assert all(line.startswith("SEARCH tasks USING COVERING INDEX tasks_by_status ") for line in walks), plan
+    assert plan[plan.index("SCAN p") + 1:] == ["SEARCH t USING INTEGER PRIMARY KEY (rowid=?)",
+                                               "SEARCH c USING INDEX sqlite_autoindex_completions_1 (task_id=?)"
+                                               " LEFT-JOIN"], plan
+    assert not any("SUBQUERY" in line for line in plan), plan
+
+
+@pytest.mark.parametrize("nets", [A, NETS], ids=["one network", "all networks"])
 def test_lists_are_newest_first_with_filters_and_offset(db: PlanRecorder, nets: list[str]) -> None:
     """The merged and the single-network queries return the same rows as a plain sort would."""
     rows = task_store.list_tasks(db, nets, "running", None, None, 7, 3)
