@@ -8,8 +8,8 @@ bench/RESULTS.md:
 - a larger young generation: a request allocates a few thousand container objects, so the default
   threshold (700) ran a young collection several times per request;
 - a log line for every collection longer than `SLOW_COLLECTION_MS`, so a stall has a visible cause;
-- `keep_streams_frozen`, a background job of `serve`: the objects of long-lived streams are frozen as they
-  accumulate and thawed and collected once after heavy churn.
+- `keep_streams_frozen`, a background job of `serve`: while streams are open, what survived since its last
+  round is collected and frozen twice a second; everything is thawed and collected once after heavy churn.
 """
 
 from __future__ import annotations
@@ -58,46 +58,56 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
                     generation, took_ms, info["collected"])
 
 
-# Streams live for hours, and each holds ~200 objects the collector tracks (hypercorn's connection, quart's
-# request, trio's tasks and scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and
-# paused the server 0.7-1.5 s, the whole tail of wake latency at 200 sends/s (bench/RESULTS.md §15a). Frozen
-# objects are never walked, and freezing costs nothing (CPython splices its lists). A closed stream's objects
-# are freed by reference counting, except ~27 in cycles, which a frozen generation keeps (as it keeps whatever
-# cyclic garbage the young generations held when they were frozen): so after enough churn everything is thawed
-# and collected once (the pause CPython would have taken anyway) and frozen again.
-FREEZE_CHECK_SECONDS = 2.0
-FREEZE_GROWTH = 0.02  # freeze again once open streams grew by this fraction (+ FREEZE_MIN_STREAMS) ...
-FREEZE_MIN_STREAMS = 50
-THAW_CHURN = 0.25  # ... and thaw + collect once this fraction of the frozen streams has closed since
+# Streams live for hours, and each holds ~150 objects the collector tracks (hypercorn's connection, trio's tasks
+# and scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and paused the server 0.7-1.5 s,
+# the whole tail of wake latency at 200 sends/s (bench/RESULTS.md §15a). Frozen objects are never walked, and
+# freezing costs nothing (CPython splices its lists). Freezing only as streams accumulated was not enough: each
+# waiting stream's current wait (its receive, deadline and cancel scope: ~10 objects) is replaced at every event and
+# heartbeat, survives a young collection, and so the middle generation held every stream's current wait: 50-90 ms
+# middle collections with 5,000 streams at 200 sends/s (§15i). So while streams are open the job collects the
+# young and middle generations (only what survived since its last round: a few ms) and freezes, every round.
+# A closed stream's objects are freed by reference counting, except ~27 in cycles, which a frozen generation keeps
+# (as it keeps whatever became cyclic garbage after it was frozen): so after enough churn everything is thawed and
+# collected once (the pause CPython would have taken anyway) and frozen again.
+FREEZE_CHECK_SECONDS = 0.5
+FREEZE_MIN_STREAMS = 50  # below this, CPython's own collections stay short
+FREEZE_LOG_GROWTH = 0.02  # a freeze is logged (INFO) once open streams grew by this fraction + FREEZE_MIN_STREAMS
+THAW_CHURN = 0.25  # thaw + collect once this fraction of the most streams open since the last thaw has closed
 
 
-def stream_gc_step(open_now: int, frozen_at: int, closed_since: int) -> str | None:
-    """What the stream gc job does now: "thaw" (unfreeze, collect everything, freeze), "freeze" (collect the
-    young generations, freeze) or None; `frozen_at` = streams open at the last freeze, `closed_since` =
+def stream_gc_step(open_now: int, peak: int, closed_since: int) -> str | None:
+    """What the stream gc job does now: "thaw" (unfreeze, collect everything, freeze), "freeze" (collect the young
+    and middle generations, freeze) or None; `peak` = the most streams open since the last thaw, `closed_since` =
     streams closed since then."""
-    if frozen_at and closed_since > max(FREEZE_MIN_STREAMS, frozen_at * THAW_CHURN):
+    if peak and closed_since > max(FREEZE_MIN_STREAMS, peak * THAW_CHURN):
         return "thaw"
-    if open_now > frozen_at * (1 + FREEZE_GROWTH) + FREEZE_MIN_STREAMS:
+    if open_now >= FREEZE_MIN_STREAMS:
         return "freeze"
     return None
 
 
 async def keep_streams_frozen(broker: Broker) -> None:
-    """Background job of the process's own server (root nursery): freeze long-lived stream objects as streams
-    accumulate; after heavy churn, thaw and collect once (a full collection's pause). Stops at shutdown (the
-    streams all close then: a thaw would only delay the exit)."""
-    frozen_at = closed_at = 0
+    """Background job of the process's own server (root nursery): while streams are open, collect what survived
+    since the last round and freeze it; after heavy churn, thaw and collect once (a full collection's pause).
+    Stops at shutdown (the streams all close then: a thaw would only delay the exit)."""
+    peak = closed_at = logged_at = 0
     while not broker.closing:
         await trio.sleep(FREEZE_CHECK_SECONDS)
         open_now = broker.streams_opened - broker.streams_closed
-        step = stream_gc_step(open_now, frozen_at, broker.streams_closed - closed_at)
+        peak = max(peak, open_now)
+        step = stream_gc_step(open_now, peak, broker.streams_closed - closed_at)
         if step is None or broker.closing:
             continue
         started = trio.current_time()
         if step == "thaw":
             gc.unfreeze()
             gc.collect()
+            peak, closed_at = open_now, broker.streams_closed
+        else:
+            gc.collect(1)
         gc.freeze()
-        frozen_at, closed_at = open_now, broker.streams_closed
+        took_ms = (trio.current_time() - started) * 1000
         # (not gc.get_freeze_count(): it walks every frozen object, 140 ms at 5,000 streams)
-        log.info("gc: %s at %d open stream(s), %.0f ms", step, open_now, (trio.current_time() - started) * 1000)
+        if step == "thaw" or open_now > logged_at * (1 + FREEZE_LOG_GROWTH) + FREEZE_MIN_STREAMS:
+            logged_at = open_now
+            log.info("gc: %s at %d open stream(s), %.0f ms", step, open_now, took_ms)
