@@ -65,7 +65,7 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
 # freezing costs nothing (CPython splices its lists). Freezing only as streams accumulated was not enough: each
 # waiting stream's current wait (its receive, deadline and cancel scope: ~10 objects) is replaced at every event and
 # heartbeat, survives a young collection, and so the middle generation held every stream's current wait: 50-90 ms
-# middle collections with 5,000 streams at 200 sends/s (§15i). So while streams are open the job runs the middle
+# middle collections with 5,000 streams at 200 sends/s (§15k). So while streams are open the job runs the middle
 # collection itself, twice a second ("sweep": only what survived since its last round, a few ms) and freezes what
 # is left; CPython's own middle collections are then put off (MIDDLE_WHILE_SWEEPING). While streams are opening
 # fast ("freeze": they grew by FREEZE_MIN_STREAMS or more since the last round) the new streams' objects are frozen
@@ -75,7 +75,7 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
 # freeze): so after enough churn, and at least once an hour, everything is thawed and collected once (the pause
 # CPython would have taken anyway) and frozen again. Measured (`bench/stream_open_cost.py --soak 60
 # --soak-pollers 200 --soak-no-churn`: 1,000 streams, 200 agents long-polling, 13 mixed rounds a second): ~1,600
-# unreachable objects kept after a minute, as many as CPython's own collections had left by then (§15i).
+# unreachable objects kept after a minute, as many as CPython's own collections had left by then (§15k).
 FREEZE_CHECK_SECONDS = 0.5
 FREEZE_MIN_STREAMS = 50  # below this, CPython's own collections stay short
 MIDDLE_WHILE_SWEEPING = 1_000  # young collections between CPython's own middle ones while the job sweeps
