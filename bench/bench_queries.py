@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def load_loop(base: str, token: str, paths: list[str], stop: threading.Event, co
 def run(a: argparse.Namespace) -> dict:
     """One run: copy the database, start a server on it, measure both phases, stop it."""
     meta = json.loads(Path(a.db + ".tokens.json").read_text())
+    load_at_start = [round(x, 2) for x in os.getloadavg()]  # how busy the box was (shared machines)
     tmp = tempfile.mkdtemp(prefix="commhub-queries-")
     db = str(Path(tmp) / "bench.db")
     t0 = time.monotonic()
@@ -136,6 +138,7 @@ def run(a: argparse.Namespace) -> dict:
     result["stop"] = result_stop
     result["command"] = bl.this_command()
     result["when"] = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+    result["loadavg_start"] = load_at_start
     return result
 
 

@@ -140,3 +140,20 @@ def test_a_json_page_is_one_value_from_sqlite(db: CountingDatabase) -> None:
             db.rows_returned.clear()
             assert len(json.loads(as_json(db))) > 0, what
             assert db.rows_returned == [1], what
+
+
+@pytest.mark.parametrize("nets", [NETS[:1], NETS], ids=["one network", "three networks"])
+def test_the_task_page_is_byte_for_byte_the_records_json_object_builds_one_by_one(db: CountingDatabase,
+                                                                                   nets: list[str]) -> None:
+    """The task page comes out of json_group_array over each row's json_object (store/paging.keyed_page_json):
+    the answer's bytes must be those of the records built one at a time and joined with commas in brackets
+    (what the page was before), including text JSON must escape and a result that is the completion's."""
+    record = task_store.TASK_RECORD.replace("t.", "tasks.").replace("c.result", "(SELECT result FROM completions"
+                                                                    " WHERE task_id = tasks.task_id)")
+    for status in (None, "failed"):
+        ids = [r["task_id"] for r in task_store.list_tasks(db, nets, status, None, None, 500, 0)]
+        records = [db.query_one(f"SELECT {record} AS r FROM tasks WHERE task_id = ?", (i,))["r"] for i in ids]
+        page = task_store.list_tasks_json(db, nets, status, None, None, 500, 0)
+        assert page == "[" + ",".join(records) + "]"
+        assert sum('quote \\" backslash \\\\ tab \\t' in r for r in records) > 10  # text JSON escapes
+        assert sum('"result":"task ' in r for r in records) > 10  # results that are the completions'

@@ -26,7 +26,7 @@ from tests.conftest import seed_owner_and_networks
 
 NETS = ["net_a", "net_b", "net_c"]
 UNIQUE_LOOKUP = re.compile(r"SEARCH \w+ USING (INTEGER PRIMARY KEY \(rowid=\?\)"
-                           r"|INDEX sqlite_autoindex_\w+ \(\w+=\?\))$")
+                           r"|INDEX sqlite_autoindex_\w+ \(\w+=\?\))( LEFT-JOIN)?$")
 A = NETS[:1]
 
 
@@ -179,6 +179,14 @@ def test_query_reads_along_its_index(db: PlanRecorder, call: Callable[[PlanRecor
         # A JSON page (page_json): one aggregate reads the page query, run as a co-routine, in its order.
         assert reads[-1] == "SCAN " + plan[0].removeprefix("CO-ROUTINE "), plan
         reads = reads[:-1]
+    elif plan[0] == "CO-ROUTINE p":
+        # A keyed JSON page (keyed_page_json): the page query walks its index for the keys alone, then each row
+        # of the page is read once by rowid, with its one-row lookups (a task's completion).
+        keys_end = reads.index("SCAN p")
+        rows = reads[keys_end + 1:]
+        assert rows[0].startswith("SEARCH t USING INTEGER PRIMARY KEY (rowid=?)"), plan
+        assert all(UNIQUE_LOOKUP.match(line) for line in rows), plan
+        reads = reads[:keys_end]
     assert reads, plan
     main, lookups = reads[0], reads[1:]
     # The table read: a SEARCH with the intended index (or the primary key of a WITHOUT ROWID table).
@@ -207,6 +215,22 @@ def test_the_inbox_reads_only_the_agents_open_tasks(db: PlanRecorder) -> None:
 def test_a_list_over_many_networks_merges_one_index_walk_per_network(db: PlanRecorder) -> None:
     plan = plan_of(db, lambda d: task_store.list_tasks(d, NETS, "running", None, None, 50, 0))
     assert sum("MERGE (UNION ALL)" in line for line in plan) == len(NETS) - 1, plan
+
+
+@pytest.mark.parametrize("nets", [A, NETS], ids=["one network", "all networks"])
+def test_the_task_page_walks_keys_then_reads_each_task_and_completion_once(db: PlanRecorder,
+                                                                           nets: list[str]) -> None:
+    """The REST task page (up to 500 rows, ~775 KB): the index walks (merged for a person's networks) carry only
+    the order keys and the rowid, not each ~1.5 KB record; each task is then read by rowid and its completion
+    joined once, with no correlated subquery per row (bench/RESULTS.md §15i)."""
+    plan = plan_of(db, lambda d: task_store.list_tasks_json(d, nets, "failed", None, None, 500, 0))
+    walks = [line for line in plan if line.startswith("SEARCH tasks ")]
+    assert len(walks) == len(nets), plan
+    assert all(line.startswith("SEARCH tasks USING COVERING INDEX tasks_by_status ") for line in walks), plan
+    assert plan[plan.index("SCAN p") + 1:] == ["SEARCH t USING INTEGER PRIMARY KEY (rowid=?)",
+                                               "SEARCH c USING INDEX sqlite_autoindex_completions_1 (task_id=?)"
+                                               " LEFT-JOIN"], plan
+    assert not any("SUBQUERY" in line for line in plan), plan
 
 
 @pytest.mark.parametrize("nets", [A, NETS], ids=["one network", "all networks"])
