@@ -95,19 +95,41 @@ class McpPost:
             raise self._too_large()
         chunks: list[bytes] = []
         size = 0
+        # Hypercorn's trio worker hands the app the `receive` of a trio memory channel, and by the time the app
+        # runs, the body of a small request is usually queued there already (as a chunk and an empty last
+        # message). Taking what is queued without waiting skips the timeout's cancel scope and a trip through
+        # the scheduler per message (~10 µs of a ~0.25 ms call); whatever has not arrived yet is awaited below,
+        # within the body timeout, as before.
+        queue = getattr(receive, "__self__", None)
+        if isinstance(queue, trio.MemoryReceiveChannel):
+            while True:
+                try:
+                    message = queue.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                chunk = self._take(message, size)
+                size += len(chunk)
+                if not message.get("more_body", False):
+                    return chunk if not chunks else b"".join((*chunks, chunk))
+                chunks.append(chunk)
         with trio.move_on_after(self.body_timeout):
             while True:
                 message = await receive()
-                if message["type"] != "http.request":  # http.disconnect
-                    raise ClientGone()
-                chunk = message.get("body", b"")
+                chunk = self._take(message, size)
                 size += len(chunk)
-                if size > self.max_body:
-                    raise self._too_large()
                 if not message.get("more_body", False):
                     return chunk if not chunks else b"".join((*chunks, chunk))
                 chunks.append(chunk)
         raise RequestTimeout(body_timeout_message(self.body_timeout))
+
+    def _take(self, message: dict, size: int) -> bytes:
+        """The body chunk of an ASGI receive message; ClientGone on a disconnect, 413 past max_body_bytes."""
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if size + len(chunk) > self.max_body:
+            raise self._too_large()
+        return chunk
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(too_large_message(self.max_body))

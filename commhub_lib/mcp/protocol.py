@@ -10,6 +10,7 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -245,9 +246,38 @@ async def _tools_call(ctx: PostContext, msg_id: Any, params: dict[str, Any], pri
     finally:
         if session.alias != alias_before:
             push.alias_changed(h, session)  # the session's GET /mcp stream follows the new alias
-    text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-    return _rpc_result(msg_id, {"content": [{"type": "text", "text": text}], "structuredContent": result,
-                                "isError": False})
+    return _tool_answer(msg_id, result)
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class EncodedAnswer(dict):
+    """A JSON-RPC answer (the dict, for whoever reads it) that also carries its JSON text, made once."""
+
+    __slots__ = ("encoded",)
+    encoded: bytes
+
+
+def _tool_answer(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """A tool's successful answer: its result as text content and as structuredContent.
+
+    The same JSON text is both, so the result is encoded once and spliced into the answer, not encoded again
+    inside it (~4 µs of a send_message): the bytes are exactly what json_bytes(answer) gives."""
+    answer = EncodedAnswer(_rpc_result(msg_id, {"content": [{"type": "text", "text": (text := _encode(result))}],
+                                                "structuredContent": result, "isError": False}))
+    body = (f'{{"jsonrpc":"2.0","id":{_encode(msg_id)},"result":{{"content":[{{"type":"text","text":'
+            f'{encode_basestring(text)}}}],"structuredContent":{text},"isError":false}}}}')
+    try:
+        answer.encoded = body.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: json_bytes escapes it
+        answer.encoded = json_bytes(answer)
+    return answer
+
+
+def answer_bytes(answer: dict[str, Any]) -> bytes:
+    """An answer as the JSON body of a response."""
+    return answer.encoded if isinstance(answer, EncodedAnswer) else json_bytes(answer)
 
 
 def _tool_error(code: str, message: str) -> dict[str, Any]:
@@ -297,7 +327,7 @@ async def answer_post(ctx: PostContext, req: PostRequest) -> tuple[int, bytes]:
     if isinstance(payload, list):
         return await _post_batch(ctx, req, payload, principal, network_id, session)
     answer = await _dispatch_noted(ctx, req, payload, principal, network_id, session)
-    return (202, b"") if answer is None else (200, json_bytes(answer))
+    return (202, b"") if answer is None else (200, answer_bytes(answer))
 
 
 async def _post_batch(ctx: PostContext, req: PostRequest, payload: list[Any], principal: Principal,
