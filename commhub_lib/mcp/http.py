@@ -91,15 +91,17 @@ class McpPost:
     async def _read_body(self, req: PostRequest, receive: ASGIReceiveCallable) -> bytes:
         """The whole body, within max_body_bytes and body_timeout_seconds."""
         length = req.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
+        expected = int(length) if length.isdigit() else -1
+        if expected > self.max_body:
             raise self._too_large()
         chunks: list[bytes] = []
         size = 0
-        # Hypercorn's trio worker hands the app the `receive` of a trio memory channel, and by the time the app
-        # runs, the body of a small request is usually queued there already (as a chunk and an empty last
-        # message). Taking what is queued without waiting skips the timeout's cancel scope and a trip through
-        # the scheduler per message (~10 µs of a ~0.25 ms call); whatever has not arrived yet is awaited below,
-        # within the body timeout, as before.
+        # Hypercorn's trio worker hands the app the `receive` of a trio memory channel and puts the body there
+        # as it arrives: for a small request the whole body is usually queued before the app first runs, and
+        # only the empty last message (more_body false) may still be on its way. So what is queued is taken
+        # without waiting, and once Content-Length bytes are in, the body is complete (h11 allows no more):
+        # no cancel scope for the timeout, no trip through the scheduler per message (~35 µs of a send_message
+        # in-process). Whatever has not arrived yet is awaited below, within the body timeout, as before.
         queue = getattr(receive, "__self__", None)
         if isinstance(queue, trio.MemoryReceiveChannel):
             while True:
@@ -109,17 +111,17 @@ class McpPost:
                     break
                 chunk = self._take(message, size)
                 size += len(chunk)
-                if not message.get("more_body", False):
-                    return chunk if not chunks else b"".join((*chunks, chunk))
                 chunks.append(chunk)
+                if not message.get("more_body", False) or size == expected:
+                    return chunk if len(chunks) == 1 else b"".join(chunks)
         with trio.move_on_after(self.body_timeout):
             while True:
                 message = await receive()
                 chunk = self._take(message, size)
                 size += len(chunk)
-                if not message.get("more_body", False):
-                    return chunk if not chunks else b"".join((*chunks, chunk))
                 chunks.append(chunk)
+                if not message.get("more_body", False) or size == expected:
+                    return chunk if len(chunks) == 1 else b"".join(chunks)
         raise RequestTimeout(body_timeout_message(self.body_timeout))
 
     def _take(self, message: dict, size: int) -> bytes:
