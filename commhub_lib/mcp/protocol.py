@@ -229,14 +229,15 @@ async def _tools_call(ctx: PostContext, msg_id: Any, params: dict[str, Any], pri
         args = tool.model.model_validate(arguments)
         # Run again after waiting (off the loop's back) when its write met another process's lock.
         attempt = ctx.lock_watch.run
-        if tool.is_async:
+        if tool.cancellable:
             with push.cancellable(h, session, msg_id) as scope:
                 result = await attempt(lambda: call_tool(tool, tool_ctx, args))
             if scope.cancelled_caught:
                 return None  # cancelled by the client (notifications/cancelled): no answer is expected
         else:
-            # A sync tool runs to its end without a checkpoint (notifications/cancelled cannot reach it): no
-            # cancel scope to register and unregister (~2 % of a call).
+            # A sync tool runs to its end without a checkpoint, and a grouped write waits shielded for its
+            # commit (notifications/cancelled cannot reach either): no cancel scope to register and unregister
+            # (~2 % of a call).
             result = await attempt(lambda: call_tool(tool, tool_ctx, args))
     except ValidationError as exc:
         return _rpc_result(msg_id, _tool_error("invalid_arguments",
