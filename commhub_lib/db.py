@@ -14,6 +14,7 @@ it asynchronously first with `await db.wait_for_write_lock()` (probes with no bu
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import time
@@ -173,7 +174,8 @@ class Database:
                     for member in group:
                         self.con.execute("SAVEPOINT member")
                         try:
-                            member.result = member.work()
+                            # In the caller's context (which surface it came through, its request's state).
+                            member.result = member.context.run(member.work)
                         except Exception as exc:  # noqa: BLE001 (handed to the work's own caller)
                             if not self.con.in_transaction:  # SQLite rolled the whole transaction back (disk)
                                 raise
@@ -334,10 +336,11 @@ class Database:
 class _GroupMember:
     """One caller's work in a write_together() transaction, and its outcome."""
 
-    __slots__ = ("after", "done", "error", "result", "work")
+    __slots__ = ("after", "context", "done", "error", "result", "work")
 
     def __init__(self, work: Callable[[], Any], after: Callable[[Any], None] | None):
         self.work = work
+        self.context = contextvars.copy_context()
         self.after = after
         self.result: Any = None
         self.error: Exception | None = None

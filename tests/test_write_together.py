@@ -153,3 +153,23 @@ async def test_concurrent_mcp_sends_are_each_stored_once_and_pushed_in_order(tmp
                 "params": {"name": "get_inbox", "arguments": {"limit": 100}}})
             items = r.json()["result"]["structuredContent"]["items"]
             assert sorted(i["message_id"] for i in items) == sorted(sent)
+
+
+async def test_each_work_runs_in_its_callers_context(tmp_path: Path) -> None:
+    """A work runs in the leader's task but sees its own caller's context variables (the surface an error's
+    advice speaks of)."""
+    import contextvars
+
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    async with own_server(tmp_path, "context") as server:
+        db = server.hub.db
+        seen: dict[int, str] = {}
+
+        async def one(i: int) -> None:
+            who.set(f"caller {i}")
+            await db.write_together(lambda: seen.__setitem__(i, who.get()))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(one, i)
+        assert seen == {i: f"caller {i}" for i in range(4)}
