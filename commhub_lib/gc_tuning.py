@@ -8,8 +8,9 @@ bench/RESULTS.md:
 - a larger young generation: a request allocates a few thousand container objects, so the default
   threshold (700) ran a young collection several times per request;
 - a log line for every collection longer than `SLOW_COLLECTION_MS`, so a stall has a visible cause;
-- `keep_streams_frozen`, a background job of `serve`: the objects of long-lived streams are frozen as they
-  accumulate and thawed and collected once after heavy churn.
+- `keep_streams_frozen`, a background job of `serve`: while streams are open, it runs the middle collection
+  itself twice a second and freezes what survives (while streams open fast, it only freezes); everything is
+  thawed and collected once after heavy churn.
 """
 
 from __future__ import annotations
@@ -58,46 +59,67 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
                     generation, took_ms, info["collected"])
 
 
-# Streams live for hours, and each holds ~200 objects the collector tracks (hypercorn's connection, quart's
-# request, trio's tasks and scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and
-# paused the server 0.7-1.5 s, the whole tail of wake latency at 200 sends/s (bench/RESULTS.md §15a). Frozen
-# objects are never walked, and freezing costs nothing (CPython splices its lists). A closed stream's objects
-# are freed by reference counting, except ~27 in cycles, which a frozen generation keeps (as it keeps whatever
-# cyclic garbage the young generations held when they were frozen): so after enough churn everything is thawed
-# and collected once (the pause CPython would have taken anyway) and frozen again.
-FREEZE_CHECK_SECONDS = 2.0
-FREEZE_GROWTH = 0.02  # freeze again once open streams grew by this fraction (+ FREEZE_MIN_STREAMS) ...
-FREEZE_MIN_STREAMS = 50
-THAW_CHURN = 0.25  # ... and thaw + collect once this fraction of the frozen streams has closed since
+# Streams live for hours, and each holds ~150 objects the collector tracks (hypercorn's connection, trio's tasks
+# and scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and paused the server 0.7-1.5 s,
+# the whole tail of wake latency at 200 sends/s (bench/RESULTS.md §15a). Frozen objects are never walked, and
+# freezing costs nothing (CPython splices its lists). Freezing only as streams accumulated was not enough: each
+# waiting stream's current wait (its receive, deadline and cancel scope: ~10 objects) is replaced at every event and
+# heartbeat, survives a young collection, and so the middle generation held every stream's current wait: 50-90 ms
+# middle collections with 5,000 streams at 200 sends/s (§15i). So while streams are open the job runs the middle
+# collection itself, twice a second ("sweep": only what survived since its last round, a few ms) and freezes what
+# is left; CPython's own middle collections are then put off (MIDDLE_WHILE_SWEEPING). While streams are opening
+# fast ("freeze": they grew by FREEZE_MIN_STREAMS or more since the last round) the new streams' objects are frozen
+# without a collection, so an open storm does not walk them either.
+# A closed stream's objects are freed by reference counting, except ~27 in cycles, which a frozen generation keeps
+# (as it keeps whatever became cyclic garbage after it was frozen): so after enough churn everything is thawed and
+# collected once (the pause CPython would have taken anyway) and frozen again.
+FREEZE_CHECK_SECONDS = 0.5
+FREEZE_MIN_STREAMS = 50  # below this, CPython's own collections stay short
+MIDDLE_WHILE_SWEEPING = 1_000  # young collections between CPython's own middle ones while the job sweeps
+FREEZE_LOG_GROWTH = 0.02  # a round is logged (INFO) once open streams grew by this fraction + FREEZE_MIN_STREAMS
+THAW_CHURN = 0.25  # thaw + collect once this fraction of the most streams open since the last thaw has closed
 
 
-def stream_gc_step(open_now: int, frozen_at: int, closed_since: int) -> str | None:
-    """What the stream gc job does now: "thaw" (unfreeze, collect everything, freeze), "freeze" (collect the
-    young generations, freeze) or None; `frozen_at` = streams open at the last freeze, `closed_since` =
-    streams closed since then."""
-    if frozen_at and closed_since > max(FREEZE_MIN_STREAMS, frozen_at * THAW_CHURN):
+def stream_gc_step(open_now: int, open_before: int, peak: int, closed_since: int) -> str | None:
+    """What the stream gc job does now: "thaw" (unfreeze, collect everything, freeze), "freeze" (streams are
+    opening fast: freeze), "sweep" (collect the young and middle generations, freeze) or None (few streams);
+    `open_before` = streams open at the last round, `peak` = the most streams open since the last thaw,
+    `closed_since` = streams closed since then."""
+    if peak and closed_since > max(FREEZE_MIN_STREAMS, peak * THAW_CHURN):
         return "thaw"
-    if open_now > frozen_at * (1 + FREEZE_GROWTH) + FREEZE_MIN_STREAMS:
-        return "freeze"
-    return None
+    if open_now < FREEZE_MIN_STREAMS:
+        return None
+    return "freeze" if open_now >= open_before + FREEZE_MIN_STREAMS else "sweep"
 
 
 async def keep_streams_frozen(broker: Broker) -> None:
-    """Background job of the process's own server (root nursery): freeze long-lived stream objects as streams
-    accumulate; after heavy churn, thaw and collect once (a full collection's pause). Stops at shutdown (the
-    streams all close then: a thaw would only delay the exit)."""
-    frozen_at = closed_at = 0
-    while not broker.closing:
-        await trio.sleep(FREEZE_CHECK_SECONDS)
-        open_now = broker.streams_opened - broker.streams_closed
-        step = stream_gc_step(open_now, frozen_at, broker.streams_closed - closed_at)
-        if step is None or broker.closing:
-            continue
-        started = trio.current_time()
-        if step == "thaw":
-            gc.unfreeze()
-            gc.collect()
-        gc.freeze()
-        frozen_at, closed_at = open_now, broker.streams_closed
-        # (not gc.get_freeze_count(): it walks every frozen object, 140 ms at 5,000 streams)
-        log.info("gc: %s at %d open stream(s), %.0f ms", step, open_now, (trio.current_time() - started) * 1000)
+    """Background job of the process's own server (root nursery): while streams are open, run the middle
+    collection twice a second and freeze what survives; after heavy churn, thaw and collect once (a full
+    collection's pause). Stops at shutdown (the streams all close then: a thaw would only delay the exit)."""
+    open_before = peak = closed_at = logged_at = 0
+    try:
+        while not broker.closing:
+            await trio.sleep(FREEZE_CHECK_SECONDS)
+            open_now = broker.streams_opened - broker.streams_closed
+            peak = max(peak, open_now)
+            step = stream_gc_step(open_now, open_before, peak, broker.streams_closed - closed_at)
+            open_before = open_now
+            if step is None or broker.closing:
+                gc.set_threshold(*THRESHOLDS)
+                continue
+            started = trio.current_time()
+            gc.set_threshold(THRESHOLDS[0], MIDDLE_WHILE_SWEEPING, THRESHOLDS[2])
+            if step == "thaw":
+                gc.unfreeze()
+                gc.collect()
+                peak, closed_at = open_now, broker.streams_closed
+            elif step == "sweep":
+                gc.collect(1)
+            gc.freeze()
+            took_ms = (trio.current_time() - started) * 1000
+            # (not gc.get_freeze_count(): it walks every frozen object, 140 ms at 5,000 streams)
+            if step == "thaw" or open_now > logged_at * (1 + FREEZE_LOG_GROWTH) + FREEZE_MIN_STREAMS:
+                logged_at = open_now
+                log.info("gc: %s at %d open stream(s), %.0f ms", step, open_now, took_ms)
+    finally:
+        gc.set_threshold(*THRESHOLDS)

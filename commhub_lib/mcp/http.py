@@ -18,12 +18,12 @@ import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
 from ..api.common import CRASH_MESSAGE, body_timeout_message, error_bytes, error_parts, too_large_message
+from ..asgi import JsonAnswer, RouteContext, read_headers, send_json
 from ..errors import DatabaseBusy, PayloadTooLarge, RequestTimeout
 from ..logs import log_access
-from .protocol import PostContext, PostRequest, answer_post
+from .protocol import PostRequest, answer_post
 
 log = logging.getLogger("commhub")
-JSON = (b"content-type", b"application/json")
 # Answers after which the connection must not be reused: the body may still be (partly) on the wire.
 CLOSE_AFTER = frozenset({408, 413})
 
@@ -35,7 +35,7 @@ class ClientGone(Exception):
 class McpPost:
     """The ASGI endpoint for POST /mcp (CommhubApp.asgi_app calls it for exactly that method and path)."""
 
-    def __init__(self, ctx: PostContext):
+    def __init__(self, ctx: RouteContext):
         self.ctx = ctx
         self.max_body = ctx.hub.settings.max_body_bytes
         self.body_timeout = ctx.hub.settings.body_timeout_seconds
@@ -43,25 +43,17 @@ class McpPost:
     async def __call__(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """Answer one POST /mcp."""
         started = time.perf_counter()
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:  # ASGI gives the names in lower case; keep each one's first value
-            key = name.decode("latin-1")
-            if key not in headers:
-                headers[key] = value.decode("latin-1")
-        req = PostRequest(headers, scope.get("query_string", b""), b"")
+        req = PostRequest(read_headers(scope), scope.get("query_string", b""))
         try:
             status, body, extra = await self._answer(req, receive)
         except ClientGone:
             return
-        out = [JSON, (b"content-length", str(len(body)).encode())] if body else [(b"content-length", b"0")]
-        out.extend((key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items())
         client = scope.get("client")
         # Logged before the answer goes out, as for every other route: a client that reads the log after its
         # answer finds the line there.
         log_access(client[0] if client else None, "POST", "/mcp", status, (time.perf_counter() - started) * 1000,
                    req.calls, req.alias)
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_json(send, JsonAnswer(status, body, extra))
 
     async def _answer(self, req: PostRequest, receive: ASGIReceiveCallable) -> tuple[int, bytes, dict[str, str]]:
         """(status, body, extra headers) of the answer, errors included."""

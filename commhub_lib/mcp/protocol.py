@@ -9,29 +9,27 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from quart import Blueprint, Response, request
 
 from .. import __version__
 from ..api.common import (
-    WriteLockWatch,
     authenticate,
     authenticate_token,
-    bearer_from,
-    client_ip,
     header,
     hub,
     json_bytes,
     parse_json,
     validation_message,
 )
+from ..asgi import AsgiRequest, JsonAnswer, RouteContext, StreamRequest
 from ..errors import BadRequest, CommhubError, Forbidden
-from ..ratelimit import RateLimiter
 from ..service import networks
 from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
@@ -91,11 +89,6 @@ def _rpc_result(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "result": result}
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = payload if isinstance(payload, bytes) else json_bytes(payload)
-    return Response(body, status=status, content_type="application/json", headers=headers)
-
-
 def check_origin(h: Hub, origin: str | None) -> None:
     """DNS-rebinding guard: a browser Origin must be local or explicitly allowed."""
     if not origin:
@@ -107,35 +100,17 @@ def check_origin(h: Hub, origin: str | None) -> None:
     raise Forbidden(f"Origin '{origin}' is not allowed; add it to COMMHUB_ALLOWED_ORIGINS", code="origin_not_allowed")
 
 
-@dataclass(frozen=True, slots=True)
-class PostContext:
-    """What POST /mcp uses of the running app: the hub, the per-token rate limiter, the write-lock watch."""
-
-    hub: Hub
-    token_limiter: RateLimiter
-    lock_watch: WriteLockWatch
-
-
 @dataclass(slots=True)
-class PostRequest:
+class PostRequest(AsgiRequest):
     """One POST /mcp as mcp/http.py read it off the ASGI scope, and what the access line notes about it."""
 
-    headers: dict[str, str]  # lower-case names, the first value of each
-    query_string: bytes
-    body: bytes
+    body: bytes = b""
     answer_headers: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (tool or method, outcome) for the access line
     alias: str | None = None
 
-    def arg(self, name: str) -> str | None:
-        """A query parameter (the first value), or None."""
-        if not self.query_string:
-            return None
-        values = parse_qs(self.query_string.decode("latin-1"), keep_blank_values=True).get(name)
-        return values[0] if values else None
 
-
-def _session_for(ctx: PostContext, req: PostRequest, principal: Principal) -> McpSession:
+def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> McpSession:
     """The MCP session named by Mcp-Session-Id, or a transient one for a session-less request."""
     sid = req.headers.get("mcp-session-id")
     version = req.headers.get("mcp-protocol-version") or LATEST_VERSION
@@ -152,7 +127,7 @@ def _session_for(ctx: PostContext, req: PostRequest, principal: Principal) -> Mc
     return McpSession(None, principal.token_id, version)
 
 
-async def _dispatch(ctx: PostContext, req: PostRequest, msg: Any, principal: Principal, network_id: str,
+async def _dispatch(ctx: RouteContext, req: PostRequest, msg: Any, principal: Principal, network_id: str,
                     session: McpSession) -> dict[str, Any] | None:
     """Handle one JSON-RPC message; None for notifications and responses (nothing to answer)."""
     if not isinstance(msg, dict):
@@ -187,7 +162,7 @@ async def _dispatch(ctx: PostContext, req: PostRequest, msg: Any, principal: Pri
     return _rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
 
 
-def _initialize(ctx: PostContext, req: PostRequest, params: dict[str, Any], principal: Principal) -> dict[str, Any]:
+def _initialize(ctx: RouteContext, req: PostRequest, params: dict[str, Any], principal: Principal) -> dict[str, Any]:
     asked = params.get("protocolVersion")
     version = asked if asked in SUPPORTED_VERSIONS else LATEST_VERSION
     client = params.get("clientInfo") or {}
@@ -213,7 +188,7 @@ def _issued_to(session_id: str, principal: Principal) -> bool:
     return session_id.startswith("mcp_") and session_id.endswith("." + principal.token_id)
 
 
-async def _tools_call(ctx: PostContext, msg_id: Any, params: dict[str, Any], principal: Principal, network_id: str,
+async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], principal: Principal, network_id: str,
                       session: McpSession) -> dict[str, Any] | None:
     name = params.get("name")
     tool = TOOLS.get(name) if isinstance(name, str) else None
@@ -286,7 +261,7 @@ def _tool_error(code: str, message: str) -> dict[str, Any]:
             "structuredContent": {"error": code, "message": message}, "isError": True}
 
 
-async def _dispatch_noted(ctx: PostContext, req: PostRequest, msg: Any, principal: Principal, network_id: str,
+async def _dispatch_noted(ctx: RouteContext, req: PostRequest, msg: Any, principal: Principal, network_id: str,
                           session: McpSession) -> dict[str, Any] | None:
     """_dispatch, noting for the access log what was called, as which alias, and how it ended."""
     answer = await _dispatch(ctx, req, msg, principal, network_id, session)
@@ -305,13 +280,12 @@ async def _dispatch_noted(ctx: PostContext, req: PostRequest, msg: Any, principa
     return answer
 
 
-async def answer_post(ctx: PostContext, req: PostRequest) -> tuple[int, bytes]:
+async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes]:
     """POST /mcp: one JSON-RPC message (or a batch) in, (status, application/json body) out; an empty body
     with 202 when nothing needs an answer. HTTP-level failures raise (CommhubError: 401, 403, 400, 429)."""
     h = ctx.hub
     check_origin(h, req.headers.get("origin"))
-    principal = authenticate_token(h, ctx.token_limiter, bearer_from(req.headers.get("authorization", ""),
-                                                                     req.arg("token")))
+    principal = authenticate_token(h, ctx.token_limiter, req.bearer())
     version = req.headers.get("mcp-protocol-version")
     # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
     # `server/discover` (sent with a newer version) gets a JSON-RPC -32601 and falls back to initialize.
@@ -331,7 +305,7 @@ async def answer_post(ctx: PostContext, req: PostRequest) -> tuple[int, bytes]:
     return (202, b"") if answer is None else (200, answer_bytes(answer))
 
 
-async def _post_batch(ctx: PostContext, req: PostRequest, payload: list[Any], principal: Principal,
+async def _post_batch(ctx: RouteContext, req: PostRequest, payload: list[Any], principal: Principal,
                       network_id: str, session: McpSession) -> tuple[int, bytes]:
     """A JSON-RPC batch, within the bounds of mcp/batch.py."""
     if not payload:
@@ -354,38 +328,46 @@ async def post_mcp() -> Response:
     raise AssertionError("POST /mcp is served by commhub_lib.mcp.http, before Quart's routing")
 
 
-@bp.get("/mcp")
-async def get_mcp() -> Response:
-    """The session's server-to-client stream: every event for its alias as `notifications/claude/channel`.
+def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | JsonAnswer:
+    """GET /mcp: the session's server-to-client stream, every event for its alias as
+    `notifications/claude/channel` (served ahead of Quart by asgi.serve_stream).
 
     As the MCP spec (Streamable HTTP) says: without `Accept: text/event-stream` 405; without Mcp-Session-Id 400;
     a session id this hub never issued to this token (or one ended with DELETE) 404, so the client initializes
     again. A session id issued to this token before a restart is taken up again, as POST does, so push and
     Last-Event-ID replay survive a restart of the hub."""
-    if "text/event-stream" not in request.headers.get("Accept", ""):
-        return _json({"error": "method_not_allowed", "message": "GET /mcp opens the session's event stream: send "
-                      "'Accept: text/event-stream' and the Mcp-Session-Id from initialize; JSON-RPC goes to POST "
-                      "/mcp"}, 405, {"Allow": "GET, POST, DELETE"})
-    check_origin(hub(), header("Origin"))
-    principal = authenticate()
-    h = hub()
-    sid = request.headers.get("Mcp-Session-Id")
+    if "text/event-stream" not in req.headers.get("accept", ""):
+        return JsonAnswer(405, json_bytes({
+            "error": "method_not_allowed", "message": "GET /mcp opens the session's event stream: send 'Accept: "
+            "text/event-stream' and the Mcp-Session-Id from initialize; JSON-RPC goes to POST /mcp"}),
+            {"Allow": "GET, POST, DELETE"})
+    h = ctx.hub
+    check_origin(h, req.headers.get("origin"))
+    principal = authenticate_token(h, ctx.token_limiter, req.bearer())
+    sid = req.headers.get("mcp-session-id")
     if not sid:
         raise BadRequest("GET /mcp needs the Mcp-Session-Id header that initialize returned", code="missing_session_id")
-    session = _sessions().get(sid)
+    pool: SessionPool = h.mcp_sessions
+    session = pool.get(sid)
     if session is None and _issued_to(sid, principal) and not push.was_ended(h, sid):
-        session = McpSession(sid, principal.token_id, request.headers.get("Mcp-Protocol-Version") or LATEST_VERSION)
-        _sessions().add(session)
+        session = McpSession(sid, principal.token_id, req.headers.get("mcp-protocol-version") or LATEST_VERSION)
+        pool.add(session)
     if session is None or session.token_id != principal.token_id:
-        return _json({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' for this token; "
-                      "send initialize again to start a new session"}, 404)
-    after = last_event_id(h)
-    network_id = networks.single_network(h, principal, request.args.get("network_id") or None)
+        return JsonAnswer(404, json_bytes({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' "
+                                           "for this token; send initialize again to start a new session"}))
+    after = last_event_id(h, req)
+    network_id = networks.single_network(h, principal, req.arg("network_id") or None)
     # A session without its own alias pushes the token's alias only when that cannot be someone else's.
     principal = session_principal(h, principal, network_id, True, session.alias)
-    ip = client_ip()
-    check_stream_caps(h.broker, h.settings, principal.token_id, ip)
-    return await push.open_stream(h, principal, network_id, session, after, ip)
+    check_stream_caps(h.broker, h.settings, principal.token_id, req.client_ip)
+    return push.open_stream(h, principal, network_id, session, after, req.client_ip)
+
+
+@bp.get("/mcp")
+async def get_mcp() -> Response:
+    """Never reached: GET /mcp is served ahead of Quart (mcp_stream). The rule is here for routing (OpenAPI,
+    the Allow list of a 405 on /mcp, OPTIONS /mcp)."""
+    raise AssertionError("GET /mcp is served ahead of Quart's routing")
 
 
 @bp.delete("/mcp")

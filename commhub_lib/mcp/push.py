@@ -17,7 +17,6 @@ from functools import partial
 from typing import Any
 
 import trio
-from quart import Response
 
 from ..broker import SHUTDOWN, Subscriber
 from ..errors import CommhubError
@@ -25,7 +24,6 @@ from ..events import RETRY_MS
 from ..ids import now_text, now_ts
 from ..service import sessions
 from ..service.hub import Hub, Principal
-from ..sse import sse_response
 from ..store import events as event_store
 from ..store import sessions as session_store
 from ..stream import Progress, Scope, follow
@@ -171,8 +169,8 @@ def _claimed_position(state: SessionPush, alias: str) -> int | None:
     return None
 
 
-async def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSession, after: int | None,
-                      client_ip: str) -> Response:
+def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSession, after: int | None,
+                client_ip: str) -> AsyncIterator[bytes]:
     """The session's server-to-client SSE stream of `notifications/claude/channel` messages."""
     assert session.session_id is not None
     session_id = session.session_id
@@ -228,4 +226,4 @@ async def open_stream(h: Hub, principal: Principal, network_id: str, session: Mc
                 if progress.reason != SHUTDOWN:  # at shutdown one line counts them all
                     log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
 
-    return await sse_response(generate())
+    return generate()
