@@ -259,6 +259,8 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         await trio.sleep(a.settle)  # the stream gc job's next checks
         out["after_settle"] = {"gc_count": gc.get_count(),
                                "objects_by_generation": [len(gc.get_objects(g)) for g in range(3)]}
+        if a.soak and a.app == "commhub":
+            out["soak"] = await soak(a.soak, base, path, reg["network_token"], a.soak_pollers, not a.soak_no_churn)
         if a.app == "commhub":
             handle.shutdown()
         else:
@@ -268,6 +270,33 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         if proc.returncode is None:
             proc.kill()
     return out
+
+
+async def soak(seconds: float, base: str, tokens_path: str, sender_token: str, pollers: int,
+               churn: bool) -> dict[str, Any]:
+    """Mixed traffic from a child process for `seconds`; then everything is thawed and collected once: the
+    unreachable objects found are the cyclic garbage that the frozen generation (and the young ones) still held."""
+    gc.unfreeze()
+    baseline = gc.collect()  # start clean: nothing unreachable is kept from the opens
+    gc.freeze()
+    rss0 = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")  # noqa: SIM115, ASYNC230
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    done = await trio.run_process([sys.executable, str(HERE / "soak_traffic.py"), base, tokens_path, sender_token,
+                                   str(seconds), str(pollers), "churn" if churn else "nochurn"],
+                                  capture_stdout=True)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    words = done.stdout.decode().split()
+    rounds, polls = int(words[-1]), int(words[-3])
+    rss1 = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")  # noqa: SIM115, ASYNC230
+    frozen = gc.get_freeze_count()
+    gc.unfreeze()
+    found = gc.collect()
+    gc.freeze()
+    return {"seconds": round(wall, 1), "rounds": rounds, "long_polls": polls, "server_cpu_s": round(cpu, 2),
+            "baseline_unreachable": baseline, "frozen_at_end": frozen, "unreachable_at_end": found,
+            "unreachable_per_round": round(found / max(1, rounds), 1),
+            "unreachable_per_hour_at_this_rate": int(found * 3600 / max(wall, 1e-9)),
+            "rss_growth_mib": round((rss1 - rss0) / 2**20, 1)}
 
 
 def main() -> None:
@@ -283,6 +312,11 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=3.0, help="seconds after the opens before the gc census")
     p.add_argument("--pyspy", help="write py-spy raw stacks of the opens here")
     p.add_argument("--pyspy-rate", type=int, default=250)
+    p.add_argument("--soak", type=float, default=0.0,
+                   help="then this many seconds of mixed traffic (bench/soak_traffic.py), and count the cyclic "
+                        "garbage the collector had not freed by the end (what freezing kept)")
+    p.add_argument("--soak-pollers", type=int, default=0, help="agents long-polling get_inbox during the soak")
+    p.add_argument("--soak-no-churn", action="store_true", help="no short-lived streams during the soak")
     p.add_argument("--json-out")
     p.add_argument("--split", help="print the shares of a --pyspy file by part of an open, and stop")
     a = p.parse_args()

@@ -65,27 +65,31 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
 # freezing costs nothing (CPython splices its lists). Freezing only as streams accumulated was not enough: each
 # waiting stream's current wait (its receive, deadline and cancel scope: ~10 objects) is replaced at every event and
 # heartbeat, survives a young collection, and so the middle generation held every stream's current wait: 50-90 ms
-# middle collections with 5,000 streams at 200 sends/s (§15i). So while streams are open the job runs the middle
+# middle collections with 5,000 streams at 200 sends/s (§15k). So while streams are open the job runs the middle
 # collection itself, twice a second ("sweep": only what survived since its last round, a few ms) and freezes what
 # is left; CPython's own middle collections are then put off (MIDDLE_WHILE_SWEEPING). While streams are opening
 # fast ("freeze": they grew by FREEZE_MIN_STREAMS or more since the last round) the new streams' objects are frozen
 # without a collection, so an open storm does not walk them either.
 # A closed stream's objects are freed by reference counting, except ~27 in cycles, which a frozen generation keeps
-# (as it keeps whatever became cyclic garbage after it was frozen): so after enough churn everything is thawed and
-# collected once (the pause CPython would have taken anyway) and frozen again.
+# (as it keeps whatever became cyclic garbage after it was frozen, such as parts of requests in flight at a
+# freeze): so after enough churn, and at least once an hour, everything is thawed and collected once (the pause
+# CPython would have taken anyway) and frozen again. Measured (`bench/stream_open_cost.py --soak 60
+# --soak-pollers 200 --soak-no-churn`: 1,000 streams, 200 agents long-polling, 13 mixed rounds a second): ~1,600
+# unreachable objects kept after a minute, as many as CPython's own collections had left by then (§15k).
 FREEZE_CHECK_SECONDS = 0.5
 FREEZE_MIN_STREAMS = 50  # below this, CPython's own collections stay short
 MIDDLE_WHILE_SWEEPING = 1_000  # young collections between CPython's own middle ones while the job sweeps
 FREEZE_LOG_GROWTH = 0.02  # a round is logged (INFO) once open streams grew by this fraction + FREEZE_MIN_STREAMS
 THAW_CHURN = 0.25  # thaw + collect once this fraction of the most streams open since the last thaw has closed
+THAW_ROUNDS = 7_200  # ... or after this many rounds (an hour)
 
 
-def stream_gc_step(open_now: int, open_before: int, peak: int, closed_since: int) -> str | None:
+def stream_gc_step(open_now: int, open_before: int, peak: int, closed_since: int, rounds_since: int = 0) -> str | None:
     """What the stream gc job does now: "thaw" (unfreeze, collect everything, freeze), "freeze" (streams are
     opening fast: freeze), "sweep" (collect the young and middle generations, freeze) or None (few streams);
     `open_before` = streams open at the last round, `peak` = the most streams open since the last thaw,
-    `closed_since` = streams closed since then."""
-    if peak and closed_since > max(FREEZE_MIN_STREAMS, peak * THAW_CHURN):
+    `closed_since` = streams closed since then, `rounds_since` = rounds that froze something since then."""
+    if peak and closed_since > max(FREEZE_MIN_STREAMS, peak * THAW_CHURN) or rounds_since >= THAW_ROUNDS:
         return "thaw"
     if open_now < FREEZE_MIN_STREAMS:
         return None
@@ -96,13 +100,13 @@ async def keep_streams_frozen(broker: Broker) -> None:
     """Background job of the process's own server (root nursery): while streams are open, run the middle
     collection twice a second and freeze what survives; after heavy churn, thaw and collect once (a full
     collection's pause). Stops at shutdown (the streams all close then: a thaw would only delay the exit)."""
-    open_before = peak = closed_at = logged_at = 0
+    open_before = peak = closed_at = logged_at = rounds = 0
     try:
         while not broker.closing:
             await trio.sleep(FREEZE_CHECK_SECONDS)
             open_now = broker.streams_opened - broker.streams_closed
             peak = max(peak, open_now)
-            step = stream_gc_step(open_now, open_before, peak, broker.streams_closed - closed_at)
+            step = stream_gc_step(open_now, open_before, peak, broker.streams_closed - closed_at, rounds)
             open_before = open_now
             if step is None or broker.closing:
                 gc.set_threshold(*THRESHOLDS)
@@ -112,9 +116,11 @@ async def keep_streams_frozen(broker: Broker) -> None:
             if step == "thaw":
                 gc.unfreeze()
                 gc.collect()
-                peak, closed_at = open_now, broker.streams_closed
-            elif step == "sweep":
-                gc.collect(1)
+                peak, closed_at, rounds = open_now, broker.streams_closed, 0
+            else:
+                rounds += 1
+                if step == "sweep":
+                    gc.collect(1)
             gc.freeze()
             took_ms = (trio.current_time() - started) * 1000
             # (not gc.get_freeze_count(): it walks every frozen object, 140 ms at 5,000 streams)

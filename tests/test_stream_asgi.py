@@ -41,13 +41,6 @@ async def read_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:
     return head, rest
 
 
-async def read_until_closed(stream: trio.SocketStream) -> bytes:
-    data = b""
-    while chunk := await stream.receive_some(65536):
-        data += chunk
-    return data
-
-
 def get(path: str, *headers: str) -> bytes:
     return ("\r\n".join([f"GET {path} HTTP/1.1", "Host: localhost", *headers]) + "\r\n\r\n").encode()
 

@@ -41,6 +41,13 @@ def test_thaw_after_a_quarter_of_the_peak_closed() -> None:
     assert stream_gc_step(150, 150, 150, 50) == "sweep"
 
 
+def test_thaw_at_least_once_an_hour() -> None:
+    """What became cyclic garbage after a freeze (parts of requests in flight then) is not kept for ever."""
+    assert stream_gc_step(5000, 5000, 5000, 0, gc_tuning.THAW_ROUNDS - 1) == "sweep"
+    assert stream_gc_step(5000, 5000, 5000, 0, gc_tuning.THAW_ROUNDS) == "thaw"
+    assert gc_tuning.THAW_ROUNDS * gc_tuning.FREEZE_CHECK_SECONDS == 3600
+
+
 async def test_the_job_freezes_as_streams_open_and_thaws_after_churn(autojump_clock: trio.abc.Clock,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     broker = SimpleNamespace(streams_opened=0, streams_closed=0, closing=False)
