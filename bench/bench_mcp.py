@@ -19,6 +19,8 @@ One run (repetition):
     /work/venv/bin/python bench/bench_mcp.py --table bench/results_mcp.jsonl   # medians of recorded runs
     # a worktree without /work/venv: its own .venv runs the servers and the harness (benchlib falls back to it)
     BENCH_SERVER_PY=$PWD/.venv/bin/python .venv/bin/python bench/bench_mcp.py
+    # A/B in one run: the CommHub of another checkout as a third target, segments interleaved (A B C, C B A, ...)
+    git archive main | tar -x -C /tmp/main-tree && .venv/bin/python bench/bench_mcp.py --compare-repo /tmp/main-tree
 
 Bounded: --messages per segment, --seconds cap per segment, the harness's own call/hard timeouts and a
 subprocess timeout. Loopback only. Both servers are started and stopped here.
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -89,32 +92,50 @@ def aggregate(segs: list[dict]) -> dict:
             "segments_calls_per_s": [s["calls_per_s"] for s in segs]}
 
 
+def commhub_cmd(a: argparse.Namespace, srv: bl.Server) -> list[str]:
+    """The harness command that drives one CommHub (a user registered, one network token per agent)."""
+    reg = bl.register(srv.base)
+    tokens = bl.create_tokens(srv.base, reg["token"], reg["network_id"], a.clients)
+    tok_file = os.path.join(srv.tmpdir.name, "tokens.txt")
+    with open(tok_file, "w") as f:
+        f.write("\n".join(tokens) + "\n")
+    return [bl.VENV_PY, SHIM, tok_file, "commhub", srv.base + "/mcp", "--clients", str(a.clients),
+            "--messages", str(a.messages), "--seconds", str(a.seconds), "--server-pid", str(srv.pid)]
+
+
+def ratios(c: dict, e: dict) -> tuple[float | None, float | None]:
+    """(calls/s ratio, server CPU per call ratio) of a CommHub's aggregate against the ceiling's."""
+    ratio = round(c["calls_per_s"] / e["calls_per_s"], 3) if c["calls_per_s"] and e["calls_per_s"] else None
+    cpu_ratio = (round(c["srv_cpu_ms_per_call"] / e["srv_cpu_ms_per_call"], 2)
+                 if c["srv_cpu_ms_per_call"] and e["srv_cpu_ms_per_call"] else None)
+    return ratio, cpu_ratio
+
+
 def one_rep(a: argparse.Namespace, rep: int) -> dict:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_start = os.getloadavg()
     ch = bl.start_commhub(a.server_arg)
-    ce = None
+    ce = base = None
     try:
         ce = bl.start_ceiling()
-        reg = bl.register(ch.base)
-        tokens = bl.create_tokens(ch.base, reg["token"], reg["network_id"], a.clients)
-        tok_file = os.path.join(ch.tmpdir.name, "tokens.txt")
-        with open(tok_file, "w") as f:
-            f.write("\n".join(tokens) + "\n")
         cmds = {
-            "commhub": [bl.VENV_PY, SHIM, tok_file, "commhub", ch.base + "/mcp", "--clients", str(a.clients),
-                        "--messages", str(a.messages), "--seconds", str(a.seconds), "--server-pid", str(ch.pid)],
+            "commhub": commhub_cmd(a, ch),
             "ceiling": [bl.VENV_PY, HARNESS, "raw", ce.base + "/mcp", "--clients", str(a.clients),
                         "--messages", str(a.ceiling_messages), "--seconds", str(a.seconds),
                         "--server-pid", str(ce.pid)],
         }
         pids = {"commhub": ch.pid, "ceiling": ce.pid}
         print(f"$ {ch.command()}\n$ {ce.command()}", flush=True)
+        if a.compare_repo:
+            base = bl.start_commhub(a.server_arg, repo=Path(a.compare_repo))
+            cmds["base"] = commhub_cmd(a, base)
+            pids["base"] = base.pid
+            print(f"$ {base.command()}", flush=True)
         time.sleep(1.0)
-        segs: dict[str, list[dict]] = {"commhub": [], "ceiling": []}
+        segs: dict[str, list[dict]] = {name: [] for name in cmds}
         raw: list[dict] = []
         for seg in range(a.segments):
-            order = ["commhub", "ceiling"] if seg % 2 == 0 else ["ceiling", "commhub"]
+            order = list(cmds) if seg % 2 == 0 else list(reversed(cmds))
             for name in order:
                 print(f"--- rep {rep} segment {seg + 1}/{a.segments}: {name}\n$ {' '.join(cmds[name])}", flush=True)
                 res, rc, text, cpu = run_harness(cmds[name], a.seconds, pids[name])
@@ -123,12 +144,10 @@ def one_rep(a: argparse.Namespace, rep: int) -> dict:
                 raw.append({"target": name, "segment": seg, "rc": rc, "result": res, "cpu": cpu})
         rss_end = bl.proc_status_kb(ch.pid)
     finally:
-        stops = {"commhub": ch.stop(), "ceiling": ce.stop() if ce else None}
+        stops = {"commhub": ch.stop(), "ceiling": ce.stop() if ce else None, "base": base.stop() if base else None}
     agg = {k: aggregate(v) for k, v in segs.items()}
     c, e = agg["commhub"], agg["ceiling"]
-    ratio = round(c["calls_per_s"] / e["calls_per_s"], 3) if c["calls_per_s"] and e["calls_per_s"] else None
-    cpu_ratio = (round(c["srv_cpu_ms_per_call"] / e["srv_cpu_ms_per_call"], 2)
-                 if c["srv_cpu_ms_per_call"] and e["srv_cpu_ms_per_call"] else None)
+    ratio, cpu_ratio = ratios(c, e)
     rec = {"bench": "mcp", "date_utc": started, "rep": rep, "clients": a.clients, "segments": a.segments,
            "messages_per_segment": a.messages, "ceiling_messages_per_segment": a.ceiling_messages,
            "seconds_per_segment": a.seconds, "command": bl.this_command(), "commhub_server_cmd": ch.command(),
@@ -138,6 +157,14 @@ def one_rep(a: argparse.Namespace, rep: int) -> dict:
            "commhub_rss_end_kb": rss_end, "stops": stops,
            "loadavg_start": [round(x, 2) for x in load_start],
            "loadavg_end": [round(x, 2) for x in os.getloadavg()], "raw": raw}
+    if "base" in agg:
+        rec["base"] = agg["base"]
+        rec["base_repo"] = a.compare_repo
+        rec["base_ratio_calls_per_s"], rec["base_ratio_server_cpu_per_call"] = ratios(agg["base"], e)
+        print(f"=== rep {rep}: base ({a.compare_repo}) {agg['base']['calls_per_s']} calls/s, "
+              f"{agg['base']['srv_cpu_ms_per_call']} ms CPU/call, lost {agg['base']['lost']} | ratio "
+              f"{rec['base_ratio_calls_per_s']} | server CPU/call ratio {rec['base_ratio_server_cpu_per_call']}",
+              flush=True)
     print(f"=== rep {rep}: commhub {c['calls_per_s']} calls/s (segments {c['segments_calls_per_s']}; p50 {c['p50']} ms,"
           f" p99 {c['p99']} ms; server {c['srv_cpu_ms_per_call']} ms CPU/call; lost {c['lost']}) | ceiling "
           f"{e['calls_per_s']} calls/s (segments {e['segments_calls_per_s']}; p50 {e['p50']} ms; "
@@ -158,7 +185,9 @@ def table(recs: list[dict]) -> str:
              f"{sorted({r['segments'] for r in recs})} x {sorted({r['seconds_per_segment'] for r in recs})} s",
              "| target | " + " | ".join(c for c, _ in COLS) + " | ok calls (per run) | errors | lost |",
              "|---" * (len(COLS) + 4) + "|"]
-    for target in ("commhub", "ceiling"):
+    for target in ("commhub", "base", "ceiling"):
+        if not all(target in r for r in recs):
+            continue
         vals = [bl.median([r[target][k] for r in recs]) for _, k in COLS]
         oks = "/".join(str(r[target]["ok"]) for r in recs)
         errs = "/".join(str(r[target]["errors"]) for r in recs)
@@ -169,6 +198,14 @@ def table(recs: list[dict]) -> str:
     lines += ["",
               f"CommHub / ceiling calls/s, per run: {ratios} -> median {bl.median(ratios)}",
               f"CommHub / ceiling server CPU per call, per run: {cpu} -> median {bl.median(cpu)}",
+              *([f"base / ceiling calls/s, per run: {[r['base_ratio_calls_per_s'] for r in recs]} -> median "
+                 f"{bl.median([r['base_ratio_calls_per_s'] for r in recs])}",
+                 f"base / ceiling server CPU per call, per run: {[r['base_ratio_server_cpu_per_call'] for r in recs]}"
+                 f" -> median {bl.median([r['base_ratio_server_cpu_per_call'] for r in recs])}",
+                 "CommHub / base server CPU per call, per run: "
+                 + str([round(r['commhub']['srv_cpu_ms_per_call'] / r['base']['srv_cpu_ms_per_call'], 3)
+                        for r in recs])]
+                if all("base" in r for r in recs) else []),
               "load average (1 min) at start/end, per run: "
               + str([(r.get("loadavg_start") or [None])[0] for r in recs]) + " / "
               + str([(r.get("loadavg_end") or [None])[0] for r in recs]),
@@ -187,6 +224,9 @@ def main() -> int:
                    help="CommHub sends per segment (<= clients*480: get_inbox returns at most 500 items)")
     p.add_argument("--ceiling-messages", type=int, default=10000, help="ceiling calls per segment")
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--compare-repo", metavar="CHECKOUT",
+                   help="also run the CommHub of another checkout (e.g. `git archive` of main) as a third target, "
+                        "its segments interleaved with the other two: an A/B in one run")
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for `commhub.py serve`")
     p.add_argument("--json-out", default=os.path.join(HERE, "results_mcp.jsonl"))
     p.add_argument("--table", metavar="JSONL", help="only print the medians table of recorded runs")
@@ -205,7 +245,7 @@ def main() -> int:
             bl.append_jsonl(a.json_out, rec)
     print(table(recs))
     bad = [r for r in recs if not r["commhub"]["ok"] or r["commhub"]["lost"] or not r["ceiling"]["ok"]
-           or r["commhub"]["errors"]]
+           or r["commhub"]["errors"] or ("base" in r and (r["base"]["lost"] or r["base"]["errors"]))]
     return 1 if bad else 0
 
 

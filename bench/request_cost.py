@@ -8,6 +8,7 @@ text access log on (to /dev/null), as `serve` runs it. Modes:
     .venv/bin/python bench/request_cost.py --count             # Python calls and SQL statements per request
     .venv/bin/python bench/request_cost.py --parts             # the service parts alone, and what a checkpoint adds
     .venv/bin/python bench/request_cost.py --repo /tmp/old     # the same for another checkout of the code
+    .venv/bin/python bench/request_cost.py --asgi 8            # 8 calls at once into the ASGI entry, no test client
 
 `--count` is deterministic (the same on a busy box); the CPU figures are best-of-rounds of process time.
 """
@@ -76,6 +77,53 @@ async def send(env: dict[str, Any]) -> None:
         "name": "send_message", "arguments": {"to": "agent-1", "content": f"hello {env['n']} from agent-0"}}})
     r = await env["client"].post("/mcp", data=body, headers=env["headers"][0])
     assert r.status_code == 200 and b'"isError":false' in await r.get_data(), await r.get_data()
+
+
+async def asgi_round(env: dict[str, Any], k: int) -> None:
+    """`k` send_message calls at once (agent-i -> agent-i+1), straight into the ASGI entry as hypercorn's trio
+    worker makes them: the body queued on a trio memory channel (a chunk, then the empty last message)."""
+    app = env["client"].app
+    if "asgi_headers" not in env:
+        env["asgi_headers"] = [[(k.lower().encode(), v.encode()) for k, v in h.items()] for h in env["headers"]]
+
+    async def one(i: int) -> None:
+        env["n"] += 1
+        body = json.dumps({"jsonrpc": "2.0", "id": env["n"], "method": "tools/call", "params": {
+            "name": "send_message", "arguments": {"to": f"agent-{(i + 1) % len(env['headers'])}",
+                                                  "content": f"hello {env['n']} from agent-{i}"}}}).encode()
+        scope = {"type": "http", "method": "POST", "path": "/mcp", "query_string": b"", "client": ("127.0.0.1", 1),
+                 "headers": [*env["asgi_headers"][i], (b"content-length", str(len(body)).encode())]}
+        queue_in, queue_out = trio.open_memory_channel[dict[str, Any]](10)
+        queue_in.send_nowait({"type": "http.request", "body": body, "more_body": True})
+        queue_in.send_nowait({"type": "http.request", "body": b"", "more_body": False})
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app.asgi_app(scope, queue_out.receive, send)
+        assert sent[0]["status"] == 200 and b'"isError":false' in sent[1]["body"], sent
+
+    async with trio.open_nursery() as nursery:
+        for i in range(k):
+            nursery.start_soon(one, i)
+
+
+async def asgi_cpu_per_call(env: dict[str, Any], k: int, calls: int, rounds: int) -> dict[str, Any]:
+    """Process CPU µs per call with `k` calls in flight at once, through the ASGI entry (no test client)."""
+    import apsw
+
+    for _ in range(max(1, 200 // k)):
+        await asgi_round(env, k)
+    per = []
+    for _ in range(rounds):
+        env["db"].con.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)  # what the server's checkpointer does
+        n = max(1, calls // k)
+        t0 = time.process_time()
+        for _ in range(n):
+            await asgi_round(env, k)
+        per.append(round((time.process_time() - t0) * 1e6 / (n * k), 1))
+    return {"asgi_concurrent": k, "cpu_us_per_call": per, "best": min(per)}
 
 
 async def cpu_per_call(env: dict[str, Any], calls: int, rounds: int) -> dict[str, Any]:
@@ -168,7 +216,10 @@ def parts(env: dict[str, Any]) -> dict[str, Any]:
 
 async def measure(a: argparse.Namespace, log_stream: Any) -> dict[str, Any]:
     """Set up, then measure what the command line asked for."""
-    env = await setup(log_stream)
+    env = await setup(log_stream, clients=max(2, a.asgi + 1))
+    if a.asgi:
+        env["db"].con.pragma("wal_autocheckpoint", 0)  # the server checkpoints in a thread, not in the COMMIT
+        return await asgi_cpu_per_call(env, a.asgi, a.calls, a.rounds)
     if a.count:
         return await counts(env)
     if a.parts:
@@ -184,6 +235,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", action="store_true")
     ap.add_argument("--parts", action="store_true")
+    ap.add_argument("--asgi", type=int, default=0, metavar="K",
+                    help="send K calls at once straight into the ASGI entry (no test client), as many agents do")
     a = ap.parse_args()
     sys.path.insert(0, a.repo)
     import commhub_lib

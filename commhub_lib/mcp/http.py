@@ -83,23 +83,47 @@ class McpPost:
     async def _read_body(self, req: PostRequest, receive: ASGIReceiveCallable) -> bytes:
         """The whole body, within max_body_bytes and body_timeout_seconds."""
         length = req.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
+        expected = int(length) if length.isdigit() else -1
+        if expected > self.max_body:
             raise self._too_large()
         chunks: list[bytes] = []
         size = 0
+        # Hypercorn's trio worker hands the app the `receive` of a trio memory channel and puts the body there
+        # as it arrives: for a small request the whole body is usually queued before the app first runs, and
+        # only the empty last message (more_body false) may still be on its way. So what is queued is taken
+        # without waiting, and once Content-Length bytes are in, the body is complete (h11 allows no more):
+        # no cancel scope for the timeout, no trip through the scheduler per message (~35 µs of a send_message
+        # in-process). Whatever has not arrived yet is awaited below, within the body timeout, as before.
+        queue = getattr(receive, "__self__", None)
+        if isinstance(queue, trio.MemoryReceiveChannel):
+            while True:
+                try:
+                    message = queue.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                chunk = self._take(message, size)
+                size += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False) or size == expected:
+                    return chunk if len(chunks) == 1 else b"".join(chunks)
         with trio.move_on_after(self.body_timeout):
             while True:
                 message = await receive()
-                if message["type"] != "http.request":  # http.disconnect
-                    raise ClientGone()
-                chunk = message.get("body", b"")
+                chunk = self._take(message, size)
                 size += len(chunk)
-                if size > self.max_body:
-                    raise self._too_large()
-                if not message.get("more_body", False):
-                    return chunk if not chunks else b"".join((*chunks, chunk))
                 chunks.append(chunk)
+                if not message.get("more_body", False) or size == expected:
+                    return chunk if len(chunks) == 1 else b"".join(chunks)
         raise RequestTimeout(body_timeout_message(self.body_timeout))
+
+    def _take(self, message: dict, size: int) -> bytes:
+        """The body chunk of an ASGI receive message; ClientGone on a disconnect, 413 past max_body_bytes."""
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if size + len(chunk) > self.max_body:
+            raise self._too_large()
+        return chunk
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(too_large_message(self.max_body))

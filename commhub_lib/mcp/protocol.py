@@ -11,6 +11,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -203,14 +204,15 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
         args = tool.model.model_validate(arguments)
         # Run again after waiting (off the loop's back) when its write met another process's lock.
         attempt = ctx.lock_watch.run
-        if tool.is_async:
+        if tool.cancellable:
             with push.cancellable(h, session, msg_id) as scope:
                 result = await attempt(lambda: call_tool(tool, tool_ctx, args))
             if scope.cancelled_caught:
                 return None  # cancelled by the client (notifications/cancelled): no answer is expected
         else:
-            # A sync tool runs to its end without a checkpoint (notifications/cancelled cannot reach it): no
-            # cancel scope to register and unregister (~2 % of a call).
+            # A sync tool runs to its end without a checkpoint, and a grouped write waits shielded for its
+            # commit (notifications/cancelled cannot reach either): no cancel scope to register and unregister
+            # (~2 % of a call).
             result = await attempt(lambda: call_tool(tool, tool_ctx, args))
     except ValidationError as exc:
         return _rpc_result(msg_id, _tool_error("invalid_arguments",
@@ -220,9 +222,38 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
     finally:
         if session.alias != alias_before:
             push.alias_changed(h, session)  # the session's GET /mcp stream follows the new alias
-    text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-    return _rpc_result(msg_id, {"content": [{"type": "text", "text": text}], "structuredContent": result,
-                                "isError": False})
+    return _tool_answer(msg_id, result)
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class EncodedAnswer(dict):
+    """A JSON-RPC answer (the dict, for whoever reads it) that also carries its JSON text, made once."""
+
+    __slots__ = ("encoded",)
+    encoded: bytes
+
+
+def _tool_answer(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """A tool's successful answer: its result as text content and as structuredContent.
+
+    The same JSON text is both, so the result is encoded once and spliced into the answer, not encoded again
+    inside it (~4 µs of a send_message): the bytes are exactly what json_bytes(answer) gives."""
+    answer = EncodedAnswer(_rpc_result(msg_id, {"content": [{"type": "text", "text": (text := _encode(result))}],
+                                                "structuredContent": result, "isError": False}))
+    body = (f'{{"jsonrpc":"2.0","id":{_encode(msg_id)},"result":{{"content":[{{"type":"text","text":'
+            f'{encode_basestring(text)}}}],"structuredContent":{text},"isError":false}}}}')
+    try:
+        answer.encoded = body.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: json_bytes escapes it
+        answer.encoded = json_bytes(answer)
+    return answer
+
+
+def answer_bytes(answer: dict[str, Any]) -> bytes:
+    """An answer as the JSON body of a response."""
+    return answer.encoded if isinstance(answer, EncodedAnswer) else json_bytes(answer)
 
 
 def _tool_error(code: str, message: str) -> dict[str, Any]:
@@ -271,7 +302,7 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes]:
     if isinstance(payload, list):
         return await _post_batch(ctx, req, payload, principal, network_id, session)
     answer = await _dispatch_noted(ctx, req, payload, principal, network_id, session)
-    return (202, b"") if answer is None else (200, json_bytes(answer))
+    return (202, b"") if answer is None else (200, answer_bytes(answer))
 
 
 async def _post_batch(ctx: RouteContext, req: PostRequest, payload: list[Any], principal: Principal,

@@ -64,11 +64,15 @@ class Tool:
     model: type[BaseModel]
     handler: Handler
     read_only: bool = False
-    # A sync handler runs without a checkpoint: nothing (not even notifications/cancelled) can interrupt it.
+    # Whether notifications/cancelled can end a call while it waits (get_inbox's long-poll). None: an async
+    # handler can be, a sync one cannot (it runs to its end without a checkpoint).
+    cancellable: bool | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.handler)
+        if self.cancellable is None:
+            self.cancellable = self.is_async
 
     def descriptor(self) -> dict[str, Any]:
         """The tools/list entry, its inputSchema generated from the pydantic model and made self-contained."""
@@ -105,8 +109,9 @@ def _send_task(ctx: ToolContext, a: m.SendTask) -> dict[str, Any]:
     return messaging.send_task(ctx.hub, ctx.network_id, ctx.caller(), a)
 
 
-def _send_message(ctx: ToolContext, a: m.SendMessage) -> dict[str, Any]:
-    return messaging.send_message(ctx.hub, ctx.network_id, ctx.caller(), a)
+async def _send_message(ctx: ToolContext, a: m.SendMessage) -> dict[str, Any]:
+    # Committed with the other sends of the same scheduler pass (the agents' busiest call; db.write_together).
+    return await messaging.send_message_together(ctx.hub, ctx.network_id, ctx.caller(), a)
 
 
 def _send_reply(ctx: ToolContext, a: m.SendReply) -> dict[str, Any]:
@@ -171,7 +176,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "done or failed); answer a question with send_reply {task_id, content} (no status).",
          m.SendTask, _send_task),
     Tool("send_message", "Send a plain message (no task) to another agent's alias. Returns {message_id, "
-         "recipient_online}.", m.SendMessage, _send_message),
+         "recipient_online}.", m.SendMessage, _send_message, cancellable=False),
     Tool("send_reply", "Reply about a task or a message. On a task you RECEIVED, `status` is required: 'done' "
          "(finished, ends it as replied), 'failed' (ends it as failed), 'progress' (still working, stays running) "
          "or 'question' (ask the sender; the task waits as input_required and their answer comes back as a "

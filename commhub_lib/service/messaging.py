@@ -40,22 +40,45 @@ from .tasks import (
 
 __all__ = ["ack_inbox", "broadcast", "cancel_task", "get_inbox", "get_task", "list_completions",
            "list_completions_json", "list_messages", "list_messages_json", "list_task_events", "list_task_events_json",
-           "list_tasks", "list_tasks_json", "report_completion", "send_message", "send_reply", "send_task"]
+           "list_tasks", "list_tasks_json", "report_completion", "send_message", "send_message_together", "send_reply",
+           "send_task"]
 
 
 def send_message(hub: Hub, network_id: str, sender: str, body: SendMessage, sender_kind: str = AGENT) -> dict[str, Any]:
     """Store a plain message in the recipient's inbox and push `new_message`."""
     pending: list[Event] = []
     with hub.db.write():
-        # Checked inside the write transaction: a read on its own is a read transaction of its own (~2.4 µs of
-        # WAL locking), and the recipient cannot be retired between the check and the insert.
-        recipient = require_known_alias(hub, network_id, body.to)
-        msg = message_row(network_id, sender, body.to, "message", body.content, from_kind=sender_kind)
-        message_store.insert_message(hub.db, msg)
-        hub.record_event(pending, network_id, body.to, "new_message", {
-            "type": "new_message", "message": body.content, "from": sender, "from_kind": sender_kind,
-            "message_id": msg["message_id"]})
+        stored = _store_message(hub, network_id, sender, body, sender_kind, pending)
     hub.publish(pending)
+    return _message_sent(hub, body, *stored)
+
+
+async def send_message_together(hub: Hub, network_id: str, sender: str, body: SendMessage,
+                                sender_kind: str = AGENT) -> dict[str, Any]:
+    """send_message, committed together with the other sends of the same scheduler pass (db.write_together:
+    the busy MCP path); answered only once committed, its event pushed right after the commit."""
+    pending: list[Event] = []
+    stored = await hub.db.write_together(lambda: _store_message(hub, network_id, sender, body, sender_kind, pending),
+                                         lambda _: hub.publish(pending))
+    return _message_sent(hub, body, *stored)
+
+
+def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, sender_kind: str,
+                   pending: list[Event]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The writes of a send (inside a write transaction): (the message row, the recipient's session)."""
+    # Checked inside the write transaction: a read on its own is a read transaction of its own (~2.4 µs of
+    # WAL locking), and the recipient cannot be retired between the check and the insert.
+    recipient = require_known_alias(hub, network_id, body.to)
+    msg = message_row(network_id, sender, body.to, "message", body.content, from_kind=sender_kind)
+    message_store.insert_message(hub.db, msg)
+    hub.record_event(pending, network_id, body.to, "new_message", {
+        "type": "new_message", "message": body.content, "from": sender, "from_kind": sender_kind,
+        "message_id": msg["message_id"]})
+    return msg, recipient
+
+
+def _message_sent(hub: Hub, body: SendMessage, msg: dict[str, Any], recipient: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a send, once it is committed and pushed."""
     return {"ok": True, "message_id": msg["message_id"], "to": body.to,
             "recipient_online": is_online(hub, recipient)}
 
