@@ -210,9 +210,9 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
             if scope.cancelled_caught:
                 return None  # cancelled by the client (notifications/cancelled): no answer is expected
         else:
-            # A sync tool runs to its end without a checkpoint, and a grouped write waits shielded for its
-            # commit (notifications/cancelled cannot reach either): no cancel scope to register and unregister
-            # (~2 % of a call).
+            # A sync tool runs to its end without a checkpoint, and a grouped write (send_message) is committed
+            # once queued, whoever waits for it: notifications/cancelled has nothing to stop, so no cancel scope
+            # to register and unregister (~2 % of a call).
             result = await attempt(lambda: call_tool(tool, tool_ctx, args))
     except ValidationError as exc:
         return _rpc_result(msg_id, _tool_error("invalid_arguments",
