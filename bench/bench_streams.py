@@ -49,18 +49,37 @@ import benchlib as bl  # noqa: E402
 
 PROTOCOL = "2025-06-18"
 GC_LINE = re.compile(r"garbage collection of generation (\d) paused the server (\d+) ms")
+# commhub_lib/stalls.py: the event loop held >= 50 ms (the worst of up to a second's stalls per line)
+STALL_LINE = re.compile(r"the event loop stalled (\d+) ms, (busy|held off)")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ", re.M)
+
+
+def log_wall(line: str) -> float | None:
+    """The wall-clock time of a server log line (its timestamp), or None."""
+    m = LOG_TIME.match(line)
+    if not m:
+        return None
+    return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+
+
+def loop_stalls(log_text: str, start_wall: float, end_wall: float) -> list[list]:
+    """The server's own event-loop stall lines logged in [start_wall, end_wall + 1 s] (a line may come up to a
+    second after its stall): [seconds into the window, worst ms, "busy" or "held off"]."""
+    out = []
+    for line in log_text.splitlines():
+        m = STALL_LINE.search(line)
+        t = log_wall(line) if m else None
+        if m and t is not None and start_wall <= t <= end_wall + 1.0:
+            out.append([round(t - start_wall, 2), int(m.group(1)), m.group(2)])
+    return out
 
 
 def shutdown_timeline(log_text: str, sigterm_wall: float) -> dict:
     """Seconds after SIGTERM (wall clock, from the server log's timestamps) at which the server logged that
     it received it, the last stream closed, and the database was checkpointed."""
     def at(line: str) -> float | None:
-        m = LOG_TIME.match(line)
-        if not m:
-            return None
-        t = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
-        return round(t - sigterm_wall, 3)
+        t = log_wall(line)
+        return None if t is None else round(t - sigterm_wall, 3)
 
     out: dict = {}
     for line in log_text.splitlines():
@@ -262,7 +281,7 @@ async def paced_load(a: argparse.Namespace, srv: bl.Server, holders: Holders, se
     gc.callbacks.append(pauses)
     spy = PySpy(a, srv.pid, "load")
     cpu = bl.CpuWindow(srv.pid).start()
-    start, paced_from = time.perf_counter(), trio.current_time()
+    start, paced_from, start_wall = time.perf_counter(), trio.current_time(), time.time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(probe)
         for k in range(n):
@@ -270,6 +289,7 @@ async def paced_load(a: argparse.Namespace, srv: bl.Server, holders: Holders, se
             nursery.start_soon(one, k, rng.choice(live), heads[k % len(heads)])
         load_s = time.perf_counter() - start
         cpu_used = cpu.stop()
+        paced_wall = [start_wall, time.time()]
     spy.stop()
     with trio.move_on_after(a.event_timeout):
         for k in list(sent_at):
@@ -293,7 +313,8 @@ async def paced_load(a: argparse.Namespace, srv: bl.Server, holders: Holders, se
             "slowest_ms_at_s": [[round(d * 1000, 1), round(at, 2)] for d, at in slowest],
             "cpu": cpu_used, "server_cpu_ms_per_send": round(cpu_used["server_cores"] * cpu_used["wall_s"] * 1000
                                                              / max(1, len(sent_at)), 2),
-            "client_gc": pauses.summary(), "health": json.loads(probe_out[0]) if probe_out else None}
+            "client_gc": pauses.summary(), "health": json.loads(probe_out[0]) if probe_out else None,
+            "paced_wall": paced_wall}
 
 
 async def amain(a: argparse.Namespace, srv: bl.Server, tokens_path: str, aliases: list[str],
@@ -405,6 +426,7 @@ def main() -> int:
             pass
         final = srv.stop()
     pauses = [(int(g), int(ms)) for g, ms in GC_LINE.findall(log_text)]
+    out["load"]["server_loop_stalls"] = loop_stalls(log_text, *out["load"].pop("paced_wall"))
     out["stop"]["server_log"] = shutdown_timeline(log_text, out.pop("sigterm_wall"))
     base, opened = out["rss_base_kb"]["VmRSS"], out["rss_open_kb"]["VmRSS"]
     out.update({"bench": "streams", "kind": a.kind, "streams": a.streams, "holders": a.holders, "setup_s": setup_s,
@@ -423,7 +445,9 @@ def main() -> int:
           f"/health during load: {ld['health']['health_ms'] if ld['health'] else None}, spikes "
           f"{ld['health']['spikes_over_50ms'][:10] if ld['health'] else None}\n"
           f"SIGTERM with {out['open_ok']} streams open: {st}\n"
-          f"server gc pauses > 50 ms (generation, ms): {pauses}; holders' own gc: {out['holder_gc']}")
+          f"server gc pauses > 50 ms (generation, ms): {pauses}; holders' own gc: {out['holder_gc']}\n"
+          f"server event-loop stalls logged in the paced phase (--stall-log-ms, default 50; s into it, ms, kind): "
+          f"{ld['server_loop_stalls'] or 'none'}")
     if a.json_out:
         bl.append_jsonl(a.json_out, out)
     return 0

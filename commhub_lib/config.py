@@ -38,6 +38,7 @@ class Settings:
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     log_format: str = "text"
+    stall_log_ms: float = 50.0
     # Storage (retention of inbox items, tasks and audit entries; 0 = keep for ever)
     message_retention_days: float = 0.0
     task_retention_days: float = 0.0
@@ -85,6 +86,8 @@ HELP: dict[str, str] = {
                               "requests) for this long is closed",
     "body_timeout_seconds": "a request body not fully received within this many seconds is refused (408)",
     "log_format": "text (one line per record) or json (one JSON object per line, for log shippers)",
+    "stall_log_ms": "log a warning when the event loop is held this many ms or more, saying whether by busy code or "
+                    "by the process being held off the CPU (0 = off)",
     "message_retention_days": "read inbox items older than this are deleted hourly (0 = keep; unread ones stay)",
     "task_retention_days": "tasks that ended more than this many days ago are deleted hourly with their event log "
                            "and completion (0 = keep; open tasks stay)",

@@ -35,6 +35,7 @@ from .malloc_tuning import keep_freed_memory
 from .service import sessions
 from .service.hub import Hub
 from .service.jobs import run_sweeper
+from .stalls import log_loop_stalls
 from .store import users as user_store
 
 log = logging.getLogger("commhub")
@@ -229,6 +230,9 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
             await root.start(sessions.write_stream_presence, hub)  # presence of stream opens, batched
             if handle_signals:  # the process's own server (serve): gc is process-wide, tests run many servers
                 root.start_soon(keep_streams_frozen, hub.broker)
+                if settings.stall_log_ms:
+                    root.start_soon(partial(log_loop_stalls, threshold_ms=settings.stall_log_ms,
+                                            closing=lambda: hub.broker.closing))
             handle: ServerHandle | None = None
             async with trio.open_nursery() as http:
                 stop = trio.Event()
