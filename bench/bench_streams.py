@@ -49,7 +49,7 @@ import benchlib as bl  # noqa: E402
 
 PROTOCOL = "2025-06-18"
 GC_LINE = re.compile(r"garbage collection of generation (\d) paused the server (\d+) ms")
-# commhub_lib/stalls.py: the event loop held >= 50 ms (the worst of up to a second's stalls per line)
+# commhub_lib/stalls.py: the event loop held >= --stall-log-ms (the worst of up to a second's stalls per line)
 STALL_LINE = re.compile(r"the event loop stalled (\d+) ms, (busy|held off)")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ", re.M)
 

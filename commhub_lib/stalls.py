@@ -16,10 +16,11 @@ from collections.abc import Callable
 
 import trio
 
+from .config import Settings
+
 log = logging.getLogger("commhub.stall")
 
 TICK_SECONDS = 0.025  # how often the job asks to run: 40 wake-ups a second, a few µs each
-STALL_MS = 50.0  # as gc_tuning.SLOW_COLLECTION_MS: the /health budget of issue 10
 LOG_EVERY_SECONDS = 1.0  # at most one line a second; the stalls in between are counted in it
 BUSY_SHARE = 0.5  # the thread ran this share of a stall or more: it was busy, not held off the CPU
 
@@ -59,7 +60,7 @@ class StallLog:
 
 
 async def log_loop_stalls(stalls: StallLog | None = None, *, tick: float = TICK_SECONDS,
-                          threshold_ms: float = STALL_MS,
+                          threshold_ms: float = Settings.stall_log_ms,
                           thread_cpu: Callable[[], float] = time.thread_time,
                           closing: Callable[[], bool] = lambda: False) -> None:
     """Background job of the process's own server (root nursery): wake every `tick` seconds and log every time

@@ -16,7 +16,7 @@ from commhub_lib.errors import PayloadTooLarge
 from commhub_lib.mcp.http import ClientGone, McpPost
 from commhub_lib.mcp.protocol import PostRequest, _tool_answer, answer_bytes
 from commhub_lib.server import ServerHandle
-from tests.conftest import create_token, register
+from tests.conftest import create_token, register, tool
 
 
 def reader(max_body: int = 1000) -> McpPost:
@@ -104,10 +104,7 @@ async def test_a_send_message_answer_on_the_wire(server: ServerHandle, client: h
     account = await register(client)
     tokens = [await create_token(client, account, f"t{i}") for i in range(2)]
     for i, token in enumerate(tokens):
-        r = await client.post("/mcp", headers={"Authorization": f"Bearer {token}"}, json={
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "report_status", "arguments": {"alias": f"wire-{i}"}}})
-        assert r.status_code == 200, r.text
+        await tool(client, token, "report_status", {"alias": f"wire-{i}"})
     content = 'he said "hi" \\ 🚀 \u2028 end'
     r = await client.post("/mcp", headers={"Authorization": f"Bearer {tokens[0]}"}, json={
         "jsonrpc": "2.0", "id": "s-1", "method": "tools/call",

@@ -16,7 +16,7 @@ import trio
 from commhub_lib.db import Database
 from commhub_lib.errors import DatabaseBusy, NotFound
 from commhub_lib.store import messages as message_store
-from tests.conftest import create_token, own_server, register
+from tests.conftest import create_token, own_server, register, tool
 
 
 def stored(path: str) -> list[str]:
@@ -119,10 +119,7 @@ async def test_concurrent_mcp_sends_are_each_stored_once_and_pushed_in_order(tmp
             account = await register(client)
             tokens = [await create_token(client, account, f"a{i}") for i in range(6)]
             for i, token in enumerate(tokens):
-                r = await client.post("/mcp", headers={"Authorization": f"Bearer {token}"}, json={
-                    "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                    "params": {"name": "report_status", "arguments": {"alias": f"s{i}"}}})
-                assert r.status_code == 200
+                await tool(client, token, "report_status", {"alias": f"s{i}"})
             before = server.hub.db.groups_committed
             sub = server.hub.broker.subscribe(account.network_id, "s0", buffer=100)
             sent: list[str] = []
