@@ -28,13 +28,18 @@ from commhub_lib.store import events as event_store
 from commhub_lib.store import sessions as session_store
 
 
-
 def _recount_sql() -> str:
     """The migration's own recount (a full scan): what the triggers must always agree with."""
     migration = (dbmod.MIGRATIONS_DIR / "0006_network_usage.sql").read_text(encoding="utf-8")
     return "SELECT network_id, sum(t) AS text_bytes, sum(e) AS event_bytes FROM (" + \
         migration.split("SELECT network_id, sum(t), sum(e) FROM (", 1)[1].split("GROUP BY network_id;", 1)[0] + \
         "GROUP BY network_id"
+
+
+def _count(db: Database, sql: str) -> int:
+    row = db.query_one(sql)
+    assert row is not None
+    return int(row["n"])
 
 
 def _used_bytes(db: Database) -> int:
@@ -117,7 +122,7 @@ async def test_h17_03_network_byte_quota_answers_409_naming_the_setting(tmp_path
         assert r.status_code == 409 and r.json()["error"] == "quota_exceeded", r.text
         assert "COMMHUB_MAX_NETWORK_BYTES" in r.json()["message"]
         assert 2 <= sent <= 3  # each 50 KB text is kept twice (inbox item, SSE event)
-        used = srv.hub.db.query_one("SELECT text_bytes + event_bytes AS n FROM network_usage")["n"]
+        used = _count(srv.hub.db, "SELECT text_bytes + event_bytes AS n FROM network_usage")
         assert used <= 300_000
         # Over MCP: a tool error that names the setting; broadcasts and tasks too.
         err = await tool_error(client, agent, "send_message", {"to": "w1", "content": chunk})
@@ -151,12 +156,12 @@ async def test_h17_03_send_rate_by_bytes_answers_429_with_retry_after(tmp_path: 
         err = await tool_error(client, a1, "send_message", {"to": "w2", "content": big})
         assert err["error"] == "rate_limited" and "COMMHUB_SEND_BYTES_PER_MINUTE" in err["message"]
         # REST with the same token: 429 with Retry-After, and nothing was stored.
-        before = srv.hub.db.query_one("SELECT count(*) AS n FROM messages")["n"]
+        before = _count(srv.hub.db, "SELECT count(*) AS n FROM messages")
         r = await client.post("/api/messages", headers={"Authorization": f"Bearer {a1}"},
                               json={"to": "w2", "content": big})
         assert r.status_code == 429 and r.json()["error"] == "rate_limited", r.text
         assert int(r.headers["Retry-After"]) >= 1 and "COMMHUB_SEND_BYTES_PER_MINUTE" in r.json()["message"]
-        assert srv.hub.db.query_one("SELECT count(*) AS n FROM messages")["n"] == before
+        assert _count(srv.hub.db, "SELECT count(*) AS n FROM messages") == before
         # A broadcast is counted once, not per recipient; other tokens have their own budget.
         assert (await tool(client, a2, "broadcast", {"content": big}))["recipients"] == 1
         r = await client.post("/api/broadcast", headers=owner.auth, json={"content": big})
@@ -349,8 +354,8 @@ async def test_h17_08_serve_creates_its_files_0600_and_warns_about_a_readable_da
     async with own_server(tmp_path, "fresh") as srv, httpx.AsyncClient(base_url=srv.url, timeout=30) as client:
         owner = await register(client)
         await mcp_call(client, owner.network_token, "report_status", {"alias": "w1"})
-        path = srv.hub.settings.db
-        for name in (path, f"{path}-wal", f"{path}-shm", os.path.realpath(path) + ".lock"):
+        path = srv.hub.settings.db  # a plain path in tmp_path (no symlink): its lock is <path>.lock
+        for name in (path, f"{path}-wal", f"{path}-shm", f"{path}.lock"):
             assert stat.S_IMODE(os.stat(name).st_mode) == 0o600, name
     assert not [r for r in caplog.records if "readable by other users" in r.getMessage()]
 

@@ -3,10 +3,12 @@
 Each check is called with one line by the service function that creates the thing, inside its write
 transaction (so the count and the insert are one atomic step). A quota that is reached answers 409
 `quota_exceeded` with a message naming the limit and the setting that raises it. A setting of 0 turns
-a quota off. Storage is bounded per network by bytes (`max_network_bytes`, counted by triggers as rows are
-written and deleted, so retention frees it) and per token by a send rate in bytes (`send_bytes_per_minute`,
-429 with Retry-After): one member's agent cannot fill the disk that every network of the hub writes to. Live login tokens are the exception: a new login never fails; it revokes the user's oldest
+a quota off. Live login tokens are the exception: a new login never fails; it revokes the user's oldest
 logins beyond the limit instead (a person is never locked out of their own account by old sessions).
+
+Storage is bounded per network by bytes (`max_network_bytes`, counted by the triggers of schema.sql as rows
+are written and deleted, so retention frees it) and per token by a send rate in bytes (`send_bytes_per_minute`,
+429 with Retry-After): one member's agent cannot fill the disk that every network of the hub writes to.
 """
 
 from __future__ import annotations
