@@ -286,31 +286,30 @@ CREATE INDEX audit_by_network ON audit_log(network_id, id);
 -- items, bodies, tasks, completions and task events; event_bytes: the SSE event log (pruned after
 -- event_retention_days). Each row also counts a fixed estimate of its row and index entries (200 bytes an inbox
 -- item, 300 a task, 100 a completion, task event or SSE event), so a flood of empty messages counts too.
--- Decrements only UPDATE (never insert), so deletes cascading from a network never recreate its row.
+-- Each network gets its row when it is made; the triggers only UPDATE it (cheaper than an upsert per write).
 CREATE TABLE network_usage (
     network_id  TEXT PRIMARY KEY REFERENCES networks(network_id) ON DELETE CASCADE,
     text_bytes  INTEGER NOT NULL DEFAULT 0,
     event_bytes INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE TRIGGER usage_networks_insert AFTER INSERT ON networks BEGIN
+    INSERT INTO network_usage(network_id) VALUES (new.network_id);
+END;
 CREATE TRIGGER usage_messages_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO network_usage(network_id, text_bytes) VALUES (new.network_id, 200 + octet_length(new.content))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + 200 + octet_length(new.content) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_messages_delete AFTER DELETE ON messages BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 200 - octet_length(old.content)
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_bodies_insert AFTER INSERT ON bodies WHEN new.network_id IS NOT NULL BEGIN
-    INSERT INTO network_usage(network_id, text_bytes) VALUES (new.network_id, octet_length(new.content))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + octet_length(new.content) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_bodies_delete AFTER DELETE ON bodies WHEN old.network_id IS NOT NULL BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - octet_length(old.content) WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_tasks_insert AFTER INSERT ON tasks BEGIN
-    INSERT INTO network_usage(network_id, text_bytes) VALUES (new.network_id, 300 + octet_length(new.content)
-            + coalesce(octet_length(new.title), 0) + coalesce(octet_length(new.context), 0))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + 300 + octet_length(new.content) + coalesce(octet_length(new.title), 0) + coalesce(octet_length(new.context), 0) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_tasks_delete AFTER DELETE ON tasks BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 300 - octet_length(old.content)
@@ -318,9 +317,7 @@ CREATE TRIGGER usage_tasks_delete AFTER DELETE ON tasks BEGIN
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_completions_insert AFTER INSERT ON completions BEGIN
-    INSERT INTO network_usage(network_id, text_bytes)
-            VALUES (new.network_id, 100 + coalesce(octet_length(new.result), 0) + octet_length(new.artifacts))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.result), 0) + octet_length(new.artifacts) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_completions_delete AFTER DELETE ON completions BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 100 - coalesce(octet_length(old.result), 0)
@@ -328,16 +325,14 @@ CREATE TRIGGER usage_completions_delete AFTER DELETE ON completions BEGIN
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_task_events_insert AFTER INSERT ON task_events BEGIN
-    INSERT INTO network_usage(network_id, text_bytes) VALUES (new.network_id, 100 + coalesce(octet_length(new.detail), 0))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.detail), 0) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_task_events_delete AFTER DELETE ON task_events BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 100 - coalesce(octet_length(old.detail), 0)
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_events_insert AFTER INSERT ON events BEGIN
-    INSERT INTO network_usage(network_id, event_bytes) VALUES (new.network_id, 100 + octet_length(new.data))
-        ON CONFLICT (network_id) DO UPDATE SET event_bytes = event_bytes + excluded.event_bytes;
+    UPDATE network_usage SET event_bytes = event_bytes + 100 + octet_length(new.data) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_events_delete AFTER DELETE ON events BEGIN
     UPDATE network_usage SET event_bytes = event_bytes - 100 - octet_length(old.data) WHERE network_id = old.network_id;

@@ -31,9 +31,8 @@ from commhub_lib.store import sessions as session_store
 def _recount_sql() -> str:
     """The migration's own recount (a full scan): what the triggers must always agree with."""
     migration = (dbmod.MIGRATIONS_DIR / "0006_network_usage.sql").read_text(encoding="utf-8")
-    return "SELECT network_id, sum(t) AS text_bytes, sum(e) AS event_bytes FROM (" + \
-        migration.split("SELECT network_id, sum(t), sum(e) FROM (", 1)[1].split("GROUP BY network_id;", 1)[0] + \
-        "GROUP BY network_id"
+    start = migration.index("SELECT network_id, sum(t) AS text_bytes")
+    return migration[start:migration.index("GROUP BY network_id)", start)] + "GROUP BY network_id"
 
 
 def _count(db: Database, sql: str) -> int:
@@ -49,8 +48,16 @@ def _used_bytes(db: Database) -> int:
 
 
 def _counters(db: Database) -> dict[str, tuple[int, int]]:
+    """The kept counters of the networks that hold something (every network has a row, from its creation)."""
     return {r["network_id"]: (r["text_bytes"], r["event_bytes"])
-            for r in db.query("SELECT network_id, text_bytes, event_bytes FROM network_usage")}
+            for r in db.query("SELECT network_id, text_bytes, event_bytes FROM network_usage")
+            if (r["text_bytes"], r["event_bytes"]) != (0, 0)}
+
+
+def _counter(db: Database, network_id: str) -> tuple[int, int]:
+    row = db.query_one("SELECT text_bytes, event_bytes FROM network_usage WHERE network_id = ?", (network_id,))
+    assert row is not None, "every network has its usage row"
+    return row["text_bytes"], row["event_bytes"]
 
 
 def _recount(db: Database) -> dict[str, tuple[int, int]]:
@@ -198,6 +205,7 @@ async def test_h17_03_usage_counters_follow_every_write_and_delete(server: Serve
     with db.write():
         db.execute("DELETE FROM networks WHERE network_id = ?", (other.network_id,))
     assert other.network_id not in _counters(db)
+    assert db.query_one("SELECT count(*) AS n FROM network_usage WHERE network_id = ?", (other.network_id,)) == {"n": 0}
     assert _counters(db) == _recount(db)
 
 
@@ -273,17 +281,17 @@ async def test_h17_03_retention_and_event_pruning_decrease_the_counters(server: 
     for _ in range(5):
         await tool(client, owner.network_token, "send_message", {"to": "w1", "content": "k" * 10_000})
     await tool(client, owner.network_token, "ack_inbox", {"all": True})  # read: retention may take them
-    full = _counters(db)[owner.network_id]
+    full = _counter(db, owner.network_id)
     with db.write():
         db.execute("UPDATE messages SET created_ts = 1000")
         db.execute("UPDATE events SET created_at = '2000-01-01 00:00:00'")
     hub.settings = dataclasses.replace(hub.settings, message_retention_days=1.0)
     done = await apply_retention(hub)
     assert done["messages"] == 5
-    after_messages = _counters(db)[owner.network_id]
+    after_messages = _counter(db, owner.network_id)
     assert after_messages[0] <= full[0] - 5 * 10_000 and after_messages == _recount(db).get(owner.network_id, (0, 0))
     assert await prune_events(hub) >= 5
-    after_events = _counters(db)[owner.network_id]
+    after_events = _counter(db, owner.network_id)
     assert after_events[1] <= full[1] - 5 * 10_000 and after_events == _recount(db).get(owner.network_id, (0, 0))
     usage = (await client.get(f"/api/networks/{owner.network_id}/usage", headers=owner.auth)).json()
     assert usage["bytes"] == sum(after_events)

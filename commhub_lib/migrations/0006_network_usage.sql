@@ -21,25 +21,24 @@ CREATE TABLE network_usage (
     text_bytes  INTEGER NOT NULL DEFAULT 0,
     event_bytes INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE TRIGGER usage_networks_insert AFTER INSERT ON networks BEGIN
+    INSERT INTO network_usage(network_id) VALUES (new.network_id);
+END;
 CREATE TRIGGER usage_messages_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO network_usage(network_id, text_bytes) VALUES (new.network_id, 200 + octet_length(new.content))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + 200 + octet_length(new.content) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_messages_delete AFTER DELETE ON messages BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 200 - octet_length(old.content)
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_bodies_insert AFTER INSERT ON bodies WHEN new.network_id IS NOT NULL BEGIN
-    INSERT INTO network_usage(network_id, text_bytes) VALUES (new.network_id, octet_length(new.content))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + octet_length(new.content) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_bodies_delete AFTER DELETE ON bodies WHEN old.network_id IS NOT NULL BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - octet_length(old.content) WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_tasks_insert AFTER INSERT ON tasks BEGIN
-    INSERT INTO network_usage(network_id, text_bytes) VALUES (new.network_id, 300 + octet_length(new.content)
-            + coalesce(octet_length(new.title), 0) + coalesce(octet_length(new.context), 0))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + 300 + octet_length(new.content) + coalesce(octet_length(new.title), 0) + coalesce(octet_length(new.context), 0) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_tasks_delete AFTER DELETE ON tasks BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 300 - octet_length(old.content)
@@ -47,9 +46,7 @@ CREATE TRIGGER usage_tasks_delete AFTER DELETE ON tasks BEGIN
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_completions_insert AFTER INSERT ON completions BEGIN
-    INSERT INTO network_usage(network_id, text_bytes)
-            VALUES (new.network_id, 100 + coalesce(octet_length(new.result), 0) + octet_length(new.artifacts))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.result), 0) + octet_length(new.artifacts) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_completions_delete AFTER DELETE ON completions BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 100 - coalesce(octet_length(old.result), 0)
@@ -57,29 +54,28 @@ CREATE TRIGGER usage_completions_delete AFTER DELETE ON completions BEGIN
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_task_events_insert AFTER INSERT ON task_events BEGIN
-    INSERT INTO network_usage(network_id, text_bytes) VALUES (new.network_id, 100 + coalesce(octet_length(new.detail), 0))
-        ON CONFLICT (network_id) DO UPDATE SET text_bytes = text_bytes + excluded.text_bytes;
+    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.detail), 0) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_task_events_delete AFTER DELETE ON task_events BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 100 - coalesce(octet_length(old.detail), 0)
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_events_insert AFTER INSERT ON events BEGIN
-    INSERT INTO network_usage(network_id, event_bytes) VALUES (new.network_id, 100 + octet_length(new.data))
-        ON CONFLICT (network_id) DO UPDATE SET event_bytes = event_bytes + excluded.event_bytes;
+    UPDATE network_usage SET event_bytes = event_bytes + 100 + octet_length(new.data) WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_events_delete AFTER DELETE ON events BEGIN
     UPDATE network_usage SET event_bytes = event_bytes - 100 - octet_length(old.data) WHERE network_id = old.network_id;
 END;
--- Existing rows: count them once.
+-- Existing networks and rows: count them once.
 INSERT INTO network_usage(network_id, text_bytes, event_bytes)
-    SELECT network_id, sum(t), sum(e) FROM (
-        SELECT network_id, 200 + octet_length(content) AS t, 0 AS e FROM messages
-        UNION ALL SELECT network_id, octet_length(content), 0 FROM bodies WHERE network_id IS NOT NULL
-        UNION ALL SELECT network_id, 300 + octet_length(content) + coalesce(octet_length(title), 0)
-            + coalesce(octet_length(context), 0), 0 FROM tasks
-        UNION ALL SELECT network_id, 100 + coalesce(octet_length(result), 0) + octet_length(artifacts), 0
-            FROM completions
-        UNION ALL SELECT network_id, 100 + coalesce(octet_length(detail), 0), 0 FROM task_events
-        UNION ALL SELECT network_id, 0, 100 + octet_length(data) FROM events)
-    WHERE network_id IN (SELECT network_id FROM networks) GROUP BY network_id;
+    SELECT n.network_id, coalesce(c.text_bytes, 0), coalesce(c.event_bytes, 0) FROM networks n LEFT JOIN (
+        SELECT network_id, sum(t) AS text_bytes, sum(e) AS event_bytes FROM (
+            SELECT network_id, 200 + octet_length(content) AS t, 0 AS e FROM messages
+            UNION ALL SELECT network_id, octet_length(content), 0 FROM bodies WHERE network_id IS NOT NULL
+            UNION ALL SELECT network_id, 300 + octet_length(content) + coalesce(octet_length(title), 0)
+                + coalesce(octet_length(context), 0), 0 FROM tasks
+            UNION ALL SELECT network_id, 100 + coalesce(octet_length(result), 0) + octet_length(artifacts), 0
+                FROM completions
+            UNION ALL SELECT network_id, 100 + coalesce(octet_length(detail), 0), 0 FROM task_events
+            UNION ALL SELECT network_id, 0, 100 + octet_length(data) FROM events)
+        GROUP BY network_id) c USING (network_id);
