@@ -17,6 +17,7 @@ import pytest
 import trio
 from cli_support import cli_env, run_cli, run_cli_sync
 from conftest import create_token, mcp_call, own_server, register, tool, tool_error
+from test_dashboard import Browser, chrome, chrome_available, log_in, page  # noqa: F401 (fixtures)
 
 from commhub_lib import db as dbmod
 from commhub_lib.db import Database
@@ -374,3 +375,32 @@ async def test_h17_08_serve_creates_its_files_0600_and_warns_about_a_readable_da
         pass
     warnings = [r.getMessage() for r in caplog.records if "readable by other users" in r.getMessage()]
     assert len(warnings) == 1 and str(exposed) in warnings[0] and "chmod 600" in warnings[0]
+
+
+@pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")
+async def test_h17_03_dashboard_shows_the_network_storage_to_owners_only(
+        page: Browser, client: httpx.AsyncClient) -> None:  # noqa: F811 (the page fixture)
+    owner = await register(client)
+    await tool(client, owner.network_token, "report_status", {"alias": "w1"})
+    await tool(client, owner.network_token, "send_message", {"to": "w1", "content": "s" * 3000})
+    used = (await client.get(f"/api/networks/{owner.network_id}/usage", headers=owner.auth)).json()
+    await log_in(page, owner)
+    await page.open_view("network")
+    await page.wait_for(lambda d: "KiB" in d.find_element("id", "usage").text, "the storage table")
+    text = await page.run(lambda d: d.find_element("id", "usage").text)
+    assert "1.0 GiB" in text and f"{used['bytes'] / 1024:.1f} KiB" in text, text
+    assert await page.run(lambda d: d.find_element("id", "usage-card").is_displayed())
+    # A plain member is not offered it (the endpoint would answer 403).
+    invite = (await client.post(f"/api/networks/{owner.network_id}/invite", headers=owner.auth,
+                                json={"role": "member"})).json()["invite_code"]
+    member = await register(client)
+    assert (await client.post("/api/networks/join", headers=member.auth,
+                              json={"invite_code": invite})).status_code == 200
+    await page.run(lambda d: d.execute_script("sessionStorage.clear()"))
+    await log_in(page, member)
+    await page.run(lambda d: d.execute_script(
+        "const s = document.getElementById('network-select'); s.value = arguments[0];"
+        " s.dispatchEvent(new Event('change'))", owner.network_id))
+    await page.open_view("network")
+    await page.wait_for(lambda d: owner.username in d.find_element("id", "members").text, "the owner's network")
+    assert not await page.run(lambda d: d.find_element("id", "usage-card").is_displayed())
