@@ -287,6 +287,7 @@ CREATE INDEX audit_by_network ON audit_log(network_id, id);
 -- event_retention_days). Each row also counts a fixed estimate of its row and index entries (200 bytes an inbox
 -- item, 300 a task, 100 a completion, task event or SSE event), so a flood of empty messages counts too.
 -- Each network gets its row when it is made; the triggers only UPDATE it (cheaper than an upsert per write).
+-- A step that rebuilds networks, messages, bodies, tasks, completions, task_events or events must recreate them.
 CREATE TABLE network_usage (
     network_id  TEXT PRIMARY KEY REFERENCES networks(network_id) ON DELETE CASCADE,
     text_bytes  INTEGER NOT NULL DEFAULT 0,
@@ -296,7 +297,8 @@ CREATE TRIGGER usage_networks_insert AFTER INSERT ON networks BEGIN
     INSERT INTO network_usage(network_id) VALUES (new.network_id);
 END;
 CREATE TRIGGER usage_messages_insert AFTER INSERT ON messages BEGIN
-    UPDATE network_usage SET text_bytes = text_bytes + 200 + octet_length(new.content) WHERE network_id = new.network_id;
+    UPDATE network_usage SET text_bytes = text_bytes + 200 + octet_length(new.content)
+        WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_messages_delete AFTER DELETE ON messages BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 200 - octet_length(old.content)
@@ -309,7 +311,9 @@ CREATE TRIGGER usage_bodies_delete AFTER DELETE ON bodies WHEN old.network_id IS
     UPDATE network_usage SET text_bytes = text_bytes - octet_length(old.content) WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_tasks_insert AFTER INSERT ON tasks BEGIN
-    UPDATE network_usage SET text_bytes = text_bytes + 300 + octet_length(new.content) + coalesce(octet_length(new.title), 0) + coalesce(octet_length(new.context), 0) WHERE network_id = new.network_id;
+    UPDATE network_usage SET text_bytes = text_bytes + 300 + octet_length(new.content)
+            + coalesce(octet_length(new.title), 0) + coalesce(octet_length(new.context), 0)
+        WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_tasks_delete AFTER DELETE ON tasks BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 300 - octet_length(old.content)
@@ -317,7 +321,9 @@ CREATE TRIGGER usage_tasks_delete AFTER DELETE ON tasks BEGIN
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_completions_insert AFTER INSERT ON completions BEGIN
-    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.result), 0) + octet_length(new.artifacts) WHERE network_id = new.network_id;
+    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.result), 0)
+            + octet_length(new.artifacts)
+        WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_completions_delete AFTER DELETE ON completions BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 100 - coalesce(octet_length(old.result), 0)
@@ -325,15 +331,18 @@ CREATE TRIGGER usage_completions_delete AFTER DELETE ON completions BEGIN
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_task_events_insert AFTER INSERT ON task_events BEGIN
-    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.detail), 0) WHERE network_id = new.network_id;
+    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.detail), 0)
+        WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_task_events_delete AFTER DELETE ON task_events BEGIN
     UPDATE network_usage SET text_bytes = text_bytes - 100 - coalesce(octet_length(old.detail), 0)
         WHERE network_id = old.network_id;
 END;
 CREATE TRIGGER usage_events_insert AFTER INSERT ON events BEGIN
-    UPDATE network_usage SET event_bytes = event_bytes + 100 + octet_length(new.data) WHERE network_id = new.network_id;
+    UPDATE network_usage SET event_bytes = event_bytes + 100 + octet_length(new.data)
+        WHERE network_id = new.network_id;
 END;
 CREATE TRIGGER usage_events_delete AFTER DELETE ON events BEGIN
-    UPDATE network_usage SET event_bytes = event_bytes - 100 - octet_length(old.data) WHERE network_id = old.network_id;
+    UPDATE network_usage SET event_bytes = event_bytes - 100 - octet_length(old.data)
+        WHERE network_id = old.network_id;
 END;
