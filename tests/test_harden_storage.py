@@ -281,16 +281,21 @@ async def test_h17_03_retention_and_event_pruning_decrease_the_counters(server: 
     await tool(client, owner.network_token, "report_status", {"alias": "w1"})
     for _ in range(5):
         await tool(client, owner.network_token, "send_message", {"to": "w1", "content": "k" * 10_000})
+    task = await tool(client, owner.network_token, "send_task", {"to": "w1", "content": "t" * 20_000})
     await tool(client, owner.network_token, "ack_inbox", {"all": True})  # read: retention may take them
+    await tool(client, owner.network_token, "report_completion", {"task_id": task["task_id"], "result": "r" * 9000})
     full = _counter(db, owner.network_id)
     with db.write():
         db.execute("UPDATE messages SET created_ts = 1000")
+        db.execute("UPDATE tasks SET updated_at = '2000-01-01 00:00:00'")
         db.execute("UPDATE events SET created_at = '2000-01-01 00:00:00'")
-    hub.settings = dataclasses.replace(hub.settings, message_retention_days=1.0)
+    hub.settings = dataclasses.replace(hub.settings, message_retention_days=1.0, task_retention_days=1.0)
     done = await apply_retention(hub)
-    assert done["messages"] == 5
+    assert done["messages"] >= 5 and done["tasks"] == 1
     after_messages = _counter(db, owner.network_id)
-    assert after_messages[0] <= full[0] - 5 * 10_000 and after_messages == _recount(db).get(owner.network_id, (0, 0))
+    # The messages, the task (its text) and its completion (its result) went; the counters say so.
+    assert after_messages[0] <= full[0] - 5 * 10_000 - 20_000 - 9000
+    assert after_messages == _recount(db).get(owner.network_id, (0, 0))
     assert await prune_events(hub) >= 5
     after_events = _counter(db, owner.network_id)
     assert after_events[1] <= full[1] - 5 * 10_000 and after_events == _recount(db).get(owner.network_id, (0, 0))
