@@ -153,10 +153,12 @@ END;
 
 -- Each text is stored once. A broadcast's copies share one `bodies` row (messages.body_id, content '');
 -- a task notice's text is its task's content (content ''); a task's result is its completion's. The
--- store's read queries put the text back; a body goes with the last message that uses it.
+-- store's read queries put the text back; a body goes with the last message or SSE event that uses it (a
+-- broadcast's events carry its body_id, not the text: store/events.py puts it back on replay).
 CREATE TABLE bodies (
-    body_id INTEGER PRIMARY KEY,
-    content TEXT NOT NULL
+    body_id    INTEGER PRIMARY KEY,
+    content    TEXT NOT NULL,
+    network_id TEXT
 );
 
 -- Inbox items. kind: message | task | reply | broadcast | notice. `from_kind`/`to_kind` tell a person
@@ -187,10 +189,6 @@ CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
 CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
 CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
-CREATE TRIGGER bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT NULL BEGIN
-    DELETE FROM bodies WHERE body_id = old.body_id
-        AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id);
-END;
 
 -- Unread items per recipient, kept by triggers in the writing transaction: every new task pushes the
 -- recipient's inbox_count, and report_status/get_inbox/ack_inbox return it; a count(*) over the unread
@@ -255,9 +253,21 @@ CREATE TABLE events (
     alias      TEXT NOT NULL,
     event      TEXT NOT NULL,
     data       TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    body_id    INTEGER REFERENCES bodies(body_id)
 );
 CREATE INDEX events_by_alias ON events(network_id, alias, id);
+CREATE INDEX events_by_body ON events(body_id) WHERE body_id IS NOT NULL;
+CREATE TRIGGER bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT NULL BEGIN
+    DELETE FROM bodies WHERE body_id = old.body_id
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id)
+        AND NOT EXISTS (SELECT 1 FROM events WHERE body_id = old.body_id);
+END;
+CREATE TRIGGER bodies_release_by_event AFTER DELETE ON events WHEN old.body_id IS NOT NULL BEGIN
+    DELETE FROM bodies WHERE body_id = old.body_id
+        AND NOT EXISTS (SELECT 1 FROM events WHERE body_id = old.body_id)
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id);
+END;
 
 CREATE TABLE audit_log (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -270,3 +280,69 @@ CREATE TABLE audit_log (
     created_at TEXT NOT NULL
 );
 CREATE INDEX audit_by_network ON audit_log(network_id, id);
+
+-- Bytes kept per network (README "Limits and quotas"), kept by triggers in the writing transaction so the quota
+-- check (max_network_bytes) and GET /api/networks/<id>/usage read one row, never a scan. text_bytes: inbox
+-- items, bodies, tasks, completions and task events; event_bytes: the SSE event log (pruned after
+-- event_retention_days). Each row also counts a fixed estimate of its row and index entries (200 bytes an inbox
+-- item, 300 a task, 100 a completion, task event or SSE event), so a flood of empty messages counts too.
+-- Each network gets its row when it is made; the triggers only UPDATE it (cheaper than an upsert per write).
+-- A step that rebuilds networks, messages, bodies, tasks, completions, task_events or events must recreate them.
+CREATE TABLE network_usage (
+    network_id  TEXT PRIMARY KEY REFERENCES networks(network_id) ON DELETE CASCADE,
+    text_bytes  INTEGER NOT NULL DEFAULT 0,
+    event_bytes INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TRIGGER usage_networks_insert AFTER INSERT ON networks BEGIN
+    INSERT INTO network_usage(network_id) VALUES (new.network_id);
+END;
+CREATE TRIGGER usage_messages_insert AFTER INSERT ON messages BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes + 200 + octet_length(new.content)
+        WHERE network_id = new.network_id;
+END;
+CREATE TRIGGER usage_messages_delete AFTER DELETE ON messages BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes - 200 - octet_length(old.content)
+        WHERE network_id = old.network_id;
+END;
+CREATE TRIGGER usage_bodies_insert AFTER INSERT ON bodies WHEN new.network_id IS NOT NULL BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes + octet_length(new.content) WHERE network_id = new.network_id;
+END;
+CREATE TRIGGER usage_bodies_delete AFTER DELETE ON bodies WHEN old.network_id IS NOT NULL BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes - octet_length(old.content) WHERE network_id = old.network_id;
+END;
+CREATE TRIGGER usage_tasks_insert AFTER INSERT ON tasks BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes + 300 + octet_length(new.content)
+            + coalesce(octet_length(new.title), 0) + coalesce(octet_length(new.context), 0)
+        WHERE network_id = new.network_id;
+END;
+CREATE TRIGGER usage_tasks_delete AFTER DELETE ON tasks BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes - 300 - octet_length(old.content)
+            - coalesce(octet_length(old.title), 0) - coalesce(octet_length(old.context), 0)
+        WHERE network_id = old.network_id;
+END;
+CREATE TRIGGER usage_completions_insert AFTER INSERT ON completions BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.result), 0)
+            + octet_length(new.artifacts)
+        WHERE network_id = new.network_id;
+END;
+CREATE TRIGGER usage_completions_delete AFTER DELETE ON completions BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes - 100 - coalesce(octet_length(old.result), 0)
+            - octet_length(old.artifacts)
+        WHERE network_id = old.network_id;
+END;
+CREATE TRIGGER usage_task_events_insert AFTER INSERT ON task_events BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes + 100 + coalesce(octet_length(new.detail), 0)
+        WHERE network_id = new.network_id;
+END;
+CREATE TRIGGER usage_task_events_delete AFTER DELETE ON task_events BEGIN
+    UPDATE network_usage SET text_bytes = text_bytes - 100 - coalesce(octet_length(old.detail), 0)
+        WHERE network_id = old.network_id;
+END;
+CREATE TRIGGER usage_events_insert AFTER INSERT ON events BEGIN
+    UPDATE network_usage SET event_bytes = event_bytes + 100 + octet_length(new.data)
+        WHERE network_id = new.network_id;
+END;
+CREATE TRIGGER usage_events_delete AFTER DELETE ON events BEGIN
+    UPDATE network_usage SET event_bytes = event_bytes - 100 - octet_length(old.data)
+        WHERE network_id = old.network_id;
+END;

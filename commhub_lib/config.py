@@ -59,6 +59,9 @@ class Settings:
     max_networks_per_user: int = 50
     max_invites_per_network: int = 100
     max_logins_per_user: int = 50
+    # storage quotas (h17-storage): bytes one network may keep, bytes one token may send per minute (0 = off)
+    max_network_bytes: int = 1024 * 1024 * 1024
+    send_bytes_per_minute: int = 16 * 1024 * 1024
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -105,6 +108,10 @@ HELP: dict[str, str] = {
     "max_networks_per_user": "networks a user may own (0 = no limit)",
     "max_invites_per_network": "open (unused, unexpired) invites per network (0 = no limit)",
     "max_logins_per_user": "live login tokens per user; a new login revokes the oldest (0 = no limit)",
+    "max_network_bytes": "bytes of texts and events one network may keep (counted as stored, freed by retention); "
+                         "a send past it answers 409 quota_exceeded (0 = no limit)",
+    "send_bytes_per_minute": "bytes of text one token may send per minute (messages, tasks, replies, broadcasts "
+                             "counted once); 429 with Retry-After above (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

@@ -73,6 +73,7 @@ class Database:
     def __init__(self, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        create_private(path)
         self.con = apsw.Connection(path, statementcachesize=STATEMENT_CACHE_SIZE)
         configure(self.con, busy_timeout_ms)
         migrate(self.con)
@@ -388,6 +389,35 @@ def storage_error(exc: apsw.Error) -> Exception:
         return StorageError(f"the database could not be written ({type(exc).__name__}); the operator should "
                             "check the server log and the disk; retry later")
     return exc
+
+
+def create_private(path: str) -> None:
+    """Create a new database file readable by its owner only (0600, whatever the umask): it holds every message
+    and token hash. SQLite gives its -wal, -shm and -journal files the database file's mode. An existing file
+    is left as it is (see others_can_read)."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:  # exists (kept as it is), or cannot be created: SQLite's open says why
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def others_can_read(path: str) -> list[str]:
+    """The database's files (the file, -wal, -shm, -journal) that users other than its owner may read."""
+    found = []
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            mode = os.stat(name).st_mode
+        except OSError:
+            continue
+        if mode & 0o044:
+            found.append(f"{name} ({mode & 0o777:04o})")
+    return found
 
 
 def _raise_mapped(exc: apsw.Error) -> None:

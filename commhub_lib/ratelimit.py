@@ -49,3 +49,40 @@ class RateLimiter:
         full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * rate >= self.per_minute]
         for k in full or sorted(self._buckets, key=lambda k: self._buckets[k].updated)[: len(self._buckets) // 2]:
             del self._buckets[k]
+
+
+class ByteRate:
+    """`per_minute` bytes per key, refilled continuously, bursting up to `per_minute`. 0 = unlimited.
+
+    A single amount larger than the whole minute passes when the key's bucket is full and leaves it in debt,
+    so no send is refused for ever; the sends after it wait until the debt is paid."""
+
+    def __init__(self, per_minute: int, max_keys: int = 100_000):
+        self.per_minute = per_minute
+        self.max_keys = max_keys
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, key: str, amount: int) -> int:
+        """Take `amount` bytes from the key's bucket: 0 when taken, else the seconds to wait (nothing taken)."""
+        if self.per_minute <= 0 or amount <= 0:
+            return 0
+        now = time.monotonic()
+        rate = self.per_minute / 60.0
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._evict(now, rate)
+            bucket = self._buckets[key] = _Bucket(float(self.per_minute), now)
+        else:
+            bucket.tokens = min(self.per_minute, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+        needed = min(amount, self.per_minute)
+        if bucket.tokens < needed:
+            return max(1, math.ceil((needed - bucket.tokens) / rate))
+        bucket.tokens -= amount
+        return 0
+
+    def _evict(self, now: float, rate: float) -> None:
+        full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * rate >= self.per_minute]
+        for k in full or sorted(self._buckets, key=lambda k: self._buckets[k].updated)[: len(self._buckets) // 2]:
+            del self._buckets[k]

@@ -29,7 +29,7 @@ from . import auth
 from .app import create_app
 from .broker import Broker
 from .config import Settings
-from .db import LOOP_BUSY_TIMEOUT_MS, Database
+from .db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
 from .gc_tuning import keep_streams_frozen, tune_after_startup
 from .malloc_tuning import keep_freed_memory
 from .service import sessions
@@ -220,6 +220,9 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     except BaseException:
         os.close(lock_fd)
         raise
+    if exposed := others_can_read(settings.db):
+        log.warning("the database is readable by other users of this machine: %s; it holds every message and "
+                    "token hash: chmod 600 it (and its -wal and -shm files)", ", ".join(exposed))
     auth.ARGON2_GATE.set_limit(settings.argon2_concurrency)
     hub = Hub(settings, db, Broker(settings.sse_buffer))
     app = create_app(hub)

@@ -165,6 +165,8 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
                     if t["name"] == "spare")
     assert other.startswith("ntok_")
     check(await client.delete(f"/api/tokens/{spare_id}", headers=account.auth), "delete", "/api/tokens/{token_id}")
+    check(await client.get(f"/api/networks/{account.network_id}/usage", headers=account.auth), "get",
+          "/api/networks/{network_id}/usage")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/release", headers=account.auth),
           "post", "/api/networks/{network_id}/aliases/{alias}/release")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/retire", headers=account.auth),

@@ -44,11 +44,14 @@ async def test_texts_are_stored_once_and_read_back_whole(server: ServerHandle, c
     task = (await client.get(f"/api/tasks?network_id={account.network_id}", headers=account.auth)).json()["tasks"]
     assert task[0]["result"] == "parser refactored"
 
-    # The body goes with the last copy that uses it.
+    # The body goes with the last copy or SSE event that uses it (the events hold it, not a copy of it).
+    assert db.query("SELECT count(*) AS n FROM events WHERE event = 'broadcast' AND body_id IS NOT NULL") == [{"n": 3}]
     with db.write():
         db.execute("DELETE FROM messages WHERE kind = 'broadcast' AND to_name IN ('w1', 'w2')")
         assert db.query("SELECT count(*) AS n FROM bodies") == [{"n": 1}]
         db.execute("DELETE FROM messages WHERE kind = 'broadcast'")
+        assert db.query("SELECT count(*) AS n FROM bodies") == [{"n": 1}]
+        db.execute("DELETE FROM events WHERE event = 'broadcast'")
     assert db.query("SELECT count(*) AS n FROM bodies") == [{"n": 0}]
 
 

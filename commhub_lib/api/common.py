@@ -20,7 +20,7 @@ from ..errors import BadRequest, CommhubError, DatabaseBusy, Unauthorized, Valid
 from ..models import body_models
 from ..ratelimit import RateLimiter
 from ..service import accounts
-from ..service.hub import Hub, Principal
+from ..service.hub import CALLER_TOKEN, Hub, Principal
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -79,6 +79,7 @@ def authenticate_token(h: Hub, token_limiter: RateLimiter, secret: str | None) -
                            code="unauthorized")
     principal = accounts.authenticate(h, secret)
     token_limiter.check(principal.token_id)
+    CALLER_TOKEN.set(principal.token_id)  # the key of the send rate by bytes (service/quotas.py)
     return principal
 
 

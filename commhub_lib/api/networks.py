@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint
 
 from ..models import InviteCreateRequest, JoinRequest, MemberRoleRequest, NetworkCreateRequest, NetworkUpdateRequest
-from ..service import networks
+from ..service import networks, usage
 from .accounts import NO_STORE
 from .common import authenticate, client_ip, hub, parse, query_int
 
@@ -103,3 +103,9 @@ async def release_alias(network_id: str, alias: str) -> dict:
 async def retire_alias(network_id: str, alias: str) -> dict:
     """Retire an alias for good (owner/admin): sends to it fail with alias_retired."""
     return networks.retire_alias(hub(), authenticate(), network_id, alias, client_ip())
+
+
+@bp.get("/api/networks/<network_id>/usage")
+async def network_usage(network_id: str) -> dict:
+    """Bytes a network keeps against its storage quota (owner/admin, or the system admin)."""
+    return usage.network_usage(hub(), authenticate(), network_id)

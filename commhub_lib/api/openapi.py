@@ -86,6 +86,7 @@ OPERATIONS: dict[str, Op] = {
     "networks.set_member_role": Op("networks", r.MemberRoleChanged, m.MemberRoleRequest, auth="user"),
     "networks.release_alias": Op("networks", r.AliasReleased, auth="user"),
     "networks.retire_alias": Op("networks", r.AliasRetired, auth="user"),
+    "networks.network_usage": Op("networks", r.NetworkUsage),
     "data.status": Op("data", r.SessionList, query=q.StatusQuery),
     "data.list_tasks": Op("data", r.TaskList, query=q.TasksQuery),
     "data.list_nodes": Op("data", r.NodeList, query=q.NodesQuery),

@@ -310,6 +310,21 @@ class AliasRetired(Ok):
     retired: bool
 
 
+class NetworkUsage(Ok):
+    """What a network keeps against its storage quota (README "Limits and quotas")."""
+
+    network_id: str
+    bytes: int = Field(description="text_bytes + event_bytes: what counts against max_network_bytes")
+    text_bytes: int = Field(description="inbox items, broadcast bodies, tasks, completions and task events (texts "
+                                        "plus a fixed estimate per row)")
+    event_bytes: int = Field(description="the SSE event log (pruned after event_retention_days)")
+    max_network_bytes: int = Field(description="the limit (0 = none)")
+    percent: float | None = Field(description="bytes as a percentage of the limit (null without a limit)")
+    send_bytes_per_minute: int = Field(description="bytes one token may send per minute (0 = no limit)")
+    aliases: int
+    tasks: int
+
+
 class TaskDetail(Ok):
     """One task with its timeline and completion."""
 

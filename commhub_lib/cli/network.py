@@ -87,6 +87,33 @@ def cmd_network_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@reports_errors
+def cmd_network_usage(args: argparse.Namespace) -> int:
+    """What a network keeps against its storage quota (owner/admin, or the system admin)."""
+    with connect(args) as client:
+        network_id = args.network_id or resolve_network(client)
+        result = client.request("GET", f"/api/networks/{network_id}/usage")
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    limit = result["max_network_bytes"]
+    print(f"network {network_id}: {_size(result['bytes'])} of "
+          + (f"{_size(limit)} ({result['percent']} %)" if limit else "no limit"))
+    print(f"  texts  {_size(result['text_bytes'])} (inbox items, tasks, completions, task events)")
+    print(f"  events {_size(result['event_bytes'])} (SSE event log)")
+    print(f"  aliases {result['aliases']}, tasks {result['tasks']}; send rate per token "
+          + (f"{_size(result['send_bytes_per_minute'])}/min" if result["send_bytes_per_minute"] else "unlimited"))
+    return EXIT_OK
+
+
 @reports_errors
 def cmd_network_delete(args: argparse.Namespace) -> int:
     """Delete a network and everything in it (owner only)."""
@@ -181,6 +208,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("show", parents=common, help="one network (default: your default network)")
     p.add_argument("network_id", nargs="?")
     p.set_defaults(func=cmd_network_show)
+    p = actions.add_parser("usage", parents=common, help="bytes a network keeps against its storage quota "
+                                                         "(owner/admin; default: your default network)")
+    p.add_argument("network_id", nargs="?")
+    p.set_defaults(func=cmd_network_usage)
     p = actions.add_parser("delete", parents=common, help="delete a network (owner; refused while agents are "
                                                           "online)")
     p.add_argument("network_id")

@@ -13,6 +13,7 @@ from ..config import Settings
 from ..db import Database
 from ..errors import Forbidden, ValidationFailed
 from ..ids import now_text
+from ..ratelimit import ByteRate
 from ..store import audit as audit_store
 from ..store import events as event_store
 from ..store import tokens as token_store
@@ -20,6 +21,9 @@ from ..store import tokens as token_store
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
 SURFACE: ContextVar[str] = ContextVar("commhub_surface", default="rest")
+# The token behind the current request (set when it is authenticated): the key of the per-token send rate by bytes
+# (service/quotas.py check_store); None for work no token asked for.
+CALLER_TOKEN: ContextVar[str | None] = ContextVar("commhub_caller_token", default=None)
 PERSON, AGENT = "person", "agent"
 
 
@@ -55,6 +59,19 @@ class Principal:
         return self.user["username"] if self.kind == "user" else f"{self.user['username']}/{self.token_id}"
 
 
+@dataclass(frozen=True)
+class SharedText:
+    """A text stored once in `bodies` that several events carry (record_event): its id and its JSON string."""
+
+    body_id: int
+    quoted: str
+
+    @classmethod
+    def of(cls, body_id: int, text: str) -> SharedText:
+        """The shared text of a stored body."""
+        return cls(body_id, json.dumps(text, ensure_ascii=False))
+
+
 @dataclass
 class Hub:
     """Shared state of one running server."""
@@ -67,6 +84,13 @@ class Hub:
     # mcp.sessions.SessionPool, set when the MCP routes are registered.
     mcp_sessions: Any = None
     _live_tokens: token_store.LiveTokenCache | None = field(default=None, init=False, repr=False)
+    _send_rate: ByteRate | None = field(default=None, init=False, repr=False)
+
+    def send_rate(self) -> ByteRate:
+        """The per-token send rate by bytes (settings.send_bytes_per_minute), made on first use."""
+        if self._send_rate is None:
+            self._send_rate = ByteRate(self.settings.send_bytes_per_minute)
+        return self._send_rate
 
     def live_tokens(self) -> token_store.LiveTokenCache:
         """The cache of live tokens and their users that authentication reads (made on first use)."""
@@ -81,10 +105,17 @@ class Hub:
         audit_store.insert_entry(self.db, network_id, user_id, actor, action, text, ip, now_text())
 
     def record_event(self, pending: list[Event], network_id: str, alias: str, name: str,
-                     data: dict[str, Any]) -> None:
-        """Write an SSE event durably (inside db.write()) and queue it for `publish` after commit."""
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        event_id = event_store.insert_event(self.db, network_id, alias, name, text, now_text())
+                     data: dict[str, Any], shared: SharedText | None = None) -> None:
+        """Write an SSE event durably (inside db.write()) and queue it for `publish` after commit. With `shared`,
+        data["content"] is that stored body: the row keeps a reference, not a copy (a broadcast's thousand
+        events hold its text once)."""
+        if shared is None:
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            event_id = event_store.insert_event(self.db, network_id, alias, name, text, now_text())
+        else:
+            stored = json.dumps({**data, "content": ""}, ensure_ascii=False, separators=(",", ":"))
+            event_id = event_store.insert_event(self.db, network_id, alias, name, stored, now_text(), shared.body_id)
+            text = event_store.with_text(stored, shared.quoted)
         pending.append(Event(event_id, network_id, alias, name, text))
 
     def publish(self, pending: list[Event]) -> None:

@@ -17,7 +17,8 @@ from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
-from .hub import AGENT, Hub, clamp_limit, hint
+from . import quotas
+from .hub import AGENT, Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 from .tasks import (
     cancel_task,
@@ -69,6 +70,7 @@ def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, se
     # Checked inside the write transaction: a read on its own is a read transaction of its own (~2.4 µs of
     # WAL locking), and the recipient cannot be retired between the check and the insert.
     recipient = require_known_alias(hub, network_id, body.to)
+    quotas.check_store(hub, network_id, body.content)
     msg = message_row(network_id, sender, body.to, "message", body.content, from_kind=sender_kind)
     message_store.insert_message(hub.db, msg)
     hub.record_event(pending, network_id, body.to, "new_message", {
@@ -135,6 +137,7 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
                         code="not_recipient")
     pending: list[Event] = []
     with hub.db.write():
+        quotas.check_store(hub, network_id, content)
         msg = message_row(network_id, sender, original["from"], "reply", content,
                           in_reply_to=original["message_id"], status=body.status, from_kind=sender_kind,
                           to_kind=original["from_kind"])
@@ -157,7 +160,11 @@ def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast, sender_ki
     pending: list[Event] = []
     ids: dict[str, str] = {}
     with hub.db.write():
-        body_id = message_store.insert_body(hub.db, body.content)  # one text for every copy
+        # The text is stored once, whatever the number of recipients; each adds an inbox item and an event.
+        quotas.check_store(hub, network_id, body.content,
+                           adds=len(body.content.encode()) + quotas.ITEM_OVERHEAD * len(targets))
+        body_id = message_store.insert_body(hub.db, body.content, network_id)  # one text for every copy
+        shared = SharedText.of(body_id, body.content)  # and for every event
         for row in targets:
             msg = message_row(network_id, sender, row["alias"], "broadcast", "", from_kind=sender_kind)
             msg["body_id"] = body_id
@@ -165,7 +172,7 @@ def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast, sender_ki
             ids[row["alias"]] = msg["message_id"]
             hub.record_event(pending, network_id, row["alias"], "broadcast", {
                 "type": "broadcast", "content": body.content, "from": sender, "from_kind": sender_kind,
-                "message_id": msg["message_id"]})
+                "message_id": msg["message_id"]}, shared)
     hub.publish(pending)
     return {"ok": True, "message_id": next(iter(ids.values())), "message_ids": ids, "recipients": len(ids)}
 

@@ -5,15 +5,20 @@ transaction (so the count and the insert are one atomic step). A quota that is r
 `quota_exceeded` with a message naming the limit and the setting that raises it. A setting of 0 turns
 a quota off. Live login tokens are the exception: a new login never fails; it revokes the user's oldest
 logins beyond the limit instead (a person is never locked out of their own account by old sessions).
+
+Storage is bounded per network by bytes (`max_network_bytes`, counted by the triggers of schema.sql as rows
+are written and deleted, so retention frees it) and per token by a send rate in bytes (`send_bytes_per_minute`,
+429 with Retry-After): one member's agent cannot fill the disk that every network of the hub writes to.
 """
 
 from __future__ import annotations
 
-from ..errors import Conflict
+from ..errors import Conflict, RateLimited
 from ..ids import now_text
 from ..store import quotas as quota_store
 from ..store import tokens as token_store
-from .hub import Hub
+from ..store import usage as usage_store
+from .hub import CALLER_TOKEN, Hub
 
 
 def _exceeded(what: str, limit: int, setting: str, what_next: str) -> Conflict:
@@ -76,3 +81,42 @@ def make_room_for_login(hub: Hub, user_id: str) -> list[str]:
         token_store.revoke_token(hub.db, token_id, now)
         hub.broker.close_token_streams(token_id)
     return revoked
+
+
+def size_text(n: float) -> str:
+    """A byte count for people: 512 B, 60.0 KiB, 1.0 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+# What one stored item adds besides its text (its row, index entries, its SSE event's row and fields), roughly
+# what the triggers of schema.sql count for it.
+ITEM_OVERHEAD = 500
+
+
+def check_store(hub: Hub, network_id: str, *texts: str | None, adds: int | None = None) -> None:
+    """Before texts are stored in a network (inside the write transaction): the network's byte quota (409) and the
+    calling token's send rate by bytes (429 with Retry-After). `adds`: what the write will add to the network's
+    count, if not one item whose text is kept twice (its inbox item and its SSE event)."""
+    size = sum(len(t.encode()) for t in texts if t)
+    limit = hub.settings.max_network_bytes
+    if limit:
+        used = usage_store.used_bytes(hub.db, network_id)
+        added = 2 * size + ITEM_OVERHEAD if adds is None else adds
+        if used + added > limit:
+            raise Conflict(f"this network keeps {size_text(used)}, and this {size_text(size)} would pass its storage "
+                           f"limit of {size_text(limit)} (COMMHUB_MAX_NETWORK_BYTES); nothing more can be stored in "
+                           "it until space is freed: ask the server's operator to raise the limit or to set "
+                           "retention (COMMHUB_MESSAGE_RETENTION_DAYS, COMMHUB_TASK_RETENTION_DAYS); its owner sees "
+                           "the usage with `commhub network usage`", code="quota_exceeded")
+    token_id = CALLER_TOKEN.get()
+    if token_id is not None:
+        wait = hub.send_rate().take(token_id, size)
+        if wait:
+            raise RateLimited(f"this token sent more than {size_text(hub.settings.send_bytes_per_minute)} in the "
+                              "last minute, the limit (COMMHUB_SEND_BYTES_PER_MINUTE); nothing was sent: retry in "
+                              f"{wait} s, or send less", wait)
+

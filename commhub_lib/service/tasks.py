@@ -19,6 +19,7 @@ from ..store import messages as message_store
 from ..store import networks as network_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
+from . import quotas
 from .hub import AGENT, PERSON, Hub, Principal, clamp_limit, hint
 from .sessions import is_online, require_known_alias
 
@@ -67,6 +68,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
                 return _task_result(hub, existing, session_store.get_session(hub.db, network_id, existing["to_name"]),
                                     duplicate=True)
         recipient = require_known_alias(hub, network_id, body.to)
+        quotas.check_store(hub, network_id, body.content, body.title, body.context)
         # The notice's text is the task's content (stored once, in the task).
         msg = message_row(network_id, sender, body.to, "task", "", priority=body.priority,
                           from_kind=sender_kind)
@@ -137,6 +139,7 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
     new_status = REPLY_TO_STATUS[status]
     pending: list[Event] = []
     with hub.db.write():
+        quotas.check_store(hub, network_id, content, *(artifacts or []))
         now = now_text()
         if not task_store.set_status(hub.db, task_id, OPEN, new_status, now):  # the result: in the completion
             raise Conflict(f"task {task_id} changed state meanwhile; fetch it with "
@@ -178,6 +181,7 @@ def _sender_answer(hub: Hub, network_id: str, actor: str, actor_kind: str, task:
     _require_open(task)
     pending: list[Event] = []
     with hub.db.write():
+        quotas.check_store(hub, network_id, content)
         _task_event(hub, task, "answer", actor, excerpt(content))
         msg = message_row(network_id, actor, task["to_name"], "reply", content,
                           in_reply_to=in_reply_to or task["message_id"], task_id=task_id, status="answer",

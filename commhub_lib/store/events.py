@@ -1,31 +1,62 @@
-"""The durable SSE event log."""
+"""The durable SSE event log.
+
+A broadcast's events do not carry its text: each row names the shared body (`body_id`, schema.sql) and holds
+its data with `"content":""`; the reads below put the text back, so a replay sends what the live push sent.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..db import Database
 
 Row = dict[str, Any]
+# What a shared text's field holds in a stored event; the first occurrence in the data is that field (the data
+# is built by Hub.record_event with the field ahead of any member-controlled value).
+PLACEHOLDER = '"content":""'
 
 
-def insert_event(db: Database, network_id: str, alias: str, event: str, data: str, now: str) -> int:
-    """Append an event for one alias; returns its id (the SSE `id:`)."""
-    db.execute("INSERT INTO events(network_id, alias, event, data, created_at) VALUES (?, ?, ?, ?, ?)",
-               (network_id, alias, event, data, now))
+def with_text(stored: str, quoted: str) -> str:
+    """An event's data with its shared text put back (`quoted`: the text as a JSON string)."""
+    return stored.replace(PLACEHOLDER, '"content":' + quoted, 1)
+
+
+def insert_event(db: Database, network_id: str, alias: str, event: str, data: str, now: str,
+                 body_id: int | None = None) -> int:
+    """Append an event for one alias; returns its id (the SSE `id:`). With `body_id`, `data` holds the
+    placeholder instead of the shared text."""
+    db.execute("INSERT INTO events(network_id, alias, event, data, created_at, body_id) VALUES (?, ?, ?, ?, ?, ?)",
+               (network_id, alias, event, data, now, body_id))
     return db.con.last_insert_rowid()
+
+
+def _put_texts_back(db: Database, rows: list[Row]) -> list[Row]:
+    """Replace the placeholder of rows that share a body with its text (one read per distinct body)."""
+    quoted: dict[int, str] = {}
+    for row in rows:
+        body_id = row.pop("body_id")
+        if body_id is None:
+            continue
+        if body_id not in quoted:
+            found = db.query_one("SELECT content FROM bodies WHERE body_id = ?", (body_id,))
+            quoted[body_id] = json.dumps(found["content"] if found else "", ensure_ascii=False)
+        row["data"] = with_text(row["data"], quoted[body_id])
+    return rows
 
 
 def events_after(db: Database, network_id: str, alias: str, after_id: int, limit: int) -> list[Row]:
     """Events of one alias with id > after_id, oldest first (replay on reconnect)."""
-    return db.query("SELECT id, alias, event, data FROM events WHERE network_id = ? AND alias = ? AND id > ?"
-                    " ORDER BY id LIMIT ?", (network_id, alias, after_id, limit))
+    return _put_texts_back(db, db.query(
+        "SELECT id, alias, event, data, body_id FROM events WHERE network_id = ? AND alias = ? AND id > ?"
+        " ORDER BY id LIMIT ?", (network_id, alias, after_id, limit)))
 
 
 def network_events_after(db: Database, network_id: str, after_id: int, limit: int) -> list[Row]:
     """Events of every alias of a network with id > after_id, oldest first (the observer stream's replay)."""
-    return db.query("SELECT id, alias, event, data FROM events WHERE network_id = ? AND id > ?"
-                    " ORDER BY id LIMIT ?", (network_id, after_id, limit))
+    return _put_texts_back(db, db.query(
+        "SELECT id, alias, event, data, body_id FROM events WHERE network_id = ? AND id > ?"
+        " ORDER BY id LIMIT ?", (network_id, after_id, limit)))
 
 
 def latest_alias_event_id(db: Database, network_id: str, alias: str) -> int:
@@ -44,4 +75,3 @@ def highest_event_id_ever(db: Database) -> int:
     """The highest event id ever issued (AUTOINCREMENT's high-water mark, kept even when events are pruned)."""
     rows = db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'", ())
     return int(rows[0]["seq"]) if rows else 0
-

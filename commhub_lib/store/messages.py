@@ -29,9 +29,10 @@ def insert_message(db: Database, row: Row) -> None:
                " :task_id, :status, :created_at, :created_ts, :body_id)", {"body_id": None, **row})
 
 
-def insert_body(db: Database, content: str) -> int:
-    """Store a text shared by several inbox items (a broadcast's copies); returns its body_id."""
-    db.execute("INSERT INTO bodies(content) VALUES (?)", (content,))
+def insert_body(db: Database, content: str, network_id: str | None = None) -> int:
+    """Store a text shared by several inbox items and events (a broadcast's copies); returns its body_id. The
+    network's usage counts it (schema.sql, network_usage) when `network_id` is given."""
+    db.execute("INSERT INTO bodies(content, network_id) VALUES (?, ?)", (content, network_id))
     return db.con.last_insert_rowid()
 
 

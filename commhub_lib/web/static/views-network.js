@@ -77,6 +77,34 @@ async function refreshTokens() {
     : h("p", { class: "muted small" }, "No token in this network yet."));
 }
 
+function size(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
+}
+
+async function refreshUsage() {
+  // What the network keeps against its storage quota: owners and admins (and the system admin) may read it.
+  $("usage-card").hidden = !canManage();
+  if (!canManage()) { render($("usage"), "none", []); return; }
+  let u;
+  try {
+    u = await api("GET", `/api/networks/${enc(state.networkId)}/usage`);
+  } catch (err) {
+    if (isMissingEndpoint(err)) { $("usage-card").hidden = true; return; }
+    throw err;
+  }
+  const limit = u.max_network_bytes ? `${size(u.max_network_bytes)} (${u.percent} % used)` : "no limit";
+  render($("usage"), JSON.stringify(u), [
+    u.max_network_bytes ? h("meter", { min: 0, max: u.max_network_bytes, value: u.bytes, high: u.max_network_bytes * 0.9,
+      "aria-label": "storage used" }) : null,
+    table(["Kept", "Of", "Texts", "Event log", "Aliases", "Tasks", "Send rate per token"], [h("tr", {},
+      h("td", { dataset: { key: "usage-bytes" } }, size(u.bytes)), h("td", {}, limit), h("td", {}, size(u.text_bytes)),
+      h("td", {}, size(u.event_bytes)), h("td", {}, String(u.aliases)), h("td", {}, String(u.tasks)),
+      h("td", {}, u.send_bytes_per_minute ? `${size(u.send_bytes_per_minute)}/min` : "no limit"))])]);
+}
+
 async function act(method, path, resultEl, body) {
   try {
     await api(method, path, body);
@@ -90,7 +118,8 @@ async function act(method, path, resultEl, body) {
 /** Re-read everything on the Network tab. */
 export async function refreshNetwork() {
   if (!state.networkId) return;
-  const results = await Promise.allSettled([refreshNetworks(), refreshMembers(), refreshInvites(), refreshTokens()]);
+  const results = await Promise.allSettled([refreshNetworks(), refreshUsage(), refreshMembers(), refreshInvites(),
+    refreshTokens()]);
   const failed = results.find((r) => r.status === "rejected");
   if (failed) say($("networks-result"), failed.reason.message, true);
 }
