@@ -117,7 +117,10 @@ CREATE TABLE tasks (
     result          TEXT,
     created_at      TEXT NOT NULL,
     created_ts      REAL NOT NULL,
-    updated_at      TEXT NOT NULL
+    updated_at      TEXT NOT NULL,
+    -- A mark for a person's attention (service/tasks.py FLAGS: 'unanswered', set by a runner), and when.
+    flag            TEXT,
+    flagged_at      TEXT
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -270,3 +273,23 @@ CREATE TABLE audit_log (
     created_at TEXT NOT NULL
 );
 CREATE INDEX audit_by_network ON audit_log(network_id, id);
+
+-- Approvals: an agent's question to a person that it waits on (docs/runner-server.md). The question is an
+-- ordinary inbox item and its message id is the approval's id; this row marks it as an approval and keeps
+-- how it was answered (status pending -> approved | denied, by the words in service/verdicts.py).
+CREATE TABLE approvals (
+    approval_id TEXT PRIMARY KEY,
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL,
+    task_id     TEXT,
+    asked_name  TEXT NOT NULL,
+    asked_kind  TEXT NOT NULL CHECK (asked_kind IN ('agent', 'person')),
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+    answer      TEXT,
+    answer_id   TEXT,
+    answered_by TEXT,
+    created_at  TEXT NOT NULL,
+    answered_at TEXT
+);
+CREATE INDEX approvals_by_alias ON approvals(network_id, alias, status);  -- a reply to an agent settles one
+CREATE INDEX approvals_by_network ON approvals(network_id, created_at);

@@ -59,6 +59,8 @@ class Settings:
     max_networks_per_user: int = 50
     max_invites_per_network: int = 100
     max_logins_per_user: int = 50
+    # runner support (run-server): how long the permission_prompt tool waits for a person's answer
+    approval_wait_seconds: float = 600.0
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -105,6 +107,7 @@ HELP: dict[str, str] = {
     "max_networks_per_user": "networks a user may own (0 = no limit)",
     "max_invites_per_network": "open (unused, unexpired) invites per network (0 = no limit)",
     "max_logins_per_user": "live login tokens per user; a new login revokes the oldest (0 = no limit)",
+    "approval_wait_seconds": "how long the MCP tool permission_prompt waits for a person's answer before it denies",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

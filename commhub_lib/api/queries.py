@@ -83,3 +83,16 @@ class NetworkStreamQuery(BaseModel):
     network_id: str | None = Field(default=None, description="the network to watch (default: your default network)")
     token: str | None = Field(default=None, description="the user token, for clients that cannot set headers")
     last_event_id: int | None = Field(default=None, ge=0, description="replay after this id (0: all retained)")
+
+
+class ApprovalWait(NetworkScope):
+    """GET /api/approvals/<id>."""
+
+    wait_seconds: int | None = Field(default=None, ge=0, le=50, description="wait up to this long for the answer")
+
+
+class ApprovalsQuery(NetworkScope, Paging):
+    """GET /api/approvals."""
+
+    status: Literal["pending", "approved", "denied"] | None = None
+    alias: str | None = Field(default=None, description="the asking agent's alias")

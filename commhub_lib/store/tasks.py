@@ -13,7 +13,8 @@ RESULT = "coalesce(result, (SELECT c.result FROM completions c WHERE c.task_id =
 TASK_FIELDS = tuple((c, c) for c in ("task_id", "network_id", "from_name", "from_kind", "to_name", "to_kind", "title",
                                       "content", "context", "priority", "status", "deadline", "idempotency_key",
                                       "message_id")) + (("result", RESULT), ("created_at", "created_at"),
-                                                        ("updated_at", "updated_at"))
+                                                        ("updated_at", "updated_at"), ("flag", "flag"),
+                                                        ("flagged_at", "flagged_at"))
 TASK_COLUMNS = columns(TASK_FIELDS)
 # The REST page's form of the same fields (keyed_page_json: the page's rows as `t`, the completion as `c`). The
 # completion is a LEFT JOIN, not RESULT's correlated subquery: the same one lookup by task_id, ~7 % less CPU.
@@ -71,6 +72,13 @@ def set_status(db: Database, task_id: str, from_statuses: tuple[str, ...], statu
     return db.execute(f"UPDATE tasks SET status = ?, updated_at = ?, result = coalesce(?, result)"
                       f" WHERE task_id = ? AND status IN ({marks})",
                       (status, now, result, task_id, *from_statuses)) == 1
+
+
+def set_flag(db: Database, task_id: str, flag: str | None, now: str) -> bool:
+    """Set (or, with None, clear) a task's flag; False if it already was so (nothing written)."""
+    return db.execute("UPDATE tasks SET flag = ?, flagged_at = CASE WHEN ? IS NULL THEN NULL ELSE ? END,"
+                      " updated_at = ? WHERE task_id = ? AND flag IS NOT ?",
+                      (flag, flag, now, now, task_id, flag)) == 1
 
 
 def _task_filters(status: str | None, to_name: str | None, from_name: str | None) -> tuple[list[str], list[Any]]:
