@@ -74,6 +74,12 @@ async def flag(client: httpx.AsyncClient, headers: dict[str, str], task_id: str,
     return await client.post(f"/api/tasks/{task_id}/flag", json=body, headers=headers)
 
 
+def waiters(server: ServerHandle) -> int:
+    """Broker subscribers that are not streams: the long-poll waiters (approvals, get_inbox)."""
+    broker = server.hub.broker
+    return broker.subscriber_count() - (broker.streams_opened - broker.streams_closed)
+
+
 async def wait_until(condition: Callable[[], bool]) -> None:
     """Poll a condition (bounded) instead of sleeping a fixed time."""
     deadline = trio.current_time() + WAIT
@@ -192,7 +198,7 @@ async def test_an_approval_on_a_task_is_answered_by_its_sender_and_the_long_poll
     assert [a["approval_id"] for a in pending["approvals"]] == [asked["approval_id"]]
     assert pending["approvals"][0]["question"] == "May I run `make deploy`?"
 
-    waiters = server.hub.broker.subscriber_count()
+    before = waiters(server)
     answer: dict[str, Any] = {}
 
     async def long_poll() -> None:
@@ -203,14 +209,14 @@ async def test_an_approval_on_a_task_is_answered_by_its_sender_and_the_long_poll
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(long_poll)
-        await wait_until(lambda: server.hub.broker.subscriber_count() > waiters)  # it waits on the server
+        await wait_until(lambda: waiters(server) > before)  # it waits on the server
         r = await client.post("/api/replies", json={"task_id": task_id, "content": "Yes, go ahead"},
                               headers=t.owner.auth)
         assert r.status_code == 200, r.text
     assert answer["status"] == "approved" and answer["answer"] == "Yes, go ahead", answer
     assert answer["answered_by"] == t.owner.username and answer["answer_id"] == r.json()["message_id"]
     assert answer["elapsed"] < WAIT  # ended by the answer, not by its 40 s
-    assert server.hub.broker.subscriber_count() == waiters
+    assert waiters(server) == before
 
 
 async def test_an_approval_without_a_task_goes_to_the_owner_who_denies_it(client: httpx.AsyncClient) -> None:
@@ -267,16 +273,22 @@ async def test_an_unanswered_approval_times_out_as_pending(client: httpx.AsyncCl
     started = trio.current_time()
     asked = await ask(client, t.worker, "May I?", wait_seconds=1)
     assert asked["status"] == "pending" and 0.9 <= trio.current_time() - started < WAIT
-    r = await client.get(f"/api/approvals/{asked['approval_id']}", params={"wait_seconds": 1},
+    started = trio.current_time()
+    r = await client.get(f"/api/approvals/{asked['approval_id']}", params={"wait_seconds": 0.5},
                          headers=t.agent(t.worker))
     assert r.status_code == 200 and r.json()["status"] == "pending"
+    assert 0.4 <= trio.current_time() - started < WAIT
+    for bad in ("51", "-1", "soon", "nan"):
+        r = await client.get(f"/api/approvals/{asked['approval_id']}", params={"wait_seconds": bad},
+                             headers=t.agent(t.worker))
+        assert r.status_code == 400 and "wait_seconds" in r.json()["message"], (bad, r.text)
 
 
 async def test_a_long_poll_whose_client_goes_away_leaves_no_waiter(client: httpx.AsyncClient,
                                                                    server: ServerHandle) -> None:
     t = await team(client)
     asked = await ask(client, t.worker, "May I?")
-    waiters = server.hub.broker.subscriber_count()
+    before = waiters(server)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as gone:
         with trio.CancelScope() as scope:
             async def poll() -> None:
@@ -285,9 +297,9 @@ async def test_a_long_poll_whose_client_goes_away_leaves_no_waiter(client: httpx
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(poll)
-                await wait_until(lambda: server.hub.broker.subscriber_count() > waiters)
+                await wait_until(lambda: waiters(server) > before)
                 scope.cancel()
-    await wait_until(lambda: server.hub.broker.subscriber_count() == waiters)
+    await wait_until(lambda: waiters(server) == before)
 
 
 # --- answers_approval on the stream ---------------------------------------------------------------------------
@@ -381,6 +393,22 @@ async def test_permission_prompt_denies_with_the_persons_words(client: httpx.Asy
     text, seen = await _prompt_answered(server, client, t, {"command": "rm -rf /"}, "absolutely not")
     assert json.loads(text) == {"behavior": "deny", "message": "absolutely not"}
     assert seen["task_id"] is None and seen["asked"] == t.owner.username  # no task at work: the owner is asked
+
+
+async def test_a_cancelled_permission_prompt_leaves_no_waiter(client: httpx.AsyncClient, server: ServerHandle) -> None:
+    t = await team(client)
+    before = waiters(server)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {t.worker}"}, timeout=60) as http:
+        async with streamable_http_client(server.url + "/mcp", http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(session.call_tool, "permission_prompt",
+                                           {"tool_name": "Bash", "input": {"command": "true"}})
+                        await wait_until(lambda: waiters(server) > before)
+                        scope.cancel()  # the SDK sends notifications/cancelled for the call
+                await wait_until(lambda: waiters(server) == before)
 
 
 async def test_permission_prompt_denies_when_nobody_answers_in_time(tmp_path: Path) -> None:

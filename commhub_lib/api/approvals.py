@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, request
 
-from ..errors import Forbidden
+from ..errors import Forbidden, ValidationFailed
 from ..models import RestApproval
 from ..service import approvals, networks, sessions
 from .common import authenticate, hub, parse, query_choice, query_int
@@ -15,8 +15,15 @@ APPROVAL_STATUSES = ("pending", "approved", "denied")
 
 
 def _wait_seconds() -> float:
-    """?wait_seconds= (whole seconds, at most approvals.MAX_WAIT_SECONDS)."""
-    return float(query_int("wait_seconds", 0, 0, int(approvals.MAX_WAIT_SECONDS)) or 0)
+    """?wait_seconds= (seconds, fractions allowed, 0 to approvals.MAX_WAIT_SECONDS)."""
+    raw = request.args.get("wait_seconds") or "0"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= approvals.MAX_WAIT_SECONDS:  # NaN fails this too
+        raise ValidationFailed(f"wait_seconds: must be a number from 0 to {approvals.MAX_WAIT_SECONDS:g}")
+    return value
 
 
 @bp.post("/api/approvals")

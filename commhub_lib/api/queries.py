@@ -88,7 +88,7 @@ class NetworkStreamQuery(BaseModel):
 class ApprovalWait(NetworkScope):
     """GET /api/approvals/<id>."""
 
-    wait_seconds: int | None = Field(default=None, ge=0, le=50, description="wait up to this long for the answer")
+    wait_seconds: float | None = Field(default=None, ge=0, le=50, description="wait up to this long for the answer")
 
 
 class ApprovalsQuery(NetworkScope, Paging):
