@@ -131,6 +131,7 @@ CREATE INDEX tasks_by_recipient ON tasks(network_id, to_name, status);  -- an ag
 CREATE INDEX tasks_by_status ON tasks(network_id, status, created_ts);
 CREATE INDEX tasks_by_to_name ON tasks(network_id, to_name, created_ts);
 CREATE INDEX tasks_by_from_name ON tasks(network_id, from_name, created_ts);
+CREATE INDEX tasks_flagged ON tasks(network_id, flag, created_ts) WHERE flag IS NOT NULL;  -- ?flag= lists
 
 -- Task counts per network and status for /api/stats, kept by triggers (counting a million tasks takes
 -- tens of milliseconds on the event loop). A step that rebuilds `tasks` must recreate these triggers.

@@ -382,6 +382,8 @@ class ListTasks(Body):
     to_name: Alias | None = None
     from_name: Alias | None = None
     limit: StrictInt = Field(default=50, ge=1)
+    flag: Annotated[Short | None, BeforeValidator(_lower)] = Field(
+        default=None, description="only tasks with this flag ('unanswered': a runner's turn ended without an answer)")
 
 
 class CancelTask(Body):

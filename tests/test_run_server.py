@@ -114,6 +114,15 @@ async def test_the_recipient_flags_its_task_and_every_view_of_the_task_shows_it(
     assert (await tool(client, t.boss, "get_task", {"task_id": task_id}))["task"]["flag"] == "unanswered"
     mcp_list = (await tool(client, t.boss, "list_tasks", {"to_name": "worker"}))["tasks"]
     assert [x["flag"] for x in mcp_list if x["task_id"] == task_id] == ["unanswered"]
+    # Only the flagged ones, when asked (another task, not flagged, is left out).
+    other = await agent_task(client, t, "another")
+    only = (await client.get("/api/tasks", params={"flag": "unanswered"}, headers=t.owner.auth)).json()["tasks"]
+    assert [x["task_id"] for x in only] == [task_id]
+    mcp_only = (await tool(client, t.boss, "list_tasks", {"flag": "unanswered"}))["tasks"]
+    assert [x["task_id"] for x in mcp_only] == [task_id]
+    assert other in [x["task_id"] for x in (await tool(client, t.boss, "list_tasks", {}))["tasks"]]
+    r = await client.get("/api/tasks", params={"flag": "on-fire"}, headers=t.owner.auth)
+    assert r.status_code == 400, r.text
 
     # The same flag again (a runner retrying) changes nothing.
     again = await flag(client, t.agent(t.worker), task_id, "unanswered", "again")

@@ -63,3 +63,30 @@ async def test_an_approval_waits_on_the_overview_and_allow_answers_it(page: Brow
     await page.wait_for(lambda d: not d.find_element("id", "approvals-card").is_displayed(), "the card gone")
     got = (await client.get(f"/api/approvals/{approval_id}", headers=account.auth)).json()
     assert got["status"] == "approved" and got["answer"] == "yes" and got["answered_by"] == account.username
+
+
+async def test_a_flagged_open_task_waits_on_the_overview_until_it_is_answered(page: Browser,  # noqa: F811
+                                                                             client: httpx.AsyncClient) -> None:
+    account = await register(client)
+    worker = await create_token(client, account, "worker", alias="worker")
+    await tool(client, worker, "report_status", {"alias": "worker", "status": "idle"})
+    sent = await client.post("/api/tasks", headers=account.auth, json={"to": "worker", "content": "Fix the flaky test",
+                                                                      "title": "Fix the flaky test"})
+    task_id = sent.json()["task_id"]
+    await tool(client, worker, "get_inbox", {})
+    await log_in(page, account)
+    r = await client.post(f"/api/tasks/{task_id}/flag", headers={"Authorization": f"Bearer {worker}"},
+                          json={"flag": "unanswered"})
+    assert r.status_code == 200, r.text
+    item = f'[data-testid="flagged-task"][data-task-id="{task_id}"]'
+    await page.wait_for(lambda d: d.find_elements("css selector", item), "the flagged task on the Overview")
+    text = await page.run(lambda d: d.find_element("css selector", item).text)
+    assert "worker did not answer" in text and "Fix the flaky test" in text
+    await page.screenshot("overview-flagged")
+    await page.click_css(f'{item} button')
+    await page.wait_for(lambda d: d.find_elements("css selector", '#task-body [data-testid="task-flag"]'),
+                        "the task's dialog with its flag")
+    await page.run(lambda d: d.find_element("css selector", "#task-dialog [data-close]").click())
+    # Answered at last: nothing waits any more.
+    await tool(client, worker, "send_reply", {"task_id": task_id, "status": "done", "content": "fixed"})
+    await page.wait_for(lambda d: not d.find_element("id", "approvals-card").is_displayed(), "the card gone")

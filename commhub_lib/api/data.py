@@ -38,11 +38,11 @@ async def status() -> Response:
 
 @bp.get("/api/tasks")
 async def list_tasks() -> Response:
-    """Tasks, newest first, filtered by status, to_name, from_name."""
+    """Tasks, newest first, filtered by status, to_name, from_name, flag."""
     scope = _scope()
     return _json(messaging.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
                                            request.args.get("to_name") or None, request.args.get("from_name") or None,
-                                           query_int("limit", None, 1), _offset()))
+                                           query_int("limit", None, 1), _offset(), query_choice("flag", tasks.FLAGS)))
 
 
 @bp.get("/api/nodes")

@@ -40,6 +40,7 @@ class TasksQuery(NetworkScope, Paging):
     status: Literal[TASK_STATUSES] | None = None  # type: ignore[valid-type]
     to_name: str | None = Field(default=None, description="recipient alias")
     from_name: str | None = Field(default=None, description="sender alias or username")
+    flag: Literal["unanswered"] | None = Field(default=None, description="only tasks with this flag")
 
 
 class MessagesQuery(NetworkScope, Paging):

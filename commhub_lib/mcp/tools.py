@@ -142,7 +142,7 @@ def _get_task(ctx: ToolContext, a: m.GetTask) -> dict[str, Any]:
 
 def _list_tasks(ctx: ToolContext, a: m.ListTasks) -> dict[str, Any]:
     ctx.optional_caller()
-    return messaging.list_tasks(ctx.hub, [ctx.network_id], a.status, a.to_name, a.from_name, a.limit)
+    return messaging.list_tasks(ctx.hub, [ctx.network_id], a.status, a.to_name, a.from_name, a.limit, flag=a.flag)
 
 
 def _cancel_task(ctx: ToolContext, a: m.CancelTask) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 -- runner's turn ended with the task still open), and an agent may ask a person for an approval and wait.
 ALTER TABLE tasks ADD COLUMN flag TEXT;
 ALTER TABLE tasks ADD COLUMN flagged_at TEXT;
+CREATE INDEX tasks_flagged ON tasks(network_id, flag, created_ts) WHERE flag IS NOT NULL;  -- ?flag= lists
 
 -- Approvals: an agent's question to a person that it waits on (docs/runner-server.md). The question is an
 -- ordinary inbox item and its message id is the approval's id; this row marks it as an approval and keeps

@@ -258,16 +258,19 @@ def get_task_in(hub: Hub, network_ids: list[str], task_id: str) -> dict[str, Any
 
 
 def list_tasks(hub: Hub, network_ids: list[str], status: str | None, to_name: str | None, from_name: str | None,
-               limit: int | None, offset: int = 0) -> dict[str, Any]:
-    """Tasks, newest first."""
-    rows = task_store.list_tasks(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset)
+               limit: int | None, offset: int = 0, flag: str | None = None) -> dict[str, Any]:
+    """Tasks, newest first (with `flag`, only the tasks carrying that flag)."""
+    if flag is not None and flag not in FLAGS:
+        raise ValidationFailed(f"flag: must be one of {', '.join(FLAGS)}")
+    rows = task_store.list_tasks(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset, flag)
     return {"ok": True, "tasks": rows}
 
 
 def list_tasks_json(hub: Hub, network_ids: list[str], status: str | None, to_name: str | None,
-                    from_name: str | None, limit: int | None, offset: int = 0) -> str:
+                    from_name: str | None, limit: int | None, offset: int = 0, flag: str | None = None) -> str:
     """list_tasks as JSON text (the REST answer, built by SQLite)."""
-    rows = task_store.list_tasks_json(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset)
+    rows = task_store.list_tasks_json(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset,
+                                      flag)
     return '{"ok":true,"tasks":' + rows + "}"
 
 

@@ -81,12 +81,16 @@ def set_flag(db: Database, task_id: str, flag: str | None, now: str) -> bool:
                       (flag, flag, now, now, task_id, flag)) == 1
 
 
-def _task_filters(status: str | None, to_name: str | None, from_name: str | None) -> tuple[list[str], list[Any]]:
+def _task_filters(status: str | None, to_name: str | None, from_name: str | None,
+                  flag: str | None = None) -> tuple[list[str], list[Any]]:
     """WHERE terms of a task list (each filter has an index ending in created_ts)."""
     where, params = [], []
-    # An alias's tasks are few; a status may hold most of a network's: walk the alias's index then.
-    status_column = "+status" if to_name or from_name else "status"
-    for column, value in ((status_column, status), ("to_name", to_name), ("from_name", from_name)):
+    # An alias's tasks are few; flagged tasks are few (tasks_flagged holds only them); a status may hold most of
+    # a network's: walk the alias's index, else the flagged ones', then.
+    status_column = "+status" if to_name or from_name or flag else "status"
+    flag_column = "+flag" if to_name or from_name else "flag"
+    for column, value in ((status_column, status), ("to_name", to_name), ("from_name", from_name),
+                          (flag_column, flag)):
         if value:
             where.append(f"{column} = ?")
             params.append(value)
@@ -94,17 +98,17 @@ def _task_filters(status: str | None, to_name: str | None, from_name: str | None
 
 
 def list_tasks(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
-               from_name: str | None, limit: int, offset: int) -> list[Row]:
+               from_name: str | None, limit: int, offset: int, flag: str | None = None) -> list[Row]:
     """Tasks, newest first, with optional filters."""
-    where, params = _task_filters(status, to_name, from_name)
+    where, params = _task_filters(status, to_name, from_name, flag)
     return page(db, f"SELECT {TASK_COLUMNS}, created_ts AS _ts, rowid AS _seq FROM tasks", where, params,
                 network_ids, "_ts DESC, _seq DESC", limit, offset)
 
 
 def list_tasks_json(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
-                    from_name: str | None, limit: int, offset: int) -> str:
+                    from_name: str | None, limit: int, offset: int, flag: str | None = None) -> str:
     """list_tasks as the text of a JSON array (built by SQLite)."""
-    where, params = _task_filters(status, to_name, from_name)
+    where, params = _task_filters(status, to_name, from_name, flag)
     return keyed_page_json(db, "SELECT created_ts AS _ts, rowid AS _seq FROM tasks", where, params, network_ids,
                            "_ts DESC, _seq DESC", limit, offset, TASK_RECORD, TASK_ROWS)
 

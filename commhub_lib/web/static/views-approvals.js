@@ -1,5 +1,6 @@
-// Approvals waiting for a person (docs/runner-server.md): an agent asked for permission (on a task, or of its
-// owner) and waits. Each is answered here as a reply to its question: "yes" allows, anything else denies.
+// What waits for a person (docs/runner-server.md): approvals an agent asked for (on a task, or of its owner),
+// each answered here as a reply to its question ("yes" allows, anything else denies); and open tasks a runner
+// flagged `unanswered` (the agent's turn ended without an answer), each opened from here.
 
 import { api, isMissingEndpoint, withQuery } from "./api.js";
 import { $, h, render, say, timeEl } from "./dom.js";
@@ -31,17 +32,36 @@ function approvalItem(a) {
       result));
 }
 
-/** Re-read the pending approvals of the shown network; the card shows only while some wait. */
+const OPEN = new Set(["delivered", "running", "input_required"]);
+
+function flaggedItem(t) {
+  return h("li", { class: "approval flagged-task", dataset: { taskId: t.task_id }, "data-testid": "flagged-task" },
+    h("div", { class: "small muted" }, h("strong", {}, t.to_name), ` did not answer ${t.from_name}'s task · flagged `,
+      timeEl(t.flagged_at)),
+    h("p", { class: "content" }, t.title || t.content.slice(0, 160)),
+    h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", dataset: { key: `flagged-${t.task_id}` },
+      onclick: () => emit("open-task", t.task_id) }, "Open task")));
+}
+
+async function pending(path, params, key) {
+  try {
+    return (await api("GET", withQuery(path, { network_id: state.networkId, limit: 50, ...params })))[key];
+  } catch (err) {
+    if (!isMissingEndpoint(err)) console.warn(`${path}:`, err.message);
+    return [];
+  }
+}
+
+/** Re-read what waits for a person in the shown network; the card shows only while something does. */
 export async function refreshApprovals() {
   if (!state.networkId) return;
-  let approvals;
-  try {
-    approvals = (await api("GET", withQuery("/api/approvals", { network_id: state.networkId, status: "pending", limit: 50 }))).approvals;
-  } catch (err) {
-    if (!isMissingEndpoint(err)) console.warn("approvals:", err.message);
-    approvals = [];
-  }
-  $("approvals-card").hidden = approvals.length === 0;
-  $("approvals-count").textContent = approvals.length ? String(approvals.length) : "";
-  render($("approvals"), JSON.stringify(approvals.map((a) => a.approval_id)), approvals.map(approvalItem));
+  const [approvals, flagged] = await Promise.all([
+    pending("/api/approvals", { status: "pending" }, "approvals"),
+    pending("/api/tasks", { flag: "unanswered" }, "tasks").then((ts) => ts.filter((t) => OPEN.has(t.status))),
+  ]);
+  const count = approvals.length + flagged.length;
+  $("approvals-card").hidden = count === 0;
+  $("approvals-count").textContent = count ? String(count) : "";
+  render($("approvals"), JSON.stringify([approvals.map((a) => a.approval_id), flagged.map((t) => [t.task_id, t.flagged_at])]),
+    [approvals.map(approvalItem), flagged.map(flaggedItem)]);
 }
