@@ -426,3 +426,16 @@ async def test_permission_prompt_denies_when_nobody_answers_in_time(tmp_path: Pa
             t = await team(client)
             text, _ = await _prompt_answered(server, client, t, {"command": "true"}, None)
     assert json.loads(text) == {"behavior": "deny", "message": "no answer within 0.5 s"}
+
+
+async def test_a_long_poll_outlives_the_servers_idle_timeout(tmp_path: Path) -> None:
+    # The connection's idle timeout (header_timeout_seconds) must not cut a request that is waiting for its answer.
+    async with own_server(tmp_path, "idle", header_timeout_seconds=1) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            t = await team(client)
+            started = trio.current_time()
+            asked = await ask(client, t.worker, "May I?", wait_seconds=2.5)
+            assert asked["status"] == "pending" and trio.current_time() - started >= 2.4
+            r = await client.get(f"/api/approvals/{asked['approval_id']}", params={"wait_seconds": 2.5},
+                                 headers=t.agent(t.worker))
+            assert r.status_code == 200 and r.json()["status"] == "pending"
