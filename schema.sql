@@ -117,7 +117,10 @@ CREATE TABLE tasks (
     result          TEXT,
     created_at      TEXT NOT NULL,
     created_ts      REAL NOT NULL,
-    updated_at      TEXT NOT NULL
+    updated_at      TEXT NOT NULL,
+    -- A mark for a person's attention (service/tasks.py FLAGS: 'unanswered', set by a runner), and when.
+    flag            TEXT,
+    flagged_at      TEXT
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -128,6 +131,7 @@ CREATE INDEX tasks_by_recipient ON tasks(network_id, to_name, status);  -- an ag
 CREATE INDEX tasks_by_status ON tasks(network_id, status, created_ts);
 CREATE INDEX tasks_by_to_name ON tasks(network_id, to_name, created_ts);
 CREATE INDEX tasks_by_from_name ON tasks(network_id, from_name, created_ts);
+CREATE INDEX tasks_flagged ON tasks(network_id, flag, created_ts) WHERE flag IS NOT NULL;  -- ?flag= lists
 
 -- Task counts per network and status for /api/stats, kept by triggers (counting a million tasks takes
 -- tens of milliseconds on the event loop). A step that rebuilds `tasks` must recreate these triggers.
@@ -346,3 +350,22 @@ CREATE TRIGGER usage_events_delete AFTER DELETE ON events BEGIN
     UPDATE network_usage SET event_bytes = event_bytes - 100 - octet_length(old.data)
         WHERE network_id = old.network_id;
 END;
+-- Approvals: an agent's question to a person that it waits on (docs/runner-server.md). The question is an
+-- ordinary inbox item and its message id is the approval's id; this row marks it as an approval and keeps
+-- how it was answered (status pending -> approved | denied, by the words in service/verdicts.py).
+CREATE TABLE approvals (
+    approval_id TEXT PRIMARY KEY,
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL,
+    task_id     TEXT,
+    asked_name  TEXT NOT NULL,
+    asked_kind  TEXT NOT NULL CHECK (asked_kind IN ('agent', 'person')),
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+    answer      TEXT,
+    answer_id   TEXT,
+    answered_by TEXT,
+    created_at  TEXT NOT NULL,
+    answered_at TEXT
+);
+CREATE INDEX approvals_by_alias ON approvals(network_id, alias, status);  -- a reply to an agent settles one
+CREATE INDEX approvals_by_network ON approvals(network_id, created_at);

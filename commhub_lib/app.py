@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import __version__, sse
 from .api import accounts as accounts_api
+from .api import approvals as approvals_api
 from .api import data as data_api
 from .api import networks as networks_api
 from .api import openapi as openapi_api
@@ -170,7 +171,8 @@ def create_app(hub: Hub) -> CommhubApp:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
-    for bp in (accounts_api.bp, networks_api.bp, data_api.bp, openapi_api.bp, sse.bp, mcp_protocol.bp):
+    for bp in (accounts_api.bp, networks_api.bp, data_api.bp, approvals_api.bp, openapi_api.bp, sse.bp,
+               mcp_protocol.bp):
         app.register_blueprint(bp)
     app.register_blueprint(web_routes.bp)  # the dashboard at / and its files under /assets/
     app.route_ctx = RouteContext(hub, app.config["COMMHUB_LIMITERS"]["token"], app.lock_watch)

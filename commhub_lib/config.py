@@ -62,6 +62,8 @@ class Settings:
     # storage quotas (h17-storage): bytes one network may keep, bytes one token may send per minute (0 = off)
     max_network_bytes: int = 1024 * 1024 * 1024
     send_bytes_per_minute: int = 16 * 1024 * 1024
+    # runner support (run-server): how long the permission_prompt tool waits for a person's answer
+    approval_wait_seconds: float = 600.0
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -112,6 +114,7 @@ HELP: dict[str, str] = {
                          "a send past it answers 409 quota_exceeded (0 = no limit)",
     "send_bytes_per_minute": "bytes of text one token may send per minute (messages, tasks, replies, broadcasts "
                              "counted once); 429 with Retry-After above (0 = no limit)",
+    "approval_wait_seconds": "how long the MCP tool permission_prompt waits for a person's answer before it denies",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

@@ -382,6 +382,8 @@ class ListTasks(Body):
     to_name: Alias | None = None
     from_name: Alias | None = None
     limit: StrictInt = Field(default=50, ge=1)
+    flag: Annotated[Short | None, BeforeValidator(_lower)] = Field(
+        default=None, description="only tasks with this flag ('unanswered': a runner's turn ended without an answer)")
 
 
 class CancelTask(Body):
@@ -408,3 +410,37 @@ def body_models() -> dict[str, type[Body]]:
             found[sub.__name__] = sub
             pending.append(sub)
     return found
+
+
+# --- runner support (docs/runner-server.md) ---------------------------------------------------------
+
+class RestFlag(Body):
+    """POST /api/tasks/:id/flag: set a flag (service/tasks.FLAGS), or null to clear it."""
+
+    flag: Annotated[Short | None, BeforeValidator(_lower)] = Field(
+        description="'unanswered' (a runner's turn ended with the task still open), or null to clear the flag")
+    note: str | None = Field(default=None, max_length=1000, description="a short text for the task's timeline")
+
+
+class RestApproval(Body):
+    """POST /api/approvals: an agent asks a person for permission and may wait for the answer."""
+
+    task_id: Short | None = Field(default=None, description="your open task the question is about; without it "
+                                  "the question goes to the person who owns your token")
+    question: Content = Field(description="what you ask permission for; the person answers yes (or ok, allow...) "
+                              "to approve, anything else to deny")
+    wait_seconds: StrictFloat = Field(default=0, ge=0, le=50, description="wait up to this long for the answer")
+    network_id: Short | None = None
+
+
+class PermissionPrompt(Body):
+    """Claude Code's --permission-prompt-tool call: which tool wants to run with which input."""
+
+    # Claude Code decides what it sends: a field added by a later version must not fail every prompt.
+    model_config = ConfigDict(extra="ignore")
+
+    tool_name: Annotated[str, Field(min_length=1, max_length=MAX_SHORT)] = Field(
+        description="the tool that asks for permission")
+    input: dict[str, Any] = Field(default_factory=dict, description="the tool's input")
+    tool_use_id: Short | None = Field(default=None, description="the tool use request's id")
+    task_id: Short | None = Field(default=None, description="the task to ask on (default: the one you work on)")

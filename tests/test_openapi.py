@@ -153,6 +153,16 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.post("/api/replies", headers=account.auth, json={"task_id": asked["task_id"],
                                                                          "content": "the first"}),
           "post", "/api/replies")
+    worker_auth = {"Authorization": f"Bearer {worker}"}
+    check(await client.post(f"/api/tasks/{asked['task_id']}/flag", headers=worker_auth, json={"flag": "unanswered"}),
+          "post", "/api/tasks/{task_id}/flag")
+    approval = check(await client.post("/api/approvals", headers=worker_auth, json={
+        "task_id": asked["task_id"], "question": "may I?"}), "post", "/api/approvals")
+    await client.post("/api/replies", headers=account.auth, json={"message_id": approval["approval_id"],
+                                                                   "content": "yes"})
+    check(await client.get(f"/api/approvals/{approval['approval_id']}", headers=account.auth), "get",
+          "/api/approvals/{approval_id}")
+    check(await client.get("/api/approvals", headers=account.auth), "get", "/api/approvals")
     check(await client.post(f"/api/tasks/{asked['task_id']}/cancel", headers=account.auth, json={"reason": "done"}),
           "post", "/api/tasks/{task_id}/cancel")
     for path in ("/api/status", "/api/tasks", "/api/nodes", "/api/messages", "/api/completions", "/api/task_events",

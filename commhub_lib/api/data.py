@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from ..models import RestBroadcast, RestCancel, RestReply, RestSendMessage, RestSendTask
+from ..models import RestBroadcast, RestCancel, RestFlag, RestReply, RestSendMessage, RestSendTask
 from ..service import messaging, networks, sessions, tasks
 from ..service.hub import AGENT, PERSON, Principal
 from .common import authenticate, hub, parse, query_choice, query_int
@@ -38,11 +38,11 @@ async def status() -> Response:
 
 @bp.get("/api/tasks")
 async def list_tasks() -> Response:
-    """Tasks, newest first, filtered by status, to_name, from_name."""
+    """Tasks, newest first, filtered by status, to_name, from_name, flag."""
     scope = _scope()
     return _json(messaging.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
                                            request.args.get("to_name") or None, request.args.get("from_name") or None,
-                                           query_int("limit", None, 1), _offset()))
+                                           query_int("limit", None, 1), _offset(), query_choice("flag", tasks.FLAGS)))
 
 
 @bp.get("/api/nodes")
@@ -136,6 +136,16 @@ async def cancel_task(task_id: str) -> dict:
     return tasks.cancel_task(hub(), principal, task["network_id"], actor, task_id, body.reason)
 
 
+@bp.post("/api/tasks/<task_id>/flag")
+async def flag_task(task_id: str) -> dict:
+    """Flag a task for a person's attention (its recipient, an owner/admin), or clear it (docs/runner-server.md)."""
+    principal = authenticate()
+    body = await parse(RestFlag)
+    task = tasks.find_task(hub(), networks.scope(hub(), principal, request.args.get("network_id") or None), task_id)
+    actor = None if principal.kind == "user" else _sender(principal, task["network_id"])[0]
+    return tasks.flag_task(hub(), principal, task["network_id"], actor, task_id, body.flag, body.note)
+
+
 @bp.post("/api/replies")
 async def reply() -> dict:
     """Reply to a message or task as a person (answer an agent's question) or as a token's agent."""
@@ -151,4 +161,5 @@ async def reply() -> dict:
             network_id = messaging.find_message(hub(), mine, body.message_id)["network_id"]
     network_id = networks.single_network(hub(), principal, network_id)
     name, kind = _sender(principal, network_id)
-    return messaging.send_reply(hub(), network_id, name, body, kind)
+    overseer = tasks.is_overseer(hub(), principal, network_id)  # an owner/admin may answer any agent's question
+    return messaging.send_reply(hub(), network_id, name, body, kind, overseer=overseer)

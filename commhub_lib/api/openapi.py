@@ -100,6 +100,12 @@ OPERATIONS: dict[str, Op] = {
     "data.reply": Op("messaging", r.Replied, m.RestReply),
     "data.send_message": Op("messaging", r.MessageSent, m.RestSendMessage),
     "data.broadcast": Op("messaging", r.Broadcasted, m.RestBroadcast),
+    "data.flag_task": Op("messaging", r.TaskFlagged, m.RestFlag, query=q.NetworkScope,
+                         note="flag a task for a person's attention, or clear it (docs/runner-server.md)"),
+    "approvals.ask": Op("approvals", r.Approval, m.RestApproval,
+                        note="an agent (network token) asks a person and waits up to wait_seconds for the answer"),
+    "approvals.get_approval": Op("approvals", r.Approval, query=q.ApprovalWait),
+    "approvals.list_approvals": Op("approvals", r.ApprovalList, query=q.ApprovalsQuery),
     "sse.stream": Op("events", None, query=q.StreamQuery, media="text/event-stream", note=STREAM_NOTE),
     "sse.network_stream": Op("events", None, query=q.NetworkStreamQuery, auth="user", media="text/event-stream",
                              note=NETWORK_STREAM_NOTE),
@@ -111,6 +117,7 @@ OPERATIONS: dict[str, Op] = {
 TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network tokens (ntok_) for agents"),
         ("networks", "networks, members, invites"), ("data", "what agents are doing: sessions, tasks, messages"),
         ("messaging", "send tasks, messages and broadcasts as a person or script"),
+        ("approvals", "an agent asks a person for permission and waits for the answer"),
         ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
         ("dashboard", "the web dashboard"), ("meta", "health and docs")]
 SECURITY = {

@@ -40,6 +40,7 @@ class TasksQuery(NetworkScope, Paging):
     status: Literal[TASK_STATUSES] | None = None  # type: ignore[valid-type]
     to_name: str | None = Field(default=None, description="recipient alias")
     from_name: str | None = Field(default=None, description="sender alias or username")
+    flag: Literal["unanswered"] | None = Field(default=None, description="only tasks with this flag")
 
 
 class MessagesQuery(NetworkScope, Paging):
@@ -83,3 +84,16 @@ class NetworkStreamQuery(BaseModel):
     network_id: str | None = Field(default=None, description="the network to watch (default: your default network)")
     token: str | None = Field(default=None, description="the user token, for clients that cannot set headers")
     last_event_id: int | None = Field(default=None, ge=0, description="replay after this id (0: all retained)")
+
+
+class ApprovalWait(NetworkScope):
+    """GET /api/approvals/<id>."""
+
+    wait_seconds: float | None = Field(default=None, ge=0, le=50, description="wait up to this long for the answer")
+
+
+class ApprovalsQuery(NetworkScope, Paging):
+    """GET /api/approvals."""
+
+    status: Literal["pending", "approved", "denied"] | None = None
+    alias: str | None = Field(default=None, description="the asking agent's alias")

@@ -111,6 +111,8 @@ class Task(Record):
     result: Text
     created_at: str
     updated_at: str
+    flag: Text = Field(default=None, description="null, or 'unanswered' (docs/runner-server.md)")
+    flagged_at: Text = None
 
 
 class TaskEvent(Record):

@@ -351,6 +351,50 @@ class Replied(Ok):
     status: Text
 
 
+class TaskFlagged(Ok):
+    """A task's flag set or cleared (docs/runner-server.md)."""
+
+    task_id: str
+    flag: Text
+    flagged_at: Text
+
+
+class Approval(Ok):
+    """An agent's question to a person and, once answered, the verdict (docs/runner-server.md)."""
+
+    approval_id: str = Field(description="the question's message id")
+    network_id: str
+    alias: str = Field(description="the agent that asks")
+    task_id: Text
+    asked: str = Field(description="who is asked: the task's sender, or the owner of the agent's token")
+    asked_kind: Literal["agent", "person"]
+    status: Literal["pending", "approved", "denied"]
+    question: Text
+    answer: Text
+    answer_id: Text
+    answered_by: Text
+    created_at: str
+    answered_at: Text
+
+
+class ApprovalRecord(Record):
+    """An approval inside a list."""
+
+    approval_id: str
+    alias: str
+    task_id: Text
+    asked: str
+    status: Literal["pending", "approved", "denied"]
+    question: Text
+    answer: Text
+
+
+class ApprovalList(Ok):
+    """Approvals, newest first."""
+
+    approvals: list[ApprovalRecord]
+
+
 class JsonRpc(Record):
     """A JSON-RPC 2.0 message or batch element (MCP)."""
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from .. import models as m
 from ..errors import CommhubError, Conflict
-from ..service import messaging, sessions
+from ..service import approvals, messaging, sessions
 from ..service.hub import SURFACE, Hub, Principal
 from .schema import self_contained
 
@@ -142,7 +142,7 @@ def _get_task(ctx: ToolContext, a: m.GetTask) -> dict[str, Any]:
 
 def _list_tasks(ctx: ToolContext, a: m.ListTasks) -> dict[str, Any]:
     ctx.optional_caller()
-    return messaging.list_tasks(ctx.hub, [ctx.network_id], a.status, a.to_name, a.from_name, a.limit)
+    return messaging.list_tasks(ctx.hub, [ctx.network_id], a.status, a.to_name, a.from_name, a.limit, flag=a.flag)
 
 
 def _cancel_task(ctx: ToolContext, a: m.CancelTask) -> dict[str, Any]:
@@ -157,6 +157,12 @@ def _get_completions(ctx: ToolContext, a: m.GetCompletions) -> dict[str, Any]:
 def _list_nodes(ctx: ToolContext, a: m.Empty) -> dict[str, Any]:
     ctx.optional_caller()
     return sessions.list_nodes(ctx.hub, [ctx.network_id])
+
+
+async def _permission_prompt(ctx: ToolContext, a: m.PermissionPrompt) -> dict[str, Any]:
+    # The result's JSON text is the tool's one text content: exactly what Claude Code parses.
+    return await approvals.permission_prompt(ctx.hub, ctx.principal, ctx.network_id, ctx.caller(), a.tool_name,
+                                             a.input, a.task_id, ctx.hub.settings.approval_wait_seconds)
 
 
 TOOLS: dict[str, Tool] = {t.name: t for t in [
@@ -208,6 +214,11 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("get_completions", "Completion records (how tasks ended, with durations), newest first.",
          m.GetCompletions, _get_completions, True),
     Tool("list_nodes", "Machines that agents of your network run on.", m.Empty, _list_nodes, True),
+    Tool("permission_prompt", "For Claude Code's --permission-prompt-tool (set by `commhub run claude`): asks a "
+         "person whether `tool_name` may run with `input` (a question on the task you work on, else to your "
+         "owner), waits for the answer, and returns {\"behavior\": \"allow\", \"updatedInput\": ...} or "
+         "{\"behavior\": \"deny\", \"message\": ...}. Not for calling yourself: to ask the sender of a task, use "
+         "send_reply with status 'question'.", m.PermissionPrompt, _permission_prompt),
 ]}
 
 

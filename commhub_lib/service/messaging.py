@@ -13,12 +13,13 @@ from ..broker import Event
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from ..ids import now_text
 from ..models import MAX_LIMIT, Broadcast, SendMessage, SendReply
+from ..store import approvals as approval_store
 from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from . import quotas
-from .hub import AGENT, Hub, SharedText, clamp_limit, hint
+from .hub import AGENT, PERSON, Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 from .tasks import (
     cancel_task,
@@ -105,9 +106,11 @@ def find_message(hub: Hub, network_ids: list[str], message_id: str) -> dict[str,
     return row
 
 
-def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_kind: str = AGENT) -> dict[str, Any]:
+def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_kind: str = AGENT,
+               overseer: bool = False) -> dict[str, Any]:
     """Reply to a message or a task. On a task its recipient must give a status (done/failed/progress/question);
-    its sender's reply (no status) is an answer that reaches the recipient with the task_id."""
+    its sender's reply (no status) is an answer that reaches the recipient with the task_id. A person who is
+    owner/admin of the network (`overseer`) may also answer a task's question, or an agent's approval question."""
     if not body.message_id and not body.task_id:
         raise ValidationFailed("message_id or task_id: give the message (msg_…) or the task (its uuid) you reply to")
     if body.progress is not None and body.status != "progress":
@@ -129,9 +132,12 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
         task = None
     if task is not None:
         return reply_on_task(hub, network_id, sender, sender_kind, task, content, body.status,
-                             in_reply_to=original["message_id"] if original else None, progress=body.progress)
+                             in_reply_to=original["message_id"] if original else None, progress=body.progress,
+                             overseer=overseer)
     assert original is not None
-    if sender != original["to"] or sender_kind != original["to_kind"]:
+    if (sender != original["to"] or sender_kind != original["to_kind"]) and not (
+            overseer and sender_kind == PERSON and approval_store.is_pending_question(hub.db, network_id,
+                                                                                      original["message_id"])):
         raise Forbidden(f"only the recipient of message '{body.message_id}' can reply to it; to write to "
                         f"'{original['from']}' use " + hint("send_message", "POST /api/messages"),
                         code="not_recipient")

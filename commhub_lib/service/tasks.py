@@ -19,11 +19,13 @@ from ..store import messages as message_store
 from ..store import networks as network_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
-from . import quotas
+from . import quotas, verdicts
 from .hub import AGENT, PERSON, Hub, Principal, clamp_limit, hint
 from .sessions import is_online, require_known_alias
 
 FINAL = ("replied", "failed", "cancelled")
+# Marks a task may carry for a person's attention (docs/runner-server.md); None clears the mark.
+FLAGS = ("unanswered",)
 EXCERPT_CHARS = 120  # a task event shows the start of a reply; the whole text is the reply and the completion
 
 
@@ -46,10 +48,14 @@ def message_row(network_id: str, sender: str, to: str, kind: str, content: str, 
 
 
 def record_reply_event(hub: Hub, pending: list[Event], msg: dict[str, Any]) -> None:
-    """Write the `new_reply` event for a stored reply (inside db.write())."""
-    hub.record_event(pending, msg["network_id"], msg["to_name"], "new_reply", {
-        "type": "new_reply", "from": msg["from_name"], "from_kind": msg["from_kind"], "message_id": msg["message_id"],
-        "in_reply_to": msg["in_reply_to"], "status": msg["status"], "task_id": msg["task_id"]})
+    """Write the `new_reply` event for a stored reply (inside db.write()); a reply that answers an approval
+    question settles it and says so (`answers_approval`: a runner starts no turn for it)."""
+    data = {"type": "new_reply", "from": msg["from_name"], "from_kind": msg["from_kind"],
+            "message_id": msg["message_id"], "in_reply_to": msg["in_reply_to"], "status": msg["status"],
+            "task_id": msg["task_id"]}
+    if verdicts.settle(hub, msg):
+        data["answers_approval"] = True
+    hub.record_event(pending, msg["network_id"], msg["to_name"], "new_reply", data)
 
 
 def _task_event(hub: Hub, task: dict[str, Any], event: str, actor: str, detail: str | None = None) -> None:
@@ -110,13 +116,14 @@ def get_task_row(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:
 
 def reply_on_task(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
                   status: str | None, in_reply_to: str | None = None, artifacts: list[str] | None = None,
-                  progress: str | None = None) -> dict[str, Any]:
-    """A reply about a task: its recipient reports (status required), its sender answers (no status)."""
+                  progress: str | None = None, overseer: bool = False) -> dict[str, Any]:
+    """A reply about a task: its recipient reports (status required), its sender answers (no status); a person
+    who is owner/admin of the network (`overseer`) may answer as its sender would (SPEC §3: a person's answer)."""
     is_recipient = actor == task["to_name"] and actor_kind == task["to_kind"]
     is_sender = actor == task["from_name"] and actor_kind == task["from_kind"]
     if is_recipient and (status is not None or not is_sender):
         return _recipient_reply(hub, network_id, actor, task, content, status, artifacts, progress)
-    if is_sender:
+    if is_sender or (overseer and actor_kind == PERSON):
         return _sender_answer(hub, network_id, actor, actor_kind, task, content, status, in_reply_to)
     raise Forbidden(f"only the task's recipient ('{task['to_name']}') or its sender ('{task['from_name']}') can reply "
                     f"to task {task['task_id']}; to write to '{task['to_name']}' use "
@@ -168,6 +175,11 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
                                "arrives as a new_reply with this task_id in " + hint("get_inbox", "your inbox")
                                + "; reply with status 'progress', 'done' or 'failed' to continue")
     return result
+
+
+def ask_on_task(hub: Hub, network_id: str, alias: str, task: dict[str, Any], question: str) -> dict[str, Any]:
+    """The recipient asks about its open task (a `question` reply): the task waits as input_required."""
+    return _recipient_reply(hub, network_id, alias, task, question, "question", None)
 
 
 def _sender_answer(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
@@ -249,16 +261,19 @@ def get_task_in(hub: Hub, network_ids: list[str], task_id: str) -> dict[str, Any
 
 
 def list_tasks(hub: Hub, network_ids: list[str], status: str | None, to_name: str | None, from_name: str | None,
-               limit: int | None, offset: int = 0) -> dict[str, Any]:
-    """Tasks, newest first."""
-    rows = task_store.list_tasks(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset)
+               limit: int | None, offset: int = 0, flag: str | None = None) -> dict[str, Any]:
+    """Tasks, newest first (with `flag`, only the tasks carrying that flag)."""
+    if flag is not None and flag not in FLAGS:
+        raise ValidationFailed(f"flag: must be one of {', '.join(FLAGS)}")
+    rows = task_store.list_tasks(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset, flag)
     return {"ok": True, "tasks": rows}
 
 
 def list_tasks_json(hub: Hub, network_ids: list[str], status: str | None, to_name: str | None,
-                    from_name: str | None, limit: int | None, offset: int = 0) -> str:
+                    from_name: str | None, limit: int | None, offset: int = 0, flag: str | None = None) -> str:
     """list_tasks as JSON text (the REST answer, built by SQLite)."""
-    rows = task_store.list_tasks_json(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset)
+    rows = task_store.list_tasks_json(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset,
+                                      flag)
     return '{"ok":true,"tasks":' + rows + "}"
 
 
@@ -297,6 +312,45 @@ def cancel_task(hub: Hub, principal: Principal, network_id: str, actor: str | No
             "message_id": msg["message_id"], "task_id": task_id})
     hub.publish(pending)
     return {"ok": True, "task_id": task_id, "status": "cancelled", "message_id": msg["message_id"]}
+
+
+def is_overseer(hub: Hub, principal: Principal, network_id: str) -> bool:
+    """A person (user token) who is owner/admin of the network, or the system admin. As for cancel, this override
+    belongs to people, never to an agent running on a token its owner created."""
+    if principal.kind != "user":
+        return False
+    return principal.is_system_admin or auth.role_at_least(
+        network_store.get_member_role(hub.db, network_id, principal.user_id), "admin")
+
+
+def flag_task(hub: Hub, principal: Principal, network_id: str, actor: str | None, task_id: str, flag: str | None,
+              note: str | None) -> dict[str, Any]:
+    """Set a flag on an open task (its recipient, or an owner/admin) or clear it (an owner/admin, or its sender);
+    the timeline records it. Setting the flag a task already has changes nothing."""
+    if flag is not None and flag not in FLAGS:
+        raise ValidationFailed(f"flag: must be one of {', '.join(FLAGS)}, or null to clear it")
+    task = get_task_row(hub, network_id, task_id)
+    actor_kind = AGENT if actor is not None else PERSON
+    if actor is None and principal.kind == "user":
+        actor = principal.user["username"]
+    is_recipient = actor == task["to_name"] and actor_kind == task["to_kind"]
+    is_sender = actor == task["from_name"] and actor_kind == task["from_kind"]
+    overseer = is_overseer(hub, principal, network_id)
+    if not (overseer or (is_recipient if flag is not None else is_sender)):
+        who = "its recipient" if flag is not None else "its sender"
+        raise Forbidden(f"only {who} ('{task['to_name' if flag is not None else 'from_name']}') or a network "
+                        f"owner/admin can {'flag' if flag is not None else 'clear the flag of'} task {task_id}",
+                        code="not_allowed")
+    if flag is not None:
+        _require_open(task)
+    who = actor or principal.user["username"]
+    with hub.db.write():
+        now = now_text()
+        if task_store.set_flag(hub.db, task_id, flag, now):
+            detail = f"{flag}: {note}" if flag and note else flag or note
+            _task_event(hub, task, "flagged" if flag is not None else "unflagged", who, detail)
+            task = {**task, "flag": flag, "flagged_at": now if flag is not None else None}
+    return {"ok": True, "task_id": task_id, "flag": task["flag"], "flagged_at": task["flagged_at"]}
 
 
 def list_completions(hub: Hub, network_ids: list[str], alias: str | None, limit: int | None,

@@ -13,7 +13,8 @@ RESULT = "coalesce(result, (SELECT c.result FROM completions c WHERE c.task_id =
 TASK_FIELDS = tuple((c, c) for c in ("task_id", "network_id", "from_name", "from_kind", "to_name", "to_kind", "title",
                                       "content", "context", "priority", "status", "deadline", "idempotency_key",
                                       "message_id")) + (("result", RESULT), ("created_at", "created_at"),
-                                                        ("updated_at", "updated_at"))
+                                                        ("updated_at", "updated_at"), ("flag", "flag"),
+                                                        ("flagged_at", "flagged_at"))
 TASK_COLUMNS = columns(TASK_FIELDS)
 # The REST page's form of the same fields (keyed_page_json: the page's rows as `t`, the completion as `c`). The
 # completion is a LEFT JOIN, not RESULT's correlated subquery: the same one lookup by task_id, ~7 % less CPU.
@@ -73,12 +74,23 @@ def set_status(db: Database, task_id: str, from_statuses: tuple[str, ...], statu
                       (status, now, result, task_id, *from_statuses)) == 1
 
 
-def _task_filters(status: str | None, to_name: str | None, from_name: str | None) -> tuple[list[str], list[Any]]:
+def set_flag(db: Database, task_id: str, flag: str | None, now: str) -> bool:
+    """Set (or, with None, clear) a task's flag; False if it already was so (nothing written)."""
+    return db.execute("UPDATE tasks SET flag = ?, flagged_at = CASE WHEN ? IS NULL THEN NULL ELSE ? END,"
+                      " updated_at = ? WHERE task_id = ? AND flag IS NOT ?",
+                      (flag, flag, now, now, task_id, flag)) == 1
+
+
+def _task_filters(status: str | None, to_name: str | None, from_name: str | None,
+                  flag: str | None = None) -> tuple[list[str], list[Any]]:
     """WHERE terms of a task list (each filter has an index ending in created_ts)."""
     where, params = [], []
-    # An alias's tasks are few; a status may hold most of a network's: walk the alias's index then.
-    status_column = "+status" if to_name or from_name else "status"
-    for column, value in ((status_column, status), ("to_name", to_name), ("from_name", from_name)):
+    # An alias's tasks are few; flagged tasks are few (tasks_flagged holds only them); a status may hold most of
+    # a network's: walk the alias's index, else the flagged ones', then.
+    status_column = "+status" if to_name or from_name or flag else "status"
+    flag_column = "+flag" if to_name or from_name else "flag"
+    for column, value in ((status_column, status), ("to_name", to_name), ("from_name", from_name),
+                          (flag_column, flag)):
         if value:
             where.append(f"{column} = ?")
             params.append(value)
@@ -86,17 +98,17 @@ def _task_filters(status: str | None, to_name: str | None, from_name: str | None
 
 
 def list_tasks(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
-               from_name: str | None, limit: int, offset: int) -> list[Row]:
+               from_name: str | None, limit: int, offset: int, flag: str | None = None) -> list[Row]:
     """Tasks, newest first, with optional filters."""
-    where, params = _task_filters(status, to_name, from_name)
+    where, params = _task_filters(status, to_name, from_name, flag)
     return page(db, f"SELECT {TASK_COLUMNS}, created_ts AS _ts, rowid AS _seq FROM tasks", where, params,
                 network_ids, "_ts DESC, _seq DESC", limit, offset)
 
 
 def list_tasks_json(db: Database, network_ids: list[str], status: str | None, to_name: str | None,
-                    from_name: str | None, limit: int, offset: int) -> str:
+                    from_name: str | None, limit: int, offset: int, flag: str | None = None) -> str:
     """list_tasks as the text of a JSON array (built by SQLite)."""
-    where, params = _task_filters(status, to_name, from_name)
+    where, params = _task_filters(status, to_name, from_name, flag)
     return keyed_page_json(db, "SELECT created_ts AS _ts, rowid AS _seq FROM tasks", where, params, network_ids,
                            "_ts DESC, _seq DESC", limit, offset, TASK_RECORD, TASK_ROWS)
 

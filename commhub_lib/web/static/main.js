@@ -4,6 +4,7 @@ import { api, clearLogin, isMissingEndpoint, loadLogin, saveLogin, setUnauthoriz
 import { $, formValues, say } from "./dom.js";
 import { LiveFeed } from "./live.js";
 import { banner, emit, on, state } from "./state.js";
+import { refreshApprovals } from "./views-approvals.js";
 import { initAudit, refreshAudit } from "./views-audit.js";
 import { addFeedEvent, clearFeed } from "./views-feed.js";
 import { initNetwork, refreshNetwork } from "./views-network.js";
@@ -38,7 +39,7 @@ function showView() {
 }
 
 async function refreshAll() {
-  await Promise.allSettled([refreshSessions(), refreshTasks(), refreshOpenTask()]);
+  await Promise.allSettled([refreshSessions(), refreshTasks(), refreshOpenTask(), refreshApprovals()]);
 }
 
 /** Refresh soon (many events in a burst cause one refresh). */

@@ -14,11 +14,24 @@ const BOARD_LIMIT = 200;
 let tasks = [];
 let openTaskId = null;
 
+// What each task flag says to a person (docs/runner-server.md); an unknown flag shows as its name.
+const FLAG_LABELS = { unanswered: "unanswered" };
+const FLAG_HINTS = { unanswered: "the agent's turn ended without answering this task; it is not done" };
+
+/** The flag badge of a task, or null when it has none. */
+function flagBadge(t) {
+  if (!t.flag) return null;
+  return h("span", { class: `badge flag flag-${t.flag}`, "data-testid": "task-flag",
+    title: `${FLAG_HINTS[t.flag] || "flagged"}${t.flagged_at ? ` (since ${t.flagged_at} UTC)` : ""}` },
+  `⚑ ${FLAG_LABELS[t.flag] || t.flag}`);
+}
+
 function taskCard(t) {
   return h("li", {},
-    h("button", { type: "button", class: `task-card priority-${t.priority}`, dataset: { key: t.task_id, taskId: t.task_id },
-      onclick: () => openTask(t.task_id) },
+    h("button", { type: "button", class: `task-card priority-${t.priority}${t.flag ? " flagged" : ""}`,
+      dataset: { key: t.task_id, taskId: t.task_id }, onclick: () => openTask(t.task_id) },
     h("span", { class: "task-title" }, t.title || t.content.slice(0, 80)),
+    t.flag ? h("span", {}, flagBadge(t)) : null,
     h("span", { class: "small muted" }, `${t.from_name} → ${t.to_name}`),
     h("span", { class: "small muted" }, t.priority !== "normal" ? `${t.priority} · ` : "", timeEl(t.updated_at))));
 }
@@ -35,7 +48,7 @@ export async function refreshTasks() {
     return;
   }
   const shown = filters.status ? COLUMNS.filter(([s]) => s === filters.status) : COLUMNS;
-  const signature = JSON.stringify([shown, tasks.map((t) => [t.task_id, t.status, t.updated_at]), Math.floor(Date.now() / 30000)]);
+  const signature = JSON.stringify([shown, tasks.map((t) => [t.task_id, t.status, t.updated_at, t.flag]), Math.floor(Date.now() / 30000)]);
   render(board, signature, shown.map(([status, label]) => {
     const inColumn = tasks.filter((t) => t.status === status);
     return h("section", { class: `column column-${status}${inColumn.length ? "" : " empty"}`, "aria-label": `${label} tasks`, dataset: { status } },
@@ -150,7 +163,8 @@ async function showTask(taskId) {
   // Keep what the person is typing when the page is redrawn under them (a new event on this task).
   const typed = Object.fromEntries([...body.querySelectorAll("textarea, input")].map((el) => [el.id, el.value]));
   render(body, signature, [
-    h("p", {}, h("span", { class: `badge status-${task.status}`, "data-testid": "task-status" }, asked ? "question" : task.status)),
+    h("p", { class: "badges" }, h("span", { class: `badge status-${task.status}`, "data-testid": "task-status" }, asked ? "question" : task.status),
+      flagBadge(task)),
     h("dl", { class: "facts" }, field("From", who(task.from_name, task.from_kind)), field("To", who(task.to_name, task.to_kind)), field("Priority", task.priority),
       field("Created", `${task.created_at} UTC`), field("Deadline", task.deadline), field("Task id", task.task_id)),
     h("h3", {}, "Content"), h("p", { class: "content" }, task.content),
