@@ -184,7 +184,8 @@ async def test_after_max_attempts_the_event_is_skipped_recorded_and_the_next_goe
             await listener.start()
             await _until(lambda: (out / "state.json").exists(), "listen to start")
             [task_id] = await _send(client, boss, 1, "doomed")
-            await _until(lambda: "skipped" in json.loads((out / "state.json").read_text()), "the event to be skipped")
+            # The state file is written first, then the line that says so: wait for the line.
+            await _until(lambda: "SKIPPED event" in listener.stderr(), "the event to be skipped")
             state = json.loads((out / "state.json").read_text())
             [skipped] = state["skipped"]
             assert skipped["task_id"] == task_id and skipped["attempts"] == 2 and "exited 4" in skipped["error"]

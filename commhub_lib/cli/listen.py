@@ -364,8 +364,9 @@ def _handle(args: argparse.Namespace, url: str, frame: SseFrame, cursor: Cursor,
         payload = json.dumps(event).encode()
     error = _run(args.command, lock_fd, payload, event_environment(args.alias, url, event_id, frame.event, data))
     if error is not None:
-        if STOP.requested:
-            raise SystemExit(0)  # the event runs again on the next start
+        if STOP.requested:  # the attempt counts; the event runs again on the next start
+            cursor.failed(event_id, cursor.attempts(event_id) + 1, error)
+            raise SystemExit(0)
         return event_id, frame.event, data, error
     cursor.save(event_id)
     if STOP.requested:
