@@ -94,9 +94,11 @@ def iter_sse_lines(response: httpx.Response) -> Iterator[str]:
 class HubClient:
     """Talks to one CommHub server with one bearer token."""
 
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0):
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0,
+                 token_source: str = "--token or COMMHUB_TOKEN"):
         self.url = url.rstrip("/")
         self.token = token
+        self.token_source = token_source  # named when the server asks for a token and none was given
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -134,7 +136,16 @@ class HubClient:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ClientError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
-        return _answer(response)
+        return self._answer(response)
+
+    def _answer(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            return _answer(response)
+        except ClientError as exc:
+            if exc.status == 401 and not self.token:
+                raise ClientError(401, exc.code, f"no token given: pass {self.token_source} "
+                                                 f"(the server said: {exc.message})") from None
+            raise
 
     def stream(self, path: str, *, params: dict[str, Any] | None = None,
                last_event_id: str | None = None, read_timeout: float | None = None) -> Iterator[SseFrame]:
@@ -150,7 +161,7 @@ class HubClient:
                                   timeout=httpx.Timeout(10.0, read=read_timeout)) as response:
                 if response.status_code != 200:
                     response.read()
-                    _answer(response)
+                    self._answer(response)
                 yield from parse_sse(iter_sse_lines(response))
         except httpx.ReadTimeout as exc:
             raise ClientError(0, "timeout", f"no event from {self.url} for {read_timeout} s") from exc

@@ -2,6 +2,8 @@
 
 The handler is a real shell script: it appends "<event id> <task id>" to runs.log on every run, and to
 handled.log only if that event id is not there yet (idempotent for COMMHUB_EVENT_ID, as the README advises).
+Every file a test reads is complete once it exists (written to a temporary name, then renamed), and a test
+waits for the file it reads, not for another one written before it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ if [ -f "$OUT/fail-once" ] && [ ! -f "$OUT/failed-$COMMHUB_EVENT_ID" ]; then
 fi
 line="$COMMHUB_EVENT_ID $COMMHUB_TASK_ID"
 grep -q "^$COMMHUB_EVENT_ID " "$OUT/handled.log" 2>/dev/null || echo "$line" >> "$OUT/handled.log"
-env | grep '^COMMHUB_' | sort > "$OUT/env-$COMMHUB_EVENT_ID.txt"
+env | grep '^COMMHUB_' | sort > "$OUT/env-$COMMHUB_EVENT_ID.tmp"
+mv "$OUT/env-$COMMHUB_EVENT_ID.tmp" "$OUT/env-$COMMHUB_EVENT_ID.txt"
 sleep 0.02
 """
 
@@ -75,7 +78,8 @@ class Listener:
         (tmp / "handler.sh").chmod(0o755)
         self.args = [sys.executable, str(ROOT / "commhub.py"), "listen", alias, "--exec", str(tmp / "handler.sh"),
                      "--state", str(tmp / "state.json"), *extra]
-        self.env = {**os.environ, "COMMHUB_URL": url, "COMMHUB_TOKEN": token, "OUT": str(tmp)}
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("COMMHUB_")},
+                    "COMMHUB_URL": url, "COMMHUB_AGENT_TOKEN": token, "OUT": str(tmp)}
         self.proc: trio.Process | None = None
         self.starts = 0
 
@@ -134,6 +138,8 @@ async def test_listen_runs_the_command_per_event_with_stdin_and_env(tmp_path: Pa
             [task_id] = await _send(client, boss, 1, "hello")
             await _until(lambda: len(_lines(out / "handled.log")) == 1, "the command to run")
             event_id = _lines(out / "handled.log")[0].split()[0]
+            # The handler writes handled.log before the environment file: wait for the file read below.
+            await _until(lambda: (out / f"env-{event_id}.txt").exists(), "the command's environment file")
             payload = json.loads((out / f"stdin-{event_id}.json").read_text())
             assert payload["event"] == "new_task" and payload["alias"] == "worker"
             assert payload["data"]["task_id"] == task_id and payload["id"] == int(event_id)
@@ -166,27 +172,30 @@ async def test_failing_command_is_retried_never_skipped(tmp_path: Path) -> None:
             assert await listener.stop() == 0
 
 
-async def test_giving_up_exits_1_and_leaves_the_event_for_the_next_start(tmp_path: Path) -> None:
+async def test_after_max_attempts_the_event_is_skipped_recorded_and_the_next_goes_on(tmp_path: Path) -> None:
     async with own_server(tmp_path, "listen_give_up") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             worker, boss = await _setup(client)
             out = tmp_path / "out"
             out.mkdir()
             (out / "fail-always").touch()
-            listener = Listener(out, server.url, worker, "worker", "--max-attempts", "2")
+            listener = Listener(out, server.url, worker, "worker", "--max-attempts", "2",
+                                "--retry-max-seconds", "0.2")
             await listener.start()
             await _until(lambda: (out / "state.json").exists(), "listen to start")
-            start = json.loads((out / "state.json").read_text())["last_event_id"]
             [task_id] = await _send(client, boss, 1, "doomed")
-            assert listener.proc is not None
-            with trio.fail_after(WAIT):
-                assert await listener.proc.wait() == 1
+            # The state file is written first, then the line that says so: wait for the line.
+            await _until(lambda: "SKIPPED event" in listener.stderr(), "the event to be skipped")
+            state = json.loads((out / "state.json").read_text())
+            [skipped] = state["skipped"]
+            assert skipped["task_id"] == task_id and skipped["attempts"] == 2 and "exited 4" in skipped["error"]
+            assert state["last_event_id"] == skipped["event_id"]  # the cursor went past it
             assert [line.split()[1] for line in _lines(out / "runs.log")] == [task_id, task_id]
-            assert json.loads((out / "state.json").read_text())["last_event_id"] == start  # not skipped
-            assert "giving up after 2 attempts" in listener.stderr()
+            assert f"SKIPPED event {skipped['event_id']}" in listener.stderr()
+            assert listener.proc is not None and listener.proc.returncode is None  # listen goes on
             (out / "fail-always").unlink()
-            await listener.start()  # the next start runs it again, and now it succeeds
-            await _until(lambda: _handled_tasks(out) == [task_id], "the event to be handled after the restart")
+            [after] = await _send(client, boss, 1, "fine")
+            await _until(lambda: _handled_tasks(out) == [after], "the next event to be handled")
             assert await listener.stop() == 0
 
 
@@ -242,7 +251,8 @@ async def test_tail_network_shows_two_aliases_in_order(tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             account = await register(client)
             worker, boss = await _setup_for(client, account)
-            env = {**os.environ, "COMMHUB_URL": server.url, "COMMHUB_TOKEN": account.token}
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("COMMHUB_")},
+                   "COMMHUB_URL": server.url, "COMMHUB_TOKEN": account.token}
             proc = await trio.lowlevel.open_process(
                 [sys.executable, str(ROOT / "commhub.py"), "tail", "--network", account.network_id, "--json"],
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,8 +52,8 @@ def add_group(sub: argparse._SubParsersAction, name: str, help_text: str) -> arg
 
 
 def fail(message: str, code: int = EXIT_REFUSED) -> int:
-    """Print `commhub: message` on stderr and return the exit code."""
-    print(f"commhub: {message}", file=sys.stderr)
+    """Print `commhub: message` on stderr (terminal-safe: it may quote names) and return the exit code."""
+    print(f"commhub: {safe_text(message)}", file=sys.stderr)
     return code
 
 
@@ -83,15 +84,52 @@ def connect(args: argparse.Namespace) -> Iterator[HubClient]:
         client.close()
 
 
+# What a terminal may act on instead of showing: C0 controls (ESC starts CSI/OSC sequences: retitle, clear, OSC 52
+# writes the clipboard; CR and BS overwrite what is shown; LF forges a line), DEL, C1 controls (U+009B is a CSI and
+# U+009D an OSC on their own), the Unicode line and paragraph separators, the bidi overrides and isolates (they
+# reorder what is shown), and lone surrogates (JSON can carry them; printing one raises UnicodeEncodeError).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
+                               "\u2066-\u2069\ud800-\udfff]")
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def safe_text(value: Any, *, multiline: bool = False) -> str:
+    """Member-controlled text made safe to print on a terminal: every control character (ESC, C1, CR, BS, BEL…),
+    line or paragraph separator, bidi override and lone surrogate shown as a visible `\\xHH`/`\\uHHHH` escape, so
+    nothing can retitle or clear the terminal, write the clipboard, or forge a line. `multiline` keeps LF and TAB
+    (a reply's body printed as a block); one record (a table cell, a line of `tail`) keeps neither."""
+    text = value if isinstance(value, str) else str(value)
+    pattern = _UNSAFE_MULTILINE if multiline else _UNSAFE
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def json_text(data: Any, indent: int | None = None) -> str:
+    """JSON as printed by the CLI: exact JSON (it parses back to the same values), with every character a terminal
+    could act on written as a `\\uXXXX` escape (json.dumps already escapes C0 controls; this adds DEL, C1, the
+    separators, bidi controls and lone surrogates)."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return _JSON_UNSAFE.sub(_json_escape, text) if _JSON_UNSAFE.search(text) else text
+
+
 def print_json(data: Any) -> None:
-    """Pretty JSON on stdout."""
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    """Pretty JSON on stdout (terminal-safe: see json_text)."""
+    print(json_text(data, indent=2))
 
 
 def cell(value: Any, width: int | None = None) -> str:
-    """A table cell: one line, shortened to `width` characters."""
+    """A table cell: one line (whitespace runs folded, controls escaped), shortened to `width` characters."""
     text = "-" if value is None or value == "" else str(value)
-    text = " ".join(text.split())
+    text = safe_text(" ".join(text.split()))
     if width and len(text) > width:
         text = text[: width - 1] + "…"
     return text
@@ -128,7 +166,7 @@ def print_fields(data: dict[str, Any], keys: Sequence[str] | None = None) -> Non
     for key in keys:
         value = data.get(key)
         if isinstance(value, (dict, list)):
-            value = json.dumps(value, ensure_ascii=False)
+            value = json_text(value)
         print(f"{key.ljust(width)}  {cell(value)}")
 
 

@@ -22,6 +22,7 @@ from .common import (
     print_table,
     read_content,
     reports_errors,
+    safe_text,
     server_flags,
 )
 
@@ -124,11 +125,12 @@ class ReplyWaiter:
 
     def _note(self, data: dict[str, Any]) -> None:
         reply = find_reply(self.client, self.alias, data["message_id"], self.network_id) or {}
+        said = safe_text(f"{data.get('from')}: {reply.get('content', '')}")
         if data.get("status") == "question":
-            print(f"[question] {data.get('from')}: {reply.get('content', '')}\n  answer with: commhub reply --task "
-                  f"{data.get('task_id')} 'your answer'  (still waiting)", file=sys.stderr)
+            print(f"[question] {said}\n  answer with: commhub reply --task {safe_text(data.get('task_id'))} "
+                  "'your answer'  (still waiting)", file=sys.stderr)
         else:
-            print(f"[progress] {data.get('from')}: {reply.get('content', '')}", file=sys.stderr)
+            print(f"[progress] {said}", file=sys.stderr)
 
 
 @reports_errors
@@ -150,8 +152,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         sent = client.request("POST", "/api/tasks" if kind == "task" else "/api/messages", json=body)
         if waiter is None:
             return _print_sent(args, kind, sent)
-        print(f"{kind} {sent.get('task_id') or sent['message_id']} sent to {args.to}; waiting for the reply "
-              f"(up to {args.timeout:g} s)…", file=sys.stderr)
+        print(safe_text(f"{kind} {sent.get('task_id') or sent['message_id']} sent to {args.to}; waiting for the "
+                        f"reply (up to {args.timeout:g} s)…"), file=sys.stderr)
         match = {"task_id": sent["task_id"]} if kind == "task" else {"in_reply_to": sent["message_id"]}
         try:
             data = waiter.wait(match)
@@ -165,8 +167,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ok": data.get("status") != "failed", "sent": sent, "reply": reply or data})
     else:
-        print(reply.get("content", ""))
-        print(f"(reply from {data.get('from')}, status {data.get('status')})", file=sys.stderr)
+        print(safe_text(reply.get("content", ""), multiline=True))
+        print(safe_text(f"(reply from {data.get('from')}, status {data.get('status')})"), file=sys.stderr)
     return EXIT_REFUSED if data.get("status") == "failed" else EXIT_OK
 
 
@@ -176,7 +178,7 @@ def _print_sent(args: argparse.Namespace, kind: str, sent: dict[str, Any]) -> in
         return EXIT_OK
     where = "online" if sent.get("recipient_online") else "offline: it gets it when it connects"
     ident = f"task {sent['task_id']}" if kind == "task" else f"message {sent['message_id']}"
-    print(f"{ident} sent to {sent['to']} ({where})")
+    print(safe_text(f"{ident} sent to {sent['to']} ({where})"))
     return EXIT_OK
 
 
@@ -244,8 +246,9 @@ def cmd_task(args: argparse.Namespace) -> int:
     completion = result.get("completion")
     if completion:
         print()
-        print(f"completed {completion.get('completed_at')} by {completion.get('alias')}: {completion.get('status')} "
-              f"in {completion.get('duration_seconds')} s {cell(completion.get('result'), 80)}")
+        print(safe_text(f"completed {completion.get('completed_at')} by {completion.get('alias')}: "
+                        f"{completion.get('status')} in {completion.get('duration_seconds')} s "
+                        f"{cell(completion.get('result'), 80)}"))
     return EXIT_OK
 
 
@@ -259,7 +262,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"task {args.task_id} cancelled")
+        print(safe_text(f"task {args.task_id} cancelled"))
     return EXIT_OK
 
 
@@ -278,7 +281,7 @@ def cmd_reply(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"replied to {result.get('to')} ({result.get('message_id')})")
+        print(safe_text(f"replied to {result.get('to')} ({result.get('message_id')})"))
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ..client import ClientError, HubClient, SseFrame
+from .common import json_text, safe_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def describe(event_id: str, name: str, alias: str | None, data: dict[str, Any]) -> str:
-    """One readable line for an event."""
+    """One readable line for an event, its member-controlled text escaped (safe_text: one record, one line)."""
     who = data.get("from", "?")
     target = f"{who} -> {alias}" if alias else f"from {who}"
     if name == "new_task":
@@ -47,7 +48,7 @@ def describe(event_id: str, name: str, alias: str | None, data: dict[str, Any]) 
         text = f"broadcast {target}: {_short(data.get('content'))}"
     else:
         text = f"{name} {json.dumps(data, ensure_ascii=False)}"
-    return f"{time.strftime('%H:%M:%S')} #{event_id} {text}"
+    return safe_text(f"{time.strftime('%H:%M:%S')} #{event_id} {text}")
 
 
 def _short(text: Any, limit: int = 120) -> str:
@@ -65,7 +66,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     last: list[str | None] = ["0" if args.from_start else None]
 
     def on_retry(reason: str, delay: float) -> None:
-        print(f"commhub tail: {reason}; reconnecting in {delay:.0f} s", file=sys.stderr, flush=True)
+        print(safe_text(f"commhub tail: {reason}; reconnecting in {delay:.0f} s"), file=sys.stderr, flush=True)
 
     try:
         for frame in client.follow(path, resume=lambda: last[0], params=params, on_retry=on_retry):
@@ -75,7 +76,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except ClientError as exc:
-        print(f"commhub tail: {exc.code}: {exc.message}", file=sys.stderr)
+        print(safe_text(f"commhub tail: {exc.code}: {exc.message}"), file=sys.stderr)
         return 1
     finally:
         client.close()
@@ -88,7 +89,6 @@ def _print(args: argparse.Namespace, frame: SseFrame) -> None:
     data = json.loads(frame.data) if frame.data else {}
     alias = data.pop("alias", None) if args.alias is None or args.network is not None else args.alias
     if args.json:
-        print(json.dumps({"id": int(frame.id or 0), "event": frame.event, "alias": alias, "data": data},
-                         ensure_ascii=False), flush=True)
+        print(json_text({"id": int(frame.id or 0), "event": frame.event, "alias": alias, "data": data}), flush=True)
     else:
         print(describe(frame.id or "", frame.event or "message", alias, data), flush=True)
