@@ -352,7 +352,7 @@ class Bench:
         reader = trio.lowlevel.FdStream(rfd)
         argv = [bl.VENV_PY, str(bl.REPO / "commhub.py"), "listen", listener.alias, "--exec",
                 f'echo "$COMMHUB_TITLE" > {fifo}', "--state", os.path.join(tmp, "listen.json")]
-        env = {**os.environ, "COMMHUB_URL": self.base, "COMMHUB_TOKEN": listener.token}
+        env = {**os.environ, "COMMHUB_URL": self.base, "COMMHUB_AGENT_TOKEN": listener.token}
         proc = await trio.lowlevel.open_process(argv, env=env, stdin=subprocess.DEVNULL,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         lat, lost = [], 0
