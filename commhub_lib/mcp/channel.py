@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from .. import events
+from .versions import PRIMING_EVENT, has
 
 METHOD = "notifications/claude/channel"
 PREVIEW_CHARS = 500
@@ -83,10 +84,17 @@ def notification(event_id: int, name: str, data_json: str) -> dict[str, Any]:
 class McpWire:
     """The `GET /mcp` stream: JSON-RPC notifications as SSE `message` events, SSE comments as heartbeats."""
 
+    def __init__(self, version: str):
+        self.priming = has(version, PRIMING_EVENT)
+
     def opening(self, position: int) -> bytes:
-        """retry hint and the MCP "priming" event: the position as an id with an empty data field (MCP
-        2025-11-25), which the SDKs take as their resume point without dispatching a message."""
-        return f"retry: {events.RETRY_MS}\nid: {position}\ndata:\n\n".encode()
+        """retry hint and position. From MCP 2025-11-25 on, the "priming" event: the position as an id with an
+        empty data field, which the SDKs take as their resume point without dispatching a message. A client on
+        an older version parses every event's data as JSON (Gemini CLI's then drops the server), so it gets the
+        position as a bare `id:` field: no data, so by the SSE rules no event is dispatched."""
+        if self.priming:
+            return f"retry: {events.RETRY_MS}\nid: {position}\ndata:\n\n".encode()
+        return f"retry: {events.RETRY_MS}\nid: {position}\n\n".encode()
 
     def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
         """One notification, with the durable event id."""

@@ -36,15 +36,14 @@ from ..service.identity import session_principal
 from ..sse import last_event_id
 from ..stream import check_stream_caps
 from . import push
-from .batch import DEFAULT_VERSION, batch_refusal, run_batch
+from .batch import batch_refusal, run_batch
 from .sessions import SessionPool
 from .tools import TOOLS, McpSession, ToolContext, call_tool
+from .versions import DEFAULT_VERSION, LATEST_VERSION, SUPPORTED_VERSIONS
 
 bp = Blueprint("mcp", __name__)
 log = logging.getLogger("commhub.mcp")
 
-SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
-LATEST_VERSION = SUPPORTED_VERSIONS[0]
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -350,7 +349,8 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     pool: SessionPool = h.mcp_sessions
     session = pool.get(sid)
     if session is None and _issued_to(sid, principal) and not push.was_ended(h, sid):
-        session = McpSession(sid, principal.token_id, req.headers.get("mcp-protocol-version") or LATEST_VERSION)
+        # No header: a client before 2025-06-18 (later ones send it on every request), so no newer behaviour.
+        session = McpSession(sid, principal.token_id, req.headers.get("mcp-protocol-version") or DEFAULT_VERSION)
         pool.add(session)
     if session is None or session.token_id != principal.token_id:
         return JsonAnswer(404, json_bytes({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' "

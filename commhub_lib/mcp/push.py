@@ -174,7 +174,7 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
     """The session's server-to-client SSE stream of `notifications/claude/channel` messages."""
     assert session.session_id is not None
     session_id = session.session_id
-    wire = McpWire()
+    wire = McpWire(session.protocol_version)
     registry = _registry(h)
 
     async def generate() -> AsyncIterator[bytes]:
