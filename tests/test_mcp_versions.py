@@ -96,3 +96,39 @@ async def test_priming_event_opens_the_stream_from_2025_11_25(client: httpx.Asyn
         events = SseEvents(response)
         priming = await events.next()
         assert priming["data"] == "" and priming["id"].isdigit() and events.retry == 3000
+
+
+@pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25"])
+async def test_older_sessions_get_neither_structured_content_nor_titles_they_do_not_know(
+        client: httpx.AsyncClient, version: str) -> None:
+    """structuredContent and serverInfo.title came with 2025-06-18, tool annotations with 2025-03-26: a session
+    on an older version gets the answers without them; from those versions on, with them."""
+    account = await register(client)
+    headers = {"Authorization": f"Bearer {account.network_token}"}
+
+    async def answers(protocol: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+        r = await client.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": protocol, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+        init = r.json()["result"]
+        session = {**headers, "Mcp-Session-Id": r.headers["Mcp-Session-Id"], "Mcp-Protocol-Version": protocol}
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "report_status", "arguments": {"alias": f"v{protocol}"}}}
+        ok = (await client.post("/mcp", headers=session, json=call)).json()["result"]
+        call["params"] = {"name": "send_message", "arguments": {"to": "nobody-here", "content": "x"}}
+        failed = (await client.post("/mcp", headers=session, json=call)).json()["result"]
+        listed = (await client.post("/mcp", headers=session, json={"jsonrpc": "2.0", "id": 3,
+                                                                   "method": "tools/list"})).json()["result"]
+        return init, ok, failed, listed
+
+    init, ok, failed, listed = await answers(version)
+    assert init["serverInfo"]["title"] == "CommHub"
+    assert ok["structuredContent"]["alias"] == f"v{version}" and failed["structuredContent"]["error"]
+    assert all("annotations" in tool for tool in listed["tools"])
+    init, ok, failed, listed = await answers("2025-03-26")
+    assert "title" not in init["serverInfo"] and init["serverInfo"]["name"] == "commhub"
+    assert "structuredContent" not in ok and json.loads(ok["content"][0]["text"])["alias"] == "v2025-03-26"
+    assert "structuredContent" not in failed and failed["isError"] is True and "Error (" in failed["content"][0]["text"]
+    assert all("annotations" in tool for tool in listed["tools"])
+    *_, listed = await answers("2024-11-05")
+    assert listed["tools"] and not any("annotations" in tool for tool in listed["tools"])
