@@ -143,7 +143,8 @@ def wants_channel(capabilities: dict[str, Any], requested: Any) -> bool:
 def error_status(answer: dict[str, Any]) -> int:
     """The HTTP status of a 2026-07-28 answer."""
     error = answer.get("error")
-    return ERROR_STATUS.get(error.get("code"), 200) if isinstance(error, dict) else 200
+    code = error.get("code") if isinstance(error, dict) else None
+    return ERROR_STATUS.get(code, 200) if isinstance(code, int) else 200
 
 
 def complete(answer: dict[str, Any]) -> dict[str, Any]:
