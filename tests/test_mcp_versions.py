@@ -105,6 +105,28 @@ async def test_priming_event_opens_the_stream_from_2025_11_25(client: httpx.Asyn
         assert priming["data"] == "" and priming["id"].isdigit() and events.retry == 3000
 
 
+async def test_a_session_taken_up_again_primes_only_when_its_header_names_2025_11_25(
+        client: httpx.AsyncClient) -> None:
+    """A session id issued before a restart is taken up by GET /mcp with the version its Mcp-Protocol-Version
+    header names; no header (a client before 2025-06-18) or an unknown one means no priming event."""
+    rx, tx = await _pair(client)
+    token_id = (await tool(client, rx, "whoami"))["token_id"]
+    for n, (header, primed) in enumerate([(None, False), ("2025-06-18", False), ("bogus", False),
+                                          ("2025-11-25", True)]):
+        headers = {"Authorization": f"Bearer {rx}", "Accept": "text/event-stream",
+                   "Mcp-Session-Id": f"mcp_issuedbefore{n}.{token_id}"}
+        if header:
+            headers["Mcp-Protocol-Version"] = header
+        async with client.stream("GET", "/mcp", headers=headers) as response:
+            assert response.status_code == 200
+            events = SseEvents(response)
+            await tool(client, tx, "send_message", {"to": "rx", "content": f"m{n}"})
+            first = await events.next()
+            assert (first["data"] == "") is primed, (header, first)
+            if not primed:
+                assert json.loads(first["data"])["method"] == "notifications/claude/channel"
+
+
 @pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25"])
 async def test_older_sessions_get_neither_structured_content_nor_titles_they_do_not_know(
         client: httpx.AsyncClient, version: str) -> None:

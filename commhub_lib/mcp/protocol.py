@@ -47,6 +47,7 @@ from .versions import (
     TOOL_ANNOTATIONS,
     has,
     is_modern,
+    known_version,
 )
 
 bp = Blueprint("mcp", __name__)
@@ -422,7 +423,7 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     session = pool.get(sid)
     if session is None and _issued_to(sid, principal) and not push.was_ended(h, sid):
         # No header: a client before 2025-06-18 (later ones send it on every request), so no newer behaviour.
-        session = McpSession(sid, principal.token_id, req.headers.get("mcp-protocol-version") or DEFAULT_VERSION)
+        session = McpSession(sid, principal.token_id, known_version(req.headers.get("mcp-protocol-version")))
         pool.add(session)
     if session is None or session.token_id != principal.token_id:
         return JsonAnswer(404, json_bytes({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' "

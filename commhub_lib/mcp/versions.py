@@ -32,6 +32,12 @@ def has(version: str | None, since: str) -> bool:
     return (version or DEFAULT_VERSION) >= since
 
 
+def known_version(header: str | None) -> str:
+    """The version a session taken up again (after a restart) speaks: its Mcp-Protocol-Version header when that
+    names a version of the initialize era; else the default (clients before 2025-06-18 send no header)."""
+    return header if header in SUPPORTED_VERSIONS else DEFAULT_VERSION
+
+
 def is_modern(version: str | None) -> bool:
     """Whether the version is one of the session-less era (2026-07-28 on)."""
     return version in MODERN_VERSIONS
