@@ -59,6 +59,8 @@ class Settings:
     max_networks_per_user: int = 50
     max_invites_per_network: int = 100
     max_logins_per_user: int = 50
+    # Protocol: how clients are told where the hub is (the 401 challenge, the OAuth resource metadata).
+    public_url: str = ""
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -105,6 +107,8 @@ HELP: dict[str, str] = {
     "max_networks_per_user": "networks a user may own (0 = no limit)",
     "max_invites_per_network": "open (unused, unexpired) invites per network (0 = no limit)",
     "max_logins_per_user": "live login tokens per user; a new login revokes the oldest (0 = no limit)",
+    "public_url": "the hub's URL as clients reach it (e.g. https://hub.example.com behind a proxy), named in "
+                  "401 challenges and the OAuth resource metadata; empty = the request's own scheme and Host",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
