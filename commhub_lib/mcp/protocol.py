@@ -6,6 +6,7 @@ and a message telling the agent what to do next.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -176,9 +177,11 @@ async def _dispatch(ctx: RouteContext, req: PostRequest, msg: Any, principal: Pr
     return _rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
 
 
+@functools.cache
 def _tools_list_for(version: str) -> dict[str, Any]:
     """tools/list for a version whose tools differ from the usual: without annotations before 2025-03-26; from
-    2026-07-28 with the cache hints that version requires (the list changes only when the hub is upgraded)."""
+    2026-07-28 with the cache hints that version requires. Built once per version: the list changes only when
+    the hub is upgraded, and generating the schemas costs milliseconds."""
     tools = [t.descriptor() for t in TOOLS.values()]
     if is_modern(version):
         return {"tools": tools, "ttlMs": modern.TOOLS_TTL_MS, "cacheScope": "public"}
