@@ -20,6 +20,7 @@ from .api import accounts as accounts_api
 from .api import approvals as approvals_api
 from .api import data as data_api
 from .api import networks as networks_api
+from .api import oauth as oauth_api
 from .api import openapi as openapi_api
 from .api.common import (
     CRASH_MESSAGE,
@@ -101,6 +102,13 @@ class CommhubApp(QuartTrio):
                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000)
         return response
 
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """Every request of the server: a 401, whichever route answers it, carries the Bearer challenge that
+        tells the client where the hub's resource metadata is (api/oauth.py)."""
+        if scope["type"] == "http":
+            send = oauth_api.with_challenge(scope, send, self.route_ctx.hub.settings)  # type: ignore[arg-type]
+        await self.asgi_app(scope, receive, send)
+
     async def asgi_app(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """The hot paths are served straight from ASGI (asgi.py): POST /mcp, every agent's every tool call
         (mcp/http.py), and the event streams GET /events/<alias>, GET /events and GET /mcp; the rest by Quart.
@@ -172,7 +180,7 @@ def create_app(hub: Hub) -> CommhubApp:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     for bp in (accounts_api.bp, networks_api.bp, data_api.bp, approvals_api.bp, openapi_api.bp, sse.bp,
-               mcp_protocol.bp):
+               mcp_protocol.bp, oauth_api.bp):
         app.register_blueprint(bp)
     app.register_blueprint(web_routes.bp)  # the dashboard at / and its files under /assets/
     app.route_ctx = RouteContext(hub, app.config["COMMHUB_LIMITERS"]["token"], app.lock_watch)

@@ -165,3 +165,12 @@ async def _watch_disconnect(receive: ASGIReceiveCallable, stream_scope: trio.Can
     while (await receive())["type"] != "http.disconnect":
         pass
     stream_scope.cancel()
+
+
+async def send_stream(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
+                      body: AsyncIterator[bytes]) -> None:
+    """Answer with an event stream that a route other than the GET streams opened (a 2026-07-28 MCP
+    `subscriptions/listen` POST): sent until it ends or the client goes, as serve_stream sends its streams."""
+    http1 = scope.get("http_version", "1.1") in ("1.0", "1.1")
+    await send({"type": "http.response.start", "status": 200, "headers": _SSE_RAW_HTTP1 if http1 else _SSE_RAW})
+    await _pump(body, receive, send)

@@ -64,6 +64,8 @@ class Settings:
     send_bytes_per_minute: int = 16 * 1024 * 1024
     # runner support (run-server): how long the permission_prompt tool waits for a person's answer
     approval_wait_seconds: float = 600.0
+    # Protocol: how clients are told where the hub is (the 401 challenge, the OAuth resource metadata).
+    public_url: str = ""
 
 
 # What each setting means, used for --help and checked against the README by a test.
@@ -115,6 +117,8 @@ HELP: dict[str, str] = {
     "send_bytes_per_minute": "bytes of text one token may send per minute (messages, tasks, replies, broadcasts "
                              "counted once); 429 with Retry-After above (0 = no limit)",
     "approval_wait_seconds": "how long the MCP tool permission_prompt waits for a person's answer before it denies",
+    "public_url": "the hub's URL as clients reach it (e.g. https://hub.example.com behind a proxy), named in "
+                  "401 challenges and the OAuth resource metadata; empty = the request's own scheme and Host",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

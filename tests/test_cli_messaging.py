@@ -155,10 +155,11 @@ async def test_connect_prints_each_clients_config_with_a_bound_token(server: Ser
     env = cli_env(server.url, boss.token)
     claude = await run_cli("connect", "--client", "claude", "--alias", "reviewer", env=env)
     assert claude.code == 0, claude.err
-    config_text = claude.out.split("\n# or run:")[0].split("\n", 1)[1]
+    config_text = claude.out.split("\n# the agent's token")[0].split("\n", 1)[1]
     entry = json.loads(config_text)["mcpServers"]["commhub"]
     assert entry["type"] == "http" and entry["url"] == f"{server.url}/mcp"
-    secret = entry["headers"]["Authorization"].removeprefix("Bearer ")
+    assert entry["headers"]["Authorization"] == "Bearer ${COMMHUB_AGENT_TOKEN}"
+    secret = claude.out.split("export COMMHUB_AGENT_TOKEN=")[1].split()[0]
     assert secret.startswith("ntok_") and "report_status" in claude.out and "reviewer" in claude.out
     assert secret not in claude.err  # shown once, in the config only
     who = await mcp_call(client, secret, "whoami")
@@ -169,7 +170,8 @@ async def test_connect_prints_each_clients_config_with_a_bound_token(server: Ser
     codex = await run_cli("connect", "--client", "codex", "--alias", "c1", "--hub-url", "http://hub.lan:9200",
                           env=env)
     assert codex.code == 0 and 'url = "http://hub.lan:9200/mcp"' in codex.out
-    assert 'bearer_token_env_var = "COMMHUB_TOKEN"' in codex.out and "export COMMHUB_TOKEN=ntok_" in codex.out
+    assert 'bearer_token_env_var = "COMMHUB_AGENT_TOKEN"' in codex.out
+    assert "export COMMHUB_AGENT_TOKEN=ntok_" in codex.out and "COMMHUB_TOKEN=" not in codex.out
     tokens = (await client.get("/api/tokens", headers=boss.auth)).json()["tokens"]
     assert {t["alias"] for t in tokens} >= {"reviewer", "g1", "c1"}
     taken = await run_cli("connect", "--client", "claude", "--alias", "bad alias!", env=env)

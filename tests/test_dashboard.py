@@ -327,14 +327,20 @@ async def test_creating_a_token_shows_the_config_once(page: Browser, client: htt
         el.get_attribute("data-client"): el.find_element("css selector", "code").text
         for el in d.find_elements("css selector", "#token-config .config")})
     assert {"Claude Code", "Codex", "Gemini CLI"} <= set(blocks)
-    secret = blocks["Environment"].removeprefix("export COMMHUB_TOKEN=")
+    # The agent's token is COMMHUB_AGENT_TOKEN everywhere (COMMHUB_TOKEN is the person's own).
+    secret = blocks["Environment"].removeprefix("export COMMHUB_AGENT_TOKEN=")
     assert secret.startswith("ntok_")
     mcp_url = f"{server.url}/mcp"
     claude = json.loads(blocks["Claude Code"])["mcpServers"]["commhub"]
     assert claude["type"] == "http" and claude["url"] == mcp_url
-    assert f'url = "{mcp_url}"' in blocks["Codex"] and 'bearer_token_env_var = "COMMHUB_TOKEN"' in blocks["Codex"]
+    assert claude["headers"]["Authorization"] == "Bearer ${COMMHUB_AGENT_TOKEN}"
+    assert f'url = "{mcp_url}"' in blocks["Codex"]
+    assert 'bearer_token_env_var = "COMMHUB_AGENT_TOKEN"' in blocks["Codex"]
     gemini = json.loads(blocks["Gemini CLI"])["mcpServers"]["commhub"]
-    assert gemini["httpUrl"] == mcp_url and gemini["headers"]["Authorization"] == f"Bearer {secret}"
+    assert gemini["httpUrl"] == mcp_url and gemini["headers"]["Authorization"] == "Bearer $COMMHUB_AGENT_TOKEN"
+    # And the lines that start each agent so that CommHub wakes it.
+    assert blocks["Claude Code (woken by CommHub)"] == "claude --dangerously-load-development-channels server:commhub"
+    assert f"commhub run codex --alias coder-7 --url {server.url}" in blocks["Codex or Gemini CLI (woken by CommHub)"]
     assert "coder-7" in blocks["Agent rules"]
     await page.screenshot("token-config")
     # The shown token is real and bound to the alias.

@@ -477,9 +477,9 @@ async def test_protocol_version_header(client: httpx.AsyncClient) -> None:
     r = await post(client, account.network_token, rpc("ping"), session_id=sid, Mcp_Protocol_Version="1999-01-01")
     assert r.status_code == 400
     assert r.json()["error"] and "1999-01-01" in r.json()["message"]
-    # A session-less probe with a newer version (the SDK's server/discover) gets -32601, so the client falls back.
+    # A session-less request on 2026-07-28 must carry its envelope in params._meta (tests/test_mcp_versions.py).
     r = await post(client, account.network_token, rpc("server/discover"), Mcp_Protocol_Version="2026-07-28")
-    assert r.status_code == 200 and r.json()["error"]["code"] == -32601
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32602
     for version in ("2025-03-26", "2025-06-18", "2025-11-25"):
         r = await post(client, account.network_token, rpc("ping"), Mcp_Protocol_Version=version)
         assert r.status_code == 200, (version, r.text)

@@ -281,9 +281,9 @@ async def test_sdk_restarted_agent_keeps_its_alias(server: ServerHandle, client:
         assert [(i["task_id"], i["from"]) for i in items] == [(sent["task_id"], "phoenix")]
 
 
-async def test_sdk_high_level_client_probes_then_falls_back(server: ServerHandle, client: httpx.AsyncClient) -> None:
-    """`Client` (mode auto) first probes server/discover (2026-07-28); CommHub answers -32601 (method not found),
-    the SDK falls back to the initialize handshake and everything works."""
+async def test_sdk_high_level_client_speaks_2026_07_28(server: ServerHandle, client: httpx.AsyncClient) -> None:
+    """`Client` (mode auto) probes server/discover (2026-07-28) and stays on that version: no initialize, no
+    session, every request stamped with its version (tests/test_mcp_versions.py covers the envelope)."""
     account = await register(client)
     seen: list[tuple[str, str | None, int]] = []
 
@@ -295,14 +295,14 @@ async def test_sdk_high_level_client_probes_then_falls_back(server: ServerHandle
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {account.network_token}"}, timeout=30,
                                   event_hooks={"response": [record]}) as http:
         async with Client(streamable_http_client(server.url + "/mcp", http_client=http)) as mcp_client:
-            assert mcp_client.protocol_version == "2025-11-25"
+            assert mcp_client.protocol_version == "2026-07-28"
             result = await mcp_client.call_tool("report_status", {"alias": "auto-agent"})
             assert not result.is_error and result.structured_content["alias"] == "auto-agent"
             tools = await mcp_client.list_tools()
             assert SPEC_TOOLS <= {t.name for t in tools.tools}
-    assert seen[0][0] == "server/discover" and seen[0][2] == 200
-    assert ("initialize", None, 200) in seen
-    assert ("DELETE", "2025-11-25", 204) in seen
+    assert seen[0] == ("server/discover", "2026-07-28", 200)
+    assert {method for method, _, _ in seen} == {"server/discover", "tools/call", "tools/list"}
+    assert all(version == "2026-07-28" and status == 200 for _, version, status in seen)
 
 
 async def test_sdk_cancel_of_a_long_poll_ends_it_on_the_server(server: ServerHandle, client: httpx.AsyncClient,

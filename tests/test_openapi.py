@@ -98,6 +98,8 @@ class AnswerChecker:
 async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient) -> None:
     check = AnswerChecker(await _spec(client))
     check(await client.get("/health"), "get", "/health")
+    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
+        check(await client.get(path), "get", path)
     r = await client.post("/api/auth/register", json={"username": "docadmin", "password": "secret123",
                                                       "email": "a@example.com"})
     admin = check(r, "post", "/api/auth/register")

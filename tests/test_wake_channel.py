@@ -38,9 +38,11 @@ def test_each_event_becomes_a_readable_notification(name: str) -> None:
 
 
 def test_wire_frame_carries_the_event_id_and_escapes_line_breaks() -> None:
-    frame = McpWire().event(7, "worker", "new_message", json.dumps(EVENTS["new_message"][0], ensure_ascii=False))
+    data = json.dumps(EVENTS["new_message"][0], ensure_ascii=False)
+    frame = McpWire("2025-11-25").event(7, "worker", "new_message", data)
     text = frame.decode()
     assert text.startswith("id: 7\nevent: message\ndata: {") and text.endswith("\n\n")
     assert "\u2028" not in text and text.splitlines()[3:] == [""]
-    assert McpWire().opening(5) == b"retry: 3000\nid: 5\ndata:\n\n"
-    assert McpWire().heartbeat().startswith(b":")
+    assert McpWire("2025-11-25").opening(5) == b"retry: 3000\nid: 5\ndata:\n\n"  # the priming event
+    assert McpWire("2025-06-18").opening(5) == b"retry: 3000\nid: 5\n\n"  # before it: the position, no event
+    assert McpWire("2025-11-25").heartbeat().startswith(b":")

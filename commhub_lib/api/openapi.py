@@ -50,11 +50,18 @@ NETWORK_STREAM_NOTE = ("text/event-stream of every event of every alias of a net
                        "the same ids as the per-alias streams, and each event's data names its `alias`.")
 MCP_PUSH_NOTE = ("The MCP session's push stream (Accept: text/event-stream, Mcp-Session-Id): each event of the "
                  "session's alias as a `notifications/claude/channel` JSON-RPC notification; Last-Event-ID resumes.")
-MCP_NOTE = "MCP Streamable HTTP: JSON-RPC 2.0 requests (initialize, tools/list, tools/call, …); see the README."
+MCP_NOTE = ("MCP Streamable HTTP: JSON-RPC 2.0 requests (initialize, tools/list, tools/call, …; on MCP 2026-07-28 "
+            "server/discover and subscriptions/listen, without a session); see the README and docs/mcp-versions.md.")
 
 OPERATIONS: dict[str, Op] = {
     "health": Op("meta", r.Health, auth="public"),
     "openapi.openapi": Op("meta", None, auth="public", note="this document"),
+    "oauth.protected_resource": Op("meta", r.ProtectedResource, auth="public",
+                                   note="OAuth 2.0 protected resource metadata (RFC 9728): {resource: the MCP "
+                                        "endpoint, bearer_methods_supported: [header], ...}; every 401 points here "
+                                        "in its WWW-Authenticate: Bearer challenge"),
+    "oauth.protected_resource_mcp": Op("meta", r.ProtectedResource, auth="public",
+                                       note="the same document, at the place RFC 9728 derives from /mcp"),
     "openapi.docs": Op("meta", None, auth="public", media="text/html", note="a page that renders this document"),
     "web.index": Op("dashboard", None, auth="public", media="text/html",
                     note="the dashboard (one page; it logs in and then uses the API above)"),

@@ -37,6 +37,15 @@ class Health(Record):
     uptime: int
 
 
+class ProtectedResource(Record):
+    """GET /.well-known/oauth-protected-resource: OAuth 2.0 protected resource metadata (RFC 9728)."""
+
+    resource: str = Field(description="the hub's MCP endpoint, as clients reach it")
+    bearer_methods_supported: list[Literal["header"]]
+    resource_name: str
+    resource_documentation: str
+
+
 class Registered(Ok):
     """A new user with a login token, its default network and a network token (secrets shown once)."""
 

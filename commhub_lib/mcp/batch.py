@@ -23,10 +23,8 @@ import trio
 
 from ..api.common import json_bytes
 from ..errors import RateLimited
+from .versions import BATCHES_REMOVED as BATCHING_REMOVED_IN
 
-BATCHING_REMOVED_IN = "2025-06-18"
-# The version to assume when a request names none (the Streamable HTTP rule for the header's absence).
-DEFAULT_VERSION = "2025-03-26"
 INVALID_REQUEST = -32600
 NOT_RUN = -32000  # implementation-defined server error: the call was not run; sending it again alone works
 

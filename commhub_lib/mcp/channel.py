@@ -12,8 +12,10 @@ import json
 from typing import Any
 
 from .. import events
+from .versions import PRIMING_EVENT, has
 
 METHOD = "notifications/claude/channel"
+SUBSCRIPTION_ID_KEY = "io.modelcontextprotocol/subscriptionId"
 PREVIEW_CHARS = 500
 META_KEYS = ("from", "from_kind", "task_id", "message_id", "priority", "status")
 
@@ -83,15 +85,25 @@ def notification(event_id: int, name: str, data_json: str) -> dict[str, Any]:
 class McpWire:
     """The `GET /mcp` stream: JSON-RPC notifications as SSE `message` events, SSE comments as heartbeats."""
 
+    def __init__(self, version: str):
+        self.priming = has(version, PRIMING_EVENT)
+
     def opening(self, position: int) -> bytes:
-        """retry hint and the MCP "priming" event: the position as an id with an empty data field (MCP
-        2025-11-25), which the SDKs take as their resume point without dispatching a message."""
-        return f"retry: {events.RETRY_MS}\nid: {position}\ndata:\n\n".encode()
+        """retry hint and position. From MCP 2025-11-25 on, the "priming" event: the position as an id with an
+        empty data field, which the SDKs take as their resume point without dispatching a message. A client on
+        an older version parses every event's data as JSON (Gemini CLI's then drops the server), so it gets the
+        position as a bare `id:` field: no data, so by the SSE rules no event is dispatched."""
+        if self.priming:
+            return f"retry: {events.RETRY_MS}\nid: {position}\ndata:\n\n".encode()
+        return f"retry: {events.RETRY_MS}\nid: {position}\n\n".encode()
+
+    def waiting(self) -> bytes:
+        """The first bytes while the session speaks for no alias yet: the retry hint and a comment."""
+        return f"retry: {events.RETRY_MS}\n: waiting for report_status to name this session's alias\n\n".encode()
 
     def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
         """One notification, with the durable event id."""
-        text = json.dumps(notification(event_id, name, data), ensure_ascii=False, separators=(",", ":"))
-        return f"id: {event_id}\nevent: message\ndata: {events.safe_data(text)}\n\n".encode()
+        return _message_frame(event_id, notification(event_id, name, data))
 
     def heartbeat(self) -> bytes:
         """An SSE comment: keeps proxies and the connection alive, and no MCP client sees it as a message."""
@@ -100,3 +112,60 @@ class McpWire:
     def closing(self, reason: str, last: int) -> bytes:
         """A comment naming the id to resume from."""
         return events.comment(f"stream closed: {reason}; reconnect with Last-Event-ID: {last}")
+
+
+def _message_frame(event_id: int | None, message: dict[str, Any]) -> bytes:
+    """One JSON-RPC message as an SSE `message` event (with its id when it has one)."""
+    text = events.safe_data(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+    return (f"id: {event_id}\n" if event_id is not None else "").encode() + \
+        f"event: message\ndata: {text}\n\n".encode()
+
+
+class ListenWire:
+    """A `subscriptions/listen` stream (MCP 2026-07-28): the response to one POST, as SSE.
+
+    The first message is `notifications/subscriptions/acknowledged` with the honoured filter (sent at once,
+    even while the token has claimed no alias yet, as the client waits for it); every message carries the
+    listen request's id as `_meta["io.modelcontextprotocol/subscriptionId"]`. The events and their ids,
+    replay after Last-Event-ID and heartbeats are those of the `GET /mcp` stream. A stream that ends is simply
+    closed, without the listen's result (the spec's graceful close), so that a client listens again."""
+
+    def __init__(self, subscription_id: str | int, honored: dict[str, Any]):
+        self.meta = {SUBSCRIPTION_ID_KEY: subscription_id}
+        self.honored = honored
+        self.acknowledged = False
+
+    def acknowledgement(self, position: int | None = None) -> bytes:
+        """The acknowledgement (with the stream's position as its id, when known)."""
+        self.acknowledged = True
+        return _message_frame(position, {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                                         "params": {"notifications": self.honored, "_meta": self.meta}})
+
+    def waiting(self) -> bytes:
+        """While the token has claimed no alias: the acknowledgement, the position comes later."""
+        return self.acknowledgement()
+
+    def opening(self, position: int) -> bytes:
+        """The acknowledgement with the position; once acknowledged, the position alone (an id, no event)."""
+        if not self.acknowledged:
+            return self.acknowledgement(position)
+        return f"id: {position}\n\n".encode()
+
+    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
+        """One channel notification, stamped with the subscription id."""
+        message = notification(event_id, name, data)
+        message["params"]["_meta"] = self.meta
+        return _message_frame(event_id, message)
+
+    def heartbeat(self) -> bytes:
+        """An SSE comment."""
+        return b": ping\n\n"
+
+    def closing(self, reason: str, last: int) -> bytes:
+        """A comment naming the id to listen again from (Last-Event-ID)."""
+        return events.comment(f"stream closed: {reason}; listen again with Last-Event-ID: {last}")
+
+    def result(self, request_id: str | int) -> bytes:
+        """The listen's result: the subscription ended on purpose (sent when there is nothing to carry)."""
+        return _message_frame(None, {"jsonrpc": "2.0", "id": request_id,
+                                     "result": {"_meta": self.meta, "resultType": "complete"}})

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
 from ..api.common import CRASH_MESSAGE, body_timeout_message, error_bytes, error_parts, too_large_message
-from ..asgi import JsonAnswer, RouteContext, read_headers, send_json
+from ..asgi import JsonAnswer, RouteContext, read_headers, send_json, send_stream
 from ..errors import DatabaseBusy, PayloadTooLarge, RequestTimeout
 from ..logs import log_access
 from .protocol import PostRequest, answer_post
@@ -43,20 +44,25 @@ class McpPost:
     async def __call__(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """Answer one POST /mcp."""
         started = time.perf_counter()
-        req = PostRequest(read_headers(scope), scope.get("query_string", b""))
+        client = scope.get("client")
+        req = PostRequest(read_headers(scope), scope.get("query_string", b""), client_ip=client[0] if client
+                          else "unknown")
         try:
             status, body, extra = await self._answer(req, receive)
         except ClientGone:
             return
-        client = scope.get("client")
         # Logged before the answer goes out, as for every other route: a client that reads the log after its
         # answer finds the line there.
         log_access(client[0] if client else None, "POST", "/mcp", status, (time.perf_counter() - started) * 1000,
                    req.calls, req.alias)
-        await send_json(send, JsonAnswer(status, body, extra))
+        if isinstance(body, bytes):
+            await send_json(send, JsonAnswer(status, body, extra))
+        else:  # a 2026-07-28 subscriptions/listen: the answer is its event stream
+            await send_stream(scope, receive, send, body)
 
-    async def _answer(self, req: PostRequest, receive: ASGIReceiveCallable) -> tuple[int, bytes, dict[str, str]]:
-        """(status, body, extra headers) of the answer, errors included."""
+    async def _answer(self, req: PostRequest,
+                      receive: ASGIReceiveCallable) -> tuple[int, bytes | AsyncIterator[bytes], dict[str, str]]:
+        """(status, body or event stream, extra headers) of the answer, errors included."""
         watch = self.ctx.lock_watch
         watch.start_request()
         try:
@@ -66,8 +72,10 @@ class McpPost:
                     await watch.before()
                 except DatabaseBusy:
                     pass  # it may be a pure read (get_inbox): run it; a write then fails fast as a tool error
-            status, body = await watch.run(lambda: answer_post(self.ctx, req))
-            return status, body, req.answer_headers
+            answer = await watch.run(lambda: answer_post(self.ctx, req))
+            if isinstance(answer, tuple):
+                return answer[0], answer[1], req.answer_headers
+            return 200, answer, {}
         except ClientGone:
             raise
         except Exception as exc:  # noqa: BLE001 (the one place POST /mcp turns a failure into an answer)

@@ -6,6 +6,7 @@ and a message telling the agent what to do next.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -18,7 +19,6 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from quart import Blueprint, Response, request
 
-from .. import __version__
 from ..api.common import (
     authenticate,
     authenticate_token,
@@ -35,16 +35,25 @@ from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
 from ..sse import last_event_id
 from ..stream import check_stream_caps
-from . import push
-from .batch import DEFAULT_VERSION, batch_refusal, run_batch
+from . import listen, modern, push
+from .batch import batch_refusal, run_batch
 from .sessions import SessionPool
 from .tools import TOOLS, McpSession, ToolContext, call_tool
+from .versions import (
+    DEFAULT_VERSION,
+    LATEST_VERSION,
+    STRUCTURED_CONTENT,
+    SUPPORTED_VERSIONS,
+    TITLES,
+    TOOL_ANNOTATIONS,
+    has,
+    is_modern,
+    known_version,
+)
 
 bp = Blueprint("mcp", __name__)
 log = logging.getLogger("commhub.mcp")
 
-SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
-LATEST_VERSION = SUPPORTED_VERSIONS[0]
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -108,6 +117,7 @@ class PostRequest(AsgiRequest):
     answer_headers: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (tool or method, outcome) for the access line
     alias: str | None = None
+    client_ip: str = "unknown"
 
 
 def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> McpSession:
@@ -151,15 +161,31 @@ async def _dispatch(ctx: RouteContext, req: PostRequest, msg: Any, principal: Pr
         return None  # notifications (initialized, cancelled, ...) need no answer
     if not isinstance(params, dict):
         return _rpc_error(msg_id, INVALID_PARAMS, "invalid params: must be an object")
-    if method == "initialize":
+    version = session.protocol_version
+    if method == "initialize" and not is_modern(version):
         return _rpc_result(msg_id, _initialize(ctx, req, params, principal))
+    if method == "server/discover" and is_modern(version):
+        return _rpc_result(msg_id, modern.discover_result(INSTRUCTIONS))
     if method == "ping":
         return _rpc_result(msg_id, {})
+    if method == "tools/list" and (is_modern(version) or not has(version, TOOL_ANNOTATIONS)):
+        return _rpc_result(msg_id, _tools_list_for(version))
     if method == "tools/list":
         return _rpc_result(msg_id, {"tools": [t.descriptor() for t in TOOLS.values()]})
     if method == "tools/call":
         return await _tools_call(ctx, msg_id, params, principal, network_id, session)
     return _rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
+
+
+@functools.cache
+def _tools_list_for(version: str) -> dict[str, Any]:
+    """tools/list for a version whose tools differ from the usual: without annotations before 2025-03-26; from
+    2026-07-28 with the cache hints that version requires. Built once per version: the list changes only when
+    the hub is upgraded, and generating the schemas costs milliseconds."""
+    tools = [t.descriptor() for t in TOOLS.values()]
+    if is_modern(version):
+        return {"tools": tools, "ttlMs": modern.TOOLS_TTL_MS, "cacheScope": "public"}
+    return {"tools": [{k: v for k, v in tool.items() if k != "annotations"} for tool in tools]}
 
 
 def _initialize(ctx: RouteContext, req: PostRequest, params: dict[str, Any], principal: Principal) -> dict[str, Any]:
@@ -172,10 +198,12 @@ def _initialize(ctx: RouteContext, req: PostRequest, params: dict[str, Any], pri
     req.answer_headers["Mcp-Session-Id"] = new.session_id or ""
     # experimental["claude/channel"] makes Claude Code (v2.1.80+, channels) put our GET /mcp notifications into
     # the running session; other clients ignore it.
+    info = modern.server_info()
+    if not has(version, TITLES):
+        del info["title"]
     return {"protocolVersion": version,
             "capabilities": {"tools": {"listChanged": False}, "experimental": {"claude/channel": {}}},
-            "serverInfo": {"name": "commhub", "title": "CommHub", "version": __version__},
-            "instructions": INSTRUCTIONS}
+            "serverInfo": info, "instructions": INSTRUCTIONS}
 
 
 def _new_session_id(principal: Principal) -> str:
@@ -216,13 +244,14 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
             result = await attempt(lambda: call_tool(tool, tool_ctx, args))
     except ValidationError as exc:
         return _rpc_result(msg_id, _tool_error("invalid_arguments",
-                                               f"invalid arguments for {tool.name}: {validation_message(exc)}"))
+                                               f"invalid arguments for {tool.name}: {validation_message(exc)}",
+                                               session.protocol_version))
     except CommhubError as exc:
-        return _rpc_result(msg_id, _tool_error(exc.code, exc.message))
+        return _rpc_result(msg_id, _tool_error(exc.code, exc.message, session.protocol_version))
     finally:
         if session.alias != alias_before:
             push.alias_changed(h, session)  # the session's GET /mcp stream follows the new alias
-    return _tool_answer(msg_id, result)
+    return _tool_answer(msg_id, result, session.protocol_version)
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -235,11 +264,14 @@ class EncodedAnswer(dict):
     encoded: bytes
 
 
-def _tool_answer(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
-    """A tool's successful answer: its result as text content and as structuredContent.
+def _tool_answer(msg_id: Any, result: dict[str, Any], version: str = LATEST_VERSION) -> dict[str, Any]:
+    """A tool's successful answer: its result as text content and as structuredContent (from MCP 2025-06-18 on;
+    the text alone before).
 
     The same JSON text is both, so the result is encoded once and spliced into the answer, not encoded again
     inside it (~4 µs of a send_message): the bytes are exactly what json_bytes(answer) gives."""
+    if not has(version, STRUCTURED_CONTENT):
+        return _rpc_result(msg_id, {"content": [{"type": "text", "text": _encode(result)}], "isError": False})
     answer = EncodedAnswer(_rpc_result(msg_id, {"content": [{"type": "text", "text": (text := _encode(result))}],
                                                 "structuredContent": result, "isError": False}))
     body = (f'{{"jsonrpc":"2.0","id":{_encode(msg_id)},"result":{{"content":[{{"type":"text","text":'
@@ -256,9 +288,12 @@ def answer_bytes(answer: dict[str, Any]) -> bytes:
     return answer.encoded if isinstance(answer, EncodedAnswer) else json_bytes(answer)
 
 
-def _tool_error(code: str, message: str) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": f"Error ({code}): {message}"}],
-            "structuredContent": {"error": code, "message": message}, "isError": True}
+def _tool_error(code: str, message: str, version: str = LATEST_VERSION) -> dict[str, Any]:
+    """A tool's failure (isError), with {error, message} as structuredContent from MCP 2025-06-18 on."""
+    answer: dict[str, Any] = {"content": [{"type": "text", "text": f"Error ({code}): {message}"}], "isError": True}
+    if has(version, STRUCTURED_CONTENT):
+        answer["structuredContent"] = {"error": code, "message": message}
+    return answer
 
 
 async def _dispatch_noted(ctx: RouteContext, req: PostRequest, msg: Any, principal: Principal, network_id: str,
@@ -274,15 +309,16 @@ async def _dispatch_noted(ctx: RouteContext, req: PostRequest, msg: Any, princip
     if answer and "error" in answer:
         outcome = f"rpc{answer['error']['code']}"
     elif answer and answer["result"].get("isError"):
-        outcome = str(answer["result"]["structuredContent"].get("error"))
+        outcome = str((answer["result"].get("structuredContent") or {}).get("error", "tool_error"))
     req.calls.append((call, outcome))
     req.alias = session.alias or principal.bound_alias or principal.last_alias
     return answer
 
 
-async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes]:
+async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] | AsyncIterator[bytes]:
     """POST /mcp: one JSON-RPC message (or a batch) in, (status, application/json body) out; an empty body
-    with 202 when nothing needs an answer. HTTP-level failures raise (CommhubError: 401, 403, 400, 429)."""
+    with 202 when nothing needs an answer; for a 2026-07-28 `subscriptions/listen`, the event stream's body.
+    HTTP-level failures raise (CommhubError: 401, 403, 400, 429)."""
     h = ctx.hub
     check_origin(h, req.headers.get("origin"))
     principal = authenticate_token(h, ctx.token_limiter, req.bearer())
@@ -296,6 +332,8 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes]:
         payload = parse_json(req.body)
     except BadRequest as exc:
         return 400, json_bytes(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"))
+    if modern.is_modern_request(payload, req.headers):
+        return await _post_modern(ctx, req, payload, principal)
     network_id = networks.single_network(h, principal, req.arg("network_id") or None)
     session = _session_for(ctx, req, principal)
     principal = session_principal(h, principal, network_id, session.session_id is not None, session.alias)
@@ -303,6 +341,43 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes]:
         return await _post_batch(ctx, req, payload, principal, network_id, session)
     answer = await _dispatch_noted(ctx, req, payload, principal, network_id, session)
     return (202, b"") if answer is None else (200, answer_bytes(answer))
+
+
+async def _post_modern(ctx: RouteContext, req: PostRequest, payload: Any,
+                       principal: Principal) -> tuple[int, bytes] | AsyncIterator[bytes]:
+    """A 2026-07-28 request (mcp/modern.py): one message, its envelope checked, run without a session."""
+    if not isinstance(payload, dict):
+        return 400, json_bytes(_rpc_error(None, INVALID_REQUEST, "invalid request: MCP 2026-07-28 takes one "
+                                          "JSON-RPC message per POST (no batches)"))
+    msg_id = payload.get("id")
+    if "id" not in payload:  # a notification: this version defines none from the client; acknowledged
+        rejection = modern.header_rejection(req.headers)
+        if rejection is None:
+            return 202, b""
+        return 400, json_bytes(_rpc_error(None, rejection.code, rejection.message, rejection.data))
+    answer_id = msg_id if isinstance(msg_id, str | int) and not isinstance(msg_id, bool) else None
+    envelope = modern.classify(payload, req.headers)
+    if isinstance(envelope, modern.Rejection):
+        answer = _rpc_error(answer_id, envelope.code, envelope.message, envelope.data)
+        req.calls.append((str(payload.get("method")), f"rpc{envelope.code}"))
+        return modern.error_status(answer), json_bytes(answer)
+    h = ctx.hub
+    network_id = networks.single_network(h, principal, req.arg("network_id") or None)
+    session = McpSession(None, principal.token_id, envelope.version, client=envelope.client_name)
+    params = payload.get("params")
+    if payload.get("method") == "subscriptions/listen" and answer_id is not None and isinstance(params, dict):
+        req.calls.append(("subscriptions/listen", "stream"))
+        if "text/event-stream" not in req.headers.get("accept", ""):
+            answer = _rpc_error(answer_id, INVALID_REQUEST, "invalid request: subscriptions/listen answers with an "
+                                "event stream; send 'Accept: text/event-stream'")
+            return 406, json_bytes(answer)
+        return listen.open_listen(h, principal, network_id, answer_id, envelope, params.get("notifications"),
+                                  last_event_id(h, req), req.client_ip)
+    answer = await _dispatch_noted(ctx, req, payload, principal, network_id, session)
+    if answer is None:
+        return 202, b""
+    answer = modern.complete(answer)
+    return modern.error_status(answer), json_bytes(answer)
 
 
 async def _post_batch(ctx: RouteContext, req: PostRequest, payload: list[Any], principal: Principal,
@@ -350,7 +425,8 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     pool: SessionPool = h.mcp_sessions
     session = pool.get(sid)
     if session is None and _issued_to(sid, principal) and not push.was_ended(h, sid):
-        session = McpSession(sid, principal.token_id, req.headers.get("mcp-protocol-version") or LATEST_VERSION)
+        # No header: a client before 2025-06-18 (later ones send it on every request), so no newer behaviour.
+        session = McpSession(sid, principal.token_id, known_version(req.headers.get("mcp-protocol-version")))
         pool.add(session)
     if session is None or session.token_id != principal.token_id:
         return JsonAnswer(404, json_bytes({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' "

@@ -5,6 +5,9 @@
   heartbeats; when report_status claims another alias, the stream moves to it.
 - A request that may wait (the get_inbox long-poll) runs in a cancel scope registered under its JSON-RPC id,
   so a `notifications/cancelled` for that id, arriving on another POST, ends it at once.
+- MCP 2026-07-28 has no sessions: its `subscriptions/listen` streams (mcp/listen.py) are kept under their
+  token (`listen_key`) and follow the alias the token is bound to, else the one it last claimed; any claim the
+  token makes (on a session or not) moves them.
 """
 
 from __future__ import annotations
@@ -20,19 +23,20 @@ import trio
 
 from ..broker import SHUTDOWN, Subscriber
 from ..errors import CommhubError
-from ..events import RETRY_MS
 from ..ids import now_text, now_ts
 from ..service import sessions
 from ..service.hub import Hub, Principal
 from ..store import events as event_store
 from ..store import sessions as session_store
+from ..store import tokens as token_store
 from ..stream import Progress, Scope, follow
-from .channel import McpWire
+from .channel import ListenWire, McpWire
 from .tools import McpSession
 
 log = logging.getLogger("commhub.mcp")
 ALIAS_CHANGED = "alias_changed"
 ENDED_REMEMBERED = 10_000  # ended session ids kept (in memory) so that GET answers them 404
+LISTEN_PREFIX = "listen:"  # the push state of a token's 2026-07-28 listen streams is kept under this + token id
 
 
 @dataclass
@@ -104,19 +108,27 @@ def cancel_request(h: Hub, session: McpSession, request_id: Any) -> bool:
     return True
 
 
+def listen_key(token_id: str) -> str:
+    """The key of a token's listen streams in the push registry."""
+    return LISTEN_PREFIX + token_id
+
+
 def alias_changed(h: Hub, session: McpSession) -> None:
-    """The session claimed another alias: its streams move to it (call right after the claim, before any await)."""
-    state = _registry(h).get(session.session_id or "")
-    if state is None:
-        return
-    if session.alias is not None:
-        # Any event after the hub's newest id at this moment is one the stream must carry.
-        state.claimed_at = (session.alias, event_store.highest_event_id_ever(h.db))
-    for sub in list(state.streams):
-        if sub.alias != session.alias:
-            sub.close(ALIAS_CHANGED)
-    state.changed.set()
-    state.changed = trio.Event()
+    """The session claimed another alias: its streams, and the token's listen streams (which follow the token's
+    last claim), move to it (call right after the claim, before any await)."""
+    registry = _registry(h)
+    for key in (session.session_id, listen_key(session.token_id)):
+        state = registry.get(key) if key else None
+        if state is None:
+            continue
+        if session.alias is not None:
+            # Any event after the hub's newest id at this moment is one the stream must carry.
+            state.claimed_at = (session.alias, event_store.highest_event_id_ever(h.db))
+        for sub in list(state.streams):
+            if sub.alias != session.alias:
+                sub.close(ALIAS_CHANGED)
+        state.changed.set()
+        state.changed = trio.Event()
 
 
 def was_ended(h: Hub, session_id: str) -> bool:
@@ -142,6 +154,10 @@ def end_session(h: Hub, session_id: str) -> None:
 
 def push_alias(h: Hub, principal: Principal, network_id: str, session: McpSession) -> str | None:
     """The alias whose events the session's stream carries, claimed for this token; None until one is known."""
+    if _is_listen(session) and not principal.bound_alias:
+        # A listen stream's principal is its own copy: the token's last claim as it stands now.
+        token = token_store.get_token(h.db, principal.token_id)
+        principal.last_alias = token["last_alias"] if token is not None else None
     alias = principal.bound_alias or session.alias or principal.last_alias
     if alias is None:
         return None
@@ -169,12 +185,22 @@ def _claimed_position(state: SessionPush, alias: str) -> int | None:
     return None
 
 
+def _is_listen(session: McpSession) -> bool:
+    return bool(session.session_id and session.session_id.startswith(LISTEN_PREFIX))
+
+
+def _alive(h: Hub, session_id: str) -> bool:
+    """Whether the stream's session still exists (a token's listen streams have none to end)."""
+    return session_id in h.mcp_sessions or session_id.startswith(LISTEN_PREFIX)
+
+
 def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSession, after: int | None,
-                client_ip: str) -> AsyncIterator[bytes]:
-    """The session's server-to-client SSE stream of `notifications/claude/channel` messages."""
+                client_ip: str, listen: ListenWire | None = None) -> AsyncIterator[bytes]:
+    """The session's server-to-client SSE stream of `notifications/claude/channel` messages; with `listen`, a
+    token's 2026-07-28 `subscriptions/listen` stream (its session is the token's listen key, mcp/listen.py)."""
     assert session.session_id is not None
     session_id = session.session_id
-    wire = McpWire()
+    wire = listen or McpWire(session.protocol_version)
     registry = _registry(h)
 
     async def generate() -> AsyncIterator[bytes]:
@@ -184,7 +210,7 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
             try:
                 alias = push_alias(h, principal, network_id, session)
                 if alias is None:
-                    yield f"retry: {RETRY_MS}\n: waiting for report_status to name this session's alias\n\n".encode()
+                    yield wire.waiting()
                 while True:
                     while alias is None:
                         state.waiting += 1
@@ -193,7 +219,7 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                                 await _either(state.changed, h.broker.stopping)
                         finally:
                             state.waiting -= 1
-                        if session_id not in h.mcp_sessions or h.broker.closing:
+                        if not _alive(h, session_id) or h.broker.closing:
                             progress.reason = SHUTDOWN if h.broker.closing else "session_ended"
                             break
                         alias = push_alias(h, principal, network_id, session)

@@ -2,16 +2,27 @@
 
 import { h } from "./dom.js";
 
+// The agent's token lives in COMMHUB_AGENT_TOKEN: COMMHUB_TOKEN is a person's own token (the commhub CLI's), and
+// the two never share a name.
 /** The configurations for one token: [{client, where, text}]. */
 export function agentConfigs(token, alias) {
   const url = `${location.origin}/mcp`;
   const name = alias || "<ALIAS>";
   return [
-    { client: "Environment", where: "the shell that starts the agent", text: `export COMMHUB_TOKEN=${token}` },
+    {
+      client: "Environment",
+      where: "the shell that starts the agent (the agent's token, not your COMMHUB_TOKEN)",
+      text: `export COMMHUB_AGENT_TOKEN=${token}`,
+    },
     {
       client: "Claude Code",
       where: ".mcp.json in the project",
-      text: JSON.stringify({ mcpServers: { commhub: { type: "http", url, headers: { Authorization: "Bearer ${COMMHUB_TOKEN}" } } } }, null, 2),
+      text: JSON.stringify({ mcpServers: { commhub: { type: "http", url, headers: { Authorization: "Bearer ${COMMHUB_AGENT_TOKEN}" } } } }, null, 2),
+    },
+    {
+      client: "Claude Code (woken by CommHub)",
+      where: "start it with the channel (needs a claude.ai login and channels enabled; see the README)",
+      text: "claude --dangerously-load-development-channels server:commhub",
     },
     {
       client: "Claude Code (one command)",
@@ -21,12 +32,17 @@ export function agentConfigs(token, alias) {
     {
       client: "Codex",
       where: "~/.codex/config.toml",
-      text: `[mcp_servers.commhub]\nurl = "${url}"\nbearer_token_env_var = "COMMHUB_TOKEN"`,
+      text: `[mcp_servers.commhub]\nurl = "${url}"\nbearer_token_env_var = "COMMHUB_AGENT_TOKEN"`,
     },
     {
       client: "Gemini CLI",
       where: "~/.gemini/settings.json (httpUrl = Streamable HTTP)",
-      text: JSON.stringify({ mcpServers: { commhub: { httpUrl: url, headers: { Authorization: `Bearer ${token}` } } } }, null, 2),
+      text: JSON.stringify({ mcpServers: { commhub: { httpUrl: url, headers: { Authorization: "Bearer $COMMHUB_AGENT_TOKEN" } } } }, null, 2),
+    },
+    {
+      client: "Codex or Gemini CLI (woken by CommHub)",
+      where: "a terminal with COMMHUB_AGENT_TOKEN set: commhub run keeps the agent at work for the alias",
+      text: `commhub run codex --alias ${name} --url ${location.origin}\n# or\ncommhub run gemini --alias ${name} --url ${location.origin}`,
     },
     {
       client: "Agent rules",

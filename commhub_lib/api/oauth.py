@@ -1,0 +1,83 @@
+"""Telling a client how to authenticate: the Bearer challenge on every 401 (RFC 6750) and the OAuth 2.0 protected
+resource metadata it points to (RFC 9728).
+
+CommHub's tokens are issued by CommHub itself (the dashboard, `commhub connect`, `POST /api/tokens`), so the
+metadata names no authorization server: it tells a client that this is a bearer-token resource, that the token
+goes in the `Authorization` header, and where the documentation is. The challenge carries
+`resource_metadata="<public url>/.well-known/oauth-protected-resource"`, and `error="invalid_token"` when the
+request carried a token that was refused (none when it carried none, as RFC 6750 §3.1 asks). The metadata's
+`resource` is the hub's MCP endpoint, which is what the MCP clients ask for it (RFC 9728 §3.3 wants it to be the
+URL they used); it is also served at `/.well-known/oauth-protected-resource/mcp`, the place §3.1 derives for it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hypercorn.typing import ASGISendCallable, ASGISendEvent, HTTPScope
+from quart import Blueprint, request
+
+from ..config import Settings
+from .common import hub
+
+bp = Blueprint("oauth", __name__)
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+# A Host header that can be put into a URL (and a quoted header parameter) as it is.
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def public_url(settings: Settings, scheme: str, host: str | None) -> str:
+    """The hub's URL as its clients reach it: COMMHUB_PUBLIC_URL, else the request's scheme and Host."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    if not host or not _HOST.match(host):
+        host = f"{settings.host}:{settings.port}"
+    return f"{'https' if scheme == 'https' else 'http'}://{host}"
+
+
+def challenge(base: str, refused_token: bool) -> str:
+    """The WWW-Authenticate value of a 401."""
+    error = 'error="invalid_token", ' if refused_token else ""
+    return f'Bearer {error}resource_metadata="{base}{WELL_KNOWN}"'
+
+
+def metadata(base: str) -> dict[str, Any]:
+    """The protected resource metadata document (RFC 9728 §2)."""
+    return {"resource": f"{base}/mcp", "bearer_methods_supported": ["header"], "resource_name": "CommHub",
+            "resource_documentation": f"{base}/docs"}
+
+
+def _header(scope: HTTPScope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def with_challenge(scope: HTTPScope, send: ASGISendCallable, settings: Settings) -> ASGISendCallable:
+    """`send` for one request, adding the Bearer challenge to its answer when that is a 401 without one."""
+
+    async def send_challenged(message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 401:
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"www-authenticate" for name, _ in headers):
+                base = public_url(settings, scope.get("scheme", "http"), _header(scope, b"host"))
+                refused = _header(scope, b"authorization") is not None or b"token=" in scope.get("query_string", b"")
+                headers.append((b"www-authenticate", challenge(base, refused).encode("latin-1")))
+                message = {**message, "headers": headers}  # type: ignore[typeddict-item]
+        await send(message)
+
+    return send_challenged
+
+
+@bp.get(WELL_KNOWN)
+async def protected_resource() -> dict[str, Any]:
+    """The OAuth 2.0 protected resource metadata (RFC 9728): no authentication."""
+    return metadata(public_url(hub().settings, request.scheme, request.host))
+
+
+@bp.get(WELL_KNOWN + "/mcp")
+async def protected_resource_mcp() -> dict[str, Any]:
+    """The same document where RFC 9728 §3.1 derives it from the MCP endpoint's URL."""
+    return metadata(public_url(hub().settings, request.scheme, request.host))
