@@ -34,7 +34,6 @@ from ..service import networks
 from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
 from ..sse import last_event_id
-from ..stream import check_stream_caps
 from . import push
 from .batch import DEFAULT_VERSION, batch_refusal, run_batch
 from .sessions import SessionPool
@@ -359,7 +358,6 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     network_id = networks.single_network(h, principal, req.arg("network_id") or None)
     # A session without its own alias pushes the token's alias only when that cannot be someone else's.
     principal = session_principal(h, principal, network_id, True, session.alias)
-    check_stream_caps(h.broker, h.settings, principal.token_id, req.client_ip)
     return push.open_stream(h, principal, network_id, session, after, req.client_ip)
 
 

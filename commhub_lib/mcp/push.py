@@ -26,7 +26,7 @@ from ..service import sessions
 from ..service.hub import Hub, Principal
 from ..store import events as event_store
 from ..store import sessions as session_store
-from ..stream import Progress, Scope, follow
+from ..stream import Progress, Scope, follow, slot_released, take_stream_slot
 from .channel import McpWire
 from .tools import McpSession
 
@@ -152,14 +152,14 @@ def push_alias(h: Hub, principal: Principal, network_id: str, session: McpSessio
     return alias
 
 
-async def _either(first: trio.Event, second: trio.Event) -> None:
-    """Wait until one of two events is set."""
+async def _either(*events: trio.Event) -> None:
+    """Wait until one of the events is set."""
     async with trio.open_nursery() as nursery:
         async def wait_for(event: trio.Event) -> None:
             await event.wait()
             nursery.cancel_scope.cancel()
-        nursery.start_soon(wait_for, first)
-        nursery.start_soon(wait_for, second)
+        for event in events:
+            nursery.start_soon(wait_for, event)
 
 
 def _claimed_position(state: SessionPush, alias: str) -> int | None:
@@ -171,16 +171,20 @@ def _claimed_position(state: SessionPush, alias: str) -> int | None:
 
 def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSession, after: int | None,
                 client_ip: str) -> AsyncIterator[bytes]:
-    """The session's server-to-client SSE stream of `notifications/claude/channel` messages."""
+    """The session's server-to-client SSE stream of `notifications/claude/channel` messages (429 at once past the
+    stream caps). It ends when the session ends, the server stops, or its grant is taken away (service/guard.py:
+    the member removed, the token revoked or expired)."""
     assert session.session_id is not None
     session_id = session.session_id
     wire = McpWire()
     registry = _registry(h)
+    guard = h.guard()
 
     async def generate() -> AsyncIterator[bytes]:
         progress = Progress()
         resume_after = after
-        with h.broker.hold_stream(principal.token_id, client_ip), _entry(session_id, registry) as state:
+        with slot_released(slot), h.hold_grant(principal, network_id) as grant, \
+                _entry(session_id, registry) as state:
             try:
                 alias = push_alias(h, principal, network_id, session)
                 if alias is None:
@@ -190,11 +194,14 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                         state.waiting += 1
                         try:
                             with trio.move_on_after(h.settings.heartbeat_seconds):
-                                await _either(state.changed, h.broker.stopping)
+                                await _either(state.changed, h.broker.stopping, grant.ended)
                         finally:
                             state.waiting -= 1
                         if session_id not in h.mcp_sessions or h.broker.closing:
                             progress.reason = SHUTDOWN if h.broker.closing else "session_ended"
+                            break
+                        if not guard.allowed(grant):
+                            progress.reason = grant.reason
                             break
                         alias = push_alias(h, principal, network_id, session)
                         if alias is None:
@@ -207,12 +214,15 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                     with h.broker.subscribe(network_id, alias, counts_for_presence=True,
                                             token_id=principal.token_id) as sub:
                         state.streams.add(sub)
+                        grant.subscriber = sub
                         try:
                             async for chunk in follow(h.db, sub, Scope(network_id, alias), resume_after, wire,
-                                                      h.settings.heartbeat_seconds, progress):
+                                                      h.settings.heartbeat_seconds, progress,
+                                                      lambda: guard.allowed(grant)):
                                 yield chunk
                         finally:
                             state.streams.discard(sub)
+                            grant.subscriber = None
                             # The stream was a sign of life until now (best effort: never fails the close). At
                             # shutdown the server stores that once for every streaming alias (ServerHandle.shutdown).
                             if progress.reason != SHUTDOWN:
@@ -226,4 +236,7 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                 if progress.reason != SHUTDOWN:  # at shutdown one line counts them all
                     log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
 
-    return generate()
+    body = generate()
+    # Counted now, with the caps check, before anything can await: a burst of opens cannot overshoot the caps.
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, client_ip, body)
+    return body

@@ -1,0 +1,284 @@
+"""Issue 17, round two of hardening, the stream items: a stream is authorised for its whole life (removal,
+revocation and expiry end it, whoever made the change), the MCP session rules (an ended session stays ended,
+an unknown id never takes over another token's, the per-token session cap says what happened) and the stream
+cap under a burst. Every test runs a real server and talks to it over real sockets."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+import httpx
+import trio
+from conftest import Account, create_token, own_server, register, tool
+
+from commhub_lib.cli import main as cli_main
+from commhub_lib.ids import ts_text
+from commhub_lib.server import ServerHandle
+
+ROOT = Path(__file__).resolve().parents[1]
+WAIT = 10.0  # bound for anything that must happen "at once"
+BEAT = 0.5  # the heartbeat of the servers that test "within one heartbeat"
+
+
+def bearer(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **extra}
+
+
+async def wait_until(condition: Callable[[], bool], what: str, within: float = WAIT) -> None:
+    """Wait (polling the server's own state, in-process) until the condition holds."""
+    with trio.fail_after(within):
+        while not condition():
+            await trio.sleep(0.01)
+    assert condition(), what
+
+
+class Stream:
+    """An open event stream (any of /events/<alias>, /events?network_id=, GET /mcp) read line by line."""
+
+    def __init__(self, name: str, response: httpx.Response):
+        self.name = name
+        self.response = response
+        self.lines: list[str] = []
+        self.ended = trio.Event()
+        self.opened = trio.Event()
+
+    async def read(self) -> None:
+        """Read until the server ends the stream."""
+        try:
+            async for line in self.response.aiter_lines():
+                self.lines.append(line)
+                if line.startswith(("retry:", "id:")):
+                    self.opened.set()
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            pass
+        self.ended.set()
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@asynccontextmanager
+async def streams(client: httpx.AsyncClient, requests: dict[str, tuple[str, dict[str, str]]]
+                  ) -> AsyncIterator[dict[str, Stream]]:
+    """Open several streams (name -> (url, headers)), each read in the background, all open before the block."""
+    async with trio.open_nursery() as nursery:
+        opened: dict[str, Stream] = {}
+
+        async def hold(name: str, url: str, headers: dict[str, str]) -> None:
+            async with client.stream("GET", url, headers={"Accept": "text/event-stream", **headers}) as response:
+                assert response.status_code == 200, (name, response.status_code, await response.aread())
+                stream = opened[name] = Stream(name, response)
+                await stream.read()
+
+        for name, (url, headers) in requests.items():
+            nursery.start_soon(hold, name, url, headers)
+        with trio.fail_after(WAIT):
+            while len(opened) < len(requests) or not all(s.opened.is_set() for s in opened.values()):
+                await trio.sleep(0.01)
+        try:
+            yield opened
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def all_end(opened: dict[str, Stream], within: float) -> float:
+    """Wait until every stream has been ended by the server; returns how long that took."""
+    started = time.monotonic()
+    with trio.fail_after(within):
+        for stream in opened.values():
+            await stream.ended.wait()
+    return time.monotonic() - started
+
+
+async def initialize(client: httpx.AsyncClient, token: str) -> str:
+    r = await client.post("/mcp", headers=bearer(token), json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.status_code == 200, r.text
+    return r.headers["Mcp-Session-Id"]
+
+
+async def join(client: httpx.AsyncClient, owner: Account, member: Account, role: str = "member") -> None:
+    r = await client.post(f"/api/networks/{owner.network_id}/invite", headers=owner.auth, json={"role": role})
+    assert r.status_code == 200, r.text
+    r = await client.post("/api/networks/join", headers=member.auth, json={"invite_code": r.json()["invite_code"]})
+    assert r.status_code == 200, r.text
+
+
+def token_id_of(server: ServerHandle, secret: str) -> str:
+    from commhub_lib import auth
+    row = server.hub.db.query_one("SELECT token_id FROM tokens WHERE token_hash = ?", (auth.token_hash(secret),))
+    assert row is not None
+    return row["token_id"]
+
+
+async def member_streams(client: httpx.AsyncClient, owner: Account, member: Account
+                         ) -> dict[str, tuple[str, dict[str, str]]]:
+    """Every kind of stream a member can hold in the owner's network: with their login token the network stream
+    and an alias stream, with a network token of theirs an alias stream and a GET /mcp stream."""
+    agent = await create_token(client, member, "member-agent", network_id=owner.network_id)
+    await tool(client, agent, "report_status", {"alias": "member-bot"})
+    sid = await initialize(client, agent)
+    await tool(client, agent, "report_status", {"alias": "member-bot"}, session_id=sid)
+    net = owner.network_id
+    return {"network (login token)": (f"/events?network_id={net}", bearer(member.token)),
+            "alias (login token)": (f"/events/member-bot?network_id={net}", bearer(member.token)),
+            "alias (network token)": ("/events/member-bot", bearer(agent)),
+            "GET /mcp (network token)": ("/mcp", bearer(agent, **{"Mcp-Session-Id": sid}))}
+
+
+# --- item 1: a stream is authorised for its whole life ------------------------------------------------------
+
+async def test_h17_01_member_removal_ends_streams(tmp_path: Path) -> None:
+    # A long heartbeat: what ends the streams here is the removal itself, at once, not a later re-check.
+    async with own_server(tmp_path, "removal", heartbeat_seconds=60) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        owner, member = await register(client), await register(client)
+        await join(client, owner, member)
+        async with streams(client, await member_streams(client, owner, member)) as opened:
+            r = await client.delete(f"/api/networks/{owner.network_id}/members/{member.user_id}", headers=owner.auth)
+            assert r.status_code == 200, r.text
+            await all_end(opened, WAIT)
+        for stream in opened.values():
+            assert "member_removed" in stream.text or "token_revoked" in stream.text, (stream.name, stream.text)
+        # The member's own network (and login token) is untouched: they can still stream there.
+        async with streams(client, {"own": (f"/events?network_id={member.network_id}", member.auth)}):
+            pass
+        # And they cannot open the removed network's streams again.
+        r = await client.get(f"/events?network_id={owner.network_id}", headers=member.auth)
+        assert r.status_code in (403, 404), r.text
+
+
+async def test_h17_01_member_leaving_ends_streams(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "leaving", heartbeat_seconds=60) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        owner, member = await register(client), await register(client)
+        await join(client, owner, member, role="admin")
+        async with streams(client, await member_streams(client, owner, member)) as opened:
+            r = await client.delete(f"/api/networks/{owner.network_id}/members/{member.user_id}", headers=member.auth)
+            assert r.status_code == 200, r.text
+            await all_end(opened, WAIT)
+        assert "member_removed" in opened["network (login token)"].text
+
+
+async def run_cli(*args: str, stdin: bytes = b"") -> None:
+    """The commhub CLI as its own process (a real second writer of the database file)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = await trio.run_process([sys.executable, str(ROOT / "commhub.py"), *args], stdin=stdin, env=env,
+                                  capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+
+
+async def long_poll(client: httpx.AsyncClient, token: str, sid: str, answer: dict[str, Any]) -> None:
+    r = await client.post("/mcp", headers=bearer(token, **{"Mcp-Session-Id": sid}), json={
+        "jsonrpc": "2.0", "id": "poll", "method": "tools/call",
+        "params": {"name": "get_inbox", "arguments": {"wait_seconds": 50}}})
+    answer["status"], answer["body"] = r.status_code, r.json()
+    answer["at"] = time.monotonic()
+
+
+async def test_h17_01_token_revoked_by_another_process_ends_streams_and_long_polls(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "cli-revoke", heartbeat_seconds=BEAT) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        acct = await register(client)
+        agent = await create_token(client, acct, "doomed")
+        await tool(client, agent, "report_status", {"alias": "doomed"})
+        sid = await initialize(client, agent)
+        await tool(client, agent, "report_status", {"alias": "doomed"}, session_id=sid)
+        poll_sid = await initialize(client, agent)
+        answer: dict[str, Any] = {}
+        async with streams(client, {"alias": ("/events/doomed", bearer(agent)),
+                                    "GET /mcp": ("/mcp", bearer(agent, **{"Mcp-Session-Id": sid}))}) as opened:
+            async with trio.open_nursery() as nursery:
+                waiting = server.hub.broker.subscriber_count()
+                nursery.start_soon(long_poll, client, agent, poll_sid, answer)
+                await wait_until(lambda: server.hub.broker.subscriber_count() > waiting, "the long-poll waits")
+                await run_cli("token", "revoke", token_id_of(server, agent), "--db", server.hub.db.path)
+                revoked_at = time.monotonic()
+                # Within one heartbeat (and a little for the scheduler), far from the 50 s of the poll.
+                took = await all_end(opened, 4 * BEAT + 1)
+        assert took < 4 * BEAT + 1
+        for stream in opened.values():
+            assert "token_revoked" in stream.text, (stream.name, stream.text)
+        assert answer["at"] - revoked_at < 4 * BEAT + 1, answer
+        assert answer["body"]["result"]["isError"] is True and "invalid_token" in str(answer["body"]), answer
+        assert len(server.hub.guard()) == 0
+
+
+async def test_h17_01_set_password_on_the_database_ends_login_token_streams(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "cli-password", heartbeat_seconds=BEAT) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        acct = await register(client)
+        await tool(client, acct.network_token, "report_status", {"alias": "watched"})
+        async with streams(client, {"network": (f"/events?network_id={acct.network_id}", acct.auth),
+                                    "alias": ("/events/watched", acct.auth)}) as opened:
+            await run_cli("user", "set-password", acct.username, "--db", server.hub.db.path, "--password-stdin",
+                          stdin=b"a-new-password-1\n")
+            await all_end(opened, 4 * BEAT + 1)
+        assert all("token_revoked" in s.text for s in opened.values()), [s.text for s in opened.values()]
+        assert (await client.get("/api/auth/me", headers=acct.auth)).status_code == 401
+        # The network token was not a login token: its agent goes on.
+        await tool(client, acct.network_token, "whoami")
+
+
+async def test_h17_01_expired_token_ends_its_stream_within_a_heartbeat(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "expiry", heartbeat_seconds=BEAT) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        acct = await register(client)
+        agent = await create_token(client, acct, "short")
+        await tool(client, agent, "report_status", {"alias": "short"})
+        # The shortest expiry the API offers is a minute: bring it forward on the file, before the stream opens.
+        expires = int(time.time()) + 2
+        con = apsw.Connection(server.hub.db.path)
+        con.setbusytimeout(5000)
+        con.execute("UPDATE tokens SET expires_at = ? WHERE token_id = ?", (ts_text(expires), token_id_of(server, agent)))
+        con.close()
+        async with streams(client, {"alias": ("/events/short", bearer(agent))}) as opened:
+            rechecks = server.hub.guard().rechecks
+            await all_end(opened, 2 + 4 * BEAT + 1)
+            ended_at = time.time()
+        assert expires <= ended_at < expires + 2 * BEAT + 0.5, (expires, ended_at)
+        assert "token_expired" in opened["alias"].text, opened["alias"].text
+        assert server.hub.guard().rechecks == rechecks  # the stream's own expiry time, no query
+
+
+async def test_h17_01_recheck_costs_one_pragma_per_interval_not_a_query_per_stream(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "cheap", heartbeat_seconds=0.2) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        acct = await register(client)
+        agents = [await create_token(client, acct, f"a{i}") for i in range(20)]
+        for i, agent in enumerate(agents):
+            await tool(client, agent, "report_status", {"alias": f"cheap{i}"})
+        requests = {f"s{i}": (f"/events/cheap{i}", bearer(agent)) for i, agent in enumerate(agents)}
+        async with streams(client, requests) as opened:
+            seen: list[str] = []
+
+            def trace(_cursor: Any, sql: str, _bindings: Any) -> bool:
+                seen.append(sql)
+                return True
+
+            guard = server.hub.guard()
+            polls = guard.polls
+            server.hub.db.con.exec_trace = trace
+            try:
+                await trio.sleep(1.0)  # five heartbeats of 20 streams: 100 beats
+            finally:
+                server.hub.db.con.exec_trace = None
+            assert sum("data_version" in sql for sql in seen) <= 1.0 / guard.interval + 2, len(seen)
+            assert guard.polls - polls >= 3
+            assert not any("tokens" in sql or "members" in sql for sql in seen), seen
+            # A change re-checks every stream with one query, and ends only the one it concerns.
+            rechecks = guard.rechecks
+            await run_cli("token", "revoke", token_id_of(server, agents[0]), "--db", server.hub.db.path)
+            with trio.fail_after(WAIT):
+                await opened["s0"].ended.wait()
+            assert guard.rechecks - rechecks == 1
+            assert not any(s.ended.is_set() for name, s in opened.items() if name != "s0")
