@@ -28,11 +28,11 @@ from ..store import events as event_store
 from ..store import sessions as session_store
 from ..stream import Progress, Scope, follow, slot_released, take_stream_slot
 from .channel import McpWire
+from .sessions import ENDED
 from .tools import McpSession
 
 log = logging.getLogger("commhub.mcp")
 ALIAS_CHANGED = "alias_changed"
-ENDED_REMEMBERED = 10_000  # ended session ids kept (in memory) so that GET answers them 404
 
 
 @dataclass
@@ -119,22 +119,19 @@ def alias_changed(h: Hub, session: McpSession) -> None:
     state.changed = trio.Event()
 
 
-def was_ended(h: Hub, session_id: str) -> bool:
-    """Whether the session was ended with DELETE /mcp (it must never be taken up again: 404)."""
-    return session_id in h.mcp_sessions.ended
+def end_session(h: Hub, session_id: str, reason: str = ENDED) -> None:
+    """The session was deleted (or evicted): remember that it ended, and end its streams and waiting requests."""
+    h.mcp_sessions.end(session_id, reason)
+    end_push(h, session_id, reason)
 
 
-def end_session(h: Hub, session_id: str) -> None:
-    """The session was deleted: end its streams and its waiting requests, and remember that it ended."""
-    ended = h.mcp_sessions.ended
-    ended[session_id] = None
-    while len(ended) > ENDED_REMEMBERED:
-        ended.popitem(last=False)
+def end_push(h: Hub, session_id: str, reason: str) -> None:
+    """End a session's streams and waiting requests (it ended, or a cap evicted it)."""
     state = _registry(h).get(session_id)
     if state is None:
         return
     for sub in list(state.streams):
-        sub.close("session_ended")
+        sub.close(reason)
     for scope in list(state.inflight.values()):
         scope.cancel()
     state.changed.set()
