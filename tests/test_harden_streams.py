@@ -296,3 +296,178 @@ async def test_h17_01_recheck_costs_one_pragma_per_interval_not_a_query_per_stre
             pragmas = sum("data_version" in sql for sql in seen)
             assert 1 <= pragmas <= 1.0 / interval + 2, pragmas
             assert not any("tokens" in sql or "members" in sql for sql in seen), seen
+
+
+# --- item 12: an unknown session id never takes over another token's ---------------------------------------
+
+async def test_h17_12_unknown_session_id_never_takes_over_another_tokens(client: httpx.AsyncClient,
+                                                                         server: ServerHandle) -> None:
+    acct = await register(client)
+    mine, theirs = await create_token(client, acct, "mine"), await create_token(client, acct, "theirs")
+    sid = await initialize(client, mine)
+    await tool(client, mine, "report_status", {"alias": "owner-of-sid"}, session_id=sid)
+    pool = server.hub.mcp_sessions
+    pool.pop(sid)  # forgotten, as by a restart of the hub: the id is unknown now
+    # Another token sends that id first (and a forged one in the same form): served without a session.
+    await tool(client, theirs, "report_status", {"alias": "intruder"}, session_id=sid)
+    forged = sid.rsplit(".", 1)[0] + "x." + token_id_of(server, mine)
+    await tool(client, theirs, "whoami", session_id=forged)
+    assert pool.get(sid) is None and pool.get(forged) is None
+    # The id is still the token's own: its GET stream opens, and its calls speak for its alias.
+    r = await client.post("/mcp", headers=bearer(mine, **{"Mcp-Session-Id": sid}),
+                          json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    assert r.status_code == 200, r.text
+    session = pool.get(sid)
+    assert session is not None and session.token_id == token_id_of(server, mine)
+    assert (await tool(client, mine, "whoami", session_id=sid))["alias"] == "owner-of-sid"
+    async with streams(client, {"own": ("/mcp", bearer(mine, **{"Mcp-Session-Id": sid}))}):
+        pass
+    # And the intruder's request never took the id over from the other side either.
+    r = await client.get("/mcp", headers=bearer(theirs, Accept="text/event-stream", **{"Mcp-Session-Id": sid}))
+    assert r.status_code == 404
+
+
+# --- item 13: the per-token stream cap holds under a burst ------------------------------------------------
+
+async def burst_of_opens(server: ServerHandle, path: str, token: str, count: int) -> list[int]:
+    """Open `count` connections first, then send every GET at once and read each status line (real sockets)."""
+    host, port = "127.0.0.1", server.port
+    socks = [await trio.open_tcp_stream(host, port) for _ in range(count)]
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
+               f"Authorization: Bearer {token}\r\n\r\n").encode()
+    statuses: list[int] = []
+    try:
+        for sock in socks:  # no await between them that waits on the server: they arrive together
+            await sock.send_all(request)
+
+        async def status(sock: trio.SocketStream) -> None:
+            head = b""
+            while b"\r\n" not in head:
+                chunk = await sock.receive_some(1024)
+                assert chunk, "the server closed the connection without an answer"
+                head += chunk
+            statuses.append(int(head.split(b" ", 2)[1]))
+
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                for sock in socks:
+                    nursery.start_soon(status, sock)
+    finally:
+        for sock in socks:
+            await sock.aclose()
+    return statuses
+
+
+async def test_h17_13_stream_cap_holds_under_a_burst(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "burst", max_streams_per_token=3) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        acct = await register(client)
+        agent = await create_token(client, acct, "bursty")
+        await tool(client, agent, "report_status", {"alias": "bursty"})
+        sid = await initialize(client, agent)
+        # 40 opens of the alias stream, then 40 of the session's GET /mcp stream (the header rides on the token's line).
+        for path, credentials in (("/events/bursty", agent), ("/mcp", f"{agent}\r\nMcp-Session-Id: {sid}")):
+            statuses = await burst_of_opens(server, path, credentials, 40)
+            assert statuses.count(200) == 3 and statuses.count(429) == 37, (path, sorted(statuses))
+            # All closed again: the slots are free (none leaked by the refused or the closed ones).
+            await wait_until(lambda: server.hub.broker.streams_of_token(token_id_of(server, agent)) == 0,
+                             "every slot released")
+
+
+# --- item 17: the per-token session cap says what happened --------------------------------------------------
+
+async def rpc(client: httpx.AsyncClient, token: str, method: str, params: dict[str, Any] | None = None,
+              sid: str | None = None) -> httpx.Response:
+    headers = bearer(token, **({"Mcp-Session-Id": sid} if sid else {}))
+    return await client.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 7, "method": method,
+                                                             "params": params or {}})
+
+
+async def test_h17_17_session_cap_refuses_clearly_and_evicted_sessions_say_so(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "sesscap", mcp_sessions_per_token=3) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        acct = await register(client)
+        token = acct.network_token
+        sids = [await initialize(client, token) for _ in range(3)]
+        for n, sid in enumerate(sids):
+            await tool(client, token, "report_status", {"alias": f"capped{n}"}, session_id=sid)
+        # A fourth session while the three are live: refused, saying why and what to do.
+        r = await rpc(client, token, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                    "clientInfo": {"name": "t", "version": "1"}})
+        error = r.json()["error"]
+        assert "Mcp-Session-Id" not in r.headers and error["data"]["error"] == "session_cap_reached", r.text
+        for needed in ("COMMHUB_MCP_SESSIONS_PER_TOKEN", "give each agent its own token"):
+            assert needed in error["message"], error
+        for n, sid in enumerate(sids):  # nobody lost anything
+            assert (await tool(client, token, "whoami", session_id=sid))["alias"] == f"capped{n}"
+        # One falls idle past the presence timeout: a new session takes its place, and it is told so.
+        pool = server.hub.mcp_sessions
+        pool._by_token[pool.get(sids[0]).token_id][sids[0]] -= server.hub.settings.presence_timeout_seconds + 1
+        fresh = await initialize(client, token)
+        r = await rpc(client, token, "tools/call", {"name": "whoami", "arguments": {}}, sid=sids[0])
+        assert r.status_code == 404, r.text
+        error = r.json()["error"]
+        assert error["data"]["error"] == "session_evicted" and "no_identity" not in r.text
+        for needed in ("COMMHUB_MCP_SESSIONS_PER_TOKEN", "give each agent its own token", "initialize"):
+            assert needed in error["message"], error
+        assert (await tool(client, token, "whoami", session_id=fresh))["alias"] is None  # a new session, fine
+
+
+async def test_h17_17_many_agents_on_one_token_are_refused_clearly_not_every_other_call(
+        client: httpx.AsyncClient, server: ServerHandle) -> None:
+    """256 agents on one token (default cap 100): 100 work, every call of theirs succeeds; 156 are refused
+    at initialize with the clear error. None gets no_identity."""
+    acct = await register(client)
+    token = acct.network_token
+    outcomes: list[str] = []
+
+    async def agent(n: int) -> None:
+        r = await rpc(client, token, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                    "clientInfo": {"name": f"agent{n}", "version": "1"}})
+        if "error" in r.json():
+            assert r.json()["error"]["data"]["error"] == "session_cap_reached", r.text
+            outcomes.append("refused")
+            return
+        sid = r.headers["Mcp-Session-Id"]
+        await tool(client, token, "report_status", {"alias": f"many{n}"}, session_id=sid)
+        assert (await tool(client, token, "whoami", session_id=sid))["alias"] == f"many{n}"
+        outcomes.append("works")
+
+    limits = trio.CapacityLimiter(32)
+
+    async def limited(n: int) -> None:
+        async with limits:
+            await agent(n)
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            for n in range(256):
+                nursery.start_soon(limited, n)
+    cap = server.hub.settings.mcp_sessions_per_token
+    assert outcomes.count("works") == cap and outcomes.count("refused") == 256 - cap
+
+
+# --- item 18: a session ended by DELETE stays ended ----------------------------------------------------------
+
+async def test_h17_18_deleted_session_stays_ended(client: httpx.AsyncClient, server: ServerHandle) -> None:
+    acct = await register(client)
+    token = acct.network_token
+    sid = await initialize(client, token)
+    await tool(client, token, "report_status", {"alias": "ended"}, session_id=sid)
+    async with streams(client, {"get": ("/mcp", bearer(token, **{"Mcp-Session-Id": sid}))}) as opened:
+        r = await client.delete("/mcp", headers=bearer(token, **{"Mcp-Session-Id": sid}))
+        assert r.status_code == 204
+        await all_end(opened, WAIT)
+    # A later POST (any method), GET or DELETE with its id: 404, and nothing revives it.
+    for method in ("ping", "tools/call"):
+        r = await rpc(client, token, method, {"name": "whoami", "arguments": {}}, sid=sid)
+        assert r.status_code == 404 and r.json()["error"]["data"]["error"] == "session_ended", r.text
+    assert sid not in server.hub.mcp_sessions
+    r = await client.get("/mcp", headers=bearer(token, Accept="text/event-stream", **{"Mcp-Session-Id": sid}))
+    assert r.status_code == 404, r.text
+    r = await client.delete("/mcp", headers=bearer(token, **{"Mcp-Session-Id": sid}))
+    assert r.status_code == 404 and r.json()["error"] == "session_ended", r.text
+    # An id merely forgotten (a restart) is not 404: it is taken up again.
+    other = await initialize(client, token)
+    server.hub.mcp_sessions.pop(other)
+    assert (await rpc(client, token, "ping", sid=other)).status_code == 200
