@@ -73,9 +73,10 @@ def _create_session_pool(state: Any) -> None:
 
 
 def _sessions() -> SessionPool:
-    """MCP sessions live in memory (mcp/sessions.py): a restart forgets them, and an unknown id is treated as a
-    fresh session (never 404, which clients take as "terminated") that has no alias of its own until
-    report_status (service/identity.py says whom it speaks for meanwhile)."""
+    """MCP sessions live in memory (mcp/sessions.py): a restart forgets them, and an unknown id that this hub issued
+    to the same token is taken up as a fresh session (never 404, which clients take as "terminated") that has no
+    alias of its own until report_status (service/identity.py says whom it speaks for meanwhile); only ids the
+    hub ended itself are 404."""
     return hub().mcp_sessions
 
 
