@@ -45,7 +45,7 @@ def expiry_time(expires_at: str | None) -> float | None:
     return float(calendar.timegm(time.strptime(expires_at, "%Y-%m-%d %H:%M:%S")))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per open stream: no __dict__
 class Grant:
     """The right one open stream was given: whose token, in which network, until when."""
 
