@@ -41,7 +41,6 @@ class Subscriber:
     receive: trio.MemoryReceiveChannel[Event]
     counts_for_presence: bool
     token_id: str | None = None
-    client_ip: str | None = None  # set for streams (they count against the per-IP cap), not long-polls
     dropped: bool = False
     closed_reason: str = ""
 
@@ -55,6 +54,30 @@ class Subscriber:
         self.dropped = True
         self.closed_reason = self.closed_reason or reason
         self.send.close()
+
+    def revoke(self, reason: str) -> None:
+        """End this subscriber at once, dropping what its buffer still holds (its reader lost the right to it)."""
+        self.close(reason)
+        self.receive.close()  # wakes a reader waiting in receive() with ClosedResourceError
+
+
+class StreamSlot:
+    """One open stream counted against its token's and its address's caps, from the moment the caps were checked
+    (Broker.take_slot) until release(); releasing twice is harmless."""
+
+    __slots__ = ("_broker", "token_id", "client_ip", "held")
+
+    def __init__(self, broker: Broker, token_id: str | None, client_ip: str):
+        self._broker = broker
+        self.token_id = token_id
+        self.client_ip = client_ip
+        self.held = True
+
+    def release(self) -> None:
+        """Stop counting this stream (it ended, or it never started)."""
+        if self.held:
+            self.held = False
+            self._broker._release_slot(self)
 
 
 class Broker:
@@ -77,22 +100,17 @@ class Broker:
 
     @contextmanager
     def subscribe(self, network_id: str, alias: str | None, *, counts_for_presence: bool = False,
-                  buffer: int | None = None, token_id: str | None = None,
-                  client_ip: str | None = None) -> Iterator[Subscriber]:
+                  buffer: int | None = None, token_id: str | None = None) -> Iterator[Subscriber]:
         """Register a subscriber for the duration of the block (alias None: every alias of the network)."""
         send, receive = trio.open_memory_channel[Event](buffer or self.buffer)
-        sub = Subscriber(network_id, alias, send, receive, counts_for_presence, token_id, client_ip)
+        sub = Subscriber(network_id, alias, send, receive, counts_for_presence, token_id)
         if self.closing:
             sub.close(SHUTDOWN)
         registry = self._subs.setdefault(sub.key, set()) if alias is not None else \
             self._network_subs.setdefault(network_id, set())
         registry.add(sub)
         try:
-            if client_ip is None:
-                yield sub
-            else:
-                with self.hold_stream(token_id, client_ip):
-                    yield sub
+            yield sub
         finally:
             registry.discard(sub)
             if not registry:
@@ -103,24 +121,24 @@ class Broker:
             send.close()
             receive.close()
 
-    @contextmanager
-    def hold_stream(self, token_id: str | None, client_ip: str) -> Iterator[None]:
-        """Count one open stream against its token and address for the duration of the block (the caps)."""
+    def take_slot(self, token_id: str | None, client_ip: str) -> StreamSlot:
+        """Count one more open stream against its token and address now, in the same step as the caps are
+        checked (stream.take_stream_slot), so a burst of opens cannot all pass the check before any counts."""
         self._streams_by_ip[client_ip] += 1
         if token_id is not None:
             self._streams_by_token[token_id] += 1
         self.streams_opened += 1
-        try:
-            yield
-        finally:
-            self.streams_closed += 1
-            self._streams_by_ip[client_ip] -= 1
-            if self._streams_by_ip[client_ip] <= 0:
-                del self._streams_by_ip[client_ip]
-            if token_id is not None:
-                self._streams_by_token[token_id] -= 1
-                if self._streams_by_token[token_id] <= 0:
-                    del self._streams_by_token[token_id]
+        return StreamSlot(self, token_id, client_ip)
+
+    def _release_slot(self, slot: StreamSlot) -> None:
+        self.streams_closed += 1
+        self._streams_by_ip[slot.client_ip] -= 1
+        if self._streams_by_ip[slot.client_ip] <= 0:
+            del self._streams_by_ip[slot.client_ip]
+        if slot.token_id is not None:
+            self._streams_by_token[slot.token_id] -= 1
+            if self._streams_by_token[slot.token_id] <= 0:
+                del self._streams_by_token[slot.token_id]
 
     def publish(self, event: Event) -> None:
         """Hand an event to every subscriber of its alias and of its network without ever waiting."""
@@ -169,7 +187,7 @@ class Broker:
         """End every stream opened with a token (it was just revoked)."""
         for sub in self._all():
             if sub.token_id == token_id:
-                sub.close("token_revoked")
+                sub.revoke("token_revoked")
 
     def close_alias_streams(self, network_id: str, alias: str, reason: str) -> int:
         """End every stream and long-poll of one alias (it was released or retired); returns how many."""

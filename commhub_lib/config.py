@@ -104,7 +104,8 @@ HELP: dict[str, str] = {
     "max_streams_per_ip": "open event streams one client address may hold; 429 above (0 = no limit)",
     "mcp_max_batch": "most messages in one JSON-RPC batch (batches exist only before MCP 2025-06-18; 1 = no batches)",
     "mcp_max_response_bytes": "a batch's answers stop at this size; the calls after it are answered with an error",
-    "mcp_sessions_per_token": "MCP sessions kept per token; a new one evicts that token's least recently used",
+    "mcp_sessions_per_token": "MCP sessions per token; at the cap a new one replaces the least recently used idle one, "
+                              "or is refused while all are live",
     "mcp_max_sessions": "MCP sessions kept in all; past it the token holding the most loses its oldest",
     "max_aliases_per_network": "aliases (agent sessions) a network may have (0 = no limit)",
     "max_nodes_per_network": "nodes (machines) a network may record (0 = no limit)",

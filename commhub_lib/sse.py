@@ -21,7 +21,7 @@ from .models import ALIAS_RE, ALIAS_RULE
 from .service import networks, sessions
 from .service.hub import Hub, Principal
 from .store import sessions as session_store
-from .stream import Progress, Scope, check_stream_caps, follow, parse_last_event_id
+from .stream import Progress, Scope, follow, parse_last_event_id, take_stream_slot
 
 bp = Blueprint("sse", __name__)
 log = logging.getLogger("commhub.sse")
@@ -79,29 +79,41 @@ def alias_stream(ctx: RouteContext, req: StreamRequest, alias: str) -> AsyncIter
     after = last_event_id(h, req)
     network_id = _readable_network(h, principal, req)
     ip = req.client_ip
-    check_stream_caps(h.broker, h.settings, principal.token_id, ip)
     is_agent = principal.kind == "network"
-    if is_agent:
-        sessions.claim_for_stream(h, principal, network_id, alias)
+    guard = h.guard()
 
     async def generate() -> AsyncIterator[bytes]:
         progress = Progress()
-        with h.broker.subscribe(network_id, alias, counts_for_presence=is_agent, token_id=principal.token_id,
-                                client_ip=ip) as sub:
-            try:
-                async for chunk in follow(h.db, sub, Scope(network_id, alias), after, SseWire(False),
-                                          h.settings.heartbeat_seconds, progress):
-                    yield chunk
-            finally:
-                # At shutdown every stream closes at once and the server stores presence and logs for all of
-                # them in one go (ServerHandle.shutdown): nothing per stream here.
-                if progress.reason != SHUTDOWN:
-                    if is_agent:  # the stream was a sign of life until now (best effort: never fails the close)
-                        h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(),
-                                                                           now_ts()))
-                    log.info("sse %s/%s closed (%s)", network_id, alias, progress.reason)
+        try:
+            with h.hold_grant(principal, network_id) as grant, \
+                    h.broker.subscribe(network_id, alias, counts_for_presence=is_agent,
+                                       token_id=principal.token_id) as sub:
+                grant.subscriber = sub
+                try:
+                    async for chunk in follow(h.db, sub, Scope(network_id, alias), after, SseWire(False),
+                                              h.settings.heartbeat_seconds, progress, lambda: guard.allowed(grant)):
+                        yield chunk
+                finally:
+                    # At shutdown every stream closes at once and the server stores presence and logs for all of
+                    # them in one go (ServerHandle.shutdown): nothing per stream here.
+                    if progress.reason != SHUTDOWN:
+                        if is_agent:  # the stream was a sign of life until now (best effort: never fails the close)
+                            h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(),
+                                                                               now_ts()))
+                        log.info("sse %s/%s closed (%s)", network_id, alias, progress.reason)
+        finally:
+            slot.release()
 
-    return generate()
+    body = generate()
+    # Counted now, with the caps check, before anything can await: a burst of opens cannot overshoot the caps.
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body)
+    if is_agent:
+        try:
+            sessions.claim_for_stream(h, principal, network_id, alias)
+        except BaseException:
+            slot.release()
+            raise
+    return body
 
 
 def network_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes]:
@@ -115,20 +127,27 @@ def network_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes
     after = last_event_id(h, req)
     network_id = _readable_network(h, principal, req)
     ip = req.client_ip
-    check_stream_caps(h.broker, h.settings, principal.token_id, ip)
+    guard = h.guard()
 
     async def generate() -> AsyncIterator[bytes]:
         progress = Progress()
-        with h.broker.subscribe(network_id, None, token_id=principal.token_id, client_ip=ip) as sub:
-            try:
-                async for chunk in follow(h.db, sub, Scope(network_id, None), after, SseWire(True),
-                                          h.settings.heartbeat_seconds, progress):
-                    yield chunk
-            finally:
-                if progress.reason != SHUTDOWN:
-                    log.info("sse %s (network) closed (%s)", network_id, progress.reason)
+        try:
+            with h.hold_grant(principal, network_id) as grant, \
+                    h.broker.subscribe(network_id, None, token_id=principal.token_id) as sub:
+                grant.subscriber = sub
+                try:
+                    async for chunk in follow(h.db, sub, Scope(network_id, None), after, SseWire(True),
+                                              h.settings.heartbeat_seconds, progress, lambda: guard.allowed(grant)):
+                        yield chunk
+                finally:
+                    if progress.reason != SHUTDOWN:
+                        log.info("sse %s (network) closed (%s)", network_id, progress.reason)
+        finally:
+            slot.release()
 
-    return generate()
+    body = generate()
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body)
+    return body
 
 
 # The streams are served ahead of Quart (CommhubApp.asgi_app → asgi.serve_stream). These rules are never reached

@@ -9,13 +9,15 @@ events the replay already sent; so nothing committed while connecting is lost or
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 
-from .broker import Broker, Event, Subscriber
+from .broker import Broker, Event, StreamSlot, Subscriber
 from .config import Settings
 from .db import Database
 from .errors import RateLimited, ValidationFailed
@@ -81,6 +83,29 @@ def parse_last_event_id(raw: str | None, db: Database) -> int | None:
     return value
 
 
+def take_stream_slot(broker: Broker, settings: Settings, token_id: str, client_ip: str,
+                     body: AsyncIterator[bytes] | None = None) -> StreamSlot:
+    """Refuse one more stream beyond the per-token or per-address cap (429 naming the limit), else count it at
+    once, in the same step (no await between the check and the count: a burst of opens cannot all pass).
+
+    The stream's body releases the slot when it ends; `body`, when given, also releases it if it is dropped
+    without ever being started (the client left before the answer began)."""
+    check_stream_caps(broker, settings, token_id, client_ip)
+    slot = broker.take_slot(token_id, client_ip)
+    if body is not None:
+        weakref.finalize(body, slot.release)
+    return slot
+
+
+@contextmanager
+def slot_released(slot: StreamSlot) -> Iterator[None]:
+    """Release a stream's slot when the block (the stream's body) ends."""
+    try:
+        yield
+    finally:
+        slot.release()
+
+
 def check_stream_caps(broker: Broker, settings: Settings, token_id: str, client_ip: str) -> None:
     """Refuse one more stream beyond the per-token or per-address cap (429 naming the limit)."""
     if settings.max_streams_per_token and broker.streams_of_token(token_id) >= settings.max_streams_per_token:
@@ -100,8 +125,12 @@ class Progress:
 
 
 async def follow(db: Database, sub: Subscriber, scope: Scope, after: int | None, wire: Wire,
-                 heartbeat_seconds: float, progress: Progress) -> AsyncIterator[bytes]:
-    """Position, replay, then live events and heartbeats until the subscriber's channel ends."""
+                 heartbeat_seconds: float, progress: Progress,
+                 still_allowed: Callable[[], bool] | None = None) -> AsyncIterator[bytes]:
+    """Position, replay, then live events and heartbeats until the subscriber's channel ends.
+
+    `still_allowed` is asked on every heartbeat (it must be cheap: service/guard.py): False ends the stream,
+    whose subscriber it has then revoked with the reason."""
     # The position is the client's own Last-Event-ID when it resumes (the replay then moves it on), so a drop
     # during the replay never skips what was not yet replayed; otherwise the newest event of the scope.
     last = scope.latest(db) if after is None else after
@@ -127,6 +156,8 @@ async def follow(db: Database, sub: Subscriber, scope: Scope, after: int | None,
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 break
         if event is None:
+            if still_allowed is not None and not still_allowed():
+                break
             next_beat += heartbeat_seconds
             if next_beat <= trio.current_time():  # fell behind (a slow write): no catch-up burst
                 next_beat = trio.current_time() + heartbeat_seconds

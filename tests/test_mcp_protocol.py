@@ -161,9 +161,9 @@ async def test_delete_ends_session(client: httpx.AsyncClient, server: ServerHand
     r = await client.delete("/mcp", headers={**account.net_auth, "Mcp-Session-Id": sid})
     assert 200 <= r.status_code < 300, r.text
     assert sid not in server.hub.mcp_sessions
-    # The ended id is still answered (never 404).
+    # The ended id stays ended: 404, as the MCP transport says of a terminated session (tests/test_harden_streams.py).
     r = await post(client, account.network_token, rpc("ping"), session_id=sid)
-    assert r.status_code == 200 and r.json()["result"] == {}
+    assert r.status_code == 404 and r.json()["error"]["data"]["error"] == "session_ended"
 
 
 async def test_get_mcp_without_event_stream_accept_is_405_json(client: httpx.AsyncClient) -> None:

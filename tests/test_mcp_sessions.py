@@ -1,5 +1,5 @@
-"""MCP sessions: capped per token, evicted within the token, and a lost session never takes another
-agent's alias (two agents sharing one token stay apart)."""
+"""MCP sessions: capped per token (idle ones evicted within the token, live ones never), and a lost session
+never takes another agent's alias (two agents sharing one token stay apart)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ async def test_sessions_are_capped_per_token_and_evicted_within_it(tmp_path: Pat
         acct = await register(client)
         other = await create_token(client, acct, name="other")
         theirs, _ = await initialize(client, other)
-        mine = [(await initialize(client, acct.network_token))[0] for _ in range(5)]
+        mine = [(await initialize(client, acct.network_token))[0] for _ in range(3)]
         pool = handle.hub.mcp_sessions
-        assert [sid in pool for sid in mine] == [False, False, True, True, True]  # oldest first
+        for sid in mine[:2]:  # idle for longer than the presence timeout: they may make room
+            pool._by_token[pool.get(sid).token_id][sid] -= 1000
+        mine += [(await initialize(client, acct.network_token))[0] for _ in range(2)]
+        assert [sid in pool for sid in mine] == [False, False, True, True, True]  # the idle ones went
+        assert [pool.ended_reason(sid) for sid in mine[:2]] == ["session_evicted"] * 2
         assert theirs in pool and pool.count_for_token(handle.hub.mcp_sessions.get(theirs).token_id) == 1
         assert len(pool) == 4
 
@@ -40,12 +44,12 @@ async def test_a_burst_of_sessions_cannot_evict_another_tokens(tmp_path: Path) -
 
 
 def test_pool_uses_least_recently_used_order() -> None:
-    pool = SessionPool(per_token=2, total=100)
+    pool = SessionPool(per_token=2, total=100, idle_seconds=0)  # every session idle: each may be evicted
     for sid in ("a", "b"):
         pool.add(McpSession(sid, "tok", "2025-11-25"))
     assert pool.use("a") is not None  # "b" is now the least recently used
-    pool.add(McpSession("c", "tok", "2025-11-25"))
-    assert "a" in pool and "b" not in pool and "c" in pool
+    assert pool.add(McpSession("c", "tok", "2025-11-25")) == ["b"]
+    assert "a" in pool and "b" not in pool and "c" in pool and pool.ended_reason("b") == "session_evicted"
     assert pool.pop("a") is not None and pool.pop("a") is None and len(pool) == 1
 
 
@@ -58,8 +62,8 @@ async def test_lost_session_of_a_shared_token_does_not_take_the_other_alias(tmp_
         sid_two, _ = await initialize(client, token)
         await call(client, token, "report_status", {"alias": "one"}, session_id=sid_one)
         await call(client, token, "report_status", {"alias": "two"}, session_id=sid_two)  # the token's last alias
-        for _ in range(2):  # two newer sessions push both out of the pool
-            await initialize(client, token)
+        for sid in (sid_one, sid_two):  # both forgotten, as by a restart of the hub
+            handle.hub.mcp_sessions.pop(sid)
         assert sid_one not in handle.hub.mcp_sessions and sid_two not in handle.hub.mcp_sessions
         # The agent behind session one comes back with its old id: it is not "two".
         assert (await call(client, token, "whoami", session_id=sid_one))["alias"] is None

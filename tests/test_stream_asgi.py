@@ -126,7 +126,7 @@ async def test_a_crash_while_opening_a_stream_is_a_logged_500(server: ServerHand
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sse, "check_stream_caps", broken)
+    monkeypatch.setattr(sse, "take_stream_slot", broken)
     with trio.fail_after(10):
         answer = await client.get("/events/a1", params={"token": account.network_token})
     assert answer.status_code == 500

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..service.hub import Hub, Principal
-from ..stream import check_stream_caps
 from . import modern, push
 from .channel import ListenWire
 from .tools import McpSession
@@ -24,10 +23,9 @@ from .tools import McpSession
 
 def open_listen(h: Hub, principal: Principal, network_id: str, request_id: str | int, envelope: modern.Envelope,
                 requested: Any, after: int | None, client_ip: str) -> AsyncIterator[bytes]:
-    """The listen stream for this request (the caps checked first: 429 past them)."""
+    """The listen stream for this request (push.open_stream takes its stream slot: 429 past the caps)."""
     if not modern.wants_channel(envelope.capabilities, requested):
         return _nothing_to_carry(ListenWire(request_id, {}), request_id)
-    check_stream_caps(h.broker, h.settings, principal.token_id, client_ip)
     session = McpSession(push.listen_key(principal.token_id), principal.token_id, envelope.version,
                          client=envelope.client_name)
     # Its own principal: the stream refreshes the token's last claim on it as the token claims other aliases.

@@ -29,15 +29,14 @@ from ..api.common import (
     validation_message,
 )
 from ..asgi import AsgiRequest, JsonAnswer, RouteContext, StreamRequest
-from ..errors import BadRequest, CommhubError, Forbidden
+from ..errors import BadRequest, CommhubError, Conflict, Forbidden
 from ..service import networks
 from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
 from ..sse import last_event_id
-from ..stream import check_stream_caps
 from . import listen, modern, push
 from .batch import batch_refusal, run_batch
-from .sessions import SessionPool
+from .sessions import SessionCapReached, SessionPool, ended_message
 from .tools import TOOLS, McpSession, ToolContext, call_tool
 from .versions import (
     DEFAULT_VERSION,
@@ -55,6 +54,7 @@ bp = Blueprint("mcp", __name__)
 log = logging.getLogger("commhub.mcp")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
+SESSION_CAP_REACHED = -32000  # a server error: the token holds as many live sessions as it may
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 INSTRUCTIONS = (
@@ -77,13 +77,15 @@ INSTRUCTIONS = (
 def _create_session_pool(state: Any) -> None:
     settings = state.app.config["COMMHUB_HUB"].settings
     state.app.config["COMMHUB_HUB"].mcp_sessions = SessionPool(settings.mcp_sessions_per_token,
-                                                               settings.mcp_max_sessions)
+                                                               settings.mcp_max_sessions,
+                                                               settings.presence_timeout_seconds)
 
 
 def _sessions() -> SessionPool:
-    """MCP sessions live in memory (mcp/sessions.py): a restart forgets them, and an unknown id is treated as a
-    fresh session (never 404, which clients take as "terminated") that has no alias of its own until
-    report_status (service/identity.py says whom it speaks for meanwhile)."""
+    """MCP sessions live in memory (mcp/sessions.py): a restart forgets them, and an unknown id that this hub issued
+    to the same token is taken up as a fresh session (never 404, which clients take as "terminated") that has no
+    alias of its own until report_status (service/identity.py says whom it speaks for meanwhile); only ids the
+    hub ended itself are 404."""
     return hub().mcp_sessions
 
 
@@ -121,7 +123,9 @@ class PostRequest(AsgiRequest):
 
 
 def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> McpSession:
-    """The MCP session named by Mcp-Session-Id, or a transient one for a session-less request."""
+    """The MCP session named by Mcp-Session-Id, or a transient one for a session-less request. An id this hub
+    issued to this token but forgot (a restart) is taken up again; an id of another token, or one never issued,
+    is never taken over: the request is served without a session (SessionCapReached past the token's cap)."""
     sid = req.headers.get("mcp-session-id")
     version = req.headers.get("mcp-protocol-version") or LATEST_VERSION
     pool: SessionPool = ctx.hub.mcp_sessions
@@ -129,12 +133,43 @@ def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> M
         session = pool.get(sid)
         if session is not None and session.token_id == principal.token_id:
             return pool.use(sid) or session
-        if session is None:
-            session = McpSession(sid, principal.token_id, version)
-            pool.add(session)
+        if session is None and _issued_to(sid, principal):
+            # No known header: a client before 2025-06-18 (later ones send it), so no newer behaviour.
+            session = McpSession(sid, principal.token_id, known_version(req.headers.get("mcp-protocol-version")))
+            _add_session(ctx.hub, session)
             return session
-        # Someone else's session id: do not inherit its claimed alias.
+        # Someone else's session id (or one never issued): do not inherit or take it.
     return McpSession(None, principal.token_id, version)
+
+
+def _add_session(h: Hub, session: McpSession) -> None:
+    """Keep a session in the pool; the sessions its caps evicted end (their streams too)."""
+    for evicted in h.mcp_sessions.add(session):
+        push.end_push(h, evicted, h.mcp_sessions.ended_reason(evicted) or "session_evicted")
+
+
+def _ended_session_answer(h: Hub, sid: str | None, payload: Any) -> tuple[int, bytes] | None:
+    """404 for a request naming a session this hub ended (DELETE /mcp, or evicted by a cap), as the MCP transport
+    says, with a JSON-RPC error that tells why (clients surface it); None for any other request."""
+    reason = h.mcp_sessions.ended_reason(sid) if sid else None
+    if reason is None:
+        return None
+    pool: SessionPool = h.mcp_sessions
+    msg_id = payload.get("id") if isinstance(payload, dict) else None
+    message = ended_message(reason, pool.per_token, pool.total)
+    return 404, json_bytes(_rpc_error(msg_id if isinstance(msg_id, str | int) else None, INVALID_REQUEST, message,
+                                      {"error": reason, "message": message}))
+
+
+def _cap_error(msg_id: Any, exc: SessionCapReached) -> dict[str, Any]:
+    """The JSON-RPC error for a session refused by the token's session cap (the message names the setting)."""
+    return _rpc_error(msg_id if isinstance(msg_id, str | int) else None, SESSION_CAP_REACHED, str(exc),
+                      {"error": "session_cap_reached", "message": str(exc)})
+
+
+def _cap_answer(payload: Any, exc: SessionCapReached) -> tuple[int, bytes]:
+    """A POST whose session could not be taken up again within the token's cap: answered with that error."""
+    return 200, json_bytes(_cap_error(payload.get("id") if isinstance(payload, dict) else None, exc))
 
 
 async def _dispatch(ctx: RouteContext, req: PostRequest, msg: Any, principal: Principal, network_id: str,
@@ -163,7 +198,10 @@ async def _dispatch(ctx: RouteContext, req: PostRequest, msg: Any, principal: Pr
         return _rpc_error(msg_id, INVALID_PARAMS, "invalid params: must be an object")
     version = session.protocol_version
     if method == "initialize" and not is_modern(version):
-        return _rpc_result(msg_id, _initialize(ctx, req, params, principal))
+        try:
+            return _rpc_result(msg_id, _initialize(ctx, req, params, principal))
+        except SessionCapReached as exc:
+            return _cap_error(msg_id, exc)
     if method == "server/discover" and is_modern(version):
         return _rpc_result(msg_id, modern.discover_result(INSTRUCTIONS))
     if method == "ping":
@@ -194,7 +232,7 @@ def _initialize(ctx: RouteContext, req: PostRequest, params: dict[str, Any], pri
     client = params.get("clientInfo") or {}
     new = McpSession(_new_session_id(principal), principal.token_id, version,
                      client=str(client.get("name", ""))[:100] if isinstance(client, dict) else None)
-    ctx.hub.mcp_sessions.add(new)
+    _add_session(ctx.hub, new)
     req.answer_headers["Mcp-Session-Id"] = new.session_id or ""
     # experimental["claude/channel"] makes Claude Code (v2.1.80+, channels) put our GET /mcp notifications into
     # the running session; other clients ignore it.
@@ -334,8 +372,14 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
         return 400, json_bytes(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"))
     if modern.is_modern_request(payload, req.headers):
         return await _post_modern(ctx, req, payload, principal)
+    ended = _ended_session_answer(h, req.headers.get("mcp-session-id"), payload)
+    if ended is not None:
+        return ended
     network_id = networks.single_network(h, principal, req.arg("network_id") or None)
-    session = _session_for(ctx, req, principal)
+    try:
+        session = _session_for(ctx, req, principal)
+    except SessionCapReached as exc:
+        return _cap_answer(payload, exc)
     principal = session_principal(h, principal, network_id, session.session_id is not None, session.alias)
     if isinstance(payload, list):
         return await _post_batch(ctx, req, payload, principal, network_id, session)
@@ -408,9 +452,9 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     `notifications/claude/channel` (served ahead of Quart by asgi.serve_stream).
 
     As the MCP spec (Streamable HTTP) says: without `Accept: text/event-stream` 405; without Mcp-Session-Id 400;
-    a session id this hub never issued to this token (or one ended with DELETE) 404, so the client initializes
-    again. A session id issued to this token before a restart is taken up again, as POST does, so push and
-    Last-Event-ID replay survive a restart of the hub."""
+    a session id this hub never issued to this token, or one it ended (DELETE, or evicted by a cap), 404, so the
+    client initializes again. A session id issued to this token before a restart is taken up again, as POST does,
+    so push and Last-Event-ID replay survive a restart of the hub."""
     if "text/event-stream" not in req.headers.get("accept", ""):
         return JsonAnswer(405, json_bytes({
             "error": "method_not_allowed", "message": "GET /mcp opens the session's event stream: send 'Accept: "
@@ -423,11 +467,18 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     if not sid:
         raise BadRequest("GET /mcp needs the Mcp-Session-Id header that initialize returned", code="missing_session_id")
     pool: SessionPool = h.mcp_sessions
+    reason = pool.ended_reason(sid)
+    if reason is not None:
+        return JsonAnswer(404, json_bytes({"error": reason, "message": ended_message(reason, pool.per_token,
+                                                                                      pool.total)}))
     session = pool.get(sid)
-    if session is None and _issued_to(sid, principal) and not push.was_ended(h, sid):
+    if session is None and _issued_to(sid, principal):
         # No header: a client before 2025-06-18 (later ones send it on every request), so no newer behaviour.
         session = McpSession(sid, principal.token_id, known_version(req.headers.get("mcp-protocol-version")))
-        pool.add(session)
+        try:
+            _add_session(h, session)
+        except SessionCapReached as exc:
+            raise Conflict(str(exc), code="session_cap_reached") from exc
     if session is None or session.token_id != principal.token_id:
         return JsonAnswer(404, json_bytes({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' "
                                            "for this token; send initialize again to start a new session"}))
@@ -435,7 +486,6 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     network_id = networks.single_network(h, principal, req.arg("network_id") or None)
     # A session without its own alias pushes the token's alias only when that cannot be someone else's.
     principal = session_principal(h, principal, network_id, True, session.alias)
-    check_stream_caps(h.broker, h.settings, principal.token_id, req.client_ip)
     return push.open_stream(h, principal, network_id, session, after, req.client_ip)
 
 
@@ -454,8 +504,13 @@ async def delete_mcp() -> Response:
     sid = request.headers.get("Mcp-Session-Id")
     if not sid:
         raise BadRequest("Mcp-Session-Id header required to end a session", code="missing_session_id")
-    session = _sessions().get(sid)
-    if session is not None and session.token_id == principal.token_id:
-        _sessions().pop(sid)
+    pool = _sessions()
+    reason = pool.ended_reason(sid)
+    if reason is not None:  # ended (or evicted) already: the MCP transport answers its id 404 from then on
+        return Response(json_bytes({"error": reason, "message": ended_message(reason, pool.per_token, pool.total)}),
+                        status=404, content_type="application/json")
+    session = pool.get(sid)
+    if (session is not None and session.token_id == principal.token_id) or (
+            session is None and _issued_to(sid, principal)):  # a session forgotten by a restart ends too
         push.end_session(hub(), sid)
     return Response("", status=204)

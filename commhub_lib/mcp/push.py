@@ -29,13 +29,13 @@ from ..service.hub import Hub, Principal
 from ..store import events as event_store
 from ..store import sessions as session_store
 from ..store import tokens as token_store
-from ..stream import Progress, Scope, follow
+from ..stream import Progress, Scope, follow, slot_released, take_stream_slot
 from .channel import ListenWire, McpWire
+from .sessions import ENDED
 from .tools import McpSession
 
 log = logging.getLogger("commhub.mcp")
 ALIAS_CHANGED = "alias_changed"
-ENDED_REMEMBERED = 10_000  # ended session ids kept (in memory) so that GET answers them 404
 LISTEN_PREFIX = "listen:"  # the push state of a token's 2026-07-28 listen streams is kept under this + token id
 
 
@@ -131,22 +131,19 @@ def alias_changed(h: Hub, session: McpSession) -> None:
         state.changed = trio.Event()
 
 
-def was_ended(h: Hub, session_id: str) -> bool:
-    """Whether the session was ended with DELETE /mcp (it must never be taken up again: 404)."""
-    return session_id in h.mcp_sessions.ended
+def end_session(h: Hub, session_id: str, reason: str = ENDED) -> None:
+    """The session was deleted (or evicted): remember that it ended, and end its streams and waiting requests."""
+    h.mcp_sessions.end(session_id, reason)
+    end_push(h, session_id, reason)
 
 
-def end_session(h: Hub, session_id: str) -> None:
-    """The session was deleted: end its streams and its waiting requests, and remember that it ended."""
-    ended = h.mcp_sessions.ended
-    ended[session_id] = None
-    while len(ended) > ENDED_REMEMBERED:
-        ended.popitem(last=False)
+def end_push(h: Hub, session_id: str, reason: str) -> None:
+    """End a session's streams and waiting requests (it ended, or a cap evicted it)."""
     state = _registry(h).get(session_id)
     if state is None:
         return
     for sub in list(state.streams):
-        sub.close("session_ended")
+        sub.close(reason)
     for scope in list(state.inflight.values()):
         scope.cancel()
     state.changed.set()
@@ -168,14 +165,14 @@ def push_alias(h: Hub, principal: Principal, network_id: str, session: McpSessio
     return alias
 
 
-async def _either(first: trio.Event, second: trio.Event) -> None:
-    """Wait until one of two events is set."""
+async def _either(*events: trio.Event) -> None:
+    """Wait until one of the events is set."""
     async with trio.open_nursery() as nursery:
         async def wait_for(event: trio.Event) -> None:
             await event.wait()
             nursery.cancel_scope.cancel()
-        nursery.start_soon(wait_for, first)
-        nursery.start_soon(wait_for, second)
+        for event in events:
+            nursery.start_soon(wait_for, event)
 
 
 def _claimed_position(state: SessionPush, alias: str) -> int | None:
@@ -196,17 +193,21 @@ def _alive(h: Hub, session_id: str) -> bool:
 
 def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSession, after: int | None,
                 client_ip: str, listen: ListenWire | None = None) -> AsyncIterator[bytes]:
-    """The session's server-to-client SSE stream of `notifications/claude/channel` messages; with `listen`, a
-    token's 2026-07-28 `subscriptions/listen` stream (its session is the token's listen key, mcp/listen.py)."""
+    """The session's server-to-client SSE stream of `notifications/claude/channel` messages (429 at once past the
+    stream caps); with `listen`, a token's 2026-07-28 `subscriptions/listen` stream (its session is the token's
+    listen key, mcp/listen.py). It ends when the session ends, the server stops, or its grant is taken away
+    (service/guard.py: the member removed, the token revoked or expired)."""
     assert session.session_id is not None
     session_id = session.session_id
     wire = listen or McpWire(session.protocol_version)
     registry = _registry(h)
+    guard = h.guard()
 
     async def generate() -> AsyncIterator[bytes]:
         progress = Progress()
         resume_after = after
-        with h.broker.hold_stream(principal.token_id, client_ip), _entry(session_id, registry) as state:
+        with slot_released(slot), h.hold_grant(principal, network_id) as grant, \
+                _entry(session_id, registry) as state:
             try:
                 alias = push_alias(h, principal, network_id, session)
                 if alias is None:
@@ -216,11 +217,14 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                         state.waiting += 1
                         try:
                             with trio.move_on_after(h.settings.heartbeat_seconds):
-                                await _either(state.changed, h.broker.stopping)
+                                await _either(state.changed, h.broker.stopping, grant.ended)
                         finally:
                             state.waiting -= 1
                         if not _alive(h, session_id) or h.broker.closing:
                             progress.reason = SHUTDOWN if h.broker.closing else "session_ended"
+                            break
+                        if not guard.allowed(grant):
+                            progress.reason = grant.reason
                             break
                         alias = push_alias(h, principal, network_id, session)
                         if alias is None:
@@ -233,12 +237,15 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                     with h.broker.subscribe(network_id, alias, counts_for_presence=True,
                                             token_id=principal.token_id) as sub:
                         state.streams.add(sub)
+                        grant.subscriber = sub
                         try:
                             async for chunk in follow(h.db, sub, Scope(network_id, alias), resume_after, wire,
-                                                      h.settings.heartbeat_seconds, progress):
+                                                      h.settings.heartbeat_seconds, progress,
+                                                      lambda: guard.allowed(grant)):
                                 yield chunk
                         finally:
                             state.streams.discard(sub)
+                            grant.subscriber = None
                             # The stream was a sign of life until now (best effort: never fails the close). At
                             # shutdown the server stores that once for every streaming alias (ServerHandle.shutdown).
                             if progress.reason != SHUTDOWN:
@@ -252,4 +259,7 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                 if progress.reason != SHUTDOWN:  # at shutdown one line counts them all
                     log.info("mcp stream %s closed (%s)", session_id[:12], progress.reason)
 
-    return generate()
+    body = generate()
+    # Counted now, with the caps check, before anything can await: a burst of opens cannot overshoot the caps.
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, client_ip, body)
+    return body

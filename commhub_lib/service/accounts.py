@@ -120,7 +120,8 @@ def authenticate(hub: Hub, secret: str) -> Principal:
         hub.db.try_write(lambda: token_store.touch_token(hub.db, token["token_id"], now))
         token["last_used_at"] = now
     return Principal(kind=token["kind"], token_id=token["token_id"], user=dict(user),
-                     network_id=token["network_id"], bound_alias=token["alias"], last_alias=token["last_alias"])
+                     network_id=token["network_id"], bound_alias=token["alias"], last_alias=token["last_alias"],
+                     expires_at=token["expires_at"])
 
 
 def me(hub: Hub, principal: Principal) -> dict[str, Any]:

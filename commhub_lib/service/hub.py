@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from ..ratelimit import ByteRate
 from ..store import audit as audit_store
 from ..store import events as event_store
 from ..store import tokens as token_store
+from .guard import Grant, StreamGuard
 
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
@@ -42,6 +44,7 @@ class Principal:
     network_id: str | None = None  # network tokens only
     bound_alias: str | None = None  # network tokens bound to one alias
     last_alias: str | None = None
+    expires_at: str | None = None  # the token's expiry ('YYYY-MM-DD HH:MM:SS' UTC); streams end at it
 
     @property
     def user_id(self) -> str:
@@ -91,6 +94,17 @@ class Hub:
         if self._send_rate is None:
             self._send_rate = ByteRate(self.settings.send_bytes_per_minute)
         return self._send_rate
+    _guard: StreamGuard | None = field(default=None, init=False, repr=False)
+
+    def guard(self) -> StreamGuard:
+        """The grants of the open streams and long-polls, re-checked on their heartbeats (made on first use)."""
+        if self._guard is None:
+            self._guard = StreamGuard(self.db, self.settings.heartbeat_seconds)
+        return self._guard
+
+    def hold_grant(self, principal: Principal, network_id: str) -> AbstractContextManager[Grant]:
+        """A stream's grant for the duration of the block (service/guard.py)."""
+        return self.guard().hold(principal.token_id, principal.user_id, network_id, principal.expires_at)
 
     def live_tokens(self) -> token_store.LiveTokenCache:
         """The cache of live tokens and their users that authentication reads (made on first use)."""

@@ -5,11 +5,12 @@ Task rules live in service/tasks.py; the task functions are re-exported here for
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import trio
 
-from ..broker import Event
+from ..broker import Event, Subscriber
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from ..ids import now_text
 from ..models import MAX_LIMIT, Broadcast, SendMessage, SendReply
@@ -19,6 +20,7 @@ from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from . import quotas
+from .guard import Grant
 from .hub import AGENT, PERSON, Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 from .tasks import (
@@ -199,25 +201,56 @@ def _require_live(hub: Hub, token_id: str | None) -> None:
                            code="invalid_token")
 
 
+def _grant(hub: Hub, network_id: str, token_id: str | None) -> AbstractContextManager[Grant | None]:
+    """The long-poll's grant (service/guard.py), so that a revocation, an expiry or the member's removal ends it
+    within one heartbeat, whichever process made it; none for a call without a token."""
+    row = token_store.get_token(hub.db, token_id) if token_id else None
+    if row is None:
+        return nullcontext()
+    return hub.guard().hold(row["token_id"], row["user_id"], network_id, row["expires_at"])
+
+
+async def _next_event(hub: Hub, sub: Subscriber, grant: Grant | None, deadline: float) -> bool:
+    """Wait for the alias's next event until the deadline, checking the grant on every heartbeat; False when the
+    wait is over (the deadline passed, the channel closed, or the grant ended)."""
+    guard = hub.guard()
+    while (now := trio.current_time()) < deadline:
+        with trio.move_on_at(min(deadline, now + hub.settings.heartbeat_seconds)):
+            try:
+                await sub.receive.receive()
+                return True
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return False
+        if grant is not None and not guard.allowed(grant):
+            return False
+    return False
+
+
 async def get_inbox(hub: Hub, network_id: str, alias: str, limit: int, wait_seconds: float,
                     token_id: str | None = None) -> dict[str, Any]:
     """Unread items, urgent first, and the caller's open tasks; waits up to `wait_seconds` for an item when
-    nothing is unread. A long-poll of a token revoked meanwhile ends at once and takes nothing."""
+    nothing is unread. A long-poll of a token revoked meanwhile ends at once and takes nothing; one whose token
+    expires or whose member is removed (by any process) ends within one heartbeat and takes nothing."""
     limit = min(limit, MAX_LIMIT)
     items = message_store.unread(hub.db, network_id, alias, limit)
     if not items and wait_seconds > 0:
         # Subscribe before re-checking, so an item that lands in between is not missed. The token id lets a
         # revocation close this waiter (broker.close_token_streams).
-        with hub.broker.subscribe(network_id, alias, buffer=16, token_id=token_id) as sub:
-            with trio.move_on_after(wait_seconds):
-                while not (items := message_store.unread(hub.db, network_id, alias, limit)):
-                    try:
-                        await sub.receive.receive()
-                    except (trio.EndOfChannel, trio.ClosedResourceError):
-                        # Revoked, shutdown, or a burst overflowed the buffer: answer with what there is now.
-                        _require_live(hub, token_id)
-                        items = message_store.unread(hub.db, network_id, alias, limit)
-                        break
+        with hub.broker.subscribe(network_id, alias, buffer=16, token_id=token_id) as sub, \
+                _grant(hub, network_id, token_id) as grant:
+            if grant is not None:
+                grant.subscriber = sub
+            deadline = trio.current_time() + wait_seconds
+            while not (items := message_store.unread(hub.db, network_id, alias, limit)):
+                if not await _next_event(hub, sub, grant, deadline):
+                    break
+            if grant is not None and grant.reason:
+                raise Unauthorized(f"this long-poll ended ({grant.reason.replace('_', ' ')}) while waiting; nothing "
+                                   "was taken from the inbox", code="invalid_token")
+            if sub.dropped and not items:
+                # Revoked, shutdown, or a burst overflowed the buffer: answer with what there is now.
+                _require_live(hub, token_id)
+                items = message_store.unread(hub.db, network_id, alias, limit)
         _require_live(hub, token_id)
     if items:
         with hub.db.write():

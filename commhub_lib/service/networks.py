@@ -264,6 +264,8 @@ def remove_member(hub: Hub, principal: Principal, network_id: str, user_id: str,
                   detail={"user_id": user_id, "role": target_role, "tokens_revoked": revoked}, ip=ip)
     for token_id in revoked:
         end_token(hub, token_id)
+    # Their streams in this network end now, whatever token opened them (a login token stays valid elsewhere).
+    hub.guard().end_member(network_id, user_id)
     return {"ok": True, "network_id": network_id, "user_id": user_id, "removed": True, "tokens_revoked": revoked}
 
 

@@ -224,6 +224,7 @@ def touch_streaming(hub: Hub) -> int:
 def end_token(hub: Hub, token_id: str) -> None:
     """After a revocation commits: close the token's SSE streams and long-polls (they answer nothing more)."""
     hub.broker.close_token_streams(token_id)
+    hub.guard().end_token(token_id)
 
 
 def revoke_network_tokens_of_member(hub: Hub, network_id: str, user_id: str) -> list[str]:

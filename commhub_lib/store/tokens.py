@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..db import Database
@@ -85,6 +86,28 @@ def touch_token(db: Database, token_id: str, now: str) -> None:
 def set_last_alias(db: Database, token_id: str, alias: str) -> None:
     """Remember the alias this token last claimed (identity for session-less MCP calls)."""
     db.execute("UPDATE tokens SET last_alias = ? WHERE token_id = ?", (alias, token_id))
+
+
+def failing_stream_grants(db: Database, grants: list[tuple[str, str, str]],
+                          now: str) -> dict[tuple[str, str, str], str]:
+    """Of (token_id, user_id, network_id) grants of open streams, those no longer allowed, in one query: "token"
+    (revoked, expired or gone) or "member" (the user is no longer in the network, and is not the system admin,
+    who may watch any network)."""
+    rows = db.query(
+        "SELECT g.value AS grant,"
+        " EXISTS (SELECT 1 FROM tokens t WHERE t.token_id = json_extract(g.value, '$[0]') AND t.revoked_at IS NULL"
+        "         AND (t.expires_at IS NULL OR t.expires_at > ?)) AS live,"
+        " (EXISTS (SELECT 1 FROM members m WHERE m.network_id = json_extract(g.value, '$[2]')"
+        "          AND m.user_id = json_extract(g.value, '$[1]'))"
+        "  OR EXISTS (SELECT 1 FROM users u JOIN networks n ON n.network_id = json_extract(g.value, '$[2]')"
+        "             WHERE u.user_id = json_extract(g.value, '$[1]') AND u.role = 'admin')) AS member"
+        " FROM json_each(?) AS g", (now, json.dumps(grants)))
+    failing = {}
+    for row in rows:
+        if not row["live"] or not row["member"]:
+            token_id, user_id, network_id = json.loads(row["grant"])
+            failing[(token_id, user_id, network_id)] = "token" if not row["live"] else "member"
+    return failing
 
 
 class LiveTokenCache:
