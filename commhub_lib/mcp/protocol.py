@@ -134,8 +134,7 @@ def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> M
         if session is not None and session.token_id == principal.token_id:
             return pool.use(sid) or session
         if session is None and _issued_to(sid, principal):
-            # No known header: a client before 2025-06-18 (later ones send it), so no newer behaviour.
-            session = McpSession(sid, principal.token_id, known_version(req.headers.get("mcp-protocol-version")))
+            session = McpSession(sid, principal.token_id, version)
             _add_session(ctx.hub, session)
             return session
         # Someone else's session id (or one never issued): do not inherit or take it.
