@@ -7,7 +7,7 @@ import time
 from functools import partial
 
 import apsw
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from quart import Response, g, request
 from quart.ctx import RequestContext
 from quart.globals import request_ctx
@@ -135,13 +135,13 @@ class CommhubApp(QuartTrio):
                     return
         await super().asgi_app(scope, receive, send)
 
-    async def _stream(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
+    async def _stream(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                       opener: StreamOpener, allow: str) -> None:
         if scope["method"] == "HEAD":  # a stream has no head: one would stay open with nothing to send
             message = f"{scope['path']} is an event stream: open it with GET"
             await send_json(send, JsonAnswer(405, error_bytes("method_not_allowed", message), {"Allow": allow}))
             return
-        await serve_stream(scope, receive, send, self.lock_watch, opener)  # type: ignore[arg-type]
+        await serve_stream(scope, receive, send, self.lock_watch, opener)
 
 
 async def drain_request_body(response: Response) -> None:
@@ -210,8 +210,8 @@ def create_app(hub: Hub) -> CommhubApp:
             message = too_large_message(hub.settings.max_body_bytes)
         else:
             message = exc.description or exc.name
-        headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(
-            exc, "valid_methods", None) else None
+        valid_methods = getattr(exc, "valid_methods", None)  # werkzeug's MethodNotAllowed has them
+        headers = {"Allow": ", ".join(valid_methods)} if status == 405 and valid_methods else None
         return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
 
     @app.errorhandler(apsw.Error)

@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exc = bind_errors.exceptions[0]
         while isinstance(exc, BaseExceptionGroup):  # nested nurseries nest the groups
             exc = exc.exceptions[0]
-        print(f"commhub: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        reason = exc.strerror if isinstance(exc, OSError) else None  # a leaf of the OSError subgroup
+        print(f"commhub: cannot listen on {settings.host}:{settings.port}: {reason or exc}", file=sys.stderr)
         return 1
     return 0

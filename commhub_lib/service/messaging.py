@@ -6,7 +6,7 @@ Task rules live in service/tasks.py; the task functions are re-exported here for
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -133,8 +133,9 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
     else:
         task = None
     if task is not None:
+        progress = cast(str | None, body.progress)  # the model's validator turned a number into text
         return reply_on_task(hub, network_id, sender, sender_kind, task, content, body.status,
-                             in_reply_to=original["message_id"] if original else None, progress=body.progress,
+                             in_reply_to=original["message_id"] if original else None, progress=progress,
                              overseer=overseer)
     assert original is not None
     if (sender != original["to"] or sender_kind != original["to_kind"]) and not (
