@@ -1,6 +1,6 @@
 """Messages, replies, broadcasts and the inbox (unread items plus the open tasks that never vanish from it).
 
-Task rules live in service/tasks.py; the task functions are re-exported here for existing callers.
+Task rules live in service/tasks.py.
 """
 
 from __future__ import annotations
@@ -24,28 +24,13 @@ from .guard import Grant
 from .hub import AGENT, PERSON, Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 from .tasks import (
-    cancel_task,
-    get_task,
     get_task_row,
-    list_completions,
-    list_completions_json,
-    list_task_events,
-    list_task_events_json,
-    list_tasks,
-    list_tasks_json,
     message_row,
     open_tasks,
     record_reply_event,
     reply_on_task,
-    report_completion,
-    send_task,
     start_tasks,
 )
-
-__all__ = ["ack_inbox", "broadcast", "cancel_task", "get_inbox", "get_task", "list_completions",
-           "list_completions_json", "list_messages", "list_messages_json", "list_task_events", "list_task_events_json",
-           "list_tasks", "list_tasks_json", "report_completion", "send_message", "send_message_together", "send_reply",
-           "send_task"]
 
 
 def send_message(hub: Hub, network_id: str, sender: str, body: SendMessage, sender_kind: str = AGENT) -> dict[str, Any]:
