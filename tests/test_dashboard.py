@@ -110,8 +110,9 @@ class Browser:
         await self.run(shoot)
         return path
 
-pytestmark = pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed "
-                                "(apt-get install -y chromium chromium-driver; .ci/run does it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed "
+                                 "(apt-get install -y chromium chromium-driver; .ci/run does it)")]
 
 
 @pytest.fixture(scope="module")

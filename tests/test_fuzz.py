@@ -225,6 +225,7 @@ def _check_rest_error(r: httpx.Response, where: str) -> None:
         assert isinstance(body["error"], str) and isinstance(body["message"], str) and body["message"], where
 
 
+@pytest.mark.slow
 def test_fuzz_every_rest_route(target: Target) -> None:
     with httpx.Client(base_url=target.url, timeout=30) as client:
 

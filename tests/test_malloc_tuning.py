@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHURN = """
 import json, resource, sys
 from commhub_lib.malloc_tuning import keep_freed_memory
+
+pytestmark = pytest.mark.subprocess
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else None
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -13,6 +13,8 @@ import trio
 
 from commhub_lib.server import ServerHandle
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- walk-through:"
 

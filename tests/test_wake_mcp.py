@@ -55,6 +55,7 @@ async def _team(client: httpx.AsyncClient) -> tuple[Any, str, str]:
 
 # --- the official SDKs ------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 async def test_typescript_sdk_is_woken_and_resumes_after_a_drop(node: str, server: ServerHandle,  # noqa: F811
                                                                 client: httpx.AsyncClient) -> None:
     _, rx, tx = await _team(client)
