@@ -11,7 +11,7 @@ import trio
 from cli_support import run_cli
 from conftest import create_token, mcp_call, own_server, register
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 pytestmark = pytest.mark.subprocess
 

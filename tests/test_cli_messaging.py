@@ -12,7 +12,7 @@ import trio
 from cli_support import Run, cli_env, run_cli
 from conftest import Account, create_token, mcp_call, own_server, register
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 pytestmark = pytest.mark.subprocess
 

@@ -8,7 +8,7 @@ import pytest
 from cli_support import cli_env, run_cli
 from conftest import mcp_call, register
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 pytestmark = pytest.mark.subprocess
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import Account, create_token, mcp_call, register
 
 CHROMIUM = Path("/usr/bin/chromium")

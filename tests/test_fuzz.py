@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from commhub_lib.app import create_app
 from commhub_lib.db import Database
 from commhub_lib.mcp.tools import TOOLS
-from commhub_lib.server import ServerHandle, run_server
+from commhub_lib.runtime.server import ServerHandle, run_server
 from commhub_lib.service.hub import Hub
 
 EXTRA = int(os.environ.get("COMMHUB_FUZZ_EXAMPLES", "0"))

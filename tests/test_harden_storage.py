@@ -22,7 +22,7 @@ from test_dashboard import Browser, chrome, chrome_available, log_in, page  # no
 from commhub_lib import db as dbmod
 from commhub_lib.db import Database
 from commhub_lib.ids import now_text, now_ts
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.jobs import prune_events
 from commhub_lib.service.retention import apply_retention
 from commhub_lib.store import events as event_store

@@ -20,7 +20,7 @@ import trio
 from conftest import Account, create_token, own_server, register, tool
 
 from commhub_lib.ids import ts_text
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 10.0  # bound for anything that must happen "at once"

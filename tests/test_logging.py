@@ -16,8 +16,9 @@ import httpx
 import pytest
 import trio
 
-from commhub_lib.logs import TEXT_FORMAT, AccessLog, JsonFormatter, escape
-from commhub_lib.server import log_startup
+from commhub_lib.logs import TEXT_FORMAT, AccessLog, escape
+from commhub_lib.runtime.log_setup import JsonFormatter
+from commhub_lib.runtime.server import log_startup
 from tests.conftest import make_settings, mcp_call, register
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""The C heap keeps freed memory for the next large answer (commhub_lib/malloc_tuning.py): measured as page faults
-in a fresh interpreter, since the setting is process-wide and cannot be undone."""
+"""The C heap keeps freed memory for the next large answer (commhub_lib/runtime/malloc_tuning.py): measured as page
+faults in a fresh interpreter, since the setting is process-wide and cannot be undone."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # glibc's default (dynamic) limits hand the freed top of the heap back to the OS, and each round faults it in again.
 CHURN = """
 import json, resource, sys
-from commhub_lib.malloc_tuning import keep_freed_memory
+from commhub_lib.runtime.malloc_tuning import keep_freed_memory
 
 pytestmark = pytest.mark.subprocess
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else None

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from commhub_lib.server import ServerHandle, StartupError, run_server
+from commhub_lib.runtime.server import ServerHandle, StartupError, run_server
 from commhub_lib.store import maintenance as maintenance_store
 from tests.conftest import make_settings, mcp_call, own_server, register
 

@@ -21,13 +21,13 @@ from quart_trio import QuartTrio
 
 
 def test_hypercorn_tcp_server_close_is_a_coroutine_method() -> None:
-    """server.py wraps TCPServer._close in a shield (a cancelled close left sockets open)."""
+    """runtime/patches.py wraps TCPServer._close in a shield (a cancelled close left sockets open)."""
     assert inspect.iscoroutinefunction(TCPServer._close)
     assert list(inspect.signature(TCPServer._close).parameters) == ["self"]
 
 
 def test_hypercorn_config_sockets_hook() -> None:
-    """server.py overrides Config.create_sockets to set TCP_USER_TIMEOUT on the listening sockets."""
+    """runtime/server.py overrides Config.create_sockets to set TCP_USER_TIMEOUT on the listening sockets."""
     assert callable(Config.create_sockets)
     assert list(inspect.signature(Config.create_sockets).parameters) == ["self"]
     fields = {f.name for f in dataclasses.fields(Sockets)}
@@ -35,7 +35,7 @@ def test_hypercorn_config_sockets_hook() -> None:
 
 
 def test_hypercorn_config_attributes() -> None:
-    """server.py's hypercorn_config sets these (a misspelt or removed one would silently do nothing)."""
+    """runtime/server.py's hypercorn_config sets these (a misspelt or removed one would silently do nothing)."""
     config = Config()
     for name in ("bind", "backlog", "accesslog", "errorlog", "graceful_timeout", "keep_alive_timeout"):
         assert hasattr(config, name), name

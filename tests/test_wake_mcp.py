@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel
 from test_mcp_typescript import TS_CLIENT, node  # noqa: F401 - the `node` fixture
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 CHANNEL = "notifications/claude/channel"
 WAIT = 15.0

@@ -23,20 +23,20 @@ import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve
-from hypercorn.trio.tcp_server import TCPServer
 
-from . import auth
-from .app import create_app
-from .broker import Broker
-from .config import Settings
-from .db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
+from .. import auth
+from ..app import create_app
+from ..broker import Broker
+from ..config import Settings
+from ..db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
+from ..service import sessions
+from ..service.hub import Hub
+from ..service.jobs import run_sweeper
+from ..store import users as user_store
+from . import patches
 from .gc_tuning import keep_streams_frozen, tune_after_startup
 from .malloc_tuning import keep_freed_memory
-from .service import sessions
-from .service.hub import Hub
-from .service.jobs import run_sweeper
 from .stalls import log_loop_stalls
-from .store import users as user_store
 
 log = logging.getLogger("commhub")
 
@@ -85,29 +85,6 @@ class _HyperConfig(HyperConfig):
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, SEND_STALL_TIMEOUT_MS)
         return sockets
-
-
-def _shield_connection_close() -> None:
-    """Make hypercorn's connection close uncancellable.
-
-    When a response ends before its request body was fully received (a 408 for a slow body, a 413), the last
-    send runs inside quart-trio's request nursery, which the disconnect it triggers has just cancelled:
-    hypercorn's `_close()` then dies at its first checkpoint (send_eof) and the socket stays open for as long
-    as the client likes (measured: never closed), pinning a file descriptor. Both steps are immediate
-    syscalls, so shielding them cannot hang."""
-    original = TCPServer._close
-    if getattr(original, "_commhub_shielded", False):
-        return
-
-    async def _close(self: TCPServer) -> None:
-        with trio.CancelScope(shield=True):
-            await original(self)
-
-    _close._commhub_shielded = True  # type: ignore[attr-defined]
-    TCPServer._close = _close  # type: ignore[method-assign]
-
-
-_shield_connection_close()
 
 
 def hypercorn_config(settings: Settings) -> HyperConfig:
@@ -214,6 +191,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     """Run CommHub until shut down; reports a ServerHandle (with the bound port) through task_status.
 
     Raises StartupError (one line for the operator) when the database is unusable or already served."""
+    patches.install()  # hypercorn's fixes, before it serves anything (idempotent: tests run many servers)
     lock_fd = lock_database(settings.db)
     try:
         db = open_database(settings.db)
