@@ -62,15 +62,29 @@ def test_a_new_setting_changes_the_page() -> None:
 
 # Pages other branches of this step write (issue 18); once merged they exist and this set can be emptied.
 BEING_WRITTEN = {"runner.md", "runner-agents.md", "security.md", "errors.md", "development.md"}
-LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
+LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors GitHub makes of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
 
 
 @pytest.mark.parametrize("doc", sorted(p.relative_to(ROOT).as_posix() for p in
                                        [ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
                                         ROOT / "bench" / "README.md", ROOT / "bench" / "RESULTS.md"]))
-def test_relative_links_point_at_files_that_exist(doc: str) -> None:
+def test_relative_links_point_at_files_and_headings_that_exist(doc: str) -> None:
     path = ROOT / doc
-    missing = [target for target in LINK.findall(path.read_text(encoding="utf-8"))
-               if not re.match(r"[a-z]+:", target) and not (path.parent / target).exists()
-               and Path(target).name not in BEING_WRITTEN]
+    missing, unanchored = [], []
+    for target, anchor in LINK.findall(path.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target) or Path(target).name in BEING_WRITTEN:
+            continue
+        file = path.parent / target if target else path
+        if not file.exists():
+            missing.append(target)
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file.read_text(encoding="utf-8")):
+            unanchored.append(f"{target}#{anchor}")
     assert not missing, f"{doc} links to files that do not exist: {missing}"
+    assert not unanchored, f"{doc} links to headings that do not exist: {unanchored}"
