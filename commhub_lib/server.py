@@ -19,18 +19,23 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import apsw
+import h11
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.config import Sockets
+from hypercorn.events import Closed, RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 
 from . import auth
 from .app import create_app
+from .asgi import AMBIGUOUS_LENGTH_BODY
 from .broker import Broker
 from .config import Settings
 from .db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
 from .gc_tuning import keep_streams_frozen, tune_after_startup
+from .logs import log_access
 from .malloc_tuning import keep_freed_memory
 from .service import sessions
 from .service.hub import Hub
@@ -108,6 +113,38 @@ def _shield_connection_close() -> None:
 
 
 _shield_connection_close()
+
+_AMBIGUOUS_ANSWER = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                     b"connection: close\r\n\r\n%s" % (len(AMBIGUOUS_LENGTH_BODY), AMBIGUOUS_LENGTH_BODY))
+
+
+def _refuse_ambiguous_length() -> None:
+    """Refuse an HTTP/1.1 request with both Content-Length and Transfer-Encoding before anything reads it: 400,
+    then the connection is closed.
+
+    h11 frames such a body as chunked and passes the request on; a proxy in front that framed it by its
+    Content-Length would see different requests on the same bytes (request smuggling). Refused here, at the
+    connection, nothing after the headers is parsed: answering from the app instead raced hypercorn's reader,
+    which closed the connection under the answer when more bytes followed (measured: a head without body)."""
+    original = H11Protocol._create_stream
+    if getattr(original, "_commhub_refuses", False):
+        return
+
+    async def _create_stream(self: H11Protocol, request: h11.Request) -> None:
+        names = [name for name, _ in request.headers]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            log_access(self.client[0] if self.client else None, request.method.decode("ascii", "replace"),
+                       request.target.decode("latin-1").split("?", 1)[0], 400, 0.0)
+            await self.send(RawData(data=_AMBIGUOUS_ANSWER))
+            await self.send(Closed())  # no stream: hypercorn's reader stops at the body's first bytes
+            return
+        await original(self, request)
+
+    _create_stream._commhub_refuses = True  # type: ignore[attr-defined]
+    H11Protocol._create_stream = _create_stream  # type: ignore[method-assign]
+
+
+_refuse_ambiguous_length()
 
 
 def hypercorn_config(settings: Settings) -> HyperConfig:

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from quart import Blueprint, Response, request
@@ -22,14 +21,13 @@ from quart import Blueprint, Response, request
 from ..api.common import (
     authenticate,
     authenticate_token,
-    header,
     hub,
     json_bytes,
     parse_json,
     validation_message,
 )
 from ..asgi import AsgiRequest, JsonAnswer, RouteContext, StreamRequest
-from ..errors import BadRequest, CommhubError, Conflict, Forbidden
+from ..errors import BadRequest, CommhubError, Conflict
 from ..service import networks
 from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
@@ -55,7 +53,6 @@ log = logging.getLogger("commhub.mcp")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 SESSION_CAP_REACHED = -32000  # a server error: the token holds as many live sessions as it may
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 INSTRUCTIONS = (
     "CommHub connects you with other agents. First call report_status with your alias. Check get_inbox "
@@ -98,17 +95,6 @@ def _rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[s
 
 def _rpc_result(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "result": result}
-
-
-def check_origin(h: Hub, origin: str | None) -> None:
-    """DNS-rebinding guard: a browser Origin must be local or explicitly allowed."""
-    if not origin:
-        return  # not a browser
-    allowed = {o.strip().rstrip("/") for o in h.settings.allowed_origins.split(",") if o.strip()}
-    host = (urlsplit(origin).hostname or "").lower()
-    if host in LOCAL_HOSTS or origin.rstrip("/") in allowed:
-        return
-    raise Forbidden(f"Origin '{origin}' is not allowed; add it to COMMHUB_ALLOWED_ORIGINS", code="origin_not_allowed")
 
 
 @dataclass(slots=True)
@@ -357,7 +343,6 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
     with 202 when nothing needs an answer; for a 2026-07-28 `subscriptions/listen`, the event stream's body.
     HTTP-level failures raise (CommhubError: 401, 403, 400, 429)."""
     h = ctx.hub
-    check_origin(h, req.headers.get("origin"))
     principal = authenticate_token(h, ctx.token_limiter, req.bearer())
     version = req.headers.get("mcp-protocol-version")
     # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
@@ -460,7 +445,6 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
             "text/event-stream' and the Mcp-Session-Id from initialize; JSON-RPC goes to POST /mcp"}),
             {"Allow": "GET, POST, DELETE"})
     h = ctx.hub
-    check_origin(h, req.headers.get("origin"))
     principal = authenticate_token(h, ctx.token_limiter, req.bearer())
     sid = req.headers.get("mcp-session-id")
     if not sid:
@@ -498,7 +482,6 @@ async def get_mcp() -> Response:
 @bp.delete("/mcp")
 async def delete_mcp() -> Response:
     """End an MCP session."""
-    check_origin(hub(), header("Origin"))
     principal = authenticate()
     sid = request.headers.get("Mcp-Session-Id")
     if not sid:

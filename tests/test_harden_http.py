@@ -1,0 +1,169 @@
+"""Hardening of the HTTP surface (issue 17 items 4, 5, 9, 10, 11, 14, 15, 16): one test (or a few) per item, each
+named after it, against a real server over real sockets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import trio
+from conftest import own_server, register
+
+from commhub_lib.config import Settings
+from commhub_lib.server import ServerHandle
+
+WAIT = 10.0
+
+
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    """Everything the server sends until it closes the connection (the caller bounds the wait)."""
+    data = b""
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return data
+
+
+async def raw(port: int, request: bytes, within: float = WAIT) -> bytes:
+    """Send raw bytes; everything the server answers until it closes the connection (it must, within `within`)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        with trio.fail_after(within):
+            return await read_until_closed(stream)
+
+
+def status_and_body(answer: bytes) -> tuple[int, bytes, bytes]:
+    """(status, head, body) of one HTTP/1.1 answer."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head.lower(), body
+
+
+# --- item 4: DNS rebinding
+
+async def test_h17_04_rest_streams_and_mcp_check_host(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "host") as server, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        account = await register(client)
+        evil = {"Host": "rebind.evil.example:9200"}
+        for method, path, extra in (
+                ("GET", "/api/status", account.auth), ("POST", "/api/messages", account.net_auth),
+                ("GET", f"/events/a1?token={account.network_token}", {}), ("GET", "/events", account.net_auth),
+                ("POST", "/mcp", account.net_auth), ("GET", "/mcp", {**account.net_auth,
+                                                                     "Accept": "text/event-stream"}),
+                ("GET", "/", {}), ("GET", "/health", {})):
+            r = await client.request(method, path, headers={**extra, **evil}, json={} if method == "POST" else None)
+            assert r.status_code == 421, (method, path, r.text)
+            assert r.json()["error"] == "host_not_allowed"
+            assert "COMMHUB_ALLOWED_HOSTS" in r.json()["message"] and "rebind.evil.example" in r.json()["message"]
+            assert r.headers["connection"] == "close"
+        # What the tests, the README and a local user send: 127.0.0.1:<port>, localhost, [::1].
+        for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "localhost", f"[::1]:{server.port}"):
+            r = await client.get("/api/status", headers={**account.auth, "Host": host})
+            assert r.status_code == 200, (host, r.text)
+        # A malformed Host is no name of the hub either.
+        r = await client.get("/api/status", headers={**account.auth, "Host": 'evil"x'})
+        assert r.status_code == 421
+
+
+async def test_h17_04_origin_is_checked_on_rest_and_streams(client: httpx.AsyncClient, server: ServerHandle) -> None:
+    account = await register(client)
+    for path in ("/api/status", f"/events/a1?token={account.network_token}"):
+        r = await client.get(path, headers={**account.auth, "Origin": "http://rebind.evil.example:9200"})
+        assert r.status_code == 403, r.text
+        assert r.json()["error"] == "origin_not_allowed" and "COMMHUB_ALLOWED_ORIGINS" in r.json()["message"]
+    for origin in (server.url, "http://localhost:6274"):  # the dashboard's own origin; a local tool
+        r = await client.get("/api/status", headers={**account.auth, "Origin": origin})
+        assert r.status_code == 200, (origin, r.text)
+    r = await client.get("/api/status", headers={**account.auth, "Origin": "null"})
+    assert r.status_code == 403
+
+
+async def test_h17_04_allowed_hosts_and_public_url_add_names(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "names", allowed_hosts="hub.lan, .corp.example",
+                          public_url="https://hub.example.com/") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            account = await register(client)
+            for host in ("hub.lan:9200", "HUB.LAN", "corp.example", "a.corp.example", "hub.example.com"):
+                r = await client.get("/api/status", headers={**account.auth, "Host": host})
+                assert r.status_code == 200, (host, r.text)
+            r = await client.get("/api/status", headers={**account.auth, "Host": "x.hub.lan"})
+            assert r.status_code == 421
+            # The page served at the public URL (behind a proxy that rewrites Host) may call its hub.
+            r = await client.get("/api/status", headers={**account.auth, "Origin": "https://hub.example.com"})
+            assert r.status_code == 200, r.text
+    async with own_server(tmp_path, "any", allowed_hosts="*") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            r = await client.get("/health", headers={"Host": "anything.example"})
+            assert r.status_code == 200
+
+
+def test_h17_04_wildcard_binds_accept_addresses_not_names() -> None:
+    from commhub_lib.asgi import RequestGuard  # here, so the file's other tests run (and fail) on a tree without it
+
+    guard = RequestGuard(Settings(host="0.0.0.0"))
+    assert guard.host_allowed("192.168.1.20:9200") and guard.host_allowed("[fe80::1]:9200")
+    assert guard.host_allowed("localhost:9200")
+    assert not guard.host_allowed("rebind.evil.example")
+    specific = RequestGuard(Settings(host="10.0.0.5"))
+    assert specific.host_allowed("10.0.0.5:9200") and specific.host_allowed("127.0.0.1")
+    assert not specific.host_allowed("10.0.0.6") and not specific.host_allowed("evil.example")
+
+
+# --- item 11: both Content-Length and Transfer-Encoding
+
+async def test_h17_11_content_length_with_transfer_encoding_is_400_and_closed(server: ServerHandle,
+                                                                            client: httpx.AsyncClient) -> None:
+    account = await register(client)
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    # Read by Content-Length, the request would end after "0\r\n\r\n"'s first bytes; read chunked, the rest of the
+    # bytes would be a second request. Neither happens: one 400, then the connection is closed.
+    smuggled = b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    for path in ("/mcp", "/api/messages"):
+        request = (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {account.network_token}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n").encode() + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+        answer = await raw(server.port, request + smuggled)
+        status, head, rest = status_and_body(answer)
+        assert status == 400, answer[:300]
+        assert b"connection: close" in head
+        assert b"ambiguous_length" in rest, answer
+        assert answer.count(b"HTTP/1.1 ") == 1  # the smuggled request was never answered
+
+
+# --- item 14: a 429 closes its connection
+
+async def test_h17_14_a_429_is_closed_by_the_server_at_once(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "rate", login_rate_per_minute=1, token_rate_per_minute=2) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            account = await register(client)
+            await client.post("/api/auth/login", json={"username": account.username, "password": "secret123"})
+        login = json.dumps({"username": account.username, "password": "secret123"}).encode()
+        requests = [
+            (f"POST /api/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+             f"Content-Length: {len(login)}\r\n\r\n").encode() + login,
+            (f"GET /api/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {account.network_token}"
+             "\r\n\r\n").encode()]
+        for request in requests:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                # The token limit: two requests pass, the third is refused. The same connection, kept alive.
+                tries = 1 if b"login" in request else 3
+                for attempt in range(tries):
+                    await stream.send_all(request)
+                    answer = b""
+                    with trio.fail_after(WAIT):
+                        while b"\r\n\r\n" not in answer:
+                            answer += await stream.receive_some(65536)
+                        head = answer.split(b"\r\n\r\n")[0].lower()
+                        length = int(re.search(rb"content-length: (\d+)", head)[1])  # type: ignore[index]
+                        while len(answer) < len(head) + 4 + length:
+                            answer += await stream.receive_some(65536)
+                    status, head, _ = status_and_body(answer)
+                    if attempt < tries - 1:
+                        assert status == 200, answer[:300]
+                        continue
+                    assert status == 429, answer[:300]
+                    assert b"connection: close" in head and b"retry-after" in head
+                    with trio.fail_after(WAIT):  # the server closes; the client never does
+                        assert await stream.receive_some(65536) == b""
