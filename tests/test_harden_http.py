@@ -167,3 +167,21 @@ async def test_h17_14_a_429_is_closed_by_the_server_at_once(tmp_path: Path) -> N
                     assert b"connection: close" in head and b"retry-after" in head
                     with trio.fail_after(WAIT):  # the server closes; the client never does
                         assert await stream.receive_some(65536) == b""
+
+
+# --- item 16: /docs has the dashboard's security headers
+
+async def test_h17_16_docs_has_the_same_security_headers_as_the_dashboard(client: httpx.AsyncClient) -> None:
+    index, docs = await client.get("/"), await client.get("/docs")
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    for name in ("content-security-policy", "x-frame-options", "x-content-type-options", "referrer-policy"):
+        assert docs.headers[name] == index.headers[name], name
+    csp = docs.headers["content-security-policy"]
+    assert "unsafe-inline" not in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert docs.headers["x-frame-options"] == "DENY" and docs.headers["x-content-type-options"] == "nosniff"
+    # Nothing inline for the CSP to block: the script and the style are files of this origin.
+    assert "<style" not in docs.text and "style=" not in docs.text
+    assert re.findall(r"<script[^>]*>", docs.text) == ['<script src="/assets/docs.js">']
+    for asset, kind in (("/assets/docs.js", "javascript"), ("/assets/docs.css", "text/css")):
+        r = await client.get(asset)
+        assert r.status_code == 200 and kind in r.headers["content-type"], asset

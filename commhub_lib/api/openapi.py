@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, current_app
 
 from .. import __version__
 from .. import models as m
@@ -26,7 +25,6 @@ from . import queries as q
 from . import responses as r
 
 bp = Blueprint("openapi", __name__)
-DOCS_PAGE = Path(__file__).resolve().parent.parent / "static" / "docs.html"
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ OPERATIONS: dict[str, Op] = {
                                         "in its WWW-Authenticate: Bearer challenge"),
     "oauth.protected_resource_mcp": Op("meta", r.ProtectedResource, auth="public",
                                        note="the same document, at the place RFC 9728 derives from /mcp"),
-    "openapi.docs": Op("meta", None, auth="public", media="text/html", note="a page that renders this document"),
+    "web.docs": Op("meta", None, auth="public", media="text/html", note="a page that renders this document"),
     "web.index": Op("dashboard", None, auth="public", media="text/html",
                     note="the dashboard (one page; it logs in and then uses the API above)"),
     "web.asset": Op("dashboard", None, auth="public", media="application/octet-stream",
@@ -257,13 +255,3 @@ def build_spec() -> dict[str, Any]:
 async def openapi() -> dict:
     """The OpenAPI description of this API."""
     return build_spec()
-
-
-@bp.get("/docs")
-async def docs() -> Response:
-    """API documentation rendered from /openapi.json (a self-contained page)."""
-    response = Response(DOCS_PAGE.read_text(encoding="utf-8"), content_type="text/html; charset=utf-8")
-    # Everything is inline or from this origin; nothing may load from elsewhere.
-    response.headers["Content-Security-Policy"] = ("default-src 'none'; script-src 'unsafe-inline'; "
-                                                   "style-src 'unsafe-inline'; connect-src 'self'")
-    return response
