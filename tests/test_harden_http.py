@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import trio
-from conftest import own_server, register
+from conftest import create_token, own_server, register
 
 from commhub_lib.config import Settings
 from commhub_lib.server import ServerHandle
@@ -185,3 +185,18 @@ async def test_h17_16_docs_has_the_same_security_headers_as_the_dashboard(client
     for asset, kind in (("/assets/docs.js", "javascript"), ("/assets/docs.css", "text/css")):
         r = await client.get(asset)
         assert r.status_code == 200 and kind in r.headers["content-type"], asset
+
+
+# --- item 15: agents cannot read the audit log
+
+async def test_h17_15_agent_tokens_cannot_read_the_audit_log(client: httpx.AsyncClient) -> None:
+    owner = await register(client)  # the first user: the system admin, owner of their network
+    agent = await create_token(client, owner, "agent", alias="worker")
+    for token in (owner.network_token, agent):
+        for params in ({}, {"network_id": owner.network_id}):
+            r = await client.get("/api/audit-log", params=params, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 403, r.text
+            assert r.json()["error"] == "user_token_required" and "login token" in r.json()["message"]
+    # The person who may still reads it, IPs included.
+    r = await client.get("/api/audit-log", params={"network_id": owner.network_id}, headers=owner.auth)
+    assert r.status_code == 200 and r.json()["entries"]
