@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import trio
 from conftest import create_token, own_server, register
 
@@ -200,3 +202,59 @@ async def test_h17_15_agent_tokens_cannot_read_the_audit_log(client: httpx.Async
     # The person who may still reads it, IPs included.
     r = await client.get("/api/audit-log", params={"network_id": owner.network_id}, headers=owner.auth)
     assert r.status_code == 200 and r.json()["entries"]
+
+
+# --- item 9: tools/list costs what ping costs
+
+async def _session(client: httpx.AsyncClient, token: str, version: str) -> dict[str, str]:
+    """Headers of an initialized session on `version`."""
+    r = await client.post("/mcp", headers={"Authorization": f"Bearer {token}"}, json={
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {token}", "Mcp-Session-Id": r.headers["mcp-session-id"],
+            "Mcp-Protocol-Version": version}
+
+
+async def test_h17_09_tools_list_is_built_once_and_stays_right_per_version(
+        client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from commhub_lib.mcp import protocol, tools  # the builders under test
+
+    expected = [tool.descriptor() for tool in tools.TOOLS.values()]  # what every version lists (built here)
+    built: list[str] = []
+    original = tools.Tool.descriptor
+
+    def counted(self: tools.Tool) -> dict[str, Any]:
+        built.append(self.name)
+        return original(self)
+
+    monkeypatch.setattr(tools.Tool, "descriptor", counted)
+    protocol._tool_descriptors.cache_clear()
+    protocol._tools_list_for.cache_clear()
+    account = await register(client)
+    token = account.network_token
+    modern = "2026-07-28"
+    meta = {"io.modelcontextprotocol/protocolVersion": modern, "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}}
+    callers = {"2024-11-05": await _session(client, token, "2024-11-05"),
+               "2025-11-25": await _session(client, token, "2025-11-25"),
+               "none": {"Authorization": f"Bearer {token}"},
+               modern: {"Authorization": f"Bearer {token}", "Mcp-Protocol-Version": modern,
+                        "Mcp-Method": "tools/list", "Accept": "application/json, text/event-stream"}}
+    for n in range(100):
+        for version, headers in callers.items():
+            params = {"_meta": meta} if version == modern else {}
+            r = await client.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": f"l{n}",
+                                                                 "method": "tools/list", "params": params})
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            assert answer["id"] == f"l{n}" and answer["jsonrpc"] == "2.0", answer
+            result = answer["result"]
+            if version == "2024-11-05":  # no annotations before 2025-03-26
+                assert result == {"tools": [{k: v for k, v in t.items() if k != "annotations"} for t in expected]}
+            elif version == modern:  # the cache hints and resultType of 2026-07-28
+                assert result == {"tools": expected, "ttlMs": 300_000, "cacheScope": "public",
+                                  "resultType": "complete"}
+            else:
+                assert result == {"tools": expected}
+    assert sorted(built) == sorted(tools.TOOLS), f"descriptors built {len(built)} times for 400 tools/list"

@@ -191,24 +191,49 @@ async def _dispatch(ctx: RouteContext, req: PostRequest, msg: Any, principal: Pr
         return _rpc_result(msg_id, modern.discover_result(INSTRUCTIONS))
     if method == "ping":
         return _rpc_result(msg_id, {})
-    if method == "tools/list" and (is_modern(version) or not has(version, TOOL_ANNOTATIONS)):
-        return _rpc_result(msg_id, _tools_list_for(version))
     if method == "tools/list":
-        return _rpc_result(msg_id, {"tools": [t.descriptor() for t in TOOLS.values()]})
+        return _tools_list_answer(msg_id, version)
     if method == "tools/call":
         return await _tools_call(ctx, msg_id, params, principal, network_id, session)
     return _rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
 
 
 @functools.cache
-def _tools_list_for(version: str) -> dict[str, Any]:
-    """tools/list for a version whose tools differ from the usual: without annotations before 2025-03-26; from
-    2026-07-28 with the cache hints that version requires. Built once per version: the list changes only when
-    the hub is upgraded, and generating the schemas costs milliseconds."""
-    tools = [t.descriptor() for t in TOOLS.values()]
+def _tool_descriptors() -> tuple[dict[str, Any], ...]:
+    """Every tool's tools/list entry, built once: the list changes only when the hub is upgraded, and generating
+    the schemas from the models costs milliseconds (a tools/list would cost that much more than a ping)."""
+    return tuple(t.descriptor() for t in TOOLS.values())
+
+
+def _tools_list_kind(version: str | None) -> str:
+    """Which of the three tools/list results a version gets (they differ by version, not by caller)."""
     if is_modern(version):
-        return {"tools": tools, "ttlMs": modern.TOOLS_TTL_MS, "cacheScope": "public"}
-    return {"tools": [{k: v for k, v in tool.items() if k != "annotations"} for tool in tools]}
+        return "modern"
+    return "annotated" if has(version, TOOL_ANNOTATIONS) else "plain"
+
+
+@functools.cache
+def _tools_list_for(kind: str) -> tuple[dict[str, Any], str]:
+    """The tools/list result of one kind and its JSON text, made once: without annotations before 2025-03-26;
+    from 2026-07-28 with the cache hints that version requires."""
+    tools = list(_tool_descriptors())
+    if kind == "modern":
+        result: dict[str, Any] = {"tools": tools, "ttlMs": modern.TOOLS_TTL_MS, "cacheScope": "public",
+                                  "resultType": "complete"}
+    elif kind == "plain":
+        result = {"tools": [{k: v for k, v in tool.items() if k != "annotations"} for tool in tools]}
+    else:
+        result = {"tools": tools}
+    return result, _encode(result)
+
+
+def _tools_list_answer(msg_id: Any, version: str | None) -> dict[str, Any]:
+    """A tools/list answer: its result shared by every call of that kind, its bytes spliced from the result's text
+    (no schema built or encoded per call: a tools/list costs what a ping costs)."""
+    result, text = _tools_list_for(_tools_list_kind(version))
+    answer = EncodedAnswer(_rpc_result(msg_id, result))
+    answer.encoded = f'{{"jsonrpc":"2.0","id":{_encode(msg_id)},"result":{text}}}'.encode()
+    return answer
 
 
 def _initialize(ctx: RouteContext, req: PostRequest, params: dict[str, Any], principal: Principal) -> dict[str, Any]:
@@ -404,8 +429,8 @@ async def _post_modern(ctx: RouteContext, req: PostRequest, payload: Any,
     answer = await _dispatch_noted(ctx, req, payload, principal, network_id, session)
     if answer is None:
         return 202, b""
-    answer = modern.complete(answer)
-    return modern.error_status(answer), json_bytes(answer)
+    answer = modern.complete(answer)  # (an answer that already says resultType, tools/list, keeps its bytes)
+    return modern.error_status(answer), answer_bytes(answer)
 
 
 async def _post_batch(ctx: RouteContext, req: PostRequest, payload: list[Any], principal: Principal,
