@@ -171,9 +171,10 @@ class CommhubApp(QuartTrio):
 async def drain_request_body(response: Response) -> None:
     """Read a body the handler left unread (an early 401/403/404/429): when it arrives after the answer,
     hypercorn wedges the keep-alive connection and the client's next request on it hangs."""
-    if response.status_code == 413:
+    if response.status_code in (408, 413):
         # The unread body is still on the wire: hypercorn under quart-trio then never recycles nor closes
-        # the connection, so a client reusing it would hang. Tell it not to.
+        # the connection, so a client reusing it would hang. Tell it not to. A 408 is the body timeout already
+        # spent: draining would wait for the body as long again (a slow body was answered after twice the setting).
         response.headers["Connection"] = "close"
         return
     if body_was_read():  # the handler read it all (api.common.read_body)

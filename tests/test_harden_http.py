@@ -258,3 +258,62 @@ async def test_h17_09_tools_list_is_built_once_and_stays_right_per_version(
             else:
                 assert result == {"tools": expected}
     assert sorted(built) == sorted(tools.TOOLS), f"descriptors built {len(built)} times for 400 tools/list"
+
+
+# --- item 10: connection limits and one body timeout on every route
+
+async def test_h17_10_a_slow_body_is_408_within_the_body_timeout_on_every_route(tmp_path: Path) -> None:
+    timeout = 1.0
+    async with own_server(tmp_path, "slow", body_timeout_seconds=timeout) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            account = await register(client)
+        for path, auth in (("/api/auth/login", ""), ("/api/messages", account.network_token),
+                           ("/api/networks", account.token), ("/mcp", account.network_token)):
+            head = (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: 100\r\n" + (f"Authorization: Bearer {auth}\r\n" if auth else "") + "\r\n")
+            started = trio.current_time()
+            answer = await raw(server.port, head.encode() + b'{"to": ', within=timeout + 5)  # the rest never comes
+            elapsed = trio.current_time() - started
+            status, lower, body = status_and_body(answer)
+            assert status == 408, (path, answer[:300])
+            assert b"connection: close" in lower and b"request_timeout" in body
+            assert timeout * 0.9 <= elapsed < timeout + 0.8, (path, elapsed)  # once the setting, not twice
+
+
+async def _until(condition: Any, what: str) -> None:
+    """Poll a condition of the server's state, bounded in time."""
+    deadline = trio.current_time() + WAIT
+    while not condition():
+        assert trio.current_time() < deadline, f"timed out waiting for {what}"
+        await trio.sleep(0.01)
+
+
+async def test_h17_10_connections_with_unfinished_headers_are_capped_per_address(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "slowloris", max_incomplete_headers_per_ip=3) as server:
+        partial = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+        held = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(3)]
+        for stream in held:
+            await stream.send_all(partial)
+        await _until(lambda: server.incomplete_headers.get("127.0.0.1") == 3, "three unfinished heads counted")
+        # A client that sends its whole head is never counted, however many heads are unfinished.
+        status, _, _ = status_and_body(await raw(server.port, b"GET /health HTTP/1.1\r\nHost: localhost\r\n"
+                                                              b"Connection: close\r\n\r\n"))
+        assert status == 200
+        # The fourth unfinished head from the same address: 429, and the server closes the connection at once.
+        started = trio.current_time()
+        answer = await raw(server.port, partial)
+        status, head, body = status_and_body(answer)
+        assert status == 429 and b"connection: close" in head and b"retry-after" in head, answer
+        assert b"max_incomplete_headers_per_ip" in body and b"COMMHUB_MAX_INCOMPLETE_HEADERS_PER_IP" in body
+        assert trio.current_time() - started < 2.0
+        # One of the three finishes its head: it is answered, and frees a place.
+        await held[0].send_all(b"1\r\nConnection: close\r\n\r\n")
+        with trio.fail_after(WAIT):
+            assert status_and_body(await read_until_closed(held[0]))[0] == 200
+        await _until(lambda: server.incomplete_headers.get("127.0.0.1") == 2, "the finished head uncounted")
+        fourth = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await fourth.send_all(partial)
+        await _until(lambda: server.incomplete_headers.get("127.0.0.1") == 3, "a new unfinished head counted")
+        for stream in (*held, fourth):
+            await stream.aclose()
+        await _until(lambda: not server.incomplete_headers, "closed connections uncounted")
