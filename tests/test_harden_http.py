@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,79 @@ async def test_h17_10_connections_with_unfinished_headers_are_capped_per_address
         for stream in (*held, fourth):
             await stream.aclose()
         await _until(lambda: not server.incomplete_headers, "closed connections uncounted")
+
+
+# --- item 5: the dashboard on a hub with a registration guard (COMMHUB_AUTH_TOKEN)
+
+async def test_h17_05_login_never_needs_the_hub_token_and_register_asks_for_it(tmp_path: Path) -> None:
+    secret = "hub-guard-Zq7"
+    async with own_server(tmp_path, "guarded", auth_token=secret) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            r = await client.post("/api/auth/register", json={"username": "alice", "password": "secret123"},
+                                  headers={"Authorization": f"Bearer {secret}"})
+            assert r.status_code == 200, r.text
+            # What the page sends to log in: the password, no Authorization header.
+            r = await client.post("/api/auth/login", json={"username": "alice", "password": "secret123"})
+            assert r.status_code == 200, r.text
+            # What the page sends to register: first without the token (refused, saying so), then with it.
+            r = await client.post("/api/auth/register", json={"username": "bob", "password": "secret123"})
+            assert r.status_code == 401 and r.json()["error"] == "auth_token_required", r.text
+            r = await client.post("/api/auth/register", json={"username": "bob", "password": "secret123"},
+                                  headers={"Authorization": f"Bearer {secret}"})
+            assert r.status_code == 200, r.text
+
+
+def shown(element_id: str) -> Callable[[Any], bool]:
+    """Whether an element of the page is displayed."""
+    return lambda d: d.find_element("id", element_id).is_displayed()
+
+
+def text(element_id: str) -> Callable[[Any], str]:
+    """The text of an element of the page."""
+    return lambda d: d.find_element("id", element_id).text
+
+
+def _chrome_ready() -> bool:
+    from tests.test_dashboard import chrome_available
+    return chrome_available()
+
+
+@pytest.mark.skipif(not _chrome_ready(), reason="chromium and chromium-driver are not installed")
+async def test_h17_05_dashboard_logs_in_and_registers_on_a_guarded_hub(tmp_path: Path) -> None:
+    from tests.test_dashboard import Browser, launch_chrome
+
+    secret = "hub-guard-Zq7"
+    driver = await trio.to_thread.run_sync(launch_chrome, tmp_path / "profile")
+    try:
+        async with own_server(tmp_path, "guarded", auth_token=secret) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                r = await client.post("/api/auth/register", json={"username": "alice", "password": "secret123"},
+                                      headers={"Authorization": f"Bearer {secret}"})
+                assert r.status_code == 200, r.text
+            page = Browser(driver, server.url, tmp_path)
+            # Log in: username and password only.
+            await page.open("/")
+            await page.type_into("login-username", "alice")
+            await page.type_into("login-password", "secret123\n")
+            await page.wait_for(shown("app-view"), "the app after login")
+            assert await page.run(text("whoami")) == "alice"
+            await page.click("logout-button")
+            await page.wait_for(shown("login-form"), "the login form again")
+            # Register through the page: it asks for the hub's token when the hub wants it.
+            await page.click("show-register")
+            await page.wait_for(shown("register-form"), "the create-account form")
+            assert not await page.run(shown("register-token-field"))
+            await page.type_into("register-username", "bob")
+            await page.type_into("register-password", "secret123\n")
+            await page.wait_for(shown("register-token-field"), "the registration token field")
+            assert "registration token" in (await page.run(text("register-error")))
+            await page.screenshot("register-asks-for-the-token")
+            await page.type_into("register-auth-token", "wrong\n")
+            await page.wait_for(lambda d: "not the hub's" in d.find_element("id", "register-error").text,
+                                "a wrong token said")
+            await page.type_into("register-auth-token", secret + "\n", clear=True)
+            await page.wait_for(shown("app-view"), "the app after registering")
+            await page.wait_for(lambda d: d.find_element("id", "whoami").text == "bob", "bob logged in")
+            await page.screenshot("registered")
+    finally:
+        await trio.to_thread.run_sync(driver.quit)
