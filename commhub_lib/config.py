@@ -85,7 +85,8 @@ HELP: dict[str, str] = {
     "login_rate_per_minute": "logins per minute per client IP (0 = no limit)",
     "token_rate_per_minute": "authenticated requests per minute per token (0 = no limit)",
     "sse_buffer": "events buffered per SSE stream before a slow reader is disconnected",
-    "allowed_origins": "comma-separated extra Origins allowed on /mcp (localhost is always allowed)",
+    "allowed_origins": "comma-separated extra browser Origins allowed on every route (the hub's own origin and "
+                       "loopback ones always are; others get 403 origin_not_allowed)",
     "sweep_seconds": "how often the presence sweeper runs",
     "event_retention_days": "SSE events older than this are pruned (replay reaches back this far; inboxes keep all)",
     "write_lock_wait_seconds": "how long a write waits (without stalling other requests) for a database lock held by "
