@@ -7,7 +7,7 @@ import time
 from functools import partial
 
 import apsw
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from quart import Response, g, request
 from quart.ctx import RequestContext
 from quart.globals import request_ctx
@@ -124,13 +124,13 @@ class CommhubApp(QuartTrio):
             send = oauth_api.with_challenge(scope, send, self.route_ctx.hub.settings)  # type: ignore[arg-type]
         await self.asgi_app(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, send: ASGISendCallable, answer: JsonAnswer) -> None:
+    async def _refuse(self, scope: HTTPScope, send: ASGISendCallable, answer: JsonAnswer) -> None:
         """Answer a request the guard refused, unread; on HTTP/1.x its connection closes (HTTP/2 has none per
         request, and forbids the header)."""
         if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
             answer = JsonAnswer(answer.status, answer.body, {})
-        log_access(scope["client"][0] if scope.get("client") else None, scope["method"], scope["path"],
-                   answer.status, 0.0)
+        client = scope.get("client")
+        log_access(client[0] if client else None, scope["method"], scope["path"], answer.status, 0.0)
         await send_json(send, answer)
 
     async def asgi_app(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -159,7 +159,7 @@ class CommhubApp(QuartTrio):
                     return
         await super().asgi_app(scope, receive, send)
 
-    async def _stream(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
+    async def _stream(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                       opener: StreamOpener, allow: str) -> None:
         if scope["method"] == "HEAD":  # a stream has no head: one would stay open with nothing to send
             message = f"{scope['path']} is an event stream: open it with GET"
@@ -236,8 +236,8 @@ def create_app(hub: Hub) -> CommhubApp:
             message = too_large_message(hub.settings.max_body_bytes)
         else:
             message = exc.description or exc.name
-        headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(
-            exc, "valid_methods", None) else None
+        valid_methods = getattr(exc, "valid_methods", None)
+        headers = {"Allow": ", ".join(valid_methods)} if status == 405 and valid_methods else None
         return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
 
     @app.errorhandler(apsw.Error)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 from quart import Blueprint, current_app
 
 from .. import __version__
@@ -162,7 +163,7 @@ class _Schemas:
     def __init__(self) -> None:
         self.schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
 
-    def ref(self, model: type[BaseModel], mode: str) -> dict[str, Any]:
+    def ref(self, model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode, by_alias=True)
         self.schemas.update(schema.pop("$defs", {}))
         self.schemas[model.__name__] = schema
