@@ -36,7 +36,7 @@ class Op:
     answer: type[BaseModel] | None
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    auth: str = "any"  # any | user | public | auth_token (register/login: COMMHUB_AUTH_TOKEN when set)
+    auth: str = "any"  # any | user | public | auth_token (register: COMMHUB_AUTH_TOKEN when set)
     media: str = "application/json"
     status: str = "200"
     note: str = ""
@@ -67,12 +67,12 @@ OPERATIONS: dict[str, Op] = {
     "web.asset": Op("dashboard", None, auth="public", media="application/octet-stream",
                     note="a static file of the dashboard (JavaScript, CSS)"),
     "accounts.register": Op("accounts", r.Registered, m.RegisterRequest, auth="auth_token"),
-    "accounts.login": Op("accounts", r.LoggedIn, m.LoginRequest, auth="auth_token"),
+    "accounts.login": Op("accounts", r.LoggedIn, m.LoginRequest, auth="public"),
     "accounts.get_me": Op("accounts", r.UserAnswer),
     "accounts.put_me": Op("accounts", r.UserAnswer, m.UpdateMeRequest, auth="user"),
     "accounts.change_password": Op("accounts", r.Ok, m.PasswordChangeRequest, auth="user"),
     "accounts.list_users": Op("accounts", r.UserList, query=q.Paging, auth="user"),
-    "accounts.audit_log": Op("accounts", r.AuditList, query=q.AuditQuery),
+    "accounts.audit_log": Op("accounts", r.AuditList, query=q.AuditQuery, auth="user"),
     "accounts.create_token": Op("tokens", r.TokenCreated, m.TokenCreateRequest, auth="user"),
     "accounts.list_tokens": Op("tokens", r.TokenList, query=q.Paging, auth="user"),
     "accounts.revoke_token": Op("tokens", r.TokenRevoked, auth="user"),

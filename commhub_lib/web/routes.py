@@ -43,8 +43,9 @@ async def index() -> Response:
 
 @bp.get("/docs")
 async def docs() -> Response:
-    """API documentation rendered from /openapi.json, with the dashboard's security headers (its script and
-    style are files under /assets/, so the CSP allows nothing inline)."""
+    """API documentation rendered from /openapi.json, with the dashboard's security headers.
+
+    Its script and style are files under /assets/, so the CSP allows nothing inline."""
     return _secured(await send_from_directory(STATIC_DIR, "docs.html"))
 
 
