@@ -301,6 +301,10 @@ def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
         log.info("first step: register the admin (the first user is the admin): curl -X POST "
                  "%s/api/auth/register -H 'Content-Type: application/json' "
                  "-d '{\"username\": \"admin\", \"password\": \"<at least 6 characters>\"}'", binds[0])
+    if not _is_loopback(settings.host) and not settings.public_url and not settings.allowed_hosts:
+        log.info("requests are answered when they name this hub by an IP address, localhost or this machine's name "
+                 "(%s); for a DNS name clients use, set COMMHUB_ALLOWED_HOSTS or COMMHUB_PUBLIC_URL (others get 421: "
+                 "the guard against DNS rebinding)", socket.gethostname())
     if not _is_loopback(settings.host) and not settings.auth_token:
         log.warning("listening on %s beyond loopback without COMMHUB_AUTH_TOKEN: anyone who can reach this port "
                     "can register (and the first user becomes admin); set COMMHUB_AUTH_TOKEN", settings.host)

@@ -4,6 +4,7 @@ named after it, against a real server over real sockets."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,18 @@ def test_h17_04_wildcard_binds_accept_addresses_not_names() -> None:
     assert specific.host_allowed("10.0.0.5:9200") and specific.host_allowed("127.0.0.1")
     assert not specific.host_allowed("10.0.0.6") and not specific.host_allowed("evil.example")
 
+
+
+def test_h17_04_serve_beyond_loopback_says_which_names_it_answers(caplog: pytest.LogCaptureFixture) -> None:
+    from commhub_lib.server import log_startup
+
+    caplog.set_level(logging.INFO, logger="commhub")
+    log_startup(Settings(host="0.0.0.0", auth_token="x"), ["http://0.0.0.0:9200"], 1)
+    assert "COMMHUB_ALLOWED_HOSTS" in caplog.text and "421" in caplog.text
+    caplog.clear()
+    log_startup(Settings(host="0.0.0.0", auth_token="x", allowed_hosts="hub.lan"), ["http://0.0.0.0:9200"], 1)
+    log_startup(Settings(auth_token="x"), ["http://127.0.0.1:9200"], 1)
+    assert "COMMHUB_ALLOWED_HOSTS" not in caplog.text
 
 # --- item 11: both Content-Length and Transfer-Encoding
 
