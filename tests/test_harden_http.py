@@ -185,6 +185,23 @@ async def test_h17_14_a_429_is_closed_by_the_server_at_once(tmp_path: Path) -> N
                         assert await stream.receive_some(65536) == b""
 
 
+
+async def test_h17_14_a_stream_refused_by_its_cap_is_closed_at_once(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "cap", max_streams_per_token=1) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            account = await register(client)
+        request = (f"GET /events/w1?token={account.network_token} HTTP/1.1\r\nHost: localhost\r\n"
+                   "Accept: text/event-stream\r\n\r\n").encode()
+        first = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with first:
+            await first.send_all(request)
+            with trio.fail_after(WAIT):
+                assert (await first.receive_some(65536)).startswith(b"HTTP/1.1 200")
+            answer = await raw(server.port, request)  # the server must close it: raw() waits for that
+            status, head, body = status_and_body(answer)
+            assert status == 429 and b"connection: close" in head, answer[:300]
+
+
 # --- item 16: /docs has the dashboard's security headers
 
 async def test_h17_16_docs_has_the_same_security_headers_as_the_dashboard(client: httpx.AsyncClient) -> None:
@@ -405,5 +422,25 @@ async def test_h17_05_dashboard_logs_in_and_registers_on_a_guarded_hub(tmp_path:
             await page.wait_for(shown("app-view"), "the app after registering")
             await page.wait_for(lambda d: d.find_element("id", "whoami").text == "bob", "bob logged in")
             await page.screenshot("registered")
+    finally:
+        await trio.to_thread.run_sync(driver.quit)
+
+
+
+@pytest.mark.skipif(not _chrome_ready(), reason="chromium and chromium-driver are not installed")
+async def test_h17_16_docs_page_renders_under_its_csp_in_a_browser(tmp_path: Path, server: ServerHandle) -> None:
+    from tests.test_dashboard import Browser, launch_chrome
+
+    driver = await trio.to_thread.run_sync(launch_chrome, tmp_path / "profile")
+    try:
+        page = Browser(driver, server.url, tmp_path)
+        await page.open("/docs")
+        # The script (a file now) ran: it fetched /openapi.json and rendered every operation.
+        await page.wait_for(lambda d: len(d.find_elements("css selector", "main#ops details")) > 20,
+                            "the operations rendered")
+        assert "CommHub" in await page.run(text("intro"))
+        blocked = await page.run(lambda d: [e["message"] for e in d.get_log("browser")
+                                            if "Content Security Policy" in e["message"]])
+        assert not blocked, blocked
     finally:
         await trio.to_thread.run_sync(driver.quit)
