@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+import h11
 import pytest
 from hypercorn.config import Config, Sockets
+from hypercorn.events import Closed, RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 from quart.ctx import RequestContext
@@ -24,6 +27,26 @@ def test_hypercorn_tcp_server_close_is_a_coroutine_method() -> None:
     """runtime/patches.py wraps TCPServer._close in a shield (a cancelled close left sockets open)."""
     assert inspect.iscoroutinefunction(TCPServer._close)
     assert list(inspect.signature(TCPServer._close).parameters) == ["self"]
+
+
+@pytest.mark.parametrize(("name", "params"), [("_create_stream", ["self", "request"]), ("handle", ["self", "event"])])
+def test_hypercorn_h11_protocol_methods(name: str, params: list[str]) -> None:
+    """runtime/patches.py wraps H11Protocol._create_stream (refuses Content-Length with Transfer-Encoding) and
+    H11Protocol.handle (caps the connections still sending their headers, per address)."""
+    method = getattr(H11Protocol, name)
+    assert inspect.iscoroutinefunction(method)
+    assert list(inspect.signature(method).parameters) == params
+
+
+def test_hypercorn_h11_protocol_state_the_patches_read() -> None:
+    """The patches read the protocol's client, config, connection and send, and send RawData and Closed."""
+    init = inspect.getsource(H11Protocol.__init__)
+    for name in ("client", "config", "connection", "send"):
+        assert f"self.{name}" in init, name
+    connection = h11.Connection(h11.SERVER)
+    assert connection.their_state is h11.IDLE
+    assert connection.trailing_data == (b"", False)  # (bytes received and not parsed yet, closed)
+    assert RawData(data=b"x").data == b"x" and Closed()
 
 
 def test_hypercorn_config_sockets_hook() -> None:

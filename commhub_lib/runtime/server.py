@@ -49,6 +49,8 @@ class ServerHandle:
     binds: list[str]
     port: int
     _stop: trio.Event = field(default_factory=trio.Event)
+    # Connections still sending request headers, by client address (what max_incomplete_headers_per_ip caps).
+    incomplete_headers: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -77,6 +79,11 @@ SEND_STALL_TIMEOUT_MS = 30_000
 
 
 class _HyperConfig(HyperConfig):
+    # Connections still sending their request headers, by client address, and how many one address may hold
+    # (max_incomplete_headers_per_ip; 0 = no limit): see patches.cap_incomplete_headers.
+    incomplete_headers: dict[str, int]
+    max_incomplete_headers_per_ip: int = 0
+
     def create_sockets(self) -> Sockets:
         """Hypercorn's listening sockets, with the stall timeout set (accepted connections inherit it)."""
         sockets = super().create_sockets()
@@ -87,7 +94,7 @@ class _HyperConfig(HyperConfig):
         return sockets
 
 
-def hypercorn_config(settings: Settings) -> HyperConfig:
+def hypercorn_config(settings: Settings) -> _HyperConfig:
     """Hypercorn settings for CommHub."""
     config = _HyperConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -102,6 +109,8 @@ def hypercorn_config(settings: Settings) -> HyperConfig:
     # requests: it is what bounds a client that sends half its headers (or dribbles them). Streams and
     # long-polls are requests in progress, so it never cuts them. Slow bodies: BODY_TIMEOUT in app.py.
     config.keep_alive_timeout = settings.header_timeout_seconds
+    config.incomplete_headers = {}
+    config.max_incomplete_headers_per_ip = settings.max_incomplete_headers_per_ip
     return config
 
 
@@ -171,6 +180,10 @@ def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
         log.info("first step: register the admin (the first user is the admin): curl -X POST "
                  "%s/api/auth/register -H 'Content-Type: application/json' "
                  "-d '{\"username\": \"admin\", \"password\": \"<at least 6 characters>\"}'", binds[0])
+    if not _is_loopback(settings.host) and not settings.public_url and not settings.allowed_hosts:
+        log.info("requests are answered when they name this hub by an IP address, localhost or this machine's name "
+                 "(%s); for a DNS name clients use, set COMMHUB_ALLOWED_HOSTS or COMMHUB_PUBLIC_URL (others get 421: "
+                 "the guard against DNS rebinding)", socket.gethostname())
     if not _is_loopback(settings.host) and not settings.auth_token:
         log.warning("listening on %s beyond loopback without COMMHUB_AUTH_TOKEN: anyone who can reach this port "
                     "can register (and the first user becomes admin); set COMMHUB_AUTH_TOKEN", settings.host)
@@ -217,9 +230,10 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
             handle: ServerHandle | None = None
             async with trio.open_nursery() as http:
                 stop = trio.Event()
-                binds = await http.start(partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop.wait))
+                config = hypercorn_config(settings)
+                binds = await http.start(partial(serve, app, config, shutdown_trigger=stop.wait))
                 port = int(binds[0].rsplit(":", 1)[1])
-                handle = ServerHandle(hub, binds, port, stop)
+                handle = ServerHandle(hub, binds, port, stop, config.incomplete_headers)
                 if handle_signals:
                     root.start_soon(_watch_signals, handle)
                 log_startup(settings, binds, user_store.count_users(db))
