@@ -385,6 +385,7 @@ def _chrome_ready() -> bool:
     return chrome_available()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not _chrome_ready(), reason="chromium and chromium-driver are not installed")
 async def test_h17_05_dashboard_logs_in_and_registers_on_a_guarded_hub(tmp_path: Path) -> None:
     from tests.test_dashboard import Browser, launch_chrome
@@ -427,6 +428,7 @@ async def test_h17_05_dashboard_logs_in_and_registers_on_a_guarded_hub(tmp_path:
 
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not _chrome_ready(), reason="chromium and chromium-driver are not installed")
 async def test_h17_16_docs_page_renders_under_its_csp_in_a_browser(tmp_path: Path, server: ServerHandle) -> None:
     from tests.test_dashboard import Browser, launch_chrome
