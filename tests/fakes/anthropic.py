@@ -43,6 +43,7 @@ class Seen:
     kind: str                 # "side", "prompt", "tool_result"
     task_id: str | None
     text: str                 # the last user message's text (prompts) or the tool result's text
+    earlier: int = 0          # earlier prompts (user messages naming a task_id) in the conversation: its session
 
 
 @dataclass
@@ -172,7 +173,8 @@ class FakeAnthropic:
             if task_id and task_id not in self.directives:
                 self.directives[task_id] = text
             directive = self.directives.get(task_id or "", text)
-        self._seen("prompt", task_id, text)
+        self._seen("prompt", task_id, text,
+                   sum(1 for m in users[:-1] if _TASK_ID.search(_text(m))))
         gate = _find(_GATE, directive)
         if gate:
             self._hold(gate)
@@ -221,9 +223,9 @@ class FakeAnthropic:
             self.waiting.discard(name)
             self.passed.add(name)
 
-    def _seen(self, kind: str, task_id: str | None, text: str) -> None:
+    def _seen(self, kind: str, task_id: str | None, text: str, earlier: int = 0) -> None:
         with self.lock:
-            self.requests.append(Seen(time.monotonic(), kind, task_id, text))
+            self.requests.append(Seen(time.monotonic(), kind, task_id, text, earlier))
 
 
 def _find(pattern: re.Pattern[str], text: str) -> str | None:
