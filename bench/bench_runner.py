@@ -83,7 +83,7 @@ def main() -> int:
     args = ap.parse_args()
 
     print("command:", bl.this_command(), flush=True)
-    server = bl.start_commhub()
+    server = bl.start_commhub(python=sys.executable)  # the interpreter running this, with its packages
     tmp = tempfile.TemporaryDirectory(prefix="commhub-bench-runner-")
     home = Path(tmp.name)
     fake = FAKES[args.agent](home)
