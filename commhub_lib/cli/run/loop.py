@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import trio
 
+from ... import __version__
 from ...client import SseFrame, parse_sse
 from .driver import AgentDied, AgentDriver, TurnResult
 from .prompt import message_prompt, reminder_prompt, reply_prompt, resume_prompt, task_prompt
@@ -66,7 +67,8 @@ class HubApi:
     def __init__(self, opts: RunOptions):
         self.opts = opts
         self.http = httpx.AsyncClient(base_url=opts.hub_url.rstrip("/"), timeout=30,
-                                      headers={"Authorization": f"Bearer {opts.token}"})
+                                      headers={"Authorization": f"Bearer {opts.token}",
+                                               "User-Agent": f"commhub-run/{__version__} ({opts.agent})"})
 
     def _params(self, **extra: Any) -> dict[str, Any]:
         params = {k: v for k, v in extra.items() if v is not None}
@@ -91,11 +93,25 @@ class HubApi:
             raise httpx.HTTPError(f"GET /api/tasks/{task_id}: HTTP {status} {body}")
         return body.get("task") or body
 
+    async def _tool(self, name: str, arguments: dict[str, Any]) -> None:
+        """One MCP tool call as the agent (a bare JSON-RPC request); failures only logged."""
+        status, body = await self._json("POST", "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                                              "params": {"name": name, "arguments": arguments}},
+                                        headers={"Accept": "application/json, text/event-stream"})
+        if status >= 400 or "error" in body or (body.get("result") or {}).get("isError"):
+            say(f"{name} failed: HTTP {status} {str(body)[:200]}")
+
     async def start_task(self, task_id: str) -> None:
         """Mark the task read, which starts it (`running`): the hub's permission_prompt asks on the running task."""
-        await self._json("POST", "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                                               "params": {"name": "ack_inbox", "arguments": {"ids": [task_id]}}},
-                         headers={"Accept": "application/json, text/event-stream"})
+        await self._tool("ack_inbox", {"ids": [task_id]})
+
+    async def report(self, status: str, task: str | None = None) -> None:
+        """The alias's status on the dashboard: `working` on what, or `idle`."""
+        arguments: dict[str, Any] = {"alias": self.opts.alias, "status": status,
+                                     "agent": f"{self.opts.agent} (commhub run)"}
+        if task is not None:
+            arguments["task"] = task[:200]
+        await self._tool("report_status", arguments)
 
     async def progress(self, task_id: str, text: str) -> None:
         """Post the turn's last message as a `progress` reply."""
@@ -259,10 +275,14 @@ class Runner:
         if pending.event not in TURN_EVENTS or data.get("answers_approval"):
             self.state.finish(pending, self.waiting())  # nothing to do (the approval's answer went back already)
             return
+        what = data.get("title") or data.get("task_id") or f"{pending.event} from {data.get('from')}"
+        await self.api.report("working", str(what))
         if pending.event == "new_task":
             await self._task(pending)
         else:
             await self._message(pending)
+        if not self.queue:
+            await self.api.report("idle", "")
 
     async def _task(self, pending: Pending) -> None:
         task_id = str(pending.data.get("task_id") or "")
