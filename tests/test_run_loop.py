@@ -288,3 +288,24 @@ async def test_an_answer_to_the_agents_question_is_a_turn_held_to_the_same_rule(
     assert "still open" in driver.prompts[2]
     progress = [e for e in record["events"] if e["event"] == "progress"]
     assert len(progress) == 1 and "thinking about blue" in (progress[0]["detail"] or "")
+
+
+async def test_a_restart_while_flagging_flags_without_a_second_progress_reply(
+        setup: Setup, tmp_path: Path, nursery: trio.Nursery) -> None:
+    await tool(setup.client, setup.token, "report_status", {"alias": ALIAS, "status": "idle"})
+    task_id = await setup.send("left open")
+    state = RunnerState.open(tmp_path / "state", ALIAS, setup.server.url)
+    state.position(0)
+    state.begin(Pending(1, "new_task", {"task_id": task_id}), "flagging")
+    state.close()
+
+    async def turn(prompt: str, relay: Relay) -> TurnResult:
+        raise AssertionError("no turn is expected")
+
+    await start_runner(nursery, setup, tmp_path, ScriptedDriver(turn))
+
+    async def flagged() -> dict[str, Any] | None:
+        record = await setup.task(task_id)
+        return record if record["task"]["flag"] == "unanswered" else None
+    record = await until(flagged, "the flag")
+    assert "progress" not in [e["event"] for e in record["events"]]

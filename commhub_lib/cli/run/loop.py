@@ -321,7 +321,7 @@ class Runner:
                 f"{'unknown' if task is None else task.get('status')}: no turn")
             self.state.finish(pending, self.waiting())
             return
-        if pending.phase != "reminded":
+        if pending.phase not in ("reminded", "flagging"):
             resumed = pending.phase == "turn"
             self.state.begin(pending, "turn")
             if task.get("status") == "delivered":
@@ -357,7 +357,9 @@ class Runner:
         task = await self.api.get_task(task_id)
         if task is not None and left_open(task):
             say(f"task {task_id} is still {task.get('status')} after the reminder: progress reply and flag")
-            await self.api.progress(task_id, last.strip() or "(the agent's turn ended without a message)")
+            if pending.phase != "flagging":  # a restart after the progress reply was posted does not post it again
+                self.state.begin(pending, "flagging")
+                await self.api.progress(task_id, last.strip() or "(the agent's turn ended without a message)")
             await self.api.flag(task_id, "the agent's turn ended without a reply; reminded once")
         self._done(pending, task)
 
@@ -369,7 +371,7 @@ class Runner:
     async def _message(self, pending: Pending) -> None:
         data = pending.data
         own_task = str(data.get("task_id") or "") if data.get("status") == "answer" else ""
-        if own_task and pending.phase == "reminded":
+        if own_task and pending.phase in ("reminded", "flagging"):
             await self._after_turn(pending, own_task, None)  # the runner restarted after the reminder
             return
         resumed = pending.phase == "turn"
