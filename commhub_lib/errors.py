@@ -134,8 +134,8 @@ class ErrorInfo:
     client_only: bool = False
 
 
-def _client(meaning: str) -> ErrorInfo:
-    return ErrorInfo(0, meaning, client_only=True)
+def _client(meaning: str, status: int = 0) -> ErrorInfo:
+    return ErrorInfo(status, meaning, client_only=True)
 
 
 # Every error code, by code. Adding a code: one entry here, then raise it; the catalogue test and
@@ -227,8 +227,8 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "unreachable": _client("The server could not be reached, or its stream broke."),
     "timeout": _client("No event or reply arrived in time."),
     "bad_response": _client("The server's answer is not a JSON object."),
-    "jsonrpc_error": _client("The MCP endpoint answered with a JSON-RPC error."),
-    "tool_error": _client("An MCP tool answered with an error that carries no code."),
+    "jsonrpc_error": _client("The MCP endpoint answered (200) with a JSON-RPC error.", 200),
+    "tool_error": _client("An MCP tool answered (200) with an error that carries no code.", 200),
     "no_network": _client("You belong to no network (create one with `commhub network create`)."),
 }
 
@@ -240,7 +240,7 @@ def catalogue_markdown() -> str:
              " do not edit by hand. -->", "",
              'Every error leaves CommHub as `{"error": code, "message": text}` with its HTTP status (an MCP tool '
              "error: a tool result with `isError: true` and the same two fields in `structuredContent`). The code "
-             "is stable: match on it, show the message. Status 0 marks the command-line client's own errors.", "",
+             "is stable: match on it, show the message. Status 0 marks the command-line client's own errors (no answer from the server).", "",
              "| code | status | meaning |", "|---|---|---|"]
     for code, info in CATALOGUE.items():
         status = "varies" if info.status is None else str(info.status)
