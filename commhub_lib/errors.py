@@ -205,12 +205,14 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "task_not_found": ErrorInfo(404, "No such task in this network (or it is a message id)."),
     "approval_not_found": ErrorInfo(404, "No such approval request."),
     "not_recipient": ErrorInfo(403, "Only the recipient (or sender) of the message or task may do this."),
-    "not_allowed": ErrorInfo(403, "Only the task's sender (recipient, for a flag) or a network owner/admin may cancel or flag it."),
+    "not_allowed": ErrorInfo(403, "Only the task's sender (recipient, for a flag) or a network owner/admin may "
+                                  "cancel or flag it."),
     "no_recipients": ErrorInfo(404, "No other session matches: a broadcast would reach nobody."),
     "nothing_acked": ErrorInfo(409, "None of the ids could be marked read; the message says why."),
     "task_final": ErrorInfo(409, "The task is already replied, failed or cancelled."),
     "status_required": ErrorInfo(400, "A reply on a task you received must say its status."),
-    "status_not_allowed": ErrorInfo(400, "The task's sender answers without a status (status is how the recipient reports)."),
+    "status_not_allowed": ErrorInfo(400, "The task's sender answers without a status (status is how the recipient "
+                                         "reports)."),
     # -- MCP
     "origin_not_allowed": ErrorInfo(403, "The Origin header is not in COMMHUB_ALLOWED_ORIGINS."),
     "unsupported_protocol_version": ErrorInfo(400, "The MCP-Protocol-Version header names a version this server "
@@ -240,7 +242,8 @@ def catalogue_markdown() -> str:
              " do not edit by hand. -->", "",
              'Every error leaves CommHub as `{"error": code, "message": text}` with its HTTP status (an MCP tool '
              "error: a tool result with `isError: true` and the same two fields in `structuredContent`). The code "
-             "is stable: match on it, show the message. Status 0 marks the command-line client's own errors (no answer from the server).", "",
+             "is stable: match on it, show the message. Status 0 marks the command-line client's own errors (no "
+             "answer from the server).", "",
              "| code | status | meaning |", "|---|---|---|"]
     for code, info in CATALOGUE.items():
         status = "varies" if info.status is None else str(info.status)

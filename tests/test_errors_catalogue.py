@@ -113,7 +113,8 @@ def test_each_entry_is_complete(code: str) -> None:
 
 
 def test_docs_errors_md_is_generated_from_the_catalogue() -> None:
-    """docs/errors.md is exactly catalogue_markdown(): regenerate it with `python -m commhub_lib.errors > docs/errors.md`."""
+    """docs/errors.md is exactly catalogue_markdown(); regenerate it with
+    `python -m commhub_lib.errors > docs/errors.md`."""
     assert (ROOT / "docs" / "errors.md").read_text(encoding="utf-8") == catalogue_markdown()
     for code in CATALOGUE:
         assert f"| `{code}` |" in catalogue_markdown()
