@@ -51,8 +51,9 @@ def code_uses() -> list[tuple[str, int | None, str]]:
                         uses += [(code, STATUS_OF_CLASS.get(func), where) for code in _strings(kw.value)]
                 index = CODE_ARGUMENT.get(func)
                 if index is not None and len(node.args) > index:
-                    status = node.args[0].value if func == "ClientError" and isinstance(node.args[0], ast.Constant) \
-                        else None
+                    first = node.args[0]
+                    status = first.value if func == "ClientError" and isinstance(first, ast.Constant) \
+                        and isinstance(first.value, int) else None
                     uses += [(code, status, where) for code in _strings(node.args[index])]
                 if func == "get" and len(node.args) == 2 and _strings(node.args[0]) == ["error"]:
                     uses += [(code, None, where) for code in _strings(node.args[1])]  # .get("error", default)
