@@ -22,6 +22,7 @@ from typing import Literal
 # -- tasks: delivered -> running <-> input_required -> replied | failed | cancelled
 DELIVERED, RUNNING, INPUT_REQUIRED = "delivered", "running", "input_required"
 REPLIED, FAILED, CANCELLED = "replied", "failed", "cancelled"
+CancelledStatus = Literal["cancelled"]
 TaskStatus = Literal["delivered", "running", "input_required", "replied", "failed", "cancelled"]
 TASK_STATUSES: tuple[TaskStatus, ...] = (DELIVERED, RUNNING, INPUT_REQUIRED, REPLIED, FAILED, CANCELLED)
 OPEN_TASK_STATUSES: tuple[TaskStatus, ...] = (DELIVERED, RUNNING, INPUT_REQUIRED)  # the task can still change
@@ -46,13 +47,15 @@ TASK_FLAGS: tuple[TaskFlag, ...] = (UNANSWERED,)
 
 # -- inbox items
 MESSAGE, TASK, REPLY, BROADCAST, NOTICE = "message", "task", "reply", "broadcast", "notice"
-MESSAGE_KINDS = (MESSAGE, TASK, REPLY, BROADCAST, NOTICE)
+MessageKind = Literal["message", "task", "reply", "broadcast", "notice"]
+MESSAGE_KINDS: tuple[MessageKind, ...] = (MESSAGE, TASK, REPLY, BROADCAST, NOTICE)
 
 # -- sessions (an agent's presence)
 IDLE, WORKING, OFFLINE = "idle", "working", "offline"
 SessionStatusValue = Literal["idle", "working", "offline"]
 SESSION_STATUSES: tuple[SessionStatusValue, ...] = (IDLE, WORKING, OFFLINE)
-REPORTABLE_SESSION_STATUSES = (IDLE, WORKING)  # offline is the hub's to say
+ReportableSessionStatus = Literal["idle", "working"]
+REPORTABLE_SESSION_STATUSES: tuple[ReportableSessionStatus, ...] = (IDLE, WORKING)  # offline is the hub's to say
 
 # -- priorities of a task
 PriorityValue = Literal["low", "normal", "high", "urgent"]
@@ -61,7 +64,8 @@ DEFAULT_PRIORITY: PriorityValue = "normal"
 
 # -- who acts: an agent (an alias) or a person (a username)
 AGENT, PERSON = "agent", "person"
-SENDER_KINDS = (AGENT, PERSON)
+SenderKind = Literal["agent", "person"]
+SENDER_KINDS: tuple[SenderKind, ...] = (AGENT, PERSON)
 
 # -- stream events (GET /events/<alias>, GET /events?network_id=, GET /mcp's channel notifications)
 NEW_TASK, NEW_MESSAGE, NEW_REPLY = "new_task", "new_message", "new_reply"
