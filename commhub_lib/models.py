@@ -422,7 +422,7 @@ def body_models() -> dict[str, type[Body]]:
 # --- runner support (docs/runner-server.md) ---------------------------------------------------------
 
 class RestFlag(Body):
-    """POST /api/tasks/:id/flag: set a flag (service/tasks.FLAGS), or null to clear it."""
+    """POST /api/tasks/:id/flag: set a flag (vocabulary.TASK_FLAGS), or null to clear it."""
 
     flag: Annotated[Short | None, BeforeValidator(_lower)] = Field(
         description="'unanswered' (a runner's turn ended with the task still open), or null to clear the flag")

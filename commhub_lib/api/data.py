@@ -8,7 +8,7 @@ from quart import Blueprint, Response, request
 from ..models import RestBroadcast, RestCancel, RestFlag, RestReply, RestSendMessage, RestSendTask
 from ..service import messaging, networks, sessions, tasks
 from ..service.hub import AGENT, PERSON, Principal
-from ..vocabulary import MESSAGE_KINDS, SESSION_STATUSES, TASK_STATUSES
+from ..vocabulary import MESSAGE_KINDS, SESSION_STATUSES, TASK_FLAGS, TASK_STATUSES
 from .common import authenticate, hub, parse, query_choice, query_int
 
 bp = Blueprint("data", __name__)
@@ -39,7 +39,7 @@ async def list_tasks() -> Response:
     scope = _scope()
     return _json(messaging.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
                                            request.args.get("to_name") or None, request.args.get("from_name") or None,
-                                           query_int("limit", None, 1), _offset(), query_choice("flag", tasks.FLAGS)))
+                                           query_int("limit", None, 1), _offset(), query_choice("flag", TASK_FLAGS)))
 
 
 @bp.get("/api/nodes")
