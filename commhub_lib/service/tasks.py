@@ -132,7 +132,7 @@ def get_task_row(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:
 
 def reply_on_task(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
                   status: str | None, in_reply_to: str | None = None, artifacts: list[str] | None = None,
-                  progress: str | None = None, overseer: bool = False) -> dict[str, Any]:
+                  progress: float | str | None = None, overseer: bool = False) -> dict[str, Any]:
     """A reply about a task: its recipient reports (status required), its sender answers (no status); a person
     who is owner/admin of the network (`overseer`) may answer as its sender would (SPEC §3: a person's answer)."""
     is_recipient = actor == task["to_name"] and actor_kind == task["to_kind"]
@@ -153,7 +153,7 @@ def _require_open(task: dict[str, Any]) -> None:
 
 
 def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str | None,
-                     artifacts: list[str] | None, progress: str | None = None) -> dict[str, Any]:
+                     artifacts: list[str] | None, progress: float | str | None = None) -> dict[str, Any]:
     task_id = task["task_id"]
     _require_open(task)
     if status is None:
