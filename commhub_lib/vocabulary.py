@@ -143,6 +143,7 @@ def as_json() -> dict[str, object]:
         "EVENT": {name.upper(): name for name in EVENTS},
         "DELIVERED_EVENTS": list(DELIVERED_EVENTS),
         "TASK_STATUS": {s.upper(): s for s in TASK_STATUSES},
+        "TASK_STATUSES": list(TASK_STATUSES),
         "OPEN_TASK_STATUSES": list(OPEN_TASK_STATUSES),
         "FINAL_TASK_STATUSES": list(FINAL_TASK_STATUSES),
         "REPLY_STATUS": {s.upper(): s for s in REPLY_STATUSES},

@@ -24,6 +24,7 @@ from commhub_lib.server import ServerHandle
 from commhub_lib.store import events as event_store
 from commhub_lib.vocabulary import DELIVERED_EVENTS, EVENTS, EventShape
 from tests.conftest import create_token, mcp_call, register, tool
+from tests.test_dashboard import Browser, chrome, chrome_available, log_in, page  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "commhub_lib"
@@ -134,13 +135,37 @@ def test_docs_events_md_is_generated_from_the_vocabulary() -> None:
 
 
 def test_the_dashboard_imports_its_words_from_vocabulary_js() -> None:
-    """No dashboard script spells an event name or a task status of its own."""
+    """No dashboard script spells an event name or a task status of its own, nor does the page list statuses or
+    priorities."""
     words = set(EVENTS) | set(vocabulary.TASK_STATUSES)
     for path in STATIC.glob("*.js"):
         if path.name == "vocabulary.js":
             continue
         spelled = {w for w in words if re.search(rf"""["'`]{w}["'`]""", path.read_text(encoding="utf-8"))}
         assert not spelled, f"{path.name} spells {sorted(spelled)}: import them from vocabulary.js"
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    options = set(re.findall(r'<option(?: value="([^"]*)")?[^>]*>([^<]*)</option>', html))
+    listed = {w for pair in options for w in pair} & (set(vocabulary.TASK_STATUSES) | set(vocabulary.PRIORITIES))
+    assert not listed, f"index.html lists {sorted(listed)}: fill the <select> from vocabulary.js"
+
+
+@pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")
+async def test_the_pages_choices_come_from_vocabulary_js(page: Browser,  # noqa: F811
+                                                         client: httpx.AsyncClient) -> None:
+    """In a real browser: the task filter offers every status (input_required read as "question") and the send
+    form every priority with the default chosen, all filled from vocabulary.js."""
+    await log_in(page, await register(client))
+
+    def options(element_id: str) -> Any:
+        return lambda d: d.execute_script(
+            "return [...document.getElementById(arguments[0]).options].map(o => [o.value, o.text, o.selected])",
+            element_id)
+    statuses = await page.run(options("filter-status"))
+    assert [value for value, _, _ in statuses] == ["", *vocabulary.TASK_STATUSES]
+    assert [text for value, text, _ in statuses if value == vocabulary.INPUT_REQUIRED] == ["question"]
+    priorities = await page.run(options("send-priority"))
+    assert [(value, selected) for value, _, selected in priorities] == [
+        (p, p == vocabulary.DEFAULT_PRIORITY) for p in vocabulary.PRIORITIES]
 
 
 # --- the vocabulary is consistent ------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 // /api/broadcast). The hub names the person as the sender; replies come back to their username.
 
 import { api } from "./api.js";
-import { $, formValues, say } from "./dom.js";
+import { $, formValues, h, say } from "./dom.js";
 import { emit, state } from "./state.js";
-import { MESSAGE_KIND } from "./vocabulary.js";
+import { DEFAULT_PRIORITY, MESSAGE_KIND, PRIORITIES } from "./vocabulary.js";
 
 const LABELS = { [MESSAGE_KIND.TASK]: "Send task", [MESSAGE_KIND.MESSAGE]: "Send message", [MESSAGE_KIND.BROADCAST]: "Broadcast" };
 
@@ -54,6 +54,7 @@ async function send(event) {
 
 /** Wire the send form. */
 export function initSend() {
+  $("send-priority").append(...PRIORITIES.map((p) => h("option", { selected: p === DEFAULT_PRIORITY }, p)));
   $("send-form").addEventListener("change", showFields);
   $("send-form").addEventListener("submit", send);
   showFields();

@@ -3,7 +3,7 @@
 import { api, isMissingEndpoint, withQuery } from "./api.js";
 import { $, formValues, h, render, say, timeEl } from "./dom.js";
 import { emit, on, state } from "./state.js";
-import { FINAL_TASK_STATUSES, REPLY_STATUS, TASK_FLAG, TASK_STATUS } from "./vocabulary.js";
+import { FINAL_TASK_STATUSES, REPLY_STATUS, TASK_FLAG, TASK_STATUS, TASK_STATUSES } from "./vocabulary.js";
 
 const COLUMNS = [
   [TASK_STATUS.DELIVERED, "Delivered"], [TASK_STATUS.RUNNING, "Running"], [TASK_STATUS.INPUT_REQUIRED, "Question"],
@@ -199,6 +199,8 @@ export async function refreshOpenTask() {
 /** Wire the filters and the task page. */
 export function initTasks() {
   const filters = $("task-filters");
+  // The status choices come from the vocabulary (a person reads input_required as "question").
+  $("filter-status").append(...TASK_STATUSES.map((s) => h("option", { value: s }, s === TASK_STATUS.INPUT_REQUIRED ? "question" : s)));
   filters.addEventListener("submit", (e) => { e.preventDefault(); refreshTasks(); });
   filters.addEventListener("change", () => refreshTasks());
   filters.addEventListener("reset", () => setTimeout(refreshTasks, 0));

@@ -4,6 +4,7 @@
 export const EVENT = Object.freeze({"NEW_TASK": "new_task", "NEW_MESSAGE": "new_message", "NEW_REPLY": "new_reply", "BROADCAST": "broadcast", "HEARTBEAT": "heartbeat"});
 export const DELIVERED_EVENTS = Object.freeze(["new_task", "new_message", "new_reply", "broadcast"]);
 export const TASK_STATUS = Object.freeze({"DELIVERED": "delivered", "RUNNING": "running", "INPUT_REQUIRED": "input_required", "REPLIED": "replied", "FAILED": "failed", "CANCELLED": "cancelled"});
+export const TASK_STATUSES = Object.freeze(["delivered", "running", "input_required", "replied", "failed", "cancelled"]);
 export const OPEN_TASK_STATUSES = Object.freeze(["delivered", "running", "input_required"]);
 export const FINAL_TASK_STATUSES = Object.freeze(["replied", "failed", "cancelled"]);
 export const REPLY_STATUS = Object.freeze({"DONE": "done", "FAILED": "failed", "PROGRESS": "progress", "QUESTION": "question"});
