@@ -7,8 +7,8 @@ from quart import Blueprint, Response, request
 
 from ..models import RestBroadcast, RestCancel, RestFlag, RestReply, RestSendMessage, RestSendTask
 from ..service import messaging, networks, sessions, tasks
-from ..service.hub import AGENT, PERSON, Principal
-from ..vocabulary import MESSAGE_KINDS, SESSION_STATUSES, TASK_FLAGS, TASK_STATUSES
+from ..service.hub import Principal
+from ..vocabulary import AGENT, MESSAGE_KINDS, PERSON, SESSION_STATUSES, TASK_FLAGS, TASK_STATUSES
 from .common import authenticate, hub, parse, query_choice, query_int
 
 bp = Blueprint("data", __name__)

@@ -20,9 +20,9 @@ from ..ids import now_text
 from ..store import approvals as approval_store
 from ..store import messages as message_store
 from ..store import tokens as token_store
-from ..vocabulary import MESSAGE, NEW_MESSAGE, QUESTION, WORKING_TASK_STATUSES
+from ..vocabulary import AGENT, MESSAGE, NEW_MESSAGE, PERSON, QUESTION, WORKING_TASK_STATUSES
 from . import quotas
-from .hub import AGENT, PERSON, Hub, Principal, clamp_limit
+from .hub import Hub, Principal, clamp_limit
 from .tasks import ask_on_task, get_task_row, message_row, open_tasks
 from .verdicts import APPROVAL_WORDS_TEXT
 

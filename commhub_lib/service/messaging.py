@@ -19,10 +19,10 @@ from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
-from ..vocabulary import BROADCAST, MESSAGE, NEW_MESSAGE, PROGRESS, TASK
+from ..vocabulary import AGENT, BROADCAST, MESSAGE, NEW_MESSAGE, PERSON, PROGRESS, TASK
 from . import quotas
 from .guard import Grant
-from .hub import AGENT, PERSON, Hub, SharedText, clamp_limit, hint
+from .hub import Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 from .tasks import (
     cancel_task,

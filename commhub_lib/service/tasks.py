@@ -20,6 +20,7 @@ from ..store import networks as network_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..vocabulary import (
+    AGENT,
     ANSWER,
     CANCELLED,
     DELIVERED,
@@ -31,6 +32,7 @@ from ..vocabulary import (
     NEW_TASK,
     NOTICE,
     OPEN_TASK_STATUSES,
+    PERSON,
     PROGRESS,
     QUESTION,
     REPLY,
@@ -41,7 +43,7 @@ from ..vocabulary import (
     UNFLAGGED,
 )
 from . import quotas, verdicts
-from .hub import AGENT, PERSON, Hub, Principal, clamp_limit, hint
+from .hub import Hub, Principal, clamp_limit, hint
 from .sessions import is_online, require_known_alias
 
 EXCERPT_CHARS = 120  # a task event shows the start of a reply; the whole text is the reply and the completion
