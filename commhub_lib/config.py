@@ -48,7 +48,7 @@ class Settings:
     # Streams (wake): caps on open SSE streams (/events and GET /mcp) so one token or host cannot hold them all.
     max_streams_per_token: int = 32
     max_streams_per_ip: int = 512
-    # Bounds on input and quotas (README "Limits and quotas"); for the max_* quotas 0 = no limit.
+    # Bounds on input and quotas (docs/limits.md); for the max_* quotas 0 = no limit.
     mcp_max_batch: int = 50
     mcp_max_response_bytes: int = 4 * 1024 * 1024
     mcp_sessions_per_token: int = 100
@@ -68,7 +68,7 @@ class Settings:
     public_url: str = ""
 
 
-# What each setting means, used for --help and checked against the README by a test.
+# What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
 HELP: dict[str, str] = {
     "host": "address to bind",
     "port": "TCP port to listen on (0 picks a free one)",

@@ -3,7 +3,7 @@ session statuses, priorities, task flags, sender kinds, and the stream events wi
 
 Everything else imports these names; nothing in commhub_lib spells them again (tests/test_vocabulary.py checks
 it, with a short allowlist). The dashboard cannot import Python: `commhub_lib/web/static/vocabulary.js` is
-generated from this module (`python -m commhub_lib.vocabulary js`), and docs/events.md too
+generated from this module (`python -m commhub_lib.vocabulary js`), and so is the list of events in docs/events.md
 (`python -m commhub_lib.vocabulary events`); tests keep both equal to what this module makes.
 
 Adding an event: an entry in EVENTS (its fields and a sentence for the docs), emitted by the service; then each
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 # -- tasks: delivered -> running <-> input_required -> replied | failed | cancelled
@@ -130,8 +131,9 @@ EVENTS: dict[str, EventShape] = {
         "content": Field("string", "the broadcast's text"),
         **_sender(),
         "message_id": Field("string", "this recipient's inbox item")}),
-    HEARTBEAT: EventShape(HEARTBEAT, "Sent every few seconds so proxies keep the stream open; no id, never "
-                                     "stored or replayed.", {
+    HEARTBEAT: EventShape(HEARTBEAT, "Every `--heartbeat-seconds` on each stream, the first one after a random half "
+                                     "to whole period from its connect (so streams that connect together do not "
+                                     "beat together); it has no id and is never stored or replayed.", {
         "time": Field("string", "the server's time (ISO 8601)")}, stored=False),
 }
 DELIVERED_EVENTS = tuple(name for name, shape in EVENTS.items() if shape.stored)  # what agents are woken for
@@ -166,35 +168,50 @@ def js_module() -> str:
     return "\n".join(lines) + "\n"
 
 
+EVENTS_DOC = "docs/events.md"
+BEGIN_EVENTS = ("<!-- generated from commhub_lib/vocabulary.py (EVENTS) by `python -m commhub_lib.vocabulary events`: "
+                "edit the vocabulary, not this part -->")
+END_EVENTS = "<!-- end of the generated part -->"
+
+
 def events_markdown() -> str:
-    """docs/events.md: every event with its data's fields (kept equal by tests/test_vocabulary.py)."""
-    lines = ["# Events", "",
-             "<!-- Generated from commhub_lib/vocabulary.py (EVENTS) by `python -m commhub_lib.vocabulary events > "
-             "docs/events.md`; do not edit by hand. -->", "",
-             "CommHub pushes these events on `GET /events/<alias>` (one alias), `GET /events?network_id=` (every "
-             "alias of a network: each event's data starts with `alias`) and, as `notifications/claude/channel` "
-             "messages, on `GET /mcp`. Each `data:` is a JSON object; every event but `heartbeat` carries its "
-             "durable id, so a client that reconnects with `Last-Event-ID` gets what it missed. "
-             "`commhub tail` prints them, `commhub listen` runs a command for them, the dashboard's feed shows "
-             "them.", ""]
+    """The part of docs/events.md that lists every event and its data's fields (between BEGIN_EVENTS and
+    END_EVENTS; kept equal by tests/test_vocabulary.py)."""
+    lines = [BEGIN_EVENTS, "",
+             "Each `data:` is a JSON object with these fields (on the network stream `alias` comes first). "
+             "`commhub tail` prints each event as a line, `commhub listen` runs a command for it, the dashboard's "
+             "feed shows it, and `GET /mcp` sends it as a `notifications/claude/channel` message.", ""]
     for name, shape in EVENTS.items():
-        lines += [f"## `{name}`", "", shape.doc, "", "| field | type | notes |", "|---|---|---|"]
+        lines += [f"### `{name}`", "", shape.doc, "", "| field | type | notes |", "|---|---|---|"]
         for key, f in shape.fields.items():
             kind = f.type + (" or null" if f.nullable else "")
             notes = f.doc + (" (only on some events)" if f.optional else "")
             lines.append(f"| `{key}` | {kind} | {notes} |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, END_EVENTS])
+
+
+def with_events_markdown(page: str) -> str:
+    """docs/events.md's text with its generated part made current (the rest is written by hand)."""
+    head, _, rest = page.partition(BEGIN_EVENTS)
+    _, found, tail = rest.partition(END_EVENTS)
+    if not found:
+        raise ValueError(f"{EVENTS_DOC} has no {BEGIN_EVENTS!r} ... {END_EVENTS!r} part")
+    return head + events_markdown() + tail
 
 
 def main(argv: list[str]) -> int:
-    """`python -m commhub_lib.vocabulary js|events`: print a generated file."""
-    makers = {"js": js_module, "events": events_markdown}
-    if len(argv) != 1 or argv[0] not in makers:
-        print("usage: python -m commhub_lib.vocabulary js|events", file=sys.stderr)
-        return 2
-    print(makers[argv[0]](), end="")
-    return 0
+    """`python -m commhub_lib.vocabulary js` prints the dashboard's vocabulary.js; `... events` makes the generated
+    part of docs/events.md current in place (run from the repository's root)."""
+    if argv == ["js"]:
+        print(js_module(), end="")
+        return 0
+    if argv == ["events"]:
+        page = Path(EVENTS_DOC)
+        page.write_text(with_events_markdown(page.read_text(encoding="utf-8")), encoding="utf-8")
+        return 0
+    print("usage: python -m commhub_lib.vocabulary js|events", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

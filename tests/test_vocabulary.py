@@ -107,9 +107,9 @@ def test_the_docs_describe_the_event_and_each_field(name: str) -> None:
     assert shape.name == name and shape.doc.endswith(".")
     assert all(f.doc for f in shape.fields.values())
     docs = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
-    section = docs[docs.index(f"## `{name}`"):]
+    section = docs[docs.index(f"\n### `{name}`\n"):].split("\n### ")[1].split(vocabulary.END_EVENTS)[0]
     for key in shape.fields:
-        assert f"| `{key}` |" in section.split("\n## ")[0], key
+        assert f"| `{key}` |" in section, key
 
 
 def test_heartbeats_are_skipped_by_every_consumer() -> None:
@@ -129,9 +129,12 @@ def test_the_dashboards_vocabulary_js_is_generated_from_the_python_one() -> None
     assert (STATIC / "vocabulary.js").read_text(encoding="utf-8") == vocabulary.js_module()
 
 
-def test_docs_events_md_is_generated_from_the_vocabulary() -> None:
-    """docs/events.md is `python -m commhub_lib.vocabulary events` (regenerate it after a change)."""
-    assert (ROOT / "docs" / "events.md").read_text(encoding="utf-8") == vocabulary.events_markdown()
+def test_docs_events_md_lists_the_events_as_the_vocabulary_does() -> None:
+    """docs/events.md's list of events is generated (`python -m commhub_lib.vocabulary events` makes it current);
+    the rest of the page is written by hand."""
+    text = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+    assert text.count(vocabulary.BEGIN_EVENTS) == 1 and text.count(vocabulary.END_EVENTS) == 1
+    assert vocabulary.with_events_markdown(text) == text
 
 
 def test_the_dashboard_imports_its_words_from_vocabulary_js() -> None:
