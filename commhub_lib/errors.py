@@ -156,6 +156,12 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "rate_limited": ErrorInfo(429, "Too many requests; wait for the Retry-After header's seconds."),
     "http_error": ErrorInfo(None, "Any other HTTP-level error (the server: an unmapped status; the client: an "
                                   "error answer that is not CommHub's JSON shape)."),
+    "ambiguous_length": ErrorInfo(400, "The request carries both Content-Length and Transfer-Encoding (it could hide "
+                                       "a second request); send one of them."),
+    "host_not_allowed": ErrorInfo(421, "The Host header is not a name this hub answers to (a guard against DNS "
+                                       "rebinding): add it to COMMHUB_ALLOWED_HOSTS or set COMMHUB_PUBLIC_URL."),
+    "too_many_connections": ErrorInfo(429, "This address has too many connections still sending their request "
+                                           "headers (COMMHUB_MAX_INCOMPLETE_HEADERS_PER_IP)."),
     "internal_error": ErrorInfo(500, "A bug: the details are in the server log (the one crash log)."),
     "database_busy": ErrorInfo(503, "Another process holds the database's write lock; retry after Retry-After."),
     "storage_error": ErrorInfo(503, "The database could not be written (I/O error, read-only, corrupt)."),
