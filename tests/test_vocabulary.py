@@ -20,7 +20,7 @@ import pytest
 from commhub_lib import events, vocabulary
 from commhub_lib.cli import listen, tail
 from commhub_lib.mcp import channel
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.store import events as event_store
 from commhub_lib.vocabulary import DELIVERED_EVENTS, EVENTS, EventShape
 from tests.conftest import create_token, mcp_call, register, tool
