@@ -21,9 +21,9 @@ import httpx
 import pytest
 import trio
 from cli_support import cli_env, run_cli
-from commhub_lib.runtime.server import ServerHandle
 from conftest import Account, create_token, register
 
+from commhub_lib.runtime.server import ServerHandle
 from tests.fakes.anthropic import FakeAnthropic
 
 ROOT = Path(__file__).resolve().parents[1]

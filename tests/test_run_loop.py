@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from commhub_lib.runtime.server import ServerHandle
 from conftest import create_token, register, tool
 
 from commhub_lib.cli.run.driver import Answer, Relay, TurnResult
 from commhub_lib.cli.run.loop import HubApi, Runner, RunOptions
 from commhub_lib.cli.run.prompt import reminder_prompt, resume_prompt, task_prompt
 from commhub_lib.cli.run.state import AlreadyRunning, Pending, RunnerState
+from commhub_lib.runtime.server import ServerHandle
 
 ALIAS = "looper"
 WAIT = 20.0
