@@ -33,10 +33,10 @@ HERE = Path(__file__).resolve().parent
 
 async def setup(log_stream: Any, clients: int = 2) -> dict[str, Any]:
     """A hub on a temp database, a user, `clients` network tokens, each with an MCP session and an alias."""
-    from commhub_lib.app import create_app
     from commhub_lib.broker import Broker
     from commhub_lib.config import Settings
     from commhub_lib.db import LOOP_BUSY_TIMEOUT_MS, Database
+    from commhub_lib.http.app import create_app
     from commhub_lib.runtime.log_setup import setup_logging
     from commhub_lib.service.hub import Hub
 

@@ -111,7 +111,7 @@ def mcp_tools_md() -> str:
 async def _openapi() -> dict[str, Any]:
     """The OpenAPI document of an app built with default settings (no database: only routes are read)."""
     from .api.openapi import build_spec
-    from .app import create_app
+    from .http.app import create_app
     from .service.hub import Hub
 
     app = create_app(Hub(settings=Settings(), db=None))  # type: ignore[arg-type]  # routes only, nothing runs

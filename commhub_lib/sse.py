@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from quart import Blueprint, Response
-
 from . import events
-from .api.common import authenticate_token
-from .asgi import AsgiRequest, RouteContext, StreamRequest
 from .broker import SHUTDOWN
 from .errors import Forbidden, NotFound, ValidationFailed
+from .http.asgi import RouteContext
+from .http.auth import authenticate_token
+from .http.request import AsgiRequest, StreamRequest
 from .ids import now_text, now_ts
 from .models import ALIAS_RE, ALIAS_RULE
 from .service import networks, sessions
@@ -23,7 +22,6 @@ from .service.hub import Hub, Principal
 from .store import sessions as session_store
 from .stream import Progress, Scope, follow, parse_last_event_id, take_stream_slot
 
-bp = Blueprint("sse", __name__)
 log = logging.getLogger("commhub.sse")
 
 
@@ -148,17 +146,3 @@ def network_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes
     body = generate()
     slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body)
     return body
-
-
-# The streams are served ahead of Quart (CommhubApp.asgi_app → asgi.serve_stream). These rules are never reached
-# for GET; they are here so that routing knows the paths (OpenAPI, the Allow list of a 405, OPTIONS).
-@bp.get("/events/<alias>")
-async def stream(alias: str) -> Response:
-    """Server-Sent Events for one alias (served by sse.alias_stream)."""
-    raise AssertionError("GET /events/<alias> is served ahead of Quart's routing")
-
-
-@bp.get("/events", endpoint="network_stream")
-async def network_stream_rule() -> Response:
-    """Every event of a network, for a person (served by sse.network_stream)."""
-    raise AssertionError("GET /events is served ahead of Quart's routing")

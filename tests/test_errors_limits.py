@@ -235,9 +235,9 @@ async def test_oversized_body_is_refused_with_connection_close(tmp_path) -> None
 
 async def test_a_crash_is_a_logged_500_with_the_error_shape(tmp_path, caplog) -> None:  # noqa: ANN001
     """Anything unexpected leaves as 500 internal_error, its details only in the log (in-process handler test)."""
-    from commhub_lib.app import create_app
     from commhub_lib.broker import Broker
     from commhub_lib.db import Database
+    from commhub_lib.http.app import create_app
     from commhub_lib.service.hub import Hub
     from tests.conftest import make_settings
 

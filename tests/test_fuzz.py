@@ -28,8 +28,8 @@ from conftest import make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commhub_lib.app import create_app
 from commhub_lib.db import Database
+from commhub_lib.http.app import create_app
 from commhub_lib.mcp.tools import TOOLS
 from commhub_lib.runtime.server import ServerHandle, run_server
 from commhub_lib.service.hub import Hub

@@ -103,7 +103,9 @@ async def test_h17_04_allowed_hosts_and_public_url_add_names(tmp_path: Path) -> 
 
 
 def test_h17_04_wildcard_binds_accept_addresses_not_names() -> None:
-    from commhub_lib.asgi import RequestGuard  # here, so the file's other tests run (and fail) on a tree without it
+    from commhub_lib.http.asgi import (
+        RequestGuard,  # here, so the file's other tests run (and fail) on a tree without it
+    )
 
     guard = RequestGuard(Settings(host="0.0.0.0"))
     assert guard.host_allowed("192.168.1.20:9200") and guard.host_allowed("[fe80::1]:9200")

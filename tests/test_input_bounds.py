@@ -9,8 +9,9 @@ import httpx
 from conftest import mcp_call, register
 from test_rest_auth import assert_error
 
-from commhub_lib.api.common import MAX_JSON_DEPTH, json_bytes, parse_json
 from commhub_lib.errors import BadRequest
+from commhub_lib.http.answers import json_bytes
+from commhub_lib.http.request import MAX_JSON_DEPTH, parse_json
 from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.store import sessions as session_store
 

@@ -1,28 +1,26 @@
 """What POST /mcp leaves out per call without changing a byte of the answer: the body taken off hypercorn's queue
-without waiting when it is already there, and a tool's result encoded once (mcp/http.py, mcp/protocol.py)."""
+without waiting when it is already there, and a tool's result encoded once (http/request.py, mcp/protocol.py)."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from commhub_lib.api.common import json_bytes
 from commhub_lib.errors import PayloadTooLarge
-from commhub_lib.mcp.http import ClientGone, McpPost
-from commhub_lib.mcp.protocol import PostRequest, _tool_answer, answer_bytes
+from commhub_lib.http.answers import json_bytes
+from commhub_lib.http.request import BodyReader, ClientGone
+from commhub_lib.mcp.protocol import _tool_answer, answer_bytes
 from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import create_token, register, tool
 
 
-def reader(max_body: int = 1000) -> McpPost:
-    """An McpPost whose only settings are the body bounds (what _read_body uses)."""
-    settings = SimpleNamespace(max_body_bytes=max_body, body_timeout_seconds=5.0)
-    return McpPost(SimpleNamespace(hub=SimpleNamespace(settings=settings)))  # type: ignore[arg-type]
+def reader(max_body: int = 1000) -> BodyReader:
+    """The request reader of POST /mcp, with its body bounds."""
+    return BodyReader(max_body, 5.0)
 
 
 def queued(*messages: dict[str, Any]) -> tuple[trio.MemorySendChannel, trio.MemoryReceiveChannel]:
@@ -41,7 +39,7 @@ async def test_a_queued_body_is_taken_without_waiting() -> None:
                             {"type": "http.request", "body": b"", "more_body": False})
     with trio.CancelScope() as scope:
         scope.cancel()
-        body = await reader()._read_body(PostRequest({}, b"", b""), receive.receive)
+        body = await reader().read({}, receive.receive)
     assert body == b'{"a":1}'
 
 
@@ -51,7 +49,7 @@ async def test_a_body_complete_by_its_content_length_needs_no_last_message() -> 
     _send, receive = queued({"type": "http.request", "body": b'{"a":1}', "more_body": True})
     with trio.CancelScope() as scope:
         scope.cancel()
-        body = await reader()._read_body(PostRequest({"content-length": "7"}, b"", b""), receive.receive)
+        body = await reader().read({"content-length": "7"}, receive.receive)
     assert body == b'{"a":1}'
 
 
@@ -63,7 +61,7 @@ async def test_the_rest_of_a_body_is_awaited() -> None:
             await trio.sleep(0.05)  # a chunk that arrives later (not synchronisation: the read must wait for it)
             await send.send({"type": "http.request", "body": b"2}", "more_body": False})
         nursery.start_soon(rest)
-        body = await reader()._read_body(PostRequest({}, b"", b""), receive.receive)
+        body = await reader().read({}, receive.receive)
     assert body == b'{"a":2}'
 
 
@@ -71,10 +69,10 @@ async def test_a_queued_body_over_the_cap_or_a_disconnect_is_refused() -> None:
     _send, receive = queued({"type": "http.request", "body": b"x" * 600, "more_body": True},
                             {"type": "http.request", "body": b"x" * 600, "more_body": False})
     with pytest.raises(PayloadTooLarge):
-        await reader(1000)._read_body(PostRequest({}, b"", b""), receive.receive)
+        await reader(1000).read({}, receive.receive)
     _send, receive = queued({"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"})
     with pytest.raises(ClientGone):
-        await reader()._read_body(PostRequest({}, b"", b""), receive.receive)
+        await reader().read({}, receive.receive)
 
 
 RESULTS: list[Any] = [

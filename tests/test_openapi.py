@@ -41,8 +41,8 @@ async def test_every_route_is_described(client: httpx.AsyncClient) -> None:
 
 
 def test_operations_name_only_real_endpoints() -> None:
-    from commhub_lib.app import create_app
     from commhub_lib.config import Settings
+    from commhub_lib.http.app import create_app
     from commhub_lib.service.hub import Hub
 
     class _NoDb:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # In a fresh interpreter (the test process has run servers already): import everything `serve` imports, then install.
 PROBE = """
-import commhub_lib.app, commhub_lib.cli, commhub_lib.runtime.server
+import commhub_lib.http.app, commhub_lib.cli, commhub_lib.runtime.server
 from commhub_lib.runtime import patches
 from hypercorn.trio.tcp_server import TCPServer
 print(patches.installed())

@@ -1,4 +1,4 @@
-"""Writes and another process's write lock (api/common.py WriteLockWatch): no probe before each write while
+"""Writes and another process's write lock (http/writelock.py WriteLockWatch): no probe before each write while
 nobody else holds the lock; a write that meets it waits off the loop's back and runs again, unless it had
 already committed something; after meeting it, writes wait for it first for a while."""
 
@@ -11,10 +11,10 @@ import pytest
 import trio
 from quart_trio import QuartTrio
 
-from commhub_lib.api import common
-from commhub_lib.api.common import WriteLockWatch
 from commhub_lib.db import LOOP_BUSY_TIMEOUT_MS, Database
 from commhub_lib.errors import DatabaseBusy
+from commhub_lib.http import writelock
+from commhub_lib.http.writelock import WriteLockWatch
 from tests.conftest import mcp_call, own_server, register
 from tests.test_resilience import lock_held_by_another_process, release, task_to
 
@@ -149,7 +149,7 @@ async def test_commits_of_other_tasks_are_not_counted_for_a_request(tmp_path: Pa
     async def request(started: trio.Event, done: trio.Event) -> None:
         async with QuartTrio("t").app_context():
             watch.start_request()
-            seen["state"] = common._REQUEST.get()
+            seen["state"] = writelock._REQUEST.get()
             started.set()
             await done.wait()
             with db.write():
@@ -163,4 +163,4 @@ async def test_commits_of_other_tasks_are_not_counted_for_a_request(tmp_path: Pa
             db.execute("INSERT INTO t VALUES (1)")
         done.set()
     assert seen["state"].commits == 1  # type: ignore[attr-defined]  (its own commit only)
-    assert common._REQUEST.get() is None
+    assert writelock._REQUEST.get() is None

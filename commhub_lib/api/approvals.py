@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, request
-
 from ..errors import Forbidden, ValidationFailed
+from ..http.request import authenticate, hub, parse, query_arg
 from ..models import RestApproval
 from ..service import approvals, networks, sessions
-from .common import authenticate, hub, parse, query_choice, query_int
-
-bp = Blueprint("approvals", __name__)
+from .common import query_choice, query_int
 
 APPROVAL_STATUSES = ("pending", "approved", "denied")
 
 
 def _wait_seconds() -> float:
     """?wait_seconds= (seconds, fractions allowed, 0 to approvals.MAX_WAIT_SECONDS)."""
-    raw = request.args.get("wait_seconds") or "0"
+    raw = query_arg("wait_seconds") or "0"
     try:
         value = float(raw)
     except ValueError:
@@ -26,7 +23,6 @@ def _wait_seconds() -> float:
     return value
 
 
-@bp.post("/api/approvals")
 async def ask() -> dict:
     """An agent asks a person (on its task, or its owner) and waits up to wait_seconds for the answer."""
     principal = authenticate()
@@ -40,19 +36,17 @@ async def ask() -> dict:
     return await approvals.wait(hub(), [network_id], asked["approval_id"], body.wait_seconds, principal.token_id)
 
 
-@bp.get("/api/approvals/<approval_id>")
 async def get_approval(approval_id: str) -> dict:
     """One approval; with wait_seconds, once answered or after that long (a long-poll)."""
     principal = authenticate()
-    scope = networks.scope(hub(), principal, request.args.get("network_id") or None)
+    scope = networks.scope(hub(), principal, query_arg("network_id") or None)
     return await approvals.wait(hub(), scope, approval_id, _wait_seconds(), principal.token_id)
 
 
-@bp.get("/api/approvals")
 async def list_approvals() -> dict:
     """Approvals of the caller's networks, newest first (status pending: what waits for a person)."""
     principal = authenticate()
-    scope = networks.scope(hub(), principal, request.args.get("network_id") or None)
+    scope = networks.scope(hub(), principal, query_arg("network_id") or None)
     return approvals.list_approvals(hub(), scope, query_choice("status", APPROVAL_STATUSES),
-                                    request.args.get("alias") or None, query_int("limit", None, 1),
+                                    query_arg("alias") or None, query_int("limit", None, 1),
                                     query_int("offset", 0) or 0)

@@ -3,78 +3,70 @@ and sending as a person or script (POST /api/tasks, /api/messages, /api/broadcas
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, request
-
+from ..http.answers import Answer, json_text
+from ..http.request import authenticate, hub, parse, query_arg
 from ..models import RestBroadcast, RestCancel, RestFlag, RestReply, RestSendMessage, RestSendTask
 from ..service import messaging, networks, sessions, tasks
 from ..service.hub import Principal
 from ..vocabulary import AGENT, MESSAGE_KINDS, PERSON, SESSION_STATUSES, TASK_FLAGS, TASK_STATUSES
-from .common import authenticate, hub, parse, query_choice, query_int
+from .common import query_choice, query_int
 
-bp = Blueprint("data", __name__)
 
 def _scope() -> list[str]:
-    return networks.scope(hub(), authenticate(), request.args.get("network_id") or None)
+    return networks.scope(hub(), authenticate(), query_arg("network_id") or None)
 
 
 def _offset() -> int:
     return query_int("offset", 0) or 0
 
 
-def _json(text: str) -> Response:
+def _json(text: str) -> Answer:
     """An answer whose JSON text SQLite built (the lists: no dicts, no json.dumps on the event loop)."""
-    return Response(text, content_type="application/json")
+    return json_text(text)
 
 
-@bp.get("/api/status")
-async def status() -> Response:
+async def status() -> Answer:
     """Every session of the visible networks (the JSON is built by SQLite: up to 500 sessions a page)."""
     return _json(sessions.list_status_json(hub(), _scope(), query_choice("status", SESSION_STATUSES),
                                            query_int("limit", None, 1), _offset()))
 
 
-@bp.get("/api/tasks")
-async def list_tasks() -> Response:
+async def list_tasks() -> Answer:
     """Tasks, newest first, filtered by status, to_name, from_name, flag."""
     scope = _scope()
     return _json(tasks.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
-                                       request.args.get("to_name") or None, request.args.get("from_name") or None,
+                                       query_arg("to_name") or None, query_arg("from_name") or None,
                                        query_int("limit", None, 1), _offset(), query_choice("flag", TASK_FLAGS)))
 
 
-@bp.get("/api/nodes")
 async def list_nodes() -> dict:
     """Machines that sessions run on."""
     return sessions.list_nodes(hub(), _scope(), query_int("limit", None, 1), _offset())
 
 
-@bp.get("/api/messages")
-async def list_messages() -> Response:
+async def list_messages() -> Answer:
     """Messages; with `alias`, that agent's inbox."""
     scope = _scope()
-    return _json(messaging.list_messages_json(hub(), scope, request.args.get("alias") or None,
+    return _json(messaging.list_messages_json(hub(), scope, query_arg("alias") or None,
                                               query_choice("kind", MESSAGE_KINDS),
-                                              request.args.get("unread") in ("1", "true"),
+                                              query_arg("unread") in ("1", "true"),
                                               query_int("limit", None, 1), _offset()))
 
 
-@bp.get("/api/completions")
-async def list_completions() -> Response:
+async def list_completions() -> Answer:
     """Completion records."""
     scope = _scope()
-    return _json(tasks.list_completions_json(hub(), scope, request.args.get("alias") or None,
+    return _json(tasks.list_completions_json(hub(), scope, query_arg("alias") or None,
                                              query_int("limit", None, 1), _offset()))
 
 
-@bp.get("/api/task_events")
-async def list_task_events() -> Response:
+async def list_task_events() -> Answer:
     """The task event log (one task with `task_id`)."""
     scope = _scope()
-    return _json(tasks.list_task_events_json(hub(), scope, request.args.get("task_id") or None,
+    return _json(tasks.list_task_events_json(hub(), scope, query_arg("task_id") or None,
                                              query_int("limit", None, 1), _offset()))
 
 
-@bp.get("/api/stats")
 async def stats() -> dict:
     """Session and task counts."""
     return sessions.stats(hub(), _scope())
@@ -87,7 +79,6 @@ def _sender(principal: Principal, network_id: str) -> tuple[str, str]:
     return sessions.resolve_caller(hub(), principal, network_id, None), AGENT
 
 
-@bp.post("/api/tasks")
 async def send_task() -> dict:
     """Send a task to an alias."""
     principal = authenticate()
@@ -97,7 +88,6 @@ async def send_task() -> dict:
     return tasks.send_task(hub(), network_id, name, body, kind)
 
 
-@bp.post("/api/messages")
 async def send_message() -> dict:
     """Send a message to an alias."""
     principal = authenticate()
@@ -107,7 +97,6 @@ async def send_message() -> dict:
     return messaging.send_message(hub(), network_id, name, body, kind)
 
 
-@bp.post("/api/broadcast")
 async def broadcast() -> dict:
     """Send to every session of a network."""
     principal = authenticate()
@@ -117,33 +106,29 @@ async def broadcast() -> dict:
     return messaging.broadcast(hub(), network_id, name, body, kind)
 
 
-@bp.get("/api/tasks/<task_id>")
 async def get_task(task_id: str) -> dict:
     """One task with its event timeline and completion."""
     return tasks.get_task_in(hub(), _scope(), task_id)
 
 
-@bp.post("/api/tasks/<task_id>/cancel")
 async def cancel_task(task_id: str) -> dict:
     """Cancel an open task (its sender, or a network owner/admin)."""
     principal = authenticate()
     body = await parse(RestCancel)
-    task = tasks.find_task(hub(), networks.scope(hub(), principal, request.args.get("network_id") or None), task_id)
+    task = tasks.find_task(hub(), networks.scope(hub(), principal, query_arg("network_id") or None), task_id)
     actor = None if principal.kind == "user" else _sender(principal, task["network_id"])[0]
     return tasks.cancel_task(hub(), principal, task["network_id"], actor, task_id, body.reason)
 
 
-@bp.post("/api/tasks/<task_id>/flag")
 async def flag_task(task_id: str) -> dict:
     """Flag a task for a person's attention (its recipient, an owner/admin), or clear it (docs/runner-server.md)."""
     principal = authenticate()
     body = await parse(RestFlag)
-    task = tasks.find_task(hub(), networks.scope(hub(), principal, request.args.get("network_id") or None), task_id)
+    task = tasks.find_task(hub(), networks.scope(hub(), principal, query_arg("network_id") or None), task_id)
     actor = None if principal.kind == "user" else _sender(principal, task["network_id"])[0]
     return tasks.flag_task(hub(), principal, task["network_id"], actor, task_id, body.flag, body.note)
 
 
-@bp.post("/api/replies")
 async def reply() -> dict:
     """Reply to a message or task as a person (answer an agent's question) or as a token's agent."""
     principal = authenticate()

@@ -15,13 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hypercorn.typing import ASGISendCallable, ASGISendEvent, HTTPScope
-from quart import Blueprint, request
-
 from ..config import Settings
-from .common import hub
+from ..http.request import hub, request_host
 
-bp = Blueprint("oauth", __name__)
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 # A Host header that can be put into a URL (and a quoted header parameter) as it is.
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
@@ -48,36 +44,11 @@ def metadata(base: str) -> dict[str, Any]:
             "resource_documentation": f"{base}/docs"}
 
 
-def _header(scope: HTTPScope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def with_challenge(scope: HTTPScope, send: ASGISendCallable, settings: Settings) -> ASGISendCallable:
-    """`send` for one request, adding the Bearer challenge to its answer when that is a 401 without one."""
-
-    async def send_challenged(message: ASGISendEvent) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 401:
-            headers = list(message.get("headers", ()))
-            if not any(name.lower() == b"www-authenticate" for name, _ in headers):
-                base = public_url(settings, scope.get("scheme", "http"), _header(scope, b"host"))
-                refused = _header(scope, b"authorization") is not None or b"token=" in scope.get("query_string", b"")
-                headers.append((b"www-authenticate", challenge(base, refused).encode("latin-1")))
-                message = {**message, "headers": headers}  # type: ignore[typeddict-item]
-        await send(message)
-
-    return send_challenged
-
-
-@bp.get(WELL_KNOWN)
 async def protected_resource() -> dict[str, Any]:
     """The OAuth 2.0 protected resource metadata (RFC 9728): no authentication."""
-    return metadata(public_url(hub().settings, request.scheme, request.host))
+    return metadata(public_url(hub().settings, *request_host()))
 
 
-@bp.get(WELL_KNOWN + "/mcp")
 async def protected_resource_mcp() -> dict[str, Any]:
     """The same document where RFC 9728 §3.1 derives it from the MCP endpoint's URL."""
-    return metadata(public_url(hub().settings, request.scheme, request.host))
+    return metadata(public_url(hub().settings, *request_host()))

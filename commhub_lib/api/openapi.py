@@ -18,14 +18,12 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
-from quart import Blueprint, current_app
 
 from .. import __version__
 from .. import models as m
+from ..http.request import url_rules
 from . import queries as q
 from . import responses as r
-
-bp = Blueprint("openapi", __name__)
 
 
 @dataclass(frozen=True)
@@ -234,14 +232,13 @@ def build_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of the running app."""
     paths: dict[str, dict[str, Any]] = {}
     schemas = _Schemas()
-    for rule in current_app.url_map.iter_rules():
-        if rule.endpoint == "static":
+    for rule, endpoint, methods, arguments, doc in url_rules():
+        if endpoint == "static":
             continue
-        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
-        view = current_app.view_functions[rule.endpoint]
-        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
+        for method in sorted(methods - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = _operation(
-                rule.endpoint, method.lower(), sorted(rule.arguments), view.__doc__ or "", schemas)
+                endpoint, method.lower(), sorted(arguments), doc, schemas)
     return {"openapi": "3.1.0",
             "info": {"title": "CommHub", "version": __version__,
                      "description": "A self-hosted hub for AI coding agents: REST for people and scripts, MCP at "
@@ -252,7 +249,6 @@ def build_spec() -> dict[str, Any]:
             "components": {"schemas": dict(sorted(schemas.schemas.items())), "securitySchemes": SECURITY_SCHEMES}}
 
 
-@bp.get("/openapi.json")
 async def openapi() -> dict:
     """The OpenAPI description of this API."""
     return build_spec()

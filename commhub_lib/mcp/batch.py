@@ -21,8 +21,8 @@ from typing import Any
 
 import trio
 
-from ..api.common import json_bytes
 from ..errors import RateLimited
+from ..http.answers import json_bytes
 from .versions import BATCHES_REMOVED as BATCHING_REMOVED_IN
 
 INVALID_REQUEST = -32600

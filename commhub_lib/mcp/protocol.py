@@ -11,23 +11,16 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, request
 
-from ..api.common import (
-    authenticate,
-    authenticate_token,
-    hub,
-    json_bytes,
-    parse_json,
-    validation_message,
-)
-from ..asgi import AsgiRequest, JsonAnswer, RouteContext, StreamRequest
 from ..errors import BadRequest, CommhubError, Conflict
+from ..http.answers import Answer, JsonAnswer, empty, json_bytes, json_text
+from ..http.asgi import RouteContext
+from ..http.auth import authenticate_token
+from ..http.request import PostRequest, StreamRequest, authenticate, header, hub, parse_json, validation_message
 from ..service import networks
 from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
@@ -48,7 +41,6 @@ from .versions import (
     known_version,
 )
 
-bp = Blueprint("mcp", __name__)
 log = logging.getLogger("commhub.mcp")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
@@ -70,12 +62,11 @@ INSTRUCTIONS = (
     "these tools.")
 
 
-@bp.record_once
-def _create_session_pool(state: Any) -> None:
-    settings = state.app.config["COMMHUB_HUB"].settings
-    state.app.config["COMMHUB_HUB"].mcp_sessions = SessionPool(settings.mcp_sessions_per_token,
-                                                               settings.mcp_max_sessions,
-                                                               settings.presence_timeout_seconds)
+def create_session_pool(h: Hub) -> None:
+    """Give the hub its pool of MCP sessions (at app creation)."""
+    settings = h.settings
+    h.mcp_sessions = SessionPool(settings.mcp_sessions_per_token, settings.mcp_max_sessions,
+                                 settings.presence_timeout_seconds)
 
 
 def _sessions() -> SessionPool:
@@ -95,17 +86,6 @@ def _rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[s
 
 def _rpc_result(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "result": result}
-
-
-@dataclass(slots=True)
-class PostRequest(AsgiRequest):
-    """One POST /mcp as mcp/http.py read it off the ASGI scope, and what the access line notes about it."""
-
-    body: bytes = b""
-    answer_headers: dict[str, str] = field(default_factory=dict)
-    calls: list[tuple[str, str]] = field(default_factory=list)  # (tool or method, outcome) for the access line
-    alias: str | None = None
-    client_ip: str = "unknown"
 
 
 def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> McpSession:
@@ -451,16 +431,9 @@ async def _post_batch(ctx: RouteContext, req: PostRequest, payload: list[Any], p
     return (200, b"[" + b",".join(pieces) + b"]") if pieces else (202, b"")
 
 
-@bp.post("/mcp")
-async def post_mcp() -> Response:
-    """Never reached: POST /mcp is answered ahead of Quart (CommhubApp.asgi_app hands it to mcp/http.py). The
-    rule is here so that routing knows the method (the Allow list of a 405 on /mcp, OPTIONS /mcp)."""
-    raise AssertionError("POST /mcp is served by commhub_lib.mcp.http, before Quart's routing")
-
-
 def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | JsonAnswer:
     """GET /mcp: the session's server-to-client stream, every event for its alias as
-    `notifications/claude/channel` (served ahead of Quart by asgi.serve_stream).
+    `notifications/claude/channel` (served ahead of Quart by http/asgi.serve_stream).
 
     As the MCP spec (Streamable HTTP) says: without `Accept: text/event-stream` 405; without Mcp-Session-Id 400;
     a session id this hub never issued to this token, or one it ended (DELETE, or evicted by a cap), 404, so the
@@ -499,27 +472,19 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     return push.open_stream(h, principal, network_id, session, after, req.client_ip)
 
 
-@bp.get("/mcp")
-async def get_mcp() -> Response:
-    """Never reached: GET /mcp is served ahead of Quart (mcp_stream). The rule is here for routing (OpenAPI,
-    the Allow list of a 405 on /mcp, OPTIONS /mcp)."""
-    raise AssertionError("GET /mcp is served ahead of Quart's routing")
-
-
-@bp.delete("/mcp")
-async def delete_mcp() -> Response:
+async def delete_mcp() -> Answer:
     """End an MCP session."""
     principal = authenticate()
-    sid = request.headers.get("Mcp-Session-Id")
+    sid = header("Mcp-Session-Id")
     if not sid:
         raise BadRequest("Mcp-Session-Id header required to end a session", code="missing_session_id")
     pool = _sessions()
     reason = pool.ended_reason(sid)
     if reason is not None:  # ended (or evicted) already: the MCP transport answers its id 404 from then on
-        return Response(json_bytes({"error": reason, "message": ended_message(reason, pool.per_token, pool.total)}),
-                        status=404, content_type="application/json")
+        return json_text(json_bytes({"error": reason, "message": ended_message(reason, pool.per_token, pool.total)}),
+                         404)
     session = pool.get(sid)
     if (session is not None and session.token_id == principal.token_id) or (
             session is None and _issued_to(sid, principal)):  # a session forgotten by a restart ends too
         push.end_session(hub(), sid)
-    return Response("", status=204)
+    return empty(204)

@@ -13,8 +13,8 @@ from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 
-from ..api.common import error_bytes
-from ..asgi import AMBIGUOUS_LENGTH_BODY
+from ..http.answers import error_bytes
+from ..http.asgi import AMBIGUOUS_LENGTH_BODY
 from ..logs import log_access
 
 

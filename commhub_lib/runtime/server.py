@@ -25,10 +25,10 @@ from hypercorn.config import Sockets
 from hypercorn.trio import serve
 
 from .. import auth
-from ..app import create_app
 from ..broker import Broker
 from ..config import Settings
 from ..db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
+from ..http.app import create_app
 from ..service import sessions
 from ..service.hub import Hub
 from ..service.jobs import run_sweeper

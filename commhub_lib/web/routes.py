@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quart import Blueprint, Response, send_from_directory
+from ..http.answers import Answer, static_file
 
-bp = Blueprint("web", __name__)
 STATIC_DIR = Path(__file__).with_name("static")
 
 # No inline script or style, nothing from another origin; the page may only call its own origin.
@@ -28,28 +27,23 @@ SECURITY_HEADERS = {
 }
 
 
-def _secured(response: Response) -> Response:
-    response.headers.pop("Expires", None)  # Cache-Control: no-cache rules
-    for key, value in SECURITY_HEADERS.items():
-        response.headers[key] = value
-    return response
+async def _secured(name: str) -> Answer:
+    """A file of STATIC_DIR (404 for any other name) with the security headers."""
+    return await static_file(STATIC_DIR, name, SECURITY_HEADERS)
 
 
-@bp.get("/")
-async def index() -> Response:
+async def index() -> Answer:
     """The dashboard page."""
-    return _secured(await send_from_directory(STATIC_DIR, "index.html"))
+    return await _secured("index.html")
 
 
-@bp.get("/docs")
-async def docs() -> Response:
+async def docs() -> Answer:
     """API documentation rendered from /openapi.json, with the dashboard's security headers.
 
     Its script and style are files under /assets/, so the CSP allows nothing inline."""
-    return _secured(await send_from_directory(STATIC_DIR, "docs.html"))
+    return await _secured("docs.html")
 
 
-@bp.get("/assets/<path:name>")
-async def asset(name: str) -> Response:
+async def asset(name: str) -> Answer:
     """A file of the dashboard (CSS, JS, icon); 404 for anything else."""
-    return _secured(await send_from_directory(STATIC_DIR, name))
+    return await _secured(name)

@@ -1,13 +1,13 @@
-"""create_app(hub): the Quart-Trio application, its routes, and the one error handler."""
+"""create_app(hub): the Quart-Trio application made from the route table, ahead of it the ASGI dispatch of the
+routes Quart does not serve, and the one error handler."""
 
 from __future__ import annotations
 
 import logging
 import time
-from functools import partial
+from typing import Any
 
-import apsw
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope, Scope
 from quart import Response, g, request
 from quart.ctx import RequestContext
 from quart.globals import request_ctx
@@ -15,54 +15,30 @@ from quart.typing import ResponseReturnValue, ResponseTypes
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, sse
-from .api import accounts as accounts_api
-from .api import approvals as approvals_api
-from .api import data as data_api
-from .api import networks as networks_api
-from .api import oauth as oauth_api
-from .api import openapi as openapi_api
-from .api.common import (
-    CRASH_MESSAGE,
-    WriteLockWatch,
-    body_timeout_message,
-    body_was_read,
-    error_bytes,
-    error_parts,
-    too_large_message,
-)
-from .asgi import (
-    JsonAnswer,
-    RequestGuard,
-    RouteContext,
-    StreamOpener,
-    closing_refusals,
-    send_json,
-    serve_stream,
-)
-from .errors import CommhubError
-from .logs import log_access
-from .mcp import protocol as mcp_protocol
-from .mcp.http import McpPost
-from .ratelimit import RateLimiter
-from .service.hub import Hub
-from .web import routes as web_routes
+from ..api.oauth import challenge, public_url
+from ..config import Settings
+from ..mcp.protocol import create_session_pool
+from ..ratelimit import RateLimiter
+from ..service.hub import Hub
+from .access import access_line
+from .answers import JsonAnswer, error_bytes
+from .asgi import RequestGuard, RouteContext, closing_refusals, send_json
+from .dispatch import FastDispatch
+from .errors import HTTP_CODES, answer_for, body_timeout_message, too_large_message
+from .request import body_was_read
+from .routes import FAST_KINDS, ROUTES, Route
+from .writelock import WriteLockWatch
 
 log = logging.getLogger("commhub")
 
 # Methods that may write are the others: a write that meets another process's lock waits for it (WriteLockWatch).
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-STREAM_METHODS = frozenset({"GET", "HEAD"})
-# Stable codes for the HTTP-level errors Quart raises before our code runs.
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
-              415: "unsupported_media_type", 429: "rate_limited"}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The one wire shape of every error: {"error": code, "message": text}."""
-    return Response(error_bytes(code, message), status=status, content_type="application/json",
-                    headers=headers or None)
+def error_response(answer: JsonAnswer) -> Response:
+    """An error answer as Quart's response (its body: {"error": code, "message": text})."""
+    return Response(answer.body, status=answer.status, content_type="application/json",
+                    headers=answer.headers or None)
 
 
 class CommhubApp(QuartTrio):
@@ -74,7 +50,7 @@ class CommhubApp(QuartTrio):
     anyone else still run, through quart's own code."""
 
     lock_watch: WriteLockWatch
-    mcp_post: McpPost
+    fast: FastDispatch
     route_ctx: RouteContext
     guard: RequestGuard
 
@@ -88,7 +64,7 @@ class CommhubApp(QuartTrio):
             if result is not None:
                 return result
         if request.method not in READ_METHODS and watch.contended():
-            await watch.before()  # (POST /mcp does the same in mcp/http.py, where a pure read may still run)
+            await watch.before()  # (POST /mcp does the same in http/asgi.py, where a pure read may still run)
         return None
 
     async def dispatch_request(self, request_context: RequestContext | None = None) -> ResponseReturnValue:
@@ -107,21 +83,21 @@ class CommhubApp(QuartTrio):
             response = await super().process_response(response, request_context)
         if isinstance(response, Response):
             await drain_request_body(response)
-        log_access(request.remote_addr, request.method, request.path, response.status_code,
+        access_line(request.remote_addr, request.method, request.path, response.status_code,
                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000)
         return response
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """Every request of the server: first the guard (asgi.RequestGuard: ambiguous framing, DNS rebinding), for
         every route alike; a 401, whichever route answers it, carries the Bearer challenge that tells the client
-        where the hub's resource metadata is (api/oauth.py); a 429 closes its connection."""
+        where the hub's resource metadata is (api/oauth.py, with_challenge); a 429 closes its connection."""
         if scope["type"] == "http":
             refusal = self.guard.refusal(scope)
             if refusal is not None:
                 await self._refuse(scope, send, refusal)
                 return
             send = closing_refusals(scope, send)  # type: ignore[arg-type]
-            send = oauth_api.with_challenge(scope, send, self.route_ctx.hub.settings)  # type: ignore[arg-type]
+            send = with_challenge(scope, send, self.route_ctx.hub.settings)  # type: ignore[arg-type]
         await self.asgi_app(scope, receive, send)
 
     async def _refuse(self, scope: HTTPScope, send: ASGISendCallable, answer: JsonAnswer) -> None:
@@ -130,42 +106,43 @@ class CommhubApp(QuartTrio):
         if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
             answer = JsonAnswer(answer.status, answer.body, {})
         client = scope.get("client")
-        log_access(client[0] if client else None, scope["method"], scope["path"], answer.status, 0.0)
+        access_line(client[0] if client else None, scope["method"], scope["path"], answer.status, 0.0)
         await send_json(send, answer)
 
     async def asgi_app(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        """The hot paths are served straight from ASGI (asgi.py): POST /mcp, every agent's every tool call
-        (mcp/http.py), and the event streams GET /events/<alias>, GET /events and GET /mcp; the rest by Quart.
-        Quart's request and response objects, context and routing were ~0.18 ms of a ~1 ms tool call and ~0.2 ms
-        of a ~1.2 ms stream open."""
+        """The hot paths are served straight from ASGI (http/dispatch.py, the routes of kind "stream" and "mcp"):
+        POST /mcp, every agent's every tool call, and the event streams; the rest by Quart. Quart's request and
+        response objects, context and routing were ~0.18 ms of a ~1 ms tool call and ~0.2 ms of a ~1.2 ms stream
+        open."""
         if scope["type"] == "http":
-            path, method = scope["path"], scope["method"]
-            if path == "/mcp":
-                if method == "POST":
-                    await self.mcp_post(scope, receive, send)
-                    return
-                if method in STREAM_METHODS:
-                    await self._stream(scope, receive, send, partial(mcp_protocol.mcp_stream, self.route_ctx),
-                                       "GET, POST, DELETE")
-                    return
-            elif path.startswith("/events") and method in STREAM_METHODS:
-                if path == "/events":
-                    await self._stream(scope, receive, send, partial(sse.network_stream, self.route_ctx), "GET")
-                    return
-                alias = path[8:] if path[7:8] == "/" else ""
-                if alias and "/" not in alias:  # what the rule /events/<alias> matches
-                    ctx = self.route_ctx
-                    await self._stream(scope, receive, send, lambda req: sse.alias_stream(ctx, req, alias), "GET")
-                    return
+            found = self.fast.find(scope["method"], scope["path"])
+            if found is not None:
+                await found[0](scope, receive, send, found[1])
+                return
         await super().asgi_app(scope, receive, send)
 
-    async def _stream(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
-                      opener: StreamOpener, allow: str) -> None:
-        if scope["method"] == "HEAD":  # a stream has no head: one would stay open with nothing to send
-            message = f"{scope['path']} is an event stream: open it with GET"
-            await send_json(send, JsonAnswer(405, error_bytes("method_not_allowed", message), {"Allow": allow}))
-            return
-        await serve_stream(scope, receive, send, self.lock_watch, opener)
+
+def _header(scope: HTTPScope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def with_challenge(scope: HTTPScope, send: ASGISendCallable, settings: Settings) -> ASGISendCallable:
+    """`send` for one request, adding the Bearer challenge to its answer when that is a 401 without one."""
+
+    async def send_challenged(message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 401:
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"www-authenticate" for name, _ in headers):
+                base = public_url(settings, scope.get("scheme", "http"), _header(scope, b"host"))
+                refused = _header(scope, b"authorization") is not None or b"token=" in scope.get("query_string", b"")
+                headers.append((b"www-authenticate", challenge(base, refused).encode("latin-1")))
+                message = {**message, "headers": headers}  # type: ignore[typeddict-item]
+        await send(message)
+
+    return send_challenged
 
 
 async def drain_request_body(response: Response) -> None:
@@ -177,7 +154,7 @@ async def drain_request_body(response: Response) -> None:
         # spent: draining would wait for the body as long again (a slow body was answered after twice the setting).
         response.headers["Connection"] = "close"
         return
-    if body_was_read():  # the handler read it all (api.common.read_body)
+    if body_was_read():  # the handler read it all (http.request.read_body)
         return
     try:
         await request.get_data(cache=False)
@@ -204,22 +181,13 @@ def create_app(hub: Hub) -> CommhubApp:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
-    for bp in (accounts_api.bp, networks_api.bp, data_api.bp, approvals_api.bp, openapi_api.bp, sse.bp,
-               mcp_protocol.bp, oauth_api.bp):
-        app.register_blueprint(bp)
-    app.register_blueprint(web_routes.bp)  # the dashboard at / and its files under /assets/
+    create_session_pool(hub)
     app.route_ctx = RouteContext(hub, app.config["COMMHUB_LIMITERS"]["token"], app.lock_watch)
-    app.mcp_post = McpPost(app.route_ctx)
+    for route in ROUTES:
+        view = _served_ahead(route) if route.kind in FAST_KINDS else route.handler
+        app.add_url_rule(route.path, route.endpoint, view, methods=[route.method])
+    app.fast = FastDispatch(ROUTES, app.route_ctx)
     app.guard = RequestGuard(hub.settings)
-
-    @app.get("/health")
-    async def health() -> dict:
-        """Liveness: no authentication."""
-        return {"status": "ok", "version": __version__, "uptime": int(time.monotonic() - hub.started)}
-
-    @app.errorhandler(CommhubError)
-    async def handle_commhub_error(exc: CommhubError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.errorhandler(HTTPException)
     async def handle_http_error(exc: HTTPException) -> Response:
@@ -238,16 +206,23 @@ def create_app(hub: Hub) -> CommhubApp:
             message = exc.description or exc.name
         valid_methods = getattr(exc, "valid_methods", None)
         headers = {"Allow": ", ".join(valid_methods)} if status == 405 and valid_methods else None
-        return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
-
-    @app.errorhandler(apsw.Error)
-    async def handle_storage_error(exc: apsw.Error) -> Response:
-        parts = error_parts(exc)
-        return error_response(*parts) if parts else await handle_crash(exc)
+        return error_response(JsonAnswer(status, error_bytes(HTTP_CODES.get(status, "http_error"), message),
+                                         headers or {}))
 
     @app.errorhandler(Exception)
-    async def handle_crash(exc: Exception) -> Response:
-        log.exception("internal error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", CRASH_MESSAGE)
+    async def handle_error(exc: Exception) -> Response:
+        return error_response(answer_for(exc, request.method, request.path))
 
     return app
+
+
+def _served_ahead(route: Route) -> Any:
+    """The view of the URL rule of a route served ahead of Quart: never called (the rule lets routing answer the
+    path's other methods, and lists the route in the OpenAPI document with its summary)."""
+
+    async def served_ahead(**_params: str) -> Response:
+        raise AssertionError(f"{route.method} {route.path} is served ahead of Quart's routing")
+
+    served_ahead.__doc__ = route.summary
+    served_ahead.__name__ = served_ahead.__qualname__ = route.endpoint.replace(".", "_")
+    return served_ahead

@@ -1,12 +1,11 @@
-"""What the routes served straight from ASGI, ahead of Quart, share: the request as read off the scope, and the
-event-stream response.
+"""The routes served straight from ASGI, ahead of Quart (the kinds "stream" and "mcp" of http/routes.py), and the
+checks every request passes first (the guard).
 
-POST /mcp (every tool call, mcp/http.py) and the three event streams (GET /events/<alias>, GET /events, GET
-/mcp) skip Quart's request and response objects, request context, routing and hooks: on this stack those were
-~0.18 ms of a ~1 ms tool call and ~0.2 ms of a ~1.2 ms stream open. What Quart's pipeline did for them is done
-here in the same way: errors leave as {"error", "message"} through the one mapping (api/common.error_parts; a
-crash is logged and answered 500), one access line per request, the write-lock watch's request start, and a
-stream ends when its client disconnects.
+POST /mcp (every tool call) and the event streams skip Quart's request and response objects, request context,
+routing and hooks: on this stack those were ~0.18 ms of a ~1 ms tool call and ~0.2 ms of a ~1.2 ms stream open.
+They go through the same pipeline pieces as every route: the request reader (http/request.py), the one
+exception-to-answer function and crash log (http/errors.py), one access line (http/access.py) and the write-lock
+watch (http/writelock.py); a stream ends when its client disconnects.
 """
 
 from __future__ import annotations
@@ -16,18 +15,22 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
 
-from .api.common import CRASH_MESSAGE, WriteLockWatch, bearer_from, error_bytes, error_parts
-from .config import Settings
-from .logs import log_access
-from .ratelimit import RateLimiter
-from .service.hub import Hub
+from ..config import Settings
+from ..errors import DatabaseBusy
+from ..ratelimit import RateLimiter
+from ..service.hub import Hub
+from .access import access_line
+from .answers import JsonAnswer, error_bytes
+from .errors import answer_for
+from .request import BodyReader, ClientGone, PostRequest, StreamRequest, read_headers
+from .writelock import WriteLockWatch
 
 log = logging.getLogger("commhub")
 JSON = (b"content-type", b"application/json")
@@ -37,6 +40,8 @@ _SSE_RAW = [(name.lower().encode(), value.encode()) for name, value in SSE_HEADE
 # at once. Kept alive, streams ended at shutdown held the exit for hypercorn's whole grace period (measured with 200
 # streams: 2.2 s, 0.12 s with the header). HTTP/2 forbids the header.
 _SSE_RAW_HTTP1 = [*_SSE_RAW, (b"connection", b"close")]
+# Answers after which the connection must not be reused: the body may still be (partly) on the wire.
+CLOSE_AFTER = frozenset({408, 413})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,60 +51,6 @@ class RouteContext:
     hub: Hub
     token_limiter: RateLimiter
     lock_watch: WriteLockWatch
-
-
-def read_headers(scope: HTTPScope) -> dict[str, str]:
-    """The request's headers by lower-case name (ASGI gives them so), the first value of each."""
-    headers: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        key = name.decode("latin-1")
-        if key not in headers:
-            headers[key] = value.decode("latin-1")
-    return headers
-
-
-@dataclass(slots=True)
-class AsgiRequest:
-    """A request as read off the ASGI scope: headers (lower-case names, first values) and the query string."""
-
-    headers: dict[str, str]
-    query_string: bytes
-
-    def arg(self, name: str) -> str | None:
-        """A query parameter (the first value), or None."""
-        if not self.query_string:
-            return None
-        values = parse_qs(self.query_string.decode("latin-1"), keep_blank_values=True).get(name)
-        return values[0] if values else None
-
-    def bearer(self) -> str | None:
-        """The token from `Authorization: Bearer …`, else from `?token=…`."""
-        authorization = self.headers.get("authorization", "")
-        return bearer_from(authorization, None if authorization else self.arg("token"))
-
-
-@dataclass(slots=True)
-class StreamRequest(AsgiRequest):
-    """A GET that opens an event stream."""
-
-    client_ip: str = "unknown"
-    http1: bool = True  # HTTP/1.x (not 2): the stream's connection closes when it ends
-
-    @classmethod
-    def of(cls, scope: HTTPScope) -> StreamRequest:
-        """Read it off the scope."""
-        client = scope.get("client")
-        return cls(read_headers(scope), scope.get("query_string", b""), client[0] if client else "unknown",
-                   scope.get("http_version", "1.1") in ("1.0", "1.1"))
-
-
-@dataclass(frozen=True, slots=True)
-class JsonAnswer:
-    """An answer that is not a stream (a stream route's 404 or 405 that is not an error of the error family)."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 # Checks a stream request (raising an error of the family, or returning a JsonAnswer) and returns the stream's body.
@@ -115,26 +66,17 @@ async def serve_stream(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASG
     lock_watch.start_request()
     try:
         opened = opener(req)
-    except Exception as exc:  # noqa: BLE001 (the one place a stream route turns a failure into an answer)
-        opened = _error_answer(exc, scope["method"], scope["path"])
+    except Exception as exc:  # noqa: BLE001 (a stream route's failure becomes its answer)
+        opened = answer_for(exc, scope["method"], scope["path"])
     ms = (time.perf_counter() - started) * 1000
     if isinstance(opened, JsonAnswer):
-        log_access(req.client_ip, scope["method"], scope["path"], opened.status, ms)
+        access_line(req.client_ip, scope["method"], scope["path"], opened.status, ms)
         await send_json(send, opened)
         return
     # Logged before the stream starts, as Quart logged streams (the line would otherwise wait for the close).
-    log_access(req.client_ip, scope["method"], scope["path"], 200, ms)
+    access_line(req.client_ip, scope["method"], scope["path"], 200, ms)
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_RAW_HTTP1 if req.http1 else _SSE_RAW})
     await _pump(opened, receive, send)
-
-
-def _error_answer(exc: Exception, method: str, path: str) -> JsonAnswer:
-    parts = error_parts(exc)
-    if parts is None:
-        log.exception("internal error on %s %s", method, path)
-        return JsonAnswer(500, error_bytes("internal_error", CRASH_MESSAGE))
-    status, code, message, headers = parts
-    return JsonAnswer(status, error_bytes(code, message), headers)
 
 
 async def send_json(send: ASGISendCallable, answer: JsonAnswer) -> None:
@@ -178,6 +120,68 @@ async def send_stream(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGI
     http1 = scope.get("http_version", "1.1") in ("1.0", "1.1")
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_RAW_HTTP1 if http1 else _SSE_RAW})
     await _pump(body, receive, send)
+
+# A POST served from ASGI (POST /mcp): (status, JSON body) or, for a 2026-07-28 subscriptions/listen, a stream.
+PostHandler = Callable[[RouteContext, PostRequest], Awaitable[tuple[int, bytes] | AsyncIterator[bytes]]]
+
+
+class PostEndpoint:
+    """A POST served straight from ASGI (kind "mcp"): the body read within its bounds, the contended write lock
+    waited for, the handler run, its failure answered by http/errors.answer_for, one access line that names the
+    calls, the alias and their outcomes.
+
+    The write-lock retry (WriteLockWatch.run) is not applied around the whole POST: the unit of work that may
+    write is one tool call, and mcp/protocol.py runs each under the watch (a batch holds several); nothing else
+    of the POST writes anything that could meet the lock."""
+
+    def __init__(self, ctx: RouteContext, handler: PostHandler):
+        self.ctx = ctx
+        self.handler = handler
+        self.reader = BodyReader(ctx.hub.settings.max_body_bytes, ctx.hub.settings.body_timeout_seconds)
+
+    async def __call__(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """Answer one POST."""
+        started = time.perf_counter()
+        client = scope.get("client")
+        req = PostRequest(read_headers(scope), scope.get("query_string", b""), client_ip=client[0] if client
+                          else "unknown")
+        try:
+            status, body, extra = await self._answer(scope, req, receive)
+        except ClientGone:
+            return
+        # Logged before the answer goes out, as for every other route: a client that reads the log after its
+        # answer finds the line there.
+        access_line(client[0] if client else None, scope["method"], scope["path"], status,
+                    (time.perf_counter() - started) * 1000, req.calls, req.alias)
+        if isinstance(body, bytes):
+            await send_json(send, JsonAnswer(status, body, extra))
+        else:  # a 2026-07-28 subscriptions/listen: the answer is its event stream
+            await send_stream(scope, receive, send, body)
+
+    async def _answer(self, scope: HTTPScope, req: PostRequest,
+                      receive: ASGIReceiveCallable) -> tuple[int, bytes | AsyncIterator[bytes], dict[str, str]]:
+        """(status, body or event stream, extra headers) of the answer, errors included."""
+        watch = self.ctx.lock_watch
+        watch.start_request()
+        try:
+            req.body = await self.reader.read(req.headers, receive)
+            if watch.contended():
+                try:
+                    await watch.before()
+                except DatabaseBusy:
+                    pass  # it may be a pure read (get_inbox): run it; a write then fails fast as a tool error
+            answer = await self.handler(self.ctx, req)
+            if isinstance(answer, tuple):
+                return answer[0], answer[1], req.answer_headers
+            return 200, answer, {}
+        except ClientGone:
+            raise
+        except Exception as exc:  # noqa: BLE001 (a POST's failure becomes its answer)
+            failed = answer_for(exc, scope["method"], scope["path"])
+            headers = failed.headers
+            if failed.status in CLOSE_AFTER:
+                headers = {**headers, "Connection": "close"}
+            return failed.status, failed.body, headers
 
 
 # --- The request guard: what every route checks before anything else reads the request (app.CommhubApp.__call__).
