@@ -38,21 +38,73 @@ def test_inner_layers_do_not_import_the_web_stack(layer: str) -> None:
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}: the service and store never import the web stack"
 
 
-# Where hypercorn may be imported: the process runtime (server, patches) and, until the one HTTP pipeline (http/)
-# takes them over, the modules that speak HTTP themselves.
-HYPERCORN_ALLOWED = ("runtime/", "http/", "api/", "web/", "app.py", "asgi.py", "sse.py", "mcp/http.py")
+# Where the web stack may be imported: the one HTTP pipeline (http/) and the process runtime (runtime/). REST, MCP,
+# SSE and the dashboard read requests and make answers through http/ (a fix to hypercorn goes in runtime/patches.py).
+WEB_STACK_ALLOWED = ("runtime/", "http/")
 
 
-def test_only_the_runtime_and_the_http_modules_import_hypercorn() -> None:
+def test_only_the_http_pipeline_and_the_runtime_import_the_web_stack() -> None:
     offenders = []
     for path in LIB.rglob("*.py"):
         rel = path.relative_to(LIB).as_posix()
-        if rel.startswith(HYPERCORN_ALLOWED):
+        if rel.startswith(WEB_STACK_ALLOWED):
             continue
-        if any(m.split(".")[0] == "hypercorn" for m in _modules(path)):
-            offenders.append(rel)
-    assert not offenders, (f"{offenders} import hypercorn: only runtime/ (and the HTTP-facing modules) may; "
-                           "a fix to hypercorn goes in runtime/patches.py")
+        bad = sorted({m for m in _modules(path) if m.split(".")[0] in WEB_MODULES})
+        if bad:
+            offenders.append(f"{rel}: {bad}")
+    assert not offenders, (f"{offenders}: only commhub_lib/http/ (and runtime/) may import quart, quart_trio, "
+                           "werkzeug or hypercorn")
+
+
+def _relative_imports(path: Path) -> set[str]:
+    """The commhub_lib modules a file imports, as dotted names relative to commhub_lib ("api.common")."""
+    package = path.relative_to(LIB).with_suffix("").parts[:-1]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                if node.module and node.module.startswith("commhub_lib."):
+                    names.add(node.module.removeprefix("commhub_lib."))
+                continue
+            base = list(package[:len(package) - node.level + 1])
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            names.add(target)
+            names.update(f"{target}.{a.name}".lstrip(".") for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name.removeprefix("commhub_lib.") for a in node.names if a.name.startswith("commhub_lib."))
+    return names
+
+
+@pytest.mark.parametrize("where", ["mcp", "sse.py"])
+def test_mcp_and_sse_never_import_the_rest_package(where: str) -> None:
+    """MCP and SSE share with REST only what lives in http/ (and below): never the REST handlers' package."""
+    paths = list((LIB / where).rglob("*.py")) if (LIB / where).is_dir() else [LIB / where]
+    offenders = {}
+    for path in paths:
+        rest = sorted(n for n in _relative_imports(path) if n.split(".")[0] == "api")
+        if rest:
+            offenders[path.relative_to(LIB).as_posix()] = rest
+    assert not offenders, f"{offenders}: mcp/ and sse.py never import api/ (shared pieces go in http/ or service/)"
+
+
+def test_every_route_comes_from_the_one_route_table() -> None:
+    """Quart's URL rules and the ASGI dispatch ahead of Quart are both made from http/routes.py: no route is
+    declared anywhere else (a blueprint, an app.route) and every entry of the table is served."""
+    from commhub_lib.http.app import create_app
+    from commhub_lib.http.routes import FAST_KINDS, ROUTES
+    from commhub_lib.service.hub import Hub
+
+    for path in LIB.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"\bBlueprint\(|@\w+\.(route|get|post|put|patch|delete)\(", text), (
+            f"{path.relative_to(ROOT)} declares a route: add an entry to commhub_lib/http/routes.py instead")
+    app = create_app(Hub(settings=Settings(), db=object()))  # type: ignore[arg-type]  (no request is served)
+    rules = {(rule.rule, method, rule.endpoint) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+             for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}}
+    assert rules == {(r.path, r.method, r.endpoint) for r in ROUTES}
+    fast = {(path, method) for path, methods in app.fast.exact.items() for method in methods}
+    fast |= {(pattern.pattern, method) for _, pattern, methods in app.fast.patterns for method in methods}
+    assert len(fast) == sum(2 if r.kind == "stream" else 1 for r in ROUTES if r.kind in FAST_KINDS)
 
 
 def test_the_runtime_is_imported_only_by_the_command_that_starts_the_server() -> None:
