@@ -1,4 +1,4 @@
-"""POST /mcp is served ahead of Quart (mcp/http.py): the body bounds, the error shape, crashes, chunked bodies,
+"""POST /mcp is served ahead of Quart (http/asgi.py): the body bounds, the error shape, crashes, chunked bodies,
 a client that goes away, and the routing that still knows POST /mcp — all over a real server and sockets."""
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_hypercorn_trio_serve_reports_binds() -> None:
 
 @pytest.mark.parametrize("name", ["preprocess_request", "dispatch_request", "process_response", "asgi_app"])
 def test_quart_request_steps_commhub_app_overrides(name: str) -> None:
-    """app.py's CommhubApp overrides these steps (inline hooks, the write-lock retry, the ASGI fast paths) and
+    """http/app.py's CommhubApp overrides these steps (inline hooks, the write-lock retry, the ASGI fast paths) and
     calls the originals with the same arguments."""
     method = getattr(QuartTrio, name)
     assert inspect.iscoroutinefunction(method)
@@ -104,7 +104,7 @@ async def test_quart_request_context_after_request_functions() -> None:
 
 
 def test_quart_request_get_data_without_cache() -> None:
-    """api/common.read_body and app.drain_request_body read the body once with cache=False."""
+    """http/request.read_body and http/app.drain_request_body read the body once with cache=False."""
     assert "cache" in inspect.signature(Request.get_data).parameters
 
 

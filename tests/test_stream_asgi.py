@@ -1,4 +1,4 @@
-"""The event streams are served ahead of Quart (asgi.py): their headers, the end of a stream whose client goes
+"""The event streams are served ahead of Quart (http/asgi.py): their headers, the end of a stream whose client goes
 away, HEAD, the error shape, crashes and the access line — over a real server and raw sockets."""
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def hypercorn_config(settings: Settings) -> _HyperConfig:
     config.graceful_timeout = 2.0
     # Hypercorn's idle timer runs from connection start until complete request headers arrive, and between
     # requests: it is what bounds a client that sends half its headers (or dribbles them). Streams and
-    # long-polls are requests in progress, so it never cuts them. Slow bodies: BODY_TIMEOUT in app.py.
+    # long-polls are requests in progress, so it never cuts them. Slow bodies: BODY_TIMEOUT in http/app.py.
     config.keep_alive_timeout = settings.header_timeout_seconds
     config.incomplete_headers = {}
     config.max_incomplete_headers_per_ip = settings.max_incomplete_headers_per_ip
