@@ -3,7 +3,6 @@ routes Quart does not serve, and the one error handler."""
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -28,8 +27,6 @@ from .errors import HTTP_CODES, answer_for, body_timeout_message, too_large_mess
 from .request import body_was_read
 from .routes import FAST_KINDS, ROUTES, Route
 from .writelock import WriteLockWatch
-
-log = logging.getLogger("commhub")
 
 # Methods that may write are the others: a write that meets another process's lock waits for it (WriteLockWatch).
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -123,6 +120,7 @@ class CommhubApp(QuartTrio):
 
 
 def _header(scope: HTTPScope, name: bytes) -> str | None:
+    """A request header off the ASGI scope (the first value), or None."""
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
