@@ -7,8 +7,9 @@ per request (the request's `input` is the whole conversation so far):
 
 - the newest user message names `task_id: <id>` (or `message_id: <id>`) and no tool output follows it: a
   function call of CommHub's `send_reply` (namespace `mcp__commhub`) with status `done` — unless the task's text
-  carried a directive: `#noreply` (a text answer only), `#shell:<path>` (first a shell call `touch <path>`, which
-  Codex's approval policy sends to the client for approval; then the reply, saying what the shell said),
+  carried a directive: `#noreply` (a text answer only), `#shell:<path>` (first an escalated shell call
+  `touch <path>`, which Codex's approval policy `on-request` sends to the client for approval; then the reply,
+  saying what the shell said),
   `#gate:<name>` (hold the request open until `release(name)`);
 - a tool output follows the newest user message: after the shell call the reply, after the reply a final text.
 
@@ -43,6 +44,7 @@ class Seen:
     kind: str                 # "side", "prompt", "tool_output"
     task_id: str | None
     text: str                 # the newest user message's text, or the tool output
+    context: str = ""         # every user message of the request's conversation (shows a resumed thread)
 
 
 @dataclass
@@ -163,7 +165,7 @@ class FakeResponses:
         outputs = [i for i in after if i.get("type") in ("function_call_output", "custom_tool_call_output")]
         if outputs:
             return self._after_tool(after, outputs[-1], task_id)
-        self._seen("prompt", task_id, text)
+        self._seen("prompt", task_id, text, "\n".join(_text(items[n]) for n in users))
         gate = _find(_GATE, text)
         if gate:
             self._hold(gate)
@@ -171,7 +173,10 @@ class FakeResponses:
             return [_message(f"I looked at {task_id} and have nothing to send yet.")]
         shell = _find(_SHELL, text)
         if shell and task_id:
-            return [_call("exec_command", {"cmd": f"touch {shell} && echo relayed-ok", "yield_time_ms": 5000})]
+            # Escalated, so Codex's approval policy (on-request) asks the client before it runs.
+            return [_call("exec_command", {"cmd": f"touch {shell} && echo relayed-ok", "yield_time_ms": 5000,
+                                           "sandbox_permissions": "require_escalated",
+                                           "justification": "The task asks for a file."})]
         if task_id:
             return [_message("Replying."),
                     _call("send_reply", {"task_id": task_id, "status": "done",
@@ -202,16 +207,12 @@ class FakeResponses:
             self.waiting.discard(name)
             self.passed.add(name)
 
-    def _seen(self, kind: str, task_id: str | None, text: str) -> None:
+    def _seen(self, kind: str, task_id: str | None, text: str, context: str = "") -> None:
         with self.lock:
-            self.requests.append(Seen(time.monotonic(), kind, task_id, text))
+            self.requests.append(Seen(time.monotonic(), kind, task_id, text, context))
 
 
 def _decode(raw: bytes, encoding: str | None) -> bytes:
-    if encoding == "zstd":
-        import zstandard  # only if a Codex version compresses request bodies
-
-        return zstandard.ZstdDecompressor().decompress(raw)
     if encoding == "gzip":
         import gzip
 

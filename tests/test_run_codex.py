@@ -1,0 +1,212 @@
+"""The Codex driver of `commhub run` with the REAL `codex app-server` (tests/agent_clis), its model a scripted fake
+Responses API on loopback (tests/fakes/openai_responses.py), CommHub a real server on port 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from commhub_lib.cli.run import codex
+from commhub_lib.cli.run.driver import AgentDied, Answer, DriverContext
+from commhub_lib.server import ServerHandle
+from tests.conftest import Account, create_token, register, tool
+from tests.fakes.openai_responses import FakeResponses
+
+BIN = Path(__file__).parent / "agent_clis" / "node_modules" / ".bin" / "codex"
+TURN_SECONDS = 90.0
+pytestmark = pytest.mark.skipif(not BIN.exists(), reason="the pinned Codex CLI is not installed (tests/agent_clis)")
+
+
+@dataclass
+class Relay:
+    """A Relay that records each question and answers it as told."""
+
+    approve: bool = True
+    asked: list[tuple[str, str | None]] = field(default_factory=list)
+
+    async def ask(self, question: str, *, task_id: str | None) -> Answer:
+        """Record the question and answer at once."""
+        self.asked.append((question, task_id))
+        return Answer(self.approve, "yes" if self.approve else "no, not that")
+
+
+@dataclass
+class World:
+    """A hub with a person (alice) and the agent's alias `coder`, and the fake model."""
+
+    server: ServerHandle
+    client: httpx.AsyncClient
+    alice: Account
+    token: str
+    fake: FakeResponses
+    tmp: Path
+
+    def context(self, *agent_args: str) -> DriverContext:
+        """The driver's context: private CODEX_HOME pointing at the fake model, HOME in the temp dir."""
+        home = self.tmp / "home"
+        codex_home = home / ".codex"
+        codex_home.mkdir(parents=True, exist_ok=True)
+        (codex_home / "config.toml").write_text(
+            'model = "gpt-fake"\nmodel_provider = "fake"\ncheck_for_update_on_startup = false\n'
+            '[analytics]\nenabled = false\n'
+            f'[model_providers.fake]\nname = "fake"\nbase_url = "{self.fake.base_url}"\n'
+            'wire_api = "responses"\nenv_key = "FAKE_OPENAI_KEY"\n')
+        workdir = self.tmp / "work"
+        workdir.mkdir(exist_ok=True)
+        env = {"HOME": str(home), "CODEX_HOME": str(codex_home), "FAKE_OPENAI_KEY": "fake",
+               "COMMHUB_AGENT_TOKEN": self.token, "PATH": f"{BIN.parent}:{os.environ.get('PATH', '')}",
+               "OTEL_SDK_DISABLED": "true"}
+        return DriverContext(alias="coder", hub_url=self.server.url, token_env="COMMHUB_AGENT_TOKEN",
+                             workdir=workdir, state_dir=self.tmp / "state" / "coder", agent_args=agent_args,
+                             env=env)
+
+    async def task(self, content: str) -> str:
+        """A task from alice to coder; its id."""
+        r = await self.client.post("/api/tasks", json={"to": "coder", "content": content}, headers=self.alice.auth)
+        assert r.status_code == 200, r.text
+        return r.json()["task_id"]
+
+    async def status(self, task_id: str) -> dict[str, object]:
+        """The task record."""
+        r = await self.client.get(f"/api/tasks/{task_id}", headers=self.alice.auth)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return body.get("task", body)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll a condition until it holds (the caller's fail_after bounds it)."""
+    while True:
+        if condition():
+            return
+        await trio.sleep(0.02)
+
+
+def prompt(task_id: str, content: str) -> str:
+    """A turn's prompt in the runner's shape (ids on lines of their own)."""
+    return (f"You are the agent `coder` on CommHub. A new task has arrived for you.\nfrom: alice (person)\n"
+            f"task_id: {task_id}\n\nThe sender wrote:\n> {content}\n\nAnswer with send_reply "
+            f'{{"task_id": "{task_id}", "status": "done", "content": "<your result>"}}.')
+
+
+@pytest.fixture
+async def world(server: ServerHandle, tmp_path: Path) -> AsyncIterator[World]:
+    """The hub, alice, coder's token (bound to the alias), the fake model."""
+    fake = FakeResponses().start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        alice = await register(client)
+        token = await create_token(client, alice, "coder", alias="coder")
+        await tool(client, token, "report_status", {"alias": "coder", "status": "idle"})
+        yield World(server, client, alice, token, fake, tmp_path)
+    fake.stop()
+
+
+async def test_codex_turn_replies_to_the_task_through_commhub(world: World) -> None:
+    task_id = await world.task("say hello")
+    ctx = world.context()
+    driver = codex.make_driver(ctx)
+    await driver.start()
+    try:
+        with trio.fail_after(TURN_SECONDS):
+            result = await driver.run_turn(prompt(task_id, "say hello"), Relay())
+    finally:
+        await driver.close()
+    assert result.completed and result.error is None
+    assert result.last_message == "Sent my answer (send_reply)."
+    task = await world.status(task_id)
+    assert task["status"] == "replied", task
+    # The thread id is kept private; the token is on no command line and in no file of the state directory.
+    thread_file = ctx.state_dir / codex.THREAD_FILE
+    assert stat.S_IMODE(thread_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(ctx.state_dir.stat().st_mode) == 0o700
+    assert all(world.token not in arg for arg in driver.dry_run())
+    for path in ctx.state_dir.iterdir():
+        assert world.token not in path.read_text(errors="replace")
+
+
+async def test_codex_restart_resumes_the_thread(world: World) -> None:
+    ctx = world.context()
+    first_task = await world.task("first")
+    driver = codex.make_driver(ctx)
+    await driver.start()
+    with trio.fail_after(TURN_SECONDS):
+        assert (await driver.run_turn(prompt(first_task, "first"), Relay())).completed
+    await driver.close()
+    thread_id = json.loads((ctx.state_dir / codex.THREAD_FILE).read_text())["thread_id"]
+
+    second_task = await world.task("second")
+    again = codex.make_driver(ctx)
+    await again.start()
+    try:
+        assert isinstance(again, codex.CodexDriver) and again.thread_id == thread_id
+        with trio.fail_after(TURN_SECONDS):
+            assert (await again.run_turn(prompt(second_task, "second"), Relay())).completed
+    finally:
+        await again.close()
+    # The model saw the first turn in the second one's conversation: the same thread, resumed.
+    second = world.fake.prompts(second_task)[-1]
+    assert first_task in second.context
+    assert (await world.status(second_task))["status"] == "replied"
+
+
+async def test_codex_killed_mid_turn_is_agent_died(world: World) -> None:
+    task_id = await world.task("slow #gate:hold")
+    driver = codex.make_driver(world.context())
+    await driver.start()
+    assert isinstance(driver, codex.CodexDriver) and driver.rpc is not None
+    pid = driver.rpc.pid
+    assert pid is not None
+    died: list[BaseException] = []
+
+    async def turn() -> None:
+        try:
+            await driver.run_turn(prompt(task_id, "slow #gate:hold"), Relay())
+        except AgentDied as exc:
+            died.append(exc)
+
+    try:
+        with trio.fail_after(TURN_SECONDS):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(turn)
+                await until(lambda: "hold" in world.fake.waiting)
+                os.kill(pid, signal.SIGKILL)  # the agent's own process, as an OOM killer would
+    finally:
+        world.fake.release("hold")
+        await driver.close()
+    assert len(died) == 1 and "exited" in str(died[0])
+    assert (await world.status(task_id))["status"] != "replied"
+
+
+@pytest.mark.parametrize("approve", [True, False])
+async def test_codex_approval_is_relayed_and_answered(world: World, approve: bool) -> None:
+    made = world.tmp / "work" / "made.txt"
+    content = f"make a file #shell:{made}"
+    task_id = await world.task(content)
+    relay = Relay(approve=approve)
+    # The fake model asks for an unsandboxed run; approval_policy "on-request" (the driver's) sends it to the client.
+    driver = codex.make_driver(world.context())
+    await driver.start()
+    try:
+        with trio.fail_after(TURN_SECONDS):
+            result = await driver.run_turn(prompt(task_id, content), relay)
+    finally:
+        await driver.close()
+    assert result.completed
+    assert len(relay.asked) == 1, relay.asked
+    question, asked_task = relay.asked[0]
+    assert asked_task == task_id
+    assert f"touch {made}" in question and "The task asks for a file." in question
+    assert "Reply yes to allow" in question
+    assert made.exists() is approve
+    said = world.fake.outputs(task_id)
+    assert said and ("relayed-ok" in said[0].text) is approve
+    assert (await world.status(task_id))["status"] == "replied"
