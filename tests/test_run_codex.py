@@ -210,3 +210,25 @@ async def test_codex_approval_is_relayed_and_answered(world: World, approve: boo
     said = world.fake.outputs(task_id)
     assert said and ("relayed-ok" in said[0].text) is approve
     assert (await world.status(task_id))["status"] == "replied"
+
+
+async def test_codex_interrupt_cuts_the_turn(world: World) -> None:
+    task_id = await world.task("slow #gate:cut")
+    driver = codex.make_driver(world.context())
+    await driver.start()
+    results = []
+
+    async def turn() -> None:
+        results.append(await driver.run_turn(prompt(task_id, "slow #gate:cut"), Relay()))
+
+    try:
+        with trio.fail_after(TURN_SECONDS):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(turn)
+                await until(lambda: "cut" in world.fake.waiting)
+                await driver.interrupt()
+    finally:
+        world.fake.release("cut")
+        await driver.close()
+    assert len(results) == 1 and not results[0].completed and results[0].error
+    assert (await world.status(task_id))["status"] != "replied"
