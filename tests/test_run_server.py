@@ -363,7 +363,7 @@ async def _prompt_answered(server: ServerHandle, client: httpx.AsyncClient, t: T
                         "tool_name": "Bash", "input": tool_input, "tool_use_id": "toolu_01"})
                     assert not result.is_error, result
                     texts = [c.text for c in result.content if getattr(c, "type", None) == "text"]
-                    assert len(texts) == 1, result
+                    assert len(texts) == 1 and result.structured_content is None, result  # Claude Code: text only
                     out["text"] = texts[0]
 
                 async with trio.open_nursery() as nursery:

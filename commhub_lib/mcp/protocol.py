@@ -288,6 +288,8 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
     finally:
         if session.alias != alias_before:
             push.alias_changed(h, session)  # the session's GET /mcp stream follows the new alias
+    if tool.text_only:
+        return _rpc_result(msg_id, {"content": [{"type": "text", "text": _encode(result)}], "isError": False})
     return _tool_answer(msg_id, result, session.protocol_version)
 
 

@@ -67,6 +67,9 @@ class Tool:
     # Whether notifications/cancelled can end a call while it waits (get_inbox's long-poll). None: an async
     # handler can be, a sync one cannot (it runs to its end without a checkpoint).
     cancellable: bool | None = None
+    # Answer with the one text content only, no structuredContent: Claude Code 2.1 rejects a permission prompt
+    # tool's answer that carries structuredContent ("Expected a single text block param").
+    text_only: bool = False
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -218,7 +221,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "person whether `tool_name` may run with `input` (a question on the task you work on, else to your "
          "owner), waits for the answer, and returns {\"behavior\": \"allow\", \"updatedInput\": ...} or "
          "{\"behavior\": \"deny\", \"message\": ...}. Not for calling yourself: to ask the sender of a task, use "
-         "send_reply with status 'question'.", m.PermissionPrompt, _permission_prompt),
+         "send_reply with status 'question'.", m.PermissionPrompt, _permission_prompt, text_only=True),
 ]}
 
 
