@@ -12,7 +12,9 @@ which tools reached the model. The script, per request:
   function call of CommHub's `send_reply` (its declared name, whatever prefix Gemini gives MCP tools) with status
   `done` — unless the text carries a directive: `#noreply` (a text answer only), `#shell:<path>` (first
   `run_shell_command` `touch <path>`, which Gemini asks the client to allow; then the reply with what the shell
-  said), `#gate:<name>` (hold the request open until `release(name)`);
+  said), `#gate:<name>` (hold the request open until `release(name)`), `#gate-after-reply:<name>` (hold the
+  request after the reply's function response). A task's directives are those of its first prompt (reminders
+  keep them);
 - a function response follows: after the shell, the reply; after the reply, a final text.
 
 It runs in a thread (http.server), so the test's trio loop and the CLI under test never wait on each other.
@@ -34,6 +36,7 @@ SHELL_TOOL = "run_shell_command"
 _TASK_ID = re.compile(r"task_id:\s*([A-Za-z0-9_\-]+)")
 _MESSAGE_ID = re.compile(r"message_id:\s*(msg_[A-Za-z0-9_\-]+)")
 _GATE = re.compile(r"#gate:([A-Za-z0-9_\-]+)")
+_GATE_AFTER = re.compile(r"#gate-after-reply:([A-Za-z0-9_\-]+)")
 _SHELL = re.compile(r"#shell:(\S+)")
 
 
@@ -46,6 +49,7 @@ class Seen:
     task_id: str | None
     text: str                 # the newest user text, or the function response
     context: str = ""         # every user text of the request's conversation (shows a resumed session)
+    earlier: int = 0          # how many task or message prompts came before this one in the conversation
 
 
 @dataclass
@@ -55,6 +59,7 @@ class FakeGemini:
     requests: list[Seen] = field(default_factory=list)
     declared: list[list[str]] = field(default_factory=list)   # per request with tools: the function names
     prompt_tools: list[str] = field(default_factory=list)     # the names declared with the newest task prompt
+    directives: dict[str, str] = field(default_factory=dict)        # task id -> its first prompt's text
     gates: dict[str, threading.Event] = field(default_factory=dict)
     waiting: set[str] = field(default_factory=set)
     passed: set[str] = field(default_factory=set)
@@ -187,16 +192,20 @@ class FakeGemini:
             self._seen("tool_output", task_id, f"{name}: {said}")
             if name == SHELL_TOOL and task_id:
                 return [_call(reply, {"task_id": task_id, "status": "done", "content": f"shell said: {said[:300]}"})]
+            gate = _find(_GATE_AFTER, self._directive(task_id, ""))
+            if gate:
+                self._hold(gate)
             return [{"text": f"Sent my answer ({name})."}]
         with self.lock:
             self.prompt_tools = names
-        self._seen("prompt", task_id, text, "\n".join(_text(contents[n]) for n in asks))
-        gate = _find(_GATE, text)
+        self._seen("prompt", task_id, text, "\n".join(_text(contents[n]) for n in asks), len(asks) - 1)
+        directive = self._directive(task_id, text)
+        gate = _find(_GATE, directive)
         if gate:
             self._hold(gate)
-        if "#noreply" in text:
+        if "#noreply" in directive:
             return [{"text": f"I looked at {task_id} and have nothing to send yet."}]
-        shell = _find(_SHELL, text)
+        shell = _find(_SHELL, directive)
         if shell and task_id:
             return [_call(SHELL_TOOL, {"command": f"touch {shell} && echo relayed-ok",
                                        "description": "Make the file the task asks for."})]
@@ -218,9 +227,16 @@ class FakeGemini:
             self.waiting.discard(name)
             self.passed.add(name)
 
-    def _seen(self, kind: str, task_id: str | None, text: str, context: str = "") -> None:
+    def _seen(self, kind: str, task_id: str | None, text: str, context: str = "", earlier: int = 0) -> None:
         with self.lock:
-            self.requests.append(Seen(time.monotonic(), kind, task_id, text, context))
+            self.requests.append(Seen(time.monotonic(), kind, task_id, text, context, earlier))
+
+    def _directive(self, task_id: str | None, text: str) -> str:
+        """The text whose directives apply: a task's first prompt (a reminder or a resumed prompt keeps them)."""
+        if not task_id:
+            return text
+        with self.lock:
+            return self.directives.setdefault(task_id, text)
 
 
 def _find(pattern: re.Pattern[str], text: str) -> str | None:

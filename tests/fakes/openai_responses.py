@@ -10,7 +10,8 @@ per request (the request's `input` is the whole conversation so far):
   carried a directive: `#noreply` (a text answer only), `#shell:<path>` (first an escalated shell call
   `touch <path>`, which Codex's approval policy `on-request` sends to the client for approval; then the reply,
   saying what the shell said),
-  `#gate:<name>` (hold the request open until `release(name)`);
+  `#gate:<name>` (hold the request open until `release(name)`), `#gate-after-reply:<name>` (hold the request
+  after the reply's tool output). A task's directives are those of its first prompt (reminders keep them);
 - a tool output follows the newest user message: after the shell call the reply, after the reply a final text.
 
 It runs in a thread (http.server), so the test's trio loop and the CLI under test never wait on each other.
@@ -33,6 +34,7 @@ NAMESPACE = "mcp__commhub"
 _TASK_ID = re.compile(r"task_id:\s*([A-Za-z0-9_\-]+)")
 _MESSAGE_ID = re.compile(r"message_id:\s*(msg_[A-Za-z0-9_\-]+)")
 _GATE = re.compile(r"#gate:([A-Za-z0-9_\-]+)")
+_GATE_AFTER = re.compile(r"#gate-after-reply:([A-Za-z0-9_\-]+)")
 _SHELL = re.compile(r"#shell:(\S+)")
 
 
@@ -45,6 +47,7 @@ class Seen:
     task_id: str | None
     text: str                 # the newest user message's text, or the tool output
     context: str = ""         # every user message of the request's conversation (shows a resumed thread)
+    earlier: int = 0          # how many task or message prompts came before this one in the conversation
 
 
 @dataclass
@@ -53,6 +56,7 @@ class FakeResponses:
 
     requests: list[Seen] = field(default_factory=list)
     tool_names: list[list[str]] = field(default_factory=list)       # per request: the tools it declared
+    directives: dict[str, str] = field(default_factory=dict)        # task id -> its first prompt's text
     gates: dict[str, threading.Event] = field(default_factory=dict)
     waiting: set[str] = field(default_factory=set)
     passed: set[str] = field(default_factory=set)
@@ -165,13 +169,14 @@ class FakeResponses:
         outputs = [i for i in after if i.get("type") in ("function_call_output", "custom_tool_call_output")]
         if outputs:
             return self._after_tool(after, outputs[-1], task_id)
-        self._seen("prompt", task_id, text, "\n".join(_text(items[n]) for n in users))
-        gate = _find(_GATE, text)
+        self._seen("prompt", task_id, text, "\n".join(_text(items[n]) for n in users), len(users) - 1)
+        directive = self._directive(task_id, text)
+        gate = _find(_GATE, directive)
         if gate:
             self._hold(gate)
-        if "#noreply" in text:
+        if "#noreply" in directive:
             return [_message(f"I looked at {task_id} and have nothing to send yet.")]
-        shell = _find(_SHELL, text)
+        shell = _find(_SHELL, directive)
         if shell and task_id:
             # Escalated, so Codex's approval policy (on-request) asks the client before it runs.
             return [_call("exec_command", {"cmd": f"touch {shell} && echo relayed-ok", "yield_time_ms": 5000,
@@ -195,6 +200,9 @@ class FakeResponses:
         if name == "exec_command" and task_id and not any(i.get("name") == "send_reply" for i in after):
             return [_call("send_reply", {"task_id": task_id, "status": "done",
                                          "content": f"shell said: {said[:300]}"}, NAMESPACE)]
+        gate = _find(_GATE_AFTER, self._directive(task_id, ""))
+        if gate:
+            self._hold(gate)
         return [_message(f"Sent my answer ({name}).")]
 
     def _hold(self, name: str) -> None:
@@ -207,9 +215,16 @@ class FakeResponses:
             self.waiting.discard(name)
             self.passed.add(name)
 
-    def _seen(self, kind: str, task_id: str | None, text: str, context: str = "") -> None:
+    def _seen(self, kind: str, task_id: str | None, text: str, context: str = "", earlier: int = 0) -> None:
         with self.lock:
-            self.requests.append(Seen(time.monotonic(), kind, task_id, text, context))
+            self.requests.append(Seen(time.monotonic(), kind, task_id, text, context, earlier))
+
+    def _directive(self, task_id: str | None, text: str) -> str:
+        """The text whose directives apply: a task's first prompt (a reminder or a resumed prompt keeps them)."""
+        if not task_id:
+            return text
+        with self.lock:
+            return self.directives.setdefault(task_id, text)
 
 
 def _decode(raw: bytes, encoding: str | None) -> bytes:
