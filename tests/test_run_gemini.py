@@ -21,6 +21,8 @@ from commhub_lib.cli.run.driver import AgentDied, Answer, DriverContext
 from commhub_lib.server import ServerHandle
 from tests.conftest import Account, create_token, register, tool
 from tests.fakes.gemini_api import FakeGemini
+from tests.runner_e2e import RunnerProcess, Sender
+from tests.runner_e2e import until as until_true
 
 BIN = Path(__file__).parent / "agent_clis" / "node_modules" / ".bin" / "gemini"
 TURN_SECONDS = 90.0
@@ -56,17 +58,21 @@ class World:
         """The agent's HOME (its ~/.gemini holds the API-key login and telemetry off, as a user's would)."""
         return self.tmp / "home"
 
-    def context(self, *agent_args: str) -> DriverContext:
-        """The driver's context."""
+    def env(self) -> dict[str, str]:
+        """The agent's environment: HOME whose ~/.gemini selects the API key, the fake API's URL."""
         settings = self.home / ".gemini" / "settings.json"
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}},
                                         "privacy": {"usageStatisticsEnabled": False},
                                         "telemetry": {"enabled": False}}))
+        return {"HOME": str(self.home), "GEMINI_API_KEY": "fake", "GOOGLE_GEMINI_BASE_URL": self.fake.url,
+                "COMMHUB_AGENT_TOKEN": self.token}
+
+    def context(self, *agent_args: str) -> DriverContext:
+        """The driver's context."""
         workdir = self.tmp / "work"
         workdir.mkdir(exist_ok=True)
-        env = {"HOME": str(self.home), "GEMINI_API_KEY": "fake", "GOOGLE_GEMINI_BASE_URL": self.fake.url,
-               "COMMHUB_AGENT_TOKEN": self.token, "PATH": f"{BIN.parent}:{os.environ.get('PATH', '')}"}
+        env = {**self.env(), "PATH": f"{BIN.parent}:{os.environ.get('PATH', '')}"}
         return DriverContext(alias="gem", hub_url=self.server.url, token_env="COMMHUB_AGENT_TOKEN",
                              workdir=workdir, state_dir=self.tmp / "state" / "gem", agent_args=agent_args,
                              env=env)
@@ -258,3 +264,73 @@ async def test_gemini_shell_permission_is_relayed_and_answered(world: World, app
     if approve:
         assert result.completed
         assert (await world.status(task_id))["status"] == "replied"
+
+
+# -- end to end: `commhub run gemini` as a real process --------------------------------------------------------------
+
+
+@pytest.fixture
+async def runner(world: World) -> AsyncIterator[RunnerProcess]:
+    """`commhub run gemini --alias gem`, started; stopped at the end."""
+    r = RunnerProcess("gemini", "gem", world.tmp, world.server.url, world.env())
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+@pytest.fixture
+def sender(world: World) -> Sender:
+    """alice, sending to gem."""
+    return Sender(world.client, world.alice, "gem")
+
+
+async def test_run_gemini_task_sent_is_replied(runner: RunnerProcess, sender: Sender, world: World) -> None:
+    task_id = await sender.send("Say hello to the team.")
+    record = await sender.replied_once(task_id)
+    assert record["task"]["result"] == f"done by the fake model: {task_id}"
+    prompts = world.fake.prompts(task_id)
+    assert len(prompts) == 1 and "Say hello to the team." in prompts[0].text
+    assert f"from: {world.alice.username} (person)" in prompts[0].text
+    await until_true(lambda: runner.state().get("in_flight") == [], "the event to be done")
+
+
+async def test_run_gemini_turn_without_reply_is_reminded_then_flagged(runner: RunnerProcess, sender: Sender,
+                                                                      world: World) -> None:
+    task_id = await sender.send("Look into it #noreply")
+    record = await sender.flagged(task_id)
+    assert record["task"]["status"] == "running"  # not reported as done
+    events = [e["event"] for e in record["events"]]
+    assert events.count("progress") == 1 and "replied" not in events, events
+    progress = next(e for e in record["events"] if e["event"] == "progress")
+    assert f"I looked at {task_id}" in (progress["detail"] or "")
+    prompts = world.fake.prompts(task_id)
+    assert len(prompts) == 2 and "still open" in prompts[1].text
+    assert prompts[1].earlier == 1  # the reminder went to the same session
+
+
+async def test_run_gemini_runner_killed_mid_turn_handles_each_task_exactly_once(
+        runner: RunnerProcess, sender: Sender, world: World) -> None:
+    # A: replied, then the runner dies before the turn ends; B: queued behind A, in memory only.
+    a = await sender.send("A #gate-after-reply:a")
+    await until_true(lambda: "a" in world.fake.waiting, "A's reply to be sent")
+    b = await sender.send("B")
+    await until_true(lambda: any(p["data"].get("task_id") == a for p in runner.state().get("in_flight", [])),
+                     "A in flight on disk")
+    await runner.kill9()
+    world.fake.release("a")
+    await runner.start()
+    await sender.replied_once(a)
+    await sender.replied_once(b)
+    assert len(world.fake.prompts(a)) == 1 and len(world.fake.prompts(b)) == 1  # A was final: no second turn
+    # C: the runner dies before C's reply; the restarted runner runs C's turn again.
+    c = await sender.send("C #gate:c")
+    await until_true(lambda: "c" in world.fake.waiting, "C's turn to be under way")
+    await runner.kill9()
+    world.fake.release("c")
+    await runner.start()
+    await sender.replied_once(c)
+    c_prompts = world.fake.prompts(c)
+    assert len(c_prompts) == 2 and "The runner restarted" in c_prompts[1].text
+    await until_true(lambda: runner.state().get("in_flight") == [], "nothing left in flight")

@@ -78,7 +78,9 @@ class GeminiDriver:
         return self.ctx.hub_url.rstrip("/") + "/mcp"
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, **self.ctx.env}
+        # gemini.js relaunches itself as a child (for a larger heap) that would outlive a runner killed -9: only
+        # the runner's direct child dies with it. Without the relaunch, the agent is that child.
+        return {"GEMINI_CLI_NO_RELAUNCH": "1", **os.environ, **self.ctx.env}
 
     def _mcp_servers(self, env: dict[str, str]) -> list[dict[str, Any]]:
         token = env.get(self.ctx.token_env)
