@@ -145,8 +145,8 @@ def test_help_on_every_level(path: list[str]) -> None:
     assert out.getvalue().startswith("usage: commhub")
 
 
-# Leaf commands that print no data: `serve` runs the server, `listen` runs a command per event.
-NO_DATA = (["serve"], ["listen"], [])
+# Leaf commands that print no data: `serve` runs the server, `listen` runs a command per event, `run` an agent.
+NO_DATA = (["serve"], ["listen"], ["run"], [])
 
 
 def test_every_data_command_has_json() -> None:

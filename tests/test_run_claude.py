@@ -29,6 +29,7 @@ from tests.fakes.anthropic import FakeAnthropic
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "tests" / "agent_clis" / "node_modules" / ".bin"
 WAIT = 60.0
+CLAUDE_DEFAULT_MCP_TIMEOUT = 60.0  # what Claude Code 2.1 gives an MCP HTTP request without a "timeout"
 ALIAS = "worker"
 
 pytestmark = pytest.mark.skipif(not (BIN / "claude").exists(), reason="the pinned Claude Code is not installed "
@@ -317,6 +318,9 @@ async def test_permission_prompt_is_relayed_as_a_question_and_the_answer_lets_th
         return rows[0] if rows else None
     approval = await until_async(pending, "the permission question")
     assert approval["task_id"] == task_id and "Bash" in approval["question"]
+    # The person answers after Claude Code's default MCP request timeout (60 s): the runner's config entry sets a
+    # longer one, so the permission prompt is still waiting. (The wait itself is what is tested here.)
+    await trio.sleep(CLAUDE_DEFAULT_MCP_TIMEOUT + 2)
     r = await team.client.post("/api/replies", headers=team.owner.auth,
                                json={"message_id": approval["approval_id"], "content": "yes"})
     assert r.status_code == 200, r.text
@@ -326,6 +330,23 @@ async def test_permission_prompt_is_relayed_as_a_question_and_the_answer_lets_th
     assert "bash said" in record["task"]["result"]
     # The answer went back through the tool: no turn was started for it.
     assert len(fake.prompts(task_id)) == 1 and len(fake.prompts()) == 1
+
+
+async def test_a_message_is_a_turn_and_the_agent_answers_it(runner: RunnerProcess, team: Team,
+                                                           fake: FakeAnthropic) -> None:
+    r = await team.client.post("/api/messages", headers=team.owner.auth,
+                               json={"to": ALIAS, "content": "Are you there?"})
+    assert r.status_code == 200, r.text
+    message_id = r.json()["message_id"]
+
+    async def answered() -> list[dict[str, Any]]:
+        got = await team.client.get("/api/messages", params={"alias": team.owner.username},
+                                    headers=team.owner.auth)
+        return [m for m in got.json()["messages"] if m.get("in_reply_to") == message_id]
+    replies = await until_async(answered, "the agent's answer")
+    assert replies[0]["content"] == "noted by the fake model" and replies[0]["from"] == ALIAS
+    prompt = fake.prompts()[0].text
+    assert f"message_id: {message_id}" in prompt and "> Are you there?" in prompt
 
 
 async def test_dry_run_prints_the_command_and_config_without_the_token(tmp_path: Path) -> None:

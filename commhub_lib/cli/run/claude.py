@@ -9,8 +9,9 @@ CommHub is given with `--mcp-config <state dir>/claude-mcp.json` (0600) whose Au
 `Bearer ${COMMHUB_AGENT_TOKEN}`: Claude Code expands environment variables in MCP server entries, so the token
 itself is in no file and on no command line. CommHub's tools are pre-allowed (`--allowedTools mcp__commhub`);
 any other tool that needs permission goes to `--permission-prompt-tool mcp__commhub__permission_prompt`, which
-asks a person on the hub and waits. Claude Code gives an MCP call 60 s by default, so the runner sets
-`MCP_TOOL_TIMEOUT` (unless the user did) far above the hub's `approval_wait_seconds`.
+asks a person on the hub and waits. Claude Code 2.1 gives each MCP HTTP request 60 s by default, so the config
+entry sets `"timeout"` (ms; it wins over `MCP_TOOL_TIMEOUT`, which is also set unless the user did) far above
+the hub's `approval_wait_seconds`.
 
 The binary is `claude` on PATH, or `$COMMHUB_CLAUDE_BIN`.
 """
@@ -28,7 +29,7 @@ from typing import Any
 import trio
 
 from .driver import AgentDied, DriverContext, Relay, TurnResult
-from .proc import die_with_parent, private_dir, write_private
+from .proc import AgentProcess, private_dir, spawn, write_private
 
 SERVER_NAME = "commhub"
 PERMISSION_TOOL = f"mcp__{SERVER_NAME}__permission_prompt"
@@ -49,7 +50,10 @@ def mcp_config(ctx: DriverContext) -> dict[str, Any]:
     """The `--mcp-config` document: CommHub over Streamable HTTP, the token by environment expansion."""
     return {"mcpServers": {SERVER_NAME: {
         "type": "http", "url": ctx.hub_url.rstrip("/") + "/mcp",
-        "headers": {"Authorization": "Bearer ${" + ctx.token_env + "}"}}}}
+        "headers": {"Authorization": "Bearer ${" + ctx.token_env + "}"},
+        # Per HTTP request and per tool call, in ms; it overrides MCP_TOOL_TIMEOUT, whose default is 60 s per
+        # request: a permission prompt waits for a person far longer.
+        "timeout": TOOL_TIMEOUT_MS}}}
 
 
 class ClaudeDriver:
@@ -62,7 +66,7 @@ class ClaudeDriver:
         self.binary = ctx.env.get(BIN_ENV) or shutil.which("claude", path=ctx.env.get("PATH")) or "claude"
         self.session_id = ""
         self.session_created = False
-        self.proc: trio.Process | None = None
+        self.proc: AgentProcess | None = None
         self.interrupted = False
 
     # -- files ------------------------------------------------------------------------------------------------
@@ -154,10 +158,8 @@ class ClaudeDriver:
         """Run the process once: (exit code, the `result` message or None, the last assistant text, stderr tail)."""
         self.interrupted = False
         try:
-            proc = await trio.lowlevel.open_process(
-                self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=str(self.ctx.workdir), env=self.environment(), preexec_fn=die_with_parent,
-                start_new_session=True)  # its own session: a Ctrl-C for the runner is the runner's to pass on
+            # Forked from the trio thread (proc.spawn), so the agent dies with the runner and only with it.
+            proc = spawn(self.command(), cwd=self.ctx.workdir, env=self.environment())
         except OSError as exc:
             raise AgentDied(f"cannot start {self.binary}: {exc}") from exc
         self.proc = proc
@@ -238,7 +240,7 @@ class ClaudeDriver:
             await _stop(self.proc)
 
 
-async def _stop(proc: trio.Process) -> None:
+async def _stop(proc: AgentProcess) -> None:
     proc.terminate()
     with trio.move_on_after(INTERRUPT_GRACE_SECONDS):
         await proc.wait()
