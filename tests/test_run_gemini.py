@@ -259,6 +259,7 @@ async def test_gemini_shell_permission_is_relayed_and_answered(world: World, app
     assert len(relay.asked) == 1, relay.asked  # the shell only: CommHub's own tools ask nobody
     question, asked_task = relay.asked[0]
     assert asked_task == task_id
+    assert question.startswith("Gemini CLI asks to use a tool (execute): touch ")
     assert f"touch {made}" in question and "Reply yes to allow" in question
     assert made.exists() is approve
     if approve:
