@@ -170,3 +170,17 @@ class Sender:
             record = await self.task(task_id)
             return record if record["task"]["flag"] == "unanswered" else None
         return await until_async(check, f"task {task_id} to be flagged")
+
+    async def pending_approval(self) -> dict[str, Any]:
+        """Wait for the first pending approval the person sees; its row."""
+        async def check() -> dict[str, Any] | None:
+            r = await self.client.get("/api/approvals", params={"status": "pending"}, headers=self.owner.auth)
+            rows = r.json()["approvals"]
+            return rows[0] if rows else None
+        return await until_async(check, "a pending approval")
+
+    async def answer(self, approval_id: str, text: str) -> None:
+        """The person answers the approval question."""
+        r = await self.client.post("/api/replies", headers=self.owner.auth,
+                                   json={"message_id": approval_id, "content": text})
+        assert r.status_code == 200, r.text

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from cli_support import cli_env, run_cli
 
 from commhub_lib.cli.run import codex
 from commhub_lib.cli.run.driver import AgentDied, Answer, DriverContext
@@ -309,3 +310,30 @@ async def test_run_codex_runner_killed_mid_turn_handles_each_task_exactly_once(
     assert len(c_prompts) == 2 and "The runner restarted" in c_prompts[1].text
     assert c_prompts[1].earlier >= 2  # A's and B's turns are in the resumed thread
     await until_true(lambda: runner.state().get("in_flight") == [], "nothing left in flight")
+
+
+async def test_run_codex_approval_is_asked_on_the_task_and_the_answer_runs_the_command(
+        runner: RunnerProcess, sender: Sender, world: World) -> None:
+    made = runner.workdir / "made.txt"
+    task_id = await sender.send(f"Make the file #shell:{made}")
+    approval = await sender.pending_approval()
+    assert approval["task_id"] == task_id and f"touch {made}" in approval["question"], approval
+    assert not made.exists()
+    await sender.answer(approval["approval_id"], "yes")
+    record = await sender.replied_once(task_id)
+    assert made.exists() and "relayed-ok" in record["task"]["result"]
+    assert len(world.fake.prompts(task_id)) == 1  # the answer went back through the approval: no turn for it
+
+
+async def test_run_codex_dry_run_prints_the_command_without_the_token(tmp_path: Path) -> None:
+    secret = "ntok_dry_run_secret_value"
+    env = cli_env(COMMHUB_AGENT_TOKEN=secret, HOME=str(tmp_path), XDG_STATE_HOME=str(tmp_path / "state"),
+                  PATH=f"{BIN.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    done = await run_cli("run", "codex", "--alias", "coder", "--hub", "http://127.0.0.1:9", "--dry-run",
+                         "--", "--extra-arg", env=env)
+    assert done.code == 0, done.err
+    assert secret not in done.out and secret not in done.err
+    assert " app-server " in done.out
+    assert """'mcp_servers.commhub.bearer_token_env_var="COMMHUB_AGENT_TOKEN"'""" in done.out
+    assert "http://127.0.0.1:9/mcp" in done.out and "--extra-arg" in done.out
+    assert not (tmp_path / "state").exists()  # a dry run writes nothing
