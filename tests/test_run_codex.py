@@ -337,3 +337,33 @@ async def test_run_codex_dry_run_prints_the_command_without_the_token(tmp_path: 
     assert """'mcp_servers.commhub.bearer_token_env_var="COMMHUB_AGENT_TOKEN"'""" in done.out
     assert "http://127.0.0.1:9/mcp" in done.out and "--extra-arg" in done.out
     assert not (tmp_path / "state").exists()  # a dry run writes nothing
+
+
+class FailingRelay:
+    """A Relay whose hub cannot be reached."""
+
+    async def ask(self, question: str, *, task_id: str | None) -> Answer:
+        """Fail like HubRelay does when the hub is down."""
+        raise RuntimeError("cannot reach the hub")
+
+
+async def test_codex_approval_without_a_reachable_person_is_denied(world: World) -> None:
+    made = world.tmp / "work" / "made.txt"
+    content = f"make a file #shell:{made}"
+    task_id = await world.task(content)
+    driver = codex.make_driver(world.context())
+    await driver.start()
+    try:
+        with trio.fail_after(TURN_SECONDS):
+            result = await driver.run_turn(prompt(task_id, content), FailingRelay())
+    finally:
+        await driver.close()
+    assert not made.exists()  # fail closed
+    assert result.completed and (await world.status(task_id))["status"] == "replied"
+
+
+async def test_codex_that_cannot_start_is_agent_died(world: World) -> None:
+    ctx = world.context()
+    driver = codex.make_driver(DriverContext(**{**ctx.__dict__, "env": {**ctx.env, "COMMHUB_CODEX_BIN": "false"}}))
+    with trio.fail_after(TURN_SECONDS), pytest.raises(AgentDied, match="exited"):
+        await driver.start()

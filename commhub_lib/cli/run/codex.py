@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,9 @@ _V2_APPROVALS = ("item/commandExecution/requestApproval", "item/fileChange/reque
 _V1_APPROVALS = ("execCommandApproval", "applyPatchApproval")
 
 
-def codex_binary() -> str:
-    """The codex executable: $COMMHUB_CODEX_BIN, else `codex` on PATH."""
-    return os.environ.get("COMMHUB_CODEX_BIN") or "codex"
+def codex_binary(env: dict[str, str]) -> str:
+    """The codex executable: $COMMHUB_CODEX_BIN, else `codex` on the agent environment's PATH."""
+    return env.get("COMMHUB_CODEX_BIN") or shutil.which("codex", path=env.get("PATH")) or "codex"
 
 
 def _toml_string(value: str) -> str:
@@ -65,10 +66,13 @@ class CodexDriver:
         """Where the alias's thread id is kept between starts."""
         return self.ctx.state_dir / THREAD_FILE
 
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.ctx.env}
+
     def argv(self) -> list[str]:
         """The command line (no secret on it: the token is named, not given)."""
         mcp = f"mcp_servers.{SERVER_NAME}"
-        return [codex_binary(), "app-server",
+        return [codex_binary(self._env()), "app-server",
                 "-c", f"{mcp}.url={_toml_string(self.ctx.hub_url.rstrip('/') + '/mcp')}",
                 "-c", f"{mcp}.bearer_token_env_var={_toml_string(self.ctx.token_env)}",
                 "-c", f'{mcp}.default_tools_approval_mode="approve"',
@@ -93,13 +97,20 @@ class CodexDriver:
     async def start(self) -> None:
         """Launch app-server, initialize, resume the alias's thread or start one."""
         private_dir(self.ctx.state_dir)
-        env = {**os.environ, **self.ctx.env}
+        env = self._env()
         self.rpc = RpcProcess("codex app-server", self.argv(), cwd=self.ctx.workdir, env=env,
                               log_path=self.ctx.state_dir / LOG_FILE)
         await self.rpc.launch()
         rpc = self.rpc
-        with trio.fail_after(START_TIMEOUT_SECONDS):
-            await rpc.guarded(lambda: self._open_thread(rpc))
+        try:
+            with trio.fail_after(START_TIMEOUT_SECONDS):
+                await rpc.guarded(lambda: self._open_thread(rpc))
+        except trio.TooSlowError:
+            await self.close()
+            raise AgentDied(f"codex app-server did not open its thread within {START_TIMEOUT_SECONDS:.0f} s") from None
+        except BaseException:
+            await self.close()  # no half-started agent left behind
+            raise
 
     async def _open_thread(self, rpc: RpcProcess) -> None:
         await rpc.call("initialize", {"clientInfo": {"name": "commhub-run", "title": "CommHub runner",
@@ -141,7 +152,7 @@ class CodexDriver:
                     if "id" in message and method:
                         nursery.start_soon(self._server_request, rpc, message, relay, task_id)
                         continue
-                    if method == "item/completed":
+                    if method == "item/completed" and params.get("turnId") in (None, self.turn_id):
                         item = params.get("item") or {}
                         if item.get("type") == "agentMessage" and item.get("text"):
                             last = str(item["text"])
@@ -163,7 +174,10 @@ class CodexDriver:
         method = str(message.get("method"))
         params = message.get("params") or {}
         if method in _V2_APPROVALS or method in _V1_APPROVALS:
-            answer = await relay.ask(_question(method, params), task_id=task_id)
+            try:
+                answer = await relay.ask(_question(method, params), task_id=task_id)
+            except Exception as exc:  # noqa: BLE001 - no person reachable: fail closed, the turn goes on
+                answer = Answer(False, f"the runner could not ask a person: {exc}")
             await rpc.answer(message["id"], {"decision": _decision(method, answer)})
         else:  # user input, elicitations, permission profiles, dynamic tools: nothing a runner can answer
             await rpc.answer(message["id"], error={"code": -32601,

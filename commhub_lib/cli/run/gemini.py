@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,9 @@ _OWN_TOOL_TITLE = f"({SERVER_NAME} MCP Server)"
 _RESET_UPDATES = ("tool_call", "tool_call_update", "user_message_chunk")
 
 
-def gemini_binary() -> str:
-    """The gemini executable: $COMMHUB_GEMINI_BIN, else `gemini` on PATH."""
-    return os.environ.get("COMMHUB_GEMINI_BIN") or "gemini"
+def gemini_binary(env: dict[str, str]) -> str:
+    """The gemini executable: $COMMHUB_GEMINI_BIN, else `gemini` on the agent environment's PATH."""
+    return env.get("COMMHUB_GEMINI_BIN") or shutil.which("gemini", path=env.get("PATH")) or "gemini"
 
 
 class GeminiDriver:
@@ -65,7 +66,7 @@ class GeminiDriver:
 
     def argv(self) -> list[str]:
         """The command line (no secret on it)."""
-        return [gemini_binary(), "--acp", "--skip-trust", *self.ctx.agent_args]
+        return [gemini_binary(self._env()), "--acp", "--skip-trust", *self.ctx.agent_args]
 
     def dry_run(self) -> list[str]:
         """The command line, what goes over stdin, and the file it keeps."""
@@ -106,8 +107,15 @@ class GeminiDriver:
                               log_path=self.ctx.state_dir / LOG_FILE)
         await self.rpc.launch()
         rpc = self.rpc
-        with trio.fail_after(START_TIMEOUT_SECONDS):
-            await rpc.guarded(lambda: self._open_session(rpc, servers))
+        try:
+            with trio.fail_after(START_TIMEOUT_SECONDS):
+                await rpc.guarded(lambda: self._open_session(rpc, servers))
+        except trio.TooSlowError:
+            await self.close()
+            raise AgentDied(f"gemini --acp did not open its session within {START_TIMEOUT_SECONDS:.0f} s") from None
+        except BaseException:
+            await self.close()  # no half-started agent left behind
+            raise
 
     async def _open_session(self, rpc: RpcProcess, servers: list[dict[str, Any]]) -> None:
         await rpc.call("initialize", {"protocolVersion": ACP_PROTOCOL_VERSION,
@@ -208,7 +216,10 @@ class GeminiDriver:
         if _is_own_tool(call):
             choice = _option(options, ("proceed_always_server",), ("allow_always", "allow_once"))
         else:
-            answer = await relay.ask(_question(call), task_id=task_id)
+            try:
+                answer = await relay.ask(_question(call), task_id=task_id)
+            except Exception as exc:  # noqa: BLE001 - no person reachable: fail closed, the turn goes on
+                answer = Answer(False, f"the runner could not ask a person: {exc}")
             choice = _choose(options, answer)
         if choice is None:
             await rpc.answer(message["id"], {"outcome": {"outcome": "cancelled"}})
