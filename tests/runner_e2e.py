@@ -184,3 +184,14 @@ class Sender:
         r = await self.client.post("/api/replies", headers=self.owner.auth,
                                    json={"message_id": approval_id, "content": text})
         assert r.status_code == 200, r.text
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (the runner's agent process)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found

@@ -21,7 +21,7 @@ from commhub_lib.cli.run.driver import AgentDied, Answer, DriverContext
 from commhub_lib.server import ServerHandle
 from tests.conftest import Account, create_token, register, tool
 from tests.fakes.openai_responses import FakeResponses
-from tests.runner_e2e import RunnerProcess, Sender
+from tests.runner_e2e import RunnerProcess, Sender, children
 from tests.runner_e2e import until as until_true
 
 BIN = Path(__file__).parent / "agent_clis" / "node_modules" / ".bin" / "codex"
@@ -367,3 +367,34 @@ async def test_codex_that_cannot_start_is_agent_died(world: World) -> None:
     driver = codex.make_driver(DriverContext(**{**ctx.__dict__, "env": {**ctx.env, "COMMHUB_CODEX_BIN": "false"}}))
     with trio.fail_after(TURN_SECONDS), pytest.raises(AgentDied, match="exited"):
         await driver.start()
+
+
+async def test_run_codex_two_tasks_during_one_turn_are_both_handled_in_order(
+        runner: RunnerProcess, sender: Sender, world: World) -> None:
+    first = await sender.send("First, slow #gate:first")
+    await until_true(lambda: "first" in world.fake.waiting, "the first turn to be under way")
+    second = await sender.send("Second")
+    third = await sender.send("Third")
+    world.fake.release("first")
+    for task_id in (first, second, third):
+        await sender.replied_once(task_id)
+    order = [s.task_id for s in world.fake.prompts()]
+    assert order == [first, second, third], order
+
+
+async def test_run_codex_agent_killed_mid_turn_is_restarted_and_the_task_answered_once(
+        runner: RunnerProcess, sender: Sender, world: World) -> None:
+    await sender.replied_once(await sender.send("a first task, so the thread has a history"))
+    task_id = await sender.send("K #gate:k")
+    await until_true(lambda: "k" in world.fake.waiting, "the turn to be under way")
+    assert runner.proc is not None
+    kids = children(runner.proc.pid)
+    assert kids, "the agent runs as the runner's child"
+    for pid in kids:
+        os.kill(pid, signal.SIGKILL)
+    world.fake.release("k")
+    await sender.replied_once(task_id)
+    prompts = world.fake.prompts(task_id)
+    assert len(prompts) == 2 and "The agent process died and was restarted" in prompts[1].text
+    assert prompts[1].earlier >= 1  # resumed in the same thread (the first task's turn is in it)
+    assert "the agent died during the turn" in runner.log
