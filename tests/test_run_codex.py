@@ -398,3 +398,18 @@ async def test_run_codex_agent_killed_mid_turn_is_restarted_and_the_task_answere
     assert len(prompts) == 2 and "The agent process died and was restarted" in prompts[1].text
     assert prompts[1].earlier >= 1  # resumed in the same thread (the first task's turn is in it)
     assert "the agent died during the turn" in runner.log
+
+
+async def test_codex_idle_longer_than_trios_worker_threads_lives_on(world: World) -> None:
+    """The agent is forked from the trio thread: PR_SET_PDEATHSIG follows the forking thread, and trio retires an
+    idle worker thread after 10 s, which would SIGKILL an agent forked there (trio.lowlevel.open_process)."""
+    task_id = await world.task("after a pause")
+    driver = codex.make_driver(world.context())
+    await driver.start()
+    try:
+        await trio.sleep(12)  # not a synchronisation: the idle time is what is tested
+        with trio.fail_after(TURN_SECONDS):
+            result = await driver.run_turn(prompt(task_id, "after a pause"), Relay())
+    finally:
+        await driver.close()
+    assert result.completed and (await world.status(task_id))["status"] == "replied"

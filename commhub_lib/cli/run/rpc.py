@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 import trio
 
 from .driver import AgentDied
-from .proc import die_with_parent
+from .proc import AgentProcess, spawn
 
 T = TypeVar("T")
 LINE_MAX_BYTES = 64 * 1024 * 1024  # a turn's final message can carry every item of the turn
@@ -42,7 +41,7 @@ class RpcProcess:
         self.cwd = cwd
         self.env = env
         self.log_path = log_path
-        self.process: trio.Process | None = None
+        self.process: AgentProcess | None = None
         self._buffer = bytearray()
         self._next_id = 0
         self._send_lock = trio.Lock()
@@ -52,9 +51,8 @@ class RpcProcess:
         """Start the process (stderr appended to the private log file)."""
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            self.process = await trio.lowlevel.open_process(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=fd, cwd=str(self.cwd),
-                env=self.env, preexec_fn=die_with_parent, start_new_session=True)
+            # Forked from the trio thread, not trio's worker thread: PR_SET_PDEATHSIG follows the forking thread.
+            self.process = spawn(self.argv, cwd=self.cwd, env=self.env, new_session=True, stderr=fd)
         except OSError as exc:
             raise AgentDied(f"{self.name} could not start: {exc}") from exc
         finally:
