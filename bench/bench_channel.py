@@ -18,7 +18,8 @@ creates one network token per agent plus senders, and in one trio process with h
      to the moment the title is read off the FIFO, i.e. to the start of CMD (plus one `sh` start and echo).
 
     .venv/bin/python bench/bench_channel.py                        # one run (~60 s)
-    .venv/bin/python bench/bench_channel.py --table bench/results_channel.jsonl
+    .venv/bin/python bench/bench_channel.py \\
+        --table bench/results/2026-12-06-channel-200-sends/results_channel_1206_final.jsonl
 
 Bounded: counts, per-call timeouts, --hard-timeout for the whole run. Loopback only.
 """
@@ -446,7 +447,7 @@ def main() -> int:
     p.add_argument("--event-timeout", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--hard-timeout", type=float, default=300.0)
-    p.add_argument("--out", default=os.path.join(HERE, "results_channel.jsonl"))
+    p.add_argument("--out", default=bl.results_path("channel-wake", "results_channel.jsonl"))
     p.add_argument("--table", help="print the medians of a results file and exit")
     p.add_argument("--holders", type=int, default=4,
                    help="child processes holding the agents' streams (0: the sending process holds them all)")

@@ -16,7 +16,8 @@ One run (repetition):
      prints them, the ratio CommHub / ceiling, and the exact commands; stops both servers.
 
     /work/venv/bin/python bench/bench_mcp.py                  # one repetition (~80 s)
-    /work/venv/bin/python bench/bench_mcp.py --table bench/results_mcp.jsonl   # medians of recorded runs
+    /work/venv/bin/python bench/bench_mcp.py \\
+        --table bench/results/2026-12-06-final-main-evening/results_mcp_15l.jsonl   # medians of recorded runs
     # a worktree without /work/venv: its own .venv runs the servers and the harness (benchlib falls back to it)
     BENCH_SERVER_PY=$PWD/.venv/bin/python .venv/bin/python bench/bench_mcp.py
     # A/B in one run: the CommHub of another checkout as a third target, segments interleaved (A B C, C B A, ...)
@@ -228,7 +229,7 @@ def main() -> int:
                    help="also run the CommHub of another checkout (e.g. `git archive` of main) as a third target, "
                         "its segments interleaved with the other two: an A/B in one run")
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for `commhub.py serve`")
-    p.add_argument("--json-out", default=os.path.join(HERE, "results_mcp.jsonl"))
+    p.add_argument("--json-out", default=bl.results_path("mcp-throughput", "results_mcp.jsonl"))
     p.add_argument("--table", metavar="JSONL", help="only print the medians table of recorded runs")
     a = p.parse_args()
     if a.table:

@@ -3,8 +3,10 @@ long /health waits while those queries run.
 
 Build the database first (bench/gen_db.py), then (under `flock /tmp/cpu.lock` on a shared box):
 
-    .venv/bin/python bench/bench_queries.py --db /tmp/scaledb/1m.db --json-out bench/results_queries.jsonl
-    .venv/bin/python bench/bench_queries.py --table bench/results_queries.jsonl
+    .venv/bin/python bench/bench_queries.py --db /tmp/scaledb/1m.db \\
+        --json-out bench/results/$(date -u +%F)-lists-1m/results_queries.jsonl
+    .venv/bin/python bench/bench_queries.py \\
+        --table bench/results/2026-12-06-final-main-evening/results_queries_15l.jsonl
 
 The server runs on a copy of the database (start-up migrations must not change the original) from this
 checkout, or from `--repo DIR` (another version of the code, e.g. `git archive main | tar -x -C DIR`).

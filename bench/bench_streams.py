@@ -20,7 +20,7 @@ One run:
      over 50 ms; only when the server tunes gc, i.e. `serve`).
 
     BENCH_SERVER_PY=$PWD/.venv/bin/python .venv/bin/python bench/bench_streams.py --streams 5000 \
-        --json-out bench/results_streams.jsonl
+        --json-out bench/results/$(date -u +%F)-streams-5000/results_streams.jsonl
     --pyspy open|load|stop   record the server with py-spy (raw stacks) during that phase, to --pyspy-out
 """
 

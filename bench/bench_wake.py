@@ -18,7 +18,7 @@ creates one network token per agent (plus one for a sender) and, in one trio pro
 Each task's title is a unique tag; the stream reader matches it, so a lost or misrouted event is counted.
 
     /work/venv/bin/python bench/bench_wake.py                   # one run (~70 s)
-    /work/venv/bin/python bench/bench_wake.py --table bench/results_wake.jsonl
+    /work/venv/bin/python bench/bench_wake.py --table bench/results/2026-11-28-sse-wake/results_wake_after.jsonl
 
 Bounded: counts, per-call timeouts, a per-phase deadline and a whole-run limit (--hard-timeout). Loopback only.
 """
@@ -459,7 +459,7 @@ def main() -> int:
                    help="leave an idle keep-alive HTTP connection open when the server is stopped")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for `commhub.py serve`")
-    p.add_argument("--json-out", default=os.path.join(HERE, "results_wake.jsonl"))
+    p.add_argument("--json-out", default=bl.results_path("sse-wake", "results_wake.jsonl"))
     p.add_argument("--table", metavar="JSONL", help="only print the medians table of recorded runs")
     a = p.parse_args()
     if a.table:

@@ -311,7 +311,15 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def results_path(topic: str, name: str) -> str:
+    """Where a new run's raw results go by default: bench/results/<UTC date>-<topic>/<name> (see bench/README.md)."""
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{day}-{topic}", name)
+
+
 def append_jsonl(path: str, obj: dict) -> None:
+    """Append one JSON line to `path`, creating its folder (a new results/<date>-<topic>/) when needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps(obj) + "\n")
 

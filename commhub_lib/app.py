@@ -7,7 +7,7 @@ import time
 from functools import partial
 
 import apsw
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from quart import Response, g, request
 from quart.ctx import RequestContext
 from quart.globals import request_ctx
@@ -31,7 +31,15 @@ from .api.common import (
     error_parts,
     too_large_message,
 )
-from .asgi import JsonAnswer, RouteContext, StreamOpener, send_json, serve_stream
+from .asgi import (
+    JsonAnswer,
+    RequestGuard,
+    RouteContext,
+    StreamOpener,
+    closing_refusals,
+    send_json,
+    serve_stream,
+)
 from .errors import CommhubError
 from .logs import log_access
 from .mcp import protocol as mcp_protocol
@@ -68,6 +76,7 @@ class CommhubApp(QuartTrio):
     lock_watch: WriteLockWatch
     mcp_post: McpPost
     route_ctx: RouteContext
+    guard: RequestGuard
 
     async def preprocess_request(self, request_context: RequestContext | None = None) -> ResponseReturnValue | None:
         """Start the request's timer; a request that may write waits while the write lock is contended."""
@@ -103,11 +112,26 @@ class CommhubApp(QuartTrio):
         return response
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        """Every request of the server: a 401, whichever route answers it, carries the Bearer challenge that
-        tells the client where the hub's resource metadata is (api/oauth.py)."""
+        """Every request of the server: first the guard (asgi.RequestGuard: ambiguous framing, DNS rebinding), for
+        every route alike; a 401, whichever route answers it, carries the Bearer challenge that tells the client
+        where the hub's resource metadata is (api/oauth.py); a 429 closes its connection."""
         if scope["type"] == "http":
+            refusal = self.guard.refusal(scope)
+            if refusal is not None:
+                await self._refuse(scope, send, refusal)
+                return
+            send = closing_refusals(scope, send)  # type: ignore[arg-type]
             send = oauth_api.with_challenge(scope, send, self.route_ctx.hub.settings)  # type: ignore[arg-type]
         await self.asgi_app(scope, receive, send)
+
+    async def _refuse(self, scope: HTTPScope, send: ASGISendCallable, answer: JsonAnswer) -> None:
+        """Answer a request the guard refused, unread; on HTTP/1.x its connection closes (HTTP/2 has none per
+        request, and forbids the header)."""
+        if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
+            answer = JsonAnswer(answer.status, answer.body, {})
+        client = scope.get("client")
+        log_access(client[0] if client else None, scope["method"], scope["path"], answer.status, 0.0)
+        await send_json(send, answer)
 
     async def asgi_app(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """The hot paths are served straight from ASGI (asgi.py): POST /mcp, every agent's every tool call
@@ -135,7 +159,7 @@ class CommhubApp(QuartTrio):
                     return
         await super().asgi_app(scope, receive, send)
 
-    async def _stream(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
+    async def _stream(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                       opener: StreamOpener, allow: str) -> None:
         if scope["method"] == "HEAD":  # a stream has no head: one would stay open with nothing to send
             message = f"{scope['path']} is an event stream: open it with GET"
@@ -147,9 +171,10 @@ class CommhubApp(QuartTrio):
 async def drain_request_body(response: Response) -> None:
     """Read a body the handler left unread (an early 401/403/404/429): when it arrives after the answer,
     hypercorn wedges the keep-alive connection and the client's next request on it hangs."""
-    if response.status_code == 413:
+    if response.status_code in (408, 413):
         # The unread body is still on the wire: hypercorn under quart-trio then never recycles nor closes
-        # the connection, so a client reusing it would hang. Tell it not to.
+        # the connection, so a client reusing it would hang. Tell it not to. A 408 is the body timeout already
+        # spent: draining would wait for the body as long again (a slow body was answered after twice the setting).
         response.headers["Connection"] = "close"
         return
     if body_was_read():  # the handler read it all (api.common.read_body)
@@ -185,6 +210,7 @@ def create_app(hub: Hub) -> CommhubApp:
     app.register_blueprint(web_routes.bp)  # the dashboard at / and its files under /assets/
     app.route_ctx = RouteContext(hub, app.config["COMMHUB_LIMITERS"]["token"], app.lock_watch)
     app.mcp_post = McpPost(app.route_ctx)
+    app.guard = RequestGuard(hub.settings)
 
     @app.get("/health")
     async def health() -> dict:
@@ -210,8 +236,8 @@ def create_app(hub: Hub) -> CommhubApp:
             message = too_large_message(hub.settings.max_body_bytes)
         else:
             message = exc.description or exc.name
-        headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(
-            exc, "valid_methods", None) else None
+        valid_methods = getattr(exc, "valid_methods", None)
+        headers = {"Allow": ", ".join(valid_methods)} if status == 405 and valid_methods else None
         return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
 
     @app.errorhandler(apsw.Error)

@@ -11,16 +11,20 @@ stream ends when its client disconnects.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
 
 from .api.common import CRASH_MESSAGE, WriteLockWatch, bearer_from, error_bytes, error_parts
+from .config import Settings
 from .logs import log_access
 from .ratelimit import RateLimiter
 from .service.hub import Hub
@@ -174,3 +178,161 @@ async def send_stream(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGI
     http1 = scope.get("http_version", "1.1") in ("1.0", "1.1")
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_RAW_HTTP1 if http1 else _SSE_RAW})
     await _pump(body, receive, send)
+
+
+# --- The request guard: what every route checks before anything else reads the request (app.CommhubApp.__call__).
+
+# Names and addresses only this machine answers: no DNS name an attacker controls can be one of them.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
+_HOSTNAME = re.compile(r"^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$")
+_GUARD_CACHE_MAX = 1024  # Host/Origin values remembered (a flood of distinct ones clears the memo, never grows it)
+
+
+def _host_part(authority: str) -> str | None:
+    """The lower-case host of a Host value or an origin's authority, without port or brackets; None if malformed."""
+    authority = authority.strip().lower()
+    if not _HOSTNAME.match(authority):
+        return None
+    if authority.startswith("["):
+        return authority[1:authority.index("]")]
+    return authority.rsplit(":", 1)[0].rstrip(".") if ":" in authority else authority.rstrip(".")
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+# Read one way by us and the other by a proxy in front, such a request could hide a second one (request smuggling).
+# HTTP/1.1 refuses it before the request is parsed (server.py); this answer is the same.
+AMBIGUOUS_LENGTH_BODY = error_bytes("ambiguous_length", "a request must not carry both Content-Length and "
+                                    "Transfer-Encoding; send one of them")
+
+
+class RequestGuard:
+    """Checks made on every request before any route reads it: framing that could be read two ways (both
+    Content-Length and Transfer-Encoding: 400, the connection closed), and DNS rebinding (a `Host` this hub does
+    not answer to: 421; an `Origin` from another site: 403).
+
+    DNS rebinding: a web page on an attacker's name, re-pointed at 127.0.0.1 (or a LAN address), would have the
+    visitor's browser talk to the hub with `Host: <attacker's name>`. So only these names are accepted: loopback
+    names and addresses, the bind address (on a wildcard bind, any IP address and this machine's name), the host
+    of public_url, and allowed_hosts (`*` accepts any; `.example.com` a domain and its subdomains). An IP address
+    is never an attacker's name, a DNS name only is when nobody said it is the hub's."""
+
+    def __init__(self, settings: Settings):
+        entries = [e.strip().lower() for e in settings.allowed_hosts.split(",") if e.strip()]
+        self.any_host = "*" in entries
+        self.names = set(LOOPBACK_NAMES) | {e for e in entries if not e.startswith(".")}
+        self.suffixes = tuple(e for e in entries if e.startswith("."))
+        bind = settings.host.strip("[]").lower()
+        self.wildcard = bind in WILDCARD_BINDS
+        if self.wildcard:
+            self.names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        else:
+            ip = _ip(bind)
+            self.names.add(str(ip) if ip else bind)
+        if settings.public_url:
+            public = urlsplit(settings.public_url).hostname
+            if public:
+                self.names.add(public.lower())
+        self.origins = {o.strip().rstrip("/").lower() for o in settings.allowed_origins.split(",") if o.strip()}
+        self._hosts: dict[str, bool] = {}
+        self._origins: dict[tuple[str, str], bool] = {}
+
+    def host_allowed(self, host: str) -> bool:
+        """Whether a Host header value names this hub."""
+        known = self._hosts.get(host)
+        if known is None:
+            if len(self._hosts) >= _GUARD_CACHE_MAX:
+                self._hosts.clear()
+            known = self._hosts[host] = self.any_host or self._name_allowed(_host_part(host))
+        return known
+
+    def _name_allowed(self, name: str | None) -> bool:
+        if name is None:
+            return False
+        if name in self.names or (self.suffixes and (name.endswith(self.suffixes) or f".{name}" in self.suffixes)):
+            return True
+        ip = _ip(name)
+        return ip is not None and (ip.is_loopback or self.wildcard or str(ip) in self.names)
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """Whether a browser Origin may call: the hub's own origin (same host as the checked Host), a loopback one,
+        one named by public_url or allowed_hosts, or one listed in allowed_origins."""
+        known = self._origins.get((origin, host))
+        if known is None:
+            if len(self._origins) >= _GUARD_CACHE_MAX:
+                self._origins.clear()
+            known = self._origins[(origin, host)] = self._origin_allowed(origin, host)
+        return known
+
+    def _origin_allowed(self, origin: str, host: str) -> bool:
+        value = origin.strip().rstrip("/").lower()
+        if value in self.origins:
+            return True
+        scheme, sep, authority = value.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            return False  # "null" (a sandboxed page, a file), or no origin at all
+        name = _host_part(authority)
+        if name is None:
+            return False
+        if name == _host_part(host):
+            return True  # same site as the request: the dashboard calling its own hub
+        ip = _ip(name)
+        return name in self.names or (ip is not None and ip.is_loopback) or bool(
+            self.suffixes and name.endswith(self.suffixes))
+
+    def refusal(self, scope: HTTPScope) -> JsonAnswer | None:
+        """The answer to a request refused before any route reads it, or None to let it through."""
+        host = origin = None
+        length = chunked = False
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"content-length":
+                length = True
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length and chunked:
+            return JsonAnswer(400, AMBIGUOUS_LENGTH_BODY, {"Connection": "close"})
+        if host is not None and not self.host_allowed(host):
+            shown = host[:100]
+            return JsonAnswer(421, error_bytes(
+                "host_not_allowed", f"Host '{shown}' is not a name this hub answers to (a guard against DNS "
+                "rebinding): add it to COMMHUB_ALLOWED_HOSTS (--allowed-hosts), or set COMMHUB_PUBLIC_URL to the "
+                "URL clients use"), {"Connection": "close"})
+        if origin is not None and not self.origin_allowed(origin, host or ""):
+            shown = origin[:100]
+            return JsonAnswer(403, error_bytes(
+                "origin_not_allowed", f"Origin '{shown}' is not allowed (a guard against DNS rebinding and other "
+                "sites' pages): add it to COMMHUB_ALLOWED_ORIGINS (--allowed-origins)"), {"Connection": "close"})
+        return None
+
+
+# Refusals after which the server closes the connection at once: a client refused for its rate should not hold the
+# connection (and the client that floods gets no keep-alive to flood on).
+_CLOSE_STATUSES = frozenset({429})
+_CLOSE = (b"connection", b"close")
+
+
+def closing_refusals(scope: HTTPScope, send: ASGISendCallable) -> ASGISendCallable:
+    """`send` for one HTTP/1.x request, adding `Connection: close` to a 429 (hypercorn then closes the connection
+    once the answer is sent). HTTP/2 forbids the header (and has no connection per request to close)."""
+    if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
+        return send
+
+    async def send_closing(message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start" and message["status"] in _CLOSE_STATUSES:
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"connection" for name, _ in headers):
+                headers.append(_CLOSE)
+                message = {**message, "headers": headers}  # type: ignore[typeddict-item]
+        await send(message)
+
+    return send_closing

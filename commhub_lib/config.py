@@ -48,7 +48,7 @@ class Settings:
     # Streams (wake): caps on open SSE streams (/events and GET /mcp) so one token or host cannot hold them all.
     max_streams_per_token: int = 32
     max_streams_per_ip: int = 512
-    # Bounds on input and quotas (README "Limits and quotas"); for the max_* quotas 0 = no limit.
+    # Bounds on input and quotas (docs/limits.md); for the max_* quotas 0 = no limit.
     mcp_max_batch: int = 50
     mcp_max_response_bytes: int = 4 * 1024 * 1024
     mcp_sessions_per_token: int = 100
@@ -66,9 +66,12 @@ class Settings:
     approval_wait_seconds: float = 600.0
     # Protocol: how clients are told where the hub is (the 401 challenge, the OAuth resource metadata).
     public_url: str = ""
+    # HTTP guards (h17-http): DNS rebinding (the Host names answered) and connections still sending their headers.
+    allowed_hosts: str = ""
+    max_incomplete_headers_per_ip: int = 64
 
 
-# What each setting means, used for --help and checked against the README by a test.
+# What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
 HELP: dict[str, str] = {
     "host": "address to bind",
     "port": "TCP port to listen on (0 picks a free one)",
@@ -82,7 +85,8 @@ HELP: dict[str, str] = {
     "login_rate_per_minute": "logins per minute per client IP (0 = no limit)",
     "token_rate_per_minute": "authenticated requests per minute per token (0 = no limit)",
     "sse_buffer": "events buffered per SSE stream before a slow reader is disconnected",
-    "allowed_origins": "comma-separated extra Origins allowed on /mcp (localhost is always allowed)",
+    "allowed_origins": "comma-separated extra browser Origins allowed on every route (the hub's own origin and "
+                       "loopback ones always are; others get 403 origin_not_allowed)",
     "sweep_seconds": "how often the presence sweeper runs",
     "event_retention_days": "SSE events older than this are pruned (replay reaches back this far; inboxes keep all)",
     "write_lock_wait_seconds": "how long a write waits (without stalling other requests) for a database lock held by "
@@ -120,6 +124,11 @@ HELP: dict[str, str] = {
     "approval_wait_seconds": "how long the MCP tool permission_prompt waits for a person's answer before it denies",
     "public_url": "the hub's URL as clients reach it (e.g. https://hub.example.com behind a proxy), named in "
                   "401 challenges and the OAuth resource metadata; empty = the request's own scheme and Host",
+    "allowed_hosts": "comma-separated extra Host names every route answers (DNS rebinding guard; loopback names, the "
+                     "bind address and public_url's host are always allowed; .example.com = a domain and its "
+                     "subdomains; * = any); others get 421 host_not_allowed",
+    "max_incomplete_headers_per_ip": "connections one client address may hold open while still sending request "
+                                     "headers; the next is answered 429 and closed (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

@@ -40,7 +40,7 @@ CACHE_KIB = 64 * 1024
 # server hands that to a worker thread instead (Database.run_checkpointer), and lets the WAL grow to 4,000
 # pages (~16 MiB, the size the -wal file is cut back to) first: the pages every send rewrites (index leaves,
 # counters, the events tail) are copied once per checkpoint, so the thread's CPU per MCP send fell from
-# ~0.033 to ~0.023 ms (3 runs each, bench/RESULTS.md §15h); the loop's own CPU did not rise.
+# ~0.033 to ~0.023 ms (3 runs each, docs/performance.md#writes-and-the-wal); the loop's own CPU did not rise.
 CHECKPOINT_PAGES = 4000
 # After a checkpoint that could not copy everything (another process reads an old snapshot: a backup), the
 # next try waits this long, so a long reader does not turn every commit into a checkpoint attempt.

@@ -1,8 +1,8 @@
 """Garbage-collector settings for a server that holds many long-lived objects (open streams, sessions).
 
 CPython's collector pauses the whole process, and so the event loop: a full collection walks every
-tracked object (~200 per open stream: with 5,000 streams, 0.6 s). What helps, measured in
-bench/RESULTS.md:
+tracked object (~200 per open stream: with 5,000 streams, 0.6 s). What helps, measured
+(docs/performance.md#garbage-collection-with-thousands-of-streams):
 - `gc.freeze()` once start-up is done: imported modules, the app and its routes move to a generation the
   collector never walks again;
 - a larger young generation: a request allocates a few thousand container objects, so the default
@@ -31,7 +31,8 @@ log = logging.getLogger("commhub.gc")
 # ones, so the full-collection rule is checked after 1 M net allocations, as with (10,000, 10, 10). Not 10,000 young:
 # the count is net of every tracked object freed, old ones included, and with thousands of streams the objects of
 # their heartbeat waits (frozen or old) die all the time, so a young collection at 10,000 found 36,000-78,000
-# objects in the young generation and paused the server 18-53 ms (bench/RESULTS.md §15d).
+# objects in the young generation and paused the server 18-53 ms
+# (docs/performance.md#garbage-collection-with-thousands-of-streams).
 THRESHOLDS = (2_500, 40, 10)
 SLOW_COLLECTION_MS = 50.0
 _clock = time.perf_counter
@@ -59,13 +60,14 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
                     generation, took_ms, info["collected"])
 
 
-# Streams live for hours, and each holds ~150 objects the collector tracks (hypercorn's connection, trio's tasks
-# and scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and paused the server 0.7-1.5 s,
-# the whole tail of wake latency at 200 sends/s (bench/RESULTS.md §15a). Frozen objects are never walked, and
-# freezing costs nothing (CPython splices its lists). Freezing only as streams accumulated was not enough: each
+# Streams live for hours, and each holds ~150 objects the collector tracks (hypercorn's connection, trio's tasks and
+# scopes, our loop): with 5,000 open, every full collection walked ~1 M objects and paused the server 0.7-1.5 s, the
+# whole tail of wake latency at 200 sends/s (docs/performance.md#garbage-collection-with-thousands-of-streams). Frozen
+# objects are never walked, and freezing costs nothing (CPython splices its lists). Freezing only as streams accumulated
+# was not enough: each
 # waiting stream's current wait (its receive, deadline and cancel scope: ~10 objects) is replaced at every event and
 # heartbeat, survives a young collection, and so the middle generation held every stream's current wait: 50-90 ms
-# middle collections with 5,000 streams at 200 sends/s (§15k). So while streams are open the job runs the middle
+# middle collections with 5,000 streams at 200 sends/s (same page). So while streams are open the job runs the middle
 # collection itself, twice a second ("sweep": only what survived since its last round, a few ms) and freezes what
 # is left; CPython's own middle collections are then put off (MIDDLE_WHILE_SWEEPING). While streams are opening
 # fast ("freeze": they grew by FREEZE_MIN_STREAMS or more since the last round) the new streams' objects are frozen
@@ -75,7 +77,7 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
 # freeze): so after enough churn, and at least once an hour, everything is thawed and collected once (the pause
 # CPython would have taken anyway) and frozen again. Measured (`bench/stream_open_cost.py --soak 60
 # --soak-pollers 200 --soak-no-churn`: 1,000 streams, 200 agents long-polling, 13 mixed rounds a second): ~1,600
-# unreachable objects kept after a minute, as many as CPython's own collections had left by then (§15k).
+# unreachable objects kept after a minute, as many as CPython's own collections had left by then (same page).
 FREEZE_CHECK_SECONDS = 0.5
 FREEZE_MIN_STREAMS = 50  # below this, CPython's own collections stay short
 MIDDLE_WHILE_SWEEPING = 1_000  # young collections between CPython's own middle ones while the job sweeps

@@ -3,7 +3,7 @@
 glibc gives a block of more than 128 KiB its own mapping, or, once such blocks were freed, raises that
 limit and hands the freed top of the heap back to the OS whenever it passes twice the limit. Either way
 each large answer touched fresh pages: 350-730 page faults per 500-row page, ~1-1.5 ms of kernel time of
-its ~5-7 ms (bench/RESULTS.md §15e). With fixed limits the blocks come from the heap and are reused.
+its ~5-7 ms (docs/performance.md#the-500-row-page). With fixed limits the blocks come from the heap and are reused.
 """
 
 from __future__ import annotations

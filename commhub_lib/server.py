@@ -19,18 +19,24 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import apsw
+import h11
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.config import Sockets
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 
 from . import auth
+from .api.common import error_bytes
 from .app import create_app
+from .asgi import AMBIGUOUS_LENGTH_BODY
 from .broker import Broker
 from .config import Settings
 from .db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
 from .gc_tuning import keep_streams_frozen, tune_after_startup
+from .logs import log_access
 from .malloc_tuning import keep_freed_memory
 from .service import sessions
 from .service.hub import Hub
@@ -49,6 +55,8 @@ class ServerHandle:
     binds: list[str]
     port: int
     _stop: trio.Event = field(default_factory=trio.Event)
+    # Connections still sending request headers, by client address (what max_incomplete_headers_per_ip caps).
+    incomplete_headers: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -77,6 +85,11 @@ SEND_STALL_TIMEOUT_MS = 30_000
 
 
 class _HyperConfig(HyperConfig):
+    # Connections still sending their request headers, by client address, and how many one address may hold
+    # (max_incomplete_headers_per_ip; 0 = no limit): see _cap_incomplete_headers.
+    incomplete_headers: dict[str, int]
+    max_incomplete_headers_per_ip: int = 0
+
     def create_sockets(self) -> Sockets:
         """Hypercorn's listening sockets, with the stall timeout set (accepted connections inherit it)."""
         sockets = super().create_sockets()
@@ -109,8 +122,100 @@ def _shield_connection_close() -> None:
 
 _shield_connection_close()
 
+_AMBIGUOUS_ANSWER = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                     b"connection: close\r\n\r\n%s" % (len(AMBIGUOUS_LENGTH_BODY), AMBIGUOUS_LENGTH_BODY))
 
-def hypercorn_config(settings: Settings) -> HyperConfig:
+
+def _refuse_ambiguous_length() -> None:
+    """Refuse an HTTP/1.1 request with both Content-Length and Transfer-Encoding before anything reads it: 400,
+    then the connection is closed.
+
+    h11 frames such a body as chunked and passes the request on; a proxy in front that framed it by its
+    Content-Length would see different requests on the same bytes (request smuggling). Refused here, at the
+    connection, nothing after the headers is parsed: answering from the app instead raced hypercorn's reader,
+    which closed the connection under the answer when more bytes followed (measured: a head without body)."""
+    original = H11Protocol._create_stream
+    if getattr(original, "_commhub_refuses", False):
+        return
+
+    async def _create_stream(self: H11Protocol, request: h11.Request) -> None:
+        names = [name for name, _ in request.headers]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            log_access(self.client[0] if self.client else None, request.method.decode("ascii", "replace"),
+                       request.target.decode("latin-1").split("?", 1)[0], 400, 0.0)
+            await self.send(RawData(data=_AMBIGUOUS_ANSWER))
+            await self.send(Closed())  # no stream: hypercorn's reader stops at the body's first bytes
+            return
+        await original(self, request)
+
+    _create_stream._commhub_refuses = True  # type: ignore[attr-defined]
+    H11Protocol._create_stream = _create_stream  # type: ignore[method-assign]
+
+
+_refuse_ambiguous_length()
+
+
+def _incomplete_headers(protocol: H11Protocol) -> bool:
+    """Whether this connection holds part of a request's headers (bytes arrived, the head not complete)."""
+    connection = protocol.connection
+    return (isinstance(connection, h11.Connection) and connection.their_state is h11.IDLE
+            and bool(connection.trailing_data[0]))
+
+
+def _cap_incomplete_headers() -> None:
+    """Count, per client address, the connections that have sent part of a request's headers and not the rest;
+    past max_incomplete_headers_per_ip the connection is answered 429 and closed at once.
+
+    The header timeout (keep_alive_timeout) bounds how long one such connection lasts; this bounds how many one
+    address holds at once (slowloris: each costs a file descriptor and a task). A real client sends its head in
+    one packet, so it is never counted: only a head that arrives in pieces is, for as long as it is unfinished."""
+    original = H11Protocol.handle
+    if getattr(original, "_commhub_caps", False):
+        return
+
+    async def handle(self: H11Protocol, event: Event) -> None:
+        await original(self, event)
+        config = self.config
+        if not isinstance(config, _HyperConfig) or not config.max_incomplete_headers_per_ip:
+            return
+        counted = getattr(self, "_commhub_incomplete", False)
+        pending = isinstance(event, RawData) and _incomplete_headers(self)
+        if pending == counted:
+            return
+        address = self.client[0] if self.client else "unknown"
+        table = config.incomplete_headers
+        if not pending:
+            self._commhub_incomplete = False  # type: ignore[attr-defined]
+            if table.get(address, 0) <= 1:
+                table.pop(address, None)
+            else:
+                table[address] -= 1
+            return
+        if table.get(address, 0) >= config.max_incomplete_headers_per_ip:
+            log_access(address, "-", "(incomplete request headers)", 429, 0.0)
+            await self.send(RawData(data=_too_many_incomplete(config.max_incomplete_headers_per_ip,
+                                                              config.keep_alive_timeout)))
+            await self.send(Closed())
+            return
+        self._commhub_incomplete = True  # type: ignore[attr-defined]
+        table[address] = table.get(address, 0) + 1
+
+    handle._commhub_caps = True  # type: ignore[attr-defined]
+    H11Protocol.handle = handle  # type: ignore[method-assign]
+
+
+def _too_many_incomplete(cap: int, header_timeout: float) -> bytes:
+    body = error_bytes("too_many_connections", f"this address already has {cap} connection(s) still sending their "
+                       "request headers; finish or close them first (max_incomplete_headers_per_ip, "
+                       "COMMHUB_MAX_INCOMPLETE_HEADERS_PER_IP)")
+    return (b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"retry-after: %d\r\nconnection: close\r\n\r\n%s" % (len(body), max(1, round(header_timeout)), body))
+
+
+_cap_incomplete_headers()
+
+
+def hypercorn_config(settings: Settings) -> _HyperConfig:
     """Hypercorn settings for CommHub."""
     config = _HyperConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -125,6 +230,8 @@ def hypercorn_config(settings: Settings) -> HyperConfig:
     # requests: it is what bounds a client that sends half its headers (or dribbles them). Streams and
     # long-polls are requests in progress, so it never cuts them. Slow bodies: BODY_TIMEOUT in app.py.
     config.keep_alive_timeout = settings.header_timeout_seconds
+    config.incomplete_headers = {}
+    config.max_incomplete_headers_per_ip = settings.max_incomplete_headers_per_ip
     return config
 
 
@@ -194,6 +301,10 @@ def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
         log.info("first step: register the admin (the first user is the admin): curl -X POST "
                  "%s/api/auth/register -H 'Content-Type: application/json' "
                  "-d '{\"username\": \"admin\", \"password\": \"<at least 6 characters>\"}'", binds[0])
+    if not _is_loopback(settings.host) and not settings.public_url and not settings.allowed_hosts:
+        log.info("requests are answered when they name this hub by an IP address, localhost or this machine's name "
+                 "(%s); for a DNS name clients use, set COMMHUB_ALLOWED_HOSTS or COMMHUB_PUBLIC_URL (others get 421: "
+                 "the guard against DNS rebinding)", socket.gethostname())
     if not _is_loopback(settings.host) and not settings.auth_token:
         log.warning("listening on %s beyond loopback without COMMHUB_AUTH_TOKEN: anyone who can reach this port "
                     "can register (and the first user becomes admin); set COMMHUB_AUTH_TOKEN", settings.host)
@@ -239,9 +350,10 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
             handle: ServerHandle | None = None
             async with trio.open_nursery() as http:
                 stop = trio.Event()
-                binds = await http.start(partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop.wait))
+                config = hypercorn_config(settings)
+                binds = await http.start(partial(serve, app, config, shutdown_trigger=stop.wait))
                 port = int(binds[0].rsplit(":", 1)[1])
-                handle = ServerHandle(hub, binds, port, stop)
+                handle = ServerHandle(hub, binds, port, stop, config.incomplete_headers)
                 if handle_signals:
                     root.start_soon(_watch_signals, handle)
                 log_startup(settings, binds, user_store.count_users(db))

@@ -200,10 +200,10 @@ async def test_early_error_with_a_late_body_keeps_the_connection_usable(server: 
     body = b'{"name": "late"}'
     stream = await trio.open_tcp_stream("127.0.0.1", server.port)
     try:
-        await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                               f"Content-Length: {len(body)}\r\n\r\n".encode())
         await trio.sleep(0.2)
-        await stream.send_all(body + b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        await stream.send_all(body + b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         with trio.fail_after(5):
             first, buf = await _read_response(stream, b"")
             assert first is not None and first.startswith(f"http/1.1 {status}".encode()), first
@@ -222,7 +222,7 @@ async def test_oversized_body_is_refused_with_connection_close(tmp_path) -> None
     async with running(make_settings(tmp_path, max_body_bytes=100)) as (handle, client):
         stream = await trio.open_tcp_stream("127.0.0.1", handle.port)
         try:
-            await stream.send_all(b"POST /api/auth/register HTTP/1.1\r\nHost: test\r\n"
+            await stream.send_all(b"POST /api/auth/register HTTP/1.1\r\nHost: localhost\r\n"
                                   b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n" + b" " * 5000)
             with trio.fail_after(5):
                 first, _ = await _read_response(stream, b"")

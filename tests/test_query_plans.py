@@ -228,7 +228,7 @@ def test_the_task_page_walks_keys_then_reads_each_task_and_completion_once(db: P
                                                                            nets: list[str]) -> None:
     """The REST task page (up to 500 rows, ~775 KB): the index walks (merged for a person's networks) carry only
     the order keys and the rowid, not each ~1.5 KB record; each task is then read by rowid and its completion
-    joined once, with no correlated subquery per row (bench/RESULTS.md §15i)."""
+    joined once, with no correlated subquery per row (docs/performance.md#lists-at-a-million-messages)."""
     plan = plan_of(db, lambda d: task_store.list_tasks_json(d, nets, "failed", None, None, 500, 0))
     walks = [line for line in plan if line.startswith("SEARCH tasks ")]
     assert len(walks) == len(nets), plan

@@ -281,20 +281,18 @@ async def test_login_errors(client: httpx.AsyncClient) -> None:
     assert r.json()["user"]["user_id"] == acct.user_id
 
 
-async def test_auth_token_required_on_register_and_login_when_set(tmp_path) -> None:
+async def test_auth_token_required_on_register_when_set_and_never_on_login(tmp_path) -> None:
     secret = "hub-secret-Xy9"
     async with running(make_settings(tmp_path, auth_token=secret)) as (_, client):
         for env in ({}, {"COMMHUB_AUTH_TOKEN": "wrong"}):  # unset or wrong: refused
             r = await curl(client, CURL_REGISTER, env=env)
             assert_error(r, 401, "auth_token_required", mentions="COMMHUB_AUTH_TOKEN")
-            r = await curl(client, CURL_LOGIN, env=env)
-            assert_error(r, 401, "auth_token_required")
         for headers in ({}, {"Authorization": f"Basic {secret}"}, {"Authorization": secret}):
             r = await client.post("/api/auth/register", json={"username": "x1", "password": "secret123"},
                                   headers=headers)
             assert_error(r, 401, "auth_token_required")
-        r = await client.post("/api/auth/login", params={"token": secret},
-                              json={"username": "vincent", "password": "mypassword"})
+        r = await client.post("/api/auth/register", params={"token": secret},
+                              json={"username": "x1", "password": "secret123"})
         assert_error(r, 401, "auth_token_required")  # only the header, as the examples send it
 
         # Exactly as the examples send it: accepted.
@@ -303,6 +301,10 @@ async def test_auth_token_required_on_register_and_login_when_set(tmp_path) -> N
         utok = r.json()["token"]
         r = await curl(client, CURL_LOGIN, env={"COMMHUB_AUTH_TOKEN": secret})
         assert r.status_code == 200, r.text
+        # Logging in needs only the password (issue 17 item 5): no header, or any, is fine.
+        for env in ({}, {"COMMHUB_AUTH_TOKEN": "wrong"}):
+            r = await curl(client, CURL_LOGIN, env=env)
+            assert r.status_code == 200, r.text
         # Other endpoints use the user's own token, and the hub secret is no user token.
         r = await curl(client, CURL_ME, {"utok_xxx": utok})
         assert r.status_code == 200, r.text

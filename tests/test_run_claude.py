@@ -224,6 +224,32 @@ async def test_task_sent_turn_runs_real_claude_which_replies(runner: RunnerProce
     assert oct((runner.state_dir / "runner.json").stat().st_mode & 0o777) == "0o600"
     await until(lambda: runner.state().get("in_flight") == [], "the event to be done")
 
+    async def idle() -> dict[str, Any] | None:  # the dashboard sees who drives the alias, and that it waits
+        r = await team.client.get("/api/status", headers=team.owner.auth)
+        rows = [s for s in r.json()["sessions"] if s["alias"] == ALIAS]
+        return rows[0] if rows and rows[0]["status"] == "idle" else None
+    session = await until_async(idle, "the alias to be idle")
+    assert session["agent"] == "claude (commhub run)" and session["online"] is True
+
+
+async def test_an_urgent_task_interrupts_the_running_claude_turn(tmp_path: Path, server: ServerHandle, team: Team,
+                                                                 fake: FakeAnthropic) -> None:
+    runner = RunnerProcess(tmp_path, server.url, team.token, fake)
+    await runner.start("--interrupt-on", "urgent")
+    try:
+        slow = await team.send("slow #gate:slow")
+        await until(lambda: "slow" in fake.waiting, "the slow turn to be under way")
+        urgent = await team.send("urgent one", priority="urgent")
+        await team.replied_once(urgent)
+        assert (await team.task(slow))["task"]["status"] == "running"  # cut short, not done
+        fake.release("slow")
+        await team.replied_once(slow)
+        order = [s.task_id for s in fake.prompts()]
+        assert order == [slow, urgent, slow], order
+        assert "interrupted by an urgent task" in fake.prompts(slow)[1].text
+    finally:
+        await runner.stop()
+
 
 async def test_turn_without_reply_is_reminded_once_then_flagged_with_a_progress_reply(
         runner: RunnerProcess, team: Team, fake: FakeAnthropic) -> None:

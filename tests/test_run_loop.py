@@ -257,3 +257,55 @@ async def test_an_approval_asked_through_the_relay_is_answered_and_starts_no_tur
     assert answers == [Answer(approved=True, text="yes, go ahead")]
     await trio.sleep(0.3)  # give a wrongly started turn for the answer's new_reply the time to show up
     assert len(driver.prompts) == 1
+
+
+async def test_an_answer_to_the_agents_question_is_a_turn_held_to_the_same_rule(
+        setup: Setup, tmp_path: Path, nursery: trio.Nursery) -> None:
+    async def turn(prompt: str, relay: Relay) -> TurnResult:
+        if "A new task has arrived" in prompt:
+            r = await setup.agent.post("/api/replies", json={"task_id": _task_id(prompt), "status": "question",
+                                                             "content": "Which colour?"})
+            assert r.status_code == 200, r.text
+            return TurnResult("asked", completed=True)
+        return TurnResult("thinking about blue", completed=True)  # neither the answer's turn nor the reminder ends it
+
+    driver = ScriptedDriver(turn)
+    await start_runner(nursery, setup, tmp_path, driver)
+    task_id = await setup.send("paint it")
+
+    async def asked() -> bool:
+        return (await setup.task(task_id))["task"]["status"] == "input_required"
+    await until(asked, "the question")
+    r = await setup.client.post("/api/replies", headers=setup.person.auth, json={"task_id": task_id, "content": "blue"})
+    assert r.status_code == 200, r.text
+
+    async def flagged() -> dict[str, Any] | None:
+        record = await setup.task(task_id)
+        return record if record["task"]["flag"] == "unanswered" else None
+    record = await until(flagged, "the flag")
+    assert len(driver.prompts) == 3
+    assert "This answers the question you asked" in driver.prompts[1] and "> blue" in driver.prompts[1]
+    assert "still open" in driver.prompts[2]
+    progress = [e for e in record["events"] if e["event"] == "progress"]
+    assert len(progress) == 1 and "thinking about blue" in (progress[0]["detail"] or "")
+
+
+async def test_a_restart_while_flagging_flags_without_a_second_progress_reply(
+        setup: Setup, tmp_path: Path, nursery: trio.Nursery) -> None:
+    await tool(setup.client, setup.token, "report_status", {"alias": ALIAS, "status": "idle"})
+    task_id = await setup.send("left open")
+    state = RunnerState.open(tmp_path / "state", ALIAS, setup.server.url)
+    state.position(0)
+    state.begin(Pending(1, "new_task", {"task_id": task_id}), "flagging")
+    state.close()
+
+    async def turn(prompt: str, relay: Relay) -> TurnResult:
+        raise AssertionError("no turn is expected")
+
+    await start_runner(nursery, setup, tmp_path, ScriptedDriver(turn))
+
+    async def flagged() -> dict[str, Any] | None:
+        record = await setup.task(task_id)
+        return record if record["task"]["flag"] == "unanswered" else None
+    record = await until(flagged, "the flag")
+    assert "progress" not in [e["event"] for e in record["events"]]

@@ -49,7 +49,7 @@ class RawStream:
     async def run(self) -> None:
         stream = await trio.open_tcp_stream("127.0.0.1", self.port)
         async with stream:
-            await stream.send_all(f"GET /events/{self.alias}?token={self.token} HTTP/1.1\r\nHost: t\r\n"
+            await stream.send_all(f"GET /events/{self.alias}?token={self.token} HTTP/1.1\r\nHost: localhost\r\n"
                                   "Accept: text/event-stream\r\n\r\n".encode())
             try:
                 while data := await stream.receive_some(65536):

@@ -36,7 +36,7 @@ def test_one_heartbeat_frame_per_second(monkeypatch: pytest.MonkeyPatch) -> None
 async def first_beat_after(port: int, alias: str, token: str, delays: list[float]) -> None:
     """Open a stream; note how long after its preamble its first heartbeat came."""
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        await stream.send_all(f"GET /events/{alias}?token={token} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        await stream.send_all(f"GET /events/{alias}?token={token} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         data = b""
         while b"retry:" not in data:
             data += await stream.receive_some(65536)

@@ -1,7 +1,7 @@
 """Presence of stream opens: an open stores nothing by itself when its agent already holds the alias; the stale
 presence it finds is stored by the presence writer of the root nursery, for every open of that moment in one
-transaction (bench/RESULTS.md §15f: one COMMIT per GET /mcp open before). The stream keeps the alias online
-meanwhile, and whatever is still due when the writer ends (shutdown) is stored then."""
+transaction (docs/performance.md#opening-streams: one COMMIT per GET /mcp open before). The stream keeps the
+alias online meanwhile, and whatever is still due when the writer ends (shutdown) is stored then."""
 
 from __future__ import annotations
 

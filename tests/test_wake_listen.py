@@ -1,7 +1,7 @@
 """`commhub listen --exec` and `commhub tail` as real processes against a real server.
 
 The handler is a real shell script: it appends "<event id> <task id>" to runs.log on every run, and to
-handled.log only if that event id is not there yet (idempotent for COMMHUB_EVENT_ID, as the README advises).
+handled.log only if that event id is not there yet (idempotent for COMMHUB_EVENT_ID, as docs/waking-agents.md advises).
 Every file a test reads is complete once it exists (written to a temporary name, then renamed), and a test
 waits for the file it reads, not for another one written before it.
 """

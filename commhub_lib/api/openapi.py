@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from quart import Blueprint, Response, current_app
+from pydantic.json_schema import JsonSchemaMode
+from quart import Blueprint, current_app
 
 from .. import __version__
 from .. import models as m
@@ -26,7 +26,6 @@ from . import queries as q
 from . import responses as r
 
 bp = Blueprint("openapi", __name__)
-DOCS_PAGE = Path(__file__).resolve().parent.parent / "static" / "docs.html"
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Op:
     answer: type[BaseModel] | None
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    auth: str = "any"  # any | user | public | auth_token (register/login: COMMHUB_AUTH_TOKEN when set)
+    auth: str = "any"  # any | user | public | auth_token (register: COMMHUB_AUTH_TOKEN when set)
     media: str = "application/json"
     status: str = "200"
     note: str = ""
@@ -62,18 +61,18 @@ OPERATIONS: dict[str, Op] = {
                                         "in its WWW-Authenticate: Bearer challenge"),
     "oauth.protected_resource_mcp": Op("meta", r.ProtectedResource, auth="public",
                                        note="the same document, at the place RFC 9728 derives from /mcp"),
-    "openapi.docs": Op("meta", None, auth="public", media="text/html", note="a page that renders this document"),
+    "web.docs": Op("meta", None, auth="public", media="text/html", note="a page that renders this document"),
     "web.index": Op("dashboard", None, auth="public", media="text/html",
                     note="the dashboard (one page; it logs in and then uses the API above)"),
     "web.asset": Op("dashboard", None, auth="public", media="application/octet-stream",
                     note="a static file of the dashboard (JavaScript, CSS)"),
     "accounts.register": Op("accounts", r.Registered, m.RegisterRequest, auth="auth_token"),
-    "accounts.login": Op("accounts", r.LoggedIn, m.LoginRequest, auth="auth_token"),
+    "accounts.login": Op("accounts", r.LoggedIn, m.LoginRequest, auth="public"),
     "accounts.get_me": Op("accounts", r.UserAnswer),
     "accounts.put_me": Op("accounts", r.UserAnswer, m.UpdateMeRequest, auth="user"),
     "accounts.change_password": Op("accounts", r.Ok, m.PasswordChangeRequest, auth="user"),
     "accounts.list_users": Op("accounts", r.UserList, query=q.Paging, auth="user"),
-    "accounts.audit_log": Op("accounts", r.AuditList, query=q.AuditQuery),
+    "accounts.audit_log": Op("accounts", r.AuditList, query=q.AuditQuery, auth="user"),
     "accounts.create_token": Op("tokens", r.TokenCreated, m.TokenCreateRequest, auth="user"),
     "accounts.list_tokens": Op("tokens", r.TokenList, query=q.Paging, auth="user"),
     "accounts.revoke_token": Op("tokens", r.TokenRevoked, auth="user"),
@@ -164,7 +163,7 @@ class _Schemas:
     def __init__(self) -> None:
         self.schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
 
-    def ref(self, model: type[BaseModel], mode: str) -> dict[str, Any]:
+    def ref(self, model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode, by_alias=True)
         self.schemas.update(schema.pop("$defs", {}))
         self.schemas[model.__name__] = schema
@@ -257,13 +256,3 @@ def build_spec() -> dict[str, Any]:
 async def openapi() -> dict:
     """The OpenAPI description of this API."""
     return build_spec()
-
-
-@bp.get("/docs")
-async def docs() -> Response:
-    """API documentation rendered from /openapi.json (a self-contained page)."""
-    response = Response(DOCS_PAGE.read_text(encoding="utf-8"), content_type="text/html; charset=utf-8")
-    # Everything is inline or from this origin; nothing may load from elsewhere.
-    response.headers["Content-Security-Policy"] = ("default-src 'none'; script-src 'unsafe-inline'; "
-                                                   "style-src 'unsafe-inline'; connect-src 'self'")
-    return response

@@ -320,7 +320,7 @@ class AliasRetired(Ok):
 
 
 class NetworkUsage(Ok):
-    """What a network keeps against its storage quota (README "Limits and quotas")."""
+    """What a network keeps against its storage quota (docs/limits.md)."""
 
     network_id: str
     bytes: int = Field(description="text_bytes + event_bytes: what counts against max_network_bytes")

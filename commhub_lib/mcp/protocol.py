@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from quart import Blueprint, Response, request
@@ -22,14 +21,13 @@ from quart import Blueprint, Response, request
 from ..api.common import (
     authenticate,
     authenticate_token,
-    header,
     hub,
     json_bytes,
     parse_json,
     validation_message,
 )
 from ..asgi import AsgiRequest, JsonAnswer, RouteContext, StreamRequest
-from ..errors import BadRequest, CommhubError, Conflict, Forbidden
+from ..errors import BadRequest, CommhubError, Conflict
 from ..service import networks
 from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
@@ -55,7 +53,6 @@ log = logging.getLogger("commhub.mcp")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 SESSION_CAP_REACHED = -32000  # a server error: the token holds as many live sessions as it may
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 INSTRUCTIONS = (
     "CommHub connects you with other agents. First call report_status with your alias. Check get_inbox "
@@ -98,17 +95,6 @@ def _rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[s
 
 def _rpc_result(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "result": result}
-
-
-def check_origin(h: Hub, origin: str | None) -> None:
-    """DNS-rebinding guard: a browser Origin must be local or explicitly allowed."""
-    if not origin:
-        return  # not a browser
-    allowed = {o.strip().rstrip("/") for o in h.settings.allowed_origins.split(",") if o.strip()}
-    host = (urlsplit(origin).hostname or "").lower()
-    if host in LOCAL_HOSTS or origin.rstrip("/") in allowed:
-        return
-    raise Forbidden(f"Origin '{origin}' is not allowed; add it to COMMHUB_ALLOWED_ORIGINS", code="origin_not_allowed")
 
 
 @dataclass(slots=True)
@@ -205,24 +191,49 @@ async def _dispatch(ctx: RouteContext, req: PostRequest, msg: Any, principal: Pr
         return _rpc_result(msg_id, modern.discover_result(INSTRUCTIONS))
     if method == "ping":
         return _rpc_result(msg_id, {})
-    if method == "tools/list" and (is_modern(version) or not has(version, TOOL_ANNOTATIONS)):
-        return _rpc_result(msg_id, _tools_list_for(version))
     if method == "tools/list":
-        return _rpc_result(msg_id, {"tools": [t.descriptor() for t in TOOLS.values()]})
+        return _tools_list_answer(msg_id, version)
     if method == "tools/call":
         return await _tools_call(ctx, msg_id, params, principal, network_id, session)
     return _rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
 
 
 @functools.cache
-def _tools_list_for(version: str) -> dict[str, Any]:
-    """tools/list for a version whose tools differ from the usual: without annotations before 2025-03-26; from
-    2026-07-28 with the cache hints that version requires. Built once per version: the list changes only when
-    the hub is upgraded, and generating the schemas costs milliseconds."""
-    tools = [t.descriptor() for t in TOOLS.values()]
+def _tool_descriptors() -> tuple[dict[str, Any], ...]:
+    """Every tool's tools/list entry, built once: the list changes only when the hub is upgraded, and generating
+    the schemas from the models costs milliseconds (a tools/list would cost that much more than a ping)."""
+    return tuple(t.descriptor() for t in TOOLS.values())
+
+
+def _tools_list_kind(version: str | None) -> str:
+    """Which of the three tools/list results a version gets (they differ by version, not by caller)."""
     if is_modern(version):
-        return {"tools": tools, "ttlMs": modern.TOOLS_TTL_MS, "cacheScope": "public"}
-    return {"tools": [{k: v for k, v in tool.items() if k != "annotations"} for tool in tools]}
+        return "modern"
+    return "annotated" if has(version, TOOL_ANNOTATIONS) else "plain"
+
+
+@functools.cache
+def _tools_list_for(kind: str) -> tuple[dict[str, Any], str]:
+    """The tools/list result of one kind and its JSON text, made once: without annotations before 2025-03-26;
+    from 2026-07-28 with the cache hints that version requires."""
+    tools = list(_tool_descriptors())
+    if kind == "modern":
+        result: dict[str, Any] = {"tools": tools, "ttlMs": modern.TOOLS_TTL_MS, "cacheScope": "public",
+                                  "resultType": "complete"}
+    elif kind == "plain":
+        result = {"tools": [{k: v for k, v in tool.items() if k != "annotations"} for tool in tools]}
+    else:
+        result = {"tools": tools}
+    return result, _encode(result)
+
+
+def _tools_list_answer(msg_id: Any, version: str | None) -> dict[str, Any]:
+    """A tools/list answer: its result shared by every call of that kind, its bytes spliced from the result's text
+    (no schema built or encoded per call: a tools/list costs what a ping costs)."""
+    result, text = _tools_list_for(_tools_list_kind(version))
+    answer = EncodedAnswer(_rpc_result(msg_id, result))
+    answer.encoded = f'{{"jsonrpc":"2.0","id":{_encode(msg_id)},"result":{text}}}'.encode()
+    return answer
 
 
 def _initialize(ctx: RouteContext, req: PostRequest, params: dict[str, Any], principal: Principal) -> dict[str, Any]:
@@ -359,7 +370,6 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
     with 202 when nothing needs an answer; for a 2026-07-28 `subscriptions/listen`, the event stream's body.
     HTTP-level failures raise (CommhubError: 401, 403, 400, 429)."""
     h = ctx.hub
-    check_origin(h, req.headers.get("origin"))
     principal = authenticate_token(h, ctx.token_limiter, req.bearer())
     version = req.headers.get("mcp-protocol-version")
     # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
@@ -421,8 +431,8 @@ async def _post_modern(ctx: RouteContext, req: PostRequest, payload: Any,
     answer = await _dispatch_noted(ctx, req, payload, principal, network_id, session)
     if answer is None:
         return 202, b""
-    answer = modern.complete(answer)
-    return modern.error_status(answer), json_bytes(answer)
+    answer = modern.complete(answer)  # (an answer that already says resultType, tools/list, keeps its bytes)
+    return modern.error_status(answer), answer_bytes(answer)
 
 
 async def _post_batch(ctx: RouteContext, req: PostRequest, payload: list[Any], principal: Principal,
@@ -462,7 +472,6 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
             "text/event-stream' and the Mcp-Session-Id from initialize; JSON-RPC goes to POST /mcp"}),
             {"Allow": "GET, POST, DELETE"})
     h = ctx.hub
-    check_origin(h, req.headers.get("origin"))
     principal = authenticate_token(h, ctx.token_limiter, req.bearer())
     sid = req.headers.get("mcp-session-id")
     if not sid:
@@ -500,7 +509,6 @@ async def get_mcp() -> Response:
 @bp.delete("/mcp")
 async def delete_mcp() -> Response:
     """End an MCP session."""
-    check_origin(hub(), header("Origin"))
     principal = authenticate()
     sid = request.headers.get("Mcp-Session-Id")
     if not sid:

@@ -326,7 +326,11 @@ def retire_alias(hub: Hub, principal: Principal, network_id: str, alias: str, ip
 
 def audit_log(hub: Hub, principal: Principal, network_id: str | None, action: str | None, limit: int | None,
               offset: int) -> dict[str, Any]:
-    """Audit entries: the system admin sees all; owners/admins see their networks'."""
+    """Audit entries: the system admin sees all; owners/admins see their networks'. People only: the entries
+    hold client IPs and account actions, which an agent (a network token) has no need to read."""
+    if principal.kind != "user":
+        raise Forbidden("the audit log is for people: use a login token (utok_) of an owner or admin, not an "
+                        "agent's network token", code="user_token_required")
     if principal.is_system_admin and not network_id:
         ids = None
     elif network_id:
@@ -335,8 +339,6 @@ def audit_log(hub: Hub, principal: Principal, network_id: str | None, action: st
     else:
         rows = network_store.list_networks_of_user(hub.db, principal.user_id)
         ids = [r["network_id"] for r in rows if auth.role_at_least(r["member_role"], "admin")]
-        if principal.kind == "network":
-            ids = [i for i in ids if i == principal.network_id]
         if not ids:
             raise Forbidden("the audit log needs the owner or admin role in a network", code="insufficient_role")
     entries = audit_store.list_entries(hub.db, ids, action, clamp_limit(limit), offset)

@@ -8,7 +8,7 @@ large database does not freeze the event loop. What goes:
 - tasks that ended (replied, failed, cancelled) more than `task_retention_days` ago, with their notice
   (its text is the task's), event log and completion record; open tasks are kept however old;
 - audit entries older than `audit_retention_days`.
-Deleted rows leave free pages in the file, reused by new rows; `commhub vacuum` guidance is in the README.
+Deleted rows leave free pages in the file, reused by new rows; how to give the space back: docs/storage.md.
 """
 
 from __future__ import annotations

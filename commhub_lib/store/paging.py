@@ -55,9 +55,9 @@ def page_json(db: Database, select: str, where: list[str], params: list[Any], ne
     """The same page as `page`, as the text of a JSON array: `select` returns each row as a JSON object in
     a column named `record` (json_record), plus the order keys. SQLite builds the whole text.
 
-    One value, not one row per record: at 500 rows (~775 KB) fetching the rows through APSW and joining them
-    in Python cost ~1 ms more CPU than the rows' JSON itself (bench/RESULTS.md §15e). `group_concat` takes
-    the rows in the order the page query yields them: the page is a co-routine (it has a LIMIT, so SQLite
+    One value, not one row per record: at 500 rows (~775 KB) fetching the rows through APSW and joining them in Python
+    cost ~1 ms more CPU than the rows' JSON itself (docs/performance.md#the-500-row-page). `group_concat` takes the rows
+    in the order the page query yields them: the page is a co-routine (it has a LIMIT, so SQLite
     neither flattens it into the aggregate nor drops its ORDER BY), and the aggregate reads it in that
     order. `group_concat(... ORDER BY ...)` would say so explicitly, but re-sorts the page's text (3-5 ms at
     500 rows); tests/test_page_json.py checks the order instead."""
@@ -68,7 +68,7 @@ def page_json(db: Database, select: str, where: list[str], params: list[Any], ne
     assert row is not None  # an aggregate always answers one row (NULL past the last page)
     # The brackets are added here, not with || in SQL: a second ~775 KB buffer inside SQLite while the first
     # is alive left glibc a larger heap top to give back after each request and fault in again before the
-    # next (~730 page faults per 500-row page instead of ~350; bench/RESULTS.md §15e).
+    # next (~730 page faults per 500-row page instead of ~350; docs/performance.md#the-500-row-page).
     return "[" + (row["records"] or "") + "]"
 
 

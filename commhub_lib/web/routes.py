@@ -1,4 +1,5 @@
-"""GET / (the dashboard page) and GET /assets/<file> (its CSS and JS), with a strict Content-Security-Policy.
+"""GET / (the dashboard page), GET /docs (the API page) and GET /assets/<file> (their CSS and JS), with a strict
+Content-Security-Policy.
 
 Everything the page needs is served from here (no CDN). The page talks to the REST API and reads the SSE
 streams with fetch() and the user's token in the Authorization header: the token never goes into a URL.
@@ -38,6 +39,14 @@ def _secured(response: Response) -> Response:
 async def index() -> Response:
     """The dashboard page."""
     return _secured(await send_from_directory(STATIC_DIR, "index.html"))
+
+
+@bp.get("/docs")
+async def docs() -> Response:
+    """API documentation rendered from /openapi.json, with the dashboard's security headers.
+
+    Its script and style are files under /assets/, so the CSP allows nothing inline."""
+    return _secured(await send_from_directory(STATIC_DIR, "docs.html"))
 
 
 @bp.get("/assets/<path:name>")

@@ -42,7 +42,7 @@ def options_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", required=True, help="the alias the agent works as (its token must be bound to it or "
                    "have claimed it)")
     p.add_argument("--workdir", help="the agent's working directory (default: the current directory)")
-    p.add_argument("--hub", help="the hub's URL (env COMMHUB_URL, default http://127.0.0.1:9200)")
+    p.add_argument("--hub", "--url", dest="hub", help="the hub's URL (env COMMHUB_URL, default http://127.0.0.1:9200)")
     p.add_argument("--network-id", help="the network, when the token could reach several")
     p.add_argument("--interrupt-on", choices=("urgent",), help="interrupt the running turn when a task of this "
                    "priority arrives (it goes on after the urgent one)")

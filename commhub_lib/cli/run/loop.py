@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import trio
 
+from ... import __version__
 from ...client import SseFrame, parse_sse
 from .driver import AgentDied, AgentDriver, TurnResult
 from .prompt import message_prompt, reminder_prompt, reply_prompt, resume_prompt, task_prompt
@@ -32,7 +33,19 @@ from .state import Pending, RunnerState
 
 TURN_EVENTS = ("new_task", "new_message", "new_reply")
 OPEN_STATUSES = ("delivered", "running", "input_required")
-UNANSWERED_STATUSES = ("delivered", "running")  # input_required: the agent asked the sender, which is an answer
+
+
+def left_open(task: dict[str, Any] | None) -> bool:
+    """Whether a turn left the task unanswered: still delivered or running, or input_required with the sender's
+    answer as the last word (a question the agent asked is an answer to its turn; the sender's answer is not)."""
+    if task is None:
+        return False
+    if task.get("status") in ("delivered", "running"):
+        return True
+    if task.get("status") != "input_required":
+        return False
+    talk = [e.get("event") for e in task.get("_events") or [] if e.get("event") in ("question", "answer")]
+    return bool(talk) and talk[-1] == "answer"
 STREAM_READ_TIMEOUT = 60.0  # heartbeats come every 15 s by default
 MESSAGE_LOOKUP_LIMIT = 200
 
@@ -66,7 +79,8 @@ class HubApi:
     def __init__(self, opts: RunOptions):
         self.opts = opts
         self.http = httpx.AsyncClient(base_url=opts.hub_url.rstrip("/"), timeout=30,
-                                      headers={"Authorization": f"Bearer {opts.token}"})
+                                      headers={"Authorization": f"Bearer {opts.token}",
+                                               "User-Agent": f"commhub-run/{__version__} ({opts.agent})"})
 
     def _params(self, **extra: Any) -> dict[str, Any]:
         params = {k: v for k, v in extra.items() if v is not None}
@@ -83,19 +97,36 @@ class HubApi:
         return response.status_code, body if isinstance(body, dict) else {}
 
     async def get_task(self, task_id: str) -> dict[str, Any] | None:
-        """The task record, or None if the hub does not know it (deleted, another network)."""
+        """The task record, or None if the hub does not know it (deleted, another network). Its timeline is
+        under `_events`."""
         status, body = await self._json("GET", f"/api/tasks/{task_id}", params=self._params())
         if status == 404:
             return None
         if status >= 400:
             raise httpx.HTTPError(f"GET /api/tasks/{task_id}: HTTP {status} {body}")
-        return body.get("task") or body
+        task = dict(body.get("task") or body)
+        task["_events"] = body.get("events") or []
+        return task
+
+    async def _tool(self, name: str, arguments: dict[str, Any]) -> None:
+        """One MCP tool call as the agent (a bare JSON-RPC request); failures only logged."""
+        status, body = await self._json("POST", "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                                              "params": {"name": name, "arguments": arguments}},
+                                        headers={"Accept": "application/json, text/event-stream"})
+        if status >= 400 or "error" in body or (body.get("result") or {}).get("isError"):
+            say(f"{name} failed: HTTP {status} {str(body)[:200]}")
 
     async def start_task(self, task_id: str) -> None:
         """Mark the task read, which starts it (`running`): the hub's permission_prompt asks on the running task."""
-        await self._json("POST", "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                                               "params": {"name": "ack_inbox", "arguments": {"ids": [task_id]}}},
-                         headers={"Accept": "application/json, text/event-stream"})
+        await self._tool("ack_inbox", {"ids": [task_id]})
+
+    async def report(self, status: str, task: str | None = None) -> None:
+        """The alias's status on the dashboard: `working` on what, or `idle`."""
+        arguments: dict[str, Any] = {"alias": self.opts.alias, "status": status,
+                                     "agent": f"{self.opts.agent} (commhub run)"}
+        if task is not None:
+            arguments["task"] = task[:200]
+        await self._tool("report_status", arguments)
 
     async def progress(self, task_id: str, text: str) -> None:
         """Post the turn's last message as a `progress` reply."""
@@ -246,12 +277,26 @@ class Runner:
         """Resume what a previous run left in flight, then take queued events one at a time, for ever."""
         for pending in list(self.state.in_flight):
             self.why.setdefault(pending.event_id, "The runner restarted")
-            await self.handle(pending)
+            await self.handle_retrying(pending)
         while True:
             while not self.queue:
                 self.arrived = trio.Event()
                 await self.arrived.wait()
-            await self.handle(self.queue.popleft())
+            await self.handle_retrying(self.queue.popleft())
+
+    async def handle_retrying(self, pending: Pending) -> None:
+        """handle(), again with backoff while the hub cannot be reached (the event stays in flight meanwhile)."""
+        delay = 1.0
+        while True:
+            try:
+                await self.handle(pending)
+                return
+            except httpx.HTTPError as exc:
+                say(f"the hub failed during event {pending.event_id} ({exc}); trying it again in {delay:.0f} s")
+                if pending.phase == "turn":
+                    self.why.setdefault(pending.event_id, "The hub could not be reached during your turn")
+                await trio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def handle(self, pending: Pending) -> None:
         """Everything for one event; the cursor moves past it only at the end."""
@@ -259,10 +304,14 @@ class Runner:
         if pending.event not in TURN_EVENTS or data.get("answers_approval"):
             self.state.finish(pending, self.waiting())  # nothing to do (the approval's answer went back already)
             return
+        what = data.get("title") or data.get("task_id") or f"{pending.event} from {data.get('from')}"
+        await self.api.report("working", str(what))
         if pending.event == "new_task":
             await self._task(pending)
         else:
             await self._message(pending)
+        if not self.queue:
+            await self.api.report("idle", "")
 
     async def _task(self, pending: Pending) -> None:
         task_id = str(pending.data.get("task_id") or "")
@@ -272,7 +321,7 @@ class Runner:
                 f"{'unknown' if task is None else task.get('status')}: no turn")
             self.state.finish(pending, self.waiting())
             return
-        if pending.phase != "reminded":
+        if pending.phase not in ("reminded", "flagging"):
             resumed = pending.phase == "turn"
             self.state.begin(pending, "turn")
             if task.get("status") == "delivered":
@@ -285,8 +334,16 @@ class Runner:
             result = await self._turn(pending, prompt, task_id)
             if result is None:
                 return  # interrupted (queued again behind the urgent task) or the task ended while restarting
+        else:
+            result = None  # the runner restarted after the reminder: that turn's message is gone
+        await self._after_turn(pending, task_id, result)
+
+    async def _after_turn(self, pending: Pending, task_id: str, result: TurnResult | None) -> None:
+        """A turn on the alias's own task ended (result None: restarted after the reminder): done if the task is
+        answered, else remind once, then post the last message as progress and flag the task."""
+        if result is not None:
             task = await self.api.get_task(task_id)
-            if task is None or task.get("status") not in UNANSWERED_STATUSES:
+            if task is None or not left_open(task):
                 self._done(pending, task)
                 return
             self.state.begin(pending, "reminded")
@@ -296,11 +353,13 @@ class Runner:
                 return
             last = reminded.last_message or result.last_message
         else:
-            last = ""  # the runner restarted after the reminder: that turn's message is gone
+            last = ""
         task = await self.api.get_task(task_id)
-        if task is not None and task.get("status") in UNANSWERED_STATUSES:
+        if task is not None and left_open(task):
             say(f"task {task_id} is still {task.get('status')} after the reminder: progress reply and flag")
-            await self.api.progress(task_id, last.strip() or "(the agent's turn ended without a message)")
+            if pending.phase != "flagging":  # a restart after the progress reply was posted does not post it again
+                self.state.begin(pending, "flagging")
+                await self.api.progress(task_id, last.strip() or "(the agent's turn ended without a message)")
             await self.api.flag(task_id, "the agent's turn ended without a reply; reminded once")
         self._done(pending, task)
 
@@ -311,6 +370,10 @@ class Runner:
 
     async def _message(self, pending: Pending) -> None:
         data = pending.data
+        own_task = str(data.get("task_id") or "") if data.get("status") == "answer" else ""
+        if own_task and pending.phase in ("reminded", "flagging"):
+            await self._after_turn(pending, own_task, None)  # the runner restarted after the reminder
+            return
         resumed = pending.phase == "turn"
         self.state.begin(pending, "turn")
         content = await self.api.message_content(data.get("message_id"))
@@ -322,8 +385,11 @@ class Runner:
         if resumed and why:
             prompt = resume_prompt(prompt, why)
         say(f"turn for {pending.event} {data.get('message_id')} (event {pending.event_id}) from {data.get('from')}")
-        result = await self._turn(pending, prompt, None)
+        result = await self._turn(pending, prompt, own_task or None)
         if result is None:
+            return
+        if own_task:  # an answer to the agent's question: the turn must end the task as a task's turn does
+            await self._after_turn(pending, own_task, result)
             return
         say(f"event {pending.event_id} done")
         self.state.finish(pending, self.waiting())

@@ -5,7 +5,8 @@ The file is `<state dir>/runner.json` (0600 in a 0700 directory), replaced atomi
 state before a step or the state after it:
 
 - `cursor`: the id of an event such that every event up to it is done (Last-Event-ID on the next start);
-- `in_flight`: the events begun and not done, in order, each with its `phase` (`turn`, then `reminded`);
+- `in_flight`: the events begun and not done, in order, each with its `phase` (`turn`, then `reminded`, then
+  `flagging` once the progress reply is being posted);
 - `done_ahead`: ids past the cursor already done (an urgent task handled before older queued events).
 
 An event is written into `in_flight` BEFORE its turn starts and moved out (with the cursor) only AFTER everything
@@ -46,7 +47,7 @@ class Pending:
     event_id: int
     event: str
     data: dict[str, Any]
-    phase: str = "queued"        # queued (memory only) -> turn -> reminded
+    phase: str = "queued"        # queued (memory only) -> turn -> reminded -> flagging
     started_at: str | None = None
 
     def record(self) -> dict[str, Any]:

@@ -66,10 +66,12 @@ export function withQuery(path, params) {
   return text ? `${path}?${text}` : path;
 }
 
-/** Call the hub; resolves to the JSON answer or throws an ApiError carrying the hub's message. */
-export async function api(method, path, body) {
+/** Call the hub; resolves to the JSON answer or throws an ApiError carrying the hub's message. `bearer`, when
+ * given, is sent instead of the login's token (registering with the hub's registration token). */
+export async function api(method, path, body, bearer) {
   checkPath(path);
   const headers = authHeaders({ Accept: "application/json" });
+  if (bearer) headers.Authorization = `Bearer ${bearer}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {

@@ -52,6 +52,8 @@ function showLogin(message) {
   stopLive();
   $("app-view").hidden = true;
   $("login-view").hidden = false;
+  $("login-form").hidden = false;
+  $("register-form").hidden = true;
   say($("login-error"), message || "", Boolean(message));
   $("login-username").focus();
 }
@@ -128,6 +130,42 @@ async function logIn(event) {
   }
 }
 
+/** Show the log-in form or the create-account form (one card at a time). */
+function showForm(register) {
+  $("login-form").hidden = register;
+  $("register-form").hidden = !register;
+  $(register ? "register-username" : "login-username").focus();
+}
+
+async function register(event) {
+  event.preventDefault();
+  const { username, password, auth_token: hubToken } = formValues($("register-form"));
+  if (!username || !password) { say($("register-error"), "Enter a username and a password.", true); return; }
+  const button = $("register-button");
+  button.disabled = true;
+  try {
+    const answer = await api("POST", "/api/auth/register", { username, password }, hubToken || undefined);
+    const login = { token: answer.token, network_id: answer.network_id };
+    saveLogin(login);
+    $("register-password").value = "";
+    $("register-auth-token").value = "";
+    say($("register-error"), "");
+    await startApp(login);
+  } catch (err) {
+    if (err.code === "auth_token_required") {
+      // The hub has a registration guard: ask for its token (logging in never needs it).
+      $("register-token-field").hidden = false;
+      $("register-auth-token").focus();
+      say($("register-error"), hubToken ? "That registration token is not the hub's. Ask its operator."
+        : "This hub asks for its registration token to create an account: enter it above.", true);
+    } else {
+      say($("register-error"), err.message, true);
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function logOut() {
   // Revoke this login on the hub when it can (GET/DELETE /api/auth/tokens); otherwise just forget it.
   try {
@@ -144,6 +182,9 @@ async function logOut() {
 function init() {
   setUnauthorizedHandler(() => { clearLogin(); showLogin("Your login has ended (revoked or expired). Log in again."); });
   $("login-form").addEventListener("submit", logIn);
+  $("register-form").addEventListener("submit", register);
+  $("show-register").addEventListener("click", () => showForm(true));
+  $("show-login").addEventListener("click", () => showForm(false));
   $("logout-button").addEventListener("click", logOut);
   $("network-select").addEventListener("change", (e) => {
     state.networkId = e.target.value;

@@ -1,49 +1,5 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>CommHub API</title>
-<style>
-  :root { --bg: #fff; --fg: #1d232a; --muted: #5b6570; --line: #d9dee3; --code: #f3f5f7; --accent: #2b6cb0;
-          --get: #2f855a; --post: #2b6cb0; --put: #b7791f; --delete: #c53030; }
-  @media (prefers-color-scheme: dark) {
-    :root { --bg: #15191d; --fg: #e3e7eb; --muted: #9aa5b1; --line: #2d343b; --code: #1e2429; --accent: #63b3ed;
-            --get: #68d391; --post: #63b3ed; --put: #f6e05e; --delete: #fc8181; }
-  }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 15px/1.5 system-ui, sans-serif; background: var(--bg); color: var(--fg); }
-  header, main { max-width: 60rem; margin: 0 auto; padding: 1rem; }
-  header p { color: var(--muted); margin: .25rem 0; }
-  h2 { border-bottom: 1px solid var(--line); padding-bottom: .25rem; margin-top: 2rem; text-transform: capitalize; }
-  h2 small { font-weight: normal; color: var(--muted); text-transform: none; font-size: .9rem; }
-  details { border: 1px solid var(--line); border-radius: 6px; margin: .5rem 0; }
-  summary { cursor: pointer; padding: .5rem .75rem; display: flex; gap: .75rem; align-items: baseline; flex-wrap: wrap; }
-  summary:focus-visible { outline: 2px solid var(--accent); }
-  .method { font: bold .8rem monospace; text-transform: uppercase; min-width: 4rem; }
-  .get { color: var(--get); } .post { color: var(--post); } .put { color: var(--put); } .delete { color: var(--delete); }
-  .path { font-family: monospace; }
-  .summary { color: var(--muted); }
-  .body { padding: 0 .75rem .75rem; }
-  table { border-collapse: collapse; width: 100%; margin: .5rem 0; font-size: .9rem; }
-  th, td { text-align: left; border-bottom: 1px solid var(--line); padding: .25rem .5rem; vertical-align: top; }
-  code, pre { font-family: ui-monospace, monospace; background: var(--code); border-radius: 4px; }
-  code { padding: 0 .25rem; }
-  pre { padding: .5rem; overflow-x: auto; }
-  h4 { margin: .75rem 0 .25rem; }
-  #error { color: var(--delete); }
-</style>
-</head>
-<body>
-<header>
-  <h1>CommHub API</h1>
-  <p id="intro">Loading <a href="/openapi.json">/openapi.json</a>…</p>
-  <p>Authenticate with <code>Authorization: Bearer utok_…</code> (a person) or <code>ntok_…</code> (an agent), or
-    <code>?token=</code>. Errors are always <code>{"error": code, "message": text}</code>.</p>
-  <p id="error" role="alert"></p>
-</header>
-<main id="ops"></main>
-<script>
+// The API page at /docs: renders /openapi.json (web/routes.py). A file, not inline: the page's CSP allows
+// scripts only from this origin.
 "use strict";
 let SPEC = null;
 
@@ -138,6 +94,3 @@ async function main() {
   if (target && target.tagName === "DETAILS") { target.open = true; target.scrollIntoView(); }
 }
 main();
-</script>
-</body>
-</html>
