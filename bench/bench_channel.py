@@ -275,7 +275,7 @@ class Bench:
                 err_sample = err_sample or repr(e)[:200]
 
         if self.a.client_gc in ("tuned", "off"):
-            # What the server does after start-up (commhub_lib/gc_tuning.py): the 1,000 open streams' objects
+            # What the server does after start-up (commhub_lib/runtime/gc_tuning.py): the 1,000 open streams' objects
             # go to the permanent generation, so the client's own collections stay short.
             gc.collect()
             gc.freeze()

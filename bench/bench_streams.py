@@ -16,7 +16,7 @@ One run:
      process probes GET /health every 20 ms: its max is the longest the server's loop stood still;
   4. SIGTERM with every stream open: seconds to exit, exit code, and how each stream ended (clean = the
      server's closing comment and the last chunk; cut = the connection ended without them);
-  5. the server log's "garbage collection ... paused" lines (commhub_lib/gc_tuning.py logs collections
+  5. the server log's "garbage collection ... paused" lines (commhub_lib/runtime/gc_tuning.py logs collections
      over 50 ms; only when the server tunes gc, i.e. `serve`).
 
     BENCH_SERVER_PY=$PWD/.venv/bin/python .venv/bin/python bench/bench_streams.py --streams 5000 \
@@ -49,7 +49,7 @@ import benchlib as bl  # noqa: E402
 
 PROTOCOL = "2025-06-18"
 GC_LINE = re.compile(r"garbage collection of generation (\d) paused the server (\d+) ms")
-# commhub_lib/stalls.py: the event loop held >= --stall-log-ms (the worst of up to a second's stalls per line)
+# commhub_lib/runtime/stalls.py: the event loop held >= --stall-log-ms (the worst of up to a second's stalls per line)
 STALL_LINE = re.compile(r"the event loop stalled (\d+) ms, (busy|held off)")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ", re.M)
 

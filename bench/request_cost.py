@@ -37,7 +37,7 @@ async def setup(log_stream: Any, clients: int = 2) -> dict[str, Any]:
     from commhub_lib.broker import Broker
     from commhub_lib.config import Settings
     from commhub_lib.db import LOOP_BUSY_TIMEOUT_MS, Database
-    from commhub_lib.logs import setup_logging
+    from commhub_lib.runtime.log_setup import setup_logging
     from commhub_lib.service.hub import Hub
 
     tmp = tempfile.mkdtemp(prefix="commhub-cost-")

@@ -139,9 +139,9 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
     import benchlib as bl
 
     from commhub_lib.config import load_settings
-    from commhub_lib.gc_tuning import keep_streams_frozen, tune_after_startup
-    from commhub_lib.logs import setup_logging
-    from commhub_lib.server import run_server
+    from commhub_lib.runtime.gc_tuning import keep_streams_frozen, tune_after_startup
+    from commhub_lib.runtime.log_setup import setup_logging
+    from commhub_lib.runtime.server import run_server
 
     tmp = tempfile.mkdtemp(prefix="commhub-opencost-")
     env = {k.removeprefix("COMMHUB_").lower(): v for k, v in bl.NO_LIMITS.items()}
@@ -163,8 +163,10 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         else:
             from hypercorn.trio import serve
 
-            from commhub_lib.server import hypercorn_config
+            from commhub_lib.runtime import patches
+            from commhub_lib.runtime.server import hypercorn_config
 
+            patches.install()  # the same hypercorn as run_server's
             stop = trio.Event()
             binds = await nursery.start(partial(serve, floor_app(a.app, stop), hypercorn_config(settings),
                                                 shutdown_trigger=stop.wait))

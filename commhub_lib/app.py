@@ -165,7 +165,7 @@ class CommhubApp(QuartTrio):
             message = f"{scope['path']} is an event stream: open it with GET"
             await send_json(send, JsonAnswer(405, error_bytes("method_not_allowed", message), {"Allow": allow}))
             return
-        await serve_stream(scope, receive, send, self.lock_watch, opener)  # type: ignore[arg-type]
+        await serve_stream(scope, receive, send, self.lock_watch, opener)
 
 
 async def drain_request_body(response: Response) -> None:

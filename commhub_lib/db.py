@@ -367,7 +367,7 @@ class ChangeWatch:
                 con.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS {func}_{table}_{i} AFTER {kind} ON main.{table}"
                             f" BEGIN SELECT {func}(); END")
 
-    def _bump(self) -> None:
+    def _bump(self, *_args: Any) -> None:
         self.changes += 1
 
     def stamp(self) -> tuple[int, int]:
@@ -470,6 +470,7 @@ def backup_to(source_path: str, dest_path: str, *, pages_per_step: int = 256, pa
     src = apsw.Connection(source_path, flags=apsw.SQLITE_OPEN_READONLY)
     src.setbusytimeout(BUSY_TIMEOUT_MS)
     dest = apsw.Connection(dest_path)
+    copied = 0
     try:
         src.execute("BEGIN")
         src.pragma("user_version")  # the first read starts the transaction and pins the snapshot

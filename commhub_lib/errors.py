@@ -16,10 +16,6 @@ class CommhubError(Exception):
             self.code = code
         self.headers = headers or {}
 
-    def to_dict(self) -> dict[str, str]:
-        """The wire shape of this error."""
-        return {"error": self.code, "message": self.message}
-
 
 class BadRequest(CommhubError):
     """400: the request is malformed or a field is invalid."""

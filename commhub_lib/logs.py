@@ -1,14 +1,13 @@
-"""Logging set-up: one line per record as text or JSON, and escaping of what clients put in log fields."""
+"""The access log (one line per request) and escaping of what clients put in log fields.
+
+The process's log set-up (text or JSON lines on stderr) is runtime/log_setup.py."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -23,44 +22,6 @@ def escape(value: Any) -> str:
     text = str(value)
     return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
                        else f"\\u{ord(m.group()):04x}", text)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, plus the record's `fields` (access data)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as a JSON line."""
-        out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        out.update(getattr(record, "fields", None) or {})
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        # json.dumps escapes control characters itself, so one record is always one line.
-        return json.dumps(out, ensure_ascii=False, default=str)
-
-
-def setup_logging(level: str, fmt: str = "text") -> None:
-    """Log records to stderr, one line each: text (with timestamps, for people) or JSON (for log shippers)."""
-    handler = logging.StreamHandler(sys.stderr)
-    AccessLog.text_handler = None
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-        AccessLog.text_handler = handler
-    # Neither format shows the caller, thread or process: not collecting them makes each record (one per
-    # request) cheaper (the logging docs' "Optimization" settings; record creation was ~1.4 % of an MCP call).
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
 
 
 class AccessLog:

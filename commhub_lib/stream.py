@@ -32,15 +32,19 @@ class Wire(Protocol):
 
     def opening(self, position: int) -> bytes:
         """The first bytes: the reconnect hint and the stream's position (an id without an event)."""
+        ...
 
     def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
         """One durable event."""
+        ...
 
     def heartbeat(self) -> bytes:
         """Sent when nothing else was sent for a heartbeat period."""
+        ...
 
     def closing(self, reason: str, last: int) -> bytes:
         """The last bytes: why the stream ends and which id to resume from."""
+        ...
 
 
 @dataclass(frozen=True)

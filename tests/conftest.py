@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from commhub_lib.config import Settings
-from commhub_lib.server import ServerHandle, run_server
+from commhub_lib.runtime.server import ServerHandle, run_server
 
 _counter = itertools.count()
 

@@ -11,7 +11,7 @@ import httpx
 from conftest import create_token, register
 from test_mcp_sdk import fails, ok, sdk_session, two_users, wait_until
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 INTERNALS = re.compile(r"NodeInfo|constrained-str|function-after|errors\.pydantic\.dev|literal\[|union", re.I)
 

@@ -38,6 +38,37 @@ def test_inner_layers_do_not_import_the_web_stack(layer: str) -> None:
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}: the service and store never import the web stack"
 
 
+# Where hypercorn may be imported: the process runtime (server, patches) and, until the one HTTP pipeline (http/)
+# takes them over, the modules that speak HTTP themselves.
+HYPERCORN_ALLOWED = ("runtime/", "http/", "api/", "web/", "app.py", "asgi.py", "sse.py", "mcp/http.py")
+
+
+def test_only_the_runtime_and_the_http_modules_import_hypercorn() -> None:
+    offenders = []
+    for path in LIB.rglob("*.py"):
+        rel = path.relative_to(LIB).as_posix()
+        if rel.startswith(HYPERCORN_ALLOWED):
+            continue
+        if any(m.split(".")[0] == "hypercorn" for m in _modules(path)):
+            offenders.append(rel)
+    assert not offenders, (f"{offenders} import hypercorn: only runtime/ (and the HTTP-facing modules) may; "
+                           "a fix to hypercorn goes in runtime/patches.py")
+
+
+def test_the_runtime_is_imported_only_by_the_command_that_starts_the_server() -> None:
+    """runtime/ is how the process runs (server, gc, malloc, stall log, log set-up): endpoints, the service and the
+    store never reach into it."""
+    offenders = []
+    for path in LIB.rglob("*.py"):
+        rel = path.relative_to(LIB).as_posix()
+        if rel.startswith("runtime/") or rel == "cli/serve.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"^\s*from \.+runtime\b|commhub_lib\.runtime\b", text, re.M):
+            offenders.append(rel)
+    assert not offenders, f"{offenders} import commhub_lib.runtime: only cli/serve.py starts the server"
+
+
 def test_store_does_not_import_the_service() -> None:
     for path in (LIB / "store").glob("*.py"):
         text = path.read_text(encoding="utf-8")
@@ -74,6 +105,7 @@ def test_readme_test_command_is_what_ci_runs() -> None:
 
 @pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
                     reason="ruff is not installed")
+@pytest.mark.subprocess
 def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True, timeout=120)

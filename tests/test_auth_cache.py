@@ -17,7 +17,7 @@ from commhub_lib import auth
 from commhub_lib.cli import main as cli_main
 from commhub_lib.errors import Unauthorized
 from commhub_lib.ids import now_text
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service import accounts
 from commhub_lib.store.tokens import LiveTokenCache
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from conftest import own_server, register
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 CHALLENGE = re.compile(r'^Bearer (error="invalid_token", )?resource_metadata="([^"]+)"$')
 

@@ -16,6 +16,7 @@ from conftest import own_server
 from commhub_lib.cli import build_parser, main
 
 
+@pytest.mark.subprocess
 async def test_bootstrap_a_fresh_database_then_serve_it(tmp_path: Path) -> None:
     db = str(tmp_path / "boot.db")
     first = await run_cli("user", "create", "root", "--db", db, "--json", "--email", "r@example.com",
@@ -49,6 +50,8 @@ async def test_bootstrap_a_fresh_database_then_serve_it(tmp_path: Path) -> None:
         assert r.json()["network"]["network_name"] == "default"
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 async def test_file_commands_beside_a_running_server(tmp_path: Path) -> None:
     db = str(tmp_path / "live.db")
     assert (await run_cli("user", "create", "root", "--db", db, stdin="rootpass1\n")).code == 0
@@ -119,6 +122,7 @@ def test_refusals_exit_1_with_the_reason(tmp_path: Path) -> None:
     assert code == 1 and "not found" in err
 
 
+@pytest.mark.subprocess
 def test_usage_errors_exit_2() -> None:
     assert run_cli_sync("user").code == 2  # once as a real process; the rest in this one
     assert run_main("token", "create", "--bogus")[0] == 2

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import apsw
 import httpx
+import pytest
 import trio
 from cli_support import run_cli
 from conftest import create_token, mcp_call, own_server, register
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
+
+pytestmark = pytest.mark.subprocess
 
 
 def _message_ids(path: Path) -> set[str]:

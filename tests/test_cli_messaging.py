@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from cli_support import Run, cli_env, run_cli
 from conftest import Account, create_token, mcp_call, own_server, register
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
+
+pytestmark = pytest.mark.subprocess
 
 
 async def _agent(client: httpx.AsyncClient, account: Account, alias: str) -> str:
@@ -42,6 +45,7 @@ async def _send_in_background(nursery: trio.Nursery, *args: str, env: dict[str, 
     return box
 
 
+@pytest.mark.slow
 async def test_send_wait_returns_the_task_reply(server: ServerHandle, client: httpx.AsyncClient) -> None:
     boss = await register(client)
     worker = await _agent(client, boss, "coder-1")
@@ -105,6 +109,7 @@ async def test_send_wait_times_out_and_plain_send(server: ServerHandle, client: 
     assert denied.code == 1 and "invalid_token" in denied.err
 
 
+@pytest.mark.slow
 async def test_status_tasks_task_and_cancel(server: ServerHandle, client: httpx.AsyncClient) -> None:
     boss = await register(client)
     worker = await _agent(client, boss, "coder-3")
@@ -137,6 +142,7 @@ async def test_status_tasks_task_and_cancel(server: ServerHandle, client: httpx.
     assert missing.code == 1 and "not found" in missing.err
 
 
+@pytest.mark.slow
 async def test_cancel(server: ServerHandle, client: httpx.AsyncClient) -> None:
     boss = await register(client)
     await _agent(client, boss, "coder-4")
@@ -149,6 +155,7 @@ async def test_cancel(server: ServerHandle, client: httpx.AsyncClient) -> None:
     assert again.code == 1 and "already cancelled" in again.err
 
 
+@pytest.mark.slow
 async def test_connect_prints_each_clients_config_with_a_bound_token(server: ServerHandle,
                                                                       client: httpx.AsyncClient) -> None:
     boss = await register(client)
@@ -178,6 +185,7 @@ async def test_connect_prints_each_clients_config_with_a_bound_token(server: Ser
     assert taken.code == 1 and "alias" in taken.err
 
 
+@pytest.mark.slow
 async def test_network_member_invite_commands(server: ServerHandle, client: httpx.AsyncClient) -> None:
     owner = await register(client)
     guest = await register(client)
@@ -201,6 +209,7 @@ async def test_network_member_invite_commands(server: ServerHandle, client: http
     assert gone.code == 1 and "not found" in gone.err
 
 
+@pytest.mark.slow
 async def test_send_wait_survives_a_server_restart(tmp_path: Path) -> None:
     """The reply comes while the CLI's stream is down (the server restarted): send --wait reconnects and finds it."""
     async with trio.open_nursery() as nursery:
@@ -223,6 +232,7 @@ async def test_send_wait_survives_a_server_restart(tmp_path: Path) -> None:
     assert box["run"].out.strip() == "after the restart"
 
 
+@pytest.mark.slow
 async def test_member_and_invite_management(server: ServerHandle, client: httpx.AsyncClient) -> None:
     owner = await register(client)
     guest = await register(client)

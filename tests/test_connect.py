@@ -4,10 +4,13 @@ token (COMMHUB_AGENT_TOKEN) apart from the operator's (COMMHUB_TOKEN)."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from cli_support import cli_env, run_cli
 from conftest import mcp_call, register
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
+
+pytestmark = pytest.mark.subprocess
 
 
 async def test_connect_prints_the_launch_line_that_wakes_each_client(server: ServerHandle,

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+import pytest
 import trio
 
 from tests.conftest import create_token, register, tool
+
+pytestmark = pytest.mark.subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 SENDERS = 6

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import Account, create_token, mcp_call, register
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -110,8 +110,9 @@ class Browser:
         await self.run(shoot)
         return path
 
-pytestmark = pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed "
-                                "(apt-get install -y chromium chromium-driver; .ci/run does it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed "
+                                 "(apt-get install -y chromium chromium-driver; .ci/run does it)")]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from conftest import register
 
 from commhub_lib import db as dbmod
 from commhub_lib.db import CHECKPOINT_PAGES, Database
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from conftest import make_settings, register, unique
 from test_rest_auth import assert_error, running
 
 from commhub_lib.config import Settings
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 NOT_FOUND = [("GET", "/nope"), ("POST", "/nope"), ("GET", "/api"), ("GET", "/api/nope"), ("GET", "/api/auth"),
              ("POST", "/api/auth/logout"), ("GET", "/api/networks/net_x/nope"), ("GET", "/api/networks/a/b/c"),

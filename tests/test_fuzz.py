@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from commhub_lib.app import create_app
 from commhub_lib.db import Database
 from commhub_lib.mcp.tools import TOOLS
-from commhub_lib.server import ServerHandle, run_server
+from commhub_lib.runtime.server import ServerHandle, run_server
 from commhub_lib.service.hub import Hub
 
 EXTRA = int(os.environ.get("COMMHUB_FUZZ_EXAMPLES", "0"))
@@ -225,6 +225,7 @@ def _check_rest_error(r: httpx.Response, where: str) -> None:
         assert isinstance(body["error"], str) and isinstance(body["message"], str) and body["message"], where
 
 
+@pytest.mark.slow
 def test_fuzz_every_rest_route(target: Target) -> None:
     with httpx.Client(base_url=target.url, timeout=30) as client:
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from commhub_lib import gc_tuning
+from commhub_lib.runtime import gc_tuning
 
 
 @pytest.fixture

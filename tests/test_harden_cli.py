@@ -152,6 +152,7 @@ class Listener:
 
 # ---- issue 17 item 2: no message can stop `commhub listen` ----
 
+@pytest.mark.subprocess
 async def test_h17_02_nul_and_45000_euro_signs_are_handled_and_the_environment_stays_short(tmp_path: Path) -> None:
     async with own_server(tmp_path, "poison_text") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -189,6 +190,7 @@ async def test_h17_02_nul_and_45000_euro_signs_are_handled_and_the_environment_s
             assert await listener.stop() == 0
 
 
+@pytest.mark.subprocess
 async def test_h17_02_a_command_that_does_not_exist_skips_each_event_after_max_attempts(tmp_path: Path) -> None:
     async with own_server(tmp_path, "no_command") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -211,6 +213,7 @@ async def test_h17_02_a_command_that_does_not_exist_skips_each_event_after_max_a
             assert await listener.stop() == 0
 
 
+@pytest.mark.subprocess
 async def test_h17_02_a_poison_event_never_blocks_the_next_one_even_across_a_restart(tmp_path: Path) -> None:
     async with own_server(tmp_path, "poison_cmd") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -279,6 +282,8 @@ def _assert_terminal_safe(output: bytes, what: str) -> None:
     assert b"\nFORGED" not in output and b"\nsecond line" not in output, f"{what} printed a forged line"
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 async def test_h17_06_tasks_task_status_escape_member_text_and_json_stays_exact(tmp_path: Path) -> None:
     async with own_server(tmp_path, "terminal") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -316,6 +321,7 @@ async def test_h17_06_tasks_task_status_escape_member_text_and_json_stays_exact(
                     assert answer["task"]["context"] == HOSTILE and answer["task"]["result"] == HOSTILE
 
 
+@pytest.mark.subprocess
 async def test_h17_06_tail_escapes_member_text_and_tail_json_stays_exact(tmp_path: Path) -> None:
     async with own_server(tmp_path, "tail_terminal") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -350,6 +356,7 @@ async def test_h17_06_tail_escapes_member_text_and_tail_json_stays_exact(tmp_pat
             assert task["data"]["title"] == HOSTILE[:200] and message["data"]["message"] == HOSTILE
 
 
+@pytest.mark.subprocess
 async def test_h17_06_listen_prints_nothing_a_terminal_acts_on(tmp_path: Path) -> None:
     async with own_server(tmp_path, "listen_terminal") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -379,6 +386,7 @@ def test_h17_06_safe_text_and_json_text() -> None:
 
 # ---- issue 16 item 5 (part): an agent's token and a person's token have different variable names ----
 
+@pytest.mark.subprocess
 async def test_h16_05_listen_reads_the_agent_token_and_falls_back_with_a_note(tmp_path: Path) -> None:
     async with own_server(tmp_path, "token_names") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -395,6 +403,7 @@ async def test_h16_05_listen_reads_the_agent_token_and_falls_back_with_a_note(tm
             assert await agent.stop() == 0
 
 
+@pytest.mark.subprocess
 async def test_h16_05_no_token_names_the_variable_to_set(tmp_path: Path) -> None:
     async with own_server(tmp_path, "no_token") as server:
         done = await run_cli("tasks", env=clean_env(COMMHUB_URL=server.url))

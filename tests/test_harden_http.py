@@ -16,7 +16,7 @@ import trio
 from conftest import create_token, own_server, register
 
 from commhub_lib.config import Settings
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 WAIT = 10.0
 
@@ -116,7 +116,7 @@ def test_h17_04_wildcard_binds_accept_addresses_not_names() -> None:
 
 
 def test_h17_04_serve_beyond_loopback_says_which_names_it_answers(caplog: pytest.LogCaptureFixture) -> None:
-    from commhub_lib.server import log_startup
+    from commhub_lib.runtime.server import log_startup
 
     caplog.set_level(logging.INFO, logger="commhub")
     log_startup(Settings(host="0.0.0.0", auth_token="x"), ["http://0.0.0.0:9200"], 1)
@@ -385,6 +385,7 @@ def _chrome_ready() -> bool:
     return chrome_available()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not _chrome_ready(), reason="chromium and chromium-driver are not installed")
 async def test_h17_05_dashboard_logs_in_and_registers_on_a_guarded_hub(tmp_path: Path) -> None:
     from tests.test_dashboard import Browser, launch_chrome
@@ -427,6 +428,7 @@ async def test_h17_05_dashboard_logs_in_and_registers_on_a_guarded_hub(tmp_path:
 
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not _chrome_ready(), reason="chromium and chromium-driver are not installed")
 async def test_h17_16_docs_page_renders_under_its_csp_in_a_browser(tmp_path: Path, server: ServerHandle) -> None:
     from tests.test_dashboard import Browser, launch_chrome

@@ -22,7 +22,7 @@ from test_dashboard import Browser, chrome, chrome_available, log_in, page  # no
 from commhub_lib import db as dbmod
 from commhub_lib.db import Database
 from commhub_lib.ids import now_text, now_ts
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.jobs import prune_events
 from commhub_lib.service.retention import apply_retention
 from commhub_lib.store import events as event_store
@@ -240,6 +240,7 @@ def test_h17_03_migration_counts_what_an_old_database_holds(tmp_path: Path) -> N
 
 # --- 3c: the operator sees usage --------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 async def test_h17_03_usage_over_rest_and_cli_for_owners_admins_and_the_system_admin(
         server: ServerHandle, client: httpx.AsyncClient) -> None:
     admin = await register(client)  # the first user: system admin
@@ -314,6 +315,8 @@ def umask_022() -> Iterator[None]:
         os.umask(old)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_h17_07_backup_refuses_the_live_database_files(tmp_path: Path, umask_022: None) -> None:
     live = tmp_path / "live" / "hub.db"
     live.parent.mkdir()
@@ -383,6 +386,7 @@ async def test_h17_08_serve_creates_its_files_0600_and_warns_about_a_readable_da
 
 
 @pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")
+@pytest.mark.browser
 async def test_h17_03_dashboard_shows_the_network_storage_to_owners_only(
         page: Browser, client: httpx.AsyncClient) -> None:  # noqa: F811 (the page fixture)
     owner = await register(client)

@@ -15,11 +15,12 @@ from typing import Any
 
 import apsw
 import httpx
+import pytest
 import trio
 from conftest import Account, create_token, own_server, register, tool
 
 from commhub_lib.ids import ts_text
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 10.0  # bound for anything that must happen "at once"
@@ -188,6 +189,7 @@ async def long_poll(client: httpx.AsyncClient, token: str, sid: str, answer: dic
     answer["at"] = time.monotonic()
 
 
+@pytest.mark.subprocess
 async def test_h17_01_token_revoked_by_another_process_ends_streams_and_long_polls(tmp_path: Path) -> None:
     async with own_server(tmp_path, "cli-revoke", heartbeat_seconds=BEAT) as server, \
             httpx.AsyncClient(base_url=server.url, timeout=60) as client:
@@ -216,6 +218,7 @@ async def test_h17_01_token_revoked_by_another_process_ends_streams_and_long_pol
         assert len(server.hub.guard()) == 0
 
 
+@pytest.mark.subprocess
 async def test_h17_01_set_password_on_the_database_ends_login_token_streams(tmp_path: Path) -> None:
     async with own_server(tmp_path, "cli-password", heartbeat_seconds=BEAT) as server, \
             httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -271,6 +274,7 @@ async def test_h17_01_expired_token_ends_its_stream_within_a_heartbeat(tmp_path:
         assert not any("FROM tokens" in sql or "json_each" in sql for sql in seen), seen
 
 
+@pytest.mark.subprocess
 async def test_h17_01_recheck_costs_one_pragma_per_interval_not_a_query_per_stream(tmp_path: Path) -> None:
     async with own_server(tmp_path, "cheap", heartbeat_seconds=BEAT) as server, \
             httpx.AsyncClient(base_url=server.url, timeout=30) as client:

@@ -11,7 +11,7 @@ from test_rest_auth import assert_error
 
 from commhub_lib.api.common import MAX_JSON_DEPTH, json_bytes, parse_json
 from commhub_lib.errors import BadRequest
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.store import sessions as session_store
 
 PAGED = ("/api/tasks", "/api/messages", "/api/completions", "/api/task_events", "/api/users", "/api/audit-log")

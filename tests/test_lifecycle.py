@@ -75,6 +75,7 @@ async def wait_until_healthy(proc: trio.Process, url: str, log: Path) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.subprocess
 async def test_serve_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
     port, db, log = free_port(), tmp_path / "hub.db", tmp_path / "server.log"
     secret = "lifecycle-secret"
@@ -104,6 +105,7 @@ async def test_serve_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Sign
     assert_checkpointed_with(db, [("survivor", "admin")])
 
 
+@pytest.mark.subprocess
 async def test_serve_on_a_busy_port_exits_1(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:

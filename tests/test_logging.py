@@ -16,8 +16,9 @@ import httpx
 import pytest
 import trio
 
-from commhub_lib.logs import TEXT_FORMAT, AccessLog, JsonFormatter, escape
-from commhub_lib.server import log_startup
+from commhub_lib.logs import TEXT_FORMAT, AccessLog, escape
+from commhub_lib.runtime.log_setup import JsonFormatter
+from commhub_lib.runtime.server import log_startup
 from tests.conftest import make_settings, mcp_call, register
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,7 @@ def start_serve(db: Path, *flags: str) -> subprocess.Popen:
                              *flags], stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.subprocess
 async def test_serve_with_json_log_format_writes_one_json_object_per_line(tmp_path: Path) -> None:
     proc = start_serve(tmp_path / "j.db", "--log-format", "json")
     assert proc.stderr is not None
@@ -167,6 +169,7 @@ def test_text_access_lines_are_written_without_a_record_exactly_as_logging_write
     assert TEXT_LINE.fullmatch(stream.getvalue()[len(direct) + len(via_logging):])
 
 
+@pytest.mark.subprocess
 async def test_serve_with_text_log_format_writes_access_lines(tmp_path: Path) -> None:
     proc = start_serve(tmp_path / "t.db")
     assert proc.stderr is not None

@@ -1,5 +1,5 @@
-"""The C heap keeps freed memory for the next large answer (commhub_lib/malloc_tuning.py): measured as page faults
-in a fresh interpreter, since the setting is process-wide and cannot be undone."""
+"""The C heap keeps freed memory for the next large answer (commhub_lib/runtime/malloc_tuning.py): measured as page
+faults in a fresh interpreter, since the setting is process-wide and cannot be undone."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 # Several large buffers alive at once, then freed, as a 500-row page's text, its bytes and the socket buffer are:
 # glibc's default (dynamic) limits hand the freed top of the heap back to the OS, and each round faults it in again.
 CHURN = """
 import json, resource, sys
-from commhub_lib.malloc_tuning import keep_freed_memory
+from commhub_lib.runtime.malloc_tuning import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else None
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

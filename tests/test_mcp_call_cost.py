@@ -15,7 +15,7 @@ from commhub_lib.api.common import json_bytes
 from commhub_lib.errors import PayloadTooLarge
 from commhub_lib.mcp.http import ClientGone, McpPost
 from commhub_lib.mcp.protocol import PostRequest, _tool_answer, answer_bytes
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import create_token, register, tool
 
 

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from commhub_lib.mcp import tools
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import mcp_call, own_server, register
 
 

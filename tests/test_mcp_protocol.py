@@ -13,7 +13,7 @@ import httpx
 import trio
 from conftest import create_token, make_settings, mcp_call, register, start_server
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 SPEC_TOOLS = {"report_status", "whoami", "get_all_status", "send_task", "send_message", "send_reply", "broadcast",
               "get_inbox", "ack_inbox", "report_completion", "get_task", "list_tasks", "cancel_task",

@@ -21,7 +21,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from commhub_lib.mcp import push
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 SPEC_TOOLS = {"report_status", "whoami", "get_all_status", "send_task", "send_message", "send_reply", "broadcast",
               "get_inbox", "ack_inbox", "report_completion", "get_task", "list_tasks", "cancel_task",

@@ -21,7 +21,9 @@ import trio
 from conftest import create_token, register
 
 from commhub_lib.mcp.protocol import SUPPORTED_VERSIONS
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
+
+pytestmark = pytest.mark.subprocess
 
 TS_CLIENT = Path(__file__).resolve().parent / "ts_client"
 SCRIPT = TS_CLIENT / "roundtrip.mjs"

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
+
+pytestmark = pytest.mark.subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- walk-through:"

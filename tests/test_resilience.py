@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from commhub_lib.server import ServerHandle, StartupError, run_server
+from commhub_lib.runtime.server import ServerHandle, StartupError, run_server
 from commhub_lib.store import maintenance as maintenance_store
 from tests.conftest import make_settings, mcp_call, own_server, register
 
@@ -73,6 +73,7 @@ async def wait_for_log(caplog: pytest.LogCaptureFixture, logger: str, text: str)
 
 # --- the write lock held by another process --------------------------------------------------------
 
+@pytest.mark.subprocess
 async def test_lock_held_by_another_process_neither_freezes_reads_nor_loses_writes(tmp_path: Path) -> None:
     async with own_server(tmp_path, "locked", write_lock_wait_seconds=1.0) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -150,6 +151,7 @@ def fill(directory: Path) -> Path:
     return filler
 
 
+@pytest.mark.subprocess
 async def test_full_disk_answers_507_keeps_serving_reads_and_recovers(tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     """A full disk while an agent holds a stream: the sweeper's presence writes fail (logged, retried, the
@@ -223,6 +225,7 @@ async def test_sweeper_survives_errors_and_retries(tmp_path: Path, monkeypatch: 
 
 # --- one instance per database, a replaced file, an unusable file -----------------------------------
 
+@pytest.mark.subprocess
 async def test_second_server_on_the_same_database_refuses_to_start(server: ServerHandle, settings) -> None:
     with pytest.raises(StartupError, match="another CommHub server is already running"):
         await run_server(settings)
@@ -263,6 +266,7 @@ def remount_read_only(mount_point: Path) -> None:
     assert subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], capture_output=True).returncode == 0
 
 
+@pytest.mark.subprocess
 async def test_unusable_database_at_start_is_one_line_and_exit_1(tmp_path: Path) -> None:
     not_a_db = tmp_path / "notes.db"
     not_a_db.write_bytes(b"this is not a database, just some text that is long enough " * 100)
@@ -288,6 +292,7 @@ async def test_unusable_database_at_start_is_one_line_and_exit_1(tmp_path: Path)
                                               "database"], proc.stderr
 
 
+@pytest.mark.subprocess
 async def test_read_only_database_at_start_is_one_line(tmp_path: Path) -> None:
     """Root ignores file modes, so the read-only case needs a read-only mount (skipped where none can be made)."""
     with small_disk(tmp_path) as disk:

@@ -17,7 +17,7 @@ from conftest import make_settings, register, start_server, unique
 
 import commhub_lib
 from commhub_lib.config import Settings
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 # --- shared helpers ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from conftest import Account, create_token, make_settings, mcp_call, register
 from test_rest_auth import TIME_RE, assert_error, curl, running
 
 from commhub_lib.ids import now_text
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 CURL_LIST = """curl http://localhost:9200/api/networks \\
   -H "Authorization: Bearer utok_xxx\""""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.jobs import prune_events
 from commhub_lib.store import events as event_store
 from tests.conftest import mcp_call, register

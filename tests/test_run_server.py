@@ -16,7 +16,7 @@ from httpx_sse import aconnect_sse
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.verdicts import verdict
 from tests.conftest import Account, create_token, own_server, register, tool
 

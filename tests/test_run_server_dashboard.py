@@ -9,7 +9,8 @@ import pytest
 from tests.conftest import create_token, register, tool
 from tests.test_dashboard import Browser, chrome, chrome_available, log_in, page, task_column  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")]
 
 
 async def test_a_flagged_task_shows_its_badge_on_the_board_and_in_its_dialog(page: Browser,  # noqa: F811

@@ -17,8 +17,8 @@ import pytest
 import trio
 from httpx_sse import aconnect_sse
 
-from commhub_lib import server as server_module
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime import server as server_module
+from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import Account, create_token, make_settings, own_server, register, start_server, tool
 
 REFERENCE_FIELDS = {

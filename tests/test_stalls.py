@@ -1,4 +1,5 @@
-"""The event-loop stall log (commhub_lib/stalls.py): a line for every stall, which kind it was, at most one a second."""
+"""The event-loop stall log (commhub_lib/runtime/stalls.py): a line for every stall, which kind it was, at most one a
+second."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from commhub_lib.stalls import StallLog, log_loop_stalls
+from commhub_lib.runtime.stalls import StallLog, log_loop_stalls
 
 
 def stall_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

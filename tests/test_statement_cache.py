@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from conftest import create_token, register, tool
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 
 async def test_mixed_traffic_never_evicts_a_prepared_statement(client: httpx.AsyncClient,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import trio
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.sessions import is_online
 from tests.conftest import create_token, register, tool
 

@@ -10,7 +10,7 @@ import httpx
 
 from commhub_lib import db as dbmod
 from commhub_lib.db import Database
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.store import messages as message_store
 from commhub_lib.store import tasks as task_store
 from tests.conftest import create_token, mcp_call, register

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from commhub_lib.config import Settings
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.retention import apply_retention
 from commhub_lib.store import messages as message_store
 from tests.conftest import make_settings, mcp_call, register

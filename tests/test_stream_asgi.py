@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from commhub_lib import sse
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import create_token, mcp_call, own_server, register
 
 

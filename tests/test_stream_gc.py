@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from commhub_lib import gc_tuning
-from commhub_lib.gc_tuning import stream_gc_step
+from commhub_lib.runtime import gc_tuning
+from commhub_lib.runtime.gc_tuning import stream_gc_step
 
 
 def test_nothing_to_do_with_few_streams() -> None:

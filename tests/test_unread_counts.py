@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from commhub_lib.config import Settings
 from commhub_lib.db import Database
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.retention import apply_retention
 from commhub_lib.store import messages as message_store
 from commhub_lib.store import retention as retention_store

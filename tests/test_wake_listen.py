@@ -25,6 +25,8 @@ from conftest import create_token, register
 
 from tests.conftest import own_server
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0
 

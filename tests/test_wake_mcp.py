@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel
 from test_mcp_typescript import TS_CLIENT, node  # noqa: F401 - the `node` fixture
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 CHANNEL = "notifications/claude/channel"
 WAIT = 15.0
@@ -55,6 +55,7 @@ async def _team(client: httpx.AsyncClient) -> tuple[Any, str, str]:
 
 # --- the official SDKs ------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 async def test_typescript_sdk_is_woken_and_resumes_after_a_drop(node: str, server: ServerHandle,  # noqa: F811
                                                                 client: httpx.AsyncClient) -> None:
     _, rx, tx = await _team(client)

@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import apsw
 import trio
@@ -196,9 +196,9 @@ async def read_body() -> bytes:
     """The raw request body, read once and kept on `g` (a handler run again after waiting for the write lock
     reads it again); marks it read so the after-request drain can skip it (awaiting a finished body again
     still costs a trip through the scheduler: ~2 % of an MCP call)."""
-    raw = g.get("raw_body")
+    raw: bytes | None = g.get("raw_body")
     if raw is None:
-        raw = g.raw_body = await request.get_data(cache=False)
+        raw = g.raw_body = cast(bytes, await request.get_data(cache=False))  # bytes: as_text is False
     return raw
 
 

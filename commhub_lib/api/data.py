@@ -40,9 +40,9 @@ async def status() -> Response:
 async def list_tasks() -> Response:
     """Tasks, newest first, filtered by status, to_name, from_name, flag."""
     scope = _scope()
-    return _json(messaging.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
-                                           request.args.get("to_name") or None, request.args.get("from_name") or None,
-                                           query_int("limit", None, 1), _offset(), query_choice("flag", tasks.FLAGS)))
+    return _json(tasks.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
+                                       request.args.get("to_name") or None, request.args.get("from_name") or None,
+                                       query_int("limit", None, 1), _offset(), query_choice("flag", tasks.FLAGS)))
 
 
 @bp.get("/api/nodes")
@@ -65,16 +65,16 @@ async def list_messages() -> Response:
 async def list_completions() -> Response:
     """Completion records."""
     scope = _scope()
-    return _json(messaging.list_completions_json(hub(), scope, request.args.get("alias") or None,
-                                                 query_int("limit", None, 1), _offset()))
+    return _json(tasks.list_completions_json(hub(), scope, request.args.get("alias") or None,
+                                             query_int("limit", None, 1), _offset()))
 
 
 @bp.get("/api/task_events")
 async def list_task_events() -> Response:
     """The task event log (one task with `task_id`)."""
     scope = _scope()
-    return _json(messaging.list_task_events_json(hub(), scope, request.args.get("task_id") or None,
-                                                 query_int("limit", None, 1), _offset()))
+    return _json(tasks.list_task_events_json(hub(), scope, request.args.get("task_id") or None,
+                                             query_int("limit", None, 1), _offset()))
 
 
 @bp.get("/api/stats")
@@ -97,7 +97,7 @@ async def send_task() -> dict:
     body = await parse(RestSendTask)
     network_id = networks.single_network(hub(), principal, body.network_id)
     name, kind = _sender(principal, network_id)
-    return messaging.send_task(hub(), network_id, name, body, kind)
+    return tasks.send_task(hub(), network_id, name, body, kind)
 
 
 @bp.post("/api/messages")

@@ -8,7 +8,7 @@ import sys
 import trio
 
 from ..config import add_arguments, load_settings
-from ..logs import setup_logging
+from ..runtime.log_setup import setup_logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM."""
-    from ..server import StartupError, run_server
+    from ..runtime.server import StartupError, run_server
 
     try:
         settings = load_settings(vars(args))
@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exc = bind_errors.exceptions[0]
         while isinstance(exc, BaseExceptionGroup):  # nested nurseries nest the groups
             exc = exc.exceptions[0]
-        print(f"commhub: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        reason = exc.strerror if isinstance(exc, OSError) else None  # a leaf of the OSError subgroup
+        print(f"commhub: cannot listen on {settings.host}:{settings.port}: {reason or exc}", file=sys.stderr)
         return 1
     return 0

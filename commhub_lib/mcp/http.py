@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
 
 from ..api.common import CRASH_MESSAGE, body_timeout_message, error_bytes, error_parts, too_large_message
 from ..asgi import JsonAnswer, RouteContext, read_headers, send_json, send_stream
@@ -124,7 +124,7 @@ class McpPost:
                     return chunk if len(chunks) == 1 else b"".join(chunks)
         raise RequestTimeout(body_timeout_message(self.body_timeout))
 
-    def _take(self, message: dict, size: int) -> bytes:
+    def _take(self, message: ASGIReceiveEvent, size: int) -> bytes:
         """The body chunk of an ASGI receive message; ClientGone on a disconnect, 413 past max_body_bytes."""
         if message["type"] != "http.request":  # http.disconnect
             raise ClientGone()

@@ -25,9 +25,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .tools import McpSession
+
+if TYPE_CHECKING:  # push.py keeps its state in the pool and imports this module
+    from .push import SessionPush
 
 log = logging.getLogger("commhub.mcp")
 
@@ -75,7 +78,7 @@ class SessionPool:
         self._by_token: dict[str, OrderedDict[str, float]] = {}  # token -> session id -> last use (monotonic)
         # Kept by mcp/push.py: each session's push state (its GET streams, its cancellable requests); a session
         # with an entry here is live.
-        self.push: dict[str, Any] = {}
+        self.push: dict[str, SessionPush] = {}
         self.ended: OrderedDict[str, str] = OrderedDict()  # session id -> why it ended, oldest first
 
     def __len__(self) -> int:

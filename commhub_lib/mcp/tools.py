@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import models as m
-from ..errors import CommhubError, Conflict
-from ..service import approvals, messaging, sessions
+from ..errors import Conflict
+from ..service import approvals, messaging, sessions, tasks
 from ..service.hub import SURFACE, Hub, Principal
 from .schema import self_contained
 
@@ -109,7 +109,7 @@ def _get_all_status(ctx: ToolContext, a: m.GetAllStatus) -> dict[str, Any]:
 
 
 def _send_task(ctx: ToolContext, a: m.SendTask) -> dict[str, Any]:
-    return messaging.send_task(ctx.hub, ctx.network_id, ctx.caller(), a)
+    return tasks.send_task(ctx.hub, ctx.network_id, ctx.caller(), a)
 
 
 async def _send_message(ctx: ToolContext, a: m.SendMessage) -> dict[str, Any]:
@@ -135,26 +135,26 @@ def _ack_inbox(ctx: ToolContext, a: m.AckInbox) -> dict[str, Any]:
 
 
 def _report_completion(ctx: ToolContext, a: m.ReportCompletion) -> dict[str, Any]:
-    return messaging.report_completion(ctx.hub, ctx.network_id, ctx.caller(), a.task_id, a.result, a.artifacts)
+    return tasks.report_completion(ctx.hub, ctx.network_id, ctx.caller(), a.task_id, a.result, a.artifacts)
 
 
 def _get_task(ctx: ToolContext, a: m.GetTask) -> dict[str, Any]:
     ctx.optional_caller()
-    return messaging.get_task(ctx.hub, ctx.network_id, a.task_id)
+    return tasks.get_task(ctx.hub, ctx.network_id, a.task_id)
 
 
 def _list_tasks(ctx: ToolContext, a: m.ListTasks) -> dict[str, Any]:
     ctx.optional_caller()
-    return messaging.list_tasks(ctx.hub, [ctx.network_id], a.status, a.to_name, a.from_name, a.limit, flag=a.flag)
+    return tasks.list_tasks(ctx.hub, [ctx.network_id], a.status, a.to_name, a.from_name, a.limit, flag=a.flag)
 
 
 def _cancel_task(ctx: ToolContext, a: m.CancelTask) -> dict[str, Any]:
-    return messaging.cancel_task(ctx.hub, ctx.principal, ctx.network_id, ctx.optional_caller(), a.task_id, a.reason)
+    return tasks.cancel_task(ctx.hub, ctx.principal, ctx.network_id, ctx.optional_caller(), a.task_id, a.reason)
 
 
 def _get_completions(ctx: ToolContext, a: m.GetCompletions) -> dict[str, Any]:
     ctx.optional_caller()
-    return messaging.list_completions(ctx.hub, [ctx.network_id], a.alias, a.limit)
+    return tasks.list_completions(ctx.hub, [ctx.network_id], a.alias, a.limit)
 
 
 def _list_nodes(ctx: ToolContext, a: m.Empty) -> dict[str, Any]:
@@ -237,4 +237,4 @@ async def call_tool(tool: Tool, ctx: ToolContext, args: BaseModel) -> dict[str, 
         SURFACE.reset(surface)
 
 
-__all__ = ["TOOLS", "CommhubError", "McpSession", "Tool", "ToolContext", "call_tool"]
+__all__ = ["TOOLS", "McpSession", "Tool", "ToolContext", "call_tool"]

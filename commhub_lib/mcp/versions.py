@@ -14,7 +14,6 @@ SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 LATEST_VERSION = SUPPORTED_VERSIONS[0]
 # Spoken per request, without `initialize` or sessions.
 MODERN_VERSIONS = ("2026-07-28",)
-LATEST_MODERN_VERSION = MODERN_VERSIONS[0]
 ALL_VERSIONS = (*MODERN_VERSIONS, *SUPPORTED_VERSIONS)
 # The version to assume when a request names none and has no session (the Streamable HTTP rule).
 DEFAULT_VERSION = "2025-03-26"

@@ -1,12 +1,12 @@
 """Messages, replies, broadcasts and the inbox (unread items plus the open tasks that never vanish from it).
 
-Task rules live in service/tasks.py; the task functions are re-exported here for existing callers.
+Task rules live in service/tasks.py.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -24,28 +24,13 @@ from .guard import Grant
 from .hub import AGENT, PERSON, Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 from .tasks import (
-    cancel_task,
-    get_task,
     get_task_row,
-    list_completions,
-    list_completions_json,
-    list_task_events,
-    list_task_events_json,
-    list_tasks,
-    list_tasks_json,
     message_row,
     open_tasks,
     record_reply_event,
     reply_on_task,
-    report_completion,
-    send_task,
     start_tasks,
 )
-
-__all__ = ["ack_inbox", "broadcast", "cancel_task", "get_inbox", "get_task", "list_completions",
-           "list_completions_json", "list_messages", "list_messages_json", "list_task_events", "list_task_events_json",
-           "list_tasks", "list_tasks_json", "report_completion", "send_message", "send_message_together", "send_reply",
-           "send_task"]
 
 
 def send_message(hub: Hub, network_id: str, sender: str, body: SendMessage, sender_kind: str = AGENT) -> dict[str, Any]:
@@ -133,8 +118,9 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
     else:
         task = None
     if task is not None:
+        progress = cast(str | None, body.progress)  # the model's validator turned a number into text
         return reply_on_task(hub, network_id, sender, sender_kind, task, content, body.status,
-                             in_reply_to=original["message_id"] if original else None, progress=body.progress,
+                             in_reply_to=original["message_id"] if original else None, progress=progress,
                              overseer=overseer)
     assert original is not None
     if (sender != original["to"] or sender_kind != original["to_kind"]) and not (

@@ -143,8 +143,8 @@ def status_records(db: Database, network_ids: list[str], cutoff_ts: float, limit
 def session_counts(db: Database, network_ids: list[str], cutoff_ts: float) -> Row:
     """How many sessions some networks have, and how many are shown offline if none has a live stream."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
-    return db.query_one(f"SELECT count(*) AS total, coalesce(sum(shown = 'offline'), 0) AS offline"
-                        f" FROM ({_SHOWN.format(marks=marks)})", (cutoff_ts, *network_ids))
+    return db.query(f"SELECT count(*) AS total, coalesce(sum(shown = 'offline'), 0) AS offline"
+                    f" FROM ({_SHOWN.format(marks=marks)})", (cutoff_ts, *network_ids))[0]  # an aggregate: one row
 
 
 def count_lapsed(db: Database, keys: str, cutoff_ts: float) -> int:

@@ -2,7 +2,7 @@
 
 Everything the server does runs on one trio event loop, so any single step that holds it (a slow query, a
 garbage collection, a burst of thousands of connections becoming ready at once) delays every request and
-every wake-up by as long. The collector's own pauses are logged by gc_tuning; this job sees all the others
+every wake-up by as long. The collector's own pauses are logged by runtime/gc_tuning.py; this job sees all the others
 too, and says which kind it was: the loop's thread busy running code (CPU) or the process held off the CPU
 (the machine overloaded, a blocking call, the VM not scheduled). That split is what an operator needs to
 decide between "the hub is doing too much" and "the machine is".
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import trio
 
-from .config import Settings
+from ..config import Settings
 
 log = logging.getLogger("commhub.stall")
 

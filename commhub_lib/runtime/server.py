@@ -19,30 +19,24 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import apsw
-import h11
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.config import Sockets
-from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve
-from hypercorn.trio.tcp_server import TCPServer
 
-from . import auth
-from .api.common import error_bytes
-from .app import create_app
-from .asgi import AMBIGUOUS_LENGTH_BODY
-from .broker import Broker
-from .config import Settings
-from .db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
+from .. import auth
+from ..app import create_app
+from ..broker import Broker
+from ..config import Settings
+from ..db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
+from ..service import sessions
+from ..service.hub import Hub
+from ..service.jobs import run_sweeper
+from ..store import users as user_store
+from . import patches
 from .gc_tuning import keep_streams_frozen, tune_after_startup
-from .logs import log_access
 from .malloc_tuning import keep_freed_memory
-from .service import sessions
-from .service.hub import Hub
-from .service.jobs import run_sweeper
 from .stalls import log_loop_stalls
-from .store import users as user_store
 
 log = logging.getLogger("commhub")
 
@@ -86,7 +80,7 @@ SEND_STALL_TIMEOUT_MS = 30_000
 
 class _HyperConfig(HyperConfig):
     # Connections still sending their request headers, by client address, and how many one address may hold
-    # (max_incomplete_headers_per_ip; 0 = no limit): see _cap_incomplete_headers.
+    # (max_incomplete_headers_per_ip; 0 = no limit): see patches.cap_incomplete_headers.
     incomplete_headers: dict[str, int]
     max_incomplete_headers_per_ip: int = 0
 
@@ -98,121 +92,6 @@ class _HyperConfig(HyperConfig):
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, SEND_STALL_TIMEOUT_MS)
         return sockets
-
-
-def _shield_connection_close() -> None:
-    """Make hypercorn's connection close uncancellable.
-
-    When a response ends before its request body was fully received (a 408 for a slow body, a 413), the last
-    send runs inside quart-trio's request nursery, which the disconnect it triggers has just cancelled:
-    hypercorn's `_close()` then dies at its first checkpoint (send_eof) and the socket stays open for as long
-    as the client likes (measured: never closed), pinning a file descriptor. Both steps are immediate
-    syscalls, so shielding them cannot hang."""
-    original = TCPServer._close
-    if getattr(original, "_commhub_shielded", False):
-        return
-
-    async def _close(self: TCPServer) -> None:
-        with trio.CancelScope(shield=True):
-            await original(self)
-
-    _close._commhub_shielded = True  # type: ignore[attr-defined]
-    TCPServer._close = _close  # type: ignore[method-assign]
-
-
-_shield_connection_close()
-
-_AMBIGUOUS_ANSWER = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                     b"connection: close\r\n\r\n%s" % (len(AMBIGUOUS_LENGTH_BODY), AMBIGUOUS_LENGTH_BODY))
-
-
-def _refuse_ambiguous_length() -> None:
-    """Refuse an HTTP/1.1 request with both Content-Length and Transfer-Encoding before anything reads it: 400,
-    then the connection is closed.
-
-    h11 frames such a body as chunked and passes the request on; a proxy in front that framed it by its
-    Content-Length would see different requests on the same bytes (request smuggling). Refused here, at the
-    connection, nothing after the headers is parsed: answering from the app instead raced hypercorn's reader,
-    which closed the connection under the answer when more bytes followed (measured: a head without body)."""
-    original = H11Protocol._create_stream
-    if getattr(original, "_commhub_refuses", False):
-        return
-
-    async def _create_stream(self: H11Protocol, request: h11.Request) -> None:
-        names = [name for name, _ in request.headers]
-        if b"transfer-encoding" in names and b"content-length" in names:
-            log_access(self.client[0] if self.client else None, request.method.decode("ascii", "replace"),
-                       request.target.decode("latin-1").split("?", 1)[0], 400, 0.0)
-            await self.send(RawData(data=_AMBIGUOUS_ANSWER))
-            await self.send(Closed())  # no stream: hypercorn's reader stops at the body's first bytes
-            return
-        await original(self, request)
-
-    _create_stream._commhub_refuses = True  # type: ignore[attr-defined]
-    H11Protocol._create_stream = _create_stream  # type: ignore[method-assign]
-
-
-_refuse_ambiguous_length()
-
-
-def _incomplete_headers(protocol: H11Protocol) -> bool:
-    """Whether this connection holds part of a request's headers (bytes arrived, the head not complete)."""
-    connection = protocol.connection
-    return (isinstance(connection, h11.Connection) and connection.their_state is h11.IDLE
-            and bool(connection.trailing_data[0]))
-
-
-def _cap_incomplete_headers() -> None:
-    """Count, per client address, the connections that have sent part of a request's headers and not the rest;
-    past max_incomplete_headers_per_ip the connection is answered 429 and closed at once.
-
-    The header timeout (keep_alive_timeout) bounds how long one such connection lasts; this bounds how many one
-    address holds at once (slowloris: each costs a file descriptor and a task). A real client sends its head in
-    one packet, so it is never counted: only a head that arrives in pieces is, for as long as it is unfinished."""
-    original = H11Protocol.handle
-    if getattr(original, "_commhub_caps", False):
-        return
-
-    async def handle(self: H11Protocol, event: Event) -> None:
-        await original(self, event)
-        config = self.config
-        if not isinstance(config, _HyperConfig) or not config.max_incomplete_headers_per_ip:
-            return
-        counted = getattr(self, "_commhub_incomplete", False)
-        pending = isinstance(event, RawData) and _incomplete_headers(self)
-        if pending == counted:
-            return
-        address = self.client[0] if self.client else "unknown"
-        table = config.incomplete_headers
-        if not pending:
-            self._commhub_incomplete = False  # type: ignore[attr-defined]
-            if table.get(address, 0) <= 1:
-                table.pop(address, None)
-            else:
-                table[address] -= 1
-            return
-        if table.get(address, 0) >= config.max_incomplete_headers_per_ip:
-            log_access(address, "-", "(incomplete request headers)", 429, 0.0)
-            await self.send(RawData(data=_too_many_incomplete(config.max_incomplete_headers_per_ip,
-                                                              config.keep_alive_timeout)))
-            await self.send(Closed())
-            return
-        self._commhub_incomplete = True  # type: ignore[attr-defined]
-        table[address] = table.get(address, 0) + 1
-
-    handle._commhub_caps = True  # type: ignore[attr-defined]
-    H11Protocol.handle = handle  # type: ignore[method-assign]
-
-
-def _too_many_incomplete(cap: int, header_timeout: float) -> bytes:
-    body = error_bytes("too_many_connections", f"this address already has {cap} connection(s) still sending their "
-                       "request headers; finish or close them first (max_incomplete_headers_per_ip, "
-                       "COMMHUB_MAX_INCOMPLETE_HEADERS_PER_IP)")
-    return (b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"retry-after: %d\r\nconnection: close\r\n\r\n%s" % (len(body), max(1, round(header_timeout)), body))
-
-
-_cap_incomplete_headers()
 
 
 def hypercorn_config(settings: Settings) -> _HyperConfig:
@@ -325,6 +204,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     """Run CommHub until shut down; reports a ServerHandle (with the bound port) through task_status.
 
     Raises StartupError (one line for the operator) when the database is unusable or already served."""
+    patches.install()  # hypercorn's fixes, before it serves anything (idempotent: tests run many servers)
     lock_fd = lock_database(settings.db)
     try:
         db = open_database(settings.db)
