@@ -18,7 +18,7 @@ from cli_support import cli_env, run_cli
 
 from commhub_lib.cli.run import codex
 from commhub_lib.cli.run.driver import AgentDied, Answer, DriverContext
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import Account, create_token, register, tool
 from tests.fakes.openai_responses import FakeResponses
 from tests.runner_e2e import RunnerProcess, Sender, children

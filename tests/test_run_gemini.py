@@ -19,7 +19,7 @@ from cli_support import cli_env, run_cli
 
 from commhub_lib.cli.run import gemini
 from commhub_lib.cli.run.driver import AgentDied, Answer, DriverContext
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import Account, create_token, register, tool
 from tests.fakes.gemini_api import FakeGemini
 from tests.runner_e2e import RunnerProcess, Sender, children
