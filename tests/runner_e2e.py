@@ -142,9 +142,10 @@ class Sender:
         self.owner = owner
         self.alias = alias
 
-    async def send(self, content: str) -> str:
+    async def send(self, content: str, priority: str = "normal") -> str:
         """A task to the alias; its id."""
-        r = await self.client.post("/api/tasks", headers=self.owner.auth, json={"to": self.alias, "content": content})
+        r = await self.client.post("/api/tasks", headers=self.owner.auth,
+                                   json={"to": self.alias, "content": content, "priority": priority})
         assert r.status_code == 200, r.text
         return r.json()["task_id"]
 

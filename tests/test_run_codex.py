@@ -413,3 +413,21 @@ async def test_codex_idle_longer_than_trios_worker_threads_lives_on(world: World
     finally:
         await driver.close()
     assert result.completed and (await world.status(task_id))["status"] == "replied"
+
+
+async def test_run_codex_urgent_task_interrupts_the_turn_which_goes_on_after(world: World, sender: Sender) -> None:
+    r = RunnerProcess("codex", "coder", world.tmp, world.server.url, world.env())
+    await r.start("--interrupt-on", "urgent")
+    try:
+        slow = await sender.send("Slow #gate:slow")
+        await until_true(lambda: "slow" in world.fake.waiting, "the slow turn to be under way")
+        urgent = await sender.send("Urgent", priority="urgent")
+        await sender.replied_once(urgent)
+        world.fake.release("slow")
+        await sender.replied_once(slow)
+    finally:
+        await r.stop()
+    order = [s.task_id for s in world.fake.prompts()]
+    assert order == [slow, urgent, slow], order
+    assert "interrupted by an urgent task" in world.fake.prompts(slow)[1].text
+    assert "interrupting the turn" in r.log

@@ -422,3 +422,21 @@ async def test_run_gemini_agent_killed_mid_turn_is_restarted_and_the_task_answer
     prompts = world.fake.prompts(task_id)
     assert len(prompts) == 2 and "The agent process died and was restarted" in prompts[1].text
     assert "the agent died during the turn" in runner.log
+
+
+async def test_run_gemini_urgent_task_interrupts_the_turn_which_goes_on_after(world: World, sender: Sender) -> None:
+    r = RunnerProcess("gemini", "gem", world.tmp, world.server.url, world.env())
+    await r.start("--interrupt-on", "urgent")
+    try:
+        slow = await sender.send("Slow #gate:slow")
+        await until_true(lambda: "slow" in world.fake.waiting, "the slow turn to be under way")
+        urgent = await sender.send("Urgent", priority="urgent")
+        await sender.replied_once(urgent)
+        world.fake.release("slow")
+        await sender.replied_once(slow)
+    finally:
+        await r.stop()
+    order = [s.task_id for s in world.fake.prompts()]
+    assert order == [slow, urgent, slow], order
+    assert "interrupted by an urgent task" in world.fake.prompts(slow)[1].text
+    assert "interrupting the turn" in r.log

@@ -60,6 +60,8 @@ class CodexDriver:
         self.rpc: RpcProcess | None = None
         self.thread_id: str | None = None
         self.turn_id: str | None = None
+        self.in_turn = False
+        self.interrupt_asked = False
 
     @property
     def thread_file(self) -> Path:
@@ -139,9 +141,13 @@ class CodexDriver:
         return await rpc.guarded(lambda: self._turn(rpc, prompt, relay, task_id))
 
     async def _turn(self, rpc: RpcProcess, prompt: str, relay: Relay, task_id: str | None) -> TurnResult:
+        self.interrupt_asked = False
+        self.in_turn = True
         result = await rpc.call("turn/start", {"threadId": self.thread_id,
                                                "input": [{"type": "text", "text": prompt}]})
         self.turn_id = str((result.get("turn") or {}).get("id") or "") or None
+        if self.interrupt_asked:  # asked before Codex had named the turn
+            await self.interrupt()
         last = ""
         try:
             async with trio.open_nursery() as nursery:
@@ -167,6 +173,7 @@ class CodexDriver:
                                           error=str(error or status) if status != "completed" else None)
         finally:
             self.turn_id = None
+            self.in_turn = False
         raise AgentDied("codex turn ended without turn/completed")  # not reached: the loop returns or raises
 
     async def _server_request(self, rpc: RpcProcess, message: dict[str, Any], relay: Relay,
@@ -186,7 +193,10 @@ class CodexDriver:
     async def interrupt(self) -> None:
         """Ask app-server to cut the running turn short (its `turn/completed` then says interrupted)."""
         rpc = self.rpc
-        if rpc is None or rpc.process is None or not self.thread_id or not self.turn_id:
+        if rpc is None or rpc.process is None or not self.thread_id or not self.in_turn:
+            return
+        if not self.turn_id:
+            self.interrupt_asked = True  # sent as soon as turn/start names the turn
             return
         await rpc.request_nowait("turn/interrupt", {"threadId": self.thread_id, "turnId": self.turn_id})
 

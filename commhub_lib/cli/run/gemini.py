@@ -168,9 +168,9 @@ class GeminiDriver:
         return await rpc.guarded(lambda: self._turn(rpc, prompt, relay, task_id))
 
     async def _turn(self, rpc: RpcProcess, prompt: str, relay: Relay, task_id: str | None) -> TurnResult:
+        self.prompting = True  # before the request: a cancel right after it must not be dropped
         request_id = await rpc.request_nowait("session/prompt", {"sessionId": self.session_id,
                                                                  "prompt": [{"type": "text", "text": prompt}]})
-        self.prompting = True
         last = ""
         fresh = True  # the next text chunk starts a new message: the turn's last message is the newest one
         try:
