@@ -22,7 +22,7 @@ from commhub_lib.cli.run.driver import AgentDied, Answer, DriverContext
 from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import Account, create_token, register, tool
 from tests.fakes.gemini_api import FakeGemini
-from tests.runner_e2e import RunnerProcess, Sender, children
+from tests.runner_e2e import RunnerProcess, Sender, children, until_async
 from tests.runner_e2e import until as until_true
 
 BIN = Path(__file__).parent / "agent_clis" / "node_modules" / ".bin" / "gemini"
@@ -440,3 +440,19 @@ async def test_run_gemini_urgent_task_interrupts_the_turn_which_goes_on_after(wo
     assert order == [slow, urgent, slow], order
     assert "interrupted by an urgent task" in world.fake.prompts(slow)[1].text
     assert "interrupting the turn" in r.log
+
+
+async def test_run_gemini_a_message_is_a_turn_and_the_agent_answers_it(runner: RunnerProcess, sender: Sender,
+                                                                   world: World) -> None:
+    r = await world.client.post("/api/messages", headers=world.alice.auth,
+                                json={"to": "gem", "content": "Are you there?"})
+    assert r.status_code == 200, r.text
+    message_id = r.json()["message_id"]
+
+    async def answered() -> list[dict[str, object]]:
+        got = await world.client.get("/api/messages", params={"alias": world.alice.username},
+                                     headers=world.alice.auth)
+        return [m for m in got.json()["messages"] if m.get("in_reply_to") == message_id]
+    replies = await until_async(answered, "the agent's answer")
+    assert replies[0]["content"] == "noted by the fake model" and replies[0]["from"] == "gem"
+    assert world.fake.prompts()[0].text.count(f"message_id: {message_id}") == 1
