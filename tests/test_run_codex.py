@@ -447,3 +447,17 @@ async def test_run_codex_a_message_is_a_turn_and_the_agent_answers_it(runner: Ru
     replies = await until_async(answered, "the agent's answer")
     assert replies[0]["content"] == "noted by the fake model" and replies[0]["from"] == "coder"
     assert world.fake.prompts()[0].text.count(f"message_id: {message_id}") == 1
+
+
+async def test_codex_refusing_the_turn_is_agent_died(world: World) -> None:
+    """A turn Codex refuses (its thread unusable) is AgentDied, so the loop restarts Codex and resumes or replaces
+    the thread, instead of the runner ending on an unexpected error."""
+    driver = codex.make_driver(world.context())
+    await driver.start()
+    assert isinstance(driver, codex.CodexDriver)
+    driver.thread_id = "00000000-0000-0000-0000-000000000000"
+    try:
+        with trio.fail_after(TURN_SECONDS), pytest.raises(AgentDied, match="refused the turn"):
+            await driver.run_turn(prompt("t-1", "anything"), Relay())
+    finally:
+        await driver.close()

@@ -143,13 +143,16 @@ class CodexDriver:
     async def _turn(self, rpc: RpcProcess, prompt: str, relay: Relay, task_id: str | None) -> TurnResult:
         self.interrupt_asked = False
         self.in_turn = True
-        result = await rpc.call("turn/start", {"threadId": self.thread_id,
-                                               "input": [{"type": "text", "text": prompt}]})
-        self.turn_id = str((result.get("turn") or {}).get("id") or "") or None
-        if self.interrupt_asked:  # asked before Codex had named the turn
-            await self.interrupt()
         last = ""
         try:
+            try:
+                result = await rpc.call("turn/start", {"threadId": self.thread_id,
+                                                       "input": [{"type": "text", "text": prompt}]})
+            except RpcError as exc:  # its thread is not usable: a restart resumes or replaces it
+                raise AgentDied(f"codex refused the turn: {exc}") from exc
+            self.turn_id = str((result.get("turn") or {}).get("id") or "") or None
+            if self.interrupt_asked:  # asked before Codex had named the turn
+                await self.interrupt()
             async with trio.open_nursery() as nursery:
                 while True:
                     message = await rpc.receive()
