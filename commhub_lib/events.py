@@ -1,4 +1,4 @@
-"""SSE event names and their wire encoding (the `/events` streams; `GET /mcp` wraps them in mcp/channel.py).
+"""SSE events' wire encoding (the `/events` streams; `GET /mcp` wraps them in mcp/channel.py).
 
 Every `data:` value is JSON written by the hub. JSON may carry U+0085, U+2028, U+2029 and a few control
 characters raw inside strings; the SSE spec splits lines only on CR and LF, but readers built on Python's
@@ -13,12 +13,8 @@ import time
 
 from .broker import Event
 from .ids import iso_now
+from .vocabulary import HEARTBEAT  # the event names and their data's shapes live in vocabulary.py
 
-NEW_TASK = "new_task"
-NEW_MESSAGE = "new_message"
-NEW_REPLY = "new_reply"
-BROADCAST = "broadcast"
-HEARTBEAT = "heartbeat"
 RETRY_MS = 3000
 
 # Every character `str.splitlines` splits on besides CR and LF (those never occur raw in JSON text).

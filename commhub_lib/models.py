@@ -13,6 +13,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .types import StrictFloat, StrictInt
+from .vocabulary import (
+    DEFAULT_PRIORITY,
+    PriorityValue,
+    ReplyStatusValue,
+    ReportableSessionStatus,
+    SessionStatusValue,
+    TaskStatus,
+)
 
 # CJK ideographs, kana and hangul, allowed in usernames and aliases.
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
@@ -113,12 +121,11 @@ Username = Annotated[str, AfterValidator(_username)]
 Alias = Annotated[str, AfterValidator(_alias)]
 Short = Annotated[str, Field(max_length=MAX_SHORT)]
 Content = Annotated[str, Field(min_length=1, max_length=MAX_CONTENT)]
-Priority = Annotated[Literal["low", "normal", "high", "urgent"], BeforeValidator(_lower)]
-SessionStatus = Annotated[Literal["idle", "working", "offline"], BeforeValidator(_lower)]
+Priority = Annotated[PriorityValue, BeforeValidator(_lower)]
+SessionStatus = Annotated[SessionStatusValue, BeforeValidator(_lower)]
 Progress = Annotated[float | Short | None, BeforeValidator(_progress)]
 Deadline = Annotated[float | Short | None, BeforeValidator(_deadline)]
-TaskStatus = Literal["delivered", "running", "input_required", "replied", "failed", "cancelled"]
-ReplyStatus = Annotated[Literal["done", "failed", "progress", "question"] | None, BeforeValidator(_lower)]
+ReplyStatus = Annotated[ReplyStatusValue | None, BeforeValidator(_lower)]
 REPLY_STATUS_RULE = ("'done' (finished: ends the task as replied, content is the result), 'failed' (could not do "
                      "it: ends the task as failed, content says why), 'progress' (still working: the task stays "
                      "running, content is an update) or 'question' (you need input from the sender: the task waits "
@@ -218,7 +225,7 @@ class SendTask(Body):
 
     to: Alias = Field(description="alias of the recipient")
     content: Content = Field(description="what to do")
-    priority: Priority = "normal"
+    priority: Priority = DEFAULT_PRIORITY
     title: Short | None = None
     context: str | None = Field(default=None, max_length=MAX_CONTENT, description="background for the task")
     deadline: Deadline = Field(default=None, description=f"when it is due: {DEADLINE_RULE}; stored as ISO 8601 UTC")
@@ -320,7 +327,7 @@ class ReportStatus(Body):
     """Claim an alias (first call) and report what the agent is doing."""
 
     alias: Alias | None = Field(default=None, description="the name to be addressed by; needed on the first call")
-    status: Annotated[Literal["idle", "working"] | None, BeforeValidator(_lower)] = Field(
+    status: Annotated[ReportableSessionStatus | None, BeforeValidator(_lower)] = Field(
         default=None, description="'working' while you work on something, 'idle' when you wait for work")
     agent: Short | None = Field(default=None, description="agent program, e.g. claude-code")
     model: Short | None = None
@@ -415,7 +422,7 @@ def body_models() -> dict[str, type[Body]]:
 # --- runner support (docs/runner-server.md) ---------------------------------------------------------
 
 class RestFlag(Body):
-    """POST /api/tasks/:id/flag: set a flag (service/tasks.FLAGS), or null to clear it."""
+    """POST /api/tasks/:id/flag: set a flag (vocabulary.TASK_FLAGS), or null to clear it."""
 
     flag: Annotated[Short | None, BeforeValidator(_lower)] = Field(
         description="'unanswered' (a runner's turn ended with the task still open), or null to clear the flag")

@@ -23,7 +23,7 @@ import trio
 from cli_support import cli_env, run_cli
 from conftest import Account, create_token, register
 
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 from tests.fakes.anthropic import FakeAnthropic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,12 @@ WAIT = 60.0
 CLAUDE_DEFAULT_MCP_TIMEOUT = 60.0  # what Claude Code 2.1 gives an MCP HTTP request without a "timeout"
 ALIAS = "worker"
 
-pytestmark = pytest.mark.skipif(not (BIN / "claude").exists(), reason="the pinned Claude Code is not installed "
-                                "(npm ci in tests/agent_clis)")
+pytestmark = [
+    pytest.mark.skipif(not (BIN / "claude").exists(), reason="the pinned Claude Code is not installed "
+                       "(npm ci in tests/agent_clis)"),
+    pytest.mark.subprocess,
+    pytest.mark.slow,
+]
 
 
 async def until(condition: Callable[[], Any], what: str, within: float = WAIT) -> Any:

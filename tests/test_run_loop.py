@@ -20,7 +20,7 @@ from commhub_lib.cli.run.driver import Answer, Relay, TurnResult
 from commhub_lib.cli.run.loop import HubApi, Runner, RunOptions
 from commhub_lib.cli.run.prompt import reminder_prompt, resume_prompt, task_prompt
 from commhub_lib.cli.run.state import AlreadyRunning, Pending, RunnerState
-from commhub_lib.server import ServerHandle
+from commhub_lib.runtime.server import ServerHandle
 
 ALIAS = "looper"
 WAIT = 20.0
@@ -150,10 +150,11 @@ async def setup(server: ServerHandle, client: httpx.AsyncClient) -> Setup:
 
 
 async def start_runner(nursery: trio.Nursery, setup: Setup, tmp_path: Path, driver: ScriptedDriver,
-                       urgent: bool = False) -> tuple[Runner, RunnerState]:
+                       urgent: bool = False, from_now: bool = False) -> tuple[Runner, RunnerState]:
     """The reader and the worker in the test's nursery, once the stream holds its position."""
     opts = RunOptions(agent="scripted", alias=ALIAS, hub_url=setup.server.url, token=setup.token,
-                      state_dir=tmp_path / "state", interrupt_on_urgent=urgent, restart_max_seconds=0.1)
+                      state_dir=tmp_path / "state", interrupt_on_urgent=urgent, restart_max_seconds=0.1,
+                      from_now=from_now)
     state = RunnerState.open(opts.state_dir, ALIAS, opts.hub_url)
     runner = Runner(opts, driver, state, HubApi(opts))  # type: ignore[arg-type]  # a structural AgentDriver
     nursery.start_soon(runner.read_stream)
@@ -309,3 +310,37 @@ async def test_a_restart_while_flagging_flags_without_a_second_progress_reply(
         return record if record["task"]["flag"] == "unanswered" else None
     record = await until(flagged, "the flag")
     assert "progress" not in [e["event"] for e in record["events"]]
+
+
+@pytest.mark.parametrize("from_now", [False, True], ids=["backlog", "from-now"])
+async def test_the_first_start_takes_the_tasks_already_waiting(
+        setup: Setup, tmp_path: Path, nursery: trio.Nursery, from_now: bool) -> None:
+    """A task sent before the runner ever started is not lost: it gets a turn (unless --from-now). A task answered
+    meanwhile and a plain message from before get none (the message waits in the inbox)."""
+    await tool(setup.client, setup.token, "report_status", {"alias": ALIAS, "status": "idle"})  # known alias
+    waiting = await setup.send("sent before the runner")
+    answered = await setup.send("answered by hand")
+    await setup.reply_done(answered)
+    r = await setup.client.post("/api/messages", headers=setup.person.auth, json={"to": ALIAS, "content": "fyi"})
+    assert r.status_code == 200, r.text
+
+    async def turn(prompt: str, relay: Relay) -> TurnResult:
+        await setup.reply_done(_task_id(prompt))
+        return TurnResult("replied", completed=True)
+
+    driver = ScriptedDriver(turn)
+    _, state = await start_runner(nursery, setup, tmp_path, driver, from_now=from_now)
+    after = await setup.send("sent after the start")
+
+    async def replied() -> bool:
+        return (await setup.task(after))["task"]["status"] == "replied"
+    await until(replied, "the task sent after the start replied")
+
+    async def settled() -> bool:
+        return not state.in_flight and not state.done_ahead
+    await until(settled, "the state to settle")
+    order = [_task_id(p) for p in driver.prompts]
+    assert order == ([after] if from_now else [waiting, after]), order
+    assert (await setup.task(waiting))["task"]["status"] == ("delivered" if from_now else "replied")
+    saved = json.loads((tmp_path / "state" / "runner.json").read_text())
+    assert (saved["backlog_until"] is None) == from_now

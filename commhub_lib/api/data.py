@@ -7,14 +7,11 @@ from quart import Blueprint, Response, request
 
 from ..models import RestBroadcast, RestCancel, RestFlag, RestReply, RestSendMessage, RestSendTask
 from ..service import messaging, networks, sessions, tasks
-from ..service.hub import AGENT, PERSON, Principal
+from ..service.hub import Principal
+from ..vocabulary import AGENT, MESSAGE_KINDS, PERSON, SESSION_STATUSES, TASK_FLAGS, TASK_STATUSES
 from .common import authenticate, hub, parse, query_choice, query_int
 
 bp = Blueprint("data", __name__)
-
-TASK_STATUSES = ("delivered", "running", "input_required", "replied", "failed", "cancelled")
-MESSAGE_KINDS = ("message", "task", "reply", "broadcast", "notice")
-
 
 def _scope() -> list[str]:
     return networks.scope(hub(), authenticate(), request.args.get("network_id") or None)
@@ -32,7 +29,7 @@ def _json(text: str) -> Response:
 @bp.get("/api/status")
 async def status() -> Response:
     """Every session of the visible networks (the JSON is built by SQLite: up to 500 sessions a page)."""
-    return _json(sessions.list_status_json(hub(), _scope(), query_choice("status", ("idle", "working", "offline")),
+    return _json(sessions.list_status_json(hub(), _scope(), query_choice("status", SESSION_STATUSES),
                                            query_int("limit", None, 1), _offset()))
 
 
@@ -42,7 +39,7 @@ async def list_tasks() -> Response:
     scope = _scope()
     return _json(tasks.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
                                        request.args.get("to_name") or None, request.args.get("from_name") or None,
-                                       query_int("limit", None, 1), _offset(), query_choice("flag", tasks.FLAGS)))
+                                       query_int("limit", None, 1), _offset(), query_choice("flag", TASK_FLAGS)))
 
 
 @bp.get("/api/nodes")

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..models import MAX_LIMIT
-from .data import MESSAGE_KINDS, TASK_STATUSES
+from ..vocabulary import MessageKind, SessionStatusValue, TaskFlag, TaskStatus
 
 # --- query parameters -----------------------------------------------------------------------------------
 
@@ -31,23 +31,23 @@ class NodesQuery(NetworkScope, Paging):
 class StatusQuery(NetworkScope, Paging):
     """GET /api/status."""
 
-    status: Literal["idle", "working", "offline"] | None = None
+    status: SessionStatusValue | None = None
 
 
 class TasksQuery(NetworkScope, Paging):
     """GET /api/tasks."""
 
-    status: Literal[TASK_STATUSES] | None = None  # type: ignore[valid-type]
+    status: TaskStatus | None = None
     to_name: str | None = Field(default=None, description="recipient alias")
     from_name: str | None = Field(default=None, description="sender alias or username")
-    flag: Literal["unanswered"] | None = Field(default=None, description="only tasks with this flag")
+    flag: TaskFlag | None = Field(default=None, description="only tasks with this flag")
 
 
 class MessagesQuery(NetworkScope, Paging):
     """GET /api/messages."""
 
     alias: str | None = Field(default=None, description="that alias's inbox")
-    kind: Literal[MESSAGE_KINDS] | None = None  # type: ignore[valid-type]
+    kind: MessageKind | None = None
     unread: Literal["1", "true"] | None = Field(default=None, description="only unread items")
 
 

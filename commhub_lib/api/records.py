@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..vocabulary import PriorityValue, SessionStatusValue
+
 Text = str | None
 
 
@@ -80,7 +82,7 @@ class Session(Record):
 
     alias: str
     network_id: str
-    status: Literal["idle", "working", "offline"]
+    status: SessionStatusValue
     online: bool
     streams: int
     agent: Text = None
@@ -103,7 +105,7 @@ class Task(Record):
     title: Text
     content: str
     context: Text
-    priority: Literal["low", "normal", "high", "urgent"]
+    priority: PriorityValue
     status: str
     deadline: Text
     idempotency_key: Text

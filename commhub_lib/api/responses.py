@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..vocabulary import CancelledStatus, SenderKind
 from .records import (
     AuditEntry,
     Completion,
@@ -346,7 +347,7 @@ class TaskCancelled(Ok):
     """A cancelled task; the recipient got a notice."""
 
     task_id: str
-    status: Literal["cancelled"]
+    status: CancelledStatus
     message_id: str
 
 
@@ -376,7 +377,7 @@ class Approval(Ok):
     alias: str = Field(description="the agent that asks")
     task_id: Text
     asked: str = Field(description="who is asked: the task's sender, or the owner of the agent's token")
-    asked_kind: Literal["agent", "person"]
+    asked_kind: SenderKind
     status: Literal["pending", "approved", "denied"]
     question: Text
     answer: Text

@@ -31,13 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from ..client import DEFAULT_URL, ClientError, HubClient, SseFrame
+from ..vocabulary import BROADCAST, HEARTBEAT, NEW_MESSAGE, NEW_REPLY, NEW_TASK
 from .common import safe_text
 
-DEFAULT_EVENTS = "new_task,new_message,new_reply"
-ALL_EVENTS = ("new_task", "new_message", "new_reply", "broadcast")
+DEFAULT_EVENTS = ",".join((NEW_TASK, NEW_MESSAGE, NEW_REPLY))
+# The events --events can select (vocabulary.DELIVERED_EVENTS: tests/test_vocabulary.py fails while one is missing
+# here, or while one of its fields is neither an environment variable nor named in STDIN_ONLY_FIELDS).
+ALL_EVENTS = (NEW_TASK, NEW_MESSAGE, NEW_REPLY, BROADCAST)
 ENV_FIELDS = {"COMMHUB_FROM": "from", "COMMHUB_TASK_ID": "task_id", "COMMHUB_MESSAGE_ID": "message_id",
               "COMMHUB_PRIORITY": "priority", "COMMHUB_TITLE": "title", "COMMHUB_STATUS": "status",
               "COMMHUB_IN_REPLY_TO": "in_reply_to"}
+# Event fields CMD reads from the event JSON on stdin only: texts (too long or too free for a variable) and
+# details a wake-up does not need.
+STDIN_ONLY_FIELDS = frozenset({"type", "message", "content", "inbox_count", "from_kind", "approval_id",
+                               "answers_approval"})
 ENV_VALUE_MAX_CHARS = 200  # per variable: far below Linux's 128 KiB per string (E2BIG) and any shell's taste
 AGENT_TOKEN_ENV = "COMMHUB_AGENT_TOKEN"
 SKIPPED_KEPT = 1000  # the state file keeps the newest skipped events (the stderr line names every one)
@@ -348,7 +355,7 @@ def _handle(args: argparse.Namespace, url: str, frame: SseFrame, cursor: Cursor,
         if frame.id and frame.id.isdigit() and cursor.last is None and not args.from_start:
             cursor.save(int(frame.id))  # the stream's position: "from now" survives a restart
         return None
-    if frame.event == "heartbeat" or not frame.id or not frame.id.isdigit():
+    if frame.event == HEARTBEAT or not frame.id or not frame.id.isdigit():
         return None
     event_id = int(frame.id)
     if cursor.last is not None and event_id <= cursor.last:

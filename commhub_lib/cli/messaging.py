@@ -9,6 +9,16 @@ import time
 from typing import Any
 
 from ..client import ClientError, HubClient
+from ..vocabulary import (
+    FAILED,
+    FINAL_REPLY_STATUSES,
+    NEW_REPLY,
+    QUESTION,
+    REPLY,
+    REPLY_STATUSES,
+    SESSION_STATUSES,
+    TASK_STATUSES,
+)
 from .common import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -34,8 +44,6 @@ TASK_COLUMNS = [("task_id", "task", None), ("status", "status", None), ("priorit
                 ("created_at", "created", None)]
 EVENT_COLUMNS = [("created_at", "time", None), ("event", "event", None), ("actor", "by", 20),
                  ("detail", "detail", 60)]
-TASK_STATUSES = ("delivered", "running", "input_required", "replied", "failed", "cancelled")
-FINAL_REPLIES = ("done", "failed")
 
 
 def sender_alias(client: HubClient) -> str:
@@ -52,7 +60,7 @@ def sender_alias(client: HubClient) -> str:
 def find_reply(client: HubClient, alias: str, message_id: str, network_id: str | None) -> dict[str, Any] | None:
     """A reply message from the alias's inbox by id (newest first, so it is on the first page)."""
     for offset in (0, 500):
-        rows = client.request("GET", "/api/messages", params={"alias": alias, "kind": "reply", "limit": 500,
+        rows = client.request("GET", "/api/messages", params={"alias": alias, "kind": REPLY, "limit": 500,
                                                               "offset": offset, "network_id": network_id})["messages"]
         for row in rows:
             if row["message_id"] == message_id:
@@ -85,11 +93,11 @@ class ReplyWaiter:
     def _stored_reply(self, match: dict[str, str]) -> dict[str, Any] | None:
         """A final reply already stored (it may have come while the stream was down and the cursor unknown)."""
         rows = self.client.request("GET", "/api/messages", params={
-            "alias": self.alias, "kind": "reply", "limit": 100, "network_id": self.network_id})["messages"]
+            "alias": self.alias, "kind": REPLY, "limit": 100, "network_id": self.network_id})["messages"]
         for row in rows:
-            if all(row.get(k) == v for k, v in match.items()) and (row.get("status") in FINAL_REPLIES
+            if all(row.get(k) == v for k, v in match.items()) and (row.get("status") in FINAL_REPLY_STATUSES
                                                                     or not row.get("task_id")):
-                return {"type": "new_reply", "from": row["from"], "message_id": row["message_id"],
+                return {"type": NEW_REPLY, "from": row["from"], "message_id": row["message_id"],
                         "in_reply_to": row["in_reply_to"], "status": row["status"], "task_id": row["task_id"]}
         return None
 
@@ -107,12 +115,12 @@ class ReplyWaiter:
                         self.last_id = frame.id
                     if time.monotonic() > self.deadline:
                         raise ClientError(0, "timeout", "")
-                    if frame.event != "new_reply":
+                    if frame.event != NEW_REPLY:
                         continue
                     data = json.loads(frame.data)
                     if any(data.get(k) != v for k, v in match.items()):
                         continue
-                    if data.get("status") in FINAL_REPLIES or not data.get("task_id"):
+                    if data.get("status") in FINAL_REPLY_STATUSES or not data.get("task_id"):
                         return data
                     self._note(data)
             except ClientError as exc:
@@ -126,7 +134,7 @@ class ReplyWaiter:
     def _note(self, data: dict[str, Any]) -> None:
         reply = find_reply(self.client, self.alias, data["message_id"], self.network_id) or {}
         said = safe_text(f"{data.get('from')}: {reply.get('content', '')}")
-        if data.get("status") == "question":
+        if data.get("status") == QUESTION:
             print(f"[question] {said}\n  answer with: commhub reply --task {safe_text(data.get('task_id'))} "
                   "'your answer'  (still waiting)", file=sys.stderr)
         else:
@@ -165,11 +173,11 @@ def cmd_send(args: argparse.Namespace) -> int:
             return fail(f"no reply to {what} within {args.timeout:g} s{hint} (timeout)")
         reply = find_reply(client, waiter.alias, data["message_id"], args.network) or {}
     if args.json:
-        print_json({"ok": data.get("status") != "failed", "sent": sent, "reply": reply or data})
+        print_json({"ok": data.get("status") != FAILED, "sent": sent, "reply": reply or data})
     else:
         print(safe_text(reply.get("content", ""), multiline=True))
         print(safe_text(f"(reply from {data.get('from')}, status {data.get('status')})"), file=sys.stderr)
-    return EXIT_REFUSED if data.get("status") == "failed" else EXIT_OK
+    return EXIT_REFUSED if data.get("status") == FAILED else EXIT_OK
 
 
 def _print_sent(args: argparse.Namespace, kind: str, sent: dict[str, Any]) -> int:
@@ -310,13 +318,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--task", metavar="TASK_ID", help="the task whose question you answer")
     target.add_argument("--message-id", metavar="ID", help="the message you reply to")
     p.add_argument("content", help="the answer; - reads it from stdin")
-    p.add_argument("--status", choices=("done", "failed", "progress", "question"),
+    p.add_argument("--status", choices=REPLY_STATUSES,
                    help="only for a task you received (as its agent)")
     p.set_defaults(func=cmd_reply)
 
     p = sub.add_parser("status", parents=parents, help="agent sessions as a table",
                        description="Every agent session: status, agent, model, task, progress, last seen.")
-    p.add_argument("--status", choices=("idle", "working", "offline"), help="only sessions with this status")
+    p.add_argument("--status", choices=SESSION_STATUSES, help="only sessions with this status")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("tasks", parents=parents, help="list tasks, newest first",

@@ -20,8 +20,9 @@ from ..ids import now_text
 from ..store import approvals as approval_store
 from ..store import messages as message_store
 from ..store import tokens as token_store
+from ..vocabulary import AGENT, MESSAGE, NEW_MESSAGE, PERSON, QUESTION, WORKING_TASK_STATUSES
 from . import quotas
-from .hub import AGENT, PERSON, Hub, Principal, clamp_limit
+from .hub import Hub, Principal, clamp_limit
 from .tasks import ask_on_task, get_task_row, message_row, open_tasks
 from .verdicts import APPROVAL_WORDS_TEXT
 
@@ -52,14 +53,14 @@ def ask(hub: Hub, principal: Principal, network_id: str, alias: str, question: s
     pending: list[Event] = []
     with hub.db.write():
         quotas.check_store(hub, network_id, question)
-        msg = message_row(network_id, alias, owner, "message", question, status="question", to_kind=PERSON)
+        msg = message_row(network_id, alias, owner, MESSAGE, question, status=QUESTION, to_kind=PERSON)
         message_store.insert_message(hub.db, msg)
         approval_store.insert_approval(hub.db, {
             "approval_id": msg["message_id"], "network_id": network_id, "alias": alias, "task_id": None,
             "asked_name": owner, "asked_kind": PERSON, "created_at": msg["created_at"]})
         # A person's items are keyed by username, as replies to a person are: the network stream shows it.
-        hub.record_event(pending, network_id, owner, "new_message", {
-            "type": "new_message", "message": question, "from": alias, "from_kind": AGENT,
+        hub.record_event(pending, network_id, owner, NEW_MESSAGE, {
+            "type": NEW_MESSAGE, "message": question, "from": alias, "from_kind": AGENT,
             "message_id": msg["message_id"], "approval_id": msg["message_id"]})
     hub.publish(pending)
     return get(hub, [network_id], msg["message_id"])
@@ -111,7 +112,7 @@ def list_approvals(hub: Hub, network_ids: list[str], status: str | None, alias: 
 
 def _task_at_work(hub: Hub, network_id: str, alias: str) -> str | None:
     """The alias's open task its turn works on: running or input_required, the one updated last."""
-    busy = [t for t in open_tasks(hub, network_id, alias) if t["status"] in ("running", "input_required")]
+    busy = [t for t in open_tasks(hub, network_id, alias) if t["status"] in WORKING_TASK_STATUSES]
     return max(busy, key=lambda t: t["updated_at"])["task_id"] if busy else None
 
 

@@ -29,7 +29,6 @@ SURFACE: ContextVar[str] = ContextVar("commhub_surface", default="rest")
 # The token behind the current request (set when it is authenticated): the key of the per-token send rate by bytes
 # (service/quotas.py check_store); None for work no token asked for.
 CALLER_TOKEN: ContextVar[str | None] = ContextVar("commhub_caller_token", default=None)
-PERSON, AGENT = "person", "agent"
 
 
 def hint(mcp: str, rest: str) -> str:

@@ -17,6 +17,7 @@ from ..errors import CommhubError
 from ..ids import now_text, now_ts, ts_text
 from ..store import maintenance as maintenance_store
 from ..store import sessions as session_store
+from ..vocabulary import OFFLINE
 from .hub import Hub
 from .retention import apply_retention
 
@@ -60,7 +61,7 @@ async def sweep_once(hub: Hub) -> int:
             key = (row["network_id"], row["alias"])
             if key in streaming:
                 touch.append(key)
-            elif row["status"] != "offline" and row["last_seen_ts"] < offline_cutoff:
+            elif row["status"] != OFFLINE and row["last_seen_ts"] < offline_cutoff:
                 offline.append(key)
         if len(rows) < SCAN_PAGE:
             break

@@ -19,9 +19,10 @@ from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
+from ..vocabulary import AGENT, BROADCAST, MESSAGE, NEW_MESSAGE, PERSON, PROGRESS, TASK
 from . import quotas
 from .guard import Grant
-from .hub import AGENT, PERSON, Hub, SharedText, clamp_limit, hint
+from .hub import Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 from .tasks import (
     get_task_row,
@@ -59,10 +60,10 @@ def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, se
     # WAL locking), and the recipient cannot be retired between the check and the insert.
     recipient = require_known_alias(hub, network_id, body.to)
     quotas.check_store(hub, network_id, body.content)
-    msg = message_row(network_id, sender, body.to, "message", body.content, from_kind=sender_kind)
+    msg = message_row(network_id, sender, body.to, MESSAGE, body.content, from_kind=sender_kind)
     message_store.insert_message(hub.db, msg)
-    hub.record_event(pending, network_id, body.to, "new_message", {
-        "type": "new_message", "message": body.content, "from": sender, "from_kind": sender_kind,
+    hub.record_event(pending, network_id, body.to, NEW_MESSAGE, {
+        "type": NEW_MESSAGE, "message": body.content, "from": sender, "from_kind": sender_kind,
         "message_id": msg["message_id"]})
     return msg, recipient
 
@@ -100,7 +101,7 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
     owner/admin of the network (`overseer`) may also answer a task's question, or an agent's approval question."""
     if not body.message_id and not body.task_id:
         raise ValidationFailed("message_id or task_id: give the message (msg_…) or the task (its uuid) you reply to")
-    if body.progress is not None and body.status != "progress":
+    if body.progress is not None and body.status != PROGRESS:
         raise ValidationFailed("progress: only with status 'progress' (for your session's progress without a reply, "
                                + hint("use report_status)", "leave it out)"))
     content = body.content or (f"progress: {body.progress}" if body.progress is not None else None)
@@ -160,12 +161,12 @@ def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast, sender_ki
         body_id = message_store.insert_body(hub.db, body.content, network_id)  # one text for every copy
         shared = SharedText.of(body_id, body.content)  # and for every event
         for row in targets:
-            msg = message_row(network_id, sender, row["alias"], "broadcast", "", from_kind=sender_kind)
+            msg = message_row(network_id, sender, row["alias"], BROADCAST, "", from_kind=sender_kind)
             msg["body_id"] = body_id
             message_store.insert_message(hub.db, msg)
             ids[row["alias"]] = msg["message_id"]
-            hub.record_event(pending, network_id, row["alias"], "broadcast", {
-                "type": "broadcast", "content": body.content, "from": sender, "from_kind": sender_kind,
+            hub.record_event(pending, network_id, row["alias"], BROADCAST, {
+                "type": BROADCAST, "content": body.content, "from": sender, "from_kind": sender_kind,
                 "message_id": msg["message_id"]}, shared)
     hub.publish(pending)
     return {"ok": True, "message_id": next(iter(ids.values())), "message_ids": ids, "recipients": len(ids)}
@@ -173,7 +174,7 @@ def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast, sender_ki
 
 def _with_task_details(hub: Hub, network_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for item in items:
-        if item["kind"] == "task" and item["task_id"]:
+        if item["kind"] == TASK and item["task_id"]:
             task = task_store.get_task(hub.db, network_id, item["task_id"])
             if task:
                 item.update(title=task["title"], context=task["context"], deadline=task["deadline"],

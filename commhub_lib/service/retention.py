@@ -20,13 +20,13 @@ import trio.lowlevel
 
 from ..ids import now_ts, ts_text
 from ..store import retention as retention_store
+from ..vocabulary import FINAL_TASK_STATUSES
 from .hub import Hub
 
 log = logging.getLogger("commhub.retention")
 
 PAGE = 500  # rows read per page (a rowid range); deletes of a page go in one short transaction
 TASK_BATCH = 100  # tasks per transaction (each also drops its events and completion)
-FINAL = ("replied", "failed", "cancelled")
 
 
 async def apply_retention(hub: Hub) -> dict[str, int]:
@@ -73,7 +73,7 @@ async def _prune_tasks(hub: Hub, cutoff_ts: float) -> int:
         rows = retention_store.task_page(hub.db, after, PAGE)
         if not rows:
             return deleted
-        ended = [r["task_id"] for r in rows if r["status"] in FINAL and r["updated_at"] < cutoff]
+        ended = [r["task_id"] for r in rows if r["status"] in FINAL_TASK_STATUSES and r["updated_at"] < cutoff]
         for start in range(0, len(ended), TASK_BATCH):
             await _write_lock(hub)
             with hub.db.write():

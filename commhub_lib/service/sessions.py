@@ -17,13 +17,13 @@ from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from ..store import users as user_store
+from ..vocabulary import IDLE, OFFLINE, TASK_STATUSES
 from . import quotas
 from .hub import Hub, Principal, clamp_limit, hint
 
 log = logging.getLogger("commhub.presence")
 
 TOUCH_INTERVAL_SECONDS = 1.0
-TASK_STATUSES = ("delivered", "running", "input_required", "replied", "failed", "cancelled")
 
 
 def is_online(hub: Hub, row: dict[str, Any], streams: int | None = None) -> bool:
@@ -32,7 +32,7 @@ def is_online(hub: Hub, row: dict[str, Any], streams: int | None = None) -> bool
     `streams`: the alias's stream count when the caller already has it."""
     if (hub.broker.stream_count(row["network_id"], row["alias"]) if streams is None else streams) > 0:
         return True
-    if row["status"] == "offline":
+    if row["status"] == OFFLINE:
         return False
     return row["last_seen_ts"] >= now_ts() - hub.settings.presence_timeout_seconds
 
@@ -41,8 +41,8 @@ def effective_status(hub: Hub, row: dict[str, Any]) -> str:
     """The status to show: offline once presence has lapsed (even before the sweeper runs); a session with a
     live stream is never shown offline."""
     if not is_online(hub, row):
-        return "offline"
-    return "idle" if row["status"] == "offline" else row["status"]
+        return OFFLINE
+    return IDLE if row["status"] == OFFLINE else row["status"]
 
 
 def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) -> dict[str, Any] | None:
@@ -83,7 +83,7 @@ def needs_touch(hub: Hub, row: dict[str, Any], ts: float) -> bool:
     session is stored offline, or its stored last_seen is older than a second). A reconnect storm of 5,000
     streams then writes nothing for sessions that are already online; presence is judged on a scale of
     seconds, and a live stream keeps its alias online whatever last_seen says."""
-    return row["status"] == "offline" or row["last_seen_ts"] < ts - min(
+    return row["status"] == OFFLINE or row["last_seen_ts"] < ts - min(
         TOUCH_INTERVAL_SECONDS, hub.settings.presence_timeout_seconds / 4)
 
 
@@ -99,7 +99,7 @@ def _store_claim(hub: Hub, principal: Principal, network_id: str, alias: str, ro
     if row is None:
         quotas.check_new_alias(hub, network_id)
         session_store.insert_session(hub.db, network_id, alias, resume_id or new_id("sess"), principal.token_id,
-                                     "idle", now, ts)
+                                     IDLE, now, ts)
     else:
         if row["token_id"] != principal.token_id or resume_id:
             session_store.claim_session(hub.db, network_id, alias, principal.token_id, resume_id)
@@ -174,7 +174,7 @@ def report_status(hub: Hub, principal: Principal, network_id: str, current_alias
             quotas.check_new_node(hub, network_id, hostname)
             fields["node_id"] = session_store.upsert_node(hub.db, new_id("node"), network_id, hostname, platform,
                                                           body.agent, now_text())
-        if body.status == "idle" and "task" not in fields:
+        if body.status == IDLE and "task" not in fields:
             fields["task"] = None
             fields["progress"] = None
         session_store.update_report(hub.db, network_id, alias, fields)
@@ -284,7 +284,7 @@ def list_status_json(hub: Hub, network_ids: list[str], status: str | None, limit
         streams = live.get((row["network_id"], row["alias"]))
         if streams:
             record = json.loads(row["record"])
-            shown = record["status"] = "idle" if row["status"] == "offline" else row["status"]
+            shown = record["status"] = IDLE if row["status"] == OFFLINE else row["status"]
             record["online"], record["streams"] = True, streams
             row["shown"], row["record"] = shown, json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         if status is None or row["shown"] == status:

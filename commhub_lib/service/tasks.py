@@ -19,21 +19,39 @@ from ..store import messages as message_store
 from ..store import networks as network_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
+from ..vocabulary import (
+    AGENT,
+    ANSWER,
+    CANCELLED,
+    DELIVERED,
+    DONE,
+    FINAL_TASK_STATUSES,
+    FLAGGED,
+    NEW_MESSAGE,
+    NEW_REPLY,
+    NEW_TASK,
+    NOTICE,
+    OPEN_TASK_STATUSES,
+    PERSON,
+    PROGRESS,
+    QUESTION,
+    REPLY,
+    REPLY_TO_TASK_STATUS,
+    RUNNING,
+    TASK,
+    TASK_FLAGS,
+    UNFLAGGED,
+)
 from . import quotas, verdicts
-from .hub import AGENT, PERSON, Hub, Principal, clamp_limit, hint
+from .hub import Hub, Principal, clamp_limit, hint
 from .sessions import is_online, require_known_alias
 
-FINAL = ("replied", "failed", "cancelled")
-# Marks a task may carry for a person's attention (docs/runner-server.md); None clears the mark.
-FLAGS = ("unanswered",)
 EXCERPT_CHARS = 120  # a task event shows the start of a reply; the whole text is the reply and the completion
 
 
 def excerpt(text: str) -> str:
     """The start of a text for a task event's detail (the full text is stored elsewhere, once)."""
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS - 1] + "…"
-OPEN = task_store.OPEN_STATUSES
-REPLY_TO_STATUS = {"done": "replied", "failed": "failed", "progress": "running", "question": "input_required"}
 
 
 def message_row(network_id: str, sender: str, to: str, kind: str, content: str, *, priority: str = "normal",
@@ -50,12 +68,12 @@ def message_row(network_id: str, sender: str, to: str, kind: str, content: str, 
 def record_reply_event(hub: Hub, pending: list[Event], msg: dict[str, Any]) -> None:
     """Write the `new_reply` event for a stored reply (inside db.write()); a reply that answers an approval
     question settles it and says so (`answers_approval`: a runner starts no turn for it)."""
-    data = {"type": "new_reply", "from": msg["from_name"], "from_kind": msg["from_kind"],
+    data = {"type": NEW_REPLY, "from": msg["from_name"], "from_kind": msg["from_kind"],
             "message_id": msg["message_id"], "in_reply_to": msg["in_reply_to"], "status": msg["status"],
             "task_id": msg["task_id"]}
     if verdicts.settle(hub, msg):
         data["answers_approval"] = True
-    hub.record_event(pending, msg["network_id"], msg["to_name"], "new_reply", data)
+    hub.record_event(pending, msg["network_id"], msg["to_name"], NEW_REPLY, data)
 
 
 def _task_event(hub: Hub, task: dict[str, Any], event: str, actor: str, detail: str | None = None) -> None:
@@ -76,19 +94,19 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
         recipient = require_known_alias(hub, network_id, body.to)
         quotas.check_store(hub, network_id, body.content, body.title, body.context)
         # The notice's text is the task's content (stored once, in the task).
-        msg = message_row(network_id, sender, body.to, "task", "", priority=body.priority,
+        msg = message_row(network_id, sender, body.to, TASK, "", priority=body.priority,
                           from_kind=sender_kind)
         task = {"task_id": new_uuid(), "network_id": network_id, "from_name": sender, "from_kind": sender_kind,
                 "to_name": body.to, "to_kind": AGENT, "title": body.title, "content": body.content,
-                "context": body.context, "priority": body.priority, "status": "delivered", "deadline": body.deadline,
+                "context": body.context, "priority": body.priority, "status": DELIVERED, "deadline": body.deadline,
                 "idempotency_key": body.idempotency_key, "message_id": msg["message_id"],
                 "created_at": msg["created_at"], "created_ts": msg["created_ts"], "updated_at": msg["created_at"]}
         msg["task_id"] = task["task_id"]
         task_store.insert_task(hub.db, task)
         message_store.insert_message(hub.db, msg)
-        _task_event(hub, task, "delivered", sender, body.title)
-        hub.record_event(pending, network_id, body.to, "new_task", {
-            "type": "new_task", "inbox_count": message_store.unread_count(hub.db, network_id, body.to),
+        _task_event(hub, task, DELIVERED, sender, body.title)
+        hub.record_event(pending, network_id, body.to, NEW_TASK, {
+            "type": NEW_TASK, "inbox_count": message_store.unread_count(hub.db, network_id, body.to),
             "priority": body.priority, "from": sender, "from_kind": sender_kind, "task_id": task["task_id"],
             "message_id": msg["message_id"], "title": body.title})
     hub.publish(pending)
@@ -116,7 +134,7 @@ def get_task_row(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:
 
 def reply_on_task(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
                   status: str | None, in_reply_to: str | None = None, artifacts: list[str] | None = None,
-                  progress: str | None = None, overseer: bool = False) -> dict[str, Any]:
+                  progress: float | str | None = None, overseer: bool = False) -> dict[str, Any]:
     """A reply about a task: its recipient reports (status required), its sender answers (no status); a person
     who is owner/admin of the network (`overseer`) may answer as its sender would (SPEC §3: a person's answer)."""
     is_recipient = actor == task["to_name"] and actor_kind == task["to_kind"]
@@ -131,37 +149,38 @@ def reply_on_task(hub: Hub, network_id: str, actor: str, actor_kind: str, task: 
 
 
 def _require_open(task: dict[str, Any]) -> None:
-    if task["status"] in FINAL:
+    if task["status"] in FINAL_TASK_STATUSES:
         raise Conflict(f"task {task['task_id']} is already {task['status']}; a final task cannot change",
                        code="task_final")
 
 
 def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str | None,
-                     artifacts: list[str] | None, progress: str | None = None) -> dict[str, Any]:
+                     artifacts: list[str] | None, progress: float | str | None = None) -> dict[str, Any]:
     task_id = task["task_id"]
     _require_open(task)
     if status is None:
         raise ValidationFailed(f"status: required when you reply to task {task_id}, which was sent to you; choose "
                                f"{REPLY_STATUS_RULE}", code="status_required")
-    new_status = REPLY_TO_STATUS[status]
+    new_status = REPLY_TO_TASK_STATUS[status]
     pending: list[Event] = []
     with hub.db.write():
         quotas.check_store(hub, network_id, content, *(artifacts or []))
         now = now_text()
-        if not task_store.set_status(hub.db, task_id, OPEN, new_status, now):  # the result: in the completion
+        # the result: in the completion
+        if not task_store.set_status(hub.db, task_id, OPEN_TASK_STATUSES, new_status, now):
             raise Conflict(f"task {task_id} changed state meanwhile; fetch it with "
                            + hint("get_task", f"GET /api/tasks/{task_id}"), code="task_final")
-        if task["status"] == "delivered":
-            _task_event(hub, task, "running", actor)
-        _task_event(hub, task, status if status in ("progress", "question") else new_status, actor, excerpt(content))
-        if new_status in FINAL:
+        if task["status"] == DELIVERED:
+            _task_event(hub, task, RUNNING, actor)
+        _task_event(hub, task, status if status in (PROGRESS, QUESTION) else new_status, actor, excerpt(content))
+        if new_status in FINAL_TASK_STATUSES:
             duration = max(0.0, now_ts() - task["created_ts"])
             task_store.insert_completion(hub.db, task_id, network_id, actor, new_status, content,
                                          json.dumps(artifacts or []), round(duration, 3), now)
             session_store.clear_work(hub.db, network_id, actor)
         elif progress is not None:
             session_store.update_report(hub.db, network_id, actor, {"progress": progress})
-        msg = message_row(network_id, actor, task["from_name"], "reply", content, in_reply_to=task["message_id"],
+        msg = message_row(network_id, actor, task["from_name"], REPLY, content, in_reply_to=task["message_id"],
                           task_id=task_id, status=status, priority=task["priority"], to_kind=task["from_kind"])
         message_store.insert_message(hub.db, msg)
         record_reply_event(hub, pending, msg)
@@ -170,7 +189,7 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
               "to_kind": task["from_kind"], "task_id": task_id, "status": status, "task_status": new_status}
     if progress is not None:
         result["progress"] = progress
-    if status == "question":
+    if status == QUESTION:
         result["next_step"] = (f"task {task_id} now waits for input (input_required); {task['from_name']}'s answer "
                                "arrives as a new_reply with this task_id in " + hint("get_inbox", "your inbox")
                                + "; reply with status 'progress', 'done' or 'failed' to continue")
@@ -179,7 +198,7 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
 
 def ask_on_task(hub: Hub, network_id: str, alias: str, task: dict[str, Any], question: str) -> dict[str, Any]:
     """The recipient asks about its open task (a `question` reply): the task waits as input_required."""
-    return _recipient_reply(hub, network_id, alias, task, question, "question", None)
+    return _recipient_reply(hub, network_id, alias, task, question, QUESTION, None)
 
 
 def _sender_answer(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
@@ -194,8 +213,8 @@ def _sender_answer(hub: Hub, network_id: str, actor: str, actor_kind: str, task:
     pending: list[Event] = []
     with hub.db.write():
         quotas.check_store(hub, network_id, content)
-        _task_event(hub, task, "answer", actor, excerpt(content))
-        msg = message_row(network_id, actor, task["to_name"], "reply", content,
+        _task_event(hub, task, ANSWER, actor, excerpt(content))
+        msg = message_row(network_id, actor, task["to_name"], REPLY, content,
                           in_reply_to=in_reply_to or task["message_id"], task_id=task_id, status="answer",
                           priority=task["priority"], from_kind=actor_kind, to_kind=task["to_kind"])
         message_store.insert_message(hub.db, msg)
@@ -212,7 +231,7 @@ def report_completion(hub: Hub, network_id: str, sender: str, task_id: str, resu
     if sender != task["to_name"] or task["to_kind"] != AGENT:
         raise Forbidden(f"only the task's recipient ('{task['to_name']}') can complete task {task_id}",
                         code="not_recipient")
-    return _recipient_reply(hub, network_id, sender, task, result, "done", artifacts)
+    return _recipient_reply(hub, network_id, sender, task, result, DONE, artifacts)
 
 
 def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]]) -> list[str]:
@@ -220,9 +239,9 @@ def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]
     now = now_text()
     started = []
     for row in rows:
-        if row["kind"] == "task" and row["task_id"]:
-            if task_store.set_status(hub.db, row["task_id"], ("delivered",), "running", now):
-                task_store.insert_task_event(hub.db, row["task_id"], network_id, "running", alias, None, now)
+        if row["kind"] == TASK and row["task_id"]:
+            if task_store.set_status(hub.db, row["task_id"], (DELIVERED,), RUNNING, now):
+                task_store.insert_task_event(hub.db, row["task_id"], network_id, RUNNING, alias, None, now)
                 started.append(row["task_id"])
     return started
 
@@ -263,8 +282,8 @@ def get_task_in(hub: Hub, network_ids: list[str], task_id: str) -> dict[str, Any
 def list_tasks(hub: Hub, network_ids: list[str], status: str | None, to_name: str | None, from_name: str | None,
                limit: int | None, offset: int = 0, flag: str | None = None) -> dict[str, Any]:
     """Tasks, newest first (with `flag`, only the tasks carrying that flag)."""
-    if flag is not None and flag not in FLAGS:
-        raise ValidationFailed(f"flag: must be one of {', '.join(FLAGS)}")
+    if flag is not None and flag not in TASK_FLAGS:
+        raise ValidationFailed(f"flag: must be one of {', '.join(TASK_FLAGS)}")
     rows = task_store.list_tasks(hub.db, network_ids, status, to_name, from_name, clamp_limit(limit), offset, flag)
     return {"ok": True, "tasks": rows}
 
@@ -297,21 +316,21 @@ def cancel_task(hub: Hub, principal: Principal, network_id: str, actor: str | No
     pending: list[Event] = []
     with hub.db.write():
         now = now_text()
-        if not task_store.set_status(hub.db, task_id, OPEN, "cancelled", now):
+        if not task_store.set_status(hub.db, task_id, OPEN_TASK_STATUSES, CANCELLED, now):
             raise Conflict(f"task {task_id} changed state meanwhile; fetch it with "
                            + hint("get_task", f"GET /api/tasks/{task_id}"), code="task_final")
-        _task_event(hub, task, "cancelled", who, reason)
-        task_store.insert_completion(hub.db, task_id, network_id, task["to_name"], "cancelled", reason, "[]",
+        _task_event(hub, task, CANCELLED, who, reason)
+        task_store.insert_completion(hub.db, task_id, network_id, task["to_name"], CANCELLED, reason, "[]",
                                      round(max(0.0, now_ts() - task["created_ts"]), 3), now)
         text = f"Task {task_id} was cancelled by {who}" + (f": {reason}" if reason else "")
-        msg = message_row(network_id, who, task["to_name"], "notice", text, task_id=task_id, priority="high",
+        msg = message_row(network_id, who, task["to_name"], NOTICE, text, task_id=task_id, priority="high",
                           from_kind=actor_kind)
         message_store.insert_message(hub.db, msg)
-        hub.record_event(pending, network_id, task["to_name"], "new_message", {
-            "type": "new_message", "message": text, "from": who, "from_kind": actor_kind,
+        hub.record_event(pending, network_id, task["to_name"], NEW_MESSAGE, {
+            "type": NEW_MESSAGE, "message": text, "from": who, "from_kind": actor_kind,
             "message_id": msg["message_id"], "task_id": task_id})
     hub.publish(pending)
-    return {"ok": True, "task_id": task_id, "status": "cancelled", "message_id": msg["message_id"]}
+    return {"ok": True, "task_id": task_id, "status": CANCELLED, "message_id": msg["message_id"]}
 
 
 def is_overseer(hub: Hub, principal: Principal, network_id: str) -> bool:
@@ -327,8 +346,8 @@ def flag_task(hub: Hub, principal: Principal, network_id: str, actor: str | None
               note: str | None) -> dict[str, Any]:
     """Set a flag on an open task (its recipient, or an owner/admin) or clear it (an owner/admin, or its sender);
     the timeline records it. Setting the flag a task already has changes nothing."""
-    if flag is not None and flag not in FLAGS:
-        raise ValidationFailed(f"flag: must be one of {', '.join(FLAGS)}, or null to clear it")
+    if flag is not None and flag not in TASK_FLAGS:
+        raise ValidationFailed(f"flag: must be one of {', '.join(TASK_FLAGS)}, or null to clear it")
     task = get_task_row(hub, network_id, task_id)
     actor_kind = AGENT if actor is not None else PERSON
     if actor is None and principal.kind == "user":
@@ -348,7 +367,7 @@ def flag_task(hub: Hub, principal: Principal, network_id: str, actor: str | None
         now = now_text()
         if task_store.set_flag(hub.db, task_id, flag, now):
             detail = f"{flag}: {note}" if flag and note else flag or note
-            _task_event(hub, task, "flagged" if flag is not None else "unflagged", who, detail)
+            _task_event(hub, task, FLAGGED if flag is not None else UNFLAGGED, who, detail)
             task = {**task, "flag": flag, "flagged_at": now if flag is not None else None}
     return {"ok": True, "task_id": task_id, "flag": task["flag"], "flagged_at": task["flagged_at"]}
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..ids import now_text
 from ..store import approvals as approval_store
-from .hub import AGENT, Hub
+from ..vocabulary import AGENT
+from .hub import Hub
 
 # An answer approves when its first word is one of these (any case); anything else denies, its text the reason.
 APPROVAL_WORDS = frozenset({"yes", "y", "ok", "approve", "approved", "allow", "allowed"})

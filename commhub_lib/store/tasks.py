@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
+from ..vocabulary import OPEN_TASK_STATUSES
 from .paging import columns, json_record, keyed_page_json, page, page_json
 
 Row = dict[str, Any]
@@ -24,7 +25,6 @@ TASK_RECORD = json_record(tuple((name, "coalesce(t.result, c.result)" if name ==
 COMPLETION_FIELDS = tuple((c, c) for c in ("task_id", "network_id", "alias", "status", "result", "artifacts",
                                            "duration_seconds", "completed_at"))
 TASK_EVENT_FIELDS = tuple((c, c) for c in ("id", "task_id", "network_id", "event", "actor", "detail", "created_at"))
-OPEN_STATUSES = ("delivered", "running", "input_required")
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
 
@@ -53,10 +53,10 @@ def find_task(db: Database, network_ids: list[str], task_id: str) -> Row | None:
 
 def open_tasks_of(db: Database, network_id: str, alias: str, limit: int) -> list[Row]:
     """The tasks assigned to an agent that are not final yet, urgent first, then oldest first."""
-    marks = ",".join("?" * len(OPEN_STATUSES))
+    marks = ",".join("?" * len(OPEN_TASK_STATUSES))
     return db.query(f"SELECT {TASK_COLUMNS} FROM tasks WHERE network_id = ? AND to_name = ? AND to_kind = 'agent'"
                     f" AND status IN ({marks}) ORDER BY {PRIORITY_ORDER}, created_ts, task_id LIMIT ?",
-                    (network_id, alias, *OPEN_STATUSES, limit))
+                    (network_id, alias, *OPEN_TASK_STATUSES, limit))
 
 
 def find_by_idempotency_key(db: Database, network_id: str, from_name: str, key: str) -> Row | None:

@@ -48,6 +48,8 @@ def options_parser() -> argparse.ArgumentParser:
                    "priority arrives (it goes on after the urgent one)")
     p.add_argument("--state-dir", help="private state directory (default $XDG_STATE_HOME/commhub/run/<alias>, "
                    "i.e. ~/.local/state/commhub/run/<alias>)")
+    p.add_argument("--from-now", action="store_true", help="on the first start for the alias, skip the tasks "
+                   "already waiting for it (default: each task still open gets a turn)")
     p.add_argument("--dry-run", action="store_true", help="print what it would run and write, and exit")
     return p
 
@@ -116,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _say(f"--workdir {workdir} is not a directory")
         return 2
     opts = RunOptions(agent=args.agent, alias=args.alias, hub_url=hub, token=token, state_dir=state_dir,
-                      network_id=args.network_id, interrupt_on_urgent=args.interrupt_on == "urgent")
+                      network_id=args.network_id, interrupt_on_urgent=args.interrupt_on == "urgent", from_now=args.from_now)
     try:
         state = RunnerState.open(state_dir, args.alias, hub)
     except AlreadyRunning as exc:

@@ -65,6 +65,7 @@ class RunOptions:
     state_dir: Path
     network_id: str | None = None
     interrupt_on_urgent: bool = False
+    from_now: bool = False       # first start: skip the backlog (the tasks already waiting) instead of taking it
     restart_max_seconds: float = 30.0
 
 
@@ -235,24 +236,36 @@ class Runner:
             try:
                 async for frame in self.api.frames(resume):
                     delay = 1.0
-                    await self._frame(frame)
-                reason = "the stream ended"
+                    if await self._frame(frame):
+                        break  # the first start learnt where "now" is: replay the backlog at once
+                else:
+                    await self._pause("the stream ended", delay)
+                    delay = min(delay * 2, 30.0)
             except httpx.HTTPError as exc:
-                reason = f"the stream broke ({exc})"
-            say(f"{reason}; reconnecting in {delay:.0f} s")
-            await trio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+                await self._pause(f"the stream broke ({exc})", delay)
+                delay = min(delay * 2, 30.0)
 
-    async def _frame(self, frame: SseFrame) -> None:
+    async def _pause(self, reason: str, delay: float) -> None:
+        say(f"{reason}; reconnecting in {delay:.0f} s")
+        await trio.sleep(delay)
+
+    async def _frame(self, frame: SseFrame) -> bool:
+        """Queue one frame's event; True when the stream must be opened again from the start (a first start)."""
         if not frame.is_event:
-            if frame.id and frame.id.isdigit():
-                self.state.position(int(frame.id))
-            return
+            if frame.id and frame.id.isdigit() and self.state.cursor is None:
+                if self.opts.from_now:
+                    self.state.position(int(frame.id))
+                    return False
+                self.state.first_start(int(frame.id))
+                say(f"first start for {self.opts.alias}: every task still open for it gets a turn "
+                    f"(events up to {frame.id}); --from-now skips them")
+                return True
+            return False
         if frame.event == "heartbeat" or not frame.id or not frame.id.isdigit():
-            return
+            return False
         event_id = int(frame.id)
         if (self.received is not None and event_id <= self.received) or self.state.known(event_id):
-            return
+            return False
         self.received = event_id
         pending = Pending(event_id, frame.event or "message", _event_data(frame.data))
         urgent = (pending.event == "new_task" and pending.data.get("priority") == "urgent")
@@ -266,6 +279,7 @@ class Runner:
         else:
             self.queue.append(pending)
         self.arrived.set()
+        return False
 
     # -- the worker ------------------------------------------------------------------------------------------
 
@@ -303,6 +317,9 @@ class Runner:
         data = pending.data
         if pending.event not in TURN_EVENTS or data.get("answers_approval"):
             self.state.finish(pending, self.waiting())  # nothing to do (the approval's answer went back already)
+            return
+        if self.state.in_backlog(pending.event_id) and pending.event != "new_task":
+            self.state.finish(pending, self.waiting())  # from before the first start: it waits in get_inbox
             return
         what = data.get("title") or data.get("task_id") or f"{pending.event} from {data.get('from')}"
         await self.api.report("working", str(what))

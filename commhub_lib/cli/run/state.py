@@ -7,7 +7,9 @@ state before a step or the state after it:
 - `cursor`: the id of an event such that every event up to it is done (Last-Event-ID on the next start);
 - `in_flight`: the events begun and not done, in order, each with its `phase` (`turn`, then `reminded`, then
   `flagging` once the progress reply is being posted);
-- `done_ahead`: ids past the cursor already done (an urgent task handled before older queued events).
+- `done_ahead`: ids past the cursor already done (an urgent task handled before older queued events);
+- `backlog_until`: on a first start, the stream's position then; events up to it came before the runner, and of
+  those only the tasks still open get a turn (messages and replies wait in the agent's inbox).
 
 An event is written into `in_flight` BEFORE its turn starts and moved out (with the cursor) only AFTER everything
 the runner does for it (turn, reminder, progress reply, flag) is finished. docs/runner.md says what a restart
@@ -66,6 +68,7 @@ class RunnerState:
     cursor: int | None = None
     in_flight: list[Pending] = field(default_factory=list)
     done_ahead: set[int] = field(default_factory=set)
+    backlog_until: int | None = None
     _lock_fd: int | None = None
 
     @classmethod
@@ -87,6 +90,8 @@ class RunnerState:
                                        str(p.get("phase") or "turn"), p.get("started_at"))
                                for p in saved.get("in_flight") or []]
             state.done_ahead = {int(i) for i in saved.get("done_ahead") or []}
+            backlog = saved.get("backlog_until")
+            state.backlog_until = int(backlog) if backlog is not None else None
         return state
 
     def close(self) -> None:
@@ -106,6 +111,17 @@ class RunnerState:
         if self.cursor is None:
             self.cursor = event_id
             self.save()
+
+    def first_start(self, head: int) -> None:
+        """The first start takes the backlog: replay from the start, events up to `head` being from before it."""
+        if self.cursor is None:
+            self.cursor = 0
+            self.backlog_until = head
+            self.save()
+
+    def in_backlog(self, event_id: int) -> bool:
+        """Whether the event reached the alias before the runner's first start."""
+        return self.backlog_until is not None and event_id <= self.backlog_until
 
     def begin(self, pending: Pending, phase: str = "turn") -> None:
         """Write the event into `in_flight` (before its turn starts)."""
@@ -142,6 +158,7 @@ class RunnerState:
         path = self.directory / STATE_FILE
         state = {"alias": self.alias, "hub_url": self.hub_url, "cursor": self.cursor,
                  "in_flight": [p.record() for p in self.in_flight], "done_ahead": sorted(self.done_ahead),
+                 "backlog_until": self.backlog_until,
                  "saved_at": _now()}
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

@@ -4,6 +4,7 @@
 
 import { authHeaders, withQuery } from "./api.js";
 import { follow } from "./stream.js";
+import { EVENT } from "./vocabulary.js";
 
 export class LiveFeed {
   constructor(networkId, { onEvent, onState, onOpen }) {
@@ -27,7 +28,7 @@ export class LiveFeed {
   }
 
   dispatch(ev) {
-    if (ev.type === "heartbeat") return;
+    if (ev.type === EVENT.HEARTBEAT) return;
     let data = {};
     try { data = JSON.parse(ev.data); } catch { data = { text: ev.data }; }
     if (data === null || typeof data !== "object") data = { value: data };

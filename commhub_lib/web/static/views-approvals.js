@@ -5,6 +5,7 @@
 import { api, isMissingEndpoint, withQuery } from "./api.js";
 import { $, h, render, say, timeEl } from "./dom.js";
 import { emit, state } from "./state.js";
+import { OPEN_TASK_STATUSES, TASK_FLAG } from "./vocabulary.js";
 
 async function answer(approval, text, result) {
   try {
@@ -32,7 +33,7 @@ function approvalItem(a) {
       result));
 }
 
-const OPEN = new Set(["delivered", "running", "input_required"]);
+const OPEN = new Set(OPEN_TASK_STATUSES);
 
 function flaggedItem(t) {
   return h("li", { class: "approval flagged-task", dataset: { taskId: t.task_id }, "data-testid": "flagged-task" },
@@ -57,7 +58,7 @@ export async function refreshApprovals() {
   if (!state.networkId) return;
   const [approvals, flagged] = await Promise.all([
     pending("/api/approvals", { status: "pending" }, "approvals"),
-    pending("/api/tasks", { flag: "unanswered" }, "tasks").then((ts) => ts.filter((t) => OPEN.has(t.status))),
+    pending("/api/tasks", { flag: TASK_FLAG.UNANSWERED }, "tasks").then((ts) => ts.filter((t) => OPEN.has(t.status))),
   ]);
   const count = approvals.length + flagged.length;
   $("approvals-card").hidden = count === 0;

@@ -2,27 +2,32 @@
 
 import { $, clock, h } from "./dom.js";
 import { emit } from "./state.js";
+import { DEFAULT_PRIORITY, EVENT, REPLY_STATUS } from "./vocabulary.js";
 
 const MAX_ITEMS = 200;
 // A broadcast arrives once per recipient alias: show it once, naming how many it reached.
 let lastBroadcast = null; // {key, aliases: Set, el}
 
+// One line per event the hub delivers (vocabulary.js DELIVERED_EVENTS: tests/test_vocabulary.py fails while one
+// has no entry here); anything else shows as its JSON.
+const SUMMARY = {
+  [EVENT.NEW_TASK]: (data) => `${data.from || "?"} → ${data.alias || "?"}: task${data.title ? ` “${data.title}”` : ""} (${data.priority || DEFAULT_PRIORITY})`,
+  [EVENT.NEW_MESSAGE]: (data) => `${data.from || "?"} → ${data.alias || "?"}: ${data.message ?? ""}`,
+  [EVENT.NEW_REPLY]: (data) => {
+    if (data.status === REPLY_STATUS.QUESTION) return `${data.from || "?"} asks ${data.alias || "?"} a question`;
+    return `${data.from || "?"} → ${data.alias || "?"}: reply (${data.status || REPLY_STATUS.DONE})`;
+  },
+  [EVENT.BROADCAST]: (data) => `${data.from || "?"} → ${data.alias || "?"}: ${data.content ?? ""}`,
+};
+
 function summary(type, data) {
-  switch (type) {
-    case "new_task": return `${data.from || "?"} → ${data.alias || "?"}: task${data.title ? ` “${data.title}”` : ""} (${data.priority || "normal"})`;
-    case "new_message": return `${data.from || "?"} → ${data.alias || "?"}: ${data.message ?? ""}`;
-    case "new_reply":
-      if (data.status === "question") return `${data.from || "?"} asks ${data.alias || "?"} a question`;
-      return `${data.from || "?"} → ${data.alias || "?"}: reply (${data.status || "done"})`;
-    case "broadcast": return `${data.from || "?"} → ${data.alias || "?"}: ${data.content ?? ""}`;
-    default: return JSON.stringify(data);
-  }
+  return Object.hasOwn(SUMMARY, type) ? SUMMARY[type](data) : JSON.stringify(data);
 }
 
 /** Show one event ({type, id, alias, data}) at the top of the feed. */
 export function addFeedEvent(ev) {
   const data = { ...ev.data, alias: ev.alias };
-  if (ev.type === "broadcast") {
+  if (ev.type === EVENT.BROADCAST) {
     const key = JSON.stringify([data.from, data.content]);
     if (lastBroadcast && lastBroadcast.key === key && $("feed").firstElementChild === lastBroadcast.el) {
       lastBroadcast.aliases.add(ev.alias);
@@ -38,7 +43,7 @@ export function addFeedEvent(ev) {
     taskId ? h("button", { type: "button", class: "link small", onclick: () => emit("open-task", taskId) }, "open task") : null);
   const feed = $("feed");
   feed.prepend(item);
-  lastBroadcast = ev.type === "broadcast" ? { key: JSON.stringify([data.from, data.content]), aliases: new Set([ev.alias]), el: item } : null;
+  lastBroadcast = ev.type === EVENT.BROADCAST ? { key: JSON.stringify([data.from, data.content]), aliases: new Set([ev.alias]), el: item } : null;
   while (feed.children.length > MAX_ITEMS) feed.lastElementChild.remove();
   $("feed-empty").hidden = true;
 }

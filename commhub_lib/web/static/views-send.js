@@ -2,10 +2,11 @@
 // /api/broadcast). The hub names the person as the sender; replies come back to their username.
 
 import { api } from "./api.js";
-import { $, formValues, say } from "./dom.js";
+import { $, formValues, h, say } from "./dom.js";
 import { emit, state } from "./state.js";
+import { DEFAULT_PRIORITY, MESSAGE_KIND, PRIORITIES } from "./vocabulary.js";
 
-const LABELS = { task: "Send task", message: "Send message", broadcast: "Broadcast" };
+const LABELS = { [MESSAGE_KIND.TASK]: "Send task", [MESSAGE_KIND.MESSAGE]: "Send message", [MESSAGE_KIND.BROADCAST]: "Broadcast" };
 
 function showFields() {
   const kind = formValues($("send-form")).kind;
@@ -19,15 +20,15 @@ async function send(event) {
   const values = formValues(form);
   const result = $("send-result");
   if (!values.content) { say(result, "Write what to send.", true); $("send-content").focus(); return; }
-  if (values.kind !== "broadcast" && !values.to) { say(result, "Name the alias to send to.", true); $("send-to").focus(); return; }
+  if (values.kind !== MESSAGE_KIND.BROADCAST && !values.to) { say(result, "Name the alias to send to.", true); $("send-to").focus(); return; }
   const network_id = state.networkId;
   let path;
   let body;
-  if (values.kind === "task") {
+  if (values.kind === MESSAGE_KIND.TASK) {
     path = "/api/tasks";
     body = { to: values.to, content: values.content, priority: values.priority, network_id };
     if (values.title) body.title = values.title;
-  } else if (values.kind === "message") {
+  } else if (values.kind === MESSAGE_KIND.MESSAGE) {
     path = "/api/messages";
     body = { to: values.to, content: values.content, network_id };
   } else {
@@ -38,8 +39,8 @@ async function send(event) {
   try {
     const answer = await api("POST", path, body);
     let text = "Sent.";
-    if (values.kind === "task") text = `Task sent to ${answer.to}${answer.recipient_online === false ? " (offline: it gets it when it comes back)" : ""}.`;
-    else if (values.kind === "broadcast") text = `Broadcast to ${answer.recipients ?? answer.count ?? "every"} session(s).`;
+    if (values.kind === MESSAGE_KIND.TASK) text = `Task sent to ${answer.to}${answer.recipient_online === false ? " (offline: it gets it when it comes back)" : ""}.`;
+    else if (values.kind === MESSAGE_KIND.BROADCAST) text = `Broadcast to ${answer.recipients ?? answer.count ?? "every"} session(s).`;
     say(result, text);
     $("send-content").value = "";
     $("send-title").value = "";
@@ -53,6 +54,7 @@ async function send(event) {
 
 /** Wire the send form. */
 export function initSend() {
+  $("send-priority").append(...PRIORITIES.map((p) => h("option", { selected: p === DEFAULT_PRIORITY }, p)));
   $("send-form").addEventListener("change", showFields);
   $("send-form").addEventListener("submit", send);
   showFields();

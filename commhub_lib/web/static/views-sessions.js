@@ -3,8 +3,9 @@
 import { api, withQuery } from "./api.js";
 import { $, h, render, timeEl } from "./dom.js";
 import { banner, emit, state } from "./state.js";
+import { SESSION_STATUS } from "./vocabulary.js";
 
-const ORDER = { working: 0, idle: 1, offline: 2 };
+const ORDER = { [SESSION_STATUS.WORKING]: 0, [SESSION_STATUS.IDLE]: 1, [SESSION_STATUS.OFFLINE]: 2 };
 
 /** A progress value as a percentage when it is one ("50", 50, "50%"), else null. */
 function percent(progress) {
@@ -48,7 +49,7 @@ export async function refreshSessions() {
   banner(null);
   sessions.sort((a, b) => (ORDER[a.status] ?? 3) - (ORDER[b.status] ?? 3) || a.alias.localeCompare(b.alias));
   state.sessions = sessions;
-  const online = sessions.filter((s) => s.status !== "offline").length;
+  const online = sessions.filter((s) => s.status !== SESSION_STATUS.OFFLINE).length;
   $("sessions-count").textContent = sessions.length ? `${online} online of ${sessions.length}` : "";
   // The relative "seen" times change every refresh; compare without them so focus and scroll stay put.
   const signature = JSON.stringify(sessions.map((s) => [s.alias, s.status, s.agent, s.model, s.task, s.progress,

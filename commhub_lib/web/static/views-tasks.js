@@ -3,20 +3,21 @@
 import { api, isMissingEndpoint, withQuery } from "./api.js";
 import { $, formValues, h, render, say, timeEl } from "./dom.js";
 import { emit, on, state } from "./state.js";
+import { FINAL_TASK_STATUSES, REPLY_STATUS, TASK_FLAG, TASK_STATUS, TASK_STATUSES } from "./vocabulary.js";
 
 const COLUMNS = [
-  ["delivered", "Delivered"], ["running", "Running"], ["input_required", "Question"],
-  ["replied", "Replied"], ["failed", "Failed"], ["cancelled", "Cancelled"],
+  [TASK_STATUS.DELIVERED, "Delivered"], [TASK_STATUS.RUNNING, "Running"], [TASK_STATUS.INPUT_REQUIRED, "Question"],
+  [TASK_STATUS.REPLIED, "Replied"], [TASK_STATUS.FAILED, "Failed"], [TASK_STATUS.CANCELLED, "Cancelled"],
 ];
-const FINAL = new Set(["replied", "failed", "cancelled"]);
+const FINAL = new Set(FINAL_TASK_STATUSES);
 const BOARD_LIMIT = 200;
 
 let tasks = [];
 let openTaskId = null;
 
 // What each task flag says to a person (docs/runner-server.md); an unknown flag shows as its name.
-const FLAG_LABELS = { unanswered: "unanswered" };
-const FLAG_HINTS = { unanswered: "the agent's turn ended without answering this task; it is not done" };
+const FLAG_LABELS = { [TASK_FLAG.UNANSWERED]: "unanswered" };
+const FLAG_HINTS = { [TASK_FLAG.UNANSWERED]: "the agent's turn ended without answering this task; it is not done" };
 
 /** The flag badge of a task, or null when it has none. */
 function flagBadge(t) {
@@ -98,8 +99,8 @@ function timeline(events) {
 }
 
 function replyList(replies) {
-  return h("ol", { class: "replies" }, replies.map((m) => h("li", { class: `reply reply-${m.status || "done"}` },
-    h("div", { class: "small muted" }, h("strong", {}, m.from), ` · ${m.status || "done"} · `, timeEl(m.created_at)),
+  return h("ol", { class: "replies" }, replies.map((m) => h("li", { class: `reply reply-${m.status || REPLY_STATUS.DONE}` },
+    h("div", { class: "small muted" }, h("strong", {}, m.from), ` · ${m.status || REPLY_STATUS.DONE} · `, timeEl(m.created_at)),
     h("p", { class: "reply-content" }, m.content))));
 }
 
@@ -158,7 +159,7 @@ async function showTask(taskId) {
   if (openTaskId !== taskId) return; // closed or another task opened meanwhile
   const { task, events, completion } = detail;
   $("task-title").textContent = task.title || "Task";
-  const asked = task.status === "input_required";
+  const asked = task.status === TASK_STATUS.INPUT_REQUIRED;
   const signature = JSON.stringify([task, events.length, replies.length, completion]);
   // Keep what the person is typing when the page is redrawn under them (a new event on this task).
   const typed = Object.fromEntries([...body.querySelectorAll("textarea, input")].map((el) => [el.id, el.value]));
@@ -198,6 +199,8 @@ export async function refreshOpenTask() {
 /** Wire the filters and the task page. */
 export function initTasks() {
   const filters = $("task-filters");
+  // The status choices come from the vocabulary (a person reads input_required as "question").
+  $("filter-status").append(...TASK_STATUSES.map((s) => h("option", { value: s }, s === TASK_STATUS.INPUT_REQUIRED ? "question" : s)));
   filters.addEventListener("submit", (e) => { e.preventDefault(); refreshTasks(); });
   filters.addEventListener("change", () => refreshTasks());
   filters.addEventListener("reset", () => setTimeout(refreshTasks, 0));
