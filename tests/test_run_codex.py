@@ -26,7 +26,11 @@ from tests.runner_e2e import until as until_true
 
 BIN = Path(__file__).parent / "agent_clis" / "node_modules" / ".bin" / "codex"
 TURN_SECONDS = 90.0
-pytestmark = pytest.mark.skipif(not BIN.exists(), reason="the pinned Codex CLI is not installed (tests/agent_clis)")
+pytestmark = [
+    pytest.mark.skipif(not BIN.exists(), reason="the pinned Codex CLI is not installed (tests/agent_clis)"),
+    pytest.mark.subprocess,
+    pytest.mark.slow,
+]
 
 
 @dataclass
