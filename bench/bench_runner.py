@@ -12,7 +12,8 @@ The first --warmup tasks are not counted (the first turn creates the session). W
 by starting the agent CLI (Claude Code: one `claude -p` process per turn).
 
     /work/main/.venv/bin/python bench/bench_runner.py claude --sends 20
-    /work/main/.venv/bin/python bench/bench_runner.py codex            # when the run-agents fakes are merged
+    /work/main/.venv/bin/python bench/bench_runner.py codex --sends 20
+    /work/main/.venv/bin/python bench/bench_runner.py gemini --sends 20
 
 Plug in a runner: add a function to FAKES that starts the vendor fake and returns a Fake (environment for the
 runner, and "when did the model first see task X").
@@ -68,7 +69,45 @@ def fake_claude(home: Path) -> Fake:
     return Fake(env, first, fake.stop)
 
 
-FAKES: dict[str, Callable[[Path], Fake]] = {"claude": fake_claude}
+def fake_codex(home: Path) -> Fake:
+    """tests/fakes/openai_responses.py as a Codex model provider (CODEX_HOME/config.toml in the bench's HOME)."""
+    from tests.fakes.openai_responses import FakeResponses
+
+    fake = FakeResponses().start()
+    codex_home = home / ".codex"
+    codex_home.mkdir(parents=True, exist_ok=True)
+    (codex_home / "config.toml").write_text(
+        'model = "gpt-fake"\nmodel_provider = "fake"\ncheck_for_update_on_startup = false\n'
+        '[analytics]\nenabled = false\n'
+        f'[model_providers.fake]\nname = "fake"\nbase_url = "{fake.base_url}"\n'
+        'wire_api = "responses"\nenv_key = "FAKE_OPENAI_KEY"\n')
+
+    def first(task_id: str) -> float | None:
+        seen = fake.prompts(task_id)
+        return seen[0].at if seen else None
+
+    return Fake({"CODEX_HOME": str(codex_home), "FAKE_OPENAI_KEY": "fake", "OTEL_SDK_DISABLED": "true"}, first,
+                fake.stop)
+
+
+def fake_gemini(home: Path) -> Fake:
+    """tests/fakes/gemini_api.py behind GOOGLE_GEMINI_BASE_URL (~/.gemini/settings.json selects the API key)."""
+    from tests.fakes.gemini_api import FakeGemini
+
+    fake = FakeGemini().start()
+    settings = home / ".gemini" / "settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}},
+                                    "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}))
+
+    def first(task_id: str) -> float | None:
+        seen = fake.prompts(task_id)
+        return seen[0].at if seen else None
+
+    return Fake({"GEMINI_API_KEY": "fake", "GOOGLE_GEMINI_BASE_URL": fake.url}, first, fake.stop)
+
+
+FAKES: dict[str, Callable[[Path], Fake]] = {"claude": fake_claude, "codex": fake_codex, "gemini": fake_gemini}
 
 
 def main() -> int:

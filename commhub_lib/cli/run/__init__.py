@@ -118,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _say(f"--workdir {workdir} is not a directory")
         return 2
     opts = RunOptions(agent=args.agent, alias=args.alias, hub_url=hub, token=token, state_dir=state_dir,
-                      network_id=args.network_id, interrupt_on_urgent=args.interrupt_on == "urgent", from_now=args.from_now)
+                      network_id=args.network_id, interrupt_on_urgent=args.interrupt_on == "urgent",
+                      from_now=args.from_now)
     try:
         state = RunnerState.open(state_dir, args.alias, hub)
     except AlreadyRunning as exc:

@@ -108,9 +108,10 @@ def _stream(pipe: IO[bytes] | None) -> trio.lowlevel.FdStream | None:
     return stream
 
 
-def spawn(command: list[str], *, cwd: Path, env: dict[str, str], new_session: bool = True) -> AgentProcess:
+def spawn(command: list[str], *, cwd: Path, env: dict[str, str], new_session: bool = True,
+          stderr: int = subprocess.PIPE) -> AgentProcess:
     """Start an agent with pipes on stdin/stdout/stderr, dying with the runner (see AgentProcess). Call it from
-    the trio thread; OSError if it cannot start."""
-    popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    the trio thread; OSError if it cannot start. `stderr` may be a file descriptor (a log file) instead."""
+    popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                              cwd=str(cwd), env=env, preexec_fn=die_with_parent, start_new_session=new_session)
     return AgentProcess(popen)
