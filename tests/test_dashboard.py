@@ -94,8 +94,11 @@ class Browser:
         await self.run(lambda d: d.find_element("id", element_id).click())
 
     async def click_css(self, selector: str) -> None:
-        """Click the first element matching a CSS selector."""
-        await self.run(lambda d: d.find_element("css selector", selector).click())
+        """Click the first element matching a CSS selector, again if a re-render replaced it meanwhile (stale)."""
+        def click(d: Any) -> bool:
+            d.find_element("css selector", selector).click()
+            return True
+        await self.wait_for(click, f"a click on {selector}")
 
     async def screenshot(self, name: str) -> Path:
         """Save a full-height screenshot of the page under the test's tmp dir."""
@@ -368,7 +371,7 @@ async def test_answering_an_agents_question(page: Browser, client: httpx.AsyncCl
     await log_in(page, account)
     await page.open_view("tasks")
     await page.wait_for(lambda d: task_column(task_id)(d) == "input_required", "the task under Question")
-    await page.run(lambda d: d.find_element("css selector", f'.task-card[data-task-id="{task_id}"]').click())
+    await page.click_css(f'.task-card[data-task-id="{task_id}"]')  # the live board may re-render the card
     await page.wait_for(lambda d: "Which branch?" in d.find_element("id", "task-body").text, "the question")
     await page.type_into("answer-content", "Use main.")
     await page.click_css(".answer-form button[type=submit]")

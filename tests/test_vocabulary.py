@@ -202,6 +202,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("service/sessions.py", "progress"): "a field of report_status",
     ("store/sessions.py", "progress"): "a column of the sessions table",
     ("mcp/tools.py", "broadcast"): "the MCP tool's name",
+    ("cli/run/gemini.py", "cancelled"): "an ACP permission outcome, not a task status",
 }
 
 

@@ -26,13 +26,29 @@ import trio
 
 from ... import __version__
 from ...client import SseFrame, parse_sse
+from ...vocabulary import (
+    ANSWER,
+    DELIVERED,
+    HEARTBEAT,
+    IDLE,
+    INPUT_REQUIRED,
+    NEW_MESSAGE,
+    NEW_REPLY,
+    NEW_TASK,
+    OPEN_TASK_STATUSES,
+    PROGRESS,
+    QUESTION,
+    RUNNING,
+    UNANSWERED,
+    WORKING,
+)
 from .driver import AgentDied, AgentDriver, TurnResult
 from .prompt import message_prompt, reminder_prompt, reply_prompt, resume_prompt, task_prompt
 from .relay import HubRelay
 from .state import Pending, RunnerState
 
-TURN_EVENTS = ("new_task", "new_message", "new_reply")
-OPEN_STATUSES = ("delivered", "running", "input_required")
+TURN_EVENTS = (NEW_TASK, NEW_MESSAGE, NEW_REPLY)
+OPEN_STATUSES = OPEN_TASK_STATUSES
 
 
 def left_open(task: dict[str, Any] | None) -> bool:
@@ -40,12 +56,12 @@ def left_open(task: dict[str, Any] | None) -> bool:
     answer as the last word (a question the agent asked is an answer to its turn; the sender's answer is not)."""
     if task is None:
         return False
-    if task.get("status") in ("delivered", "running"):
+    if task.get("status") in (DELIVERED, RUNNING):
         return True
-    if task.get("status") != "input_required":
+    if task.get("status") != INPUT_REQUIRED:
         return False
-    talk = [e.get("event") for e in task.get("_events") or [] if e.get("event") in ("question", "answer")]
-    return bool(talk) and talk[-1] == "answer"
+    talk = [e.get("event") for e in task.get("_events") or [] if e.get("event") in (QUESTION, ANSWER)]
+    return bool(talk) and talk[-1] == ANSWER
 STREAM_READ_TIMEOUT = 60.0  # heartbeats come every 15 s by default
 MESSAGE_LOOKUP_LIMIT = 200
 
@@ -131,7 +147,7 @@ class HubApi:
 
     async def progress(self, task_id: str, text: str) -> None:
         """Post the turn's last message as a `progress` reply."""
-        body: dict[str, Any] = {"task_id": task_id, "status": "progress", "content": text}
+        body: dict[str, Any] = {"task_id": task_id, "status": PROGRESS, "content": text}
         if self.opts.network_id:
             body["network_id"] = self.opts.network_id
         status, answer = await self._json("POST", "/api/replies", json=body)
@@ -141,7 +157,7 @@ class HubApi:
     async def flag(self, task_id: str, note: str) -> None:
         """Flag the task `unanswered` (idempotent on the hub)."""
         status, answer = await self._json("POST", f"/api/tasks/{task_id}/flag", params=self._params(),
-                                          json={"flag": "unanswered", "note": note})
+                                          json={"flag": UNANSWERED, "note": note})
         if status >= 400:
             say(f"could not flag task {task_id}: HTTP {status} {answer}")
 
@@ -261,14 +277,14 @@ class Runner:
                     f"(events up to {frame.id}); --from-now skips them")
                 return True
             return False
-        if frame.event == "heartbeat" or not frame.id or not frame.id.isdigit():
+        if frame.event == HEARTBEAT or not frame.id or not frame.id.isdigit():
             return False
         event_id = int(frame.id)
         if (self.received is not None and event_id <= self.received) or self.state.known(event_id):
             return False
         self.received = event_id
         pending = Pending(event_id, frame.event or "message", _event_data(frame.data))
-        urgent = (pending.event == "new_task" and pending.data.get("priority") == "urgent")
+        urgent = (pending.event == NEW_TASK and pending.data.get("priority") == "urgent")
         if urgent and self.opts.interrupt_on_urgent and self.current is not None \
                 and self.current.data.get("priority") != "urgent":
             say(f"urgent task {pending.data.get('task_id')} (event {event_id}): interrupting the turn of event "
@@ -318,17 +334,17 @@ class Runner:
         if pending.event not in TURN_EVENTS or data.get("answers_approval"):
             self.state.finish(pending, self.waiting())  # nothing to do (the approval's answer went back already)
             return
-        if self.state.in_backlog(pending.event_id) and pending.event != "new_task":
+        if self.state.in_backlog(pending.event_id) and pending.event != NEW_TASK:
             self.state.finish(pending, self.waiting())  # from before the first start: it waits in get_inbox
             return
         what = data.get("title") or data.get("task_id") or f"{pending.event} from {data.get('from')}"
-        await self.api.report("working", str(what))
-        if pending.event == "new_task":
+        await self.api.report(WORKING, str(what))
+        if pending.event == NEW_TASK:
             await self._task(pending)
         else:
             await self._message(pending)
         if not self.queue:
-            await self.api.report("idle", "")
+            await self.api.report(IDLE, "")
 
     async def _task(self, pending: Pending) -> None:
         task_id = str(pending.data.get("task_id") or "")
@@ -341,7 +357,7 @@ class Runner:
         if pending.phase not in ("reminded", "flagging"):
             resumed = pending.phase == "turn"
             self.state.begin(pending, "turn")
-            if task.get("status") == "delivered":
+            if task.get("status") == DELIVERED:
                 await self.api.start_task(task_id)
             prompt = task_prompt(self.opts.alias, task, pending.data.get("priority"))
             why = self.why.pop(pending.event_id, None)
@@ -394,7 +410,7 @@ class Runner:
         resumed = pending.phase == "turn"
         self.state.begin(pending, "turn")
         content = await self.api.message_content(data.get("message_id"))
-        if pending.event == "new_message":
+        if pending.event == NEW_MESSAGE:
             prompt = message_prompt(self.opts.alias, data, content)
         else:
             prompt = reply_prompt(self.opts.alias, data, content)

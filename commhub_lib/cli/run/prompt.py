@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-STATUSES = ("done", "failed", "progress", "question")
+from ...vocabulary import ANSWER, QUESTION, REPLY_STATUSES
+
+STATUSES = REPLY_STATUSES
 CONTENT_MAX_CHARS = 20_000  # a prompt carries the text; a longer one is cut (get_task has all of it)
 
 
@@ -74,10 +76,10 @@ def reply_prompt(alias: str, data: dict[str, Any], content: str | None) -> str:
     if data.get("in_reply_to"):
         lines.append(f"in_reply_to: {data['in_reply_to']}")
     lines += ["", "They wrote:", _quote(content), ""]
-    if task_id and status == "answer":
+    if task_id and status == ANSWER:
         lines.append("This answers the question you asked on that task. Go on with the task, then "
                      + how_to_answer_task(str(task_id)))
-    elif task_id and status == "question":
+    elif task_id and status == QUESTION:
         lines.append("The agent working on a task you sent asks this. Answer it with send_reply "
                      f'{{"task_id": "{task_id}", "content": "<your answer>"}} (no status).')
     elif task_id:
