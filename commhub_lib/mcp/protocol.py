@@ -27,7 +27,7 @@ from ..service.identity import session_principal
 from ..sse import last_event_id
 from . import listen, modern, push
 from .batch import batch_refusal, run_batch
-from .sessions import SessionCapReached, SessionPool, ended_message
+from .sessions import SessionCapReached, SessionPool, ended_message, pool_of
 from .tools import TOOLS, McpSession, ToolContext, call_tool
 from .versions import (
     DEFAULT_VERSION,
@@ -74,7 +74,7 @@ def _sessions() -> SessionPool:
     to the same token is taken up as a fresh session (never 404, which clients take as "terminated") that has no
     alias of its own until report_status (service/identity.py says whom it speaks for meanwhile); only ids the
     hub ended itself are 404."""
-    return hub().mcp_sessions
+    return pool_of(hub())
 
 
 def _rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> M
     is never taken over: the request is served without a session (SessionCapReached past the token's cap)."""
     sid = req.headers.get("mcp-session-id")
     version = req.headers.get("mcp-protocol-version") or LATEST_VERSION
-    pool: SessionPool = ctx.hub.mcp_sessions
+    pool = pool_of(ctx.hub)
     if sid:
         session = pool.get(sid)
         if session is not None and session.token_id == principal.token_id:
@@ -109,17 +109,17 @@ def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> M
 
 def _add_session(h: Hub, session: McpSession) -> None:
     """Keep a session in the pool; the sessions its caps evicted end (their streams too)."""
-    for evicted in h.mcp_sessions.add(session):
-        push.end_push(h, evicted, h.mcp_sessions.ended_reason(evicted) or "session_evicted")
+    for evicted in pool_of(h).add(session):
+        push.end_push(h, evicted, pool_of(h).ended_reason(evicted) or "session_evicted")
 
 
 def _ended_session_answer(h: Hub, sid: str | None, payload: Any) -> tuple[int, bytes] | None:
     """404 for a request naming a session this hub ended (DELETE /mcp, or evicted by a cap), as the MCP transport
     says, with a JSON-RPC error that tells why (clients surface it); None for any other request."""
-    reason = h.mcp_sessions.ended_reason(sid) if sid else None
+    reason = pool_of(h).ended_reason(sid) if sid else None
     if reason is None:
         return None
-    pool: SessionPool = h.mcp_sessions
+    pool = pool_of(h)
     msg_id = payload.get("id") if isinstance(payload, dict) else None
     message = ended_message(reason, pool.per_token, pool.total)
     return 404, json_bytes(_rpc_error(msg_id if isinstance(msg_id, str | int) else None, INVALID_REQUEST, message,
@@ -449,7 +449,7 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     sid = req.headers.get("mcp-session-id")
     if not sid:
         raise BadRequest("GET /mcp needs the Mcp-Session-Id header that initialize returned", code="missing_session_id")
-    pool: SessionPool = h.mcp_sessions
+    pool = pool_of(h)
     reason = pool.ended_reason(sid)
     if reason is not None:
         return JsonAnswer(404, json_bytes({"error": reason, "message": ended_message(reason, pool.per_token,

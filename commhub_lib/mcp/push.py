@@ -15,13 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import trio
 
-from ..broker import SHUTDOWN, Subscriber
+from ..broker import SHUTDOWN
 from ..errors import CommhubError
 from ..ids import now_text, now_ts
 from ..service import sessions
@@ -31,7 +30,7 @@ from ..store import sessions as session_store
 from ..store import tokens as token_store
 from ..stream import Progress, Scope, follow, slot_released, take_stream_slot
 from .channel import ListenWire, McpWire
-from .sessions import ENDED
+from .sessions import ENDED, SessionPush, pool_of
 from .tools import McpSession
 
 log = logging.getLogger("commhub.mcp")
@@ -39,26 +38,8 @@ ALIAS_CHANGED = "alias_changed"
 LISTEN_PREFIX = "listen:"  # the push state of a token's 2026-07-28 listen streams is kept under this + token id
 
 
-@dataclass
-class SessionPush:
-    """What one MCP session has open: its push streams, and the requests that may still be cancelled."""
-
-    changed: trio.Event = field(default_factory=trio.Event)
-    streams: set[Subscriber] = field(default_factory=set)
-    waiting: int = 0  # GET streams waiting for the session to claim an alias
-    inflight: dict[tuple[str, Any], trio.CancelScope] = field(default_factory=dict)
-    # (alias, its newest event id) when the session claimed it: a stream moving to that alias replays what came
-    # after, so nothing sent between the claim and the stream's subscription is missed.
-    claimed_at: tuple[str, int] | None = None
-
-    @property
-    def idle(self) -> bool:
-        """Nothing open: the entry can go."""
-        return not self.streams and not self.waiting and not self.inflight
-
-
 def _registry(h: Hub) -> dict[str, SessionPush]:
-    return h.mcp_sessions.push
+    return pool_of(h).push
 
 
 @contextmanager
@@ -133,7 +114,7 @@ def alias_changed(h: Hub, session: McpSession) -> None:
 
 def end_session(h: Hub, session_id: str, reason: str = ENDED) -> None:
     """The session was deleted (or evicted): remember that it ended, and end its streams and waiting requests."""
-    h.mcp_sessions.end(session_id, reason)
+    pool_of(h).end(session_id, reason)
     end_push(h, session_id, reason)
 
 
@@ -188,7 +169,7 @@ def _is_listen(session: McpSession) -> bool:
 
 def _alive(h: Hub, session_id: str) -> bool:
     """Whether the stream's session still exists (a token's listen streams have none to end)."""
-    return session_id in h.mcp_sessions or session_id.startswith(LISTEN_PREFIX)
+    return session_id in pool_of(h) or session_id.startswith(LISTEN_PREFIX)
 
 
 def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSession, after: int | None,

@@ -25,12 +25,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import trio
+
+from ..broker import Subscriber
 from .tools import McpSession
 
-if TYPE_CHECKING:  # push.py keeps its state in the pool and imports this module
-    from .push import SessionPush
+if TYPE_CHECKING:
+    from ..service.hub import Hub
 
 log = logging.getLogger("commhub.mcp")
 
@@ -65,6 +69,24 @@ def ended_message(reason: str, per_token: int, total: int) -> str:
                 "and this token held the most; give each agent its own token, and send initialize to start a new "
                 "session")
     return "this MCP session was ended (DELETE /mcp); send initialize to start a new session"
+
+
+@dataclass
+class SessionPush:
+    """What one MCP session has open: its push streams, and the requests that may still be cancelled."""
+
+    changed: trio.Event = field(default_factory=trio.Event)
+    streams: set[Subscriber] = field(default_factory=set)
+    waiting: int = 0  # GET streams waiting for the session to claim an alias
+    inflight: dict[tuple[str, Any], trio.CancelScope] = field(default_factory=dict)
+    # (alias, its newest event id) when the session claimed it: a stream moving to that alias replays what came
+    # after, so nothing sent between the claim and the stream's subscription is missed.
+    claimed_at: tuple[str, int] | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing open: the entry can go."""
+        return not self.streams and not self.waiting and not self.inflight
 
 
 class SessionPool:
@@ -152,3 +174,10 @@ class SessionPool:
                 if not ids:
                     del self._by_token[session.token_id]
         return session
+
+
+def pool_of(hub: Hub) -> SessionPool:
+    """The hub's MCP session pool, typed (the service layer holds it as a plain object so it never imports mcp/)."""
+    pool = hub.mcp_sessions
+    assert isinstance(pool, SessionPool), "create_app sets the hub's MCP session pool"
+    return pool

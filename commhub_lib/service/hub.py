@@ -7,7 +7,7 @@ import time
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..broker import Broker, Event
 from ..config import Settings
@@ -19,9 +19,6 @@ from ..store import audit as audit_store
 from ..store import events as event_store
 from ..store import tokens as token_store
 from .guard import Grant, StreamGuard
-
-if TYPE_CHECKING:  # for the annotation only: the service never calls into mcp/
-    from ..mcp.sessions import SessionPool
 
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
@@ -85,9 +82,11 @@ class Hub:
     db: Database
     broker: Broker = field(default_factory=lambda: Broker(256))
     started: float = field(default_factory=time.monotonic)
-    # MCP sessions by Mcp-Session-Id (protocol state, kept here so it is per server, not global): set when the MCP
-    # routes are registered (mcp/protocol.py), absent on a hub that serves no MCP.
-    mcp_sessions: SessionPool = field(init=False, repr=False, compare=False)
+    # MCP sessions by Mcp-Session-Id (protocol state, kept here so it is per server, not global): set by create_app
+    # through mcp.protocol.create_session_pool, absent on a hub that serves no MCP.
+    # Typed `object` here so the service layer never imports mcp/ (not even for types): mcp.sessions.pool_of(hub)
+    # gives it back typed.
+    mcp_sessions: object = field(init=False, repr=False, compare=False)
     _live_tokens: token_store.LiveTokenCache | None = field(default=None, init=False, repr=False)
     _send_rate: ByteRate | None = field(default=None, init=False, repr=False)
 
