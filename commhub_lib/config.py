@@ -10,6 +10,7 @@ from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+WEBHOOK_TARGETS = ("public", "loopback", "private")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,14 @@ class Settings:
     # HTTP guards (h17-http): DNS rebinding (the Host names answered) and connections still sending their headers.
     allowed_hosts: str = ""
     max_incomplete_headers_per_ip: int = 64
+    # Webhooks (w20, docs/webhooks.md): which targets are allowed, retries, disabling, limits.
+    webhook_targets: str = "public"
+    webhook_retry_base_seconds: float = 10.0
+    webhook_retry_max_seconds: float = 3600.0
+    webhook_disable_after_seconds: float = 86400.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 16
+    webhook_max_per_network: int = 20
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -129,6 +138,18 @@ HELP: dict[str, str] = {
                      "subdomains; * = any); others get 421 host_not_allowed",
     "max_incomplete_headers_per_ip": "connections one client address may hold open while still sending request "
                                      "headers; the next is answered 429 and closed (0 = no limit)",
+    "webhook_targets": "where webhooks may POST: public (https to public addresses only), loopback (also http:// "
+                       "to 127.0.0.1/::1, for a receiver on this machine) or private (also private, link-local "
+                       "and metadata addresses, over http or https)",
+    "webhook_retry_base_seconds": "a failed webhook delivery is retried after this many seconds, doubled per "
+                                  "further failure up to webhook_retry_max_seconds",
+    "webhook_retry_max_seconds": "the longest pause between two attempts of one webhook delivery",
+    "webhook_disable_after_seconds": "a webhook whose deliveries have failed for this long is disabled and its "
+                                     "owner notified (event webhook_disabled)",
+    "webhook_timeout_seconds": "how long one webhook POST may take (connect, send, answer) before it counts as "
+                               "failed",
+    "webhook_concurrency": "webhook POSTs in flight at once across all webhooks (each webhook has one at a time)",
+    "webhook_max_per_network": "webhooks one network may have",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
@@ -185,4 +206,8 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
     for name in ("mcp_max_batch", "mcp_max_response_bytes", "mcp_sessions_per_token", "mcp_max_sessions"):
         if getattr(settings, name) < 1:
             raise ValueError(f"setting {name}: must be at least 1")
+    if settings.webhook_targets not in WEBHOOK_TARGETS:
+        raise ValueError(f"setting webhook_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
+    if settings.webhook_concurrency < 1:
+        raise ValueError("setting webhook_concurrency: must be at least 1")
     return settings

@@ -18,6 +18,8 @@ const SUMMARY = {
     return `${data.from || "?"} → ${data.alias || "?"}: reply (${data.status || REPLY_STATUS.DONE})`;
   },
   [EVENT.BROADCAST]: (data) => `${data.from || "?"} → ${data.alias || "?"}: ${data.content ?? ""}`,
+  // The network's own events (vocabulary.js NETWORK_EVENTS), for the people who look after it.
+  [EVENT.WEBHOOK_DISABLED]: (data) => `webhook ${data.webhook_id || "?"} disabled (${data.url || "?"}): ${data.reason || ""}`,
 };
 
 function summary(type, data) {
