@@ -49,6 +49,11 @@ UNANSWERED = "unanswered"
 TaskFlag = Literal["unanswered"]
 TASK_FLAGS: tuple[TaskFlag, ...] = (UNANSWERED,)
 
+# -- a webhook delivery (docs/webhooks.md): pending -> delivered | failed (given up: its webhook was disabled)
+PENDING = "pending"
+DeliveryStatusValue = Literal["pending", "delivered", "failed"]
+DELIVERY_STATUSES: tuple[DeliveryStatusValue, ...] = (PENDING, DELIVERED, FAILED)
+
 # -- inbox items
 MESSAGE, TASK, REPLY, BROADCAST, NOTICE = "message", "task", "reply", "broadcast", "notice"
 MessageKind = Literal["message", "task", "reply", "broadcast", "notice"]

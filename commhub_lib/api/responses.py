@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..vocabulary import CancelledStatus, SenderKind
+from ..vocabulary import CancelledStatus, DeliveryStatusValue, SenderKind
 from .records import (
     AuditEntry,
     Completion,
@@ -460,7 +460,7 @@ class Delivery(Record):
     event_id: int
     event: str
     alias: str
-    status: Literal["pending", "delivered", "failed"]
+    status: DeliveryStatusValue
     attempts: int
     next_attempt_ts: float
     last_status: int | None = Field(description="the receiver's last HTTP status (null: no answer)")
@@ -481,4 +481,4 @@ class Redelivery(Ok):
 
     webhook_id: str
     delivery_id: int
-    status: Literal["pending"]
+    status: DeliveryStatusValue

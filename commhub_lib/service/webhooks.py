@@ -26,7 +26,7 @@ from ..errors import CommhubError, Conflict, NotFound, ValidationFailed
 from ..ids import new_id, now_text, now_ts
 from ..models import WebhookCreateRequest, WebhookUpdateRequest
 from ..store import webhooks as webhook_store
-from ..vocabulary import STORED_EVENTS, WEBHOOK_DISABLED
+from ..vocabulary import PENDING, STORED_EVENTS, WEBHOOK_DISABLED
 from .hub import Hub, Principal, clamp_limit, require_user_token
 from .networks import require_role
 
@@ -209,7 +209,7 @@ def redeliver(hub: Hub, principal: Principal, network_id: str, webhook_id: str, 
         hub.audit("webhook_redeliver", actor=principal.label, user_id=principal.user_id, network_id=network_id,
                   detail={"webhook_id": webhook_id, "delivery_id": delivery_id}, ip=ip)
     hub.wake_webhooks(webhook_id)
-    return {"ok": True, "webhook_id": webhook_id, "delivery_id": delivery_id, "status": "pending"}
+    return {"ok": True, "webhook_id": webhook_id, "delivery_id": delivery_id, "status": PENDING}
 
 
 # -- delivery ---------------------------------------------------------------------------------------------------
@@ -218,19 +218,21 @@ async def post_once(client: httpx.AsyncClient, hub: Hub, webhook: dict[str, Any]
                     delivery: dict[str, Any]) -> tuple[int | None, str | None]:
     """POST one delivery: (HTTP status, None) when answered, (status or None, error) when it failed."""
     body = delivery["payload"].encode()
-    timestamp = int(now_ts())
-    try:
-        target, host = await resolve_target(webhook["url"], hub.settings.webhook_targets)
-    except (ValueError, OSError, CommhubError) as exc:  # refused by webhook_targets, or DNS failed
-        return None, f"target refused: {exc}"[:MAX_ERROR_CHARS]
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-               "Host": httpx.URL(webhook["url"]).netloc.decode("ascii"),
-               "X-CommHub-Event": delivery["event"], "X-CommHub-Event-Id": str(delivery["event_id"]),
-               "X-CommHub-Delivery": str(delivery["delivery_id"]), "X-CommHub-Timestamp": str(timestamp),
-               "X-CommHub-Signature": sign(webhook["secret"], timestamp, body)}
-    extensions = {"sni_hostname": host} if target.scheme == "https" else {}
     timeout = hub.settings.webhook_timeout_seconds
-    with trio.move_on_after(timeout) as deadline:  # a hard cap: a receiver dripping bytes cannot hold the sender
+    # One hard deadline over the lookup and the POST: a slow resolver or a receiver dripping bytes cannot hold
+    # the sender longer (httpx's own timeouts are per read, not per request).
+    with trio.move_on_after(timeout) as deadline:
+        try:
+            target, host = await resolve_target(webhook["url"], hub.settings.webhook_targets)
+        except (ValueError, OSError, CommhubError) as exc:  # refused by webhook_targets, or the lookup failed
+            return None, f"target refused: {exc}"[:MAX_ERROR_CHARS]
+        timestamp = int(now_ts())
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   "Host": httpx.URL(webhook["url"]).netloc.decode("ascii"),
+                   "X-CommHub-Event": delivery["event"], "X-CommHub-Event-Id": str(delivery["event_id"]),
+                   "X-CommHub-Delivery": str(delivery["delivery_id"]), "X-CommHub-Timestamp": str(timestamp),
+                   "X-CommHub-Signature": sign(webhook["secret"], timestamp, body)}
+        extensions = {"sni_hostname": host} if target.scheme == "https" else {}
         try:
             response = await client.post(target, content=body, headers=headers, extensions=extensions,
                                          timeout=timeout)
@@ -320,7 +322,7 @@ class Worker:
         reason = f"failing since {since:.0f} (unix time); last error: {error}"[:MAX_ERROR_CHARS]
         webhook_store.disable_webhook(hub.db, webhook["webhook_id"], reason)
         webhook_store.give_up_pending(hub.db, webhook["webhook_id"], now_text())
-        hub.audit("webhook_disabled", actor="commhub", user_id=webhook["created_by"],
+        hub.audit(WEBHOOK_DISABLED, actor="commhub", user_id=webhook["created_by"],
                   network_id=webhook["network_id"], detail={"webhook_id": webhook["webhook_id"], "reason": reason})
         # The event has no agent: it is the network's (alias ""), seen by people on the network stream.
         hub.record_event(pending, webhook["network_id"], "", WEBHOOK_DISABLED, {
