@@ -22,6 +22,7 @@ from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service import webhooks as webhooks_service
 from commhub_lib.store import events as event_store
 from commhub_lib.vocabulary import EVENTS, NEW_MESSAGE, NEW_TASK, WEBHOOK_DISABLED
+from tests.cli_support import cli_env, run_cli
 from tests.conftest import Account, create_token, own_server, register, tool
 from tests.test_crash import serve
 from tests.test_vocabulary import fits
@@ -247,4 +248,37 @@ async def test_undelivered_events_are_delivered_after_a_kill_9(tmp_path: Path,
             texts = [next(i for i in receiver.received if i.payload["id"] == n and i.status).payload["data"]["message"]
                      for n in receiver.accepted_ids()]
             assert texts == [f"m{n}" for n in range(5)]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.subprocess
+async def test_the_cli_manages_webhooks_and_shows_the_delivery_log(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery)
+        async with own_server(tmp_path, "cli", **LOOPBACK) as hub, \
+                httpx.AsyncClient(base_url=hub.url, timeout=10) as client:
+            owner, _ = await setup(client)
+            env = cli_env(hub.url, owner.token)
+            made = await run_cli("webhook", "create", receiver.url, "--events", NEW_MESSAGE, "--json", env=env)
+            assert made.code == 0, made.err
+            hook = made.json()
+            assert hook["secret"].startswith("whsec_") and hook["events"] == [NEW_MESSAGE]
+            listed = await run_cli("webhook", "list", env=env)
+            assert listed.code == 0 and hook["webhook_id"] in listed.out and "secret" not in listed.out
+            await send(client, owner, "via cli")
+            await receiver.wait_until(lambda: len(receiver.accepted_ids()) == 1)
+            log = await run_cli("webhook", "deliveries", hook["webhook_id"], env=env)
+            assert log.code == 0 and NEW_MESSAGE in log.out and "204" in log.out and "delivered" in log.out, log.out
+            rows = (await run_cli("webhook", "deliveries", hook["webhook_id"], "--json", env=env)).json()
+            again = await run_cli("webhook", "redeliver", hook["webhook_id"], str(rows["deliveries"][0]["delivery_id"]),
+                                  env=env)
+            assert again.code == 0, again.err
+            await receiver.wait_until(lambda: len(receiver.received) == 2)  # at-least-once: the same id again
+            assert receiver.received[1].payload["id"] == receiver.received[0].payload["id"]
+            off = await run_cli("webhook", "update", hook["webhook_id"], "--disable", "--json", env=env)
+            assert off.code == 0 and off.json()["enabled"] is False
+            gone = await run_cli("webhook", "delete", hook["webhook_id"], env=env)
+            assert gone.code == 0, gone.err
+            missing = await run_cli("webhook", "delete", hook["webhook_id"], env=env)
+            assert missing.code == 1 and "webhook_not_found" in missing.err + missing.out
         nursery.cancel_scope.cancel()
