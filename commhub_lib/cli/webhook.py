@@ -59,8 +59,8 @@ def cmd_webhook_list(args: argparse.Namespace) -> int:
 @reports_errors
 def cmd_webhook_create(args: argparse.Namespace) -> int:
     """Register a webhook; its secret is printed this once."""
-    body: dict[str, Any] = {"url": args.target, "events": _split(args.events) or [], "aliases": _split(args.aliases) or [],
-                            "description": args.description}
+    body: dict[str, Any] = {"url": args.target, "events": _split(args.events) or [],
+                            "aliases": _split(args.aliases) or [], "description": args.description}
     with connect(args) as client:
         result = client.request("POST", _path(client, args), json=body)
     return _show(args, result)
@@ -111,8 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("list", parents=net, help="a network's webhooks")
     p.set_defaults(func=cmd_webhook_list)
     p = actions.add_parser("create", parents=net, help="register a webhook (its secret is printed once)")
-    p.add_argument("target", metavar="URL", help="https://… (http:// to loopback or private addresses only by the server's "
-                               "webhook_targets setting)")
+    p.add_argument("target", metavar="URL", help="https://… (http:// to loopback or private addresses only by "
+                                                 "the server's webhook_targets setting)")
     p.add_argument("--events", help="comma-separated event names (default: every event)")
     p.add_argument("--aliases", help="comma-separated aliases (default: every alias)")
     p.add_argument("--description", default="")
