@@ -33,7 +33,6 @@ from .networks import require_role
 log = logging.getLogger("commhub.webhooks")
 
 POLL_SECONDS = 5.0  # the worker also looks for pending rows this often (a wake-up lost to a rollback, a restart)
-LOCK_WAIT_SECONDS = 5.0
 MAX_ERROR_CHARS = 300
 USER_AGENT = "CommHub-Webhook/1"
 
@@ -292,11 +291,13 @@ class Worker:
 
     async def _record(self, webhook: dict[str, Any], delivery: dict[str, Any], status: int | None,
                       error: str | None) -> None:
+        """Store an attempt's outcome, in write_together: it shares its commit with the sends of the same moment
+        instead of taking a transaction (and the write lock) of its own per delivery."""
         hub, settings = self.hub, self.hub.settings
         now = now_ts()
-        await hub.db.wait_for_write_lock(LOCK_WAIT_SECONDS)
         pending: list[Event] = []
-        with hub.db.write():
+
+        def work() -> None:
             if error is None:
                 webhook_store.mark_delivered(hub.db, delivery["delivery_id"], status or 0, now_text())
                 if webhook["failing_since_ts"] is not None:
@@ -310,6 +311,10 @@ class Worker:
                 webhook_store.set_failing_since(hub.db, webhook["webhook_id"], now)
             elif now - since >= settings.webhook_disable_after_seconds:
                 self._disable(webhook, delivery, error, since, pending)
+
+        await hub.db.write_together(work)
+        if error is None:
+            return
         log.info("webhook %s: delivery %s failed (%s)", webhook["webhook_id"], delivery["delivery_id"], error)
         if pending:
             hub.webhooks_changed()
@@ -339,15 +344,18 @@ async def run_webhooks(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TA
             trio.open_nursery() as nursery:
         worker = Worker(hub, client, nursery)
         task_status.started()
+        scan = True  # at start (what a crash left) and every POLL_SECONDS; a wake-up names its webhooks itself
         while True:
-            try:
-                due = set(webhook_store.webhooks_with_pending(hub.db))
-            except Exception:  # the database is busy or failing: the next poll tries again
-                log.exception("webhooks: could not read the outbox")
-                due = set()
+            due: set[str] = set()
+            if scan:
+                try:
+                    due = set(webhook_store.webhooks_with_pending(hub.db))
+                except Exception:  # the database is busy or failing: the next poll tries again
+                    log.exception("webhooks: could not read the outbox")
             due |= hub.webhooks_due
             hub.webhooks_due.clear()
             worker.poke(due)
-            with trio.move_on_after(POLL_SECONDS):
+            with trio.move_on_after(POLL_SECONDS) as idle:
                 await hub.webhook_wakeup.wait()
             hub.webhook_wakeup = trio.Event()
+            scan = idle.cancelled_caught
