@@ -148,7 +148,7 @@ async def drive(args: argparse.Namespace, base: str, receiver: Receiver, held: R
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--webhooks", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
