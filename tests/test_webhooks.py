@@ -5,6 +5,7 @@ kill -9 of a `serve` subprocess with undelivered events."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -94,6 +95,10 @@ async def test_each_matching_event_arrives_signed_by_the_documented_recipe(tmp_p
             assert {r["event"] for r in rows} >= {NEW_TASK}
             log = await deliveries(client, owner, hook["webhook_id"])
             assert [(d["event"], d["status"], d["last_status"]) for d in log] == [(NEW_MESSAGE, "delivered", 204)]
+            # The log keeps settled deliveries as long as the events (a cutoff in the future here: all of them go).
+            hub.hub.settings = dataclasses.replace(hub.hub.settings, event_retention_days=-1)
+            assert await webhooks_service.prune_log(hub.hub) == 1
+            assert await deliveries(client, owner, hook["webhook_id"]) == []
         nursery.cancel_scope.cancel()
 
 

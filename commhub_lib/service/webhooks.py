@@ -23,7 +23,7 @@ import trio
 
 from ..broker import Event
 from ..errors import CommhubError, Conflict, NotFound, ValidationFailed
-from ..ids import new_id, now_text, now_ts
+from ..ids import new_id, now_text, now_ts, ts_text
 from ..models import WebhookCreateRequest, WebhookUpdateRequest
 from ..store import webhooks as webhook_store
 from ..vocabulary import PENDING, STORED_EVENTS, WEBHOOK_DISABLED
@@ -33,6 +33,8 @@ from .networks import require_role
 log = logging.getLogger("commhub.webhooks")
 
 POLL_SECONDS = 5.0  # the worker also looks for pending rows this often (a wake-up lost to a rollback, a restart)
+PRUNE_SECONDS = 3600.0  # the delivery log keeps settled rows as long as the SSE events (event_retention_days)
+PRUNE_BATCH = 2000
 MAX_ERROR_CHARS = 300
 USER_AGENT = "CommHub-Webhook/1"
 
@@ -336,6 +338,17 @@ class Worker:
         log.warning("webhook %s disabled: %s", webhook["webhook_id"], reason)
 
 
+async def prune_log(hub: Hub) -> int:
+    """Drop delivered and failed deliveries older than event_retention_days, in batches that yield."""
+    cutoff = ts_text(now_ts() - hub.settings.event_retention_days * 86400)
+    pruned = 0
+    while True:
+        deleted = await hub.db.write_together(lambda: webhook_store.delete_settled_before(hub.db, cutoff, PRUNE_BATCH))
+        pruned += deleted
+        if deleted < PRUNE_BATCH:
+            return pruned
+
+
 async def run_webhooks(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Background job (root nursery): deliver the outbox. Starts a sender for every webhook with pending events
     (those left by a crash too), then for each webhook publish() reports; looks again every POLL_SECONDS."""
@@ -345,7 +358,15 @@ async def run_webhooks(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TA
         worker = Worker(hub, client, nursery)
         task_status.started()
         scan = True  # at start (what a crash left) and every POLL_SECONDS; a wake-up names its webhooks itself
+        next_prune = trio.current_time() + POLL_SECONDS
         while True:
+            if trio.current_time() >= next_prune:
+                next_prune = trio.current_time() + PRUNE_SECONDS
+                try:
+                    if pruned := await prune_log(hub):
+                        log.info("webhooks: pruned %d settled deliveries from the log", pruned)
+                except Exception:  # busy or failing: the next hour tries again
+                    log.exception("webhooks: could not prune the delivery log")
             due: set[str] = set()
             if scan:
                 try:

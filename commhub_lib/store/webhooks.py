@@ -123,3 +123,10 @@ def list_deliveries(db: Database, webhook_id: str, before: int | None, limit: in
     """A webhook's delivery log, newest first (`before`: a delivery id to page from)."""
     return db.query(f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = ? AND delivery_id < ?"
                     " ORDER BY delivery_id DESC LIMIT ?", (webhook_id, before or 2**62, limit))
+
+
+def delete_settled_before(db: Database, cutoff: str, limit: int) -> int:
+    """Drop up to `limit` delivered or failed deliveries last updated before `cutoff` (the log's retention)."""
+    return db.execute("DELETE FROM webhook_deliveries WHERE delivery_id IN (SELECT delivery_id FROM"
+                      " webhook_deliveries WHERE status != 'pending' AND updated_at < ? ORDER BY delivery_id LIMIT ?)",
+                      (cutoff, limit))
