@@ -19,6 +19,12 @@ JSON object (also appended to --out when given).
 
     python bench/bench_webhooks.py                       # 3 rounds of 10 s, 8 senders, 1 webhook (~80 s)
     python bench/bench_webhooks.py --webhooks 4 --rounds 2 --out bench/results/<date>-webhooks/results.jsonl
+    python bench/bench_webhooks.py --cpu                 # the outbox alone: CPU µs per send, in this process
+
+`--cpu` measures what the wall-clock run cannot on a busy shared box: process CPU µs per MCP send_message
+through the app in this process (bench/request_cost.py's setup: quart's test client, no sockets), in rounds
+that alternate a network without webhooks and one whose --webhooks webhooks all match (each send writes their
+outbox rows; no worker runs, so nothing is delivered). Best of --rounds per side.
 """
 
 from __future__ import annotations
@@ -147,6 +153,44 @@ async def drive(args: argparse.Namespace, base: str, receiver: Receiver, held: R
     }
 
 
+async def cpu_ab(args: argparse.Namespace) -> dict:
+    """Process CPU µs per send_message without and with matching webhooks (outbox rows only), rounds interleaved."""
+    import os
+
+    import request_cost as rc
+
+    from commhub_lib.ids import now_text
+    from commhub_lib.store import webhooks as webhook_store
+
+    with open(os.devnull, "w") as log_stream:  # noqa: ASYNC230 (/dev/null, before anything runs)
+        env = await rc.setup(log_stream)
+        hub, db = env["hub"], env["db"]
+        ids = [f"wh_bench{i}" for i in range(args.webhooks)]
+        with db.write():
+            for webhook_id in ids:
+                webhook_store.insert_webhook(db, webhook_id, env["network_id"], "https://example.invalid/x", "s",
+                                             "[]", "[]", "", "bench", now_text())
+
+        def enable(on: bool) -> None:
+            with db.write():
+                for webhook_id in ids:
+                    webhook_store.update_webhook(db, webhook_id, "https://example.invalid/x", "[]", "[]", "", int(on))
+            hub.webhooks_changed()
+
+        sides: dict[str, list[float]] = {"off": [], "on": []}
+        await rc.cpu_per_call(env, 200, 1)  # warm up
+        for _ in range(args.rounds * 2):
+            for side in ("off", "on"):
+                enable(side == "on")
+                sides[side] += (await rc.cpu_per_call(env, args.cpu_calls, 1))["cpu_us_per_call"]
+        rows = db.query("SELECT count(*) AS n FROM webhook_deliveries", ())[0]["n"]
+    off, on = min(sides["off"]), min(sides["on"])
+    return {"bench": "webhooks-cpu", "command": bl.this_command(), "webhooks": args.webhooks,
+            "calls_per_round": args.cpu_calls, "cpu_us_per_send": sides, "outbox_rows_written": rows,
+            "best_off_us": off, "best_on_us": on, "outbox_cost_us": round(on - off, 1),
+            "outbox_cost_pct": round(100 * (on - off) / off, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--senders", type=int, default=8)
@@ -154,9 +198,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", help="append the result as one JSON line to this file")
+    parser.add_argument("--cpu", action="store_true", help="the outbox's CPU µs per send, in this process")
+    parser.add_argument("--cpu-calls", type=int, default=1000, help="sends per --cpu round")
     args = parser.parse_args()
-    result = trio.run(run, args)
-    print(json.dumps(result["median"], indent=1))
+    if args.cpu:
+        result = trio.run(cpu_ab, args)
+        print(json.dumps({k: v for k, v in result.items() if k != "cpu_us_per_send"}, indent=1))
+    else:
+        result = trio.run(run, args)
+        print(json.dumps(result["median"], indent=1))
     if args.out:
         bl.append_jsonl(args.out, result)
 
