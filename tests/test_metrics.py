@@ -18,6 +18,7 @@ from commhub_lib.config import add_arguments, load_settings
 from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import make_settings, own_server, start_server, tool, tool_error
 from tests.test_sse import sse, team
+from tests.test_wake_mcp import _headers, _initialize
 
 WAIT = 10.0
 
@@ -139,6 +140,21 @@ async def test_network_and_mcp_streams_are_counted_by_kind(tmp_path: Path) -> No
                             "the network stream is counted")
             await until(client, lambda s: value(s, "commhub_streams_open", kind="network") == 0,
                         "the closed network stream is not")
+
+
+async def test_mcp_push_streams_are_counted_as_mcp(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "m", metrics="loopback") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            t = await team(client)
+            sid = await _initialize(client, t.worker)
+            async with client.stream("GET", "/mcp", headers=_headers(t.worker, sid)) as response:
+                assert response.status_code == 200
+                found = await until(client, lambda s: value(s, "commhub_streams_open", kind="mcp") == 1,
+                                    "the GET /mcp stream is counted")
+            await until(client, lambda s: value(s, "commhub_streams_open", kind="mcp") == 0,
+                        "the closed GET /mcp stream is not")
+    assert value(found, "commhub_streams_open", kind="events") == 0
+    assert value(found, "commhub_http_requests_total", route="mcp.get_mcp", status="200") == 1
 
 
 async def test_stalls_and_gc_pauses_are_counted(tmp_path: Path) -> None:
