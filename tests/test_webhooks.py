@@ -26,6 +26,7 @@ from commhub_lib.vocabulary import EVENTS, NEW_MESSAGE, NEW_TASK, WEBHOOK_DISABL
 from tests.cli_support import cli_env, run_cli
 from tests.conftest import Account, create_token, own_server, register, tool
 from tests.test_crash import serve
+from tests.test_metrics import scrape, value
 from tests.test_vocabulary import fits
 from tests.webhook_receiver import Receiver, start_receiver
 
@@ -105,7 +106,7 @@ async def test_each_matching_event_arrives_signed_by_the_documented_recipe(tmp_p
 async def test_a_failing_receiver_gets_every_event_in_order_once_it_recovers(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery, mode="fail")
-        async with own_server(tmp_path, "retry", **LOOPBACK) as hub, \
+        async with own_server(tmp_path, "retry", metrics="loopback", **LOOPBACK) as hub, \
                 httpx.AsyncClient(base_url=hub.url, timeout=10) as client:
             owner, _ = await setup(client)
             hook = await add_webhook(client, owner, receiver.url, aliases=["worker"])
@@ -126,6 +127,10 @@ async def test_a_failing_receiver_gets_every_event_in_order_once_it_recovers(tmp
             got = (await client.get(f"/api/networks/{owner.network_id}/webhooks/{hook['webhook_id']}",
                                     headers=owner.auth)).json()
             assert got["enabled"] is True and got["failing_since_ts"] is None  # recovered
+            # GET /metrics counts the POSTs by outcome (parsed with prometheus_client.parser).
+            found = await scrape(client)
+            assert value(found, "commhub_webhook_deliveries_total", outcome="delivered") == 8
+            assert value(found, "commhub_webhook_deliveries_total", outcome="failed") >= 3
         nursery.cancel_scope.cancel()
 
 

@@ -315,6 +315,8 @@ class Worker:
                 self._disable(webhook, delivery, error, since, pending)
 
         await hub.db.write_together(work)
+        if hub.metrics is not None:
+            hub.metrics.observe_webhook_attempt(error is None)
         if error is None:
             return
         log.info("webhook %s: delivery %s failed (%s)", webhook["webhook_id"], delivery["delivery_id"], error)
