@@ -160,7 +160,8 @@ async def test_a_hanging_receiver_delays_neither_the_hub_nor_other_webhooks(tmp_
                 sends.append(time.perf_counter() - started)
             await healthy.wait_until(lambda: len(healthy.accepted_ids()) == 21)
             assert len(hanging.received) == 1  # one at a time per webhook: the rest wait behind it
-            assert max(health) < 0.5 and sorted(sends)[len(sends) // 2] < 0.25, (health, sends)
+            # Normal latency (generous bounds for a loaded 2-core box; the hanging POST holds for 60 s).
+            assert max(health) < 2 and sorted(sends)[len(sends) // 2] < 0.5, (health, sends)
             assert sorted(health)[len(health) // 2] < max(0.05, 5 * sorted(before)[2]), (before, health)
         nursery.cancel_scope.cancel()
 
