@@ -30,12 +30,13 @@ PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'no
 
 
 def insert_task(db: Database, row: Row) -> None:
-    """Create a task (row holds every column)."""
+    """Create a task (row holds every column; start_by and start_by_ts may be left out: no start_by)."""
     db.execute("INSERT INTO tasks(task_id, network_id, from_name, from_kind, to_name, to_kind, title, content,"
                " context, priority, status, deadline, idempotency_key, message_id, created_at, created_ts,"
                " updated_at, start_by, start_by_ts) VALUES (:task_id, :network_id, :from_name, :from_kind, :to_name,"
                " :to_kind, :title, :content, :context, :priority, :status, :deadline, :idempotency_key, :message_id,"
-               " :created_at, :created_ts, :updated_at, :start_by, :start_by_ts)", row)
+               " :created_at, :created_ts, :updated_at, :start_by, :start_by_ts)",
+               {"start_by": None, "start_by_ts": None, **row})
 
 
 def get_task(db: Database, network_id: str, task_id: str) -> Row | None:
