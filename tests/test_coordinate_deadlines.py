@@ -1,0 +1,194 @@
+"""Issue 19 item 1 ("will it still run?": start_by, the status expired, queue position) and item 8 (small CLI
+things), through the real server: REST, MCP with the official SDK, and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from cli_support import cli_env, run_cli
+from conftest import Account, create_token, mcp_call, own_server, register, tool, tool_error
+from test_mcp_sdk import fails, ok, sdk_session
+
+from commhub_lib.runtime.server import ServerHandle
+
+
+async def _agent(client: httpx.AsyncClient, account: Account, alias: str) -> str:
+    token = await create_token(client, account, name=alias, alias=alias)
+    await mcp_call(client, token, "report_status", {"alias": alias, "status": "idle", "agent": "test"})
+    return token
+
+
+async def _get_task(client: httpx.AsyncClient, account: Account, task_id: str) -> dict[str, Any]:
+    r = await client.get(f"/api/tasks/{task_id}", headers=account.auth)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _until_expired(client: httpx.AsyncClient, account: Account, task_id: str,
+                         limit_seconds: float = 10) -> dict[str, Any]:
+    """Poll GET /api/tasks/<id> until the task is expired (bounded)."""
+    deadline = trio.current_time() + limit_seconds
+    while (got := await _get_task(client, account, task_id))["task"]["status"] != "expired":
+        assert trio.current_time() < deadline, got
+        await trio.sleep(0.05)
+    return got
+
+
+async def _until_past(start_by: str) -> None:
+    """Wait (bounded) until the wall clock is past a start_by: the condition is the time itself."""
+    moment = datetime.fromisoformat(start_by.replace("Z", "+00:00"))
+    deadline = trio.current_time() + 5
+    while datetime.now(UTC) <= moment:
+        assert trio.current_time() < deadline
+        await trio.sleep(0.05)
+
+
+async def _replies_to(client: httpx.AsyncClient, token: str) -> list[dict[str, Any]]:
+    inbox = await tool(client, token, "get_inbox", {"limit": 50})
+    return [i for i in inbox["items"] if i["kind"] == "reply"]
+
+
+async def test_rest_start_within_seconds_expires_by_the_background_job(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "job", sweep_seconds=0.2) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        boss = await register(client)
+        sender = await _agent(client, boss, "planner")
+        worker = await _agent(client, boss, "coder")
+        r = await client.post("/api/tasks", headers={"Authorization": f"Bearer {sender}"},
+                              json={"to": "coder", "content": "deploy the fix", "start_within_seconds": 1})
+        assert r.status_code == 200, r.text
+        sent = r.json()
+        assert sent["start_by"].endswith("Z") and sent["queue_position"] == 1 and sent["ahead"] == []
+        assert sent["recipient_online"] is True and sent["recipient_busy"] is False
+
+        got = await _until_expired(client, boss, sent["task_id"])  # nobody fetched it: the job expired it
+        assert got["task"]["start_by"] == sent["start_by"]
+        assert got["queue_position"] is None and got["ahead"] == []
+        assert [e["event"] for e in got["events"]] == ["delivered", "expired"]
+        assert got["events"][-1]["actor"] == "hub"
+        assert got["completion"]["status"] == "expired"
+
+        # The sender is told with a reply naming `expired` ...
+        replies = await _replies_to(client, sender)
+        assert [(i["task_id"], i["status"]) for i in replies] == [(sent["task_id"], "expired")]
+        assert "expired" in replies[0]["content"]
+        # ... and the recipient is never handed it, nor may it start it by replying.
+        inbox = await tool(client, worker, "get_inbox")
+        assert inbox["items"] == [] and inbox["open_tasks"] == []
+        refused = await tool_error(client, worker, "send_reply", {"task_id": sent["task_id"], "status": "progress",
+                                                                  "content": "on it"})
+        assert refused["error"] == "task_final" and "expired" in refused["message"]
+        assert (await _get_task(client, boss, sent["task_id"]))["task"]["status"] == "expired"
+        stats = (await client.get("/api/stats", headers=boss.auth)).json()
+        assert stats["tasks"]["expired"] == 1 and stats["tasks"]["delivered"] == 0
+
+
+async def test_start_time_check_expires_a_task_the_job_has_not_reached(tmp_path: Path) -> None:
+    # The job runs hourly here: only the check at start time can stop the task.
+    async with own_server(tmp_path, "late", sweep_seconds=3600) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        boss = await register(client)
+        sender = await _agent(client, boss, "planner")
+        worker = await _agent(client, boss, "coder")
+        soon = await tool(client, sender, "send_task", {"to": "coder", "content": "run the migration",
+                                                        "start_within_seconds": 1})
+        later = await tool(client, sender, "send_task", {"to": "coder", "content": "write the notes",
+                                                         "start_by": "1h"})
+        await _until_past(soon["start_by"])
+        assert (await _get_task(client, boss, soon["task_id"]))["task"]["status"] == "delivered"  # job not run
+
+        inbox = await tool(client, worker, "get_inbox")
+        assert [i["task_id"] for i in inbox["items"]] == [later["task_id"]]  # the expired one is not handed out
+        assert [t["task_id"] for t in inbox["open_tasks"]] == [later["task_id"]]
+        assert (await _get_task(client, boss, soon["task_id"]))["task"]["status"] == "expired"
+        assert (await _get_task(client, boss, later["task_id"]))["task"]["status"] == "running"
+        replies = await _replies_to(client, sender)
+        assert [(i["task_id"], i["status"]) for i in replies] == [(soon["task_id"], "expired")]
+
+
+async def test_ack_of_a_task_past_its_start_by_expires_it(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "ack", sweep_seconds=3600) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        boss = await register(client)
+        sender = await _agent(client, boss, "planner")
+        worker = await _agent(client, boss, "coder")
+        soon = await tool(client, sender, "send_task", {"to": "coder", "content": "x", "start_within_seconds": 1})
+        await _until_past(soon["start_by"])
+        acked = await tool(client, worker, "ack_inbox", {"ids": [soon["task_id"]]})
+        assert acked["tasks_started"] == [] and acked["open_task_count"] == 0
+        assert (await _get_task(client, boss, soon["task_id"]))["task"]["status"] == "expired"
+
+
+async def test_rest_start_by_validation(server: ServerHandle, client: httpx.AsyncClient) -> None:
+    boss = await register(client)
+    await _agent(client, boss, "coder")
+    past = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for body, words in (({"start_by": past}, "already passed"),
+                        ({"start_by": "1h", "start_within_seconds": 60}, "not both"),
+                        ({"start_within_seconds": 0}, "start_within_seconds"),
+                        ({"start_within_seconds": "60"}, "start_within_seconds")):
+        r = await client.post("/api/tasks", headers=boss.auth, json={"to": "coder", "content": "c", **body})
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"] == "validation_error" and words in r.json()["message"], r.text
+    when = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    r = await client.post("/api/tasks", headers=boss.auth,
+                          json={"to": "coder", "content": "c", "start_by": when.isoformat()})
+    assert r.status_code == 200 and r.json()["start_by"] == when.strftime("%Y-%m-%dT%H:%M:%SZ"), r.text
+    listed = (await client.get("/api/tasks", headers=boss.auth)).json()["tasks"]
+    assert listed[0]["start_by"] == r.json()["start_by"]
+
+
+async def test_queue_position_over_rest_and_the_official_mcp_sdk(server: ServerHandle,
+                                                                 client: httpx.AsyncClient) -> None:
+    boss = await register(client)
+    sender = await create_token(client, boss, name="planner")
+    worker = await create_token(client, boss, name="coder")
+    async with sdk_session(server, sender) as a, sdk_session(server, worker) as b:
+        await ok(a, "report_status", {"alias": "planner", "status": "idle"})
+        await ok(b, "report_status", {"alias": "coder", "status": "idle"})
+        first = await ok(a, "send_task", {"to": "coder", "content": "one"})
+        second = await ok(a, "send_task", {"to": "coder", "content": "two"})
+        urgent = await ok(a, "send_task", {"to": "coder", "content": "prod is down", "priority": "urgent",
+                                           "start_by": "30m"})
+        assert (first["queue_position"], second["queue_position"], urgent["queue_position"]) == (1, 2, 1)
+        assert second["ahead"] == [first["task_id"]] and second["ahead_count"] == 1
+        assert urgent["ahead"] == [] and urgent["recipient_online"] is True and urgent["recipient_busy"] is False
+
+        got = await ok(a, "get_task", {"task_id": second["task_id"]})
+        assert got["queue_position"] == 3 and got["ahead"] == [urgent["task_id"], first["task_id"]]
+        assert got["ahead_count"] == 2 and got["recipient_online"] is True and got["recipient_busy"] is False
+        rest = await _get_task(client, boss, second["task_id"])
+        assert {k: rest[k] for k in ("queue_position", "ahead", "recipient_online", "recipient_busy")} == {
+            "queue_position": 3, "ahead": [urgent["task_id"], first["task_id"]], "recipient_online": True,
+            "recipient_busy": False}
+
+        # The recipient starts the urgent one: it is busy now, and finishing it moves the queue on.
+        await ok(b, "ack_inbox", {"ids": [urgent["task_id"]]})
+        got = await ok(a, "get_task", {"task_id": second["task_id"]})
+        assert got["recipient_busy"] is True and got["queue_position"] == 3
+        await ok(b, "send_reply", {"task_id": urgent["task_id"], "status": "done", "content": "fixed"})
+        got = await ok(a, "get_task", {"task_id": second["task_id"]})
+        assert got["queue_position"] == 2 and got["ahead"] == [first["task_id"]] and got["recipient_busy"] is False
+        done = await ok(a, "get_task", {"task_id": urgent["task_id"]})
+        assert done["queue_position"] is None and done["task"]["start_by"] == urgent["start_by"]
+
+        error = await fails(a, "send_task", {"to": "coder", "content": "x", "start_by": "1h",
+                                             "start_within_seconds": 5})
+        assert "not both" in error
+        tools = {t.name: t for t in (await a.list_tools()).tools}
+        assert {"start_by", "start_within_seconds"} <= set(tools["send_task"].input_schema["properties"])
+
+
+async def test_openapi_describes_the_new_fields(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    assert {"queue_position", "ahead", "recipient_busy"} <= set(schemas["TaskDetail"]["properties"])
+    assert {"queue_position", "start_by"} <= set(schemas["TaskSent"]["properties"])
+    assert "start_by" in schemas["Task"]["properties"]
+    assert json.dumps(schemas).count("start_within_seconds") >= 1
