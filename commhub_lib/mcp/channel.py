@@ -128,8 +128,8 @@ class McpWire:
         """The first bytes while the session speaks for no alias yet: the retry hint and a comment."""
         return f"retry: {events.RETRY_MS}\n: waiting for report_status to name this session's alias\n\n".encode()
 
-    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
-        """One notification, with the durable event id."""
+    def event(self, event_id: int, alias: str, name: str, data: str, at: str | None = None) -> bytes:
+        """One notification, with the durable event id (`at`, a replay's time, is not part of it)."""
         return _message_frame(event_id, notification(event_id, name, data))
 
     def heartbeat(self) -> bytes:
@@ -178,8 +178,8 @@ class ListenWire:
             return self.acknowledgement(position)
         return f"id: {position}\n\n".encode()
 
-    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
-        """One channel notification, stamped with the subscription id."""
+    def event(self, event_id: int, alias: str, name: str, data: str, at: str | None = None) -> bytes:
+        """One channel notification, stamped with the subscription id (`at`, a replay's time, is not part of it)."""
         message = notification(event_id, name, data)
         message["params"]["_meta"] = self.meta
         return _message_frame(event_id, message)
