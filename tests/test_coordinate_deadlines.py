@@ -4,6 +4,9 @@ things), through the real server: REST, MCP with the official SDK, and the CLI a
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from cli_support import cli_env, run_cli
+from cli_support import ROOT, cli_env, run_cli
 from conftest import Account, create_token, mcp_call, own_server, register, tool, tool_error
 from test_mcp_sdk import fails, ok, sdk_session
 
@@ -192,3 +195,73 @@ async def test_openapi_describes_the_new_fields(client: httpx.AsyncClient) -> No
     assert {"queue_position", "start_by"} <= set(schemas["TaskSent"]["properties"])
     assert "start_by" in schemas["Task"]["properties"]
     assert json.dumps(schemas).count("start_within_seconds") >= 1
+
+
+# --- the CLI (subprocesses) -------------------------------------------------------------------------------------
+
+async def _tail_lines(server: ServerHandle, token: str, *args: str, count: int = 1) -> list[str]:
+    """Run `commhub tail ... --from-start` until it printed `count` lines, then stop it."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, str(ROOT / "commhub.py"), "tail", *args, "--from-start"],
+        env=cli_env(server.url, token, TZ="UTC"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    buffer = b""
+    try:
+        with trio.fail_after(30):
+            while buffer.count(b"\n") < count:
+                chunk = await proc.stdout.receive_some()
+                assert chunk, buffer
+                buffer += chunk
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            await proc.wait()
+    return buffer.decode().splitlines()
+
+
+@pytest.mark.subprocess
+async def test_cli_tail_from_start_stamps_replayed_events_with_their_own_time(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "tail") as server, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        boss = await register(client)
+        sender = await _agent(client, boss, "planner")
+        await _agent(client, boss, "coder")
+        await tool(client, sender, "send_task", {"to": "coder", "content": "x", "title": "old one"})
+        with server.hub.db.write():  # the event happened long ago (its stored time is what a replay sends)
+            server.hub.db.execute("UPDATE events SET created_at = '2020-01-02 03:04:05'")
+        line, = await _tail_lines(server, boss.token, "coder")
+        assert line.startswith("2020-01-02 03:04:05 #") and '"old one"' in line, line
+        record = json.loads((await _tail_lines(server, boss.token, "coder", "--json"))[0])
+        assert record["at"] == "2020-01-02T03:04:05Z" and record["event"] == "new_task"
+        network, = await _tail_lines(server, boss.token, "--network")
+        assert network.startswith("2020-01-02 03:04:05 #"), network
+
+
+@pytest.mark.subprocess
+async def test_cli_send_start_by_task_and_the_token_error(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "cli", sweep_seconds=0.2) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        boss = await register(client)
+        worker = await _agent(client, boss, "coder")
+        env = cli_env(server.url, boss.token)
+        sent = await run_cli("send", "coder", "write the notes", "--start-by", "1h", "--json", env=env)
+        assert sent.code == 0, sent.err
+        task_id = sent.json()["task_id"]
+        assert sent.json()["start_by"] and sent.json()["queue_position"] == 1
+        shown = await run_cli("task", task_id, env=env)
+        assert shown.code == 0 and "start_by" in shown.out and "queue: 1 of coder's open tasks" in shown.out, shown
+
+        await mcp_call(client, worker, "get_inbox", {})
+        await mcp_call(client, worker, "send_reply", {"task_id": task_id, "status": "done", "content": "All pass"})
+        shown = await run_cli("task", task_id, env=env)
+        completed = [line for line in shown.out.splitlines() if line.startswith("completed ")]
+        assert len(completed) == 1 and completed[0].endswith(" s"), shown.out  # the duration ends its line
+        assert "All pass" not in completed[0] and "All pass" in shown.out
+
+        # --wait ends when the task expires (not at its timeout), as a refusal
+        waited = await run_cli("send", "coder", "too late", "--start-by", "1", "--wait", "--timeout", "25",
+                               env=env, limit_seconds=30)
+        assert waited.code == 1 and "status expired" in waited.err, waited
+
+        no_token = await run_cli("tasks", env=cli_env(server.url))
+        assert no_token.code == 1 and "COMMHUB_TOKEN" in no_token.err and "--token" in no_token.err, no_token
