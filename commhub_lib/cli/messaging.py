@@ -14,6 +14,7 @@ from ..vocabulary import (
     FAILED,
     FINAL_REPLY_STATUSES,
     NEW_REPLY,
+    OFFLINE,
     QUESTION,
     REPLY,
     REPLY_STATUSES,
@@ -255,7 +256,7 @@ def cmd_task(args: argparse.Namespace) -> int:
                         if k in task])
     if result.get("queue_position"):
         print(safe_text(f"queue: {result['queue_position']} of {task.get('to_name')}'s open tasks (1 = next); "
-                        f"{'online' if result.get('recipient_online') else 'offline'}"
+                        f"recipient {'online' if result.get('recipient_online') else OFFLINE}"
                         f"{', busy' if result.get('recipient_busy') else ''}"))
     print()
     print_table(result["events"], EVENT_COLUMNS, "(no events)")
