@@ -123,12 +123,12 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
     return _task_result(hub, task, recipient, duplicate=False)
 
 
-def _start_by_ts(start_by: str | None) -> float | None:
-    """start_by (ISO 8601 UTC, as models.py wrote it) as a timestamp; one already past is refused (a task that
-    could never start is a mistake, not a task)."""
+def _start_by_ts(start_by: float | str | None) -> float | None:
+    """start_by (ISO 8601 UTC text: models.py turns every form into it) as a timestamp; one already past is
+    refused (a task that could never start is a mistake, not a task)."""
     if start_by is None:
         return None
-    ts = datetime.fromisoformat(start_by.replace("Z", "+00:00")).timestamp()
+    ts = datetime.fromisoformat(str(start_by).replace("Z", "+00:00")).timestamp()
     if ts <= now_ts():
         raise ValidationFailed(f"start_by: {start_by} has already passed; give a later time or a number of seconds "
                                "from now (start_within_seconds)")
