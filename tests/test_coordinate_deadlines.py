@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import apsw
 import httpx
 import pytest
 import trio
@@ -18,6 +19,8 @@ from cli_support import ROOT, cli_env, run_cli
 from conftest import Account, create_token, mcp_call, own_server, register, tool, tool_error
 from test_mcp_sdk import fails, ok, sdk_session
 
+from commhub_lib import db as dbmod
+from commhub_lib.db import Database
 from commhub_lib.runtime.server import ServerHandle
 
 
@@ -265,3 +268,46 @@ async def test_cli_send_start_by_task_and_the_token_error(tmp_path: Path) -> Non
 
         no_token = await run_cli("tasks", env=cli_env(server.url))
         assert no_token.code == 1 and "COMMHUB_TOKEN" in no_token.err and "--token" in no_token.err, no_token
+
+
+# --- the migration (0010 rebuilds tasks) -------------------------------------------------------------------------
+
+def test_migration_0010_keeps_tasks_counts_and_usage(tmp_path: Path) -> None:
+    t = "2026-01-01 00:00:00"
+    path = str(tmp_path / "v7.db")
+    old = apsw.Connection(path)
+    with old:
+        for step in sorted(n for n in dbmod.migration_steps() if n <= 7):
+            old.execute(dbmod.migration_steps()[step])
+        old.pragma("user_version", 7)
+        old.execute("INSERT INTO users(user_id, username, display_name, password_hash, role, created_at, updated_at)"
+                    " VALUES ('u_1', 'alice', 'Alice', 'x', 'admin', ?, ?)", (t, t))
+        old.execute("INSERT INTO networks(network_id, name, owner_id, created_at, updated_at)"
+                    " VALUES ('net_1', 'default', 'u_1', ?, ?)", (t, t))
+        for n, status in enumerate(("running", "replied", "delivered")):
+            old.execute("INSERT INTO tasks(task_id, network_id, from_name, to_name, content, priority, status,"
+                        " message_id, created_at, created_ts, updated_at, flag) VALUES (?, 'net_1', 'alice',"
+                        " 'worker', 'do it', 'high', ?, ?, ?, ?, ?, ?)",
+                        (f"t{n}", status, f"msg_{n}", t, n, t, "unanswered" if n == 0 else None))
+    counts = list(old.execute("SELECT network_id, status, n FROM task_counts ORDER BY status"))
+    usage = list(old.execute("SELECT * FROM network_usage"))
+    old.close()
+
+    database = Database(path)
+    try:
+        assert database.con.pragma("user_version") == dbmod.SCHEMA_VERSION
+        rows = database.query("SELECT task_id, status, flag, start_by, start_by_ts FROM tasks ORDER BY rowid")
+        assert rows == [{"task_id": "t0", "status": "running", "flag": "unanswered", "start_by": None,
+                         "start_by_ts": None},
+                        {"task_id": "t1", "status": "replied", "flag": None, "start_by": None, "start_by_ts": None},
+                        {"task_id": "t2", "status": "delivered", "flag": None, "start_by": None,
+                         "start_by_ts": None}]
+        assert list(database.con.execute("SELECT network_id, status, n FROM task_counts ORDER BY status")) == counts
+        assert usage and list(database.con.execute("SELECT * FROM network_usage")) == usage
+        with database.write():  # the new status is allowed, and the counting triggers work again
+            database.execute("UPDATE tasks SET status = 'expired' WHERE task_id = 't2'")
+        after = {r["status"]: r["n"] for r in database.query("SELECT status, n FROM task_counts")}
+        assert after["expired"] == 1 and after["delivered"] == 0
+        assert database.con.pragma("integrity_check") == "ok"
+    finally:
+        database.close()
