@@ -21,6 +21,7 @@ from test_mcp_sdk import fails, ok, sdk_session
 
 from commhub_lib import db as dbmod
 from commhub_lib.db import Database
+from commhub_lib.mcp import channel
 from commhub_lib.runtime.server import ServerHandle
 
 
@@ -84,6 +85,9 @@ async def test_rest_start_within_seconds_expires_by_the_background_job(tmp_path:
         replies = await _replies_to(client, sender)
         assert [(i["task_id"], i["status"]) for i in replies] == [(sent["task_id"], "expired")]
         assert "expired" in replies[0]["content"]
+        told = channel.describe("new_reply", {"from": "coder", "status": "expired", "task_id": sent["task_id"],
+                                              "message_id": replies[0]["message_id"]})
+        assert "expired" in told and "never be started" in told and "carry on" not in told
         # ... and the recipient is never handed it, nor may it start it by replying.
         inbox = await tool(client, worker, "get_inbox")
         assert inbox["items"] == [] and inbox["open_tasks"] == []

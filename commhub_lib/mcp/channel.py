@@ -17,6 +17,7 @@ from ..vocabulary import (
     BROADCAST,
     DEFAULT_PRIORITY,
     DONE,
+    EXPIRED,
     FAILED,
     FINAL_REPLY_STATUSES,
     NEW_MESSAGE,
@@ -72,6 +73,9 @@ def _describe_reply(sender: str, data: dict[str, Any]) -> str:
     if status in FINAL_REPLY_STATUSES:
         return (f"{sender} finished task {task_id}: {status} {ids}. Read the result with get_inbox, then "
                 "ack_inbox it.")
+    if status == EXPIRED:
+        return (f"Task {task_id} you sent to {sender} expired {ids}: it was not started by its start_by and will "
+                "never be started. Send it again if it is still wanted; ack_inbox this notice.")
     if status == PROGRESS:
         return f"Progress from {sender} on task {task_id} {ids}. Read it with get_inbox if you need the details."
     return (f"{sender} answered on task {task_id} {ids}. Read the answer with get_inbox and carry on with the "
