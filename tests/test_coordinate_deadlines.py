@@ -21,8 +21,11 @@ from test_mcp_sdk import fails, ok, sdk_session
 
 from commhub_lib import db as dbmod
 from commhub_lib.db import Database
+from commhub_lib.errors import Conflict
 from commhub_lib.mcp import channel
 from commhub_lib.runtime.server import ServerHandle
+from commhub_lib.service import tasks as task_service
+from commhub_lib.store import tasks as task_store
 
 
 async def _agent(client: httpx.AsyncClient, account: Account, alias: str) -> str:
@@ -315,3 +318,23 @@ def test_migration_0010_keeps_tasks_counts_and_usage(tmp_path: Path) -> None:
         assert database.con.pragma("integrity_check") == "ok"
     finally:
         database.close()
+
+
+async def test_a_report_on_a_task_read_before_its_start_by_and_stored_after_it_is_refused(tmp_path: Path) -> None:
+    """The start and the start_by check are one statement: a task row read in time does not let a reply start
+    the task once its start_by has passed (the reply is refused and the task expires)."""
+    async with own_server(tmp_path, "race", sweep_seconds=3600) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        boss = await register(client)
+        sender = await _agent(client, boss, "planner")
+        await _agent(client, boss, "coder")
+        soon = await tool(client, sender, "send_task", {"to": "coder", "content": "x", "start_within_seconds": 1})
+        row = task_store.get_task(server.hub.db, boss.network_id, soon["task_id"])
+        assert row is not None and row["status"] == "delivered"
+        await _until_past(soon["start_by"])
+        stale = {**row, "start_by_ts": row["start_by_ts"] + 3600}  # as read while its start_by was ahead
+        with pytest.raises(Conflict, match="expired"):
+            task_service.reply_on_task(server.hub, boss.network_id, "coder", "agent", stale, "on it", "progress")
+        assert (await _get_task(client, boss, soon["task_id"]))["task"]["status"] == "expired"
+        replies = await _replies_to(client, sender)
+        assert [(i["task_id"], i["status"]) for i in replies] == [(soon["task_id"], "expired")]

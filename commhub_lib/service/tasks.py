@@ -255,12 +255,34 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
         raise ValidationFailed(f"status: required when you reply to task {task_id}, which was sent to you; choose "
                                f"{REPLY_STATUS_RULE}", code="status_required")
     new_status = REPLY_TO_TASK_STATUS[status]
+    try:
+        return _store_recipient_reply(hub, network_id, actor, task, content, status, new_status, artifacts,
+                                      progress)
+    except _Expired as late:  # its start_by passed after it was read: expire it (a new transaction), refuse
+        _refuse_if_expired(hub, late.task)
+        raise
+
+
+class _Expired(Exception):
+    """Raised inside a write that would start a task past its start_by (the write rolls back)."""
+
+    def __init__(self, task: dict[str, Any]):
+        super().__init__(task["task_id"])
+        self.task = task
+
+
+def _store_recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str,
+                           new_status: str, artifacts: list[str] | None,
+                           progress: float | str | None) -> dict[str, Any]:
+    task_id = task["task_id"]
     pending: list[Event] = []
     with hub.db.write():
         quotas.check_store(hub, network_id, content, *(artifacts or []))
         now = now_text()
         # the result: in the completion
-        if not task_store.set_status(hub.db, task_id, OPEN_TASK_STATUSES, new_status, now):
+        if not task_store.set_status(hub.db, task_id, OPEN_TASK_STATUSES, new_status, now, started_by_ts=now_ts()):
+            if (fresh := task_store.get_task(hub.db, network_id, task_id)) and is_past_start_by(fresh):
+                raise _Expired(fresh)  # its start_by passed since it was read: it expires, never starts
             raise Conflict(f"task {task_id} changed state meanwhile; fetch it with "
                            + hint("get_task", f"GET /api/tasks/{task_id}"), code="task_final")
         if task["status"] == DELIVERED:
@@ -335,13 +357,11 @@ def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]
     started = []
     for row in rows:
         if row["kind"] == TASK and row["task_id"]:
-            task = task_store.get_task(hub.db, network_id, row["task_id"])
-            if task is not None and is_past_start_by(task):
-                expire_task(hub, pending if pending is not None else [], task)
-                continue
-            if task_store.set_status(hub.db, row["task_id"], (DELIVERED,), RUNNING, now):
+            if task_store.set_status(hub.db, row["task_id"], (DELIVERED,), RUNNING, now, started_by_ts=now_ts()):
                 task_store.insert_task_event(hub.db, row["task_id"], network_id, RUNNING, alias, None, now)
                 started.append(row["task_id"])
+            elif (task := task_store.get_task(hub.db, network_id, row["task_id"])) and is_past_start_by(task):
+                expire_task(hub, pending if pending is not None else [], task)  # past its start_by: never started
     return started
 
 

@@ -84,12 +84,17 @@ def find_by_idempotency_key(db: Database, network_id: str, from_name: str, key: 
 
 
 def set_status(db: Database, task_id: str, from_statuses: tuple[str, ...], status: str, now: str,
-               result: str | None = None) -> bool:
-    """Move a task to `status` only from one of `from_statuses`; False if it was not in one of them."""
+               result: str | None = None, started_by_ts: float | None = None) -> bool:
+    """Move a task to `status` only from one of `from_statuses`; False if it was not in one of them. With
+    `started_by_ts` (now, as a timestamp) a task not started yet moves only while its start_by is ahead: the
+    check and the start are one statement, so nothing can start a task past its start_by."""
     marks = ",".join("?" * len(from_statuses))
+    in_time = "" if started_by_ts is None else \
+        f" AND (status != '{DELIVERED}' OR start_by_ts IS NULL OR start_by_ts > ?)"
     return db.execute(f"UPDATE tasks SET status = ?, updated_at = ?, result = coalesce(?, result)"
-                      f" WHERE task_id = ? AND status IN ({marks})",
-                      (status, now, result, task_id, *from_statuses)) == 1
+                      f" WHERE task_id = ? AND status IN ({marks}){in_time}",
+                      (status, now, result, task_id, *from_statuses,
+                       *(() if started_by_ts is None else (started_by_ts,)))) == 1
 
 
 def set_flag(db: Database, task_id: str, flag: str | None, now: str) -> bool:
