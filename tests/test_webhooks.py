@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import apsw
 import httpx
 import pytest
 import trio
 
+from commhub_lib import db as dbmod
 from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service import webhooks as webhooks_service
 from commhub_lib.store import events as event_store
@@ -293,3 +295,23 @@ async def test_the_cli_manages_webhooks_and_shows_the_delivery_log(tmp_path: Pat
             missing = await run_cli("webhook", "delete", hook["webhook_id"], env=env)
             assert missing.code == 1 and "webhook_not_found" in missing.err + missing.out
         nursery.cancel_scope.cancel()
+
+
+def test_migration_0008_adds_the_webhook_tables_to_a_v7_database(tmp_path: Path) -> None:
+    path = str(tmp_path / "v7.db")
+    old = apsw.Connection(path)
+    with old:
+        for step in sorted(n for n in dbmod.migration_steps() if n <= 7):
+            old.execute(dbmod.migration_steps()[step])
+        old.pragma("user_version", 7)
+    old.close()
+    database = dbmod.Database(path)
+    try:
+        assert database.con.pragma("user_version") == dbmod.SCHEMA_VERSION
+        tables = {r["name"] for r in database.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"webhooks", "webhook_deliveries"} <= tables
+        indexes = {r["name"] for r in database.query("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                                     " AND tbl_name = 'webhook_deliveries'")}
+        assert "webhook_deliveries_by_status" in indexes
+    finally:
+        database.close()
