@@ -168,7 +168,7 @@ def _check_index(db: Database) -> None:
         assert kept[net] == n, (net, kept[net], n)
 
 
-def _rows(db: Database, net: str, n: int) -> None:
+def _rows(db: Database | _RawDb, net: str, n: int) -> None:
     for i in range(n):
         db.execute("INSERT INTO tasks(task_id, network_id, from_name, to_name, title, content, priority, status,"
                    " message_id, created_at, created_ts, updated_at) VALUES (?, ?, 'a', 'b', ?, ?, 'normal',"
