@@ -11,6 +11,7 @@ import httpx
 import pytest
 from cli_support import cli_env, run_cli
 from conftest import create_token, register, seed_owner_and_networks, tool
+from test_dashboard import Browser, chrome, chrome_available, log_in, page  # noqa: F401 (fixtures)
 from test_mcp_sdk import fails, ok, sdk_session
 
 from commhub_lib import db as dbmod
@@ -130,6 +131,34 @@ async def test_cli_search(server: ServerHandle, client: httpx.AsyncClient) -> No
     assert run.code == 0 and t["message_id"] in run.out and t["task_id"] not in run.out, run
     run = await run_cli("search", "nothing-like-this", env=env)
     assert run.code == 0 and "(nothing found)" in run.out, run
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")
+async def test_dashboard_search_box_opens_the_task(page: Browser, client: httpx.AsyncClient) -> None:  # noqa: F811
+    await register(client)  # the server's admin: not the person below
+    t = await traffic(client, "wombat")
+    other = await traffic(client, "wombat")  # another person's: never listed
+    await log_in(page, t["acct"])
+    await page.type_into("search-input", "wombat\n")  # Enter submits
+    hits = '#search-results [data-testid="search-hit"]'
+    await page.wait_for(lambda d: len(d.find_elements("css selector", hits)) == 4, "four hits")
+    text = await page.run(lambda d: d.find_element("id", "search-results").text)
+    assert "wombat standup now" in text and "the wombat audit passed" in text and "everyone" in text
+    assert other["task_id"] not in await page.run(lambda d: d.page_source)
+    shot = await page.screenshot("search-results")
+    assert shot.stat().st_size > 10_000
+    task_id = t["task_id"]
+    await page.click_css(f'#search-results button[data-task-id="{task_id}"]')
+    await page.wait_for(lambda d: d.find_element("id", "task-dialog").is_displayed(), "the task page")
+    await page.wait_for(lambda d: "wombat audit" in d.find_element("id", "task-dialog").text, "the task's title")
+    await page.screenshot("search-opened-task")
+    # a query that finds nothing says so; Close hides the results
+    await page.run(lambda d: d.find_element("css selector", "#task-dialog [data-close]").click())
+    await page.type_into("search-input", "nothing-like-this\n", clear=True)
+    await page.wait_for(lambda d: "Nothing found" in d.find_element("id", "search-status").text, "nothing found")
+    await page.click("search-close")
+    await page.wait_for(lambda d: not d.find_element("id", "search-card").is_displayed(), "the results closed")
 
 
 def _usage_recounted(db: Database) -> dict[str, int]:
