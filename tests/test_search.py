@@ -85,6 +85,7 @@ async def test_visibility_is_the_lists(client: httpx.AsyncClient) -> None:
     r = await client.get("/api/search", headers=mine["acct"].auth,
                          params={"q": "narwhal", "network_id": theirs["acct"].network_id})
     assert r.status_code in (403, 404), r.text
+    assert await search(client, mine["acct"].auth, mine["acct"].network_id) == []  # ids are not searched as text
     # a person sees every network of theirs (or the one named); an agent only its own network
     r = await client.post("/api/networks", json={"name": "second"}, headers=mine["acct"].auth)
     second = r.json()["network_id"]
