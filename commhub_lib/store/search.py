@@ -25,8 +25,11 @@ def _in(network_ids: list[str]) -> str:
 def _scoped(columns: str, match: str, network_ids: list[str]) -> str:
     """The FTS5 expression: `match` in the text columns, AND one of the networks in the network_id column, so
     FTS5 skips other networks' hits itself (the join's network_id IN (...) stays the rule; this is the speed).
-    A network id is quoted like a word: FTS5 reads it as the phrase of its tokens ("net_ab12" -> net ab12)."""
-    nets = " OR ".join('"' + n.replace('"', '""') + '"' for n in network_ids)
+
+    A network id is searched by its random part: `net_ab12` is the tokens `net` and `ab12`, and the phrase
+    "net ab12" would read the doclist of `net`, which every row has (a user's four networks cost 4-10 ms
+    instead of 2-3 ms at 1M messages)."""
+    nets = " OR ".join('"' + n.split("_", 1)[-1].replace('"', '""') + '"' for n in network_ids)
     return f"{columns} : ({match}) AND network_id : ({nets})"
 
 
