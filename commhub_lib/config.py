@@ -10,6 +10,7 @@ from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+METRICS_MODES = ("off", "loopback", "token")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class Settings:
     # HTTP guards (h17-http): DNS rebinding (the Host names answered) and connections still sending their headers.
     allowed_hosts: str = ""
     max_incomplete_headers_per_ip: int = 64
+    # Metrics (m20): GET /metrics in the Prometheus text format, and who may scrape it (docs/metrics.md).
+    metrics: str = "off"
+    metrics_token: str = ""
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -129,10 +133,13 @@ HELP: dict[str, str] = {
                      "subdomains; * = any); others get 421 host_not_allowed",
     "max_incomplete_headers_per_ip": "connections one client address may hold open while still sending request "
                                      "headers; the next is answered 429 and closed (0 = no limit)",
+    "metrics": "GET /metrics (Prometheus text format, docs/metrics.md): off (404, nothing counted), loopback (only "
+               "clients on this machine) or token (`Authorization: Bearer <metrics_token>`)",
+    "metrics_token": "the bearer token a scraper sends when metrics = token (env only)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
-ENV_ONLY = {"auth_token"}
+ENV_ONLY = {"auth_token", "metrics_token"}
 
 
 def env_name(field: str) -> str:
@@ -182,6 +189,10 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError("header_timeout_seconds and body_timeout_seconds must be positive")
     if settings.heartbeat_seconds <= 0 or settings.presence_timeout_seconds <= 0:
         raise ValueError("heartbeat_seconds and presence_timeout_seconds must be positive")
+    if settings.metrics not in METRICS_MODES:
+        raise ValueError(f"setting metrics: must be one of {', '.join(METRICS_MODES)}")
+    if settings.metrics == "token" and not settings.metrics_token:
+        raise ValueError("setting metrics = token needs COMMHUB_METRICS_TOKEN (the scraper's bearer token)")
     for name in ("mcp_max_batch", "mcp_max_response_bytes", "mcp_sessions_per_token", "mcp_max_sessions"):
         if getattr(settings, name) < 1:
             raise ValueError(f"setting {name}: must be at least 1")

@@ -104,7 +104,7 @@ def alias_stream(ctx: RouteContext, req: StreamRequest, alias: str) -> AsyncIter
 
     body = generate()
     # Counted now, with the caps check, before anything can await: a burst of opens cannot overshoot the caps.
-    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body)
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body, kind="events")
     if is_agent:
         try:
             sessions.claim_for_stream(h, principal, network_id, alias)
@@ -144,5 +144,5 @@ def network_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes
             slot.release()
 
     body = generate()
-    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body)
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body, kind="network")
     return body

@@ -24,6 +24,7 @@ from ..api import accounts as accounts_api
 from ..api import approvals as approvals_api
 from ..api import data as data_api
 from ..api import health as health_api
+from ..api import metrics as metrics_api
 from ..api import networks as networks_api
 from ..api import oauth as oauth_api
 from ..api import openapi as openapi_api
@@ -118,4 +119,5 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/docs", web_routes.docs, "static", "web.docs"),
     Route("GET", "/assets/<path:name>", web_routes.asset, "static", "web.asset"),
     Route("GET", "/health", health_api.health, "json", "health"),
+    Route("GET", "/metrics", metrics_api.scrape, "json", "metrics.scrape"),
 )

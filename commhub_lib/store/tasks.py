@@ -121,6 +121,12 @@ def task_counts(db: Database, network_ids: list[str]) -> dict[str, int]:
     return {r["status"]: r["n"] for r in rows}
 
 
+def task_counts_all(db: Database) -> dict[str, int]:
+    """How many tasks are in each status across the hub (the trigger-kept counts: one small scan, for /metrics)."""
+    rows = db.query("SELECT status, sum(n) AS n FROM task_counts GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
 def insert_task_event(db: Database, task_id: str, network_id: str, event: str, actor: str, detail: str | None,
                       now: str) -> None:
     """Append a transition to a task's log."""
