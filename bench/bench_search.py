@@ -9,9 +9,9 @@ Build the database first (bench/gen_db.py), then (under `flock /tmp/cpu.lock` on
 
 The server runs on a copy of the database (the copy is migrated: 0009 indexes every existing text at start-up),
 from this checkout or `--repo DIR`. Requests are sequential over one keep-alive connection, measured client
-side (latency, not throughput). gen_db's texts come from eight phrases, so most words match ~1/8 of all texts:
-the newest-first walk stops at the limit; a word found nowhere, a word AND a word that never share a text, and
-the same query from the agent (who skips the three other networks' hits) are the slower cases.
+side (latency, not throughput). gen_db's texts repeat eight phrases, so most words occur in most texts: the
+newest-first walk stops at the limit. The harder cases: a prefix (FTS5 reads all its hits first), several words,
+and a common word in a network that has none of it (WORST).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
 
 QUERIES = [
-    {"q": "parser"},                      # ~1/8 of the texts: the walk stops after `limit` hits
+    {"q": "parser"},                      # in most texts: the walk stops after `limit` hits
     {"q": "flaky test", "limit": 100},    # two words of one phrase, the largest page
     {"q": "migra*"},                      # a prefix
     {"q": "parser", "kind": "reply"},     # one kind: messages only, replies kept
@@ -40,7 +40,7 @@ QUERIES = [
     {"q": "nosuchword"},                  # found nowhere: an empty doclist
     {"q": "parser suite dependency docs"},  # four words, rarely together: FTS5 intersects four doclists
 ]
-# The worst case: a word in ~60 % of all texts, none of them in the caller's network (an empty network of the
+# The worst case: a word in nearly every text, none of them in the caller's network (an empty network of the
 # same person): every hit must be skipped. Measured with the user token and network_id= that network.
 WORST = {"q": "the"}
 
