@@ -110,7 +110,7 @@ CREATE TABLE tasks (
     context         TEXT,
     priority        TEXT NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
     status          TEXT NOT NULL CHECK (status IN ('delivered', 'running', 'input_required', 'replied',
-                                                'failed', 'cancelled')),
+                                                'failed', 'cancelled', 'expired')),
     deadline        TEXT,
     idempotency_key TEXT,
     message_id      TEXT NOT NULL,
@@ -120,7 +120,10 @@ CREATE TABLE tasks (
     updated_at      TEXT NOT NULL,
     -- A mark for a person's attention (service/tasks.py FLAGS: 'unanswered', set by a runner), and when.
     flag            TEXT,
-    flagged_at      TEXT
+    flagged_at      TEXT,
+    -- Not started by then (docs/tasks-deadlines.md): the task expires instead (ISO text, and the same as a number).
+    start_by        TEXT,
+    start_by_ts     REAL
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -132,6 +135,7 @@ CREATE INDEX tasks_by_status ON tasks(network_id, status, created_ts);
 CREATE INDEX tasks_by_to_name ON tasks(network_id, to_name, created_ts);
 CREATE INDEX tasks_by_from_name ON tasks(network_id, from_name, created_ts);
 CREATE INDEX tasks_flagged ON tasks(network_id, flag, created_ts) WHERE flag IS NOT NULL;  -- ?flag= lists
+CREATE INDEX tasks_start_by ON tasks(start_by_ts) WHERE start_by_ts IS NOT NULL AND status = 'delivered';  -- expiry
 
 -- Task counts per network and status for /api/stats, kept by triggers (counting a million tasks takes
 -- tens of milliseconds on the event loop). A step that rebuilds `tasks` must recreate these triggers.

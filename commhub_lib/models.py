@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .types import StrictFloat, StrictInt
 from .vocabulary import (
@@ -233,6 +233,21 @@ class SendTask(Body):
     idempotency_key: Short | None = Field(
         default=None, description="a unique string you choose (e.g. a uuid), set on the FIRST call: if the call "
         "times out and you retry with the same key, the hub returns the task it already made instead of a second one")
+    start_by: Deadline = Field(default=None, description=(
+        f"the recipient must START it by then, or it expires (status 'expired', you get a reply saying so, and it "
+        f"is never started later): {DEADLINE_RULE}; stored as ISO 8601 UTC (docs/tasks-deadlines.md)"))
+    start_within_seconds: StrictFloat | None = Field(default=None, gt=0, le=10 * 365 * 86400, description=(
+        "the same as start_by, given as seconds from now (give one of the two)"))
+
+    @model_validator(mode="after")
+    def _one_start_by(self) -> SendTask:
+        """start_within_seconds is start_by given as seconds from now: it is turned into start_by here."""
+        if self.start_within_seconds is not None:
+            if self.start_by is not None:
+                raise ValueError("give start_by or start_within_seconds, not both")
+            self.start_by = _deadline(self.start_within_seconds)
+            self.start_within_seconds = None
+        return self
 
 
 class SendMessage(Body):

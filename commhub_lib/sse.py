@@ -35,9 +35,9 @@ class SseWire:
         """retry hint and position."""
         return events.preamble(position)
 
-    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
-        """One event frame."""
-        return events.frame(event_id, name, events.with_alias(data, alias) if self.name_alias else data)
+    def event(self, event_id: int, alias: str, name: str, data: str, at: str | None = None) -> bytes:
+        """One event frame (a replayed one says when it happened, in a comment line: docs/events.md)."""
+        return events.frame(event_id, name, events.with_alias(data, alias) if self.name_alias else data, at)
 
     def heartbeat(self) -> bytes:
         """The reference's heartbeat event (no id)."""

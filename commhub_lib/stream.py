@@ -34,8 +34,8 @@ class Wire(Protocol):
         """The first bytes: the reconnect hint and the stream's position (an id without an event)."""
         ...
 
-    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
-        """One durable event."""
+    def event(self, event_id: int, alias: str, name: str, data: str, at: str | None = None) -> bytes:
+        """One durable event; `at` (a replay only): when it happened, 'YYYY-MM-DD HH:MM:SS' UTC."""
         ...
 
     def heartbeat(self) -> bytes:
@@ -145,7 +145,7 @@ async def follow(db: Database, sub: Subscriber, scope: Scope, after: int | None,
     if after is not None:
         while rows := scope.after(db, last, REPLAY_BATCH):
             for row in rows:
-                yield wire.event(row["id"], row["alias"], row["event"], row["data"])
+                yield wire.event(row["id"], row["alias"], row["event"], row["data"], row["created_at"])
                 last = progress.last = row["id"]
                 tally.replayed += 1
             if len(rows) < REPLAY_BATCH:

@@ -185,8 +185,10 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          m.GetAllStatus, _get_all_status, True),
     Tool("send_task", "Send a task to another agent's alias (from get_all_status; an unknown alias is an error "
          "naming the closest one). It lands in their inbox and wakes them. Set idempotency_key on the FIRST call "
-         "(any unique string) so a retry never makes a second task. Returns {task_id, message_id, status, "
-         "recipient_online}. Their replies reach you as new_reply items in get_inbox (status progress, question, "
+         "(any unique string) so a retry never makes a second task. start_by (a time) or start_within_seconds: if "
+         "they have not started it by then it expires and you get a new_reply with status 'expired'. Returns "
+         "{task_id, message_id, status, queue_position (1 = next in their queue), ahead, recipient_online, "
+         "recipient_busy}. Their replies reach you as new_reply items in get_inbox (status progress, question, "
          "done or failed); answer a question with send_reply {task_id, content} (no status).",
          m.SendTask, _send_task),
     Tool("send_message", "Send a plain message (no task) to another agent's alias. Returns {message_id, "
@@ -214,7 +216,9 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "send_reply status 'done'. The sender gets a new_reply. Returns {message_id, task_id, task_status}.",
          m.ReportCompletion, _report_completion),
     Tool("get_task", "One task: {task, events (its timeline: delivered, running, progress, question, answer, "
-         "replied...), completion}.", m.GetTask, _get_task, True),
+         "replied...), completion, queue_position (1 = next among its recipient's open tasks, by priority then "
+         "age; null once final), ahead (ids before it), recipient_online, recipient_busy}.",
+         m.GetTask, _get_task, True),
     Tool("list_tasks", "Tasks of your network, newest first, filtered by status, to_name, from_name.",
          m.ListTasks, _list_tasks, True),
     Tool("search", "Full-text search over the tasks, messages and replies of your network, newest first: `query` "
