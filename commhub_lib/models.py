@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from .types import StrictFloat, StrictInt
 from .vocabulary import (
     DEFAULT_PRIORITY,
+    MessageKind,
     PriorityValue,
     ReplyStatusValue,
     ReportableSessionStatus,
@@ -406,6 +407,16 @@ class ListTasks(Body):
     limit: StrictInt = Field(default=50, ge=1)
     flag: Annotated[Short | None, BeforeValidator(_lower)] = Field(
         default=None, description="only tasks with this flag ('unanswered': a runner's turn ended without an answer)")
+
+
+class Search(Body):
+    """Full-text search over the tasks, messages and replies of the network (docs/search.md)."""
+
+    query: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="plain words, all required; a word ending in * matches as a prefix")
+    kind: Annotated[MessageKind | None, BeforeValidator(_lower)] = Field(
+        default=None, description="only this kind: task (the tasks themselves), message, reply, notice, broadcast")
+    limit: StrictInt = Field(default=20, ge=1, le=100)
 
 
 class CancelTask(Body):

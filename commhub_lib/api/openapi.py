@@ -24,6 +24,7 @@ from .. import models as m
 from ..http.request import url_rules
 from . import queries as q
 from . import responses as r
+from . import search as search_api
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ OPERATIONS: dict[str, Op] = {
     "data.list_completions": Op("data", r.CompletionList, query=q.CompletionsQuery),
     "data.list_task_events": Op("data", r.TaskEventList, query=q.TaskEventsQuery),
     "data.stats": Op("data", r.Stats, query=q.NetworkScope),
+    "search.search": Op("data", search_api.SearchResults, query=search_api.SearchQuery,
+                        note="full-text search over the tasks, messages and replies your lists show"),
     "data.get_task": Op("data", r.TaskDetail, query=q.NetworkScope),
     "data.send_task": Op("messaging", r.TaskSent, m.RestSendTask),
     "data.cancel_task": Op("messaging", r.TaskCancelled, m.RestCancel, query=q.NetworkScope),

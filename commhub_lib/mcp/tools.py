@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from .. import models as m
 from ..errors import Conflict
-from ..service import approvals, messaging, sessions, tasks
+from ..service import approvals, messaging, search, sessions, tasks
 from ..service.hub import SURFACE, Hub, Principal
 from .schema import self_contained
 
@@ -143,6 +143,11 @@ def _get_task(ctx: ToolContext, a: m.GetTask) -> dict[str, Any]:
     return tasks.get_task(ctx.hub, ctx.network_id, a.task_id)
 
 
+def _search(ctx: ToolContext, a: m.Search) -> dict[str, Any]:
+    ctx.optional_caller()
+    return search.search(ctx.hub, [ctx.network_id], a.query, a.limit, a.kind)
+
+
 def _list_tasks(ctx: ToolContext, a: m.ListTasks) -> dict[str, Any]:
     ctx.optional_caller()
     return tasks.list_tasks(ctx.hub, [ctx.network_id], a.status, a.to_name, a.from_name, a.limit, flag=a.flag)
@@ -216,6 +221,10 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          m.GetTask, _get_task, True),
     Tool("list_tasks", "Tasks of your network, newest first, filtered by status, to_name, from_name.",
          m.ListTasks, _list_tasks, True),
+    Tool("search", "Full-text search over the tasks, messages and replies of your network, newest first: `query` "
+         "is plain words (all must occur; `pars*` matches a prefix), `kind` keeps one kind. Returns {results: "
+         "[{kind, id, task_id, from_name, to_name, title, status, created_at, snippet}]}; get_task opens a task.",
+         m.Search, _search, True),
     Tool("cancel_task", "Cancel a task you sent (people who own/admin the network may cancel any). The recipient "
          "gets a notice. Returns {task_id, status: cancelled}.", m.CancelTask, _cancel_task),
     Tool("get_completions", "Completion records (how tasks ended, with durations), newest first.",

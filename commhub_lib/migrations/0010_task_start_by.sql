@@ -81,3 +81,20 @@ CREATE TRIGGER usage_tasks_delete AFTER DELETE ON tasks BEGIN
             - coalesce(octet_length(old.title), 0) - coalesce(octet_length(old.context), 0)
         WHERE network_id = old.network_id;
 END;
+-- Full-text search (0009_search.sql): its triggers on tasks went with tasks_v9, and the copy gave the rows new
+-- rowids (the index's keys): make the triggers again and re-read the index from the new table.
+CREATE TRIGGER search_tasks_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO search_tasks(rowid, title, content, context, network_id)
+        VALUES (new.rowid, new.title, new.content, new.context, new.network_id);
+END;
+CREATE TRIGGER search_tasks_delete AFTER DELETE ON tasks BEGIN
+    INSERT INTO search_tasks(search_tasks, rowid, title, content, context, network_id)
+        VALUES ('delete', old.rowid, old.title, old.content, old.context, old.network_id);
+END;
+CREATE TRIGGER search_tasks_update AFTER UPDATE OF title, content, context, network_id ON tasks BEGIN
+    INSERT INTO search_tasks(search_tasks, rowid, title, content, context, network_id)
+        VALUES ('delete', old.rowid, old.title, old.content, old.context, old.network_id);
+    INSERT INTO search_tasks(rowid, title, content, context, network_id)
+        VALUES (new.rowid, new.title, new.content, new.context, new.network_id);
+END;
+INSERT INTO search_tasks(search_tasks) VALUES ('rebuild');
