@@ -71,6 +71,10 @@ class RpcProcess:
             try:
                 await self.process.stdin.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                # Most often the process has just exited (it could not start, or crashed): say so, with its code.
+                with trio.move_on_after(1.0):
+                    code = await self.process.wait()
+                    raise AgentDied(f"{self.name} exited (code {code}); see {self.log_path}") from exc
                 raise AgentDied(f"{self.name} closed its input") from exc
 
     async def request_nowait(self, method: str, params: dict[str, Any]) -> int:
