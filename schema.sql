@@ -183,7 +183,8 @@ CREATE TABLE messages (
     read_at     TEXT,
     from_kind   TEXT NOT NULL DEFAULT 'agent' CHECK (from_kind IN ('agent', 'person')),
     to_kind     TEXT NOT NULL DEFAULT 'agent' CHECK (to_kind IN ('agent', 'person')),
-    body_id     INTEGER REFERENCES bodies(body_id)
+    body_id     INTEGER REFERENCES bodies(body_id),
+    content_hash INTEGER  -- loop guard (service/loopguard.py): who sent what to whom, for the duplicate window
 );
 -- An alias's unread items, newest first (the inbox, its count, and ?alias=&unread=1). `read_at IS NULL`
 -- is an equality for the planner: three equal columns here beat two in messages_by_recipient.
@@ -193,6 +194,7 @@ CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
 CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
 CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
+CREATE INDEX messages_by_content_hash ON messages(content_hash) WHERE content_hash IS NOT NULL;  -- duplicates
 
 -- Unread items per recipient, kept by triggers in the writing transaction: every new task pushes the
 -- recipient's inbox_count, and report_status/get_inbox/ack_inbox return it; a count(*) over the unread

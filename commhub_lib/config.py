@@ -69,6 +69,10 @@ class Settings:
     # HTTP guards (h17-http): DNS rebinding (the Host names answered) and connections still sending their headers.
     allowed_hosts: str = ""
     max_incomplete_headers_per_ip: int = 64
+    # Loop guard (c19b, docs/loop-guard.md): the same content again from an agent to an agent is not delivered
+    # twice within this window, and one agent sends another at most this many tasks and messages a minute.
+    duplicate_window_seconds: float = 300.0
+    pair_rate_per_minute: int = 30
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -129,6 +133,11 @@ HELP: dict[str, str] = {
                      "subdomains; * = any); others get 421 host_not_allowed",
     "max_incomplete_headers_per_ip": "connections one client address may hold open while still sending request "
                                      "headers; the next is answered 429 and closed (0 = no limit)",
+    "duplicate_window_seconds": "a task or message from an agent with the same content as one it sent the same "
+                                "recipient within this many seconds is not delivered again: the answer names the "
+                                "original with duplicate: true (0 = off)",
+    "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
+                            "rate_limited and a loop_broken event for people (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

@@ -15,7 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ..client import ClientError, HubClient, SseFrame
-from ..vocabulary import BROADCAST, DEFAULT_PRIORITY, HEARTBEAT, MESSAGE, NEW_MESSAGE, NEW_REPLY, NEW_TASK
+from ..vocabulary import (
+    BROADCAST,
+    DEFAULT_PRIORITY,
+    HEARTBEAT,
+    LOOP_BROKEN,
+    MESSAGE,
+    NEW_MESSAGE,
+    NEW_REPLY,
+    NEW_TASK,
+)
 from .common import json_text, safe_text
 
 
@@ -52,10 +61,16 @@ def _broadcast_text(target: str, data: dict[str, Any]) -> str:
     return f"broadcast {target}: {_short(data.get('content'))}"
 
 
+def _loop_broken_text(target: str, data: dict[str, Any]) -> str:
+    return (f"loop broken {target}: more than {data.get('limit')} sends a minute, refused for "
+            f"{data.get('retry_after')} s (last delivered msg={data.get('message_id')})")
+
+
 # The readable line of each event agents are woken for (vocabulary.DELIVERED_EVENTS; tests/test_vocabulary.py
 # fails while one has none); any other event is printed as its name and JSON.
 TEXTS: dict[str, Callable[[str, dict[str, Any]], str]] = {
-    NEW_TASK: _task_text, NEW_MESSAGE: _message_text, NEW_REPLY: _reply_text, BROADCAST: _broadcast_text}
+    NEW_TASK: _task_text, NEW_MESSAGE: _message_text, NEW_REPLY: _reply_text, BROADCAST: _broadcast_text,
+    LOOP_BROKEN: _loop_broken_text}
 
 
 def describe(event_id: str, name: str, alias: str | None, data: dict[str, Any]) -> str:

@@ -96,6 +96,8 @@ class Hub:
             self._send_rate = ByteRate(self.settings.send_bytes_per_minute)
         return self._send_rate
     _guard: StreamGuard | None = field(default=None, init=False, repr=False)
+    # The loop guard's pair buckets (service/loopguard.guard_of types it; `object` here: hub.py imports no service).
+    loop_guard: object = field(default=None, init=False, repr=False, compare=False)
 
     def guard(self) -> StreamGuard:
         """The grants of the open streams and long-polls, re-checked on their heartbeats (made on first use)."""

@@ -24,9 +24,19 @@ PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'no
 def insert_message(db: Database, row: Row) -> None:
     """Store an inbox item (row holds every column; `body_id` optional: the text is in `bodies`)."""
     db.execute("INSERT INTO messages(message_id, network_id, from_name, from_kind, to_name, to_kind, kind, content,"
-               " priority, in_reply_to, task_id, status, created_at, created_ts, body_id) VALUES (:message_id,"
-               " :network_id, :from_name, :from_kind, :to_name, :to_kind, :kind, :content, :priority, :in_reply_to,"
-               " :task_id, :status, :created_at, :created_ts, :body_id)", {"body_id": None, **row})
+               " priority, in_reply_to, task_id, status, created_at, created_ts, body_id, content_hash) VALUES"
+               " (:message_id, :network_id, :from_name, :from_kind, :to_name, :to_kind, :kind, :content, :priority,"
+               " :in_reply_to, :task_id, :status, :created_at, :created_ts, :body_id, :content_hash)",
+               {"body_id": None, "content_hash": None, **row})
+
+
+def find_duplicate(db: Database, content_hash: int, network_id: str, from_name: str, to_name: str,
+                   since_ts: float) -> Row | None:
+    """The newest item with this content hash (service/loopguard.py) sent from `from_name` to `to_name` since
+    `since_ts`: one probe of messages_by_content_hash; the ends are re-checked in case two hashes collide."""
+    return db.query_one("SELECT message_id, task_id, kind FROM messages WHERE content_hash = ? AND created_ts >= ?"
+                        " AND network_id = ? AND from_name = ? AND to_name = ? ORDER BY created_ts DESC LIMIT 1",
+                        (content_hash, since_ts, network_id, from_name, to_name))
 
 
 def insert_body(db: Database, content: str, network_id: str | None = None) -> int:
@@ -34,6 +44,14 @@ def insert_body(db: Database, content: str, network_id: str | None = None) -> in
     network's usage counts it (schema.sql, network_usage) when `network_id` is given."""
     db.execute("INSERT INTO bodies(content, network_id) VALUES (?, ?)", (content, network_id))
     return db.con.last_insert_rowid()
+
+
+def last_sent(db: Database, network_id: str, from_name: str, to_name: str) -> str | None:
+    """The id of the newest item an agent sent another (the loop guard names it; messages_by_recipient, newest
+    first, stops at the first match)."""
+    row = db.query_one("SELECT message_id FROM messages WHERE network_id = ? AND to_name = ? AND from_name = ?"
+                       " AND from_kind = 'agent' ORDER BY created_ts DESC LIMIT 1", (network_id, to_name, from_name))
+    return row["message_id"] if row else None
 
 
 def get_message(db: Database, network_id: str, message_id: str) -> Row | None:

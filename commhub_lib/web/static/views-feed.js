@@ -18,6 +18,7 @@ const SUMMARY = {
     return `${data.from || "?"} → ${data.alias || "?"}: reply (${data.status || REPLY_STATUS.DONE})`;
   },
   [EVENT.BROADCAST]: (data) => `${data.from || "?"} → ${data.alias || "?"}: ${data.content ?? ""}`,
+  [EVENT.LOOP_BROKEN]: (data) => `loop broken: ${data.from || "?"} → ${data.to || data.alias || "?"} sent more than ${data.limit} a minute; refused for ${data.retry_after} s`,
 };
 
 function summary(type, data) {
