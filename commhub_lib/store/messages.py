@@ -19,6 +19,11 @@ MESSAGE_FIELDS = (("message_id", "message_id"), ("network_id", "network_id"), ("
 MESSAGE_COLUMNS = columns(MESSAGE_FIELDS)
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
+# The loop guard's duplicate probe: by the hash's own index, always. Left to itself the planner takes
+# messages_by_recipient (it knows no hash is rare), which reads every item of the recipient in the window.
+FIND_DUPLICATE = ("SELECT message_id, task_id, kind FROM messages INDEXED BY messages_by_content_hash"
+                  " WHERE content_hash = ? AND created_ts >= ? AND network_id = ? AND from_name = ? AND to_name = ?"
+                  " ORDER BY rowid DESC LIMIT 1")  # the newest: index entries of one hash are in rowid order
 
 
 def insert_message(db: Database, row: Row) -> None:
@@ -34,9 +39,7 @@ def find_duplicate(db: Database, content_hash: int, network_id: str, from_name: 
                    since_ts: float) -> Row | None:
     """The newest item with this content hash (service/loopguard.py) sent from `from_name` to `to_name` since
     `since_ts`: one probe of messages_by_content_hash; the ends are re-checked in case two hashes collide."""
-    return db.query_one("SELECT message_id, task_id, kind FROM messages WHERE content_hash = ? AND created_ts >= ?"
-                        " AND network_id = ? AND from_name = ? AND to_name = ? ORDER BY created_ts DESC LIMIT 1",
-                        (content_hash, since_ts, network_id, from_name, to_name))
+    return db.query_one(FIND_DUPLICATE, (content_hash, since_ts, network_id, from_name, to_name))
 
 
 def insert_body(db: Database, content: str, network_id: str | None = None) -> int:
