@@ -180,6 +180,8 @@ async def test_the_same_message_within_the_window_is_delivered_once(client: http
     assert other["duplicate"] is False and other["message_id"] != original
     back = await tool(client, p.pong, "send_message", {"to": "ping", "content": "thanks!"})  # the other direction
     assert back["duplicate"] is False
+    notes = [await tool(client, p.ping, "send_message", {"to": "ping", "content": "note"}) for _ in range(2)]
+    assert [n["duplicate"] for n in notes] == [False, False]  # an agent's notes to itself are no loop
     person = [await client.post("/api/messages", json={"to": "pong", "content": "thanks!"}, headers=p.account.auth)
               for _ in range(2)]
     assert [r.json()["duplicate"] for r in person] == [False, False]
@@ -194,7 +196,8 @@ async def test_the_same_message_within_the_window_is_delivered_once(client: http
 
 async def test_the_same_task_within_the_window_is_the_original(client: httpx.AsyncClient) -> None:
     """send_task with the same title, content and context again: the original task (duplicate: true), over REST
-    and MCP; a different context is a new task; the idempotency key still finds its own task exactly."""
+    and MCP; a different context is a new task. The idempotency key stays the exact mechanism: the same key finds
+    its own task whatever the content, another key makes another task even with the same content."""
     p = await pair(client)
     body = {"to": "pong", "title": "check", "content": "run the tests", "context": "branch x"}
     first = await client.post("/api/tasks", json=body, headers=_bearer(p.ping))
@@ -206,11 +209,14 @@ async def test_the_same_task_within_the_window_is_the_original(client: httpx.Asy
     assert over_mcp["duplicate"] is True and over_mcp["task_id"] == task_id
     other = await tool(client, p.ping, "send_task", {**body, "context": "branch y"})
     assert other["duplicate"] is False and other["task_id"] != task_id
-    keyed = await tool(client, p.ping, "send_task", {**body, "content": "keyed", "idempotency_key": "k1"})
+    keyed = await tool(client, p.ping, "send_task", {**body, "idempotency_key": "k1"})
+    assert keyed["duplicate"] is False and keyed["task_id"] != task_id
     assert (await tool(client, p.ping, "send_task", {**body, "content": "other text", "idempotency_key": "k1"})) \
         == {**keyed, "duplicate": True}
+    rekeyed = await tool(client, p.ping, "send_task", {**body, "idempotency_key": "k2"})
+    assert rekeyed["duplicate"] is False and rekeyed["task_id"] not in (task_id, keyed["task_id"])
     tasks = await client.get("/api/tasks", params={"to": "pong"}, headers=p.account.auth)
-    assert len(tasks.json()["tasks"]) == 3
+    assert len(tasks.json()["tasks"]) == 4
 
 
 async def test_after_the_window_the_same_content_is_delivered_again(client: httpx.AsyncClient,

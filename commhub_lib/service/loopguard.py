@@ -63,9 +63,9 @@ def guard_of(hub: Hub) -> LoopGuard:
 
 def digest_of(hub: Hub, network_id: str, sender: str, sender_kind: str, to: str, kind: str,
               *texts: str | None) -> int | None:
-    """The content hash a send stores and looks for: None for a person's send, or with the window set to 0 (then
-    nothing is stored or looked up)."""
-    if sender_kind != AGENT or hub.settings.duplicate_window_seconds <= 0:
+    """The content hash a send stores and looks for: None for a person's send, an agent's note to itself (no loop
+    has one end), or with the window set to 0 (then nothing is stored or looked up)."""
+    if sender_kind != AGENT or sender == to or hub.settings.duplicate_window_seconds <= 0:
         return None
     return content_hash(network_id, sender, to, kind, *texts)
 

@@ -94,8 +94,9 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
                 return _task_result(hub, existing, session_store.get_session(hub.db, network_id, existing["to_name"]),
                                     duplicate=True)
         recipient = require_known_alias(hub, network_id, body.to)
-        digest = loopguard.digest_of(hub, network_id, sender, sender_kind, body.to, TASK, body.title, body.content,
-                                     body.context)
+        # A task with an idempotency key is the key's to judge (above): another key means another task on purpose.
+        digest = None if body.idempotency_key else loopguard.digest_of(
+            hub, network_id, sender, sender_kind, body.to, TASK, body.title, body.content, body.context)
         original = loopguard.find_duplicate(hub, network_id, sender, body.to, digest)
         if original is not None and (found := task_store.get_task(hub.db, network_id, original["task_id"])):
             return _task_result(hub, found, recipient, duplicate=True)
