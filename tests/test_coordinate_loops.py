@@ -16,6 +16,7 @@ from httpx_sse import aconnect_sse
 
 from commhub_lib.config import Settings
 from commhub_lib.runtime.server import ServerHandle
+from commhub_lib.service import loopguard
 from commhub_lib.store import events as event_store
 from commhub_lib.store import messages as message_store
 from commhub_lib.vocabulary import AGENT, LOOP_BROKEN
@@ -189,7 +190,7 @@ async def test_the_same_message_within_the_window_is_delivered_once(client: http
     texts = [i["content"] for i in inbox["items"]]
     assert texts.count("thanks!") == 3 and texts.count("thanks!!") == 1, texts  # ping's once, the person's twice
     # The duplicate check is an index probe, not a scan of texts.
-    plan = server.hub.db.query("EXPLAIN QUERY PLAN " + message_store.FIND_DUPLICATE, (1, 0.0, "n", "a", "b"))
+    plan = server.hub.db.query("EXPLAIN QUERY PLAN " + message_store.FIND_DUPLICATE, (1,))
     assert [row["detail"] for row in plan] == [
         "SEARCH messages USING INDEX messages_by_content_hash (content_hash=?)"], plan
 
@@ -275,3 +276,30 @@ async def test_the_dashboard_overview_shows_the_broken_loop(page: Browser,  # no
     await page.screenshot("loop-notice")
     await page.run(lambda d: d.find_element("css selector", "#loops .loop-notice button").click())
     await page.wait_for(lambda d: not d.find_element("id", "loops-card").is_displayed(), "the notice dismissed")
+
+
+async def test_a_restarted_hub_still_finds_the_duplicate(client: httpx.AsyncClient, server: ServerHandle) -> None:
+    """The hashes are in the database: a loop guard made afresh (as after a restart, its memory empty) reads the
+    last window's hashes back and still answers the repeat with the original."""
+    p = await pair(client)
+    first = await tool(client, p.ping, "send_message", {"to": "pong", "content": "are you there?"})
+    server.hub.loop_guard = None
+    again = await tool(client, p.ping, "send_message", {"to": "pong", "content": "are you there?"})
+    assert again["duplicate"] is True and again["message_id"] == first["message_id"]
+
+
+def test_the_memory_in_front_of_the_index_never_hides_a_hash_of_the_window() -> None:
+    """RecentHashes says "certainly not stored" only while it holds every hash of the window: right after it was
+    made (complete_from = now) every hash may be there; past the cap it forgets the oldest and says "maybe" for
+    every hash until what it forgot has left the window."""
+    recent = loopguard.RecentHashes(window=300.0, cap=2, complete_from=1000.0)
+    assert recent.may_have(7, 1000.0)  # made now: the database may hold hashes of the last 300 s
+    assert not recent.may_have(7, 1301.0)  # a whole window later, with nothing stored: certainly not
+    recent.note(1, 1400.0)
+    recent.note(2, 1401.0)
+    assert recent.may_have(1, 1402.0) and not recent.may_have(3, 1402.0)
+    recent.note(3, 1402.0)  # past the cap: hash 1 is forgotten while still in the window
+    assert recent.may_have(1, 1403.0) and recent.may_have(99, 1403.0)
+    assert not recent.may_have(99, 1400.0 + 301.0)  # once 1400 has left the window
+    recent.note(4, 1800.0)  # everything older than the window is forgotten
+    assert list(recent.seen) == [4]

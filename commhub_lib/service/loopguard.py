@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ from .hub import Hub
 # A pair stays "broken" (no second loop_broken event) while its refusals follow each other within this many
 # seconds: one notice per run of refusals, not one per refused send.
 QUIET_SECONDS = 60.0
+# Rows are read back in insertion order; another writer's clock may be this far off (see recent_hashes).
+CLOCK_SLACK_SECONDS = 60.0
 
 
 def content_hash(network_id: str, sender: str, to: str, kind: str, *texts: str | None) -> int:
@@ -42,22 +45,67 @@ def content_hash(network_id: str, sender: str, to: str, kind: str, *texts: str |
 
 
 @dataclass
+class RecentHashes:
+    """The hashes this process stored within the window: a filter in front of the database's index. A send whose
+    hash is not here cannot be a duplicate, so the probe (~10-40 µs inside a busy send's transaction) runs only for
+    a likely duplicate, or while this memory does not cover the whole window (after a start, or after the cap made
+    it forget hashes still in the window): then every send asks the index. A hash noted for a send that was rolled
+    back only costs one needless probe."""
+
+    window: float
+    cap: int = 200_000
+    complete_from: float = field(default_factory=time.time)  # every hash stored since then is here (or in `seen`)
+    seen: dict[int, float] = field(default_factory=dict)  # hash -> when it was last stored
+    order: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def may_have(self, digest: int, now: float) -> bool:
+        """False only when the hash was certainly not stored within the window."""
+        return self.complete_from > now - self.window or digest in self.seen
+
+    def note(self, digest: int, now: float) -> None:
+        """A send stored this hash now; hashes older than the window are forgotten, and the oldest past the cap."""
+        self.seen[digest] = now
+        self.order.append((now, digest))
+        cutoff = now - self.window
+        while self.order and (self.order[0][0] < cutoff or len(self.order) > self.cap):
+            when, old = self.order.popleft()
+            if when >= cutoff:  # forgotten while still in the window: ask the index until it has left it
+                self.complete_from = max(self.complete_from, when)
+            if self.seen.get(old) == when:
+                del self.seen[old]
+
+
+@dataclass
 class LoopGuard:
-    """The pair rate limit's buckets and the pairs currently cut (one per hub, in memory)."""
+    """The pair rate limit's buckets, the pairs currently cut and the recent hashes (one per hub, in memory)."""
 
     per_minute: int
+    window: float
     limiter: RateLimiter = field(init=False)
+    recent: RecentHashes = field(init=False)
     broken: dict[tuple[str, str, str], float] = field(default_factory=dict)  # pair -> last refusal (monotonic)
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.per_minute, "pair")
+        self.recent = RecentHashes(self.window)
 
 
 def guard_of(hub: Hub) -> LoopGuard:
-    """The hub's loop guard, made on first use."""
+    """The hub's loop guard, made on first use with the hashes the database holds from the last window (read
+    newest first, at most the cap: a fresh hub reads nothing, a busy one at most the cap's rows, once)."""
     guard = hub.loop_guard
     if not isinstance(guard, LoopGuard):
-        guard = hub.loop_guard = LoopGuard(hub.settings.pair_rate_per_minute)
+        guard = hub.loop_guard = LoopGuard(hub.settings.pair_rate_per_minute, hub.settings.duplicate_window_seconds)
+        recent = guard.recent
+        if recent.window > 0:
+            now = time.time()
+            rows, complete = message_store.recent_hashes(hub.db, now - recent.window, CLOCK_SLACK_SECONDS,
+                                                         recent.cap)
+            for digest, when in rows:
+                recent.seen[digest] = when
+                recent.order.append((when, digest))
+            # Read all of them: the memory covers the window. Stopped by the cap: it covers it from its oldest row.
+            recent.complete_from = now - recent.window if complete else (rows[0][1] if rows else now)
     return guard
 
 
@@ -75,8 +123,17 @@ def find_duplicate(hub: Hub, network_id: str, sender: str, to: str, digest: int 
     the window, or None. Call inside the send's write transaction, so two racing sends cannot both pass."""
     if digest is None:
         return None
+    now = time.time()
+    if not guard_of(hub).recent.may_have(digest, now):
+        return None
     return message_store.find_duplicate(hub.db, digest, network_id, sender, to,
-                                        time.time() - hub.settings.duplicate_window_seconds)
+                                        now - hub.settings.duplicate_window_seconds)
+
+
+def note_stored(hub: Hub, digest: int | None) -> None:
+    """A send stored an item with this hash (inside its write transaction)."""
+    if digest is not None:
+        guard_of(hub).recent.note(digest, time.time())
 
 
 def check_pair(hub: Hub, network_id: str, sender: str, sender_kind: str, to: str) -> None:

@@ -71,6 +71,7 @@ def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, se
     msg = message_row(network_id, sender, body.to, MESSAGE, body.content, from_kind=sender_kind)
     msg["content_hash"] = digest
     message_store.insert_message(hub.db, msg)
+    loopguard.note_stored(hub, digest)
     hub.record_event(pending, network_id, body.to, NEW_MESSAGE, {
         "type": NEW_MESSAGE, "message": body.content, "from": sender, "from_kind": sender_kind,
         "message_id": msg["message_id"]})

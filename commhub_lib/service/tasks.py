@@ -113,6 +113,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
         msg["task_id"] = task["task_id"]
         task_store.insert_task(hub.db, task)
         message_store.insert_message(hub.db, msg)
+        loopguard.note_stored(hub, digest)
         _task_event(hub, task, DELIVERED, sender, body.title)
         hub.record_event(pending, network_id, body.to, NEW_TASK, {
             "type": NEW_TASK, "inbox_count": message_store.unread_count(hub.db, network_id, body.to),

@@ -19,11 +19,12 @@ MESSAGE_FIELDS = (("message_id", "message_id"), ("network_id", "network_id"), ("
 MESSAGE_COLUMNS = columns(MESSAGE_FIELDS)
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
-# The loop guard's duplicate probe: by the hash's own index, always. Left to itself the planner takes
-# messages_by_recipient (it knows no hash is rare), which reads every item of the recipient in the window.
-FIND_DUPLICATE = ("SELECT message_id, task_id, kind FROM messages INDEXED BY messages_by_content_hash"
-                  " WHERE content_hash = ? AND created_ts >= ? AND network_id = ? AND from_name = ? AND to_name = ?"
-                  " ORDER BY rowid DESC LIMIT 1")  # the newest: index entries of one hash are in rowid order
+# The loop guard's duplicate probe: the hash alone in the WHERE, so the planner can only take its one-column index
+# (with the ends and the window there too it took messages_by_recipient and read every item of the recipient in
+# the window: 187 µs against 1.5 µs at 3,000 items). The newest row of the hash (index entries of one key are in
+# rowid order) is the only one that can be in the window; the caller re-checks its ends and its time.
+FIND_DUPLICATE = ("SELECT message_id, task_id, kind, network_id, from_name, to_name, created_ts FROM messages"
+                  " WHERE content_hash = ? ORDER BY rowid DESC LIMIT 1")
 
 
 def insert_message(db: Database, row: Row) -> None:
@@ -39,7 +40,26 @@ def find_duplicate(db: Database, content_hash: int, network_id: str, from_name: 
                    since_ts: float) -> Row | None:
     """The newest item with this content hash (service/loopguard.py) sent from `from_name` to `to_name` since
     `since_ts`: one probe of messages_by_content_hash; the ends are re-checked in case two hashes collide."""
-    return db.query_one(FIND_DUPLICATE, (content_hash, since_ts, network_id, from_name, to_name))
+    row = db.query_one(FIND_DUPLICATE, (content_hash,))
+    if row is None or row["created_ts"] < since_ts or (row["network_id"], row["from_name"], row["to_name"]) != \
+            (network_id, from_name, to_name):
+        return None
+    return row
+
+
+def recent_hashes(db: Database, since_ts: float, slack: float, cap: int) -> tuple[list[tuple[int, float]], bool]:
+    """The content hashes stored since `since_ts`, oldest first, read newest first by rowid (insertion order) until
+    rows are older than since_ts - slack (clocks of several writers differ a little), at most `cap` of them; and
+    whether that is all of them (False: the cap stopped the read)."""
+    found: list[tuple[int, float]] = []
+    for content_hash, created_ts in db.con.execute("SELECT content_hash, created_ts FROM messages ORDER BY rowid DESC"):
+        if created_ts < since_ts - slack:
+            break
+        if content_hash is not None and created_ts >= since_ts:
+            if len(found) >= cap:
+                return found[::-1], False
+            found.append((content_hash, created_ts))
+    return found[::-1], True
 
 
 def insert_body(db: Database, content: str, network_id: str | None = None) -> int:
