@@ -194,7 +194,6 @@ CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
 CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
 CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
-CREATE INDEX messages_by_content_hash ON messages(content_hash) WHERE content_hash IS NOT NULL;  -- duplicates
 
 -- Unread items per recipient, kept by triggers in the writing transaction: every new task pushes the
 -- recipient's inbox_count, and report_status/get_inbox/ack_inbox return it; a count(*) over the unread

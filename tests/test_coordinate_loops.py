@@ -189,10 +189,10 @@ async def test_the_same_message_within_the_window_is_delivered_once(client: http
     inbox = await tool(client, p.pong, "get_inbox", {})
     texts = [i["content"] for i in inbox["items"]]
     assert texts.count("thanks!") == 3 and texts.count("thanks!!") == 1, texts  # ping's once, the person's twice
-    # The duplicate check is an index probe, not a scan of texts.
-    plan = server.hub.db.query("EXPLAIN QUERY PLAN " + message_store.FIND_DUPLICATE, (1,))
+    # The database is asked about a likely duplicate through the recipient's items of the window, never a scan.
+    plan = server.hub.db.query("EXPLAIN QUERY PLAN " + message_store.FIND_DUPLICATE, ("n", "b", 0.0, 1, "a"))
     assert [row["detail"] for row in plan] == [
-        "SEARCH messages USING INDEX messages_by_content_hash (content_hash=?)"], plan
+        "SEARCH messages USING INDEX messages_by_recipient (network_id=? AND to_name=? AND created_ts>?)"], plan
 
 
 async def test_the_same_task_within_the_window_is_the_original(client: httpx.AsyncClient) -> None:

@@ -46,11 +46,11 @@ def content_hash(network_id: str, sender: str, to: str, kind: str, *texts: str |
 
 @dataclass
 class RecentHashes:
-    """The hashes this process stored within the window: a filter in front of the database's index. A send whose
-    hash is not here cannot be a duplicate, so the probe (~10-40 µs inside a busy send's transaction) runs only for
-    a likely duplicate, or while this memory does not cover the whole window (after a start, or after the cap made
-    it forget hashes still in the window): then every send asks the index. A hash noted for a send that was rolled
-    back only costs one needless probe."""
+    """The hashes this process stored within the window: a filter in front of the database. A send whose hash is
+    not here cannot be a duplicate, so the database is asked (the recipient's items of the window) only about a
+    likely duplicate, or while this memory does not cover the whole window (after the cap made it forget hashes
+    still in the window): then every send asks. A hash noted for a send that was rolled back only costs one
+    needless question."""
 
     window: float
     cap: int = 200_000
