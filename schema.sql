@@ -110,7 +110,7 @@ CREATE TABLE tasks (
     context         TEXT,
     priority        TEXT NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
     status          TEXT NOT NULL CHECK (status IN ('delivered', 'running', 'input_required', 'replied',
-                                                'failed', 'cancelled')),
+                                                'failed', 'cancelled', 'expired')),
     deadline        TEXT,
     idempotency_key TEXT,
     message_id      TEXT NOT NULL,
@@ -120,7 +120,10 @@ CREATE TABLE tasks (
     updated_at      TEXT NOT NULL,
     -- A mark for a person's attention (service/tasks.py FLAGS: 'unanswered', set by a runner), and when.
     flag            TEXT,
-    flagged_at      TEXT
+    flagged_at      TEXT,
+    -- Not started by then (docs/tasks-deadlines.md): the task expires instead (ISO text, and the same as a number).
+    start_by        TEXT,
+    start_by_ts     REAL
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -132,6 +135,7 @@ CREATE INDEX tasks_by_status ON tasks(network_id, status, created_ts);
 CREATE INDEX tasks_by_to_name ON tasks(network_id, to_name, created_ts);
 CREATE INDEX tasks_by_from_name ON tasks(network_id, from_name, created_ts);
 CREATE INDEX tasks_flagged ON tasks(network_id, flag, created_ts) WHERE flag IS NOT NULL;  -- ?flag= lists
+CREATE INDEX tasks_start_by ON tasks(start_by_ts) WHERE start_by_ts IS NOT NULL AND status = 'delivered';  -- expiry
 
 -- Task counts per network and status for /api/stats, kept by triggers (counting a million tasks takes
 -- tens of milliseconds on the event loop). A step that rebuilds `tasks` must recreate these triggers.
@@ -370,3 +374,60 @@ CREATE TABLE approvals (
 );
 CREATE INDEX approvals_by_alias ON approvals(network_id, alias, status);  -- a reply to an agent settles one
 CREATE INDEX approvals_by_network ON approvals(network_id, created_at);
+
+-- Full-text search (docs/search.md): one FTS5 index per table that stores a text once, each an external-content
+-- table (the index keeps tokens, the text stays in its table), kept by triggers in the writing transaction.
+-- A task notice's text is its task's (content ''), a broadcast copy's is its body's (content ''): only rows
+-- with their own text are indexed, so each text is found once. The index rows are keyed by the table's rowid;
+-- a step that rebuilds tasks, messages or bodies must re-create these triggers and rebuild the index.
+-- network_id is indexed too: a search names the caller's networks inside the FTS5 query, so FTS5 skips the other
+-- networks' hits itself (a word common elsewhere but absent from the caller's networks cost ~0.6 s at 1M
+-- messages when each hit was joined to its row and dropped there).
+CREATE VIRTUAL TABLE search_tasks USING fts5(title, content, context, network_id, content='tasks',
+    tokenize='unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE search_messages USING fts5(content, network_id, content='messages',
+    tokenize='unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE search_bodies USING fts5(content, network_id, content='bodies',
+    tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER search_tasks_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO search_tasks(rowid, title, content, context, network_id)
+        VALUES (new.rowid, new.title, new.content, new.context, new.network_id);
+END;
+CREATE TRIGGER search_tasks_delete AFTER DELETE ON tasks BEGIN
+    INSERT INTO search_tasks(search_tasks, rowid, title, content, context, network_id)
+        VALUES ('delete', old.rowid, old.title, old.content, old.context, old.network_id);
+END;
+CREATE TRIGGER search_tasks_update AFTER UPDATE OF title, content, context, network_id ON tasks BEGIN
+    INSERT INTO search_tasks(search_tasks, rowid, title, content, context, network_id)
+        VALUES ('delete', old.rowid, old.title, old.content, old.context, old.network_id);
+    INSERT INTO search_tasks(rowid, title, content, context, network_id)
+        VALUES (new.rowid, new.title, new.content, new.context, new.network_id);
+END;
+CREATE TRIGGER search_messages_insert AFTER INSERT ON messages WHEN new.kind <> 'task' AND new.content <> '' BEGIN
+    INSERT INTO search_messages(rowid, content, network_id) VALUES (new.rowid, new.content, new.network_id);
+END;
+CREATE TRIGGER search_messages_delete AFTER DELETE ON messages WHEN old.kind <> 'task' AND old.content <> '' BEGIN
+    INSERT INTO search_messages(search_messages, rowid, content, network_id)
+        VALUES ('delete', old.rowid, old.content, old.network_id);
+END;
+CREATE TRIGGER search_messages_update_old AFTER UPDATE OF kind, content, network_id ON messages
+    WHEN old.kind <> 'task' AND old.content <> '' BEGIN
+    INSERT INTO search_messages(search_messages, rowid, content, network_id)
+        VALUES ('delete', old.rowid, old.content, old.network_id);
+END;
+CREATE TRIGGER search_messages_update_new AFTER UPDATE OF kind, content, network_id ON messages
+    WHEN new.kind <> 'task' AND new.content <> '' BEGIN
+    INSERT INTO search_messages(rowid, content, network_id) VALUES (new.rowid, new.content, new.network_id);
+END;
+CREATE TRIGGER search_bodies_insert AFTER INSERT ON bodies BEGIN
+    INSERT INTO search_bodies(rowid, content, network_id) VALUES (new.rowid, new.content, new.network_id);
+END;
+CREATE TRIGGER search_bodies_delete AFTER DELETE ON bodies BEGIN
+    INSERT INTO search_bodies(search_bodies, rowid, content, network_id)
+        VALUES ('delete', old.rowid, old.content, old.network_id);
+END;
+CREATE TRIGGER search_bodies_update AFTER UPDATE OF content, network_id ON bodies BEGIN
+    INSERT INTO search_bodies(search_bodies, rowid, content, network_id)
+        VALUES ('delete', old.rowid, old.content, old.network_id);
+    INSERT INTO search_bodies(rowid, content, network_id) VALUES (new.rowid, new.content, new.network_id);
+END;

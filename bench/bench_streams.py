@@ -259,6 +259,21 @@ async def paced_load(a: argparse.Namespace, srv: bl.Server, holders: Holders, se
         probe_out.append(p.stdout)
 
     raw = RawSender(srv.port)
+    scrapes: list[float] = []
+    scraped: dict = {}
+
+    async def scrape() -> None:
+        """GET /metrics every --scrape-every seconds, as a Prometheus would (the server runs with --metrics on)."""
+        async with httpx.AsyncClient(base_url=srv.base, timeout=a.call_timeout) as http:
+            while trio.current_time() < paced_from + a.seconds:  # the paced phase's length
+                t0 = time.perf_counter()
+                r = await http.get("/metrics")
+                scrapes.append(time.perf_counter() - t0)
+                r.raise_for_status()
+                scraped["bytes"] = len(r.content)
+                scraped["streams_open"] = sum(float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines()
+                                              if line.startswith("commhub_streams_open{"))
+                await trio.sleep(a.scrape_every)
 
     async def one(k: int, to: str, head: dict[str, str]) -> None:
         holders.waiters[k] = trio.Event()
@@ -284,6 +299,8 @@ async def paced_load(a: argparse.Namespace, srv: bl.Server, holders: Holders, se
     start, paced_from, start_wall = time.perf_counter(), trio.current_time(), time.time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(probe)
+        if a.scrape_every:
+            nursery.start_soon(scrape)
         for k in range(n):
             await trio.sleep_until(paced_from + k / a.rate)  # open loop: a slow answer does not slow the rate
             nursery.start_soon(one, k, rng.choice(live), heads[k % len(heads)])
@@ -314,6 +331,7 @@ async def paced_load(a: argparse.Namespace, srv: bl.Server, holders: Holders, se
             "cpu": cpu_used, "server_cpu_ms_per_send": round(cpu_used["server_cores"] * cpu_used["wall_s"] * 1000
                                                              / max(1, len(sent_at)), 2),
             "client_gc": pauses.summary(), "health": json.loads(probe_out[0]) if probe_out else None,
+            "metrics_scrape_ms": bl.lat_summary_ms(scrapes) if scrapes else None, "metrics_scraped": scraped or None,
             "paced_wall": paced_wall}
 
 
@@ -399,6 +417,8 @@ def main() -> int:
                         "initialize and report_status happen before the timed opening)")
     p.add_argument("--keep-log", help="write the server log here (kept after the run)")
     p.add_argument("--json-out")
+    p.add_argument("--scrape-every", type=float, default=0.0,
+                   help="seconds between GET /metrics during the paced load (give --server-arg=--metrics=loopback)")
     a = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < a.streams * 2 + 500:
@@ -442,6 +462,7 @@ def main() -> int:
           f"{ld['wake_ms']}, lost {ld['lost']}, misrouted {ld['misrouted']}, errors {ld['errors']}\n"
           f"  slowest (ms, at s): {ld['slowest_ms_at_s']}\n"
           f"  cpu {ld['cpu']}, server {ld['server_cpu_ms_per_send']} ms CPU/send, client gc {ld['client_gc']}\n"
+          f"/metrics scrapes during load: {ld['metrics_scrape_ms']} {ld['metrics_scraped']}\n"
           f"/health during load: {ld['health']['health_ms'] if ld['health'] else None}, spikes "
           f"{ld['health']['spikes_over_50ms'][:10] if ld['health'] else None}\n"
           f"SIGTERM with {out['open_ok']} streams open: {st}\n"

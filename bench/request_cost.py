@@ -31,8 +31,9 @@ import trio
 HERE = Path(__file__).resolve().parent
 
 
-async def setup(log_stream: Any, clients: int = 2) -> dict[str, Any]:
-    """A hub on a temp database, a user, `clients` network tokens, each with an MCP session and an alias."""
+async def setup(log_stream: Any, clients: int = 2, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """A hub on a temp database, a user, `clients` network tokens, each with an MCP session and an alias; `extra`
+    settings (--setting NAME=VALUE) on top."""
     from commhub_lib.broker import Broker
     from commhub_lib.config import Settings
     from commhub_lib.db import LOOP_BUSY_TIMEOUT_MS, Database
@@ -49,7 +50,7 @@ async def setup(log_stream: Any, clients: int = 2) -> dict[str, Any]:
     # The loop guard's pair limit on but out of reach, so its cost is measured (a checkout without it: nothing).
     guard = {"pair_rate_per_minute": 10**9} if hasattr(Settings, "pair_rate_per_minute") else {}
     settings = Settings(db=os.path.join(tmp, "cost.db"), port=0, register_rate_per_minute=0,
-                        login_rate_per_minute=0, token_rate_per_minute=0, **guard)
+                        login_rate_per_minute=0, token_rate_per_minute=0, **{**guard, **(extra or {})})
     db = Database(settings.db, busy_timeout_ms=LOOP_BUSY_TIMEOUT_MS)
     hub = Hub(settings, db, Broker(settings.sse_buffer))
     client = create_app(hub).test_client()
@@ -221,7 +222,8 @@ def parts(env: dict[str, Any]) -> dict[str, Any]:
 
 async def measure(a: argparse.Namespace, log_stream: Any) -> dict[str, Any]:
     """Set up, then measure what the command line asked for."""
-    env = await setup(log_stream, clients=max(2, a.asgi + 1))
+    env = await setup(log_stream, clients=max(2, a.asgi + 1),
+                      extra=dict(s.split("=", 1) for s in a.setting))
     if a.asgi:
         env["db"].con.pragma("wal_autocheckpoint", 0)  # the server checkpoints in a thread, not in the COMMIT
         return await asgi_cpu_per_call(env, a.asgi, a.calls, a.rounds)
@@ -242,6 +244,8 @@ def main() -> None:
     ap.add_argument("--parts", action="store_true")
     ap.add_argument("--asgi", type=int, default=0, metavar="K",
                     help="send K calls at once straight into the ASGI entry (no test client), as many agents do")
+    ap.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                    help="a server setting for the measured hub (string settings only, e.g. metrics=loopback)")
     a = ap.parse_args()
     sys.path.insert(0, a.repo)
     import commhub_lib

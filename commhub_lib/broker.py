@@ -31,6 +31,15 @@ class Event:
     data: str
 
 
+@dataclass
+class Tally:
+    """Events written to streams since start (one per broker; read by commhub_lib/metrics.py at scrape time):
+    live ones pushed as they were published, and ones replayed from the database after a Last-Event-ID."""
+
+    pushed: int = 0
+    replayed: int = 0
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One live reader of an alias's events (or, with `alias` None, of every alias of a network)."""
@@ -43,6 +52,7 @@ class Subscriber:
     token_id: str | None = None
     dropped: bool = False
     closed_reason: str = ""
+    tally: Tally | None = None  # the broker's, so a stream counts what it writes (stream.follow)
 
     @property
     def key(self) -> Key:
@@ -65,12 +75,13 @@ class StreamSlot:
     """One open stream counted against its token's and its address's caps, from the moment the caps were checked
     (Broker.take_slot) until release(); releasing twice is harmless."""
 
-    __slots__ = ("_broker", "token_id", "client_ip", "held")
+    __slots__ = ("_broker", "token_id", "client_ip", "kind", "held")
 
-    def __init__(self, broker: Broker, token_id: str | None, client_ip: str):
+    def __init__(self, broker: Broker, token_id: str | None, client_ip: str, kind: str):
         self._broker = broker
         self.token_id = token_id
         self.client_ip = client_ip
+        self.kind = kind
         self.held = True
 
     def release(self) -> None:
@@ -93,6 +104,8 @@ class Broker:
         self.stopping = trio.Event()  # set at shutdown, for streams that wait without a subscriber
         self.streams_opened = 0  # streams (not long-polls) ever opened and closed: their churn, for the gc job
         self.streams_closed = 0
+        self.open_by_kind: Counter[str] = Counter()  # open streams by kind (events, network, mcp, listen): metrics
+        self.tally = Tally()
         # Aliases whose stored presence a stream open found stale: written together, a moment later, by the
         # presence writer of the root nursery (service/sessions.py), not in one transaction per open. Their
         # streams keep them online meanwhile, as every reader of presence asks this broker first.
@@ -103,7 +116,7 @@ class Broker:
                   buffer: int | None = None, token_id: str | None = None) -> Iterator[Subscriber]:
         """Register a subscriber for the duration of the block (alias None: every alias of the network)."""
         send, receive = trio.open_memory_channel[Event](buffer or self.buffer)
-        sub = Subscriber(network_id, alias, send, receive, counts_for_presence, token_id)
+        sub = Subscriber(network_id, alias, send, receive, counts_for_presence, token_id, tally=self.tally)
         if self.closing:
             sub.close(SHUTDOWN)
         registry = self._subs.setdefault(sub.key, set()) if alias is not None else \
@@ -121,17 +134,19 @@ class Broker:
             send.close()
             receive.close()
 
-    def take_slot(self, token_id: str | None, client_ip: str) -> StreamSlot:
+    def take_slot(self, token_id: str | None, client_ip: str, kind: str = "events") -> StreamSlot:
         """Count one more open stream against its token and address now, in the same step as the caps are
         checked (stream.take_stream_slot), so a burst of opens cannot all pass the check before any counts."""
         self._streams_by_ip[client_ip] += 1
         if token_id is not None:
             self._streams_by_token[token_id] += 1
         self.streams_opened += 1
-        return StreamSlot(self, token_id, client_ip)
+        self.open_by_kind[kind] += 1
+        return StreamSlot(self, token_id, client_ip, kind)
 
     def _release_slot(self, slot: StreamSlot) -> None:
         self.streams_closed += 1
+        self.open_by_kind[slot.kind] -= 1
         self._streams_by_ip[slot.client_ip] -= 1
         if self._streams_by_ip[slot.client_ip] <= 0:
             del self._streams_by_ip[slot.client_ip]

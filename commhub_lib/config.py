@@ -10,6 +10,7 @@ from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+METRICS_MODES = ("off", "loopback", "token")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class Settings:
     # HTTP guards (h17-http): DNS rebinding (the Host names answered) and connections still sending their headers.
     allowed_hosts: str = ""
     max_incomplete_headers_per_ip: int = 64
+    # Metrics (m20): GET /metrics in the Prometheus text format, and who may scrape it (docs/metrics.md).
+    metrics: str = "off"
+    metrics_token: str = ""
     # Loop guard (c19b, docs/loop-guard.md): the same content again from an agent to an agent is not delivered
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
@@ -133,6 +137,9 @@ HELP: dict[str, str] = {
                      "subdomains; * = any); others get 421 host_not_allowed",
     "max_incomplete_headers_per_ip": "connections one client address may hold open while still sending request "
                                      "headers; the next is answered 429 and closed (0 = no limit)",
+    "metrics": "GET /metrics (Prometheus text format, docs/metrics.md): off (404, nothing counted), loopback (only "
+               "clients on this machine) or token (`Authorization: Bearer <metrics_token>`)",
+    "metrics_token": "the bearer token a scraper sends when metrics = token (env only)",
     "duplicate_window_seconds": "a task or message from an agent with the same content as one it sent the same "
                                 "recipient within this many seconds is not delivered again: the answer names the "
                                 "original with duplicate: true (0 = off)",
@@ -141,7 +148,7 @@ HELP: dict[str, str] = {
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
-ENV_ONLY = {"auth_token"}
+ENV_ONLY = {"auth_token", "metrics_token"}
 
 
 def env_name(field: str) -> str:
@@ -191,6 +198,10 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError("header_timeout_seconds and body_timeout_seconds must be positive")
     if settings.heartbeat_seconds <= 0 or settings.presence_timeout_seconds <= 0:
         raise ValueError("heartbeat_seconds and presence_timeout_seconds must be positive")
+    if settings.metrics not in METRICS_MODES:
+        raise ValueError(f"setting metrics: must be one of {', '.join(METRICS_MODES)}")
+    if settings.metrics == "token" and not settings.metrics_token:
+        raise ValueError("setting metrics = token needs COMMHUB_METRICS_TOKEN (the scraper's bearer token)")
     for name in ("mcp_max_batch", "mcp_max_response_bytes", "mcp_sessions_per_token", "mcp_max_sessions"):
         if getattr(settings, name) < 1:
             raise ValueError(f"setting {name}: must be at least 1")

@@ -120,7 +120,9 @@ async def _openapi() -> dict[str, Any]:
 
 
 WHO = {"userToken": "a person's user token (`utok_`)", "networkToken": "an agent's network token (`ntok_`)",
-       "queryToken": "either as `?token=`", "serverAuthToken": "`COMMHUB_AUTH_TOKEN` when the server sets it"}
+       "queryToken": "either as `?token=`", "serverAuthToken": "`COMMHUB_AUTH_TOKEN` when the server sets it",
+       "metricsToken": "per the `metrics` setting: off = nobody (404), loopback = clients on the hub's machine, "
+                       "token = `COMMHUB_METRICS_TOKEN`"}
 
 
 def _who(security: list[dict[str, Any]]) -> str:

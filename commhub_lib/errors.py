@@ -213,7 +213,7 @@ CATALOGUE: dict[str, ErrorInfo] = {
                                   "cancel or flag it."),
     "no_recipients": ErrorInfo(404, "No other session matches: a broadcast would reach nobody."),
     "nothing_acked": ErrorInfo(409, "None of the ids could be marked read; the message says why."),
-    "task_final": ErrorInfo(409, "The task is already replied, failed or cancelled."),
+    "task_final": ErrorInfo(409, "The task is already replied, failed, cancelled or expired."),
     "status_required": ErrorInfo(400, "A reply on a task you received must say its status."),
     "status_not_allowed": ErrorInfo(400, "The task's sender answers without a status (status is how the recipient "
                                          "reports)."),

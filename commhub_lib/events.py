@@ -16,6 +16,7 @@ from .ids import iso_now
 from .vocabulary import HEARTBEAT  # the event names and their data's shapes live in vocabulary.py
 
 RETRY_MS = 3000
+AT_PREFIX = ": at "  # the comment line that stamps a replayed event with its own time (docs/events.md)
 
 # Every character `str.splitlines` splits on besides CR and LF (those never occur raw in JSON text).
 _LINE_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -30,9 +31,12 @@ def safe_data(text: str) -> str:
     return text
 
 
-def frame(event_id: int, name: str, data: str) -> bytes:
-    """One SSE frame with an id, an event name and JSON data."""
-    return f"id: {event_id}\nevent: {name}\ndata: {safe_data(data)}\n\n".encode()
+def frame(event_id: int, name: str, data: str, at: str | None = None) -> bytes:
+    """One SSE frame with an id, an event name and JSON data; with `at` (a replayed event's stored time,
+    'YYYY-MM-DD HH:MM:SS' UTC) it starts with the comment line `: at YYYY-MM-DDTHH:MM:SSZ`, which every SSE
+    client ignores and `commhub tail --from-start` prints instead of the time it read the event."""
+    stamp = f"{AT_PREFIX}{at.replace(' ', 'T')}Z\n" if at else ""
+    return f"{stamp}id: {event_id}\nevent: {name}\ndata: {safe_data(data)}\n\n".encode()
 
 
 def encode(event: Event) -> bytes:

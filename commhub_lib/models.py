@@ -10,11 +10,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .types import StrictFloat, StrictInt
 from .vocabulary import (
     DEFAULT_PRIORITY,
+    MessageKind,
     PriorityValue,
     ReplyStatusValue,
     ReportableSessionStatus,
@@ -232,6 +233,21 @@ class SendTask(Body):
     idempotency_key: Short | None = Field(
         default=None, description="a unique string you choose (e.g. a uuid), set on the FIRST call: if the call "
         "times out and you retry with the same key, the hub returns the task it already made instead of a second one")
+    start_by: Deadline = Field(default=None, description=(
+        f"the recipient must START it by then, or it expires (status 'expired', you get a reply saying so, and it "
+        f"is never started later): {DEADLINE_RULE}; stored as ISO 8601 UTC (docs/tasks-deadlines.md)"))
+    start_within_seconds: StrictFloat | None = Field(default=None, gt=0, le=10 * 365 * 86400, description=(
+        "the same as start_by, given as seconds from now (give one of the two)"))
+
+    @model_validator(mode="after")
+    def _one_start_by(self) -> SendTask:
+        """start_within_seconds is start_by given as seconds from now: it is turned into start_by here."""
+        if self.start_within_seconds is not None:
+            if self.start_by is not None:
+                raise ValueError("give start_by or start_within_seconds, not both")
+            self.start_by = _deadline(self.start_within_seconds)
+            self.start_within_seconds = None
+        return self
 
 
 class SendMessage(Body):
@@ -391,6 +407,16 @@ class ListTasks(Body):
     limit: StrictInt = Field(default=50, ge=1)
     flag: Annotated[Short | None, BeforeValidator(_lower)] = Field(
         default=None, description="only tasks with this flag ('unanswered': a runner's turn ended without an answer)")
+
+
+class Search(Body):
+    """Full-text search over the tasks, messages and replies of the network (docs/search.md)."""
+
+    query: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="plain words, all required; a word ending in * matches as a prefix")
+    kind: Annotated[MessageKind | None, BeforeValidator(_lower)] = Field(
+        default=None, description="only this kind: task (the tasks themselves), message, reply, notice, broadcast")
+    limit: StrictInt = Field(default=20, ge=1, le=100)
 
 
 class CancelTask(Body):

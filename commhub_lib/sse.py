@@ -35,9 +35,9 @@ class SseWire:
         """retry hint and position."""
         return events.preamble(position)
 
-    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
-        """One event frame."""
-        return events.frame(event_id, name, events.with_alias(data, alias) if self.name_alias else data)
+    def event(self, event_id: int, alias: str, name: str, data: str, at: str | None = None) -> bytes:
+        """One event frame (a replayed one says when it happened, in a comment line: docs/events.md)."""
+        return events.frame(event_id, name, events.with_alias(data, alias) if self.name_alias else data, at)
 
     def heartbeat(self) -> bytes:
         """The reference's heartbeat event (no id)."""
@@ -104,7 +104,7 @@ def alias_stream(ctx: RouteContext, req: StreamRequest, alias: str) -> AsyncIter
 
     body = generate()
     # Counted now, with the caps check, before anything can await: a burst of opens cannot overshoot the caps.
-    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body)
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body, kind="events")
     if is_agent:
         try:
             sessions.claim_for_stream(h, principal, network_id, alias)
@@ -144,5 +144,5 @@ def network_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes
             slot.release()
 
     body = generate()
-    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body)
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, ip, body, kind="network")
     return body

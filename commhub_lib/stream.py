@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
-from .broker import Broker, Event, StreamSlot, Subscriber
+from .broker import Broker, Event, StreamSlot, Subscriber, Tally
 from .config import Settings
 from .db import Database
 from .errors import RateLimited, ValidationFailed
@@ -34,8 +34,8 @@ class Wire(Protocol):
         """The first bytes: the reconnect hint and the stream's position (an id without an event)."""
         ...
 
-    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
-        """One durable event."""
+    def event(self, event_id: int, alias: str, name: str, data: str, at: str | None = None) -> bytes:
+        """One durable event; `at` (a replay only): when it happened, 'YYYY-MM-DD HH:MM:SS' UTC."""
         ...
 
     def heartbeat(self) -> bytes:
@@ -88,14 +88,15 @@ def parse_last_event_id(raw: str | None, db: Database) -> int | None:
 
 
 def take_stream_slot(broker: Broker, settings: Settings, token_id: str, client_ip: str,
-                     body: AsyncIterator[bytes] | None = None) -> StreamSlot:
+                     body: AsyncIterator[bytes] | None = None, kind: str = "events") -> StreamSlot:
     """Refuse one more stream beyond the per-token or per-address cap (429 naming the limit), else count it at
     once, in the same step (no await between the check and the count: a burst of opens cannot all pass).
 
     The stream's body releases the slot when it ends; `body`, when given, also releases it if it is dropped
-    without ever being started (the client left before the answer began)."""
+    without ever being started (the client left before the answer began). `kind` (events, network, mcp, listen)
+    is what the open-streams metric counts it as."""
     check_stream_caps(broker, settings, token_id, client_ip)
-    slot = broker.take_slot(token_id, client_ip)
+    slot = broker.take_slot(token_id, client_ip, kind)
     if body is not None:
         weakref.finalize(body, slot.release)
     return slot
@@ -139,12 +140,14 @@ async def follow(db: Database, sub: Subscriber, scope: Scope, after: int | None,
     # during the replay never skips what was not yet replayed; otherwise the newest event of the scope.
     last = scope.latest(db) if after is None else after
     progress.last = last
+    tally = sub.tally or Tally()  # counts for the metrics (a plain add: no cost worth measuring per event)
     yield wire.opening(last)
     if after is not None:
         while rows := scope.after(db, last, REPLAY_BATCH):
             for row in rows:
-                yield wire.event(row["id"], row["alias"], row["event"], row["data"])
+                yield wire.event(row["id"], row["alias"], row["event"], row["data"], row["created_at"])
                 last = progress.last = row["id"]
+                tally.replayed += 1
             if len(rows) < REPLAY_BATCH:
                 break
     # Each stream keeps its own heartbeat deadline, so heartbeats are spread by connect time: one ticker waking
@@ -169,5 +172,6 @@ async def follow(db: Database, sub: Subscriber, scope: Scope, after: int | None,
         elif event.id > last:  # skip what the position or the replay already covered
             yield wire.event(event.id, event.alias, event.name, event.data)
             last = progress.last = event.id
+            tally.pushed += 1
     progress.reason = sub.closed_reason or "closed"
     yield wire.closing(progress.reason, last)

@@ -23,14 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-# -- tasks: delivered -> running <-> input_required -> replied | failed | cancelled
+# -- tasks: delivered -> running <-> input_required -> replied | failed | cancelled; delivered -> expired (not
+# started by its `start_by`, docs/tasks-deadlines.md)
 DELIVERED, RUNNING, INPUT_REQUIRED = "delivered", "running", "input_required"
-REPLIED, FAILED, CANCELLED = "replied", "failed", "cancelled"
+REPLIED, FAILED, CANCELLED, EXPIRED = "replied", "failed", "cancelled", "expired"
 CancelledStatus = Literal["cancelled"]
-TaskStatus = Literal["delivered", "running", "input_required", "replied", "failed", "cancelled"]
-TASK_STATUSES: tuple[TaskStatus, ...] = (DELIVERED, RUNNING, INPUT_REQUIRED, REPLIED, FAILED, CANCELLED)
+TaskStatus = Literal["delivered", "running", "input_required", "replied", "failed", "cancelled", "expired"]
+TASK_STATUSES: tuple[TaskStatus, ...] = (DELIVERED, RUNNING, INPUT_REQUIRED, REPLIED, FAILED, CANCELLED, EXPIRED)
 OPEN_TASK_STATUSES: tuple[TaskStatus, ...] = (DELIVERED, RUNNING, INPUT_REQUIRED)  # the task can still change
-FINAL_TASK_STATUSES: tuple[TaskStatus, ...] = (REPLIED, FAILED, CANCELLED)  # it never changes again
+FINAL_TASK_STATUSES: tuple[TaskStatus, ...] = (REPLIED, FAILED, CANCELLED, EXPIRED)  # it never changes again
 WORKING_TASK_STATUSES: tuple[TaskStatus, ...] = (RUNNING, INPUT_REQUIRED)  # picked up, not finished
 
 # -- how a task's recipient reports on it (send_reply's `status`), and the task status each one leads to
@@ -126,8 +127,8 @@ EVENTS: dict[str, EventShape] = {
         **_sender(),
         "message_id": Field("string", "the reply's id"),
         "in_reply_to": Field("string", "the message it answers", nullable=True),
-        "status": Field("string", "done, failed, progress or question (none: an answer to the recipient)",
-                        nullable=True),
+        "status": Field("string", "done, failed, progress or question; `expired` when the hub expired the task "
+                                  "(not started by its start_by); none: an answer to the recipient", nullable=True),
         "task_id": Field("string", "the task it is about", nullable=True),
         "answers_approval": Field("boolean", "it settles an approval question (a runner starts no turn)",
                                   optional=True)}),

@@ -173,6 +173,8 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
         body = check(await client.get(path, headers=account.auth), "get", path)
         assert any(isinstance(v, list) and v for v in body.values()) or path == "/api/stats", (path, body)
     check(await client.get("/api/messages?alias=worker&unread=1", headers=account.auth), "get", "/api/messages")
+    found = check(await client.get("/api/search", headers=account.auth, params={"q": "may"}), "get", "/api/search")
+    assert found["results"], found
     other = await create_token(client, account, name="spare")
     spare_id = next(t["token_id"] for t in (await client.get("/api/tokens", headers=account.auth)).json()["tokens"]
                     if t["name"] == "spare")

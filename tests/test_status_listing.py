@@ -15,7 +15,7 @@ import httpx
 import trio
 
 from commhub_lib.runtime.server import ServerHandle
-from commhub_lib.service.sessions import is_online
+from commhub_lib.service.sessions import is_online, write_due_presence
 from tests.conftest import create_token, register, tool
 
 FIELDS = ("resume_id", "alias", "status", "agent", "model", "task", "progress", "last_seen_at", "network_id",
@@ -94,7 +94,11 @@ async def test_status_and_stats_follow_the_presence_rules(server: ServerHandle, 
             stack.push_async_callback(lines.aclose)  # (dropping the iterator would close the stream)
             with trio.fail_after(10):
                 await lines.__anext__()  # the preamble: the stream is registered
-        with db.write():  # opening a stream is a sign of life; make both lapsed again, one stored offline
+        # Opening a stream is a sign of life, stored by the presence job within PRESENCE_WRITE_SECONDS: store it now,
+        # so the job cannot refresh last_seen after the UPDATE below (it did, on a loaded box).
+        write_due_presence(server.hub)
+        assert not server.hub.broker.presence_due
+        with db.write():  # make both lapsed again, one stored offline
             db.execute("UPDATE sessions SET last_seen_ts = last_seen_ts - 10000,"
                        " status = CASE alias WHEN 'streamed' THEN 'offline' ELSE status END"
                        " WHERE alias IN ('streamed', 'streamed-busy') AND network_id = ?", (nets[0],))

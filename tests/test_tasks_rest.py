@@ -327,7 +327,7 @@ async def test_completions_task_events_and_stats(client: httpx.AsyncClient) -> N
     stats = await get_ok(client, "/api/stats", c.account.auth)  # the reference's curl uses a utok
     assert stats["sessions"] == {"total": 2, "online": 2, "offline": 0}
     assert stats["tasks"] == {"total": 5, "replied": 1, "running": 1, "delivered": 1, "failed": 1, "cancelled": 1,
-                              "input_required": 0}
+                              "input_required": 0, "expired": 0}
     assert (await get_ok(client, "/api/stats", c.account.net_auth))["tasks"] == stats["tasks"]
 
 

@@ -24,6 +24,7 @@ from .. import models as m
 from ..http.request import url_rules
 from . import queries as q
 from . import responses as r
+from . import search as search_api
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Op:
     answer: type[BaseModel] | None
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    auth: str = "any"  # any | user | public | auth_token (register: COMMHUB_AUTH_TOKEN when set)
+    auth: str = "any"  # any | user | public | auth_token (register: COMMHUB_AUTH_TOKEN when set) | metrics
     media: str = "application/json"
     status: str = "200"
     note: str = ""
@@ -59,6 +60,10 @@ OPERATIONS: dict[str, Op] = {
                                         "in its WWW-Authenticate: Bearer challenge"),
     "oauth.protected_resource_mcp": Op("meta", r.ProtectedResource, auth="public",
                                        note="the same document, at the place RFC 9728 derives from /mcp"),
+    "metrics.scrape": Op("meta", None, auth="metrics", media="text/plain",
+                         note="Prometheus metrics (text format 0.0.4; docs/metrics.md). The `metrics` setting: off "
+                              "(the default: 404), loopback (clients on the hub's machine only, else 403) or token "
+                              "(Authorization: Bearer <COMMHUB_METRICS_TOKEN>, else 401)"),
     "web.docs": Op("meta", None, auth="public", media="text/html", note="a page that renders this document"),
     "web.index": Op("dashboard", None, auth="public", media="text/html",
                     note="the dashboard (one page; it logs in and then uses the API above)"),
@@ -98,6 +103,8 @@ OPERATIONS: dict[str, Op] = {
     "data.list_completions": Op("data", r.CompletionList, query=q.CompletionsQuery),
     "data.list_task_events": Op("data", r.TaskEventList, query=q.TaskEventsQuery),
     "data.stats": Op("data", r.Stats, query=q.NetworkScope),
+    "search.search": Op("data", search_api.SearchResults, query=search_api.SearchQuery,
+                        note="full-text search over the tasks, messages and replies your lists show"),
     "data.get_task": Op("data", r.TaskDetail, query=q.NetworkScope),
     "data.send_task": Op("messaging", r.TaskSent, m.RestSendTask),
     "data.cancel_task": Op("messaging", r.TaskCancelled, m.RestCancel, query=q.NetworkScope),
@@ -129,6 +136,7 @@ SECURITY = {
     "user": [{"userToken": []}, {"queryToken": []}],
     "public": [],
     "auth_token": [{}, {"serverAuthToken": []}],
+    "metrics": [{"metricsToken": []}],  # by the metrics setting: loopback needs none, token COMMHUB_METRICS_TOKEN
 }
 SECURITY_SCHEMES = {
     "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "utok_…",
@@ -137,6 +145,8 @@ SECURITY_SCHEMES = {
                      "description": "an agent's network token (POST /api/tokens); acts in its one network"},
     "queryToken": {"type": "apiKey", "in": "query", "name": "token",
                    "description": "either token as ?token=, for clients that cannot set headers (EventSource)"},
+    "metricsToken": {"type": "http", "scheme": "bearer",
+                     "description": "COMMHUB_METRICS_TOKEN, for GET /metrics when the metrics setting is token"},
     "serverAuthToken": {"type": "http", "scheme": "bearer",
                         "description": "COMMHUB_AUTH_TOKEN, required by register and login when the server sets it"},
 }

@@ -115,6 +115,8 @@ class Task(Record):
     updated_at: str
     flag: Text = Field(default=None, description="null, or 'unanswered' (docs/runner-server.md)")
     flagged_at: Text = None
+    start_by: Text = Field(default=None, description="null, or when it must be started by; not started by then, it "
+                           "expires (docs/tasks-deadlines.md)")
 
 
 class TaskEvent(Record):

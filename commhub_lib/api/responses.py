@@ -167,7 +167,18 @@ class TaskList(Ok):
     tasks: list[Task]
 
 
-class TaskSent(Ok):
+class QueuePlace(Ok):
+    """Where a task stands with its recipient (docs/tasks-deadlines.md)."""
+
+    queue_position: int | None = Field(default=None, description="1 = next among the recipient's open tasks (by "
+                                       "priority, then age); null once the task is final")
+    ahead: list[str] = Field(default_factory=list, description="ids of the open tasks before it (at most 10)")
+    ahead_count: int = Field(default=0, description="how many open tasks are before it")
+    recipient_online: bool
+    recipient_busy: bool = Field(default=False, description="the recipient is working, or on another task")
+
+
+class TaskSent(QueuePlace):
     """A task created (or found again: by its idempotency key, or as the same task again within the loop guard's
     duplicate window)."""
 
@@ -176,7 +187,7 @@ class TaskSent(Ok):
     to: str
     status: str
     duplicate: bool
-    recipient_online: bool
+    start_by: Text = None
 
 
 class MessageSent(Ok):
@@ -338,8 +349,8 @@ class NetworkUsage(Ok):
     tasks: int
 
 
-class TaskDetail(Ok):
-    """One task with its timeline and completion."""
+class TaskDetail(QueuePlace):
+    """One task with its timeline and completion, and its place in its recipient's queue."""
 
     task: Task
     events: list[TaskEvent]

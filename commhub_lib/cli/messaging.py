@@ -10,9 +10,11 @@ from typing import Any
 
 from ..client import ClientError, HubClient
 from ..vocabulary import (
+    EXPIRED,
     FAILED,
     FINAL_REPLY_STATUSES,
     NEW_REPLY,
+    OFFLINE,
     QUESTION,
     REPLY,
     REPLY_STATUSES,
@@ -36,6 +38,8 @@ from .common import (
     server_flags,
 )
 
+# The replies `send --wait` stops at: the recipient's done or failed, or the hub's word that the task expired.
+ENDS_THE_WAIT = (*FINAL_REPLY_STATUSES, EXPIRED)
 SESSION_COLUMNS = [("alias", "alias", 24), ("status", "status", None), ("agent", "agent", 16),
                    ("model", "model", 20), ("task", "task", 30), ("progress", "progress", 24),
                    ("last_seen_at", "last seen", None)]
@@ -95,7 +99,7 @@ class ReplyWaiter:
         rows = self.client.request("GET", "/api/messages", params={
             "alias": self.alias, "kind": REPLY, "limit": 100, "network_id": self.network_id})["messages"]
         for row in rows:
-            if all(row.get(k) == v for k, v in match.items()) and (row.get("status") in FINAL_REPLY_STATUSES
+            if all(row.get(k) == v for k, v in match.items()) and (row.get("status") in ENDS_THE_WAIT
                                                                     or not row.get("task_id")):
                 return {"type": NEW_REPLY, "from": row["from"], "message_id": row["message_id"],
                         "in_reply_to": row["in_reply_to"], "status": row["status"], "task_id": row["task_id"]}
@@ -120,7 +124,7 @@ class ReplyWaiter:
                     data = json.loads(frame.data)
                     if any(data.get(k) != v for k, v in match.items()):
                         continue
-                    if data.get("status") in FINAL_REPLY_STATUSES or not data.get("task_id"):
+                    if data.get("status") in ENDS_THE_WAIT or not data.get("task_id"):
                         return data
                     self._note(data)
             except ClientError as exc:
@@ -148,9 +152,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     kind = "message" if args.message else "task"
     body: dict[str, Any] = {"to": args.to, "content": content, "network_id": args.network}
     if kind == "task":
-        body.update(priority=args.priority, title=args.title, context=args.context)
-    elif args.priority != "normal" or args.title or args.context:
-        return fail("--priority, --title and --context apply to tasks, not to --message", 2)
+        body.update(priority=args.priority, title=args.title, context=args.context, start_by=args.start_by)
+    elif args.priority != "normal" or args.title or args.context or args.start_by:
+        return fail("--priority, --title, --context and --start-by apply to tasks, not to --message", 2)
     body = {k: v for k, v in body.items() if v is not None}
     with connect(args) as client:
         waiter = None
@@ -173,11 +177,11 @@ def cmd_send(args: argparse.Namespace) -> int:
             return fail(f"no reply to {what} within {args.timeout:g} s{hint} (timeout)")
         reply = find_reply(client, waiter.alias, data["message_id"], args.network) or {}
     if args.json:
-        print_json({"ok": data.get("status") != FAILED, "sent": sent, "reply": reply or data})
+        print_json({"ok": data.get("status") not in (FAILED, EXPIRED), "sent": sent, "reply": reply or data})
     else:
         print(safe_text(reply.get("content", ""), multiline=True))
         print(safe_text(f"(reply from {data.get('from')}, status {data.get('status')})"), file=sys.stderr)
-    return EXIT_REFUSED if data.get("status") == FAILED else EXIT_OK
+    return EXIT_REFUSED if data.get("status") in (FAILED, EXPIRED) else EXIT_OK
 
 
 def _print_sent(args: argparse.Namespace, kind: str, sent: dict[str, Any]) -> int:
@@ -248,15 +252,22 @@ def cmd_task(args: argparse.Namespace) -> int:
         return EXIT_OK
     task = result["task"]
     print_fields(task, [k for k in ("task_id", "status", "priority", "from_name", "to_name", "title", "content",
-                                    "context", "deadline", "created_at", "updated_at", "result") if k in task])
+                                    "context", "deadline", "start_by", "created_at", "updated_at", "result")
+                        if k in task])
+    if result.get("queue_position"):
+        print(safe_text(f"queue: {result['queue_position']} of {task.get('to_name')}'s open tasks (1 = next); "
+                        f"recipient {'online' if result.get('recipient_online') else OFFLINE}"
+                        f"{', busy' if result.get('recipient_busy') else ''}"))
     print()
     print_table(result["events"], EVENT_COLUMNS, "(no events)")
     completion = result.get("completion")
     if completion:
         print()
+        # The duration and the result on lines of their own: "in 12.5 s All tests pass" read as one sentence.
         print(safe_text(f"completed {completion.get('completed_at')} by {completion.get('alias')}: "
-                        f"{completion.get('status')} in {completion.get('duration_seconds')} s "
-                        f"{cell(completion.get('result'), 80)}"))
+                        f"{completion.get('status')} in {completion.get('duration_seconds')} s"))
+        if completion.get("result") and not task.get("result"):  # the task's fields above show it already
+            print(safe_text(f"result: {cell(completion.get('result'), 200)}"))
     return EXIT_OK
 
 
@@ -306,6 +317,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--priority", choices=("low", "normal", "high", "urgent"), default="normal")
     p.add_argument("--title", help="a short title for the task")
     p.add_argument("--context", help="background for the task")
+    p.add_argument("--start-by", metavar="WHEN", help="if the recipient has not started the task by then it "
+                   "expires and is never started: a time (2026-12-01T17:00:00Z), seconds from now, or 30m/2h/1d")
     p.add_argument("--wait", action="store_true", help="block until the reply arrives, then print it")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="how long --wait waits (default 600)")

@@ -3,6 +3,8 @@
 With an alias it follows `GET /events/<alias>` (use a user token to watch without taking the alias: a network
 token claims it); with --network (or no alias) it follows the whole network, `GET /events?network_id=`, which
 needs a user token. It reconnects with backoff and Last-Event-ID, so nothing is missed while it is away.
+A replayed event (--from-start, or after a reconnect) is printed with the time it happened, which the server
+sends with it; a live one with the time it arrived.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from ..client import ClientError, HubClient, SseFrame
+from ..events import AT_PREFIX
 from ..vocabulary import (
     BROADCAST,
     DEFAULT_PRIORITY,
@@ -36,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("alias", nargs="?", help="the alias to follow (omit for the whole network)")
     p.add_argument("--network", nargs="?", const="", default=None, metavar="NETWORK_ID",
                    help="follow every alias of a network (your only network when no id is given)")
-    p.add_argument("--json", action="store_true", help="one JSON object per event: id, event, alias, data")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per event: id, event, alias, data, at (when it happened, UTC)")
     p.add_argument("--from-start", action="store_true", help="first print every retained event")
     p.add_argument("--url", help="server URL (env COMMHUB_URL, default http://127.0.0.1:9200)")
     p.add_argument("--token", help="token (env COMMHUB_TOKEN); a user token for --network")
@@ -73,13 +77,28 @@ TEXTS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     LOOP_BROKEN: _loop_broken_text}
 
 
-def describe(event_id: str, name: str, alias: str | None, data: dict[str, Any]) -> str:
-    """One readable line for an event, its member-controlled text escaped (safe_text: one record, one line)."""
+def describe(event_id: str, name: str, alias: str | None, data: dict[str, Any], at: datetime | None = None) -> str:
+    """One readable line for an event, its member-controlled text escaped (safe_text: one record, one line).
+    `at`: when it happened (a replayed event's own time), else now; shown in local time, with the date when it
+    is not today's."""
     who = data.get("from", "?")
     target = f"{who} -> {alias}" if alias else f"from {who}"
     text_of = TEXTS.get(name)
     text = text_of(target, data) if text_of else f"{name} {json.dumps(data, ensure_ascii=False)}"
-    return safe_text(f"{time.strftime('%H:%M:%S')} #{event_id} {text}")
+    local = (at or datetime.now(UTC)).astimezone()
+    stamp = local.strftime("%H:%M:%S" if local.date() == datetime.now().astimezone().date() else "%Y-%m-%d %H:%M:%S")
+    return safe_text(f"{stamp} #{event_id} {text}")
+
+
+def event_time(frame: SseFrame) -> datetime | None:
+    """The time a replayed event happened, from its `: at ...Z` comment line (None for a live event)."""
+    prefix = AT_PREFIX[1:].lstrip()  # the comment's text, without the colon and the space the parser drops
+    if not frame.comment or not frame.comment.startswith(prefix):
+        return None
+    try:
+        return datetime.fromisoformat(frame.comment[len(prefix):].strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _short(text: Any, limit: int = 120) -> str:
@@ -119,7 +138,10 @@ def _print(args: argparse.Namespace, frame: SseFrame) -> None:
         return
     data = json.loads(frame.data) if frame.data else {}
     alias = data.pop("alias", None) if args.alias is None or args.network is not None else args.alias
+    at = event_time(frame)
     if args.json:
-        print(json_text({"id": int(frame.id or 0), "event": frame.event, "alias": alias, "data": data}), flush=True)
+        stamp = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(json_text({"id": int(frame.id or 0), "event": frame.event, "alias": alias, "data": data, "at": stamp}),
+              flush=True)
     else:
-        print(describe(frame.id or "", frame.event or MESSAGE, alias, data), flush=True)
+        print(describe(frame.id or "", frame.event or MESSAGE, alias, data, at), flush=True)

@@ -42,6 +42,11 @@ def json_text(text: str | bytes, status: int = 200) -> Answer:
     return Response(text, status=status, content_type="application/json")
 
 
+def text_answer(body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> Answer:
+    """A 200 answer that is not JSON (the Prometheus exposition of GET /metrics)."""
+    return Response(body, status=200, content_type=content_type, headers=dict(headers or {}))
+
+
 def empty(status: int) -> Answer:
     """An answer without a body (204)."""
     return Response("", status=status)

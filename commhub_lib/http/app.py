@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from ..api.oauth import challenge, public_url
 from ..config import Settings
 from ..mcp.protocol import create_session_pool
+from ..metrics import Metrics
 from ..ratelimit import RateLimiter
 from ..service.hub import Hub
 from .access import access_line
@@ -80,8 +81,11 @@ class CommhubApp(QuartTrio):
             response = await super().process_response(response, request_context)
         if isinstance(response, Response):
             await drain_request_body(response)
+        rule = request.url_rule
         access_line(request.remote_addr, request.method, request.path, response.status_code,
-                   (time.perf_counter() - g.get("started", time.perf_counter())) * 1000)
+                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
+                    route=rule.endpoint if rule is not None and rule.endpoint else "unmatched",
+                    metrics=self.route_ctx.hub.metrics)
         return response
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -103,7 +107,8 @@ class CommhubApp(QuartTrio):
         if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
             answer = JsonAnswer(answer.status, answer.body, {})
         client = scope.get("client")
-        access_line(client[0] if client else None, scope["method"], scope["path"], answer.status, 0.0)
+        access_line(client[0] if client else None, scope["method"], scope["path"], answer.status, 0.0,
+                    route="refused", metrics=self.route_ctx.hub.metrics)
         await send_json(send, answer)
 
     async def asgi_app(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -180,6 +185,8 @@ def create_app(hub: Hub) -> CommhubApp:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     create_session_pool(hub)
+    if hub.settings.metrics != "off":
+        hub.metrics = Metrics(hub.broker, hub.db)
     app.route_ctx = RouteContext(hub, app.config["COMMHUB_LIMITERS"]["token"], app.lock_watch)
     for route in ROUTES:
         view = _served_ahead(route) if route.kind in FAST_KINDS else route.handler

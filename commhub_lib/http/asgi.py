@@ -24,6 +24,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEven
 
 from ..config import Settings
 from ..errors import DatabaseBusy
+from ..metrics import Metrics
 from ..ratelimit import RateLimiter
 from ..service.hub import Hub
 from .access import access_line
@@ -58,9 +59,11 @@ StreamOpener = Callable[[StreamRequest], AsyncIterator[bytes] | JsonAnswer]
 
 
 async def serve_stream(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
-                       lock_watch: WriteLockWatch, opener: StreamOpener) -> None:
+                       lock_watch: WriteLockWatch, opener: StreamOpener, endpoint: str = "unmatched",
+                       metrics: Metrics | None = None) -> None:
     """Answer one stream request: the opener checks it (raising an error of the family, or returning a JsonAnswer)
-    and returns the stream's body, which is sent until it ends or the client goes."""
+    and returns the stream's body, which is sent until it ends or the client goes. `endpoint` names the route in
+    the access line's metrics."""
     started = time.perf_counter()
     req = StreamRequest.of(scope)
     lock_watch.start_request()
@@ -70,11 +73,12 @@ async def serve_stream(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASG
         opened = answer_for(exc, scope["method"], scope["path"])
     ms = (time.perf_counter() - started) * 1000
     if isinstance(opened, JsonAnswer):
-        access_line(req.client_ip, scope["method"], scope["path"], opened.status, ms)
+        access_line(req.client_ip, scope["method"], scope["path"], opened.status, ms, route=endpoint,
+                    metrics=metrics)
         await send_json(send, opened)
         return
     # Logged before the stream starts, as Quart logged streams (the line would otherwise wait for the close).
-    access_line(req.client_ip, scope["method"], scope["path"], 200, ms)
+    access_line(req.client_ip, scope["method"], scope["path"], 200, ms, route=endpoint, metrics=metrics)
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_RAW_HTTP1 if req.http1 else _SSE_RAW})
     await _pump(opened, receive, send)
 
@@ -134,9 +138,10 @@ class PostEndpoint:
     write is one tool call, and mcp/protocol.py runs each under the watch (a batch holds several); nothing else
     of the POST writes anything that could meet the lock."""
 
-    def __init__(self, ctx: RouteContext, handler: PostHandler):
+    def __init__(self, ctx: RouteContext, handler: PostHandler, endpoint: str = "mcp.post_mcp"):
         self.ctx = ctx
         self.handler = handler
+        self.endpoint = endpoint
         self.reader = BodyReader(ctx.hub.settings.max_body_bytes, ctx.hub.settings.body_timeout_seconds)
 
     async def __call__(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -152,7 +157,8 @@ class PostEndpoint:
         # Logged before the answer goes out, as for every other route: a client that reads the log after its
         # answer finds the line there.
         access_line(client[0] if client else None, scope["method"], scope["path"], status,
-                    (time.perf_counter() - started) * 1000, req.calls, req.alias)
+                    (time.perf_counter() - started) * 1000, req.calls, req.alias, route=self.endpoint,
+                    metrics=self.ctx.hub.metrics)
         if isinstance(body, bytes):
             await send_json(send, JsonAnswer(status, body, extra))
         else:  # a 2026-07-28 subscriptions/listen: the answer is its event stream

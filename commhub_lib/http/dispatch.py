@@ -56,7 +56,7 @@ class FastDispatch:
     @staticmethod
     def _served(route: Route, ctx: RouteContext, allow: str) -> Served:
         if route.kind == "mcp":
-            endpoint = PostEndpoint(ctx, route.handler)
+            endpoint = PostEndpoint(ctx, route.handler, route.endpoint)
 
             async def post(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                            params: dict[str, str]) -> None:
@@ -71,7 +71,7 @@ class FastDispatch:
                 await send_json(send, JsonAnswer(405, error_bytes("method_not_allowed", message), {"Allow": allow}))
                 return
             opener = partial(handler, ctx, **params) if params else partial(handler, ctx)
-            await serve_stream(scope, receive, send, ctx.lock_watch, opener)
+            await serve_stream(scope, receive, send, ctx.lock_watch, opener, route.endpoint, ctx.hub.metrics)
         return stream
 
     def find(self, method: str, path: str) -> tuple[Served, dict[str, str]] | None:

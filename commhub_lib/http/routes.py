@@ -24,9 +24,11 @@ from ..api import accounts as accounts_api
 from ..api import approvals as approvals_api
 from ..api import data as data_api
 from ..api import health as health_api
+from ..api import metrics as metrics_api
 from ..api import networks as networks_api
 from ..api import oauth as oauth_api
 from ..api import openapi as openapi_api
+from ..api import search as search_api
 from ..mcp import protocol as mcp_protocol
 from ..web import routes as web_routes
 
@@ -89,6 +91,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/completions", data_api.list_completions, "json", "data.list_completions"),
     Route("GET", "/api/task_events", data_api.list_task_events, "json", "data.list_task_events"),
     Route("GET", "/api/stats", data_api.stats, "json", "data.stats"),
+    Route("GET", "/api/search", search_api.search, "json", "search.search"),
     Route("POST", "/api/tasks", data_api.send_task, "json", "data.send_task"),
     Route("POST", "/api/messages", data_api.send_message, "json", "data.send_message"),
     Route("POST", "/api/broadcast", data_api.broadcast, "json", "data.broadcast"),
@@ -116,4 +119,5 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/docs", web_routes.docs, "static", "web.docs"),
     Route("GET", "/assets/<path:name>", web_routes.asset, "static", "web.asset"),
     Route("GET", "/health", health_api.health, "json", "health"),
+    Route("GET", "/metrics", metrics_api.scrape, "json", "metrics.scrape"),
 )

@@ -17,6 +17,7 @@ from ..vocabulary import (
     BROADCAST,
     DEFAULT_PRIORITY,
     DONE,
+    EXPIRED,
     FAILED,
     FINAL_REPLY_STATUSES,
     LOOP_BROKEN,
@@ -73,6 +74,9 @@ def _describe_reply(sender: str, data: dict[str, Any]) -> str:
     if status in FINAL_REPLY_STATUSES:
         return (f"{sender} finished task {task_id}: {status} {ids}. Read the result with get_inbox, then "
                 "ack_inbox it.")
+    if status == EXPIRED:
+        return (f"Task {task_id} you sent to {sender} expired {ids}: it was not started by its start_by and will "
+                "never be started. Send it again if it is still wanted; ack_inbox this notice.")
     if status == PROGRESS:
         return f"Progress from {sender} on task {task_id} {ids}. Read it with get_inbox if you need the details."
     return (f"{sender} answered on task {task_id} {ids}. Read the answer with get_inbox and carry on with the "
@@ -137,8 +141,8 @@ class McpWire:
         """The first bytes while the session speaks for no alias yet: the retry hint and a comment."""
         return f"retry: {events.RETRY_MS}\n: waiting for report_status to name this session's alias\n\n".encode()
 
-    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
-        """One notification, with the durable event id."""
+    def event(self, event_id: int, alias: str, name: str, data: str, at: str | None = None) -> bytes:
+        """One notification, with the durable event id (`at`, a replay's time, is not part of it)."""
         return _message_frame(event_id, notification(event_id, name, data))
 
     def heartbeat(self) -> bytes:
@@ -187,8 +191,8 @@ class ListenWire:
             return self.acknowledgement(position)
         return f"id: {position}\n\n".encode()
 
-    def event(self, event_id: int, alias: str, name: str, data: str) -> bytes:
-        """One channel notification, stamped with the subscription id."""
+    def event(self, event_id: int, alias: str, name: str, data: str, at: str | None = None) -> bytes:
+        """One channel notification, stamped with the subscription id (`at`, a replay's time, is not part of it)."""
         message = notification(event_id, name, data)
         message["params"]["_meta"] = self.meta
         return _message_frame(event_id, message)

@@ -256,6 +256,7 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
     h = ctx.hub
     tool_ctx = ToolContext(h, principal, network_id, session)
     alias_before = session.alias
+    failed = True  # until the tool answered: invalid arguments, an error of the family, a cancel
     try:
         args = tool.model.model_validate(arguments)
         # Run again after waiting (off the loop's back) when its write met another process's lock.
@@ -270,6 +271,7 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
             # once queued, whoever waits for it: notifications/cancelled has nothing to stop, so no cancel scope
             # to register and unregister (~2 % of a call).
             result = await attempt(lambda: call_tool(tool, tool_ctx, args))
+        failed = False
     except ValidationError as exc:
         return _rpc_result(msg_id, _tool_error("invalid_arguments",
                                                f"invalid arguments for {tool.name}: {validation_message(exc)}",
@@ -279,6 +281,8 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
     finally:
         if session.alias != alias_before:
             push.alias_changed(h, session)  # the session's GET /mcp stream follows the new alias
+        if h.metrics is not None:
+            h.metrics.observe_tool_call(tool.name, failed)
     if tool.text_only:
         return _rpc_result(msg_id, {"content": [{"type": "text", "text": _encode(result)}], "isError": False})
     return _tool_answer(msg_id, result, session.protocol_version)

@@ -242,5 +242,6 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
 
     body = generate()
     # Counted now, with the caps check, before anything can await: a burst of opens cannot overshoot the caps.
-    slot = take_stream_slot(h.broker, h.settings, principal.token_id, client_ip, body)
+    slot = take_stream_slot(h.broker, h.settings, principal.token_id, client_ip, body,
+                            kind="listen" if listen is not None else "mcp")
     return body

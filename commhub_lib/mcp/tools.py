@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from .. import models as m
 from ..errors import Conflict
-from ..service import approvals, messaging, sessions, tasks
+from ..service import approvals, messaging, search, sessions, tasks
 from ..service.hub import SURFACE, Hub, Principal
 from .schema import self_contained
 
@@ -143,6 +143,11 @@ def _get_task(ctx: ToolContext, a: m.GetTask) -> dict[str, Any]:
     return tasks.get_task(ctx.hub, ctx.network_id, a.task_id)
 
 
+def _search(ctx: ToolContext, a: m.Search) -> dict[str, Any]:
+    ctx.optional_caller()
+    return search.search(ctx.hub, [ctx.network_id], a.query, a.limit, a.kind)
+
+
 def _list_tasks(ctx: ToolContext, a: m.ListTasks) -> dict[str, Any]:
     ctx.optional_caller()
     return tasks.list_tasks(ctx.hub, [ctx.network_id], a.status, a.to_name, a.from_name, a.limit, flag=a.flag)
@@ -180,8 +185,10 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          m.GetAllStatus, _get_all_status, True),
     Tool("send_task", "Send a task to another agent's alias (from get_all_status; an unknown alias is an error "
          "naming the closest one). It lands in their inbox and wakes them. Set idempotency_key on the FIRST call "
-         "(any unique string) so a retry never makes a second task. Returns {task_id, message_id, status, "
-         "recipient_online, duplicate}. Their replies reach you as new_reply items in get_inbox (status progress, "
+         "(any unique string) so a retry never makes a second task. start_by (a time) or start_within_seconds: if "
+         "they have not started it by then it expires and you get a new_reply with status 'expired'. Returns "
+         "{task_id, message_id, status, queue_position (1 = next in their queue), ahead, recipient_online, "
+         "recipient_busy, duplicate}. Their replies reach you as new_reply items in get_inbox (status progress, "
          "question, done or failed); answer a question with send_reply {task_id, content} (no status). The hub's "
          "loop guard answers the same task again soon after with the original (duplicate: true) and refuses too "
          "many sends a minute to one agent (rate_limited): never answer an agent only to acknowledge it.",
@@ -212,9 +219,15 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "send_reply status 'done'. The sender gets a new_reply. Returns {message_id, task_id, task_status}.",
          m.ReportCompletion, _report_completion),
     Tool("get_task", "One task: {task, events (its timeline: delivered, running, progress, question, answer, "
-         "replied...), completion}.", m.GetTask, _get_task, True),
+         "replied...), completion, queue_position (1 = next among its recipient's open tasks, by priority then "
+         "age; null once final), ahead (ids before it), recipient_online, recipient_busy}.",
+         m.GetTask, _get_task, True),
     Tool("list_tasks", "Tasks of your network, newest first, filtered by status, to_name, from_name.",
          m.ListTasks, _list_tasks, True),
+    Tool("search", "Full-text search over the tasks, messages and replies of your network, newest first: `query` "
+         "is plain words (all must occur; `pars*` matches a prefix), `kind` keeps one kind. Returns {results: "
+         "[{kind, id, task_id, from_name, to_name, title, status, created_at, snippet}]}; get_task opens a task.",
+         m.Search, _search, True),
     Tool("cancel_task", "Cancel a task you sent (people who own/admin the network may cancel any). The recipient "
          "gets a notice. Returns {task_id, status: cancelled}.", m.CancelTask, _cancel_task),
     Tool("get_completions", "Completion records (how tasks ended, with durations), newest first.",

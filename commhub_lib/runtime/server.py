@@ -224,9 +224,11 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
             await root.start(sessions.write_stream_presence, hub)  # presence of stream opens, batched
             if handle_signals:  # the process's own server (serve): gc is process-wide, tests run many servers
                 root.start_soon(keep_streams_frozen, hub.broker)
-                if settings.stall_log_ms:
-                    root.start_soon(partial(log_loop_stalls, threshold_ms=settings.stall_log_ms,
-                                            closing=lambda: hub.broker.closing))
+            # The stall job of the process's own server; also of any server whose metrics count stalls.
+            if settings.stall_log_ms and (handle_signals or hub.metrics is not None):
+                root.start_soon(partial(log_loop_stalls, threshold_ms=settings.stall_log_ms,
+                                        closing=lambda: hub.broker.closing,
+                                        on_stall=hub.metrics.observe_stall if hub.metrics is not None else None))
             handle: ServerHandle | None = None
             async with trio.open_nursery() as http:
                 stop = trio.Event()
@@ -244,6 +246,8 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
             log.info("every connection closed; stopping")
             root.cancel_scope.cancel()
     finally:
+        if hub.metrics is not None:
+            hub.metrics.close()
         try:
             db.close()
             log.info("stopped; database checkpointed")

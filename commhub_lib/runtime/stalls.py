@@ -62,10 +62,12 @@ class StallLog:
 async def log_loop_stalls(stalls: StallLog | None = None, *, tick: float = TICK_SECONDS,
                           threshold_ms: float = Settings.stall_log_ms,
                           thread_cpu: Callable[[], float] = time.thread_time,
-                          closing: Callable[[], bool] = lambda: False) -> None:
+                          closing: Callable[[], bool] = lambda: False,
+                          on_stall: Callable[[float], None] | None = None) -> None:
     """Background job of the process's own server (root nursery): wake every `tick` seconds and log every time
     the wake came `threshold_ms` or more late, i.e. every time the event loop could not run a ready task. Ends
-    when `closing()` turns true (a shutdown closing thousands of streams holds the loop by design)."""
+    when `closing()` turns true (a shutdown closing thousands of streams holds the loop by design). `on_stall`
+    is told each stall's lateness in ms (the hub's metrics, commhub_lib/metrics.py)."""
     stalls = stalls or StallLog(time.perf_counter)
     clock = stalls.clock
     try:
@@ -75,6 +77,8 @@ async def log_loop_stalls(stalls: StallLog | None = None, *, tick: float = TICK_
             late_ms = (clock() - asked - tick) * 1000
             if late_ms >= threshold_ms and not closing():
                 stalls.add(late_ms, (thread_cpu() - cpu) * 1000)
+                if on_stall is not None:
+                    on_stall(late_ms)
             elif stalls.count:
                 stalls.flush(force=False)
     finally:

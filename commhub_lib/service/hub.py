@@ -7,7 +7,7 @@ import time
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..broker import Broker, Event
 from ..config import Settings
@@ -19,6 +19,9 @@ from ..store import audit as audit_store
 from ..store import events as event_store
 from ..store import tokens as token_store
 from .guard import Grant, StreamGuard
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
@@ -87,6 +90,9 @@ class Hub:
     # Typed `object` here so the service layer never imports mcp/ (not even for types): mcp.sessions.pool_of(hub)
     # gives it back typed.
     mcp_sessions: object = field(init=False, repr=False, compare=False)
+    # The hub's Prometheus metrics (commhub_lib/metrics.py), made by create_app when the `metrics` setting is not off;
+    # None: nothing is counted (each hook is one `is not None` test).
+    metrics: Metrics | None = field(default=None, init=False, repr=False, compare=False)
     _live_tokens: token_store.LiveTokenCache | None = field(default=None, init=False, repr=False)
     _send_rate: ByteRate | None = field(default=None, init=False, repr=False)
 

@@ -1,4 +1,4 @@
-"""Background jobs of the root nursery: the presence sweeper and SSE event retention.
+"""Background jobs of the root nursery: the presence sweeper, task expiry (start_by) and SSE event retention.
 
 They never end the server: a failed round (lock held by another process, full disk, I/O error, a bug) is
 logged and retried with a growing pause. Their writes go in small batches that first wait for the write
@@ -20,6 +20,7 @@ from ..store import sessions as session_store
 from ..vocabulary import OFFLINE
 from .hub import Hub
 from .retention import apply_retention
+from .tasks import expire_due
 
 log = logging.getLogger("commhub.jobs")
 
@@ -106,9 +107,26 @@ async def prune_events(hub: Hub) -> int:
     return pruned
 
 
+async def expire_tasks(hub: Hub) -> int:
+    """Expire the tasks not started by their start_by, BATCH per transaction (docs/tasks-deadlines.md); returns
+    how many. Starting a task checks start_by too, so a late round never lets one start."""
+    expired = 0
+    while True:
+        await hub.db.wait_for_write_lock(LOCK_WAIT_SECONDS)
+        done = expire_due(hub, BATCH)
+        expired += done
+        if done < BATCH:
+            break
+        await trio.lowlevel.checkpoint()
+    if expired:
+        log.info("tasks: %d task(s) expired (not started by their start_by)", expired)
+    return expired
+
+
 async def _round(hub: Hub, prune: bool) -> None:
     hub.db.check_file()  # a deleted or replaced database file is logged loudly even when nothing writes
     await sweep_once(hub)
+    await expire_tasks(hub)
     if prune:
         await prune_events(hub)
         await apply_retention(hub)  # inbox items, tasks, audit entries (off unless configured)
@@ -120,8 +138,8 @@ def _pause(hub: Hub, failures: int) -> float:
 
 
 async def run_sweeper(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Background job (root nursery): sweep presence every `sweep_seconds`, prune old events hourly; a failed
-    round is logged and retried after a pause that doubles up to a minute."""
+    """Background job (root nursery): sweep presence and expire tasks past their start_by every `sweep_seconds`,
+    prune old events hourly; a failed round is logged and retried after a pause that doubles up to a minute."""
     task_status.started()
     next_prune = 0.0
     failures = 0

@@ -19,7 +19,7 @@ from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
-from ..vocabulary import AGENT, BROADCAST, MESSAGE, NEW_MESSAGE, PERSON, PROGRESS, TASK
+from ..vocabulary import AGENT, BROADCAST, EXPIRED, MESSAGE, NEW_MESSAGE, PERSON, PROGRESS, TASK
 from . import loopguard, quotas
 from .guard import Grant
 from .hub import Hub, SharedText, clamp_limit, hint
@@ -251,9 +251,12 @@ async def get_inbox(hub: Hub, network_id: str, alias: str, limit: int, wait_seco
                 items = message_store.unread(hub.db, network_id, alias, limit)
         _require_live(hub, token_id)
     if items:
+        pending: list[Event] = []
         with hub.db.write():
-            start_tasks(hub, network_id, alias, items)
-    items = _with_task_details(hub, network_id, items)
+            start_tasks(hub, network_id, alias, items, pending)
+        hub.publish(pending)
+    # A task that expired as it was fetched (past its start_by) is not handed out: it must never start.
+    items = [i for i in _with_task_details(hub, network_id, items) if i.get("task_status") != EXPIRED]
     tasks = open_tasks(hub, network_id, alias)
     return {"ok": True, "alias": alias, "items": items, "count": len(items),
             "inbox_count": message_store.unread_count(hub.db, network_id, alias),
@@ -289,6 +292,7 @@ def ack_inbox(hub: Hub, network_id: str, alias: str, ids: list[str] | None, ack_
     wanted = list(dict.fromkeys(ids or []))
     if not wanted and not ack_all:
         raise ValidationFailed("ids: give the message ids (msg_…) or task ids to mark read, or all=true")
+    pending: list[Event] = []
     with hub.db.write():
         now = now_text()
         if ack_all:
@@ -296,7 +300,8 @@ def ack_inbox(hub: Hub, network_id: str, alias: str, ids: list[str] | None, ack_
         else:
             changed = message_store.mark_read(hub.db, network_id, alias, wanted, now)
             changed += message_store.mark_task_items_read(hub.db, network_id, alias, wanted, now)
-        started = start_tasks(hub, network_id, alias, changed)
+        started = start_tasks(hub, network_id, alias, changed, pending)
+    hub.publish(pending)
     acked = list(dict.fromkeys(r["message_id"] for r in changed))
     done_ids = set(acked) | {r["task_id"] for r in changed if r["task_id"]}
     reasons = _why_not_acked(hub, network_id, alias, [i for i in wanted if i not in done_ids])

@@ -5,7 +5,7 @@ batches that wait for the write lock asynchronously and yield between transactio
 large database does not freeze the event loop. What goes:
 - inbox items (`messages`) created more than `message_retention_days` ago and already read (an unread
   item is kept until its recipient has seen it);
-- tasks that ended (replied, failed, cancelled) more than `task_retention_days` ago, with their notice
+- tasks that ended (replied, failed, cancelled, expired) more than `task_retention_days` ago, with their notice
   (its text is the task's), event log and completion record; open tasks are kept however old;
 - audit entries older than `audit_retention_days`.
 Deleted rows leave free pages in the file, reused by new rows; how to give the space back: docs/storage.md.

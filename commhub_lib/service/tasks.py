@@ -1,5 +1,6 @@
-"""Tasks: sending, the lifecycle (delivered -> running <-> input_required -> replied/failed/cancelled), questions
-and answers, completions, and the lookups people and agents make.
+"""Tasks: sending, the lifecycle (delivered -> running <-> input_required -> replied/failed/cancelled, and
+delivered -> expired when not started by its `start_by`), questions and answers, completions, a task's place in
+its recipient's queue, and the lookups people and agents make.
 
 Who acts is a name plus a kind ("agent": an alias; "person": a username), so a person and an agent that
 happen to share a name are never taken for each other.
@@ -8,6 +9,7 @@ happen to share a name are never taken for each other.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from .. import auth
@@ -25,6 +27,7 @@ from ..vocabulary import (
     CANCELLED,
     DELIVERED,
     DONE,
+    EXPIRED,
     FINAL_TASK_STATUSES,
     FLAGGED,
     NEW_MESSAGE,
@@ -41,12 +44,17 @@ from ..vocabulary import (
     TASK,
     TASK_FLAGS,
     UNFLAGGED,
+    WORKING,
+    WORKING_TASK_STATUSES,
 )
 from . import loopguard, quotas, verdicts
 from .hub import Hub, Principal, clamp_limit, hint
-from .sessions import is_online, require_known_alias
+from .sessions import effective_status, is_online, require_known_alias
 
 EXCERPT_CHARS = 120  # a task event shows the start of a reply; the whole text is the reply and the completion
+HUB_ACTOR = "hub"  # who a task event says acted when the hub itself did (an expiry)
+QUEUE_SCAN = 500  # a task's queue position is counted among this many of its recipient's open tasks
+AHEAD_SHOWN = 10  # the ids of at most this many tasks ahead are listed (`ahead_count` says how many there are)
 
 
 def excerpt(text: str) -> str:
@@ -100,6 +108,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
         original = loopguard.find_duplicate(hub, network_id, sender, body.to, digest)
         if original is not None and (found := task_store.get_task(hub.db, network_id, original["task_id"])):
             return _task_result(hub, found, recipient, duplicate=True)
+        start_by_ts = _start_by_ts(body.start_by)
         quotas.check_store(hub, network_id, body.content, body.title, body.context)
         # The notice's text is the task's content (stored once, in the task).
         msg = message_row(network_id, sender, body.to, TASK, "", priority=body.priority,
@@ -109,7 +118,8 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
                 "to_name": body.to, "to_kind": AGENT, "title": body.title, "content": body.content,
                 "context": body.context, "priority": body.priority, "status": DELIVERED, "deadline": body.deadline,
                 "idempotency_key": body.idempotency_key, "message_id": msg["message_id"],
-                "created_at": msg["created_at"], "created_ts": msg["created_ts"], "updated_at": msg["created_at"]}
+                "created_at": msg["created_at"], "created_ts": msg["created_ts"], "updated_at": msg["created_at"],
+                "start_by": body.start_by, "start_by_ts": start_by_ts}
         msg["task_id"] = task["task_id"]
         task_store.insert_task(hub.db, task)
         message_store.insert_message(hub.db, msg)
@@ -123,11 +133,93 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
     return _task_result(hub, task, recipient, duplicate=False)
 
 
+def _start_by_ts(start_by: float | str | None) -> float | None:
+    """start_by (ISO 8601 UTC text: models.py turns every form into it) as a timestamp; one already past is
+    refused (a task that could never start is a mistake, not a task)."""
+    if start_by is None:
+        return None
+    ts = datetime.fromisoformat(str(start_by).replace("Z", "+00:00")).timestamp()
+    if ts <= now_ts():
+        raise ValidationFailed(f"start_by: {start_by} has already passed; give a later time or a number of seconds "
+                               "from now (start_within_seconds)")
+    return ts
+
+
 def _task_result(hub: Hub, task: dict[str, Any], recipient: dict[str, Any] | None, *,
                  duplicate: bool) -> dict[str, Any]:
     return {"ok": True, "task_id": task["task_id"], "message_id": task["message_id"], "to": task["to_name"],
             "status": task["status"], "duplicate": duplicate, "deadline": task["deadline"],
-            "recipient_online": bool(recipient and is_online(hub, recipient))}
+            "start_by": task["start_by"], **queue_place(hub, task, recipient)}
+
+
+def queue_place(hub: Hub, task: dict[str, Any], recipient: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where a task stands with its recipient: `queue_position` (1 = next) among the recipient's open tasks by
+    priority then age (null once final, or past the first QUEUE_SCAN), `ahead` (the ids before it, at most
+    AHEAD_SHOWN), `ahead_count`, and whether the recipient is online and busy (working, or on another task)."""
+    if recipient is None and task["to_kind"] == AGENT:
+        recipient = session_store.get_session(hub.db, task["network_id"], task["to_name"])
+    position, ahead, busy = None, [], False
+    if task["to_kind"] == AGENT:
+        queue = task_store.queue_of(hub.db, task["network_id"], task["to_name"], QUEUE_SCAN)
+        ids = [r["task_id"] for r in queue]
+        if task["task_id"] in ids:
+            position = ids.index(task["task_id"]) + 1
+            ahead = ids[:position - 1]
+        busy = any(r["status"] in WORKING_TASK_STATUSES and r["task_id"] != task["task_id"] for r in queue)
+    online = bool(recipient and is_online(hub, recipient))
+    busy = busy or bool(online and recipient and effective_status(hub, recipient) == WORKING)
+    return {"queue_position": position, "ahead": ahead[:AHEAD_SHOWN], "ahead_count": len(ahead),
+            "recipient_online": online, "recipient_busy": busy}
+
+
+def expire_task(hub: Hub, pending: list[Event], task: dict[str, Any]) -> bool:
+    """End a task that was not started by its start_by as `expired` (inside db.write()): its timeline and a
+    completion say so, its notice leaves the recipient's unread items, and its sender gets a reply with status
+    `expired` (a new_reply event). False if the task was no longer waiting to start (it started meanwhile)."""
+    task_id, network_id = task["task_id"], task["network_id"]
+    now = now_text()
+    if not task_store.set_status(hub.db, task_id, (DELIVERED,), EXPIRED, now):
+        return False
+    text = (f"Task {task_id} expired: {task['to_name']} had not started it by {task['start_by']}; it will not be "
+            "started.")
+    _task_event(hub, task, EXPIRED, HUB_ACTOR, f"not started by {task['start_by']}")
+    task_store.insert_completion(hub.db, task_id, network_id, task["to_name"], EXPIRED, text, "[]",
+                                 round(max(0.0, now_ts() - task["created_ts"]), 3), now)
+    message_store.mark_task_items_read(hub.db, network_id, task["to_name"], [task_id], now)
+    msg = message_row(network_id, task["to_name"], task["from_name"], REPLY, text, in_reply_to=task["message_id"],
+                      task_id=task_id, status=EXPIRED, priority=task["priority"], to_kind=task["from_kind"])
+    message_store.insert_message(hub.db, msg)
+    record_reply_event(hub, pending, msg)
+    return True
+
+
+def is_past_start_by(task: dict[str, Any]) -> bool:
+    """A task that has not started and whose start_by has passed: it must expire, never start."""
+    return task["status"] == DELIVERED and task.get("start_by_ts") is not None and task["start_by_ts"] <= now_ts()
+
+
+def expire_due(hub: Hub, limit: int) -> int:
+    """Expire up to `limit` tasks whose start_by has passed (the background job's round); returns how many."""
+    pending: list[Event] = []
+    expired = 0
+    with hub.db.write():
+        for task in task_store.due_to_expire(hub.db, now_ts(), limit):
+            expired += expire_task(hub, pending, task)
+    hub.publish(pending)
+    return expired
+
+
+def _refuse_if_expired(hub: Hub, task: dict[str, Any]) -> None:
+    """The start-time check: a task past its start_by expires now (if the job has not done it yet) and the
+    recipient's report on it is refused, so a late job can never let it start."""
+    if task["status"] == EXPIRED or is_past_start_by(task):
+        if task["status"] != EXPIRED:
+            pending: list[Event] = []
+            with hub.db.write():
+                expire_task(hub, pending, task)
+            hub.publish(pending)
+        raise Conflict(f"task {task['task_id']} expired: it was not started by its start_by ({task['start_by']}), "
+                       "so it must not be started now; its sender was told", code="task_final")
 
 
 def get_task_row(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:
@@ -167,17 +259,40 @@ def _require_open(task: dict[str, Any]) -> None:
 def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str | None,
                      artifacts: list[str] | None, progress: float | str | None = None) -> dict[str, Any]:
     task_id = task["task_id"]
+    _refuse_if_expired(hub, task)
     _require_open(task)
     if status is None:
         raise ValidationFailed(f"status: required when you reply to task {task_id}, which was sent to you; choose "
                                f"{REPLY_STATUS_RULE}", code="status_required")
     new_status = REPLY_TO_TASK_STATUS[status]
+    try:
+        return _store_recipient_reply(hub, network_id, actor, task, content, status, new_status, artifacts,
+                                      progress)
+    except _Expired as late:  # its start_by passed after it was read: expire it (a new transaction), refuse
+        _refuse_if_expired(hub, late.task)
+        raise
+
+
+class _Expired(Exception):
+    """Raised inside a write that would start a task past its start_by (the write rolls back)."""
+
+    def __init__(self, task: dict[str, Any]):
+        super().__init__(task["task_id"])
+        self.task = task
+
+
+def _store_recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str,
+                           new_status: str, artifacts: list[str] | None,
+                           progress: float | str | None) -> dict[str, Any]:
+    task_id = task["task_id"]
     pending: list[Event] = []
     with hub.db.write():
         quotas.check_store(hub, network_id, content, *(artifacts or []))
         now = now_text()
         # the result: in the completion
-        if not task_store.set_status(hub.db, task_id, OPEN_TASK_STATUSES, new_status, now):
+        if not task_store.set_status(hub.db, task_id, OPEN_TASK_STATUSES, new_status, now, started_by_ts=now_ts()):
+            if (fresh := task_store.get_task(hub.db, network_id, task_id)) and is_past_start_by(fresh):
+                raise _Expired(fresh)  # its start_by passed since it was read: it expires, never starts
             raise Conflict(f"task {task_id} changed state meanwhile; fetch it with "
                            + hint("get_task", f"GET /api/tasks/{task_id}"), code="task_final")
         if task["status"] == DELIVERED:
@@ -244,15 +359,19 @@ def report_completion(hub: Hub, network_id: str, sender: str, task_id: str, resu
     return _recipient_reply(hub, network_id, sender, task, result, DONE, artifacts)
 
 
-def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]]) -> list[str]:
-    """Tasks the recipient has taken (fetched or acked) move delivered -> running (inside db.write())."""
+def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]],
+                pending: list[Event] | None = None) -> list[str]:
+    """Tasks the recipient has taken (fetched or acked) move delivered -> running (inside db.write()); one past
+    its start_by expires instead (its events go to `pending`), whatever the expiry job has done so far."""
     now = now_text()
     started = []
     for row in rows:
         if row["kind"] == TASK and row["task_id"]:
-            if task_store.set_status(hub.db, row["task_id"], (DELIVERED,), RUNNING, now):
+            if task_store.set_status(hub.db, row["task_id"], (DELIVERED,), RUNNING, now, started_by_ts=now_ts()):
                 task_store.insert_task_event(hub.db, row["task_id"], network_id, RUNNING, alias, None, now)
                 started.append(row["task_id"])
+            elif (task := task_store.get_task(hub.db, network_id, row["task_id"])) and is_past_start_by(task):
+                expire_task(hub, pending if pending is not None else [], task)  # past its start_by: never started
     return started
 
 
@@ -262,12 +381,14 @@ def open_tasks(hub: Hub, network_id: str, alias: str) -> list[dict[str, Any]]:
 
 
 def _with_timeline(hub: Hub, task: dict[str, Any]) -> dict[str, Any]:
+    place = queue_place(hub, task)
     task.pop("created_ts", None)
+    task.pop("start_by_ts", None)
     events = task_store.list_task_events(hub.db, [task["network_id"]], task["task_id"], 1000, 0)
     completion = task_store.get_completion(hub.db, task["task_id"])
     if completion:
         completion["artifacts"] = json.loads(completion["artifacts"])
-    return {"ok": True, "task": task, "events": events, "completion": completion}
+    return {"ok": True, "task": task, "events": events, "completion": completion, **place}
 
 
 def get_task(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:

@@ -48,14 +48,15 @@ def _put_texts_back(db: Database, rows: list[Row]) -> list[Row]:
 def events_after(db: Database, network_id: str, alias: str, after_id: int, limit: int) -> list[Row]:
     """Events of one alias with id > after_id, oldest first (replay on reconnect)."""
     return _put_texts_back(db, db.query(
-        "SELECT id, alias, event, data, body_id FROM events WHERE network_id = ? AND alias = ? AND id > ?"
+        "SELECT id, alias, event, data, body_id, created_at FROM events WHERE network_id = ? AND alias = ?"
+        " AND id > ?"
         " ORDER BY id LIMIT ?", (network_id, alias, after_id, limit)))
 
 
 def network_events_after(db: Database, network_id: str, after_id: int, limit: int) -> list[Row]:
     """Events of every alias of a network with id > after_id, oldest first (the observer stream's replay)."""
     return _put_texts_back(db, db.query(
-        "SELECT id, alias, event, data, body_id FROM events WHERE network_id = ? AND id > ?"
+        "SELECT id, alias, event, data, body_id, created_at FROM events WHERE network_id = ? AND id > ?"
         " ORDER BY id LIMIT ?", (network_id, after_id, limit)))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
-from ..vocabulary import OPEN_TASK_STATUSES
+from ..vocabulary import DELIVERED, OPEN_TASK_STATUSES
 from .paging import columns, json_record, keyed_page_json, page, page_json
 
 Row = dict[str, Any]
@@ -15,7 +15,7 @@ TASK_FIELDS = tuple((c, c) for c in ("task_id", "network_id", "from_name", "from
                                       "content", "context", "priority", "status", "deadline", "idempotency_key",
                                       "message_id")) + (("result", RESULT), ("created_at", "created_at"),
                                                         ("updated_at", "updated_at"), ("flag", "flag"),
-                                                        ("flagged_at", "flagged_at"))
+                                                        ("flagged_at", "flagged_at"), ("start_by", "start_by"))
 TASK_COLUMNS = columns(TASK_FIELDS)
 # The REST page's form of the same fields (keyed_page_json: the page's rows as `t`, the completion as `c`). The
 # completion is a LEFT JOIN, not RESULT's correlated subquery: the same one lookup by task_id, ~7 % less CPU.
@@ -30,24 +30,27 @@ PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'no
 
 
 def insert_task(db: Database, row: Row) -> None:
-    """Create a task (row holds every column)."""
+    """Create a task (row holds every column; start_by and start_by_ts may be left out: no start_by)."""
     db.execute("INSERT INTO tasks(task_id, network_id, from_name, from_kind, to_name, to_kind, title, content,"
                " context, priority, status, deadline, idempotency_key, message_id, created_at, created_ts,"
-               " updated_at) VALUES (:task_id, :network_id, :from_name, :from_kind, :to_name, :to_kind, :title,"
-               " :content, :context, :priority, :status, :deadline, :idempotency_key, :message_id, :created_at,"
-               " :created_ts, :updated_at)", row)
+               " updated_at, start_by, start_by_ts) VALUES (:task_id, :network_id, :from_name, :from_kind, :to_name,"
+               " :to_kind, :title, :content, :context, :priority, :status, :deadline, :idempotency_key, :message_id,"
+               " :created_at, :created_ts, :updated_at, :start_by, :start_by_ts)",
+               {"start_by": None, "start_by_ts": None, **row})
 
 
 def get_task(db: Database, network_id: str, task_id: str) -> Row | None:
     """One task of a network."""
-    return db.query_one(f"SELECT {TASK_COLUMNS}, created_ts FROM tasks WHERE network_id = ? AND task_id = ?",
+    return db.query_one(f"SELECT {TASK_COLUMNS}, created_ts, start_by_ts FROM tasks WHERE network_id = ?"
+                        " AND task_id = ?",
                         (network_id, task_id))
 
 
 def find_task(db: Database, network_ids: list[str], task_id: str) -> Row | None:
     """One task by id among some networks (a person looking a task up without naming its network)."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
-    return db.query_one(f"SELECT {TASK_COLUMNS}, created_ts FROM tasks WHERE task_id = ? AND network_id IN ({marks})",
+    return db.query_one(f"SELECT {TASK_COLUMNS}, created_ts, start_by_ts FROM tasks WHERE task_id = ?"
+                        f" AND network_id IN ({marks})",
                         (task_id, *network_ids))
 
 
@@ -59,6 +62,21 @@ def open_tasks_of(db: Database, network_id: str, alias: str, limit: int) -> list
                     (network_id, alias, *OPEN_TASK_STATUSES, limit))
 
 
+def queue_of(db: Database, network_id: str, alias: str, limit: int) -> list[Row]:
+    """The ids of an agent's open tasks in the order it is given them (urgent first, then oldest first)."""
+    marks = ",".join("?" * len(OPEN_TASK_STATUSES))
+    return db.query(f"SELECT task_id, status FROM tasks WHERE network_id = ? AND to_name = ? AND to_kind = 'agent'"
+                    f" AND status IN ({marks}) ORDER BY {PRIORITY_ORDER}, created_ts, task_id LIMIT ?",
+                    (network_id, alias, *OPEN_TASK_STATUSES, limit))
+
+
+def due_to_expire(db: Database, now_ts: float, limit: int) -> list[Row]:
+    """Tasks not started whose start_by has passed, the oldest start_by first (the tasks_start_by index)."""
+    # The status is written into the SQL (not bound) so that the partial index tasks_start_by applies.
+    return db.query(f"SELECT {TASK_COLUMNS}, created_ts, start_by_ts FROM tasks WHERE start_by_ts IS NOT NULL"
+                    f" AND status = '{DELIVERED}' AND start_by_ts <= ? ORDER BY start_by_ts LIMIT ?", (now_ts, limit))
+
+
 def find_by_idempotency_key(db: Database, network_id: str, from_name: str, key: str) -> Row | None:
     """The task a sender already created with this idempotency key."""
     return db.query_one(f"SELECT {TASK_COLUMNS} FROM tasks WHERE network_id = ? AND from_name = ?"
@@ -66,12 +84,17 @@ def find_by_idempotency_key(db: Database, network_id: str, from_name: str, key: 
 
 
 def set_status(db: Database, task_id: str, from_statuses: tuple[str, ...], status: str, now: str,
-               result: str | None = None) -> bool:
-    """Move a task to `status` only from one of `from_statuses`; False if it was not in one of them."""
+               result: str | None = None, started_by_ts: float | None = None) -> bool:
+    """Move a task to `status` only from one of `from_statuses`; False if it was not in one of them. With
+    `started_by_ts` (now, as a timestamp) a task not started yet moves only while its start_by is ahead: the
+    check and the start are one statement, so nothing can start a task past its start_by."""
     marks = ",".join("?" * len(from_statuses))
+    in_time = "" if started_by_ts is None else \
+        f" AND (status != '{DELIVERED}' OR start_by_ts IS NULL OR start_by_ts > ?)"
     return db.execute(f"UPDATE tasks SET status = ?, updated_at = ?, result = coalesce(?, result)"
-                      f" WHERE task_id = ? AND status IN ({marks})",
-                      (status, now, result, task_id, *from_statuses)) == 1
+                      f" WHERE task_id = ? AND status IN ({marks}){in_time}",
+                      (status, now, result, task_id, *from_statuses,
+                       *(() if started_by_ts is None else (started_by_ts,)))) == 1
 
 
 def set_flag(db: Database, task_id: str, flag: str | None, now: str) -> bool:
@@ -118,6 +141,12 @@ def task_counts(db: Database, network_ids: list[str]) -> dict[str, int]:
     marks = ",".join("?" * len(network_ids)) or "NULL"
     rows = db.query(f"SELECT status, sum(n) AS n FROM task_counts WHERE network_id IN ({marks}) GROUP BY status",
                     tuple(network_ids))
+    return {r["status"]: r["n"] for r in rows}
+
+
+def task_counts_all(db: Database) -> dict[str, int]:
+    """How many tasks are in each status across the hub (the trigger-kept counts: one small scan, for /metrics)."""
+    rows = db.query("SELECT status, sum(n) AS n FROM task_counts GROUP BY status")
     return {r["status"]: r["n"] for r in rows}
 
 

@@ -8,6 +8,7 @@ import { FINAL_TASK_STATUSES, REPLY_STATUS, TASK_FLAG, TASK_STATUS, TASK_STATUSE
 const COLUMNS = [
   [TASK_STATUS.DELIVERED, "Delivered"], [TASK_STATUS.RUNNING, "Running"], [TASK_STATUS.INPUT_REQUIRED, "Question"],
   [TASK_STATUS.REPLIED, "Replied"], [TASK_STATUS.FAILED, "Failed"], [TASK_STATUS.CANCELLED, "Cancelled"],
+  [TASK_STATUS.EXPIRED, "Expired"],  // not started by its start_by (docs/tasks-deadlines.md)
 ];
 const FINAL = new Set(FINAL_TASK_STATUSES);
 const BOARD_LIMIT = 200;
