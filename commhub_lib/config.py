@@ -11,6 +11,7 @@ from typing import Any
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_MODES = ("off", "loopback", "token")
+WEBHOOK_TARGETS = ("public", "loopback", "private")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,14 @@ class Settings:
     # Metrics (m20): GET /metrics in the Prometheus text format, and who may scrape it (docs/metrics.md).
     metrics: str = "off"
     metrics_token: str = ""
+    # Webhooks (w20, docs/webhooks.md): which targets are allowed, retries, disabling, limits.
+    webhook_targets: str = "public"
+    webhook_retry_base_seconds: float = 10.0
+    webhook_retry_max_seconds: float = 3600.0
+    webhook_disable_after_seconds: float = 86400.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 16
+    webhook_max_per_network: int = 20
     # Loop guard (c19b, docs/loop-guard.md): the same content again from an agent to an agent is not delivered
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
@@ -140,6 +149,18 @@ HELP: dict[str, str] = {
     "metrics": "GET /metrics (Prometheus text format, docs/metrics.md): off (404, nothing counted), loopback (only "
                "clients on this machine) or token (`Authorization: Bearer <metrics_token>`)",
     "metrics_token": "the bearer token a scraper sends when metrics = token (env only)",
+    "webhook_targets": "where webhooks may POST: public (https to public addresses only), loopback (also http:// "
+                       "to 127.0.0.1/::1, for a receiver on this machine) or private (also private, link-local "
+                       "and metadata addresses, over http or https)",
+    "webhook_retry_base_seconds": "a failed webhook delivery is retried after this many seconds, doubled per "
+                                  "further failure up to webhook_retry_max_seconds",
+    "webhook_retry_max_seconds": "the longest pause between two attempts of one webhook delivery",
+    "webhook_disable_after_seconds": "a webhook whose deliveries have failed for this long is disabled and its "
+                                     "owner notified (event webhook_disabled)",
+    "webhook_timeout_seconds": "how long one webhook POST may take (connect, send, answer) before it counts as "
+                               "failed",
+    "webhook_concurrency": "webhook POSTs in flight at once across all webhooks (each webhook has one at a time)",
+    "webhook_max_per_network": "webhooks one network may have",
     "duplicate_window_seconds": "a task or message from an agent with the same content as one it sent the same "
                                 "recipient within this many seconds is not delivered again: the answer names the "
                                 "original with duplicate: true (0 = off)",
@@ -205,4 +226,8 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
     for name in ("mcp_max_batch", "mcp_max_response_bytes", "mcp_sessions_per_token", "mcp_max_sessions"):
         if getattr(settings, name) < 1:
             raise ValueError(f"setting {name}: must be at least 1")
+    if settings.webhook_targets not in WEBHOOK_TARGETS:
+        raise ValueError(f"setting webhook_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
+    if settings.webhook_concurrency < 1:
+        raise ValueError("setting webhook_concurrency: must be at least 1")
     return settings

@@ -217,6 +217,12 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "status_required": ErrorInfo(400, "A reply on a task you received must say its status."),
     "status_not_allowed": ErrorInfo(400, "The task's sender answers without a status (status is how the recipient "
                                          "reports)."),
+    # -- webhooks (docs/webhooks.md)
+    "webhook_not_found": ErrorInfo(404, "No webhook with that id in this network."),
+    "delivery_not_found": ErrorInfo(404, "No delivery with that id for this webhook."),
+    "webhook_url_not_allowed": ErrorInfo(400, "The webhook URL is not https, or names a private, loopback, "
+                                              "link-local or metadata address that webhook_targets does not allow."),
+    "webhook_limit_reached": ErrorInfo(409, "The network has as many webhooks as webhook_max_per_network allows."),
     # -- MCP
     "origin_not_allowed": ErrorInfo(403, "The Origin header is not in COMMHUB_ALLOWED_ORIGINS."),
     "unsupported_protocol_version": ErrorInfo(400, "The MCP-Protocol-Version header names a version this server "

@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .store import tasks as task_store
-from .vocabulary import TASK_STATUSES
+from .vocabulary import DELIVERED, FAILED, TASK_STATUSES
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -88,6 +88,9 @@ class Metrics:
                                 "late the loop ran a ready task)", buckets=PAUSE_BUCKETS, registry=self.registry)
         self.gc_pauses = Histogram("commhub_gc_pause_seconds", "Garbage-collector pauses, by generation",
                                    ["generation"], buckets=PAUSE_BUCKETS, registry=self.registry)
+        self.webhook_attempts = Counter("commhub_webhook_deliveries", "Webhook POSTs made, by outcome (delivered: "
+                                        "answered 2xx; failed: no answer, a timeout or another status, retried)",
+                                        ["outcome"], registry=self.registry)
         self.registry.register(HubCollector(broker, db))
         # Children per label set, made once: .labels() takes a lock and builds a key on every call.
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -113,6 +116,10 @@ class Metrics:
         if child is None:
             child = self._tool_children[key] = self.tool_calls.labels(tool, "error" if failed else "ok")
         child.inc()
+
+    def observe_webhook_attempt(self, delivered: bool) -> None:
+        """Count one webhook POST (service/webhooks.py, after its outcome is stored)."""
+        self.webhook_attempts.labels(DELIVERED if delivered else FAILED).inc()
 
     def observe_stall(self, late_ms: float) -> None:
         """Count one event-loop stall (runtime/stalls.py)."""

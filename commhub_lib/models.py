@@ -477,3 +477,24 @@ class PermissionPrompt(Body):
     input: dict[str, Any] = Field(default_factory=dict, description="the tool's input")
     tool_use_id: Short | None = Field(default=None, description="the tool use request's id")
     task_id: Short | None = Field(default=None, description="the task to ask on (default: the one you work on)")
+
+
+# --- webhooks (docs/webhooks.md) ---------------------------------------------------------------
+
+class WebhookCreateRequest(Body):
+    """POST /api/networks/:id/webhooks: where to POST, and which events (empty lists = every one)."""
+
+    url: Annotated[str, Field(min_length=8, max_length=2000)]
+    events: list[Short] = Field(default_factory=list, max_length=50)
+    aliases: list[Short] = Field(default_factory=list, max_length=200)
+    description: str = Field(default="", max_length=1000)
+
+
+class WebhookUpdateRequest(Body):
+    """PATCH /api/networks/:id/webhooks/:webhook_id: the fields given change; `enabled: true` re-enables."""
+
+    url: Annotated[str, Field(min_length=8, max_length=2000)] | None = None
+    events: list[Short] | None = Field(default=None, max_length=50)
+    aliases: list[Short] | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=1000)
+    enabled: bool | None = None

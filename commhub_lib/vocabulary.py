@@ -50,6 +50,11 @@ UNANSWERED = "unanswered"
 TaskFlag = Literal["unanswered"]
 TASK_FLAGS: tuple[TaskFlag, ...] = (UNANSWERED,)
 
+# -- a webhook delivery (docs/webhooks.md): pending -> delivered | failed (given up: its webhook was disabled)
+PENDING = "pending"
+DeliveryStatusValue = Literal["pending", "delivered", "failed"]
+DELIVERY_STATUSES: tuple[DeliveryStatusValue, ...] = (PENDING, DELIVERED, FAILED)
+
 # -- inbox items
 MESSAGE, TASK, REPLY, BROADCAST, NOTICE = "message", "task", "reply", "broadcast", "notice"
 MessageKind = Literal["message", "task", "reply", "broadcast", "notice"]
@@ -76,6 +81,7 @@ SENDER_KINDS: tuple[SenderKind, ...] = (AGENT, PERSON)
 NEW_TASK, NEW_MESSAGE, NEW_REPLY = "new_task", "new_message", "new_reply"
 # BROADCAST (above) is both an inbox item's kind and the event that delivers it.
 HEARTBEAT = "heartbeat"
+WEBHOOK_DISABLED = "webhook_disabled"  # the network's (alias ""), for people: a webhook failed too long
 # The loop guard cut an agent's sends to another agent (the pair rate limit tripped): docs/loop-guard.md.
 LOOP_BROKEN = "loop_broken"
 
@@ -98,6 +104,9 @@ class EventShape:
     doc: str
     fields: dict[str, Field] = field(default_factory=dict)
     stored: bool = True  # stored with a durable id (replayed with Last-Event-ID) and delivered to agents
+    # False: an event of the network itself (alias ""), for people (the network stream, `tail --network`, the
+    # dashboard), never in an alias's stream: the agent consumers (channel, listen) never see it.
+    for_agents: bool = True
 
 
 def _sender() -> dict[str, Field]:
@@ -137,12 +146,21 @@ EVENTS: dict[str, EventShape] = {
         "content": Field("string", "the broadcast's text"),
         **_sender(),
         "message_id": Field("string", "this recipient's inbox item")}),
+    WEBHOOK_DISABLED: EventShape(WEBHOOK_DISABLED, "A webhook failed for webhook_disable_after_seconds and was "
+                                                   "disabled; an event of the network (alias empty) for its owner "
+                                                   "and admins, on the network stream and the dashboard.", {
+        "type": Field("string", "`webhook_disabled`"),
+        "webhook_id": Field("string", "the disabled webhook's id"),
+        "url": Field("string", "the URL it POSTed to"),
+        "owner": Field("string", "the user id of the person who registered it"),
+        "reason": Field("string", "since when it failed and its last error"),
+        "last_delivery_id": Field("integer", "the delivery whose failure disabled it")}, for_agents=False),
     LOOP_BROKEN: EventShape(LOOP_BROKEN, "The loop guard refused an agent's sends to another agent: more than "
                                          "`--pair-rate-per-minute` tasks and messages in a minute, most likely "
                                          "two agents answering each other for ever. Sent once per cut to the "
-                                         "sending alias (shown to people on the network stream and the dashboard's "
-                                         "Overview); its sends to that agent are refused (429 `rate_limited`) until "
-                                         "the rate falls.", {
+                                         "recipient's alias (shown to people on the network stream and the "
+                                         "dashboard's Overview); the sender's sends to it are refused (429 "
+                                         "`rate_limited`) until the rate falls.", {
         "type": Field("string", "`loop_broken`"),
         **_sender(),
         "to": Field("string", "the agent whose inbox the sends were refused for"),
@@ -155,7 +173,9 @@ EVENTS: dict[str, EventShape] = {
                                      "beat together); it has no id and is never stored or replayed.", {
         "time": Field("string", "the server's time (ISO 8601)")}, stored=False),
 }
-DELIVERED_EVENTS = tuple(name for name, shape in EVENTS.items() if shape.stored)  # what agents are woken for
+DELIVERED_EVENTS = tuple(name for name, shape in EVENTS.items() if shape.stored and shape.for_agents)  # agents' wake
+NETWORK_EVENTS = tuple(name for name, shape in EVENTS.items() if shape.stored and not shape.for_agents)  # people's
+STORED_EVENTS = DELIVERED_EVENTS + NETWORK_EVENTS  # every event with a durable id (what a webhook may select)
 
 
 def as_json() -> dict[str, object]:
@@ -163,6 +183,7 @@ def as_json() -> dict[str, object]:
     return {
         "EVENT": {name.upper(): name for name in EVENTS},
         "DELIVERED_EVENTS": list(DELIVERED_EVENTS),
+        "NETWORK_EVENTS": list(NETWORK_EVENTS),
         "TASK_STATUS": {s.upper(): s for s in TASK_STATUSES},
         "TASK_STATUSES": list(TASK_STATUSES),
         "OPEN_TASK_STATUSES": list(OPEN_TASK_STATUSES),

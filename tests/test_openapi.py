@@ -180,6 +180,20 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
                     if t["name"] == "spare")
     assert other.startswith("ntok_")
     check(await client.delete(f"/api/tokens/{spare_id}", headers=account.auth), "delete", "/api/tokens/{token_id}")
+    hooks = f"/api/networks/{account.network_id}/webhooks"
+    hook = check(await client.post(hooks, headers=account.auth, json={"url": "https://example.invalid/hook"}),
+                 "post", "/api/networks/{network_id}/webhooks")
+    one = f"{hooks}/{hook['webhook_id']}"
+    await client.post("/api/messages", headers=account.auth, json={"to": "worker", "content": "for the hook"})
+    check(await client.get(hooks, headers=account.auth), "get", "/api/networks/{network_id}/webhooks")
+    check(await client.get(one, headers=account.auth), "get", "/api/networks/{network_id}/webhooks/{webhook_id}")
+    check(await client.patch(one, headers=account.auth, json={"description": "d"}), "patch",
+          "/api/networks/{network_id}/webhooks/{webhook_id}")
+    logged = check(await client.get(f"{one}/deliveries", headers=account.auth), "get",
+                   "/api/networks/{network_id}/webhooks/{webhook_id}/deliveries")["deliveries"]
+    check(await client.post(f"{one}/deliveries/{logged[0]['delivery_id']}/redeliver", headers=account.auth), "post",
+          "/api/networks/{network_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")
+    check(await client.delete(one, headers=account.auth), "delete", "/api/networks/{network_id}/webhooks/{webhook_id}")
     check(await client.get(f"/api/networks/{account.network_id}/usage", headers=account.auth), "get",
           "/api/networks/{network_id}/usage")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/release", headers=account.auth),

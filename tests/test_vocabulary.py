@@ -298,3 +298,17 @@ async def test_every_event_the_hub_emits_fits_its_shape(client: httpx.AsyncClien
     assert set(seen) == set(DELIVERED_EVENTS), f"not emitted by the scenario: {set(DELIVERED_EVENTS) - set(seen)}"
     for name, keys in seen.items():
         assert keys == set(EVENTS[name].fields), (name, set(EVENTS[name].fields) - keys)
+
+
+@pytest.mark.parametrize("name", vocabulary.NETWORK_EVENTS)
+def test_the_peoples_consumers_handle_the_network_event(name: str) -> None:
+    """An event of the network itself (alias "", for people: vocabulary.NETWORK_EVENTS) never reaches an agent's
+    stream, so the channel and `listen` never see it; `tail --network` and the dashboard's feed must show it."""
+    assert name not in DELIVERED_EVENTS and EVENTS[name].stored and not EVENTS[name].for_agents
+    assert name in tail.TEXTS, f"cli/tail.py TEXTS has no line for {name}"
+    line = tail.describe("7", name, "", sample(name))
+    assert f"{name} {{" not in line and "\n" not in line, line
+    feed = (STATIC / "views-feed.js").read_text(encoding="utf-8")
+    table = feed[feed.index("const SUMMARY = {"):]
+    assert f"[EVENT.{name.upper()}]:" in table[:table.index("\n};")]
+    assert f'"{name.upper()}": "{name}"' in vocabulary.js_module()

@@ -96,6 +96,13 @@ OPERATIONS: dict[str, Op] = {
     "networks.release_alias": Op("networks", r.AliasReleased, auth="user"),
     "networks.retire_alias": Op("networks", r.AliasRetired, auth="user"),
     "networks.network_usage": Op("networks", r.NetworkUsage),
+    "webhooks.list_webhooks": Op("webhooks", r.WebhookList, auth="user"),
+    "webhooks.create_webhook": Op("webhooks", r.WebhookCreated, m.WebhookCreateRequest, auth="user"),
+    "webhooks.get_webhook": Op("webhooks", r.Webhook, auth="user"),
+    "webhooks.update_webhook": Op("webhooks", r.Webhook, m.WebhookUpdateRequest, auth="user"),
+    "webhooks.delete_webhook": Op("webhooks", r.WebhookDeleted, auth="user"),
+    "webhooks.list_deliveries": Op("webhooks", r.DeliveryList, query=q.DeliveriesQuery, auth="user"),
+    "webhooks.redeliver": Op("webhooks", r.Redelivery, auth="user"),
     "data.status": Op("data", r.SessionList, query=q.StatusQuery),
     "data.list_tasks": Op("data", r.TaskList, query=q.TasksQuery),
     "data.list_nodes": Op("data", r.NodeList, query=q.NodesQuery),
@@ -129,6 +136,7 @@ TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network
         ("networks", "networks, members, invites"), ("data", "what agents are doing: sessions, tasks, messages"),
         ("messaging", "send tasks, messages and broadcasts as a person or script"),
         ("approvals", "an agent asks a person for permission and waits for the answer"),
+        ("webhooks", "POST each event of a network to a URL, signed, with a delivery log (docs/webhooks.md)"),
         ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
         ("dashboard", "the web dashboard"), ("meta", "health and docs")]
 SECURITY = {

@@ -97,3 +97,10 @@ class ApprovalsQuery(NetworkScope, Paging):
 
     status: Literal["pending", "approved", "denied"] | None = None
     alias: str | None = Field(default=None, description="the asking agent's alias")
+
+
+class DeliveriesQuery(BaseModel):
+    """GET /api/networks/:id/webhooks/:webhook_id/deliveries."""
+
+    before: int | None = Field(default=None, ge=1, description="only deliveries with a smaller id (paging)")
+    limit: int | None = Field(default=None, ge=1, description=f"at most this many (default 50, capped at {MAX_LIMIT})")

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..vocabulary import CancelledStatus, SenderKind
+from ..vocabulary import CancelledStatus, DeliveryStatusValue, SenderKind
 from .records import (
     AuditEntry,
     Completion,
@@ -424,3 +424,75 @@ class JsonRpc(Record):
 
     jsonrpc: Literal["2.0"]
     id: int | str | None = None
+
+
+class WebhookRecord(Record):
+    """A webhook (never its secret, except once in WebhookCreated)."""
+
+    webhook_id: str
+    network_id: str
+    url: str
+    events: list[str] = Field(description="event names it receives (empty: every one)")
+    aliases: list[str] = Field(description="aliases whose events it receives (empty: every one)")
+    description: str
+    enabled: bool
+    disabled_reason: Text = Field(description="why the hub disabled it (failing for webhook_disable_after_seconds)")
+    failing_since_ts: float | None = Field(description="unix time its deliveries started failing (null: healthy)")
+    created_by: str
+    created_at: str
+
+
+class Webhook(Ok, WebhookRecord):
+    """One webhook."""
+
+
+class WebhookCreated(Webhook):
+    """A new webhook, with its secret: shown this once."""
+
+    secret: str = Field(description="the HMAC key of X-CommHub-Signature (docs/webhooks.md)")
+    note: str
+
+
+class WebhookList(Ok):
+    """A network's webhooks."""
+
+    webhooks: list[WebhookRecord]
+
+
+class WebhookDeleted(Ok):
+    """A webhook removed with its delivery log."""
+
+    webhook_id: str
+    deleted: bool
+
+
+class Delivery(Record):
+    """One event for one webhook: pending, delivered or failed (given up when the webhook was disabled)."""
+
+    delivery_id: int
+    webhook_id: str
+    event_id: int
+    event: str
+    alias: str
+    status: DeliveryStatusValue
+    attempts: int
+    next_attempt_ts: float
+    last_status: int | None = Field(description="the receiver's last HTTP status (null: no answer)")
+    last_error: Text
+    created_at: str
+    updated_at: str
+
+
+class DeliveryList(Ok):
+    """A webhook's delivery log, newest first."""
+
+    deliveries: list[Delivery]
+    next_before: int | None = Field(description="pass as ?before= for the next page (null: no more)")
+
+
+class Redelivery(Ok):
+    """A delivery queued again."""
+
+    webhook_id: str
+    delivery_id: int
+    status: DeliveryStatusValue

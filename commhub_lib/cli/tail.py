@@ -27,6 +27,7 @@ from ..vocabulary import (
     NEW_MESSAGE,
     NEW_REPLY,
     NEW_TASK,
+    WEBHOOK_DISABLED,
 )
 from .common import json_text, safe_text
 
@@ -70,11 +71,16 @@ def _loop_broken_text(target: str, data: dict[str, Any]) -> str:
             f"{data.get('retry_after')} s (last delivered msg={data.get('message_id')})")
 
 
+def _webhook_disabled_text(target: str, data: dict[str, Any]) -> str:
+    return f"webhook {data.get('webhook_id')} disabled ({data.get('url')}): {_short(data.get('reason'))}"
+
+
 # The readable line of each event agents are woken for (vocabulary.DELIVERED_EVENTS; tests/test_vocabulary.py
-# fails while one has none); any other event is printed as its name and JSON.
+# fails while one has none) and of the network's own events (NETWORK_EVENTS, seen with --network); any other
+# event is printed as its name and JSON.
 TEXTS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     NEW_TASK: _task_text, NEW_MESSAGE: _message_text, NEW_REPLY: _reply_text, BROADCAST: _broadcast_text,
-    LOOP_BROKEN: _loop_broken_text}
+    LOOP_BROKEN: _loop_broken_text, WEBHOOK_DISABLED: _webhook_disabled_text}
 
 
 def describe(event_id: str, name: str, alias: str | None, data: dict[str, Any], at: datetime | None = None) -> str:

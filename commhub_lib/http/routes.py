@@ -29,6 +29,7 @@ from ..api import networks as networks_api
 from ..api import oauth as oauth_api
 from ..api import openapi as openapi_api
 from ..api import search as search_api
+from ..api import webhooks as webhooks_api
 from ..mcp import protocol as mcp_protocol
 from ..web import routes as web_routes
 
@@ -49,6 +50,8 @@ class Route:
     endpoint: str
     summary: str = ""
 
+
+WEBHOOKS = "/api/networks/<network_id>/webhooks"
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/auth/register", accounts_api.register, "json", "accounts.register"),
@@ -84,6 +87,15 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/networks/<network_id>/aliases/<alias>/retire", networks_api.retire_alias,
           "json", "networks.retire_alias"),
     Route("GET", "/api/networks/<network_id>/usage", networks_api.network_usage, "json", "networks.network_usage"),
+    Route("GET", WEBHOOKS, webhooks_api.list_webhooks, "json", "webhooks.list_webhooks"),
+    Route("POST", WEBHOOKS, webhooks_api.create_webhook, "json", "webhooks.create_webhook"),
+    Route("GET", WEBHOOKS + "/<webhook_id>", webhooks_api.get_webhook, "json", "webhooks.get_webhook"),
+    Route("PATCH", WEBHOOKS + "/<webhook_id>", webhooks_api.update_webhook, "json", "webhooks.update_webhook"),
+    Route("DELETE", WEBHOOKS + "/<webhook_id>", webhooks_api.delete_webhook, "json", "webhooks.delete_webhook"),
+    Route("GET", WEBHOOKS + "/<webhook_id>/deliveries", webhooks_api.list_deliveries, "json",
+          "webhooks.list_deliveries"),
+    Route("POST", WEBHOOKS + "/<webhook_id>/deliveries/<delivery_id>/redeliver", webhooks_api.redeliver, "json",
+          "webhooks.redeliver"),
     Route("GET", "/api/status", data_api.status, "json", "data.status"),
     Route("GET", "/api/tasks", data_api.list_tasks, "json", "data.list_tasks"),
     Route("GET", "/api/nodes", data_api.list_nodes, "json", "data.list_nodes"),

@@ -9,6 +9,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from ..broker import Broker, Event
 from ..config import Settings
 from ..db import Database
@@ -18,6 +20,7 @@ from ..ratelimit import ByteRate
 from ..store import audit as audit_store
 from ..store import events as event_store
 from ..store import tokens as token_store
+from ..store import webhooks as webhook_store
 from .guard import Grant, StreamGuard
 
 if TYPE_CHECKING:
@@ -102,6 +105,32 @@ class Hub:
             self._send_rate = ByteRate(self.settings.send_bytes_per_minute)
         return self._send_rate
     _guard: StreamGuard | None = field(default=None, init=False, repr=False)
+    # Webhooks (service/webhooks.py): the enabled webhooks' filters by network, read once and dropped on every
+    # change (record_event consults it for each event: a dict lookup when a network has none); the webhooks with
+    # new outbox rows since the delivery worker last looked, and the event that wakes it (set by publish).
+    _webhook_filters: dict[str, list[tuple[str, frozenset[str], frozenset[str]]]] | None = \
+        field(default=None, init=False, repr=False)
+    webhooks_due: set[str] = field(default_factory=set, init=False, repr=False)
+    webhook_wakeup: trio.Event = field(default_factory=trio.Event, init=False, repr=False)
+
+    def webhook_filters(self) -> dict[str, list[tuple[str, frozenset[str], frozenset[str]]]]:
+        """The enabled webhooks by network: (id, event names, aliases), an empty set matching every one."""
+        if self._webhook_filters is None:
+            filters: dict[str, list[tuple[str, frozenset[str], frozenset[str]]]] = {}
+            for row in webhook_store.enabled_filters(self.db):
+                filters.setdefault(row["network_id"], []).append(
+                    (row["webhook_id"], frozenset(json.loads(row["events"])), frozenset(json.loads(row["aliases"]))))
+            self._webhook_filters = filters
+        return self._webhook_filters
+
+    def webhooks_changed(self) -> None:
+        """Forget the webhook filters (a webhook was added, changed, disabled or deleted)."""
+        self._webhook_filters = None
+
+    def wake_webhooks(self, *webhook_ids: str) -> None:
+        """Tell the delivery worker that these webhooks have something to send."""
+        self.webhooks_due.update(webhook_ids)
+        self.webhook_wakeup.set()
     # The loop guard's pair buckets (service/loopguard.guard_of types it; `object` here: hub.py imports no service).
     loop_guard: object = field(default=None, init=False, repr=False, compare=False)
 
@@ -140,11 +169,29 @@ class Hub:
             event_id = event_store.insert_event(self.db, network_id, alias, name, stored, now_text(), shared.body_id)
             text = event_store.with_text(stored, shared.quoted)
         pending.append(Event(event_id, network_id, alias, name, text))
+        hooks = self.webhook_filters().get(network_id)
+        if hooks:  # the durable outbox: written in this same transaction, so an event is never lost to a webhook
+            self._queue_for_webhooks(hooks, event_id, network_id, alias, name, text)
+
+    def _queue_for_webhooks(self, hooks: list[tuple[str, frozenset[str], frozenset[str]]], event_id: int,
+                            network_id: str, alias: str, name: str, text: str) -> None:
+        payload = None
+        for webhook_id, events, aliases in hooks:
+            if (events and name not in events) or (aliases and alias not in aliases):
+                continue
+            if payload is None:  # what the receiver gets: the event's id (for dedup), name, alias and data
+                now = now_text()
+                payload = (f'{{"id":{event_id},"event":{json.dumps(name)},"network_id":{json.dumps(network_id)},'
+                           f'"alias":{json.dumps(alias, ensure_ascii=False)},"created_at":"{now}","data":{text}}}')
+            webhook_store.insert_delivery(self.db, webhook_id, event_id, name, alias, payload, now_text())
+            self.webhooks_due.add(webhook_id)
 
     def publish(self, pending: list[Event]) -> None:
         """Push committed events to live subscribers (never before the transaction commits)."""
         for event in pending:
             self.broker.publish(event)
+        if self.webhooks_due:
+            self.webhook_wakeup.set()
 
 
 def clamp_limit(limit: int | None, default: int = 50, maximum: int = 500) -> int:

@@ -13,6 +13,7 @@ import { initNetwork, refreshNetwork } from "./views-network.js";
 import { initSend } from "./views-send.js";
 import { refreshSessions } from "./views-sessions.js";
 import { initTasks, refreshOpenTask, refreshTasks } from "./views-tasks.js";
+import { initWebhooks } from "./views-webhooks.js";
 
 const VIEWS = ["overview", "tasks", "network", "audit"];
 // Presence (an agent coming online or going quiet) is not an event on the stream: the sessions and the
@@ -208,6 +209,7 @@ function init() {
   initSend();
   initTasks();
   initNetwork();
+  initWebhooks();
   initAudit();
   for (const dialog of document.querySelectorAll("dialog")) {
     dialog.addEventListener("click", (e) => { if (e.target.closest("[data-close]")) dialog.close(); });

@@ -4,6 +4,7 @@ import { configBlocks } from "./agent-config.js";
 import { api, isMissingEndpoint } from "./api.js";
 import { $, formValues, h, render, say, timeEl } from "./dom.js";
 import { canManage, emit, state } from "./state.js";
+import { refreshWebhooks } from "./views-webhooks.js";
 
 const enc = encodeURIComponent;
 
@@ -119,7 +120,7 @@ async function act(method, path, resultEl, body) {
 export async function refreshNetwork() {
   if (!state.networkId) return;
   const results = await Promise.allSettled([refreshNetworks(), refreshUsage(), refreshMembers(), refreshInvites(),
-    refreshTokens()]);
+    refreshTokens(), refreshWebhooks()]);
   const failed = results.find((r) => r.status === "rejected");
   if (failed) say($("networks-result"), failed.reason.message, true);
 }
