@@ -187,7 +187,8 @@ CREATE TABLE messages (
     read_at     TEXT,
     from_kind   TEXT NOT NULL DEFAULT 'agent' CHECK (from_kind IN ('agent', 'person')),
     to_kind     TEXT NOT NULL DEFAULT 'agent' CHECK (to_kind IN ('agent', 'person')),
-    body_id     INTEGER REFERENCES bodies(body_id)
+    body_id     INTEGER REFERENCES bodies(body_id),
+    content_hash INTEGER  -- loop guard (service/loopguard.py): who sent what to whom, for the duplicate window
 );
 -- An alias's unread items, newest first (the inbox, its count, and ?alias=&unread=1). `read_at IS NULL`
 -- is an equality for the planner: three equal columns here beat two in messages_by_recipient.

@@ -47,8 +47,10 @@ async def setup(log_stream: Any, clients: int = 2, extra: dict[str, str] | None 
     tmp = tempfile.mkdtemp(prefix="commhub-cost-")
     setup_logging("info", "text")
     logging.getLogger().handlers[0].stream = log_stream
+    # The loop guard's pair limit on but out of reach, so its cost is measured (a checkout without it: nothing).
+    guard = {"pair_rate_per_minute": 10**9} if hasattr(Settings, "pair_rate_per_minute") else {}
     settings = Settings(db=os.path.join(tmp, "cost.db"), port=0, register_rate_per_minute=0,
-                        login_rate_per_minute=0, token_rate_per_minute=0, **(extra or {}))
+                        login_rate_per_minute=0, token_rate_per_minute=0, **{**guard, **(extra or {})})
     db = Database(settings.db, busy_timeout_ms=LOOP_BUSY_TIMEOUT_MS)
     hub = Hub(settings, db, Broker(settings.sse_buffer))
     client = create_app(hub).test_client()

@@ -82,6 +82,10 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     webhook_concurrency: int = 16
     webhook_max_per_network: int = 20
+    # Loop guard (c19b, docs/loop-guard.md): the same content again from an agent to an agent is not delivered
+    # twice within this window, and one agent sends another at most this many tasks and messages a minute.
+    duplicate_window_seconds: float = 300.0
+    pair_rate_per_minute: int = 30
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -157,6 +161,11 @@ HELP: dict[str, str] = {
                                "failed",
     "webhook_concurrency": "webhook POSTs in flight at once across all webhooks (each webhook has one at a time)",
     "webhook_max_per_network": "webhooks one network may have",
+    "duplicate_window_seconds": "a task or message from an agent with the same content as one it sent the same "
+                                "recipient within this many seconds is not delivered again: the answer names the "
+                                "original with duplicate: true (0 = off)",
+    "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
+                            "rate_limited and a loop_broken event for people (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

@@ -149,7 +149,9 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "conflict": ErrorInfo(409, "The request conflicts with the current state."),
     "payload_too_large": ErrorInfo(413, "The body is over the configured cap (max_body_bytes)."),
     "unsupported_media_type": ErrorInfo(415, "The body's Content-Type is not one this route reads."),
-    "rate_limited": ErrorInfo(429, "Too many requests; wait for the Retry-After header's seconds."),
+    "rate_limited": ErrorInfo(429, "Too many requests; wait for the Retry-After header's seconds. Also the loop "
+                                   "guard's per-pair limit: more than pair_rate_per_minute tasks and messages from "
+                                   "one agent to another (the message names the pair; docs/loop-guard.md)."),
     "http_error": ErrorInfo(None, "Any other HTTP-level error (the server: an unmapped status; the client: an "
                                   "error answer that is not CommHub's JSON shape)."),
     "ambiguous_length": ErrorInfo(400, "The request carries both Content-Length and Transfer-Encoding (it could hide "

@@ -26,8 +26,16 @@ class RateLimiter:
 
     def check(self, key: str) -> None:
         """Take one request from the key's bucket, or raise 429 with Retry-After."""
+        retry = self.take(key)
+        if retry:
+            raise RateLimited(f"too many {self.name} requests: at most {self.per_minute} per minute; "
+                              f"retry in {retry} s", retry)
+
+    def take(self, key: str) -> int:
+        """Take one request from the key's bucket: 0 when taken, else the seconds until one is there (nothing
+        taken), for a caller that words its own 429."""
         if self.per_minute <= 0:
-            return
+            return 0
         now = time.monotonic()
         rate = self.per_minute / 60.0
         bucket = self._buckets.get(key)
@@ -39,10 +47,9 @@ class RateLimiter:
             bucket.tokens = min(self.per_minute, bucket.tokens + (now - bucket.updated) * rate)
             bucket.updated = now
         if bucket.tokens < 1:
-            retry = math.ceil((1 - bucket.tokens) / rate)
-            raise RateLimited(f"too many {self.name} requests: at most {self.per_minute} per minute; "
-                              f"retry in {retry} s", retry)
+            return max(1, math.ceil((1 - bucket.tokens) / rate))
         bucket.tokens -= 1
+        return 0
 
     def _evict(self, now: float, rate: float) -> None:
         # Drop buckets that are full again (they hold no state worth keeping), else the oldest half.

@@ -82,6 +82,8 @@ NEW_TASK, NEW_MESSAGE, NEW_REPLY = "new_task", "new_message", "new_reply"
 # BROADCAST (above) is both an inbox item's kind and the event that delivers it.
 HEARTBEAT = "heartbeat"
 WEBHOOK_DISABLED = "webhook_disabled"  # the network's (alias ""), for people: a webhook failed too long
+# The loop guard cut an agent's sends to another agent (the pair rate limit tripped): docs/loop-guard.md.
+LOOP_BROKEN = "loop_broken"
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,19 @@ EVENTS: dict[str, EventShape] = {
         "owner": Field("string", "the user id of the person who registered it"),
         "reason": Field("string", "since when it failed and its last error"),
         "last_delivery_id": Field("integer", "the delivery whose failure disabled it")}, for_agents=False),
+    LOOP_BROKEN: EventShape(LOOP_BROKEN, "The loop guard refused an agent's sends to another agent: more than "
+                                         "`--pair-rate-per-minute` tasks and messages in a minute, most likely "
+                                         "two agents answering each other for ever. Sent once per cut to the "
+                                         "recipient's alias (shown to people on the network stream and the "
+                                         "dashboard's Overview); the sender's sends to it are refused (429 "
+                                         "`rate_limited`) until the rate falls.", {
+        "type": Field("string", "`loop_broken`"),
+        **_sender(),
+        "to": Field("string", "the agent whose inbox the sends were refused for"),
+        "limit": Field("integer", "the limit per minute (the setting `pair_rate_per_minute`)"),
+        "retry_after": Field("integer", "seconds until the pair may send again"),
+        "message_id": Field("string", "the last item delivered from the sender to that agent before the cut",
+                            nullable=True)}),
     HEARTBEAT: EventShape(HEARTBEAT, "Every `--heartbeat-seconds` on each stream, the first one after a random half "
                                      "to whole period from its connect (so streams that connect together do not "
                                      "beat together); it has no id and is never stored or replayed.", {

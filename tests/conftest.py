@@ -18,9 +18,10 @@ from commhub_lib.runtime.server import ServerHandle, run_server
 
 _counter = itertools.count()
 
-# Rate limits are lifted by default so tests can register many users; tests of the limits set them.
+# Rate limits are lifted by default so tests can register many users (and one agent send another more than 30
+# items a minute); tests of the limits set them. The loop guard's duplicate window stays on.
 TEST_DEFAULTS = dict(port=0, register_rate_per_minute=0, login_rate_per_minute=0, token_rate_per_minute=0,
-                     password_rate_per_minute=0)
+                     password_rate_per_minute=0, pair_rate_per_minute=0)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -9,6 +9,7 @@ the hub is seen emitting it with the data its shape declares.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -23,7 +24,7 @@ from commhub_lib.mcp import channel
 from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.store import events as event_store
 from commhub_lib.vocabulary import DELIVERED_EVENTS, EVENTS, EventShape
-from tests.conftest import create_token, mcp_call, register, tool
+from tests.conftest import create_token, mcp_call, register, tool, tool_error
 from tests.test_dashboard import Browser, chrome, chrome_available, log_in, page  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,6 +278,14 @@ async def test_every_event_the_hub_emits_fits_its_shape(client: httpx.AsyncClien
     asked = await post("/api/approvals", {"question": "may I?"}, worker_auth)
     await post("/api/replies", {"message_id": asked["approval_id"], "content": "yes"})
     await post(f"/api/tasks/{second['task_id']}/cancel", {"reason": "not needed"})
+    # The loop guard (lifted in the tests' settings): a pair limit of 1 a minute, and a second send past it.
+    server.hub.settings = dataclasses.replace(server.hub.settings, pair_rate_per_minute=1)
+    server.hub.loop_guard = None
+    peer = await create_token(client, owner, name="p", alias="peer")
+    await tool(client, peer, "report_status", {"alias": "peer"})
+    await tool(client, worker, "send_message", {"to": "peer", "content": "one"})
+    assert (await tool_error(client, worker, "send_message", {"to": "peer", "content": "two"}))["error"] == \
+        "rate_limited"
 
     rows = event_store.network_events_after(server.hub.db, owner.network_id, 0, 1000)
     seen: dict[str, set[str]] = {}

@@ -179,7 +179,8 @@ class QueuePlace(Ok):
 
 
 class TaskSent(QueuePlace):
-    """A task created (or found again by its idempotency key)."""
+    """A task created (or found again: by its idempotency key, or as the same task again within the loop guard's
+    duplicate window)."""
 
     task_id: str
     message_id: str
@@ -190,11 +191,13 @@ class TaskSent(QueuePlace):
 
 
 class MessageSent(Ok):
-    """A message stored in the recipient's inbox."""
+    """A message stored in the recipient's inbox (duplicate: the same message again within the loop guard's window,
+    not delivered twice; message_id is the original's)."""
 
     message_id: str
     to: str
     recipient_online: bool
+    duplicate: bool
 
 
 class Broadcasted(Ok):

@@ -31,20 +31,21 @@ from pathlib import Path
 from typing import Any
 
 from ..client import DEFAULT_URL, ClientError, HubClient, SseFrame
-from ..vocabulary import BROADCAST, HEARTBEAT, NEW_MESSAGE, NEW_REPLY, NEW_TASK
+from ..vocabulary import BROADCAST, HEARTBEAT, LOOP_BROKEN, NEW_MESSAGE, NEW_REPLY, NEW_TASK
 from .common import safe_text
 
 DEFAULT_EVENTS = ",".join((NEW_TASK, NEW_MESSAGE, NEW_REPLY))
 # The events --events can select (vocabulary.DELIVERED_EVENTS: tests/test_vocabulary.py fails while one is missing
 # here, or while one of its fields is neither an environment variable nor named in STDIN_ONLY_FIELDS).
-ALL_EVENTS = (NEW_TASK, NEW_MESSAGE, NEW_REPLY, BROADCAST)
+# loop_broken (a person's notice that the loop guard cut a pair: docs/loop-guard.md) only when asked for.
+ALL_EVENTS = (NEW_TASK, NEW_MESSAGE, NEW_REPLY, BROADCAST, LOOP_BROKEN)
 ENV_FIELDS = {"COMMHUB_FROM": "from", "COMMHUB_TASK_ID": "task_id", "COMMHUB_MESSAGE_ID": "message_id",
               "COMMHUB_PRIORITY": "priority", "COMMHUB_TITLE": "title", "COMMHUB_STATUS": "status",
-              "COMMHUB_IN_REPLY_TO": "in_reply_to"}
+              "COMMHUB_IN_REPLY_TO": "in_reply_to", "COMMHUB_TO": "to"}
 # Event fields CMD reads from the event JSON on stdin only: texts (too long or too free for a variable) and
 # details a wake-up does not need.
 STDIN_ONLY_FIELDS = frozenset({"type", "message", "content", "inbox_count", "from_kind", "approval_id",
-                               "answers_approval"})
+                               "answers_approval", "limit", "retry_after"})
 ENV_VALUE_MAX_CHARS = 200  # per variable: far below Linux's 128 KiB per string (E2BIG) and any shell's taste
 AGENT_TOKEN_ENV = "COMMHUB_AGENT_TOKEN"
 SKIPPED_KEPT = 1000  # the state file keeps the newest skipped events (the stderr line names every one)

@@ -22,6 +22,7 @@ from ..vocabulary import (
     BROADCAST,
     DEFAULT_PRIORITY,
     HEARTBEAT,
+    LOOP_BROKEN,
     MESSAGE,
     NEW_MESSAGE,
     NEW_REPLY,
@@ -65,6 +66,11 @@ def _broadcast_text(target: str, data: dict[str, Any]) -> str:
     return f"broadcast {target}: {_short(data.get('content'))}"
 
 
+def _loop_broken_text(target: str, data: dict[str, Any]) -> str:
+    return (f"loop broken {target}: more than {data.get('limit')} sends a minute, refused for "
+            f"{data.get('retry_after')} s (last delivered msg={data.get('message_id')})")
+
+
 def _webhook_disabled_text(target: str, data: dict[str, Any]) -> str:
     return f"webhook {data.get('webhook_id')} disabled ({data.get('url')}): {_short(data.get('reason'))}"
 
@@ -74,7 +80,7 @@ def _webhook_disabled_text(target: str, data: dict[str, Any]) -> str:
 # event is printed as its name and JSON.
 TEXTS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     NEW_TASK: _task_text, NEW_MESSAGE: _message_text, NEW_REPLY: _reply_text, BROADCAST: _broadcast_text,
-    WEBHOOK_DISABLED: _webhook_disabled_text}
+    LOOP_BROKEN: _loop_broken_text, WEBHOOK_DISABLED: _webhook_disabled_text}
 
 
 def describe(event_id: str, name: str, alias: str | None, data: dict[str, Any], at: datetime | None = None) -> str:

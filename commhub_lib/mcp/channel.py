@@ -20,6 +20,7 @@ from ..vocabulary import (
     EXPIRED,
     FAILED,
     FINAL_REPLY_STATUSES,
+    LOOP_BROKEN,
     NEW_MESSAGE,
     NEW_REPLY,
     NEW_TASK,
@@ -82,11 +83,19 @@ def _describe_reply(sender: str, data: dict[str, Any]) -> str:
             f"task; report with send_reply {{task_id: \"{task_id}\", status: \"{PROGRESS}\" | \"{DONE}\" | ...}}.")
 
 
+def _describe_loop_broken(sender: str, data: dict[str, Any]) -> str:
+    # Told to the recipient: the one message that breaks a loop is the one it does not send.
+    return (f"The hub's loop guard stopped {sender}'s tasks and messages to you: more than {data.get('limit')} a "
+            f"minute, most likely the two of you answering each other (last delivered message_id "
+            f"{data.get('message_id')}). Do not answer {sender}'s last message just to acknowledge it; a person "
+            f"has been told. {sender} may send again in {data.get('retry_after')} s.")
+
+
 # The channel text of each event agents are woken for (vocabulary.DELIVERED_EVENTS; tests/test_vocabulary.py
 # fails while one has none).
 DESCRIBE: dict[str, Callable[[str, dict[str, Any]], str]] = {
     NEW_TASK: _describe_task, NEW_MESSAGE: _describe_message, NEW_REPLY: _describe_reply,
-    BROADCAST: _describe_broadcast}
+    BROADCAST: _describe_broadcast, LOOP_BROKEN: _describe_loop_broken}
 
 
 def describe(name: str, data: dict[str, Any]) -> str:

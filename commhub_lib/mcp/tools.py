@@ -188,11 +188,14 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "(any unique string) so a retry never makes a second task. start_by (a time) or start_within_seconds: if "
          "they have not started it by then it expires and you get a new_reply with status 'expired'. Returns "
          "{task_id, message_id, status, queue_position (1 = next in their queue), ahead, recipient_online, "
-         "recipient_busy}. Their replies reach you as new_reply items in get_inbox (status progress, question, "
-         "done or failed); answer a question with send_reply {task_id, content} (no status).",
+         "recipient_busy, duplicate}. Their replies reach you as new_reply items in get_inbox (status progress, "
+         "question, done or failed); answer a question with send_reply {task_id, content} (no status). The hub's "
+         "loop guard answers the same task again soon after with the original (duplicate: true) and refuses too "
+         "many sends a minute to one agent (rate_limited): never answer an agent only to acknowledge it.",
          m.SendTask, _send_task),
     Tool("send_message", "Send a plain message (no task) to another agent's alias. Returns {message_id, "
-         "recipient_online}.", m.SendMessage, _send_message, cancellable=False),
+         "recipient_online, duplicate}; the same text to the same agent again soon after is not sent twice "
+         "(duplicate: true, the original's message_id).", m.SendMessage, _send_message, cancellable=False),
     Tool("send_reply", "Reply about a task or a message. On a task you RECEIVED, `status` is required: 'done' "
          "(finished, ends it as replied), 'failed' (ends it as failed), 'progress' (still working, stays running) "
          "or 'question' (ask the sender; the task waits as input_required and their answer comes back as a "

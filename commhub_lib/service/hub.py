@@ -131,6 +131,8 @@ class Hub:
         """Tell the delivery worker that these webhooks have something to send."""
         self.webhooks_due.update(webhook_ids)
         self.webhook_wakeup.set()
+    # The loop guard's pair buckets (service/loopguard.guard_of types it; `object` here: hub.py imports no service).
+    loop_guard: object = field(default=None, init=False, repr=False, compare=False)
 
     def guard(self) -> StreamGuard:
         """The grants of the open streams and long-polls, re-checked on their heartbeats (made on first use)."""

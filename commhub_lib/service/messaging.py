@@ -20,7 +20,7 @@ from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from ..vocabulary import AGENT, BROADCAST, EXPIRED, MESSAGE, NEW_MESSAGE, PERSON, PROGRESS, TASK
-from . import quotas
+from . import loopguard, quotas
 from .guard import Grant
 from .hub import Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
@@ -35,7 +35,9 @@ from .tasks import (
 
 
 def send_message(hub: Hub, network_id: str, sender: str, body: SendMessage, sender_kind: str = AGENT) -> dict[str, Any]:
-    """Store a plain message in the recipient's inbox and push `new_message`."""
+    """Store a plain message in the recipient's inbox and push `new_message` (an agent's duplicate within the window
+    is answered with the original's id instead, and too many to one agent are refused: service/loopguard.py)."""
+    loopguard.check_pair(hub, network_id, sender, sender_kind, body.to)
     pending: list[Event] = []
     with hub.db.write():
         stored = _store_message(hub, network_id, sender, body, sender_kind, pending)
@@ -47,6 +49,7 @@ async def send_message_together(hub: Hub, network_id: str, sender: str, body: Se
                                 sender_kind: str = AGENT) -> dict[str, Any]:
     """send_message, committed together with the other sends of the same scheduler pass (db.write_together:
     the busy MCP path); answered only once committed, its event pushed right after the commit."""
+    loopguard.check_pair(hub, network_id, sender, sender_kind, body.to)
     pending: list[Event] = []
     stored = await hub.db.write_together(lambda: _store_message(hub, network_id, sender, body, sender_kind, pending),
                                          lambda _: hub.publish(pending))
@@ -54,24 +57,32 @@ async def send_message_together(hub: Hub, network_id: str, sender: str, body: Se
 
 
 def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, sender_kind: str,
-                   pending: list[Event]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The writes of a send (inside a write transaction): (the message row, the recipient's session)."""
+                   pending: list[Event]) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """The writes of a send (inside a write transaction): (the message row, the recipient's session, whether it is
+    a duplicate: then the row is the original's and nothing was written)."""
     # Checked inside the write transaction: a read on its own is a read transaction of its own (~2.4 µs of
     # WAL locking), and the recipient cannot be retired between the check and the insert.
     recipient = require_known_alias(hub, network_id, body.to)
+    digest = loopguard.digest_of(hub, network_id, sender, sender_kind, body.to, MESSAGE, body.content)
+    original = loopguard.find_duplicate(hub, network_id, sender, body.to, digest)
+    if original is not None:
+        return original, recipient, True
     quotas.check_store(hub, network_id, body.content)
     msg = message_row(network_id, sender, body.to, MESSAGE, body.content, from_kind=sender_kind)
+    msg["content_hash"] = digest
     message_store.insert_message(hub.db, msg)
+    loopguard.note_stored(hub, digest)
     hub.record_event(pending, network_id, body.to, NEW_MESSAGE, {
         "type": NEW_MESSAGE, "message": body.content, "from": sender, "from_kind": sender_kind,
         "message_id": msg["message_id"]})
-    return msg, recipient
+    return msg, recipient, False
 
 
-def _message_sent(hub: Hub, body: SendMessage, msg: dict[str, Any], recipient: dict[str, Any]) -> dict[str, Any]:
-    """The answer to a send, once it is committed and pushed."""
+def _message_sent(hub: Hub, body: SendMessage, msg: dict[str, Any], recipient: dict[str, Any],
+                  duplicate: bool) -> dict[str, Any]:
+    """The answer to a send, once it is committed and pushed (a duplicate: the original's id)."""
     return {"ok": True, "message_id": msg["message_id"], "to": body.to,
-            "recipient_online": is_online(hub, recipient)}
+            "recipient_online": is_online(hub, recipient), "duplicate": duplicate}
 
 
 def _original_message(hub: Hub, network_id: str, message_id: str) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from ..vocabulary import (
     WORKING,
     WORKING_TASK_STATUSES,
 )
-from . import quotas, verdicts
+from . import loopguard, quotas, verdicts
 from .hub import Hub, Principal, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 
@@ -89,7 +89,9 @@ def _task_event(hub: Hub, task: dict[str, Any], event: str, actor: str, detail: 
 
 
 def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kind: str = AGENT) -> dict[str, Any]:
-    """Store a task in the recipient's inbox and push `new_task`; an idempotency key makes retries safe."""
+    """Store a task in the recipient's inbox and push `new_task`; an idempotency key makes retries safe (and the
+    loop guard answers an agent's same task again with the original: service/loopguard.py)."""
+    loopguard.check_pair(hub, network_id, sender, sender_kind, body.to)
     pending: list[Event] = []
     with hub.db.write():
         # The checks run inside the write transaction (as in send_message): no read transactions of their own,
@@ -100,11 +102,18 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
                 return _task_result(hub, existing, session_store.get_session(hub.db, network_id, existing["to_name"]),
                                     duplicate=True)
         recipient = require_known_alias(hub, network_id, body.to)
+        # A task with an idempotency key is the key's to judge (above): another key means another task on purpose.
+        digest = None if body.idempotency_key else loopguard.digest_of(
+            hub, network_id, sender, sender_kind, body.to, TASK, body.title, body.content, body.context)
+        original = loopguard.find_duplicate(hub, network_id, sender, body.to, digest)
+        if original is not None and (found := task_store.get_task(hub.db, network_id, original["task_id"])):
+            return _task_result(hub, found, recipient, duplicate=True)
         start_by_ts = _start_by_ts(body.start_by)
         quotas.check_store(hub, network_id, body.content, body.title, body.context)
         # The notice's text is the task's content (stored once, in the task).
         msg = message_row(network_id, sender, body.to, TASK, "", priority=body.priority,
                           from_kind=sender_kind)
+        msg["content_hash"] = digest
         task = {"task_id": new_uuid(), "network_id": network_id, "from_name": sender, "from_kind": sender_kind,
                 "to_name": body.to, "to_kind": AGENT, "title": body.title, "content": body.content,
                 "context": body.context, "priority": body.priority, "status": DELIVERED, "deadline": body.deadline,
@@ -114,6 +123,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
         msg["task_id"] = task["task_id"]
         task_store.insert_task(hub.db, task)
         message_store.insert_message(hub.db, msg)
+        loopguard.note_stored(hub, digest)
         _task_event(hub, task, DELIVERED, sender, body.title)
         hub.record_event(pending, network_id, body.to, NEW_TASK, {
             "type": NEW_TASK, "inbox_count": message_store.unread_count(hub.db, network_id, body.to),

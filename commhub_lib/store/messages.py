@@ -19,14 +19,41 @@ MESSAGE_FIELDS = (("message_id", "message_id"), ("network_id", "network_id"), ("
 MESSAGE_COLUMNS = columns(MESSAGE_FIELDS)
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
+# The loop guard's duplicate check (asked only for a likely duplicate: service/loopguard.py RecentHashes): the
+# recipient's items of the window, newest first, by messages_by_recipient; no index on the hash (migration 0011).
+FIND_DUPLICATE = ("SELECT message_id, task_id, kind FROM messages WHERE network_id = ? AND to_name = ?"
+                  " AND created_ts >= ? AND content_hash = ? AND from_name = ? ORDER BY created_ts DESC LIMIT 1")
 
 
 def insert_message(db: Database, row: Row) -> None:
     """Store an inbox item (row holds every column; `body_id` optional: the text is in `bodies`)."""
     db.execute("INSERT INTO messages(message_id, network_id, from_name, from_kind, to_name, to_kind, kind, content,"
-               " priority, in_reply_to, task_id, status, created_at, created_ts, body_id) VALUES (:message_id,"
-               " :network_id, :from_name, :from_kind, :to_name, :to_kind, :kind, :content, :priority, :in_reply_to,"
-               " :task_id, :status, :created_at, :created_ts, :body_id)", {"body_id": None, **row})
+               " priority, in_reply_to, task_id, status, created_at, created_ts, body_id, content_hash) VALUES"
+               " (:message_id, :network_id, :from_name, :from_kind, :to_name, :to_kind, :kind, :content, :priority,"
+               " :in_reply_to, :task_id, :status, :created_at, :created_ts, :body_id, :content_hash)",
+               {"body_id": None, "content_hash": None, **row})
+
+
+def find_duplicate(db: Database, content_hash: int, network_id: str, from_name: str, to_name: str,
+                   since_ts: float) -> Row | None:
+    """The newest item with this content hash (service/loopguard.py) sent from `from_name` to `to_name` since
+    `since_ts` (a range of messages_by_recipient: the recipient's items of the window)."""
+    return db.query_one(FIND_DUPLICATE, (network_id, to_name, since_ts, content_hash, from_name))
+
+
+def recent_hashes(db: Database, since_ts: float, slack: float, cap: int) -> tuple[list[tuple[int, float]], bool]:
+    """The content hashes stored since `since_ts`, oldest first, read newest first by rowid (insertion order) until
+    rows are older than since_ts - slack (clocks of several writers differ a little), at most `cap` of them; and
+    whether that is all of them (False: the cap stopped the read)."""
+    found: list[tuple[int, float]] = []
+    for content_hash, created_ts in db.con.execute("SELECT content_hash, created_ts FROM messages ORDER BY rowid DESC"):
+        if created_ts < since_ts - slack:
+            break
+        if content_hash is not None and created_ts >= since_ts:
+            if len(found) >= cap:
+                return found[::-1], False
+            found.append((content_hash, created_ts))
+    return found[::-1], True
 
 
 def insert_body(db: Database, content: str, network_id: str | None = None) -> int:
@@ -34,6 +61,14 @@ def insert_body(db: Database, content: str, network_id: str | None = None) -> in
     network's usage counts it (schema.sql, network_usage) when `network_id` is given."""
     db.execute("INSERT INTO bodies(content, network_id) VALUES (?, ?)", (content, network_id))
     return db.con.last_insert_rowid()
+
+
+def last_sent(db: Database, network_id: str, from_name: str, to_name: str) -> str | None:
+    """The id of the newest item an agent sent another (the loop guard names it; messages_by_recipient, newest
+    first, stops at the first match)."""
+    row = db.query_one("SELECT message_id FROM messages WHERE network_id = ? AND to_name = ? AND from_name = ?"
+                       " AND from_kind = 'agent' ORDER BY created_ts DESC LIMIT 1", (network_id, to_name, from_name))
+    return row["message_id"] if row else None
 
 
 def get_message(db: Database, network_id: str, message_id: str) -> Row | None:

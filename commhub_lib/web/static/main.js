@@ -4,9 +4,11 @@ import { api, clearLogin, isMissingEndpoint, loadLogin, saveLogin, setUnauthoriz
 import { $, formValues, say } from "./dom.js";
 import { LiveFeed } from "./live.js";
 import { banner, emit, on, state } from "./state.js";
+import { EVENT } from "./vocabulary.js";
 import { refreshApprovals } from "./views-approvals.js";
 import { initAudit, refreshAudit } from "./views-audit.js";
 import { addFeedEvent, clearFeed } from "./views-feed.js";
+import { clearLoops, noteLoopBroken } from "./views-loops.js";
 import { initNetwork, refreshNetwork } from "./views-network.js";
 import { initSend } from "./views-send.js";
 import { refreshSessions } from "./views-sessions.js";
@@ -69,8 +71,14 @@ function stopLive() {
 function startLive() {
   stopLive();
   clearFeed();
+  clearLoops();
   live = new LiveFeed(state.networkId, {
-    onEvent: (ev) => { addFeedEvent(ev); emit("hub-event", ev); refreshSoon(); },
+    onEvent: (ev) => {
+      addFeedEvent(ev);
+      if (ev.type === EVENT.LOOP_BROKEN) noteLoopBroken(ev);
+      emit("hub-event", ev);
+      refreshSoon();
+    },
     onState: (s) => { const el = $("live-state"); el.dataset.state = s; el.textContent = s === "live" ? "live" : `${s}…`; },
     onOpen: refreshSoon, // whatever happened while connecting is read again
   });

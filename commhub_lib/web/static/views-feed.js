@@ -18,6 +18,7 @@ const SUMMARY = {
     return `${data.from || "?"} → ${data.alias || "?"}: reply (${data.status || REPLY_STATUS.DONE})`;
   },
   [EVENT.BROADCAST]: (data) => `${data.from || "?"} → ${data.alias || "?"}: ${data.content ?? ""}`,
+  [EVENT.LOOP_BROKEN]: (data) => `loop broken: ${data.from || "?"} → ${data.to || data.alias || "?"} sent more than ${data.limit} a minute; refused for ${data.retry_after} s`,
   // The network's own events (vocabulary.js NETWORK_EVENTS), for the people who look after it.
   [EVENT.WEBHOOK_DISABLED]: (data) => `webhook ${data.webhook_id || "?"} disabled (${data.url || "?"}): ${data.reason || ""}`,
 };
