@@ -161,6 +161,7 @@ async def test_h17_03_send_rate_by_bytes_answers_429_with_retry_after(tmp_path: 
         await tool(client, a2, "report_status", {"alias": "w2"})
         big = "r" * 60_000
         assert (await tool(client, a1, "send_message", {"to": "w2", "content": big}))["ok"]
+        big = "s" * 60_000  # other content: the same again would be the loop guard's duplicate, never stored
         err = await tool_error(client, a1, "send_message", {"to": "w2", "content": big})
         assert err["error"] == "rate_limited" and "COMMHUB_SEND_BYTES_PER_MINUTE" in err["message"]
         # REST with the same token: 429 with Retry-After, and nothing was stored.
