@@ -29,7 +29,7 @@ from tests.fakes.anthropic import FakeAnthropic
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "tests" / "agent_clis" / "node_modules" / ".bin"
 WAIT = 60.0
-CLAUDE_DEFAULT_MCP_TIMEOUT = 60.0  # what Claude Code 2.1 gives an MCP HTTP request without a "timeout"
+SHORT_MCP_TIMEOUT = 3.0  # MCP_TOOL_TIMEOUT for the permission test (Claude Code's own default is 60 s)
 ALIAS = "worker"
 
 pytestmark = [
@@ -338,7 +338,20 @@ async def test_claude_killed_mid_turn_is_restarted_and_the_turn_resumed(runner: 
 
 
 async def test_permission_prompt_is_relayed_as_a_question_and_the_answer_lets_the_tool_run(
-        runner: RunnerProcess, team: Team, fake: FakeAnthropic, tmp_path: Path) -> None:
+        server: ServerHandle, team: Team, fake: FakeAnthropic, tmp_path: Path) -> None:
+    # Claude Code aborts an MCP request after MCP_TOOL_TIMEOUT (60 s by default) unless the server's entry in
+    # --mcp-config sets "timeout", which wins. The user's MCP_TOOL_TIMEOUT is kept by the runner: set it to 3 s here,
+    # so answering after 5 s proves the entry's timeout is what keeps the prompt waiting (without waiting a minute).
+    runner = RunnerProcess(tmp_path, server.url, team.token, fake)
+    runner.env["MCP_TOOL_TIMEOUT"] = str(int(SHORT_MCP_TIMEOUT * 1000))
+    await runner.start()
+    try:
+        await _permission_relayed(team, fake, tmp_path)
+    finally:
+        await runner.stop()
+
+
+async def _permission_relayed(team: Team, fake: FakeAnthropic, tmp_path: Path) -> None:
     out = tmp_path / "relayed.txt"
     task_id = await team.send(f"Write the file #bash:{out}")
 
@@ -348,9 +361,9 @@ async def test_permission_prompt_is_relayed_as_a_question_and_the_answer_lets_th
         return rows[0] if rows else None
     approval = await until_async(pending, "the permission question")
     assert approval["task_id"] == task_id and "Bash" in approval["question"]
-    # The person answers after Claude Code's default MCP request timeout (60 s): the runner's config entry sets a
-    # longer one, so the permission prompt is still waiting. (The wait itself is what is tested here.)
-    await trio.sleep(CLAUDE_DEFAULT_MCP_TIMEOUT + 2)
+    # The person answers after Claude Code's MCP request timeout: the runner's config entry sets a longer one, so
+    # the permission prompt is still waiting. (The wait itself is what is tested here.)
+    await trio.sleep(SHORT_MCP_TIMEOUT + 2)
     r = await team.client.post("/api/replies", headers=team.owner.auth,
                                json={"message_id": approval["approval_id"], "content": "yes"})
     assert r.status_code == 200, r.text
