@@ -9,16 +9,18 @@ resumed in the same session), a permission prompt relayed to a person and answer
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import runner_e2e
 import trio
 from cli_support import cli_env, run_cli
 from conftest import Account, create_token, register
@@ -26,8 +28,7 @@ from conftest import Account, create_token, register
 from commhub_lib.runtime.server import ServerHandle
 from tests.fakes.anthropic import FakeAnthropic
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "tests" / "agent_clis" / "node_modules" / ".bin"
+ROOT, BIN = runner_e2e.ROOT, runner_e2e.BIN
 WAIT = 60.0
 SHORT_MCP_TIMEOUT = 3.0  # MCP_TOOL_TIMEOUT for the permission test (Claude Code's own default is 60 s)
 ALIAS = "worker"
@@ -40,26 +41,9 @@ pytestmark = [
 ]
 
 
-async def until(condition: Callable[[], Any], what: str, within: float = WAIT) -> Any:
-    """Poll a condition (sync) until it is truthy, bounded in time; its value."""
-    deadline = trio.current_time() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert trio.current_time() < deadline, f"timed out waiting for {what}"
-        await trio.sleep(0.05)
-
-
-async def until_async(condition: Callable[[], Any], what: str, within: float = WAIT) -> Any:
-    """The same for an async condition."""
-    deadline = trio.current_time() + within
-    while True:
-        value = await condition()
-        if value:
-            return value
-        assert trio.current_time() < deadline, f"timed out waiting for {what}"
-        await trio.sleep(0.1)
+# The runner tests' bounded polls (tests/runner_e2e.py), with this file's bound.
+until = functools.partial(runner_e2e.until, within=WAIT)
+until_async = functools.partial(runner_e2e.until_async, within=WAIT)
 
 
 class RunnerProcess:

@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.common import ScriptedFake
 
 SHELL_TOOL = "run_shell_command"
 _TASK_ID = re.compile(r"task_id:\s*([A-Za-z0-9_\-]+)")
@@ -53,24 +54,16 @@ class Seen:
 
 
 @dataclass
-class FakeGemini:
+class FakeGemini(ScriptedFake):
     """The fake API: `start()` binds 127.0.0.1:0; `url` is what GOOGLE_GEMINI_BASE_URL gets."""
 
-    requests: list[Seen] = field(default_factory=list)
     declared: list[list[str]] = field(default_factory=list)   # per request with tools: the function names
     prompt_tools: list[str] = field(default_factory=list)     # the names declared with the newest task prompt
-    directives: dict[str, str] = field(default_factory=dict)        # task id -> its first prompt's text
-    gates: dict[str, threading.Event] = field(default_factory=dict)
-    waiting: set[str] = field(default_factory=set)
-    passed: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         """The base URL."""
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.origin
 
     def start(self) -> FakeGemini:
         """Serve in a daemon thread."""
@@ -121,32 +114,8 @@ class FakeGemini:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        """Stop serving and let every held request go."""
-        for gate in list(self.gates.values()):
-            gate.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def gate(self, name: str) -> threading.Event:
-        """The gate called `name` (created closed)."""
-        with self.lock:
-            return self.gates.setdefault(name, threading.Event())
-
-    def release(self, name: str) -> None:
-        """Open a gate: the request held at it (and any later one) goes on."""
-        self.gate(name).set()
-
-    def prompts(self, task_id: str | None = None) -> list[Seen]:
-        """The prompts seen (for one task, or all)."""
-        with self.lock:
-            return [s for s in self.requests if s.kind == "prompt" and (task_id is None or s.task_id == task_id)]
 
     def outputs(self, task_id: str | None = None) -> list[Seen]:
         """The function responses seen (for one task, or all)."""
