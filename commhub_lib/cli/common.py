@@ -10,6 +10,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ..client import ClientError, HubClient
@@ -178,3 +179,32 @@ def read_content(value: str) -> str:
 def default_db() -> str:
     """The database file the file-level commands use: COMMHUB_DB, else ./commhub.db."""
     return os.environ.get("COMMHUB_DB") or "./commhub.db"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, mode 0600 whatever the umask, durably: a temporary file written and fsynced,
+    renamed over the old one, then the directory fsynced, so a process killed -9 at any instant leaves the old
+    file or the new one (listen's cursor, the runner's state, the agents' config and session files)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def read_saved(path: Path, key: str) -> str | None:
+    """A non-empty string saved under `key` in a JSON file written by write_private, if any."""
+    try:
+        value = json.loads(path.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..client import DEFAULT_URL, ClientError, HubClient, SseFrame
 from ..vocabulary import BROADCAST, HEARTBEAT, LOOP_BROKEN, NEW_MESSAGE, NEW_REPLY, NEW_TASK
-from .common import safe_text
+from .common import safe_text, write_private
 
 DEFAULT_EVENTS = ",".join((NEW_TASK, NEW_MESSAGE, NEW_REPLY))
 # The events --events can select (vocabulary.DELIVERED_EVENTS: tests/test_vocabulary.py fails while one is missing
@@ -133,25 +133,13 @@ class Cursor:
         self.save(event_id)
 
     def _write(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
         state: dict[str, Any] = {"alias": self.alias, "url": self.url, "last_event_id": self.last,
                                  "saved_at": _now()}
         if self.failing:
             state["failing"] = self.failing
         if self.skipped:
             state["skipped"] = self.skipped
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the state is the agent's business
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(state) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-
+        write_private(self.path, json.dumps(state) + "\n")  # 0600: the state is the agent's business
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -28,8 +28,9 @@ from typing import Any
 
 import trio
 
+from ..common import write_private
 from .driver import AgentDied, DriverContext, Relay, TurnResult
-from .proc import AgentProcess, private_dir, spawn, write_private
+from .proc import AgentProcess, private_dir, spawn
 
 SERVER_NAME = "commhub"
 PERMISSION_TOOL = f"mcp__{SERVER_NAME}__permission_prompt"

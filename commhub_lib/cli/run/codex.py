@@ -27,8 +27,9 @@ from typing import Any
 
 import trio
 
+from ..common import read_saved, write_private
 from .driver import AgentDied, AgentDriver, Answer, DriverContext, Relay, TurnResult
-from .proc import private_dir, write_private
+from .proc import private_dir
 from .rpc import RpcError, RpcProcess
 
 SERVER_NAME = "commhub"
@@ -90,11 +91,7 @@ class CodexDriver:
 
     def saved_thread(self) -> str | None:
         """The thread id saved by an earlier start, if any."""
-        try:
-            value = json.loads(self.thread_file.read_text()).get("thread_id")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return value if isinstance(value, str) and value else None
+        return read_saved(self.thread_file, "thread_id")
 
     async def start(self) -> None:
         """Launch app-server, initialize, resume the alias's thread or start one."""

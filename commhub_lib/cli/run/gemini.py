@@ -27,8 +27,9 @@ from typing import Any
 
 import trio
 
+from ..common import read_saved, write_private
 from .driver import AgentDied, AgentDriver, Answer, DriverContext, Relay, TurnResult
-from .proc import private_dir, write_private
+from .proc import private_dir
 from .rpc import RpcError, RpcProcess
 
 SERVER_NAME = "commhub"
@@ -92,11 +93,7 @@ class GeminiDriver:
 
     def saved_session(self) -> str | None:
         """The session id saved by an earlier start, if any."""
-        try:
-            value = json.loads(self.session_file.read_text()).get("session_id")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return value if isinstance(value, str) and value else None
+        return read_saved(self.session_file, "session_id")
 
     async def start(self) -> None:
         """Launch `gemini --acp`, initialize, load the alias's session or create one."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..common import write_private
 from .proc import private_dir
 
 STATE_FILE = "runner.json"
@@ -160,19 +161,7 @@ class RunnerState:
                  "in_flight": [p.record() for p in self.in_flight], "done_ahead": sorted(self.done_ahead),
                  "backlog_until": self.backlog_until,
                  "saved_at": _now()}
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(state) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        folder = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-
+        write_private(path, json.dumps(state) + "\n")
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
