@@ -23,8 +23,9 @@ from typing import Any
 import apsw
 import httpx
 import trio
+from cli_support import listening_url
 from conftest import create_token, register, tool
-from test_lifecycle import child_env, free_port, read_log, start_child, wait_until_healthy
+from test_lifecycle import child_env, read_log, start_child, wait_until_healthy
 
 from commhub_lib.db import Database
 from commhub_lib.service import sessions
@@ -90,11 +91,12 @@ async def agent_tokens(client: httpx.AsyncClient, n: int) -> dict[str, str]:
 
 
 async def test_sigterm_with_300_open_streams_exits_promptly_and_ends_every_stream_cleanly(tmp_path: Path) -> None:
-    port, db, log = free_port(), tmp_path / "hub.db", tmp_path / "server.log"
-    proc = await start_child(["serve", "--port", str(port), "--db", str(db)], log,
+    db, log = tmp_path / "hub.db", tmp_path / "server.log"
+    proc = await start_child(["serve", "--port", "0", "--db", str(db)], log,
                              child_env(COMMHUB_MAX_STREAMS_PER_IP="0", COMMHUB_MAX_STREAMS_PER_TOKEN="0"))
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = await listening_url(proc, log)
+        port = int(url.rsplit(":", 1)[1])
         await wait_until_healthy(proc, url, log)
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             tokens = await agent_tokens(client, 30)
