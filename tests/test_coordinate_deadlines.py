@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -211,22 +212,28 @@ async def test_openapi_describes_the_new_fields(client: httpx.AsyncClient) -> No
 
 async def _tail_lines(server: ServerHandle, token: str, *args: str, count: int = 1) -> list[str]:
     """Run `commhub tail ... --from-start` until it printed `count` lines, then stop it."""
+    errors = tempfile.TemporaryFile()  # its stderr (the reconnects it reports), shown if it prints too little
     proc = await trio.lowlevel.open_process(
         [sys.executable, str(ROOT / "commhub.py"), "tail", *args, "--from-start"],
         env=cli_env(server.url, token, TZ="UTC"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL)
+        stderr=errors)
     assert proc.stdout is not None
     buffer = b""
     try:
-        with trio.fail_after(30):
+        with trio.move_on_after(30):
             while buffer.count(b"\n") < count:
                 chunk = await proc.stdout.receive_some()
-                assert chunk, buffer
+                if not chunk:
+                    break
                 buffer += chunk
     finally:
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(10):
             await proc.wait()
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace")
+        errors.close()
+    assert buffer.count(b"\n") >= count, f"tail {args} printed {buffer!r} in 30 s; its stderr: {stderr}"
     return buffer.decode().splitlines()
 
 
