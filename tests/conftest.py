@@ -20,19 +20,20 @@ from commhub_lib.runtime.server import ServerHandle, run_server
 _counter = itertools.count()
 
 # Parallel runs (pytest-xdist; pyproject's addopts say `-n auto`). The tests mostly wait (real servers, real CLIs,
-# Chromium), so a 2-core box runs best with more workers than cores: measured, see docs/testing.md.
-WORKERS_PER_CORE = 2
+# Chromium), so a box keeps its cores busy with a worker more than it has cores (3 on CI's 2 cores); each worker
+# beyond that adds load that the tests which time themselves feel (docs/testing.md has the measurements).
+EXTRA_WORKERS = 1
 MAX_WORKERS = 8
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """How many workers `-n auto` starts: none (this process runs the tests) when only files or test ids were
-    named — a single module's run is quicker without the workers' start-up — else WORKERS_PER_CORE per core."""
+    named — a single module's run is quicker without the workers' start-up — else cores + EXTRA_WORKERS."""
     if config.args_source == pytest.Config.ArgsSource.ARGS and not any(
             os.path.isdir(arg.split("::", 1)[0]) for arg in config.args):
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(MAX_WORKERS, max(2, WORKERS_PER_CORE * cores))
+    return min(MAX_WORKERS, cores + EXTRA_WORKERS)
 
 
 def isolate_home(mp: pytest.MonkeyPatch, home: Path) -> None:

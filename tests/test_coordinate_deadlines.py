@@ -239,7 +239,10 @@ async def _tail_lines(server: ServerHandle, token: str, *args: str, count: int =
 
 @pytest.mark.subprocess
 async def test_cli_tail_from_start_stamps_replayed_events_with_their_own_time(tmp_path: Path) -> None:
-    async with own_server(tmp_path, "tail") as server, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    # No sweeper round: its first one prunes events past the retention period, and the event below is made 6 years
+    # old; a run slower than sweep_seconds (5 s, as on a loaded box) then found nothing to replay.
+    async with own_server(tmp_path, "tail", sweep_seconds=3600.0) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         boss = await register(client)
         sender = await _agent(client, boss, "planner")
         await _agent(client, boss, "coder")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,15 +140,26 @@ async def test_sigterm_with_300_open_streams_exits_promptly_and_ends_every_strea
     assert all(status != "offline" and seen >= stopped_at - 1 for _, status, seen in rows), rows
 
 
+class Writes(list[int]):
+    """writes[0]: how many write transactions; `where`: the code that opened each (for a failure's message)."""
+
+    where: list[str]
+
+    def __str__(self) -> str:
+        return f"{self[0]} ({'; '.join(self.where)})"
+
+
 @contextmanager
-def counting_writes(db: Database) -> Iterator[list[int]]:
-    """Count the write transactions a Database runs inside the block."""
-    count = [0]
+def counting_writes(db: Database) -> Iterator[Writes]:
+    """Count the write transactions a Database runs inside the block, and where each was opened."""
+    count = Writes([0])
+    count.where = []
     original = db.write
 
     @contextmanager
     def write() -> Iterator[apsw.Connection]:
         count[0] += 1
+        count.where.append(" > ".join(f"{f.name}:{f.lineno}" for f in traceback.extract_stack(limit=6)[-6:-2]))
         with original() as con:
             yield con
 
@@ -182,7 +194,7 @@ async def test_shutdown_stores_presence_once_for_all_streams_not_once_per_stream
                         await s.ended.wait()
                 during = writes[0]
     assert all(s.ended_cleanly() for s in streams)
-    assert during == 1, f"{during} write transactions while 120 streams closed"
+    assert during == 1, f"{writes} write transactions while 120 streams closed"
     # The stream churn the gc job of serve reads (gc_tuning.keep_streams_frozen).
     assert (server.hub.broker.streams_opened, server.hub.broker.streams_closed) == (120, 120)
 
@@ -317,4 +329,4 @@ async def test_shutdown_with_open_mcp_push_streams_stores_presence_once(tmp_path
                         await trio.sleep(0.01)
                 during = writes[0]
     assert len(ended) == len(tokens) and all(b"stream closed: shutdown" in body for body in ended), ended
-    assert during == 1, f"{during} write transactions while {len(tokens)} push streams closed"
+    assert during == 1, f"{writes} write transactions while {len(tokens)} push streams closed"
