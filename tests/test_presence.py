@@ -10,10 +10,10 @@ Everything runs against a real server: raw HTTP, the official MCP Python SDK, th
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ from test_wake_mcp import _headers, _initialize
 
 from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.vocabulary import CHANNEL, POLLING, RUNNER, STREAM
+from tests.test_dashboard import Browser, chrome, chrome_available, log_in, page  # noqa: F401 (fixtures)
 
 CLAUDE = Path(__file__).resolve().parent / "agent_clis" / "node_modules" / ".bin" / "claude"
 WAIT = 15.0
@@ -79,7 +80,7 @@ async def held_stream(client: httpx.AsyncClient, method: str, url: str, **kwargs
     """A stream held open for the block, once its first frame arrived (it is registered then)."""
     async with client.stream(method, url, **kwargs) as response:
         assert response.status_code == 200, (await response.aread()).decode()
-        lines = response.aiter_lines()
+        lines = cast(AsyncGenerator[str, None], response.aiter_lines())  # an async generator: aclose() ends it
         try:
             with trio.fail_after(WAIT):
                 await lines.__anext__()
@@ -282,3 +283,45 @@ async def test_commhub_status_shows_what_holds_each_agent(server: ServerHandle, 
     assert "HELD BY" in lines[0], run.out
     assert any(line.split()[:3] == ["quiet", "offline", "-"] for line in lines), run.out
     assert any(line.split()[:3] == ["worker", "idle", POLLING] for line in lines), run.out
+
+
+# --- the dashboard --------------------------------------------------------------------------------------------
+
+@pytest.mark.browser
+@pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")
+async def test_the_agent_cards_say_what_holds_each_agent_and_who_a_question_waits_for(
+        page: Browser, server: ServerHandle, client: httpx.AsyncClient) -> None:  # noqa: F811
+    account = await register(client)
+    tokens = {alias: await create_token(client, account, alias, alias=alias)
+              for alias in ("builder", "poller", "asker", "gone")}
+    for alias in ("poller", "asker", "gone"):
+        await tool(client, tokens[alias], "report_status", {"status": "working", "task": f"{alias}'s work"})
+    silence(server, "gone")
+    # The person asked "asker" a task, and "asker" answered with a question: the card waits for the person.
+    r = await client.post("/api/tasks", headers=account.auth, json={"to": "asker", "content": "Deploy the hub"})
+    assert r.status_code == 200, r.text
+    await tool(client, tokens["asker"], "send_reply", {"task_id": r.json()["task_id"], "status": "question",
+                                                       "content": "Staging or production?"})
+    async with held_stream(client, "GET", "/events/builder", params={"token": tokens["builder"], "holder": RUNNER}):
+        await log_in(page, account)
+
+        def cards(d: Any) -> dict[str, tuple[str, str]] | None:
+            found = {}
+            for card in d.find_elements("css selector", ".session"):
+                held = card.find_elements("css selector", '[data-testid="session-held-by"]')
+                found[card.get_attribute("data-alias")] = (
+                    card.find_element("css selector", '[data-testid="session-status"]').text,
+                    held[0].text if held else "")
+            return found if len(found) == 4 else None
+        await page.wait_for(lambda d: (cards(d) or {}).get("builder", ("", ""))[1] == "held by runner",
+                            "the builder's card")
+        assert await page.run(cards) == {
+            "builder": ("idle", "held by runner"),
+            "poller": ("working", "held by polling"),
+            "asker": ("waiting for you", "held by polling"),
+            "gone": ("offline", ""),
+        }
+        shot = await page.screenshot("presence-cards")
+        assert shot.exists()
+    # The runner stops: its card goes offline without a reload.
+    await page.wait_for(lambda d: (cards(d) or {}).get("builder") == ("offline", ""), "the builder offline")
