@@ -57,13 +57,11 @@ async def sweep_once(hub: Hub) -> int:
     touch, offline = [], []
     after = 0
     while True:  # pages of the scan, yielding between them (5,000 rows at once held the loop 20-50 ms)
-        touch_cutoff = now - timeout * TOUCH_FRACTION
-        rows = maintenance_store.presence_candidates(hub.db, touch_cutoff, offline_cutoff, after, SCAN_PAGE)
+        rows = maintenance_store.presence_candidates(hub.db, now - timeout * TOUCH_FRACTION, after, SCAN_PAGE)
         for row in rows:
             key = (row["network_id"], row["alias"])
             if key in streaming:
-                if row["status"] == OFFLINE or row["last_seen_ts"] < touch_cutoff:
-                    touch.append(key)
+                touch.append(key)
             elif row["status"] != OFFLINE and row["last_call_ts"] < offline_cutoff:
                 # Without a stream only a tool call keeps a session online (docs/presence.md).
                 offline.append(key)

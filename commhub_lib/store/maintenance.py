@@ -9,13 +9,14 @@ from ..db import Database
 Row = dict[str, Any]
 
 
-def presence_candidates(db: Database, touch_before_ts: float, call_before_ts: float, after_rowid: int,
-                        limit: int) -> list[Row]:
-    """Sessions whose stored presence may need a write (offline, last seen before the touch cutoff, or online
-    with no tool call since the call cutoff), a page at a time in rowid order after `after_rowid`."""
+def presence_candidates(db: Database, touch_before_ts: float, after_rowid: int, limit: int) -> list[Row]:
+    """Sessions whose stored presence may need a write (offline, or last seen before the cutoff), a page at a
+    time in rowid order after `after_rowid`. A session's last call is never after its last sign of life, so the
+    ones whose calls lapsed are among these once their last sign of life is that old too (a stream held past its
+    last call, or closing after it, was seen later)."""
     return db.query("SELECT rowid, network_id, alias, status, last_seen_ts, last_call_ts FROM sessions"
-                    " WHERE rowid > ? AND (status = 'offline' OR last_seen_ts < ? OR last_call_ts < ?)"
-                    " ORDER BY rowid LIMIT ?", (after_rowid, touch_before_ts, call_before_ts, limit))
+                    " WHERE rowid > ? AND (status = 'offline' OR last_seen_ts < ?) ORDER BY rowid LIMIT ?",
+                    (after_rowid, touch_before_ts, limit))
 
 
 def oldest_events(db: Database, limit: int) -> list[Row]:
