@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import apsw
 import httpx
 import pytest
 import trio
@@ -22,10 +23,15 @@ from cli_support import cli_env, run_cli
 from conftest import Account, create_token, register, tool
 from test_mcp_sdk import sdk_session
 from test_mcp_versions import _listen
+from test_run_claude import ALIAS, RunnerProcess
 from test_wake_mcp import _headers, _initialize
 
+from commhub_lib import db as dbmod
+from commhub_lib.db import Database
 from commhub_lib.runtime.server import ServerHandle
+from commhub_lib.service import jobs
 from commhub_lib.vocabulary import CHANNEL, POLLING, RUNNER, STREAM
+from tests.fakes.anthropic import FakeAnthropic
 from tests.test_dashboard import Browser, chrome, chrome_available, log_in, page  # noqa: F401 (fixtures)
 
 CLAUDE = Path(__file__).resolve().parent / "agent_clis" / "node_modules" / ".bin" / "claude"
@@ -229,8 +235,6 @@ async def test_get_all_status_and_the_sweeper_agree_with_the_listing(server: Ser
                                                                      client: httpx.AsyncClient) -> None:
     """get_all_status carries held_by too; the sweeper stores offline a session whose only sign of life was a
     stream (no tool call), and leaves a streaming one alone."""
-    from commhub_lib.service import jobs
-
     account = await register(client)
     token = await create_token(client, account, "w", alias="worker")
     other = await create_token(client, account, "o", alias="other")
@@ -248,14 +252,9 @@ async def test_get_all_status_and_the_sweeper_agree_with_the_listing(server: Ser
 # --- the runner and the CLI, as processes ---------------------------------------------------------------------
 
 @pytest.mark.subprocess
-@pytest.mark.slow
 @pytest.mark.skipif(not CLAUDE.exists(), reason="the pinned Claude Code is not installed (npm ci in tests/agent_clis)")
 async def test_commhub_run_holds_the_alias_as_runner_and_offline_when_it_stops(tmp_path: Path, server: ServerHandle,
                                                                               client: httpx.AsyncClient) -> None:
-    from test_run_claude import ALIAS, RunnerProcess
-
-    from tests.fakes.anthropic import FakeAnthropic
-
     account = await register(client)
     token = await create_token(client, account, "worker", alias=ALIAS)
     fake = FakeAnthropic().start()
@@ -325,3 +324,29 @@ async def test_the_agent_cards_say_what_holds_each_agent_and_who_a_question_wait
         assert shot.exists()
     # The runner stops: its card goes offline without a reload.
     await page.wait_for(lambda d: (cards(d) or {}).get("builder") == ("offline", ""), "the builder offline")
+
+
+# --- the upgrade ----------------------------------------------------------------------------------------------
+
+def test_migration_0017_starts_each_session_from_its_last_sign_of_life(tmp_path: Path) -> None:
+    """A session online before the upgrade is not shown offline by it: its last call starts as its last seen."""
+    path = str(tmp_path / "v16.db")
+    old = apsw.Connection(path)
+    with old:
+        steps = dbmod.migration_steps()
+        for step in sorted(n for n in steps if n < 17):
+            old.execute(steps[step])
+        old.pragma("user_version", max(n for n in steps if n < 17))
+        old.execute("INSERT INTO users(user_id, username, display_name, password_hash, role, created_at, updated_at)"
+                    " VALUES ('u_1', 'alice', 'Alice', 'x', 'admin', 't', 't')")
+        old.execute("INSERT INTO networks(network_id, name, owner_id, created_at, updated_at)"
+                    " VALUES ('net_1', 'default', 'u_1', 't', 't')")
+        old.execute("INSERT INTO sessions(network_id, alias, resume_id, status, last_seen_at, last_seen_ts,"
+                    " created_at) VALUES ('net_1', 'worker', 'r', 'idle', 't', 1234.5, 't')")
+    old.close()
+    database = Database(path)
+    try:
+        row = database.query_one("SELECT last_seen_ts, last_call_ts FROM sessions WHERE alias = 'worker'")
+        assert row == {"last_seen_ts": 1234.5, "last_call_ts": 1234.5}
+    finally:
+        database.close()
