@@ -32,7 +32,14 @@ from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service import jobs
 from commhub_lib.vocabulary import CHANNEL, POLLING, RUNNER, STREAM
 from tests.fakes.anthropic import FakeAnthropic
-from tests.test_dashboard import Browser, chrome, chrome_available, log_in, page  # noqa: F401 (fixtures)
+from tests.test_dashboard import (  # noqa: F401 (fixtures)
+    Browser,
+    chrome,
+    chrome_available,
+    log_in,
+    page,
+    still_same_page,
+)
 
 CLAUDE = Path(__file__).resolve().parent / "agent_clis" / "node_modules" / ".bin" / "claude"
 WAIT = 15.0
@@ -288,42 +295,43 @@ async def test_commhub_status_shows_what_holds_each_agent(server: ServerHandle, 
 
 @pytest.mark.browser
 @pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")
-async def test_the_agent_cards_say_what_holds_each_agent_and_who_a_question_waits_for(
-        page: Browser, server: ServerHandle, client: httpx.AsyncClient) -> None:  # noqa: F811
+async def test_the_agent_cards_say_what_holds_each_agent(page: Browser, server: ServerHandle,  # noqa: F811
+                                                        client: httpx.AsyncClient) -> None:
     account = await register(client)
     tokens = {alias: await create_token(client, account, alias, alias=alias)
-              for alias in ("builder", "poller", "asker", "gone")}
-    for alias in ("poller", "asker", "gone"):
+              for alias in ("builder", "watcher", "poller", "gone")}
+    for alias in ("poller", "gone"):
         await tool(client, tokens[alias], "report_status", {"status": "working", "task": f"{alias}'s work"})
     silence(server, "gone")
-    # The person asked "asker" a task, and "asker" answered with a question: the card waits for the person.
-    r = await client.post("/api/tasks", headers=account.auth, json={"to": "asker", "content": "Deploy the hub"})
-    assert r.status_code == 200, r.text
-    await tool(client, tokens["asker"], "send_reply", {"task_id": r.json()["task_id"], "status": "question",
-                                                       "content": "Staging or production?"})
-    async with held_stream(client, "GET", "/events/builder", params={"token": tokens["builder"], "holder": RUNNER}):
-        await log_in(page, account)
 
-        def cards(d: Any) -> dict[str, tuple[str, str]] | None:
-            found = {}
-            for card in d.find_elements("css selector", ".session"):
-                held = card.find_elements("css selector", '[data-testid="session-held-by"]')
-                found[card.get_attribute("data-alias")] = (
-                    card.find_element("css selector", '[data-testid="session-status"]').text,
-                    held[0].text if held else "")
-            return found if len(found) == 4 else None
-        await page.wait_for(lambda d: (cards(d) or {}).get("builder", ("", ""))[1] == "held by runner",
-                            "the builder's card")
+    def cards(d: Any) -> dict[str, tuple[str, str]]:
+        found = {}
+        for card in d.find_elements("css selector", ".session"):
+            held = card.find_elements("css selector", '[data-testid="session-held-by"]')
+            found[card.get_attribute("data-alias")] = (
+                card.find_element("css selector", '[data-testid="session-status"]').text,
+                held[0].text if held else "")
+        return found
+
+    async with AsyncExitStack() as streams:
+        await streams.enter_async_context(held_stream(client, "GET", "/events/watcher",
+                                                      params={"token": tokens["watcher"]}))
+        await streams.enter_async_context(held_stream(client, "GET", "/events/builder",
+                                                      params={"token": tokens["builder"], "holder": RUNNER}))
+        await log_in(page, account)
+        await page.wait_for(lambda d: cards(d).get("builder") == ("idle", "held by runner"), "the builder's card")
         assert await page.run(cards) == {
             "builder": ("idle", "held by runner"),
+            "watcher": ("idle", "held by stream"),
             "poller": ("working", "held by polling"),
-            "asker": ("waiting for you", "held by polling"),
             "gone": ("offline", ""),
         }
         shot = await page.screenshot("presence-cards")
         assert shot.exists()
-    # The runner stops: its card goes offline without a reload.
-    await page.wait_for(lambda d: (cards(d) or {}).get("builder") == ("offline", ""), "the builder offline")
+    # The runner and the stream stop: their cards go offline without a reload.
+    await page.wait_for(lambda d: cards(d).get("builder") == ("offline", "") and cards(d).get("watcher") == (
+        "offline", ""), "the builder and the watcher offline")
+    assert await still_same_page(page)
 
 
 # --- the upgrade ----------------------------------------------------------------------------------------------
