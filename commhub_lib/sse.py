@@ -19,7 +19,7 @@ from .models import ALIAS_RE, ALIAS_RULE
 from .service import networks, sessions
 from .service.hub import Hub, Principal
 from .stream import Progress, Scope, follow, parse_last_event_id, take_stream_slot
-from .vocabulary import RUNNER, STREAM, StreamHolder
+from .vocabulary import EVENTS_HOLDERS, RUNNER, STREAM, StreamHolder
 
 log = logging.getLogger("commhub.sse")
 
@@ -69,12 +69,10 @@ def _readable_network(h: Hub, principal: Principal, req: AsgiRequest) -> str:
 def _holder(req: AsgiRequest) -> StreamHolder:
     """What the stream makes of its alias while it lives: `?holder=runner` from `commhub run` (a process that turns
     each event into a turn of its agent), else a plain SSE stream (docs/presence.md)."""
-    holder = req.arg("holder")
-    if holder in (None, "", STREAM):
-        return STREAM
-    if holder == RUNNER:
-        return RUNNER
-    raise ValidationFailed(f"holder: '{RUNNER}' (a runner holds this stream, `commhub run`) or absent")
+    holder = req.arg("holder") or STREAM
+    if holder not in EVENTS_HOLDERS:
+        raise ValidationFailed(f"holder: '{RUNNER}' (a runner holds this stream, `commhub run`), '{STREAM}' or absent")
+    return RUNNER if holder == RUNNER else STREAM
 
 
 def alias_stream(ctx: RouteContext, req: StreamRequest, alias: str) -> AsyncIterator[bytes]:

@@ -75,6 +75,8 @@ HeldBy = Literal["runner", "channel", "stream", "polling"]
 HELD_BY: tuple[HeldBy, ...] = (RUNNER, CHANNEL, STREAM, POLLING)
 StreamHolder = Literal["runner", "channel", "stream"]
 STREAM_HOLDERS: tuple[StreamHolder, ...] = (RUNNER, CHANNEL, STREAM)  # the kinds of stream that hold an alias
+EventsHolder = Literal["runner", "stream"]
+EVENTS_HOLDERS: tuple[EventsHolder, ...] = (RUNNER, STREAM)  # what GET /events/<alias>?holder= may say
 
 # -- priorities of a task
 PriorityValue = Literal["low", "normal", "high", "urgent"]
