@@ -168,6 +168,36 @@ async def test_claude_mcp_list_does_not_leave_the_agent_online(tmp_path: Path, s
     assert found is not None and found["status"] == "offline" and found["last_seen_at"], found
 
 
+GEMINI = CLAUDE.parent / "gemini"
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+@pytest.mark.skipif(not GEMINI.exists(), reason="the pinned Gemini CLI is not installed (npm ci in tests/agent_clis)")
+async def test_gemini_mcp_list_does_not_leave_the_agent_online(tmp_path: Path, server: ServerHandle,
+                                                                client: httpx.AsyncClient) -> None:
+    """The real `gemini mcp list` (initialize, initialized, GET /mcp, ping): connected, and not online after."""
+    account = await register(client)
+    token = await create_token(client, account, "w", alias="worker")
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".gemini").mkdir(parents=True)
+    work.mkdir()
+    (home / ".gemini" / "settings.json").write_text(json.dumps({
+        "mcpServers": {"commhub": {"httpUrl": server.url + "/mcp", "headers": {"Authorization": f"Bearer {token}"}}},
+        "security": {"auth": {"selectedType": "gemini-api-key"}}}))
+    # Gemini CLI ignores the MCP servers of a folder it does not trust.
+    (home / ".gemini" / "trustedFolders.json").write_text(json.dumps({str(work): "TRUST_FOLDER"}))
+    env = cli_env(HOME=str(home), GEMINI_API_KEY="fake", GOOGLE_GEMINI_BASE_URL="http://127.0.0.1:9")
+    opened = server.hub.broker.streams_opened
+    with trio.fail_after(90):
+        done = await trio.run_process([str(GEMINI), "mcp", "list"], env=env, cwd=str(work), check=False,
+                                      capture_stdout=True, capture_stderr=True)
+    out = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 0 and "commhub" in out and "Connected" in out, out
+    assert server.hub.broker.streams_opened > opened
+    await until_shown(client, account, "worker", (False, None))
+
+
 # --- what holds an alias --------------------------------------------------------------------------------------
 
 async def test_an_sse_stream_holds_the_alias_and_its_close_is_offline_at_once(server: ServerHandle,
