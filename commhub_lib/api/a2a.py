@@ -1,0 +1,31 @@
+"""Routes: an alias served as an A2A agent: its opt-in (PUT/GET /api/networks/<id>/aliases/<alias>/a2a) and its Agent
+Card (GET /a2a/<network_id>/<alias>/.well-known/agent-card.json). The JSON-RPC endpoint is a2a/protocol.py."""
+
+from __future__ import annotations
+
+from ..a2a.card import agent_card, wants_v1
+from ..http.request import authenticate, client_ip, header, hub, parse, query_arg, request_host
+from ..models import A2AAgentRequest
+from ..service import a2a
+from .oauth import public_url
+
+
+async def put_a2a(network_id: str, alias: str) -> dict:
+    """Serve an alias as an A2A agent, or stop (owner/admin of the network)."""
+    principal = authenticate()
+    body = await parse(A2AAgentRequest)
+    return a2a.set_agent(hub(), principal, network_id, alias, body.enabled, body.description, client_ip())
+
+
+async def get_a2a(network_id: str, alias: str) -> dict:
+    """Whether an alias is served as an A2A agent, and its card's description (members of the network)."""
+    return a2a.get_agent(hub(), authenticate(), network_id, alias)
+
+
+async def card(network_id: str, alias: str) -> dict:
+    """The Agent Card of an alias served as an A2A agent (no authentication: the card tells how to authenticate);
+    404 unless it was opted in."""
+    h = hub()
+    agent = a2a.served(h, network_id, alias)
+    version = header("A2A-Version") or query_arg("A2A-Version")
+    return agent_card(agent, public_url(h.settings, *request_host()), wants_v1(version))
