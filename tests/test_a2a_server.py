@@ -113,7 +113,8 @@ async def test_opt_in_is_an_owner_admin_setting(setup: Setup, client: httpx.Asyn
     member = await register(client)
     invite = await client.post(f"/api/networks/{nid}/invite", headers=s.owner.auth, json={})
     assert invite.status_code == 200, invite.text
-    joined = await client.post("/api/networks/join", headers=member.auth, json={"invite_code": invite.json()["invite_code"]})
+    joined = await client.post("/api/networks/join", headers=member.auth,
+                               json={"invite_code": invite.json()["invite_code"]})
     assert joined.status_code == 200, joined.text
     for headers in (member.auth, {"Authorization": f"Bearer {s.worker}"}):
         r = await client.put(f"/api/networks/{nid}/aliases/worker/a2a", headers=headers, json={"enabled": False})
@@ -151,7 +152,7 @@ async def test_a_card_only_for_an_alias_opted_in(setup: Setup, client: httpx.Asy
     r = await client.put(f"/api/networks/{nid}/aliases/worker/a2a", headers=setup.owner.auth, json={"enabled": False})
     assert r.status_code == 200 and r.json()["enabled"] is False, r.text
     r = await client.get(f"/a2a/{nid}/worker/.well-known/agent-card.json")
-    assert r.status_code == 404 and r.json()["error"] == "a2a_agent_not_found", r.text
+    assert r.status_code == 404 and r.json()["error"] == "agent_not_served", r.text
     async with setup.http() as http:
         r = await http.post(setup.base, json={"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}})
     assert r.status_code == 404, r.text

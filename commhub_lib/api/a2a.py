@@ -3,11 +3,41 @@ Card (GET /a2a/<network_id>/<alias>/.well-known/agent-card.json). The JSON-RPC e
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import Field
+
 from ..a2a.card import agent_card, wants_v1
 from ..http.request import authenticate, client_ip, header, hub, parse, query_arg, request_host
 from ..models import A2AAgentRequest
 from ..service import a2a
 from .oauth import public_url
+from .records import Ok, Record
+
+
+class A2AAgentSetting(Ok):
+    """Whether an alias is served as an A2A agent, and where."""
+
+    network_id: str
+    alias: str
+    enabled: bool
+    description: str = Field(description="shown in the Agent Card")
+    updated_by: str | None = Field(description="the username who last changed it (null: never set)")
+    updated_at: str | None
+    agent_card_path: str = Field(description="GET it (no token) for the Agent Card, while enabled")
+    endpoint_path: str = Field(description="the A2A JSON-RPC endpoint (POST, a network token of the network)")
+
+
+class AgentCard(Record):
+    """An A2A Agent Card (A2A 1.0 ProtoJSON; without `A2A-Version: 1.0` also the 0.3 fields)."""
+
+    name: str
+    description: str
+    supportedInterfaces: list[dict[str, Any]]
+    version: str
+    capabilities: dict[str, Any]
+    skills: list[dict[str, Any]]
+    securitySchemes: dict[str, Any]
 
 
 async def put_a2a(network_id: str, alias: str) -> dict:

@@ -100,7 +100,7 @@ def served(hub: Hub, network_id: str, alias: str) -> Served:
     session = session_store.get_session(hub.db, network_id, alias) if row and row["enabled"] else None
     if row is None or session is None or session["retired_at"]:
         raise NotFound(f"no A2A agent '{alias}' in network '{network_id}': a network owner/admin opts an alias in "
-                       f"with PUT /api/networks/{network_id}/aliases/{alias}/a2a", code="a2a_agent_not_found")
+                       f"with PUT /api/networks/{network_id}/aliases/{alias}/a2a", code="agent_not_served")
     return Served(network_id, alias, row["description"], session)
 
 
