@@ -17,7 +17,7 @@ from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
 from commhub_lib.runtime.server import ServerHandle
-from tests.conftest import Account, create_token, register, tool
+from tests.conftest import Account, create_token, own_server, register, tool
 
 DEADLINE = 20  # seconds any one step may take on a loaded machine
 
@@ -39,8 +39,14 @@ class Setup:
 
 @pytest.fixture
 async def setup(server: ServerHandle, client: httpx.AsyncClient) -> Setup:
+    """The Setup on the default test server."""
+    return await make_setup(server, client)
+
+
+async def make_setup(server: ServerHandle, client: httpx.AsyncClient) -> Setup:
+    """Register an owner, connect `worker` through MCP (it reports what it does), opt it in, make a caller token."""
     owner = await register(client)
-    worker = await create_token(client, owner, "worker")
+    worker = await create_token(client, owner, "worker", alias="worker")
     await tool(client, worker, "report_status", {"alias": "worker", "agent": "claude-code", "model": "opus",
                                                  "task": "reviewing pull requests"})
     r = await client.put(f"/api/networks/{owner.network_id}/aliases/worker/a2a", headers=owner.auth,
@@ -334,3 +340,103 @@ async def test_tokens_other_than_the_networks_are_refused(setup: Setup, client: 
         a2a = await sdk_client(setup, http, streaming=False)
         with pytest.raises(A2AClientError):
             await a2a.get_task(pb.GetTaskRequest(id="x"))
+
+
+# --- streams follow the task live, and end ----------------------------------------------------------------------
+
+
+async def test_subscribe_sees_the_agent_pick_the_task_up_live(setup: Setup, client: httpx.AsyncClient) -> None:
+    """Fetching a task (delivered -> running) publishes no stream event: the task watch wakes the A2A stream, which
+    says `working` before the agent does anything else (no polling: nothing else would wake it)."""
+    async with setup.http() as http:
+        a2a = await sdk_client(setup, http, streaming=True)
+        request = user_message("Watch me")
+        request.configuration.return_immediately = True
+        plain = await sdk_client(setup, http, streaming=False)
+        [sent] = await collect(plain.send_message(request))
+        stream = a2a.subscribe(pb.SubscribeToTaskRequest(id=sent.task.id))
+        with trio.fail_after(DEADLINE):
+            first = await stream.__anext__()
+            assert first.task.status.state == pb.TASK_STATE_SUBMITTED, first
+            item = await next_task(client, setup.worker)
+            working = await stream.__anext__()
+            assert working.status_update.status.state == pb.TASK_STATE_WORKING, working
+            await tool(client, setup.worker, "send_reply", {"task_id": item["task_id"], "status": "failed",
+                                                            "content": "cannot reach the repo"})
+            rest = [e async for e in stream]
+    [final] = rest
+    assert final.status_update.status.state == pb.TASK_STATE_FAILED
+    assert final.status_update.status.message.parts[0].text == "cannot reach the repo"
+
+
+async def test_an_open_stream_ends_when_the_server_stops(tmp_path: Any) -> None:
+    async with own_server(tmp_path, "stops") as handle, httpx.AsyncClient(base_url=handle.url, timeout=30) as c:
+        s = await make_setup(handle, c)
+        async with s.http() as http:
+            a2a = await sdk_client(s, http, streaming=True)
+            stream = a2a.send_message(user_message("Long"))
+            with trio.fail_after(DEADLINE):
+                first = await stream.__anext__()
+                assert first.task.status.state == pb.TASK_STATE_SUBMITTED
+                handle.shutdown()
+                rest = [e async for e in stream]  # ends (the server closed it), no hang until a grace period
+    assert rest == []
+
+
+# --- message semantics ----------------------------------------------------------------------------------------
+
+
+async def test_a_blocking_send_answers_after_a2a_blocking_seconds(tmp_path: Any) -> None:
+    async with own_server(tmp_path, "blocking", a2a_blocking_seconds=0.5) as handle, \
+            httpx.AsyncClient(base_url=handle.url, timeout=30) as c:
+        s = await make_setup(handle, c)
+        async with s.http() as http:
+            a2a = await sdk_client(s, http, streaming=False)
+            with trio.fail_after(DEADLINE):
+                [response] = await collect(a2a.send_message(user_message("Nobody answers")))
+    assert response.task.status.state == pb.TASK_STATE_SUBMITTED  # the task as it stands, still open
+
+
+async def test_message_semantics(setup: Setup, client: httpx.AsyncClient) -> None:
+    """A retried message (same messageId) is the same task; a client's contextId is kept; a follow-up naming another
+    context is refused; a message to a task that is over is refused (UnsupportedOperation)."""
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "retry-me", "contextId": "ctx-7", "role": "ROLE_USER", "parts": [{"text": "once"}]},
+        "configuration": {"returnImmediately": True}}}
+    async with setup.http() as http:
+        first = (await http.post(setup.base, json=rpc)).json()["result"]["task"]
+        again = (await http.post(setup.base, json=rpc)).json()["result"]["task"]
+        assert first["id"] == again["id"] and first["contextId"] == "ctx-7", (first, again)
+        follow = {"jsonrpc": "2.0", "id": 2, "method": "SendMessage", "params": {"message": {
+            "messageId": "m2", "taskId": first["id"], "contextId": "ctx-other", "role": "ROLE_USER",
+            "parts": [{"text": "more"}]}, "configuration": {"returnImmediately": True}}}
+        r = await http.post(setup.base, json=follow)
+        assert r.json()["error"]["code"] == -32602, r.text
+        await http.post(setup.base, json={"jsonrpc": "2.0", "id": 3, "method": "CancelTask",
+                                          "params": {"id": first["id"]}})
+        follow["params"]["message"]["contextId"] = "ctx-7"
+        r = await http.post(setup.base, json=follow)
+        assert r.json()["error"]["code"] == -32004, r.text
+        file_part = {**rpc, "params": {"message": {"messageId": "m3", "role": "ROLE_USER",
+                                                   "parts": [{"url": "https://example.com/a.pdf"}]}}}
+        r = await http.post(setup.base, json=file_part)
+        assert r.json()["error"]["code"] == -32005, r.text
+        r = await http.post(setup.base, json=rpc, headers={"A2A-Version": "2.0"})
+        assert r.json()["error"]["code"] == -32009, r.text
+
+
+async def test_a_token_bound_to_an_alias_speaks_as_that_agent(setup: Setup, client: httpx.AsyncClient) -> None:
+    """A token bound to an alias is that agent's credential: its A2A tasks come from that alias (it does not pass
+    for anyone else); any other token's tasks come from a2a:<token id>, which no alias can be."""
+    bound = await create_token(client, setup.owner, "reviewer-token", alias="reviewer")
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": str(uuid.uuid4()), "role": "ROLE_USER", "parts": [{"text": "from reviewer"}]},
+        "configuration": {"returnImmediately": True}}}
+    async with setup.http(bound) as http:
+        task = (await http.post(setup.base, json=rpc)).json()["result"]["task"]
+    r = await client.get(f"/api/tasks/{task['id']}", headers=setup.owner.auth)
+    assert r.json()["task"]["from_name"] == "reviewer", r.text
+    # The served agent's own token cannot send itself work over A2A.
+    async with setup.http(setup.worker) as http:
+        r = await http.post(setup.base, json=rpc)
+    assert r.status_code == 200 and r.json()["error"]["code"] == -32004, r.text
