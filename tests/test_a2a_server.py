@@ -440,3 +440,19 @@ async def test_a_token_bound_to_an_alias_speaks_as_that_agent(setup: Setup, clie
     async with setup.http(setup.worker) as http:
         r = await http.post(setup.base, json=rpc)
     assert r.status_code == 200 and r.json()["error"]["code"] == -32004, r.text
+
+
+def test_retention_drops_a_tasks_a2a_row_with_it(tmp_path: Any) -> None:
+    """A task pruned by retention takes its A2A row (its contextId) along: no row outlives its task."""
+    from commhub_lib.db import Database
+    from commhub_lib.store import a2a as a2a_store
+    from commhub_lib.store import retention as retention_store
+    from tests.conftest import seed_owner_and_networks
+
+    db = Database(str(tmp_path / "hub.db"))
+    with db.write():
+        seed_owner_and_networks(db, ["net_a"])
+        a2a_store.insert_task(db, "t-1", "net_a", "worker", "a2a:tok", "ctx", "t")
+        retention_store.delete_task(db, "t-1")
+    assert a2a_store.get_task(db, "t-1") is None
+    db.close()
