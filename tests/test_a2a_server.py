@@ -283,6 +283,7 @@ async def test_v03_method_names_through_the_sdk_compat_transport(setup: Setup, c
 
     async with setup.http() as http, trio.open_nursery() as nursery:
         a2a = await sdk_client(setup, http, streaming=True, version="0.3")
+        assert type(a2a._transport).__name__ == "CompatJsonRpcTransport"  # it speaks message/stream, tasks/get
         events = []
         with trio.fail_after(DEADLINE):
             async for event in a2a.send_message(user_message("Hello from 0.3")):
