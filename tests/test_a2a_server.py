@@ -13,6 +13,7 @@ import pytest
 import trio
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.client.errors import A2AClientError
+from a2a.compat.v0_3 import types as v03_types
 from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
@@ -143,13 +144,24 @@ async def test_the_sdk_resolves_and_parses_the_agent_card(setup: Setup) -> None:
     assert "reviewing pull requests" in card.skills[0].description
 
 
-async def test_the_v1_card_is_protojson_and_urls_follow_public_url(setup: Setup, tmp_path: Any) -> None:
-    async with setup.http() as http:
-        r = await http.get(setup.base + "/.well-known/agent-card.json", headers={"A2A-Version": "1.0"})
+async def test_the_v1_card_is_protojson_and_urls_follow_public_url(tmp_path: Any) -> None:
+    async with own_server(tmp_path, "public", public_url="https://hub.example.com/") as handle, \
+            httpx.AsyncClient(base_url=handle.url, timeout=30) as c:
+        s = await make_setup(handle, c)
+        path = f"/a2a/{s.owner.network_id}/worker/.well-known/agent-card.json"
+        r = await c.get(path, headers={"A2A-Version": "1.0"})
+        legacy = (await c.get(path)).json()
     body = r.json()
     assert r.status_code == 200 and "url" not in body and "security" not in body, body
     assert body["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
     assert body["securityRequirements"] == [{"schemes": {"bearer": {"list": []}}}]
+    endpoint = f"https://hub.example.com/a2a/{s.owner.network_id}/worker"
+    assert {i["url"] for i in body["supportedInterfaces"]} == {endpoint}
+    # Without A2A-Version (a 0.3 client): the 0.3 fields as well, its security scheme in the 0.3 form.
+    assert legacy["url"] == endpoint and legacy["protocolVersion"] == "0.3.0", legacy
+    assert legacy["securitySchemes"]["bearer"]["type"] == "http" and legacy["security"] == [{"bearer": []}]
+    old_card = v03_types.AgentCard.model_validate(legacy)  # what a 0.3 client reads it as
+    assert old_card.url == endpoint and old_card.capabilities.streaming is True
 
 
 async def test_a_card_only_for_an_alias_opted_in(setup: Setup, client: httpx.AsyncClient) -> None:
