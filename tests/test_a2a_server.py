@@ -469,3 +469,20 @@ def test_retention_drops_a_tasks_a2a_row_with_it(tmp_path: Any) -> None:
         retention_store.delete_task(db, "t-1")
     assert a2a_store.get_task(db, "t-1") is None
     db.close()
+
+
+async def test_a_stream_ends_when_its_token_is_revoked(setup: Setup, client: httpx.AsyncClient) -> None:
+    """Revoking the caller's token ends its open A2A stream at once (not at the next heartbeat, 15 s here)."""
+    async with setup.http() as http:
+        a2a = await sdk_client(setup, http, streaming=True)
+        stream = a2a.send_message(user_message("Until revoked"))
+        with trio.fail_after(DEADLINE):
+            first = await stream.__anext__()
+        assert first.task.status.state == pb.TASK_STATE_SUBMITTED
+        tokens = (await client.get("/api/tokens", headers=setup.owner.auth)).json()["tokens"]
+        token_id = next(t["token_id"] for t in tokens if t["name"] == "outside")
+        r = await client.delete(f"/api/tokens/{token_id}", headers=setup.owner.auth)
+        assert r.status_code == 200, r.text
+        with trio.fail_after(setup.server.hub.settings.heartbeat_seconds / 3):
+            rest = [e async for e in stream]
+    assert rest == []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -163,6 +163,16 @@ def _domain_error(exc: CommhubError, operation: str) -> RpcError | None:
     return None
 
 
+async def _first(*waits: Callable[[], Awaitable[Any]]) -> None:
+    """Return when the first of these waits returns."""
+    async with trio.open_nursery() as nursery:
+        async def wait(one: Callable[[], Awaitable[Any]]) -> None:
+            await one()
+            nursery.cancel_scope.cancel()
+        for one in waits:
+            nursery.start_soon(wait, one)
+
+
 # ------------------------------------------------------------------------------------------- the endpoint
 class Call:
     """One JSON-RPC request to one served alias, by one caller."""
@@ -237,7 +247,7 @@ class Call:
                         return
                 woke = False
                 with trio.move_on_after(h.settings.heartbeat_seconds):
-                    await watcher.wait()
+                    await _first(watcher.wait, grant.ended.wait)  # a revoked token ends the stream at once
                     woke = True
 
     async def stream(self, params: SendParams) -> AsyncIterator[bytes]:
