@@ -486,3 +486,17 @@ async def test_a_stream_ends_when_its_token_is_revoked(setup: Setup, client: htt
         with trio.fail_after(setup.server.hub.settings.heartbeat_seconds / 3):
             rest = [e async for e in stream]
     assert rest == []
+
+
+async def test_open_a2a_streams_are_counted_in_the_metrics(tmp_path: Any) -> None:
+    async with own_server(tmp_path, "metrics", metrics="loopback") as handle, \
+            httpx.AsyncClient(base_url=handle.url, timeout=30) as c:
+        s = await make_setup(handle, c)
+        async with s.http() as http:
+            a2a = await sdk_client(s, http, streaming=True)
+            stream = a2a.send_message(user_message("Count me"))
+            with trio.fail_after(DEADLINE):
+                await stream.__anext__()
+                scrape = (await c.get("/metrics")).text
+                await stream.aclose()
+    assert 'commhub_streams_open{kind="a2a"} 1.0' in scrape, scrape

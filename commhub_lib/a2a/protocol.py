@@ -225,12 +225,12 @@ class Call:
         """The stream of one task: its snapshot first, then each update past the first `sent`, until it is final."""
         h = self.hub
         guard = h.guard()
-        yield _sse(_result(self.msg_id, mapping.task_item(view, self.version)))
-        if mapping.current_status(view).final:
-            return
         slot = h.broker.take_slot(self.principal.token_id, self.req.client_ip, "a2a")
         with slot_released(slot), h.hold_grant(self.principal, self.agent.network_id) as grant, \
                 a2a.watch(h, task_id) as watcher:
+            yield _sse(_result(self.msg_id, mapping.task_item(view, self.version)))
+            if mapping.current_status(view).final:
+                return
             woke = True  # read once more now that the watcher exists: a change since `view` was read is not lost
             while True:
                 if watcher.closed or not guard.allowed(grant):
