@@ -52,10 +52,15 @@ async def get_a2a(network_id: str, alias: str) -> dict:
     return a2a.get_agent(hub(), authenticate(), network_id, alias)
 
 
-async def card(network_id: str, alias: str) -> dict:
+# A2A asks cards to be cacheable; a minute keeps a changed description or report_status visible soon enough. The
+# card differs by A2A-Version (1.0 or the 0.3-compatible form), so caches must key on it.
+CARD_HEADERS = {"Cache-Control": "public, max-age=60", "Vary": "A2A-Version"}
+
+
+async def card(network_id: str, alias: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """The Agent Card of an alias served as an A2A agent (no authentication: the card tells how to authenticate);
     404 unless it was opted in."""
     h = hub()
     agent = a2a.served(h, network_id, alias)
     version = header("A2A-Version") or query_arg("A2A-Version")
-    return agent_card(agent, public_url(h.settings, *request_host()), wants_v1(version))
+    return agent_card(agent, public_url(h.settings, *request_host()), wants_v1(version)), 200, CARD_HEADERS
