@@ -501,3 +501,18 @@ async def test_open_a2a_streams_are_counted_in_the_metrics(tmp_path: Any) -> Non
                 scrape = (await c.get("/metrics")).text
                 await stream.aclose()
     assert 'commhub_streams_open{kind="a2a"} 1.0' in scrape, scrape
+
+
+async def test_one_message_id_sent_to_two_agents_makes_two_tasks(setup: Setup, client: httpx.AsyncClient) -> None:
+    helper = await create_token(client, setup.owner, "helper", alias="helper")
+    await tool(client, helper, "report_status", {"alias": "helper"})
+    r = await client.put(f"/api/networks/{setup.owner.network_id}/aliases/helper/a2a", headers=setup.owner.auth,
+                         json={"enabled": True})
+    assert r.status_code == 200, r.text
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "same-id", "role": "ROLE_USER", "parts": [{"text": "hello"}]},
+        "configuration": {"returnImmediately": True}}}
+    async with setup.http() as http:
+        to_worker = (await http.post(setup.base, json=rpc)).json()["result"]["task"]
+        to_helper = (await http.post(setup.base.replace("/worker", "/helper"), json=rpc)).json()["result"]["task"]
+    assert to_worker["id"] != to_helper["id"]

@@ -114,10 +114,11 @@ def caller_of(principal: Principal, network_id: str) -> str:
     return principal.bound_alias or A2A_CALLER_PREFIX + principal.token_id
 
 
-def _idempotency_key(message_id: str) -> str:
-    """The task's idempotency key for an A2A messageId (hashed when longer than a key may be)."""
-    key = "a2a-msg:" + message_id
-    return key if len(key) <= MAX_SHORT else "a2a-msg#" + hashlib.sha256(message_id.encode()).hexdigest()
+def _idempotency_key(alias: str, message_id: str) -> str:
+    """The task's idempotency key for an A2A messageId sent to an alias (keys are the sender's: the alias is part of
+    it, so one messageId sent to two agents makes two tasks); hashed when longer than a key may be."""
+    key = f"a2a:{alias}:{message_id}"
+    return key if len(key) <= MAX_SHORT else "a2a#" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def send_message(hub: Hub, agent: Served, caller: str, text: str, message_id: str, context_id: str | None,
@@ -135,7 +136,7 @@ def send_message(hub: Hub, agent: Served, caller: str, text: str, message_id: st
             raise ValidationFailed(f"message.contextId: task {task_id} belongs to context {view.context_id}")
         tasks.reply_on_task(hub, agent.network_id, caller, AGENT, view.task, text, None)
         return task_id
-    body = SendTask(to=agent.alias, content=text, idempotency_key=_idempotency_key(message_id))
+    body = SendTask(to=agent.alias, content=text, idempotency_key=_idempotency_key(agent.alias, message_id))
     result = tasks.send_task(hub, agent.network_id, caller, body, AGENT)
     with hub.db.write():
         a2a_store.insert_task(hub.db, result["task_id"], agent.network_id, agent.alias, caller,
