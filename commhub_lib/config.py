@@ -87,6 +87,9 @@ class Settings:
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
     pair_rate_per_minute: int = 30
+    # A2A server (20.3, docs/a2a.md): how long a blocking SendMessage / message/send waits for the task to end or
+    # ask a question before it answers with the task as it stands.
+    a2a_blocking_seconds: float = 60.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -169,6 +172,9 @@ HELP: dict[str, str] = {
                                 "original with duplicate: true (0 = off)",
     "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
                             "rate_limited and a loop_broken event for people (0 = no limit)",
+    "a2a_blocking_seconds": "how long a blocking A2A SendMessage (message/send) waits for its task to finish or "
+                            "ask a question before it answers with the task as it stands (then GetTask or "
+                            "SubscribeToTask)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
