@@ -12,6 +12,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_MODES = ("off", "loopback", "token")
 WEBHOOK_TARGETS = ("public", "loopback", "private")
+SCHEDULE_AGENTS = ("admin", "member", "off")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class Settings:
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
     pair_rate_per_minute: int = 30
+    # Schedules (c19c, docs/schedules.md): the shortest `every`, which agents may schedule, how many per network.
+    schedule_min_interval_seconds: float = 10.0
+    schedule_agents: str = "admin"
+    max_schedules_per_network: int = 200
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -166,6 +171,10 @@ HELP: dict[str, str] = {
                                 "original with duplicate: true (0 = off)",
     "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
                             "rate_limited and a loop_broken event for people (0 = no limit)",
+    "schedule_min_interval_seconds": "the shortest `every` a schedule may have, in seconds (docs/schedules.md)",
+    "schedule_agents": "which agents (network tokens) may create schedules: admin (agents whose token an owner/admin "
+                       "of the network created), member (any agent of the network) or off (people only)",
+    "max_schedules_per_network": "schedules one network may have; above it 409 schedule_limit_reached (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
@@ -230,4 +239,8 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError(f"setting webhook_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
+    if settings.schedule_agents not in SCHEDULE_AGENTS:
+        raise ValueError(f"setting schedule_agents: must be one of {', '.join(SCHEDULE_AGENTS)}")
+    if settings.schedule_min_interval_seconds <= 0:
+        raise ValueError("setting schedule_min_interval_seconds: must be positive")
     return settings
