@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import Field
 
 from ..http.request import authenticate, hub, parse, query_arg
 from ..models import RestScheduleTask
 from ..service import networks, sessions
 from ..service import schedules as schedule_service
-from ..service.hub import Principal
+from ..service.hub import Hub, Principal
 from ..vocabulary import MissedPolicy, ScheduleKind, ScheduleState, SenderKind
 from .common import query_int
 from .queries import NetworkScope, Paging
@@ -109,7 +112,11 @@ async def get_schedule(schedule_id: str) -> dict:
     return schedule_service.get_schedule(hub(), _scope(authenticate()), schedule_id)
 
 
-def _act(schedule_id: str, action) -> dict:  # type: ignore[no-untyped-def]
+Action = Callable[[Hub, Principal, list[str], "str | None", str], dict[str, Any]]
+
+
+def _act(schedule_id: str, action: Action) -> dict:
+    """A change to one schedule by its creator or an owner/admin (an agent acts as its alias)."""
     principal = authenticate()
     scope = _scope(principal)
     alias = _caller(principal, scope[0]) if principal.kind == "network" else None

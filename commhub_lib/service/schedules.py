@@ -209,6 +209,7 @@ def create_schedule(hub: Hub, principal: Principal, network_id: str, alias: str 
     now = now_ts()
     run_at: str | None = None
     cron: str | None = None
+    kind, first = ONCE, now
     if body.every_seconds is not None:
         kind, minimum = EVERY, hub.settings.schedule_min_interval_seconds
         if body.every_seconds < minimum:
@@ -219,9 +220,8 @@ def create_schedule(hub: Hub, principal: Principal, network_id: str, alias: str 
     elif body.cron is not None:
         kind, cron = CRON, check_cron(body.cron)
         first = next_cron(cron, body.tz, now)
-    else:
-        kind = ONCE
-        first = parse_at(body.at, body.tz, now)  # type: ignore[arg-type]  # given: checked above
+    elif body.at is not None:
+        first = parse_at(body.at, body.tz, now)
         if first <= now:
             raise ValidationFailed(f"at: {_iso(first)} has already passed; give a later time")
         run_at = _iso(first)
