@@ -13,6 +13,7 @@ import apsw
 import httpx
 import pytest
 import trio
+from cli_support import cli_env, run_cli
 from conftest import Account, create_token, make_settings, own_server, register, tool, tool_error
 from test_mcp_sdk import fails, ok, sdk_session
 
@@ -337,3 +338,38 @@ async def test_missed_runs_run_once_or_are_skipped_after_a_restart(tmp_path: Pat
         assert once_skip["run_count"] == 0 and once_skip["state"] == "finished" and once_skip["skip_count"] == 1
         assert await scheduled_tasks(client, owner, ids["every-skip"]) == []
         assert await scheduled_tasks(client, owner, ids["once-skip"]) == []
+
+
+# -- CLI --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+async def test_cli_schedule_commands(server: ServerHandle, client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    await with_worker(client, owner)
+    env = cli_env(server.url, owner.token)
+    made = await run_cli("schedule", "add", "--to", "worker", "--cron", "0 9 * * 1-5", "--tz", "Europe/Berlin",
+                         "--title", "standup", "tell us what you did", "--json", env=env)
+    assert made.code == 0, made.err
+    sid = made.json()["schedule"]["schedule_id"]
+    bad = await run_cli("schedule", "add", "--to", "worker", "--cron", "0 9 * * *", "--tz", "Mars/Base", "x",
+                        env=env)
+    assert bad.code == 1 and "unknown time zone 'Mars/Base'" in bad.err
+    usage = await run_cli("schedule", "add", "--to", "worker", "x", env=env)  # no --at/--every/--cron
+    assert usage.code == 2
+    listed = await run_cli("schedule", "list", env=env)
+    assert listed.code == 0 and sid in listed.out and "cron 0 9 * * 1-5 (Europe/Berlin)" in listed.out
+    assert [s["schedule_id"] for s in (await run_cli("schedule", "list", "--json", env=env)).json()["schedules"]] \
+        == [sid]
+    shown = await run_cli("schedule", "show", sid, env=env)
+    assert shown.code == 0 and "standup" in shown.out and "active" in shown.out
+    ran = await run_cli("schedule", "run", sid, env=env)
+    assert ran.code == 0 and ran.out.startswith("ran: task "), ran.out
+    again = await run_cli("schedule", "run", sid, env=env)
+    assert again.code == 0 and again.out.startswith("skipped: ") and "still open" in again.out
+    paused = await run_cli("schedule", "pause", sid, "--json", env=env)
+    assert paused.json()["schedule"]["state"] == "paused"
+    assert "active" in (await run_cli("schedule", "resume", sid, env=env)).out
+    assert (await run_cli("schedule", "rm", sid, env=env)).out.strip() == f"deleted schedule {sid}"
+    missing = await run_cli("schedule", "show", sid, env=env)
+    assert missing.code == 1 and "schedule_not_found" in missing.err + missing.out
