@@ -257,6 +257,35 @@ async def test_who_may_create_see_and_change_schedules(server: ServerHandle, cli
     assert refused["error"] == "schedule_not_allowed" and "schedule_agents" in refused["message"]
 
 
+async def test_a_schedule_whose_creator_lost_the_right_is_paused_at_its_next_run(
+        server: ServerHandle, client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    await with_worker(client, owner)
+    # An agent's schedule stops when its token is revoked.
+    planner = await create_token(client, owner, name="planner", alias="planner")
+    await tool(client, planner, "report_status", {"alias": "planner", "status": "idle"})
+    made = (await tool(client, planner, "schedule_task", {"to": "worker", "content": "x",
+                                                          "every_seconds": 3600}))["schedule"]
+    tokens = (await client.get("/api/tokens", headers=owner.auth)).json()["tokens"]
+    token_id = next(t["token_id"] for t in tokens if t["name"] == "planner")
+    assert (await client.delete(f"/api/tokens/{token_id}", headers=owner.auth)).status_code == 200
+    ran = (await client.post(f"/api/schedules/{made['schedule_id']}/run", headers=owner.auth)).json()
+    assert ran["ran"] is False and "revoked" in ran["skipped_reason"]
+    assert ran["schedule"]["state"] == "paused" and ran["schedule"]["next_run_at"] is None
+    # A person's schedule stops when they leave the network.
+    r = await client.post(f"/api/networks/{owner.network_id}/invite", json={"role": "member", "max_uses": 1},
+                          headers=owner.auth)
+    member = await register(client)
+    await client.post("/api/networks/join", json={"invite_code": r.json()["invite_code"]}, headers=member.auth)
+    theirs = await create(client, member.auth, to="worker", content="y", every_seconds=3600,
+                          network_id=owner.network_id)
+    r = await client.delete(f"/api/networks/{owner.network_id}/members/{member.user_id}", headers=owner.auth)
+    assert r.status_code == 200, r.text
+    ran = (await client.post(f"/api/schedules/{theirs['schedule_id']}/run", headers=owner.auth)).json()
+    assert ran["ran"] is False and "no longer a member" in ran["skipped_reason"]
+    assert ran["schedule"]["state"] == "paused"
+
+
 async def test_mcp_tools_through_the_official_sdk(server: ServerHandle, client: httpx.AsyncClient) -> None:
     owner = await register(client)
     await with_worker(client, owner)
@@ -365,6 +394,8 @@ async def test_cli_schedule_commands(server: ServerHandle, client: httpx.AsyncCl
     assert shown.code == 0 and "standup" in shown.out and "active" in shown.out
     ran = await run_cli("schedule", "run", sid, env=env)
     assert ran.code == 0 and ran.out.startswith("ran: task "), ran.out
+    task = await run_cli("task", ran.out.split()[2], env=env)
+    assert task.code == 0 and f"sent by schedule {sid}" in task.out, task.out + task.err
     again = await run_cli("schedule", "run", sid, env=env)
     assert again.code == 0 and again.out.startswith("skipped: ") and "still open" in again.out
     paused = await run_cli("schedule", "pause", sid, "--json", env=env)
