@@ -228,6 +228,23 @@ async def test_a_once_schedule_runs_once_and_finishes(server: ServerHandle, clie
     assert r.status_code == 409 and r.json()["error"] == "schedule_finished"
 
 
+async def test_a_schedule_that_cannot_run_is_set_aside_and_the_others_still_run(
+        server: ServerHandle, client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    await with_worker(client, owner)
+    broken = await create(client, owner.auth, to="worker", content="b", cron="0 9 * * *", tz="Europe/Berlin")
+    # Its zone vanishes (a tzdata upgrade dropped it) and it is due first: it must not hold up the others.
+    db = server.hub.db
+    with db.write():
+        db.execute("UPDATE schedules SET tz = 'Gone/Zone', next_run_ts = 1 WHERE schedule_id = ?",
+                   (broken["schedule_id"],))
+    fine = await create(client, owner.auth, to="worker", content="f", at=1)
+    assert (await poll(lambda: get_schedule(client, owner, fine["schedule_id"]),
+                       lambda s: s["run_count"] == 1))["state"] == "finished"
+    aside = await poll(lambda: get_schedule(client, owner, broken["schedule_id"]), lambda s: s["state"] == "paused")
+    assert "unknown time zone 'Gone/Zone'" in aside["last_skip_reason"] and aside["next_run_at"] is None
+
+
 async def test_who_may_create_see_and_change_schedules(server: ServerHandle, client: httpx.AsyncClient) -> None:
     owner = await register(client)
     await with_worker(client, owner)

@@ -385,12 +385,25 @@ async def run_due(hub: Hub) -> int:
             try:
                 run_schedule(hub, s, now_ts())
             except CommhubError as exc:
-                log.warning("schedule %s: run failed: %s (%s)", s["schedule_id"], exc.message, exc.code)
-                raise
+                if exc.status >= 500:  # the database is busy or failing: the pass is retried after a pause
+                    raise
+                _set_aside(hub, s, f"{exc.message} ({exc.code})")
+            except Exception as exc:  # a bug, or a zone gone from the system: this schedule must not block the rest
+                log.exception("schedule %s: run failed", s["schedule_id"])
+                _set_aside(hub, s, f"internal error: {type(exc).__name__}: {exc}")
             done += 1
         if len(due) < DUE_BATCH:
             return done
         await trio.lowlevel.checkpoint()
+
+
+def _set_aside(hub: Hub, s: dict[str, Any], why: str) -> None:
+    """Pause a schedule whose run failed in a way a retry would not mend, saying why, so that it never holds up
+    the schedules due after it (resume it once the cause is fixed)."""
+    reason = f"the run failed: {why}; the schedule is paused"[:500]
+    with hub.db.write():
+        schedule_store.record_skip(hub.db, s["schedule_id"], reason, PAUSED, None, now_text())
+    log.warning("schedule %s: %s", s["schedule_id"], reason)
 
 
 async def run_scheduler(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
