@@ -364,7 +364,7 @@ def catch_up_missed(hub: Hub, started_ts: float) -> int:
     Returns how many were moved."""
     moved = 0
     while True:
-        due = [s for s in schedule_store.due_schedules(hub.db, started_ts, 1000) if s["missed"] == SKIP]
+        due = schedule_store.missed_with_policy(hub.db, started_ts, SKIP, DUE_BATCH * 20)
         if not due:
             return moved
         with hub.db.write():

@@ -43,6 +43,12 @@ def due_schedules(db: Database, now_ts: float, limit: int) -> list[Row]:
                     " AND next_run_ts <= ? ORDER BY next_run_ts LIMIT ?", (now_ts, limit))
 
 
+def missed_with_policy(db: Database, before_ts: float, missed: str, limit: int) -> list[Row]:
+    """Active schedules with this `missed` policy whose next run is before a time (the hub's start)."""
+    return db.query(f"SELECT {SCHEDULE_COLUMNS}, {LAST_STATUS} FROM schedules WHERE next_run_ts IS NOT NULL"
+                    " AND next_run_ts <= ? AND missed = ? ORDER BY next_run_ts LIMIT ?", (before_ts, missed, limit))
+
+
 def earliest_next_run(db: Database) -> float | None:
     """The earliest next run time of any active schedule (what the scheduler sleeps until)."""
     row = db.query_one("SELECT min(next_run_ts) AS ts FROM schedules WHERE next_run_ts IS NOT NULL")
