@@ -50,6 +50,15 @@ async def test_a_person_creates_runs_pauses_and_deletes_a_schedule(page: Browser
     await page.click_css(f'[data-key="sch-resume-{sid}"]')
     await page.wait_for(lambda d: "active" in schedules_text(d), "the schedule resumed")
     await page.screenshot("schedules")
+    # On a phone in dark colours: nothing wider than the window (the table scrolls inside its card).
+    await page.run(lambda d: d.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark"}]}))
+    await page.run(lambda d: d.set_window_size(390, 844))
+    overflow = await page.run(lambda d: d.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"))
+    assert overflow <= 0
+    await page.screenshot("schedules-phone-dark")
+    await page.run(lambda d: d.set_window_size(1280, 900))
     await page.click_css(f'[data-key="sch-del-{sid}"]')
     await page.wait_for(lambda d: "No schedule" in schedules_text(d), "the schedule gone")
     assert (await client.get("/api/schedules", headers=owner.auth)).json()["schedules"] == []
