@@ -272,6 +272,23 @@ async def test_who_may_create_see_and_change_schedules(server: ServerHandle, cli
     refused = await tool_error(client, member_agent, "schedule_task", {"to": "worker", "content": "x",
                                                                        "every_seconds": 60})
     assert refused["error"] == "schedule_not_allowed" and "schedule_agents" in refused["message"]
+    # The owner's agent may; the owner (whose token it used) may change its schedule, a member may not.
+    owner_agent = await create_token(client, owner, name="o-agent", alias="planner")
+    await tool(client, owner_agent, "report_status", {"alias": "planner", "status": "idle"})
+    agents = (await tool(client, owner_agent, "schedule_task", {"to": "worker", "content": "a",
+                                                                 "every_seconds": 60}))["schedule"]
+    assert agents["from_name"] == "planner" and agents["from_kind"] == "agent"
+    r = await client.post(f"/api/schedules/{agents['schedule_id']}/pause", headers=member.auth)
+    assert r.status_code == 403
+    r = await client.post(f"/api/schedules/{agents['schedule_id']}/pause", headers=owner.auth)
+    assert r.status_code == 200 and r.json()["schedule"]["state"] == "paused"
+    # Another agent may not change it; the agent itself may (over REST with its token too).
+    r = await client.post(f"/api/schedules/{agents['schedule_id']}/resume",
+                          headers={"Authorization": f"Bearer {member_agent}"})
+    assert r.status_code == 403 and r.json()["error"] == "schedule_not_allowed"
+    r = await client.post(f"/api/schedules/{agents['schedule_id']}/resume",
+                          headers={"Authorization": f"Bearer {owner_agent}"})
+    assert r.status_code == 200 and r.json()["schedule"]["state"] == "active"
 
 
 async def test_a_schedule_whose_creator_lost_the_right_is_paused_at_its_next_run(

@@ -25,6 +25,7 @@ from ..models import ScheduleTask, SendTask
 from ..store import networks as network_store
 from ..store import schedules as schedule_store
 from ..store import tokens as token_store
+from ..store import users as user_store
 from ..vocabulary import (
     AGENT,
     MISSED_POLICIES,
@@ -153,10 +154,10 @@ def _creator(hub: Hub, principal: Principal, network_id: str, alias: str | None)
 
 
 def _may_manage(hub: Hub, principal: Principal, alias: str | None, s: dict[str, Any]) -> bool:
-    """Its creator (the same person; an agent: the same alias), or a person who is owner/admin of the network."""
+    """Its creator (the person; for an agent's schedule, the agent's alias and the person whose token it used), or
+    a person who is owner/admin of the network."""
     if principal.kind == "user":
-        return principal.user_id == s["created_by"] and s["from_kind"] == PERSON or tasks.is_overseer(
-            hub, principal, s["network_id"])
+        return principal.user_id == s["created_by"] or tasks.is_overseer(hub, principal, s["network_id"])
     return s["from_kind"] == AGENT and alias == s["from_name"] and principal.network_id == s["network_id"]
 
 
@@ -165,7 +166,9 @@ def _still_allowed(hub: Hub, s: dict[str, Any]) -> str | None:
     revoked, or the agent setting no longer allows it."""
     role = network_store.get_member_role(hub.db, s["network_id"], s["created_by"])
     if role is None:
-        return f"its creator is no longer a member of network {s['network_id']}"
+        user = user_store.get_user(hub.db, s["created_by"])
+        if s["from_kind"] == AGENT or user is None or user["role"] != "admin":  # the system admin need not be one
+            return f"its creator is no longer a member of network {s['network_id']}"
     if s["from_kind"] == AGENT:
         if not s["token_id"] or not token_store.is_live(hub.db, s["token_id"], now_text()):
             return "the token of the agent that created it was revoked or has expired"
