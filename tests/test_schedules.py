@@ -144,6 +144,17 @@ async def test_rest_refuses_bad_schedules_with_clear_400s(client: httpx.AsyncCli
     assert r.status_code == 404 and "did you mean 'worker'" in r.json()["message"]
 
 
+async def test_a_full_network_refuses_a_new_schedule(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "full", max_network_bytes=20_000) as server, \
+            httpx.AsyncClient(base_url=server.url) as client:
+        owner = await register(client)
+        await with_worker(client, owner)
+        r = await client.post("/api/schedules", headers=owner.auth, json={"to": "worker", "content": "x" * 30_000,
+                                                                          "every_seconds": 60})
+        assert r.status_code == 409 and r.json()["error"] == "quota_exceeded"
+        assert (await client.get("/api/schedules", headers=owner.auth)).json()["schedules"] == []
+
+
 async def test_the_shortest_interval_is_ten_seconds_by_default(tmp_path: Path) -> None:
     async with own_server(tmp_path, "default") as server, httpx.AsyncClient(base_url=server.url) as client:
         owner = await register(client)

@@ -36,7 +36,7 @@ from ..vocabulary import (
     SCHEDULE_KINDS,
     SCHEDULE_PAUSED,
 )
-from . import tasks
+from . import quotas, tasks
 from .hub import Hub, Principal, clamp_limit, hint
 from .sessions import require_known_alias
 
@@ -240,6 +240,9 @@ def create_schedule(hub: Hub, principal: Principal, network_id: str, alias: str 
         if cap and schedule_store.count_schedules(hub.db, network_id) >= cap:
             raise Conflict(f"network {network_id} has {cap} schedules, as many as the max_schedules_per_network "
                            "setting allows; delete one first", code="schedule_limit_reached")
+        # A full network would refuse every run's task: refuse the schedule now (the storage quota, and the calling
+        # token's send rate by bytes, as a send of the same text).
+        quotas.check_store(hub, network_id, body.content, body.title, body.context)
         schedule_store.insert_schedule(hub.db, row)
     hub.schedules_changed()
     return {"ok": True, "schedule": record(_get(hub, [network_id], row["schedule_id"]))}
