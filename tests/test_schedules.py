@@ -155,6 +155,21 @@ async def test_a_full_network_refuses_a_new_schedule(tmp_path: Path) -> None:
         assert (await client.get("/api/schedules", headers=owner.auth)).json()["schedules"] == []
 
 
+async def test_an_agents_runs_go_through_the_loop_guard(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "guarded", pair_rate_per_minute=1) as server, \
+            httpx.AsyncClient(base_url=server.url) as client:
+        owner = await register(client)
+        await with_worker(client, owner)
+        planner = await create_token(client, owner, name="planner", alias="planner")
+        await tool(client, planner, "report_status", {"alias": "planner", "status": "idle"})
+        await tool(client, planner, "send_task", {"to": "worker", "content": "by hand"})  # the minute's one send
+        made = (await tool(client, planner, "schedule_task", {"to": "worker", "content": "scheduled",
+                                                              "every_seconds": 60}))["schedule"]
+        ran = (await client.post(f"/api/schedules/{made['schedule_id']}/run", headers=owner.auth)).json()
+        assert ran["ran"] is False and "(rate_limited)" in ran["skipped_reason"], ran
+        assert ran["schedule"]["state"] == "active" and ran["schedule"]["skip_count"] == 1
+
+
 async def test_the_shortest_interval_is_ten_seconds_by_default(tmp_path: Path) -> None:
     async with own_server(tmp_path, "default") as server, httpx.AsyncClient(base_url=server.url) as client:
         owner = await register(client)
