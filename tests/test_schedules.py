@@ -18,9 +18,12 @@ from conftest import Account, create_token, make_settings, own_server, register,
 from test_mcp_sdk import fails, ok, sdk_session
 
 from commhub_lib.config import Settings
+from commhub_lib.db import Database
 from commhub_lib.errors import ValidationFailed
 from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service import schedules
+from commhub_lib.service.hub import Hub
+from commhub_lib.store import schedules as schedule_store
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -83,6 +86,31 @@ def test_bad_cron_and_unknown_zones_are_refused_by_name() -> None:
     for name in ("Mars/Olympus", "../etc/passwd", ""):
         with pytest.raises(ValidationFailed, match="unknown time zone"):
             schedules.zone(name)
+
+
+async def test_the_scheduler_sleeps_until_woken_and_never_polls_tightly(
+        tmp_path: Path, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = Hub(make_settings(tmp_path), Database(str(tmp_path / "idle.db")))
+    passes: list[float] = []
+    real = schedule_store.due_schedules
+
+    def counted(db: Database, now_ts: float, limit: int) -> list[dict[str, Any]]:
+        passes.append(trio.current_time())
+        return real(db, now_ts, limit)
+    monkeypatch.setattr(schedule_store, "due_schedules", counted)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(schedules.run_scheduler, hub)
+            await trio.sleep(3600)  # virtual time: an idle hour
+            # With nothing scheduled it looks once per MAX_SLEEP_SECONDS (a wall-clock step), never more.
+            assert 1 <= len(passes) <= 3600 / schedules.MAX_SLEEP_SECONDS + 1
+            before = len(passes)
+            hub.schedules_changed()  # a schedule was created or changed: it looks at once
+            await trio.sleep(0.001)
+            assert len(passes) == before + 1 and passes[-1] - trio.current_time() < 0.01
+            nursery.cancel_scope.cancel()
+    finally:
+        hub.db.close()
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
