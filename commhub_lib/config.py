@@ -12,6 +12,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_MODES = ("off", "loopback", "token")
 WEBHOOK_TARGETS = ("public", "loopback", "private")
+SCHEDULE_AGENTS = ("admin", "member", "off")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class Settings:
     # A2A server (20.3, docs/a2a.md): how long a blocking SendMessage / message/send waits for the task to end or
     # ask a question before it answers with the task as it stands.
     a2a_blocking_seconds: float = 60.0
+    # Schedules (c19c, docs/schedules.md): the shortest `every`, which agents may schedule, how many per network.
+    schedule_min_interval_seconds: float = 10.0
+    schedule_agents: str = "admin"
+    max_schedules_per_network: int = 200
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -175,6 +180,10 @@ HELP: dict[str, str] = {
     "a2a_blocking_seconds": "how long a blocking A2A SendMessage (message/send) waits for its task to finish or "
                             "ask a question before it answers with the task as it stands (then GetTask or "
                             "SubscribeToTask)",
+    "schedule_min_interval_seconds": "the shortest `every` a schedule may have, in seconds (docs/schedules.md)",
+    "schedule_agents": "which agents (network tokens) may create schedules: admin (agents whose token an owner/admin "
+                       "of the network created), member (any agent of the network) or off (people only)",
+    "max_schedules_per_network": "schedules one network may have; above it 409 schedule_limit_reached (0 = no limit)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
@@ -239,6 +248,10 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError(f"setting webhook_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
+    if settings.schedule_agents not in SCHEDULE_AGENTS:
+        raise ValueError(f"setting schedule_agents: must be one of {', '.join(SCHEDULE_AGENTS)}")
+    if settings.schedule_min_interval_seconds <= 0:
+        raise ValueError("setting schedule_min_interval_seconds: must be positive")
     if settings.webhook_ca_file and not os.access(settings.webhook_ca_file, os.R_OK):
         raise ValueError(f"setting webhook_ca_file: cannot read {settings.webhook_ca_file}")
     return settings

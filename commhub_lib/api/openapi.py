@@ -25,6 +25,7 @@ from ..http.request import url_rules
 from . import a2a as a2a_api
 from . import queries as q
 from . import responses as r
+from . import schedules as schedules_api
 from . import search as search_api
 
 
@@ -126,6 +127,15 @@ OPERATIONS: dict[str, Op] = {
     "data.broadcast": Op("messaging", r.Broadcasted, m.RestBroadcast),
     "data.flag_task": Op("messaging", r.TaskFlagged, m.RestFlag, query=q.NetworkScope,
                          note="flag a task for a person's attention, or clear it (docs/runner-server.md)"),
+    "schedules.create_schedule": Op("schedules", schedules_api.ScheduleAnswer, m.RestScheduleTask,
+                                    note="give exactly one of at, every_seconds, cron (docs/schedules.md)"),
+    "schedules.list_schedules": Op("schedules", schedules_api.ScheduleList, query=schedules_api.SchedulesQuery),
+    "schedules.get_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.delete_schedule": Op("schedules", schedules_api.ScheduleDeleted, query=q.NetworkScope),
+    "schedules.pause_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.resume_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.run_schedule": Op("schedules", schedules_api.ScheduleRun, query=q.NetworkScope,
+                                 note="run it now (skipped while its last run's task is open); the timetable stays"),
     "approvals.ask": Op("approvals", r.Approval, m.RestApproval,
                         note="an agent (network token) asks a person and waits up to wait_seconds for the answer"),
     "approvals.get_approval": Op("approvals", r.Approval, query=q.ApprovalWait),
@@ -147,6 +157,7 @@ TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network
         ("networks", "networks, members, invites"), ("data", "what agents are doing: sessions, tasks, messages"),
         ("messaging", "send tasks, messages and broadcasts as a person or script"),
         ("approvals", "an agent asks a person for permission and waits for the answer"),
+        ("schedules", "tasks sent to an alias once, every N seconds or by cron (docs/schedules.md)"),
         ("webhooks", "POST each event of a network to a URL, signed, with a delivery log (docs/webhooks.md)"),
         ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
         ("a2a", "aliases served as A2A agents: opt-in, Agent Card, JSON-RPC (docs/a2a.md)"),
