@@ -86,6 +86,9 @@ class Settings:
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
     pair_rate_per_minute: int = 30
+    # "Needs you" (needs, docs/dashboard.md#needs-you): when an open task counts as stuck on the dashboard's Overview.
+    stuck_delivered_seconds: float = 300.0
+    stuck_running_seconds: float = 1800.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -166,6 +169,11 @@ HELP: dict[str, str] = {
                                 "original with duplicate: true (0 = off)",
     "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
                             "rate_limited and a loop_broken event for people (0 = no limit)",
+    "stuck_delivered_seconds": "a task still waiting to be picked up this many seconds after it was sent, by an agent "
+                               "that is offline, is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = "
+                               "off)",
+    "stuck_running_seconds": "a running task with nothing new (no progress, question, answer or flag) for this many "
+                             "seconds is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = off)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
