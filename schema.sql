@@ -198,8 +198,10 @@ CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
 CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
 CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
--- The question a task waits on ("needs you", service/needs.py): its newest `question` reply, by task.
+-- The question a task waits on ("needs you", service/needs.py): its newest `question` reply, by task, and
+-- whether an answer came after it.
 CREATE INDEX messages_questions ON messages(task_id, created_ts) WHERE status = 'question';
+CREATE INDEX messages_answers ON messages(task_id, created_ts) WHERE status = 'answer';
 
 -- Unread items per recipient, kept by triggers in the writing transaction: every new task pushes the
 -- recipient's inbox_count, and report_status/get_inbox/ack_inbox return it; a count(*) over the unread

@@ -19,6 +19,8 @@ from .networks import single_network
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# The opening read looks back through at most this many of the hub's newest events (~10 ms here; store/events.py).
+SCAN_EVENTS = 100_000
 
 
 def network_events(hub: Hub, principal: Principal, network_id: str | None, limit: int | None,
@@ -28,7 +30,7 @@ def network_events(hub: Hub, principal: Principal, network_id: str | None, limit
     network_id = single_network(hub, principal, network_id)
     count = clamp_limit(limit, DEFAULT_LIMIT, MAX_LIMIT)
     if after is None:
-        rows = event_store.recent_network_events(hub.db, network_id, count)[::-1]
+        rows = event_store.recent_network_events(hub.db, network_id, count, SCAN_EVENTS)[::-1]
     else:
         rows = event_store.network_events_after(hub.db, network_id, after, count)
     last = rows[-1]["id"] if rows else (after if after is not None else

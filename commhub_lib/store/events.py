@@ -78,8 +78,10 @@ def highest_event_id_ever(db: Database) -> int:
     return int(rows[0]["seq"]) if rows else 0
 
 
-def recent_network_events(db: Database, network_id: str, limit: int) -> list[Row]:
-    """A network's newest events (every alias), newest first: what the dashboard's feed shows when it opens."""
+def recent_network_events(db: Database, network_id: str, limit: int, scan: int) -> list[Row]:
+    """A network's newest events (every alias), newest first: what the dashboard's feed shows when it opens. Read
+    backwards along the ids (no index has the network's events in id order), through at most the hub's `scan`
+    newest events: bounded whatever the hub holds; a network quiet for that long shows fewer."""
     return _put_texts_back(db, db.query(
-        "SELECT id, alias, event, data, body_id, created_at FROM events WHERE network_id = ?"
-        " ORDER BY id DESC LIMIT ?", (network_id, limit)))
+        "SELECT id, alias, event, data, body_id, created_at FROM events WHERE id > (SELECT max(id) FROM events) - ?"
+        " AND +network_id = ? ORDER BY id DESC LIMIT ?", (scan, network_id, limit)))

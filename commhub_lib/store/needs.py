@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
-from ..vocabulary import DELIVERED, INPUT_REQUIRED, LOOP_BROKEN, OPEN_TASK_STATUSES, PERSON, QUESTION, RUNNING
+from ..vocabulary import ANSWER, DELIVERED, INPUT_REQUIRED, LOOP_BROKEN, OPEN_TASK_STATUSES, PERSON, QUESTION, RUNNING
 
 Row = dict[str, Any]
 # What a person needs to see of a task on the Overview (its whole content is one click away, in its dialog).
@@ -24,23 +24,19 @@ def _marks(values: list[str]) -> str:
 
 
 def questions_for_people(db: Database, network_ids: list[str], limit: int) -> list[Row]:
-    """Tasks a person sent that wait on a question (input_required), newest first, each with its newest question
-    (`question_id`, `question`, `asked_at`; null when retention pruned it)."""
-    # The statuses and kinds are written into the SQL (vocabulary constants, never input) so the partial index
-    # messages_questions applies (SQLite matches a partial index's WHERE against literal terms only).
+    """Tasks a person sent that wait on a question not answered yet (input_required, and no answer since the
+    newest question), newest first, each with that question (`question_id`, `question`, `asked_at`; null when
+    retention pruned it)."""
+    # The statuses and kinds are written into the SQL (vocabulary constants, never input) so the partial indexes
+    # messages_questions and messages_answers apply (SQLite matches a partial index's WHERE against literal terms).
     return db.query(f"SELECT {TASK_COLUMNS}, q.message_id AS question_id, q.content AS question,"
                     " q.created_at AS asked_at FROM tasks t LEFT JOIN messages q ON q.rowid = ("
                     f"SELECT m.rowid FROM messages m WHERE m.task_id = t.task_id AND m.status = '{QUESTION}'"
                     " ORDER BY m.created_ts DESC LIMIT 1)"
                     f" WHERE t.network_id IN ({_marks(network_ids)}) AND t.status = '{INPUT_REQUIRED}'"
-                    f" AND t.from_kind = '{PERSON}' ORDER BY t.created_ts DESC LIMIT ?", (*network_ids, limit))
-
-
-def latest_question(db: Database, task_id: str) -> Row | None:
-    """The newest question asked on a task (its message id, text and time)."""
-    return db.query_one("SELECT message_id AS question_id, content AS question, created_at AS asked_at"
-                        f" FROM messages WHERE task_id = ? AND status = '{QUESTION}' ORDER BY created_ts DESC LIMIT 1",
-                        (task_id,))
+                    f" AND t.from_kind = '{PERSON}' AND NOT EXISTS (SELECT 1 FROM messages a WHERE a.task_id ="
+                    f" t.task_id AND a.status = '{ANSWER}' AND a.created_ts >= coalesce(q.created_ts, 0))"
+                    " ORDER BY t.created_ts DESC LIMIT ?", (*network_ids, limit))
 
 
 def flagged_open_tasks(db: Database, network_ids: list[str], flag: str, limit: int) -> list[Row]:
@@ -52,10 +48,11 @@ def flagged_open_tasks(db: Database, network_ids: list[str], flag: str, limit: i
 
 def delivered_before(db: Database, keys_json: str, before_ts: float, limit: int) -> list[Row]:
     """Tasks still waiting to be picked up (delivered) since before `before_ts`, for some aliases (`keys_json`: a
-    JSON array of [network_id, alias]), oldest first; each alias's are found through tasks_by_recipient."""
+    JSON array of [network_id, alias]), oldest first; each alias's are found through tasks_by_recipient (its
+    delivered ones only, not all its old tasks)."""
     return db.query(f"SELECT {TASK_COLUMNS} FROM json_each(?) j CROSS JOIN tasks t"
                     " ON t.network_id = j.value ->> 0 AND t.to_name = j.value ->> 1"
-                    f" WHERE t.status = '{DELIVERED}' AND t.to_kind = 'agent' AND t.created_ts < ?"
+                    f" WHERE t.status = '{DELIVERED}' AND t.to_kind = 'agent' AND +t.created_ts < ?"
                     " ORDER BY t.created_ts LIMIT ?", (keys_json, before_ts, limit))
 
 
