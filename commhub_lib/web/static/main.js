@@ -4,11 +4,9 @@ import { api, clearLogin, isMissingEndpoint, loadLogin, saveLogin, setUnauthoriz
 import { $, formValues, say } from "./dom.js";
 import { LiveFeed } from "./live.js";
 import { banner, emit, on, state } from "./state.js";
-import { EVENT } from "./vocabulary.js";
-import { refreshApprovals } from "./views-approvals.js";
 import { initAudit, refreshAudit } from "./views-audit.js";
-import { addFeedEvent, clearFeed } from "./views-feed.js";
-import { clearLoops, noteLoopBroken } from "./views-loops.js";
+import { addFeedEvent, clearFeed, prefillFeed } from "./views-feed.js";
+import { clearNeeds, initNeeds, refreshNeeds } from "./views-needs.js";
 import { initNetwork, refreshNetwork } from "./views-network.js";
 import { initSend } from "./views-send.js";
 import { refreshSessions } from "./views-sessions.js";
@@ -23,6 +21,7 @@ const POLL_MS = 2000;
 let live = null;
 let poll = null;
 let refreshTimer = null;
+let liveGeneration = 0; // a newer startLive makes an older one's pending opening read drop its result
 
 function currentView() {
   const name = location.hash.slice(1);
@@ -42,7 +41,9 @@ function showView() {
 }
 
 async function refreshAll() {
-  await Promise.allSettled([refreshSessions(), refreshTasks(), refreshOpenTask(), refreshApprovals()]);
+  // Needs first: the sessions' "waiting for you" reads what it found.
+  await refreshNeeds();
+  await Promise.allSettled([refreshSessions(), refreshTasks(), refreshOpenTask()]);
 }
 
 /** Refresh soon (many events in a burst cause one refresh). */
@@ -62,27 +63,33 @@ function showLogin(message) {
 }
 
 function stopLive() {
+  liveGeneration += 1;
   if (live) live.close();
   live = null;
   clearInterval(poll);
   poll = null;
 }
 
-function startLive() {
+/** The shown network's feed (opened with its newest events) and stream (going on from there), and the refresh
+ * rhythm. */
+async function startLive() {
   stopLive();
   clearFeed();
-  clearLoops();
-  live = new LiveFeed(state.networkId, {
+  const generation = liveGeneration;
+  const networkId = state.networkId;
+  poll = setInterval(() => { if (!document.hidden) refreshAll(); }, POLL_MS);
+  const position = await prefillFeed(networkId);
+  if (generation !== liveGeneration) return; // another network (or a logout) meanwhile
+  live = new LiveFeed(networkId, {
+    lastEventId: position,
     onEvent: (ev) => {
       addFeedEvent(ev);
-      if (ev.type === EVENT.LOOP_BROKEN) noteLoopBroken(ev);
       emit("hub-event", ev);
       refreshSoon();
     },
     onState: (s) => { const el = $("live-state"); el.dataset.state = s; el.textContent = s === "live" ? "live" : `${s}…`; },
     onOpen: refreshSoon, // whatever happened while connecting is read again
   });
-  poll = setInterval(() => { if (!document.hidden) refreshAll(); }, POLL_MS);
 }
 
 function fillNetworks() {
@@ -185,6 +192,7 @@ async function logOut() {
   }
   clearLogin();
   state.user = null;
+  clearNeeds();
   showLogin();
 }
 
@@ -211,6 +219,7 @@ function init() {
   initNetwork();
   initWebhooks();
   initAudit();
+  initNeeds();
   for (const dialog of document.querySelectorAll("dialog")) {
     dialog.addEventListener("click", (e) => { if (e.target.closest("[data-close]")) dialog.close(); });
   }
