@@ -1,5 +1,6 @@
 """The dashboard shows what `commhub run` asks of people (docs/runner-server.md): a task's flag on its board card and
-in its dialog, and agents' approval requests under Overview -> "Needs you" (its Questions and Stuck tasks parts), answered from there."""
+in its dialog, and agents' approval requests under Overview -> "Needs you" (its Questions and Stuck tasks parts),
+answered from there."""
 
 from __future__ import annotations
 

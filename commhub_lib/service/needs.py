@@ -23,14 +23,15 @@ from ..store import approvals as approval_store
 from ..store import needs as needs_store
 from ..store import networks as network_store
 from ..store import sessions as session_store
-from ..vocabulary import AGENT, PERSON, UNANSWERED
+from ..vocabulary import AGENT, OFFLINE, PERSON, UNANSWERED
 from .hub import Hub, Principal, require_user_token
 from .networks import require_role
 from .sessions import is_online
 
 LIMIT = 100  # at most this many of each kind (the oldest stuck, the newest questions and loops)
 LOOPS_LOOKBACK_SECONDS = 7 * 86400  # a cut older than this no longer waits for anyone
-STUCK_REASONS = ("unanswered", "offline", "silent")  # the order a task's reason is chosen in
+SILENT = "silent"  # a running task with nothing new (the other reasons are the flag's and the session status's words)
+STUCK_REASONS = (UNANSWERED, OFFLINE, SILENT)  # the order a task's reason is chosen in
 
 
 def needs(hub: Hub, principal: Principal, network_id: str | None) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def _stuck(hub: Hub, ids: list[str]) -> list[dict[str, Any]]:
                 "from_kind": t["from_kind"], "to_name": t["to_name"], "since": since, "detail": detail}
 
     for t in needs_store.flagged_open_tasks(hub.db, ids, UNANSWERED, LIMIT):
-        add(t, "unanswered", t["flagged_at"], f"{t['to_name']}'s turn ended without answering it; it is not done")
+        add(t, UNANSWERED, t["flagged_at"], f"{t['to_name']}'s turn ended without answering it; it is not done")
     if settings.stuck_delivered_seconds > 0:
         offline = {(s["network_id"], s["alias"]): s for s in session_store.list_sessions(hub.db, ids)
                    if not s["retired_at"] and not is_online(hub, s)}
@@ -109,12 +110,12 @@ def _stuck(hub: Hub, ids: list[str]) -> list[dict[str, Any]]:
             keys = json.dumps(sorted(offline))
             for t in needs_store.delivered_before(hub.db, keys, now - settings.stuck_delivered_seconds, LIMIT):
                 seen = offline[(t["network_id"], t["to_name"])]["last_seen_at"]
-                add(t, "offline", t["created_at"], f"delivered to {t['to_name']}, which is offline (last seen {seen} "
+                add(t, OFFLINE, t["created_at"], f"delivered to {t['to_name']}, which is offline (last seen {seen} "
                                                    "UTC) and has not picked it up")
     if settings.stuck_running_seconds > 0:
         quiet_since = ts_text(now - settings.stuck_running_seconds)
         for t in needs_store.running_quiet_since(hub.db, ids, quiet_since, LIMIT):
-            add(t, "silent", t["active_at"], f"running on {t['to_name']} with no progress reported since "
+            add(t, SILENT, t["active_at"], f"running on {t['to_name']} with no progress reported since "
                                              f"{t['active_at']} UTC")
     return list(found.values())
 
