@@ -6,13 +6,15 @@ Screenshots go to each test's tmp dir (looked at when the page changes)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from commhub_lib.config import Settings
 from commhub_lib.runtime.server import ServerHandle
-from tests.conftest import create_token, register, tool
+from tests.conftest import create_token, make_settings, register, tool, tool_error
 from tests.test_dashboard import (  # noqa: F401 (fixtures)
     Browser,
     chrome,
@@ -22,6 +24,12 @@ from tests.test_dashboard import (  # noqa: F401 (fixtures)
     session_status,
     task_column,
 )
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """This module's server: a running task is stuck after a second of silence; the loop guard cuts at 3 a minute."""
+    return make_settings(tmp_path, stuck_running_seconds=1.0, pair_rate_per_minute=3)
+
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")]
@@ -173,6 +181,48 @@ async def test_the_task_dialog_shows_the_question_before_the_answer_box(page: Br
         "return Boolean(q.compareDocumentPosition(box) & Node.DOCUMENT_POSITION_FOLLOWING);"))
     assert before, "the question must come before the answer box"
     await page.screenshot("dialog-question-first")
+
+
+async def test_all_three_parts_read_well_on_a_laptop_and_a_phone(page: Browser,  # noqa: F811
+                                                                 client: httpx.AsyncClient) -> None:
+    """A question, stuck tasks (flagged; silent) and a broken loop together, light and dark, laptop and phone: nothing
+    wider than the window (screenshots looked at)."""
+    account = await register(client)
+    _, asked = await asked_task(client, account, "Should the migration run before or after the deploy?")
+    quiet = await create_token(client, account, "quiet", alias="quiet-worker-with-a-long-alias")
+    await tool(client, quiet, "report_status", {"alias": "quiet-worker-with-a-long-alias", "status": "working"})
+    for title in ("Rebuild the search index", "Rotate the staging certificates"):
+        await client.post("/api/tasks", headers=account.auth, json={
+            "to": "quiet-worker-with-a-long-alias", "content": title, "title": title})
+    taken = (await tool(client, quiet, "get_inbox", {}))["open_tasks"]
+    flagged = next(t["task_id"] for t in taken if t["title"] == "Rotate the staging certificates")
+    await client.post(f"/api/tasks/{flagged}/flag", headers={"Authorization": f"Bearer {quiet}"},
+                      json={"flag": "unanswered"})
+    ping = await create_token(client, account, "ping", alias="ping")
+    await tool(client, ping, "report_status", {"alias": "ping"})
+    for n in range(3):
+        await tool(client, ping, "send_message", {"to": "coder-1", "content": f"again {n}"})
+    assert (await tool_error(client, ping, "send_message", {"to": "coder-1", "content": "and again"}))["error"] \
+        == "rate_limited"
+    await log_in(page, account)
+    await page.wait_for(lambda d: d.find_elements("css selector", f'#questions [data-task-id="{asked}"]'), "question")
+    await page.wait_for(lambda d: len(d.find_elements("css selector", "#stuck li")) == 2, "two stuck tasks")
+    await page.wait_for(lambda d: d.find_element("id", "loops-card").is_displayed(), "the loop")
+    reasons = await page.run(lambda d: d.execute_script(
+        "return [...document.querySelectorAll('#stuck li')].map((li) => li.dataset.reason).sort()"))
+    assert reasons == ["silent", "unanswered"], reasons
+    for scheme in ("light", "dark"):
+        await page.run(lambda d, s=scheme: d.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": s}]}))
+        for width, height, name in ((1280, 900, "laptop"), (390, 844, "phone")):
+            await page.run(lambda d, w=width, h=height: d.set_window_size(w, h))
+            overflow = await page.run(lambda d: d.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"))
+            assert overflow <= 0, (scheme, name, overflow)
+            await page.screenshot(f"needs-{name}-{scheme}")
+    await page.run(lambda d: d.set_window_size(1280, 900))
+    await page.run(lambda d: d.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "light"}]}))
 
 
 LONG_URL = "https://ci.example.com/builds/2026-12-07/pipelines/very-long-pipeline-name-without-any-break/logs.txt"
