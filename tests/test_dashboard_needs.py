@@ -25,6 +25,7 @@ from tests.test_dashboard import (  # noqa: F401 (fixtures)
     task_column,
 )
 
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """This module's server: a running task is stuck after a second of silence; the loop guard cuts at 3 a minute."""
