@@ -105,13 +105,16 @@ async def test_a_question_waits_for_its_person_until_it_is_answered(client: http
 
 async def test_a_question_of_another_member_shows_to_an_owner_who_may_answer_it(client: httpx.AsyncClient) -> None:
     """In a shared network the owner sees a member's waiting question (not theirs, but theirs to answer as an
-    owner); the member sees it as their own; an agent's question to an agent is nobody's here."""
+    owner); the member sees it as their own; another member sees it waits for someone else; an agent's question to
+    an agent is nobody's here."""
     owner = await register(client)
     member = await register(client)
+    other = await register(client)
     invite = (await client.post(f"/api/networks/{owner.network_id}/invite", headers=owner.auth,
-                                json={"max_uses": 1})).json()["invite_code"]
-    assert (await client.post("/api/networks/join", headers=member.auth, json={"invite_code": invite})).status_code \
-        == 200
+                                json={"max_uses": 2})).json()["invite_code"]
+    for person in (member, other):
+        joined = await client.post("/api/networks/join", headers=person.auth, json={"invite_code": invite})
+        assert joined.status_code == 200, joined.text
     worker = await create_token(client, owner, "worker", alias="worker")
     await tool(client, worker, "report_status", {"alias": "worker"})
     sent = await client.post("/api/tasks", headers=member.auth, json={"to": "worker", "content": "Tidy the docs",
@@ -128,6 +131,12 @@ async def test_a_question_of_another_member_shows_to_an_owner_who_may_answer_it(
     assert mine["for_you"] is True and mine["can_answer"] is True and mine["asked"] == member.username
     [seen] = (await needs_of(client, owner))["questions"]
     assert seen["task_id"] == task_id and seen["for_you"] is False and seen["can_answer"] is True
+    # Another plain member sees that it waits, but not for them, and may not answer it.
+    [theirs] = (await needs_of(client, other, network_id=owner.network_id))["questions"]
+    assert theirs["for_you"] is False and theirs["can_answer"] is False
+    r = await client.post("/api/replies", headers=other.auth, json={"task_id": task_id, "content": "these",
+                                                                     "network_id": owner.network_id})
+    assert r.status_code == 403, r.text
 
 
 async def test_an_approval_is_a_question_answered_from_the_overview(client: httpx.AsyncClient) -> None:

@@ -6,7 +6,7 @@ import { LiveFeed } from "./live.js";
 import { banner, emit, on, state } from "./state.js";
 import { initAudit, refreshAudit } from "./views-audit.js";
 import { addFeedEvent, clearFeed, prefillFeed } from "./views-feed.js";
-import { clearNeeds, initNeeds, refreshNeeds } from "./views-needs.js";
+import { clearNeeds, initNeeds, notificationsOn, refreshNeeds } from "./views-needs.js";
 import { initNetwork, refreshNetwork } from "./views-network.js";
 import { initSend } from "./views-send.js";
 import { refreshSessions } from "./views-sessions.js";
@@ -77,7 +77,10 @@ async function startLive() {
   clearFeed();
   const generation = liveGeneration;
   const networkId = state.networkId;
-  poll = setInterval(() => { if (!document.hidden) refreshAll(); }, POLL_MS);
+  poll = setInterval(() => {
+    if (!document.hidden) refreshAll();
+    else if (notificationsOn()) refreshNeeds(); // a question for the person still notifies from a background tab
+  }, POLL_MS);
   const position = await prefillFeed(networkId);
   if (generation !== liveGeneration) return; // another network (or a logout) meanwhile
   live = new LiveFeed(networkId, {

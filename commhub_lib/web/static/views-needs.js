@@ -100,8 +100,8 @@ function questionItem(item, showNetwork) {
   context(item, showNetwork),
   item.content ? h("p", { class: "small muted question-task" }, item.content) : null,
   h("p", { class: "content question-text" }, item.question || "(the question's text is no longer kept)"),
-  item.approval_id ? approvalActions(item)
-    : item.can_answer ? answerBox(item) : h("p", { class: "small muted" }, `Waits for ${item.asked}.`));
+  !item.can_answer ? h("p", { class: "small muted" }, `Waits for ${item.asked}.`)
+    : item.approval_id ? approvalActions(item) : answerBox(item));
 }
 
 const STUCK_TEXT = {
@@ -184,6 +184,9 @@ function wanted() {
 }
 
 function notifying() { return supported() && wanted() && Notification.permission === "granted"; }
+
+/** Whether to keep reading "needs you" while the tab is hidden (notifications are on: that is when they matter). */
+export function notificationsOn() { return notifying(); }
 
 function showToggle() {
   const button = $("notify-toggle");
