@@ -22,13 +22,12 @@ from ..ids import now_ts, ts_text
 from ..store import approvals as approval_store
 from ..store import needs as needs_store
 from ..store import networks as network_store
-from ..store import sessions as session_store
 from ..vocabulary import AGENT, OFFLINE, PERSON, UNANSWERED
 from .hub import Hub, Principal, require_user_token
 from .networks import require_role
 from .sessions import is_online
 
-LIMIT = 100  # at most this many of each kind (the oldest stuck, the newest questions and loops)
+LIMIT = 50  # at most this many of each kind (the oldest stuck, the questions waiting longest, the newest loops)
 LOOPS_LOOKBACK_SECONDS = 7 * 86400  # a cut older than this no longer waits for anyone
 SILENT = "silent"  # a running task with nothing new (the other reasons are the flag's and the session status's words)
 STUCK_REASONS = (UNANSWERED, OFFLINE, SILENT)  # the order a task's reason is chosen in
@@ -104,8 +103,9 @@ def _stuck(hub: Hub, ids: list[str]) -> list[dict[str, Any]]:
     for t in needs_store.flagged_open_tasks(hub.db, ids, UNANSWERED, LIMIT):
         add(t, UNANSWERED, t["flagged_at"], f"{t['to_name']}'s turn ended without answering it; it is not done")
     if settings.stuck_delivered_seconds > 0:
-        offline = {(s["network_id"], s["alias"]): s for s in session_store.list_sessions(hub.db, ids)
-                   if not s["retired_at"] and not is_online(hub, s)}
+        cutoff = now - settings.presence_timeout_seconds
+        offline = {(s["network_id"], s["alias"]): s for s in needs_store.lapsed_sessions(hub.db, ids, cutoff)
+                   if not is_online(hub, s)}
         if offline:
             keys = json.dumps(sorted(offline))
             for t in needs_store.delivered_before(hub.db, keys, now - settings.stuck_delivered_seconds, LIMIT):

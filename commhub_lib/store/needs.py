@@ -10,12 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
-from ..vocabulary import ANSWER, DELIVERED, INPUT_REQUIRED, LOOP_BROKEN, OPEN_TASK_STATUSES, PERSON, QUESTION, RUNNING
+from ..vocabulary import (
+    ANSWER,
+    DELIVERED,
+    INPUT_REQUIRED,
+    LOOP_BROKEN,
+    OFFLINE,
+    OPEN_TASK_STATUSES,
+    PERSON,
+    QUESTION,
+    RUNNING,
+)
 
 Row = dict[str, Any]
 # What a person needs to see of a task on the Overview (its whole content is one click away, in its dialog).
 TASK_COLUMNS = ("t.task_id, t.network_id, t.from_name, t.from_kind, t.to_name, t.to_kind, t.title,"
-                " substr(t.content, 1, 300) AS content, t.priority, t.status, t.created_at, t.created_ts,"
+                " substr(t.content, 1, 200) AS content, t.priority, t.status, t.created_at, t.created_ts,"
                 " t.updated_at, t.flag, t.flagged_at")
 
 
@@ -46,6 +56,14 @@ def flagged_open_tasks(db: Database, network_ids: list[str], flag: str, limit: i
                     " ORDER BY t.created_ts DESC LIMIT ?", (*network_ids, flag, *OPEN_TASK_STATUSES, limit))
 
 
+def lapsed_sessions(db: Database, network_ids: list[str], cutoff_ts: float) -> list[Row]:
+    """Sessions of some networks (not retired) stored offline or silent since `cutoff_ts`: the ones that may be
+    offline (the service rules out those a live stream holds, which only the broker knows)."""
+    return db.query("SELECT network_id, alias, status, last_seen_at, last_seen_ts FROM sessions"
+                    f" WHERE network_id IN ({_marks(network_ids)}) AND retired_at IS NULL"
+                    f" AND (status = '{OFFLINE}' OR last_seen_ts < ?)", (*network_ids, cutoff_ts))
+
+
 def delivered_before(db: Database, keys_json: str, before_ts: float, limit: int) -> list[Row]:
     """Tasks still waiting to be picked up (delivered) since before `before_ts`, for some aliases (`keys_json`: a
     JSON array of [network_id, alias]), oldest first; each alias's are found through tasks_by_recipient (its
@@ -58,13 +76,14 @@ def delivered_before(db: Database, keys_json: str, before_ts: float, limit: int)
 
 def running_quiet_since(db: Database, network_ids: list[str], before: str, limit: int) -> list[Row]:
     """Running tasks with nothing new since `before` (UTC text): no status change, progress reply, answer or flag
-    (the newest of updated_at and the task's last timeline entry), as `active_at`; oldest first."""
-    last = ("max(t.updated_at, coalesce((SELECT e.created_at FROM task_events e WHERE e.task_id = t.task_id"
-            " ORDER BY e.id DESC LIMIT 1), ''))")
-    return db.query(f"SELECT * FROM (SELECT {TASK_COLUMNS}, {last} AS active_at FROM tasks t"
+    (the newest of updated_at and the task's last timeline entry, as `active_at`); the oldest tasks first."""
+    last_event = ("coalesce((SELECT e.created_at FROM task_events e WHERE e.task_id = t.task_id"
+                  " ORDER BY e.id DESC LIMIT 1), '')")
+    # updated_at first: it rules out most tasks without a look at their timeline.
+    return db.query(f"SELECT {TASK_COLUMNS}, max(t.updated_at, {last_event}) AS active_at FROM tasks t"
                     f" WHERE t.network_id IN ({_marks(network_ids)}) AND t.status = '{RUNNING}'"
-                    " AND t.to_kind = 'agent') WHERE active_at < ? ORDER BY active_at LIMIT ?",
-                    (*network_ids, before, limit))
+                    f" AND t.to_kind = 'agent' AND t.updated_at < ? AND {last_event} < ?"
+                    " ORDER BY t.created_ts LIMIT ?", (*network_ids, before, before, limit))
 
 
 def loops_broken_since(db: Database, network_id: str, since: str, limit: int) -> list[Row]:

@@ -40,16 +40,21 @@ function showView() {
   if (view === "tasks") refreshTasks();
 }
 
-async function refreshAll() {
+// "Needs you" is read after every event, and by the poll every NEEDS_EVERY-th tick: what changes it without an event
+// (a task becoming stuck, an agent going offline) is a matter of minutes.
+const NEEDS_EVERY = 3;
+let ticks = 0;
+
+async function refreshAll(withNeeds = true) {
   // Needs first: the sessions' "waiting for you" reads what it found.
-  await refreshNeeds();
+  if (withNeeds) await refreshNeeds();
   await Promise.allSettled([refreshSessions(), refreshTasks(), refreshOpenTask()]);
 }
 
 /** Refresh soon (many events in a burst cause one refresh). */
 function refreshSoon() {
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(refreshAll, 150);
+  refreshTimer = setTimeout(() => refreshAll(true), 150);
 }
 
 function showLogin(message) {
@@ -78,8 +83,9 @@ async function startLive() {
   const generation = liveGeneration;
   const networkId = state.networkId;
   poll = setInterval(() => {
-    if (!document.hidden) refreshAll();
-    else if (notificationsOn()) refreshNeeds(); // a question for the person still notifies from a background tab
+    const withNeeds = ticks++ % NEEDS_EVERY === 0;
+    if (!document.hidden) refreshAll(withNeeds);
+    else if (withNeeds && notificationsOn()) refreshNeeds(); // a question still notifies from a background tab
   }, POLL_MS);
   const position = await prefillFeed(networkId);
   if (generation !== liveGeneration) return; // another network (or a logout) meanwhile
