@@ -49,7 +49,7 @@ def measure(base: str, token: str, path: str, n: int, pid: int) -> dict[str, obj
 
 def main() -> None:
     """Command line."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--db", required=True, help="a database made by bench/gen_db.py (copied, never changed)")
     ap.add_argument("-n", type=int, default=50, help="requests per endpoint")
     args = ap.parse_args()
