@@ -184,6 +184,7 @@ async def test_the_task_dialog_shows_the_question_before_the_answer_box(page: Br
     await page.screenshot("dialog-question-first")
 
 
+@pytest.mark.slow  # four screenshots at two sizes
 async def test_all_three_parts_read_well_on_a_laptop_and_a_phone(page: Browser,  # noqa: F811
                                                                  client: httpx.AsyncClient) -> None:
     """A question, stuck tasks (flagged; silent) and a broken loop together, light and dark, laptop and phone: nothing

@@ -189,6 +189,7 @@ async def test_a_task_delivered_to_an_offline_agent_is_stuck_after_the_setting(
     assert tasks["sleepy"] not in stuck_reasons(await needs_of(client, account))
 
 
+@pytest.mark.slow  # two stuck_running_seconds of real time, polled
 async def test_a_running_task_without_news_is_stuck_until_the_agent_reports(client: httpx.AsyncClient) -> None:
     account = await register(client)
     worker, task_id = await worker_with_task(client, account)
@@ -219,6 +220,7 @@ async def test_a_task_the_runner_flagged_unanswered_is_stuck_until_it_ends(clien
     assert stuck_reasons(await needs_of(client, account)) == {}
 
 
+@pytest.mark.slow  # waits out both stuck thresholds
 async def test_stuck_checks_are_off_at_zero(tmp_path: Path) -> None:
     async with own_server(tmp_path, "off", stuck_delivered_seconds=0, stuck_running_seconds=0,
                           presence_timeout_seconds=1.0) as handle, \
