@@ -200,6 +200,10 @@ CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
 CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
 CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
+-- The question a task waits on ("needs you", service/needs.py): its newest `question` reply, by task, and
+-- whether an answer came after it.
+CREATE INDEX messages_questions ON messages(task_id, created_ts) WHERE status = 'question';
+CREATE INDEX messages_answers ON messages(task_id, created_ts) WHERE status = 'answer';
 
 -- Unread items per recipient, kept by triggers in the writing transaction: every new task pushes the
 -- recipient's inbox_count, and report_status/get_inbox/ack_inbox return it; a count(*) over the unread
@@ -269,6 +273,8 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_alias ON events(network_id, alias, id);
 CREATE INDEX events_by_body ON events(body_id) WHERE body_id IS NOT NULL;
+-- The loops the guard broke, newest first per network ("needs you", service/needs.py).
+CREATE INDEX events_loop_broken ON events(network_id, id) WHERE event = 'loop_broken';
 CREATE TRIGGER bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT NULL BEGIN
     DELETE FROM bodies WHERE body_id = old.body_id
         AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id)

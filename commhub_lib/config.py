@@ -95,6 +95,9 @@ class Settings:
     schedule_min_interval_seconds: float = 10.0
     schedule_agents: str = "admin"
     max_schedules_per_network: int = 200
+    # "Needs you" (needs, docs/dashboard.md#needs-you): when an open task counts as stuck on the dashboard's Overview.
+    stuck_delivered_seconds: float = 300.0
+    stuck_running_seconds: float = 1800.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -184,6 +187,11 @@ HELP: dict[str, str] = {
     "schedule_agents": "which agents (network tokens) may create schedules: admin (agents whose token an owner/admin "
                        "of the network created), member (any agent of the network) or off (people only)",
     "max_schedules_per_network": "schedules one network may have; above it 409 schedule_limit_reached (0 = no limit)",
+    "stuck_delivered_seconds": "a task still waiting to be picked up this many seconds after it was sent, by an agent "
+                               "that is offline, is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = "
+                               "off)",
+    "stuck_running_seconds": "a running task with nothing new (no progress, question, answer or flag) for this many "
+                             "seconds is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = off)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

@@ -166,6 +166,11 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.get(f"/api/approvals/{approval['approval_id']}", headers=account.auth), "get",
           "/api/approvals/{approval_id}")
     check(await client.get("/api/approvals", headers=account.auth), "get", "/api/approvals")
+    needs = check(await client.get("/api/needs", headers=account.auth), "get", "/api/needs")
+    assert [s["reason"] for s in needs["stuck"]] == ["unanswered"], needs
+    feed = check(await client.get(f"/api/networks/{account.network_id}/events", headers=account.auth), "get",
+                 "/api/networks/{network_id}/events")
+    assert "which one?" in [e["content"] for e in feed["events"]], feed
     check(await client.post(f"/api/tasks/{asked['task_id']}/cancel", headers=account.auth, json={"reason": "done"}),
           "post", "/api/tasks/{task_id}/cancel")
     for path in ("/api/status", "/api/tasks", "/api/nodes", "/api/messages", "/api/completions", "/api/task_events",

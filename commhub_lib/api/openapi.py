@@ -23,6 +23,7 @@ from .. import __version__
 from .. import models as m
 from ..http.request import url_rules
 from . import a2a as a2a_api
+from . import needs as needs_api
 from . import queries as q
 from . import responses as r
 from . import schedules as schedules_api
@@ -119,6 +120,12 @@ OPERATIONS: dict[str, Op] = {
     "data.stats": Op("data", r.Stats, query=q.NetworkScope),
     "search.search": Op("data", search_api.SearchResults, query=search_api.SearchQuery,
                         note="full-text search over the tasks, messages and replies your lists show"),
+    "needs.get_needs": Op("data", needs_api.Needs, query=needs_api.NeedsQuery, auth="user",
+                          note="what needs the person across their networks: questions waiting for an answer, stuck "
+                               "tasks, loops the guard broke (docs/dashboard.md#needs-you)"),
+    "needs.network_events": Op("events", needs_api.NetworkEvents, query=needs_api.EventsQuery, auth="user",
+                               note="a network's newest stored events, oldest first, each new_reply with its text; "
+                                    "resume GET /events?network_id= with Last-Event-ID: last_event_id"),
     "data.get_task": Op("data", r.TaskDetail, query=q.NetworkScope),
     "data.send_task": Op("messaging", r.TaskSent, m.RestSendTask),
     "data.cancel_task": Op("messaging", r.TaskCancelled, m.RestCancel, query=q.NetworkScope),

@@ -27,6 +27,7 @@ from ..api import approvals as approvals_api
 from ..api import data as data_api
 from ..api import health as health_api
 from ..api import metrics as metrics_api
+from ..api import needs as needs_api
 from ..api import networks as networks_api
 from ..api import oauth as oauth_api
 from ..api import openapi as openapi_api
@@ -107,6 +108,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/task_events", data_api.list_task_events, "json", "data.list_task_events"),
     Route("GET", "/api/stats", data_api.stats, "json", "data.stats"),
     Route("GET", "/api/search", search_api.search, "json", "search.search"),
+    Route("GET", "/api/needs", needs_api.get_needs, "json", "needs.get_needs"),
+    Route("GET", "/api/networks/<network_id>/events", needs_api.network_events, "json", "needs.network_events"),
     Route("POST", "/api/tasks", data_api.send_task, "json", "data.send_task"),
     Route("POST", "/api/messages", data_api.send_message, "json", "data.send_message"),
     Route("POST", "/api/broadcast", data_api.broadcast, "json", "data.broadcast"),
