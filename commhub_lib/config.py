@@ -86,6 +86,11 @@ class Settings:
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
     pair_rate_per_minute: int = 30
+    # Attachments (a19, docs/attachments.md): the largest file, the largest one carried inline (base64) in an MCP
+    # call, and how long an upload never sent with anything is kept.
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_inline_attachment_bytes: int = 256 * 1024
+    attachment_unsent_hours: float = 24.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -166,6 +171,12 @@ HELP: dict[str, str] = {
                                 "original with duplicate: true (0 = off)",
     "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
                             "rate_limited and a loop_broken event for people (0 = no limit)",
+    "max_attachment_bytes": "largest file one attachment may hold (POST /api/attachments answers 413 above); it "
+                            "also caps that route's request body (plus room for a multipart envelope)",
+    "max_inline_attachment_bytes": "largest file a send may carry inline as base64 (MCP `attachments: [{filename, "
+                                   "content_type, data_base64}]`); larger ones go through POST /api/attachments",
+    "attachment_unsent_hours": "an upload never sent with a task, message or reply is deleted after this many "
+                               "hours (by the hourly retention job)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
