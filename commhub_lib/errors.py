@@ -249,6 +249,7 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "jsonrpc_error": _client("The MCP endpoint answered (200) with a JSON-RPC error.", 200),
     "tool_error": _client("An MCP tool answered (200) with an error that carries no code.", 200),
     "no_network": _client("You belong to no network (create one with `commhub network create`)."),
+    "bad_file": _client("A file named on the command line (send --attach) could not be read."),
 }
 
 

@@ -43,8 +43,9 @@ async def apply_retention(hub: Hub) -> dict[str, int]:
         done["tasks"] = await _prune_tasks(hub, now - s.task_retention_days * 86400)
     if s.audit_retention_days > 0:
         done["audit"] = await _prune_audit(hub, ts_text(now - s.audit_retention_days * 86400))
-    if s.attachment_unsent_hours > 0:
-        done["unsent attachments"] = await _prune_unsent(hub, now - s.attachment_unsent_hours * 3600)
+    # Always on (uploads nobody sent are no one's data); named in the answer only when some went.
+    if s.attachment_unsent_hours > 0 and (unsent := await _prune_unsent(hub, now - s.attachment_unsent_hours * 3600)):
+        done["unsent_attachments"] = unsent
     if any(done.values()):
         log.info("retention: deleted %s", ", ".join(f"{n} {kind}" for kind, n in done.items() if n))
     return done
