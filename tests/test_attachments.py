@@ -22,6 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.retention import apply_retention
+from tests.test_dashboard import Browser, chrome_available, launch_chrome, log_in, task_column
 
 DAY = 86400
 
@@ -88,6 +89,9 @@ async def test_raw_upload_then_download_is_a_download_with_safe_headers(client: 
     r = await client.post("/api/attachments", headers={**owner.auth, "X-Filename": "x.bin"}, content=b"\x00\x01")
     assert r.status_code == 200 and r.json()["filename"] == "x.bin"
     assert r.json()["content_type"] == "application/octet-stream"
+    # Without a Content-Type, the filename's extension gives the type.
+    r = await client.post("/api/attachments", headers=owner.auth, content=b"\x89PNG", params={"filename": "p.png"})
+    assert r.status_code == 200 and r.json()["content_type"] == "image/png"
     # An empty body is no file.
     r = await client.post("/api/attachments", headers=owner.auth, content=b"")
     assert r.status_code == 400 and r.json()["error"] == "invalid_upload"
@@ -383,3 +387,47 @@ async def test_cli_send_attach_and_attachment_get(server: ServerHandle, client: 
     assert missing.code == 1 and "cannot read" in missing.err
     unknown = await cli("attachment", "get", "att_unknown")
     assert unknown.code == 1 and "attachment_not_found" in unknown.err
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not chrome_available(), reason="chromium and chromium-driver are not installed")
+async def test_the_task_dialog_lists_the_files_as_download_links(server: ServerHandle, client: httpx.AsyncClient,
+                                                               tmp_path: Path) -> None:
+    owner = await register(client)
+    worker = await create_token(client, owner, name="w", alias="worker")
+    await tool(client, worker, "report_status", {"alias": "worker"})
+    spec = await upload(client, owner.auth, b"<b>spec</b>", filename="spec.html", content_type="text/html")
+    task_id = (await client.post("/api/tasks", headers=owner.auth, json={
+        "to": "worker", "content": "read the spec", "attachments": [spec["attachment_id"]]})).json()["task_id"]
+    await tool(client, worker, "send_reply", {"task_id": task_id, "status": "progress", "content": "log so far",
+                                              "attachments": [{"filename": "run.log",
+                                                               "data_base64": base64.b64encode(b"ok").decode()}]})
+    driver = launch_chrome(tmp_path / "profile")
+    try:
+        page = Browser(driver, server.url, tmp_path)
+        await log_in(page, owner)
+        await page.open_view("tasks")
+        await page.wait_for(lambda d: task_column(task_id)(d) == "running", "the task under Running")
+        await page.click_css(f'.task-card[data-task-id="{task_id}"]')
+        await page.wait_for(lambda d: d.find_elements("css selector", '[data-testid="attachment-link"]'), "the files")
+        names = await page.run(lambda d: [a.text for a in d.find_elements(
+            "css selector", '[data-testid="attachment-link"]')])
+        assert names == ["spec.html", "run.log"]
+        # Not a link to the file: the page fetches it with the login's token and saves it (no token in a URL).
+        href = await page.run(lambda d: d.find_element("css selector", '[data-testid="attachment-link"]')
+                              .get_attribute("href"))
+        assert href.endswith("#")
+        await page.click_css('[data-testid="attachment-link"]')
+        fetched = await page.run(lambda d: d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(arguments[0], {headers: {Authorization: 'Bearer ' + JSON.parse(sessionStorage.getItem("
+            "'commhub.login')).token}}).then(r => done([r.status, r.headers.get('content-disposition')]))",
+            spec["url"]))
+        assert fetched[0] == 200 and fetched[1].startswith("attachment;")
+        title = await page.run(lambda d: d.find_element("css selector", '[data-testid="attachment-link"]')
+                               .get_attribute("title"))
+        assert not title  # the download did not fail
+        await page.screenshot("task-attachments")
+    finally:
+        driver.quit()

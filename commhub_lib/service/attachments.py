@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import mimetypes
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -54,9 +55,12 @@ def safe_filename(name: str | None) -> str:
     return text[:MAX_FILENAME] or "file"
 
 
-def clean_type(content_type: str | None) -> str:
-    """The media type as given (parameters dropped, lower case), or application/octet-stream if it is not one."""
+def clean_type(content_type: str | None, filename: str = "") -> str:
+    """The media type as given (parameters dropped, lower case); without one (or a generic one), the type the
+    filename's extension says; else application/octet-stream."""
     value = (content_type or "").split(";", 1)[0].strip().lower()
+    if not _TYPE.match(value) or value == DEFAULT_TYPE:
+        value = (mimetypes.guess_type(filename)[0] or DEFAULT_TYPE).lower() if filename else DEFAULT_TYPE
     return value if _TYPE.match(value) else DEFAULT_TYPE
 
 
@@ -97,8 +101,9 @@ def upload(hub: Hub, principal: Principal, network_id: str, filename: str | None
            data: bytes) -> dict[str, Any]:
     """POST /api/attachments: store an upload; until a send names it, only its uploader may read or send it."""
     _check_size(hub, len(data), inline=False)
+    name = safe_filename(filename)
     with hub.db.write():
-        row = _store(hub, network_id, principal.user_id, safe_filename(filename), clean_type(content_type), data)
+        row = _store(hub, network_id, principal.user_id, name, clean_type(content_type, name), data)
     return {"ok": True, **record(hub, row), "network_id": network_id}
 
 
@@ -112,7 +117,8 @@ def _resolve(hub: Hub, network_id: str, ref: Ref, user_id: str | None) -> dict[s
             raise ValidationFailed(f"attachments: the data_base64 of '{ref.filename}' is not base64",
                                    code="invalid_upload") from None
         _check_size(hub, len(data), inline=True)
-        return _store(hub, network_id, user_id or "", safe_filename(ref.filename), clean_type(ref.content_type), data)
+        name = safe_filename(ref.filename)
+        return _store(hub, network_id, user_id or "", name, clean_type(ref.content_type, name), data)
     row = attachment_store.get_attachment(hub.db, network_id, ref)
     if row is None or (not row["sent"] and row["uploaded_by"] != user_id):
         raise NotFound(f"attachment '{ref}' not found in this network; upload the file with POST /api/attachments "
