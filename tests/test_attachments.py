@@ -431,3 +431,15 @@ async def test_the_task_dialog_lists_the_files_as_download_links(server: ServerH
         await page.screenshot("task-attachments")
     finally:
         driver.quit()
+
+
+async def test_deleting_a_network_takes_its_files(server: ServerHandle, client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    r = await client.post("/api/networks", headers=owner.auth, json={"name": "scratch"})
+    network_id = r.json()["network_id"]
+    await upload(client, owner.auth, b"kept nowhere else", network_id=network_id)
+    assert usage(server, network_id)["blobs"] == 1
+    r = await client.delete(f"/api/networks/{network_id}", headers=owner.auth)
+    assert r.status_code == 200, r.text
+    assert server.hub.db.query("SELECT count(*) AS n FROM attachment_blobs WHERE network_id = ?",
+                               (network_id,)) == [{"n": 0}]
