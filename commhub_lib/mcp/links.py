@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -22,17 +22,21 @@ def _listed(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 yield from entry.get("attachments") or ()
 
 
-def resource_links(result: dict[str, Any], base_url: str) -> list[dict[str, Any]]:
-    """One resource_link per attachment the result lists (each once), its uri made absolute with `base_url` (the
-    hub's URL as the client reaches it) when the record's url is a path."""
+def resource_links(result: dict[str, Any], base_url: Callable[[], str]) -> list[dict[str, Any]]:
+    """One resource_link per attachment the result lists (each once), its uri made absolute with `base_url()` (the
+    hub's URL as the client reaches it, asked only when there is a link to make) when the record's url is a path."""
     links: list[dict[str, Any]] = []
     seen: set[str] = set()
+    base: str | None = None
     for record in _listed(result):
         if record["attachment_id"] in seen:
             continue
         seen.add(record["attachment_id"])
         url = record["url"]
-        links.append({"type": "resource_link", "uri": url if "://" in url else base_url + url,
+        if "://" not in url:
+            base = base if base is not None else base_url()
+            url = base + url
+        links.append({"type": "resource_link", "uri": url,
                       "name": record["filename"], "mimeType": record["content_type"], "size": record["size"],
                       "description": f"attachment {record['attachment_id']} (sha256 {record['sha256']}); download it "
                                      "with GET and your bearer token"})

@@ -296,10 +296,10 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
             h.metrics.observe_tool_call(tool.name, failed)
     if tool.text_only:
         return _rpc_result(msg_id, {"content": [{"type": "text", "text": _encode(result)}], "isError": False})
-    if tool.links and has(session.protocol_version, RESOURCE_LINKS):
-        base = public_url(h.settings, req.scheme if req else "http", req.headers.get("host") if req else None)
-        if links := resource_links(result, base):
-            return _tool_answer(msg_id, result, session.protocol_version, links)
+    if tool.links and has(session.protocol_version, RESOURCE_LINKS) and (links := resource_links(
+            result, lambda: public_url(h.settings, req.scheme if req else "http",
+                                       req.headers.get("host") if req else None))):
+        return _tool_answer(msg_id, result, session.protocol_version, links)
     return _tool_answer(msg_id, result, session.protocol_version)
 
 
