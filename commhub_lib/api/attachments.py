@@ -44,7 +44,7 @@ async def upload(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes]:
     """POST /api/attachments: a raw body (Content-Type as given, the name from ?filename= or X-Filename) or a
     multipart/form-data body (its first file field); `network_id` as other sends take it."""
     h = ctx.hub
-    principal = authenticate_token(h, ctx.token_limiter, req.bearer())
+    principal = req.principal or authenticate_token(h, ctx.token_limiter, req.bearer())
     network_id = networks.single_network(h, principal, req.arg("network_id") or None)
     content_type = req.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):

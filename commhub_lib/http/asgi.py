@@ -29,6 +29,7 @@ from ..ratelimit import RateLimiter
 from ..service.hub import Hub
 from .access import access_line
 from .answers import JsonAnswer, error_bytes
+from .auth import authenticate_token
 from .errors import answer_for
 from .request import BodyReader, ClientGone, PostRequest, StreamRequest, read_headers
 from .writelock import WriteLockWatch
@@ -176,8 +177,14 @@ class PostEndpoint:
         """(status, body or event stream, extra headers) of the answer, errors included."""
         watch = self.ctx.lock_watch
         watch.start_request()
+        body_read = False
         try:
+            if self.retry_writes:
+                # An upload may be megabytes: its caller is checked before its body is read, so a request without
+                # a valid token never makes the server take it in.
+                req.principal = authenticate_token(self.ctx.hub, self.ctx.token_limiter, req.bearer())
             req.body = await self.reader.read(req.headers, receive)
+            body_read = True
             if watch.contended():
                 try:
                     await watch.before()
@@ -195,7 +202,7 @@ class PostEndpoint:
         except Exception as exc:  # noqa: BLE001 (a POST's failure becomes its answer)
             failed = answer_for(exc, scope["method"], scope["path"])
             headers = failed.headers
-            if failed.status in CLOSE_AFTER:
+            if failed.status in CLOSE_AFTER or not body_read:  # the body may still be on the wire
                 headers = {**headers, "Connection": "close"}
             return failed.status, failed.body, headers
 

@@ -84,6 +84,7 @@ class PostRequest(AsgiRequest):
     alias: str | None = None
     client_ip: str = "unknown"
     scheme: str = "http"
+    principal: Principal | None = None  # an upload's caller, checked before its body is read (http/asgi.py)
 
 
 # A Host header that can be put into a URL (and a quoted header parameter) as it is.
