@@ -194,6 +194,17 @@ async def test_sends_list_their_files_on_the_task_and_in_the_inbox(client: httpx
         "task_id": sent["task_id"], "status": "progress", "content": "half way",
         "attachments": [{"filename": "half.log", "data_base64": base64.b64encode(b"6/12").decode()}]})
     assert progress["attachments"][0]["filename"] == "half.log"
+    # A question, answered by the person over REST with a file (the sender's answer carries files too).
+    await tool(client, worker, "send_reply", {"task_id": sent["task_id"], "status": "question", "content": "which?"})
+    answer = await upload(client, owner.auth, b"this one", filename="choice.txt")
+    r = await client.post("/api/replies", headers=owner.auth, json={
+        "task_id": sent["task_id"], "content": "see file", "attachments": [answer["attachment_id"]]})
+    assert r.status_code == 200 and r.json()["attachments"][0]["filename"] == "choice.txt", r.text
+    # A reply to a plain message carries files as well.
+    message_id = by_kind["message"]["message_id"]
+    replied = await tool(client, worker, "send_reply", {"message_id": message_id, "content": "noted", "attachments": [
+        {"filename": "ack.txt", "data_base64": base64.b64encode(b"ack").decode()}]})
+    assert replied["attachments"][0]["filename"] == "ack.txt"
     done = await tool(client, worker, "report_completion", {
         "task_id": sent["task_id"], "result": "built",
         "attachments": [{"filename": "test.log", "content_type": "text/plain", "data_base64": log}]})
@@ -202,8 +213,9 @@ async def test_sends_list_their_files_on_the_task_and_in_the_inbox(client: httpx
     detail = (await client.get(f"/api/tasks/{sent['task_id']}", headers=owner.auth)).json()
     assert [a["filename"] for a in detail["task"]["attachments"]] == ["spec.md"]
     assert [(a["filename"], a["message_id"]) for a in detail["reply_attachments"]] == [
-        ("half.log", progress["message_id"]), ("test.log", done["message_id"])]
-    r = await client.get(detail["reply_attachments"][1]["url"], headers=owner.auth)
+        ("half.log", progress["message_id"]), ("choice.txt", r.json()["message_id"]),
+        ("test.log", done["message_id"])]
+    r = await client.get(detail["reply_attachments"][2]["url"], headers=owner.auth)
     assert r.content == b"all 12 tests pass\n"
     # The person's inbox shows the reply's file too (get_task over MCP the same lists).
     same = await tool(client, worker, "get_task", {"task_id": sent["task_id"]})

@@ -76,7 +76,9 @@ def of_task_replies(db: Database, task_id: str) -> list[Row]:
     return db.query(f"SELECT l.item_id, {RECORD} FROM attachment_links l"
                     " JOIN attachments a ON a.attachment_id = l.attachment_id"
                     " JOIN attachment_blobs b ON b.blob_id = a.blob_id"
-                    " WHERE l.task_id = ? AND l.item_id <> ? ORDER BY a.created_ts, l.position", (task_id, task_id))
+                    " LEFT JOIN messages m ON m.message_id = l.item_id"
+                    " WHERE l.task_id = ? AND l.item_id <> ? ORDER BY m.created_ts, l.item_id, l.position",
+                    (task_id, task_id))
 
 
 def unsent_before(db: Database, cutoff_ts: float, limit: int) -> list[str]:
