@@ -385,6 +385,8 @@ async def test_cli_send_attach_and_attachment_get(server: ServerHandle, client: 
     files = sent.json()["attachments"]
     assert [(f["filename"], f["content_type"]) for f in files] == [("fix.patch", "text/x-diff"),
                                                                    ("notes.txt", "text/plain")]
+    shown = await cli("task", json.loads(sent.out)["task_id"])
+    assert f"file: fix.patch (12 bytes, text/x-diff): commhub attachment get {files[0]['attachment_id']}" in shown.out
     out = tmp_path / "copy"
     got = await cli("attachment", "get", files[0]["attachment_id"], "-o", str(out))
     assert got.code == 0, got.err

@@ -261,6 +261,9 @@ def cmd_task(args: argparse.Namespace) -> int:
         print(safe_text(f"queue: {result['queue_position']} of {task.get('to_name')}'s open tasks (1 = next); "
                         f"recipient {'online' if result.get('recipient_online') else OFFLINE}"
                         f"{', busy' if result.get('recipient_busy') else ''}"))
+    for file in [*(task.get("attachments") or []), *(result.get("reply_attachments") or [])]:
+        print(safe_text(f"file: {file['filename']} ({file['size']} bytes, {file['content_type']}): "
+                        f"commhub attachment get {file['attachment_id']}"))
     print()
     print_table(result["events"], EVENT_COLUMNS, "(no events)")
     completion = result.get("completion")
