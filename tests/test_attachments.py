@@ -310,6 +310,10 @@ async def test_size_caps_name_their_settings(tmp_path: Path) -> None:
                 "to": "worker", "content": "big", "attachments": [
                     {"filename": "a.bin", "data_base64": base64.b64encode(b"y" * 101).decode()}]})
             assert err["error"] == "attachment_too_large" and "MAX_INLINE_ATTACHMENT_BYTES" in err["message"]
+            sent = await tool(client, owner.network_token, "send_message", {
+                "to": "worker", "content": "small", "attachments": [
+                    {"filename": "a.bin", "data_base64": base64.b64encode(b"y" * 100).decode()}]})
+            assert sent["attachments"][0]["size"] == 100  # at the cap: kept (a grouped write, as every send_message)
             # The other routes keep max_body_bytes.
             r = await client.post("/api/messages", headers=owner.auth, json={"to": "worker", "content": "z" * 50})
             assert r.status_code == 200
