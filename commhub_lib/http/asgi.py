@@ -202,7 +202,8 @@ class PostEndpoint:
         except Exception as exc:  # noqa: BLE001 (a POST's failure becomes its answer)
             failed = answer_for(exc, scope["method"], scope["path"])
             headers = failed.headers
-            if failed.status in CLOSE_AFTER or not body_read:  # the body may still be on the wire
+            # The body may still be on the wire (HTTP/2 has no connection per request to close, and forbids it).
+            if failed.status in CLOSE_AFTER or (not body_read and scope.get("http_version", "1.1") in ("1.0", "1.1")):
                 headers = {**headers, "Connection": "close"}
             return failed.status, failed.body, headers
 
