@@ -20,6 +20,7 @@ from conftest import Account, create_token, mcp_call, own_server, register, tool
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from commhub_lib.cli.run.prompt import task_prompt
 from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service.retention import apply_retention
 from tests.test_dashboard import Browser, chrome_available, launch_chrome, log_in, task_column
@@ -462,3 +463,12 @@ async def test_deleting_a_network_takes_its_files(server: ServerHandle, client: 
     assert r.status_code == 200, r.text
     assert server.hub.db.query("SELECT count(*) AS n FROM attachment_blobs WHERE network_id = ?",
                                (network_id,)) == [{"n": 0}]
+
+
+def test_a_runner_turn_names_the_tasks_files_with_their_urls() -> None:
+    task = {"task_id": "t1", "message_id": "msg_1", "from_name": "alice", "content": "apply it", "attachments": [
+        {"attachment_id": "att_1", "filename": "fix.patch", "size": 12, "content_type": "text/x-diff",
+         "sha256": "ab", "url": "/api/attachments/att_1"}]}
+    prompt = task_prompt("bob", task, hub_url="http://127.0.0.1:9200/")
+    assert "- fix.patch (12 bytes, text/x-diff): http://127.0.0.1:9200/api/attachments/att_1" in prompt
+    assert "Files sent with it" not in task_prompt("bob", {**task, "attachments": []})
