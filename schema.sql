@@ -475,6 +475,25 @@ CREATE TABLE webhook_deliveries (
 -- measured, a second index on the table added ~60 µs of CPU to every send that writes an outbox row.
 CREATE INDEX webhook_deliveries_by_status ON webhook_deliveries(webhook_id, status, delivery_id);
 
+-- A2A server (docs/a2a.md): the aliases an owner/admin serves as A2A agents, and the A2A side of each task an A2A
+-- client sent (the conversation it belongs to: contextId), by CommHub task id (the A2A task id is the task id).
+CREATE TABLE a2a_agents (
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL,
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    description TEXT NOT NULL DEFAULT '',
+    updated_by  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (network_id, alias)
+);
+CREATE TABLE a2a_tasks (
+    task_id     TEXT PRIMARY KEY,
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL,
+    caller      TEXT NOT NULL,
+    context_id  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
 -- Attachments (docs/attachments.md): files sent with tasks, messages and replies. A file's bytes are kept once per
 -- network (attachment_blobs, by SHA-256): the same bytes uploaded again reuse the blob. Each upload is its own
 -- attachment (att_ id, filename, content type) pointing at a blob; attachment_links ties an attachment to the items

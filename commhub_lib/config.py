@@ -87,6 +87,9 @@ class Settings:
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
     pair_rate_per_minute: int = 30
+    # A2A server (20.3, docs/a2a.md): how long a blocking SendMessage / message/send waits for the task to end or
+    # ask a question before it answers with the task as it stands.
+    a2a_blocking_seconds: float = 60.0
     # Attachments (a19, docs/attachments.md): the largest file, the largest one carried inline (base64) in an MCP
     # call, and how long an upload never sent with anything is kept.
     max_attachment_bytes: int = 10 * 1024 * 1024
@@ -174,6 +177,9 @@ HELP: dict[str, str] = {
                                 "original with duplicate: true (0 = off)",
     "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
                             "rate_limited and a loop_broken event for people (0 = no limit)",
+    "a2a_blocking_seconds": "how long a blocking A2A SendMessage (message/send) waits for its task to finish or "
+                            "ask a question before it answers with the task as it stands (then GetTask or "
+                            "SubscribeToTask)",
     "max_attachment_bytes": "largest file one attachment may hold (POST /api/attachments answers 413 above); it "
                             "also caps that route's request body (plus room for a multipart envelope)",
     "max_inline_attachment_bytes": "largest file a send may carry inline as base64 (MCP `attachments: [{filename, "

@@ -230,6 +230,9 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "webhook_url_not_allowed": ErrorInfo(400, "The webhook URL is not https, or names a private, loopback, "
                                               "link-local or metadata address that webhook_targets does not allow."),
     "webhook_limit_reached": ErrorInfo(409, "The network has as many webhooks as webhook_max_per_network allows."),
+    # -- A2A server (docs/a2a.md)
+    "agent_not_served": ErrorInfo(404, "The alias is not served as an A2A agent (never opted in, or switched "
+                                          "off)."),
     # -- MCP
     "origin_not_allowed": ErrorInfo(403, "The Origin header is not in COMMHUB_ALLOWED_ORIGINS."),
     "unsupported_protocol_version": ErrorInfo(400, "The MCP-Protocol-Version header names a version this server "

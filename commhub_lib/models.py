@@ -517,3 +517,14 @@ class WebhookUpdateRequest(Body):
     aliases: list[Short] | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=1000)
     enabled: bool | None = None
+
+
+# --- A2A server (docs/a2a.md) -------------------------------------------------------------------
+
+class A2AAgentRequest(Body):
+    """PUT /api/networks/:id/aliases/:alias/a2a: serve the alias as an A2A agent (or stop), and its card's
+    description (left out: kept as it was)."""
+
+    enabled: bool = Field(strict=True, description="true: the alias is served as an A2A agent; false: it is not")
+    description: str | None = Field(default=None, max_length=1000,
+                                    description="what the agent does, shown in its Agent Card")

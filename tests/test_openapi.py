@@ -198,6 +198,14 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.delete(one, headers=account.auth), "delete", "/api/networks/{network_id}/webhooks/{webhook_id}")
     check(await client.get(f"/api/networks/{account.network_id}/usage", headers=account.auth), "get",
           "/api/networks/{network_id}/usage")
+    a2a_setting = f"/api/networks/{account.network_id}/aliases/worker/a2a"
+    check(await client.put(a2a_setting, headers=account.auth, json={"enabled": True}), "put",
+          "/api/networks/{network_id}/aliases/{alias}/a2a")
+    check(await client.get(a2a_setting, headers=account.auth), "get", "/api/networks/{network_id}/aliases/{alias}/a2a")
+    check(await client.get(f"/a2a/{account.network_id}/worker/.well-known/agent-card.json"), "get",
+          "/a2a/{network_id}/{alias}/.well-known/agent-card.json")
+    check(await client.post(f"/a2a/{account.network_id}/worker", headers=worker_auth, json={
+        "jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}), "post", "/a2a/{network_id}/{alias}")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/release", headers=account.auth),
           "post", "/api/networks/{network_id}/aliases/{alias}/release")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/retire", headers=account.auth),

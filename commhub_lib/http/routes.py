@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import sse
+from ..a2a import protocol as a2a_protocol
+from ..api import a2a as a2a_api
 from ..api import accounts as accounts_api
 from ..api import approvals as approvals_api
 from ..api import attachments as attachments_api
@@ -144,4 +146,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/assets/<path:name>", web_routes.asset, "static", "web.asset"),
     Route("GET", "/health", health_api.health, "json", "health"),
     Route("GET", "/metrics", metrics_api.scrape, "json", "metrics.scrape"),
+    Route("PUT", "/api/networks/<network_id>/aliases/<alias>/a2a", a2a_api.put_a2a, "json", "a2a.put_a2a"),
+    Route("GET", "/api/networks/<network_id>/aliases/<alias>/a2a", a2a_api.get_a2a, "json", "a2a.get_a2a"),
+    Route("GET", "/a2a/<network_id>/<alias>/.well-known/agent-card.json", a2a_api.card, "json", "a2a.card"),
+    Route("POST", "/a2a/<network_id>/<alias>", a2a_protocol.answer_post, "mcp", "a2a.jsonrpc",
+          "A2A JSON-RPC (1.0 and 0.3) of an alias served as an A2A agent (served by a2a.protocol.answer_post)."),
 )

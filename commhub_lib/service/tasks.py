@@ -87,6 +87,7 @@ def record_reply_event(hub: Hub, pending: list[Event], msg: dict[str, Any]) -> N
 
 def _task_event(hub: Hub, task: dict[str, Any], event: str, actor: str, detail: str | None = None) -> None:
     task_store.insert_task_event(hub.db, task["task_id"], task["network_id"], event, actor, detail, now_text())
+    hub.broker.tasks.changed(task["task_id"])  # wakes the task's A2A readers once this write commits
 
 
 def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kind: str = AGENT) -> dict[str, Any]:
@@ -385,6 +386,7 @@ def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]
         if row["kind"] == TASK and row["task_id"]:
             if task_store.set_status(hub.db, row["task_id"], (DELIVERED,), RUNNING, now, started_by_ts=now_ts()):
                 task_store.insert_task_event(hub.db, row["task_id"], network_id, RUNNING, alias, None, now)
+                hub.broker.tasks.changed(row["task_id"])
                 started.append(row["task_id"])
             elif (task := task_store.get_task(hub.db, network_id, row["task_id"])) and is_past_start_by(task):
                 expire_task(hub, pending if pending is not None else [], task)  # past its start_by: never started
