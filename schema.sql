@@ -123,7 +123,9 @@ CREATE TABLE tasks (
     flagged_at      TEXT,
     -- Not started by then (docs/tasks-deadlines.md): the task expires instead (ISO text, and the same as a number).
     start_by        TEXT,
-    start_by_ts     REAL
+    start_by_ts     REAL,
+    -- The schedule whose run this task is (docs/schedules.md); NULL for a task sent by hand.
+    schedule_id     TEXT
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -198,6 +200,10 @@ CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
 CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
 CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
+-- The question a task waits on ("needs you", service/needs.py): its newest `question` reply, by task, and
+-- whether an answer came after it.
+CREATE INDEX messages_questions ON messages(task_id, created_ts) WHERE status = 'question';
+CREATE INDEX messages_answers ON messages(task_id, created_ts) WHERE status = 'answer';
 
 -- Unread items per recipient, kept by triggers in the writing transaction: every new task pushes the
 -- recipient's inbox_count, and report_status/get_inbox/ack_inbox return it; a count(*) over the unread
@@ -267,6 +273,8 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_alias ON events(network_id, alias, id);
 CREATE INDEX events_by_body ON events(body_id) WHERE body_id IS NOT NULL;
+-- The loops the guard broke, newest first per network ("needs you", service/needs.py).
+CREATE INDEX events_loop_broken ON events(network_id, id) WHERE event = 'loop_broken';
 CREATE TRIGGER bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT NULL BEGIN
     DELETE FROM bodies WHERE body_id = old.body_id
         AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id)
@@ -474,6 +482,41 @@ CREATE TABLE webhook_deliveries (
 -- One index serves the worker (a webhook's oldest pending row) and the log (a webhook's rows, newest first):
 -- measured, a second index on the table added ~60 µs of CPU to every send that writes an outbox row.
 CREATE INDEX webhook_deliveries_by_status ON webhook_deliveries(webhook_id, status, delivery_id);
+
+-- Schedules (docs/schedules.md): a task sent to an alias once, every N seconds or by a cron expression in an IANA
+-- time zone; each run is an ordinary task carrying schedule_id.
+CREATE TABLE schedules (
+    schedule_id      TEXT PRIMARY KEY,
+    network_id       TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    created_by       TEXT NOT NULL,  -- the user behind it (a person, or the creator of the agent's token)
+    token_id         TEXT,           -- an agent's schedule: the token it was made with (revoked: runs stop)
+    from_name        TEXT NOT NULL,
+    from_kind        TEXT NOT NULL CHECK (from_kind IN ('agent', 'person')),
+    to_name          TEXT NOT NULL,
+    title            TEXT,
+    content          TEXT NOT NULL,
+    context          TEXT,
+    priority         TEXT NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
+    kind             TEXT NOT NULL CHECK (kind IN ('once', 'every', 'cron')),
+    run_at           TEXT,
+    every_seconds    INTEGER,
+    cron             TEXT,
+    tz               TEXT NOT NULL DEFAULT 'UTC',
+    missed           TEXT NOT NULL DEFAULT 'run_once' CHECK (missed IN ('run_once', 'skip')),
+    state            TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused', 'finished')),
+    next_run_ts      REAL,           -- NULL while paused or finished
+    last_run_at      TEXT,
+    last_task_id     TEXT,
+    run_count        INTEGER NOT NULL DEFAULT 0,
+    skip_count       INTEGER NOT NULL DEFAULT 0,
+    last_skipped_at  TEXT,
+    last_skip_reason TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+-- The scheduler's one question: the earliest next run (only active schedules have one).
+CREATE INDEX schedules_due ON schedules(next_run_ts) WHERE next_run_ts IS NOT NULL;
+CREATE INDEX schedules_by_network ON schedules(network_id, created_at);
 
 -- A2A server (docs/a2a.md): the aliases an owner/admin serves as A2A agents, and the A2A side of each task an A2A
 -- client sent (the conversation it belongs to: contextId), by CommHub task id (the A2A task id is the task id).

@@ -12,6 +12,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_MODES = ("off", "loopback", "token")
 WEBHOOK_TARGETS = ("public", "loopback", "private")
+SCHEDULE_AGENTS = ("admin", "member", "off")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,13 @@ class Settings:
     # A2A server (20.3, docs/a2a.md): how long a blocking SendMessage / message/send waits for the task to end or
     # ask a question before it answers with the task as it stands.
     a2a_blocking_seconds: float = 60.0
+    # Schedules (c19c, docs/schedules.md): the shortest `every`, which agents may schedule, how many per network.
+    schedule_min_interval_seconds: float = 10.0
+    schedule_agents: str = "admin"
+    max_schedules_per_network: int = 200
+    # "Needs you" (needs, docs/dashboard.md#needs-you): when an open task counts as stuck on the dashboard's Overview.
+    stuck_delivered_seconds: float = 300.0
+    stuck_running_seconds: float = 1800.0
     # Attachments (a19, docs/attachments.md): the largest file, the largest one carried inline (base64) in an MCP
     # call, and how long an upload never sent with anything is kept.
     max_attachment_bytes: int = 10 * 1024 * 1024
@@ -180,6 +188,15 @@ HELP: dict[str, str] = {
     "a2a_blocking_seconds": "how long a blocking A2A SendMessage (message/send) waits for its task to finish or "
                             "ask a question before it answers with the task as it stands (then GetTask or "
                             "SubscribeToTask)",
+    "schedule_min_interval_seconds": "the shortest `every` a schedule may have, in seconds (docs/schedules.md)",
+    "schedule_agents": "which agents (network tokens) may create schedules: admin (agents whose token an owner/admin "
+                       "of the network created), member (any agent of the network) or off (people only)",
+    "max_schedules_per_network": "schedules one network may have; above it 409 schedule_limit_reached (0 = no limit)",
+    "stuck_delivered_seconds": "a task still waiting to be picked up this many seconds after it was sent, by an agent "
+                               "that is offline, is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = "
+                               "off)",
+    "stuck_running_seconds": "a running task with nothing new (no progress, question, answer or flag) for this many "
+                             "seconds is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = off)",
     "max_attachment_bytes": "largest file one attachment may hold (POST /api/attachments answers 413 above); it "
                             "also caps that route's request body (plus room for a multipart envelope)",
     "max_inline_attachment_bytes": "largest file a send may carry inline as base64 (MCP `attachments: [{filename, "
@@ -250,6 +267,10 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError(f"setting webhook_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
+    if settings.schedule_agents not in SCHEDULE_AGENTS:
+        raise ValueError(f"setting schedule_agents: must be one of {', '.join(SCHEDULE_AGENTS)}")
+    if settings.schedule_min_interval_seconds <= 0:
+        raise ValueError("setting schedule_min_interval_seconds: must be positive")
     if settings.webhook_ca_file and not os.access(settings.webhook_ca_file, os.R_OK):
         raise ValueError(f"setting webhook_ca_file: cannot read {settings.webhook_ca_file}")
     return settings

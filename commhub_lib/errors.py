@@ -233,6 +233,13 @@ CATALOGUE: dict[str, ErrorInfo] = {
     # -- A2A server (docs/a2a.md)
     "agent_not_served": ErrorInfo(404, "The alias is not served as an A2A agent (never opted in, or switched "
                                           "off)."),
+    # -- schedules (docs/schedules.md)
+    "schedule_not_found": ErrorInfo(404, "No schedule with that id in your networks."),
+    "schedule_not_allowed": ErrorInfo(403, "Only a schedule's creator or a network owner/admin may change it; "
+                                           "agents create schedules only as the schedule_agents setting allows."),
+    "schedule_limit_reached": ErrorInfo(409, "The network has as many schedules as max_schedules_per_network "
+                                             "allows."),
+    "schedule_finished": ErrorInfo(409, "The schedule ran its one time (kind once): it cannot be paused or resumed."),
     # -- MCP
     "origin_not_allowed": ErrorInfo(403, "The Origin header is not in COMMHUB_ALLOWED_ORIGINS."),
     "unsupported_protocol_version": ErrorInfo(400, "The MCP-Protocol-Version header names a version this server "

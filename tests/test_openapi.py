@@ -168,6 +168,11 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.get(f"/api/approvals/{approval['approval_id']}", headers=account.auth), "get",
           "/api/approvals/{approval_id}")
     check(await client.get("/api/approvals", headers=account.auth), "get", "/api/approvals")
+    needs = check(await client.get("/api/needs", headers=account.auth), "get", "/api/needs")
+    assert [s["reason"] for s in needs["stuck"]] == ["unanswered"], needs
+    feed = check(await client.get(f"/api/networks/{account.network_id}/events", headers=account.auth), "get",
+                 "/api/networks/{network_id}/events")
+    assert "which one?" in [e["content"] for e in feed["events"]], feed
     check(await client.post(f"/api/tasks/{asked['task_id']}/cancel", headers=account.auth, json={"reason": "done"}),
           "post", "/api/tasks/{task_id}/cancel")
     for path in ("/api/status", "/api/tasks", "/api/nodes", "/api/messages", "/api/completions", "/api/task_events",
@@ -177,6 +182,17 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.get("/api/messages?alias=worker&unread=1", headers=account.auth), "get", "/api/messages")
     found = check(await client.get("/api/search", headers=account.auth, params={"q": "may"}), "get", "/api/search")
     assert found["results"], found
+    sched = check(await client.post("/api/schedules", headers=account.auth, json={
+        "to": "worker", "content": "nightly", "cron": "0 3 * * *", "tz": "Europe/Berlin"}), "post", "/api/schedules")
+    one_sched = f"/api/schedules/{sched['schedule']['schedule_id']}"
+    check(await client.get("/api/schedules", headers=account.auth), "get", "/api/schedules")
+    check(await client.get(one_sched, headers=account.auth), "get", "/api/schedules/{schedule_id}")
+    assert check(await client.post(f"{one_sched}/run", headers=account.auth), "post",
+                 "/api/schedules/{schedule_id}/run")["ran"] is True
+    check(await client.post(f"{one_sched}/pause", headers=account.auth), "post", "/api/schedules/{schedule_id}/pause")
+    check(await client.post(f"{one_sched}/resume", headers=account.auth), "post",
+          "/api/schedules/{schedule_id}/resume")
+    check(await client.delete(one_sched, headers=account.auth), "delete", "/api/schedules/{schedule_id}")
     other = await create_token(client, account, name="spare")
     spare_id = next(t["token_id"] for t in (await client.get("/api/tokens", headers=account.auth)).json()["tokens"]
                     if t["name"] == "spare")

@@ -23,8 +23,10 @@ from .. import __version__
 from .. import models as m
 from ..http.request import url_rules
 from . import a2a as a2a_api
+from . import needs as needs_api
 from . import queries as q
 from . import responses as r
+from . import schedules as schedules_api
 from . import search as search_api
 
 
@@ -118,6 +120,12 @@ OPERATIONS: dict[str, Op] = {
     "data.stats": Op("data", r.Stats, query=q.NetworkScope),
     "search.search": Op("data", search_api.SearchResults, query=search_api.SearchQuery,
                         note="full-text search over the tasks, messages and replies your lists show"),
+    "needs.get_needs": Op("data", needs_api.Needs, query=needs_api.NeedsQuery, auth="user",
+                          note="what needs the person across their networks: questions waiting for an answer, stuck "
+                               "tasks, loops the guard broke (docs/dashboard.md#needs-you)"),
+    "needs.network_events": Op("events", needs_api.NetworkEvents, query=needs_api.EventsQuery, auth="user",
+                               note="a network's newest stored events, oldest first, each new_reply with its text; "
+                                    "resume GET /events?network_id= with Last-Event-ID: last_event_id"),
     "data.get_task": Op("data", r.TaskDetail, query=q.NetworkScope),
     "data.send_task": Op("messaging", r.TaskSent, m.RestSendTask),
     "data.cancel_task": Op("messaging", r.TaskCancelled, m.RestCancel, query=q.NetworkScope),
@@ -126,6 +134,15 @@ OPERATIONS: dict[str, Op] = {
     "data.broadcast": Op("messaging", r.Broadcasted, m.RestBroadcast),
     "data.flag_task": Op("messaging", r.TaskFlagged, m.RestFlag, query=q.NetworkScope,
                          note="flag a task for a person's attention, or clear it (docs/runner-server.md)"),
+    "schedules.create_schedule": Op("schedules", schedules_api.ScheduleAnswer, m.RestScheduleTask,
+                                    note="give exactly one of at, every_seconds, cron (docs/schedules.md)"),
+    "schedules.list_schedules": Op("schedules", schedules_api.ScheduleList, query=schedules_api.SchedulesQuery),
+    "schedules.get_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.delete_schedule": Op("schedules", schedules_api.ScheduleDeleted, query=q.NetworkScope),
+    "schedules.pause_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.resume_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.run_schedule": Op("schedules", schedules_api.ScheduleRun, query=q.NetworkScope,
+                                 note="run it now (skipped while its last run's task is open); the timetable stays"),
     "attachments.upload": Op("messaging", r.AttachmentUploaded, query=q.UploadQuery, media="application/json",
                              note="upload a file to send with tasks, messages and replies: the raw body (its "
                                   "Content-Type kept; the name from ?filename= or X-Filename) or multipart/form-data "
@@ -155,6 +172,7 @@ TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network
         ("networks", "networks, members, invites"), ("data", "what agents are doing: sessions, tasks, messages"),
         ("messaging", "send tasks, messages and broadcasts as a person or script"),
         ("approvals", "an agent asks a person for permission and waits for the answer"),
+        ("schedules", "tasks sent to an alias once, every N seconds or by cron (docs/schedules.md)"),
         ("webhooks", "POST each event of a network to a URL, signed, with a delivery log (docs/webhooks.md)"),
         ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
         ("a2a", "aliases served as A2A agents: opt-in, Agent Card, JSON-RPC (docs/a2a.md)"),

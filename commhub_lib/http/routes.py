@@ -31,9 +31,11 @@ from ..api import attachments as attachments_api
 from ..api import data as data_api
 from ..api import health as health_api
 from ..api import metrics as metrics_api
+from ..api import needs as needs_api
 from ..api import networks as networks_api
 from ..api import oauth as oauth_api
 from ..api import openapi as openapi_api
+from ..api import schedules as schedules_api
 from ..api import search as search_api
 from ..api import webhooks as webhooks_api
 from ..mcp import protocol as mcp_protocol
@@ -114,6 +116,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/task_events", data_api.list_task_events, "json", "data.list_task_events"),
     Route("GET", "/api/stats", data_api.stats, "json", "data.stats"),
     Route("GET", "/api/search", search_api.search, "json", "search.search"),
+    Route("GET", "/api/needs", needs_api.get_needs, "json", "needs.get_needs"),
+    Route("GET", "/api/networks/<network_id>/events", needs_api.network_events, "json", "needs.network_events"),
     Route("POST", "/api/tasks", data_api.send_task, "json", "data.send_task"),
     Route("POST", "/api/messages", data_api.send_message, "json", "data.send_message"),
     Route("POST", "/api/broadcast", data_api.broadcast, "json", "data.broadcast"),
@@ -128,6 +132,16 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/approvals", approvals_api.ask, "json", "approvals.ask"),
     Route("GET", "/api/approvals/<approval_id>", approvals_api.get_approval, "json", "approvals.get_approval"),
     Route("GET", "/api/approvals", approvals_api.list_approvals, "json", "approvals.list_approvals"),
+    Route("POST", "/api/schedules", schedules_api.create_schedule, "json", "schedules.create_schedule"),
+    Route("GET", "/api/schedules", schedules_api.list_schedules, "json", "schedules.list_schedules"),
+    Route("GET", "/api/schedules/<schedule_id>", schedules_api.get_schedule, "json", "schedules.get_schedule"),
+    Route("DELETE", "/api/schedules/<schedule_id>", schedules_api.delete_schedule, "json",
+          "schedules.delete_schedule"),
+    Route("POST", "/api/schedules/<schedule_id>/pause", schedules_api.pause_schedule, "json",
+          "schedules.pause_schedule"),
+    Route("POST", "/api/schedules/<schedule_id>/resume", schedules_api.resume_schedule, "json",
+          "schedules.resume_schedule"),
+    Route("POST", "/api/schedules/<schedule_id>/run", schedules_api.run_schedule, "json", "schedules.run_schedule"),
     Route("GET", "/openapi.json", openapi_api.openapi, "json", "openapi.openapi"),
     Route("GET", "/events/<alias>", sse.alias_stream, "stream", "sse.stream",
           "Server-Sent Events for one alias (served by sse.alias_stream)."),

@@ -131,6 +131,12 @@ class Hub:
         """Tell the delivery worker that these webhooks have something to send."""
         self.webhooks_due.update(webhook_ids)
         self.webhook_wakeup.set()
+    # Schedules (service/schedules.py): the event the scheduler sleeps on until its next run, set on every change.
+    schedule_wakeup: trio.Event = field(default_factory=trio.Event, init=False, repr=False)
+
+    def schedules_changed(self) -> None:
+        """Wake the scheduler: a schedule was created, paused, resumed, run or deleted (its next run may differ)."""
+        self.schedule_wakeup.set()
     # The loop guard's pair buckets (service/loopguard.guard_of types it; `object` here: hub.py imports no service).
     loop_guard: object = field(default=None, init=False, repr=False, compare=False)
 

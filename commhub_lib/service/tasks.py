@@ -90,9 +90,11 @@ def _task_event(hub: Hub, task: dict[str, Any], event: str, actor: str, detail: 
     hub.broker.tasks.changed(task["task_id"])  # wakes the task's A2A readers once this write commits
 
 
-def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kind: str = AGENT) -> dict[str, Any]:
+def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kind: str = AGENT,
+              schedule_id: str | None = None) -> dict[str, Any]:
     """Store a task in the recipient's inbox and push `new_task`; an idempotency key makes retries safe (and the
-    loop guard answers an agent's same task again with the original: service/loopguard.py)."""
+    loop guard answers an agent's same task again with the original: service/loopguard.py). A schedule's run
+    passes its `schedule_id` (service/schedules.py), kept on the task."""
     loopguard.check_pair(hub, network_id, sender, sender_kind, body.to)
     pending: list[Event] = []
     with hub.db.write():
@@ -122,7 +124,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
                 "context": body.context, "priority": body.priority, "status": DELIVERED, "deadline": body.deadline,
                 "idempotency_key": body.idempotency_key, "message_id": msg["message_id"],
                 "created_at": msg["created_at"], "created_ts": msg["created_ts"], "updated_at": msg["created_at"],
-                "start_by": body.start_by, "start_by_ts": start_by_ts}
+                "start_by": body.start_by, "start_by_ts": start_by_ts, "schedule_id": schedule_id}
         msg["task_id"] = task["task_id"]
         task_store.insert_task(hub.db, task)
         message_store.insert_message(hub.db, msg)

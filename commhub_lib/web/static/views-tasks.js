@@ -147,6 +147,16 @@ function answerForm(task) {
   return form;
 }
 
+/** The question the task waits on, then the box to answer it (the question first: it is what is answered). */
+function questionBlock(task, replies) {
+  const question = replies.filter((m) => m.status === REPLY_STATUS.QUESTION && m.from === task.to_name).at(-1);
+  return h("section", { class: "question-block", "aria-labelledby": "task-question-heading" },
+    h("h3", { id: "task-question-heading" }, `${task.to_name} asks`),
+    h("p", { class: "content question-text", "data-testid": "task-question" },
+      question ? question.content : "(the question is in the replies below)"),
+    answerForm(task));
+}
+
 function cancelForm(task) {
   const result = h("p", { class: "result", role: "status" });
   const reason = h("input", { id: "cancel-reason", name: "reason", placeholder: "optional" });
@@ -193,7 +203,7 @@ async function showTask(taskId) {
     h("h3", {}, "Content"), h("p", { class: "content" }, task.content),
     task.context ? [h("h3", {}, "Context"), h("p", { class: "content" }, task.context)] : null,
     attachmentList(detail),
-    asked ? answerForm(task) : null,
+    asked ? questionBlock(task, replies) : null,
     h("h3", {}, "Replies"), replies.length ? replyList(replies) : h("p", { class: "muted" }, "No reply yet."),
     completion || task.result ? [h("h3", {}, "Result"), h("p", { class: "content" }, (completion && completion.result) || task.result)] : null,
     h("h3", {}, "Timeline"), timeline(events),
