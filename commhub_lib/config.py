@@ -98,6 +98,11 @@ class Settings:
     # "Needs you" (needs, docs/dashboard.md#needs-you): when an open task counts as stuck on the dashboard's Overview.
     stuck_delivered_seconds: float = 300.0
     stuck_running_seconds: float = 1800.0
+    # Attachments (a19, docs/attachments.md): the largest file, the largest one carried inline (base64) in an MCP
+    # call, and how long an upload never sent with anything is kept.
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_inline_attachment_bytes: int = 256 * 1024
+    attachment_unsent_hours: float = 24.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -193,6 +198,12 @@ HELP: dict[str, str] = {
                                "off)",
     "stuck_running_seconds": "a running task with nothing new (no progress, question, answer or flag) for this many "
                              "seconds is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = off)",
+    "max_attachment_bytes": "largest file one attachment may hold (POST /api/attachments answers 413 above); it "
+                            "also caps that route's request body (plus room for a multipart envelope)",
+    "max_inline_attachment_bytes": "largest file a send may carry inline as base64 (MCP `attachments: [{filename, "
+                                   "content_type, data_base64}]`); larger ones go through POST /api/attachments",
+    "attachment_unsent_hours": "an upload never sent with a task, message or reply is deleted after this many "
+                               "hours (by the hourly retention job)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

@@ -142,8 +142,10 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     worker = made["token"]
     await mcp_call(client, worker, "report_status", {"alias": "worker", "node": {"hostname": "box1"}})
     check(await client.get("/api/tokens", headers=account.auth), "get", "/api/tokens")
-    task = check(await client.post("/api/tasks", headers=account.auth, json={"to": "worker", "content": "x"}),
-                 "post", "/api/tasks")
+    upload = check(await client.post("/api/attachments", headers=account.auth, params={"filename": "a.txt"},
+                                     content=b"a file"), "post", "/api/attachments")
+    task = check(await client.post("/api/tasks", headers=account.auth, json={
+        "to": "worker", "content": "x", "attachments": [upload["attachment_id"]]}), "post", "/api/tasks")
     check(await client.post("/api/messages", headers=account.auth, json={"to": "worker", "content": "hi"}),
           "post", "/api/messages")
     check(await client.post("/api/broadcast", headers=account.auth, json={"content": "all"}), "post", "/api/broadcast")

@@ -143,6 +143,14 @@ OPERATIONS: dict[str, Op] = {
     "schedules.resume_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
     "schedules.run_schedule": Op("schedules", schedules_api.ScheduleRun, query=q.NetworkScope,
                                  note="run it now (skipped while its last run's task is open); the timetable stays"),
+    "attachments.upload": Op("messaging", r.AttachmentUploaded, query=q.UploadQuery, media="application/json",
+                             note="upload a file to send with tasks, messages and replies: the raw body (its "
+                                  "Content-Type kept; the name from ?filename= or X-Filename) or multipart/form-data "
+                                  "(its first file field); up to max_attachment_bytes (docs/attachments.md)"),
+    "attachments.download": Op("messaging", None, query=q.NetworkScope, media="application/octet-stream",
+                               note="download an attachment (its members; the uploader before it is sent): always "
+                                    "Content-Disposition: attachment, X-Content-Type-Options: nosniff, a sandboxing "
+                                    "CSP, and application/octet-stream unless its type is a safe one"),
     "approvals.ask": Op("approvals", r.Approval, m.RestApproval,
                         note="an agent (network token) asks a person and waits up to wait_seconds for the answer"),
     "approvals.get_approval": Op("approvals", r.Approval, query=q.ApprovalWait),
