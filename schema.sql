@@ -95,6 +95,7 @@ CREATE TABLE sessions (
     last_seen_ts REAL NOT NULL,
     created_at   TEXT NOT NULL,
     retired_at   TEXT,
+    last_call_ts REAL NOT NULL DEFAULT 0,  -- the last tool call: online without a stream while recent (0017)
     PRIMARY KEY (network_id, alias)
 );
 

@@ -113,7 +113,8 @@ HELP: dict[str, str] = {
     "auth_token": "when set, register and login require `Authorization: Bearer <this>` (env only)",
     "log_level": "debug, info, warning or error",
     "heartbeat_seconds": "seconds between SSE heartbeat events",
-    "presence_timeout_seconds": "a session with no open stream and no MCP call for this long is offline",
+    "presence_timeout_seconds": "a session with no open stream and no tool call for this long is offline "
+                                "(initialize, tools/list and ping do not count: docs/presence.md)",
     "max_body_bytes": "largest request body accepted (413 above)",
     "register_rate_per_minute": "registrations per minute per client IP (0 = no limit)",
     "login_rate_per_minute": "logins per minute per client IP (0 = no limit)",

@@ -67,6 +67,17 @@ SESSION_STATUSES: tuple[SessionStatusValue, ...] = (IDLE, WORKING, OFFLINE)
 ReportableSessionStatus = Literal["idle", "working"]
 REPORTABLE_SESSION_STATUSES: tuple[ReportableSessionStatus, ...] = (IDLE, WORKING)  # offline is the hub's to say
 
+# -- what keeps a session online (docs/presence.md), strongest first: a runner holds the alias's stream
+# (`commhub run`, `GET /events/<alias>?holder=runner`), a channel (`GET /mcp` or `subscriptions/listen`), a plain
+# SSE stream (`GET /events/<alias>`), or only tool calls within the presence timeout; None: offline
+RUNNER, CHANNEL, STREAM, POLLING = "runner", "channel", "stream", "polling"
+HeldBy = Literal["runner", "channel", "stream", "polling"]
+HELD_BY: tuple[HeldBy, ...] = (RUNNER, CHANNEL, STREAM, POLLING)
+StreamHolder = Literal["runner", "channel", "stream"]
+STREAM_HOLDERS: tuple[StreamHolder, ...] = (RUNNER, CHANNEL, STREAM)  # the kinds of stream that hold an alias
+EventsHolder = Literal["runner", "stream"]
+EVENTS_HOLDERS: tuple[EventsHolder, ...] = (RUNNER, STREAM)  # what GET /events/<alias>?holder= may say
+
 # -- priorities of a task
 PriorityValue = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: tuple[PriorityValue, ...] = ("low", "normal", "high", "urgent")
@@ -200,6 +211,7 @@ def as_json() -> dict[str, object]:
         "FINAL_TASK_STATUSES": list(FINAL_TASK_STATUSES),
         "REPLY_STATUS": {s.upper(): s for s in REPLY_STATUSES},
         "SESSION_STATUS": {s.upper(): s for s in SESSION_STATUSES},
+        "HELD_BY": {s.upper(): s for s in HELD_BY},
         "TASK_FLAG": {s.upper(): s for s in TASK_FLAGS},
         "MESSAGE_KIND": {s.upper(): s for s in MESSAGE_KINDS},
         "PRIORITIES": list(PRIORITIES),

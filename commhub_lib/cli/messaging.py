@@ -41,7 +41,8 @@ from .common import (
 
 # The replies `send --wait` stops at: the recipient's done or failed, or the hub's word that the task expired.
 ENDS_THE_WAIT = (*FINAL_REPLY_STATUSES, EXPIRED)
-SESSION_COLUMNS = [("alias", "alias", 24), ("status", "status", None), ("agent", "agent", 16),
+SESSION_COLUMNS = [("alias", "alias", 24), ("status", "status", None), ("held_by", "held by", None),
+                   ("agent", "agent", 16),
                    ("model", "model", 20), ("task", "task", 30), ("progress", "progress", 24),
                    ("last_seen_at", "last seen", None)]
 TASK_COLUMNS = [("task_id", "task", None), ("status", "status", None), ("priority", "priority", None),
