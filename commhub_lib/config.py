@@ -86,6 +86,15 @@ class Settings:
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
     pair_rate_per_minute: int = 30
+    # A2A client (20.4, docs/a2a-client.md): aliases bound to external A2A agents; where they may be, retries,
+    # how often a forwarded task is looked at.
+    a2a_client_targets: str = "public"
+    a2a_client_timeout_seconds: float = 30.0
+    a2a_client_retry_base_seconds: float = 5.0
+    a2a_client_retry_max_seconds: float = 600.0
+    a2a_client_give_up_seconds: float = 86400.0
+    a2a_client_poll_seconds: float = 1.0
+    a2a_client_poll_max_seconds: float = 30.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -166,6 +175,16 @@ HELP: dict[str, str] = {
                                 "original with duplicate: true (0 = off)",
     "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
                             "rate_limited and a loop_broken event for people (0 = no limit)",
+    "a2a_client_targets": "where an alias bound to an external A2A agent may point: public, loopback or private "
+                          "(as webhook_targets)",
+    "a2a_client_timeout_seconds": "how long one call to an external A2A agent may take before it counts as failed",
+    "a2a_client_retry_base_seconds": "a failed forward to an A2A agent is retried after this many seconds, doubled "
+                                     "per further failure up to a2a_client_retry_max_seconds",
+    "a2a_client_retry_max_seconds": "the longest pause between two attempts of one forward to an A2A agent",
+    "a2a_client_give_up_seconds": "a forward that has failed for this long is given up: its task fails",
+    "a2a_client_poll_seconds": "a forwarded task's remote state is first looked at after this many seconds, the "
+                               "pause doubling while nothing changes",
+    "a2a_client_poll_max_seconds": "the longest pause between two looks at a forwarded task's remote state",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
@@ -228,6 +247,8 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
             raise ValueError(f"setting {name}: must be at least 1")
     if settings.webhook_targets not in WEBHOOK_TARGETS:
         raise ValueError(f"setting webhook_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
+    if settings.a2a_client_targets not in WEBHOOK_TARGETS:
+        raise ValueError(f"setting a2a_client_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
     return settings

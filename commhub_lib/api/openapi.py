@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode
 from .. import __version__
 from .. import models as m
 from ..http.request import url_rules
+from . import bridge as bridge_api
 from . import queries as q
 from . import responses as r
 from . import search as search_api
@@ -96,6 +97,9 @@ OPERATIONS: dict[str, Op] = {
     "networks.release_alias": Op("networks", r.AliasReleased, auth="user"),
     "networks.retire_alias": Op("networks", r.AliasRetired, auth="user"),
     "networks.network_usage": Op("networks", r.NetworkUsage),
+    "bridge.put_remote": Op("a2a", bridge_api.A2ARemote, bridge_api.A2ARemoteRequest, auth="user"),
+    "bridge.get_remote": Op("a2a", bridge_api.A2ARemote, auth="user"),
+    "bridge.delete_remote": Op("a2a", bridge_api.A2ARemoteDeleted, auth="user"),
     "webhooks.list_webhooks": Op("webhooks", r.WebhookList, auth="user"),
     "webhooks.create_webhook": Op("webhooks", r.WebhookCreated, m.WebhookCreateRequest, auth="user"),
     "webhooks.get_webhook": Op("webhooks", r.Webhook, auth="user"),
@@ -137,6 +141,7 @@ TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network
         ("messaging", "send tasks, messages and broadcasts as a person or script"),
         ("approvals", "an agent asks a person for permission and waits for the answer"),
         ("webhooks", "POST each event of a network to a URL, signed, with a delivery log (docs/webhooks.md)"),
+        ("a2a", "bind an alias to an external A2A agent: its tasks are forwarded there (docs/a2a-client.md)"),
         ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
         ("dashboard", "the web dashboard"), ("meta", "health and docs")]
 SECURITY = {

@@ -1,0 +1,282 @@
+"""The bridge job (root nursery): forwards tasks sent to aliases bound to external A2A agents, and follows them.
+
+What to tell a remote agent is in the durable outbox (a2a_outbox), written with the event that caused it
+(Hub.record_event): a new task, the sender's answer to a question, a cancel. The remote task a CommHub task became
+is in a2a_tasks with the last state acted on. One follower task per CommHub task works through both: its outbox
+rows in order (each retried with backoff, given up after a2a_client_give_up_seconds), then GetTask polls with a
+pause that doubles while nothing changes. Nothing of it is in memory only: after a restart the job finds every
+task with work left and carries on. A send never waits for any of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import trio
+
+from ..ids import now_text, now_ts
+from ..service import bridge as service
+from ..service.hub import Hub
+from ..store import bridge as bridge_store
+from ..vocabulary import CANCELLED, DONE, FAILED, PROGRESS, QUESTION
+from .client import FINAL_STATES, A2AClient, A2AError, Endpoint, RemoteTask, message
+
+log = logging.getLogger("commhub.a2a_client")
+
+SCAN_SECONDS = 5.0  # the job also looks for work this often (a wake-up lost to a rollback)
+CARD_TTL_SECONDS = 300.0  # an Agent Card is read again after this long (or after a failed call)
+MAX_ERROR_CHARS = 300
+
+
+def task_text(task: dict[str, Any]) -> str:
+    """The text a CommHub task is forwarded as: its title, content and context."""
+    pieces = [task["title"] or "", task["content"], f"Context:\n{task['context']}" if task["context"] else ""]
+    return "\n\n".join(p for p in pieces if p)
+
+
+class Forwarder:
+    """One follower per task with bridge work; each ends when its task has none left."""
+
+    def __init__(self, hub: Hub, client: A2AClient, nursery: trio.Nursery):
+        self.hub = hub
+        self.client = client
+        self.nursery = nursery
+        self.followers: dict[str, trio.Event] = {}  # task id -> its wake-up
+        self.cards: dict[str, tuple[Endpoint, float]] = {}  # bound URL -> (endpoint, read at)
+
+    def poke(self, task_ids: set[str] | list[str]) -> None:
+        """Start a follower for each task that has none, wake the others."""
+        for task_id in task_ids:
+            if task_id in self.followers:
+                self.followers[task_id].set()
+            else:
+                self.followers[task_id] = trio.Event()
+                self.nursery.start_soon(self.follow, task_id)
+
+    async def follow(self, task_id: str) -> None:
+        """Work through one task's outbox and remote state until nothing is left (then the task ends)."""
+        try:
+            await self._follow(task_id)
+        except Exception:  # a bug or a database failure: logged; the next scan starts the follower again
+            log.exception("a2a: task %s: follower failed", task_id)
+            self.followers.pop(task_id, None)
+
+    async def _follow(self, task_id: str) -> None:
+        db = self.hub.db
+        while True:
+            row = bridge_store.next_outbox(db, task_id)
+            fwd = bridge_store.get_forwarded(db, task_id)
+            now = now_ts()
+            if row is not None:
+                due = row["next_attempt_ts"]
+                if due <= now:
+                    await self._send(row, fwd)
+                    continue
+            elif fwd is not None and fwd["following"]:
+                due = fwd["next_poll_ts"]
+                if due <= now:
+                    await self._poll(fwd)
+                    continue
+            else:
+                del self.followers[task_id]  # no await since the reads: a poke now starts a new follower
+                return
+            wake = self.followers[task_id] = trio.Event()
+            with trio.move_on_after(due - now):
+                await wake.wait()
+
+    async def _endpoint(self, remote: dict[str, Any]) -> Endpoint:
+        cached = self.cards.get(remote["url"])
+        if cached is not None and trio.current_time() - cached[1] < CARD_TTL_SECONDS:
+            return cached[0]
+        endpoint = await self.client.endpoint(remote["url"], remote["token"])
+        self.cards[remote["url"]] = (endpoint, trio.current_time())
+        return endpoint
+
+    # -- the outbox -------------------------------------------------------------------------------------------
+
+    async def _send(self, row: dict[str, Any], fwd: dict[str, Any] | None) -> None:
+        hub = self.hub
+        remote = bridge_store.get_remote_secret(hub.db, row["network_id"], row["alias"])
+        task = service.open_task(hub, row["network_id"], row["task_id"])
+        if remote is None or not remote["enabled"]:
+            await self._give_up(row, f"'{row['alias']}' is no longer bound to an A2A agent", task)
+            return
+        if row["kind"] == "task" and task is None:
+            self._settle(row, "the task ended before it was forwarded")
+            return
+        if row["kind"] in ("answer", "cancel") and fwd is None:
+            self._settle(row, "the task was never forwarded")
+            return
+        try:
+            endpoint = await self._endpoint(remote)
+            answer = await self._deliver(row, fwd, remote, endpoint, task)
+        except A2AError as exc:
+            self.cards.pop(remote["url"], None)
+            await self._failed(row, exc, task)
+            return
+        now = now_text()
+
+        def stored() -> None:
+            bridge_store.mark_outbox_sent(hub.db, row["outbox_id"], now)
+            if row["kind"] == "task" and answer is not None and answer.task_id:
+                bridge_store.insert_forwarded(hub.db, row["task_id"], row["network_id"], row["alias"],
+                                              answer.task_id, answer.context_id, now)
+            elif row["kind"] == "cancel":
+                bridge_store.stop_following(hub.db, row["task_id"], now)
+
+        await hub.db.write_together(stored)
+        if answer is not None:
+            self._apply(row["network_id"], row["task_id"], answer, bridge_store.get_forwarded(hub.db, row["task_id"]))
+
+    async def _deliver(self, row: dict[str, Any], fwd: dict[str, Any] | None, remote: dict[str, Any],
+                       endpoint: Endpoint, task: dict[str, Any] | None) -> RemoteTask | None:
+        """Tell the remote agent what the row says; the remote task's state that came back (None for a cancel)."""
+        token, version = remote["token"], endpoint.version
+        if row["kind"] == "task":
+            assert task is not None
+            meta = {"commhub_task_id": task["task_id"], "commhub_from": task["from_name"],
+                    "commhub_priority": task["priority"]}
+            # The task's inbox id as the messageId: a retry after a lost answer carries the same id, so an agent
+            # that dedups by messageId sees it once.
+            return await self.client.send(endpoint, token, message(version, task["message_id"], task_text(task),
+                                                                   metadata=meta))
+        assert fwd is not None
+        if row["kind"] == "answer":
+            text = service.answer_text(self.hub, row["network_id"], row["message_id"])
+            return await self.client.send(endpoint, token, message(version, row["message_id"] or f"a{row['outbox_id']}",
+                                                                   text, fwd["remote_task_id"],
+                                                                   fwd["remote_context_id"]))
+        try:
+            await self.client.cancel(endpoint, token, fwd["remote_task_id"])
+        except A2AError as exc:
+            if not exc.permanent:
+                raise
+            # The agent refused (the task is already over there, or cannot be cancelled): nothing to retry.
+            log.info("a2a: task %s: CancelTask refused: %s", row["task_id"], exc)
+        return None
+
+    def _settle(self, row: dict[str, Any], note: str) -> None:
+        """Nothing to send for this row after all."""
+        with self.hub.db.write():
+            bridge_store.mark_outbox_failed(self.hub.db, row["outbox_id"], note, now_text())
+
+    async def _failed(self, row: dict[str, Any], exc: A2AError, task: dict[str, Any] | None) -> None:
+        settings, now = self.hub.settings, now_ts()
+        first = row["first_try_ts"] if row["first_try_ts"] is not None else now
+        error = str(exc)[:MAX_ERROR_CHARS]
+        if exc.permanent or now - first >= settings.a2a_client_give_up_seconds:
+            await self._give_up(row, error, task)
+            return
+        pause = min(settings.a2a_client_retry_base_seconds * 2 ** row["attempts"],
+                    settings.a2a_client_retry_max_seconds)
+        log.info("a2a: task %s: %s failed (%s); again in %.1f s", row["task_id"], row["kind"], error, pause)
+        await self.hub.db.write_together(lambda: bridge_store.mark_outbox_retry(
+            self.hub.db, row["outbox_id"], error, first, now + pause, now_text()))
+
+    async def _give_up(self, row: dict[str, Any], error: str, task: dict[str, Any] | None) -> None:
+        """The row cannot be delivered: it is failed, and a task (or answer) that cannot reach the agent fails."""
+        log.warning("a2a: task %s: %s given up: %s", row["task_id"], row["kind"], error)
+        await self.hub.db.write_together(lambda: bridge_store.mark_outbox_failed(
+            self.hub.db, row["outbox_id"], error, now_text()))
+        if task is not None and row["kind"] in ("task", "answer"):
+            what = "forwarded to" if row["kind"] == "task" else "answered at"
+            service.report_final(self.hub, task, FAILED, f"The task could not be {what} the A2A agent behind "
+                                                         f"'{row['alias']}': {error}")
+            with self.hub.db.write():
+                bridge_store.stop_following(self.hub.db, row["task_id"], now_text())
+
+    # -- following the remote task ----------------------------------------------------------------------------
+
+    async def _poll(self, fwd: dict[str, Any]) -> None:
+        hub = self.hub
+        remote = bridge_store.get_remote_secret(hub.db, fwd["network_id"], fwd["alias"])
+        if remote is None or service.open_task(hub, fwd["network_id"], fwd["task_id"]) is None:
+            with hub.db.write():  # unbound, or the CommHub task is over (a cancel row tells the agent)
+                bridge_store.stop_following(hub.db, fwd["task_id"], now_text())
+            return
+        try:
+            endpoint = await self._endpoint(remote)
+            answer = await self.client.get(endpoint, remote["token"], fwd["remote_task_id"])
+        except A2AError as exc:
+            self.cards.pop(remote["url"], None)
+            log.info("a2a: task %s: GetTask failed: %s", fwd["task_id"], exc)
+            self._later(fwd, changed=False)
+            return
+        self._apply(fwd["network_id"], fwd["task_id"], answer, fwd)
+
+    def _later(self, fwd: dict[str, Any], *, changed: bool) -> None:
+        settings = self.hub.settings
+        pause = settings.a2a_client_poll_seconds if changed or not fwd["poll_seconds"] else min(
+            fwd["poll_seconds"] * 2, settings.a2a_client_poll_max_seconds)
+        with self.hub.db.write():
+            bridge_store.set_next_poll(self.hub.db, fwd["task_id"], pause, now_ts() + pause)
+
+    def _apply(self, network_id: str, task_id: str, answer: RemoteTask, fwd: dict[str, Any] | None) -> None:
+        """Turn the remote state into the CommHub task's (only when it changed since last time)."""
+        hub, settings = self.hub, self.hub.settings
+        task = service.open_task(hub, network_id, task_id)
+        if task is None:
+            if fwd is not None:
+                with hub.db.write():
+                    bridge_store.stop_following(hub.db, task_id, now_text())
+            return
+        if fwd is not None and fwd["seen"] == answer.seen:
+            self._later(fwd, changed=False)
+            return
+        state, text = answer.state, answer.text
+        if state == "working":
+            if text:
+                service.report(hub, task, PROGRESS, text)
+            else:
+                service.mark_running(hub, task)
+        elif state == "input_required":
+            service.report(hub, task, QUESTION, text or "The remote agent needs more input to go on.")
+        elif state == "auth_required":
+            service.report_final(hub, task, FAILED, "The remote agent asks for authentication, which CommHub cannot "
+                                                    "give it" + (f": {text}" if text else ""))
+        elif state == "completed":
+            service.report_final(hub, task, DONE, "\n\n".join(t for t in (text, *answer.artifacts) if t)
+                                 or "(the remote agent completed the task with no text)")
+        elif state in ("failed", "rejected"):
+            service.report_final(hub, task, FAILED, text or f"The remote agent reported the task {state}.")
+        elif state == "canceled":
+            service.report_final(hub, task, CANCELLED, text or "The remote agent cancelled the task.")
+        if fwd is None:
+            return
+        final = state in FINAL_STATES or state == "auth_required"
+        pause = settings.a2a_client_poll_seconds
+        with hub.db.write():
+            bridge_store.set_seen(hub.db, task_id, state, answer.seen, 0 if final else 1, pause, now_ts() + pause,
+                                  now_text())
+
+
+async def run_bridge(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Background job (root nursery): start a follower for every task with bridge work (those a restart left too),
+    then for each task publish() reports; keep bound aliases online; look again every SCAN_SECONDS."""
+    settings = hub.settings
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http, trio.open_nursery() as nursery:
+        forwarder = Forwarder(hub, A2AClient(http, settings.a2a_client_targets, settings.a2a_client_timeout_seconds),
+                              nursery)
+        task_status.started()
+        presence_every = max(0.5, settings.presence_timeout_seconds / 3)
+        next_presence = trio.current_time()
+        scan = True
+        while True:
+            if trio.current_time() >= next_presence:
+                next_presence = trio.current_time() + presence_every
+                service.touch_bound(hub)
+            due: set[str] = set()
+            if scan:
+                try:
+                    due = set(bridge_store.tasks_with_work(hub.db))
+                except Exception:  # the database is busy or failing: the next scan tries again
+                    log.exception("a2a: could not read the outbox")
+            due |= hub.bridge_due
+            hub.bridge_due.clear()
+            forwarder.poke(due)
+            with trio.move_on_after(min(SCAN_SECONDS, presence_every)) as idle:
+                await hub.bridge_wakeup.wait()
+            hub.bridge_wakeup = trio.Event()
+            scan = idle.cancelled_caught
