@@ -25,12 +25,14 @@ V1, V03 = "1.0", "0.3"
 USER_AGENT = "CommHub-A2A/1"
 _ids = itertools.count(1)
 
-# Remote task states, both spellings, to one word each (v1.0: TASK_STATE_WORKING; v0.3: working).
-STATES = {"submitted": "submitted", "working": "working", "input-required": "input_required",
-          "input_required": "input_required", "auth-required": "auth_required", "auth_required": "auth_required",
-          "completed": "completed", "failed": "failed", "canceled": "canceled", "cancelled": "canceled",
-          "rejected": "rejected", "unknown": "unknown", "unspecified": "unknown"}
-FINAL_STATES = frozenset({"completed", "failed", "canceled", "rejected"})
+# Remote task states by their v1.0 names (TASK_STATE_WORKING); v0.3 spells them in lower case ("input-required").
+# The bridge keeps the remote's own words: they are the A2A agent's, not CommHub's task statuses.
+SUBMITTED, WORKING, INPUT_REQUIRED, AUTH_REQUIRED = ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING",
+                                                     "TASK_STATE_INPUT_REQUIRED", "TASK_STATE_AUTH_REQUIRED")
+COMPLETED, FAILED, CANCELED, REJECTED, UNKNOWN = ("TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED",
+                                                  "TASK_STATE_REJECTED", "TASK_STATE_UNSPECIFIED")
+KNOWN_STATES = frozenset({SUBMITTED, WORKING, INPUT_REQUIRED, AUTH_REQUIRED, COMPLETED, FAILED, CANCELED, REJECTED})
+FINAL_STATES = frozenset({COMPLETED, FAILED, CANCELED, REJECTED})
 V03_METHODS = {"SendMessage": "message/send", "GetTask": "tasks/get", "CancelTask": "tasks/cancel"}
 
 
@@ -60,7 +62,7 @@ class RemoteTask:
 
     task_id: str | None
     context_id: str | None
-    state: str  # one word of STATES' values; "completed" for a direct message answer
+    state: str  # a v1.0 state name; COMPLETED for a direct message answer
     text: str = ""  # the status message's text
     artifacts: list[str] = field(default_factory=list)  # each artifact's text
 
@@ -97,8 +99,10 @@ def parts_text(parts: Any) -> str:
 
 
 def _state(raw: Any) -> str:
-    word = str(raw or "unknown").lower().removeprefix("task_state_")
-    return STATES.get(word, "unknown")
+    """A state in either spelling as its v1.0 name ("input-required" -> TASK_STATE_INPUT_REQUIRED)."""
+    name = str(raw or "").upper().replace("-", "_").replace("CANCELLED", "CANCELED")
+    name = name if name.startswith("TASK_STATE_") else "TASK_STATE_" + name
+    return name if name in KNOWN_STATES else UNKNOWN
 
 
 def read_task(obj: dict[str, Any]) -> RemoteTask:
@@ -121,10 +125,10 @@ def read_send_result(result: Any, version: str) -> RemoteTask:
             return read_task(result["task"])
         if isinstance(result.get("message"), dict):
             message = result["message"]
-            return RemoteTask(None, message.get("contextId"), "completed", parts_text(message.get("parts")))
+            return RemoteTask(None, message.get("contextId"), COMPLETED, parts_text(message.get("parts")))
         raise A2AError("the agent's answer holds neither a task nor a message")
     if result.get("kind") == "message" or ("parts" in result and "status" not in result):
-        return RemoteTask(None, result.get("contextId"), "completed", parts_text(result.get("parts")))
+        return RemoteTask(None, result.get("contextId"), COMPLETED, parts_text(result.get("parts")))
     return read_task(result)
 
 

@@ -21,7 +21,8 @@ from ..service import bridge as service
 from ..service.hub import Hub
 from ..store import bridge as bridge_store
 from ..vocabulary import CANCELLED, DONE, FAILED, PROGRESS, QUESTION
-from .client import FINAL_STATES, A2AClient, A2AError, Endpoint, RemoteTask, message
+from . import client as a2a
+from .client import A2AClient, A2AError, Endpoint, RemoteTask, message
 
 log = logging.getLogger("commhub.a2a_client")
 
@@ -226,26 +227,27 @@ class Forwarder:
             self._later(fwd, changed=False)
             return
         state, text = answer.state, answer.text
-        if state == "working":
+        if state == a2a.WORKING:
             if text:
                 service.report(hub, task, PROGRESS, text)
             else:
                 service.mark_running(hub, task)
-        elif state == "input_required":
+        elif state == a2a.INPUT_REQUIRED:
             service.report(hub, task, QUESTION, text or "The remote agent needs more input to go on.")
-        elif state == "auth_required":
+        elif state == a2a.AUTH_REQUIRED:
             service.report_final(hub, task, FAILED, "The remote agent asks for authentication, which CommHub cannot "
                                                     "give it" + (f": {text}" if text else ""))
-        elif state == "completed":
+        elif state == a2a.COMPLETED:
             service.report_final(hub, task, DONE, "\n\n".join(t for t in (text, *answer.artifacts) if t)
                                  or "(the remote agent completed the task with no text)")
-        elif state in ("failed", "rejected"):
-            service.report_final(hub, task, FAILED, text or f"The remote agent reported the task {state}.")
-        elif state == "canceled":
+        elif state in (a2a.FAILED, a2a.REJECTED):
+            word = "rejected" if state == a2a.REJECTED else "as failed"
+            service.report_final(hub, task, FAILED, text or f"The remote agent {word} the task.")
+        elif state == a2a.CANCELED:
             service.report_final(hub, task, CANCELLED, text or "The remote agent cancelled the task.")
         if fwd is None:
             return
-        final = state in FINAL_STATES or state == "auth_required"
+        final = state in a2a.FINAL_STATES or state == a2a.AUTH_REQUIRED
         pause = settings.a2a_client_poll_seconds
         with hub.db.write():
             bridge_store.set_seen(hub.db, task_id, state, answer.seen, 0 if final else 1, pause, now_ts() + pause,

@@ -90,7 +90,7 @@ def bind_remote(hub: Hub, principal: Principal, network_id: str, alias: str, url
     _manage(hub, principal, network_id)
     if not ALIAS_RE.match(alias):
         raise ValidationFailed(f"alias: {ALIAS_RULE}")
-    check_url(url, hub.settings.a2a_client_targets, setting="a2a_client_targets", code="a2a_url_not_allowed")
+    check_url(url, hub.settings.a2a_client_targets, setting="a2a_client_targets", code="remote_url_not_allowed")
     with hub.db.write():
         _claim_for_bridge(hub, network_id, alias)
         bridge_store.upsert_remote(hub.db, network_id, alias, url, token or None, int(enabled), principal.user_id,
@@ -105,7 +105,7 @@ def _remote(hub: Hub, network_id: str, alias: str) -> dict[str, Any]:
     row = bridge_store.get_remote(hub.db, network_id, alias)
     if row is None:
         raise NotFound(f"alias '{alias}' is not bound to an A2A agent in network '{network_id}'",
-                       code="a2a_remote_not_found")
+                       code="remote_not_bound")
     return row
 
 

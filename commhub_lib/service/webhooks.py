@@ -131,7 +131,7 @@ def create_webhook(hub: Hub, principal: Principal, network_id: str, req: Webhook
                    ip: str | None) -> dict[str, Any]:
     """Register a webhook (owner/admin). The answer holds its secret: the only time it is shown."""
     _manage(hub, principal, network_id)
-    check_url(req.url, hub.settings.webhook_targets)
+    check_url(req.url, hub.settings.webhook_targets, code="webhook_url_not_allowed")
     events = _checked_events(req.events)
     webhook_id = new_id("wh")
     secret = "whsec_" + secrets.token_hex(24)

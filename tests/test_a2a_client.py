@@ -1,0 +1,238 @@
+"""CommHub as an A2A client (docs/a2a-client.md): an alias bound to an external A2A agent, built with the official
+`a2a-sdk` server side (tests/a2a_remote.py) on loopback; CommHub agents hand it tasks exactly as to a local agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+import trio
+from a2a_remote import RemoteAgent
+from conftest import Account, create_token, make_settings, own_server, register, tool
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from commhub_lib.config import Settings
+from commhub_lib.runtime.server import ServerHandle
+
+REMOTE_TOKEN = "remote-secret-1"
+FAST = dict(a2a_client_targets="loopback", a2a_client_poll_seconds=0.05, a2a_client_poll_max_seconds=0.3,
+            a2a_client_retry_base_seconds=0.1, a2a_client_retry_max_seconds=0.5)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Test settings: loopback A2A agents allowed, quick polls and retries."""
+    return make_settings(tmp_path, **FAST)
+
+
+@pytest.fixture
+def remote() -> Iterator[RemoteAgent]:
+    """The external A2A agent (v1.0), served until the test ends."""
+    agent = RemoteAgent(REMOTE_TOKEN).start()
+    yield agent
+    agent.stop()
+
+
+async def bind(client: httpx.AsyncClient, owner: Account, alias: str, url: str, token: str = REMOTE_TOKEN,
+               status: int = 200) -> dict[str, Any]:
+    """PUT …/aliases/<alias>/a2a-remote; the answer's JSON."""
+    r = await client.put(f"/api/networks/{owner.network_id}/aliases/{alias}/a2a-remote",
+                         json={"url": url, "token": token}, headers=owner.auth)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+async def agent(client: httpx.AsyncClient, owner: Account, alias: str) -> str:
+    """A network token whose agent has claimed `alias`."""
+    token = await create_token(client, owner, name=alias)
+    await tool(client, token, "report_status", {"alias": alias, "status": "idle"})
+    return token
+
+
+async def task_when(client: httpx.AsyncClient, owner: Account, task_id: str, *statuses: str,
+                    within: float = 20.0) -> dict[str, Any]:
+    """GET /api/tasks/<id> until the task is in one of `statuses` (bounded); the answer."""
+    deadline = trio.current_time() + within
+    while True:
+        r = await client.get(f"/api/tasks/{task_id}", headers=owner.auth)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["task"]["status"] in statuses:
+            return body
+        assert trio.current_time() < deadline, f"task stayed {body['task']['status']}: {body}"
+        await trio.sleep(0.05)
+
+
+async def remote_saw(remote: RemoteAgent, condition: Any) -> None:
+    """Wait (in a thread: the agent's records are guarded by a threading.Condition) until the agent saw it."""
+    await trio.to_thread.run_sync(remote.wait_for, condition)
+
+
+def replies_of(client_body: dict[str, Any]) -> list[str]:
+    """The timeline's event names."""
+    return [e["event"] for e in client_body["events"]]
+
+
+async def test_a_task_to_a_bound_alias_comes_back_as_its_reply(server: ServerHandle, client: httpx.AsyncClient,
+                                                              remote: RemoteAgent) -> None:
+    owner = await register(client)
+    bound = await bind(client, owner, "outside", remote.card_url)
+    assert bound["token_set"] is True and "token" not in bound and REMOTE_TOKEN not in str(bound)
+    token = await create_token(client, owner, name="coder")
+    # The agent is a real MCP client (the official SDK), and sends to the bound alias as to any other.
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http, \
+            streamable_http_client(server.url + "/mcp", http_client=http) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        await session.call_tool("report_status", {"alias": "coder", "status": "working"})
+        status = await session.call_tool("get_all_status", {})
+        assert status.structured_content is not None
+        outside = [s for s in status.structured_content["sessions"] if s["alias"] == "outside"]
+        assert outside and outside[0]["online"] is True
+        sent = await session.call_tool("send_task", {"to": "outside", "title": "Greet", "content": "echo hello"})
+        assert not sent.is_error and sent.structured_content is not None, sent
+        task_id = sent.structured_content["task_id"]
+        done = await task_when(client, owner, task_id, "replied")
+        inbox = await session.call_tool("get_inbox", {})
+        assert inbox.structured_content is not None
+    assert "echo: Greet" in done["completion"]["result"] and "echo hello" in done["completion"]["result"]
+    assert replies_of(done)[:1] == ["delivered"] and "replied" in replies_of(done)
+    assert remote.received.metadata[0]["commhub_task_id"] == task_id
+    assert remote.received.metadata[0]["commhub_from"] == "coder"
+    items = inbox.structured_content["items"]
+    assert any(i.get("task_id") == task_id and i.get("status") == "done" for i in items), items
+    shown = (await client.get(f"/api/networks/{owner.network_id}/aliases/outside/a2a-remote",
+                              headers=owner.auth)).json()
+    assert [(o["kind"], o["status"]) for o in shown["outbox"]] == [("task", "sent")]
+
+
+async def test_a_question_comes_back_and_the_answer_goes_to_the_same_remote_task(
+        server: ServerHandle, client: httpx.AsyncClient, remote: RemoteAgent) -> None:
+    owner = await register(client)
+    await bind(client, owner, "outside", remote.card_url)
+    token = await agent(client, owner, "coder")
+    task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "ask me"}))["task_id"]
+    asked = await task_when(client, owner, task_id, "input_required")
+    assert "question" in replies_of(asked)
+    inbox = await tool(client, token, "get_inbox", {})
+    question = [i for i in inbox["items"] if i.get("task_id") == task_id and i.get("status") == "question"]
+    assert question and "which colour?" in question[0]["content"], inbox
+    await tool(client, token, "send_reply", {"task_id": task_id, "content": "blue"})
+    done = await task_when(client, owner, task_id, "replied")
+    assert done["completion"]["result"] == "colour: blue"
+    # The answer went to the remote task that asked, not to a new one.
+    assert remote.received.texts[1] == "blue"
+    assert remote.received.task_ids[1] == remote.received.task_ids[0]
+
+
+async def test_a_remote_failure_fails_the_task(server: ServerHandle, client: httpx.AsyncClient,
+                                               remote: RemoteAgent) -> None:
+    owner = await register(client)
+    await bind(client, owner, "outside", remote.card_url)
+    token = await agent(client, owner, "coder")
+    task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "fail please"}))["task_id"]
+    failed = await task_when(client, owner, task_id, "failed")
+    assert failed["completion"]["result"] == "cannot do that"
+
+
+async def test_cancelling_the_task_cancels_the_remote_task(server: ServerHandle, client: httpx.AsyncClient,
+                                                           remote: RemoteAgent) -> None:
+    owner = await register(client)
+    await bind(client, owner, "outside", remote.card_url)
+    token = await agent(client, owner, "coder")
+    task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "slow work"}))["task_id"]
+    running = await task_when(client, owner, task_id, "running")
+    assert "progress" in replies_of(running)  # the remote status message "started"
+    await tool(client, token, "cancel_task", {"task_id": task_id, "reason": "not needed"})
+    await remote_saw(remote, lambda r: r.cancels == [r.task_ids[0]])
+    assert (await task_when(client, owner, task_id, "cancelled"))["task"]["status"] == "cancelled"
+
+
+async def test_a_forwarded_task_completes_across_a_hub_restart(tmp_path: Path, remote: RemoteAgent) -> None:
+    async with own_server(tmp_path, "restart", **FAST) as first, \
+            httpx.AsyncClient(base_url=first.url, timeout=30) as client:
+        owner = await register(client)
+        await bind(client, owner, "outside", remote.card_url)
+        token = await agent(client, owner, "coder")
+        task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "slow job"}))["task_id"]
+        await task_when(client, owner, task_id, "running")
+    # The hub is down; the remote agent finishes meanwhile; the next hub on the same database picks the task up.
+    remote.release()
+    async with own_server(tmp_path, "restart", **FAST) as second, \
+            httpx.AsyncClient(base_url=second.url, timeout=30) as client:
+        done = await task_when(client, owner, task_id, "replied")
+    assert done["completion"]["result"] == "slow done"
+    assert len(remote.received.texts) == 1  # forwarded once, followed after the restart
+
+
+async def test_an_agent_speaking_a2a_0_3_gets_the_0_3_methods(server: ServerHandle, client: httpx.AsyncClient) -> None:
+    old = RemoteAgent(REMOTE_TOKEN, version="0.3").start()
+    try:
+        owner = await register(client)
+        await bind(client, owner, "old", old.card_url)
+        token = await agent(client, owner, "coder")
+        task_id = (await tool(client, token, "send_task", {"to": "old", "content": "echo old"}))["task_id"]
+        done = await task_when(client, owner, task_id, "replied")
+        assert done["completion"]["result"] == "echo: echo old"
+    finally:
+        old.stop()
+
+
+async def test_a_refused_credential_fails_the_task_with_the_reason(server: ServerHandle, client: httpx.AsyncClient,
+                                                                   remote: RemoteAgent) -> None:
+    owner = await register(client)
+    await bind(client, owner, "outside", remote.rpc_url, token="wrong")
+    token = await agent(client, owner, "coder")
+    task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "echo x"}))["task_id"]
+    failed = await task_when(client, owner, task_id, "failed")
+    assert "401" in failed["completion"]["result"] and "outside" in failed["completion"]["result"]
+    assert remote.received.texts == []
+
+
+async def test_binding_rules(server: ServerHandle, client: httpx.AsyncClient, remote: RemoteAgent) -> None:
+    owner = await register(client)
+    # The SSRF guard of webhooks: a link-local (cloud metadata) address is refused whatever the setting allows here.
+    refused = await bind(client, owner, "outside", "http://169.254.169.254/.well-known/agent-card.json", status=400)
+    assert refused["error"] == "remote_url_not_allowed"
+    assert (await bind(client, owner, "outside", "ftp://example.com/card.json", status=400))["error"] == \
+        "remote_url_not_allowed"
+    await bind(client, owner, "outside", remote.card_url)
+    shown = (await client.get(f"/api/networks/{owner.network_id}/aliases/outside/a2a-remote",
+                              headers=owner.auth)).json()
+    assert shown["url"] == remote.card_url and shown["token_set"] is True and "token" not in shown
+    # Only a person who is owner/admin manages bindings; an agent's token cannot.
+    token = await agent(client, owner, "coder")
+    r = await client.get(f"/api/networks/{owner.network_id}/aliases/outside/a2a-remote",
+                         headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403
+    # A message (not a task) to the bound alias is refused with what to do instead.
+    r = await client.post("/mcp", headers={"Authorization": f"Bearer {token}"}, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "send_message", "arguments": {"to": "outside", "content": "hi"}}})
+    result = r.json()["result"]
+    assert result["isError"] and result["structuredContent"]["error"] == "remote_takes_tasks_only"
+    # No agent can claim the bound alias.
+    other = await create_token(client, owner, name="intruder")
+    r = await client.post("/mcp", headers={"Authorization": f"Bearer {other}"}, json={
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "report_status", "arguments": {"alias": "outside"}}})
+    assert r.json()["result"]["structuredContent"]["error"] == "alias_taken"
+    # An alias an agent holds cannot be bound.
+    assert (await bind(client, owner, "coder", remote.card_url, status=409))["error"] == "alias_taken"
+    r = await client.delete(f"/api/networks/{owner.network_id}/aliases/outside/a2a-remote", headers=owner.auth)
+    assert r.status_code == 200 and r.json()["deleted"] is True
+    r = await client.get(f"/api/networks/{owner.network_id}/aliases/outside/a2a-remote", headers=owner.auth)
+    assert r.status_code == 404 and r.json()["error"] == "remote_not_bound"
+
+
+async def test_the_default_targets_refuse_loopback(tmp_path: Path) -> None:
+    async with own_server(tmp_path, "public") as handle, httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+        owner = await register(client)
+        refused = await bind(client, owner, "outside", "http://127.0.0.1:9/.well-known/agent-card.json", status=400)
+        assert refused["error"] == "remote_url_not_allowed" and "a2a_client_targets" in refused["message"]
