@@ -8,15 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import httpx
 import httpx2
 import pytest
 import trio
 from a2a_remote import RemoteAgent
+from cli_support import cli_env, run_cli
 from conftest import Account, create_token, make_settings, own_server, register, tool
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from commhub_lib import db as dbmod
 from commhub_lib.config import Settings
 from commhub_lib.runtime.server import ServerHandle
 
@@ -236,3 +239,40 @@ async def test_the_default_targets_refuse_loopback(tmp_path: Path) -> None:
         owner = await register(client)
         refused = await bind(client, owner, "outside", "http://127.0.0.1:9/.well-known/agent-card.json", status=400)
         assert refused["error"] == "remote_url_not_allowed" and "a2a_client_targets" in refused["message"]
+
+
+@pytest.mark.subprocess
+async def test_the_cli_binds_shows_and_unbinds(server: ServerHandle, client: httpx.AsyncClient,
+                                               remote: RemoteAgent) -> None:
+    owner = await register(client)
+    env = cli_env(server.url, owner.token)
+    bound = await run_cli("a2a", "bind", "outside", remote.card_url, "--token-stdin", "--json", env=env,
+                          stdin=REMOTE_TOKEN + "\n")
+    assert bound.code == 0, bound.err
+    assert bound.json()["token_set"] is True and REMOTE_TOKEN not in bound.out
+    token = await agent(client, owner, "coder")
+    task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "echo cli"}))["task_id"]
+    await task_when(client, owner, task_id, "replied")
+    shown = await run_cli("a2a", "show", "outside", env=env)
+    assert shown.code == 0 and remote.card_url in shown.out and task_id in shown.out and "sent" in shown.out, shown.out
+    gone = await run_cli("a2a", "unbind", "outside", env=env)
+    assert gone.code == 0 and "unbound outside" in gone.out, gone.err
+    again = await run_cli("a2a", "unbind", "outside", env=env)
+    assert again.code == 1 and "remote_not_bound" in again.err + again.out
+
+
+def test_migration_0015_adds_the_a2a_tables_to_a_v11_database(tmp_path: Path) -> None:
+    path = str(tmp_path / "v11.db")
+    old = apsw.Connection(path)
+    with old:
+        for step in sorted(n for n in dbmod.migration_steps() if n <= 11):
+            old.execute(dbmod.migration_steps()[step])
+        old.pragma("user_version", 11)
+    old.close()
+    database = dbmod.Database(path)
+    try:
+        assert database.con.pragma("user_version") == dbmod.SCHEMA_VERSION
+        tables = {r["name"] for r in database.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"a2a_remotes", "a2a_outbox", "a2a_tasks"} <= tables
+    finally:
+        database.close()
