@@ -38,6 +38,7 @@ class Received:
     task_ids: list[str] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
+    waiting: int = 0  # slow tasks waiting for release()
     seen: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -78,6 +79,9 @@ class ScriptedExecutor(AgentExecutor):
             await updater.start_work(updater.new_agent_message([pb.Part(text="started")]))
             self.loop = asyncio.get_running_loop()
             self.gate = asyncio.Event()
+            with self.received.seen:
+                self.received.waiting += 1
+                self.received.seen.notify_all()
             await self.gate.wait()
             await updater.add_artifact([pb.Part(text="slow done")], name="result")
             await updater.complete()
@@ -96,7 +100,7 @@ class ScriptedExecutor(AgentExecutor):
 class RemoteAgent:
     """The agent's server: `card_url`, `rpc_url`, `received`, `release()`, `stop()`."""
 
-    def __init__(self, token: str, version: str = "1.0"):
+    def __init__(self, token: str, version: str = "1.0", streaming: bool = False):
         self.token = token
         self.received = Received()
         self.executor = ScriptedExecutor(self.received)
@@ -111,7 +115,7 @@ class RemoteAgent:
             name="test-agent", description="a test agent", version="1",
             supported_interfaces=[pb.AgentInterface(url=self.rpc_url, protocol_binding="JSONRPC",
                                                     protocol_version=version)],
-            capabilities=pb.AgentCapabilities(streaming=False), default_input_modes=["text"],
+            capabilities=pb.AgentCapabilities(streaming=streaming), default_input_modes=["text"],
             default_output_modes=["text"],
             skills=[pb.AgentSkill(id="echo", name="echo", description="answers", tags=["test"])])
         handler = DefaultRequestHandler(agent_executor=self.executor, task_store=InMemoryTaskStore(), agent_card=card)
@@ -148,7 +152,7 @@ class RemoteAgent:
             assert self.received.seen.wait_for(lambda: condition(self.received), timeout), self.received
 
     def release(self) -> None:
-        """Let a slow task finish."""
+        """Let the slow task finish (once it waits: received.waiting)."""
         assert self.executor.loop is not None and self.executor.gate is not None
         self.executor.loop.call_soon_threadsafe(self.executor.gate.set)
 

@@ -157,6 +157,31 @@ async def test_cancelling_the_task_cancels_the_remote_task(server: ServerHandle,
     assert (await task_when(client, owner, task_id, "cancelled"))["task"]["status"] == "cancelled"
 
 
+async def test_an_agent_that_streams_is_followed_over_its_stream(tmp_path: Path) -> None:
+    """With polls a minute apart, only the stream (SubscribeToTask) can bring the question, the progress and the
+    completion back within the test's bounds; an answer interrupts the stream and is sent first."""
+    streaming = RemoteAgent(REMOTE_TOKEN, streaming=True).start()
+    slow_polls = {**FAST, "a2a_client_poll_seconds": 60.0, "a2a_client_poll_max_seconds": 60.0}
+    try:
+        async with own_server(tmp_path, "streams", **slow_polls) as handle, \
+                httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+            owner = await register(client)
+            await bind(client, owner, "outside", streaming.card_url)
+            token = await agent(client, owner, "coder")
+            asked = (await tool(client, token, "send_task", {"to": "outside", "content": "ask me"}))["task_id"]
+            await task_when(client, owner, asked, "input_required", within=10)
+            await tool(client, token, "send_reply", {"task_id": asked, "content": "green"})
+            assert (await task_when(client, owner, asked, "replied", within=10))["completion"]["result"] == \
+                "colour: green"
+            slow = (await tool(client, token, "send_task", {"to": "outside", "content": "slow work"}))["task_id"]
+            await remote_saw(streaming, lambda r: r.waiting == 1)
+            streaming.release()
+            assert (await task_when(client, owner, slow, "replied", within=10))["completion"]["result"] == \
+                "slow done"
+    finally:
+        streaming.stop()
+
+
 async def test_a_forwarded_task_completes_across_a_hub_restart(tmp_path: Path, remote: RemoteAgent) -> None:
     async with own_server(tmp_path, "restart", **FAST) as first, \
             httpx.AsyncClient(base_url=first.url, timeout=30) as client:
@@ -165,6 +190,7 @@ async def test_a_forwarded_task_completes_across_a_hub_restart(tmp_path: Path, r
         token = await agent(client, owner, "coder")
         task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "slow job"}))["task_id"]
         await task_when(client, owner, task_id, "running")
+        await remote_saw(remote, lambda r: r.waiting == 1)
     # The hub is down; the remote agent finishes meanwhile; the next hub on the same database picks the task up.
     remote.release()
     async with own_server(tmp_path, "restart", **FAST) as second, \

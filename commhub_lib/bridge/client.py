@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,8 @@ COMPLETED, FAILED, CANCELED, REJECTED, UNKNOWN = ("TASK_STATE_COMPLETED", "TASK_
                                                   "TASK_STATE_REJECTED", "TASK_STATE_UNSPECIFIED")
 KNOWN_STATES = frozenset({SUBMITTED, WORKING, INPUT_REQUIRED, AUTH_REQUIRED, COMPLETED, FAILED, CANCELED, REJECTED})
 FINAL_STATES = frozenset({COMPLETED, FAILED, CANCELED, REJECTED})
-V03_METHODS = {"SendMessage": "message/send", "GetTask": "tasks/get", "CancelTask": "tasks/cancel"}
+V03_METHODS = {"SendMessage": "message/send", "GetTask": "tasks/get", "CancelTask": "tasks/cancel",
+               "SubscribeToTask": "tasks/resubscribe"}
 
 
 class A2AError(Exception):
@@ -182,22 +184,27 @@ class A2AClient:
         self.targets = targets
         self.timeout = timeout
 
+    async def _target(self, url: str, token: str | None, version: str) -> tuple[httpx.URL, dict[str, str],
+                                                                                 dict[str, Any]]:
+        """The checked address to connect to, the headers and the TLS name for a request to `url`."""
+        try:
+            target, host = await resolve_target(url, self.targets, setting="a2a_client_targets")
+        except (ValueError, OSError) as exc:
+            raise A2AError(f"target refused: {exc}", permanent=isinstance(exc, ValueError)) from exc
+        except Exception as exc:  # CommhubError from check_url: the URL itself is not allowed
+            raise A2AError(f"target refused: {exc}", permanent=True) from exc
+        headers = {"User-Agent": USER_AGENT, "Host": httpx.URL(url).netloc.decode("ascii")}
+        if version == V1:
+            headers["A2A-Version"] = V1
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return target, headers, {"sni_hostname": host} if target.scheme == "https" else {}
+
     async def _request(self, method: str, url: str, token: str | None, body: Any = None,
                        version: str = V1) -> httpx.Response:
         with trio.move_on_after(self.timeout):
-            try:
-                target, host = await resolve_target(url, self.targets, setting="a2a_client_targets")
-            except (ValueError, OSError) as exc:
-                raise A2AError(f"target refused: {exc}", permanent=isinstance(exc, ValueError)) from exc
-            except Exception as exc:  # CommhubError from check_url: the URL itself is not allowed
-                raise A2AError(f"target refused: {exc}", permanent=True) from exc
-            headers = {"User-Agent": USER_AGENT, "Host": httpx.URL(url).netloc.decode("ascii"),
-                       "Accept": "application/json"}
-            if version == V1:
-                headers["A2A-Version"] = V1
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            extensions = {"sni_hostname": host} if target.scheme == "https" else {}
+            target, headers, extensions = await self._target(url, token, version)
+            headers["Accept"] = "application/json"
             try:
                 return await self.http.request(method, target, json=body, headers=headers, extensions=extensions,
                                                timeout=self.timeout)
@@ -261,3 +268,44 @@ class A2AClient:
     async def cancel(self, endpoint: Endpoint, token: str | None, task_id: str) -> None:
         """CancelTask."""
         await self.call(endpoint, token, "CancelTask", {"id": task_id})
+
+    async def subscribe(self, endpoint: Endpoint, token: str | None, task_id: str,
+                        on_event: Callable[[Any], Awaitable[None]]) -> None:
+        """SubscribeToTask (v0.3: tasks/resubscribe): await on_event(result) for each event of the stream, until the
+        agent ends it (the caller cancels it to stop earlier). Connecting is bounded by the timeout; the stream is
+        not (a task may work for hours)."""
+        name = "SubscribeToTask" if endpoint.version == V1 else V03_METHODS["SubscribeToTask"]
+        body = {"jsonrpc": "2.0", "id": next(_ids), "method": name, "params": {"id": task_id}}
+        target: httpx.URL | None = None
+        headers: dict[str, str] = {}
+        extensions: dict[str, Any] = {}
+        with trio.move_on_after(self.timeout):
+            target, headers, extensions = await self._target(endpoint.rpc_url, token, endpoint.version)
+        if target is None:
+            raise A2AError(f"{name}: no connection within {self.timeout:g} s")
+        headers["Accept"] = "text/event-stream"
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            async with self.http.stream("POST", target, json=body, headers=headers, extensions=extensions,
+                                        timeout=timeout) as response:
+                if response.status_code != 200:
+                    raise A2AError(f"{name}: HTTP {response.status_code}",
+                                   permanent=response.status_code in (401, 403, 404))
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    # A plain JSON-RPC answer instead of a stream: an error (e.g. streaming not supported).
+                    text = (await response.aread()).decode("utf-8", "replace")
+                    raise A2AError(f"{name}: no stream: {text}"[:500], permanent=True)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    try:
+                        event = json.loads(line[5:])
+                    except ValueError as exc:
+                        raise A2AError(f"{name}: an event that is not JSON") from exc
+                    if isinstance(event, dict) and isinstance(event.get("error"), dict):
+                        error = event["error"]
+                        raise A2AError(f"{name}: error {error.get('code')}: {error.get('message', '')}"[:500],
+                                       permanent=True)
+                    await on_event(event.get("result") if isinstance(event, dict) else None)
+        except httpx.HTTPError as exc:
+            raise A2AError(f"{name}: {type(exc).__name__}: {exc}") from exc

@@ -46,6 +46,9 @@ class Forwarder:
         self.nursery = nursery
         self.followers: dict[str, trio.Event] = {}  # task id -> its wake-up
         self.cards: dict[str, tuple[Endpoint, float]] = {}  # bound URL -> (endpoint, read at)
+        # task id -> the remote state (`seen`) when its last stream ended or failed: it is subscribed to again only
+        # once the state has changed (a stream the agent ends at once is not opened in a loop); GetTask polls meanwhile.
+        self.stream_ended: dict[str, str | None] = {}
 
     def poke(self, task_ids: set[str] | list[str]) -> None:
         """Start a follower for each task that has none, wake the others."""
@@ -80,8 +83,12 @@ class Forwarder:
                 if due <= now:
                     await self._poll(fwd)
                     continue
+                if task_id not in self.stream_ended or self.stream_ended[task_id] != fwd["seen"]:
+                    if await self._watch(fwd):
+                        continue
             else:
                 del self.followers[task_id]  # no await since the reads: a poke now starts a new follower
+                self.stream_ended.pop(task_id, None)
                 return
             wake = self.followers[task_id] = trio.Event()
             with trio.move_on_after(due - now):
@@ -206,6 +213,53 @@ class Forwarder:
             self._later(fwd, changed=False)
             return
         self._apply(fwd["network_id"], fwd["task_id"], answer, fwd)
+
+    async def _watch(self, fwd: dict[str, Any]) -> bool:
+        """Follow the remote task over a stream when its agent's card says it streams (SubscribeToTask): each event
+        is acted on at once (GetTask gives the whole task, artifacts included), instead of waiting for a poll. Ends
+        on a poke (an outbox row to send first) or when the stream ends or fails (then polls carry on). False when
+        the agent does not stream."""
+        hub, task_id = self.hub, fwd["task_id"]
+        remote = bridge_store.get_remote_secret(hub.db, fwd["network_id"], fwd["alias"])
+        if remote is None:
+            return False
+        try:
+            endpoint = await self._endpoint(remote)
+        except A2AError:
+            return False
+        if not endpoint.streaming:
+            self.stream_ended[task_id] = None  # never: polls only
+            return False
+        wake = self.followers[task_id] = trio.Event()
+
+        async def on_event(_: Any) -> None:
+            current = bridge_store.get_forwarded(hub.db, task_id)
+            if current is not None and current["following"]:
+                await self._poll(current)
+
+        ended = True
+        async with trio.open_nursery() as nursery:
+            async def until_poked() -> None:
+                nonlocal ended
+                await wake.wait()
+                ended = False
+                nursery.cancel_scope.cancel()
+
+            async def stream() -> None:
+                try:
+                    await self.client.subscribe(endpoint, remote["token"], fwd["remote_task_id"], on_event)
+                except A2AError as exc:
+                    log.info("a2a: task %s: stream ended: %s", task_id, exc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_poked)
+            nursery.start_soon(stream)
+        if ended:  # the agent ended the stream (or it failed): poll now, and stream again only after a change
+            current = bridge_store.get_forwarded(hub.db, task_id)
+            self.stream_ended[task_id] = current["seen"] if current is not None else None
+            with hub.db.write():
+                bridge_store.set_next_poll(hub.db, task_id, 0.0, now_ts())
+        return True
 
     def _later(self, fwd: dict[str, Any], *, changed: bool) -> None:
         settings = self.hub.settings

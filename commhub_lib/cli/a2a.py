@@ -94,8 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = add_group(sub, "a2a", "bind an alias to an external A2A agent: its tasks go there (owner/admin)")
     p = actions.add_parser("bind", parents=net, help="bind an alias to an A2A agent (its Agent Card URL)")
     p.add_argument("alias")
-    p.add_argument("agent_url", metavar="AGENT_URL", help="the agent's Agent Card URL (…/.well-known/agent-card.json) or its "
-                                              "JSON-RPC URL")
+    p.add_argument("agent_url", metavar="AGENT_URL",
+                   help="the agent's Agent Card URL (…/.well-known/agent-card.json) or its JSON-RPC URL")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument("--token-stdin", action="store_true", help="read the agent's bearer credential from stdin")
     secret.add_argument("--token-env", metavar="VAR", help="take the agent's bearer credential from this variable")
