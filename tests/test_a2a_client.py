@@ -302,3 +302,48 @@ def test_migration_0015_adds_the_a2a_tables_to_a_v11_database(tmp_path: Path) ->
         assert {"a2a_remotes", "a2a_outbox", "a2a_tasks"} <= tables
     finally:
         database.close()
+
+
+async def test_an_unreachable_agent_is_retried_until_it_answers(server: ServerHandle,
+                                                                client: httpx.AsyncClient) -> None:
+    late = RemoteAgent(REMOTE_TOKEN)  # its port is taken but nothing listens yet: connections are refused
+    try:
+        owner = await register(client)
+        await bind(client, owner, "outside", late.card_url)
+        token = await agent(client, owner, "coder")
+        task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "echo later"}))["task_id"]
+        path = f"/api/networks/{owner.network_id}/aliases/outside/a2a-remote"
+        deadline = trio.current_time() + 20
+        while True:  # the forward failed at least twice, and waits for its next try
+            outbox = (await client.get(path, headers=owner.auth)).json()["outbox"]
+            if outbox and outbox[0]["attempts"] >= 2:
+                break
+            assert trio.current_time() < deadline, outbox
+            await trio.sleep(0.05)
+        assert outbox[0]["status"] == "pending" and outbox[0]["last_error"], outbox
+        assert (await task_when(client, owner, task_id, "delivered"))["task"]["status"] == "delivered"
+        late.start()
+        done = await task_when(client, owner, task_id, "replied")
+        assert done["completion"]["result"] == "echo: echo later"
+    finally:
+        late.stop()
+
+
+def test_the_client_reads_both_versions_shapes() -> None:
+    from commhub_lib.bridge import client as a2a
+
+    old_card = {"name": "old", "url": "/rpc", "protocolVersion": "0.3.0", "capabilities": {"streaming": True}}
+    assert a2a.read_card(old_card, "https://agent.example/.well-known/agent-card.json") == \
+        a2a.Endpoint("https://agent.example/rpc", a2a.V03, True, "old")
+    grpc_only = {"supportedInterfaces": [{"url": "https://a.example", "protocolBinding": "GRPC"}]}
+    with pytest.raises(a2a.A2AError) as refused:
+        a2a.read_card(grpc_only, "https://a.example/card.json")
+    assert refused.value.permanent
+    assert a2a.read_task({"id": "t", "status": {"state": "input-required"}}).state == a2a.INPUT_REQUIRED
+    assert a2a.read_task({"id": "t", "status": {"state": "TASK_STATE_CANCELED"}}).state == a2a.CANCELED
+    assert a2a.read_task({"id": "t", "status": {"state": "sleeping"}}).state == a2a.UNKNOWN
+    direct = a2a.read_send_result({"message": {"parts": [{"text": "hi"}, {"url": "https://x/y.png",
+                                                                        "filename": "y.png"}]}}, a2a.V1)
+    assert direct.task_id is None and direct.state == a2a.COMPLETED and direct.text == "hi\n[file y.png: https://x/y.png]"
+    legacy = a2a.read_send_result({"kind": "message", "parts": [{"kind": "data", "data": {"a": 1}}]}, a2a.V03)
+    assert legacy.state == a2a.COMPLETED and legacy.text == '{"a": 1}'
