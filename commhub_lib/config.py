@@ -82,6 +82,7 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     webhook_concurrency: int = 16
     webhook_max_per_network: int = 20
+    webhook_ca_file: str = ""
     # Loop guard (c19b, docs/loop-guard.md): the same content again from an agent to an agent is not delivered
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
@@ -170,6 +171,8 @@ HELP: dict[str, str] = {
                                "failed",
     "webhook_concurrency": "webhook POSTs in flight at once across all webhooks (each webhook has one at a time)",
     "webhook_max_per_network": "webhooks one network may have",
+    "webhook_ca_file": "a PEM file of extra CA certificates that https webhook receivers may be signed by (a private "
+                       "CA), trusted beside the public ones; empty = the public ones only",
     "duplicate_window_seconds": "a task or message from an agent with the same content as one it sent the same "
                                 "recipient within this many seconds is not delivered again: the answer names the "
                                 "original with duplicate: true (0 = off)",
@@ -251,4 +254,6 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError(f"setting a2a_client_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
+    if settings.webhook_ca_file and not os.access(settings.webhook_ca_file, os.R_OK):
+        raise ValueError(f"setting webhook_ca_file: cannot read {settings.webhook_ca_file}")
     return settings

@@ -16,8 +16,10 @@ import ipaddress
 import json
 import logging
 import secrets
+import ssl
 from typing import Any
 
+import certifi
 import httpx
 import trio
 
@@ -217,6 +219,17 @@ def redeliver(hub: Hub, principal: Principal, network_id: str, webhook_id: str, 
 
 # -- delivery ---------------------------------------------------------------------------------------------------
 
+def describe(exc: BaseException) -> str:
+    """An exception's text for the delivery log: its own, else its cause's (a TLS failure reaches httpx under trio
+    as a ConnectError with no text of its own; the certificate error is in the chain)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if str(seen):
+            return str(seen) if seen is exc else f"{type(seen).__name__}: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return "no detail"
+
+
 async def post_once(client: httpx.AsyncClient, hub: Hub, webhook: dict[str, Any],
                     delivery: dict[str, Any]) -> tuple[int | None, str | None]:
     """POST one delivery: (HTTP status, None) when answered, (status or None, error) when it failed."""
@@ -240,7 +253,7 @@ async def post_once(client: httpx.AsyncClient, hub: Hub, webhook: dict[str, Any]
             response = await client.post(target, content=body, headers=headers, extensions=extensions,
                                          timeout=timeout)
         except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            return None, f"{type(exc).__name__}: {describe(exc)}"[:MAX_ERROR_CHARS]
     if deadline.cancelled_caught:
         return None, f"no answer within {timeout:g} s"
     if 200 <= response.status_code < 300:
@@ -353,11 +366,21 @@ async def prune_log(hub: Hub) -> int:
             return pruned
 
 
+def tls_context(ca_file: str) -> ssl.SSLContext | bool:
+    """How receivers' certificates are verified: httpx's default (the public CAs), plus a private CA's file."""
+    if not ca_file:
+        return True
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.load_verify_locations(cafile=ca_file)
+    return context
+
+
 async def run_webhooks(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Background job (root nursery): deliver the outbox. Starts a sender for every webhook with pending events
     (those left by a crash too), then for each webhook publish() reports; looks again every POLL_SECONDS."""
     limits = httpx.Limits(max_connections=hub.settings.webhook_concurrency * 2, max_keepalive_connections=32)
-    async with httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False) as client, \
+    async with httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False,
+                                 verify=tls_context(hub.settings.webhook_ca_file)) as client, \
             trio.open_nursery() as nursery:
         worker = Worker(hub, client, nursery)
         task_status.started()
