@@ -347,3 +347,23 @@ def test_the_client_reads_both_versions_shapes() -> None:
     assert direct.task_id is None and direct.state == a2a.COMPLETED and direct.text == "hi\n[file y.png: https://x/y.png]"
     legacy = a2a.read_send_result({"kind": "message", "parts": [{"kind": "data", "data": {"a": 1}}]}, a2a.V03)
     assert legacy.state == a2a.COMPLETED and legacy.text == '{"a": 1}'
+
+
+def test_settled_forwards_are_pruned_and_pending_ones_kept(tmp_path: Path) -> None:
+    from commhub_lib.store import bridge as bridge_store
+
+    database = dbmod.Database(str(tmp_path / "prune.db"))
+    try:
+        with database.write():
+            for n, status in enumerate(("sent", "failed", "pending")):
+                bridge_store.insert_outbox(database, "net", "outside", "task", f"t{n}", None, "2020-01-01 00:00:00")
+                if status != "pending":
+                    database.execute("UPDATE a2a_outbox SET status = ? WHERE task_id = ?", (status, f"t{n}"))
+            bridge_store.insert_forwarded(database, "t0", "net", "outside", "r0", None, "2020-01-01 00:00:00")
+            bridge_store.insert_forwarded(database, "t2", "net", "outside", "r2", None, "2020-01-01 00:00:00")
+            bridge_store.stop_following(database, "t0", "2020-01-01 00:00:00")
+            assert bridge_store.delete_settled_before(database, "2021-01-01 00:00:00", 100) == 3
+        assert bridge_store.tasks_with_work(database) == ["t2"]
+        assert bridge_store.next_outbox(database, "t2") is not None
+    finally:
+        database.close()

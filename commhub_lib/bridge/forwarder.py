@@ -27,6 +27,7 @@ from .client import A2AClient, A2AError, Endpoint, RemoteTask, message
 log = logging.getLogger("commhub.a2a_client")
 
 SCAN_SECONDS = 5.0  # the job also looks for work this often (a wake-up lost to a rollback)
+PRUNE_SECONDS = 3600.0  # settled forwards are kept as long as the events (event_retention_days)
 CARD_TTL_SECONDS = 300.0  # an Agent Card is read again after this long (or after a failed call)
 MAX_ERROR_CHARS = 300
 
@@ -318,8 +319,16 @@ async def run_bridge(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK
         task_status.started()
         presence_every = max(0.5, settings.presence_timeout_seconds / 3)
         next_presence = trio.current_time()
+        next_prune = trio.current_time() + SCAN_SECONDS
         scan = True
         while True:
+            if trio.current_time() >= next_prune:
+                next_prune = trio.current_time() + PRUNE_SECONDS
+                try:
+                    if pruned := await service.prune(hub):
+                        log.info("a2a: pruned %d settled forwards", pruned)
+                except Exception:  # busy or failing: the next hour tries again
+                    log.exception("a2a: could not prune the outbox")
             if trio.current_time() >= next_presence:
                 next_presence = trio.current_time() + presence_every
                 service.touch_bound(hub)

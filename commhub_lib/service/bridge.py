@@ -13,7 +13,7 @@ from typing import Any
 
 from ..broker import Event
 from ..errors import CommhubError, Conflict, Forbidden, NotFound, ValidationFailed
-from ..ids import new_id, now_text, now_ts
+from ..ids import new_id, now_text, now_ts, ts_text
 from ..models import ALIAS_RE, ALIAS_RULE
 from ..store import bridge as bridge_store
 from ..store import messages as message_store
@@ -136,6 +136,20 @@ def touch_bound(hub: Hub) -> int:
 
     hub.db.try_write(work)
     return counted[0]
+
+
+PRUNE_BATCH = 2000
+
+
+async def prune(hub: Hub) -> int:
+    """Drop sent/failed forwards and finished remote tasks older than event_retention_days, in batches that yield."""
+    cutoff = ts_text(now_ts() - hub.settings.event_retention_days * 86400)
+    pruned = 0
+    while True:
+        deleted = await hub.db.write_together(lambda: bridge_store.delete_settled_before(hub.db, cutoff, PRUNE_BATCH))
+        pruned += deleted
+        if deleted < PRUNE_BATCH:
+            return pruned
 
 
 # -- what the remote agent's answers do (the bridge job) --------------------------------------------------------

@@ -221,7 +221,7 @@ class Hub:
             kind, message_id = "task", None
         elif name == NEW_REPLY and data.get("status") == ANSWER:
             kind, message_id = "answer", data.get("message_id")
-        elif name == NEW_MESSAGE and data.get("from") is not None:  # the only new_message with a task_id: a cancel
+        elif name == NEW_MESSAGE:  # the one new_message with a task_id: the cancel notice (tasks.cancel_task)
             kind, message_id = "cancel", None
         else:
             return

@@ -136,3 +136,11 @@ def set_next_poll(db: Database, task_id: str, poll_seconds: float, next_poll_ts:
 def stop_following(db: Database, task_id: str, now: str) -> None:
     """The remote task is over (or the CommHub task is): stop polling it."""
     db.execute("UPDATE a2a_tasks SET following = 0, updated_at = ? WHERE task_id = ?", (now, task_id))
+
+
+def delete_settled_before(db: Database, cutoff: str, limit: int) -> int:
+    """Drop up to `limit` settled outbox rows and followed-out task rows last changed before `cutoff`."""
+    gone = db.execute("DELETE FROM a2a_outbox WHERE outbox_id IN (SELECT outbox_id FROM a2a_outbox"
+                      " WHERE status != 'pending' AND updated_at < ? LIMIT ?)", (cutoff, limit))
+    return gone + db.execute("DELETE FROM a2a_tasks WHERE task_id IN (SELECT task_id FROM a2a_tasks"
+                             " WHERE following = 0 AND updated_at < ? LIMIT ?)", (cutoff, limit))
