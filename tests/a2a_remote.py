@@ -157,6 +157,8 @@ class RemoteAgent:
         self.executor.loop.call_soon_threadsafe(self.executor.gate.set)
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving (and free the port, started or not)."""
         self.server.should_exit = True
-        self.thread.join(10)
+        if self.thread.is_alive():
+            self.thread.join(10)
+        self.sock.close()

@@ -200,6 +200,25 @@ async def test_a_forwarded_task_completes_across_a_hub_restart(tmp_path: Path, r
     assert len(remote.received.texts) == 1  # forwarded once, followed after the restart
 
 
+async def test_a_task_not_yet_forwarded_is_forwarded_by_the_next_hub(tmp_path: Path) -> None:
+    late = RemoteAgent(REMOTE_TOKEN)  # nothing listens yet: the forward stays in the outbox
+    try:
+        async with own_server(tmp_path, "outbox", **FAST) as first, \
+                httpx.AsyncClient(base_url=first.url, timeout=30) as client:
+            owner = await register(client)
+            await bind(client, owner, "outside", late.card_url)
+            token = await agent(client, owner, "coder")
+            task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "echo durable"}))["task_id"]
+        late.start()
+        async with own_server(tmp_path, "outbox", **FAST) as second, \
+                httpx.AsyncClient(base_url=second.url, timeout=30) as client:
+            done = await task_when(client, owner, task_id, "replied")
+        assert done["completion"]["result"] == "echo: echo durable"
+        assert late.received.texts == ["echo durable"]
+    finally:
+        late.stop()
+
+
 async def test_an_agent_speaking_a2a_0_3_gets_the_0_3_methods(server: ServerHandle, client: httpx.AsyncClient) -> None:
     old = RemoteAgent(REMOTE_TOKEN, version="0.3").start()
     try:
