@@ -5,6 +5,7 @@ What it does depends on the text it is sent:
 - "echo …": completes at once with an artifact "echo: …";
 - "ask …": asks "which colour?" (input-required); the follow-up's text completes it as "colour: <text>";
 - "fail …": fails with the status message "cannot do that";
+- "big …": completes with a 50,000-character artifact;
 - "slow …": works (a status message "started"), then waits until `release()`; completes as "slow done";
   cancelled meanwhile, it ends as canceled.
 It refuses (401) any request without `Authorization: Bearer <token>`, and records what it received.
@@ -71,7 +72,10 @@ class ScriptedExecutor(AgentExecutor):
             await updater.add_artifact([pb.Part(text=f"colour: {text}")], name="result")
             await updater.complete()
             return
-        if "fail" in text:
+        if "big" in text:
+            await updater.add_artifact([pb.Part(text="x" * 50_000)], name="result")
+            await updater.complete()
+        elif "fail" in text:
             await updater.failed(updater.new_agent_message([pb.Part(text="cannot do that")]))
         elif "ask" in text:
             await updater.requires_input(updater.new_agent_message([pb.Part(text="which colour?")]))

@@ -144,6 +144,18 @@ async def test_a_remote_failure_fails_the_task(server: ServerHandle, client: htt
     assert failed["completion"]["result"] == "cannot do that"
 
 
+async def test_an_answer_the_network_cannot_store_fails_the_task_with_the_reason(tmp_path: Path,
+                                                                                 remote: RemoteAgent) -> None:
+    async with own_server(tmp_path, "quota", max_network_bytes=60_000, **FAST) as handle, \
+            httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+        owner = await register(client)
+        await bind(client, owner, "outside", remote.card_url)
+        token = await agent(client, owner, "coder")
+        task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "big one"}))["task_id"]
+        failed = await task_when(client, owner, task_id, "failed")
+    assert "could not be stored" in failed["completion"]["result"], failed["completion"]
+
+
 async def test_cancelling_the_task_cancels_the_remote_task(server: ServerHandle, client: httpx.AsyncClient,
                                                            remote: RemoteAgent) -> None:
     owner = await register(client)

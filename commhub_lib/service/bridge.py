@@ -31,7 +31,6 @@ from ..vocabulary import (
     INPUT_REQUIRED,
     OPEN_TASK_STATUSES,
     PROGRESS,
-    QUESTION,
     REPLY,
     RUNNING,
 )
@@ -184,18 +183,24 @@ def mark_running(hub: Hub, task: dict[str, Any]) -> None:
 
 def report(hub: Hub, task: dict[str, Any], status: str, text: str) -> bool:
     """Report on the task as its recipient (the bound alias): progress, question, done or failed. False when the
-    task can no longer change (final meanwhile)."""
+    task can no longer change (final meanwhile). An answer that cannot be stored (the network's quota) drops a
+    progress note, and ends the task as failed with the reason otherwise (a question nobody sees would leave it
+    waiting forever)."""
     try:
         tasks.reply_on_task(hub, task["network_id"], task["to_name"], AGENT, task, _cut(text), status)
         return True
-    except Conflict:
-        return False
-    except CommhubError as exc:  # the text broke a quota: the task still ends, with the reason
-        if status in (PROGRESS, QUESTION):
-            raise
-        log.warning("a2a: task %s: the remote answer could not be stored (%s)", task["task_id"], exc)
+    except CommhubError as exc:
+        if task_status(hub, task["network_id"], task["task_id"]) not in OPEN_TASK_STATUSES:
+            return False
+        log.warning("a2a: task %s: the remote agent's %s could not be stored: %s", task["task_id"], status,
+                    exc.message)
+        if status == PROGRESS:
+            return True
         fallback = f"The remote agent answered ({status}), but its answer could not be stored: {exc.message}"
-        tasks.reply_on_task(hub, task["network_id"], task["to_name"], AGENT, task, fallback, FAILED)
+        try:
+            tasks.reply_on_task(hub, task["network_id"], task["to_name"], AGENT, task, fallback[:2000], FAILED)
+        except CommhubError:
+            log.exception("a2a: task %s: could not fail it either", task["task_id"])
         return True
 
 
