@@ -194,6 +194,19 @@ async def test_an_agent_that_streams_is_followed_over_its_stream(tmp_path: Path)
         streaming.stop()
 
 
+async def test_unbinding_fails_a_task_still_at_the_agent(server: ServerHandle, client: httpx.AsyncClient,
+                                                         remote: RemoteAgent) -> None:
+    owner = await register(client)
+    await bind(client, owner, "outside", remote.card_url)
+    token = await agent(client, owner, "coder")
+    task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "slow one"}))["task_id"]
+    await task_when(client, owner, task_id, "running")
+    r = await client.delete(f"/api/networks/{owner.network_id}/aliases/outside/a2a-remote", headers=owner.auth)
+    assert r.status_code == 200
+    failed = await task_when(client, owner, task_id, "failed")
+    assert "unbound" in failed["completion"]["result"]
+
+
 async def test_a_forwarded_task_completes_across_a_hub_restart(tmp_path: Path, remote: RemoteAgent) -> None:
     async with own_server(tmp_path, "restart", **FAST) as first, \
             httpx.AsyncClient(base_url=first.url, timeout=30) as client:

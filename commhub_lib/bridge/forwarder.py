@@ -201,8 +201,12 @@ class Forwarder:
     async def _poll(self, fwd: dict[str, Any]) -> None:
         hub = self.hub
         remote = bridge_store.get_remote_secret(hub.db, fwd["network_id"], fwd["alias"])
-        if remote is None or service.open_task(hub, fwd["network_id"], fwd["task_id"]) is None:
-            with hub.db.write():  # unbound, or the CommHub task is over (a cancel row tells the agent)
+        task = service.open_task(hub, fwd["network_id"], fwd["task_id"])
+        if task is not None and (remote is None or not remote["enabled"]):  # unbound or paused: nobody follows it
+            service.report_final(hub, task, FAILED, f"'{fwd['alias']}' was unbound from its A2A agent (or paused) "
+                                                    "while the task was there; the agent's answer cannot come back")
+        if task is None or remote is None or not remote["enabled"]:
+            with hub.db.write():  # (the CommHub task is over: a cancel row, if any, tells the agent)
                 bridge_store.stop_following(hub.db, fwd["task_id"], now_text())
             return
         try:

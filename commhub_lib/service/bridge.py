@@ -115,7 +115,7 @@ def get_remote(hub: Hub, principal: Principal, network_id: str, alias: str) -> d
 
 
 def unbind_remote(hub: Hub, principal: Principal, network_id: str, alias: str, ip: str | None) -> dict[str, Any]:
-    """Unbind an alias (owner/admin): nothing more is forwarded; tasks already forwarded stop being followed."""
+    """Unbind an alias (owner/admin): nothing more is forwarded; a task already forwarded fails at its next look."""
     _manage(hub, principal, network_id)
     _remote(hub, network_id, alias)
     with hub.db.write():
