@@ -343,7 +343,7 @@ def test_migration_0015_adds_the_a2a_tables_to_a_v11_database(tmp_path: Path) ->
     try:
         assert database.con.pragma("user_version") == dbmod.SCHEMA_VERSION
         tables = {r["name"] for r in database.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"a2a_remotes", "a2a_outbox", "a2a_tasks"} <= tables
+        assert {"a2a_remotes", "a2a_outbox", "a2a_forwarded"} <= tables
     finally:
         database.close()
 

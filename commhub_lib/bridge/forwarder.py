@@ -2,7 +2,7 @@
 
 What to tell a remote agent is in the durable outbox (a2a_outbox), written with the event that caused it
 (Hub.record_event): a new task, the sender's answer to a question, a cancel. The remote task a CommHub task became
-is in a2a_tasks with the last state acted on. One follower task per CommHub task works through both: its outbox
+is in a2a_forwarded with the last state acted on. One follower task per CommHub task works through both: its outbox
 rows in order (each retried with backoff, given up after a2a_client_give_up_seconds), then GetTask polls with a
 pause that doubles while nothing changes. Nothing of it is in memory only: after a restart the job finds every
 task with work left and carries on. A send never waits for any of it.

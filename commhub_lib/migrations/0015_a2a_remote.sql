@@ -36,7 +36,7 @@ CREATE INDEX a2a_outbox_pending ON a2a_outbox(status, task_id);
 
 -- A CommHub task forwarded to a remote agent: the remote task's ids and the last state seen, followed (polled)
 -- while `following` is 1, so a restart picks up where the last process left off.
-CREATE TABLE a2a_tasks (
+CREATE TABLE a2a_forwarded (
     task_id           TEXT PRIMARY KEY,
     network_id        TEXT NOT NULL,
     alias             TEXT NOT NULL,
@@ -50,4 +50,4 @@ CREATE TABLE a2a_tasks (
     created_at        TEXT NOT NULL,
     updated_at        TEXT NOT NULL
 );
-CREATE INDEX a2a_tasks_following ON a2a_tasks(following) WHERE following = 1;
+CREATE INDEX a2a_forwarded_following ON a2a_forwarded(following) WHERE following = 1;

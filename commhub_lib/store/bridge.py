@@ -92,7 +92,7 @@ def mark_outbox_failed(db: Database, outbox_id: int, error: str, now: str) -> No
 def tasks_with_work(db: Database) -> list[str]:
     """The tasks the bridge job has something to do for: a pending outbox row, or a remote task to follow."""
     rows = db.query("SELECT DISTINCT task_id FROM a2a_outbox WHERE status = 'pending'"
-                    " UNION SELECT task_id FROM a2a_tasks WHERE following = 1", ())
+                    " UNION SELECT task_id FROM a2a_forwarded WHERE following = 1", ())
     return [r["task_id"] for r in rows]
 
 
@@ -108,7 +108,7 @@ def list_outbox(db: Database, network_id: str, alias: str, limit: int) -> list[R
 def insert_forwarded(db: Database, task_id: str, network_id: str, alias: str, remote_task_id: str,
                      remote_context_id: str | None, now: str) -> None:
     """Remember the remote task a CommHub task was forwarded as (followed from now on)."""
-    db.execute("INSERT INTO a2a_tasks(task_id, network_id, alias, remote_task_id, remote_context_id, created_at,"
+    db.execute("INSERT INTO a2a_forwarded(task_id, network_id, alias, remote_task_id, remote_context_id, created_at,"
                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(task_id) DO UPDATE SET"
                " remote_task_id = excluded.remote_task_id, remote_context_id = excluded.remote_context_id,"
                " following = 1, updated_at = excluded.updated_at",
@@ -117,30 +117,30 @@ def insert_forwarded(db: Database, task_id: str, network_id: str, alias: str, re
 
 def get_forwarded(db: Database, task_id: str) -> Row | None:
     """The remote side of a forwarded task."""
-    return db.query_one("SELECT * FROM a2a_tasks WHERE task_id = ?", (task_id,))
+    return db.query_one("SELECT * FROM a2a_forwarded WHERE task_id = ?", (task_id,))
 
 
 def set_seen(db: Database, task_id: str, state: str, seen: str, following: int, poll_seconds: float,
              next_poll_ts: float, now: str) -> None:
     """Store the remote state last acted on and when to look again."""
-    db.execute("UPDATE a2a_tasks SET remote_state = ?, seen = ?, following = ?, poll_seconds = ?, next_poll_ts = ?,"
+    db.execute("UPDATE a2a_forwarded SET remote_state = ?, seen = ?, following = ?, poll_seconds = ?, next_poll_ts = ?,"
                " updated_at = ? WHERE task_id = ?", (state, seen, following, poll_seconds, next_poll_ts, now, task_id))
 
 
 def set_next_poll(db: Database, task_id: str, poll_seconds: float, next_poll_ts: float) -> None:
     """Nothing changed remotely: look again later."""
-    db.execute("UPDATE a2a_tasks SET poll_seconds = ?, next_poll_ts = ? WHERE task_id = ?",
+    db.execute("UPDATE a2a_forwarded SET poll_seconds = ?, next_poll_ts = ? WHERE task_id = ?",
                (poll_seconds, next_poll_ts, task_id))
 
 
 def stop_following(db: Database, task_id: str, now: str) -> None:
     """The remote task is over (or the CommHub task is): stop polling it."""
-    db.execute("UPDATE a2a_tasks SET following = 0, updated_at = ? WHERE task_id = ?", (now, task_id))
+    db.execute("UPDATE a2a_forwarded SET following = 0, updated_at = ? WHERE task_id = ?", (now, task_id))
 
 
 def delete_settled_before(db: Database, cutoff: str, limit: int) -> int:
     """Drop up to `limit` settled outbox rows and followed-out task rows last changed before `cutoff`."""
     gone = db.execute("DELETE FROM a2a_outbox WHERE outbox_id IN (SELECT outbox_id FROM a2a_outbox"
                       " WHERE status != 'pending' AND updated_at < ? LIMIT ?)", (cutoff, limit))
-    return gone + db.execute("DELETE FROM a2a_tasks WHERE task_id IN (SELECT task_id FROM a2a_tasks"
+    return gone + db.execute("DELETE FROM a2a_forwarded WHERE task_id IN (SELECT task_id FROM a2a_forwarded"
                              " WHERE following = 0 AND updated_at < ? LIMIT ?)", (cutoff, limit))
