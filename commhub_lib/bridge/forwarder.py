@@ -20,7 +20,7 @@ from ..ids import now_text, now_ts
 from ..service import bridge as service
 from ..service.hub import Hub
 from ..store import bridge as bridge_store
-from ..vocabulary import CANCELLED, DONE, FAILED, PROGRESS, QUESTION
+from ..vocabulary import CANCELLED, DONE, FAILED, FORWARD_ANSWER, FORWARD_CANCEL, FORWARD_TASK, PROGRESS, QUESTION
 from . import client as a2a
 from .client import A2AClient, A2AError, Endpoint, RemoteTask, message
 
@@ -112,10 +112,10 @@ class Forwarder:
         if remote is None or not remote["enabled"]:
             await self._give_up(row, f"'{row['alias']}' is no longer bound to an A2A agent", task)
             return
-        if row["kind"] == "task" and task is None:
+        if row["kind"] == FORWARD_TASK and task is None:
             self._settle(row, "the task ended before it was forwarded")
             return
-        if row["kind"] in ("answer", "cancel") and fwd is None:
+        if row["kind"] in (FORWARD_ANSWER, FORWARD_CANCEL) and fwd is None:
             self._settle(row, "the task was never forwarded")
             return
         try:
@@ -129,10 +129,10 @@ class Forwarder:
 
         def stored() -> None:
             bridge_store.mark_outbox_sent(hub.db, row["outbox_id"], now)
-            if row["kind"] == "task" and answer is not None and answer.task_id:
+            if row["kind"] == FORWARD_TASK and answer is not None and answer.task_id:
                 bridge_store.insert_forwarded(hub.db, row["task_id"], row["network_id"], row["alias"],
                                               answer.task_id, answer.context_id, now)
-            elif row["kind"] == "cancel":
+            elif row["kind"] == FORWARD_CANCEL:
                 bridge_store.stop_following(hub.db, row["task_id"], now)
 
         await hub.db.write_together(stored)
@@ -143,7 +143,7 @@ class Forwarder:
                        endpoint: Endpoint, task: dict[str, Any] | None) -> RemoteTask | None:
         """Tell the remote agent what the row says; the remote task's state that came back (None for a cancel)."""
         token, version = remote["token"], endpoint.version
-        if row["kind"] == "task":
+        if row["kind"] == FORWARD_TASK:
             assert task is not None
             meta = {"commhub_task_id": task["task_id"], "commhub_from": task["from_name"],
                     "commhub_priority": task["priority"]}
@@ -152,7 +152,7 @@ class Forwarder:
             return await self.client.send(endpoint, token, message(version, task["message_id"], task_text(task),
                                                                    metadata=meta))
         assert fwd is not None
-        if row["kind"] == "answer":
+        if row["kind"] == FORWARD_ANSWER:
             text = service.answer_text(self.hub, row["network_id"], row["message_id"])
             return await self.client.send(endpoint, token, message(version, row["message_id"] or f"a{row['outbox_id']}",
                                                                    text, fwd["remote_task_id"],
@@ -189,8 +189,8 @@ class Forwarder:
         log.warning("a2a: task %s: %s given up: %s", row["task_id"], row["kind"], error)
         await self.hub.db.write_together(lambda: bridge_store.mark_outbox_failed(
             self.hub.db, row["outbox_id"], error, now_text()))
-        if task is not None and row["kind"] in ("task", "answer"):
-            what = "forwarded to" if row["kind"] == "task" else "answered at"
+        if task is not None and row["kind"] in (FORWARD_TASK, FORWARD_ANSWER):
+            what = "forwarded to" if row["kind"] == FORWARD_TASK else "answered at"
             service.report_final(self.hub, task, FAILED, f"The task could not be {what} the A2A agent behind "
                                                          f"'{row['alias']}': {error}")
             with self.hub.db.write():

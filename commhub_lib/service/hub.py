@@ -22,7 +22,7 @@ from ..store import bridge as bridge_store
 from ..store import events as event_store
 from ..store import tokens as token_store
 from ..store import webhooks as webhook_store
-from ..vocabulary import ANSWER, NEW_MESSAGE, NEW_REPLY, NEW_TASK
+from ..vocabulary import ANSWER, FORWARD_ANSWER, FORWARD_CANCEL, FORWARD_TASK, NEW_MESSAGE, NEW_REPLY, NEW_TASK
 from .guard import Grant, StreamGuard
 
 if TYPE_CHECKING:
@@ -149,11 +149,6 @@ class Hub:
     def a2a_bindings_changed(self) -> None:
         """Forget the bound aliases (one was bound, changed or unbound)."""
         self._a2a_bound = None
-
-    def wake_bridge(self, *task_ids: str) -> None:
-        """Tell the bridge job that these tasks have something to forward or follow."""
-        self.bridge_due.update(task_ids)
-        self.bridge_wakeup.set()
     # The loop guard's pair buckets (service/loopguard.guard_of types it; `object` here: hub.py imports no service).
     loop_guard: object = field(default=None, init=False, repr=False, compare=False)
 
@@ -218,11 +213,11 @@ class Hub:
         if not task_id:
             return
         if name == NEW_TASK:
-            kind, message_id = "task", None
+            kind, message_id = FORWARD_TASK, None
         elif name == NEW_REPLY and data.get("status") == ANSWER:
-            kind, message_id = "answer", data.get("message_id")
+            kind, message_id = FORWARD_ANSWER, data.get("message_id")
         elif name == NEW_MESSAGE:  # the one new_message with a task_id: the cancel notice (tasks.cancel_task)
-            kind, message_id = "cancel", None
+            kind, message_id = FORWARD_CANCEL, None
         else:
             return
         bridge_store.insert_outbox(self.db, network_id, alias, kind, task_id, message_id, now_text())
