@@ -56,9 +56,8 @@ DeliveryStatusValue = Literal["pending", "delivered", "failed"]
 DELIVERY_STATUSES: tuple[DeliveryStatusValue, ...] = (PENDING, DELIVERED, FAILED)
 
 # -- the A2A client's outbox (docs/a2a-client.md): what is forwarded to an alias's remote agent (a new task, the
-# sender's answer to its question, a cancel) and how far it got: pending -> sent | failed (given up)
+# sender's answer to its question, a cancel); each row goes pending -> sent | failed (given up): store/bridge.py
 FORWARD_TASK, FORWARD_ANSWER, FORWARD_CANCEL = "task", "answer", "cancel"
-SENT = "sent"
 
 # -- inbox items
 MESSAGE, TASK, REPLY, BROADCAST, NOTICE = "message", "task", "reply", "broadcast", "notice"
