@@ -6,6 +6,7 @@ What it does depends on the text it is sent:
 - "ask …": asks "which colour?" (input-required); the follow-up's text completes it as "colour: <text>";
 - "fail …": fails with the status message "cannot do that";
 - "big …": completes with a 50,000-character artifact;
+- "give up …": cancels the task itself ("I gave up on it");
 - "slow …": works (a status message "started"), then waits until `release()`; completes as "slow done";
   cancelled meanwhile, it ends as canceled.
 It refuses (401) any request without `Authorization: Bearer <token>`, and records what it received.
@@ -72,7 +73,9 @@ class ScriptedExecutor(AgentExecutor):
             await updater.add_artifact([pb.Part(text=f"colour: {text}")], name="result")
             await updater.complete()
             return
-        if "big" in text:
+        if "give up" in text:
+            await updater.cancel(updater.new_agent_message([pb.Part(text="I gave up on it")]))
+        elif "big" in text:
             await updater.add_artifact([pb.Part(text="x" * 50_000)], name="result")
             await updater.complete()
         elif "fail" in text:

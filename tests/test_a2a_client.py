@@ -21,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from commhub_lib import db as dbmod
 from commhub_lib.config import Settings
+from commhub_lib.mcp import channel
 from commhub_lib.runtime.server import ServerHandle
 
 REMOTE_TOKEN = "remote-secret-1"
@@ -329,6 +330,25 @@ async def test_the_cli_binds_shows_and_unbinds(server: ServerHandle, client: htt
     assert gone.code == 0 and "unbound outside" in gone.out, gone.err
     again = await run_cli("a2a", "unbind", "outside", env=env)
     assert again.code == 1 and "remote_not_bound" in again.err + again.out
+
+
+@pytest.mark.subprocess
+async def test_a_task_the_agent_cancels_ends_cancelled_and_ends_the_senders_wait(
+        server: ServerHandle, client: httpx.AsyncClient, remote: RemoteAgent) -> None:
+    owner = await register(client)
+    await bind(client, owner, "outside", remote.card_url)
+    person = await run_cli("send", "outside", "give up now", "--wait", "--timeout", "20", "--json",
+                           env=cli_env(server.url, owner.token))
+    assert person.code == 1, (person.out, person.err)  # the wait ended, and not with a success
+    answer = person.json()
+    assert answer["ok"] is False and answer["reply"]["status"] == "cancelled"
+    assert "I gave up on it" in answer["reply"]["content"]
+    ended = await task_when(client, owner, answer["sent"]["task_id"], "cancelled")
+    assert ended["completion"]["status"] == "cancelled"
+    # An agent that sent it is told in plain words (its channel notification), not asked to carry on.
+    text = channel.describe("new_reply", {"from": "outside", "status": "cancelled", "task_id": "t1",
+                                          "message_id": "m1"})
+    assert "cancelled task t1" in text and "carry on" not in text
 
 
 def test_migration_0015_adds_the_a2a_tables_to_a_v11_database(tmp_path: Path) -> None:
