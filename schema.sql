@@ -123,7 +123,9 @@ CREATE TABLE tasks (
     flagged_at      TEXT,
     -- Not started by then (docs/tasks-deadlines.md): the task expires instead (ISO text, and the same as a number).
     start_by        TEXT,
-    start_by_ts     REAL
+    start_by_ts     REAL,
+    -- The schedule whose run this task is (docs/schedules.md); NULL for a task sent by hand.
+    schedule_id     TEXT
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -473,6 +475,61 @@ CREATE TABLE webhook_deliveries (
 -- One index serves the worker (a webhook's oldest pending row) and the log (a webhook's rows, newest first):
 -- measured, a second index on the table added ~60 µs of CPU to every send that writes an outbox row.
 CREATE INDEX webhook_deliveries_by_status ON webhook_deliveries(webhook_id, status, delivery_id);
+
+-- Schedules (docs/schedules.md): a task sent to an alias once, every N seconds or by a cron expression in an IANA
+-- time zone; each run is an ordinary task carrying schedule_id.
+CREATE TABLE schedules (
+    schedule_id      TEXT PRIMARY KEY,
+    network_id       TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    created_by       TEXT NOT NULL,  -- the user behind it (a person, or the creator of the agent's token)
+    token_id         TEXT,           -- an agent's schedule: the token it was made with (revoked: runs stop)
+    from_name        TEXT NOT NULL,
+    from_kind        TEXT NOT NULL CHECK (from_kind IN ('agent', 'person')),
+    to_name          TEXT NOT NULL,
+    title            TEXT,
+    content          TEXT NOT NULL,
+    context          TEXT,
+    priority         TEXT NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
+    kind             TEXT NOT NULL CHECK (kind IN ('once', 'every', 'cron')),
+    run_at           TEXT,
+    every_seconds    INTEGER,
+    cron             TEXT,
+    tz               TEXT NOT NULL DEFAULT 'UTC',
+    missed           TEXT NOT NULL DEFAULT 'run_once' CHECK (missed IN ('run_once', 'skip')),
+    state            TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused', 'finished')),
+    next_run_ts      REAL,           -- NULL while paused or finished
+    last_run_at      TEXT,
+    last_task_id     TEXT,
+    run_count        INTEGER NOT NULL DEFAULT 0,
+    skip_count       INTEGER NOT NULL DEFAULT 0,
+    last_skipped_at  TEXT,
+    last_skip_reason TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+-- The scheduler's one question: the earliest next run (only active schedules have one).
+CREATE INDEX schedules_due ON schedules(next_run_ts) WHERE next_run_ts IS NOT NULL;
+CREATE INDEX schedules_by_network ON schedules(network_id, created_at);
+
+-- A2A server (docs/a2a.md): the aliases an owner/admin serves as A2A agents, and the A2A side of each task an A2A
+-- client sent (the conversation it belongs to: contextId), by CommHub task id (the A2A task id is the task id).
+CREATE TABLE a2a_agents (
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL,
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    description TEXT NOT NULL DEFAULT '',
+    updated_by  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (network_id, alias)
+);
+CREATE TABLE a2a_tasks (
+    task_id     TEXT PRIMARY KEY,
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL,
+    caller      TEXT NOT NULL,
+    context_id  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
 
 -- A2A client (docs/a2a-client.md): an alias bound to an external A2A agent. Tasks sent to the alias are forwarded
 -- to the agent's URL by the bridge job (commhub_lib/bridge/), with `token` as the bearer credential (kept in clear:

@@ -91,6 +91,65 @@ class StreamSlot:
             self._broker._release_slot(self)
 
 
+class TaskWatcher:
+    """One reader of a task's changes (an A2A stream, a blocking A2A send): woken when the task's timeline grows.
+    A change between two waits is kept, so nothing is missed between reading the task and waiting again."""
+
+    __slots__ = ("_changed", "closed")
+
+    def __init__(self) -> None:
+        self._changed = trio.Event()
+        self.closed = False
+
+    def wake(self) -> None:
+        """The task changed (or the server stops: `closed`)."""
+        self._changed.set()
+
+    async def wait(self) -> None:
+        """Until the task changes again (at once if it changed since the last wait)."""
+        await self._changed.wait()
+        self._changed = trio.Event()
+
+
+class TaskWatch:
+    """Readers of single tasks by task id. A task's status changes (a recipient fetching it: delivered -> running)
+    publish no stream event, so the A2A streams, which follow one task, are woken here by every new timeline entry
+    (service/tasks.py calls `changed` inside the write; the woken reader runs after the commit)."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[TaskWatcher]] = {}
+        self.closing = False
+
+    @contextmanager
+    def watch(self, task_id: str) -> Iterator[TaskWatcher]:
+        """A watcher of one task for the duration of the block."""
+        watcher = TaskWatcher()
+        if self.closing:
+            watcher.closed = True
+            watcher.wake()
+        watchers = self._watchers.setdefault(task_id, set())
+        watchers.add(watcher)
+        try:
+            yield watcher
+        finally:
+            watchers.discard(watcher)
+            if not watchers:
+                self._watchers.pop(task_id, None)
+
+    def changed(self, task_id: str) -> None:
+        """Wake every reader of this task (a dict miss when nobody follows it)."""
+        for watcher in self._watchers.get(task_id, ()):
+            watcher.wake()
+
+    def close_all(self) -> None:
+        """Wake and end every reader (the server stops)."""
+        self.closing = True
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.closed = True
+                watcher.wake()
+
+
 class Broker:
     """Registry of subscribers by (network_id, alias), and of network observers by network_id."""
 
@@ -110,6 +169,7 @@ class Broker:
         # presence writer of the root nursery (service/sessions.py), not in one transaction per open. Their
         # streams keep them online meanwhile, as every reader of presence asks this broker first.
         self.presence_due: set[Key] = set()
+        self.tasks = TaskWatch()  # readers of single tasks (the A2A streams)
 
     @contextmanager
     def subscribe(self, network_id: str, alias: str | None, *, counts_for_presence: bool = False,
@@ -215,6 +275,7 @@ class Broker:
         """End every stream (at shutdown: hypercorn would otherwise wait and then cut them)."""
         self.closing = True
         self.stopping.set()
+        self.tasks.close_all()
         for sub in self._all():
             sub.closed_reason = reason
             sub.send.close()

@@ -12,6 +12,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_MODES = ("off", "loopback", "token")
 WEBHOOK_TARGETS = ("public", "loopback", "private")
+SCHEDULE_AGENTS = ("admin", "member", "off")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,13 @@ class Settings:
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
     pair_rate_per_minute: int = 30
+    # A2A server (20.3, docs/a2a.md): how long a blocking SendMessage / message/send waits for the task to end or
+    # ask a question before it answers with the task as it stands.
+    a2a_blocking_seconds: float = 60.0
+    # Schedules (c19c, docs/schedules.md): the shortest `every`, which agents may schedule, how many per network.
+    schedule_min_interval_seconds: float = 10.0
+    schedule_agents: str = "admin"
+    max_schedules_per_network: int = 200
     # A2A client (20.4, docs/a2a-client.md): aliases bound to external A2A agents; where they may be, retries,
     # how often a forwarded task is looked at.
     a2a_client_targets: str = "public"
@@ -178,6 +186,13 @@ HELP: dict[str, str] = {
                                 "original with duplicate: true (0 = off)",
     "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
                             "rate_limited and a loop_broken event for people (0 = no limit)",
+    "a2a_blocking_seconds": "how long a blocking A2A SendMessage (message/send) waits for its task to finish or "
+                            "ask a question before it answers with the task as it stands (then GetTask or "
+                            "SubscribeToTask)",
+    "schedule_min_interval_seconds": "the shortest `every` a schedule may have, in seconds (docs/schedules.md)",
+    "schedule_agents": "which agents (network tokens) may create schedules: admin (agents whose token an owner/admin "
+                       "of the network created), member (any agent of the network) or off (people only)",
+    "max_schedules_per_network": "schedules one network may have; above it 409 schedule_limit_reached (0 = no limit)",
     "a2a_client_targets": "where an alias bound to an external A2A agent may point: public, loopback or private "
                           "(as webhook_targets)",
     "a2a_client_timeout_seconds": "how long one call to an external A2A agent may take before it counts as failed",
@@ -254,6 +269,10 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError(f"setting a2a_client_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
+    if settings.schedule_agents not in SCHEDULE_AGENTS:
+        raise ValueError(f"setting schedule_agents: must be one of {', '.join(SCHEDULE_AGENTS)}")
+    if settings.schedule_min_interval_seconds <= 0:
+        raise ValueError("setting schedule_min_interval_seconds: must be positive")
     if settings.webhook_ca_file and not os.access(settings.webhook_ca_file, os.R_OK):
         raise ValueError(f"setting webhook_ca_file: cannot read {settings.webhook_ca_file}")
     return settings

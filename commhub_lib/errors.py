@@ -223,6 +223,16 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "webhook_url_not_allowed": ErrorInfo(400, "The webhook URL is not https, or names a private, loopback, "
                                               "link-local or metadata address that webhook_targets does not allow."),
     "webhook_limit_reached": ErrorInfo(409, "The network has as many webhooks as webhook_max_per_network allows."),
+    # -- A2A server (docs/a2a.md)
+    "agent_not_served": ErrorInfo(404, "The alias is not served as an A2A agent (never opted in, or switched "
+                                          "off)."),
+    # -- schedules (docs/schedules.md)
+    "schedule_not_found": ErrorInfo(404, "No schedule with that id in your networks."),
+    "schedule_not_allowed": ErrorInfo(403, "Only a schedule's creator or a network owner/admin may change it; "
+                                           "agents create schedules only as the schedule_agents setting allows."),
+    "schedule_limit_reached": ErrorInfo(409, "The network has as many schedules as max_schedules_per_network "
+                                             "allows."),
+    "schedule_finished": ErrorInfo(409, "The schedule ran its one time (kind once): it cannot be paused or resumed."),
     # -- the A2A client (docs/a2a-client.md)
     "remote_url_not_allowed": ErrorInfo(400, "The A2A agent's URL is not https, or names a private, loopback, "
                                              "link-local or metadata address that a2a_client_targets does not allow."),

@@ -16,6 +16,7 @@ from .types import StrictFloat, StrictInt
 from .vocabulary import (
     DEFAULT_PRIORITY,
     MessageKind,
+    MissedPolicy,
     PriorityValue,
     ReplyStatusValue,
     ReportableSessionStatus,
@@ -498,3 +499,58 @@ class WebhookUpdateRequest(Body):
     aliases: list[Short] | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=1000)
     enabled: bool | None = None
+
+
+# --- A2A server (docs/a2a.md) -------------------------------------------------------------------
+
+class A2AAgentRequest(Body):
+    """PUT /api/networks/:id/aliases/:alias/a2a: serve the alias as an A2A agent (or stop), and its card's
+    description (left out: kept as it was)."""
+
+    enabled: bool = Field(strict=True, description="true: the alias is served as an A2A agent; false: it is not")
+    description: str | None = Field(default=None, max_length=1000,
+                                    description="what the agent does, shown in its Agent Card")
+# --- schedules (docs/schedules.md) -------------------------------------------------------------
+
+MISSED_RULE = ("what to do with a run missed while the hub was down: 'run_once' (run it once at start, never "
+               "several times) or 'skip' (go on to the next time)")
+
+
+class ScheduleTask(Body):
+    """Schedule a task to an alias: give exactly one of `at` (once), `every_seconds` or `cron`."""
+
+    to: Alias = Field(description="alias of the recipient")
+    content: Content = Field(description="what to do (each run sends this as a task)")
+    priority: Priority = DEFAULT_PRIORITY
+    title: Short | None = None
+    context: str | None = Field(default=None, max_length=MAX_CONTENT, description="background for the task")
+    at: float | Short | None = Field(default=None, description=(
+        "run once at this time: ISO 8601 such as '2026-12-24T09:00' (without an offset it is a time in `tz`) or a "
+        "number of seconds from now"))
+    every_seconds: StrictInt | None = Field(default=None, ge=1, le=366 * 86400, description=(
+        "run every this many seconds (at least 10 by default: the schedule_min_interval_seconds setting)"))
+    cron: Short | None = Field(default=None, description=(
+        "a 5-field cron expression 'minute hour day-of-month month day-of-week', e.g. '0 9 * * 1-5' (09:00 on "
+        "weekdays), evaluated in `tz`"))
+    tz: Short = Field(default="UTC", description="an IANA time zone such as 'Europe/Berlin' (for `cron` and a "
+                      "local `at`)")
+    missed: Annotated[MissedPolicy, BeforeValidator(_lower)] = Field(
+        default="run_once", description=MISSED_RULE)
+
+
+class RestScheduleTask(ScheduleTask):
+    """POST /api/schedules: as the tool, plus the network for user tokens."""
+
+    network_id: Short | None = None
+
+
+class ListSchedules(Body):
+    """The network's schedules, newest first."""
+
+    limit: StrictInt = Field(default=50, ge=1)
+
+
+class CancelSchedule(Body):
+    """Delete a schedule (its creator, or a network owner/admin); the tasks it sent stay."""
+
+    schedule_id: Short

@@ -76,6 +76,16 @@ PriorityValue = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: tuple[PriorityValue, ...] = ("low", "normal", "high", "urgent")
 DEFAULT_PRIORITY: PriorityValue = "normal"
 
+# -- schedules (docs/schedules.md): a schedule's state (finished: a `once` schedule after its one time), how its
+# time is given, and what becomes of a run missed while the hub was down
+SCHEDULE_ACTIVE, SCHEDULE_PAUSED, SCHEDULE_FINISHED = "active", "paused", "finished"
+ScheduleState = Literal["active", "paused", "finished"]
+SCHEDULE_STATES: tuple[ScheduleState, ...] = (SCHEDULE_ACTIVE, SCHEDULE_PAUSED, SCHEDULE_FINISHED)
+ScheduleKind = Literal["once", "every", "cron"]
+SCHEDULE_KINDS: tuple[ScheduleKind, ...] = ("once", "every", "cron")
+MissedPolicy = Literal["run_once", "skip"]
+MISSED_POLICIES: tuple[MissedPolicy, ...] = ("run_once", "skip")
+
 # -- who acts: an agent (an alias) or a person (a username)
 AGENT, PERSON = "agent", "person"
 SenderKind = Literal["agent", "person"]

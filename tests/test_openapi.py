@@ -175,6 +175,17 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.get("/api/messages?alias=worker&unread=1", headers=account.auth), "get", "/api/messages")
     found = check(await client.get("/api/search", headers=account.auth, params={"q": "may"}), "get", "/api/search")
     assert found["results"], found
+    sched = check(await client.post("/api/schedules", headers=account.auth, json={
+        "to": "worker", "content": "nightly", "cron": "0 3 * * *", "tz": "Europe/Berlin"}), "post", "/api/schedules")
+    one_sched = f"/api/schedules/{sched['schedule']['schedule_id']}"
+    check(await client.get("/api/schedules", headers=account.auth), "get", "/api/schedules")
+    check(await client.get(one_sched, headers=account.auth), "get", "/api/schedules/{schedule_id}")
+    assert check(await client.post(f"{one_sched}/run", headers=account.auth), "post",
+                 "/api/schedules/{schedule_id}/run")["ran"] is True
+    check(await client.post(f"{one_sched}/pause", headers=account.auth), "post", "/api/schedules/{schedule_id}/pause")
+    check(await client.post(f"{one_sched}/resume", headers=account.auth), "post",
+          "/api/schedules/{schedule_id}/resume")
+    check(await client.delete(one_sched, headers=account.auth), "delete", "/api/schedules/{schedule_id}")
     other = await create_token(client, account, name="spare")
     spare_id = next(t["token_id"] for t in (await client.get("/api/tokens", headers=account.auth)).json()["tokens"]
                     if t["name"] == "spare")
@@ -202,6 +213,14 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.delete(bound, headers=account.auth), "delete", bound_path)
     check(await client.get(f"/api/networks/{account.network_id}/usage", headers=account.auth), "get",
           "/api/networks/{network_id}/usage")
+    a2a_setting = f"/api/networks/{account.network_id}/aliases/worker/a2a"
+    check(await client.put(a2a_setting, headers=account.auth, json={"enabled": True}), "put",
+          "/api/networks/{network_id}/aliases/{alias}/a2a")
+    check(await client.get(a2a_setting, headers=account.auth), "get", "/api/networks/{network_id}/aliases/{alias}/a2a")
+    check(await client.get(f"/a2a/{account.network_id}/worker/.well-known/agent-card.json"), "get",
+          "/a2a/{network_id}/{alias}/.well-known/agent-card.json")
+    check(await client.post(f"/a2a/{account.network_id}/worker", headers=worker_auth, json={
+        "jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}), "post", "/a2a/{network_id}/{alias}")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/release", headers=account.auth),
           "post", "/api/networks/{network_id}/aliases/{alias}/release")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/retire", headers=account.auth),

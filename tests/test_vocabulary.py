@@ -204,6 +204,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("store/sessions.py", "progress"): "a column of the sessions table",
     ("mcp/tools.py", "broadcast"): "the MCP tool's name",
     ("cli/run/gemini.py", "cancelled"): "an ACP permission outcome, not a task status",
+    ("a2a/mapping.py", "working"): "an A2A task state (TASK_STATE_WORKING), not a session status",
+    ("a2a/mapping.py", "failed"): "an A2A task state (TASK_STATE_FAILED), written in A2A's words",
 }
 
 

@@ -22,9 +22,11 @@ from pydantic.json_schema import JsonSchemaMode
 from .. import __version__
 from .. import models as m
 from ..http.request import url_rules
+from . import a2a as a2a_api
 from . import bridge as bridge_api
 from . import queries as q
 from . import responses as r
+from . import schedules as schedules_api
 from . import search as search_api
 
 
@@ -36,7 +38,7 @@ class Op:
     answer: type[BaseModel] | None
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    auth: str = "any"  # any | user | public | auth_token (register: COMMHUB_AUTH_TOKEN when set) | metrics
+    auth: str = "any"  # any | user | public | auth_token (register: COMMHUB_AUTH_TOKEN when set) | metrics | network
     media: str = "application/json"
     status: str = "200"
     note: str = ""
@@ -51,6 +53,11 @@ MCP_PUSH_NOTE = ("The MCP session's push stream (Accept: text/event-stream, Mcp-
                  "session's alias as a `notifications/claude/channel` JSON-RPC notification; Last-Event-ID resumes.")
 MCP_NOTE = ("MCP Streamable HTTP: JSON-RPC 2.0 requests (initialize, tools/list, tools/call, …; on MCP 2026-07-28 "
             "server/discover and subscriptions/listen, without a session); see the README and docs/mcp-versions.md.")
+A2A_CARD_NOTE = ("the A2A Agent Card of an alias an owner/admin opted in (404 otherwise); `A2A-Version: 1.0` gets the "
+                 "pure 1.0 card, none (a 0.3 client) the 1.0 fields plus the 0.3 ones (docs/a2a.md)")
+A2A_NOTE = ("A2A JSON-RPC 2.0 (docs/a2a.md): SendMessage, SendStreamingMessage (text/event-stream), GetTask, "
+            "CancelTask, SubscribeToTask, and the 0.3 names message/send, message/stream, tasks/get, tasks/cancel, "
+            "tasks/resubscribe; a network token of the network (401/403 otherwise, 404 if the alias is not served)")
 
 OPERATIONS: dict[str, Op] = {
     "health": Op("meta", r.Health, auth="public"),
@@ -124,6 +131,15 @@ OPERATIONS: dict[str, Op] = {
     "data.broadcast": Op("messaging", r.Broadcasted, m.RestBroadcast),
     "data.flag_task": Op("messaging", r.TaskFlagged, m.RestFlag, query=q.NetworkScope,
                          note="flag a task for a person's attention, or clear it (docs/runner-server.md)"),
+    "schedules.create_schedule": Op("schedules", schedules_api.ScheduleAnswer, m.RestScheduleTask,
+                                    note="give exactly one of at, every_seconds, cron (docs/schedules.md)"),
+    "schedules.list_schedules": Op("schedules", schedules_api.ScheduleList, query=schedules_api.SchedulesQuery),
+    "schedules.get_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.delete_schedule": Op("schedules", schedules_api.ScheduleDeleted, query=q.NetworkScope),
+    "schedules.pause_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.resume_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.run_schedule": Op("schedules", schedules_api.ScheduleRun, query=q.NetworkScope,
+                                 note="run it now (skipped while its last run's task is open); the timetable stays"),
     "approvals.ask": Op("approvals", r.Approval, m.RestApproval,
                         note="an agent (network token) asks a person and waits up to wait_seconds for the answer"),
     "approvals.get_approval": Op("approvals", r.Approval, query=q.ApprovalWait),
@@ -134,21 +150,29 @@ OPERATIONS: dict[str, Op] = {
     "mcp.post_mcp": Op("mcp", r.JsonRpc, r.JsonRpc, note=MCP_NOTE),
     "mcp.get_mcp": Op("mcp", None, media="text/event-stream", note=MCP_PUSH_NOTE),
     "mcp.delete_mcp": Op("mcp", None, status="204", note="end the MCP session named by Mcp-Session-Id"),
+    "a2a.put_a2a": Op("a2a", a2a_api.A2AAgentSetting, m.A2AAgentRequest, auth="user",
+                      note="serve the alias as an A2A agent, or stop (owner/admin of the network; docs/a2a.md)"),
+    "a2a.get_a2a": Op("a2a", a2a_api.A2AAgentSetting, note="members of the network"),
+    "a2a.card": Op("a2a", a2a_api.AgentCard, auth="public", note=A2A_CARD_NOTE),
+    "a2a.jsonrpc": Op("a2a", r.JsonRpc, r.JsonRpc, auth="network", note=A2A_NOTE),
 }
 
 TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network tokens (ntok_) for agents"),
         ("networks", "networks, members, invites"), ("data", "what agents are doing: sessions, tasks, messages"),
         ("messaging", "send tasks, messages and broadcasts as a person or script"),
         ("approvals", "an agent asks a person for permission and waits for the answer"),
+        ("schedules", "tasks sent to an alias once, every N seconds or by cron (docs/schedules.md)"),
         ("webhooks", "POST each event of a network to a URL, signed, with a delivery log (docs/webhooks.md)"),
-        ("a2a", "bind an alias to an external A2A agent: its tasks are forwarded there (docs/a2a-client.md)"),
         ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
+        ("a2a", "aliases served as A2A agents: opt-in, Agent Card, JSON-RPC (docs/a2a.md); aliases bound to an "
+                "external A2A agent, their tasks forwarded there (docs/a2a-client.md)"),
         ("dashboard", "the web dashboard"), ("meta", "health and docs")]
 SECURITY = {
     "any": [{"userToken": []}, {"networkToken": []}, {"queryToken": []}],
     "user": [{"userToken": []}, {"queryToken": []}],
     "public": [],
     "auth_token": [{}, {"serverAuthToken": []}],
+    "network": [{"networkToken": []}],
     "metrics": [{"metricsToken": []}],  # by the metrics setting: loopback needs none, token COMMHUB_METRICS_TOKEN
 }
 SECURITY_SCHEMES = {

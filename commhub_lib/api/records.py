@@ -117,6 +117,8 @@ class Task(Record):
     flagged_at: Text = None
     start_by: Text = Field(default=None, description="null, or when it must be started by; not started by then, it "
                            "expires (docs/tasks-deadlines.md)")
+    schedule_id: Text = Field(default=None, description="null, or the schedule whose run this task is "
+                              "(docs/schedules.md)")
 
 
 class TaskEvent(Record):

@@ -257,6 +257,8 @@ def cmd_task(args: argparse.Namespace) -> int:
     print_fields(task, [k for k in ("task_id", "status", "priority", "from_name", "to_name", "title", "content",
                                     "context", "deadline", "start_by", "created_at", "updated_at", "result")
                         if k in task])
+    if task.get("schedule_id"):  # a run of a schedule (docs/schedules.md)
+        print(safe_text(f"sent by schedule {task['schedule_id']} (commhub schedule show {task['schedule_id']})"))
     if result.get("queue_position"):
         print(safe_text(f"queue: {result['queue_position']} of {task.get('to_name')}'s open tasks (1 = next); "
                         f"recipient {'online' if result.get('recipient_online') else OFFLINE}"

@@ -125,8 +125,9 @@ async def send_stream(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGI
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_RAW_HTTP1 if http1 else _SSE_RAW})
     await _pump(body, receive, send)
 
-# A POST served from ASGI (POST /mcp): (status, JSON body) or, for a 2026-07-28 subscriptions/listen, a stream.
-PostHandler = Callable[[RouteContext, PostRequest], Awaitable[tuple[int, bytes] | AsyncIterator[bytes]]]
+# A POST served from ASGI (POST /mcp, POST /a2a/<network_id>/<alias>): (status, JSON body) or, for a 2026-07-28
+# subscriptions/listen or an A2A streaming method, a stream. The path's parameters come as keyword arguments.
+PostHandler = Callable[..., Awaitable[tuple[int, bytes] | AsyncIterator[bytes]]]
 
 
 class PostEndpoint:
@@ -144,14 +145,15 @@ class PostEndpoint:
         self.endpoint = endpoint
         self.reader = BodyReader(ctx.hub.settings.max_body_bytes, ctx.hub.settings.body_timeout_seconds)
 
-    async def __call__(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        """Answer one POST."""
+    async def __call__(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
+                       params: dict[str, str] | None = None) -> None:
+        """Answer one POST (`params`: the path's parameters, passed to the handler)."""
         started = time.perf_counter()
         client = scope.get("client")
         req = PostRequest(read_headers(scope), scope.get("query_string", b""), client_ip=client[0] if client
                           else "unknown")
         try:
-            status, body, extra = await self._answer(scope, req, receive)
+            status, body, extra = await self._answer(scope, req, receive, params or {})
         except ClientGone:
             return
         # Logged before the answer goes out, as for every other route: a client that reads the log after its
@@ -164,8 +166,8 @@ class PostEndpoint:
         else:  # a 2026-07-28 subscriptions/listen: the answer is its event stream
             await send_stream(scope, receive, send, body)
 
-    async def _answer(self, scope: HTTPScope, req: PostRequest,
-                      receive: ASGIReceiveCallable) -> tuple[int, bytes | AsyncIterator[bytes], dict[str, str]]:
+    async def _answer(self, scope: HTTPScope, req: PostRequest, receive: ASGIReceiveCallable,
+                      params: dict[str, str]) -> tuple[int, bytes | AsyncIterator[bytes], dict[str, str]]:
         """(status, body or event stream, extra headers) of the answer, errors included."""
         watch = self.ctx.lock_watch
         watch.start_request()
@@ -176,7 +178,7 @@ class PostEndpoint:
                     await watch.before()
                 except DatabaseBusy:
                     pass  # it may be a pure read (get_inbox): run it; a write then fails fast as a tool error
-            answer = await self.handler(self.ctx, req)
+            answer = await self.handler(self.ctx, req, **params)
             if isinstance(answer, tuple):
                 return answer[0], answer[1], req.answer_headers
             return 200, answer, {}

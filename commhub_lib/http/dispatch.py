@@ -60,7 +60,7 @@ class FastDispatch:
 
             async def post(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                            params: dict[str, str]) -> None:
-                await endpoint(scope, receive, send)
+                await endpoint(scope, receive, send, params)
             return post
         handler = route.handler
 

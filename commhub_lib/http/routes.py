@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import sse
+from ..a2a import protocol as a2a_protocol
+from ..api import a2a as a2a_api
 from ..api import accounts as accounts_api
 from ..api import approvals as approvals_api
 from ..api import bridge as bridge_api
@@ -29,6 +31,7 @@ from ..api import metrics as metrics_api
 from ..api import networks as networks_api
 from ..api import oauth as oauth_api
 from ..api import openapi as openapi_api
+from ..api import schedules as schedules_api
 from ..api import search as search_api
 from ..api import webhooks as webhooks_api
 from ..mcp import protocol as mcp_protocol
@@ -119,6 +122,16 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/approvals", approvals_api.ask, "json", "approvals.ask"),
     Route("GET", "/api/approvals/<approval_id>", approvals_api.get_approval, "json", "approvals.get_approval"),
     Route("GET", "/api/approvals", approvals_api.list_approvals, "json", "approvals.list_approvals"),
+    Route("POST", "/api/schedules", schedules_api.create_schedule, "json", "schedules.create_schedule"),
+    Route("GET", "/api/schedules", schedules_api.list_schedules, "json", "schedules.list_schedules"),
+    Route("GET", "/api/schedules/<schedule_id>", schedules_api.get_schedule, "json", "schedules.get_schedule"),
+    Route("DELETE", "/api/schedules/<schedule_id>", schedules_api.delete_schedule, "json",
+          "schedules.delete_schedule"),
+    Route("POST", "/api/schedules/<schedule_id>/pause", schedules_api.pause_schedule, "json",
+          "schedules.pause_schedule"),
+    Route("POST", "/api/schedules/<schedule_id>/resume", schedules_api.resume_schedule, "json",
+          "schedules.resume_schedule"),
+    Route("POST", "/api/schedules/<schedule_id>/run", schedules_api.run_schedule, "json", "schedules.run_schedule"),
     Route("GET", "/openapi.json", openapi_api.openapi, "json", "openapi.openapi"),
     Route("GET", "/events/<alias>", sse.alias_stream, "stream", "sse.stream",
           "Server-Sent Events for one alias (served by sse.alias_stream)."),
@@ -137,4 +150,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/assets/<path:name>", web_routes.asset, "static", "web.asset"),
     Route("GET", "/health", health_api.health, "json", "health"),
     Route("GET", "/metrics", metrics_api.scrape, "json", "metrics.scrape"),
+    Route("PUT", "/api/networks/<network_id>/aliases/<alias>/a2a", a2a_api.put_a2a, "json", "a2a.put_a2a"),
+    Route("GET", "/api/networks/<network_id>/aliases/<alias>/a2a", a2a_api.get_a2a, "json", "a2a.get_a2a"),
+    Route("GET", "/a2a/<network_id>/<alias>/.well-known/agent-card.json", a2a_api.card, "json", "a2a.card"),
+    Route("POST", "/a2a/<network_id>/<alias>", a2a_protocol.answer_post, "mcp", "a2a.jsonrpc",
+          "A2A JSON-RPC (1.0 and 0.3) of an alias served as an A2A agent (served by a2a.protocol.answer_post)."),
 )

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from .. import models as m
 from ..errors import Conflict
-from ..service import approvals, messaging, search, sessions, tasks
+from ..service import approvals, messaging, schedules, search, sessions, tasks
 from ..service.hub import SURFACE, Hub, Principal
 from .schema import self_contained
 
@@ -167,6 +167,19 @@ def _list_nodes(ctx: ToolContext, a: m.Empty) -> dict[str, Any]:
     return sessions.list_nodes(ctx.hub, [ctx.network_id])
 
 
+def _schedule_task(ctx: ToolContext, a: m.ScheduleTask) -> dict[str, Any]:
+    return schedules.create_schedule(ctx.hub, ctx.principal, ctx.network_id, ctx.caller(), a)
+
+
+def _list_schedules(ctx: ToolContext, a: m.ListSchedules) -> dict[str, Any]:
+    ctx.optional_caller()
+    return schedules.list_schedules(ctx.hub, [ctx.network_id], a.limit)
+
+
+def _cancel_schedule(ctx: ToolContext, a: m.CancelSchedule) -> dict[str, Any]:
+    return schedules.delete_schedule(ctx.hub, ctx.principal, [ctx.network_id], ctx.optional_caller(), a.schedule_id)
+
+
 async def _permission_prompt(ctx: ToolContext, a: m.PermissionPrompt) -> dict[str, Any]:
     # The result's JSON text is the tool's one text content: exactly what Claude Code parses.
     return await approvals.permission_prompt(ctx.hub, ctx.principal, ctx.network_id, ctx.caller(), a.tool_name,
@@ -233,6 +246,17 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("get_completions", "Completion records (how tasks ended, with durations), newest first.",
          m.GetCompletions, _get_completions, True),
     Tool("list_nodes", "Machines that agents of your network run on.", m.Empty, _list_nodes, True),
+    Tool("schedule_task", "Schedule a task to an alias: once (`at`: ISO 8601 or seconds from now), every N seconds "
+         "(`every_seconds`, at least 10) or by `cron` ('0 9 * * 1-5') in the IANA zone `tz` (default UTC). Each run "
+         "is an ordinary task from you (with its schedule_id); a run is skipped while the previous run's task is "
+         "still open. `missed`: run_once (default) or skip a run missed while the hub was down. Only agents the "
+         "schedule_agents setting allows may schedule (by default: a token an owner/admin of the network created). "
+         "Returns {schedule: {schedule_id, next_run_at, state, ...}}.", m.ScheduleTask, _schedule_task),
+    Tool("list_schedules", "The schedules of your network, newest first: {schedules: [{schedule_id, from_name, "
+         "to_name, kind once/every/cron, state active/paused/done, next_run_at, last_run_at, last_task_id, "
+         "last_status, skip_count, last_skip_reason}]}.", m.ListSchedules, _list_schedules, True),
+    Tool("cancel_schedule", "Delete a schedule you created (the tasks it sent stay). Returns {schedule_id, "
+         "deleted}.", m.CancelSchedule, _cancel_schedule),
     Tool("permission_prompt", "For Claude Code's --permission-prompt-tool (set by `commhub run claude`): asks a "
          "person whether `tool_name` may run with `input` (a question on the task you work on, else to your "
          "owner), waits for the answer, and returns {\"behavior\": \"allow\", \"updatedInput\": ...} or "

@@ -133,6 +133,12 @@ class Hub:
         """Tell the delivery worker that these webhooks have something to send."""
         self.webhooks_due.update(webhook_ids)
         self.webhook_wakeup.set()
+    # Schedules (service/schedules.py): the event the scheduler sleeps on until its next run, set on every change.
+    schedule_wakeup: trio.Event = field(default_factory=trio.Event, init=False, repr=False)
+
+    def schedules_changed(self) -> None:
+        """Wake the scheduler: a schedule was created, paused, resumed, run or deleted (its next run may differ)."""
+        self.schedule_wakeup.set()
     # The A2A client (commhub_lib/bridge/, docs/a2a-client.md): the aliases bound to external A2A agents, read once
     # and dropped on every change (record_event consults it for each event: one set lookup); the tasks with bridge
     # work since the bridge job last looked, and the event that wakes it (set by publish).

@@ -86,11 +86,14 @@ def record_reply_event(hub: Hub, pending: list[Event], msg: dict[str, Any]) -> N
 
 def _task_event(hub: Hub, task: dict[str, Any], event: str, actor: str, detail: str | None = None) -> None:
     task_store.insert_task_event(hub.db, task["task_id"], task["network_id"], event, actor, detail, now_text())
+    hub.broker.tasks.changed(task["task_id"])  # wakes the task's A2A readers once this write commits
 
 
-def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kind: str = AGENT) -> dict[str, Any]:
+def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kind: str = AGENT,
+              schedule_id: str | None = None) -> dict[str, Any]:
     """Store a task in the recipient's inbox and push `new_task`; an idempotency key makes retries safe (and the
-    loop guard answers an agent's same task again with the original: service/loopguard.py)."""
+    loop guard answers an agent's same task again with the original: service/loopguard.py). A schedule's run
+    passes its `schedule_id` (service/schedules.py), kept on the task."""
     loopguard.check_pair(hub, network_id, sender, sender_kind, body.to)
     pending: list[Event] = []
     with hub.db.write():
@@ -119,7 +122,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
                 "context": body.context, "priority": body.priority, "status": DELIVERED, "deadline": body.deadline,
                 "idempotency_key": body.idempotency_key, "message_id": msg["message_id"],
                 "created_at": msg["created_at"], "created_ts": msg["created_ts"], "updated_at": msg["created_at"],
-                "start_by": body.start_by, "start_by_ts": start_by_ts}
+                "start_by": body.start_by, "start_by_ts": start_by_ts, "schedule_id": schedule_id}
         msg["task_id"] = task["task_id"]
         task_store.insert_task(hub.db, task)
         message_store.insert_message(hub.db, msg)
@@ -369,6 +372,7 @@ def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]
         if row["kind"] == TASK and row["task_id"]:
             if task_store.set_status(hub.db, row["task_id"], (DELIVERED,), RUNNING, now, started_by_ts=now_ts()):
                 task_store.insert_task_event(hub.db, row["task_id"], network_id, RUNNING, alias, None, now)
+                hub.broker.tasks.changed(row["task_id"])
                 started.append(row["task_id"])
             elif (task := task_store.get_task(hub.db, network_id, row["task_id"])) and is_past_start_by(task):
                 expire_task(hub, pending if pending is not None else [], task)  # past its start_by: never started

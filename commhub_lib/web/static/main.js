@@ -10,12 +10,13 @@ import { initAudit, refreshAudit } from "./views-audit.js";
 import { addFeedEvent, clearFeed } from "./views-feed.js";
 import { clearLoops, noteLoopBroken } from "./views-loops.js";
 import { initNetwork, refreshNetwork } from "./views-network.js";
+import { initSchedules, refreshSchedules } from "./views-schedules.js";
 import { initSend } from "./views-send.js";
 import { refreshSessions } from "./views-sessions.js";
 import { initTasks, refreshOpenTask, refreshTasks } from "./views-tasks.js";
 import { initWebhooks } from "./views-webhooks.js";
 
-const VIEWS = ["overview", "tasks", "network", "audit"];
+const VIEWS = ["overview", "tasks", "schedules", "network", "audit"];
 // Presence (an agent coming online or going quiet) is not an event on the stream: the sessions and the
 // board are re-read at this pace while the page is visible, and at once after every event.
 const POLL_MS = 2000;
@@ -39,6 +40,7 @@ function showView() {
   if (view === "network") refreshNetwork();
   if (view === "audit") refreshAudit();
   if (view === "tasks") refreshTasks();
+  if (view === "schedules") refreshSchedules();
 }
 
 async function refreshAll() {
@@ -210,6 +212,7 @@ function init() {
   initTasks();
   initNetwork();
   initWebhooks();
+  initSchedules();
   initAudit();
   for (const dialog of document.querySelectorAll("dialog")) {
     dialog.addEventListener("click", (e) => { if (e.target.closest("[data-close]")) dialog.close(); });
