@@ -431,3 +431,51 @@ def test_settled_forwards_are_pruned_and_pending_ones_kept(tmp_path: Path) -> No
         assert bridge_store.next_outbox(database, "t2") is not None
     finally:
         database.close()
+
+
+async def inbox_item(client: httpx.AsyncClient, token: str, wanted: Any, within: float = 20.0) -> dict[str, Any]:
+    """The first inbox item `wanted(item)` accepts, polling get_inbox (bounded)."""
+    deadline = trio.current_time() + within
+    while True:
+        items = (await tool(client, token, "get_inbox", {}))["items"]
+        found = [i for i in items if wanted(i)]
+        if found:
+            return found[0]
+        assert trio.current_time() < deadline, items
+        await trio.sleep(0.05)
+
+
+async def test_a_task_crosses_to_another_hubs_a2a_agent_and_back(tmp_path: Path) -> None:
+    """End to end, CommHub to CommHub: hub A's alias `reviewer` is bound to hub B's agent `coder`, served over A2A
+    (docs/a2a.md). A's agent sends a task, B's agent asks a question, A's agent answers, B's agent finishes: each
+    step crosses both hubs, over B's stream (its card says it streams)."""
+    async with own_server(tmp_path, "hub-b") as hub_b, own_server(tmp_path, "hub-a", **FAST) as hub_a, \
+            httpx.AsyncClient(base_url=hub_b.url, timeout=30) as b, \
+            httpx.AsyncClient(base_url=hub_a.url, timeout=30) as a:
+        owner_b = await register(b)
+        coder = await agent(b, owner_b, "coder")
+        r = await b.put(f"/api/networks/{owner_b.network_id}/aliases/coder/a2a", headers=owner_b.auth,
+                        json={"enabled": True, "description": "writes code"})
+        assert r.status_code == 200, r.text
+        caller_token = await create_token(b, owner_b, name="hub-a")  # hub A's credential at hub B
+        owner_a = await register(a)
+        card = f"{hub_b.url}/a2a/{owner_b.network_id}/coder/.well-known/agent-card.json"
+        await bind(a, owner_a, "reviewer", card, token=caller_token)
+        boss = await agent(a, owner_a, "boss")
+        task_id = (await tool(a, boss, "send_task", {"to": "reviewer", "title": "Fix", "content": "fix the bug"}))[
+            "task_id"]
+        arrived = await inbox_item(b, coder, lambda i: i.get("kind") == "task")
+        remote_task = arrived["task_id"]
+        await tool(b, coder, "send_reply", {"task_id": remote_task, "status": "question",
+                                            "content": "which bug?"})
+        await task_when(a, owner_a, task_id, "input_required")
+        question = await inbox_item(a, boss, lambda i: i.get("task_id") == task_id and i.get("status") == "question")
+        assert question["content"] == "which bug?"
+        await tool(a, boss, "send_reply", {"task_id": task_id, "content": "the one in parse()"})
+        answer = await inbox_item(b, coder, lambda i: i.get("task_id") == remote_task and i.get("kind") == "reply")
+        assert answer["content"] == "the one in parse()"
+        await tool(b, coder, "send_reply", {"task_id": remote_task, "status": "done", "content": "fixed in parse()"})
+        done = await task_when(a, owner_a, task_id, "replied")
+        assert "fixed in parse()" in done["completion"]["result"]
+        there = (await b.get(f"/api/tasks/{remote_task}", headers=owner_b.auth)).json()
+        assert there["task"]["status"] == "replied" and there["task"]["from_name"].startswith("a2a:")
