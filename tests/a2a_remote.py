@@ -107,14 +107,14 @@ class ScriptedExecutor(AgentExecutor):
 class RemoteAgent:
     """The agent's server: `card_url`, `rpc_url`, `received`, `release()`, `stop()`."""
 
-    def __init__(self, token: str, version: str = "1.0", streaming: bool = False):
+    def __init__(self, token: str, version: str = "1.0", streaming: bool = False, port: int = 0):
         self.token = token
         self.received = Received()
         self.executor = ScriptedExecutor(self.received)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        port = self.sock.getsockname()[1]
+        self.sock.bind(("127.0.0.1", port))  # a port given: the same agent again, after a restart (tasks forgotten)
+        self.port = port = self.sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
         self.rpc_url = self.base + "/rpc"
         self.card_url = self.base + "/.well-known/agent-card.json"

@@ -208,6 +208,24 @@ async def test_unbinding_fails_a_task_still_at_the_agent(server: ServerHandle, c
     assert "unbound" in failed["completion"]["result"]
 
 
+async def test_a_task_the_agent_forgot_fails_with_the_reason(server: ServerHandle, client: httpx.AsyncClient) -> None:
+    first = RemoteAgent(REMOTE_TOKEN).start()
+    try:
+        owner = await register(client)
+        await bind(client, owner, "outside", first.card_url)
+        token = await agent(client, owner, "coder")
+        task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "slow one"}))["task_id"]
+        await task_when(client, owner, task_id, "running")
+    finally:
+        first.stop()
+    again = RemoteAgent(REMOTE_TOKEN, port=first.port).start()  # the agent restarted and lost its tasks
+    try:
+        failed = await task_when(client, owner, task_id, "failed")
+        assert "no longer knows the task" in failed["completion"]["result"]
+    finally:
+        again.stop()
+
+
 async def test_a_forwarded_task_completes_across_a_hub_restart(tmp_path: Path, remote: RemoteAgent) -> None:
     async with own_server(tmp_path, "restart", **FAST) as first, \
             httpx.AsyncClient(base_url=first.url, timeout=30) as client:

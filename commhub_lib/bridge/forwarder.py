@@ -27,6 +27,7 @@ from .client import A2AClient, A2AError, Endpoint, RemoteTask, message
 log = logging.getLogger("commhub.a2a_client")
 
 SCAN_SECONDS = 5.0  # the job also looks for work this often (a wake-up lost to a rollback)
+TASK_NOT_FOUND = -32001  # A2A's TaskNotFoundError (both versions)
 PRUNE_SECONDS = 3600.0  # settled forwards are kept as long as the events (event_retention_days)
 CARD_TTL_SECONDS = 300.0  # an Agent Card is read again after this long (or after a failed call)
 MAX_ERROR_CHARS = 300
@@ -215,7 +216,13 @@ class Forwarder:
         except A2AError as exc:
             self.cards.pop(remote["url"], None)
             log.info("a2a: task %s: GetTask failed: %s", fwd["task_id"], exc)
-            self._later(fwd, changed=False)
+            if exc.code == TASK_NOT_FOUND:  # the agent lost it (restarted without its tasks): it will not answer
+                service.report_final(hub, task, FAILED, f"The A2A agent behind '{fwd['alias']}' no longer knows the "
+                                                        f"task ({exc}); its answer cannot come back")
+                with hub.db.write():
+                    bridge_store.stop_following(hub.db, fwd["task_id"], now_text())
+                return
+            self._later(fwd, changed=False)  # unreachable or failing for now: looked at again later
             return
         self._apply(fwd["network_id"], fwd["task_id"], answer, fwd)
 
