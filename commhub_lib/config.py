@@ -95,6 +95,14 @@ class Settings:
     schedule_min_interval_seconds: float = 10.0
     schedule_agents: str = "admin"
     max_schedules_per_network: int = 200
+    # "Needs you" (needs, docs/dashboard.md#needs-you): when an open task counts as stuck on the dashboard's Overview.
+    stuck_delivered_seconds: float = 300.0
+    stuck_running_seconds: float = 1800.0
+    # Attachments (a19, docs/attachments.md): the largest file, the largest one carried inline (base64) in an MCP
+    # call, and how long an upload never sent with anything is kept.
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_inline_attachment_bytes: int = 256 * 1024
+    attachment_unsent_hours: float = 24.0
     # A2A client (20.4, docs/a2a-client.md): aliases bound to external A2A agents; where they may be, retries,
     # how often a forwarded task is looked at.
     a2a_client_targets: str = "public"
@@ -193,6 +201,17 @@ HELP: dict[str, str] = {
     "schedule_agents": "which agents (network tokens) may create schedules: admin (agents whose token an owner/admin "
                        "of the network created), member (any agent of the network) or off (people only)",
     "max_schedules_per_network": "schedules one network may have; above it 409 schedule_limit_reached (0 = no limit)",
+    "stuck_delivered_seconds": "a task still waiting to be picked up this many seconds after it was sent, by an agent "
+                               "that is offline, is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = "
+                               "off)",
+    "stuck_running_seconds": "a running task with nothing new (no progress, question, answer or flag) for this many "
+                             "seconds is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = off)",
+    "max_attachment_bytes": "largest file one attachment may hold (POST /api/attachments answers 413 above); it "
+                            "also caps that route's request body (plus room for a multipart envelope)",
+    "max_inline_attachment_bytes": "largest file a send may carry inline as base64 (MCP `attachments: [{filename, "
+                                   "content_type, data_base64}]`); larger ones go through POST /api/attachments",
+    "attachment_unsent_hours": "an upload never sent with a task, message or reply is deleted after this many "
+                               "hours (by the hourly retention job)",
     "a2a_client_targets": "where an alias bound to an external A2A agent may point: public, loopback or private "
                           "(as webhook_targets)",
     "a2a_client_timeout_seconds": "how long one call to an external A2A agent may take before it counts as failed",

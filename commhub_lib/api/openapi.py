@@ -24,6 +24,7 @@ from .. import models as m
 from ..http.request import url_rules
 from . import a2a as a2a_api
 from . import bridge as bridge_api
+from . import needs as needs_api
 from . import queries as q
 from . import responses as r
 from . import schedules as schedules_api
@@ -123,6 +124,12 @@ OPERATIONS: dict[str, Op] = {
     "data.stats": Op("data", r.Stats, query=q.NetworkScope),
     "search.search": Op("data", search_api.SearchResults, query=search_api.SearchQuery,
                         note="full-text search over the tasks, messages and replies your lists show"),
+    "needs.get_needs": Op("data", needs_api.Needs, query=needs_api.NeedsQuery, auth="user",
+                          note="what needs the person across their networks: questions waiting for an answer, stuck "
+                               "tasks, loops the guard broke (docs/dashboard.md#needs-you)"),
+    "needs.network_events": Op("events", needs_api.NetworkEvents, query=needs_api.EventsQuery, auth="user",
+                               note="a network's newest stored events, oldest first, each new_reply with its text; "
+                                    "resume GET /events?network_id= with Last-Event-ID: last_event_id"),
     "data.get_task": Op("data", r.TaskDetail, query=q.NetworkScope),
     "data.send_task": Op("messaging", r.TaskSent, m.RestSendTask),
     "data.cancel_task": Op("messaging", r.TaskCancelled, m.RestCancel, query=q.NetworkScope),
@@ -140,6 +147,14 @@ OPERATIONS: dict[str, Op] = {
     "schedules.resume_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
     "schedules.run_schedule": Op("schedules", schedules_api.ScheduleRun, query=q.NetworkScope,
                                  note="run it now (skipped while its last run's task is open); the timetable stays"),
+    "attachments.upload": Op("messaging", r.AttachmentUploaded, query=q.UploadQuery, media="application/json",
+                             note="upload a file to send with tasks, messages and replies: the raw body (its "
+                                  "Content-Type kept; the name from ?filename= or X-Filename) or multipart/form-data "
+                                  "(its first file field); up to max_attachment_bytes (docs/attachments.md)"),
+    "attachments.download": Op("messaging", None, query=q.NetworkScope, media="application/octet-stream",
+                               note="download an attachment (its members; the uploader before it is sent): always "
+                                    "Content-Disposition: attachment, X-Content-Type-Options: nosniff, a sandboxing "
+                                    "CSP, and application/octet-stream unless its type is a safe one"),
     "approvals.ask": Op("approvals", r.Approval, m.RestApproval,
                         note="an agent (network token) asks a person and waits up to wait_seconds for the answer"),
     "approvals.get_approval": Op("approvals", r.Approval, query=q.ApprovalWait),

@@ -24,6 +24,14 @@ class NetworkScope(BaseModel):
     network_id: str | None = Field(default=None, description="one network (a user token: default all of yours)")
 
 
+class UploadQuery(BaseModel):
+    """POST /api/attachments (docs/attachments.md)."""
+
+    network_id: str | None = Field(default=None, description="the network to upload to (a user token: default "
+                                   "their default network)")
+    filename: str | None = Field(default=None, description="the file's name for a raw body (or X-Filename)")
+
+
 class NodesQuery(NetworkScope, Paging):
     """GET /api/nodes."""
 

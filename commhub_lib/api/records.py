@@ -119,6 +119,19 @@ class Task(Record):
                            "expires (docs/tasks-deadlines.md)")
     schedule_id: Text = Field(default=None, description="null, or the schedule whose run this task is "
                               "(docs/schedules.md)")
+    attachments: list[Attachment] | None = Field(default=None, description="the files sent with the task (GET "
+                                                 "/api/tasks/<id>; lists leave it out)")
+
+
+class Attachment(Record):
+    """A file sent with a task, message or reply (docs/attachments.md)."""
+
+    attachment_id: str
+    filename: str
+    size: int
+    content_type: str
+    sha256: str
+    url: str = Field(description="GET it (with your bearer token) to download the file")
 
 
 class TaskEvent(Record):

@@ -359,7 +359,7 @@ class Runner:
             self.state.begin(pending, "turn")
             if task.get("status") == DELIVERED:
                 await self.api.start_task(task_id)
-            prompt = task_prompt(self.opts.alias, task, pending.data.get("priority"))
+            prompt = task_prompt(self.opts.alias, task, pending.data.get("priority"), self.opts.hub_url)
             why = self.why.pop(pending.event_id, None)
             if resumed and why:
                 prompt = resume_prompt(prompt, why)

@@ -4,6 +4,7 @@ import { api, withQuery } from "./api.js";
 import { $, h, render, timeEl } from "./dom.js";
 import { banner, emit, state } from "./state.js";
 import { SESSION_STATUS } from "./vocabulary.js";
+import { waitingFor } from "./views-needs.js";
 
 const ORDER = { [SESSION_STATUS.WORKING]: 0, [SESSION_STATUS.IDLE]: 1, [SESSION_STATUS.OFFLINE]: 2 };
 
@@ -18,11 +19,14 @@ function percent(progress) {
 
 function sessionCard(s) {
   const pct = percent(s.progress);
+  // Its task waits on a person's answer: say so, not "working" (views-needs.js knows the questions).
+  const waiting = waitingFor(s.network_id, s.alias);
+  const shown = waiting ? `waiting for ${waiting}` : s.status;
   const who = [s.agent, s.model].filter(Boolean).join(" · ");
   return h("article", { class: `session status-${s.status}`, dataset: { alias: s.alias } },
     h("div", { class: "session-head" },
       h("span", { class: "alias" }, s.alias),
-      h("span", { class: `badge status-${s.status}`, "data-testid": "session-status" }, s.status)),
+      h("span", { class: `badge status-${waiting ? "waiting" : s.status}`, "data-testid": "session-status" }, shown)),
     who ? h("p", { class: "muted small" }, who) : null,
     s.task ? h("p", { class: "session-task" }, s.task) : null,
     pct !== null
@@ -53,7 +57,7 @@ export async function refreshSessions() {
   $("sessions-count").textContent = sessions.length ? `${online} online of ${sessions.length}` : "";
   // The relative "seen" times change every refresh; compare without them so focus and scroll stay put.
   const signature = JSON.stringify(sessions.map((s) => [s.alias, s.status, s.agent, s.model, s.task, s.progress,
-    Math.floor(Date.now() / 10000)]));
+    waitingFor(s.network_id, s.alias), Math.floor(Date.now() / 10000)]));
   render($("sessions"), signature, sessions.length
     ? sessions.map(sessionCard)
     : h("p", { class: "muted" }, "No agent has connected to this network yet. Create a token for one under Network."));
