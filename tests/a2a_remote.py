@@ -7,6 +7,7 @@ What it does depends on the text it is sent:
 - "fail …": fails with the status message "cannot do that";
 - "big …": completes with a 50,000-character artifact;
 - "give up …": cancels the task itself ("I gave up on it");
+- "file …": completes with text, an inline file hello.txt and a file by URL;
 - "slow …": works (a status message "started"), then waits until `release()`; completes as "slow done";
   cancelled meanwhile, it ends as canceled.
 It refuses (401) any request without `Authorization: Bearer <token>`, and records what it received.
@@ -73,7 +74,14 @@ class ScriptedExecutor(AgentExecutor):
             await updater.add_artifact([pb.Part(text=f"colour: {text}")], name="result")
             await updater.complete()
             return
-        if "give up" in text:
+        if "file" in text:
+            await updater.add_artifact([pb.Part(text="here it is"),
+                                        pb.Part(raw=b"hello from the agent\n", filename="hello.txt",
+                                                media_type="text/plain"),
+                                        pb.Part(url="https://files.example/big.bin", filename="big.bin")],
+                                       name="result")
+            await updater.complete()
+        elif "give up" in text:
             await updater.cancel(updater.new_agent_message([pb.Part(text="I gave up on it")]))
         elif "big" in text:
             await updater.add_artifact([pb.Part(text="x" * 50_000)], name="result")

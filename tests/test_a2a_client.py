@@ -135,6 +135,22 @@ async def test_a_question_comes_back_and_the_answer_goes_to_the_same_remote_task
     assert remote.received.task_ids[1] == remote.received.task_ids[0]
 
 
+async def test_the_agents_inline_file_comes_back_as_an_attachment_of_the_reply(
+        server: ServerHandle, client: httpx.AsyncClient, remote: RemoteAgent) -> None:
+    owner = await register(client)
+    await bind(client, owner, "outside", remote.card_url)
+    token = await agent(client, owner, "coder")
+    task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "a file please"}))["task_id"]
+    done = await task_when(client, owner, task_id, "replied")
+    result = done["completion"]["result"]
+    assert "here it is" in result and "[file hello.txt: attached]" in result
+    assert "[file big.bin: https://files.example/big.bin]" in result  # a file by URL stays a link: never fetched
+    [attached] = done["reply_attachments"]
+    assert attached["filename"] == "hello.txt" and attached["content_type"] == "text/plain"
+    r = await client.get(f"/api/attachments/{attached['attachment_id']}", headers=owner.auth)
+    assert r.status_code == 200 and r.content == b"hello from the agent\n"
+
+
 async def test_a_remote_failure_fails_the_task(server: ServerHandle, client: httpx.AsyncClient,
                                                remote: RemoteAgent) -> None:
     owner = await register(client)

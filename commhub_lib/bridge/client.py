@@ -67,6 +67,7 @@ class RemoteTask:
     state: str  # a v1.0 state name; COMPLETED for a direct message answer
     text: str = ""  # the status message's text
     artifacts: list[str] = field(default_factory=list)  # each artifact's text
+    files: list[RemoteFile] = field(default_factory=list)  # the inline files of the artifacts and status message
 
     @property
     def seen(self) -> str:
@@ -80,17 +81,44 @@ def is_card_url(url: str) -> bool:
     return "/.well-known/" in path or path.endswith(".json")
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file an agent sent inline (v1.0 `raw`, v0.3 `file.bytes`): its name, media type and bytes as base64."""
+
+    filename: str
+    media_type: str | None
+    data_base64: str
+
+
+def _file_fields(part: dict[str, Any]) -> dict[str, Any]:
+    """A file part's fields in one shape: v1.0 keeps them on the part, v0.3 under `file`."""
+    nested = part.get("file")
+    return nested if isinstance(nested, dict) else part
+
+
+def part_file(part: dict[str, Any]) -> RemoteFile | None:
+    """The inline file a part carries, if any (a file given by URL is left as a link: fetching arbitrary URLs for an
+    agent is not the hub's to do)."""
+    fields = _file_fields(part)
+    data = fields.get("raw") if "raw" in fields else fields.get("bytes")
+    if not isinstance(data, str) or not data:
+        return None
+    name = str(fields.get("filename") or fields.get("name") or "file")
+    media = fields.get("mediaType") or fields.get("mimeType")
+    return RemoteFile(name, str(media) if media else None, data)
+
+
 def part_text(part: dict[str, Any]) -> str:
     """One part as text: text as is, data as JSON, a file as a line naming it (v1.0 and v0.3 shapes)."""
     if isinstance(part.get("text"), str):
         return part["text"]
     if "data" in part:
         return json.dumps(part["data"], ensure_ascii=False)
-    nested = part.get("file")
-    file: dict[str, Any] = nested if isinstance(nested, dict) else part
-    name = file.get("filename") or file.get("name") or "file"
-    where = file.get("url") or file.get("uri") or "(inline bytes)"
-    return f"[file {name}: {where}]"
+    fields = _file_fields(part)
+    name = fields.get("filename") or fields.get("name") or "file"
+    if part_file(part) is not None:
+        return f"[file {name}: attached]"
+    return f"[file {name}: {fields.get('url') or fields.get('uri') or '(no content)'}]"
 
 
 def parts_text(parts: Any) -> str:
@@ -98,6 +126,13 @@ def parts_text(parts: Any) -> str:
     if not isinstance(parts, list):
         return ""
     return "\n".join(t for t in (part_text(p) for p in parts if isinstance(p, dict)) if t)
+
+
+def parts_files(parts: Any) -> list[RemoteFile]:
+    """The inline files among a message's or artifact's parts."""
+    if not isinstance(parts, list):
+        return []
+    return [f for f in (part_file(p) for p in parts if isinstance(p, dict)) if f is not None]
 
 
 def _state(raw: Any) -> str:
@@ -113,9 +148,11 @@ def read_task(obj: dict[str, Any]) -> RemoteTask:
     status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
     raw_message = status.get("message")
     message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
-    artifacts = [parts_text(a.get("parts")) for a in obj.get("artifacts") or [] if isinstance(a, dict)]
+    found = [a for a in obj.get("artifacts") or [] if isinstance(a, dict)]
+    artifacts = [parts_text(a.get("parts")) for a in found]
+    files = parts_files(message.get("parts")) + [f for a in found for f in parts_files(a.get("parts"))]
     return RemoteTask(str(obj.get("id") or "") or None, obj.get("contextId"), _state(status.get("state")),
-                      parts_text(message.get("parts")), [a for a in artifacts if a])
+                      parts_text(message.get("parts")), [a for a in artifacts if a], files)
 
 
 def read_send_result(result: Any, version: str) -> RemoteTask:
@@ -127,10 +164,12 @@ def read_send_result(result: Any, version: str) -> RemoteTask:
             return read_task(result["task"])
         if isinstance(result.get("message"), dict):
             message = result["message"]
-            return RemoteTask(None, message.get("contextId"), COMPLETED, parts_text(message.get("parts")))
+            return RemoteTask(None, message.get("contextId"), COMPLETED, parts_text(message.get("parts")),
+                              files=parts_files(message.get("parts")))
         raise A2AError("the agent's answer holds neither a task nor a message")
     if result.get("kind") == "message" or ("parts" in result and "status" not in result):
-        return RemoteTask(None, result.get("contextId"), COMPLETED, parts_text(result.get("parts")))
+        return RemoteTask(None, result.get("contextId"), COMPLETED, parts_text(result.get("parts")),
+                          files=parts_files(result.get("parts")))
     return read_task(result)
 
 

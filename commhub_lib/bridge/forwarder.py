@@ -17,6 +17,7 @@ import httpx
 import trio
 
 from ..ids import now_text, now_ts
+from ..models import InlineFile
 from ..service import bridge as service
 from ..service.hub import Hub
 from ..store import bridge as bridge_store
@@ -304,8 +305,10 @@ class Forwarder:
             service.report_final(hub, task, FAILED, "The remote agent asks for authentication, which CommHub cannot "
                                                     "give it" + (f": {text}" if text else ""))
         elif state == a2a.COMPLETED:
+            files = [InlineFile(filename=f.filename[:255], content_type=(f.media_type or None) and f.media_type[:200],
+                                data_base64=f.data_base64) for f in answer.files]
             service.report_final(hub, task, DONE, "\n\n".join(t for t in (text, *answer.artifacts) if t)
-                                 or "(the remote agent completed the task with no text)")
+                                 or "(the remote agent completed the task with no text)", files)
         elif state in (a2a.FAILED, a2a.REJECTED):
             word = "rejected" if state == a2a.REJECTED else "as failed"
             service.report_final(hub, task, FAILED, text or f"The remote agent {word} the task.")

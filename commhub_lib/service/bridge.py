@@ -9,12 +9,13 @@ the alias bound to the remote agent is the task's recipient and reports as that 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ..broker import Event
 from ..errors import CommhubError, Conflict, Forbidden, NotFound, ValidationFailed
 from ..ids import new_id, now_text, now_ts, ts_text
-from ..models import ALIAS_RE, ALIAS_RULE
+from ..models import ALIAS_RE, ALIAS_RULE, InlineFile
 from ..store import bridge as bridge_store
 from ..store import messages as message_store
 from ..store import sessions as session_store
@@ -181,17 +182,23 @@ def mark_running(hub: Hub, task: dict[str, Any]) -> None:
                                          now)
 
 
-def report(hub: Hub, task: dict[str, Any], status: str, text: str) -> bool:
-    """Report on the task as its recipient (the bound alias): progress, question, done or failed. False when the
-    task can no longer change (final meanwhile). An answer that cannot be stored (the network's quota) drops a
-    progress note, and ends the task as failed with the reason otherwise (a question nobody sees would leave it
-    waiting forever)."""
+def report(hub: Hub, task: dict[str, Any], status: str, text: str, files: Sequence[InlineFile] = ()) -> bool:
+    """Report on the task as its recipient (the bound alias): progress, question, done or failed, with the files the
+    agent sent (attachments of the reply). False when the task can no longer change (final meanwhile). Files that
+    cannot be stored (too large, the quota) leave the reply without them, saying why; an answer that cannot be
+    stored at all drops a progress note, and ends the task as failed with the reason otherwise (a question nobody
+    sees would leave it waiting forever)."""
     try:
-        tasks.reply_on_task(hub, task["network_id"], task["to_name"], AGENT, task, _cut(text), status)
+        tasks.reply_on_task(hub, task["network_id"], task["to_name"], AGENT, task, _cut(text), status, files=files)
         return True
     except CommhubError as exc:
         if task_status(hub, task["network_id"], task["task_id"]) not in OPEN_TASK_STATUSES:
             return False
+        if files:
+            log.warning("a2a: task %s: the remote agent's files could not be stored: %s", task["task_id"],
+                        exc.message)
+            note = f"\n\n[the agent's {len(files)} file(s) could not be attached: {exc.message}]"
+            return report(hub, task, status, text + note)
         log.warning("a2a: task %s: the remote agent's %s could not be stored: %s", task["task_id"], status,
                     exc.message)
         if status == PROGRESS:
@@ -204,10 +211,12 @@ def report(hub: Hub, task: dict[str, Any], status: str, text: str) -> bool:
         return True
 
 
-def report_final(hub: Hub, task: dict[str, Any], outcome: str, text: str) -> bool:
-    """End the task by the remote outcome: done, failed, or cancelled (the remote agent cancelled it)."""
+def report_final(hub: Hub, task: dict[str, Any], outcome: str, text: str,
+                 files: Sequence[InlineFile] = ()) -> bool:
+    """End the task by the remote outcome: done (with the agent's files), failed, or cancelled (the remote agent
+    cancelled it)."""
     if outcome != CANCELLED:
-        return report(hub, task, DONE if outcome == DONE else FAILED, text)
+        return report(hub, task, DONE if outcome == DONE else FAILED, text, files)
     return cancel_from_remote(hub, task, text)
 
 
