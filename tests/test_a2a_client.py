@@ -151,6 +151,20 @@ async def test_the_agents_inline_file_comes_back_as_an_attachment_of_the_reply(
     assert r.status_code == 200 and r.content == b"hello from the agent\n"
 
 
+async def test_a_file_too_large_to_attach_is_left_out_and_the_reply_says_so(tmp_path: Path,
+                                                                             remote: RemoteAgent) -> None:
+    async with own_server(tmp_path, "small-files", max_inline_attachment_bytes=8, **FAST) as handle, \
+            httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+        owner = await register(client)
+        await bind(client, owner, "outside", remote.card_url)
+        token = await agent(client, owner, "coder")
+        task_id = (await tool(client, token, "send_task", {"to": "outside", "content": "a file please"}))["task_id"]
+        done = await task_when(client, owner, task_id, "replied")
+    assert done["reply_attachments"] == []
+    assert "here it is" in done["completion"]["result"]
+    assert "file(s) could not be attached" in done["completion"]["result"]
+
+
 async def test_a_remote_failure_fails_the_task(server: ServerHandle, client: httpx.AsyncClient,
                                                remote: RemoteAgent) -> None:
     owner = await register(client)
