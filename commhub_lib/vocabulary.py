@@ -55,6 +55,10 @@ PENDING = "pending"
 DeliveryStatusValue = Literal["pending", "delivered", "failed"]
 DELIVERY_STATUSES: tuple[DeliveryStatusValue, ...] = (PENDING, DELIVERED, FAILED)
 
+# -- the A2A client's outbox (docs/a2a-client.md): what is forwarded to an alias's remote agent (a new task, the
+# sender's answer to its question, a cancel); each row goes pending -> sent | failed (given up): store/bridge.py
+FORWARD_TASK, FORWARD_ANSWER, FORWARD_CANCEL = "task", "answer", "cancel"
+
 # -- inbox items
 MESSAGE, TASK, REPLY, BROADCAST, NOTICE = "message", "task", "reply", "broadcast", "notice"
 MessageKind = Literal["message", "task", "reply", "broadcast", "notice"]
@@ -158,7 +162,9 @@ EVENTS: dict[str, EventShape] = {
         "message_id": Field("string", "the reply's id"),
         "in_reply_to": Field("string", "the message it answers", nullable=True),
         "status": Field("string", "done, failed, progress or question; `expired` when the hub expired the task "
-                                  "(not started by its start_by); none: an answer to the recipient", nullable=True),
+                                  "(not started by its start_by); `cancelled` when the A2A agent behind the alias "
+                                  "cancelled it (docs/a2a-client.md); none: an answer to the recipient",
+                        nullable=True),
         "task_id": Field("string", "the task it is about", nullable=True),
         "answers_approval": Field("boolean", "it settles an approval question (a runner starts no turn)",
                                   optional=True)}),

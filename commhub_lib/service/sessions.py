@@ -66,6 +66,9 @@ def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) ->
         raise Forbidden(f"this token is bound to alias '{principal.bound_alias}' and cannot act as '{alias}'",
                         code="alias_bound")
     row = session_store.get_session(hub.db, network_id, alias)
+    if row and row["token_id"] is None and hub.a2a_bound(network_id, alias):
+        raise Conflict(f"alias '{alias}' is bound to an external A2A agent (docs/a2a-client.md); pick another alias",
+                       code="alias_taken")
     if row and row["retired_at"]:
         raise Conflict(f"alias '{alias}' was retired by a network owner/admin and cannot be used again; pick "
                        "another alias", code="alias_retired")
