@@ -95,6 +95,7 @@ CREATE TABLE sessions (
     last_seen_ts REAL NOT NULL,
     created_at   TEXT NOT NULL,
     retired_at   TEXT,
+    last_call_ts REAL NOT NULL DEFAULT 0,  -- the last tool call: online without a stream while recent (0017)
     PRIMARY KEY (network_id, alias)
 );
 
@@ -123,7 +124,9 @@ CREATE TABLE tasks (
     flagged_at      TEXT,
     -- Not started by then (docs/tasks-deadlines.md): the task expires instead (ISO text, and the same as a number).
     start_by        TEXT,
-    start_by_ts     REAL
+    start_by_ts     REAL,
+    -- The schedule whose run this task is (docs/schedules.md); NULL for a task sent by hand.
+    schedule_id     TEXT
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(network_id, from_name, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -198,6 +201,10 @@ CREATE INDEX messages_by_recipient ON messages(network_id, to_name, created_ts);
 CREATE INDEX messages_by_kind ON messages(network_id, kind, created_ts);
 CREATE INDEX messages_unread_by_network ON messages(network_id, read_at, created_ts);
 CREATE INDEX messages_by_body ON messages(body_id) WHERE body_id IS NOT NULL;
+-- The question a task waits on ("needs you", service/needs.py): its newest `question` reply, by task, and
+-- whether an answer came after it.
+CREATE INDEX messages_questions ON messages(task_id, created_ts) WHERE status = 'question';
+CREATE INDEX messages_answers ON messages(task_id, created_ts) WHERE status = 'answer';
 
 -- Unread items per recipient, kept by triggers in the writing transaction: every new task pushes the
 -- recipient's inbox_count, and report_status/get_inbox/ack_inbox return it; a count(*) over the unread
@@ -267,6 +274,8 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_alias ON events(network_id, alias, id);
 CREATE INDEX events_by_body ON events(body_id) WHERE body_id IS NOT NULL;
+-- The loops the guard broke, newest first per network ("needs you", service/needs.py).
+CREATE INDEX events_loop_broken ON events(network_id, id) WHERE event = 'loop_broken';
 CREATE TRIGGER bodies_release AFTER DELETE ON messages WHEN old.body_id IS NOT NULL BEGIN
     DELETE FROM bodies WHERE body_id = old.body_id
         AND NOT EXISTS (SELECT 1 FROM messages WHERE body_id = old.body_id)
@@ -300,7 +309,8 @@ CREATE INDEX audit_by_network ON audit_log(network_id, id);
 CREATE TABLE network_usage (
     network_id  TEXT PRIMARY KEY REFERENCES networks(network_id) ON DELETE CASCADE,
     text_bytes  INTEGER NOT NULL DEFAULT 0,
-    event_bytes INTEGER NOT NULL DEFAULT 0
+    event_bytes INTEGER NOT NULL DEFAULT 0,
+    file_bytes  INTEGER NOT NULL DEFAULT 0  -- attachments (blobs and their rows), by the attachment triggers below
 ) WITHOUT ROWID;
 CREATE TRIGGER usage_networks_insert AFTER INSERT ON networks BEGIN
     INSERT INTO network_usage(network_id) VALUES (new.network_id);
@@ -473,3 +483,180 @@ CREATE TABLE webhook_deliveries (
 -- One index serves the worker (a webhook's oldest pending row) and the log (a webhook's rows, newest first):
 -- measured, a second index on the table added ~60 µs of CPU to every send that writes an outbox row.
 CREATE INDEX webhook_deliveries_by_status ON webhook_deliveries(webhook_id, status, delivery_id);
+
+-- Schedules (docs/schedules.md): a task sent to an alias once, every N seconds or by a cron expression in an IANA
+-- time zone; each run is an ordinary task carrying schedule_id.
+CREATE TABLE schedules (
+    schedule_id      TEXT PRIMARY KEY,
+    network_id       TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    created_by       TEXT NOT NULL,  -- the user behind it (a person, or the creator of the agent's token)
+    token_id         TEXT,           -- an agent's schedule: the token it was made with (revoked: runs stop)
+    from_name        TEXT NOT NULL,
+    from_kind        TEXT NOT NULL CHECK (from_kind IN ('agent', 'person')),
+    to_name          TEXT NOT NULL,
+    title            TEXT,
+    content          TEXT NOT NULL,
+    context          TEXT,
+    priority         TEXT NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
+    kind             TEXT NOT NULL CHECK (kind IN ('once', 'every', 'cron')),
+    run_at           TEXT,
+    every_seconds    INTEGER,
+    cron             TEXT,
+    tz               TEXT NOT NULL DEFAULT 'UTC',
+    missed           TEXT NOT NULL DEFAULT 'run_once' CHECK (missed IN ('run_once', 'skip')),
+    state            TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused', 'finished')),
+    next_run_ts      REAL,           -- NULL while paused or finished
+    last_run_at      TEXT,
+    last_task_id     TEXT,
+    run_count        INTEGER NOT NULL DEFAULT 0,
+    skip_count       INTEGER NOT NULL DEFAULT 0,
+    last_skipped_at  TEXT,
+    last_skip_reason TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+-- The scheduler's one question: the earliest next run (only active schedules have one).
+CREATE INDEX schedules_due ON schedules(next_run_ts) WHERE next_run_ts IS NOT NULL;
+CREATE INDEX schedules_by_network ON schedules(network_id, created_at);
+
+-- A2A server (docs/a2a.md): the aliases an owner/admin serves as A2A agents, and the A2A side of each task an A2A
+-- client sent (the conversation it belongs to: contextId), by CommHub task id (the A2A task id is the task id).
+CREATE TABLE a2a_agents (
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL,
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    description TEXT NOT NULL DEFAULT '',
+    updated_by  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (network_id, alias)
+);
+CREATE TABLE a2a_tasks (
+    task_id     TEXT PRIMARY KEY,
+    network_id  TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL,
+    caller      TEXT NOT NULL,
+    context_id  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+-- Attachments (docs/attachments.md): files sent with tasks, messages and replies. A file's bytes are kept once per
+-- network (attachment_blobs, by SHA-256): the same bytes uploaded again reuse the blob. Each upload is its own
+-- attachment (att_ id, filename, content type) pointing at a blob; attachment_links ties an attachment to the items
+-- it was sent with (a task by its task_id, a message or reply by its message_id; `task_id`: the task a reply is
+-- about, so the task lists its replies' files). The triggers keep the rest in the writing transaction: an item
+-- deleted (retention, a network's deletion) drops its links; an attachment whose last link went goes with it; a
+-- blob no attachment uses goes; network_usage.file_bytes counts the blobs' bytes and each row.
+CREATE TABLE attachment_blobs (
+    blob_id    INTEGER PRIMARY KEY,
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    sha256     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    UNIQUE (network_id, sha256)
+);
+CREATE TABLE attachments (
+    attachment_id TEXT PRIMARY KEY,
+    network_id    TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    blob_id       INTEGER NOT NULL REFERENCES attachment_blobs(blob_id) ON DELETE CASCADE,
+    filename      TEXT NOT NULL,
+    content_type  TEXT NOT NULL,
+    uploaded_by   TEXT NOT NULL,  -- the uploader's user_id: before it is sent, only they may read or send it
+    created_at    TEXT NOT NULL,
+    created_ts    REAL NOT NULL
+);
+CREATE INDEX attachments_by_blob ON attachments(blob_id);
+CREATE INDEX attachments_by_time ON attachments(created_ts);  -- the prune of uploads never sent
+CREATE TABLE attachment_links (
+    item_id       TEXT NOT NULL,
+    attachment_id TEXT NOT NULL REFERENCES attachments(attachment_id) ON DELETE CASCADE,
+    network_id    TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    task_id       TEXT,
+    position      INTEGER NOT NULL,
+    PRIMARY KEY (item_id, attachment_id)
+) WITHOUT ROWID;
+CREATE INDEX attachment_links_by_attachment ON attachment_links(attachment_id);
+CREATE INDEX attachment_links_by_task ON attachment_links(task_id) WHERE task_id IS NOT NULL;
+CREATE TRIGGER attachment_links_task_gone AFTER DELETE ON tasks BEGIN
+    DELETE FROM attachment_links WHERE item_id = old.task_id;
+END;
+CREATE TRIGGER attachment_links_message_gone AFTER DELETE ON messages BEGIN
+    DELETE FROM attachment_links WHERE item_id = old.message_id;
+END;
+CREATE TRIGGER attachments_release AFTER DELETE ON attachment_links BEGIN
+    DELETE FROM attachments WHERE attachment_id = old.attachment_id
+        AND NOT EXISTS (SELECT 1 FROM attachment_links WHERE attachment_id = old.attachment_id);
+END;
+CREATE TRIGGER attachment_blobs_release AFTER DELETE ON attachments BEGIN
+    DELETE FROM attachment_blobs WHERE blob_id = old.blob_id
+        AND NOT EXISTS (SELECT 1 FROM attachments WHERE blob_id = old.blob_id);
+END;
+CREATE TRIGGER usage_attachment_blobs_insert AFTER INSERT ON attachment_blobs BEGIN
+    UPDATE network_usage SET file_bytes = file_bytes + 200 + new.size WHERE network_id = new.network_id;
+END;
+CREATE TRIGGER usage_attachment_blobs_delete AFTER DELETE ON attachment_blobs BEGIN
+    UPDATE network_usage SET file_bytes = file_bytes - 200 - old.size WHERE network_id = old.network_id;
+END;
+CREATE TRIGGER usage_attachments_insert AFTER INSERT ON attachments BEGIN
+    UPDATE network_usage SET file_bytes = file_bytes + 200 + octet_length(new.filename)
+            + octet_length(new.content_type)
+        WHERE network_id = new.network_id;
+END;
+CREATE TRIGGER usage_attachments_delete AFTER DELETE ON attachments BEGIN
+    UPDATE network_usage SET file_bytes = file_bytes - 200 - octet_length(old.filename)
+            - octet_length(old.content_type)
+        WHERE network_id = old.network_id;
+END;
+
+
+-- A2A client (docs/a2a-client.md): an alias bound to an external A2A agent. Tasks sent to the alias are forwarded
+-- to the agent's URL by the bridge job (commhub_lib/bridge/), with `token` as the bearer credential (kept in clear:
+-- it must be sent; the API never shows it).
+CREATE TABLE a2a_remotes (
+    network_id TEXT NOT NULL REFERENCES networks(network_id) ON DELETE CASCADE,
+    alias      TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    token      TEXT,
+    enabled    INTEGER NOT NULL DEFAULT 1,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (network_id, alias)
+);
+
+-- The bridge's durable outbox: a row per thing to tell a remote agent (a new task, an answer to its question, a
+-- cancel), written in the same transaction as the event that caused it (Hub.record_event); sent in id order per
+-- task, retried with backoff: pending -> sent | failed (given up).
+CREATE TABLE a2a_outbox (
+    outbox_id       INTEGER PRIMARY KEY,
+    network_id      TEXT NOT NULL,
+    alias           TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('task', 'answer', 'cancel')),
+    task_id         TEXT NOT NULL,
+    message_id      TEXT,
+    status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    first_try_ts    REAL,
+    next_attempt_ts REAL NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX a2a_outbox_by_task ON a2a_outbox(task_id, status, outbox_id);
+CREATE INDEX a2a_outbox_pending ON a2a_outbox(status, task_id);
+
+-- A CommHub task forwarded to a remote agent: the remote task's ids and the last state seen, followed (polled)
+-- while `following` is 1, so a restart picks up where the last process left off.
+CREATE TABLE a2a_forwarded (
+    task_id           TEXT PRIMARY KEY,
+    network_id        TEXT NOT NULL,
+    alias             TEXT NOT NULL,
+    remote_task_id    TEXT NOT NULL,
+    remote_context_id TEXT,
+    remote_state      TEXT,
+    seen              TEXT,
+    following         INTEGER NOT NULL DEFAULT 1,
+    poll_seconds      REAL NOT NULL DEFAULT 0,
+    next_poll_ts      REAL NOT NULL DEFAULT 0,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE INDEX a2a_forwarded_following ON a2a_forwarded(following) WHERE following = 1;

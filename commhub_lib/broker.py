@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import trio
 
+from .vocabulary import STREAM_HOLDERS, StreamHolder
+
 Key = tuple[str, str]  # (network_id, alias)
 # Why every stream ends when the server stops; stream loops compare with it to leave their per-stream
 # close work (presence, a log line) to the one pass the shutdown makes for all of them.
@@ -48,11 +50,18 @@ class Subscriber:
     alias: str | None
     send: trio.MemorySendChannel[Event]
     receive: trio.MemoryReceiveChannel[Event]
-    counts_for_presence: bool
+    # What kind of holder this stream makes of its alias (runner, channel, stream), or None when it does not hold
+    # it online (a long-poll waiter, a person's stream): docs/presence.md.
+    holds: StreamHolder | None
     token_id: str | None = None
     dropped: bool = False
     closed_reason: str = ""
     tally: Tally | None = None  # the broker's, so a stream counts what it writes (stream.follow)
+
+    @property
+    def counts_for_presence(self) -> bool:
+        """Whether this live subscriber keeps its alias online."""
+        return self.holds is not None and not self.dropped
 
     @property
     def key(self) -> Key:
@@ -91,6 +100,65 @@ class StreamSlot:
             self._broker._release_slot(self)
 
 
+class TaskWatcher:
+    """One reader of a task's changes (an A2A stream, a blocking A2A send): woken when the task's timeline grows.
+    A change between two waits is kept, so nothing is missed between reading the task and waiting again."""
+
+    __slots__ = ("_changed", "closed")
+
+    def __init__(self) -> None:
+        self._changed = trio.Event()
+        self.closed = False
+
+    def wake(self) -> None:
+        """The task changed (or the server stops: `closed`)."""
+        self._changed.set()
+
+    async def wait(self) -> None:
+        """Until the task changes again (at once if it changed since the last wait)."""
+        await self._changed.wait()
+        self._changed = trio.Event()
+
+
+class TaskWatch:
+    """Readers of single tasks by task id. A task's status changes (a recipient fetching it: delivered -> running)
+    publish no stream event, so the A2A streams, which follow one task, are woken here by every new timeline entry
+    (service/tasks.py calls `changed` inside the write; the woken reader runs after the commit)."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[TaskWatcher]] = {}
+        self.closing = False
+
+    @contextmanager
+    def watch(self, task_id: str) -> Iterator[TaskWatcher]:
+        """A watcher of one task for the duration of the block."""
+        watcher = TaskWatcher()
+        if self.closing:
+            watcher.closed = True
+            watcher.wake()
+        watchers = self._watchers.setdefault(task_id, set())
+        watchers.add(watcher)
+        try:
+            yield watcher
+        finally:
+            watchers.discard(watcher)
+            if not watchers:
+                self._watchers.pop(task_id, None)
+
+    def changed(self, task_id: str) -> None:
+        """Wake every reader of this task (a dict miss when nobody follows it)."""
+        for watcher in self._watchers.get(task_id, ()):
+            watcher.wake()
+
+    def close_all(self) -> None:
+        """Wake and end every reader (the server stops)."""
+        self.closing = True
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.closed = True
+                watcher.wake()
+
+
 class Broker:
     """Registry of subscribers by (network_id, alias), and of network observers by network_id."""
 
@@ -110,13 +178,15 @@ class Broker:
         # presence writer of the root nursery (service/sessions.py), not in one transaction per open. Their
         # streams keep them online meanwhile, as every reader of presence asks this broker first.
         self.presence_due: set[Key] = set()
+        self.tasks = TaskWatch()  # readers of single tasks (the A2A streams)
 
     @contextmanager
-    def subscribe(self, network_id: str, alias: str | None, *, counts_for_presence: bool = False,
+    def subscribe(self, network_id: str, alias: str | None, *, holds: StreamHolder | None = None,
                   buffer: int | None = None, token_id: str | None = None) -> Iterator[Subscriber]:
-        """Register a subscriber for the duration of the block (alias None: every alias of the network)."""
+        """Register a subscriber for the duration of the block (alias None: every alias of the network); `holds`:
+        the kind of holder it makes of the alias while it lives (None: it does not keep the alias online)."""
         send, receive = trio.open_memory_channel[Event](buffer or self.buffer)
-        sub = Subscriber(network_id, alias, send, receive, counts_for_presence, token_id, tally=self.tally)
+        sub = Subscriber(network_id, alias, send, receive, holds, token_id, tally=self.tally)
         if self.closing:
             sub.close(SHUTDOWN)
         registry = self._subs.setdefault(sub.key, set()) if alias is not None else \
@@ -186,13 +256,18 @@ class Broker:
         """Open streams (not long-polls) held from one client address."""
         return self._streams_by_ip.get(client_ip, 0)
 
-    def stream_count(self, network_id: str, alias: str) -> int:
-        """How many live agent streams (that count for presence) an alias has."""
-        return sum(1 for s in self._subs.get((network_id, alias), ()) if s.counts_for_presence and not s.dropped)
+    def stream_count(self, network_id: str, alias: str, but: Subscriber | None = None) -> int:
+        """How many live agent streams (that count for presence) an alias has (`but`: not counting that one)."""
+        return sum(1 for s in self._subs.get((network_id, alias), ()) if s.counts_for_presence and s is not but)
+
+    def held_by(self, network_id: str, alias: str) -> StreamHolder | None:
+        """The strongest kind of live stream holding an alias (runner, then channel, then stream), or None."""
+        kinds = {s.holds for s in self._subs.get((network_id, alias), ()) if s.counts_for_presence}
+        return next((kind for kind in STREAM_HOLDERS if kind in kinds), None)
 
     def online_aliases(self) -> set[Key]:
         """Every (network, alias) with at least one live agent stream."""
-        return {k for k, subs in self._subs.items() if any(s.counts_for_presence and not s.dropped for s in subs)}
+        return {k for k, subs in self._subs.items() if any(s.counts_for_presence for s in subs)}
 
     def _all(self) -> Iterator[Subscriber]:
         for subs in list(self._subs.values()) + list(self._network_subs.values()):
@@ -215,6 +290,7 @@ class Broker:
         """End every stream (at shutdown: hypercorn would otherwise wait and then cut them)."""
         self.closing = True
         self.stopping.set()
+        self.tasks.close_all()
         for sub in self._all():
             sub.closed_reason = reason
             sub.send.close()

@@ -12,6 +12,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_MODES = ("off", "loopback", "token")
 WEBHOOK_TARGETS = ("public", "loopback", "private")
+SCHEDULE_AGENTS = ("admin", "member", "off")
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,35 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     webhook_concurrency: int = 16
     webhook_max_per_network: int = 20
+    webhook_ca_file: str = ""
     # Loop guard (c19b, docs/loop-guard.md): the same content again from an agent to an agent is not delivered
     # twice within this window, and one agent sends another at most this many tasks and messages a minute.
     duplicate_window_seconds: float = 300.0
     pair_rate_per_minute: int = 30
+    # A2A server (20.3, docs/a2a.md): how long a blocking SendMessage / message/send waits for the task to end or
+    # ask a question before it answers with the task as it stands.
+    a2a_blocking_seconds: float = 60.0
+    # Schedules (c19c, docs/schedules.md): the shortest `every`, which agents may schedule, how many per network.
+    schedule_min_interval_seconds: float = 10.0
+    schedule_agents: str = "admin"
+    max_schedules_per_network: int = 200
+    # "Needs you" (needs, docs/dashboard.md#needs-you): when an open task counts as stuck on the dashboard's Overview.
+    stuck_delivered_seconds: float = 300.0
+    stuck_running_seconds: float = 1800.0
+    # Attachments (a19, docs/attachments.md): the largest file, the largest one carried inline (base64) in an MCP
+    # call, and how long an upload never sent with anything is kept.
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_inline_attachment_bytes: int = 256 * 1024
+    attachment_unsent_hours: float = 24.0
+    # A2A client (20.4, docs/a2a-client.md): aliases bound to external A2A agents; where they may be, retries,
+    # how often a forwarded task is looked at.
+    a2a_client_targets: str = "public"
+    a2a_client_timeout_seconds: float = 30.0
+    a2a_client_retry_base_seconds: float = 5.0
+    a2a_client_retry_max_seconds: float = 600.0
+    a2a_client_give_up_seconds: float = 86400.0
+    a2a_client_poll_seconds: float = 1.0
+    a2a_client_poll_max_seconds: float = 30.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -96,7 +122,8 @@ HELP: dict[str, str] = {
     "auth_token": "when set, register and login require `Authorization: Bearer <this>` (env only)",
     "log_level": "debug, info, warning or error",
     "heartbeat_seconds": "seconds between SSE heartbeat events",
-    "presence_timeout_seconds": "a session with no open stream and no MCP call for this long is offline",
+    "presence_timeout_seconds": "a session with no open stream and no tool call for this long is offline "
+                                "(initialize, tools/list and ping do not count: docs/presence.md)",
     "max_body_bytes": "largest request body accepted (413 above)",
     "register_rate_per_minute": "registrations per minute per client IP (0 = no limit)",
     "login_rate_per_minute": "logins per minute per client IP (0 = no limit)",
@@ -161,11 +188,41 @@ HELP: dict[str, str] = {
                                "failed",
     "webhook_concurrency": "webhook POSTs in flight at once across all webhooks (each webhook has one at a time)",
     "webhook_max_per_network": "webhooks one network may have",
+    "webhook_ca_file": "a PEM file of extra CA certificates that https webhook receivers may be signed by (a private "
+                       "CA), trusted beside the public ones; empty = the public ones only",
     "duplicate_window_seconds": "a task or message from an agent with the same content as one it sent the same "
                                 "recipient within this many seconds is not delivered again: the answer names the "
                                 "original with duplicate: true (0 = off)",
     "pair_rate_per_minute": "tasks and messages one agent may send one other agent per minute; above it 429 "
                             "rate_limited and a loop_broken event for people (0 = no limit)",
+    "a2a_blocking_seconds": "how long a blocking A2A SendMessage (message/send) waits for its task to finish or "
+                            "ask a question before it answers with the task as it stands (then GetTask or "
+                            "SubscribeToTask)",
+    "schedule_min_interval_seconds": "the shortest `every` a schedule may have, in seconds (docs/schedules.md)",
+    "schedule_agents": "which agents (network tokens) may create schedules: admin (agents whose token an owner/admin "
+                       "of the network created), member (any agent of the network) or off (people only)",
+    "max_schedules_per_network": "schedules one network may have; above it 409 schedule_limit_reached (0 = no limit)",
+    "stuck_delivered_seconds": "a task still waiting to be picked up this many seconds after it was sent, by an agent "
+                               "that is offline, is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = "
+                               "off)",
+    "stuck_running_seconds": "a running task with nothing new (no progress, question, answer or flag) for this many "
+                             "seconds is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = off)",
+    "max_attachment_bytes": "largest file one attachment may hold (POST /api/attachments answers 413 above); it "
+                            "also caps that route's request body (plus room for a multipart envelope)",
+    "max_inline_attachment_bytes": "largest file a send may carry inline as base64 (MCP `attachments: [{filename, "
+                                   "content_type, data_base64}]`); larger ones go through POST /api/attachments",
+    "attachment_unsent_hours": "an upload never sent with a task, message or reply is deleted after this many "
+                               "hours (by the hourly retention job)",
+    "a2a_client_targets": "where an alias bound to an external A2A agent may point: public, loopback or private "
+                          "(as webhook_targets)",
+    "a2a_client_timeout_seconds": "how long one call to an external A2A agent may take before it counts as failed",
+    "a2a_client_retry_base_seconds": "a failed forward to an A2A agent is retried after this many seconds, doubled "
+                                     "per further failure up to a2a_client_retry_max_seconds",
+    "a2a_client_retry_max_seconds": "the longest pause between two attempts of one forward to an A2A agent",
+    "a2a_client_give_up_seconds": "a forward that has failed for this long is given up: its task fails",
+    "a2a_client_poll_seconds": "a forwarded task's remote state is first looked at after this many seconds, the "
+                               "pause doubling while nothing changes",
+    "a2a_client_poll_max_seconds": "the longest pause between two looks at a forwarded task's remote state",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
@@ -228,6 +285,14 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
             raise ValueError(f"setting {name}: must be at least 1")
     if settings.webhook_targets not in WEBHOOK_TARGETS:
         raise ValueError(f"setting webhook_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
+    if settings.a2a_client_targets not in WEBHOOK_TARGETS:
+        raise ValueError(f"setting a2a_client_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
+    if settings.schedule_agents not in SCHEDULE_AGENTS:
+        raise ValueError(f"setting schedule_agents: must be one of {', '.join(SCHEDULE_AGENTS)}")
+    if settings.schedule_min_interval_seconds <= 0:
+        raise ValueError("setting schedule_min_interval_seconds: must be positive")
+    if settings.webhook_ca_file and not os.access(settings.webhook_ca_file, os.R_OK):
+        raise ValueError(f"setting webhook_ca_file: cannot read {settings.webhook_ca_file}")
     return settings

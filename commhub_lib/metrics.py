@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .db import Database
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STREAM_KINDS = ("events", "network", "mcp", "listen")
+STREAM_KINDS = ("events", "network", "mcp", "listen", "a2a")
 # Request latency buckets (seconds): a tool call is ~1 ms, a slow write waits up to write_lock_wait_seconds (5 s).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Pauses (seconds): a young collection is well under 1 ms; a stall is logged from stall_log_ms (50 ms) up.

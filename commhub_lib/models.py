@@ -16,6 +16,7 @@ from .types import StrictFloat, StrictInt
 from .vocabulary import (
     DEFAULT_PRIORITY,
     MessageKind,
+    MissedPolicy,
     PriorityValue,
     ReplyStatusValue,
     ReportableSessionStatus,
@@ -221,6 +222,21 @@ class MemberRoleRequest(Body):
 
 # --- agents: sending ----------------------------------------------------------------------------
 
+class InlineFile(Body):
+    """A small file carried in the send itself, as base64 (docs/attachments.md); stored as an upload is."""
+
+    filename: Annotated[str, Field(min_length=1, max_length=255)] = Field(description="the file's name")
+    content_type: Short | None = Field(default=None, description="its media type (default application/octet-stream)")
+    data_base64: str = Field(description="the file's bytes, base64 (up to max_inline_attachment_bytes decoded)")
+
+
+Attachments = Annotated[list[Short | InlineFile], BeforeValidator(_listify)]
+ATTACHMENTS_RULE = ("files sent with it: attachment ids (att_...) from POST /api/attachments, or small files inline "
+                    "as {filename, content_type, data_base64}")
+ATTACHMENTS_HINT = ("`attachments` sends files: ids from POST /api/attachments or small ones inline as {filename, "
+                    "content_type, data_base64}; the answer lists them with their download urls.")
+
+
 class SendTask(Body):
     """Send a task to an alias."""
 
@@ -238,6 +254,7 @@ class SendTask(Body):
         f"is never started later): {DEADLINE_RULE}; stored as ISO 8601 UTC (docs/tasks-deadlines.md)"))
     start_within_seconds: StrictFloat | None = Field(default=None, gt=0, le=10 * 365 * 86400, description=(
         "the same as start_by, given as seconds from now (give one of the two)"))
+    attachments: Attachments = Field(default_factory=list, max_length=20, description=ATTACHMENTS_RULE)
 
     @model_validator(mode="after")
     def _one_start_by(self) -> SendTask:
@@ -255,6 +272,7 @@ class SendMessage(Body):
 
     to: Alias = Field(description="alias of the recipient")
     content: Content
+    attachments: Attachments = Field(default_factory=list, max_length=20, description=ATTACHMENTS_RULE)
 
 
 class SendReply(Body):
@@ -270,6 +288,7 @@ class SendReply(Body):
     status: ReplyStatus = Field(default=None, description=(
         "required when you reply to a task you received: " + REPLY_STATUS_RULE + ". Leave it out when you answer "
         "a question about a task you sent, or reply to a plain message"))
+    attachments: Attachments = Field(default_factory=list, max_length=20, description=ATTACHMENTS_RULE)
 
 
 class Broadcast(Body):
@@ -390,6 +409,7 @@ class ReportCompletion(Body):
     result: Content
     artifacts: Annotated[list[Annotated[str, Field(max_length=2000)]], BeforeValidator(_listify)] = Field(
         default_factory=list, max_length=100, description="paths, URLs or ids of what you produced")
+    attachments: Attachments = Field(default_factory=list, max_length=20, description=ATTACHMENTS_RULE)
 
 
 class GetTask(Body):
@@ -498,3 +518,58 @@ class WebhookUpdateRequest(Body):
     aliases: list[Short] | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=1000)
     enabled: bool | None = None
+
+
+# --- A2A server (docs/a2a.md) -------------------------------------------------------------------
+
+class A2AAgentRequest(Body):
+    """PUT /api/networks/:id/aliases/:alias/a2a: serve the alias as an A2A agent (or stop), and its card's
+    description (left out: kept as it was)."""
+
+    enabled: bool = Field(strict=True, description="true: the alias is served as an A2A agent; false: it is not")
+    description: str | None = Field(default=None, max_length=1000,
+                                    description="what the agent does, shown in its Agent Card")
+# --- schedules (docs/schedules.md) -------------------------------------------------------------
+
+MISSED_RULE = ("what to do with a run missed while the hub was down: 'run_once' (run it once at start, never "
+               "several times) or 'skip' (go on to the next time)")
+
+
+class ScheduleTask(Body):
+    """Schedule a task to an alias: give exactly one of `at` (once), `every_seconds` or `cron`."""
+
+    to: Alias = Field(description="alias of the recipient")
+    content: Content = Field(description="what to do (each run sends this as a task)")
+    priority: Priority = DEFAULT_PRIORITY
+    title: Short | None = None
+    context: str | None = Field(default=None, max_length=MAX_CONTENT, description="background for the task")
+    at: float | Short | None = Field(default=None, description=(
+        "run once at this time: ISO 8601 such as '2026-12-24T09:00' (without an offset it is a time in `tz`) or a "
+        "number of seconds from now"))
+    every_seconds: StrictInt | None = Field(default=None, ge=1, le=366 * 86400, description=(
+        "run every this many seconds (at least 10 by default: the schedule_min_interval_seconds setting)"))
+    cron: Short | None = Field(default=None, description=(
+        "a 5-field cron expression 'minute hour day-of-month month day-of-week', e.g. '0 9 * * 1-5' (09:00 on "
+        "weekdays), evaluated in `tz`"))
+    tz: Short = Field(default="UTC", description="an IANA time zone such as 'Europe/Berlin' (for `cron` and a "
+                      "local `at`)")
+    missed: Annotated[MissedPolicy, BeforeValidator(_lower)] = Field(
+        default="run_once", description=MISSED_RULE)
+
+
+class RestScheduleTask(ScheduleTask):
+    """POST /api/schedules: as the tool, plus the network for user tokens."""
+
+    network_id: Short | None = None
+
+
+class ListSchedules(Body):
+    """The network's schedules, newest first."""
+
+    limit: StrictInt = Field(default=50, ge=1)
+
+
+class CancelSchedule(Body):
+    """Delete a schedule (its creator, or a network owner/admin); the tasks it sent stay."""
+
+    schedule_id: Short

@@ -261,7 +261,8 @@ def test_the_defaults_are_300_seconds_and_30_a_minute() -> None:
 async def test_the_dashboard_overview_shows_the_broken_loop(page: Browser,  # noqa: F811
                                                             client: httpx.AsyncClient) -> None:
     """In a real browser: with the Overview open, a loop cut by the guard shows a notice naming the pair (the card
-    is hidden before), and the live feed has its line; dismiss hides it again."""
+    is hidden before), and the live feed has its line; it is still there after a reload; dismiss hides it, also
+    after a reload."""
     p = await pair(client)
     await log_in(page, p.account)
     assert not await page.run(lambda d: d.find_element("id", "loops-card").is_displayed())
@@ -274,8 +275,16 @@ async def test_the_dashboard_overview_shows_the_broken_loop(page: Browser,  # no
     feed = await page.run(lambda d: d.find_element("id", "feed").text)
     assert "loop broken: ping → pong" in feed, feed
     await page.screenshot("loop-notice")
+    # The notice is read from the hub (GET /api/needs), not kept by the page: a reload still shows it.
+    await page.open("/")
+    await page.wait_for(lambda d: d.find_element("id", "loops-card").is_displayed(), "the notice after a reload")
     await page.run(lambda d: d.find_element("css selector", "#loops .loop-notice button").click())
     await page.wait_for(lambda d: not d.find_element("id", "loops-card").is_displayed(), "the notice dismissed")
+    # Dismissed stays dismissed (this browser remembers it) until the pair is cut again.
+    await page.open("/")
+    await page.wait_for(lambda d: d.find_element("id", "live-state").text == "live", "the page again")
+    await page.wait_for(lambda d: "Nothing waits" in d.find_element("id", "needs-card").text, "needs read again")
+    assert not await page.run(lambda d: d.find_element("id", "loops-card").is_displayed())
 
 
 async def test_a_restarted_hub_still_finds_the_duplicate(client: httpx.AsyncClient, server: ServerHandle) -> None:

@@ -142,8 +142,10 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     worker = made["token"]
     await mcp_call(client, worker, "report_status", {"alias": "worker", "node": {"hostname": "box1"}})
     check(await client.get("/api/tokens", headers=account.auth), "get", "/api/tokens")
-    task = check(await client.post("/api/tasks", headers=account.auth, json={"to": "worker", "content": "x"}),
-                 "post", "/api/tasks")
+    upload = check(await client.post("/api/attachments", headers=account.auth, params={"filename": "a.txt"},
+                                     content=b"a file"), "post", "/api/attachments")
+    task = check(await client.post("/api/tasks", headers=account.auth, json={
+        "to": "worker", "content": "x", "attachments": [upload["attachment_id"]]}), "post", "/api/tasks")
     check(await client.post("/api/messages", headers=account.auth, json={"to": "worker", "content": "hi"}),
           "post", "/api/messages")
     check(await client.post("/api/broadcast", headers=account.auth, json={"content": "all"}), "post", "/api/broadcast")
@@ -166,6 +168,11 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.get(f"/api/approvals/{approval['approval_id']}", headers=account.auth), "get",
           "/api/approvals/{approval_id}")
     check(await client.get("/api/approvals", headers=account.auth), "get", "/api/approvals")
+    needs = check(await client.get("/api/needs", headers=account.auth), "get", "/api/needs")
+    assert [s["reason"] for s in needs["stuck"]] == ["unanswered"], needs
+    feed = check(await client.get(f"/api/networks/{account.network_id}/events", headers=account.auth), "get",
+                 "/api/networks/{network_id}/events")
+    assert "which one?" in [e["content"] for e in feed["events"]], feed
     check(await client.post(f"/api/tasks/{asked['task_id']}/cancel", headers=account.auth, json={"reason": "done"}),
           "post", "/api/tasks/{task_id}/cancel")
     for path in ("/api/status", "/api/tasks", "/api/nodes", "/api/messages", "/api/completions", "/api/task_events",
@@ -175,6 +182,17 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.get("/api/messages?alias=worker&unread=1", headers=account.auth), "get", "/api/messages")
     found = check(await client.get("/api/search", headers=account.auth, params={"q": "may"}), "get", "/api/search")
     assert found["results"], found
+    sched = check(await client.post("/api/schedules", headers=account.auth, json={
+        "to": "worker", "content": "nightly", "cron": "0 3 * * *", "tz": "Europe/Berlin"}), "post", "/api/schedules")
+    one_sched = f"/api/schedules/{sched['schedule']['schedule_id']}"
+    check(await client.get("/api/schedules", headers=account.auth), "get", "/api/schedules")
+    check(await client.get(one_sched, headers=account.auth), "get", "/api/schedules/{schedule_id}")
+    assert check(await client.post(f"{one_sched}/run", headers=account.auth), "post",
+                 "/api/schedules/{schedule_id}/run")["ran"] is True
+    check(await client.post(f"{one_sched}/pause", headers=account.auth), "post", "/api/schedules/{schedule_id}/pause")
+    check(await client.post(f"{one_sched}/resume", headers=account.auth), "post",
+          "/api/schedules/{schedule_id}/resume")
+    check(await client.delete(one_sched, headers=account.auth), "delete", "/api/schedules/{schedule_id}")
     other = await create_token(client, account, name="spare")
     spare_id = next(t["token_id"] for t in (await client.get("/api/tokens", headers=account.auth)).json()["tokens"]
                     if t["name"] == "spare")
@@ -194,8 +212,22 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.post(f"{one}/deliveries/{logged[0]['delivery_id']}/redeliver", headers=account.auth), "post",
           "/api/networks/{network_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")
     check(await client.delete(one, headers=account.auth), "delete", "/api/networks/{network_id}/webhooks/{webhook_id}")
+    bound, bound_path = (f"/api/networks/{account.network_id}/aliases/outside/a2a-remote",
+                         "/api/networks/{network_id}/aliases/{alias}/a2a-remote")
+    check(await client.put(bound, headers=account.auth, json={"url": "https://example.invalid/.well-known/agent-card.json",
+                                                               "token": "t"}), "put", bound_path)
+    check(await client.get(bound, headers=account.auth), "get", bound_path)
+    check(await client.delete(bound, headers=account.auth), "delete", bound_path)
     check(await client.get(f"/api/networks/{account.network_id}/usage", headers=account.auth), "get",
           "/api/networks/{network_id}/usage")
+    a2a_setting = f"/api/networks/{account.network_id}/aliases/worker/a2a"
+    check(await client.put(a2a_setting, headers=account.auth, json={"enabled": True}), "put",
+          "/api/networks/{network_id}/aliases/{alias}/a2a")
+    check(await client.get(a2a_setting, headers=account.auth), "get", "/api/networks/{network_id}/aliases/{alias}/a2a")
+    check(await client.get(f"/a2a/{account.network_id}/worker/.well-known/agent-card.json"), "get",
+          "/a2a/{network_id}/{alias}/.well-known/agent-card.json")
+    check(await client.post(f"/a2a/{account.network_id}/worker", headers=worker_auth, json={
+        "jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}), "post", "/a2a/{network_id}/{alias}")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/release", headers=account.auth),
           "post", "/api/networks/{network_id}/aliases/{alias}/release")
     check(await client.post(f"/api/networks/{account.network_id}/aliases/worker/retire", headers=account.auth),

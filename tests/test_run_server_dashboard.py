@@ -1,5 +1,6 @@
 """The dashboard shows what `commhub run` asks of people (docs/runner-server.md): a task's flag on its board card and
-in its dialog, and agents' approval requests under Overview -> "Waiting for you", answered from there."""
+in its dialog, and agents' approval requests under Overview -> "Needs you" (its Questions and Stuck tasks parts),
+answered from there."""
 
 from __future__ import annotations
 
@@ -52,16 +53,16 @@ async def test_an_approval_waits_on_the_overview_and_allow_answers_it(page: Brow
     worker = await create_token(client, account, "worker", alias="worker")
     await tool(client, worker, "report_status", {"alias": "worker", "status": "working"})
     await log_in(page, account)
-    assert not await page.run(lambda d: d.find_element("id", "approvals-card").is_displayed())
+    assert not await page.run(lambda d: d.find_element("id", "needs-questions").is_displayed())
     r = await client.post("/api/approvals", headers={"Authorization": f"Bearer {worker}"},
                           json={"question": "May I run `npm publish`?"})
     approval_id = r.json()["approval_id"]
-    await page.wait_for(lambda d: d.find_element("id", "approvals-card").is_displayed(), "the approvals card")
+    await page.wait_for(lambda d: d.find_element("id", "needs-questions").is_displayed(), "the approval's question")
     item = f'[data-approval-id="{approval_id}"]'
     assert "npm publish" in await page.run(lambda d: d.find_element("css selector", item).text)
     await page.screenshot("approval-waiting")
     await page.click_css(f'{item} button[data-key="allow-{approval_id}"]')
-    await page.wait_for(lambda d: not d.find_element("id", "approvals-card").is_displayed(), "the card gone")
+    await page.wait_for(lambda d: not d.find_element("id", "needs-questions").is_displayed(), "the question gone")
     got = (await client.get(f"/api/approvals/{approval_id}", headers=account.auth)).json()
     assert got["status"] == "approved" and got["answer"] == "yes" and got["answered_by"] == account.username
 
@@ -83,6 +84,7 @@ async def test_a_flagged_open_task_waits_on_the_overview_until_it_is_answered(pa
     await page.wait_for(lambda d: d.find_elements("css selector", item), "the flagged task on the Overview")
     text = await page.run(lambda d: d.find_element("css selector", item).text)
     assert "worker did not answer" in text and "Fix the flaky test" in text
+    assert await page.run(lambda d: d.find_element("id", "needs-stuck").is_displayed())
     await page.screenshot("overview-flagged")
     await page.click_css(f'{item} button')
     await page.wait_for(lambda d: d.find_elements("css selector", '#task-body [data-testid="task-flag"]'),
@@ -90,4 +92,4 @@ async def test_a_flagged_open_task_waits_on_the_overview_until_it_is_answered(pa
     await page.run(lambda d: d.find_element("css selector", "#task-dialog [data-close]").click())
     # Answered at last: nothing waits any more.
     await tool(client, worker, "send_reply", {"task_id": task_id, "status": "done", "content": "fixed"})
-    await page.wait_for(lambda d: not d.find_element("id", "approvals-card").is_displayed(), "the card gone")
+    await page.wait_for(lambda d: not d.find_element("id", "needs-stuck").is_displayed(), "the stuck task gone")

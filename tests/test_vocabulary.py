@@ -180,6 +180,9 @@ def test_the_literal_types_name_the_same_words_as_the_tuples() -> None:
     assert get_args(vocabulary.ReplyStatusValue) == vocabulary.REPLY_STATUSES
     assert get_args(vocabulary.SessionStatusValue) == vocabulary.SESSION_STATUSES
     assert get_args(vocabulary.ReportableSessionStatus) == vocabulary.REPORTABLE_SESSION_STATUSES
+    assert get_args(vocabulary.HeldBy) == vocabulary.HELD_BY
+    assert get_args(vocabulary.StreamHolder) == vocabulary.STREAM_HOLDERS
+    assert get_args(vocabulary.EventsHolder) == vocabulary.EVENTS_HOLDERS
     assert get_args(vocabulary.PriorityValue) == vocabulary.PRIORITIES
     assert get_args(vocabulary.TaskFlag) == vocabulary.TASK_FLAGS
     assert get_args(vocabulary.MessageKind) == vocabulary.MESSAGE_KINDS
@@ -204,6 +207,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("store/sessions.py", "progress"): "a column of the sessions table",
     ("mcp/tools.py", "broadcast"): "the MCP tool's name",
     ("cli/run/gemini.py", "cancelled"): "an ACP permission outcome, not a task status",
+    ("a2a/mapping.py", "working"): "an A2A task state (TASK_STATE_WORKING), not a session status",
+    ("a2a/mapping.py", "failed"): "an A2A task state (TASK_STATE_FAILED), written in A2A's words",
 }
 
 

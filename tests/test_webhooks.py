@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import json
 import signal
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import apsw
 import httpx
 import pytest
 import trio
+import trustme
 
 from commhub_lib import db as dbmod
 from commhub_lib.runtime.server import ServerHandle
@@ -102,6 +104,38 @@ async def test_each_matching_event_arrives_signed_by_the_documented_recipe(tmp_p
             hub.hub.settings = dataclasses.replace(hub.hub.settings, event_retention_days=-1)
             assert await webhooks_service.prune_log(hub.hub) == 1
             assert await deliveries(client, owner, hook["webhook_id"]) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_https_receivers_are_verified_against_the_public_cas_plus_webhook_ca_file(tmp_path: Path) -> None:
+    """A receiver with a private CA's certificate: refused (certificate error in the log) until webhook_ca_file
+    names that CA, then delivered over TLS with the same signature."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    ca_file = tmp_path / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, tls=server_tls)
+        assert receiver.url.startswith("https://127.0.0.1:")
+        async with own_server(tmp_path, "untrusted", **LOOPBACK) as hub, \
+                httpx.AsyncClient(base_url=hub.url, timeout=10) as client:
+            owner, _ = await setup(client)
+            hook = await add_webhook(client, owner, receiver.url, events=[NEW_MESSAGE])
+            await send(client, owner, "not over an unverified connection")
+            with trio.fail_after(15):
+                while not (log := await deliveries(client, owner, hook["webhook_id"])) or not log[0]["last_error"]:  # noqa: ASYNC110 (REST state)
+                    await trio.sleep(0.02)  # polling the REST state, bounded by fail_after
+            assert "CERTIFICATE_VERIFY_FAILED" in log[0]["last_error"] and receiver.received == []
+        async with own_server(tmp_path, "trusted", webhook_ca_file=str(ca_file), **LOOPBACK) as hub, \
+                httpx.AsyncClient(base_url=hub.url, timeout=10) as client:
+            owner, _ = await setup(client)
+            hook = await add_webhook(client, owner, receiver.url, events=[NEW_MESSAGE])
+            await send(client, owner, "over TLS")
+            await receiver.wait_until(lambda: len(receiver.accepted_ids()) == 1)
+            item = receiver.received[0]
+            assert item.payload["data"]["message"] == "over TLS" and verify(hook["secret"], item.headers, item.body)
+            assert item.headers["host"] == f"127.0.0.1:{receiver.port}"
         nursery.cancel_scope.cancel()
 
 

@@ -6,6 +6,7 @@ Each POST is recorded (headers, body); `mode` says how it is answered: "ok" (204
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,12 +37,13 @@ class Receiver:
     port: int = 0
     received: list[Received] = field(default_factory=list)
     answer: Callable[[Received], str] | None = None  # per request: "ok" | "fail" | "hang" (overrides mode)
+    tls: ssl.SSLContext | None = None  # serve https with this context (a test CA's certificate for 127.0.0.1)
     _changed: trio.Event = field(default_factory=trio.Event)
 
     @property
     def url(self) -> str:
-        """Where to point a webhook (plain http to loopback: webhook_targets=loopback)."""
-        return f"http://127.0.0.1:{self.port}/hook"
+        """Where to point a webhook (to loopback: webhook_targets=loopback)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hook"
 
     def accepted_ids(self) -> list[int]:
         """Event ids of the POSTs answered 2xx, in arrival order, each once (the receiver dedups by id)."""
@@ -57,7 +59,7 @@ class Receiver:
             while not condition():
                 await self._changed.wait()
 
-    async def _serve_one(self, stream: trio.SocketStream) -> None:
+    async def _serve_one(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER)
         while True:
             headers: dict[str, str] = {}
@@ -68,7 +70,7 @@ class Receiver:
                     data = await stream.receive_some(65536)
                     if not data:
                         return
-                    conn.receive_data(data)
+                    conn.receive_data(bytes(data))
                 elif isinstance(event, h11.Request):
                     headers = {k.decode().lower(): v.decode() for k, v in event.headers}
                 elif isinstance(event, h11.Data):
@@ -93,7 +95,7 @@ class Receiver:
                 return
             conn.start_next_cycle()
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.abc.Stream) -> None:
         try:
             await self._serve_one(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
@@ -103,13 +105,17 @@ class Receiver:
 
     async def run(self, *, task_status: trio.TaskStatus[Receiver] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on 127.0.0.1:<port> (0: an ephemeral one) and serve until cancelled."""
-        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
+        tcp = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        self.port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+        if self.tls:  # the handshake runs in the handler's task (a failed one only ends that connection)
+            listeners = [trio.SSLListener(listener, self.tls, https_compatible=True) for listener in tcp]
         async with trio.open_nursery() as nursery:
             task_status.started(self)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
 
-async def start_receiver(nursery: trio.Nursery, mode: str = "ok", port: int = 0) -> Receiver:
-    """A receiver running in the nursery."""
-    return await nursery.start(Receiver(mode, port).run)
+async def start_receiver(nursery: trio.Nursery, mode: str = "ok", port: int = 0,
+                         tls: ssl.SSLContext | None = None) -> Receiver:
+    """A receiver running in the nursery (https when given a server TLS context)."""
+    return await nursery.start(Receiver(mode, port, tls=tls).run)

@@ -22,8 +22,12 @@ from pydantic.json_schema import JsonSchemaMode
 from .. import __version__
 from .. import models as m
 from ..http.request import url_rules
+from . import a2a as a2a_api
+from . import bridge as bridge_api
+from . import needs as needs_api
 from . import queries as q
 from . import responses as r
+from . import schedules as schedules_api
 from . import search as search_api
 
 
@@ -35,7 +39,7 @@ class Op:
     answer: type[BaseModel] | None
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    auth: str = "any"  # any | user | public | auth_token (register: COMMHUB_AUTH_TOKEN when set) | metrics
+    auth: str = "any"  # any | user | public | auth_token (register: COMMHUB_AUTH_TOKEN when set) | metrics | network
     media: str = "application/json"
     status: str = "200"
     note: str = ""
@@ -50,6 +54,11 @@ MCP_PUSH_NOTE = ("The MCP session's push stream (Accept: text/event-stream, Mcp-
                  "session's alias as a `notifications/claude/channel` JSON-RPC notification; Last-Event-ID resumes.")
 MCP_NOTE = ("MCP Streamable HTTP: JSON-RPC 2.0 requests (initialize, tools/list, tools/call, …; on MCP 2026-07-28 "
             "server/discover and subscriptions/listen, without a session); see the README and docs/mcp-versions.md.")
+A2A_CARD_NOTE = ("the A2A Agent Card of an alias an owner/admin opted in (404 otherwise); `A2A-Version: 1.0` gets the "
+                 "pure 1.0 card, none (a 0.3 client) the 1.0 fields plus the 0.3 ones (docs/a2a.md)")
+A2A_NOTE = ("A2A JSON-RPC 2.0 (docs/a2a.md): SendMessage, SendStreamingMessage (text/event-stream), GetTask, "
+            "CancelTask, SubscribeToTask, and the 0.3 names message/send, message/stream, tasks/get, tasks/cancel, "
+            "tasks/resubscribe; a network token of the network (401/403 otherwise, 404 if the alias is not served)")
 
 OPERATIONS: dict[str, Op] = {
     "health": Op("meta", r.Health, auth="public"),
@@ -96,6 +105,9 @@ OPERATIONS: dict[str, Op] = {
     "networks.release_alias": Op("networks", r.AliasReleased, auth="user"),
     "networks.retire_alias": Op("networks", r.AliasRetired, auth="user"),
     "networks.network_usage": Op("networks", r.NetworkUsage),
+    "bridge.put_remote": Op("a2a", bridge_api.A2ARemote, bridge_api.A2ARemoteRequest, auth="user"),
+    "bridge.get_remote": Op("a2a", bridge_api.A2ARemote, auth="user"),
+    "bridge.delete_remote": Op("a2a", bridge_api.A2ARemoteDeleted, auth="user"),
     "webhooks.list_webhooks": Op("webhooks", r.WebhookList, auth="user"),
     "webhooks.create_webhook": Op("webhooks", r.WebhookCreated, m.WebhookCreateRequest, auth="user"),
     "webhooks.get_webhook": Op("webhooks", r.Webhook, auth="user"),
@@ -112,6 +124,12 @@ OPERATIONS: dict[str, Op] = {
     "data.stats": Op("data", r.Stats, query=q.NetworkScope),
     "search.search": Op("data", search_api.SearchResults, query=search_api.SearchQuery,
                         note="full-text search over the tasks, messages and replies your lists show"),
+    "needs.get_needs": Op("data", needs_api.Needs, query=needs_api.NeedsQuery, auth="user",
+                          note="what needs the person across their networks: questions waiting for an answer, stuck "
+                               "tasks, loops the guard broke (docs/dashboard.md#needs-you)"),
+    "needs.network_events": Op("events", needs_api.NetworkEvents, query=needs_api.EventsQuery, auth="user",
+                               note="a network's newest stored events, oldest first, each new_reply with its text; "
+                                    "resume GET /events?network_id= with Last-Event-ID: last_event_id"),
     "data.get_task": Op("data", r.TaskDetail, query=q.NetworkScope),
     "data.send_task": Op("messaging", r.TaskSent, m.RestSendTask),
     "data.cancel_task": Op("messaging", r.TaskCancelled, m.RestCancel, query=q.NetworkScope),
@@ -120,6 +138,23 @@ OPERATIONS: dict[str, Op] = {
     "data.broadcast": Op("messaging", r.Broadcasted, m.RestBroadcast),
     "data.flag_task": Op("messaging", r.TaskFlagged, m.RestFlag, query=q.NetworkScope,
                          note="flag a task for a person's attention, or clear it (docs/runner-server.md)"),
+    "schedules.create_schedule": Op("schedules", schedules_api.ScheduleAnswer, m.RestScheduleTask,
+                                    note="give exactly one of at, every_seconds, cron (docs/schedules.md)"),
+    "schedules.list_schedules": Op("schedules", schedules_api.ScheduleList, query=schedules_api.SchedulesQuery),
+    "schedules.get_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.delete_schedule": Op("schedules", schedules_api.ScheduleDeleted, query=q.NetworkScope),
+    "schedules.pause_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.resume_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
+    "schedules.run_schedule": Op("schedules", schedules_api.ScheduleRun, query=q.NetworkScope,
+                                 note="run it now (skipped while its last run's task is open); the timetable stays"),
+    "attachments.upload": Op("messaging", r.AttachmentUploaded, query=q.UploadQuery, media="application/json",
+                             note="upload a file to send with tasks, messages and replies: the raw body (its "
+                                  "Content-Type kept; the name from ?filename= or X-Filename) or multipart/form-data "
+                                  "(its first file field); up to max_attachment_bytes (docs/attachments.md)"),
+    "attachments.download": Op("messaging", None, query=q.NetworkScope, media="application/octet-stream",
+                               note="download an attachment (its members; the uploader before it is sent): always "
+                                    "Content-Disposition: attachment, X-Content-Type-Options: nosniff, a sandboxing "
+                                    "CSP, and application/octet-stream unless its type is a safe one"),
     "approvals.ask": Op("approvals", r.Approval, m.RestApproval,
                         note="an agent (network token) asks a person and waits up to wait_seconds for the answer"),
     "approvals.get_approval": Op("approvals", r.Approval, query=q.ApprovalWait),
@@ -130,20 +165,29 @@ OPERATIONS: dict[str, Op] = {
     "mcp.post_mcp": Op("mcp", r.JsonRpc, r.JsonRpc, note=MCP_NOTE),
     "mcp.get_mcp": Op("mcp", None, media="text/event-stream", note=MCP_PUSH_NOTE),
     "mcp.delete_mcp": Op("mcp", None, status="204", note="end the MCP session named by Mcp-Session-Id"),
+    "a2a.put_a2a": Op("a2a", a2a_api.A2AAgentSetting, m.A2AAgentRequest, auth="user",
+                      note="serve the alias as an A2A agent, or stop (owner/admin of the network; docs/a2a.md)"),
+    "a2a.get_a2a": Op("a2a", a2a_api.A2AAgentSetting, note="members of the network"),
+    "a2a.card": Op("a2a", a2a_api.AgentCard, auth="public", note=A2A_CARD_NOTE),
+    "a2a.jsonrpc": Op("a2a", r.JsonRpc, r.JsonRpc, auth="network", note=A2A_NOTE),
 }
 
 TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network tokens (ntok_) for agents"),
         ("networks", "networks, members, invites"), ("data", "what agents are doing: sessions, tasks, messages"),
         ("messaging", "send tasks, messages and broadcasts as a person or script"),
         ("approvals", "an agent asks a person for permission and waits for the answer"),
+        ("schedules", "tasks sent to an alias once, every N seconds or by cron (docs/schedules.md)"),
         ("webhooks", "POST each event of a network to a URL, signed, with a delivery log (docs/webhooks.md)"),
         ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
+        ("a2a", "aliases served as A2A agents: opt-in, Agent Card, JSON-RPC (docs/a2a.md); aliases bound to an "
+                "external A2A agent, their tasks forwarded there (docs/a2a-client.md)"),
         ("dashboard", "the web dashboard"), ("meta", "health and docs")]
 SECURITY = {
     "any": [{"userToken": []}, {"networkToken": []}, {"queryToken": []}],
     "user": [{"userToken": []}, {"queryToken": []}],
     "public": [],
     "auth_token": [{}, {"serverAuthToken": []}],
+    "network": [{"networkToken": []}],
     "metrics": [{"metricsToken": []}],  # by the metrics setting: loopback needs none, token COMMHUB_METRICS_TOKEN
 }
 SECURITY_SCHEMES = {

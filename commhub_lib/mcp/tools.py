@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from .. import models as m
 from ..errors import Conflict
-from ..service import approvals, messaging, search, sessions, tasks
+from ..service import approvals, messaging, schedules, search, sessions, tasks
 from ..service.hub import SURFACE, Hub, Principal
 from .schema import self_contained
 
@@ -70,6 +70,8 @@ class Tool:
     # Answer with the one text content only, no structuredContent: Claude Code 2.1 rejects a permission prompt
     # tool's answer that carries structuredContent ("Expected a single text block param").
     text_only: bool = False
+    # Its results may list attachments: linked as resource_link content items (mcp/links.py).
+    links: bool = False
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,7 +137,8 @@ def _ack_inbox(ctx: ToolContext, a: m.AckInbox) -> dict[str, Any]:
 
 
 def _report_completion(ctx: ToolContext, a: m.ReportCompletion) -> dict[str, Any]:
-    return tasks.report_completion(ctx.hub, ctx.network_id, ctx.caller(), a.task_id, a.result, a.artifacts)
+    return tasks.report_completion(ctx.hub, ctx.network_id, ctx.caller(), a.task_id, a.result, a.artifacts,
+                                   a.attachments)
 
 
 def _get_task(ctx: ToolContext, a: m.GetTask) -> dict[str, Any]:
@@ -167,6 +170,19 @@ def _list_nodes(ctx: ToolContext, a: m.Empty) -> dict[str, Any]:
     return sessions.list_nodes(ctx.hub, [ctx.network_id])
 
 
+def _schedule_task(ctx: ToolContext, a: m.ScheduleTask) -> dict[str, Any]:
+    return schedules.create_schedule(ctx.hub, ctx.principal, ctx.network_id, ctx.caller(), a)
+
+
+def _list_schedules(ctx: ToolContext, a: m.ListSchedules) -> dict[str, Any]:
+    ctx.optional_caller()
+    return schedules.list_schedules(ctx.hub, [ctx.network_id], a.limit)
+
+
+def _cancel_schedule(ctx: ToolContext, a: m.CancelSchedule) -> dict[str, Any]:
+    return schedules.delete_schedule(ctx.hub, ctx.principal, [ctx.network_id], ctx.optional_caller(), a.schedule_id)
+
+
 async def _permission_prompt(ctx: ToolContext, a: m.PermissionPrompt) -> dict[str, Any]:
     # The result's JSON text is the tool's one text content: exactly what Claude Code parses.
     return await approvals.permission_prompt(ctx.hub, ctx.principal, ctx.network_id, ctx.caller(), a.tool_name,
@@ -191,17 +207,19 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "recipient_busy, duplicate}. Their replies reach you as new_reply items in get_inbox (status progress, "
          "question, done or failed); answer a question with send_reply {task_id, content} (no status). The hub's "
          "loop guard answers the same task again soon after with the original (duplicate: true) and refuses too "
-         "many sends a minute to one agent (rate_limited): never answer an agent only to acknowledge it.",
-         m.SendTask, _send_task),
+         "many sends a minute to one agent (rate_limited): never answer an agent only to acknowledge it. "
+         + m.ATTACHMENTS_HINT, m.SendTask, _send_task, links=True),
     Tool("send_message", "Send a plain message (no task) to another agent's alias. Returns {message_id, "
          "recipient_online, duplicate}; the same text to the same agent again soon after is not sent twice "
-         "(duplicate: true, the original's message_id).", m.SendMessage, _send_message, cancellable=False),
+         "(duplicate: true, the original's message_id). " + m.ATTACHMENTS_HINT, m.SendMessage, _send_message,
+         cancellable=False, links=True),
     Tool("send_reply", "Reply about a task or a message. On a task you RECEIVED, `status` is required: 'done' "
          "(finished, ends it as replied), 'failed' (ends it as failed), 'progress' (still working, stays running) "
          "or 'question' (ask the sender; the task waits as input_required and their answer comes back as a "
          "new_reply with this task_id in get_inbox). On a task you SENT, leave status out: your reply answers "
          "the recipient's question. On a plain message, reply with message_id and content only. Returns "
-         "{message_id, to, task_id, status, task_status}.", m.SendReply, _send_reply),
+         "{message_id, to, task_id, status, task_status}. " + m.ATTACHMENTS_HINT, m.SendReply, _send_reply,
+         links=True),
     Tool("broadcast", "Send a message to every other session in your network (optionally only those with "
          "filter_status). Returns {message_ids, recipients}.", m.Broadcast, _broadcast),
     Tool("get_inbox", "Your inbox. `items`: unread items, urgent first, each {message_id, kind (task, message, "
@@ -210,18 +228,21 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "`open_tasks`: every task assigned to you that is not finished yet, read or not (task_id, title, content, "
          "status delivered/running/input_required, priority, deadline) - they stay here until you end them with "
          "send_reply status done/failed. wait_seconds (<= 50) waits for an item when nothing is unread. Next: "
-         "work on the items, then ack_inbox their ids.", m.GetInbox, _get_inbox),
+         "work on the items, then ack_inbox their ids. Items and open tasks with files list them in "
+         "`attachments` (each with a download url, also given as resource links).", m.GetInbox, _get_inbox,
+         links=True),
     Tool("ack_inbox", "Mark inbox items read: `ids` takes message ids (msg_...) or task ids; all=true marks "
          "everything unread. Acking never ends or hides a task: open tasks stay in get_inbox's open_tasks until "
          "final. A call that marks nothing read is an error that says why (already read, unknown id, not yours). "
          "Returns {acked, tasks_started, not_acked, not_acked_reasons, inbox_count}.", m.AckInbox, _ack_inbox),
     Tool("report_completion", "Finish a task you received with its result (and optional artifacts): the same as "
-         "send_reply status 'done'. The sender gets a new_reply. Returns {message_id, task_id, task_status}.",
-         m.ReportCompletion, _report_completion),
+         "send_reply status 'done'. The sender gets a new_reply. Returns {message_id, task_id, task_status}. "
+         + m.ATTACHMENTS_HINT, m.ReportCompletion, _report_completion, links=True),
     Tool("get_task", "One task: {task, events (its timeline: delivered, running, progress, question, answer, "
          "replied...), completion, queue_position (1 = next among its recipient's open tasks, by priority then "
-         "age; null once final), ahead (ids before it), recipient_online, recipient_busy}.",
-         m.GetTask, _get_task, True),
+         "age; null once final), ahead (ids before it), recipient_online, recipient_busy}; task.attachments and "
+         "reply_attachments list its files (download urls, also given as resource links).",
+         m.GetTask, _get_task, True, links=True),
     Tool("list_tasks", "Tasks of your network, newest first, filtered by status, to_name, from_name.",
          m.ListTasks, _list_tasks, True),
     Tool("search", "Full-text search over the tasks, messages and replies of your network, newest first: `query` "
@@ -233,6 +254,17 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("get_completions", "Completion records (how tasks ended, with durations), newest first.",
          m.GetCompletions, _get_completions, True),
     Tool("list_nodes", "Machines that agents of your network run on.", m.Empty, _list_nodes, True),
+    Tool("schedule_task", "Schedule a task to an alias: once (`at`: ISO 8601 or seconds from now), every N seconds "
+         "(`every_seconds`, at least 10) or by `cron` ('0 9 * * 1-5') in the IANA zone `tz` (default UTC). Each run "
+         "is an ordinary task from you (with its schedule_id); a run is skipped while the previous run's task is "
+         "still open. `missed`: run_once (default) or skip a run missed while the hub was down. Only agents the "
+         "schedule_agents setting allows may schedule (by default: a token an owner/admin of the network created). "
+         "Returns {schedule: {schedule_id, next_run_at, state, ...}}.", m.ScheduleTask, _schedule_task),
+    Tool("list_schedules", "The schedules of your network, newest first: {schedules: [{schedule_id, from_name, "
+         "to_name, kind once/every/cron, state active/paused/done, next_run_at, last_run_at, last_task_id, "
+         "last_status, skip_count, last_skip_reason}]}.", m.ListSchedules, _list_schedules, True),
+    Tool("cancel_schedule", "Delete a schedule you created (the tasks it sent stay). Returns {schedule_id, "
+         "deleted}.", m.CancelSchedule, _cancel_schedule),
     Tool("permission_prompt", "For Claude Code's --permission-prompt-tool (set by `commhub run claude`): asks a "
          "person whether `tool_name` may run with `input` (a question on the task you work on, else to your "
          "owner), waits for the answer, and returns {\"behavior\": \"allow\", \"updatedInput\": ...} or "

@@ -16,8 +16,10 @@ import ipaddress
 import json
 import logging
 import secrets
+import ssl
 from typing import Any
 
+import certifi
 import httpx
 import trio
 
@@ -62,31 +64,33 @@ def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, scheme: 
     return scheme == "https" and ip.is_global
 
 
-def check_url(url: str, targets: str) -> httpx.URL:
-    """The parsed URL if its scheme (and, for an IP literal, its address) may be a webhook target, else 400."""
+def check_url(url: str, targets: str, *, setting: str = "webhook_targets",
+              code: str = "webhook_url_not_allowed") -> httpx.URL:
+    """The parsed URL if its scheme (and, for an IP literal, its address) may be a target, else 400. Shared with
+    the A2A client (service/bridge.py), which passes its own setting's name and error code."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
-        raise ValidationFailed(f"url: not a URL ({exc})", code="webhook_url_not_allowed") from exc
+        raise ValidationFailed(f"url: not a URL ({exc})", code=code) from exc
     if parsed.scheme not in ("https", "http") or not parsed.host:
-        raise ValidationFailed("url: must be an https:// URL", code="webhook_url_not_allowed")
+        raise ValidationFailed("url: must be an https:// URL", code=code)
     if parsed.scheme == "http" and targets == "public":
-        raise ValidationFailed("url: must be https (http:// only to loopback or private addresses, by the "
-                               "webhook_targets setting)", code="webhook_url_not_allowed")
+        raise ValidationFailed(f"url: must be https (http:// only to loopback or private addresses, by the "
+                               f"{setting} setting)", code=code)
     try:
         literal = ipaddress.ip_address(parsed.host)
     except ValueError:
         return parsed
     if not _address_allowed(literal, parsed.scheme, targets):
         raise ValidationFailed(f"url: {parsed.host} is a private, loopback, link-local or metadata address "
-                               f"(webhook_targets is {targets})", code="webhook_url_not_allowed")
+                               f"({setting} is {targets})", code=code)
     return parsed
 
 
-async def resolve_target(url: str, targets: str) -> tuple[httpx.URL, str]:
+async def resolve_target(url: str, targets: str, *, setting: str = "webhook_targets") -> tuple[httpx.URL, str]:
     """The URL to connect to, with its host replaced by a checked address (so DNS cannot change between the check
     and the connection), and the original host (for Host and TLS SNI). Raises ValueError when not allowed."""
-    parsed = check_url(url, targets)
+    parsed = check_url(url, targets, setting=setting)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     infos = await trio.socket.getaddrinfo(parsed.host, port, type=trio.socket.SOCK_STREAM)
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
@@ -94,7 +98,7 @@ async def resolve_target(url: str, targets: str) -> tuple[httpx.URL, str]:
         raise ValueError(f"{parsed.host} resolves to no address")
     refused = [str(a) for a in addresses if not _address_allowed(a, parsed.scheme, targets)]
     if refused:  # every address must pass: a name with one public and one private address is refused
-        raise ValueError(f"{parsed.host} resolves to {', '.join(refused)}: not allowed by webhook_targets={targets}")
+        raise ValueError(f"{parsed.host} resolves to {', '.join(refused)}: not allowed by {setting}={targets}")
     return parsed.copy_with(host=str(addresses[0])), parsed.host
 
 
@@ -129,7 +133,7 @@ def create_webhook(hub: Hub, principal: Principal, network_id: str, req: Webhook
                    ip: str | None) -> dict[str, Any]:
     """Register a webhook (owner/admin). The answer holds its secret: the only time it is shown."""
     _manage(hub, principal, network_id)
-    check_url(req.url, hub.settings.webhook_targets)
+    check_url(req.url, hub.settings.webhook_targets, code="webhook_url_not_allowed")
     events = _checked_events(req.events)
     webhook_id = new_id("wh")
     secret = "whsec_" + secrets.token_hex(24)
@@ -215,6 +219,17 @@ def redeliver(hub: Hub, principal: Principal, network_id: str, webhook_id: str, 
 
 # -- delivery ---------------------------------------------------------------------------------------------------
 
+def describe(exc: BaseException) -> str:
+    """An exception's text for the delivery log: its own, else its cause's (a TLS failure reaches httpx under trio
+    as a ConnectError with no text of its own; the certificate error is in the chain)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if str(seen):
+            return str(seen) if seen is exc else f"{type(seen).__name__}: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return "no detail"
+
+
 async def post_once(client: httpx.AsyncClient, hub: Hub, webhook: dict[str, Any],
                     delivery: dict[str, Any]) -> tuple[int | None, str | None]:
     """POST one delivery: (HTTP status, None) when answered, (status or None, error) when it failed."""
@@ -238,7 +253,7 @@ async def post_once(client: httpx.AsyncClient, hub: Hub, webhook: dict[str, Any]
             response = await client.post(target, content=body, headers=headers, extensions=extensions,
                                          timeout=timeout)
         except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            return None, f"{type(exc).__name__}: {describe(exc)}"[:MAX_ERROR_CHARS]
     if deadline.cancelled_caught:
         return None, f"no answer within {timeout:g} s"
     if 200 <= response.status_code < 300:
@@ -351,11 +366,21 @@ async def prune_log(hub: Hub) -> int:
             return pruned
 
 
+def tls_context(ca_file: str) -> ssl.SSLContext | bool:
+    """How receivers' certificates are verified: httpx's default (the public CAs), plus a private CA's file."""
+    if not ca_file:
+        return True
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.load_verify_locations(cafile=ca_file)
+    return context
+
+
 async def run_webhooks(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Background job (root nursery): deliver the outbox. Starts a sender for every webhook with pending events
     (those left by a crash too), then for each webhook publish() reports; looks again every POLL_SECONDS."""
     limits = httpx.Limits(max_connections=hub.settings.webhook_concurrency * 2, max_keepalive_connections=32)
-    async with httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False) as client, \
+    async with httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False,
+                                 verify=tls_context(hub.settings.webhook_ca_file)) as client, \
             trio.open_nursery() as nursery:
         worker = Worker(hub, client, nursery)
         task_status.started()

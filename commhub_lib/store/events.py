@@ -76,3 +76,12 @@ def highest_event_id_ever(db: Database) -> int:
     """The highest event id ever issued (AUTOINCREMENT's high-water mark, kept even when events are pruned)."""
     rows = db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'", ())
     return int(rows[0]["seq"]) if rows else 0
+
+
+def recent_network_events(db: Database, network_id: str, limit: int, scan: int) -> list[Row]:
+    """A network's newest events (every alias), newest first: what the dashboard's feed shows when it opens. Read
+    backwards along the ids (no index has the network's events in id order), through at most the hub's `scan`
+    newest events: bounded whatever the hub holds; a network quiet for that long shows fewer."""
+    return _put_texts_back(db, db.query(
+        "SELECT id, alias, event, data, body_id, created_at FROM events WHERE id > (SELECT max(id) FROM events) - ?"
+        " AND +network_id = ? ORDER BY id DESC LIMIT ?", (scan, network_id, limit)))

@@ -32,12 +32,13 @@ def task_page(db: Database, after_rowid: int, limit: int) -> list[Row]:
 
 
 def delete_task(db: Database, task_id: str) -> None:
-    """Drop a task with its notice (whose text is the task's), event log and completion record (the
+    """Drop a task with its notice (whose text is the task's), event log, completion record and A2A row (the
     task_counts trigger follows); replies stay inbox items."""
     db.execute("DELETE FROM messages WHERE message_id = (SELECT message_id FROM tasks WHERE task_id = ?)",
                (task_id,))
     db.execute("DELETE FROM task_events WHERE task_id = ?", (task_id,))
     db.execute("DELETE FROM completions WHERE task_id = ?", (task_id,))
+    db.execute("DELETE FROM a2a_tasks WHERE task_id = ?", (task_id,))  # an A2A client's task: its contextId
     db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
 
 

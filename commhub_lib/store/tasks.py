@@ -15,7 +15,8 @@ TASK_FIELDS = tuple((c, c) for c in ("task_id", "network_id", "from_name", "from
                                       "content", "context", "priority", "status", "deadline", "idempotency_key",
                                       "message_id")) + (("result", RESULT), ("created_at", "created_at"),
                                                         ("updated_at", "updated_at"), ("flag", "flag"),
-                                                        ("flagged_at", "flagged_at"), ("start_by", "start_by"))
+                                                        ("flagged_at", "flagged_at"), ("start_by", "start_by"),
+                                                        ("schedule_id", "schedule_id"))
 TASK_COLUMNS = columns(TASK_FIELDS)
 # The REST page's form of the same fields (keyed_page_json: the page's rows as `t`, the completion as `c`). The
 # completion is a LEFT JOIN, not RESULT's correlated subquery: the same one lookup by task_id, ~7 % less CPU.
@@ -30,13 +31,14 @@ PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'no
 
 
 def insert_task(db: Database, row: Row) -> None:
-    """Create a task (row holds every column; start_by and start_by_ts may be left out: no start_by)."""
+    """Create a task (row holds every column; start_by, start_by_ts and schedule_id may be left out: none)."""
     db.execute("INSERT INTO tasks(task_id, network_id, from_name, from_kind, to_name, to_kind, title, content,"
                " context, priority, status, deadline, idempotency_key, message_id, created_at, created_ts,"
-               " updated_at, start_by, start_by_ts) VALUES (:task_id, :network_id, :from_name, :from_kind, :to_name,"
-               " :to_kind, :title, :content, :context, :priority, :status, :deadline, :idempotency_key, :message_id,"
-               " :created_at, :created_ts, :updated_at, :start_by, :start_by_ts)",
-               {"start_by": None, "start_by_ts": None, **row})
+               " updated_at, start_by, start_by_ts, schedule_id) VALUES (:task_id, :network_id, :from_name,"
+               " :from_kind, :to_name, :to_kind, :title, :content, :context, :priority, :status, :deadline,"
+               " :idempotency_key, :message_id, :created_at, :created_ts, :updated_at, :start_by, :start_by_ts,"
+               " :schedule_id)",
+               {"start_by": None, "start_by_ts": None, "schedule_id": None, **row})
 
 
 def get_task(db: Database, network_id: str, task_id: str) -> Row | None:

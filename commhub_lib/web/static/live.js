@@ -7,9 +7,10 @@ import { follow } from "./stream.js";
 import { EVENT } from "./vocabulary.js";
 
 export class LiveFeed {
-  constructor(networkId, { onEvent, onState, onOpen }) {
+  constructor(networkId, { onEvent, onState, onOpen, lastEventId = null }) {
     this.onEvent = onEvent;
     this.handle = follow(withQuery("/events", { network_id: networkId }), {
+      lastEventId: lastEventId === null ? null : String(lastEventId), // the feed's opening read (views-feed.js)
       headers: (extra) => authHeaders(extra),
       onEvent: (ev) => this.dispatch(ev),
       onState: (s, detail) => {

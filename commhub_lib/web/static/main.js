@@ -4,18 +4,17 @@ import { api, clearLogin, isMissingEndpoint, loadLogin, saveLogin, setUnauthoriz
 import { $, formValues, say } from "./dom.js";
 import { LiveFeed } from "./live.js";
 import { banner, emit, on, state } from "./state.js";
-import { EVENT } from "./vocabulary.js";
-import { refreshApprovals } from "./views-approvals.js";
 import { initAudit, refreshAudit } from "./views-audit.js";
-import { addFeedEvent, clearFeed } from "./views-feed.js";
-import { clearLoops, noteLoopBroken } from "./views-loops.js";
+import { addFeedEvent, clearFeed, prefillFeed } from "./views-feed.js";
+import { clearNeeds, initNeeds, notificationsOn, refreshNeeds } from "./views-needs.js";
 import { initNetwork, refreshNetwork } from "./views-network.js";
+import { initSchedules, refreshSchedules } from "./views-schedules.js";
 import { initSend } from "./views-send.js";
 import { refreshSessions } from "./views-sessions.js";
 import { initTasks, refreshOpenTask, refreshTasks } from "./views-tasks.js";
 import { initWebhooks } from "./views-webhooks.js";
 
-const VIEWS = ["overview", "tasks", "network", "audit"];
+const VIEWS = ["overview", "tasks", "schedules", "network", "audit"];
 // Presence (an agent coming online or going quiet) is not an event on the stream: the sessions and the
 // board are re-read at this pace while the page is visible, and at once after every event.
 const POLL_MS = 2000;
@@ -23,6 +22,7 @@ const POLL_MS = 2000;
 let live = null;
 let poll = null;
 let refreshTimer = null;
+let liveGeneration = 0; // a newer startLive makes an older one's pending opening read drop its result
 
 function currentView() {
   const name = location.hash.slice(1);
@@ -39,16 +39,24 @@ function showView() {
   if (view === "network") refreshNetwork();
   if (view === "audit") refreshAudit();
   if (view === "tasks") refreshTasks();
+  if (view === "schedules") refreshSchedules();
 }
 
-async function refreshAll() {
-  await Promise.allSettled([refreshSessions(), refreshTasks(), refreshOpenTask(), refreshApprovals()]);
+// "Needs you" is read after every event, and by the poll every NEEDS_EVERY-th tick: what changes it without an event
+// (a task becoming stuck, an agent going offline) is a matter of minutes.
+const NEEDS_EVERY = 3;
+let ticks = 0;
+
+async function refreshAll(withNeeds = true) {
+  // Needs first: the sessions' "waiting for you" reads what it found.
+  if (withNeeds) await refreshNeeds();
+  await Promise.allSettled([refreshSessions(), refreshTasks(), refreshOpenTask()]);
 }
 
 /** Refresh soon (many events in a burst cause one refresh). */
 function refreshSoon() {
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(refreshAll, 150);
+  refreshTimer = setTimeout(() => refreshAll(true), 150);
 }
 
 function showLogin(message) {
@@ -62,27 +70,37 @@ function showLogin(message) {
 }
 
 function stopLive() {
+  liveGeneration += 1;
   if (live) live.close();
   live = null;
   clearInterval(poll);
   poll = null;
 }
 
-function startLive() {
+/** The shown network's feed (opened with its newest events) and stream (going on from there), and the refresh
+ * rhythm. */
+async function startLive() {
   stopLive();
   clearFeed();
-  clearLoops();
-  live = new LiveFeed(state.networkId, {
+  const generation = liveGeneration;
+  const networkId = state.networkId;
+  poll = setInterval(() => {
+    const withNeeds = ticks++ % NEEDS_EVERY === 0;
+    if (!document.hidden) refreshAll(withNeeds);
+    else if (withNeeds && notificationsOn()) refreshNeeds(); // a question still notifies from a background tab
+  }, POLL_MS);
+  const position = await prefillFeed(networkId);
+  if (generation !== liveGeneration) return; // another network (or a logout) meanwhile
+  live = new LiveFeed(networkId, {
+    lastEventId: position,
     onEvent: (ev) => {
       addFeedEvent(ev);
-      if (ev.type === EVENT.LOOP_BROKEN) noteLoopBroken(ev);
       emit("hub-event", ev);
       refreshSoon();
     },
     onState: (s) => { const el = $("live-state"); el.dataset.state = s; el.textContent = s === "live" ? "live" : `${s}…`; },
     onOpen: refreshSoon, // whatever happened while connecting is read again
   });
-  poll = setInterval(() => { if (!document.hidden) refreshAll(); }, POLL_MS);
 }
 
 function fillNetworks() {
@@ -185,6 +203,7 @@ async function logOut() {
   }
   clearLogin();
   state.user = null;
+  clearNeeds();
   showLogin();
 }
 
@@ -210,7 +229,9 @@ function init() {
   initTasks();
   initNetwork();
   initWebhooks();
+  initSchedules();
   initAudit();
+  initNeeds();
   for (const dialog of document.querySelectorAll("dialog")) {
     dialog.addEventListener("click", (e) => { if (e.target.closest("[data-close]")) dialog.close(); });
   }

@@ -57,11 +57,13 @@ const sleep = (ms, signal) => new Promise((resolve) => {
 /**
  * Follow an SSE path for as long as it is not closed: reconnect with backoff and Last-Event-ID, so nothing
  * sent while away is lost. handlers: headers() -> auth headers; onEvent(ev); onState("connecting"|"live"|
- * "retrying", detail); onRefused(status, body) -> true to stop (401, 403, 404 are not retried blindly).
+ * "retrying", detail); onRefused(status, body) -> true to stop (401, 403, 404 are not retried blindly); lastEventId:
+ * the position to start from (null: live from now).
  */
 export function follow(path, handlers) {
   const abort = new AbortController();
-  let lastId = null;
+  // handlers.lastEventId: where to start (a position read before: the stream replays what came after it).
+  let lastId = handlers.lastEventId ?? null;
   let retryMs = 3000;
 
   async function once() {

@@ -1,40 +1,56 @@
-// The loop guard's notices on the Overview: an EVENT.LOOP_BROKEN (docs/loop-guard.md) means the hub refused an
-// agent's tasks and messages to another agent, most likely two agents answering each other for ever. One line per
-// pair (a later cut of the same pair updates it), kept until the person dismisses it or shows another network.
+// The loop guard's notices under "Needs you" (docs/loop-guard.md): a loop_broken event means the hub refused an
+// agent's tasks and messages to another agent, most likely two agents answering each other for ever. The list comes
+// from GET /api/needs (read from the hub's database, so a notice is there after a reload or a later visit): one line
+// per pair, its newest cut and how many. Dismissing one is remembered in this browser (localStorage) until the pair
+// is cut again.
 
-import { $, clock, h } from "./dom.js";
+import { $, h, timeEl } from "./dom.js";
+import { state } from "./state.js";
 
-const notices = new Map(); // "from\u0000to" -> {li, cuts}
+const STORAGE_KEY = "commhub.loops-dismissed";
 
-function show() {
-  const card = $("loops-card");
-  card.hidden = notices.size === 0;
-  $("loops-count").textContent = notices.size ? String(notices.size) : "";
+function dismissed() {
+  try {
+    return JSON.parse(localStorage.getItem(STORAGE_KEY) || "{}") || {};
+  } catch {
+    return {};
+  }
 }
 
-/** Show (or update) the notice for one loop_broken event ({type, id, alias, data}). */
-export function noteLoopBroken(ev) {
-  const data = ev.data || {};
-  const from = data.from || "?";
-  const to = data.to || ev.alias || "?";
-  const key = `${from}\u0000${to}`;
-  const old = notices.get(key);
-  const cuts = old ? old.cuts + 1 : 1;
-  const text = `${from} → ${to}: more than ${data.limit} tasks and messages a minute; the hub refuses them for `
-    + `${data.retry_after} s${cuts > 1 ? ` (cut ${cuts} times)` : ""}. Look at what they are telling each other.`;
-  const li = h("li", { class: "loop-notice", dataset: { from, to } },
-    h("span", { class: "feed-time small muted" }, clock()),
+function pairKey(loop) {
+  return [state.user?.username || "", loop.network_id, loop.from, loop.to].join("\u0000");
+}
+
+function dismiss(loop) {
+  const all = dismissed();
+  all[pairKey(loop)] = loop.event_id;
+  try { localStorage.setItem(STORAGE_KEY, JSON.stringify(all)); } catch { /* kept for this page only */ }
+}
+
+/** The loops to show: those not dismissed since their newest cut. */
+export function visibleLoops(loops) {
+  const all = dismissed();
+  return loops.filter((loop) => (all[pairKey(loop)] || 0) < loop.event_id);
+}
+
+function loopItem(loop, onDismiss, showNetwork) {
+  const text = `${loop.from} → ${loop.to}: more than ${loop.limit} tasks and messages a minute; the hub refused them `
+    + `for ${loop.retry_after} s${loop.cuts > 1 ? ` (cut ${loop.cuts} times)` : ""}. Look at what they are telling `
+    + "each other.";
+  return h("li", { class: "loop-notice", dataset: { from: loop.from, to: loop.to, eventId: String(loop.event_id) } },
+    h("span", { class: "feed-time small muted" }, timeEl(loop.at)),
+    showNetwork ? h("span", { class: "badge" }, loop.network_name) : null,
     h("span", { class: "loop-text" }, text),
-    h("button", { type: "button", class: "link small", onclick: () => { li.remove(); notices.delete(key); show(); } },
-      "dismiss"));
-  if (old) old.li.replaceWith(li); else $("loops").prepend(li);
-  notices.set(key, { li, cuts });
-  show();
+    h("button", { type: "button", class: "link small", dataset: { key: `dismiss-${loop.event_id}` },
+      onclick: () => { dismiss(loop); onDismiss(); } }, "dismiss"));
 }
 
-/** Forget every notice (another network is shown). */
-export function clearLoops() {
-  notices.clear();
-  $("loops").replaceChildren();
-  show();
+/** The loop notices as list items (`onDismiss` redraws). */
+export function loopItems(loops, onDismiss, showNetwork) {
+  return loops.map((loop) => loopItem(loop, onDismiss, showNetwork));
+}
+
+/** Show the count of the loops part. */
+export function showLoopCount(n) {
+  $("loops-count").textContent = n ? String(n) : "";
 }
