@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -30,7 +31,8 @@ from ..http.request import PostRequest, parse_json, public_url
 from ..service import a2a
 from ..service.a2a import Served, TaskView
 from ..service.hub import Hub, Principal
-from ..stream import check_stream_caps, slot_released
+from ..broker import StreamSlot
+from ..stream import slot_released, take_stream_slot
 from . import mapping
 from .mapping import V03, V1
 
@@ -229,11 +231,22 @@ class Call:
         snapshot = mapping.task(self.view(task_id), self.version, config.historyLength)
         return {"task": snapshot} if self.version == V1 else snapshot
 
-    async def follow(self, task_id: str, view: TaskView, sent: int) -> AsyncIterator[bytes]:
+    def take_slot(self) -> StreamSlot:
+        """Count one more stream against the token's and the address's caps (429 past them), in the same step as
+        the check: a burst of opens cannot all pass the check before any of them counts."""
+        return take_stream_slot(self.hub.broker, self.hub.settings, self.principal.token_id, self.req.client_ip,
+                                kind="a2a")
+
+    def body(self, slot: StreamSlot, task_id: str, view: TaskView, sent: int) -> AsyncIterator[bytes]:
+        """The stream's body, holding `slot` until it ends (or is dropped without ever being started)."""
+        body = self.follow(slot, task_id, view, sent)
+        weakref.finalize(body, slot.release)
+        return body
+
+    async def follow(self, slot: StreamSlot, task_id: str, view: TaskView, sent: int) -> AsyncIterator[bytes]:
         """The stream of one task: its snapshot first, then each update past the first `sent`, until it is final."""
         h = self.hub
         guard = h.guard()
-        slot = h.broker.take_slot(self.principal.token_id, self.req.client_ip, "a2a")
         with slot_released(slot), h.hold_grant(self.principal, self.agent.network_id) as grant, \
                 a2a.watch(h, task_id) as watcher:
             yield _sse(_result(self.msg_id, mapping.task_item(view, self.version)))
@@ -260,19 +273,22 @@ class Call:
 
     async def stream(self, params: SendParams) -> AsyncIterator[bytes]:
         """message/stream: store the message, then follow its task."""
-        check_stream_caps(self.hub.broker, self.hub.settings, self.principal.token_id, self.req.client_ip)
-        task_id = await self.send(params)
-        view = self.view(task_id)
-        return self.follow(task_id, view, len(mapping.updates(view)))
+        slot = self.take_slot()  # before the task is sent: a stream refused by the caps sends nothing
+        try:
+            task_id = await self.send(params)
+            view = self.view(task_id)
+        except BaseException:
+            slot.release()
+            raise
+        return self.body(slot, task_id, view, len(mapping.updates(view)))
 
     def subscribe(self, params: TaskParams) -> AsyncIterator[bytes]:
         """tasks/resubscribe: follow a task that is not over yet."""
-        check_stream_caps(self.hub.broker, self.hub.settings, self.principal.token_id, self.req.client_ip)
         view = self.view(params.id)
         if mapping.current_status(view).final:
             raise RpcError(UNSUPPORTED_OPERATION, f"task {params.id} is already over: read it with "
                            + ("GetTask" if self.version == V1 else "tasks/get"), "UNSUPPORTED_OPERATION")
-        return self.follow(params.id, view, len(mapping.updates(view)))
+        return self.body(self.take_slot(), params.id, view, len(mapping.updates(view)))
 
     async def run(self, operation: str, raw: Any) -> dict[str, Any] | AsyncIterator[bytes]:
         """Serve one method: its JSON-RPC result, or the event stream that answers it."""
