@@ -9,7 +9,11 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import own_server
+from commhub_lib.ids import now_text, now_ts
+from commhub_lib.runtime.server import ServerHandle
+from commhub_lib.service import schedules
+from commhub_lib.store import schedules as schedule_store
+from tests.conftest import create_token, own_server, register, tool
 from tests.test_a2a_server import DEADLINE, make_setup
 
 pytestmark = pytest.mark.subprocess
@@ -51,3 +55,51 @@ async def test_a_burst_of_a2a_subscriptions_cannot_pass_the_stream_cap(tmp_path:
                     nursery.start_soon(subscribe, n)
     assert statuses.count(200) <= cap, statuses
     assert statuses.count(429) == burst - statuses.count(200), statuses
+
+
+# --- schedules ------------------------------------------------------------------------------------------------
+
+
+async def _due_schedule(server: ServerHandle, client: httpx.AsyncClient) -> tuple[Any, str]:
+    """An owner, a connected `worker`, and an hourly schedule to it made due now (as if its hour had passed)."""
+    owner = await register(client)
+    worker = await create_token(client, owner, "worker", alias="worker")
+    await tool(client, worker, "report_status", {"alias": "worker", "status": "idle"})
+    r = await client.post("/api/schedules", headers=owner.auth,
+                          json={"to": "worker", "content": "hourly report", "every_seconds": 3600})
+    assert r.status_code == 200, r.text
+    sid = r.json()["schedule"]["schedule_id"]
+    db = server.hub.db
+    with db.write():  # due now; the hub's own scheduler sleeps on (nothing woke it)
+        schedule_store.set_next_run(db, sid, schedules.ACTIVE, now_ts() - 1, now_text())
+    return owner, sid
+
+
+@pytest.mark.parametrize("change", ["pause", "delete"])
+async def test_a_schedule_paused_or_deleted_while_the_scheduler_waits_does_not_run(
+        server: ServerHandle, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    """The scheduler reads a batch of due schedules, then waits for the write lock before each run (another
+    process may hold it): a pause or delete served meanwhile must hold. It used to run the stale row: the task was
+    sent anyway and the paused schedule was made active again."""
+    owner, sid = await _due_schedule(server, client)
+    db = server.hub.db
+    real_wait = db.wait_for_write_lock
+
+    async def contended(timeout: float) -> None:  # noqa: ASYNC109 (the real signature)
+        # While the scheduler waits, the owner's request is served.
+        r = await (client.post(f"/api/schedules/{sid}/pause", headers=owner.auth) if change == "pause"
+                   else client.delete(f"/api/schedules/{sid}", headers=owner.auth))
+        assert r.status_code == 200, r.text
+        monkeypatch.setattr(db, "wait_for_write_lock", real_wait)
+        await real_wait(timeout)
+
+    monkeypatch.setattr(db, "wait_for_write_lock", contended)
+    with trio.fail_after(DEADLINE):
+        await schedules.run_due(server.hub)
+    r = await client.get("/api/tasks", headers=owner.auth, params={"to_name": "worker"})
+    assert [t for t in r.json()["tasks"] if t["schedule_id"] == sid] == []
+    row = schedule_store.get_schedule(db, sid)
+    if change == "pause":
+        assert row is not None and row["state"] == schedules.PAUSED and row["next_run_ts"] is None, row
+    else:
+        assert row is None

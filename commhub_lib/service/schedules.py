@@ -386,8 +386,13 @@ async def run_due(hub: Hub) -> int:
     done = 0
     while True:
         due = schedule_store.due_schedules(hub.db, now_ts(), DUE_BATCH)
-        for s in due:
+        for row in due:
             await hub.db.wait_for_write_lock(LOCK_WAIT_SECONDS)
+            # Read again after the wait: a pause, resume, delete or run served meanwhile must hold (running the
+            # batch's stale row sent a paused or deleted schedule's task and made a paused schedule active again).
+            s = schedule_store.get_schedule(hub.db, row["schedule_id"])
+            if s is None or s["next_run_ts"] is None or s["next_run_ts"] > now_ts():
+                continue
             try:
                 run_schedule(hub, s, now_ts())
             except CommhubError as exc:
