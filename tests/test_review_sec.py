@@ -103,3 +103,37 @@ async def test_a_schedule_paused_or_deleted_while_the_scheduler_waits_does_not_r
         assert row is not None and row["state"] == schedules.PAUSED and row["next_run_ts"] is None, row
     else:
         assert row is None
+
+
+async def test_an_agent_schedule_is_not_its_aliass_next_holders(server: ServerHandle,
+                                                                 client: httpx.AsyncClient) -> None:
+    """An agent's schedule is managed by that agent (the alias, through a token of the person whose token made it)
+    or a person who may: not by whichever token holds the alias next. A plain member's agent that took the alias
+    after an owner released it could run, pause and delete the owner's agent's schedule."""
+    owner = await register(client)
+    worker = await create_token(client, owner, "worker", alias="worker")
+    await tool(client, worker, "report_status", {"alias": "worker", "status": "idle"})
+    planner = await create_token(client, owner, "planner")  # not bound: the alias is the claim's
+    await tool(client, planner, "report_status", {"alias": "planner", "status": "idle"})
+    made = (await tool(client, planner, "schedule_task", {"to": "worker", "content": "deploy",
+                                                          "every_seconds": 3600}))["schedule"]
+    sid = made["schedule_id"]
+    r = await client.post(f"/api/networks/{owner.network_id}/aliases/planner/release", headers=owner.auth)
+    assert r.status_code == 200, r.text
+    invite = await client.post(f"/api/networks/{owner.network_id}/invite", json={"role": "member", "max_uses": 1},
+                               headers=owner.auth)
+    member = await register(client)
+    r = await client.post("/api/networks/join", json={"invite_code": invite.json()["invite_code"]},
+                          headers=member.auth)
+    assert r.status_code == 200, r.text
+    squatter = await create_token(client, member, "squatter", network_id=owner.network_id)
+    await tool(client, squatter, "report_status", {"alias": "planner", "status": "idle"})
+    as_squatter = {"Authorization": f"Bearer {squatter}"}
+    for action in ("run", "pause"):
+        r = await client.post(f"/api/schedules/{sid}/{action}", headers=as_squatter)
+        assert r.status_code == 403 and r.json()["error"] == "schedule_not_allowed", (action, r.text)
+    r = await client.delete(f"/api/schedules/{sid}", headers=as_squatter)
+    assert r.status_code == 403, r.text
+    # Its owner (the person whose token made it) still may.
+    r = await client.post(f"/api/schedules/{sid}/pause", headers=owner.auth)
+    assert r.status_code == 200 and r.json()["schedule"]["state"] == "paused", r.text

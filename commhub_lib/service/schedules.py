@@ -158,7 +158,9 @@ def _may_manage(hub: Hub, principal: Principal, alias: str | None, s: dict[str, 
     a person who is owner/admin of the network."""
     if principal.kind == "user":
         return principal.user_id == s["created_by"] or tasks.is_overseer(hub, principal, s["network_id"])
-    return s["from_kind"] == AGENT and alias == s["from_name"] and principal.network_id == s["network_id"]
+    # The alias alone is not enough: an alias released by an owner/admin may be claimed by another person's token.
+    return (s["from_kind"] == AGENT and alias == s["from_name"] and principal.network_id == s["network_id"]
+            and principal.user_id == s["created_by"])
 
 
 def _still_allowed(hub: Hub, s: dict[str, Any]) -> str | None:
