@@ -137,3 +137,23 @@ async def test_an_agent_schedule_is_not_its_aliass_next_holders(server: ServerHa
     # Its owner (the person whose token made it) still may.
     r = await client.post(f"/api/schedules/{sid}/pause", headers=owner.auth)
     assert r.status_code == 200 and r.json()["schedule"]["state"] == "paused", r.text
+
+
+async def test_an_a2a_context_id_is_bounded(tmp_path: Any) -> None:
+    """A contextId is stored with the task (outside the network's storage quota) and repeated in every message of
+    its history and every stream update: one of ~900 KB made each GetTask of a task with many replies hundreds of
+    megabytes. It is an id: at most 200 characters, else invalid params."""
+    async with own_server(tmp_path, "ctx") as handle, httpx.AsyncClient(base_url=handle.url, timeout=30) as c:
+        s = await make_setup(handle, c)
+        huge = "c" * 900_000
+        send = _rpc("SendMessage", {"message": {"messageId": "m-ctx", "role": "ROLE_USER", "contextId": huge,
+                                                "parts": [{"text": "hello"}]},
+                                    "configuration": {"returnImmediately": True}})
+        async with s.http() as http:
+            answer = (await http.post(s.base, json=send)).json()
+            ok = await http.post(s.base, json=_rpc("SendMessage", {"message": {
+                "messageId": "m-ctx2", "role": "ROLE_USER", "contextId": "c" * 200, "parts": [{"text": "hi"}]},
+                "configuration": {"returnImmediately": True}}))
+    assert "error" in answer and answer["error"]["code"] == -32602, str(answer)[:300]
+    assert "contextId" in answer["error"]["message"]
+    assert ok.json()["result"]["task"]["contextId"] == "c" * 200

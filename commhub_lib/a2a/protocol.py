@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import BadRequest, CommhubError, Conflict, Forbidden, NotFound
 from ..http.answers import json_bytes
 from ..http.asgi import RouteContext
 from ..http.auth import authenticate_token
 from ..http.request import PostRequest, parse_json, public_url
+from ..models import MAX_SHORT
 from ..service import a2a
 from ..service.a2a import Served, TaskView
 from ..service.hub import Hub, Principal
@@ -81,8 +82,9 @@ class MessageIn(_Params):
     """An A2A Message as sent by a client (1.0 or 0.3: parts with or without `kind`)."""
 
     messageId: str
-    contextId: str | None = None
-    taskId: str | None = None
+    # An id, stored with the task and repeated in every message and update of it: bounded as ids are.
+    contextId: str | None = Field(default=None, max_length=MAX_SHORT)
+    taskId: str | None = Field(default=None, max_length=MAX_SHORT)
     role: str | None = None
     parts: list[dict[str, Any]]
 
