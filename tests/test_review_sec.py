@@ -26,6 +26,12 @@ def _rpc(method: str, params: dict[str, Any], msg_id: int = 1) -> dict[str, Any]
 # --- A2A ------------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+async def setup_a2a(server: ServerHandle, client: httpx.AsyncClient) -> Any:
+    """tests/test_a2a_server.py's Setup: `worker` served as an A2A agent, an outside caller's token."""
+    return await make_setup(server, client)
+
+
 async def test_a_burst_of_a2a_subscriptions_cannot_pass_the_stream_cap(tmp_path: Any) -> None:
     """max_streams_per_token holds for A2A streams opened all at once: the slot is taken when the cap is checked,
     not when the answer's body starts (a burst used to pass the check before any of them counted)."""
@@ -157,3 +163,17 @@ async def test_an_a2a_context_id_is_bounded(tmp_path: Any) -> None:
     assert "error" in answer and answer["error"]["code"] == -32602, str(answer)[:300]
     assert "contextId" in answer["error"]["message"]
     assert ok.json()["result"]["task"]["contextId"] == "c" * 200
+
+
+async def test_an_a2a_request_id_must_be_a_string_or_an_integer(setup_a2a: Any) -> None:
+    """JSON-RPC ids are strings, numbers or null; /mcp refuses others as Invalid Request, and so does A2A now (an
+    object or array id was run and echoed back on every event of a stream)."""
+    s = setup_a2a
+    get = _rpc("GetTask", {"id": "nope"})
+    async with s.http() as http:
+        for bad in ({"a": "b" * 1000}, ["x"], True, 1.5):
+            answer = (await http.post(s.base, json={**get, "id": bad})).json()
+            assert answer["id"] is None and answer["error"]["code"] == -32600, (bad, answer)
+        for good in ("req-1", 7):
+            answer = (await http.post(s.base, json={**get, "id": good})).json()
+            assert answer["id"] == good and answer["error"]["code"] == -32001, (good, answer)  # task not found

@@ -328,11 +328,16 @@ async def answer_post(ctx: RouteContext, req: PostRequest, network_id: str,
         payload = parse_json(req.body)
     except BadRequest as exc:
         return 200, json_bytes(_error(None, PARSE_ERROR, exc.message))
-    if not isinstance(payload, dict) or payload.get("jsonrpc") != "2.0" or not isinstance(payload.get("method"), str):
-        msg_id = payload.get("id") if isinstance(payload, dict) else None
-        return 200, json_bytes(_error(msg_id if isinstance(msg_id, str | int) else None, INVALID_REQUEST,
-                                      "a JSON-RPC 2.0 request object is expected (one per POST)"))
-    msg_id, method = payload.get("id"), payload["method"]
+    msg_id = payload.get("id") if isinstance(payload, dict) else None
+    # As /mcp: an id is a string or an integer (it is echoed on every answer and every event of a stream).
+    bad_id = isinstance(payload, dict) and "id" in payload and msg_id is not None and (
+        not isinstance(msg_id, str | int) or isinstance(msg_id, bool))
+    if (not isinstance(payload, dict) or payload.get("jsonrpc") != "2.0" or not isinstance(payload.get("method"), str)
+            or bad_id):
+        return 200, json_bytes(_error(None if bad_id or not isinstance(msg_id, str | int) else msg_id,
+                                      INVALID_REQUEST, "a JSON-RPC 2.0 request object is expected (one per POST), "
+                                      "its id a string or an integer"))
+    method = payload["method"]
     try:
         if (asked := _version_refusal(req)) is not None:
             raise RpcError(VERSION_NOT_SUPPORTED, f"A2A-Version {asked} is not supported: this agent speaks "
