@@ -23,6 +23,7 @@ from typing import Any
 import trio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..broker import StreamSlot
 from ..errors import BadRequest, CommhubError, Conflict, Forbidden, NotFound
 from ..http.answers import json_bytes
 from ..http.asgi import RouteContext
@@ -32,7 +33,6 @@ from ..models import MAX_SHORT
 from ..service import a2a
 from ..service.a2a import Served, TaskView
 from ..service.hub import Hub, Principal
-from ..broker import StreamSlot
 from ..stream import slot_released, take_stream_slot
 from . import mapping
 from .mapping import V03, V1
