@@ -11,10 +11,10 @@ import trio
 
 from commhub_lib.ids import now_text, now_ts
 from commhub_lib.runtime.server import ServerHandle
-from commhub_lib.service import schedules
+from commhub_lib.service import retention, schedules
 from commhub_lib.store import schedules as schedule_store
 from tests.conftest import create_token, own_server, register, tool
-from tests.test_a2a_server import DEADLINE, make_setup
+from tests.test_a2a_server import DEADLINE, make_setup, next_task
 
 pytestmark = pytest.mark.subprocess
 
@@ -177,3 +177,27 @@ async def test_an_a2a_request_id_must_be_a_string_or_an_integer(setup_a2a: Any) 
         for good in ("req-1", 7):
             answer = (await http.post(s.base, json={**get, "id": good})).json()
             assert answer["id"] == good and answer["error"]["code"] == -32001, (good, answer)  # task not found
+
+
+async def test_replies_an_a2a_caller_was_given_are_read_and_go_with_retention(tmp_path: Any) -> None:
+    """An A2A caller (`a2a:<token id>`) has no inbox to ack: the replies it is given (GetTask, a send's answer, a
+    stream) are what it reads. They stayed unread for ever, so message retention (which keeps unread items) never
+    freed them nor their files, and the network's storage only grew."""
+    async with own_server(tmp_path, "a2aread", message_retention_days=1e-6) as handle, \
+            httpx.AsyncClient(base_url=handle.url, timeout=30) as c:
+        s = await make_setup(handle, c)
+        send = _rpc("SendMessage", {"message": {"messageId": "m-read", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+                                    "configuration": {"returnImmediately": True}})
+        async with s.http() as http:
+            task_id = (await http.post(s.base, json=send)).json()["result"]["task"]["id"]
+            item = await next_task(c, s.worker)
+            await tool(c, s.worker, "send_reply", {"task_id": item["task_id"], "status": "done", "content": "done"})
+            got = (await http.post(s.base, json=_rpc("GetTask", {"id": task_id}))).json()["result"]
+        assert got["status"]["state"] == "TASK_STATE_COMPLETED", got
+        db = handle.hub.db
+        [reply] = db.query("SELECT message_id, read_at FROM messages WHERE task_id = ? AND kind = 'reply'", (task_id,))
+        assert reply["read_at"] is not None, reply
+        with trio.fail_after(DEADLINE):  # past the (tiny) retention age, the job frees it
+            while db.query("SELECT 1 FROM messages WHERE message_id = ?", (reply["message_id"],)):
+                await retention.apply_retention(handle.hub)
+                await trio.sleep(0.05)

@@ -194,8 +194,11 @@ class Call:
         self.version = version
 
     def view(self, task_id: str) -> TaskView:
-        """The caller's task (404 otherwise), its files' urls made absolute for this caller."""
-        return self.absolute(a2a.task_view(self.hub, self.agent, self.caller, task_id))
+        """The caller's task (404 otherwise), its files' urls made absolute for this caller; the replies in it are
+        read from now on (service/a2a.mark_given)."""
+        view = a2a.task_view(self.hub, self.agent, self.caller, task_id)
+        a2a.mark_given(self.hub, self.agent, self.caller, view)
+        return self.absolute(view)
 
     def absolute(self, view: TaskView) -> TaskView:
         """The view with the hub's URL as this request reached it (file parts carry absolute URLs)."""
