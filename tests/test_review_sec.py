@@ -9,6 +9,7 @@ import httpx
 import pytest
 import trio
 
+from commhub_lib.config import load_settings
 from commhub_lib.ids import now_text, now_ts
 from commhub_lib.runtime.server import ServerHandle
 from commhub_lib.service import retention, schedules
@@ -201,3 +202,17 @@ async def test_replies_an_a2a_caller_was_given_are_read_and_go_with_retention(tm
             while db.query("SELECT 1 FROM messages WHERE message_id = ?", (reply["message_id"],)):
                 await retention.apply_retention(handle.hub)
                 await trio.sleep(0.05)
+
+
+# --- settings -------------------------------------------------------------------------------------------------
+
+
+def test_a_webhook_ca_file_without_a_certificate_is_a_bad_setting(tmp_path: Any) -> None:
+    """A readable file that holds no certificate (or a directory) passed the check; the server then stopped at
+    start saying "cannot listen on 127.0.0.1:…: [X509: NO_CERTIFICATE_OR_CRL_FOUND]". It is refused as the
+    setting, by name, before anything starts."""
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    for path in (garbage, tmp_path):
+        with pytest.raises(ValueError, match="setting webhook_ca_file"):
+            load_settings({}, {"COMMHUB_WEBHOOK_CA_FILE": str(path)})
