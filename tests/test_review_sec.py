@@ -216,3 +216,16 @@ def test_a_webhook_ca_file_without_a_certificate_is_a_bad_setting(tmp_path: Any)
     for path in (garbage, tmp_path):
         with pytest.raises(ValueError, match="setting webhook_ca_file"):
             load_settings({}, {"COMMHUB_WEBHOOK_CA_FILE": str(path)})
+
+
+async def test_a_schedule_at_the_ends_of_the_calendar_is_a_400(server: ServerHandle,
+                                                                client: httpx.AsyncClient) -> None:
+    """A time whose UTC instant falls outside years 1-9999 (9999-12-31 west of UTC, 0001-01-01 east of it) crashed
+    the answer (500, a traceback in the log): a 400 naming `at` now."""
+    owner = await register(client)
+    worker = await create_token(client, owner, "worker", alias="worker")
+    await tool(client, worker, "report_status", {"alias": "worker", "status": "idle"})
+    for at, tz in (("9999-12-31T23:59:59", "Etc/GMT+12"), ("0001-01-01T00:00:00", "Etc/GMT-14")):
+        r = await client.post("/api/schedules", headers=owner.auth,
+                              json={"to": "worker", "content": "c", "at": at, "tz": tz})
+        assert r.status_code == 400 and r.json()["message"].startswith("at: "), (at, tz, r.text)

@@ -109,10 +109,21 @@ def parse_at(value: float | str, tz: str, now: float) -> float:
                                        "'2026-12-24T09:00' or a number of seconds from now") from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=zone(tz))
-            return moment.timestamp()
+            return _utc_instant(moment, value)
     if not 0 < seconds <= 10 * 366 * 86400:
         raise ValidationFailed(f"at: {value} seconds from now is out of range (more than 0, at most ten years)")
     return now + seconds
+
+
+def _utc_instant(moment: datetime, value: str) -> float:
+    """A time as a timestamp, or a 400 when its UTC instant is outside years 1-9999 (year 9999 west of UTC is year
+    10000 there): such a time crashed the answer, which shows it in UTC."""
+    try:
+        ts = moment.timestamp()
+        datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ValidationFailed(f"at: '{value}' is out of range; give a time in years 1-9999 UTC") from None
+    return ts
 
 
 def _iso(ts: float | None) -> str | None:
