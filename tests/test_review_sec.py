@@ -229,3 +229,38 @@ async def test_a_schedule_at_the_ends_of_the_calendar_is_a_400(server: ServerHan
         r = await client.post("/api/schedules", headers=owner.auth,
                               json={"to": "worker", "content": "c", "at": at, "tz": tz})
         assert r.status_code == 400 and r.json()["message"].startswith("at: "), (at, tz, r.text)
+
+
+# --- attachments ----------------------------------------------------------------------------------------------
+
+
+async def test_a_removed_members_unsent_uploads_go_with_them(tmp_path: Any) -> None:
+    """Uploads never sent are readable and sendable by their uploader only, and count in the network's storage: a
+    member could fill the network with them (no one else can see or delete them) and every send failed with 409
+    until attachment_unsent_hours passed, removing the member changing nothing. Their unsent uploads are dead data
+    once they are gone: they go with them, and the network can store again."""
+    async with own_server(tmp_path, "unsent", max_network_bytes=100_000, max_attachment_bytes=16_384) as handle, \
+            httpx.AsyncClient(base_url=handle.url, timeout=30) as c:
+        owner = await register(c)
+        invite = await c.post(f"/api/networks/{owner.network_id}/invite", json={"role": "member", "max_uses": 1},
+                              headers=owner.auth)
+        member = await register(c)
+        r = await c.post("/api/networks/join", json={"invite_code": invite.json()["invite_code"]},
+                         headers=member.auth)
+        assert r.status_code == 200, r.text
+        params = {"network_id": owner.network_id, "filename": "junk.bin"}
+        for n in range(100):  # until the network is full
+            r = await c.post("/api/attachments", params=params, content=bytes([n]) * 16_000,
+                             headers={**member.auth, "content-type": "application/octet-stream"})
+            if r.status_code != 200:
+                break
+        assert r.status_code == 409 and r.json()["error"] == "quota_exceeded", r.text
+        own = {**owner.auth, "content-type": "text/plain"}
+        r = await c.post("/api/attachments", params={"filename": "notes.txt"}, content=b"x" * 10_000, headers=own)
+        assert r.status_code == 409, r.text  # the owner cannot store anything either
+        r = await c.delete(f"/api/networks/{owner.network_id}/members/{member.user_id}", headers=owner.auth)
+        assert r.status_code == 200, r.text
+        r = await c.post("/api/attachments", params={"filename": "notes.txt"}, content=b"x" * 10_000, headers=own)
+        assert r.status_code == 200, r.text
+        usage = (await c.get(f"/api/networks/{owner.network_id}/usage", headers=owner.auth)).json()
+        assert usage["file_bytes"] < 20_000, usage
