@@ -17,8 +17,6 @@ from commhub_lib.store import schedules as schedule_store
 from tests.conftest import create_token, own_server, register, tool
 from tests.test_a2a_server import DEADLINE, make_setup, next_task
 
-pytestmark = pytest.mark.subprocess
-
 
 def _rpc(method: str, params: dict[str, Any], msg_id: int = 1) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params}
