@@ -139,9 +139,13 @@ async def test_an_agent_schedule_is_not_its_aliass_next_holders(server: ServerHa
         assert r.status_code == 403 and r.json()["error"] == "schedule_not_allowed", (action, r.text)
     r = await client.delete(f"/api/schedules/{sid}", headers=as_squatter)
     assert r.status_code == 403, r.text
-    # Its owner (the person whose token made it) still may.
-    r = await client.post(f"/api/schedules/{sid}/pause", headers=owner.auth)
-    assert r.status_code == 200 and r.json()["schedule"]["state"] == "paused", r.text
+    # Nor does it send as the alias's new holder (the replies would go to it): its next run is skipped, paused.
+    ran = (await client.post(f"/api/schedules/{sid}/run", headers=owner.auth)).json()
+    assert ran["ran"] is False and "no longer held by the token that created it" in ran["skipped_reason"], ran
+    assert ran["schedule"]["state"] == "paused"
+    # Its owner (the person whose token made it) still manages it.
+    r = await client.delete(f"/api/schedules/{sid}", headers=owner.auth)
+    assert r.status_code == 200 and r.json()["deleted"] is True, r.text
 
 
 async def test_an_a2a_context_id_is_bounded(tmp_path: Any) -> None:

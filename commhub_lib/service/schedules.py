@@ -24,6 +24,7 @@ from ..ids import new_id, now_text, now_ts
 from ..models import ScheduleTask, SendTask
 from ..store import networks as network_store
 from ..store import schedules as schedule_store
+from ..store import sessions as session_store
 from ..store import tokens as token_store
 from ..store import users as user_store
 from ..vocabulary import (
@@ -185,6 +186,11 @@ def _still_allowed(hub: Hub, s: dict[str, Any]) -> str | None:
     if s["from_kind"] == AGENT:
         if not s["token_id"] or not token_store.is_live(hub.db, s["token_id"], now_text()):
             return "the token of the agent that created it was revoked or has expired"
+        # Its runs send as the alias: once an owner/admin released it (another token may hold it now), they would
+        # speak for whoever holds it, and the replies would go to them.
+        held = session_store.get_session(hub.db, s["network_id"], s["from_name"])
+        if held is None or held["token_id"] != s["token_id"]:
+            return f"its alias '{s['from_name']}' was released and is no longer held by the token that created it"
         mode = hub.settings.schedule_agents
         if mode == "off" or (mode == "admin" and not auth.role_at_least(role, "admin")):
             return "the schedule_agents setting no longer allows this agent's schedules"
