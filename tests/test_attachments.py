@@ -93,6 +93,12 @@ async def test_raw_upload_then_download_is_a_download_with_safe_headers(client: 
     # Without a Content-Type, the filename's extension gives the type.
     r = await client.post("/api/attachments", headers=owner.auth, content=b"\x89PNG", params={"filename": "p.png"})
     assert r.status_code == 200 and r.json()["content_type"] == "image/png"
+    # `curl --data-binary @fix.patch URL?filename=fix.patch` without -H Content-Type sends curl's default, a form
+    # encoding: that is no file's type either, so the extension gives it.
+    form_encoded = {**owner.auth, "Content-Type": "application/x-www-form-urlencoded"}
+    r = await client.post("/api/attachments", headers=form_encoded,
+                          content=b"--- a\n+++ b\n", params={"filename": "fix.patch"})
+    assert r.status_code == 200 and r.json()["content_type"] == "text/x-diff", r.text
     # An empty body is no file.
     r = await client.post("/api/attachments", headers=owner.auth, content=b"")
     assert r.status_code == 400 and r.json()["error"] == "invalid_upload"
