@@ -411,6 +411,13 @@ async def test_cli_send_attach_and_attachment_get(server: ServerHandle, client: 
     assert again.code == 1 and "exists" in again.err
     missing = await cli("send", "worker", "x", "--attach", str(tmp_path / "nope"))
     assert missing.code == 1 and "cannot read" in missing.err
+    # The line a person reads says the files went too; a file the hub refuses is named (which of several --attach).
+    plain = await cli("send", "worker", "apply it again", "--attach", str(patch), "--attach", str(notes))
+    assert plain.code == 0 and plain.out.rstrip().endswith("with 2 files"), plain
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    refused = await cli("send", "worker", "x", "--attach", str(patch), "--attach", str(empty))
+    assert refused.code == 1 and f"{empty}: the file is empty" in refused.err and "nothing was sent" in refused.err
     unknown = await cli("attachment", "get", "att_unknown")
     assert unknown.code == 1 and "attachment_not_found" in unknown.err
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_support import COMMHUB, cli_env
+from commhub_lib.runtime.server import ServerHandle
+from tests.cli_support import COMMHUB, cli_env, run_cli
 
 pytestmark = pytest.mark.subprocess
 
@@ -28,3 +29,11 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         os.close(write_end)
     assert b"Traceback" not in done.stderr and b"BrokenPipeError" not in done.stderr, done.stderr.decode()
     assert done.returncode == 141, (done.returncode, done.stderr.decode())
+
+
+async def test_without_a_token_the_cli_says_which_token_and_where_it_comes_from(server: ServerHandle) -> None:
+    done = await run_cli("schedule", "list", env=cli_env(server.url))
+    assert done.code == 1
+    assert "no token given: pass --token or COMMHUB_TOKEN" in done.err
+    assert "POST /api/auth/login" in done.err  # where a person's token comes from
+    assert "the server said" not in done.err  # the server's own words for a browser/curl caller are not repeated
