@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -21,7 +22,9 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from commhub_lib.cli.run.prompt import task_prompt
+from commhub_lib.errors import PayloadTooLarge
 from commhub_lib.runtime.server import ServerHandle
+from commhub_lib.service import attachments as attachments_service
 from commhub_lib.service.retention import apply_retention
 from tests.test_dashboard import Browser, chrome_available, launch_chrome, log_in, task_column
 
@@ -324,6 +327,17 @@ async def test_size_caps_name_their_settings(tmp_path: Path) -> None:
             # The other routes keep max_body_bytes.
             r = await client.post("/api/messages", headers=owner.auth, json={"to": "worker", "content": "z" * 50})
             assert r.status_code == 200
+
+
+def test_a_file_just_past_the_cap_is_told_in_bytes() -> None:
+    """10 MiB and one byte is "10.0 MiB" too: the message gives both sizes in bytes rather than a contradiction."""
+    hub: Any = SimpleNamespace(settings=SimpleNamespace(max_attachment_bytes=10 * 1024 * 1024,
+                                                        max_inline_attachment_bytes=256 * 1024))
+    with pytest.raises(PayloadTooLarge, match=r"the file is 10485761 bytes, larger than 10485760 bytes "
+                                              r"\(COMMHUB_MAX_ATTACHMENT_BYTES\)"):
+        attachments_service._check_size(hub, 10 * 1024 * 1024 + 1, inline=False)
+    with pytest.raises(PayloadTooLarge, match=r"the file is 12.0 MiB, larger than 10.0 MiB"):
+        attachments_service._check_size(hub, 12 * 1024 * 1024, inline=False)
 
 
 async def test_quota_counts_files_and_refuses_past_it(tmp_path: Path) -> None:

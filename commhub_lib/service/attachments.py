@@ -94,8 +94,11 @@ def _check_size(hub: Hub, size: int, inline: bool) -> None:
     if size > limit:
         setting = "MAX_INLINE_ATTACHMENT_BYTES" if inline else "MAX_ATTACHMENT_BYTES"
         how = "; upload it with POST /api/attachments and send its id" if inline else ""
-        raise PayloadTooLarge(f"the file is {quotas.size_text(size)}, larger than {quotas.size_text(limit)} "
-                              f"(COMMHUB_{setting}){how}", code="attachment_too_large")
+        shown, cap = quotas.size_text(size), quotas.size_text(limit)
+        if shown == cap:  # just past the limit: "10.0 MiB, larger than 10.0 MiB" would read as a contradiction
+            shown, cap = f"{size} bytes", f"{limit} bytes"
+        raise PayloadTooLarge(f"the file is {shown}, larger than {cap} (COMMHUB_{setting}){how}",
+                              code="attachment_too_large")
     if size == 0:
         raise ValidationFailed("the file is empty: send its bytes", code="invalid_upload")
 
