@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from commhub_lib.runtime.server import ServerHandle
 from tests.cli_support import COMMHUB, cli_env, run_cli
+from tests.conftest import register
 
 pytestmark = pytest.mark.subprocess
 
@@ -37,3 +39,14 @@ async def test_without_a_token_the_cli_says_which_token_and_where_it_comes_from(
     assert "no token given: pass --token or COMMHUB_TOKEN" in done.err
     assert "POST /api/auth/login" in done.err  # where a person's token comes from
     assert "the server said" not in done.err  # the server's own words for a browser/curl caller are not repeated
+
+
+async def test_a_not_found_names_the_command_that_lists_what_exists(server: ServerHandle) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        owner = await register(client)
+    env = cli_env(server.url, owner.token)
+    missing = await run_cli("schedule", "show", "sch_nope", env=env)
+    assert missing.code == 1 and "(schedule_not_found)" in missing.err
+    assert missing.err.splitlines()[-1] == "commhub: see commhub schedule list", missing.err
+    nobody = await run_cli("send", "nobody", "hello", env=env)
+    assert nobody.code == 1 and nobody.err.splitlines()[-1] == "commhub: see commhub status", nobody.err
