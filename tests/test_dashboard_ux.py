@@ -98,3 +98,41 @@ async def test_a_session_card_keeps_its_alias_whole_beside_a_long_badge(page: Br
         assert await page.run(alias_lines("reviewer")) == 1, width
     await page.run(lambda d: d.set_window_size(1280, 900))
     await page.screenshot("sessions-waiting")
+
+
+# Answers every download of a file with the hub's 404, as when the file went with its task meanwhile.
+FILES_GONE = """
+const real = window.fetch;
+window.fetch = (url, options) => String(url).startsWith('/api/attachments/')
+  ? Promise.resolve(new Response(JSON.stringify({error: 'attachment_not_found',
+      message: "attachment 'x' not found in your networks"}), {status: 404}))
+  : real(url, options);
+"""
+
+
+async def test_a_replys_file_says_where_it_came_from_and_a_failed_download_is_said(page: Browser,  # noqa: F811
+                                                                                  client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    worker = await create_token(client, owner, name="w", alias="worker")
+    await tool(client, worker, "report_status", {"alias": "worker"})
+    task_id = (await client.post("/api/tasks", headers=owner.auth, json={
+        "to": "worker", "content": "look at the log", "attachments": [
+            {"filename": "test.log", "content_type": "text/plain", "data_base64": "RkFJTEVECg=="}]})).json()["task_id"]
+    await tool(client, worker, "get_inbox", {})
+    await tool(client, worker, "send_reply", {"task_id": task_id, "status": "question", "content": "Fix both?",
+                                              "attachments": [{"filename": "analysis.txt", "data_base64": "b2sK"}]})
+    await log_in(page, owner)
+    await page.open_view("tasks")
+    await page.click_css(f'.task-card[data-task-id="{task_id}"]')
+    await page.wait_for(lambda d: len(d.find_elements("css selector", '[data-testid="attachment-link"]')) == 2,
+                        "both files")
+    items = await page.run(lambda d: [li.text for li in d.find_elements(
+        "css selector", '[data-testid="task-attachments"] li')])
+    # Before: both looked like the task's own files.
+    assert "from" not in items[0] and items[1].endswith("from worker's question"), items
+    await page.run(lambda d: d.execute_script(FILES_GONE))
+    await page.click_css('[data-testid="attachment-link"]')
+    # Before: only a tooltip (title) said so; nothing on the page changed.
+    await page.wait_for(lambda d: "download failed: attachment 'x' not found in your networks" in d.find_element(
+        "css selector", '[data-testid="task-attachments"] li').text, "the failure beside the link")
+    await page.screenshot("task-files")
