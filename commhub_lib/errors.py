@@ -240,6 +240,11 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "schedule_limit_reached": ErrorInfo(409, "The network has as many schedules as max_schedules_per_network "
                                              "allows."),
     "schedule_finished": ErrorInfo(409, "The schedule ran its one time (kind once): it cannot be paused or resumed."),
+    # -- the A2A client (docs/a2a-client.md)
+    "remote_url_not_allowed": ErrorInfo(400, "The A2A agent's URL is not https, or names a private, loopback, "
+                                             "link-local or metadata address that a2a_client_targets does not allow."),
+    "remote_not_bound": ErrorInfo(404, "The alias is not bound to an A2A agent."),
+    "remote_takes_tasks_only": ErrorInfo(409, "The alias is an external A2A agent: send it a task, not a message."),
     # -- MCP
     "origin_not_allowed": ErrorInfo(403, "The Origin header is not in COMMHUB_ALLOWED_ORIGINS."),
     "unsupported_protocol_version": ErrorInfo(400, "The MCP-Protocol-Version header names a version this server "

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..models import MAX_LIMIT
-from ..vocabulary import MessageKind, SessionStatusValue, TaskFlag, TaskStatus
+from ..vocabulary import EventsHolder, MessageKind, SessionStatusValue, TaskFlag, TaskStatus
 
 # --- query parameters -----------------------------------------------------------------------------------
 
@@ -84,6 +84,9 @@ class StreamQuery(BaseModel):
     token: str | None = Field(default=None, description="the bearer token, for clients that cannot set headers")
     last_event_id: int | None = Field(default=None, ge=0, description="replay after this id (or Last-Event-ID)")
     network_id: str | None = None
+    holder: EventsHolder | None = Field(
+        default=None, description="`runner` from a process that turns each event into a turn of its agent (`commhub "
+        "run`): the alias is shown held by `runner`, not `stream` (docs/presence.md)")
 
 
 class NetworkStreamQuery(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..vocabulary import PriorityValue, SessionStatusValue
+from ..vocabulary import HeldBy, PriorityValue, SessionStatusValue
 
 Text = str | None
 
@@ -85,6 +85,11 @@ class Session(Record):
     status: SessionStatusValue
     online: bool
     streams: int
+    held_by: HeldBy | None = Field(None, description="what keeps it online: `runner` (`commhub run` holds its stream), "
+                                   "`channel` (a GET /mcp or subscriptions/listen stream), `stream` (GET "
+                                   "/events/<alias>), `a2a` (bound to an external A2A agent: the hub's bridge answers "
+                                   "for it), `polling` (only tool calls within the presence timeout); "
+                                   "null when offline")
     agent: Text = None
     model: Text = None
     task: Text = None

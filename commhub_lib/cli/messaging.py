@@ -10,6 +10,7 @@ from typing import Any
 
 from ..client import ClientError, HubClient
 from ..vocabulary import (
+    CANCELLED,
     EXPIRED,
     FAILED,
     FINAL_REPLY_STATUSES,
@@ -39,9 +40,11 @@ from .common import (
     server_flags,
 )
 
-# The replies `send --wait` stops at: the recipient's done or failed, or the hub's word that the task expired.
-ENDS_THE_WAIT = (*FINAL_REPLY_STATUSES, EXPIRED)
-SESSION_COLUMNS = [("alias", "alias", 24), ("status", "status", None), ("agent", "agent", 16),
+# The replies `send --wait` stops at: the recipient's done or failed, the hub's word that the task expired, or an A2A
+# agent's that it cancelled the task (docs/a2a-client.md).
+ENDS_THE_WAIT = (*FINAL_REPLY_STATUSES, EXPIRED, CANCELLED)
+SESSION_COLUMNS = [("alias", "alias", 24), ("status", "status", None), ("held_by", "held by", None),
+                   ("agent", "agent", 16),
                    ("model", "model", 20), ("task", "task", 30), ("progress", "progress", 24),
                    ("last_seen_at", "last seen", None)]
 TASK_COLUMNS = [("task_id", "task", None), ("status", "status", None), ("priority", "priority", None),
@@ -180,11 +183,12 @@ def cmd_send(args: argparse.Namespace) -> int:
             return fail(f"no reply to {what} within {args.timeout:g} s{hint} (timeout)")
         reply = find_reply(client, waiter.alias, data["message_id"], args.network) or {}
     if args.json:
-        print_json({"ok": data.get("status") not in (FAILED, EXPIRED), "sent": sent, "reply": reply or data})
+        print_json({"ok": data.get("status") not in (FAILED, EXPIRED, CANCELLED), "sent": sent,
+                    "reply": reply or data})
     else:
         print(safe_text(reply.get("content", ""), multiline=True))
         print(safe_text(f"(reply from {data.get('from')}, status {data.get('status')})"), file=sys.stderr)
-    return EXIT_REFUSED if data.get("status") in (FAILED, EXPIRED) else EXIT_OK
+    return EXIT_REFUSED if data.get("status") in (FAILED, EXPIRED, CANCELLED) else EXIT_OK
 
 
 def _print_sent(args: argparse.Namespace, kind: str, sent: dict[str, Any]) -> int:

@@ -28,6 +28,7 @@ from ..api import a2a as a2a_api
 from ..api import accounts as accounts_api
 from ..api import approvals as approvals_api
 from ..api import attachments as attachments_api
+from ..api import bridge as bridge_api
 from ..api import data as data_api
 from ..api import health as health_api
 from ..api import metrics as metrics_api
@@ -64,6 +65,7 @@ class Route:
 
 
 WEBHOOKS = "/api/networks/<network_id>/webhooks"
+A2A_REMOTE = "/api/networks/<network_id>/aliases/<alias>/a2a-remote"
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/auth/register", accounts_api.register, "json", "accounts.register"),
@@ -99,6 +101,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/networks/<network_id>/aliases/<alias>/retire", networks_api.retire_alias,
           "json", "networks.retire_alias"),
     Route("GET", "/api/networks/<network_id>/usage", networks_api.network_usage, "json", "networks.network_usage"),
+    Route("PUT", A2A_REMOTE, bridge_api.put_remote, "json", "bridge.put_remote"),
+    Route("GET", A2A_REMOTE, bridge_api.get_remote, "json", "bridge.get_remote"),
+    Route("DELETE", A2A_REMOTE, bridge_api.delete_remote, "json", "bridge.delete_remote"),
     Route("GET", WEBHOOKS, webhooks_api.list_webhooks, "json", "webhooks.list_webhooks"),
     Route("POST", WEBHOOKS, webhooks_api.create_webhook, "json", "webhooks.create_webhook"),
     Route("GET", WEBHOOKS + "/<webhook_id>", webhooks_api.get_webhook, "json", "webhooks.get_webhook"),

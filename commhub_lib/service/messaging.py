@@ -63,6 +63,9 @@ def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, se
     # Checked inside the write transaction: a read on its own is a read transaction of its own (~2.4 µs of
     # WAL locking), and the recipient cannot be retired between the check and the insert.
     recipient = require_known_alias(hub, network_id, body.to)
+    if hub.a2a_bound(network_id, body.to):
+        raise Conflict(f"'{body.to}' is an external A2A agent (docs/a2a-client.md): it takes tasks, not messages; "
+                       "send it a task instead", code="remote_takes_tasks_only")
     digest = loopguard.digest_of(hub, network_id, sender, sender_kind, body.to, MESSAGE, body.content,
                                  *attachments.digest_texts(body.attachments))
     original = loopguard.find_duplicate(hub, network_id, sender, body.to, digest)

@@ -38,6 +38,7 @@ from ...vocabulary import (
     OPEN_TASK_STATUSES,
     PROGRESS,
     QUESTION,
+    RUNNER,
     RUNNING,
     UNANSWERED,
     WORKING,
@@ -180,7 +181,8 @@ class HubApi:
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT)
-        async with self.http.stream("GET", f"/events/{self.opts.alias}", params=self._params(),
+        # holder=runner: the hub shows the alias held by a runner, not by a plain stream (docs/presence.md).
+        async with self.http.stream("GET", f"/events/{self.opts.alias}", params=self._params(holder=RUNNER),
                                     headers=headers, timeout=timeout) as response:
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")[:300]
