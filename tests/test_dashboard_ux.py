@@ -4,12 +4,21 @@ next to a long badge ("waiting for you"). Screenshots go to each test's tmp dir.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.conftest import create_token, register, tool
-from tests.test_dashboard import Browser, chrome, log_in, page, pytestmark, session_status  # noqa: F401
+from tests.conftest import create_token, own_server, register, tool
+from tests.test_dashboard import (  # noqa: F401 (fixtures, markers)
+    Browser,
+    chrome,
+    launch_chrome,
+    log_in,
+    page,
+    pytestmark,
+    session_status,
+)
 
 # Every schedule's buttons, and how far each one reaches past the window's right edge (0 when on screen).
 BUTTONS_PAST_EDGE = """
@@ -136,3 +145,38 @@ async def test_a_replys_file_says_where_it_came_from_and_a_failed_download_is_sa
     await page.wait_for(lambda d: "download failed: attachment 'x' not found in your networks" in d.find_element(
         "css selector", '[data-testid="task-attachments"] li').text, "the failure beside the link")
     await page.screenshot("task-files")
+
+
+async def test_many_stuck_tasks_show_three_and_a_button_for_the_rest(tmp_path: Path) -> None:
+    # Running tasks are stuck after a second of silence: five of them.
+    async with own_server(tmp_path, "stuck", stuck_running_seconds=1.0) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as client:
+            owner = await register(client)
+            worker = await create_token(client, owner, name="w", alias="worker")
+            await tool(client, worker, "report_status", {"alias": "worker"})
+            for n in range(5):
+                r = await client.post("/api/tasks", headers=owner.auth, json={"to": "worker", "content": f"job {n}"})
+                assert r.status_code == 200, r.text
+            await tool(client, worker, "get_inbox", {})  # all five running, and nothing more said
+            driver = launch_chrome(tmp_path / "profile")
+            try:
+                page = Browser(driver, srv.url, tmp_path)
+                await log_in(page, owner)
+                # Before: all five, four lines each, pushed Sessions and Send below the first screen.
+                await page.wait_for(lambda d: d.find_element("id", "stuck-count").text == "5", "five stuck tasks")
+                assert await page.run(stuck_items) == 3
+                more = await page.run(lambda d: d.find_element("id", "stuck-more").text)
+                assert more == "Show 2 more stuck tasks"
+                await page.click("stuck-more")
+                await page.wait_for(lambda d: stuck_items(d) == 5, "all five")
+                assert await page.run(lambda d: d.find_element("id", "stuck-more").text) == "Show fewer"
+                await page.click("stuck-more")
+                await page.wait_for(lambda d: stuck_items(d) == 3, "three again")
+                await page.screenshot("stuck-collapsed")
+            finally:
+                driver.quit()
+
+
+def stuck_items(d: Any) -> int:
+    """How many stuck tasks the Needs you card lists."""
+    return len(d.find_elements("css selector", '#stuck [data-testid="stuck-task"]'))
