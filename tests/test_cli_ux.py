@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from commhub_lib.cli.common import cell
 from commhub_lib.runtime.server import ServerHandle
 from tests.cli_support import COMMHUB, cli_env, run_cli
 from tests.conftest import register
@@ -50,3 +51,8 @@ async def test_a_not_found_names_the_command_that_lists_what_exists(server: Serv
     assert missing.err.splitlines()[-1] == "commhub: see commhub schedule list", missing.err
     nobody = await run_cli("send", "nobody", "hello", env=env)
     assert nobody.code == 1 and nobody.err.splitlines()[-1] == "commhub: see commhub status", nobody.err
+
+
+def test_a_flag_reads_yes_or_no() -> None:
+    """`commhub a2a show` printed `token_set   True`: a flag in a table or a record is yes/no."""
+    assert (cell(True), cell(False), cell(None), cell(0)) == ("yes", "no", "-", "0")

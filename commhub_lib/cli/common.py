@@ -142,7 +142,10 @@ def print_json(data: Any) -> None:
 
 
 def cell(value: Any, width: int | None = None) -> str:
-    """A table cell: one line (whitespace runs folded, controls escaped), shortened to `width` characters."""
+    """A table cell: one line (whitespace runs folded, controls escaped), shortened to `width` characters; a
+    flag as yes/no (Python's True/False is no word a reader of `a2a show` or `webhook list` should meet)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     text = "-" if value is None or value == "" else str(value)
     text = safe_text(" ".join(text.split()))
     if width and len(text) > width:
