@@ -150,8 +150,7 @@ def test_help_on_every_level(path: list[str]) -> None:
 
 
 # Leaf commands that print no data: `serve` runs the server, `listen` runs a command per event, `run` an agent.
-# Commands that print no data: they run something, or (attachment get) write a file's own bytes, not a record.
-NO_DATA = (["serve"], ["listen"], ["run"], ["attachment", "get"], [])
+NO_DATA = (["serve"], ["listen"], ["run"], [])
 
 
 def test_every_data_command_has_json() -> None:
