@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..db import Database
+from .dialect import POSTGRESQL
 
 Row = dict[str, Any]
 SESSION_COLUMNS = ("s.network_id, s.resume_id, s.alias, s.status, s.agent, s.model, s.task, s.progress,"
@@ -125,7 +126,8 @@ def status_page_json(db: Database, network_ids: list[str], cutoff_ts: float, sta
     marks = ",".join("?" * len(network_ids)) or "NULL"
     shown = _SHOWN.format(marks=marks)
     row = db.query_one(f"SELECT json_group_array({_RECORD} ORDER BY network_id, alias) AS sessions FROM"
-                       f" ({shown} AND (? IS NULL OR shown = ?) ORDER BY network_id, alias LIMIT ? OFFSET ?)",
+                       f" (SELECT * FROM ({shown}) AS v WHERE (? IS NULL OR shown = ?) ORDER BY network_id, alias"
+                       " LIMIT ? OFFSET ?) AS s",
                        (cutoff_ts, *network_ids, status, status, limit, offset))
     assert row is not None  # an aggregate always answers one row
     return row["sessions"]
@@ -137,14 +139,14 @@ def status_records(db: Database, network_ids: list[str], cutoff_ts: float, limit
     marks = ",".join("?" * len(network_ids)) or "NULL"
     shown = _SHOWN.format(marks=marks)
     return db.query(f"SELECT network_id, alias, status, shown, {_RECORD} AS record FROM ({shown}"
-                    " ORDER BY network_id, alias LIMIT ? OFFSET ?)", (cutoff_ts, *network_ids, limit, offset))
+                    " ORDER BY network_id, alias LIMIT ? OFFSET ?) AS s", (cutoff_ts, *network_ids, limit, offset))
 
 
 def session_counts(db: Database, network_ids: list[str], cutoff_ts: float) -> Row:
     """How many sessions some networks have, and how many are shown offline if none has a live stream."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
-    return db.query(f"SELECT count(*) AS total, coalesce(sum(shown = 'offline'), 0) AS offline"
-                    f" FROM ({_SHOWN.format(marks=marks)})", (cutoff_ts, *network_ids))[0]  # an aggregate: one row
+    return db.query(f"SELECT count(*) AS total, coalesce(sum(CASE WHEN shown = 'offline' THEN 1 ELSE 0 END), 0)"
+                    f" AS offline FROM ({_SHOWN.format(marks=marks)}) AS s", (cutoff_ts, *network_ids))[0]  # an aggregate: one row
 
 
 def count_lapsed(db: Database, keys: str, cutoff_ts: float) -> int:
@@ -167,6 +169,12 @@ def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, plat
         db.execute("INSERT INTO nodes(node_id, network_id, hostname, platform, agents, created_at, last_seen_at)"
                    " VALUES (?, ?, ?, ?, json(?), ?, ?)", (node_id, network_id, hostname, platform, agents, now, now))
         return node_id
+    if db.engine == POSTGRESQL:
+        db.execute("UPDATE nodes SET platform = coalesce(?, platform), last_seen_at = ?,"
+                   " agents = CASE WHEN ? IS NULL OR EXISTS (SELECT 1 FROM json_array_elements_text(agents::json) AS a"
+                   " WHERE a = ?) THEN agents ELSE (agents::jsonb || jsonb_build_array(?::text))::text END"
+                   " WHERE node_id = ?", (platform, now, agent, agent, agent, row["node_id"]))
+        return row["node_id"]
     db.execute("UPDATE nodes SET platform = coalesce(?, platform), last_seen_at = ?,"
                " agents = CASE WHEN ? IS NULL OR EXISTS (SELECT 1 FROM json_each(agents) WHERE value = ?)"
                " THEN agents ELSE json_insert(agents, '$[#]', ?) END WHERE node_id = ?",
@@ -184,7 +192,7 @@ def list_nodes(db: Database, network_ids: list[str], limit: int = -1, offset: in
                     f" n.last_seen_at, coalesce(c.sessions, 0) AS sessions,"
                     f" coalesce(c.online_sessions, 0) AS online_sessions FROM nodes n"
                     f" LEFT JOIN (SELECT s.node_id, count(*) AS sessions,"
-                    f" sum(s.status != 'offline') AS online_sessions FROM sessions s"
+                    f" sum(CASE WHEN s.status != 'offline' THEN 1 ELSE 0 END) AS online_sessions FROM sessions s"
                     f" WHERE s.network_id IN ({marks}) AND s.node_id IS NOT NULL GROUP BY s.node_id) c"
                     f" ON c.node_id = n.node_id WHERE n.network_id IN ({marks})"
                     f" ORDER BY n.hostname LIMIT ? OFFSET ?", (*network_ids, *network_ids, limit, offset))
