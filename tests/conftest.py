@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pg_cluster as pg_cluster_mod
 import pytest
 import trio
 
@@ -156,3 +158,29 @@ async def tool_error(client: httpx.AsyncClient, token: str, name: str, args: dic
     assert result.get("isError") is True, result
     assert result["structuredContent"]["message"], result
     return result["structuredContent"]
+
+
+# --- PostgreSQL (tests/pg_cluster.py): one throwaway cluster per test process (so per xdist worker) -------------
+# Skipped when PostgreSQL is not installed, except under CI=true: CI promises both engines, so there it fails.
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg_cluster_mod.Cluster]:
+    """A running PostgreSQL cluster (unix socket, trust), stopped and removed at the end of the session."""
+    try:
+        cluster = pg_cluster_mod.start_cluster()
+    except pg_cluster_mod.PostgresUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but PostgreSQL is unavailable: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL is unavailable: {exc}")
+    try:
+        yield cluster
+    finally:
+        pg_cluster_mod.stop_cluster(cluster)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: pg_cluster_mod.Cluster) -> Iterator[str]:
+    """URL of a new empty PostgreSQL database for this test (dropped afterwards)."""
+    url = pg_cluster.fresh_database()
+    yield url
+    pg_cluster.drop_database(url)
