@@ -26,9 +26,46 @@ TEST_DEFAULTS = dict(port=0, register_rate_per_minute=0, login_rate_per_minute=0
                      password_rate_per_minute=0, pair_rate_per_minute=0)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--engine postgresql: the test servers (make_settings) run on PostgreSQL (docs/postgresql.md)."""
+    parser.addoption("--engine", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="database engine of the test servers made by make_settings (default sqlite)")
+
+
+# The engine of the servers make_settings describes (pytest --engine), and on PostgreSQL the database each SQLite
+# path stands for (a server restarted on the same `db` finds its data again).
+ENGINE = {"name": "sqlite"}
+_PG_DATABASES: dict[str, str] = {}
+_PG_TEMPLATE: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Record --engine for make_settings."""
+    ENGINE["name"] = config.getoption("--engine", default="sqlite") or "sqlite"
+
+
+def pg_database_at_schema(cluster: pg_cluster_mod.Cluster) -> str:
+    """URL of a new PostgreSQL database already at the current schema: a copy of a template migrated once per
+    cluster (CREATE DATABASE ... TEMPLATE copies files: faster than running schema_pg.sql each time)."""
+    from commhub_lib.db_pg import PgDatabase
+
+    key = str(cluster.root)
+    if key not in _PG_TEMPLATE:
+        url = cluster.fresh_database()
+        PgDatabase(url).close()
+        _PG_TEMPLATE[key] = url.split("///", 1)[1].split("?", 1)[0]
+    return cluster.fresh_database(template=_PG_TEMPLATE[key])
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a test server: ephemeral port, a database file in tmp_path, limits off."""
+    """Settings for a test server: ephemeral port, a database file in tmp_path (with --engine postgresql: a
+    PostgreSQL database of its own), limits off."""
     values = {**TEST_DEFAULTS, "db": str(tmp_path / "hub.db"), **overrides}
+    if ENGINE["name"] == "postgresql" and "database_url" not in overrides:
+        path = str(values["db"])
+        if path not in _PG_DATABASES:
+            _PG_DATABASES[path] = pg_database_at_schema(pg_cluster_mod.current())
+        values["database_url"] = _PG_DATABASES[path]
     return Settings(**values)
 
 
@@ -176,6 +213,13 @@ def pg_cluster() -> Iterator[pg_cluster_mod.Cluster]:
         yield cluster
     finally:
         pg_cluster_mod.stop_cluster(cluster)
+
+
+@pytest.fixture(autouse=True)
+def _engine_cluster(request: pytest.FixtureRequest) -> None:
+    """With --engine postgresql, every test has the process's cluster running (make_settings uses it)."""
+    if ENGINE["name"] == "postgresql":
+        request.getfixturevalue("pg_cluster")
 
 
 @pytest.fixture
