@@ -167,6 +167,21 @@ def _json_group_array(inside: str) -> str:
     return f"('[' || coalesce(string_agg(({value})::text, ','{order}), '') || ']')"
 
 
+# SQLite's json(x) gives x minified: every run of white space outside a JSON string dropped (the first branch keeps
+# a whole string, escapes and all; the second matches white space elsewhere and leaves nothing).
+_MINIFY = "'(\"(?:[^\"\\\\]|\\\\.)*\")|\\s+'"
+
+
+def _json(inside: str) -> str:
+    return f"(regexp_replace(({inside})::json::text, {_MINIFY}, '\\1', 'g')::json)"
+
+
+def real_json(expr: str) -> str:
+    """A double as SQLite's JSON writes a REAL: a whole number keeps its `.0` (2.0, not PostgreSQL's 2)."""
+    return (f"(CASE WHEN {expr} = trunc({expr}) AND abs({expr}) < 1e15 THEN to_json({expr})::text || '.0'"
+            f" ELSE to_json({expr})::text END)::json")
+
+
 def _group_concat(inside: str) -> str:
     args = _split_args(inside)
     sep = args[1] if len(args) > 1 else "','"
@@ -221,7 +236,7 @@ def to_postgres(sql: str) -> str:
     sql = _rewrite_calls(sql, "json_object", _json_object)
     sql = _rewrite_calls(sql, "json_group_array", _json_group_array)
     sql = _rewrite_calls(sql, "group_concat", _group_concat)
-    sql = _rewrite_calls(sql, "json", lambda inside: f"(({inside})::json)")
+    sql = _rewrite_calls(sql, "json", _json)
     sql = _rewrite_calls(sql, "max", _min_max("greatest"))
     sql = _rewrite_calls(sql, "min", _min_max("least"))
     if ignore:

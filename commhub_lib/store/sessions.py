@@ -145,8 +145,9 @@ def status_records(db: Database, network_ids: list[str], cutoff_ts: float, limit
 def session_counts(db: Database, network_ids: list[str], cutoff_ts: float) -> Row:
     """How many sessions some networks have, and how many are shown offline if none has a live stream."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
+    # An aggregate: one row. The CASE (not a sum of the comparison) and the subquery's alias: both engines' SQL.
     return db.query(f"SELECT count(*) AS total, coalesce(sum(CASE WHEN shown = 'offline' THEN 1 ELSE 0 END), 0)"
-                    f" AS offline FROM ({_SHOWN.format(marks=marks)}) AS s", (cutoff_ts, *network_ids))[0]  # an aggregate: one row
+                    f" AS offline FROM ({_SHOWN.format(marks=marks)}) AS s", (cutoff_ts, *network_ids))[0]
 
 
 def count_lapsed(db: Database, keys: str, cutoff_ts: float) -> int:
@@ -172,8 +173,11 @@ def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, plat
     if db.engine == POSTGRESQL:
         db.execute("UPDATE nodes SET platform = coalesce(?, platform), last_seen_at = ?,"
                    " agents = CASE WHEN ? IS NULL OR EXISTS (SELECT 1 FROM json_array_elements_text(agents::json) AS a"
-                   " WHERE a = ?) THEN agents ELSE (agents::jsonb || jsonb_build_array(?::text))::text END"
-                   " WHERE node_id = ?", (platform, now, agent, agent, agent, row["node_id"]))
+                   " WHERE a = ?) THEN agents"
+                   # Appended as text, as SQLite's json_insert does: the array stays compact (`["a","b"]`).
+                   " WHEN agents = '[]' THEN '[' || to_json(?::text)::text || ']'"
+                   " ELSE left(agents, -1) || ',' || to_json(?::text)::text || ']' END"
+                   " WHERE node_id = ?", (platform, now, agent, agent, agent, agent, row["node_id"]))
         return row["node_id"]
     db.execute("UPDATE nodes SET platform = coalesce(?, platform), last_seen_at = ?,"
                " agents = CASE WHEN ? IS NULL OR EXISTS (SELECT 1 FROM json_each(agents) WHERE value = ?)"
