@@ -24,6 +24,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -113,6 +114,12 @@ def _mapped(exc: psycopg.Error) -> Exception:
     return PgDatabaseError(f"{type(exc).__name__}: {exc}")
 
 
+@lru_cache(maxsize=4096)
+def _pg_text(sql: str) -> bytes:
+    """A store statement as PostgreSQL runs it, encoded once (psycopg takes bytes for a text built at run time)."""
+    return to_postgres(sql).encode()
+
+
 class PgResult:
     """What `con.execute` returns: iterable over tuples, `.get` as APSW's (one value, one tuple, or a list)."""
 
@@ -172,7 +179,7 @@ class PgConnection:
 
     def run(self, sql: str, params: Params = (), rows: bool = True, as_dicts: bool = False) -> Any:
         """Run one store statement (translated); its rows (tuples or dicts) or None."""
-        text = to_postgres(sql)
+        text = _pg_text(sql)
         try:
             cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
             with cur:

@@ -119,15 +119,22 @@ _RECORD = ("json_object('resume_id', resume_id, 'alias', alias, 'status', shown,
            " 'online', json(CASE WHEN shown = 'offline' THEN 'false' ELSE 'true' END), 'streams', 0)")
 
 
+def _alias(db: Database) -> str:
+    """The name a subquery in FROM needs on PostgreSQL (15); SQLite's plans (tests/test_query_plans.py) keep none."""
+    return " AS s" if db.engine == POSTGRESQL else ""
+
+
 def status_page_json(db: Database, network_ids: list[str], cutoff_ts: float, status: str | None, limit: int,
                      offset: int) -> str:
     """A JSON array of the /api/status records of some networks, by network then alias, optionally only those
     shown with `status`, one page; for networks where no alias has a live stream."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
     shown = _SHOWN.format(marks=marks)
+    # SQLite lets the WHERE name the `shown` column of the same SELECT; PostgreSQL filters the select around it.
+    filtered = (f"SELECT * FROM ({shown}) AS v WHERE (? IS NULL OR shown = ?)" if db.engine == POSTGRESQL
+                else f"{shown} AND (? IS NULL OR shown = ?)")
     row = db.query_one(f"SELECT json_group_array({_RECORD} ORDER BY network_id, alias) AS sessions FROM"
-                       f" (SELECT * FROM ({shown}) AS v WHERE (? IS NULL OR shown = ?) ORDER BY network_id, alias"
-                       " LIMIT ? OFFSET ?) AS s",
+                       f" ({filtered} ORDER BY network_id, alias LIMIT ? OFFSET ?){_alias(db)}",
                        (cutoff_ts, *network_ids, status, status, limit, offset))
     assert row is not None  # an aggregate always answers one row
     return row["sessions"]
@@ -139,15 +146,17 @@ def status_records(db: Database, network_ids: list[str], cutoff_ts: float, limit
     marks = ",".join("?" * len(network_ids)) or "NULL"
     shown = _SHOWN.format(marks=marks)
     return db.query(f"SELECT network_id, alias, status, shown, {_RECORD} AS record FROM ({shown}"
-                    " ORDER BY network_id, alias LIMIT ? OFFSET ?) AS s", (cutoff_ts, *network_ids, limit, offset))
+                    f" ORDER BY network_id, alias LIMIT ? OFFSET ?){_alias(db)}",
+                    (cutoff_ts, *network_ids, limit, offset))
 
 
 def session_counts(db: Database, network_ids: list[str], cutoff_ts: float) -> Row:
     """How many sessions some networks have, and how many are shown offline if none has a live stream."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
-    # An aggregate: one row. The CASE (not a sum of the comparison) and the subquery's alias: both engines' SQL.
+    # An aggregate: one row. A CASE, not a sum of the comparison: both engines' SQL.
     return db.query(f"SELECT count(*) AS total, coalesce(sum(CASE WHEN shown = 'offline' THEN 1 ELSE 0 END), 0)"
-                    f" AS offline FROM ({_SHOWN.format(marks=marks)}) AS s", (cutoff_ts, *network_ids))[0]
+                    f" AS offline FROM ({_SHOWN.format(marks=marks)}){_alias(db)}",
+                    (cutoff_ts, *network_ids))[0]
 
 
 def count_lapsed(db: Database, keys: str, cutoff_ts: float) -> int:
