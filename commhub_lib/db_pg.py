@@ -47,7 +47,7 @@ SCHEMA_PG_PATH = PACKAGE_DIR / "schema_pg.sql"
 PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "pg"
 # The SQLite schema version that schema_pg.sql is (a fresh PostgreSQL database starts there; later SQLite
 # migrations each have a twin in migrations/pg/, tests/test_pg_schema.py checks it).
-PG_BASE_VERSION = 16
+PG_BASE_VERSION = 17
 
 log = logging.getLogger("commhub.db")
 

@@ -18,6 +18,7 @@ the answers keep their shapes:
 - `IS NOT ?` / `IS ?` -> `IS DISTINCT FROM` / `IS NOT DISTINCT FROM`;
 - `INSERT OR IGNORE` -> `INSERT ... ON CONFLICT DO NOTHING`;
 - `LIMIT ?` -> `LIMIT nullif(?, -1)` and `LIMIT -1` -> `LIMIT ALL` (SQLite's "no limit");
+- `CASE WHEN ? THEN` (a Python bool, bound as 1/0 as SQLite stores it) -> `CASE WHEN ? <> 0 THEN`;
 - `CROSS JOIN` (SQLite planner steering) -> `JOIN`; the unary `+column` (SQLite: "not by this index") dropped.
 `COLLATE NOCASE` needs no rewrite: schema_pg.sql creates a case-insensitive ICU collation named `nocase`.
 
@@ -202,6 +203,7 @@ _IS_PARAM = re.compile(r"\bIS\s+(\?|:\w+)", re.IGNORECASE)
 _INSERT_OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _LIMIT_PARAM = re.compile(r"\bLIMIT\s+\?", re.IGNORECASE)
 _LIMIT_ALL = re.compile(r"\bLIMIT\s+-1\b", re.IGNORECASE)
+_WHEN_PARAM = re.compile(r"\bWHEN\s+\?\s+THEN\b", re.IGNORECASE)
 _CROSS_JOIN = re.compile(r"\bCROSS\s+JOIN\b", re.IGNORECASE)
 _UNARY_PLUS = re.compile(r"(?<=[\s(=,])\+(?=[A-Za-z_])")
 _SELECT_ROWID = re.compile(r"\bSELECT\s+rowid\s*,", re.IGNORECASE)
@@ -217,6 +219,7 @@ def _code_rules(text: str) -> str:
     text = _LIMIT_ALL.sub("LIMIT ALL", text)
     text = _LIMIT_PARAM.sub("LIMIT nullif(?, -1)", text)
     text = _CROSS_JOIN.sub("JOIN", text)
+    text = _WHEN_PARAM.sub("WHEN ? <> 0 THEN", text)
     return _UNARY_PLUS.sub("", text)
 
 
