@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import trio
 
 from commhub_lib.config import Settings
+from commhub_lib.db import Database, open_engine
 from commhub_lib.runtime.server import ServerHandle, run_server
 
 _counter = itertools.count()
@@ -220,6 +222,37 @@ def _engine_cluster(request: pytest.FixtureRequest) -> None:
     """With --engine postgresql, every test has the process's cluster running (make_settings uses it)."""
     if ENGINE["name"] == "postgresql":
         request.getfixturevalue("pg_cluster")
+
+
+# The store and service tests on both engines: `engine` (parametrized) and `make_db` (new empty databases of it).
+MakeDb = Callable[[], Database]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine under test."""
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_cluster")  # skips (or fails under CI) without PostgreSQL
+    return str(request.param)
+
+
+@pytest.fixture
+def make_db(engine: str, tmp_path: Path) -> Iterator[MakeDb]:
+    """A factory of new empty databases of the engine under test (closed at the end)."""
+    made: list[Database] = []
+
+    def make() -> Database:
+        if engine == "postgresql":
+            db = open_engine(pg_database_at_schema(pg_cluster_mod.current()))
+        else:
+            db = open_engine(str(tmp_path / f"db{len(made)}.db"))
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        with contextlib.suppress(Exception):  # a test may have closed it already
+            db.close()
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ for the comparisons, both engines at once."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pg_cluster as pg_cluster_mod
 import pytest
 import trio
-from conftest import pg_database_at_schema, seed_owner_and_networks
+from conftest import MakeDb, pg_database_at_schema, seed_owner_and_networks
 
 from commhub_lib import db as dbmod
 from commhub_lib.db import ConstraintError, Database
@@ -39,34 +39,7 @@ from commhub_lib.store import usage as usage_store
 from commhub_lib.store import users as user_store
 from commhub_lib.store import webhooks as webhook_store
 
-MakeDb = Callable[[], Database]
 NETS = ["net_a1", "net_b2"]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest) -> str:
-    """The engine under test."""
-    if request.param == "postgresql":
-        request.getfixturevalue("pg_cluster")  # skips (or fails under CI) without PostgreSQL
-    return str(request.param)
-
-
-@pytest.fixture
-def make_db(engine: str, tmp_path: Path) -> Iterator[MakeDb]:
-    """A factory of new empty databases of the engine under test (closed at the end)."""
-    made: list[Database] = []
-
-    def make() -> Database:
-        if engine == "postgresql":
-            db = dbmod.open_engine(pg_database_at_schema(pg_cluster_mod.current()))
-        else:
-            db = dbmod.open_engine(str(tmp_path / f"db{len(made)}.db"))
-        made.append(db)
-        return db
-
-    yield make
-    for db in made:
-        db.close()
 
 
 @pytest.fixture

@@ -206,13 +206,13 @@ _LIMIT_ALL = re.compile(r"\bLIMIT\s+-1\b", re.IGNORECASE)
 _WHEN_PARAM = re.compile(r"\bWHEN\s+\?\s+THEN\b", re.IGNORECASE)
 _CROSS_JOIN = re.compile(r"\bCROSS\s+JOIN\b", re.IGNORECASE)
 _UNARY_PLUS = re.compile(r"(?<=[\s(=,])\+(?=[A-Za-z_])")
-_SELECT_ROWID = re.compile(r"\bSELECT\s+rowid\s*,", re.IGNORECASE)
+_SELECT_ROWID = re.compile(r"\bSELECT\s+rowid\s*(?=,|\s+FROM\b)", re.IGNORECASE)
 _ROWID = re.compile(r"\browid\b", re.IGNORECASE)
 
 
 def _code_rules(text: str) -> str:
     """The rewrites that see only code (never inside a quoted string)."""
-    text = _SELECT_ROWID.sub("SELECT seq AS _ROWID_NAME_,", text)
+    text = _SELECT_ROWID.sub("SELECT seq AS _ROWID_NAME_", text)
     text = _ROWID.sub("seq", text).replace("_ROWID_NAME_", "rowid")
     text = _IS_NOT_PARAM.sub(r"IS DISTINCT FROM \1", text)
     text = _IS_PARAM.sub(r"IS NOT DISTINCT FROM \1", text)
