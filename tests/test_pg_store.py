@@ -419,3 +419,27 @@ def test_every_sqlite_migration_past_the_postgresql_base_has_a_twin() -> None:
     newer = sorted(n for n in dbmod.migration_steps() if n > db_pg.PG_BASE_VERSION)
     assert newer == sorted(n for n in db_pg.migration_steps() if n > db_pg.PG_BASE_VERSION), (
         "each migration newer than schema_pg.sql needs commhub_lib/migrations/pg/NNNN_*.sql (docs/postgresql.md)")
+
+
+def test_the_database_setting_is_a_flag_its_alias_and_a_variable() -> None:
+    import argparse
+
+    from commhub_lib.config import add_arguments, load_settings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    url = "postgresql://hub@db.internal/commhub"
+    for argv in (["--database", url], ["--database-url", url]):
+        assert load_settings(vars(parser.parse_args(argv)), env={}).database_url == url
+    assert load_settings({}, env={"COMMHUB_DATABASE_URL": url}).database_url == url
+    assert load_settings({}, env={}).database_url == ""  # SQLite stays the default
+    with pytest.raises(ValueError, match="postgresql://"):
+        load_settings({}, env={"COMMHUB_DATABASE_URL": "/tmp/hub.db"})
+
+
+async def test_a_server_started_on_a_url_runs_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    from conftest import own_server
+
+    async with own_server(tmp_path, "on-pg", database_url=pg_url) as server:
+        assert server.hub.db.engine == dialect.POSTGRESQL
+        assert not (tmp_path / "on-pg.db").exists()  # no SQLite file made beside it
