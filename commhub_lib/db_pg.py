@@ -48,6 +48,7 @@ PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "pg"
 # The SQLite schema version that schema_pg.sql is (a fresh PostgreSQL database starts there; later SQLite
 # migrations each have a twin in migrations/pg/, tests/test_pg_schema.py checks it).
 PG_BASE_VERSION = 17
+CONNECT_TIMEOUT_SECONDS = 5
 
 log = logging.getLogger("commhub.db")
 
@@ -153,7 +154,9 @@ class PgConnection:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            pg = psycopg.Connection.connect(self.url, autocommit=True, cursor_factory=ClientCursor)
+            # A bounded connect: an unreachable server answers 503 in seconds, not a loop stalled for minutes.
+            pg = psycopg.Connection.connect(self.url, autocommit=True, cursor_factory=ClientCursor,
+                                            connect_timeout=CONNECT_TIMEOUT_SECONDS)
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
         # Client-side binding: values are written into the text as literals, so PostgreSQL types them from
@@ -175,7 +178,9 @@ class PgConnection:
     @property
     def in_transaction(self) -> bool:
         """Whether a transaction is open (a failed statement inside one still counts, as in SQLite)."""
-        return (not self._pg.closed) and self._pg.info.transaction_status != TransactionStatus.IDLE
+        # A lost connection has no transaction any more (what it held was rolled back by the server).
+        pg = self._pg
+        return not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE
 
     def run(self, sql: str, params: Params = (), rows: bool = True, as_dicts: bool = False) -> Any:
         """Run one store statement (translated); its rows (tuples or dicts) or None."""
