@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -301,6 +302,17 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError(f"setting schedule_agents: must be one of {', '.join(SCHEDULE_AGENTS)}")
     if settings.schedule_min_interval_seconds <= 0:
         raise ValueError("setting schedule_min_interval_seconds: must be positive")
-    if settings.webhook_ca_file and not os.access(settings.webhook_ca_file, os.R_OK):
-        raise ValueError(f"setting webhook_ca_file: cannot read {settings.webhook_ca_file}")
+    if settings.webhook_ca_file:
+        _check_ca_file(settings.webhook_ca_file)
     return settings
+
+
+def _check_ca_file(path: str) -> None:
+    """webhook_ca_file must be a readable PEM file holding a certificate: found out at start, named as the setting
+    (loaded only when the webhook job starts, a bad one stopped the server as "cannot listen on ...")."""
+    if not os.access(path, os.R_OK) or os.path.isdir(path):
+        raise ValueError(f"setting webhook_ca_file: cannot read {path}")
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"setting webhook_ca_file: {path} holds no PEM certificate ({exc})") from None

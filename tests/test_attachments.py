@@ -405,6 +405,12 @@ async def test_cli_send_attach_and_attachment_get(server: ServerHandle, client: 
     assert again.code == 1 and "exists" in again.err
     missing = await cli("send", "worker", "x", "--attach", str(tmp_path / "nope"))
     assert missing.code == 1 and "cannot read" in missing.err
+    listed = await cli("attachment", "get", files[0]["attachment_id"], "-o", str(tmp_path / "copy2"), "--json")
+    assert listed.code == 0 and json.loads(listed.out) == {
+        "ok": True, "attachment_id": files[0]["attachment_id"], "path": str(tmp_path / "copy2"), "size": 12,
+        "content_type": "text/x-diff"}, listed.out
+    both = await cli("attachment", "get", files[0]["attachment_id"], "-o", "-", "--json")
+    assert both.code == 2 and "stdout" in both.err
     unknown = await cli("attachment", "get", "att_unknown")
     assert unknown.code == 1 and "attachment_not_found" in unknown.err
 

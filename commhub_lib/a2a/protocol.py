@@ -16,21 +16,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..broker import StreamSlot
 from ..errors import BadRequest, CommhubError, Conflict, Forbidden, NotFound
 from ..http.answers import json_bytes
 from ..http.asgi import RouteContext
 from ..http.auth import authenticate_token
 from ..http.request import PostRequest, parse_json, public_url
+from ..models import MAX_SHORT
 from ..service import a2a
 from ..service.a2a import Served, TaskView
 from ..service.hub import Hub, Principal
-from ..stream import check_stream_caps, slot_released
+from ..stream import slot_released, take_stream_slot
 from . import mapping
 from .mapping import V03, V1
 
@@ -79,8 +82,9 @@ class MessageIn(_Params):
     """An A2A Message as sent by a client (1.0 or 0.3: parts with or without `kind`)."""
 
     messageId: str
-    contextId: str | None = None
-    taskId: str | None = None
+    # An id, stored with the task and repeated in every message and update of it: bounded as ids are.
+    contextId: str | None = Field(default=None, max_length=MAX_SHORT)
+    taskId: str | None = Field(default=None, max_length=MAX_SHORT)
     role: str | None = None
     parts: list[dict[str, Any]]
 
@@ -190,8 +194,11 @@ class Call:
         self.version = version
 
     def view(self, task_id: str) -> TaskView:
-        """The caller's task (404 otherwise), its files' urls made absolute for this caller."""
-        return self.absolute(a2a.task_view(self.hub, self.agent, self.caller, task_id))
+        """The caller's task (404 otherwise), its files' urls made absolute for this caller; the replies in it are
+        read from now on (service/a2a.mark_given)."""
+        view = a2a.task_view(self.hub, self.agent, self.caller, task_id)
+        a2a.mark_given(self.hub, self.agent, self.caller, view)
+        return self.absolute(view)
 
     def absolute(self, view: TaskView) -> TaskView:
         """The view with the hub's URL as this request reached it (file parts carry absolute URLs)."""
@@ -229,11 +236,22 @@ class Call:
         snapshot = mapping.task(self.view(task_id), self.version, config.historyLength)
         return {"task": snapshot} if self.version == V1 else snapshot
 
-    async def follow(self, task_id: str, view: TaskView, sent: int) -> AsyncIterator[bytes]:
+    def take_slot(self) -> StreamSlot:
+        """Count one more stream against the token's and the address's caps (429 past them), in the same step as
+        the check: a burst of opens cannot all pass the check before any of them counts."""
+        return take_stream_slot(self.hub.broker, self.hub.settings, self.principal.token_id, self.req.client_ip,
+                                kind="a2a")
+
+    def body(self, slot: StreamSlot, task_id: str, view: TaskView, sent: int) -> AsyncIterator[bytes]:
+        """The stream's body, holding `slot` until it ends (or is dropped without ever being started)."""
+        body = self.follow(slot, task_id, view, sent)
+        weakref.finalize(body, slot.release)
+        return body
+
+    async def follow(self, slot: StreamSlot, task_id: str, view: TaskView, sent: int) -> AsyncIterator[bytes]:
         """The stream of one task: its snapshot first, then each update past the first `sent`, until it is final."""
         h = self.hub
         guard = h.guard()
-        slot = h.broker.take_slot(self.principal.token_id, self.req.client_ip, "a2a")
         with slot_released(slot), h.hold_grant(self.principal, self.agent.network_id) as grant, \
                 a2a.watch(h, task_id) as watcher:
             yield _sse(_result(self.msg_id, mapping.task_item(view, self.version)))
@@ -260,19 +278,22 @@ class Call:
 
     async def stream(self, params: SendParams) -> AsyncIterator[bytes]:
         """message/stream: store the message, then follow its task."""
-        check_stream_caps(self.hub.broker, self.hub.settings, self.principal.token_id, self.req.client_ip)
-        task_id = await self.send(params)
-        view = self.view(task_id)
-        return self.follow(task_id, view, len(mapping.updates(view)))
+        slot = self.take_slot()  # before the task is sent: a stream refused by the caps sends nothing
+        try:
+            task_id = await self.send(params)
+            view = self.view(task_id)
+        except BaseException:
+            slot.release()
+            raise
+        return self.body(slot, task_id, view, len(mapping.updates(view)))
 
     def subscribe(self, params: TaskParams) -> AsyncIterator[bytes]:
         """tasks/resubscribe: follow a task that is not over yet."""
-        check_stream_caps(self.hub.broker, self.hub.settings, self.principal.token_id, self.req.client_ip)
         view = self.view(params.id)
         if mapping.current_status(view).final:
             raise RpcError(UNSUPPORTED_OPERATION, f"task {params.id} is already over: read it with "
                            + ("GetTask" if self.version == V1 else "tasks/get"), "UNSUPPORTED_OPERATION")
-        return self.follow(params.id, view, len(mapping.updates(view)))
+        return self.body(self.take_slot(), params.id, view, len(mapping.updates(view)))
 
     async def run(self, operation: str, raw: Any) -> dict[str, Any] | AsyncIterator[bytes]:
         """Serve one method: its JSON-RPC result, or the event stream that answers it."""
@@ -310,11 +331,16 @@ async def answer_post(ctx: RouteContext, req: PostRequest, network_id: str,
         payload = parse_json(req.body)
     except BadRequest as exc:
         return 200, json_bytes(_error(None, PARSE_ERROR, exc.message))
-    if not isinstance(payload, dict) or payload.get("jsonrpc") != "2.0" or not isinstance(payload.get("method"), str):
-        msg_id = payload.get("id") if isinstance(payload, dict) else None
-        return 200, json_bytes(_error(msg_id if isinstance(msg_id, str | int) else None, INVALID_REQUEST,
-                                      "a JSON-RPC 2.0 request object is expected (one per POST)"))
-    msg_id, method = payload.get("id"), payload["method"]
+    msg_id = payload.get("id") if isinstance(payload, dict) else None
+    # As /mcp: an id is a string or an integer (it is echoed on every answer and every event of a stream).
+    bad_id = isinstance(payload, dict) and "id" in payload and msg_id is not None and (
+        not isinstance(msg_id, str | int) or isinstance(msg_id, bool))
+    if (not isinstance(payload, dict) or payload.get("jsonrpc") != "2.0" or not isinstance(payload.get("method"), str)
+            or bad_id):
+        return 200, json_bytes(_error(None if bad_id or not isinstance(msg_id, str | int) else msg_id,
+                                      INVALID_REQUEST, "a JSON-RPC 2.0 request object is expected (one per POST), "
+                                      "its id a string or an integer"))
+    method = payload["method"]
     try:
         if (asked := _version_refusal(req)) is not None:
             raise RpcError(VERSION_NOT_SUPPORTED, f"A2A-Version {asked} is not supported: this agent speaks "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import mimetypes
 import re
 import sys
@@ -10,7 +11,18 @@ from email.message import Message
 from pathlib import Path
 
 from ..client import ClientError, HubClient
-from .common import EXIT_OK, add_group, connect, fail, network_flag, reports_errors, safe_text, server_flags
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_group,
+    connect,
+    fail,
+    json_flag,
+    network_flag,
+    reports_errors,
+    safe_text,
+    server_flags,
+)
 
 
 def upload_files(client: HubClient, paths: list[str], network_id: str | None) -> list[str]:
@@ -39,7 +51,10 @@ def _served_name(disposition: str | None) -> str | None:
 
 @reports_errors
 def cmd_get(args: argparse.Namespace) -> int:
-    """Download an attachment to -o FILE (- = stdout), or to its own name in the current directory."""
+    """Download an attachment to -o FILE (- = stdout), or to its own name in the current directory; --json says
+    where it went as JSON (not with -o -, where the bytes are the output)."""
+    if args.json and args.output == "-":
+        return fail("--json and -o - both want stdout: name a file with -o, or drop --json", code=EXIT_USAGE)
     with connect(args) as client:
         data, headers = client.download(f"/api/attachments/{args.attachment_id}",
                                         params={"network_id": args.network})
@@ -51,14 +66,19 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.output is None and target.exists():
         return fail(f"{target} exists; name another file with -o")
     target.write_bytes(data)
-    print(safe_text(f"saved {len(data)} bytes to {target}"), file=sys.stderr)
+    if args.json:
+        print(json.dumps({"ok": True, "attachment_id": args.attachment_id, "path": str(target), "size": len(data),
+                          "content_type": headers.get("content-type")}))
+    else:
+        print(safe_text(f"saved {len(data)} bytes to {target}"), file=sys.stderr)
     return EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `attachment get`."""
     actions = add_group(sub, "attachment", "files sent with tasks, messages and replies")
-    p = actions.add_parser("get", parents=[server_flags(), network_flag()], help="download an attachment",
+    p = actions.add_parser("get", parents=[server_flags(), network_flag(), json_flag()],
+                           help="download an attachment",
                            description="Download an attachment by id (att_…) to -o FILE, or to its own name.")
     p.add_argument("attachment_id")
     p.add_argument("-o", "--output", metavar="FILE", help="where to save it (- = stdout; default: its own name, "

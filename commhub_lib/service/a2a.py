@@ -24,6 +24,7 @@ from ..errors import Forbidden, NotFound, ValidationFailed
 from ..ids import new_uuid, now_text
 from ..models import MAX_SHORT, SendTask
 from ..store import a2a as a2a_store
+from ..store import messages as message_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..vocabulary import AGENT, REPLY
@@ -162,6 +163,17 @@ def task_view(hub: Hub, agent: Served, caller: str, task_id: str) -> TaskView:
     replies = a2a_store.replies_to_caller(hub.db, agent.network_id, caller, task_id, REPLY, HISTORY_LIMIT)
     files = attachments.of_items(hub, [r["message_id"] for r in replies]) if replies else {}
     return TaskView(task, timeline, completion, replies, a2a_row["context_id"], files)
+
+
+def mark_given(hub: Hub, agent: Served, caller: str, view: TaskView) -> None:
+    """The replies an A2A caller was just given (its task's history) are read: an `a2a:` caller has no inbox to ack,
+    and message retention keeps unread items, so without this they (and their files) were kept for ever. A caller
+    that is an agent's own alias acks its inbox itself. Best effort: a busy lock leaves them for the next read."""
+    if not caller.startswith(A2A_CALLER_PREFIX):
+        return
+    unread = [r["message_id"] for r in view.replies if r["read_at"] is None]
+    if unread:
+        hub.db.try_write(lambda: message_store.mark_read(hub.db, agent.network_id, caller, unread, now_text()))
 
 
 def cancel(hub: Hub, principal: Principal, agent: Served, caller: str, task_id: str) -> TaskView:

@@ -191,3 +191,10 @@ def prune_unsent(hub: Hub, cutoff_ts: float, limit: int) -> int:
     """Delete up to `limit` uploads made before the cutoff and never sent (inside the caller's db.write())."""
     ids = attachment_store.unsent_before(hub.db, cutoff_ts, limit)
     return attachment_store.delete_attachments(hub.db, ids) if ids else 0
+
+
+def drop_unsent_of(hub: Hub, network_id: str, user_id: str) -> int:
+    """Delete a person's uploads in a network never sent (inside the caller's db.write()): when they leave it, no
+    one may read or send them any more, and they would hold the network's storage until attachment_unsent_hours."""
+    ids = attachment_store.unsent_of_uploader(hub.db, network_id, user_id)
+    return attachment_store.delete_attachments(hub.db, ids) if ids else 0

@@ -12,7 +12,7 @@ from ..store import audit as audit_store
 from ..store import networks as network_store
 from ..store import sessions as session_store
 from ..store import tokens as token_store
-from . import quotas
+from . import attachments, quotas
 from .hub import Hub, Principal, clamp_limit, require_user_token
 from .sessions import end_token, is_online, revoke_network_tokens_of_member
 
@@ -260,6 +260,7 @@ def remove_member(hub: Hub, principal: Principal, network_id: str, user_id: str,
     with hub.db.write():
         network_store.delete_member(hub.db, network_id, user_id)
         revoked = revoke_network_tokens_of_member(hub, network_id, user_id)
+        attachments.drop_unsent_of(hub, network_id, user_id)  # dead data now: only they could send them
         hub.audit("member_remove", actor=principal.label, user_id=principal.user_id, network_id=network_id,
                   detail={"user_id": user_id, "role": target_role, "tokens_revoked": revoked}, ip=ip)
     for token_id in revoked:

@@ -24,6 +24,7 @@ from ..ids import new_id, now_text, now_ts
 from ..models import ScheduleTask, SendTask
 from ..store import networks as network_store
 from ..store import schedules as schedule_store
+from ..store import sessions as session_store
 from ..store import tokens as token_store
 from ..store import users as user_store
 from ..vocabulary import (
@@ -109,10 +110,21 @@ def parse_at(value: float | str, tz: str, now: float) -> float:
                                        "'2026-12-24T09:00' or a number of seconds from now") from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=zone(tz))
-            return moment.timestamp()
+            return _utc_instant(moment, value)
     if not 0 < seconds <= 10 * 366 * 86400:
         raise ValidationFailed(f"at: {value} seconds from now is out of range (more than 0, at most ten years)")
     return now + seconds
+
+
+def _utc_instant(moment: datetime, value: str) -> float:
+    """A time as a timestamp, or a 400 when its UTC instant is outside years 1-9999 (year 9999 west of UTC is year
+    10000 there): such a time crashed the answer, which shows it in UTC."""
+    try:
+        ts = moment.timestamp()
+        datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ValidationFailed(f"at: '{value}' is out of range; give a time in years 1-9999 UTC") from None
+    return ts
 
 
 def _iso(ts: float | None) -> str | None:
@@ -158,7 +170,9 @@ def _may_manage(hub: Hub, principal: Principal, alias: str | None, s: dict[str, 
     a person who is owner/admin of the network."""
     if principal.kind == "user":
         return principal.user_id == s["created_by"] or tasks.is_overseer(hub, principal, s["network_id"])
-    return s["from_kind"] == AGENT and alias == s["from_name"] and principal.network_id == s["network_id"]
+    # The alias alone is not enough: an alias released by an owner/admin may be claimed by another person's token.
+    return (s["from_kind"] == AGENT and alias == s["from_name"] and principal.network_id == s["network_id"]
+            and principal.user_id == s["created_by"])
 
 
 def _still_allowed(hub: Hub, s: dict[str, Any]) -> str | None:
@@ -172,6 +186,11 @@ def _still_allowed(hub: Hub, s: dict[str, Any]) -> str | None:
     if s["from_kind"] == AGENT:
         if not s["token_id"] or not token_store.is_live(hub.db, s["token_id"], now_text()):
             return "the token of the agent that created it was revoked or has expired"
+        # Its runs send as the alias: once an owner/admin released it (another token may hold it now), they would
+        # speak for whoever holds it, and the replies would go to them.
+        held = session_store.get_session(hub.db, s["network_id"], s["from_name"])
+        if held is None or held["token_id"] != s["token_id"]:
+            return f"its alias '{s['from_name']}' was released and is no longer held by the token that created it"
         mode = hub.settings.schedule_agents
         if mode == "off" or (mode == "admin" and not auth.role_at_least(role, "admin")):
             return "the schedule_agents setting no longer allows this agent's schedules"
@@ -386,8 +405,13 @@ async def run_due(hub: Hub) -> int:
     done = 0
     while True:
         due = schedule_store.due_schedules(hub.db, now_ts(), DUE_BATCH)
-        for s in due:
+        for row in due:
             await hub.db.wait_for_write_lock(LOCK_WAIT_SECONDS)
+            # Read again after the wait: a pause, resume, delete or run served meanwhile must hold (running the
+            # batch's stale row sent a paused or deleted schedule's task and made a paused schedule active again).
+            s = schedule_store.get_schedule(hub.db, row["schedule_id"])
+            if s is None or s["next_run_ts"] is None or s["next_run_ts"] > now_ts():
+                continue
             try:
                 run_schedule(hub, s, now_ts())
             except CommhubError as exc:

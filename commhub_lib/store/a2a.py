@@ -43,6 +43,6 @@ def get_task(db: Database, task_id: str) -> Row | None:
 def replies_to_caller(db: Database, network_id: str, caller: str, task_id: str, kind: str, limit: int) -> list[Row]:
     """The replies a task's recipient sent its A2A caller about it, oldest first (read along the caller's inbox,
     messages_by_recipient: an A2A caller's inbox holds only the replies to its own tasks)."""
-    return db.query("SELECT message_id, from_name, content, status, created_at FROM messages"
+    return db.query("SELECT message_id, from_name, content, status, created_at, read_at FROM messages"
                     " WHERE network_id = ? AND to_name = ? AND task_id = ? AND kind = ?"
                     " ORDER BY created_ts, message_id LIMIT ?", (network_id, caller, task_id, kind, limit))

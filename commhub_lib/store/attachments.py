@@ -89,6 +89,14 @@ def unsent_before(db: Database, cutoff_ts: float, limit: int) -> list[str]:
     return [r["attachment_id"] for r in rows]
 
 
+def unsent_of_uploader(db: Database, network_id: str, user_id: str) -> list[str]:
+    """Ids of a person's uploads in a network that were never sent with anything."""
+    rows = db.query("SELECT a.attachment_id FROM attachments a WHERE a.network_id = ? AND a.uploaded_by = ? AND NOT"
+                    " EXISTS (SELECT 1 FROM attachment_links l WHERE l.attachment_id = a.attachment_id)",
+                    (network_id, user_id))
+    return [r["attachment_id"] for r in rows]
+
+
 def delete_attachments(db: Database, attachment_ids: list[str]) -> int:
     """Drop uploads by id (the trigger drops a blob no other upload uses); returns how many went."""
     marks = ",".join("?" * len(attachment_ids)) or "NULL"
