@@ -443,3 +443,20 @@ async def test_a_server_started_on_a_url_runs_on_postgresql(pg_url: str, tmp_pat
     async with own_server(tmp_path, "on-pg", database_url=pg_url) as server:
         assert server.hub.db.engine == dialect.POSTGRESQL
         assert not (tmp_path / "on-pg.db").exists()  # no SQLite file made beside it
+
+
+def test_recent_hashes_read_newest_first_across_pages(make_db: MakeDb, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop guard's warm-up read: newest first until older than the window; on PostgreSQL page by page."""
+    monkeypatch.setattr(message_store, "HASH_PAGE", 7)
+    db = make_db()
+    with db.write():
+        seed_owner_and_networks(db, NETS)
+        for i in range(40):
+            message_store.insert_message(db, {
+                "message_id": f"m{i}", "network_id": NETS[0], "from_name": "a", "from_kind": "agent", "to_name": "b",
+                "to_kind": "agent", "kind": "message", "content": "x", "priority": "normal", "in_reply_to": None,
+                "task_id": None, "status": None, "created_at": _t(i), "created_ts": 100.0 + i,
+                "content_hash": None if i % 5 == 0 else i})
+    assert message_store.recent_hashes(db, 120.0, 0.0, 100) == (
+        [(i, 100.0 + i) for i in range(20, 40) if i % 5], True)
+    assert message_store.recent_hashes(db, 100.0, 0.0, 3) == ([(37, 137.0), (38, 138.0), (39, 139.0)], False)
