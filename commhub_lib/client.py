@@ -95,7 +95,8 @@ class HubClient:
     """Talks to one CommHub server with one bearer token."""
 
     def __init__(self, url: str, token: str | None, timeout: float = 30.0,
-                 token_source: str = "--token or COMMHUB_TOKEN"):
+                 token_source: str = "--token or COMMHUB_TOKEN (your user token, utok_…: the \"token\" of the "
+                                     "answer to POST /api/auth/login, or of `commhub user create` on the server)"):
         self.url = url.rstrip("/")
         self.token = token
         self.token_source = token_source  # named when the server asks for a token and none was given
@@ -164,8 +165,7 @@ class HubClient:
             return _answer(response)
         except ClientError as exc:
             if exc.status == 401 and not self.token:
-                raise ClientError(401, exc.code, f"no token given: pass {self.token_source} "
-                                                 f"(the server said: {exc.message})") from None
+                raise ClientError(401, exc.code, f"no token given: pass {self.token_source}") from None
             raise
 
     def stream(self, path: str, *, params: dict[str, Any] | None = None,

@@ -129,6 +129,7 @@ async def test_opt_in_is_an_owner_admin_setting(setup: Setup, client: httpx.Asyn
         assert r.status_code == 403, r.text
     r = await client.put(f"/api/networks/{nid}/aliases/nobody/a2a", headers=s.owner.auth, json={"enabled": True})
     assert r.status_code == 404 and r.json()["error"] == "alias_not_found", r.text
+    assert "report_status" in r.json()["message"]  # says how an alias comes to exist
 
 
 async def test_the_sdk_resolves_and_parses_the_agent_card(setup: Setup) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -21,7 +22,9 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from commhub_lib.cli.run.prompt import task_prompt
+from commhub_lib.errors import PayloadTooLarge
 from commhub_lib.runtime.server import ServerHandle
+from commhub_lib.service import attachments as attachments_service
 from commhub_lib.service.retention import apply_retention
 from tests.test_dashboard import Browser, chrome_available, launch_chrome, log_in, task_column
 
@@ -93,6 +96,12 @@ async def test_raw_upload_then_download_is_a_download_with_safe_headers(client: 
     # Without a Content-Type, the filename's extension gives the type.
     r = await client.post("/api/attachments", headers=owner.auth, content=b"\x89PNG", params={"filename": "p.png"})
     assert r.status_code == 200 and r.json()["content_type"] == "image/png"
+    # `curl --data-binary @fix.patch URL?filename=fix.patch` without -H Content-Type sends curl's default, a form
+    # encoding: that is no file's type either, so the extension gives it.
+    form_encoded = {**owner.auth, "Content-Type": "application/x-www-form-urlencoded"}
+    r = await client.post("/api/attachments", headers=form_encoded,
+                          content=b"--- a\n+++ b\n", params={"filename": "fix.patch"})
+    assert r.status_code == 200 and r.json()["content_type"] == "text/x-diff", r.text
     # An empty body is no file.
     r = await client.post("/api/attachments", headers=owner.auth, content=b"")
     assert r.status_code == 400 and r.json()["error"] == "invalid_upload"
@@ -320,6 +329,17 @@ async def test_size_caps_name_their_settings(tmp_path: Path) -> None:
             assert r.status_code == 200
 
 
+def test_a_file_just_past_the_cap_is_told_in_bytes() -> None:
+    """10 MiB and one byte is "10.0 MiB" too: the message gives both sizes in bytes rather than a contradiction."""
+    hub: Any = SimpleNamespace(settings=SimpleNamespace(max_attachment_bytes=10 * 1024 * 1024,
+                                                        max_inline_attachment_bytes=256 * 1024))
+    with pytest.raises(PayloadTooLarge, match=r"the file is 10485761 bytes, larger than 10485760 bytes "
+                                              r"\(COMMHUB_MAX_ATTACHMENT_BYTES\)"):
+        attachments_service._check_size(hub, 10 * 1024 * 1024 + 1, inline=False)
+    with pytest.raises(PayloadTooLarge, match=r"the file is 12.0 MiB, larger than 10.0 MiB"):
+        attachments_service._check_size(hub, 12 * 1024 * 1024, inline=False)
+
+
 async def test_quota_counts_files_and_refuses_past_it(tmp_path: Path) -> None:
     async with own_server(tmp_path, "quota", max_network_bytes=60_000) as srv:
         async with httpx.AsyncClient(base_url=srv.url, timeout=30) as client:
@@ -405,6 +425,13 @@ async def test_cli_send_attach_and_attachment_get(server: ServerHandle, client: 
     assert again.code == 1 and "exists" in again.err
     missing = await cli("send", "worker", "x", "--attach", str(tmp_path / "nope"))
     assert missing.code == 1 and "cannot read" in missing.err
+    # The line a person reads says the files went too; a file the hub refuses is named (which of several --attach).
+    plain = await cli("send", "worker", "apply it again", "--attach", str(patch), "--attach", str(notes))
+    assert plain.code == 0 and plain.out.rstrip().endswith("with 2 files"), plain
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    refused = await cli("send", "worker", "x", "--attach", str(patch), "--attach", str(empty))
+    assert refused.code == 1 and f"{empty}: the file is empty" in refused.err and "nothing was sent" in refused.err
     listed = await cli("attachment", "get", files[0]["attachment_id"], "-o", str(tmp_path / "copy2"), "--json")
     assert listed.code == 0 and json.loads(listed.out) == {
         "ok": True, "attachment_id": files[0]["attachment_id"], "path": str(tmp_path / "copy2"), "size": 12,

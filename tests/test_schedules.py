@@ -159,6 +159,7 @@ async def test_rest_refuses_bad_schedules_with_clear_400s(client: httpx.AsyncCli
     cases = [({"every_seconds": 0}, "every_seconds"),
              ({"cron": "0 9 * * 1-5", "tz": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
              ({"cron": "0 9 * *"}, "give 5"),
+             ({"cron": "0 25 * * *"}, "(Bad hour): minute 0-59, hour 0-23"),  # which field, and what it may be
              ({"every_seconds": 60, "cron": "* * * * *"}, "exactly one of at"),
              ({}, "exactly one of at"),
              ({"at": "2001-01-01T00:00:00Z"}, "already passed"),

@@ -8,6 +8,7 @@ parser(s) and sets `func` (called with the parsed namespace, returning the exit 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from types import ModuleType
 
@@ -46,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 server said no, 2 usage)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader of stdout went away (`commhub tasks | head -3`): stop quietly, as cat and ls do. stdout is
+        # pointed at /dev/null so that the interpreter's last flush at exit does not complain about the pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+# What a shell reports for a process a closed pipe ended (128 + SIGPIPE): `set -o pipefail` sees the same as for cat.
+EXIT_BROKEN_PIPE = 141
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -35,7 +35,10 @@ def upload_files(client: HubClient, paths: list[str], network_id: str | None) ->
         except OSError as exc:
             raise ClientError(0, "bad_file", f"cannot read {name}: {exc.strerror or exc}") from exc
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        ids.append(client.upload(path.name, data, content_type, network_id)["attachment_id"])
+        try:
+            ids.append(client.upload(path.name, data, content_type, network_id)["attachment_id"])
+        except ClientError as exc:  # name the file: with several --attach, which one was refused matters
+            raise ClientError(exc.status, exc.code, f"{name}: {exc.message}; nothing was sent") from None
     return ids
 
 

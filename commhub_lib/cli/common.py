@@ -58,14 +58,28 @@ def fail(message: str, code: int = EXIT_REFUSED) -> int:
     return code
 
 
+# The command that shows what a "not found" refers to: the hub's message names the REST route (the CLI speaks REST),
+# a person at a terminal gets the command too.
+CLI_NEXT_STEP = {
+    "unknown_recipient": "commhub status",
+    "task_not_found": "commhub tasks",
+    "schedule_not_found": "commhub schedule list",
+    "attachment_not_found": "commhub task TASK_ID (it lists a task's files)",
+}
+
+
 def reports_errors(func: Handler) -> Handler:
-    """Turn the server's or the database's refusal into its message on stderr and exit code 1."""
+    """Turn the server's or the database's refusal into its message on stderr and exit code 1 (with the command
+    that lists what a "not found" refers to)."""
 
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args)
         except ClientError as exc:
+            if exc.code in CLI_NEXT_STEP:
+                fail(f"{exc.message} ({exc.code})")
+                return fail(f"see {CLI_NEXT_STEP[exc.code]}")
             return fail(f"{exc.message} ({exc.code})" if exc.code not in ("unreachable",) else exc.message)
         except CommhubError as exc:
             return fail(f"{exc.message} ({exc.code})")
@@ -128,7 +142,10 @@ def print_json(data: Any) -> None:
 
 
 def cell(value: Any, width: int | None = None) -> str:
-    """A table cell: one line (whitespace runs folded, controls escaped), shortened to `width` characters."""
+    """A table cell: one line (whitespace runs folded, controls escaped), shortened to `width` characters; a
+    flag as yes/no (Python's True/False is no word a reader of `a2a show` or `webhook list` should meet)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     text = "-" if value is None or value == "" else str(value)
     text = safe_text(" ".join(text.split()))
     if width and len(text) > width:

@@ -197,7 +197,9 @@ def _print_sent(args: argparse.Namespace, kind: str, sent: dict[str, Any]) -> in
         return EXIT_OK
     where = "online" if sent.get("recipient_online") else "offline: it gets it when it connects"
     ident = f"task {sent['task_id']}" if kind == "task" else f"message {sent['message_id']}"
-    print(safe_text(f"{ident} sent to {sent['to']} ({where})"))
+    files = sent.get("attachments") or []
+    with_files = f" with {len(files)} file{'s' if len(files) != 1 else ''}" if files else ""
+    print(safe_text(f"{ident} sent to {sent['to']} ({where}){with_files}"))
     return EXIT_OK
 
 

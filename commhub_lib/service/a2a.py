@@ -63,7 +63,10 @@ class TaskView:
 def _known_session(hub: Hub, network_id: str, alias: str) -> dict[str, Any]:
     row = session_store.get_session(hub.db, network_id, alias)
     if row is None:
-        raise NotFound(f"no agent '{alias}' has ever connected to network '{network_id}'", code="alias_not_found")
+        # What to do next: an alias comes into being at its agent's first tool call, not by being named here.
+        raise NotFound(f"no agent '{alias}' has ever connected to network '{network_id}': an alias exists once its "
+                       f"agent has called a tool (report_status) with a token bound to it (commhub connect --alias "
+                       f"{alias}); check the name with GET /api/status", code="alias_not_found")
     return row
 
 

@@ -30,6 +30,9 @@ from . import quotas
 from .hub import CALLER_TOKEN, Hub, Principal
 
 DEFAULT_TYPE = "application/octet-stream"
+# Types that say nothing about a file: bytes, and what curl sends with `--data-binary @file` when no Content-Type
+# is named (a form encoding, never a file's own type). The filename's extension says more.
+GENERIC_TYPES = frozenset({DEFAULT_TYPE, "application/x-www-form-urlencoded"})
 ROW_OVERHEAD = 200  # what schema.sql's usage triggers count for one row besides its bytes
 MAX_FILENAME = 255
 _TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
@@ -56,10 +59,10 @@ def safe_filename(name: str | None) -> str:
 
 
 def clean_type(content_type: str | None, filename: str = "") -> str:
-    """The media type as given (parameters dropped, lower case); without one (or a generic one), the type the
-    filename's extension says; else application/octet-stream."""
+    """The media type as given (parameters dropped, lower case); without one (or a generic one: GENERIC_TYPES), the
+    type the filename's extension says; else application/octet-stream."""
     value = (content_type or "").split(";", 1)[0].strip().lower()
-    if not _TYPE.match(value) or value == DEFAULT_TYPE:
+    if not _TYPE.match(value) or value in GENERIC_TYPES:
         value = (mimetypes.guess_type(filename)[0] or DEFAULT_TYPE).lower() if filename else DEFAULT_TYPE
     return value if _TYPE.match(value) else DEFAULT_TYPE
 
@@ -91,8 +94,11 @@ def _check_size(hub: Hub, size: int, inline: bool) -> None:
     if size > limit:
         setting = "MAX_INLINE_ATTACHMENT_BYTES" if inline else "MAX_ATTACHMENT_BYTES"
         how = "; upload it with POST /api/attachments and send its id" if inline else ""
-        raise PayloadTooLarge(f"the file is {quotas.size_text(size)}, larger than {quotas.size_text(limit)} "
-                              f"(COMMHUB_{setting}){how}", code="attachment_too_large")
+        shown, cap = quotas.size_text(size), quotas.size_text(limit)
+        if shown == cap:  # just past the limit: "10.0 MiB, larger than 10.0 MiB" would read as a contradiction
+            shown, cap = f"{size} bytes", f"{limit} bytes"
+        raise PayloadTooLarge(f"the file is {shown}, larger than {cap} (COMMHUB_{setting}){how}",
+                              code="attachment_too_large")
     if size == 0:
         raise ValidationFailed("the file is empty: send its bytes", code="invalid_upload")
 

@@ -76,7 +76,10 @@ def check_cron(expr: str) -> str:
     try:
         CronSim(text, datetime.now(UTC))
     except CronSimError as exc:
-        raise ValidationFailed(f"cron: '{expr}' is not a valid expression ({exc})") from None
+        # cronsim says which field ("Bad hour"); the ranges say what it may be.
+        raise ValidationFailed(f"cron: '{expr}' is not a valid expression ({exc}): minute 0-59, hour 0-23, "
+                               "day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-7 or MON-SUN, e.g. "
+                               "'0 9 * * 1-5'") from None
     return text
 
 

@@ -14,6 +14,9 @@ const ANSWER_CHARS = 4000;
 
 let needs = { questions: [], stuck: [], loops: [] };
 let known = null; // ids of the questions already seen (null until the first read: those are not news)
+// Stuck tasks shown before "Show N more": a hub with many of them would push Sessions and Send off the first screen.
+const STUCK_SHOWN = 3;
+let stuckExpanded = false;
 
 // --- what the other views ask ----------------------------------------------------------------------------------
 
@@ -141,8 +144,14 @@ function draw() {
     needs.questions.map((q) => questionItem(q, showNetwork)));
   for (const el of questions.querySelectorAll("textarea, input")) if (typed[el.id]) el.value = typed[el.id];
   const stuck = part("needs-stuck", "stuck", "stuck-count", needs.stuck);
-  render(stuck, JSON.stringify([needs.stuck.map((t) => [t.task_id, t.reason, t.since]), showNetwork,
-    Math.floor(Date.now() / 30000)]), needs.stuck.map((t) => stuckItem(t, showNetwork)));
+  const shownStuck = stuckExpanded ? needs.stuck : needs.stuck.slice(0, STUCK_SHOWN);
+  render(stuck, JSON.stringify([shownStuck.map((t) => [t.task_id, t.reason, t.since]), showNetwork,
+    Math.floor(Date.now() / 30000)]), shownStuck.map((t) => stuckItem(t, showNetwork)));
+  const more = $("stuck-more");
+  const hiddenCount = needs.stuck.length - STUCK_SHOWN;
+  more.hidden = hiddenCount <= 0;
+  more.textContent = stuckExpanded ? "Show fewer" : `Show ${hiddenCount} more stuck task${hiddenCount === 1 ? "" : "s"}`;
+  more.setAttribute("aria-expanded", String(stuckExpanded));
   $("loops-card").hidden = loops.length === 0;
   showLoopCount(loops.length);
   render($("loops"), JSON.stringify([loops.map((l) => [l.event_id, l.cuts]), showNetwork]),
@@ -172,6 +181,7 @@ export async function refreshNeeds() {
 export function clearNeeds() {
   needs = { questions: [], stuck: [], loops: [] };
   known = null;
+  stuckExpanded = false;
   draw();
 }
 
@@ -233,8 +243,9 @@ function announce(questions) {
   }
 }
 
-/** Wire the notification toggle (it never asks for permission by itself). */
+/** Wire the notification toggle (it never asks for permission by itself) and the stuck list's "Show N more". */
 export function initNeeds() {
   $("notify-toggle").addEventListener("click", toggle);
+  $("stuck-more").addEventListener("click", () => { stuckExpanded = !stuckExpanded; draw(); });
   showToggle();
 }

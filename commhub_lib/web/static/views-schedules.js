@@ -69,6 +69,15 @@ function row(s) {
       button("Delete", () => act("DELETE", one, "Deleted."), `sch-del-${s.schedule_id}`, "danger small"))));
 }
 
+// The columns; on a phone each row is a stacked card and every cell shows its column's name (app.css), so the
+// buttons stay on screen instead of past a sideways scroll.
+const HEADS = ["To", "Task", "When", "State", "Next run", "Last run", "Skips", "By", ""];
+
+function labelled(tr) {
+  [...tr.children].forEach((td, i) => { if (HEADS[i]) td.dataset.label = HEADS[i]; });
+  return tr;
+}
+
 /** Re-read the Schedules tab. */
 export async function refreshSchedules() {
   if (!state.networkId) { render($("schedules"), "none", []); return; }
@@ -80,11 +89,12 @@ export async function refreshSchedules() {
     throw err;
   }
   render($("schedules"), JSON.stringify(list), list.length
-    ? h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["To", "Task", "When", "State", "Next run", "Last run", "Skips", "By", ""]
-        .map((x) => h("th", { scope: "col" }, x)))),
-      h("tbody", {}, list.map(row))))
-    : h("p", { class: "muted small" }, "No schedule in this network yet."));
+    ? h("div", { class: "table-wrap" }, h("table", { class: "schedules-table" },
+      h("thead", {}, h("tr", {}, HEADS.map((x) => h("th", { scope: "col" }, x)))),
+      h("tbody", {}, list.map((s) => labelled(row(s))))))
+    : h("p", { class: "muted small", id: "schedules-empty" },
+      "No schedule in this network yet. Add one below: the alias of an agent that has connected, what the task "
+      + "says, and when (every N seconds, a cron expression, or once)."));
 }
 
 function showWhenField() {
@@ -97,6 +107,11 @@ async function createSchedule(event) {
   const values = formValues($("schedule-form"));
   const result = $("schedule-result");
   if (!values.to || !values.content) { say(result, "Give the alias and what the task says.", true); return; }
+  // The field the chosen timing needs, said in the form's words (an empty number would reach the hub as 0).
+  const missing = { every: [values.every_seconds, "Give the number of seconds between runs."],
+    cron: [values.cron, "Give the cron expression, e.g. 0 9 * * 1-5 (09:00 on weekdays)."],
+    once: [values.at, "Give the date and time of the run."] }[values.kind];
+  if (missing && !String(missing[0] || "").trim()) { say(result, missing[1], true); return; }
   const body = { network_id: state.networkId, to: values.to, content: values.content, tz: values.tz || "UTC" };
   if (values.kind === "every") body.every_seconds = Number(values.every_seconds);
   else if (values.kind === "cron") body.cron = values.cron;
@@ -104,7 +119,10 @@ async function createSchedule(event) {
   try {
     const answer = await api("POST", "/api/schedules", body);
     $("schedule-content").value = "";
-    say(result, `Schedule ${answer.schedule.schedule_id} created; next run ${answer.schedule.next_run_at}.`);
+    // The next run in the reader's own time, as the table shows it.
+    const next = parseTime(answer.schedule.next_run_at);
+    const when = next ? next.toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : "none";
+    say(result, `Schedule ${answer.schedule.schedule_id} created; next run ${when}.`);
     await refreshSchedules();
   } catch (err) {
     say(result, err.message, true);

@@ -107,21 +107,41 @@ function replyList(replies) {
 
 /** The files sent with the task and its replies as download links: fetched with the login's token (never in a URL)
  * and saved, never opened in the page (docs/attachments.md). */
-function attachmentList(detail) {
+function attachmentList(detail, replies) {
   const files = [...(detail.task.attachments || []), ...(detail.reply_attachments || [])];
   if (!files.length) return null;
+  // A reply's file says whose reply it came with ("from reviewer's question"), so it is not taken for the task's own.
+  const byMessage = new Map(replies.map((m) => [m.message_id, m]));
+  const origin = (a) => {
+    const m = a.message_id && byMessage.get(a.message_id);
+    return m ? ` · from ${m.from}'s ${m.status === REPLY_STATUS.QUESTION ? "question" : "reply"}` : "";
+  };
   const item = (a) => {
     const link = h("a", { href: "#", download: a.filename, "data-testid": "attachment-link" }, a.filename);
+    const failed = h("span", { class: "error small", role: "status" });
     link.addEventListener("click", async (e) => {
       e.preventDefault();
-      const response = await fetch(`/api/attachments/${encodeURIComponent(a.attachment_id)}`,
-        { headers: authHeaders(), credentials: "omit", cache: "no-store", redirect: "error" });
-      if (!response.ok) { link.title = `download failed (HTTP ${response.status})`; return; }
+      failed.textContent = "";
+      let response;
+      try {
+        response = await fetch(`/api/attachments/${encodeURIComponent(a.attachment_id)}`,
+          { headers: authHeaders(), credentials: "omit", cache: "no-store", redirect: "error" });
+      } catch (err) {
+        failed.textContent = ` download failed: ${err.message}`;
+        return;
+      }
+      // Said beside the link (a tooltip alone went unseen), in the hub's words when it gave any.
+      if (!response.ok) {
+        const answer = await response.json().catch(() => ({}));
+        failed.textContent = ` download failed: ${answer.message || `HTTP ${response.status}`}`;
+        return;
+      }
       const url = URL.createObjectURL(await response.blob());
       h("a", { href: url, download: a.filename }).click();
       setTimeout(() => URL.revokeObjectURL(url), 60000);
     });
-    return h("li", {}, link, h("span", { class: "small muted" }, ` · ${a.size} bytes · ${a.content_type}`));
+    return h("li", {}, link, h("span", { class: "small muted" }, ` · ${a.size} bytes · ${a.content_type}${origin(a)}`),
+      failed);
   };
   return [h("h3", {}, "Attachments"), h("ul", { class: "attachments", "data-testid": "task-attachments" }, files.map(item))];
 }
@@ -202,7 +222,7 @@ async function showTask(taskId) {
       field("Created", `${task.created_at} UTC`), field("Deadline", task.deadline), field("Task id", task.task_id)),
     h("h3", {}, "Content"), h("p", { class: "content" }, task.content),
     task.context ? [h("h3", {}, "Context"), h("p", { class: "content" }, task.context)] : null,
-    attachmentList(detail),
+    attachmentList(detail, replies),
     asked ? questionBlock(task, replies) : null,
     h("h3", {}, "Replies"), replies.length ? replyList(replies) : h("p", { class: "muted" }, "No reply yet."),
     completion || task.result ? [h("h3", {}, "Result"), h("p", { class: "content" }, (completion && completion.result) || task.result)] : null,
