@@ -460,3 +460,23 @@ def test_recent_hashes_read_newest_first_across_pages(make_db: MakeDb, monkeypat
     assert message_store.recent_hashes(db, 120.0, 0.0, 100) == (
         [(i, 100.0 + i) for i in range(20, 40) if i % 5], True)
     assert message_store.recent_hashes(db, 100.0, 0.0, 3) == ([(37, 137.0), (38, 138.0), (39, 139.0)], False)
+
+
+def test_a_database_at_an_older_version_gets_the_twins_of_the_newer_migrations(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from commhub_lib import db_pg
+
+    db_pg.PgDatabase(pg_url).close()  # created at the current version
+    twins = tmp_path / "pg"
+    twins.mkdir()
+    nxt = dbmod.SCHEMA_VERSION + 1
+    (twins / f"{nxt:04d}_example.sql").write_text("ALTER TABLE users ADD COLUMN nickname TEXT;\n")
+    monkeypatch.setattr(db_pg, "PG_MIGRATIONS_DIR", twins)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", nxt)
+    db = db_pg.PgDatabase(pg_url)
+    assert db.query_one("SELECT version FROM commhub_schema") == {"version": nxt}
+    assert db.query("SELECT nickname FROM users") == []
+    db.close()
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", nxt - 1)
+    with pytest.raises(RuntimeError, match="newer than this CommHub"):
+        db_pg.PgDatabase(pg_url)
