@@ -349,6 +349,7 @@ def test_the_auth_cache_stamp_changes_when_a_token_changes(make_db: MakeDb) -> N
     assert cache.get(b"\x01" * 32, _t(5)) is None
 
 
+@pytest.mark.subprocess
 def test_the_sqlite_path_never_imports_psycopg(tmp_path: Path) -> None:
     import subprocess
     import sys
