@@ -23,6 +23,7 @@ from commhub_lib.broker import Broker
 from commhub_lib.config import Settings
 from commhub_lib.db import Database
 from commhub_lib.service.hub import Hub
+from commhub_lib.vocabulary import STREAM
 
 try:  # after the move
     from commhub_lib.service.jobs import sweep_once
@@ -92,7 +93,7 @@ async def main() -> None:
         hub = Hub(Settings(db=db.path), db, broker)
         with contextlib.ExitStack() as stack:
             for i in range(args.aliases):
-                stack.enter_context(broker.subscribe("n1", f"a{i}", counts_for_presence=True))
+                stack.enter_context(broker.subscribe("n1", f"a{i}", holds=STREAM))
             for scenario in ("steady", "all_stale"):
                 walls, stalls = [], []
                 for _ in range(args.runs):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import trio
 
+from .vocabulary import STREAM_HOLDERS, StreamHolder
+
 Key = tuple[str, str]  # (network_id, alias)
 # Why every stream ends when the server stops; stream loops compare with it to leave their per-stream
 # close work (presence, a log line) to the one pass the shutdown makes for all of them.
@@ -48,11 +50,18 @@ class Subscriber:
     alias: str | None
     send: trio.MemorySendChannel[Event]
     receive: trio.MemoryReceiveChannel[Event]
-    counts_for_presence: bool
+    # What kind of holder this stream makes of its alias (runner, channel, stream), or None when it does not hold
+    # it online (a long-poll waiter, a person's stream): docs/presence.md.
+    holds: StreamHolder | None
     token_id: str | None = None
     dropped: bool = False
     closed_reason: str = ""
     tally: Tally | None = None  # the broker's, so a stream counts what it writes (stream.follow)
+
+    @property
+    def counts_for_presence(self) -> bool:
+        """Whether this live subscriber keeps its alias online."""
+        return self.holds is not None and not self.dropped
 
     @property
     def key(self) -> Key:
@@ -172,11 +181,12 @@ class Broker:
         self.tasks = TaskWatch()  # readers of single tasks (the A2A streams)
 
     @contextmanager
-    def subscribe(self, network_id: str, alias: str | None, *, counts_for_presence: bool = False,
+    def subscribe(self, network_id: str, alias: str | None, *, holds: StreamHolder | None = None,
                   buffer: int | None = None, token_id: str | None = None) -> Iterator[Subscriber]:
-        """Register a subscriber for the duration of the block (alias None: every alias of the network)."""
+        """Register a subscriber for the duration of the block (alias None: every alias of the network); `holds`:
+        the kind of holder it makes of the alias while it lives (None: it does not keep the alias online)."""
         send, receive = trio.open_memory_channel[Event](buffer or self.buffer)
-        sub = Subscriber(network_id, alias, send, receive, counts_for_presence, token_id, tally=self.tally)
+        sub = Subscriber(network_id, alias, send, receive, holds, token_id, tally=self.tally)
         if self.closing:
             sub.close(SHUTDOWN)
         registry = self._subs.setdefault(sub.key, set()) if alias is not None else \
@@ -246,13 +256,18 @@ class Broker:
         """Open streams (not long-polls) held from one client address."""
         return self._streams_by_ip.get(client_ip, 0)
 
-    def stream_count(self, network_id: str, alias: str) -> int:
-        """How many live agent streams (that count for presence) an alias has."""
-        return sum(1 for s in self._subs.get((network_id, alias), ()) if s.counts_for_presence and not s.dropped)
+    def stream_count(self, network_id: str, alias: str, but: Subscriber | None = None) -> int:
+        """How many live agent streams (that count for presence) an alias has (`but`: not counting that one)."""
+        return sum(1 for s in self._subs.get((network_id, alias), ()) if s.counts_for_presence and s is not but)
+
+    def held_by(self, network_id: str, alias: str) -> StreamHolder | None:
+        """The strongest kind of live stream holding an alias (runner, then channel, then stream), or None."""
+        kinds = {s.holds for s in self._subs.get((network_id, alias), ()) if s.counts_for_presence}
+        return next((kind for kind in STREAM_HOLDERS if kind in kinds), None)
 
     def online_aliases(self) -> set[Key]:
         """Every (network, alias) with at least one live agent stream."""
-        return {k for k, subs in self._subs.items() if any(s.counts_for_presence and not s.dropped for s in subs)}
+        return {k for k, subs in self._subs.items() if any(s.counts_for_presence for s in subs)}
 
     def _all(self) -> Iterator[Subscriber]:
         for subs in list(self._subs.values()) + list(self._network_subs.values()):

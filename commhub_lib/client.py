@@ -138,6 +138,27 @@ class HubClient:
             raise ClientError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
         return self._answer(response)
 
+    def upload(self, filename: str, data: bytes, content_type: str, network_id: str | None = None) -> dict[str, Any]:
+        """POST /api/attachments with the file as the raw body (docs/attachments.md); its record, or ClientError."""
+        params = {k: v for k, v in {"filename": filename, "network_id": network_id}.items() if v is not None}
+        try:
+            response = self.http.post("/api/attachments", content=data, params=params,
+                                      headers={"Content-Type": content_type})
+        except httpx.HTTPError as exc:
+            raise ClientError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
+        return self._answer(response)
+
+    def download(self, path: str, params: dict[str, Any] | None = None) -> tuple[bytes, httpx.Headers]:
+        """GET a file (an attachment): its bytes and the answer's headers, or ClientError."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self.http.get(path, params=clean)
+        except httpx.HTTPError as exc:
+            raise ClientError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            self._answer(response)  # raises the server's error
+        return response.content, response.headers
+
     def _answer(self, response: httpx.Response) -> dict[str, Any]:
         try:
             return _answer(response)

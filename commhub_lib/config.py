@@ -98,6 +98,20 @@ class Settings:
     # "Needs you" (needs, docs/dashboard.md#needs-you): when an open task counts as stuck on the dashboard's Overview.
     stuck_delivered_seconds: float = 300.0
     stuck_running_seconds: float = 1800.0
+    # Attachments (a19, docs/attachments.md): the largest file, the largest one carried inline (base64) in an MCP
+    # call, and how long an upload never sent with anything is kept.
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_inline_attachment_bytes: int = 256 * 1024
+    attachment_unsent_hours: float = 24.0
+    # A2A client (20.4, docs/a2a-client.md): aliases bound to external A2A agents; where they may be, retries,
+    # how often a forwarded task is looked at.
+    a2a_client_targets: str = "public"
+    a2a_client_timeout_seconds: float = 30.0
+    a2a_client_retry_base_seconds: float = 5.0
+    a2a_client_retry_max_seconds: float = 600.0
+    a2a_client_give_up_seconds: float = 86400.0
+    a2a_client_poll_seconds: float = 1.0
+    a2a_client_poll_max_seconds: float = 30.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -108,7 +122,8 @@ HELP: dict[str, str] = {
     "auth_token": "when set, register and login require `Authorization: Bearer <this>` (env only)",
     "log_level": "debug, info, warning or error",
     "heartbeat_seconds": "seconds between SSE heartbeat events",
-    "presence_timeout_seconds": "a session with no open stream and no MCP call for this long is offline",
+    "presence_timeout_seconds": "a session with no open stream and no tool call for this long is offline "
+                                "(initialize, tools/list and ping do not count: docs/presence.md)",
     "max_body_bytes": "largest request body accepted (413 above)",
     "register_rate_per_minute": "registrations per minute per client IP (0 = no limit)",
     "login_rate_per_minute": "logins per minute per client IP (0 = no limit)",
@@ -192,6 +207,22 @@ HELP: dict[str, str] = {
                                "off)",
     "stuck_running_seconds": "a running task with nothing new (no progress, question, answer or flag) for this many "
                              "seconds is shown as stuck on the dashboard's Overview (GET /api/needs; 0 = off)",
+    "max_attachment_bytes": "largest file one attachment may hold (POST /api/attachments answers 413 above); it "
+                            "also caps that route's request body (plus room for a multipart envelope)",
+    "max_inline_attachment_bytes": "largest file a send may carry inline as base64 (MCP `attachments: [{filename, "
+                                   "content_type, data_base64}]`); larger ones go through POST /api/attachments",
+    "attachment_unsent_hours": "an upload never sent with a task, message or reply is deleted after this many "
+                               "hours (by the hourly retention job)",
+    "a2a_client_targets": "where an alias bound to an external A2A agent may point: public, loopback or private "
+                          "(as webhook_targets)",
+    "a2a_client_timeout_seconds": "how long one call to an external A2A agent may take before it counts as failed",
+    "a2a_client_retry_base_seconds": "a failed forward to an A2A agent is retried after this many seconds, doubled "
+                                     "per further failure up to a2a_client_retry_max_seconds",
+    "a2a_client_retry_max_seconds": "the longest pause between two attempts of one forward to an A2A agent",
+    "a2a_client_give_up_seconds": "a forward that has failed for this long is given up: its task fails",
+    "a2a_client_poll_seconds": "a forwarded task's remote state is first looked at after this many seconds, the "
+                               "pause doubling while nothing changes",
+    "a2a_client_poll_max_seconds": "the longest pause between two looks at a forwarded task's remote state",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
@@ -254,6 +285,8 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
             raise ValueError(f"setting {name}: must be at least 1")
     if settings.webhook_targets not in WEBHOOK_TARGETS:
         raise ValueError(f"setting webhook_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
+    if settings.a2a_client_targets not in WEBHOOK_TARGETS:
+        raise ValueError(f"setting a2a_client_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
     if settings.schedule_agents not in SCHEDULE_AGENTS:

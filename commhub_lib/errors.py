@@ -217,6 +217,13 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "status_required": ErrorInfo(400, "A reply on a task you received must say its status."),
     "status_not_allowed": ErrorInfo(400, "The task's sender answers without a status (status is how the recipient "
                                          "reports)."),
+    # -- attachments (docs/attachments.md)
+    "attachment_not_found": ErrorInfo(404, "No such attachment in this network (or it is another member's upload "
+                                           "not sent yet)."),
+    "attachment_too_large": ErrorInfo(413, "The file is larger than COMMHUB_MAX_ATTACHMENT_BYTES (or, inline in a "
+                                           "send, COMMHUB_MAX_INLINE_ATTACHMENT_BYTES)."),
+    "invalid_upload": ErrorInfo(400, "The upload carries no file (an empty body, a form without a file field), or "
+                                     "an inline file's data_base64 is not base64."),
     # -- webhooks (docs/webhooks.md)
     "webhook_not_found": ErrorInfo(404, "No webhook with that id in this network."),
     "delivery_not_found": ErrorInfo(404, "No delivery with that id for this webhook."),
@@ -233,6 +240,11 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "schedule_limit_reached": ErrorInfo(409, "The network has as many schedules as max_schedules_per_network "
                                              "allows."),
     "schedule_finished": ErrorInfo(409, "The schedule ran its one time (kind once): it cannot be paused or resumed."),
+    # -- the A2A client (docs/a2a-client.md)
+    "remote_url_not_allowed": ErrorInfo(400, "The A2A agent's URL is not https, or names a private, loopback, "
+                                             "link-local or metadata address that a2a_client_targets does not allow."),
+    "remote_not_bound": ErrorInfo(404, "The alias is not bound to an A2A agent."),
+    "remote_takes_tasks_only": ErrorInfo(409, "The alias is an external A2A agent: send it a task, not a message."),
     # -- MCP
     "origin_not_allowed": ErrorInfo(403, "The Origin header is not in COMMHUB_ALLOWED_ORIGINS."),
     "unsupported_protocol_version": ErrorInfo(400, "The MCP-Protocol-Version header names a version this server "
@@ -252,6 +264,7 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "jsonrpc_error": _client("The MCP endpoint answered (200) with a JSON-RPC error.", 200),
     "tool_error": _client("An MCP tool answered (200) with an error that carries no code.", 200),
     "no_network": _client("You belong to no network (create one with `commhub network create`)."),
+    "bad_file": _client("A file named on the command line (send --attach) could not be read."),
 }
 
 

@@ -222,6 +222,21 @@ class MemberRoleRequest(Body):
 
 # --- agents: sending ----------------------------------------------------------------------------
 
+class InlineFile(Body):
+    """A small file carried in the send itself, as base64 (docs/attachments.md); stored as an upload is."""
+
+    filename: Annotated[str, Field(min_length=1, max_length=255)] = Field(description="the file's name")
+    content_type: Short | None = Field(default=None, description="its media type (default application/octet-stream)")
+    data_base64: str = Field(description="the file's bytes, base64 (up to max_inline_attachment_bytes decoded)")
+
+
+Attachments = Annotated[list[Short | InlineFile], BeforeValidator(_listify)]
+ATTACHMENTS_RULE = ("files sent with it: attachment ids (att_...) from POST /api/attachments, or small files inline "
+                    "as {filename, content_type, data_base64}")
+ATTACHMENTS_HINT = ("`attachments` sends files: ids from POST /api/attachments or small ones inline as {filename, "
+                    "content_type, data_base64}; the answer lists them with their download urls.")
+
+
 class SendTask(Body):
     """Send a task to an alias."""
 
@@ -239,6 +254,7 @@ class SendTask(Body):
         f"is never started later): {DEADLINE_RULE}; stored as ISO 8601 UTC (docs/tasks-deadlines.md)"))
     start_within_seconds: StrictFloat | None = Field(default=None, gt=0, le=10 * 365 * 86400, description=(
         "the same as start_by, given as seconds from now (give one of the two)"))
+    attachments: Attachments = Field(default_factory=list, max_length=20, description=ATTACHMENTS_RULE)
 
     @model_validator(mode="after")
     def _one_start_by(self) -> SendTask:
@@ -256,6 +272,7 @@ class SendMessage(Body):
 
     to: Alias = Field(description="alias of the recipient")
     content: Content
+    attachments: Attachments = Field(default_factory=list, max_length=20, description=ATTACHMENTS_RULE)
 
 
 class SendReply(Body):
@@ -271,6 +288,7 @@ class SendReply(Body):
     status: ReplyStatus = Field(default=None, description=(
         "required when you reply to a task you received: " + REPLY_STATUS_RULE + ". Leave it out when you answer "
         "a question about a task you sent, or reply to a plain message"))
+    attachments: Attachments = Field(default_factory=list, max_length=20, description=ATTACHMENTS_RULE)
 
 
 class Broadcast(Body):
@@ -391,6 +409,7 @@ class ReportCompletion(Body):
     result: Content
     artifacts: Annotated[list[Annotated[str, Field(max_length=2000)]], BeforeValidator(_listify)] = Field(
         default_factory=list, max_length=100, description="paths, URLs or ids of what you produced")
+    attachments: Attachments = Field(default_factory=list, max_length=20, description=ATTACHMENTS_RULE)
 
 
 class GetTask(Body):

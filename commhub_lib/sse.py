@@ -15,12 +15,11 @@ from .errors import Forbidden, NotFound, ValidationFailed
 from .http.asgi import RouteContext
 from .http.auth import authenticate_token
 from .http.request import AsgiRequest, StreamRequest
-from .ids import now_text, now_ts
 from .models import ALIAS_RE, ALIAS_RULE
 from .service import networks, sessions
 from .service.hub import Hub, Principal
-from .store import sessions as session_store
 from .stream import Progress, Scope, follow, parse_last_event_id, take_stream_slot
+from .vocabulary import EVENTS_HOLDERS, RUNNER, STREAM, StreamHolder
 
 log = logging.getLogger("commhub.sse")
 
@@ -67,12 +66,23 @@ def _readable_network(h: Hub, principal: Principal, req: AsgiRequest) -> str:
         raise Forbidden(f"{exc.message}: this token cannot listen in that network", code="wrong_network") from exc
 
 
+def _holder(req: AsgiRequest) -> StreamHolder:
+    """What the stream makes of its alias while it lives: `?holder=runner` from `commhub run` (a process that turns
+    each event into a turn of its agent), else a plain SSE stream (docs/presence.md)."""
+    holder = req.arg("holder") or STREAM
+    if holder not in EVENTS_HOLDERS:
+        raise ValidationFailed(f"holder: '{RUNNER}' (a runner holds this stream, `commhub run`), '{STREAM}' or absent")
+    return RUNNER if holder == RUNNER else STREAM
+
+
 def alias_stream(ctx: RouteContext, req: StreamRequest, alias: str) -> AsyncIterator[bytes]:
     """GET /events/<alias>: Server-Sent Events for one alias; an agent token claims it (the stream keeps it
-    online). Everything that can refuse the stream is checked before it returns."""
+    online, held by `stream`, or by `runner` with ?holder=runner). Everything that can refuse the stream is checked
+    before it returns."""
     if not ALIAS_RE.match(alias):
         raise ValidationFailed(f"alias: {ALIAS_RULE}")
     h = ctx.hub
+    holder = _holder(req)
     principal = authenticate_token(h, ctx.token_limiter, req.bearer())
     after = last_event_id(h, req)
     network_id = _readable_network(h, principal, req)
@@ -84,7 +94,7 @@ def alias_stream(ctx: RouteContext, req: StreamRequest, alias: str) -> AsyncIter
         progress = Progress()
         try:
             with h.hold_grant(principal, network_id) as grant, \
-                    h.broker.subscribe(network_id, alias, counts_for_presence=is_agent,
+                    h.broker.subscribe(network_id, alias, holds=holder if is_agent else None,
                                        token_id=principal.token_id) as sub:
                 grant.subscriber = sub
                 try:
@@ -95,9 +105,8 @@ def alias_stream(ctx: RouteContext, req: StreamRequest, alias: str) -> AsyncIter
                     # At shutdown every stream closes at once and the server stores presence and logs for all of
                     # them in one go (ServerHandle.shutdown): nothing per stream here.
                     if progress.reason != SHUTDOWN:
-                        if is_agent:  # the stream was a sign of life until now (best effort: never fails the close)
-                            h.db.try_write(lambda: session_store.touch_session(h.db, network_id, alias, now_text(),
-                                                                               now_ts()))
+                        if is_agent:  # seen until now; offline from now unless something else holds it
+                            sessions.stream_closed(h, sub)
                         log.info("sse %s/%s closed (%s)", network_id, alias, progress.reason)
         finally:
             slot.release()

@@ -55,6 +55,10 @@ PENDING = "pending"
 DeliveryStatusValue = Literal["pending", "delivered", "failed"]
 DELIVERY_STATUSES: tuple[DeliveryStatusValue, ...] = (PENDING, DELIVERED, FAILED)
 
+# -- the A2A client's outbox (docs/a2a-client.md): what is forwarded to an alias's remote agent (a new task, the
+# sender's answer to its question, a cancel); each row goes pending -> sent | failed (given up): store/bridge.py
+FORWARD_TASK, FORWARD_ANSWER, FORWARD_CANCEL = "task", "answer", "cancel"
+
 # -- inbox items
 MESSAGE, TASK, REPLY, BROADCAST, NOTICE = "message", "task", "reply", "broadcast", "notice"
 MessageKind = Literal["message", "task", "reply", "broadcast", "notice"]
@@ -66,6 +70,17 @@ SessionStatusValue = Literal["idle", "working", "offline"]
 SESSION_STATUSES: tuple[SessionStatusValue, ...] = (IDLE, WORKING, OFFLINE)
 ReportableSessionStatus = Literal["idle", "working"]
 REPORTABLE_SESSION_STATUSES: tuple[ReportableSessionStatus, ...] = (IDLE, WORKING)  # offline is the hub's to say
+
+# -- what keeps a session online (docs/presence.md), strongest first: a runner holds the alias's stream
+# (`commhub run`, `GET /events/<alias>?holder=runner`), a channel (`GET /mcp` or `subscriptions/listen`), a plain
+# SSE stream (`GET /events/<alias>`), or only tool calls within the presence timeout; None: offline
+RUNNER, CHANNEL, STREAM, POLLING = "runner", "channel", "stream", "polling"
+HeldBy = Literal["runner", "channel", "stream", "polling"]
+HELD_BY: tuple[HeldBy, ...] = (RUNNER, CHANNEL, STREAM, POLLING)
+StreamHolder = Literal["runner", "channel", "stream"]
+STREAM_HOLDERS: tuple[StreamHolder, ...] = (RUNNER, CHANNEL, STREAM)  # the kinds of stream that hold an alias
+EventsHolder = Literal["runner", "stream"]
+EVENTS_HOLDERS: tuple[EventsHolder, ...] = (RUNNER, STREAM)  # what GET /events/<alias>?holder= may say
 
 # -- priorities of a task
 PriorityValue = Literal["low", "normal", "high", "urgent"]
@@ -147,7 +162,9 @@ EVENTS: dict[str, EventShape] = {
         "message_id": Field("string", "the reply's id"),
         "in_reply_to": Field("string", "the message it answers", nullable=True),
         "status": Field("string", "done, failed, progress or question; `expired` when the hub expired the task "
-                                  "(not started by its start_by); none: an answer to the recipient", nullable=True),
+                                  "(not started by its start_by); `cancelled` when the A2A agent behind the alias "
+                                  "cancelled it (docs/a2a-client.md); none: an answer to the recipient",
+                        nullable=True),
         "task_id": Field("string", "the task it is about", nullable=True),
         "answers_approval": Field("boolean", "it settles an approval question (a runner starts no turn)",
                                   optional=True)}),
@@ -200,6 +217,7 @@ def as_json() -> dict[str, object]:
         "FINAL_TASK_STATUSES": list(FINAL_TASK_STATUSES),
         "REPLY_STATUS": {s.upper(): s for s in REPLY_STATUSES},
         "SESSION_STATUS": {s.upper(): s for s in SESSION_STATUSES},
+        "HELD_BY": {s.upper(): s for s in HELD_BY},
         "TASK_FLAG": {s.upper(): s for s in TASK_FLAGS},
         "MESSAGE_KIND": {s.upper(): s for s in MESSAGE_KINDS},
         "PRIORITIES": list(PRIORITIES),

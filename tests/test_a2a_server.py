@@ -3,6 +3,7 @@ server: an outside A2A client hands work to a CommHub agent, which answers throu
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -199,6 +200,39 @@ async def test_send_returns_the_completed_task_with_the_reply_as_artifact(setup:
     # The CommHub side: a task from the caller's A2A name to the agent, replied.
     r = await client.get(f"/api/tasks/{task.id}", headers=setup.owner.auth)
     assert r.json()["task"]["status"] == "replied" and r.json()["task"]["from_name"].startswith("a2a:"), r.text
+
+
+async def test_files_sent_with_the_reply_are_file_parts_of_the_artifact(setup: Setup,
+                                                                          client: httpx.AsyncClient) -> None:
+    """A reply's attachments reach the A2A client as file parts (absolute download URL, name, type) beside the
+    text, in 1.0 and 0.3 shapes; the caller's own token downloads them."""
+    patch = b"--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-bug\n+fix\n"
+
+    async def agent() -> None:
+        item = await next_task(client, setup.worker)
+        inline = {"filename": "fix.patch", "content_type": "text/x-diff",
+                  "data_base64": base64.b64encode(patch).decode()}
+        await tool(client, setup.worker, "send_reply", {"task_id": item["task_id"], "status": "done",
+                                                        "content": "patch attached", "attachments": [inline]})
+
+    async with setup.http() as http, trio.open_nursery() as nursery:
+        nursery.start_soon(agent)
+        a2a = await sdk_client(setup, http, streaming=False)
+        [response] = await collect(a2a.send_message(user_message("Fix the bug")))
+        task = response.task
+        assert task.status.state == pb.TASK_STATE_COMPLETED, task
+        [art] = task.artifacts
+        assert art.parts[0].text == "patch attached"
+        file = art.parts[1]
+        assert (file.filename, file.media_type) == ("fix.patch", "text/x-diff"), file
+        assert file.url.startswith(setup.server.url + "/api/attachments/att_"), file.url
+        download = await http.get(file.url)  # the A2A caller's network token
+        assert download.status_code == 200 and download.content == patch
+        r = await http.post(setup.base, json={"jsonrpc": "2.0", "id": 1, "method": "tasks/get",
+                                              "params": {"id": task.id}})
+        parts = r.json()["result"]["artifacts"][0]["parts"]
+        assert parts[1] == {"kind": "file", "file": {"uri": file.url, "name": "fix.patch",
+                                                     "mimeType": "text/x-diff"}}, parts
 
 
 async def test_stream_sends_working_then_the_artifact_then_completed(setup: Setup,

@@ -301,7 +301,8 @@ async def test_h17_10_a_slow_body_is_408_within_the_body_timeout_on_every_route(
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             account = await register(client)
         for path, auth in (("/api/auth/login", ""), ("/api/messages", account.network_token),
-                           ("/api/networks", account.token), ("/mcp", account.network_token)):
+                           ("/api/networks", account.token), ("/mcp", account.network_token),
+                           ("/api/attachments", account.token)):  # its own body limit, the same timeout
             head = (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                     f"Content-Length: 100\r\n" + (f"Authorization: Bearer {auth}\r\n" if auth else "") + "\r\n")
             started = trio.current_time()

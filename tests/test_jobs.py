@@ -72,7 +72,8 @@ async def test_sweeper_marks_silent_sessions_offline_in_batches(tmp_path: Path,
             for i in range(20):
                 await mcp_call(client, account.network_token, "report_status", {"alias": f"a{i}"})
         with db.write():
-            db.execute("UPDATE sessions SET last_seen_ts = ? WHERE alias != 'a0'", (now_ts() - 1000,))
+            db.execute("UPDATE sessions SET last_seen_ts = ?, last_call_ts = ? WHERE alias != 'a0'",
+                       (now_ts() - 1000, now_ts() - 1000))
         assert await jobs.sweep_once(server.hub) == 19
         statuses = {r["status"] for r in db.query("SELECT status FROM sessions WHERE alias != 'a0'")}
         assert statuses == {"offline"} and session_row(db, "a0")["status"] == "idle"

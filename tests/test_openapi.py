@@ -142,8 +142,10 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     worker = made["token"]
     await mcp_call(client, worker, "report_status", {"alias": "worker", "node": {"hostname": "box1"}})
     check(await client.get("/api/tokens", headers=account.auth), "get", "/api/tokens")
-    task = check(await client.post("/api/tasks", headers=account.auth, json={"to": "worker", "content": "x"}),
-                 "post", "/api/tasks")
+    upload = check(await client.post("/api/attachments", headers=account.auth, params={"filename": "a.txt"},
+                                     content=b"a file"), "post", "/api/attachments")
+    task = check(await client.post("/api/tasks", headers=account.auth, json={
+        "to": "worker", "content": "x", "attachments": [upload["attachment_id"]]}), "post", "/api/tasks")
     check(await client.post("/api/messages", headers=account.auth, json={"to": "worker", "content": "hi"}),
           "post", "/api/messages")
     check(await client.post("/api/broadcast", headers=account.auth, json={"content": "all"}), "post", "/api/broadcast")
@@ -210,6 +212,12 @@ async def test_real_answers_match_the_declared_schemas(client: httpx.AsyncClient
     check(await client.post(f"{one}/deliveries/{logged[0]['delivery_id']}/redeliver", headers=account.auth), "post",
           "/api/networks/{network_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")
     check(await client.delete(one, headers=account.auth), "delete", "/api/networks/{network_id}/webhooks/{webhook_id}")
+    bound, bound_path = (f"/api/networks/{account.network_id}/aliases/outside/a2a-remote",
+                         "/api/networks/{network_id}/aliases/{alias}/a2a-remote")
+    check(await client.put(bound, headers=account.auth, json={"url": "https://example.invalid/.well-known/agent-card.json",
+                                                               "token": "t"}), "put", bound_path)
+    check(await client.get(bound, headers=account.auth), "get", bound_path)
+    check(await client.delete(bound, headers=account.auth), "delete", bound_path)
     check(await client.get(f"/api/networks/{account.network_id}/usage", headers=account.auth), "get",
           "/api/networks/{network_id}/usage")
     a2a_setting = f"/api/networks/{account.network_id}/aliases/worker/a2a"

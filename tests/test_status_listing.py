@@ -2,8 +2,9 @@
 
 SQLite builds the /api/status records; a session with a live stream (known only to the broker, in memory) is
 corrected in Python. Both must give what the presence rules say: online while it has a live stream, or while it
-is not stored offline and was seen within the presence timeout; shown offline otherwise, idle when it is online
-but stored offline. Checked here against those rules applied row by row, with every status filter and page.
+is not stored offline and made a tool call within the presence timeout; shown offline otherwise, idle when it is
+online but stored offline; `held_by` names what keeps it online (docs/presence.md). Checked here against those
+rules applied row by row, with every status filter and page.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 import trio
 
 from commhub_lib.runtime.server import ServerHandle
-from commhub_lib.service.sessions import is_online, write_due_presence
+from commhub_lib.service.sessions import held_by, is_online, write_due_presence
 from tests.conftest import create_token, register, tool
 
 FIELDS = ("resume_id", "alias", "status", "agent", "model", "task", "progress", "last_seen_at", "network_id",
@@ -33,7 +34,7 @@ def expected(server: ServerHandle, network_ids: list[str]) -> list[dict[str, Any
         streams = hub.broker.stream_count(row["network_id"], row["alias"])
         online = is_online(hub, row, streams)
         record["status"] = ("idle" if row["status"] == "offline" else row["status"]) if online else "offline"
-        record.update(online=online, streams=streams)
+        record.update(online=online, streams=streams, held_by=held_by(hub, row))
         out.append(record)
     return out
 
@@ -75,7 +76,7 @@ async def test_status_and_stats_follow_the_presence_rules(server: ServerHandle, 
     db = server.hub.db
     with db.write():  # stored offline; silent past the timeout; stored offline and silent, but streaming soon
         db.execute("UPDATE sessions SET status = 'offline' WHERE alias IN ('gone', 'streamed')")
-        db.execute("UPDATE sessions SET last_seen_ts = last_seen_ts - 10000"
+        db.execute("UPDATE sessions SET last_seen_ts = last_seen_ts - 10000, last_call_ts = last_call_ts - 10000"
                    " WHERE alias IN ('lapsed', 'streamed', 'streamed-busy')")
     agent = {"Authorization": f"Bearer {tokens[(nets[0], 'calm')]}"}
 
@@ -99,7 +100,7 @@ async def test_status_and_stats_follow_the_presence_rules(server: ServerHandle, 
         write_due_presence(server.hub)
         assert not server.hub.broker.presence_due
         with db.write():  # make both lapsed again, one stored offline
-            db.execute("UPDATE sessions SET last_seen_ts = last_seen_ts - 10000,"
+            db.execute("UPDATE sessions SET last_seen_ts = last_seen_ts - 10000, last_call_ts = last_call_ts - 10000,"
                        " status = CASE alias WHEN 'streamed' THEN 'offline' ELSE status END"
                        " WHERE alias IN ('streamed', 'streamed-busy') AND network_id = ?", (nets[0],))
         live = {s["alias"]: s for s in expected(server, nets[:1]) if s["streams"]}

@@ -180,6 +180,9 @@ def test_the_literal_types_name_the_same_words_as_the_tuples() -> None:
     assert get_args(vocabulary.ReplyStatusValue) == vocabulary.REPLY_STATUSES
     assert get_args(vocabulary.SessionStatusValue) == vocabulary.SESSION_STATUSES
     assert get_args(vocabulary.ReportableSessionStatus) == vocabulary.REPORTABLE_SESSION_STATUSES
+    assert get_args(vocabulary.HeldBy) == vocabulary.HELD_BY
+    assert get_args(vocabulary.StreamHolder) == vocabulary.STREAM_HOLDERS
+    assert get_args(vocabulary.EventsHolder) == vocabulary.EVENTS_HOLDERS
     assert get_args(vocabulary.PriorityValue) == vocabulary.PRIORITIES
     assert get_args(vocabulary.TaskFlag) == vocabulary.TASK_FLAGS
     assert get_args(vocabulary.MessageKind) == vocabulary.MESSAGE_KINDS

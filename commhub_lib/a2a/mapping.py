@@ -52,12 +52,14 @@ class Status:
 
 @dataclass
 class Artifact:
-    """A task's output: the reply text and the artifacts its completion named (URLs as url parts)."""
+    """A task's output: the reply text, the files sent with the reply (file parts: their download URLs, names and
+    types) and the artifacts its completion named (URLs as url parts)."""
 
     artifact_id: str
     name: str
     texts: list[str] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)  # attachment records, urls absolute
 
 
 Update = Status | Artifact
@@ -92,8 +94,10 @@ def _reply_artifact(view: TaskView, reply: dict[str, Any] | None) -> Artifact:
     completion = view.completion or {}
     text = completion.get("result") or (reply["content"] if reply else "")
     named = [str(a) for a in completion.get("artifacts") or []]
+    files = [{**f, "url": f["url"] if "://" in f["url"] else view.base + f["url"]}
+             for f in (view.files.get(reply["message_id"], []) if reply else [])]
     return Artifact(f"{view.task['task_id']}-reply", "reply", [text] if text else [],
-                    [a for a in named if a.startswith(("http://", "https://"))])
+                    [a for a in named if a.startswith(("http://", "https://"))], files)
 
 
 def current_status(view: TaskView, done: list[Update] | None = None) -> Status:
@@ -111,6 +115,13 @@ def _text_part(text: str, version: str) -> dict[str, Any]:
 
 def _url_part(url: str, version: str) -> dict[str, Any]:
     return {"url": url} if version == V1 else {"kind": "file", "file": {"uri": url}}
+
+
+def _file_part(file: dict[str, Any], version: str) -> dict[str, Any]:
+    """A file sent with the reply: where to GET it (with the caller's bearer token), its name and type."""
+    if version == V1:
+        return {"url": file["url"], "filename": file["filename"], "mediaType": file["content_type"]}
+    return {"kind": "file", "file": {"uri": file["url"], "name": file["filename"], "mimeType": file["content_type"]}}
 
 
 def message(view: TaskView, text: str, message_id: str, role: str, version: str) -> dict[str, Any]:
@@ -133,8 +144,9 @@ def status(view: TaskView, st: Status, version: str) -> dict[str, Any]:
 
 
 def artifact(art: Artifact, version: str) -> dict[str, Any]:
-    """An Artifact with its text and url parts."""
-    parts = [_text_part(t, version) for t in art.texts] + [_url_part(u, version) for u in art.urls]
+    """An Artifact with its text, file and url parts."""
+    parts = ([_text_part(t, version) for t in art.texts] + [_file_part(f, version) for f in art.files]
+             + [_url_part(u, version) for u in art.urls])
     return {"artifactId": art.artifact_id, "name": art.name, "parts": parts or [_text_part("", version)]}
 
 

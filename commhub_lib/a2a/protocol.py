@@ -13,6 +13,7 @@ token's right to the network ends); a comment line keeps an idle stream open thr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +26,7 @@ from ..errors import BadRequest, CommhubError, Conflict, Forbidden, NotFound
 from ..http.answers import json_bytes
 from ..http.asgi import RouteContext
 from ..http.auth import authenticate_token
-from ..http.request import PostRequest, parse_json
+from ..http.request import PostRequest, parse_json, public_url
 from ..service import a2a
 from ..service.a2a import Served, TaskView
 from ..service.hub import Hub, Principal
@@ -189,8 +190,15 @@ class Call:
         self.version = version
 
     def view(self, task_id: str) -> TaskView:
-        """The caller's task (404 otherwise)."""
-        return a2a.task_view(self.hub, self.agent, self.caller, task_id)
+        """The caller's task (404 otherwise), its files' urls made absolute for this caller."""
+        return self.absolute(a2a.task_view(self.hub, self.agent, self.caller, task_id))
+
+    def absolute(self, view: TaskView) -> TaskView:
+        """The view with the hub's URL as this request reached it (file parts carry absolute URLs)."""
+        if not view.files:
+            return view
+        return dataclasses.replace(view, base=public_url(self.hub.settings, self.req.scheme,
+                                                         self.req.headers.get("host")))
 
     async def write(self, work: Callable[[], Any]) -> Any:
         """Run a synchronous service call that writes, waiting for another process's write lock if it meets it."""
@@ -276,7 +284,8 @@ class Call:
         if operation == "get":
             return _result(self.msg_id, mapping.task(self.view(params.id), self.version, params.historyLength))
         if operation == "cancel":
-            view = await self.write(lambda: a2a.cancel(self.hub, self.principal, self.agent, self.caller, params.id))
+            view = self.absolute(await self.write(
+                lambda: a2a.cancel(self.hub, self.principal, self.agent, self.caller, params.id)))
             return _result(self.msg_id, mapping.task(view, self.version))
         return self.subscribe(params)
 

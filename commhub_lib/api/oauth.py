@@ -12,26 +12,12 @@ URL they used); it is also served at `/.well-known/oauth-protected-resource/mcp`
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from ..config import Settings
-from ..http.request import hub, request_host
+from ..http.request import hub, public_url, request_host
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
-# A Host header that can be put into a URL (and a quoted header parameter) as it is.
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
-
-
-def public_url(settings: Settings, scheme: str, host: str | None) -> str:
-    """The hub's URL as its clients reach it: COMMHUB_PUBLIC_URL, else the request's scheme and Host."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    if not host or not _HOST.match(host):
-        host = f"{settings.host}:{settings.port}"
-    return f"{'https' if scheme == 'https' else 'http'}://{host}"
-
-
+__all__ = ["WELL_KNOWN", "challenge", "metadata", "public_url"]  # public_url lives in http/request.py (MCP uses it)
 def challenge(base: str, refused_token: bool) -> str:
     """The WWW-Authenticate value of a 401."""
     error = 'error="invalid_token", ' if refused_token else ""

@@ -23,6 +23,7 @@ from .. import __version__
 from .. import models as m
 from ..http.request import url_rules
 from . import a2a as a2a_api
+from . import bridge as bridge_api
 from . import needs as needs_api
 from . import queries as q
 from . import responses as r
@@ -104,6 +105,9 @@ OPERATIONS: dict[str, Op] = {
     "networks.release_alias": Op("networks", r.AliasReleased, auth="user"),
     "networks.retire_alias": Op("networks", r.AliasRetired, auth="user"),
     "networks.network_usage": Op("networks", r.NetworkUsage),
+    "bridge.put_remote": Op("a2a", bridge_api.A2ARemote, bridge_api.A2ARemoteRequest, auth="user"),
+    "bridge.get_remote": Op("a2a", bridge_api.A2ARemote, auth="user"),
+    "bridge.delete_remote": Op("a2a", bridge_api.A2ARemoteDeleted, auth="user"),
     "webhooks.list_webhooks": Op("webhooks", r.WebhookList, auth="user"),
     "webhooks.create_webhook": Op("webhooks", r.WebhookCreated, m.WebhookCreateRequest, auth="user"),
     "webhooks.get_webhook": Op("webhooks", r.Webhook, auth="user"),
@@ -143,6 +147,14 @@ OPERATIONS: dict[str, Op] = {
     "schedules.resume_schedule": Op("schedules", schedules_api.ScheduleAnswer, query=q.NetworkScope),
     "schedules.run_schedule": Op("schedules", schedules_api.ScheduleRun, query=q.NetworkScope,
                                  note="run it now (skipped while its last run's task is open); the timetable stays"),
+    "attachments.upload": Op("messaging", r.AttachmentUploaded, query=q.UploadQuery, media="application/json",
+                             note="upload a file to send with tasks, messages and replies: the raw body (its "
+                                  "Content-Type kept; the name from ?filename= or X-Filename) or multipart/form-data "
+                                  "(its first file field); up to max_attachment_bytes (docs/attachments.md)"),
+    "attachments.download": Op("messaging", None, query=q.NetworkScope, media="application/octet-stream",
+                               note="download an attachment (its members; the uploader before it is sent): always "
+                                    "Content-Disposition: attachment, X-Content-Type-Options: nosniff, a sandboxing "
+                                    "CSP, and application/octet-stream unless its type is a safe one"),
     "approvals.ask": Op("approvals", r.Approval, m.RestApproval,
                         note="an agent (network token) asks a person and waits up to wait_seconds for the answer"),
     "approvals.get_approval": Op("approvals", r.Approval, query=q.ApprovalWait),
@@ -167,7 +179,8 @@ TAGS = [("accounts", "users, logins, passwords, audit log"), ("tokens", "network
         ("schedules", "tasks sent to an alias once, every N seconds or by cron (docs/schedules.md)"),
         ("webhooks", "POST each event of a network to a URL, signed, with a delivery log (docs/webhooks.md)"),
         ("events", "Server-Sent Events push"), ("mcp", "the MCP endpoint for agents"),
-        ("a2a", "aliases served as A2A agents: opt-in, Agent Card, JSON-RPC (docs/a2a.md)"),
+        ("a2a", "aliases served as A2A agents: opt-in, Agent Card, JSON-RPC (docs/a2a.md); aliases bound to an "
+                "external A2A agent, their tasks forwarded there (docs/a2a-client.md)"),
         ("dashboard", "the web dashboard"), ("meta", "health and docs")]
 SECURITY = {
     "any": [{"userToken": []}, {"networkToken": []}, {"queryToken": []}],

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..models import MAX_LIMIT
-from ..vocabulary import MessageKind, SessionStatusValue, TaskFlag, TaskStatus
+from ..vocabulary import EventsHolder, MessageKind, SessionStatusValue, TaskFlag, TaskStatus
 
 # --- query parameters -----------------------------------------------------------------------------------
 
@@ -22,6 +22,14 @@ class NetworkScope(BaseModel):
     """Which network a data query reads."""
 
     network_id: str | None = Field(default=None, description="one network (a user token: default all of yours)")
+
+
+class UploadQuery(BaseModel):
+    """POST /api/attachments (docs/attachments.md)."""
+
+    network_id: str | None = Field(default=None, description="the network to upload to (a user token: default "
+                                   "their default network)")
+    filename: str | None = Field(default=None, description="the file's name for a raw body (or X-Filename)")
 
 
 class NodesQuery(NetworkScope, Paging):
@@ -76,6 +84,9 @@ class StreamQuery(BaseModel):
     token: str | None = Field(default=None, description="the bearer token, for clients that cannot set headers")
     last_event_id: int | None = Field(default=None, ge=0, description="replay after this id (or Last-Event-ID)")
     network_id: str | None = None
+    holder: EventsHolder | None = Field(
+        default=None, description="`runner` from a process that turns each event into a turn of its agent (`commhub "
+        "run`): the alias is shown held by `runner`, not `stream` (docs/presence.md)")
 
 
 class NetworkStreamQuery(BaseModel):

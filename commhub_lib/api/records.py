@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..vocabulary import PriorityValue, SessionStatusValue
+from ..vocabulary import HeldBy, PriorityValue, SessionStatusValue
 
 Text = str | None
 
@@ -85,6 +85,10 @@ class Session(Record):
     status: SessionStatusValue
     online: bool
     streams: int
+    held_by: HeldBy | None = Field(None, description="what keeps it online: `runner` (`commhub run` holds its stream), "
+                                   "`channel` (a GET /mcp or subscriptions/listen stream), `stream` (GET "
+                                   "/events/<alias>), `polling` (only tool calls within the presence timeout); "
+                                   "null when offline")
     agent: Text = None
     model: Text = None
     task: Text = None
@@ -119,6 +123,19 @@ class Task(Record):
                            "expires (docs/tasks-deadlines.md)")
     schedule_id: Text = Field(default=None, description="null, or the schedule whose run this task is "
                               "(docs/schedules.md)")
+    attachments: list[Attachment] | None = Field(default=None, description="the files sent with the task (GET "
+                                                 "/api/tasks/<id>; lists leave it out)")
+
+
+class Attachment(Record):
+    """A file sent with a task, message or reply (docs/attachments.md)."""
+
+    attachment_id: str
+    filename: str
+    size: int
+    content_type: str
+    sha256: str
+    url: str = Field(description="GET it (with your bearer token) to download the file")
 
 
 class TaskEvent(Record):

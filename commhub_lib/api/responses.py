@@ -12,6 +12,7 @@ from pydantic import Field
 
 from ..vocabulary import CancelledStatus, DeliveryStatusValue, SenderKind
 from .records import (
+    Attachment,
     AuditEntry,
     Completion,
     Member,
@@ -188,6 +189,7 @@ class TaskSent(QueuePlace):
     status: str
     duplicate: bool
     start_by: Text = None
+    attachments: list[Attachment] | None = Field(default=None, description="the files sent with it, if any")
 
 
 class MessageSent(Ok):
@@ -198,6 +200,7 @@ class MessageSent(Ok):
     to: str
     recipient_online: bool
     duplicate: bool
+    attachments: list[Attachment] | None = Field(default=None, description="the files sent with it, if any")
 
 
 class Broadcasted(Ok):
@@ -338,15 +341,29 @@ class NetworkUsage(Ok):
     """What a network keeps against its storage quota (docs/limits.md)."""
 
     network_id: str
-    bytes: int = Field(description="text_bytes + event_bytes: what counts against max_network_bytes")
+    bytes: int = Field(description="text_bytes + event_bytes + file_bytes: what counts against max_network_bytes")
     text_bytes: int = Field(description="inbox items, broadcast bodies, tasks, completions and task events (texts "
                                         "plus a fixed estimate per row)")
     event_bytes: int = Field(description="the SSE event log (pruned after event_retention_days)")
+    file_bytes: int = Field(default=0, description="attachments: each file's bytes once, plus its rows")
     max_network_bytes: int = Field(description="the limit (0 = none)")
     percent: float | None = Field(description="bytes as a percentage of the limit (null without a limit)")
     send_bytes_per_minute: int = Field(description="bytes one token may send per minute (0 = no limit)")
     aliases: int
     tasks: int
+
+
+class ReplyAttachment(Attachment):
+    """A file sent with a reply about a task."""
+
+    message_id: str = Field(description="the reply it was sent with")
+
+
+class AttachmentUploaded(Attachment):
+    """An upload (docs/attachments.md): send its attachment_id in a task's, message's or reply's `attachments`."""
+
+    ok: bool = True
+    network_id: str
 
 
 class TaskDetail(QueuePlace):
@@ -355,6 +372,8 @@ class TaskDetail(QueuePlace):
     task: Task
     events: list[TaskEvent]
     completion: Completion | None
+    reply_attachments: list[ReplyAttachment] = Field(default_factory=list, description="the files sent with the "
+                                                     "replies about the task (progress, question, answer, result)")
 
 
 class TaskCancelled(Ok):
@@ -373,6 +392,7 @@ class Replied(Ok):
     to: str
     task_id: Text
     status: Text
+    attachments: list[Attachment] | None = Field(default=None, description="the files sent with it, if any")
 
 
 class TaskFlagged(Ok):

@@ -12,12 +12,27 @@ import sys
 from types import ModuleType
 
 from .. import __version__
-from . import admin, backup, connect, listen, messaging, migrate, network, schedule, search, serve, tail, webhook
+from . import (
+    a2a,
+    admin,
+    attachment,
+    backup,
+    connect,
+    listen,
+    messaging,
+    migrate,
+    network,
+    schedule,
+    search,
+    serve,
+    tail,
+    webhook,
+)
 from . import run as run_cmd
 
 # Command modules, in the order `commhub --help` lists them. A new command group: add its module here.
-COMMANDS: tuple[ModuleType, ...] = (serve, admin, network, webhook, messaging, tail, listen, run_cmd, connect,
-                                    backup, search, schedule, migrate)
+COMMANDS: tuple[ModuleType, ...] = (serve, admin, network, webhook, a2a, messaging, tail, listen, run_cmd, connect,
+                                    backup, search, schedule, attachment, migrate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..client import ClientError, HubClient
 from ..vocabulary import (
+    CANCELLED,
     EXPIRED,
     FAILED,
     FINAL_REPLY_STATUSES,
@@ -21,6 +22,7 @@ from ..vocabulary import (
     SESSION_STATUSES,
     TASK_STATUSES,
 )
+from .attachment import upload_files
 from .common import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -38,9 +40,11 @@ from .common import (
     server_flags,
 )
 
-# The replies `send --wait` stops at: the recipient's done or failed, or the hub's word that the task expired.
-ENDS_THE_WAIT = (*FINAL_REPLY_STATUSES, EXPIRED)
-SESSION_COLUMNS = [("alias", "alias", 24), ("status", "status", None), ("agent", "agent", 16),
+# The replies `send --wait` stops at: the recipient's done or failed, the hub's word that the task expired, or an A2A
+# agent's that it cancelled the task (docs/a2a-client.md).
+ENDS_THE_WAIT = (*FINAL_REPLY_STATUSES, EXPIRED, CANCELLED)
+SESSION_COLUMNS = [("alias", "alias", 24), ("status", "status", None), ("held_by", "held by", None),
+                   ("agent", "agent", 16),
                    ("model", "model", 20), ("task", "task", 30), ("progress", "progress", 24),
                    ("last_seen_at", "last seen", None)]
 TASK_COLUMNS = [("task_id", "task", None), ("status", "status", None), ("priority", "priority", None),
@@ -157,6 +161,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         return fail("--priority, --title, --context and --start-by apply to tasks, not to --message", 2)
     body = {k: v for k, v in body.items() if v is not None}
     with connect(args) as client:
+        if args.attach:  # uploaded first; the send names them (docs/attachments.md)
+            body["attachments"] = upload_files(client, args.attach, args.network)
         waiter = None
         if args.wait:
             alias = sender_alias(client)
@@ -177,11 +183,12 @@ def cmd_send(args: argparse.Namespace) -> int:
             return fail(f"no reply to {what} within {args.timeout:g} s{hint} (timeout)")
         reply = find_reply(client, waiter.alias, data["message_id"], args.network) or {}
     if args.json:
-        print_json({"ok": data.get("status") not in (FAILED, EXPIRED), "sent": sent, "reply": reply or data})
+        print_json({"ok": data.get("status") not in (FAILED, EXPIRED, CANCELLED), "sent": sent,
+                    "reply": reply or data})
     else:
         print(safe_text(reply.get("content", ""), multiline=True))
         print(safe_text(f"(reply from {data.get('from')}, status {data.get('status')})"), file=sys.stderr)
-    return EXIT_REFUSED if data.get("status") in (FAILED, EXPIRED) else EXIT_OK
+    return EXIT_REFUSED if data.get("status") in (FAILED, EXPIRED, CANCELLED) else EXIT_OK
 
 
 def _print_sent(args: argparse.Namespace, kind: str, sent: dict[str, Any]) -> int:
@@ -260,6 +267,9 @@ def cmd_task(args: argparse.Namespace) -> int:
         print(safe_text(f"queue: {result['queue_position']} of {task.get('to_name')}'s open tasks (1 = next); "
                         f"recipient {'online' if result.get('recipient_online') else OFFLINE}"
                         f"{', busy' if result.get('recipient_busy') else ''}"))
+    for file in [*(task.get("attachments") or []), *(result.get("reply_attachments") or [])]:
+        print(safe_text(f"file: {file['filename']} ({file['size']} bytes, {file['content_type']}): "
+                        f"commhub attachment get {file['attachment_id']}"))
     print()
     print_table(result["events"], EVENT_COLUMNS, "(no events)")
     completion = result.get("completion")
@@ -298,6 +308,8 @@ def cmd_reply(args: argparse.Namespace) -> int:
     if args.status:
         body["status"] = args.status
     with connect(args) as client:
+        if args.attach:
+            body["attachments"] = upload_files(client, args.attach, args.network)
         result = client.request("POST", "/api/replies", json={k: v for k, v in body.items() if v is not None})
     if args.json:
         print_json(result)
@@ -321,6 +333,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context", help="background for the task")
     p.add_argument("--start-by", metavar="WHEN", help="if the recipient has not started the task by then it "
                    "expires and is never started: a time (2026-12-01T17:00:00Z), seconds from now, or 30m/2h/1d")
+    p.add_argument("--attach", action="append", metavar="FILE", help="send a file with it (repeatable; uploaded "
+                   "first, up to the hub's max_attachment_bytes each)")
     p.add_argument("--wait", action="store_true", help="block until the reply arrives, then print it")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="how long --wait waits (default 600)")
@@ -335,6 +349,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("content", help="the answer; - reads it from stdin")
     p.add_argument("--status", choices=REPLY_STATUSES,
                    help="only for a task you received (as its agent)")
+    p.add_argument("--attach", action="append", metavar="FILE", help="send a file with the reply (repeatable)")
     p.set_defaults(func=cmd_reply)
 
     p = sub.add_parser("status", parents=parents, help="agent sessions as a table",

@@ -1,5 +1,5 @@
-"""The routes served straight from ASGI, ahead of Quart (the kinds "stream" and "mcp" of http/routes.py), and the
-checks every request passes first (the guard).
+"""The routes served straight from ASGI, ahead of Quart (the kinds "stream", "mcp" and "upload" of http/routes.py), and
+the checks every request passes first (the guard).
 
 POST /mcp (every tool call) and the event streams skip Quart's request and response objects, request context,
 routing and hooks: on this stack those were ~0.18 ms of a ~1 ms tool call and ~0.2 ms of a ~1.2 ms stream open.
@@ -29,6 +29,7 @@ from ..ratelimit import RateLimiter
 from ..service.hub import Hub
 from .access import access_line
 from .answers import JsonAnswer, error_bytes
+from .auth import authenticate_token
 from .errors import answer_for
 from .request import BodyReader, ClientGone, PostRequest, StreamRequest, read_headers
 from .writelock import WriteLockWatch
@@ -131,19 +132,26 @@ PostHandler = Callable[..., Awaitable[tuple[int, bytes] | AsyncIterator[bytes]]]
 
 
 class PostEndpoint:
-    """A POST served straight from ASGI (kind "mcp"): the body read within its bounds, the contended write lock
-    waited for, the handler run, its failure answered by http/errors.answer_for, one access line that names the
-    calls, the alias and their outcomes.
+    """A POST served straight from ASGI (kinds "mcp" and "upload"): the body read within its bounds, the contended
+    write lock waited for, the handler run, its failure answered by http/errors.answer_for, one access line that
+    names the calls, the alias and their outcomes.
 
-    The write-lock retry (WriteLockWatch.run) is not applied around the whole POST: the unit of work that may
-    write is one tool call, and mcp/protocol.py runs each under the watch (a batch holds several); nothing else
-    of the POST writes anything that could meet the lock."""
+    For POST /mcp the write-lock retry (WriteLockWatch.run) is not applied around the whole POST: the unit of work
+    that may write is one tool call, and mcp/protocol.py runs each under the watch (a batch holds several); nothing
+    else of the POST writes anything that could meet the lock. An upload is retried whole (`retry_writes`)."""
 
-    def __init__(self, ctx: RouteContext, handler: PostHandler, endpoint: str = "mcp.post_mcp"):
+    def __init__(self, ctx: RouteContext, handler: PostHandler, endpoint: str = "mcp.post_mcp",
+                 body_limit: str = "max_body_bytes", body_slack: int = 0, retry_writes: bool = False):
         self.ctx = ctx
         self.handler = handler
         self.endpoint = endpoint
-        self.reader = BodyReader(ctx.hub.settings.max_body_bytes, ctx.hub.settings.body_timeout_seconds)
+        # The route's body cap: a setting (max_body_bytes unless the route names its own) plus any framing slack.
+        settings = ctx.hub.settings
+        self.reader = BodyReader(getattr(settings, body_limit) + body_slack, settings.body_timeout_seconds,
+                                 body_limit)
+        # An upload is one unit of work that may write (unlike a POST /mcp batch): run it again after waiting for
+        # another process's write lock, as http/app.py does for every REST write.
+        self.retry_writes = retry_writes
 
     async def __call__(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                        params: dict[str, str] | None = None) -> None:
@@ -151,7 +159,7 @@ class PostEndpoint:
         started = time.perf_counter()
         client = scope.get("client")
         req = PostRequest(read_headers(scope), scope.get("query_string", b""), client_ip=client[0] if client
-                          else "unknown")
+                          else "unknown", scheme=scope.get("scheme", "http"))
         try:
             status, body, extra = await self._answer(scope, req, receive, params or {})
         except ClientGone:
@@ -171,14 +179,23 @@ class PostEndpoint:
         """(status, body or event stream, extra headers) of the answer, errors included."""
         watch = self.ctx.lock_watch
         watch.start_request()
+        body_read = False
         try:
+            if self.retry_writes:
+                # An upload may be megabytes: its caller is checked before its body is read, so a request without
+                # a valid token never makes the server take it in.
+                req.principal = authenticate_token(self.ctx.hub, self.ctx.token_limiter, req.bearer())
             req.body = await self.reader.read(req.headers, receive)
+            body_read = True
             if watch.contended():
                 try:
                     await watch.before()
                 except DatabaseBusy:
                     pass  # it may be a pure read (get_inbox): run it; a write then fails fast as a tool error
-            answer = await self.handler(self.ctx, req, **params)
+            if self.retry_writes:
+                answer = await watch.run(lambda: self.handler(self.ctx, req, **params))
+            else:
+                answer = await self.handler(self.ctx, req, **params)
             if isinstance(answer, tuple):
                 return answer[0], answer[1], req.answer_headers
             return 200, answer, {}
@@ -187,7 +204,8 @@ class PostEndpoint:
         except Exception as exc:  # noqa: BLE001 (a POST's failure becomes its answer)
             failed = answer_for(exc, scope["method"], scope["path"])
             headers = failed.headers
-            if failed.status in CLOSE_AFTER:
+            # The body may still be on the wire (HTTP/2 has no connection per request to close, and forbids it).
+            if failed.status in CLOSE_AFTER or (not body_read and scope.get("http_version", "1.1") in ("1.0", "1.1")):
                 headers = {**headers, "Connection": "close"}
             return failed.status, failed.body, headers
 

@@ -55,8 +55,9 @@ class FastDispatch:
 
     @staticmethod
     def _served(route: Route, ctx: RouteContext, allow: str) -> Served:
-        if route.kind == "mcp":
-            endpoint = PostEndpoint(ctx, route.handler, route.endpoint)
+        if route.kind in ("mcp", "upload"):
+            endpoint = PostEndpoint(ctx, route.handler, route.endpoint, route.body_limit, route.body_slack,
+                                    retry_writes=route.kind == "upload")
 
             async def post(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                            params: dict[str, str]) -> None:

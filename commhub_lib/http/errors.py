@@ -34,8 +34,11 @@ def error_parts(exc: Exception) -> tuple[int, str, str, dict[str, str]] | None:
 CRASH_MESSAGE = "internal server error; the details are in the server log"
 
 
-def too_large_message(max_body_bytes: int) -> str:
-    """413: the body is over max_body_bytes."""
+def too_large_message(max_body_bytes: int, setting: str = "max_body_bytes") -> str:
+    """413: the body is over max_body_bytes (or the route's own limit, which the message names)."""
+    if setting != "max_body_bytes":
+        return (f"request body is larger than {max_body_bytes} bytes (this route's limit, set by "
+                f"COMMHUB_{setting.upper()})")
     return f"request body is larger than {max_body_bytes} bytes"
 
 

@@ -14,7 +14,10 @@ import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, HTTPScope
 from pydantic import BaseModel, ValidationError
 from quart import current_app, g, request
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, File, MultipartDecoder, NeedData
 
+from ..config import Settings
 from ..errors import BadRequest, PayloadTooLarge, RequestTimeout, ValidationFailed
 from ..models import body_models
 from ..ratelimit import RateLimiter
@@ -80,6 +83,21 @@ class PostRequest(AsgiRequest):
     calls: list[tuple[str, str]] = field(default_factory=list)  # (tool or method, outcome) for the access line
     alias: str | None = None
     client_ip: str = "unknown"
+    scheme: str = "http"
+    principal: Principal | None = None  # an upload's caller, checked before its body is read (http/asgi.py)
+
+
+# A Host header that can be put into a URL (and a quoted header parameter) as it is.
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def public_url(settings: Settings, scheme: str, host: str | None) -> str:
+    """The hub's URL as its clients reach it: COMMHUB_PUBLIC_URL, else the request's scheme and Host."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    if not host or not _HOST.match(host):
+        host = f"{settings.host}:{settings.port}"
+    return f"{'https' if scheme == 'https' else 'http'}://{host}"
 
 
 class ClientGone(Exception):
@@ -87,11 +105,13 @@ class ClientGone(Exception):
 
 
 class BodyReader:
-    """Reads a request body off ASGI `receive` within max_body_bytes (413) and body_timeout_seconds (408)."""
+    """Reads a request body off ASGI `receive` within max_body_bytes (413) and body_timeout_seconds (408); a route
+    with a body limit of its own (http/routes.py Route.body_limit) names that setting in its 413."""
 
-    def __init__(self, max_body: int, body_timeout: float):
+    def __init__(self, max_body: int, body_timeout: float, setting: str = "max_body_bytes"):
         self.max_body = max_body
         self.body_timeout = body_timeout
+        self.setting = setting
 
     async def read(self, headers: dict[str, str], receive: ASGIReceiveCallable) -> bytes:
         """The whole body, within max_body_bytes and body_timeout_seconds."""
@@ -139,7 +159,40 @@ class BodyReader:
         return chunk
 
     def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(too_large_message(self.max_body))
+        return PayloadTooLarge(too_large_message(self.max_body, self.setting))
+
+
+def form_file(content_type: str, body: bytes) -> tuple[str, str | None, bytes]:
+    """The first file of a multipart/form-data body: (filename, its Content-Type, its bytes); 400 invalid_upload if
+    the body is malformed or holds no file. The body was read whole (within the route's limit) by the BodyReader."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get("boundary")
+    if not boundary:
+        raise BadRequest("a multipart/form-data body needs a boundary in its Content-Type", code="invalid_upload")
+    decoder = MultipartDecoder(boundary.encode("latin-1"))
+    decoder.receive_data(body)
+    decoder.receive_data(None)
+    found: File | None = None
+    chunks: list[bytes] = []
+    try:
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, NeedData | Epilogue):
+                break
+            if isinstance(event, File) and found is None:
+                found = event  # the first file: its Data events follow
+            elif isinstance(event, Data):
+                if found is not None:
+                    chunks.append(event.data)
+                    if not event.more_data:
+                        break  # that file is whole: the rest of the form is not needed
+            elif found is not None:
+                break  # another part began before the file's data ended (malformed)
+    except ValueError as exc:
+        raise BadRequest(f"malformed multipart/form-data body: {exc}", code="invalid_upload") from None
+    if found is None:
+        raise BadRequest("the form holds no file: send it as a file field (curl -F file=@path)", code="invalid_upload")
+    return found.filename, found.headers.get("content-type"), b"".join(chunks)
 
 
 # ------------------------------------------------------------------------------------- off Quart's request

@@ -8,7 +8,10 @@ A new route is one entry here plus its handler. The kind says who serves it and 
 - "stream": an event stream served ahead of Quart (http/asgi.serve_stream): `(RouteContext, StreamRequest,
             path params) -> AsyncIterator[bytes] | JsonAnswer`, checked before it returns; GET only (HEAD: 405);
 - "mcp":    a POST served ahead of Quart (http/asgi.PostEndpoint): `async (RouteContext, PostRequest) ->
-            (status, body) | AsyncIterator[bytes]`.
+            (status, body) | AsyncIterator[bytes]`;
+- "upload": a POST whose raw body the handler reads (a file), served as "mcp" is, its body capped by the setting
+            `body_limit` names (plus `body_slack` bytes of framing) instead of max_body_bytes, within the same body
+            timeout, and run again after waiting for another process's write lock, as a REST write is.
 The routes served ahead of Quart get a URL rule too, so that routing answers their paths' other methods (405 with
 the Allow list, OPTIONS) and the OpenAPI document lists them; that rule's view is never called.
 """
@@ -24,6 +27,8 @@ from ..a2a import protocol as a2a_protocol
 from ..api import a2a as a2a_api
 from ..api import accounts as accounts_api
 from ..api import approvals as approvals_api
+from ..api import attachments as attachments_api
+from ..api import bridge as bridge_api
 from ..api import data as data_api
 from ..api import health as health_api
 from ..api import metrics as metrics_api
@@ -37,9 +42,11 @@ from ..api import webhooks as webhooks_api
 from ..mcp import protocol as mcp_protocol
 from ..web import routes as web_routes
 
-Kind = Literal["json", "static", "stream", "mcp"]
+Kind = Literal["json", "static", "stream", "mcp", "upload"]
 # Kinds served straight from ASGI, ahead of Quart.
-FAST_KINDS = frozenset({"stream", "mcp"})
+FAST_KINDS = frozenset({"stream", "mcp", "upload"})
+# Room for a multipart/form-data envelope (boundaries, part headers) around an uploaded file.
+FORM_ENVELOPE_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +60,12 @@ class Route:
     kind: Kind
     endpoint: str
     summary: str = ""
+    body_limit: str = "max_body_bytes"  # the setting that caps the body (kind "upload": its own)
+    body_slack: int = 0  # bytes allowed past it for framing (a multipart envelope)
 
 
 WEBHOOKS = "/api/networks/<network_id>/webhooks"
+A2A_REMOTE = "/api/networks/<network_id>/aliases/<alias>/a2a-remote"
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/auth/register", accounts_api.register, "json", "accounts.register"),
@@ -91,6 +101,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/networks/<network_id>/aliases/<alias>/retire", networks_api.retire_alias,
           "json", "networks.retire_alias"),
     Route("GET", "/api/networks/<network_id>/usage", networks_api.network_usage, "json", "networks.network_usage"),
+    Route("PUT", A2A_REMOTE, bridge_api.put_remote, "json", "bridge.put_remote"),
+    Route("GET", A2A_REMOTE, bridge_api.get_remote, "json", "bridge.get_remote"),
+    Route("DELETE", A2A_REMOTE, bridge_api.delete_remote, "json", "bridge.delete_remote"),
     Route("GET", WEBHOOKS, webhooks_api.list_webhooks, "json", "webhooks.list_webhooks"),
     Route("POST", WEBHOOKS, webhooks_api.create_webhook, "json", "webhooks.create_webhook"),
     Route("GET", WEBHOOKS + "/<webhook_id>", webhooks_api.get_webhook, "json", "webhooks.get_webhook"),
@@ -117,6 +130,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/tasks/<task_id>/cancel", data_api.cancel_task, "json", "data.cancel_task"),
     Route("POST", "/api/tasks/<task_id>/flag", data_api.flag_task, "json", "data.flag_task"),
     Route("POST", "/api/replies", data_api.reply, "json", "data.reply"),
+    Route("POST", "/api/attachments", attachments_api.upload, "upload", "attachments.upload",
+          "Upload a file (raw body or multipart/form-data) to send with tasks, messages and replies.",
+          body_limit="max_attachment_bytes", body_slack=FORM_ENVELOPE_BYTES),
+    Route("GET", "/api/attachments/<attachment_id>", attachments_api.download, "json", "attachments.download"),
     Route("POST", "/api/approvals", approvals_api.ask, "json", "approvals.ask"),
     Route("GET", "/api/approvals/<approval_id>", approvals_api.get_approval, "json", "approvals.get_approval"),
     Route("GET", "/api/approvals", approvals_api.list_approvals, "json", "approvals.list_approvals"),

@@ -15,6 +15,7 @@ from typing import Any
 from .. import events
 from ..vocabulary import (
     BROADCAST,
+    CANCELLED,
     DEFAULT_PRIORITY,
     DONE,
     EXPIRED,
@@ -77,6 +78,9 @@ def _describe_reply(sender: str, data: dict[str, Any]) -> str:
     if status == EXPIRED:
         return (f"Task {task_id} you sent to {sender} expired {ids}: it was not started by its start_by and will "
                 "never be started. Send it again if it is still wanted; ack_inbox this notice.")
+    if status == CANCELLED:  # the A2A agent behind the alias cancelled it (docs/a2a-client.md)
+        return (f"{sender} cancelled task {task_id} {ids}: it will not be done. Read why with get_inbox, then "
+                "ack_inbox it.")
     if status == PROGRESS:
         return f"Progress from {sender} on task {task_id} {ids}. Read it with get_inbox if you need the details."
     return (f"{sender} answered on task {task_id} {ids}. Read the answer with get_inbox and carry on with the "

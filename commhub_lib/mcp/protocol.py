@@ -20,18 +20,29 @@ from ..errors import BadRequest, CommhubError, Conflict
 from ..http.answers import Answer, JsonAnswer, empty, json_bytes, json_text
 from ..http.asgi import RouteContext
 from ..http.auth import authenticate_token
-from ..http.request import PostRequest, StreamRequest, authenticate, header, hub, parse_json, validation_message
+from ..http.request import (
+    PostRequest,
+    StreamRequest,
+    authenticate,
+    header,
+    hub,
+    parse_json,
+    public_url,
+    validation_message,
+)
 from ..service import networks
 from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
 from ..sse import last_event_id
 from . import listen, modern, push
 from .batch import batch_refusal, run_batch
+from .links import resource_links
 from .sessions import SessionCapReached, SessionPool, ended_message, pool_of
 from .tools import TOOLS, McpSession, ToolContext, call_tool
 from .versions import (
     DEFAULT_VERSION,
     LATEST_VERSION,
+    RESOURCE_LINKS,
     STRUCTURED_CONTENT,
     SUPPORTED_VERSIONS,
     TITLES,
@@ -174,7 +185,7 @@ async def _dispatch(ctx: RouteContext, req: PostRequest, msg: Any, principal: Pr
     if method == "tools/list":
         return _tools_list_answer(msg_id, version)
     if method == "tools/call":
-        return await _tools_call(ctx, msg_id, params, principal, network_id, session)
+        return await _tools_call(ctx, msg_id, params, principal, network_id, session, req)
     return _rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
 
 
@@ -245,7 +256,7 @@ def _issued_to(session_id: str, principal: Principal) -> bool:
 
 
 async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], principal: Principal, network_id: str,
-                      session: McpSession) -> dict[str, Any] | None:
+                      session: McpSession, req: PostRequest | None = None) -> dict[str, Any] | None:
     name = params.get("name")
     tool = TOOLS.get(name) if isinstance(name, str) else None
     if tool is None:
@@ -285,6 +296,10 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
             h.metrics.observe_tool_call(tool.name, failed)
     if tool.text_only:
         return _rpc_result(msg_id, {"content": [{"type": "text", "text": _encode(result)}], "isError": False})
+    if tool.links and has(session.protocol_version, RESOURCE_LINKS) and (links := resource_links(
+            result, lambda: public_url(h.settings, req.scheme if req else "http",
+                                       req.headers.get("host") if req else None))):
+        return _tool_answer(msg_id, result, session.protocol_version, links)
     return _tool_answer(msg_id, result, session.protocol_version)
 
 
@@ -298,14 +313,18 @@ class EncodedAnswer(dict):
     encoded: bytes
 
 
-def _tool_answer(msg_id: Any, result: dict[str, Any], version: str = LATEST_VERSION) -> dict[str, Any]:
+def _tool_answer(msg_id: Any, result: dict[str, Any], version: str = LATEST_VERSION,
+                 links: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A tool's successful answer: its result as text content and as structuredContent (from MCP 2025-06-18 on;
-    the text alone before).
+    the text alone before), then any resource links (mcp/links.py: a result that lists attachments).
 
     The same JSON text is both, so the result is encoded once and spliced into the answer, not encoded again
     inside it (~4 µs of a send_message): the bytes are exactly what json_bytes(answer) gives."""
     if not has(version, STRUCTURED_CONTENT):
         return _rpc_result(msg_id, {"content": [{"type": "text", "text": _encode(result)}], "isError": False})
+    if links:
+        return _rpc_result(msg_id, {"content": [{"type": "text", "text": _encode(result)}, *links],
+                                    "structuredContent": result, "isError": False})
     answer = EncodedAnswer(_rpc_result(msg_id, {"content": [{"type": "text", "text": (text := _encode(result))}],
                                                 "structuredContent": result, "isError": False}))
     body = (f'{{"jsonrpc":"2.0","id":{_encode(msg_id)},"result":{{"content":[{{"type":"text","text":'

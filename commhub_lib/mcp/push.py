@@ -15,20 +15,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 import trio
 
 from ..broker import SHUTDOWN
 from ..errors import CommhubError
-from ..ids import now_text, now_ts
 from ..service import sessions
 from ..service.hub import Hub, Principal
 from ..store import events as event_store
-from ..store import sessions as session_store
 from ..store import tokens as token_store
 from ..stream import Progress, Scope, follow, slot_released, take_stream_slot
+from ..vocabulary import CHANNEL
 from .channel import ListenWire, McpWire
 from .sessions import ENDED, SessionPush, pool_of
 from .tools import McpSession
@@ -215,7 +213,7 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                     if alias is None:
                         break
                     progress.reason = "closed"
-                    with h.broker.subscribe(network_id, alias, counts_for_presence=True,
+                    with h.broker.subscribe(network_id, alias, holds=CHANNEL,
                                             token_id=principal.token_id) as sub:
                         state.streams.add(sub)
                         grant.subscriber = sub
@@ -227,11 +225,11 @@ def open_stream(h: Hub, principal: Principal, network_id: str, session: McpSessi
                         finally:
                             state.streams.discard(sub)
                             grant.subscriber = None
-                            # The stream was a sign of life until now (best effort: never fails the close). At
-                            # shutdown the server stores that once for every streaming alias (ServerHandle.shutdown).
+                            # Seen until now, and offline from now unless something else holds it (a health
+                            # check's GET /mcp leaves nothing online). At shutdown the server stores presence once
+                            # for every streaming alias (ServerHandle.shutdown).
                             if progress.reason != SHUTDOWN:
-                                h.db.try_write(partial(session_store.touch_session, h.db, network_id, alias,
-                                                       now_text(), now_ts()))
+                                sessions.stream_closed(h, sub)
                     if progress.reason != ALIAS_CHANGED:
                         break
                     alias = push_alias(h, principal, network_id, session)

@@ -70,6 +70,8 @@ class Tool:
     # Answer with the one text content only, no structuredContent: Claude Code 2.1 rejects a permission prompt
     # tool's answer that carries structuredContent ("Expected a single text block param").
     text_only: bool = False
+    # Its results may list attachments: linked as resource_link content items (mcp/links.py).
+    links: bool = False
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,7 +137,8 @@ def _ack_inbox(ctx: ToolContext, a: m.AckInbox) -> dict[str, Any]:
 
 
 def _report_completion(ctx: ToolContext, a: m.ReportCompletion) -> dict[str, Any]:
-    return tasks.report_completion(ctx.hub, ctx.network_id, ctx.caller(), a.task_id, a.result, a.artifacts)
+    return tasks.report_completion(ctx.hub, ctx.network_id, ctx.caller(), a.task_id, a.result, a.artifacts,
+                                   a.attachments)
 
 
 def _get_task(ctx: ToolContext, a: m.GetTask) -> dict[str, Any]:
@@ -204,17 +207,19 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "recipient_busy, duplicate}. Their replies reach you as new_reply items in get_inbox (status progress, "
          "question, done or failed); answer a question with send_reply {task_id, content} (no status). The hub's "
          "loop guard answers the same task again soon after with the original (duplicate: true) and refuses too "
-         "many sends a minute to one agent (rate_limited): never answer an agent only to acknowledge it.",
-         m.SendTask, _send_task),
+         "many sends a minute to one agent (rate_limited): never answer an agent only to acknowledge it. "
+         + m.ATTACHMENTS_HINT, m.SendTask, _send_task, links=True),
     Tool("send_message", "Send a plain message (no task) to another agent's alias. Returns {message_id, "
          "recipient_online, duplicate}; the same text to the same agent again soon after is not sent twice "
-         "(duplicate: true, the original's message_id).", m.SendMessage, _send_message, cancellable=False),
+         "(duplicate: true, the original's message_id). " + m.ATTACHMENTS_HINT, m.SendMessage, _send_message,
+         cancellable=False, links=True),
     Tool("send_reply", "Reply about a task or a message. On a task you RECEIVED, `status` is required: 'done' "
          "(finished, ends it as replied), 'failed' (ends it as failed), 'progress' (still working, stays running) "
          "or 'question' (ask the sender; the task waits as input_required and their answer comes back as a "
          "new_reply with this task_id in get_inbox). On a task you SENT, leave status out: your reply answers "
          "the recipient's question. On a plain message, reply with message_id and content only. Returns "
-         "{message_id, to, task_id, status, task_status}.", m.SendReply, _send_reply),
+         "{message_id, to, task_id, status, task_status}. " + m.ATTACHMENTS_HINT, m.SendReply, _send_reply,
+         links=True),
     Tool("broadcast", "Send a message to every other session in your network (optionally only those with "
          "filter_status). Returns {message_ids, recipients}.", m.Broadcast, _broadcast),
     Tool("get_inbox", "Your inbox. `items`: unread items, urgent first, each {message_id, kind (task, message, "
@@ -223,18 +228,21 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          "`open_tasks`: every task assigned to you that is not finished yet, read or not (task_id, title, content, "
          "status delivered/running/input_required, priority, deadline) - they stay here until you end them with "
          "send_reply status done/failed. wait_seconds (<= 50) waits for an item when nothing is unread. Next: "
-         "work on the items, then ack_inbox their ids.", m.GetInbox, _get_inbox),
+         "work on the items, then ack_inbox their ids. Items and open tasks with files list them in "
+         "`attachments` (each with a download url, also given as resource links).", m.GetInbox, _get_inbox,
+         links=True),
     Tool("ack_inbox", "Mark inbox items read: `ids` takes message ids (msg_...) or task ids; all=true marks "
          "everything unread. Acking never ends or hides a task: open tasks stay in get_inbox's open_tasks until "
          "final. A call that marks nothing read is an error that says why (already read, unknown id, not yours). "
          "Returns {acked, tasks_started, not_acked, not_acked_reasons, inbox_count}.", m.AckInbox, _ack_inbox),
     Tool("report_completion", "Finish a task you received with its result (and optional artifacts): the same as "
-         "send_reply status 'done'. The sender gets a new_reply. Returns {message_id, task_id, task_status}.",
-         m.ReportCompletion, _report_completion),
+         "send_reply status 'done'. The sender gets a new_reply. Returns {message_id, task_id, task_status}. "
+         + m.ATTACHMENTS_HINT, m.ReportCompletion, _report_completion, links=True),
     Tool("get_task", "One task: {task, events (its timeline: delivered, running, progress, question, answer, "
          "replied...), completion, queue_position (1 = next among its recipient's open tasks, by priority then "
-         "age; null once final), ahead (ids before it), recipient_online, recipient_busy}.",
-         m.GetTask, _get_task, True),
+         "age; null once final), ahead (ids before it), recipient_online, recipient_busy}; task.attachments and "
+         "reply_attachments list its files (download urls, also given as resource links).",
+         m.GetTask, _get_task, True, links=True),
     Tool("list_tasks", "Tasks of your network, newest first, filtered by status, to_name, from_name.",
          m.ListTasks, _list_tasks, True),
     Tool("search", "Full-text search over the tasks, messages and replies of your network, newest first: `query` "

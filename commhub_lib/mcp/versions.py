@@ -24,6 +24,7 @@ BATCHES_REMOVED = "2025-06-18"  # JSON-RPC batches: allowed before this version,
 STRUCTURED_CONTENT = "2025-06-18"  # tool results' structuredContent
 TITLES = "2025-06-18"  # `title` of serverInfo (Implementation)
 TOOL_ANNOTATIONS = "2025-03-26"  # tools/list `annotations` (readOnlyHint ...)
+RESOURCE_LINKS = "2025-06-18"  # `resource_link` content items in tool results (attachments: mcp/links.py)
 
 
 def has(version: str | None, since: str) -> bool:

@@ -25,6 +25,7 @@ from hypercorn.config import Sockets
 from hypercorn.trio import serve
 
 from .. import auth
+from ..bridge.forwarder import run_bridge
 from ..broker import Broker
 from ..config import Settings
 from ..db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
@@ -225,6 +226,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
             await root.start(run_sweeper, hub)
             await root.start(run_webhooks, hub)  # the webhook outbox (service/webhooks.py)
             await root.start(run_scheduler, hub)  # schedules' runs (service/schedules.py)
+            await root.start(run_bridge, hub)  # the A2A client's outbox (bridge/forwarder.py)
             await root.start(sessions.write_stream_presence, hub)  # presence of stream opens, batched
             if handle_signals:  # the process's own server (serve): gc is process-wide, tests run many servers
                 root.start_soon(keep_streams_frozen, hub.broker)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..broker import TaskWatcher
@@ -27,7 +27,7 @@ from ..store import a2a as a2a_store
 from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..vocabulary import AGENT, REPLY
-from . import tasks
+from . import attachments, tasks
 from .hub import Hub, Principal, require_user_token
 from .networks import require_role
 
@@ -55,6 +55,8 @@ class TaskView:
     completion: dict[str, Any] | None
     replies: list[dict[str, Any]]
     context_id: str
+    files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # a reply's attachments, by its message id
+    base: str = ""  # the hub's URL as the caller reaches it: file urls that are paths are made absolute with it
 
 
 def _known_session(hub: Hub, network_id: str, alias: str) -> dict[str, Any]:
@@ -158,7 +160,8 @@ def task_view(hub: Hub, agent: Served, caller: str, task_id: str) -> TaskView:
     if completion:
         completion = {**completion, "artifacts": json.loads(completion["artifacts"])}
     replies = a2a_store.replies_to_caller(hub.db, agent.network_id, caller, task_id, REPLY, HISTORY_LIMIT)
-    return TaskView(task, timeline, completion, replies, a2a_row["context_id"])
+    files = attachments.of_items(hub, [r["message_id"] for r in replies]) if replies else {}
+    return TaskView(task, timeline, completion, replies, a2a_row["context_id"], files)
 
 
 def cancel(hub: Hub, principal: Principal, agent: Served, caller: str, task_id: str) -> TaskView:

@@ -18,9 +18,11 @@ from ..errors import Forbidden, ValidationFailed
 from ..ids import now_text
 from ..ratelimit import ByteRate
 from ..store import audit as audit_store
+from ..store import bridge as bridge_store
 from ..store import events as event_store
 from ..store import tokens as token_store
 from ..store import webhooks as webhook_store
+from ..vocabulary import ANSWER, FORWARD_ANSWER, FORWARD_CANCEL, FORWARD_TASK, NEW_MESSAGE, NEW_REPLY, NEW_TASK
 from .guard import Grant, StreamGuard
 
 if TYPE_CHECKING:
@@ -137,6 +139,22 @@ class Hub:
     def schedules_changed(self) -> None:
         """Wake the scheduler: a schedule was created, paused, resumed, run or deleted (its next run may differ)."""
         self.schedule_wakeup.set()
+    # The A2A client (commhub_lib/bridge/, docs/a2a-client.md): the aliases bound to external A2A agents, read once
+    # and dropped on every change (record_event consults it for each event: one set lookup); the tasks with bridge
+    # work since the bridge job last looked, and the event that wakes it (set by publish).
+    _a2a_bound: frozenset[tuple[str, str]] | None = field(default=None, init=False, repr=False)
+    bridge_due: set[str] = field(default_factory=set, init=False, repr=False)
+    bridge_wakeup: trio.Event = field(default_factory=trio.Event, init=False, repr=False)
+
+    def a2a_bound(self, network_id: str, alias: str) -> bool:
+        """Whether the alias is bound (enabled) to an external A2A agent: its tasks are forwarded there."""
+        if self._a2a_bound is None:
+            self._a2a_bound = frozenset((r["network_id"], r["alias"]) for r in bridge_store.enabled_remotes(self.db))
+        return (network_id, alias) in self._a2a_bound
+
+    def a2a_bindings_changed(self) -> None:
+        """Forget the bound aliases (one was bound, changed or unbound)."""
+        self._a2a_bound = None
     # The loop guard's pair buckets (service/loopguard.guard_of types it; `object` here: hub.py imports no service).
     loop_guard: object = field(default=None, init=False, repr=False, compare=False)
 
@@ -175,6 +193,8 @@ class Hub:
             event_id = event_store.insert_event(self.db, network_id, alias, name, stored, now_text(), shared.body_id)
             text = event_store.with_text(stored, shared.quoted)
         pending.append(Event(event_id, network_id, alias, name, text))
+        if alias and self.a2a_bound(network_id, alias):
+            self._queue_for_bridge(network_id, alias, name, data)
         hooks = self.webhook_filters().get(network_id)
         if hooks:  # the durable outbox: written in this same transaction, so an event is never lost to a webhook
             self._queue_for_webhooks(hooks, event_id, network_id, alias, name, text)
@@ -192,12 +212,31 @@ class Hub:
             webhook_store.insert_delivery(self.db, webhook_id, event_id, name, alias, payload, now_text())
             self.webhooks_due.add(webhook_id)
 
+    def _queue_for_bridge(self, network_id: str, alias: str, name: str, data: dict[str, Any]) -> None:
+        """The bridge's durable outbox (docs/a2a-client.md): what an alias bound to an A2A agent must tell that agent,
+        written in the event's own transaction: a new task, the sender's answer to its question, a cancel notice."""
+        task_id = data.get("task_id")
+        if not task_id:
+            return
+        if name == NEW_TASK:
+            kind, message_id = FORWARD_TASK, None
+        elif name == NEW_REPLY and data.get("status") == ANSWER:
+            kind, message_id = FORWARD_ANSWER, data.get("message_id")
+        elif name == NEW_MESSAGE:  # the one new_message with a task_id: the cancel notice (tasks.cancel_task)
+            kind, message_id = FORWARD_CANCEL, None
+        else:
+            return
+        bridge_store.insert_outbox(self.db, network_id, alias, kind, task_id, message_id, now_text())
+        self.bridge_due.add(task_id)
+
     def publish(self, pending: list[Event]) -> None:
         """Push committed events to live subscribers (never before the transaction commits)."""
         for event in pending:
             self.broker.publish(event)
         if self.webhooks_due:
             self.webhook_wakeup.set()
+        if self.bridge_due:
+            self.bridge_wakeup.set()
 
 
 def clamp_limit(limit: int | None, default: int = 50, maximum: int = 500) -> int:

@@ -30,8 +30,8 @@ SCAN_PAGE = 1000
 PRUNE_BATCH = 2000
 LOCK_WAIT_SECONDS = 5.0
 # A streaming session's stored last_seen is refreshed only when older than this fraction of the presence
-# timeout (or when it is stored offline): a stream proves presence live, and the stored value only matters
-# once the stream closes (the session then stays online for 2/3 to 3/3 of the timeout).
+# timeout (or when it is stored offline): a stream proves presence live, and the stored value is what people read
+# as "last seen" once it closes (the close stores its own time too).
 TOUCH_FRACTION = 1 / 3
 CHECKPOINT_AFTER_ROWS = 10_000
 MAX_BACKOFF_SECONDS = 60.0
@@ -62,7 +62,8 @@ async def sweep_once(hub: Hub) -> int:
             key = (row["network_id"], row["alias"])
             if key in streaming:
                 touch.append(key)
-            elif row["status"] != OFFLINE and row["last_seen_ts"] < offline_cutoff:
+            elif row["status"] != OFFLINE and row["last_call_ts"] < offline_cutoff:
+                # Without a stream only a tool call keeps a session online (docs/presence.md).
                 offline.append(key)
         if len(rows) < SCAN_PAGE:
             break

@@ -20,7 +20,7 @@ from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from ..vocabulary import AGENT, BROADCAST, EXPIRED, MESSAGE, NEW_MESSAGE, PERSON, PROGRESS, TASK
-from . import loopguard, quotas
+from . import attachments, loopguard, quotas
 from .guard import Grant
 from .hub import Hub, SharedText, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
@@ -63,7 +63,11 @@ def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, se
     # Checked inside the write transaction: a read on its own is a read transaction of its own (~2.4 µs of
     # WAL locking), and the recipient cannot be retired between the check and the insert.
     recipient = require_known_alias(hub, network_id, body.to)
-    digest = loopguard.digest_of(hub, network_id, sender, sender_kind, body.to, MESSAGE, body.content)
+    if hub.a2a_bound(network_id, body.to):
+        raise Conflict(f"'{body.to}' is an external A2A agent (docs/a2a-client.md): it takes tasks, not messages; "
+                       "send it a task instead", code="remote_takes_tasks_only")
+    digest = loopguard.digest_of(hub, network_id, sender, sender_kind, body.to, MESSAGE, body.content,
+                                 *attachments.digest_texts(body.attachments))
     original = loopguard.find_duplicate(hub, network_id, sender, body.to, digest)
     if original is not None:
         return original, recipient, True
@@ -71,6 +75,7 @@ def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, se
     msg = message_row(network_id, sender, body.to, MESSAGE, body.content, from_kind=sender_kind)
     msg["content_hash"] = digest
     message_store.insert_message(hub.db, msg)
+    msg["attachments"] = attachments.attach(hub, network_id, msg["message_id"], None, body.attachments)
     loopguard.note_stored(hub, digest)
     hub.record_event(pending, network_id, body.to, NEW_MESSAGE, {
         "type": NEW_MESSAGE, "message": body.content, "from": sender, "from_kind": sender_kind,
@@ -81,8 +86,11 @@ def _store_message(hub: Hub, network_id: str, sender: str, body: SendMessage, se
 def _message_sent(hub: Hub, body: SendMessage, msg: dict[str, Any], recipient: dict[str, Any],
                   duplicate: bool) -> dict[str, Any]:
     """The answer to a send, once it is committed and pushed (a duplicate: the original's id)."""
-    return {"ok": True, "message_id": msg["message_id"], "to": body.to,
-            "recipient_online": is_online(hub, recipient), "duplicate": duplicate}
+    answer = {"ok": True, "message_id": msg["message_id"], "to": body.to,
+              "recipient_online": is_online(hub, recipient), "duplicate": duplicate}
+    if msg.get("attachments"):
+        answer["attachments"] = msg["attachments"]
+    return answer
 
 
 def _original_message(hub: Hub, network_id: str, message_id: str) -> dict[str, Any]:
@@ -133,7 +141,7 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
         progress = cast(str | None, body.progress)  # the model's validator turned a number into text
         return reply_on_task(hub, network_id, sender, sender_kind, task, content, body.status,
                              in_reply_to=original["message_id"] if original else None, progress=progress,
-                             overseer=overseer)
+                             overseer=overseer, files=body.attachments)
     assert original is not None
     if (sender != original["to"] or sender_kind != original["to_kind"]) and not (
             overseer and sender_kind == PERSON and approval_store.is_pending_question(hub.db, network_id,
@@ -148,10 +156,14 @@ def send_reply(hub: Hub, network_id: str, sender: str, body: SendReply, sender_k
                           in_reply_to=original["message_id"], status=body.status, from_kind=sender_kind,
                           to_kind=original["from_kind"])
         message_store.insert_message(hub.db, msg)
+        files = attachments.attach(hub, network_id, msg["message_id"], None, body.attachments)
         record_reply_event(hub, pending, msg)
     hub.publish(pending)
-    return {"ok": True, "message_id": msg["message_id"], "in_reply_to": original["message_id"],
-            "to": original["from"], "to_kind": original["from_kind"], "task_id": None, "status": body.status}
+    answer = {"ok": True, "message_id": msg["message_id"], "in_reply_to": original["message_id"],
+              "to": original["from"], "to_kind": original["from_kind"], "task_id": None, "status": body.status}
+    if files:
+        answer["attachments"] = files
+    return answer
 
 
 def broadcast(hub: Hub, network_id: str, sender: str, body: Broadcast, sender_kind: str = AGENT) -> dict[str, Any]:
@@ -258,6 +270,7 @@ async def get_inbox(hub: Hub, network_id: str, alias: str, limit: int, wait_seco
     # A task that expired as it was fetched (past its start_by) is not handed out: it must never start.
     items = [i for i in _with_task_details(hub, network_id, items) if i.get("task_status") != EXPIRED]
     tasks = open_tasks(hub, network_id, alias)
+    attachments.annotate_inbox(hub, items, tasks)
     return {"ok": True, "alias": alias, "items": items, "count": len(items),
             "inbox_count": message_store.unread_count(hub.db, network_id, alias),
             "open_tasks": tasks, "open_task_count": len(tasks)}

@@ -97,11 +97,12 @@ def size_text(n: float) -> str:
 ITEM_OVERHEAD = 500
 
 
-def check_store(hub: Hub, network_id: str, *texts: str | None, adds: int | None = None) -> None:
+def check_store(hub: Hub, network_id: str, *texts: str | None, adds: int | None = None, file_bytes: int = 0) -> None:
     """Before texts are stored in a network (inside the write transaction): the network's byte quota (409) and the
     calling token's send rate by bytes (429 with Retry-After). `adds`: what the write will add to the network's
-    count, if not one item whose text is kept twice (its inbox item and its SSE event)."""
-    size = sum(len(t.encode()) for t in texts if t)
+    count, if not one item whose text is kept twice (its inbox item and its SSE event); `file_bytes`: an
+    attachment's size (service/attachments.py), counted in the send rate as text is."""
+    size = sum(len(t.encode()) for t in texts if t) + file_bytes
     limit = hub.settings.max_network_bytes
     if limit:
         used = usage_store.used_bytes(hub.db, network_id)

@@ -7,7 +7,9 @@ large database does not freeze the event loop. What goes:
   item is kept until its recipient has seen it);
 - tasks that ended (replied, failed, cancelled, expired) more than `task_retention_days` ago, with their notice
   (its text is the task's), event log and completion record; open tasks are kept however old;
-- audit entries older than `audit_retention_days`.
+- audit entries older than `audit_retention_days`;
+- uploads never sent with anything, `attachment_unsent_hours` after they were made (a sent attachment goes with
+  the last task, message or reply it was sent with: the triggers of schema.sql, service/attachments.py).
 Deleted rows leave free pages in the file, reused by new rows; how to give the space back: docs/storage.md.
 """
 
@@ -21,6 +23,7 @@ import trio.lowlevel
 from ..ids import now_ts, ts_text
 from ..store import retention as retention_store
 from ..vocabulary import FINAL_TASK_STATUSES
+from . import attachments
 from .hub import Hub
 
 log = logging.getLogger("commhub.retention")
@@ -40,6 +43,9 @@ async def apply_retention(hub: Hub) -> dict[str, int]:
         done["tasks"] = await _prune_tasks(hub, now - s.task_retention_days * 86400)
     if s.audit_retention_days > 0:
         done["audit"] = await _prune_audit(hub, ts_text(now - s.audit_retention_days * 86400))
+    # Always on (uploads nobody sent are no one's data); named in the answer only when some went.
+    if s.attachment_unsent_hours > 0 and (unsent := await _prune_unsent(hub, now - s.attachment_unsent_hours * 3600)):
+        done["unsent_attachments"] = unsent
     if any(done.values()):
         log.info("retention: deleted %s", ", ".join(f"{n} {kind}" for kind, n in done.items() if n))
     return done
@@ -99,5 +105,17 @@ async def _prune_audit(hub: Hub, cutoff: str) -> int:
             n = retention_store.delete_audit_through(hub.db, max(old), cutoff)
         deleted += n
         if n == 0 or len(old) < len(rows):
+            return deleted
+        await trio.lowlevel.checkpoint()
+
+
+async def _prune_unsent(hub: Hub, cutoff_ts: float) -> int:
+    deleted = 0
+    while True:
+        await _write_lock(hub)
+        with hub.db.write():
+            n = attachments.prune_unsent(hub, cutoff_ts, TASK_BATCH)
+        deleted += n
+        if n < TASK_BATCH:
             return deleted
         await trio.lowlevel.checkpoint()

@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from ..broker import Subscriber
 from ..errors import Conflict, Forbidden, NotFound
 from ..ids import new_id, now_text, now_ts
 from ..models import MAX_LIMIT, ReportStatus
@@ -17,7 +18,7 @@ from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from ..store import users as user_store
-from ..vocabulary import IDLE, OFFLINE, TASK_STATUSES
+from ..vocabulary import IDLE, OFFLINE, POLLING, TASK_STATUSES, HeldBy
 from . import quotas
 from .hub import Hub, Principal, clamp_limit, hint
 
@@ -27,14 +28,24 @@ TOUCH_INTERVAL_SECONDS = 1.0
 
 
 def is_online(hub: Hub, row: dict[str, Any], streams: int | None = None) -> bool:
-    """A session is online while it has a live stream or its last sign of life is within the presence timeout
-    (checked here, not only by the sweeper, so a claim is never refused for a holder that already timed out).
+    """A session is online while a live stream holds it (a runner, a channel, an SSE stream) or its last tool call
+    is within the presence timeout (docs/presence.md: a client that only connects and lists tools, a health
+    check, is not online). Checked here, not only by the sweeper, so a lapsed session is never shown online.
     `streams`: the alias's stream count when the caller already has it."""
     if (hub.broker.stream_count(row["network_id"], row["alias"]) if streams is None else streams) > 0:
         return True
-    if row["status"] == OFFLINE:
-        return False
-    return row["last_seen_ts"] >= now_ts() - hub.settings.presence_timeout_seconds
+    return _polling(hub, row)
+
+
+def _polling(hub: Hub, row: dict[str, Any]) -> bool:
+    """Online by its tool calls alone: not stored offline, and a call within the presence timeout."""
+    return row["status"] != OFFLINE and row["last_call_ts"] >= now_ts() - hub.settings.presence_timeout_seconds
+
+
+def held_by(hub: Hub, row: dict[str, Any]) -> HeldBy | None:
+    """What keeps a session online: the strongest live stream (runner, channel, stream), else `polling` while its
+    tool calls are recent; None when it is offline."""
+    return hub.broker.held_by(row["network_id"], row["alias"]) or (POLLING if _polling(hub, row) else None)
 
 
 def effective_status(hub: Hub, row: dict[str, Any]) -> str:
@@ -55,6 +66,9 @@ def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) ->
         raise Forbidden(f"this token is bound to alias '{principal.bound_alias}' and cannot act as '{alias}'",
                         code="alias_bound")
     row = session_store.get_session(hub.db, network_id, alias)
+    if row and row["token_id"] is None and hub.a2a_bound(network_id, alias):
+        raise Conflict(f"alias '{alias}' is bound to an external A2A agent (docs/a2a-client.md); pick another alias",
+                       code="alias_taken")
     if row and row["retired_at"]:
         raise Conflict(f"alias '{alias}' was retired by a network owner/admin and cannot be used again; pick "
                        "another alias", code="alias_retired")
@@ -78,6 +92,13 @@ def _check_claim(hub: Hub, principal: Principal, network_id: str, alias: str) ->
     return row
 
 
+def needs_call_touch(hub: Hub, row: dict[str, Any], ts: float) -> bool:
+    """needs_touch for a tool call: whether its time must be stored (what keeps a session without a stream
+    online), at most once a second per session."""
+    return row["status"] == OFFLINE or row["last_call_ts"] < ts - min(
+        TOUCH_INTERVAL_SECONDS, hub.settings.presence_timeout_seconds / 4)
+
+
 def needs_touch(hub: Hub, row: dict[str, Any], ts: float) -> bool:
     """Whether a sign of life must be stored: presence is written only when it changes what others see (the
     session is stored offline, or its stored last_seen is older than a second). A reconnect storm of 5,000
@@ -88,22 +109,27 @@ def needs_touch(hub: Hub, row: dict[str, Any], ts: float) -> bool:
 
 
 def claim(hub: Hub, principal: Principal, network_id: str, alias: str, resume_id: str | None = None) -> None:
-    """Make the caller the holder of an alias (creating the session), inside the caller's transaction."""
-    _store_claim(hub, principal, network_id, alias, _check_claim(hub, principal, network_id, alias), resume_id)
+    """Make the caller the holder of an alias (creating the session) by a tool call (or a REST call as the agent),
+    which is a sign of life that keeps it online (docs/presence.md), inside the caller's transaction."""
+    _store_claim(hub, principal, network_id, alias, _check_claim(hub, principal, network_id, alias), resume_id,
+                 call=True)
 
 
 def _store_claim(hub: Hub, principal: Principal, network_id: str, alias: str, row: dict[str, Any] | None,
-                 resume_id: str | None = None) -> None:
-    """Write a claim that _check_claim allowed (`row`: the session it found), inside the caller's transaction."""
+                 resume_id: str | None = None, *, call: bool = False) -> None:
+    """Write a claim that _check_claim allowed (`row`: the session it found), inside the caller's transaction;
+    `call`: the claim comes with a tool call (stored as one), not with a stream opening."""
     now, ts = now_text(), now_ts()
     if row is None:
         quotas.check_new_alias(hub, network_id)
         session_store.insert_session(hub.db, network_id, alias, resume_id or new_id("sess"), principal.token_id,
-                                     IDLE, now, ts)
+                                     IDLE, now, ts, ts if call else 0.0)
     else:
         if row["token_id"] != principal.token_id or resume_id:
             session_store.claim_session(hub.db, network_id, alias, principal.token_id, resume_id)
-        if needs_touch(hub, row, ts):
+        if call and needs_call_touch(hub, row, ts):
+            session_store.touch_call(hub.db, network_id, alias, now, ts)
+        elif not call and needs_touch(hub, row, ts):
             session_store.touch_session(hub.db, network_id, alias, now, ts)
     if principal.last_alias != alias:
         token_store.set_last_alias(hub.db, principal.token_id, alias)
@@ -204,11 +230,22 @@ def resolve_caller(hub: Hub, principal: Principal, network_id: str, session_alia
                                                 "this token must claim an alias again first"), code="no_identity")
         with hub.db.write():
             claim(hub, principal, network_id, alias)
-    elif needs_touch(hub, row, now_ts()):
+    elif needs_call_touch(hub, row, now_ts()):
         # At most one presence write per second per session. Best effort: a locked database or a full disk
         # must not fail a read such as get_inbox.
-        hub.db.try_write(lambda: session_store.touch_session(hub.db, network_id, alias, now_text(), now_ts()))
+        hub.db.try_write(lambda: session_store.touch_call(hub.db, network_id, alias, now_text(), now_ts()))
     return alias
+
+
+def stream_closed(hub: Hub, sub: Subscriber) -> None:
+    """A stream that held its alias closed (not at shutdown): store that it was seen until now, and unless another
+    stream still holds the alias or a recent tool call keeps it online, that it is offline from now (a health
+    check that opened and closed GET /mcp leaves nothing online). Best effort: never fails the close."""
+    network_id, alias = sub.key
+    still_held = hub.broker.stream_count(network_id, alias, but=sub) > 0
+    cutoff = now_ts() - hub.settings.presence_timeout_seconds
+    hub.db.try_write(lambda: session_store.stream_closed(hub.db, network_id, alias, now_text(), now_ts(),
+                                                         still_held, cutoff))
 
 
 def touch_streaming(hub: Hub) -> int:
@@ -286,6 +323,7 @@ def list_status_json(hub: Hub, network_ids: list[str], status: str | None, limit
             record = json.loads(row["record"])
             shown = record["status"] = IDLE if row["status"] == OFFLINE else row["status"]
             record["online"], record["streams"] = True, streams
+            record["held_by"] = hub.broker.held_by(row["network_id"], row["alias"])
             row["shown"], row["record"] = shown, json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         if status is None or row["shown"] == status:
             records.append(row["record"])

@@ -9,6 +9,7 @@ happen to share a name are never taken for each other.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +48,7 @@ from ..vocabulary import (
     WORKING,
     WORKING_TASK_STATUSES,
 )
-from . import loopguard, quotas, verdicts
+from . import attachments, loopguard, quotas, verdicts
 from .hub import Hub, Principal, clamp_limit, hint
 from .sessions import effective_status, is_online, require_known_alias
 
@@ -107,7 +108,8 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
         recipient = require_known_alias(hub, network_id, body.to)
         # A task with an idempotency key is the key's to judge (above): another key means another task on purpose.
         digest = None if body.idempotency_key else loopguard.digest_of(
-            hub, network_id, sender, sender_kind, body.to, TASK, body.title, body.content, body.context)
+            hub, network_id, sender, sender_kind, body.to, TASK, body.title, body.content, body.context,
+            *attachments.digest_texts(body.attachments))
         original = loopguard.find_duplicate(hub, network_id, sender, body.to, digest)
         if original is not None and (found := task_store.get_task(hub.db, network_id, original["task_id"])):
             return _task_result(hub, found, recipient, duplicate=True)
@@ -126,6 +128,7 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
         msg["task_id"] = task["task_id"]
         task_store.insert_task(hub.db, task)
         message_store.insert_message(hub.db, msg)
+        files = attachments.attach(hub, network_id, task["task_id"], task["task_id"], body.attachments)
         loopguard.note_stored(hub, digest)
         _task_event(hub, task, DELIVERED, sender, body.title)
         hub.record_event(pending, network_id, body.to, NEW_TASK, {
@@ -133,7 +136,10 @@ def send_task(hub: Hub, network_id: str, sender: str, body: SendTask, sender_kin
             "priority": body.priority, "from": sender, "from_kind": sender_kind, "task_id": task["task_id"],
             "message_id": msg["message_id"], "title": body.title})
     hub.publish(pending)
-    return _task_result(hub, task, recipient, duplicate=False)
+    result = _task_result(hub, task, recipient, duplicate=False)
+    if files:
+        result["attachments"] = files
+    return result
 
 
 def _start_by_ts(start_by: float | str | None) -> float | None:
@@ -239,15 +245,17 @@ def get_task_row(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:
 
 def reply_on_task(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
                   status: str | None, in_reply_to: str | None = None, artifacts: list[str] | None = None,
-                  progress: float | str | None = None, overseer: bool = False) -> dict[str, Any]:
+                  progress: float | str | None = None, overseer: bool = False,
+                  files: Sequence[Any] = ()) -> dict[str, Any]:
     """A reply about a task: its recipient reports (status required), its sender answers (no status); a person
-    who is owner/admin of the network (`overseer`) may answer as its sender would (SPEC §3: a person's answer)."""
+    who is owner/admin of the network (`overseer`) may answer as its sender would (SPEC §3: a person's answer).
+    `files`: the attachments it carries (ids or inline files: service/attachments.py)."""
     is_recipient = actor == task["to_name"] and actor_kind == task["to_kind"]
     is_sender = actor == task["from_name"] and actor_kind == task["from_kind"]
     if is_recipient and (status is not None or not is_sender):
-        return _recipient_reply(hub, network_id, actor, task, content, status, artifacts, progress)
+        return _recipient_reply(hub, network_id, actor, task, content, status, artifacts, progress, files)
     if is_sender or (overseer and actor_kind == PERSON):
-        return _sender_answer(hub, network_id, actor, actor_kind, task, content, status, in_reply_to)
+        return _sender_answer(hub, network_id, actor, actor_kind, task, content, status, in_reply_to, files)
     raise Forbidden(f"only the task's recipient ('{task['to_name']}') or its sender ('{task['from_name']}') can reply "
                     f"to task {task['task_id']}; to write to '{task['to_name']}' use "
                     + hint("send_message", "POST /api/messages"), code="not_recipient")
@@ -260,7 +268,8 @@ def _require_open(task: dict[str, Any]) -> None:
 
 
 def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str | None,
-                     artifacts: list[str] | None, progress: float | str | None = None) -> dict[str, Any]:
+                     artifacts: list[str] | None, progress: float | str | None = None,
+                     files: Sequence[Any] = ()) -> dict[str, Any]:
     task_id = task["task_id"]
     _refuse_if_expired(hub, task)
     _require_open(task)
@@ -270,7 +279,7 @@ def _recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any]
     new_status = REPLY_TO_TASK_STATUS[status]
     try:
         return _store_recipient_reply(hub, network_id, actor, task, content, status, new_status, artifacts,
-                                      progress)
+                                      progress, files)
     except _Expired as late:  # its start_by passed after it was read: expire it (a new transaction), refuse
         _refuse_if_expired(hub, late.task)
         raise
@@ -286,7 +295,7 @@ class _Expired(Exception):
 
 def _store_recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str, Any], content: str, status: str,
                            new_status: str, artifacts: list[str] | None,
-                           progress: float | str | None) -> dict[str, Any]:
+                           progress: float | str | None, files: Sequence[Any] = ()) -> dict[str, Any]:
     task_id = task["task_id"]
     pending: list[Event] = []
     with hub.db.write():
@@ -311,10 +320,13 @@ def _store_recipient_reply(hub: Hub, network_id: str, actor: str, task: dict[str
         msg = message_row(network_id, actor, task["from_name"], REPLY, content, in_reply_to=task["message_id"],
                           task_id=task_id, status=status, priority=task["priority"], to_kind=task["from_kind"])
         message_store.insert_message(hub.db, msg)
+        stored = attachments.attach(hub, network_id, msg["message_id"], task_id, files)
         record_reply_event(hub, pending, msg)
     hub.publish(pending)
     result = {"ok": True, "message_id": msg["message_id"], "in_reply_to": task["message_id"], "to": task["from_name"],
               "to_kind": task["from_kind"], "task_id": task_id, "status": status, "task_status": new_status}
+    if stored:
+        result["attachments"] = stored
     if progress is not None:
         result["progress"] = progress
     if status == QUESTION:
@@ -330,7 +342,7 @@ def ask_on_task(hub: Hub, network_id: str, alias: str, task: dict[str, Any], que
 
 
 def _sender_answer(hub: Hub, network_id: str, actor: str, actor_kind: str, task: dict[str, Any], content: str,
-                   status: str | None, in_reply_to: str | None) -> dict[str, Any]:
+                   status: str | None, in_reply_to: str | None, files: Sequence[Any] = ()) -> dict[str, Any]:
     task_id = task["task_id"]
     if status is not None:
         raise ValidationFailed(f"status: leave it out: you sent task {task_id}, so your reply is an answer to its "
@@ -346,20 +358,24 @@ def _sender_answer(hub: Hub, network_id: str, actor: str, actor_kind: str, task:
                           in_reply_to=in_reply_to or task["message_id"], task_id=task_id, status="answer",
                           priority=task["priority"], from_kind=actor_kind, to_kind=task["to_kind"])
         message_store.insert_message(hub.db, msg)
+        stored = attachments.attach(hub, network_id, msg["message_id"], task_id, files)
         record_reply_event(hub, pending, msg)
     hub.publish(pending)
-    return {"ok": True, "message_id": msg["message_id"], "in_reply_to": msg["in_reply_to"], "to": task["to_name"],
-            "to_kind": task["to_kind"], "task_id": task_id, "status": "answer", "task_status": task["status"]}
+    result = {"ok": True, "message_id": msg["message_id"], "in_reply_to": msg["in_reply_to"], "to": task["to_name"],
+              "to_kind": task["to_kind"], "task_id": task_id, "status": "answer", "task_status": task["status"]}
+    if stored:
+        result["attachments"] = stored
+    return result
 
 
 def report_completion(hub: Hub, network_id: str, sender: str, task_id: str, result: str,
-                      artifacts: list[str]) -> dict[str, Any]:
-    """Finish a received task as replied, with its result and artifacts."""
+                      artifacts: list[str], files: Sequence[Any] = ()) -> dict[str, Any]:
+    """Finish a received task as replied, with its result, artifacts and attached files."""
     task = get_task_row(hub, network_id, task_id)
     if sender != task["to_name"] or task["to_kind"] != AGENT:
         raise Forbidden(f"only the task's recipient ('{task['to_name']}') can complete task {task_id}",
                         code="not_recipient")
-    return _recipient_reply(hub, network_id, sender, task, result, DONE, artifacts)
+    return _recipient_reply(hub, network_id, sender, task, result, DONE, artifacts, files=files)
 
 
 def start_tasks(hub: Hub, network_id: str, alias: str, rows: list[dict[str, Any]],
@@ -392,7 +408,9 @@ def _with_timeline(hub: Hub, task: dict[str, Any]) -> dict[str, Any]:
     completion = task_store.get_completion(hub.db, task["task_id"])
     if completion:
         completion["artifacts"] = json.loads(completion["artifacts"])
-    return {"ok": True, "task": task, "events": events, "completion": completion, **place}
+    task["attachments"], reply_files = attachments.of_task(hub, task["task_id"])
+    return {"ok": True, "task": task, "events": events, "completion": completion, **place,
+            "reply_attachments": reply_files}
 
 
 def get_task(hub: Hub, network_id: str, task_id: str) -> dict[str, Any]:

@@ -15,7 +15,9 @@ def network_usage(hub: Hub, principal: Principal, network_id: str) -> dict[str, 
     require_role(hub, principal, network_id, "admin")
     counters = usage_store.usage_of(hub.db, network_id)
     text, events = int(counters["text_bytes"]), int(counters["event_bytes"])
+    files = int(counters["file_bytes"])  # attachments (docs/attachments.md)
+    used = text + events + files
     limit = hub.settings.max_network_bytes
-    return {"ok": True, "network_id": network_id, "bytes": text + events, "text_bytes": text, "event_bytes": events,
-            "max_network_bytes": limit, "percent": round(100 * (text + events) / limit, 1) if limit else None,
+    return {"ok": True, "network_id": network_id, "bytes": used, "text_bytes": text, "event_bytes": events,
+            "file_bytes": files, "max_network_bytes": limit, "percent": round(100 * used / limit, 1) if limit else None,
             "send_bytes_per_minute": hub.settings.send_bytes_per_minute, **usage_store.counts_of(hub.db, network_id)}

@@ -64,31 +64,33 @@ def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, scheme: 
     return scheme == "https" and ip.is_global
 
 
-def check_url(url: str, targets: str) -> httpx.URL:
-    """The parsed URL if its scheme (and, for an IP literal, its address) may be a webhook target, else 400."""
+def check_url(url: str, targets: str, *, setting: str = "webhook_targets",
+              code: str = "webhook_url_not_allowed") -> httpx.URL:
+    """The parsed URL if its scheme (and, for an IP literal, its address) may be a target, else 400. Shared with
+    the A2A client (service/bridge.py), which passes its own setting's name and error code."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
-        raise ValidationFailed(f"url: not a URL ({exc})", code="webhook_url_not_allowed") from exc
+        raise ValidationFailed(f"url: not a URL ({exc})", code=code) from exc
     if parsed.scheme not in ("https", "http") or not parsed.host:
-        raise ValidationFailed("url: must be an https:// URL", code="webhook_url_not_allowed")
+        raise ValidationFailed("url: must be an https:// URL", code=code)
     if parsed.scheme == "http" and targets == "public":
-        raise ValidationFailed("url: must be https (http:// only to loopback or private addresses, by the "
-                               "webhook_targets setting)", code="webhook_url_not_allowed")
+        raise ValidationFailed(f"url: must be https (http:// only to loopback or private addresses, by the "
+                               f"{setting} setting)", code=code)
     try:
         literal = ipaddress.ip_address(parsed.host)
     except ValueError:
         return parsed
     if not _address_allowed(literal, parsed.scheme, targets):
         raise ValidationFailed(f"url: {parsed.host} is a private, loopback, link-local or metadata address "
-                               f"(webhook_targets is {targets})", code="webhook_url_not_allowed")
+                               f"({setting} is {targets})", code=code)
     return parsed
 
 
-async def resolve_target(url: str, targets: str) -> tuple[httpx.URL, str]:
+async def resolve_target(url: str, targets: str, *, setting: str = "webhook_targets") -> tuple[httpx.URL, str]:
     """The URL to connect to, with its host replaced by a checked address (so DNS cannot change between the check
     and the connection), and the original host (for Host and TLS SNI). Raises ValueError when not allowed."""
-    parsed = check_url(url, targets)
+    parsed = check_url(url, targets, setting=setting)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     infos = await trio.socket.getaddrinfo(parsed.host, port, type=trio.socket.SOCK_STREAM)
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
@@ -96,7 +98,7 @@ async def resolve_target(url: str, targets: str) -> tuple[httpx.URL, str]:
         raise ValueError(f"{parsed.host} resolves to no address")
     refused = [str(a) for a in addresses if not _address_allowed(a, parsed.scheme, targets)]
     if refused:  # every address must pass: a name with one public and one private address is refused
-        raise ValueError(f"{parsed.host} resolves to {', '.join(refused)}: not allowed by webhook_targets={targets}")
+        raise ValueError(f"{parsed.host} resolves to {', '.join(refused)}: not allowed by {setting}={targets}")
     return parsed.copy_with(host=str(addresses[0])), parsed.host
 
 
@@ -131,7 +133,7 @@ def create_webhook(hub: Hub, principal: Principal, network_id: str, req: Webhook
                    ip: str | None) -> dict[str, Any]:
     """Register a webhook (owner/admin). The answer holds its secret: the only time it is shown."""
     _manage(hub, principal, network_id)
-    check_url(req.url, hub.settings.webhook_targets)
+    check_url(req.url, hub.settings.webhook_targets, code="webhook_url_not_allowed")
     events = _checked_events(req.events)
     webhook_id = new_id("wh")
     secret = "whsec_" + secrets.token_hex(24)

@@ -11,8 +11,10 @@ Row = dict[str, Any]
 
 def presence_candidates(db: Database, touch_before_ts: float, after_rowid: int, limit: int) -> list[Row]:
     """Sessions whose stored presence may need a write (offline, or last seen before the cutoff), a page at a
-    time in rowid order after `after_rowid`."""
-    return db.query("SELECT rowid, network_id, alias, status, last_seen_ts FROM sessions"
+    time in rowid order after `after_rowid`. A session's last call is never after its last sign of life, so the
+    ones whose calls lapsed are among these once their last sign of life is that old too (a stream held past its
+    last call, or closing after it, was seen later)."""
+    return db.query("SELECT rowid, network_id, alias, status, last_seen_ts, last_call_ts FROM sessions"
                     " WHERE rowid > ? AND (status = 'offline' OR last_seen_ts < ?) ORDER BY rowid LIMIT ?",
                     (after_rowid, touch_before_ts, limit))
 
@@ -28,6 +30,6 @@ def delete_events_through(db: Database, last_id: int, cutoff: str) -> int:
 
 
 def mark_offline_if_silent(db: Database, network_id: str, alias: str, cutoff_ts: float) -> None:
-    """Offline, unless a sign of life arrived since the sweeper looked (last_seen_at stays)."""
-    db.execute("UPDATE sessions SET status = 'offline' WHERE network_id = ? AND alias = ? AND last_seen_ts < ?",
+    """Offline, unless a tool call arrived since the sweeper looked (last_seen_at stays)."""
+    db.execute("UPDATE sessions SET status = 'offline' WHERE network_id = ? AND alias = ? AND last_call_ts < ?",
                (network_id, alias, cutoff_ts))

@@ -57,11 +57,12 @@ def flagged_open_tasks(db: Database, network_ids: list[str], flag: str, limit: i
 
 
 def lapsed_sessions(db: Database, network_ids: list[str], cutoff_ts: float) -> list[Row]:
-    """Sessions of some networks (not retired) stored offline or silent since `cutoff_ts`: the ones that may be
-    offline (the service rules out those a live stream holds, which only the broker knows)."""
-    return db.query("SELECT network_id, alias, status, last_seen_at, last_seen_ts FROM sessions"
+    """Sessions of some networks (not retired) stored offline or without a tool call since `cutoff_ts`: the ones
+    that may be offline (the service rules out those a live stream holds, which only the broker knows;
+    docs/presence.md)."""
+    return db.query("SELECT network_id, alias, status, last_seen_at, last_seen_ts, last_call_ts FROM sessions"
                     f" WHERE network_id IN ({_marks(network_ids)}) AND retired_at IS NULL"
-                    f" AND (status = '{OFFLINE}' OR last_seen_ts < ?)", (*network_ids, cutoff_ts))
+                    f" AND (status = '{OFFLINE}' OR last_call_ts < ?)", (*network_ids, cutoff_ts))
 
 
 def delivered_before(db: Database, keys_json: str, before_ts: float, limit: int) -> list[Row]:

@@ -9,7 +9,7 @@ from ..db import Database
 
 Row = dict[str, Any]
 SESSION_COLUMNS = ("s.network_id, s.resume_id, s.alias, s.status, s.agent, s.model, s.task, s.progress,"
-                   " s.node_id, s.last_seen_at, s.last_seen_ts, s.created_at, s.token_id, s.retired_at")
+                   " s.node_id, s.last_seen_at, s.last_seen_ts, s.created_at, s.token_id, s.retired_at, s.last_call_ts")
 
 
 def get_session(db: Database, network_id: str, alias: str) -> Row | None:
@@ -25,11 +25,11 @@ def aliases_held_by_token(db: Database, network_id: str, token_id: str, limit: i
 
 
 def insert_session(db: Database, network_id: str, alias: str, resume_id: str, token_id: str | None,
-                   status: str, now: str, now_ts: float) -> None:
-    """Create a session for a newly claimed alias."""
+                   status: str, now: str, now_ts: float, call_ts: float = 0.0) -> None:
+    """Create a session for a newly claimed alias (`call_ts`: now when a tool call claimed it, 0 for a stream)."""
     db.execute("INSERT INTO sessions(network_id, alias, resume_id, token_id, status, last_seen_at, last_seen_ts,"
-               " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-               (network_id, alias, resume_id, token_id, status, now, now_ts, now))
+               " created_at, last_call_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (network_id, alias, resume_id, token_id, status, now, now_ts, now, call_ts))
 
 
 def claim_session(db: Database, network_id: str, alias: str, token_id: str | None, resume_id: str | None) -> None:
@@ -55,6 +55,28 @@ def touch_session(db: Database, network_id: str, alias: str, now: str, now_ts: f
     db.execute("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?,"
                " status = CASE status WHEN 'offline' THEN 'idle' ELSE status END"
                " WHERE network_id = ? AND alias = ? AND token_id IS NOT NULL", (now, now_ts, network_id, alias))
+
+
+def touch_call(db: Database, network_id: str, alias: str, now: str, now_ts: float) -> None:
+    """A tool call (or a REST call as the agent): a sign of life that keeps the session online for the presence
+    timeout without a stream (docs/presence.md); an offline session comes back as idle. Not for an alias nobody
+    holds (as touch_session)."""
+    db.execute("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?, last_call_ts = ?,"
+               " status = CASE status WHEN 'offline' THEN 'idle' ELSE status END"
+               " WHERE network_id = ? AND alias = ? AND token_id IS NOT NULL",
+               (now, now_ts, now_ts, network_id, alias))
+
+
+def stream_closed(db: Database, network_id: str, alias: str, now: str, now_ts: float, still_held: bool,
+                  call_cutoff_ts: float) -> None:
+    """A stream of the alias closed (not at shutdown): it was seen until now. Unless another stream still holds it
+    or a tool call within the presence timeout (after `call_cutoff_ts`) keeps it online, it is offline at once
+    (a health check that opened and closed GET /mcp leaves nothing online behind)."""
+    db.execute("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?,"
+               " status = CASE WHEN ? THEN (CASE status WHEN 'offline' THEN 'idle' ELSE status END)"
+               " WHEN last_call_ts < ? THEN 'offline' ELSE status END"
+               " WHERE network_id = ? AND alias = ? AND token_id IS NOT NULL",
+               (now, now_ts, still_held, call_cutoff_ts, network_id, alias))
 
 
 def touch_sessions(db: Database, keys: list[tuple[str, str]], now: str, now_ts: float) -> None:
@@ -108,14 +130,16 @@ def list_sessions(db: Database, network_ids: list[str]) -> list[Row]:
 # The sessions of some networks as /api/status shows them, as JSON text built by SQLite (a page of 500 built as
 # Python dicts and encoded by json.dumps costs ~5 ms; SQLite builds the same text in under 1 ms). The shown
 # status here ignores live streams, which only the broker knows (in memory): a session is online while it is
-# not stored offline and was seen since the presence cutoff; its shown status is offline when it is not
-# online, else the stored one. The service corrects the few sessions that have a live stream.
-_SHOWN = ("SELECT *, CASE WHEN status != 'offline' AND last_seen_ts >= ? THEN status"
+# not stored offline and made a tool call since the presence cutoff (held by "polling"); its shown status is
+# offline when it is not online, else the stored one. The service corrects the few sessions that have a live
+# stream (and what holds them).
+_SHOWN = ("SELECT *, CASE WHEN status != 'offline' AND last_call_ts >= ? THEN status"
           " ELSE 'offline' END AS shown FROM sessions WHERE network_id IN ({marks})")
 _RECORD = ("json_object('resume_id', resume_id, 'alias', alias, 'status', shown, 'agent', agent, 'model', model,"
            " 'task', task, 'progress', progress, 'last_seen_at', last_seen_at, 'network_id', network_id,"
            " 'node_id', node_id, 'created_at', created_at, 'retired_at', retired_at,"
-           " 'online', json(CASE WHEN shown = 'offline' THEN 'false' ELSE 'true' END), 'streams', 0)")
+           " 'online', json(CASE WHEN shown = 'offline' THEN 'false' ELSE 'true' END), 'streams', 0,"
+           " 'held_by', CASE WHEN shown = 'offline' THEN NULL ELSE 'polling' END)")
 
 
 def status_page_json(db: Database, network_ids: list[str], cutoff_ts: float, status: str | None, limit: int,
@@ -148,11 +172,11 @@ def session_counts(db: Database, network_ids: list[str], cutoff_ts: float) -> Ro
 
 
 def count_lapsed(db: Database, keys: str, cutoff_ts: float) -> int:
-    """How many of some sessions (`keys`: a JSON array of [network_id, alias]) are stored offline or silent
-    since the cutoff; each is looked up by its primary key."""
+    """How many of some sessions (`keys`: a JSON array of [network_id, alias]) are stored offline or made no tool
+    call since the cutoff; each is looked up by its primary key."""
     row = db.query_one("SELECT count(*) AS n FROM json_each(?) j JOIN sessions s"
                        " ON s.network_id = j.value ->> 0 AND s.alias = j.value ->> 1"
-                       " WHERE s.status = 'offline' OR s.last_seen_ts < ?", (keys, cutoff_ts))
+                       " WHERE s.status = 'offline' OR s.last_call_ts < ?", (keys, cutoff_ts))
     assert row is not None
     return row["n"]
 

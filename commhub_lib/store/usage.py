@@ -10,15 +10,18 @@ Row = dict[str, Any]
 
 
 def used_bytes(db: Database, network_id: str) -> int:
-    """Everything a network keeps, in bytes (texts, rows and its SSE event log): one row read."""
-    row = db.query_one("SELECT text_bytes + event_bytes AS n FROM network_usage WHERE network_id = ?", (network_id,))
+    """Everything a network keeps, in bytes (texts, rows, its SSE event log and attachments): one row read."""
+    row = db.query_one("SELECT text_bytes + event_bytes + file_bytes AS n FROM network_usage WHERE network_id = ?",
+                       (network_id,))
     return int(row["n"]) if row else 0
 
 
 def usage_of(db: Database, network_id: str) -> Row:
-    """A network's counters: text_bytes (inbox items, bodies, tasks, completions, task events), event_bytes."""
-    row = db.query_one("SELECT text_bytes, event_bytes FROM network_usage WHERE network_id = ?", (network_id,))
-    return row or {"text_bytes": 0, "event_bytes": 0}
+    """A network's counters: text_bytes (inbox items, bodies, tasks, completions, task events), event_bytes,
+    file_bytes (attachments)."""
+    row = db.query_one("SELECT text_bytes, event_bytes, file_bytes FROM network_usage WHERE network_id = ?",
+                       (network_id,))
+    return row or {"text_bytes": 0, "event_bytes": 0, "file_bytes": 0}
 
 
 def counts_of(db: Database, network_id: str) -> Row:

@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if args.dry_run:
         print(f"# commhub run {args.agent} --alias {args.alias}")
-        print(f"stream: GET {hub}/events/{args.alias} (Authorization: Bearer ${AGENT_TOKEN_ENV})")
+        print(f"stream: GET {hub}/events/{args.alias}?holder=runner (Authorization: Bearer ${AGENT_TOKEN_ENV})")
         print(f"state:  {state_dir} (0700; runner.json 0600: cursor and events in flight)")
         print(f"workdir: {workdir}")
         for line in driver.dry_run():

@@ -38,6 +38,7 @@ from ...vocabulary import (
     OPEN_TASK_STATUSES,
     PROGRESS,
     QUESTION,
+    RUNNER,
     RUNNING,
     UNANSWERED,
     WORKING,
@@ -180,7 +181,8 @@ class HubApi:
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT)
-        async with self.http.stream("GET", f"/events/{self.opts.alias}", params=self._params(),
+        # holder=runner: the hub shows the alias held by a runner, not by a plain stream (docs/presence.md).
+        async with self.http.stream("GET", f"/events/{self.opts.alias}", params=self._params(holder=RUNNER),
                                     headers=headers, timeout=timeout) as response:
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")[:300]
@@ -359,7 +361,7 @@ class Runner:
             self.state.begin(pending, "turn")
             if task.get("status") == DELIVERED:
                 await self.api.start_task(task_id)
-            prompt = task_prompt(self.opts.alias, task, pending.data.get("priority"))
+            prompt = task_prompt(self.opts.alias, task, pending.data.get("priority"), self.opts.hub_url)
             why = self.why.pop(pending.event_id, None)
             if resumed and why:
                 prompt = resume_prompt(prompt, why)

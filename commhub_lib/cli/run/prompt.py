@@ -22,8 +22,8 @@ def _quote(text: Any) -> str:
     return "\n".join("> " + line for line in value.splitlines() or [""])
 
 
-def task_prompt(alias: str, task: dict[str, Any], priority: str | None = None) -> str:
-    """A new task: what it asks and how to end it."""
+def task_prompt(alias: str, task: dict[str, Any], priority: str | None = None, hub_url: str = "") -> str:
+    """A new task: what it asks, the files sent with it (their download URLs under `hub_url`), and how to end it."""
     lines = [f"You are the agent `{alias}` on CommHub. A new task has arrived for you.",
              f"from: {task.get('from_name')} ({task.get('from_kind') or 'agent'})",
              f"task_id: {task.get('task_id')}",
@@ -36,6 +36,13 @@ def task_prompt(alias: str, task: dict[str, Any], priority: str | None = None) -
     lines += ["", "The sender wrote:", _quote(task.get("content"))]
     if task.get("context"):
         lines += ["", "Context given with it:", _quote(task["context"])]
+    if task.get("attachments"):  # docs/attachments.md
+        lines += ["", "Files sent with it (download one with an HTTP GET of its URL carrying your CommHub bearer "
+                      "token; get_task also gives them as resource links):"]
+        for file in task["attachments"]:
+            url = str(file.get("url") or "")
+            lines.append(f"- {file.get('filename')} ({file.get('size')} bytes, {file.get('content_type')}): "
+                         f"{url if '://' in url else hub_url.rstrip('/') + url}")
     lines += ["", how_to_answer_task(str(task.get("task_id")))]
     return "\n".join(lines)
 

@@ -34,6 +34,9 @@ function sessionCard(s) {
         h("progress", { max: "100", value: String(pct), "aria-label": `progress of ${s.alias}` }),
         h("span", { class: "small" }, `${Math.round(pct)}%`))
       : (s.progress ? h("p", { class: "small" }, String(s.progress)) : null),
+    // What keeps it online (docs/presence.md): runner, channel, stream or polling; nothing when it is offline.
+    s.held_by ? h("p", { class: "muted small", "data-testid": "session-held-by",
+      title: "what keeps this agent online" }, `held by ${s.held_by}`) : null,
     h("div", { class: "session-foot" },
       h("span", { class: "muted small" }, "seen ", timeEl(s.last_seen_at)),
       h("button", { type: "button", class: "link small", dataset: { key: `tasks-${s.alias}` },
@@ -56,8 +59,8 @@ export async function refreshSessions() {
   const online = sessions.filter((s) => s.status !== SESSION_STATUS.OFFLINE).length;
   $("sessions-count").textContent = sessions.length ? `${online} online of ${sessions.length}` : "";
   // The relative "seen" times change every refresh; compare without them so focus and scroll stay put.
-  const signature = JSON.stringify(sessions.map((s) => [s.alias, s.status, s.agent, s.model, s.task, s.progress,
-    waitingFor(s.network_id, s.alias), Math.floor(Date.now() / 10000)]));
+  const signature = JSON.stringify(sessions.map((s) => [s.alias, s.status, s.held_by, s.agent, s.model, s.task,
+    s.progress, waitingFor(s.network_id, s.alias), Math.floor(Date.now() / 10000)]));
   render($("sessions"), signature, sessions.length
     ? sessions.map(sessionCard)
     : h("p", { class: "muted" }, "No agent has connected to this network yet. Create a token for one under Network."));

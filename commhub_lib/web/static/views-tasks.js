@@ -1,6 +1,6 @@
 // The task board (by status, filtered by alias) and one task's page: timeline, replies, questions, cancel.
 
-import { api, isMissingEndpoint, withQuery } from "./api.js";
+import { api, authHeaders, isMissingEndpoint, withQuery } from "./api.js";
 import { $, formValues, h, render, say, timeEl } from "./dom.js";
 import { emit, on, state } from "./state.js";
 import { FINAL_TASK_STATUSES, REPLY_STATUS, TASK_FLAG, TASK_STATUS, TASK_STATUSES } from "./vocabulary.js";
@@ -105,6 +105,27 @@ function replyList(replies) {
     h("p", { class: "reply-content" }, m.content))));
 }
 
+/** The files sent with the task and its replies as download links: fetched with the login's token (never in a URL)
+ * and saved, never opened in the page (docs/attachments.md). */
+function attachmentList(detail) {
+  const files = [...(detail.task.attachments || []), ...(detail.reply_attachments || [])];
+  if (!files.length) return null;
+  const item = (a) => {
+    const link = h("a", { href: "#", download: a.filename, "data-testid": "attachment-link" }, a.filename);
+    link.addEventListener("click", async (e) => {
+      e.preventDefault();
+      const response = await fetch(`/api/attachments/${encodeURIComponent(a.attachment_id)}`,
+        { headers: authHeaders(), credentials: "omit", cache: "no-store", redirect: "error" });
+      if (!response.ok) { link.title = `download failed (HTTP ${response.status})`; return; }
+      const url = URL.createObjectURL(await response.blob());
+      h("a", { href: url, download: a.filename }).click();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    });
+    return h("li", {}, link, h("span", { class: "small muted" }, ` · ${a.size} bytes · ${a.content_type}`));
+  };
+  return [h("h3", {}, "Attachments"), h("ul", { class: "attachments", "data-testid": "task-attachments" }, files.map(item))];
+}
+
 function answerForm(task) {
   const result = h("p", { class: "result", role: "status" });
   const text = h("textarea", { id: "answer-content", name: "content", rows: "3", required: true });
@@ -181,6 +202,7 @@ async function showTask(taskId) {
       field("Created", `${task.created_at} UTC`), field("Deadline", task.deadline), field("Task id", task.task_id)),
     h("h3", {}, "Content"), h("p", { class: "content" }, task.content),
     task.context ? [h("h3", {}, "Context"), h("p", { class: "content" }, task.context)] : null,
+    attachmentList(detail),
     asked ? questionBlock(task, replies) : null,
     h("h3", {}, "Replies"), replies.length ? replyList(replies) : h("p", { class: "muted" }, "No reply yet."),
     completion || task.result ? [h("h3", {}, "Result"), h("p", { class: "content" }, (completion && completion.result) || task.result)] : null,

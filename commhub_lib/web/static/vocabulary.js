@@ -10,6 +10,7 @@ export const OPEN_TASK_STATUSES = Object.freeze(["delivered", "running", "input_
 export const FINAL_TASK_STATUSES = Object.freeze(["replied", "failed", "cancelled", "expired"]);
 export const REPLY_STATUS = Object.freeze({"DONE": "done", "FAILED": "failed", "PROGRESS": "progress", "QUESTION": "question"});
 export const SESSION_STATUS = Object.freeze({"IDLE": "idle", "WORKING": "working", "OFFLINE": "offline"});
+export const HELD_BY = Object.freeze({"RUNNER": "runner", "CHANNEL": "channel", "STREAM": "stream", "POLLING": "polling"});
 export const TASK_FLAG = Object.freeze({"UNANSWERED": "unanswered"});
 export const MESSAGE_KIND = Object.freeze({"MESSAGE": "message", "TASK": "task", "REPLY": "reply", "BROADCAST": "broadcast", "NOTICE": "notice"});
 export const PRIORITIES = Object.freeze(["low", "normal", "high", "urgent"]);
