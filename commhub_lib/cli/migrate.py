@@ -43,6 +43,7 @@ from ..store import migrate as q
 from .common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, fail, json_flag, print_json
 
 DEFAULT_CHUNK = 5000
+DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024  # a chunk of attachments' blobs stays this small in memory
 DEFAULT_SAMPLE = 200  # rows compared field by field per table
 
 
@@ -260,18 +261,35 @@ class Progress:
 
 # --- copy -----------------------------------------------------------------------------------------------------
 
+def batches(rows: Iterator[tuple[Any, ...]], count: int, max_bytes: int,
+            budget: list[int] | None) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows cut into chunks of at most `count` rows and about `max_bytes` of text and blobs (an attachment's bytes
+    live in a row: a chunk must not hold thousands of them in memory). A --stop-after budget ends the stream."""
+    batch: list[tuple[Any, ...]] = []
+    size = 0
+    for row in rows:
+        if budget is not None and budget[0] - len(batch) <= 0:
+            break
+        batch.append(row)
+        size += sum(len(v) for v in row if isinstance(v, (str, bytes)))
+        if len(batch) >= count or size >= max_bytes:
+            yield batch
+            if budget is not None:
+                budget[0] -= len(batch)
+            batch, size = [], 0
+    if batch:
+        yield batch
+        if budget is not None:
+            budget[0] -= len(batch)
+
+
 def copy_table(src: apsw.Connection, dst: Any, plan: TablePlan, after: list[Any] | None, chunk: int,
-               progress: Progress, budget: list[int] | None) -> bool:
+               chunk_bytes: int, progress: Progress, budget: list[int] | None) -> bool:
     """Copy a table's rows after the key `after`, chunk by chunk, each chunk and its progress row in one
     transaction. Returns False when the --stop-after budget ran out first."""
     nkey = len(plan.key)
-    while True:
-        size = chunk if budget is None else min(chunk, budget[0])
-        if size <= 0:
-            return False
-        rows = q.sqlite_chunk(src, plan.name, plan.source_columns, plan.key, after, size)
-        if not rows:
-            break
+    for rows in batches(q.sqlite_rows_after(src, plan.name, plan.source_columns, plan.key, after), chunk,
+                        chunk_bytes, budget):
         if plan.rowid_to_seq:
             values = [row[nkey:] + (row[0],) for row in rows]
         else:
@@ -283,11 +301,9 @@ def copy_table(src: apsw.Connection, dst: Any, plan: TablePlan, after: list[Any]
             q.pg_set_triggers(dst, plan.name, True)
             q.pg_save_progress(dst, plan.name, after, plan.done + len(rows), False)
         plan.done += len(rows)
-        if budget is not None:
-            budget[0] -= len(rows)
         progress.update(plan, len(rows))
-        if len(rows) < size:
-            break
+    if budget is not None and budget[0] <= 0 and plan.done < plan.total:
+        return False
     with dst.transaction():
         q.pg_save_progress(dst, plan.name, after, plan.done, True)
     progress.update(plan, 0, final=True)
@@ -396,6 +412,8 @@ def verify(src: apsw.Connection, dst: Any, plans: list[TablePlan], sample: int) 
 def run_migration(args: argparse.Namespace) -> dict[str, Any]:
     """The whole migration; returns the summary (raises MigrateError to refuse or fail)."""
     path, url = parse_source(args.source), check_target(args.target)
+    if args.chunk_size < 1 or args.chunk_bytes < 1 or args.sample < 0:
+        raise MigrateError("--chunk-size must be at least 1 and --sample at least 0", EXIT_USAGE)
     with locked_source(path) as src:
         dst = connect_target(url)
         try:
@@ -446,7 +464,7 @@ def migrate_open(src: apsw.Connection, dst: Any, path: str, url: str, args: argp
             last_key, _done, finished = progress_rows.get(plan.name, (None, 0, False))
             if finished:
                 continue
-            if not copy_table(src, dst, plan, last_key, args.chunk_size, progress, budget):
+            if not copy_table(src, dst, plan, last_key, args.chunk_size, args.chunk_bytes, progress, budget):
                 raise MigrateError(f"stopped after {args.stop_after:,} rows (--stop-after) in {plan.name}: re-run "
                                    "with --resume to continue")
     except psycopg.Error as exc:
@@ -508,6 +526,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"rows per transaction (default {DEFAULT_CHUNK})")
     p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, metavar="ROWS",
                    help=f"rows per table compared field by field at the end (default {DEFAULT_SAMPLE})")
+    p.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, help=argparse.SUPPRESS)
     # A test knob: stop (as an interruption would) after this many rows; the run is then continued with --resume.
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_migrate)

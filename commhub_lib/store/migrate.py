@@ -10,7 +10,7 @@ SQLite path stays free of it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -74,9 +74,9 @@ def sqlite_sequences(src: apsw.Connection) -> dict[str, int]:
     return {str(name): int(seq) for name, seq in src.execute("SELECT name, seq FROM sqlite_sequence")}
 
 
-def sqlite_chunk(src: apsw.Connection, table: str, columns: Sequence[str], key: Sequence[str],
-                 after: Sequence[Any] | None, limit: int) -> list[tuple[Any, ...]]:
-    """The next `limit` rows of a source table in key order after the key values `after` (None: from the start).
+def sqlite_rows_after(src: apsw.Connection, table: str, columns: Sequence[str], key: Sequence[str],
+                      after: Sequence[Any] | None) -> Iterator[tuple[Any, ...]]:
+    """The source table's rows in key order after the key values `after` (None: from the start), read lazily.
     Each row is the key values followed by `columns`. `key` is ["rowid"] or the primary key's columns."""
     keys = ", ".join(k if k == "rowid" else qi(k) for k in key)
     select = ", ".join([keys, *(qi(c) for c in columns)])
@@ -84,8 +84,8 @@ def sqlite_chunk(src: apsw.Connection, table: str, columns: Sequence[str], key: 
     if after is not None:
         where = f" WHERE ({keys}) > ({', '.join('?' * len(key))})"
         params = tuple(after)
-    sql = f"SELECT {select} FROM {qi(table)}{where} ORDER BY {keys} LIMIT ?"
-    return [tuple(row) for row in src.execute(sql, (*params, limit))]
+    for row in src.execute(f"SELECT {select} FROM {qi(table)}{where} ORDER BY {keys}", params):
+        yield tuple(row)
 
 
 def sqlite_rowid_range(src: apsw.Connection, table: str) -> tuple[int, int] | None:
