@@ -330,7 +330,8 @@ async def test_a_server_on_the_migrated_database_serves_the_hub(tmp_path: Path, 
     async with own_server(tmp_path, "src") as server, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         acct = await register(client, password="secret123")
         boss = await create_token(client, acct, "boss", alias="boss")
-        await create_token(client, acct, "worker", alias="worker")
+        worker = await create_token(client, acct, "worker", alias="worker")
+        await tool(client, worker, "report_status", {"alias": "worker"})
         sent = await tool(client, boss, "send_task", {"to": "worker", "title": "carried over", "content": "body"})
         r = await client.get(f"/api/tasks/{sent['task_id']}", headers=acct.auth)
         assert r.status_code == 200, r.text
