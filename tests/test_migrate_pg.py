@@ -5,6 +5,7 @@ checked (counts and a sample field by field), and refused where it would mix hub
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import io
 import os
@@ -232,6 +233,22 @@ async def test_a_running_server_is_refused_and_usage_errors(tmp_path: Path, pg_u
     assert cli.main(["migrate", "--from", "sqlite:", "--to", pg_url]) == 2
     assert migrate(tmp_path / "nope.db", pg_url) == 1
     assert "no SQLite database" in capsys.readouterr().err
+
+
+async def test_a_target_at_another_schema_version_is_refused(hub: Path, pg_url: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A target whose recorded schema version is not the source's is refused before anything is copied."""
+    if HAS_ENGINE:
+        importlib.import_module("commhub_lib.db_pg").PgDatabase(pg_url).close()
+    else:
+        pg_schema_from_sqlite(hub, pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("CREATE TABLE IF NOT EXISTS commhub_schema (version integer NOT NULL)")
+        con.execute("DELETE FROM commhub_schema")
+        con.execute("INSERT INTO commhub_schema VALUES (1)")
+    assert migrate(hub, pg_url) == 1
+    assert "the target's schema is v1 and the source's v" in capsys.readouterr().err
+    assert pg_value(pg_url, "SELECT to_regclass('commhub_migrate_run')") is None
 
 
 def test_progress_on_a_terminal_rewrites_one_line() -> None:

@@ -433,6 +433,11 @@ def migrate_open(src: apsw.Connection, dst: Any, path: str, url: str, args: argp
         if not create_target_schema(url):
             raise MigrateError(f"{redacted(url)} has no CommHub schema and this CommHub has no PostgreSQL engine to "
                                "create it")
+    target_version, source_version = q.pg_schema_version(dst), q.sqlite_user_version(src)
+    if target_version is not None and target_version != source_version:
+        raise MigrateError(f"the target's schema is v{target_version} and the source's v{source_version}: both must "
+                           "be this CommHub's (a target made by an older CommHub: start a server on it once to "
+                           "upgrade it, or migrate into a new database)")
     plans, notes = plan_tables(src, dst)
     if run is not None:
         if run["fingerprint"] != hub:

@@ -124,6 +124,14 @@ def pg_tables(dst: PgCon) -> list[str]:
     return [str(name) for (name,) in rows]
 
 
+def pg_schema_version(dst: PgCon) -> int | None:
+    """The target's CommHub schema version (the engine keeps it in `commhub_schema`), or None without that table."""
+    if dst.execute("SELECT to_regclass('commhub_schema')").fetchone() in (None, (None,)):
+        return None
+    row = dst.execute("SELECT max(version) FROM commhub_schema").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def pg_columns(dst: PgCon, table: str) -> list[tuple[str, str, bool, bool]]:
     """A target table's columns in order, as (name, type, is_identity, is_generated)."""
     rows = dst.execute("SELECT attname, format_type(atttypid, atttypmod), attidentity <> '', attgenerated <> ''"
