@@ -300,8 +300,9 @@ async def test_attachment_blobs_are_copied_byte_for_byte(hub: Path, pg_url: str,
 
 @pytest.mark.subprocess
 @pytest.mark.slow
-async def test_killed_mid_copy_resumes(tmp_path: Path, pg_url: str) -> None:
-    """kill -9 of `commhub migrate` mid-copy (small chunks over many rows); --resume then copies the rest, once."""
+async def test_interrupted_and_killed_mid_copy_resumes(tmp_path: Path, pg_url: str) -> None:
+    """Ctrl-C (exit 1, says --resume) and then kill -9 of `commhub migrate` mid-copy (small chunks over many rows);
+    --resume then copies the rest, once."""
     hub = await populate(tmp_path)
     con = apsw.Connection(str(hub))
     with con:  # bulk rows make the copy long enough to be killed in the middle
@@ -309,33 +310,47 @@ async def test_killed_mid_copy_resumes(tmp_path: Path, pg_url: str) -> None:
         columns = [c for (c,) in con.execute("SELECT name FROM pragma_table_info('audit_log') WHERE name <> 'id'")]
         con.executemany(f"INSERT INTO audit_log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                         [tuple(network if c == "network_id" else ("x" if c != "detail" else "{}") for c in columns)
-                         for _ in range(20_000)])
+                         for _ in range(60_000)])
     con.close()
     prepare_target(hub, pg_url)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(ROOT / "commhub.py"), "migrate", "--from", f"sqlite:{hub}", "--to", pg_url,
-         "--chunk-size", "200"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # wait until part of audit_log is committed, then kill
-            with contextlib.suppress(psycopg.Error):
-                done = pg_value(pg_url, "SELECT rows_done FROM commhub_migrate_tables WHERE table_name = 'audit_log'")
-                if done and done >= 1000:
-                    break
-            assert process.poll() is None, "the migration ended before it could be killed"
-            assert time.monotonic() < deadline
-            await trio.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        with trio.fail_after(30):
-            await process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            await process.wait()
+
+    def audit_rows_done() -> int:
+        with contextlib.suppress(psycopg.Error):
+            return pg_value(pg_url, "SELECT rows_done FROM commhub_migrate_tables WHERE table_name = 'audit_log'") or 0
+        return 0
+
+    async def interrupt(extra: list[str], at_least: int, sig: signal.Signals) -> tuple[int, str]:
+        """Run migrate, wait until `at_least` audit_log rows are committed, send `sig`; its exit code and stderr."""
+        with open(tmp_path / "err.txt", "w+") as err:  # noqa: ASYNC230 (a local file: the child's stderr)
+            process = await trio.lowlevel.open_process(
+                [sys.executable, str(ROOT / "commhub.py"), "migrate", "--from", f"sqlite:{hub}", "--to", pg_url,
+                 "--chunk-size", "200", *extra], env=env, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                deadline = time.monotonic() + 120
+                while audit_rows_done() < at_least:
+                    assert process.poll() is None, "the migration ended before it could be interrupted"
+                    assert time.monotonic() < deadline
+                    await trio.sleep(0.05)
+                process.send_signal(sig)
+                with trio.fail_after(30):
+                    code = await process.wait()
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    await process.wait()
+            err.seek(0)
+            return code, err.read()
+
+    code, err = await interrupt([], 1000, signal.SIGINT)
+    assert code == 1 and "interrupted" in err and "--resume" in err, err
+    first = pg_value(pg_url, "SELECT count(*) FROM audit_log")
+    assert first == audit_rows_done() >= 1000
+    code, _ = await interrupt(["--resume"], first + 2000, signal.SIGKILL)
+    assert code == -signal.SIGKILL
     copied = pg_value(pg_url, "SELECT count(*) FROM audit_log")
-    assert 1000 <= copied < sqlite_rows(hub, "audit_log")
-    assert copied == pg_value(pg_url, "SELECT rows_done FROM commhub_migrate_tables WHERE table_name = 'audit_log'")
+    assert first + 2000 <= copied < sqlite_rows(hub, "audit_log")
+    assert copied == audit_rows_done()  # what is committed is exactly what the progress row says
     assert await trio.to_thread.run_sync(migrate, hub, pg_url, "--resume") == 0
     assert pg_value(pg_url, "SELECT count(*) FROM audit_log") == sqlite_rows(hub, "audit_log")
 

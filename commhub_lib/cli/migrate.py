@@ -509,6 +509,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         summary = run_migration(args)
     except MigrateError as exc:
         return fail(str(exc), exc.code)
+    except KeyboardInterrupt:
+        # The open chunk's transaction was rolled back; every committed one is recorded with its progress row.
+        print(file=sys.stderr)
+        return fail("interrupted: the chunks committed so far are kept; re-run with --resume to continue")
     if args.json:
         print_json(summary)
     else:
