@@ -73,10 +73,11 @@ REPORTABLE_SESSION_STATUSES: tuple[ReportableSessionStatus, ...] = (IDLE, WORKIN
 
 # -- what keeps a session online (docs/presence.md), strongest first: a runner holds the alias's stream
 # (`commhub run`, `GET /events/<alias>?holder=runner`), a channel (`GET /mcp` or `subscriptions/listen`), a plain
-# SSE stream (`GET /events/<alias>`), or only tool calls within the presence timeout; None: offline
-RUNNER, CHANNEL, STREAM, POLLING = "runner", "channel", "stream", "polling"
-HeldBy = Literal["runner", "channel", "stream", "polling"]
-HELD_BY: tuple[HeldBy, ...] = (RUNNER, CHANNEL, STREAM, POLLING)
+# SSE stream (`GET /events/<alias>`), the hub's A2A bridge for an alias bound to an external A2A agent
+# (docs/a2a-client.md), or only tool calls within the presence timeout; None: offline
+RUNNER, CHANNEL, STREAM, A2A_BRIDGE, POLLING = "runner", "channel", "stream", "a2a", "polling"
+HeldBy = Literal["runner", "channel", "stream", "a2a", "polling"]
+HELD_BY: tuple[HeldBy, ...] = (RUNNER, CHANNEL, STREAM, A2A_BRIDGE, POLLING)
 StreamHolder = Literal["runner", "channel", "stream"]
 STREAM_HOLDERS: tuple[StreamHolder, ...] = (RUNNER, CHANNEL, STREAM)  # the kinds of stream that hold an alias
 EventsHolder = Literal["runner", "stream"]

@@ -98,7 +98,9 @@ async def test_a_task_to_a_bound_alias_comes_back_as_its_reply(server: ServerHan
         status = await session.call_tool("get_all_status", {})
         assert status.structured_content is not None
         outside = [s for s in status.structured_content["sessions"] if s["alias"] == "outside"]
-        assert outside and outside[0]["online"] is True
+        assert outside and outside[0]["online"] is True and outside[0]["held_by"] == "a2a", outside
+        coder = [s for s in status.structured_content["sessions"] if s["alias"] == "coder"]
+        assert coder[0]["held_by"] in ("channel", "polling"), coder  # only the bound alias is held by a2a
         sent = await session.call_tool("send_task", {"to": "outside", "title": "Greet", "content": "echo hello"})
         assert not sent.is_error and sent.structured_content is not None, sent
         task_id = sent.structured_content["task_id"]

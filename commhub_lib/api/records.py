@@ -87,7 +87,8 @@ class Session(Record):
     streams: int
     held_by: HeldBy | None = Field(None, description="what keeps it online: `runner` (`commhub run` holds its stream), "
                                    "`channel` (a GET /mcp or subscriptions/listen stream), `stream` (GET "
-                                   "/events/<alias>), `polling` (only tool calls within the presence timeout); "
+                                   "/events/<alias>), `a2a` (bound to an external A2A agent: the hub's bridge answers "
+                                   "for it), `polling` (only tool calls within the presence timeout); "
                                    "null when offline")
     agent: Text = None
     model: Text = None

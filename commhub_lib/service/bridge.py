@@ -71,7 +71,7 @@ def _claim_for_bridge(hub: Hub, network_id: str, alias: str) -> None:
     now, ts = now_text(), now_ts()
     if row is None:
         quotas.check_new_alias(hub, network_id)
-        session_store.insert_session(hub.db, network_id, alias, new_id("sess"), None, IDLE, now, ts)
+        session_store.insert_session(hub.db, network_id, alias, new_id("sess"), None, IDLE, now, ts, call_ts=ts)
         return
     if row["retired_at"]:
         raise Conflict(f"alias '{alias}' was retired by a network owner/admin; bind another alias",
@@ -95,6 +95,8 @@ def bind_remote(hub: Hub, principal: Principal, network_id: str, alias: str, url
         _claim_for_bridge(hub, network_id, alias)
         bridge_store.upsert_remote(hub.db, network_id, alias, url, token or None, int(enabled), principal.user_id,
                                    now_text())
+        if enabled:  # online from now, not from the bridge's next round
+            bridge_store.touch_bound_sessions(hub.db, now_text(), now_ts())
         hub.audit("a2a_remote_bind", actor=principal.label, user_id=principal.user_id, network_id=network_id,
                   detail={"alias": alias, "url": url, "enabled": enabled, "token_set": bool(token)}, ip=ip)
     hub.a2a_bindings_changed()

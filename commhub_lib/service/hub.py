@@ -152,6 +152,12 @@ class Hub:
             self._a2a_bound = frozenset((r["network_id"], r["alias"]) for r in bridge_store.enabled_remotes(self.db))
         return (network_id, alias) in self._a2a_bound
 
+    def a2a_bound_in(self, network_ids: list[str]) -> set[tuple[str, str]]:
+        """The bound (enabled) aliases of these networks, as (network_id, alias)."""
+        self.a2a_bound("", "")  # loads the set when it was forgotten
+        wanted = set(network_ids)
+        return {key for key in self._a2a_bound or () if key[0] in wanted}
+
     def a2a_bindings_changed(self) -> None:
         """Forget the bound aliases (one was bound, changed or unbound)."""
         self._a2a_bound = None

@@ -18,7 +18,7 @@ from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from ..store import users as user_store
-from ..vocabulary import IDLE, OFFLINE, POLLING, TASK_STATUSES, HeldBy
+from ..vocabulary import A2A_BRIDGE, IDLE, OFFLINE, POLLING, TASK_STATUSES, HeldBy
 from . import quotas
 from .hub import Hub, Principal, clamp_limit, hint
 
@@ -43,9 +43,14 @@ def _polling(hub: Hub, row: dict[str, Any]) -> bool:
 
 
 def held_by(hub: Hub, row: dict[str, Any]) -> HeldBy | None:
-    """What keeps a session online: the strongest live stream (runner, channel, stream), else `polling` while its
-    tool calls are recent; None when it is offline."""
-    return hub.broker.held_by(row["network_id"], row["alias"]) or (POLLING if _polling(hub, row) else None)
+    """What keeps a session online: the strongest live stream (runner, channel, stream), else the A2A bridge for a
+    bound alias (its sign of life is a call per bridge round), else `polling` while its tool calls are recent; None
+    when it is offline."""
+    if stream := hub.broker.held_by(row["network_id"], row["alias"]):
+        return stream
+    if not _polling(hub, row):
+        return None
+    return A2A_BRIDGE if hub.a2a_bound(row["network_id"], row["alias"]) else POLLING
 
 
 def effective_status(hub: Hub, row: dict[str, Any]) -> str:
@@ -311,10 +316,11 @@ def list_status_json(hub: Hub, network_ids: list[str], status: str | None, limit
     cutoff = now_ts() - hub.settings.presence_timeout_seconds
     limit = clamp_limit(limit, MAX_LIMIT)
     live = live_streams(hub, network_ids)
-    if not live:  # the usual case for a listing: SQLite builds the whole page
+    bound = hub.a2a_bound_in(network_ids)  # held by the A2A bridge, not "polling" as SQLite would say
+    if not live and not bound:  # the usual case for a listing: SQLite builds the whole page
         page = session_store.status_page_json(hub.db, network_ids, cutoff, status, limit, offset)
         return '{"ok":true,"sessions":' + page + "}"
-    # Some aliases have live streams: SQLite builds each record, the few with a stream are corrected here.
+    # Some aliases have live streams or a binding: SQLite builds each record, those few are corrected here.
     rows = session_store.status_records(hub.db, network_ids, cutoff, -1 if status else limit, 0 if status else offset)
     records = []
     for row in rows:
@@ -325,6 +331,10 @@ def list_status_json(hub: Hub, network_ids: list[str], status: str | None, limit
             record["online"], record["streams"] = True, streams
             record["held_by"] = hub.broker.held_by(row["network_id"], row["alias"])
             row["shown"], row["record"] = shown, json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        elif (row["network_id"], row["alias"]) in bound and row["shown"] != OFFLINE:
+            record = json.loads(row["record"])
+            record["held_by"] = A2A_BRIDGE
+            row["record"] = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         if status is None or row["shown"] == status:
             records.append(row["record"])
     if status:

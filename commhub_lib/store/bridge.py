@@ -47,11 +47,11 @@ def enabled_remotes(db: Database) -> list[Row]:
 
 def touch_bound_sessions(db: Database, now: str, now_ts: float) -> int:
     """A sign of life for every enabled bound alias's session (nobody holds it by token: the bridge answers for
-    it); returns how many."""
-    return db.execute("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?,"
+    it, and its touch counts as the alias's call for presence); returns how many."""
+    return db.execute("UPDATE sessions SET last_seen_at = ?, last_seen_ts = ?, last_call_ts = ?,"
                       " status = CASE status WHEN 'offline' THEN 'idle' ELSE status END"
                       " WHERE token_id IS NULL AND (network_id, alias) IN"
-                      " (SELECT network_id, alias FROM a2a_remotes WHERE enabled = 1)", (now, now_ts))
+                      " (SELECT network_id, alias FROM a2a_remotes WHERE enabled = 1)", (now, now_ts, now_ts))
 
 
 # -- the outbox -------------------------------------------------------------------------------------------------
