@@ -51,7 +51,11 @@ async def setup(log_stream: Any, clients: int = 2, extra: dict[str, str] | None 
     guard = {"pair_rate_per_minute": 10**9} if hasattr(Settings, "pair_rate_per_minute") else {}
     settings = Settings(db=os.path.join(tmp, "cost.db"), port=0, register_rate_per_minute=0,
                         login_rate_per_minute=0, token_rate_per_minute=0, **{**guard, **(extra or {})})
-    db = Database(settings.db, busy_timeout_ms=LOOP_BUSY_TIMEOUT_MS)
+    if getattr(settings, "database_url", ""):  # --setting database_url=postgresql://... (docs/postgresql.md)
+        from commhub_lib.db import open_engine
+        db = open_engine(settings.database_url)
+    else:
+        db = Database(settings.db, busy_timeout_ms=LOOP_BUSY_TIMEOUT_MS)
     hub = Hub(settings, db, Broker(settings.sse_buffer))
     client = create_app(hub).test_client()
     reg = await (await client.post("/api/auth/register", json={"username": "cost", "password": "cost-password-1234"})

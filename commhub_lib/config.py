@@ -113,6 +113,8 @@ class Settings:
     a2a_client_give_up_seconds: float = 86400.0
     a2a_client_poll_seconds: float = 1.0
     a2a_client_poll_max_seconds: float = 30.0
+    # PostgreSQL (pg-store, docs/postgresql.md): a postgresql:// URL runs the hub on PostgreSQL instead of `db`.
+    database_url: str = ""
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -224,10 +226,14 @@ HELP: dict[str, str] = {
     "a2a_client_poll_seconds": "a forwarded task's remote state is first looked at after this many seconds, the "
                                "pause doubling while nothing changes",
     "a2a_client_poll_max_seconds": "the longest pause between two looks at a forwarded task's remote state",
+    "database_url": "a postgresql:// URL: run on that PostgreSQL database instead of the SQLite file `db` (needs the "
+                    "postgres extra; also --database; docs/postgresql.md)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
 ENV_ONLY = {"auth_token", "metrics_token"}
+# Other spellings of a setting's flag.
+FLAG_ALIASES = {"database_url": ("--database",)}
 
 
 def env_name(field: str) -> str:
@@ -241,7 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name in ENV_ONLY:
             continue
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, default=None,
+        parser.add_argument(flag, *FLAG_ALIASES.get(f.name, ()), dest=f.name, default=None,
                             help=f"{HELP[f.name]} (env {env_name(f.name)}, default {f.default!r})")
 
 
@@ -290,6 +296,8 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError(f"setting a2a_client_targets: must be one of {', '.join(WEBHOOK_TARGETS)}")
     if settings.webhook_concurrency < 1:
         raise ValueError("setting webhook_concurrency: must be at least 1")
+    if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("setting database_url: must be a postgresql:// URL (a SQLite file is `db`)")
     if settings.schedule_agents not in SCHEDULE_AGENTS:
         raise ValueError(f"setting schedule_agents: must be one of {', '.join(SCHEDULE_AGENTS)}")
     if settings.schedule_min_interval_seconds <= 0:

@@ -66,9 +66,37 @@ def migration_steps() -> dict[int, str]:
 
 SCHEMA_VERSION = max(migration_steps())
 
+# Engine-neutral names of the errors code outside db.py catches (the PostgreSQL engine, db_pg.py, raises
+# subclasses of these): the same classes as APSW's, so the SQLite path pays nothing for the other engine.
+DatabaseError = apsw.Error
+ConstraintError = apsw.ConstraintError
+BusyError = apsw.BusyError
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(target: str) -> bool:
+    """Whether a database setting names a PostgreSQL server (else it is a SQLite file path)."""
+    return target.startswith(POSTGRES_SCHEMES)
+
+
+def open_engine(target: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:
+    """The Database for a setting: a `postgresql://` URL opens db_pg's engine (psycopg imported only then),
+    anything else is a SQLite file."""
+    if is_postgres_url(target):
+        from .db_pg import PgDatabase  # noqa: PLC0415 (optional dependency: only a PostgreSQL hub imports it)
+
+        return PgDatabase(target)
+    return Database(target, busy_timeout_ms=busy_timeout_ms)
+
 
 class Database:
-    """Owns the connection. Reads are plain calls; every write goes through `write()`."""
+    """Owns the connection. Reads are plain calls; every write goes through `write()`.
+
+    The engine interface (store/ calls only these, plus the few `con` calls db_pg.PgConnection also has): this
+    class is the SQLite engine; db_pg.PgDatabase is the PostgreSQL one. `engine` tells them apart where a store
+    function's SQL differs (store/dialect.py)."""
+
+    engine = "sqlite"
 
     def __init__(self, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
         self.path = path

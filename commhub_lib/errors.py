@@ -100,6 +100,16 @@ class DatabaseBusy(CommhubError):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
 
 
+class DatabaseUnavailable(CommhubError):
+    """503: the database server (PostgreSQL) cannot be reached; carries Retry-After."""
+
+    status = 503
+    code = "database_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 2):
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
 class StorageError(CommhubError):
     """503: the database could not be written (I/O error, read-only, corrupt); reads may still work."""
 
@@ -165,6 +175,8 @@ CATALOGUE: dict[str, ErrorInfo] = {
     "storage_error": ErrorInfo(503, "The database could not be written (I/O error, read-only, corrupt)."),
     "database_replaced": ErrorInfo(503, "The database file was deleted or replaced under the running server."),
     "storage_full": ErrorInfo(507, "The disk holding the database is full."),
+    "database_unavailable": ErrorInfo(503, "The database server (PostgreSQL) cannot be reached; retry after "
+                                           "Retry-After."),
     # -- tokens and accounts
     "invalid_token": ErrorInfo(401, "The bearer token is malformed, unknown, revoked or expired."),
     "auth_token_required": ErrorInfo(401, "This server requires COMMHUB_AUTH_TOKEN as the bearer token to "

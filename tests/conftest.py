@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pg_cluster as pg_cluster_mod
 import pytest
 import trio
 
 from commhub_lib.config import Settings
+from commhub_lib.db import Database, open_engine
 from commhub_lib.runtime.server import ServerHandle, run_server
 
 _counter = itertools.count()
@@ -36,8 +39,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(MAX_WORKERS, cores + EXTRA_WORKERS)
 
 
+# Variables for the test harness itself, kept: where tests/pg_cluster.py finds PostgreSQL (COMMHUB_PG_BINDIR) and
+# puts its clusters (COMMHUB_PG_TMP). No setting of CommHub starts so.
+HARNESS_PREFIX = "COMMHUB_PG_"
+
+
 def isolate_home(mp: pytest.MonkeyPatch, home: Path) -> None:
-    """Point HOME, the XDG directories and TMPDIR into `home` and drop every COMMHUB_* setting (undone by mp).
+    """Point HOME, the XDG directories and TMPDIR into `home` and drop every COMMHUB_* setting but the harness's
+    (undone by mp).
 
     Tests run in parallel workers: anything written under ~ (a CLI's default state file, an agent CLI's ~/.claude,
     ~/.codex or ~/.gemini, Chromium's ~/.pki, a cache) or to a fixed name in the temp dir would otherwise be shared
@@ -48,7 +57,7 @@ def isolate_home(mp: pytest.MonkeyPatch, home: Path) -> None:
                      ("XDG_CACHE_HOME", ".cache"), ("XDG_DATA_HOME", ".local/share"), ("TMPDIR", "tmp")):
         (home / sub).mkdir(parents=True, exist_ok=True)
         mp.setenv(var, str(home / sub))
-    for var in [v for v in os.environ if v.startswith("COMMHUB_")]:
+    for var in [v for v in os.environ if v.startswith("COMMHUB_") and not v.startswith(HARNESS_PREFIX)]:
         mp.delenv(var)
 
 
@@ -76,9 +85,46 @@ TEST_DEFAULTS = dict(port=0, register_rate_per_minute=0, login_rate_per_minute=0
                      password_rate_per_minute=0, pair_rate_per_minute=0)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--engine postgresql: the test servers (make_settings) run on PostgreSQL (docs/postgresql.md)."""
+    parser.addoption("--engine", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="database engine of the test servers made by make_settings (default sqlite)")
+
+
+# The engine of the servers make_settings describes (pytest --engine), and on PostgreSQL the database each SQLite
+# path stands for (a server restarted on the same `db` finds its data again).
+ENGINE = {"name": "sqlite"}
+_PG_DATABASES: dict[str, str] = {}
+_PG_TEMPLATE: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Record --engine for make_settings."""
+    ENGINE["name"] = config.getoption("--engine", default="sqlite") or "sqlite"
+
+
+def pg_database_at_schema(cluster: pg_cluster_mod.Cluster) -> str:
+    """URL of a new PostgreSQL database already at the current schema: a copy of a template migrated once per
+    cluster (CREATE DATABASE ... TEMPLATE copies files: faster than running schema_pg.sql each time)."""
+    from commhub_lib.db_pg import PgDatabase
+
+    key = str(cluster.root)
+    if key not in _PG_TEMPLATE:
+        url = cluster.fresh_database()
+        PgDatabase(url).close()
+        _PG_TEMPLATE[key] = url.split("///", 1)[1].split("?", 1)[0]
+    return cluster.fresh_database(template=_PG_TEMPLATE[key])
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a test server: ephemeral port, a database file in tmp_path, limits off."""
+    """Settings for a test server: ephemeral port, a database file in tmp_path (with --engine postgresql: a
+    PostgreSQL database of its own), limits off."""
     values = {**TEST_DEFAULTS, "db": str(tmp_path / "hub.db"), **overrides}
+    if ENGINE["name"] == "postgresql" and "database_url" not in overrides:
+        path = str(values["db"])
+        if path not in _PG_DATABASES:
+            _PG_DATABASES[path] = pg_database_at_schema(pg_cluster_mod.current())
+        values["database_url"] = _PG_DATABASES[path]
     return Settings(**values)
 
 
@@ -208,3 +254,67 @@ async def tool_error(client: httpx.AsyncClient, token: str, name: str, args: dic
     assert result.get("isError") is True, result
     assert result["structuredContent"]["message"], result
     return result["structuredContent"]
+
+
+# --- PostgreSQL (tests/pg_cluster.py): one throwaway cluster per test process (so per xdist worker) -------------
+# Skipped when PostgreSQL is not installed, except under CI=true: CI promises both engines, so there it fails.
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg_cluster_mod.Cluster]:
+    """A running PostgreSQL cluster (unix socket, trust), stopped and removed at the end of the session."""
+    try:
+        cluster = pg_cluster_mod.start_cluster()
+    except pg_cluster_mod.PostgresUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but PostgreSQL is unavailable: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL is unavailable: {exc}")
+    try:
+        yield cluster
+    finally:
+        pg_cluster_mod.stop_cluster(cluster)
+
+
+@pytest.fixture(autouse=True)
+def _engine_cluster(request: pytest.FixtureRequest) -> None:
+    """With --engine postgresql, every test has the process's cluster running (make_settings uses it)."""
+    if ENGINE["name"] == "postgresql":
+        request.getfixturevalue("pg_cluster")
+
+
+# The store and service tests on both engines: `engine` (parametrized) and `make_db` (new empty databases of it).
+MakeDb = Callable[[], Database]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine under test."""
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_cluster")  # skips (or fails under CI) without PostgreSQL
+    return str(request.param)
+
+
+@pytest.fixture
+def make_db(engine: str, tmp_path: Path) -> Iterator[MakeDb]:
+    """A factory of new empty databases of the engine under test (closed at the end)."""
+    made: list[Database] = []
+
+    def make() -> Database:
+        if engine == "postgresql":
+            db = open_engine(pg_database_at_schema(pg_cluster_mod.current()))
+        else:
+            db = open_engine(str(tmp_path / f"db{len(made)}.db"))
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        with contextlib.suppress(Exception):  # a test may have closed it already
+            db.close()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: pg_cluster_mod.Cluster) -> Iterator[str]:
+    """URL of a new empty PostgreSQL database for this test (dropped afterwards)."""
+    url = pg_cluster.fresh_database()
+    yield url
+    pg_cluster.drop_database(url)

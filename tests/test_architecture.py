@@ -131,7 +131,7 @@ def test_sql_lives_only_in_the_store() -> None:
     offenders = []
     for path in LIB.rglob("*.py"):
         rel = path.relative_to(LIB)
-        if rel.parts[0] == "store" or rel.name == "db.py":
+        if rel.parts[0] == "store" or rel.name in ("db.py", "db_pg.py"):  # the store and the two engines
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_RE.search(node.value):

@@ -19,7 +19,7 @@ import pytest
 from commhub_lib.db import Database
 from commhub_lib.store import messages as message_store
 from commhub_lib.store import tasks as task_store
-from tests.conftest import seed_owner_and_networks
+from tests.conftest import pg_database_at_schema, seed_owner_and_networks
 
 NETS = ["net_a", "net_b", "net_c"]
 TASKS_PER_NETWORK = 260  # the three together pass the 500-row cap of a page
@@ -41,11 +41,33 @@ class CountingDatabase(Database):
         return rows
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingDatabase]:
+def counting_pg(url: str) -> CountingDatabase:
+    """The same counting on the PostgreSQL engine (docs/postgresql.md): the pages must be the same there."""
+    from commhub_lib.db_pg import PgDatabase
+
+    class CountingPg(PgDatabase):
+        def __init__(self, url: str):
+            super().__init__(url)
+            self.rows_returned: list[int] = []
+
+        def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+            rows = super().query(sql, params)
+            self.rows_returned.append(len(rows))
+            return rows
+
+    return CountingPg(url)  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingDatabase]:
     """Tasks, inbox items, events and completions in three networks, written out of time order: rowids do not
-    follow created_ts, networks interleave, and many rows share a created_ts (the rowid breaks the tie)."""
-    database = CountingDatabase(str(Path(tmp_path_factory.mktemp("pages")) / "pages.db"))
+    follow created_ts, networks interleave, and many rows share a created_ts (the rowid breaks the tie). On each
+    engine (PostgreSQL: skipped where it is not installed)."""
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        database = counting_pg(pg_database_at_schema(cluster))
+    else:
+        database = CountingDatabase(str(Path(tmp_path_factory.mktemp("pages")) / "pages.db"))
     rng = random.Random(10)
     order = [(net, i) for net in NETS for i in range(TASKS_PER_NETWORK)]
     rng.shuffle(order)

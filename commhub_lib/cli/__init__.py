@@ -21,6 +21,7 @@ from . import (
     connect,
     listen,
     messaging,
+    migrate,
     network,
     schedule,
     search,
@@ -32,7 +33,7 @@ from . import run as run_cmd
 
 # Command modules, in the order `commhub --help` lists them. A new command group: add its module here.
 COMMANDS: tuple[ModuleType, ...] = (serve, admin, network, webhook, a2a, messaging, tail, listen, run_cmd, connect,
-                                    backup, search, schedule, attachment)
+                                    backup, search, schedule, attachment, migrate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import apsw
-
-from ..db import storage_error
+from ..db import DatabaseError, storage_error
 from ..errors import CommhubError
 from .answers import JsonAnswer, error_bytes
 
@@ -20,7 +18,7 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 def error_parts(exc: Exception) -> tuple[int, str, str, dict[str, str]] | None:
     """The wire form of an error: (status, code, message, headers) for a CommhubError or a storage failure
     that maps to one (db.storage_error); None for anything else, which is a crash (500, logged)."""
-    if isinstance(exc, apsw.Error):
+    if isinstance(exc, DatabaseError):
         mapped = storage_error(exc)
         if not isinstance(mapped, CommhubError):
             return None

@@ -28,7 +28,8 @@ from .. import auth
 from ..bridge.forwarder import run_bridge
 from ..broker import Broker
 from ..config import Settings
-from ..db import LOOP_BUSY_TIMEOUT_MS, Database, others_can_read
+from ..db import LOOP_BUSY_TIMEOUT_MS, Database, DatabaseError, others_can_read
+from ..errors import CommhubError
 from ..http.app import create_app
 from ..service import sessions
 from ..service.hub import Hub
@@ -166,6 +167,23 @@ def open_database(path: str) -> Database:
     return db
 
 
+def open_postgres(url: str) -> Database:
+    """Open (and migrate) a PostgreSQL database (db_pg.py), or a StartupError that says why in one line."""
+    try:
+        from ..db_pg import PgDatabase, redacted  # noqa: PLC0415 (optional dependency: psycopg)
+    except ImportError as exc:
+        raise StartupError("--database postgresql://... needs the postgres extra: pip install "
+                           f"'commhub[postgres]' ({exc})") from exc
+    try:
+        return PgDatabase(url)
+    except RuntimeError as exc:  # newer schema
+        raise StartupError(f"cannot open the database {redacted(url)}: {exc}") from exc
+    except CommhubError as exc:  # cannot connect
+        raise StartupError(f"cannot open the database {redacted(url)}: {exc.message}") from exc
+    except DatabaseError as exc:
+        raise StartupError(f"cannot open the database {redacted(url)}: {exc}") from exc
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -175,10 +193,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _database_name(settings: Settings) -> str:
+    """The database the server runs on, as logs show it (a URL's password hidden)."""
+    if not settings.database_url:
+        return settings.db
+    from ..db_pg import redacted  # noqa: PLC0415 (only a PostgreSQL hub gets here)
+
+    return redacted(settings.database_url)
+
+
 def log_startup(settings: Settings, binds: list[str], users: int = 0) -> None:
     """Where the server listens, the first step on a hub with no users yet, and a warning for an open
     registration."""
-    log.info("CommHub listening on %s (database %s, %d user(s))", ", ".join(binds), settings.db, users)
+    log.info("CommHub listening on %s (database %s, %d user(s))", ", ".join(binds),
+             _database_name(settings), users)
     if not users:
         log.info("first step: register the admin (the first user is the admin): curl -X POST "
                  "%s/api/auth/register -H 'Content-Type: application/json' "
@@ -208,13 +236,21 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
 
     Raises StartupError (one line for the operator) when the database is unusable or already served."""
     patches.install()  # hypercorn's fixes, before it serves anything (idempotent: tests run many servers)
-    lock_fd = lock_database(settings.db)
-    try:
-        db = open_database(settings.db)
-    except BaseException:
-        os.close(lock_fd)
-        raise
-    if exposed := others_can_read(settings.db):
+    if settings.database_url:  # PostgreSQL: no file to lock or to keep private
+        lock_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # closed at the end like the file lock
+        try:
+            db = open_postgres(settings.database_url)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+    else:
+        lock_fd = lock_database(settings.db)
+        try:
+            db = open_database(settings.db)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+    if not settings.database_url and (exposed := others_can_read(settings.db)):
         log.warning("the database is readable by other users of this machine: %s; it holds every message and "
                     "token hash: chmod 600 it (and its -wal and -shm files)", ", ".join(exposed))
     auth.ARGON2_GATE.set_limit(settings.argon2_concurrency)
@@ -257,7 +293,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
         try:
             db.close()
             log.info("stopped; database checkpointed")
-        except apsw.Error as exc:  # a full disk or a vanished file: the WAL keeps the data; say so and go
+        except DatabaseError as exc:  # a full disk or a vanished file: the WAL keeps the data; say so and go
             log.error("stopped; the final checkpoint failed (%s: %s): the -wal file next to the database "
                       "holds the latest writes, keep it with the .db", type(exc).__name__, exc)
         finally:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import apsw
 import trio
 
 from .. import auth
+from ..db import ConstraintError
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized
 from ..ids import new_id, now_text, now_ts, ts_text
 from ..models import (
@@ -76,7 +76,7 @@ async def register(hub: Hub, body: RegisterRequest, ip: str | None) -> dict[str,
                       detail={"role": role}, ip=ip)
             hub.audit("token_create", actor=body.username, user_id=user_id, network_id=network_id,
                       detail={"token_id": token_id, "name": "default"}, ip=ip)
-    except apsw.ConstraintError as exc:  # a concurrent registration took the name first
+    except ConstraintError as exc:  # a concurrent registration took the name first
         raise Conflict(f"username '{body.username}' is already taken", code="username_taken") from exc
     user = user_store.get_user(hub.db, user_id)
     assert user is not None

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-import apsw
 import trio
 import trio.lowlevel
 
+from ..db import BusyError
 from ..errors import CommhubError
 from ..ids import now_text, now_ts, ts_text
 from ..store import maintenance as maintenance_store
@@ -103,7 +103,7 @@ async def prune_events(hub: Hub) -> int:
         await hub.db.wait_for_write_lock(LOCK_WAIT_SECONDS)
         try:
             hub.db.checkpoint()
-        except apsw.BusyError:  # a reader (a backup) is on an old snapshot: the next prune tries again
+        except BusyError:  # a reader (a backup) is on an old snapshot: the next prune tries again
             log.info("retention: WAL checkpoint deferred (the database is in use)")
     return pruned
 

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from ..db import Database
+from .dialect import POSTGRESQL
 
 Row = dict[str, Any]
 # What a shared text's field holds in a stored event; the first occurrence in the data is that field (the data
@@ -74,6 +75,9 @@ def latest_network_event_id(db: Database, network_id: str) -> int:
 
 def highest_event_id_ever(db: Database) -> int:
     """The highest event id ever issued (AUTOINCREMENT's high-water mark, kept even when events are pruned)."""
+    if db.engine == POSTGRESQL:
+        rows = db.query("SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'id')) AS seq")
+        return int(rows[0]["seq"] or 0)
     rows = db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'", ())
     return int(rows[0]["seq"]) if rows else 0
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ..db import Database
+from .dialect import POSTGRESQL
 from .paging import columns, json_record, page, page_json
 
 Row = dict[str, Any]
@@ -17,6 +19,7 @@ MESSAGE_FIELDS = (("message_id", "message_id"), ("network_id", "network_id"), ("
                   ("content", CONTENT)) + tuple((c, c) for c in ("priority", "in_reply_to", "task_id", "status",
                                                                  "created_at", "read_at"))
 MESSAGE_COLUMNS = columns(MESSAGE_FIELDS)
+HASH_PAGE = 1000  # rows per read of recent_hashes on PostgreSQL
 # Urgent first, then high, normal, low; oldest first within a priority.
 PRIORITY_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
 # The loop guard's duplicate check (asked only for a likely duplicate: service/loopguard.py RecentHashes): the
@@ -46,7 +49,7 @@ def recent_hashes(db: Database, since_ts: float, slack: float, cap: int) -> tupl
     rows are older than since_ts - slack (clocks of several writers differ a little), at most `cap` of them; and
     whether that is all of them (False: the cap stopped the read)."""
     found: list[tuple[int, float]] = []
-    for content_hash, created_ts in db.con.execute("SELECT content_hash, created_ts FROM messages ORDER BY rowid DESC"):
+    for content_hash, created_ts in _hashes_newest_first(db):
         if created_ts < since_ts - slack:
             break
         if content_hash is not None and created_ts >= since_ts:
@@ -54,6 +57,23 @@ def recent_hashes(db: Database, since_ts: float, slack: float, cap: int) -> tupl
                 return found[::-1], False
             found.append((content_hash, created_ts))
     return found[::-1], True
+
+
+def _hashes_newest_first(db: Database) -> Iterator[tuple[Any, Any]]:
+    """(content_hash, created_ts) of every item, newest first, read lazily: SQLite steps its cursor; PostgreSQL's
+    driver would fetch the whole table at once, so it reads pages of HASH_PAGE along the seq key instead."""
+    if db.engine != POSTGRESQL:
+        yield from db.con.execute("SELECT content_hash, created_ts FROM messages ORDER BY rowid DESC")
+        return
+    before = 2**62
+    while True:
+        rows = db.query("SELECT content_hash, created_ts, seq FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                        (before, HASH_PAGE))
+        for row in rows:
+            yield row["content_hash"], row["created_ts"]
+        if len(rows) < HASH_PAGE:
+            return
+        before = rows[-1]["seq"]
 
 
 def insert_body(db: Database, content: str, network_id: str | None = None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
+from .dialect import POSTGRESQL
 
 Row = dict[str, Any]
 # SQLite allows 500 terms in a compound SELECT; past this many networks one IN query is used (correct,
@@ -64,7 +65,11 @@ def page_json(db: Database, select: str, where: list[str], params: list[Any], ne
     if not network_ids:
         return "[]"
     sql, args = _page_sql(select, where, params, network_ids, order_by, limit, offset, network_column)
-    row = db.query_one(f"SELECT group_concat(record, ',') AS records FROM ({sql})", args)
+    if db.engine == POSTGRESQL:  # PostgreSQL keeps no subquery's order unless the aggregate says it
+        row = db.query_one(f"SELECT string_agg(record::text, ',' ORDER BY {order_by}) AS records FROM ({sql}) AS p",
+                           args)
+    else:
+        row = db.query_one(f"SELECT group_concat(record, ',') AS records FROM ({sql})", args)
     assert row is not None  # an aggregate always answers one row (NULL past the last page)
     # The brackets are added here, not with || in SQL: a second ~775 KB buffer inside SQLite while the first
     # is alive left glibc a larger heap top to give back after each request and fault in again before the
@@ -90,7 +95,12 @@ def keyed_page_json(db: Database, keys: str, where: list[str], params: list[Any]
     if not network_ids:
         return "[]"
     sql, args = _page_sql(keys, where, params, network_ids, order_by, limit, offset, network_column)
-    row = db.query_one(f"SELECT json_group_array({record}) AS records FROM ({sql}) AS p CROSS JOIN {rows}", args)
+    if db.engine == POSTGRESQL:  # a join may reorder the page: the aggregate says the order
+        ordered = ", ".join(f"p.{term.strip()}" for term in order_by.split(","))
+        row = db.query_one(f"SELECT json_group_array({record} ORDER BY {ordered}) AS records FROM ({sql}) AS p"
+                           f" CROSS JOIN {rows}", args)
+    else:
+        row = db.query_one(f"SELECT json_group_array({record}) AS records FROM ({sql}) AS p CROSS JOIN {rows}", args)
     assert row is not None  # an aggregate always answers one row ("[]" past the last page)
     return row["records"]
 

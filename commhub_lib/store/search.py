@@ -9,9 +9,11 @@ index for each.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..db import Database
+from .dialect import POSTGRESQL
 
 Row = dict[str, Any]
 
@@ -37,6 +39,11 @@ def search_tasks(db: Database, network_ids: list[str], match: str, limit: int) -
     """Tasks of `network_ids` whose title, content or context match the FTS5 expression, newest first."""
     if not network_ids:
         return []
+    if db.engine == POSTGRESQL:
+        return _pg_search(db, "'task' AS kind, t.task_id AS id, t.task_id, t.network_id, t.from_name, t.from_kind,"
+                          " t.to_name, t.to_kind, t.title, t.status, t.created_at, t.created_ts AS _ts", "tasks t",
+                          "coalesce(t.title, '') || ' ' || t.content || ' ' || coalesce(t.context, '')", "t",
+                          network_ids, match, "", [], limit)
     return db.query(
         "SELECT 'task' AS kind, t.task_id AS id, t.task_id, t.network_id, t.from_name, t.from_kind, t.to_name,"
         " t.to_kind, t.title, t.status, t.created_at, t.created_ts AS _ts,"
@@ -52,6 +59,10 @@ def search_messages(db: Database, network_ids: list[str], match: str, kind: str 
     if not network_ids:
         return []
     kind_sql = " AND m.kind = ?" if kind else ""
+    if db.engine == POSTGRESQL:
+        return _pg_search(db, "m.kind, m.message_id AS id, m.task_id, m.network_id, m.from_name, m.from_kind,"
+                          " m.to_name, m.to_kind, NULL AS title, m.status, m.created_at, m.created_ts AS _ts",
+                          "messages m", "m.content", "m", network_ids, match, kind_sql, [kind] if kind else [], limit)
     return db.query(
         "SELECT m.kind, m.message_id AS id, m.task_id, m.network_id, m.from_name, m.from_kind, m.to_name,"
         " m.to_kind, NULL AS title, m.status, m.created_at, m.created_ts AS _ts,"
@@ -67,6 +78,16 @@ def search_broadcasts(db: Database, network_ids: list[str], match: str, limit: i
     addressed to '*'), not one per recipient. A body whose copies are all gone is not found."""
     if not network_ids:
         return []
+    if db.engine == POSTGRESQL:
+        query, words = _pg_query(match)
+        return db.query(
+            "SELECT m.kind, m.message_id AS id, m.task_id, m.network_id, m.from_name, m.from_kind, '*' AS to_name,"
+            " m.to_kind, NULL AS title, m.status, m.created_at, m.created_ts AS _ts,"
+            f" ts_headline('simple', b.content, w.q, {_PG_HEADLINE}) AS snippet"
+            f" FROM (SELECT {query} AS q) AS w JOIN bodies b ON b.search_tsv @@ w.q"
+            " JOIN messages m ON m.seq = (SELECT min(c.seq) FROM messages c WHERE c.body_id = b.body_id)"
+            f" WHERE m.network_id IN ({_in(network_ids)}) ORDER BY b.body_id DESC LIMIT ?",
+            (*words, *network_ids, limit))
     return db.query(
         "SELECT m.kind, m.message_id AS id, m.task_id, m.network_id, m.from_name, m.from_kind, '*' AS to_name,"
         " m.to_kind, NULL AS title, m.status, m.created_at, m.created_ts AS _ts,"
@@ -75,3 +96,35 @@ def search_broadcasts(db: Database, network_ids: list[str], match: str, limit: i
         " ON m.rowid = (SELECT min(c.rowid) FROM messages c WHERE c.body_id = s.rowid)"
         f" WHERE search_bodies MATCH ? AND m.network_id IN ({_in(network_ids)})"
         " ORDER BY s.rowid DESC LIMIT ?", (_scoped("content", match, network_ids), *network_ids, limit))
+
+
+# PostgreSQL (docs/postgresql.md#search): each table has a stored tsvector (`search_tsv`, the 'simple' configuration:
+# lower-cased words, no stemming, diacritics kept) and a GIN index; hits are the caller's networks' rows, newest first
+# (the insertion order, `seq`), the snippet ts_headline's. The FTS5 expression service/search.py builds (quoted words,
+# a trailing * a prefix, all required) is read back into a tsquery.
+_PG_TERM = re.compile(r'"((?:[^"]|"")*)"(\*?)')
+_PG_HEADLINE = f"'StartSel=\"\", StopSel=\"\", MaxWords={SNIPPET_TOKENS}, MinWords={SNIPPET_TOKENS // 2}'"
+
+
+def _pg_query(match: str) -> tuple[str, list[str]]:
+    """The tsquery SQL for the FTS5 expression `match`, and its parameters (one per word)."""
+    parts, params = [], []
+    for word, star in _PG_TERM.findall(match):
+        params.append(word.replace('""', '"'))
+        if star:
+            # The last word of the phrase as a prefix; a word of no letters adds nothing.
+            parts.append("(SELECT CASE WHEN numnode(q) = 0 THEN q ELSE (q::text || ':*')::tsquery END"
+                         " FROM phraseto_tsquery('simple', ?) AS q)")
+        else:
+            parts.append("phraseto_tsquery('simple', ?)")
+    return " && ".join(parts) or "''::tsquery", params
+
+
+def _pg_search(db: Database, select: str, table: str, text: str, joined: str, network_ids: list[str], match: str,
+               extra: str, extra_params: list[Any], limit: int) -> list[Row]:
+    query, words = _pg_query(match)
+    return db.query(
+        f"SELECT {select}, ts_headline('simple', {text}, w.q, {_PG_HEADLINE}) AS snippet"
+        f" FROM (SELECT {query} AS q) AS w JOIN {table} ON {joined}.search_tsv @@ w.q"
+        f" WHERE {joined}.network_id IN ({_in(network_ids)}){extra} ORDER BY {joined}.seq DESC LIMIT ?",
+        (*words, *network_ids, *extra_params, limit))

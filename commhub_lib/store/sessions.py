@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..db import Database
+from .dialect import POSTGRESQL
 
 Row = dict[str, Any]
 SESSION_COLUMNS = ("s.network_id, s.resume_id, s.alias, s.status, s.agent, s.model, s.task, s.progress,"
@@ -142,14 +143,22 @@ _RECORD = ("json_object('resume_id', resume_id, 'alias', alias, 'status', shown,
            " 'held_by', CASE WHEN shown = 'offline' THEN NULL ELSE 'polling' END)")
 
 
+def _alias(db: Database) -> str:
+    """The name a subquery in FROM needs on PostgreSQL (15); SQLite's plans (tests/test_query_plans.py) keep none."""
+    return " AS s" if db.engine == POSTGRESQL else ""
+
+
 def status_page_json(db: Database, network_ids: list[str], cutoff_ts: float, status: str | None, limit: int,
                      offset: int) -> str:
     """A JSON array of the /api/status records of some networks, by network then alias, optionally only those
     shown with `status`, one page; for networks where no alias has a live stream."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
     shown = _SHOWN.format(marks=marks)
+    # SQLite lets the WHERE name the `shown` column of the same SELECT; PostgreSQL filters the select around it.
+    filtered = (f"SELECT * FROM ({shown}) AS v WHERE (? IS NULL OR shown = ?)" if db.engine == POSTGRESQL
+                else f"{shown} AND (? IS NULL OR shown = ?)")
     row = db.query_one(f"SELECT json_group_array({_RECORD} ORDER BY network_id, alias) AS sessions FROM"
-                       f" ({shown} AND (? IS NULL OR shown = ?) ORDER BY network_id, alias LIMIT ? OFFSET ?)",
+                       f" ({filtered} ORDER BY network_id, alias LIMIT ? OFFSET ?){_alias(db)}",
                        (cutoff_ts, *network_ids, status, status, limit, offset))
     assert row is not None  # an aggregate always answers one row
     return row["sessions"]
@@ -161,14 +170,17 @@ def status_records(db: Database, network_ids: list[str], cutoff_ts: float, limit
     marks = ",".join("?" * len(network_ids)) or "NULL"
     shown = _SHOWN.format(marks=marks)
     return db.query(f"SELECT network_id, alias, status, shown, {_RECORD} AS record FROM ({shown}"
-                    " ORDER BY network_id, alias LIMIT ? OFFSET ?)", (cutoff_ts, *network_ids, limit, offset))
+                    f" ORDER BY network_id, alias LIMIT ? OFFSET ?){_alias(db)}",
+                    (cutoff_ts, *network_ids, limit, offset))
 
 
 def session_counts(db: Database, network_ids: list[str], cutoff_ts: float) -> Row:
     """How many sessions some networks have, and how many are shown offline if none has a live stream."""
     marks = ",".join("?" * len(network_ids)) or "NULL"
-    return db.query(f"SELECT count(*) AS total, coalesce(sum(shown = 'offline'), 0) AS offline"
-                    f" FROM ({_SHOWN.format(marks=marks)})", (cutoff_ts, *network_ids))[0]  # an aggregate: one row
+    # An aggregate: one row. A CASE, not a sum of the comparison: both engines' SQL.
+    return db.query(f"SELECT count(*) AS total, coalesce(sum(CASE WHEN shown = 'offline' THEN 1 ELSE 0 END), 0)"
+                    f" AS offline FROM ({_SHOWN.format(marks=marks)}){_alias(db)}",
+                    (cutoff_ts, *network_ids))[0]
 
 
 def count_lapsed(db: Database, keys: str, cutoff_ts: float) -> int:
@@ -191,6 +203,15 @@ def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, plat
         db.execute("INSERT INTO nodes(node_id, network_id, hostname, platform, agents, created_at, last_seen_at)"
                    " VALUES (?, ?, ?, ?, json(?), ?, ?)", (node_id, network_id, hostname, platform, agents, now, now))
         return node_id
+    if db.engine == POSTGRESQL:
+        db.execute("UPDATE nodes SET platform = coalesce(?, platform), last_seen_at = ?,"
+                   " agents = CASE WHEN ? IS NULL OR EXISTS (SELECT 1 FROM json_array_elements_text(agents::json) AS a"
+                   " WHERE a = ?) THEN agents"
+                   # Appended as text, as SQLite's json_insert does: the array stays compact (`["a","b"]`).
+                   " WHEN agents = '[]' THEN '[' || to_json(?::text)::text || ']'"
+                   " ELSE left(agents, -1) || ',' || to_json(?::text)::text || ']' END"
+                   " WHERE node_id = ?", (platform, now, agent, agent, agent, agent, row["node_id"]))
+        return row["node_id"]
     db.execute("UPDATE nodes SET platform = coalesce(?, platform), last_seen_at = ?,"
                " agents = CASE WHEN ? IS NULL OR EXISTS (SELECT 1 FROM json_each(agents) WHERE value = ?)"
                " THEN agents ELSE json_insert(agents, '$[#]', ?) END WHERE node_id = ?",
@@ -208,7 +229,7 @@ def list_nodes(db: Database, network_ids: list[str], limit: int = -1, offset: in
                     f" n.last_seen_at, coalesce(c.sessions, 0) AS sessions,"
                     f" coalesce(c.online_sessions, 0) AS online_sessions FROM nodes n"
                     f" LEFT JOIN (SELECT s.node_id, count(*) AS sessions,"
-                    f" sum(s.status != 'offline') AS online_sessions FROM sessions s"
+                    f" sum(CASE WHEN s.status != 'offline' THEN 1 ELSE 0 END) AS online_sessions FROM sessions s"
                     f" WHERE s.network_id IN ({marks}) AND s.node_id IS NOT NULL GROUP BY s.node_id) c"
                     f" ON c.node_id = n.node_id WHERE n.network_id IN ({marks})"
                     f" ORDER BY n.hostname LIMIT ? OFFSET ?", (*network_ids, *network_ids, limit, offset))

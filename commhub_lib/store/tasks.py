@@ -6,6 +6,7 @@ from typing import Any
 
 from ..db import Database
 from ..vocabulary import DELIVERED, OPEN_TASK_STATUSES
+from .dialect import POSTGRESQL, real_json
 from .paging import columns, json_record, keyed_page_json, page, page_json
 
 Row = dict[str, Any]
@@ -197,6 +198,8 @@ def list_completions_json(db: Database, network_ids: list[str], alias: str | Non
     """list_completions as the text of a JSON array (built by SQLite; artifacts as a JSON array)."""
     where, params = ["alias = ?"] if alias else [], [alias] if alias else []
     fields = tuple((name, "json(artifacts)" if name == "artifacts" else expr) for name, expr in COMPLETION_FIELDS)
+    if db.engine == POSTGRESQL:  # a REAL as SQLite writes it in JSON (2.0, not 2)
+        fields = tuple((name, real_json(expr) if name == "duration_seconds" else expr) for name, expr in fields)
     return page_json(db, f"SELECT {json_record(fields)} AS record, completed_at AS _at, rowid AS _seq FROM completions",
                      where, params, network_ids, "_at DESC, _seq DESC", limit, offset)
 

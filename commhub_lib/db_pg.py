@@ -1,0 +1,374 @@
+"""The PostgreSQL engine: the same Database interface as db.py's SQLite one, on one psycopg 3 connection.
+
+Imported only when a `postgresql://` URL is given (`db.open_engine`): the SQLite path never imports psycopg, an
+optional dependency (`pip install 'commhub[postgres]'`).
+
+What it keeps from the SQLite engine (docs/postgresql.md):
+- the store's calls: query/query_one/execute, `write()` (one transaction, BEGIN ... COMMIT, rolled back on any
+  error; nested use joins it), write_together (one transaction, a SAVEPOINT per member: the code is db.py's,
+  run on this engine's `con`), try_write, change_watch, and the few `db.con` calls the store makes (execute(...).get,
+  executemany, changes, last_insert_rowid, in_transaction);
+- the store's SQL text: each statement is translated once (store/dialect.py, cached per text);
+- the errors: a unique, foreign-key, check or not-null violation raises `db.ConstraintError` (what
+  apsw.ConstraintError is on SQLite), a lost connection 503 database_unavailable (the next call reconnects).
+Transactions are READ COMMITTED: this first cut has one connection, so the hub's writes are serial as on SQLite;
+several processes on one database are a later round (docs/scaling.md says which checks need a lock then).
+
+The driver is synchronous and runs on the event loop, as APSW does: a local PostgreSQL answers a statement in
+~50-100 µs. The next step (docs/scaling.md) is a pool and one worker-thread hop per service operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+import trio
+from psycopg import ClientCursor
+from psycopg.adapt import Dumper, Loader
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from . import db as sqlite_db
+from .db import ChangeWatch, ConstraintError, Database, DatabaseError
+from .errors import DatabaseUnavailable
+from .store.dialect import POSTGRESQL, to_postgres
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCHEMA_PG_PATH = PACKAGE_DIR / "schema_pg.sql"
+PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "pg"
+# The SQLite schema version that schema_pg.sql is (a fresh PostgreSQL database starts there; later SQLite
+# migrations each have a twin in migrations/pg/, tests/test_pg_schema.py checks it).
+PG_BASE_VERSION = 17
+CONNECT_TIMEOUT_SECONDS = 5
+
+log = logging.getLogger("commhub.db")
+
+Params = tuple[Any, ...] | dict[str, Any]
+
+
+class PgConstraintError(ConstraintError):
+    """A constraint violation on PostgreSQL: caught where SQLite's ConstraintError is (db.ConstraintError)."""
+
+
+class PgDatabaseError(DatabaseError):
+    """Any other PostgreSQL failure, as the family db.DatabaseError (a crash: 500, logged)."""
+
+
+def migration_steps() -> dict[int, str]:
+    """The PostgreSQL twins of the SQLite migrations newer than PG_BASE_VERSION, by number."""
+    steps = {}
+    for path in sorted(PG_MIGRATIONS_DIR.glob("*.sql")):
+        steps[int(path.name.split("_", 1)[0])] = path.read_text(encoding="utf-8")
+    return steps
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (for logs and messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1]))
+
+
+class _NumericLoader(Loader):
+    """numeric (sum() of bigint, avg) as int when whole, else float: the values SQLite gives, JSON-encodable."""
+
+    def load(self, data: Any) -> int | float:
+        value = Decimal(bytes(data).decode())
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
+class _TextLoader(Loader):
+    """json/jsonb as their text (SQLite returns JSON as text; callers json.loads what they need)."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data).decode()
+
+
+class _BoolAsIntDumper(Dumper):
+    """A Python bool as 1/0: the schema's flags are integers, as on SQLite."""
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+    def quote(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+def _mapped(exc: psycopg.Error) -> Exception:
+    """The CommhubError family / db error classes for a psycopg failure."""
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return PgConstraintError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        log.error("PostgreSQL unavailable: %s: %s", type(exc).__name__, exc)
+        return DatabaseUnavailable("the database server cannot be reached; retry in a few seconds", retry_after=2)
+    return PgDatabaseError(f"{type(exc).__name__}: {exc}")
+
+
+@lru_cache(maxsize=4096)
+def _pg_text(sql: str) -> bytes:
+    """A store statement as PostgreSQL runs it, encoded once (psycopg takes bytes for a text built at run time)."""
+    return to_postgres(sql).encode()
+
+
+class PgResult:
+    """What `con.execute` returns: iterable over tuples, `.get` as APSW's (one value, one tuple, or a list)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]]):
+        self.rows = rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    @property
+    def get(self) -> Any:
+        """APSW's `Cursor.get`: None, the single value, the single row, or every row."""
+        if not self.rows:
+            return None
+        if len(self.rows) == 1:
+            row = self.rows[0]
+            return row[0] if len(row) == 1 else row
+        return [r[0] if len(r) == 1 else r for r in self.rows]
+
+
+class PgConnection:
+    """The `db.con` of the PostgreSQL engine: the few APSW connection calls the store and db.py make."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._pg: psycopg.Connection[Any] = self._connect()
+        self._changes = 0
+        self._commit_hooks: dict[object, Callable[[], object]] = {}
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            # A bounded connect: an unreachable server answers 503 in seconds, not a loop stalled for minutes.
+            pg = psycopg.Connection.connect(self.url, autocommit=True, cursor_factory=ClientCursor,
+                                            connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+        # Client-side binding: values are written into the text as literals, so PostgreSQL types them from
+        # their context as SQLite does (`? IS NULL`, an int compared with a text column's...).
+        adapters = pg.adapters
+        adapters.register_loader("numeric", _NumericLoader)
+        adapters.register_loader("json", _TextLoader)
+        adapters.register_loader("jsonb", _TextLoader)
+        adapters.register_dumper(bool, _BoolAsIntDumper)
+        return pg
+
+    @property
+    def raw(self) -> psycopg.Connection[Any]:
+        """The psycopg connection (reconnected first if it was lost outside a transaction)."""
+        if self._pg.closed or self._pg.broken:
+            self._pg = self._connect()
+        return self._pg
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (a failed statement inside one still counts, as in SQLite)."""
+        # A lost connection has no transaction any more (what it held was rolled back by the server).
+        pg = self._pg
+        return not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE
+
+    def run(self, sql: str, params: Params = (), rows: bool = True, as_dicts: bool = False) -> Any:
+        """Run one store statement (translated); its rows (tuples or dicts) or None."""
+        text = _pg_text(sql)
+        try:
+            cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
+            with cur:
+                cur.execute(text, params)
+                self._changes = cur.rowcount if cur.rowcount >= 0 else 0
+                if rows:
+                    return cur.fetchall() if cur.description is not None else []
+                return None
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+
+    def execute(self, sql: str, params: Params = ()) -> PgResult:
+        """APSW's `Connection.execute`: the result's rows (iterate, or `.get`)."""
+        return PgResult(self.run(sql, params))
+
+    def executemany(self, sql: str, seq: Iterable[Params]) -> None:
+        """Run one statement for each set of parameters."""
+        for params in seq:
+            self.run(sql, params, rows=False)
+
+    def changes(self) -> int:
+        """Rows changed by the last statement."""
+        return self._changes
+
+    def last_insert_rowid(self) -> int:
+        """The identity value the last INSERT drew (its id/body_id/seq)."""
+        return int(self.run("SELECT lastval()")[0][0])
+
+    def data_version(self) -> int:
+        """SQLite's "another connection committed" counter. One connection per hub in this round: constant
+        (several processes take row locks instead, docs/scaling.md)."""
+        return 0
+
+    def set_commit_hook(self, hook: Callable[[], object] | None, id: object = None) -> None:  # noqa: A002 (APSW's)
+        """Call `hook()` at each commit of a write transaction (http/writelock.py counts them)."""
+        if hook is None:
+            self._commit_hooks.pop(id, None)
+        else:
+            self._commit_hooks[id] = hook
+
+    def commit(self) -> None:
+        """COMMIT the open transaction, after the commit hooks."""
+        for hook in list(self._commit_hooks.values()):
+            hook()
+        self.run("COMMIT", rows=False)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._pg.close()
+
+
+class PgChangeWatch(ChangeWatch):
+    """ChangeWatch on PostgreSQL: statement triggers bump a counter row per watch (commhub_changes), so a change
+    made by any connection, this process's or another's (the CLI), changes `stamp()`; one indexed read."""
+
+    def __init__(self, con: PgConnection, name: str, events: dict[str, tuple[str, ...]]):  # noqa: D107
+        self._pg_con = con
+        self.changes = 0
+        self._name = name
+        func = f"commhub_changed_{name}"
+        con.run("INSERT INTO commhub_changes(name, n) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,),
+                rows=False)
+        con.run(f"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" UPDATE commhub_changes SET n = n + 1 WHERE name = '{name}'; RETURN NULL; END $$", rows=False)
+        for table, kinds in events.items():
+            for i, kind in enumerate(kinds):
+                con.run(f"CREATE OR REPLACE TRIGGER {func}_{table}_{i} AFTER {kind} ON {table}"
+                        f" FOR EACH STATEMENT EXECUTE FUNCTION {func}()", rows=False)
+
+    def stamp(self) -> tuple[int, int]:
+        """The watch's counter (changes when a watched table may have changed)."""
+        return 0, int(self._pg_con.run("SELECT n FROM commhub_changes WHERE name = ?", (self._name,))[0][0])
+
+
+class PgDatabase(Database):
+    """The Database interface on PostgreSQL (see the module). Subclasses the SQLite Database for its type and
+    its engine-neutral write_together; every SQLite-specific method is overridden."""
+
+    engine = POSTGRESQL
+
+    def __init__(self, url: str):  # noqa: D107 (a Database on a postgresql:// URL)
+        self.path = redacted(url)
+        self.url = url
+        self.busy_timeout_ms = 0
+        self.con = PgConnection(url)  # type: ignore[assignment]
+        migrate(self.con)
+        self.replaced_reason = None
+        self.checkpoints_done = 0
+        self._checkpoint_due = None
+        self._column_names = {}
+        self._watches = {}
+        self._group = None
+        self.groups_committed = 0
+
+    @property
+    def pg(self) -> PgConnection:
+        """The engine's connection (typed)."""
+        return self.con  # type: ignore[return-value]
+
+    def check_file(self) -> str | None:
+        """No file to be replaced on PostgreSQL."""
+        return None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Any]:
+        """One transaction (BEGIN ... COMMIT), rolled back on any error; nested use joins the outer one."""
+        con = self.pg
+        if con.in_transaction:
+            yield con
+            return
+        con.run("BEGIN", rows=False)
+        try:
+            yield con
+            con.commit()
+        except BaseException:
+            if con.in_transaction:
+                try:
+                    con.run("ROLLBACK", rows=False)
+                except (DatabaseUnavailable, DatabaseError):
+                    log.exception("rollback failed")
+            raise
+
+    async def wait_for_write_lock(self, timeout: float) -> None:  # noqa: ASYNC109 (the interface's)
+        """No database-wide write lock on PostgreSQL: nothing to wait for."""
+        return
+
+    def change_watch(self, name: str, events: dict[str, tuple[str, ...]]) -> ChangeWatch:
+        """The PgChangeWatch of that name (made on first use)."""
+        watch = self._watches.get(name)
+        if watch is None:
+            watch = self._watches[name] = PgChangeWatch(self.pg, name, events)
+        return watch
+
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        """Run a read query (or a write with RETURNING); rows as dicts keyed by column name."""
+        return self.pg.run(sql, params, as_dicts=True)  # type: ignore[no-any-return]
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run a write statement (inside `write()`); returns the number of rows changed."""
+        self.pg.run(sql, params, rows=False)
+        return self.pg.changes()
+
+    def checkpoint(self) -> None:
+        """Nothing to fold on PostgreSQL (its WAL is the server's business)."""
+
+    async def run_checkpointer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """No checkpointer on PostgreSQL: started, then idle until cancelled."""
+        task_status.started()
+        await trio.sleep_forever()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.pg.close()
+
+
+def schema_version(con: PgConnection) -> int | None:
+    """The recorded schema version, or None for an empty database."""
+    if con.run("SELECT to_regclass('commhub_schema') AS t")[0][0] is None:
+        return None
+    return int(con.run("SELECT version FROM commhub_schema")[0][0])
+
+
+def migrate(con: PgConnection) -> None:
+    """Bring the database to db.SCHEMA_VERSION: schema_pg.sql for an empty one, the pg/ twins after that."""
+    target = sqlite_db.SCHEMA_VERSION
+    version = schema_version(con)
+    if version is not None and version > target:
+        raise RuntimeError(f"database schema v{version} is newer than this CommHub (v{target})")
+    if version == target:
+        return
+    con.run("BEGIN", rows=False)
+    try:
+        raw = con.raw
+        if version is None:
+            raw.execute(SCHEMA_PG_PATH.read_text(encoding="utf-8").encode())
+            raw.execute(b"CREATE TABLE commhub_schema (version integer NOT NULL)")
+            raw.execute(f"INSERT INTO commhub_schema(version) VALUES ({PG_BASE_VERSION})".encode())
+            version = PG_BASE_VERSION
+        steps = migration_steps()
+        for step in sorted(n for n in steps if n > version):
+            raw.execute(steps[step].encode())
+        raw.execute(f"UPDATE commhub_schema SET version = {target}".encode())
+        con.run("COMMIT", rows=False)
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            con.raw.execute(b"ROLLBACK")
+        raise

@@ -1,0 +1,39 @@
+"""The REST and MCP contract tests, run once more against a PostgreSQL-backed server (docs/postgresql.md).
+
+The contract modules take their servers from make_settings, which `pytest --engine postgresql` points at a fresh
+PostgreSQL database each (tests/conftest.py); this test runs them that way in a child pytest, so the one test
+command (`python -m pytest`) covers both engines. Skipped where PostgreSQL is not installed (failed under CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pg_cluster as pg_cluster_mod
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# The modules that test the user contract through a real server (rest-api-reference.txt, the MCP tools); the
+# modules that reach into the SQLite file (plans, the CLI on --db, WAL) stay SQLite-only.
+CONTRACT = ["tests/test_rest_auth.py", "tests/test_rest_networks.py", "tests/test_rest_tokens_audit.py",
+            "tests/test_tasks_rest.py", "tests/test_mcp_protocol.py", "tests/test_mcp_sdk.py"]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_rest_and_mcp_contract_holds_on_a_postgresql_backed_server() -> None:
+    try:
+        pg_cluster_mod.find_bindir()
+    except pg_cluster_mod.PostgresUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but PostgreSQL is unavailable: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL is unavailable: {exc}")
+    # addopts cleared: the child runs in one process (no xdist), quietly, with its own throwaway cluster.
+    child = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=-q", "-p", "no:cacheprovider",
+                            "--engine", "postgresql", "-m", "not browser", *CONTRACT],
+                           cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+    assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-2000:]
+    assert " passed" in child.stdout.splitlines()[-1] and "skipped" not in child.stdout.splitlines()[-1]
