@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -55,3 +56,24 @@ def run_cli_sync(*args: str, env: dict[str, str] | None = None, stdin: str = "")
     done = subprocess.run([sys.executable, COMMHUB, *args], input=stdin, capture_output=True, text=True,
                           env=env or cli_env(), timeout=30, check=False)
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
+
+
+def _text(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
+async def listening_url(process: trio.Process, log: Path, since: int = 0, limit_seconds: float = 20) -> str:
+    """The address a `serve --port 0` child bound, read from its log past offset `since` (an earlier server's
+    lines before it), polled and bounded; fails if the child exits first.
+
+    Port 0 rather than a port found free beforehand: tests run in parallel workers, and a port free a moment ago
+    can be taken by another test's server before the child binds it (its requests would then reach that one)."""
+    with trio.fail_after(limit_seconds):
+        while not (found := LISTENING.search(_text(log), since)):
+            if process.poll() is not None:
+                raise AssertionError(f"server exited ({process.returncode}): {_text(log)}")
+            await trio.sleep(0.05)  # polling the child's log file, bounded by fail_after
+    return found[1]

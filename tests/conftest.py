@@ -22,6 +22,63 @@ from commhub_lib.runtime.server import ServerHandle, run_server
 
 _counter = itertools.count()
 
+# Parallel runs (pytest-xdist; pyproject's addopts say `-n auto`). The tests mostly wait (real servers, real CLIs,
+# Chromium), so a box keeps its cores busy with a worker more than it has cores (3 on CI's 2 cores); each worker
+# beyond that adds load that the tests which time themselves feel (docs/testing.md has the measurements).
+EXTRA_WORKERS = 1
+MAX_WORKERS = 8
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers `-n auto` starts: none (this process runs the tests) when only files or test ids were
+    named — a single module's run is quicker without the workers' start-up — else cores + EXTRA_WORKERS."""
+    if config.args_source == pytest.Config.ArgsSource.ARGS and not any(
+            os.path.isdir(arg.split("::", 1)[0]) for arg in config.args):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(MAX_WORKERS, cores + EXTRA_WORKERS)
+
+
+# Variables for the test harness itself, kept: where tests/pg_cluster.py finds PostgreSQL (COMMHUB_PG_BINDIR) and
+# puts its clusters (COMMHUB_PG_TMP). No setting of CommHub starts so.
+HARNESS_PREFIX = "COMMHUB_PG_"
+
+
+def isolate_home(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """Point HOME, the XDG directories and TMPDIR into `home` and drop every COMMHUB_* setting but the harness's
+    (undone by mp).
+
+    Tests run in parallel workers: anything written under ~ (a CLI's default state file, an agent CLI's ~/.claude,
+    ~/.codex or ~/.gemini, Chromium's ~/.pki, a cache) or to a fixed name in the temp dir would otherwise be shared
+    with the tests running beside it, and with the developer's own files. Child processes inherit the environment,
+    so they are isolated too; a developer's COMMHUB_URL or COMMHUB_TOKEN never reaches a test."""
+    mp.setenv("HOME", str(home))
+    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_STATE_HOME", ".local/state"),
+                     ("XDG_CACHE_HOME", ".cache"), ("XDG_DATA_HOME", ".local/share"), ("TMPDIR", "tmp")):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        mp.setenv(var, str(home / sub))
+    for var in [v for v in os.environ if v.startswith("COMMHUB_") and not v.startswith(HARNESS_PREFIX)]:
+        mp.delenv(var)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A HOME of this test process's own, for session- and module-scoped fixtures (the module's Chromium)."""
+    home = tmp_path_factory.mktemp("session-home")
+    with pytest.MonkeyPatch.context() as mp:
+        isolate_home(mp, home)
+        yield home
+
+
+@pytest.fixture(autouse=True)
+def own_home(session_home: Path, tmp_path_factory: pytest.TempPathFactory,
+             monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test its own HOME (see isolate_home); a test that needs a variable sets it after this fixture."""
+    home = tmp_path_factory.mktemp("home")
+    isolate_home(monkeypatch, home)
+    return home
+
+
 # Rate limits are lifted by default so tests can register many users (and one agent send another more than 30
 # items a minute); tests of the limits set them. The loop guard's duplicate window stays on.
 TEST_DEFAULTS = dict(port=0, register_rate_per_minute=0, login_rate_per_minute=0, token_rate_per_minute=0,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from typing import Any, BinaryIO
 import httpx
 import pytest
 import trio
+from cli_support import listening_url
 
 from tests.conftest import create_token, register, tool
 
@@ -30,15 +30,14 @@ PER_SENDER = 50  # 300 sends in all
 KILL_AFTER = 150  # acknowledged sends before the SIGKILL
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def open_log(path: Path) -> BinaryIO:
     """The server's log file (its stderr goes there, never to an unread pipe that could fill up)."""
     return path.open("ab")
+
+
+def log_text(path: Path) -> str:
+    """The whole log so far ("" before the first start)."""
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def log_tail(path: Path) -> str:
@@ -56,17 +55,18 @@ class Server:
 
 @asynccontextmanager
 async def serve(db: Path, log: Path) -> AsyncIterator[Server]:
-    """Start the server on a free port and wait (bounded) until /health answers; kill it if still running."""
-    port = free_port()
+    """Start the server on port 0 and wait (bounded) until /health answers; kill it if still running."""
+    # Info level: the log's "listening on" line gives the port the child bound (port 0, see listening_url).
     env = {**os.environ, "COMMHUB_REGISTER_RATE_PER_MINUTE": "0", "COMMHUB_LOGIN_RATE_PER_MINUTE": "0",
-           "COMMHUB_TOKEN_RATE_PER_MINUTE": "0", "COMMHUB_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
+           "COMMHUB_TOKEN_RATE_PER_MINUTE": "0", "COMMHUB_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
     env.pop("COMMHUB_AUTH_TOKEN", None)
+    since = len(log_text(log))  # the log is appended to: a restart's lines come after the first run's
     with open_log(log) as log_file:
         process = await trio.lowlevel.open_process(
-            [sys.executable, str(REPO / "commhub.py"), "serve", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, str(REPO / "commhub.py"), "serve", "--host", "127.0.0.1", "--port", "0",
              "--db", str(db)], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
-    server = Server(process, port)
     try:
+        server = Server(process, int((await listening_url(process, log, since)).rsplit(":", 1)[1]))
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
             with trio.fail_after(20):
                 while True:

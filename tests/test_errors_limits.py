@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import httpx
 import pytest
 import trio
 from conftest import make_settings, register, unique
 from test_rest_auth import assert_error, running
 
+from commhub_lib import ratelimit
 from commhub_lib.config import Settings
 from commhub_lib.runtime.server import ServerHandle
 
@@ -120,13 +124,17 @@ async def test_default_body_cap_is_one_mebibyte(client: httpx.AsyncClient) -> No
     assert_error(r, 400, "validation_error", mentions="username")  # read and validated, not refused for size
 
 
-async def test_register_and_login_rate_limits_per_ip(tmp_path) -> None:
+async def test_register_and_login_rate_limits_per_ip(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = Settings()
     assert (defaults.register_rate_per_minute, defaults.login_rate_per_minute) == (30, 10)
     settings = make_settings(tmp_path, register_rate_per_minute=defaults.register_rate_per_minute,
                              login_rate_per_minute=defaults.login_rate_per_minute)
+    # The limiters' clock stands still: the register bucket refills one every 2 s, and on a loaded box (CI's tests
+    # run in parallel) the 30 requests below can take longer than that, letting a 31st through.
+    stopped = time.monotonic()
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(monotonic=lambda: stopped))
     async with running(settings) as (handle, client):
-        # Quick requests (no argon2), so the buckets barely refill while they run; refused ones count too.
+        # Quick requests (no argon2); refused ones count too.
         for _ in range(30):
             r = await client.post("/api/auth/register", json={"username": "x", "password": "secret123"})
             assert_error(r, 400, "validation_error")

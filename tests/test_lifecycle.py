@@ -14,17 +14,11 @@ import apsw
 import httpx
 import pytest
 import trio
+from cli_support import listening_url
 from conftest import create_token, make_settings, register, start_server
 from test_rest_auth import assert_error, running
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (bind 127.0.0.1:0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -77,12 +71,11 @@ async def wait_until_healthy(proc: trio.Process, url: str, log: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.subprocess
 async def test_serve_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
-    port, db, log = free_port(), tmp_path / "hub.db", tmp_path / "server.log"
+    db, log = tmp_path / "hub.db", tmp_path / "server.log"
     secret = "lifecycle-secret"
-    proc = await start_child(["serve", "--port", str(port), "--db", str(db)], log,
-                             child_env(COMMHUB_AUTH_TOKEN=secret))
+    proc = await start_child(["serve", "--port", "0", "--db", str(db)], log, child_env(COMMHUB_AUTH_TOKEN=secret))
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = await listening_url(proc, log)
         await wait_until_healthy(proc, url, log)
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             # COMMHUB_AUTH_TOKEN from the environment is in force ...

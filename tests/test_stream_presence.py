@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from test_shutdown_streams import WAIT, _network, agent_tokens, counting_writes, open_streams
 
@@ -21,10 +22,14 @@ from commhub_lib.store import sessions as session_store
 from tests.conftest import own_server
 
 
-async def test_opens_of_known_offline_agents_write_nothing_until_one_round_stores_them_all(tmp_path: Path) -> None:
+async def test_opens_of_known_offline_agents_write_nothing_until_one_round_stores_them_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fails on the old code: each of the 10 opens wrote its session in a transaction of its own."""
+    # The test runs the presence job's round itself: the job's own (every 0.5 s) would otherwise store the opens
+    # first when the opens take that long (a loaded box, parallel workers), and the round below find none.
+    monkeypatch.setattr(sessions, "PRESENCE_WRITE_SECONDS", 3600.0)
     async with trio.open_nursery() as outer:
-        async with own_server(tmp_path, "due") as server:
+        async with own_server(tmp_path, "due", sweep_seconds=3600.0) as server:
             db, broker = server.hub.db, server.hub.broker
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
                 tokens = await agent_tokens(client, 10)

@@ -177,28 +177,34 @@ async def test_a_hanging_receiver_delays_neither_the_hub_nor_other_webhooks(tmp_
         async with own_server(tmp_path, "hang", **{**LOOPBACK, "webhook_timeout_seconds": 60.0}) as hub, \
                 httpx.AsyncClient(base_url=hub.url, timeout=10) as client:
             owner, _ = await setup(client)
-            await add_webhook(client, owner, hanging.url)
             await add_webhook(client, owner, healthy.url)
-            before = []
-            for _ in range(5):  # latency before the hang holds anything
-                started = time.perf_counter()
-                await client.get("/health")
-                before.append(time.perf_counter() - started)
+
+            async def latencies(label: str) -> tuple[list[float], list[float]]:
+                """20 rounds of a /health then a send: the seconds each took."""
+                health, sends = [], []
+                for n in range(20):
+                    started = time.perf_counter()
+                    assert (await client.get("/health")).status_code == 200
+                    health.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    await send(client, owner, f"{label}{n}")
+                    sends.append(time.perf_counter() - started)
+                return health, sends
+
+            # The yardstick: the same rounds before the hang, in this run (on a loaded box, CI's tests running in
+            # parallel, both are slower alike), delivering to the healthy webhook as the rounds after do.
+            before, _ = await latencies("b")
+            await healthy.wait_until(lambda: len(healthy.accepted_ids()) == 20)
+            await add_webhook(client, owner, hanging.url)
             await send(client, owner, "first")
             await hanging.wait_until(lambda: len(hanging.received) == 1)  # now held for up to 60 s
-            health, sends = [], []
-            for n in range(20):
-                started = time.perf_counter()
-                assert (await client.get("/health")).status_code == 200
-                health.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                await send(client, owner, f"m{n}")
-                sends.append(time.perf_counter() - started)
-            await healthy.wait_until(lambda: len(healthy.accepted_ids()) == 21)
+            health, sends = await latencies("m")
+            await healthy.wait_until(lambda: len(healthy.accepted_ids()) == 41)
             assert len(hanging.received) == 1  # one at a time per webhook: the rest wait behind it
             # Normal latency (generous bounds for a loaded 2-core box; the hanging POST holds for 60 s).
             assert max(health) < 2 and sorted(sends)[len(sends) // 2] < 0.5, (health, sends)
-            assert sorted(health)[len(health) // 2] < max(0.05, 5 * sorted(before)[2]), (before, health)
+            assert sorted(health)[len(health) // 2] < max(0.05, 5 * sorted(before)[len(before) // 2]), (before,
+                                                                                                        health)
         nursery.cancel_scope.cancel()
 
 
