@@ -321,11 +321,13 @@ async def test_interrupted_and_killed_mid_copy_resumes(tmp_path: Path, pg_url: s
         return 0
 
     async def interrupt(extra: list[str], at_least: int, sig: signal.Signals) -> tuple[int, str]:
-        """Run migrate, wait until `at_least` audit_log rows are committed, send `sig`; its exit code and stderr."""
+        """Run migrate, wait until `at_least` audit_log rows are committed (where it holds: --hold-after, so the
+        signal lands mid-copy however slow or fast the run), send `sig`; its exit code and stderr."""
         with open(tmp_path / "err.txt", "w+") as err:  # noqa: ASYNC230 (a local file: the child's stderr)
             process = await trio.lowlevel.open_process(
                 [sys.executable, str(ROOT / "commhub.py"), "migrate", "--from", f"sqlite:{hub}", "--to", pg_url,
-                 "--chunk-size", "200", *extra], env=env, stdout=subprocess.DEVNULL, stderr=err)
+                 "--chunk-size", "200", "--hold-after", f"audit_log:{at_least}", *extra], env=env,
+                stdout=subprocess.DEVNULL, stderr=err)
             try:
                 deadline = time.monotonic() + 120
                 while audit_rows_done() < at_least:

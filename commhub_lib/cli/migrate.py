@@ -283,10 +283,23 @@ def batches(rows: Iterator[tuple[Any, ...]], count: int, max_bytes: int,
             budget[0] -= len(batch)
 
 
+def hold_point(value: str | None) -> tuple[str, int] | None:
+    """--hold-after TABLE:ROWS (a test knob) as (table, rows), or None."""
+    if not value:
+        return None
+    table, _, rows = value.rpartition(":")
+    if not table or not rows.isdigit():
+        raise MigrateError("--hold-after takes TABLE:ROWS", EXIT_USAGE)
+    return table, int(rows)
+
+
 def copy_table(src: apsw.Connection, dst: Any, plan: TablePlan, after: list[Any] | None, chunk: int,
-               chunk_bytes: int, progress: Progress, budget: list[int] | None) -> bool:
+               chunk_bytes: int, progress: Progress, budget: list[int] | None,
+               hold: tuple[str, int] | None = None) -> bool:
     """Copy a table's rows after the key `after`, chunk by chunk, each chunk and its progress row in one
-    transaction. Returns False when the --stop-after budget ran out first."""
+    transaction. Returns False when the --stop-after budget ran out first. With `hold` (a test knob), once that
+    table has that many rows copied, wait between two chunks until a signal ends the run: an interruption then
+    lands mid-copy however loaded the machine is."""
     nkey = len(plan.key)
     for rows in batches(q.sqlite_rows_after(src, plan.name, plan.source_columns, plan.key, after), chunk,
                         chunk_bytes, budget):
@@ -302,6 +315,9 @@ def copy_table(src: apsw.Connection, dst: Any, plan: TablePlan, after: list[Any]
             q.pg_save_progress(dst, plan.name, after, plan.done + len(rows), False)
         plan.done += len(rows)
         progress.update(plan, len(rows))
+        if hold is not None and hold[0] == plan.name and plan.done >= hold[1]:
+            while True:  # a test interrupts (SIGINT) or kills the run here
+                time.sleep(3600)
     if budget is not None and budget[0] <= 0 and plan.done < plan.total:
         return False
     with dst.transaction():
@@ -469,7 +485,8 @@ def migrate_open(src: apsw.Connection, dst: Any, path: str, url: str, args: argp
             last_key, _done, finished = progress_rows.get(plan.name, (None, 0, False))
             if finished:
                 continue
-            if not copy_table(src, dst, plan, last_key, args.chunk_size, args.chunk_bytes, progress, budget):
+            if not copy_table(src, dst, plan, last_key, args.chunk_size, args.chunk_bytes, progress, budget,
+                              hold_point(args.hold_after)):
                 raise MigrateError(f"stopped after {args.stop_after:,} rows (--stop-after) in {plan.name}: re-run "
                                    "with --resume to continue")
     except psycopg.Error as exc:
@@ -538,4 +555,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, help=argparse.SUPPRESS)
     # A test knob: stop (as an interruption would) after this many rows; the run is then continued with --resume.
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    # A test knob: once TABLE has ROWS copied, wait between two chunks until a signal ends the run.
+    p.add_argument("--hold-after", default=None, metavar="TABLE:ROWS", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_migrate)
