@@ -20,6 +20,7 @@ from ..ids import now_text, now_ts
 from ..models import InlineFile
 from ..service import bridge as service
 from ..service.hub import Hub
+from ..service.outbox import KeyedWorkers
 from ..store import bridge as bridge_store
 from ..vocabulary import CANCELLED, DONE, FAILED, FORWARD_ANSWER, FORWARD_CANCEL, FORWARD_TASK, PROGRESS, QUESTION
 from . import client as a2a
@@ -40,37 +41,22 @@ def task_text(task: dict[str, Any]) -> str:
     return "\n\n".join(p for p in pieces if p)
 
 
-class Forwarder:
+class Forwarder(KeyedWorkers):
     """One follower per task with bridge work; each ends when its task has none left."""
 
+    what = "a2a task follower"
+
     def __init__(self, hub: Hub, client: A2AClient, nursery: trio.Nursery):
+        super().__init__(nursery)
         self.hub = hub
         self.client = client
-        self.nursery = nursery
-        self.followers: dict[str, trio.Event] = {}  # task id -> its wake-up
         self.cards: dict[str, tuple[Endpoint, float]] = {}  # bound URL -> (endpoint, read at)
         # task id -> the remote state (`seen`) when its last stream ended or failed: it is subscribed to again only
         # once the state has changed (a stream the agent ends at once is not opened in a loop); GetTask polls meanwhile.
         self.stream_ended: dict[str, str | None] = {}
 
-    def poke(self, task_ids: set[str] | list[str]) -> None:
-        """Start a follower for each task that has none, wake the others."""
-        for task_id in task_ids:
-            if task_id in self.followers:
-                self.followers[task_id].set()
-            else:
-                self.followers[task_id] = trio.Event()
-                self.nursery.start_soon(self.follow, task_id)
-
-    async def follow(self, task_id: str) -> None:
+    async def work(self, task_id: str) -> None:
         """Work through one task's outbox and remote state until nothing is left (then the task ends)."""
-        try:
-            await self._follow(task_id)
-        except Exception:  # a bug or a database failure: logged; the next scan starts the follower again
-            log.exception("a2a: task %s: follower failed", task_id)
-            self.followers.pop(task_id, None)
-
-    async def _follow(self, task_id: str) -> None:
         db = self.hub.db
         while True:
             row = bridge_store.next_outbox(db, task_id)
@@ -90,10 +76,10 @@ class Forwarder:
                     if await self._watch(fwd):
                         continue
             else:
-                del self.followers[task_id]  # no await since the reads: a poke now starts a new follower
+                del self.wakeups[task_id]  # no await since the reads: a poke now starts a new follower
                 self.stream_ended.pop(task_id, None)
                 return
-            wake = self.followers[task_id] = trio.Event()
+            wake = self.wakeups[task_id] = trio.Event()
             with trio.move_on_after(due - now):
                 await wake.wait()
 
@@ -243,7 +229,7 @@ class Forwarder:
         if not endpoint.streaming:
             self.stream_ended[task_id] = None  # never: polls only
             return False
-        wake = self.followers[task_id] = trio.Event()
+        wake = self.wakeups[task_id] = trio.Event()
 
         async def on_event(_: Any) -> None:
             current = bridge_store.get_forwarded(hub.db, task_id)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..broker import Event
 from ..errors import CommhubError, Conflict, Forbidden, NotFound, ValidationFailed
-from ..ids import new_id, now_text, now_ts, ts_text
+from ..ids import new_id, now_text, now_ts
 from ..models import ALIAS_RE, ALIAS_RULE, InlineFile
 from ..store import bridge as bridge_store
 from ..store import messages as message_store
@@ -38,6 +38,7 @@ from ..vocabulary import (
 from . import quotas, tasks
 from .hub import Hub, Principal, require_user_token
 from .networks import require_role
+from .outbox import prune_settled
 from .webhooks import check_url
 
 log = logging.getLogger("commhub.a2a_client")
@@ -140,18 +141,9 @@ def touch_bound(hub: Hub) -> int:
     return counted[0]
 
 
-PRUNE_BATCH = 2000
-
-
 async def prune(hub: Hub) -> int:
     """Drop sent/failed forwards and finished remote tasks older than event_retention_days, in batches that yield."""
-    cutoff = ts_text(now_ts() - hub.settings.event_retention_days * 86400)
-    pruned = 0
-    while True:
-        deleted = await hub.db.write_together(lambda: bridge_store.delete_settled_before(hub.db, cutoff, PRUNE_BATCH))
-        pruned += deleted
-        if deleted < PRUNE_BATCH:
-            return pruned
+    return await prune_settled(hub, lambda cutoff, limit: bridge_store.delete_settled_before(hub.db, cutoff, limit))
 
 
 # -- what the remote agent's answers do (the bridge job) --------------------------------------------------------

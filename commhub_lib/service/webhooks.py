@@ -25,18 +25,18 @@ import trio
 
 from ..broker import Event
 from ..errors import CommhubError, Conflict, NotFound, ValidationFailed
-from ..ids import new_id, now_text, now_ts, ts_text
+from ..ids import new_id, now_text, now_ts
 from ..models import WebhookCreateRequest, WebhookUpdateRequest
 from ..store import webhooks as webhook_store
 from ..vocabulary import PENDING, STORED_EVENTS, WEBHOOK_DISABLED
 from .hub import Hub, Principal, clamp_limit, require_user_token
 from .networks import require_role
+from .outbox import KeyedWorkers, prune_settled
 
 log = logging.getLogger("commhub.webhooks")
 
 POLL_SECONDS = 5.0  # the worker also looks for pending rows this often (a wake-up lost to a rollback, a restart)
 PRUNE_SECONDS = 3600.0  # the delivery log keeps settled rows as long as the SSE events (event_retention_days)
-PRUNE_BATCH = 2000
 MAX_ERROR_CHARS = 300
 USER_AGENT = "CommHub-Webhook/1"
 
@@ -261,44 +261,29 @@ async def post_once(client: httpx.AsyncClient, hub: Hub, webhook: dict[str, Any]
     return response.status_code, f"HTTP {response.status_code}"
 
 
-class Worker:
-    """The delivery worker: one sender task per webhook with pending events."""
+class Worker(KeyedWorkers):
+    """The delivery worker: one sender task per webhook with pending events (woken by a redelivery, a new event)."""
+
+    what = "webhook sender"
 
     def __init__(self, hub: Hub, client: httpx.AsyncClient, nursery: trio.Nursery):
+        super().__init__(nursery)
         self.hub = hub
         self.client = client
-        self.nursery = nursery
         self.limiter = trio.CapacityLimiter(hub.settings.webhook_concurrency)
-        self.senders: dict[str, trio.Event] = {}  # webhook id -> its wake-up (a redelivery, a new event)
 
-    def poke(self, webhook_ids: set[str] | list[str]) -> None:
-        """Start a sender for each webhook that has none, wake the others."""
-        for webhook_id in webhook_ids:
-            if webhook_id in self.senders:
-                self.senders[webhook_id].set()
-            else:
-                self.senders[webhook_id] = trio.Event()
-                self.nursery.start_soon(self.send_all, webhook_id)
-
-    async def send_all(self, webhook_id: str) -> None:
+    async def work(self, webhook_id: str) -> None:
         """Send a webhook's pending deliveries in order until none is left (then the task ends)."""
-        try:
-            await self._send_all(webhook_id)
-        except Exception:  # a bug or a database failure: logged; the next poll starts the sender again
-            log.exception("webhook %s: sender failed", webhook_id)
-            self.senders.pop(webhook_id, None)
-
-    async def _send_all(self, webhook_id: str) -> None:
         db = self.hub.db
         while True:
             webhook = webhook_store.get_webhook_for_delivery(db, webhook_id)
             delivery = webhook_store.next_pending(db, webhook_id) if webhook and webhook["enabled"] else None
             if delivery is None or webhook is None:
-                del self.senders[webhook_id]  # no await since the read: a poke now starts a new sender
+                del self.wakeups[webhook_id]  # no await since the read: a poke now starts a new sender
                 return
             wait = delivery["next_attempt_ts"] - now_ts()
             if wait > 0:  # backing off; a poke (a redelivery by hand, a re-enable) looks again sooner
-                wake = self.senders[webhook_id] = trio.Event()
+                wake = self.wakeups[webhook_id] = trio.Event()
                 with trio.move_on_after(wait):
                     await wake.wait()
                 continue
@@ -357,13 +342,7 @@ class Worker:
 
 async def prune_log(hub: Hub) -> int:
     """Drop delivered and failed deliveries older than event_retention_days, in batches that yield."""
-    cutoff = ts_text(now_ts() - hub.settings.event_retention_days * 86400)
-    pruned = 0
-    while True:
-        deleted = await hub.db.write_together(lambda: webhook_store.delete_settled_before(hub.db, cutoff, PRUNE_BATCH))
-        pruned += deleted
-        if deleted < PRUNE_BATCH:
-            return pruned
+    return await prune_settled(hub, lambda cutoff, limit: webhook_store.delete_settled_before(hub.db, cutoff, limit))
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext | bool:
