@@ -110,3 +110,33 @@ async def test_prune_deletes_in_batches_and_keeps_recent_events(tmp_path: Path,
         assert await jobs.prune_events(server.hub) == 0
         # The WAL was checkpointed after the big prune (not left to grow).
         assert wal_size(db.path) == 0
+
+
+async def test_the_expiry_round_opens_no_write_transaction_when_nothing_is_due(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweeper runs expire_tasks every round: with nothing past its start_by it only reads (a write transaction
+    per round took the write lock every few seconds on an idle hub); a due task is still expired."""
+    async with own_server(tmp_path, "expiry", sweep_seconds=3600) as server:
+        db = server.hub.db
+        writes = []
+        real_write = db.write
+
+        def counting_write():  # noqa: ANN202
+            writes.append(1)
+            return real_write()
+
+        monkeypatch.setattr(db, "write", counting_write)
+        assert await jobs.expire_tasks(server.hub) == 0
+        assert writes == []
+        monkeypatch.setattr(db, "write", real_write)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            account = await register(client)
+            await mcp_call(client, account.network_token, "report_status", {"alias": "worker"})
+            sent = await client.post("/api/tasks", headers=account.auth,
+                                     json={"to": "worker", "content": "soon", "start_by": 1})
+            assert sent.status_code == 200, sent.text
+        with db.write():
+            db.execute("UPDATE tasks SET start_by_ts = ? WHERE task_id = ?", (now_ts() - 1, sent.json()["task_id"]))
+        monkeypatch.setattr(db, "write", counting_write)
+        assert await jobs.expire_tasks(server.hub) == 1
+        assert writes

@@ -20,7 +20,7 @@ from ..store import sessions as session_store
 from ..vocabulary import OFFLINE
 from .hub import Hub
 from .retention import apply_retention
-from .tasks import expire_due
+from .tasks import any_due_to_expire, expire_due
 
 log = logging.getLogger("commhub.jobs")
 
@@ -113,6 +113,8 @@ async def expire_tasks(hub: Hub) -> int:
     how many. Starting a task checks start_by too, so a late round never lets one start."""
     expired = 0
     while True:
+        if not any_due_to_expire(hub):  # the usual round: one indexed read, no write transaction
+            break
         await hub.db.wait_for_write_lock(LOCK_WAIT_SECONDS)
         done = expire_due(hub, BATCH)
         expired += done

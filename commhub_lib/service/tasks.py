@@ -207,6 +207,11 @@ def is_past_start_by(task: dict[str, Any]) -> bool:
     return task["status"] == DELIVERED and task.get("start_by_ts") is not None and task["start_by_ts"] <= now_ts()
 
 
+def any_due_to_expire(hub: Hub) -> bool:
+    """Whether some task's start_by has passed while it waits (a read: the round writes only when there is work)."""
+    return bool(task_store.due_to_expire(hub.db, now_ts(), 1))
+
+
 def expire_due(hub: Hub, limit: int) -> int:
     """Expire up to `limit` tasks whose start_by has passed (the background job's round); returns how many."""
     pending: list[Event] = []
