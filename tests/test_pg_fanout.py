@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import trio
 from cli_support import listening_url
-from test_sse import Frames, message, sse, team, tool
+from test_sse import Frames, message, sse, team, tool, wait_for
 
 from commhub_lib import db_pg
 from commhub_lib.db_pg import LISTENER_APP_NAME, EventListener
@@ -31,6 +31,11 @@ pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 WITHIN = 30  # seconds, for one event on a loaded machine (a bound, not a wait)
+
+
+def log_tail(log: Path) -> str:
+    """The end of a child's log (for a failure message)."""
+    return log.read_text(errors="replace")[-3000:]
 
 
 @asynccontextmanager
@@ -49,7 +54,7 @@ async def serve(url: str, log: Path) -> AsyncIterator[str]:
         async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
             with trio.fail_after(60):
                 while True:
-                    assert process.returncode is None, log.read_text(errors="replace")[-3000:]
+                    assert process.returncode is None, log_tail(log)
                     try:
                         if (await probe.get("/health")).status_code == 200:
                             break
@@ -161,9 +166,8 @@ async def test_the_listener_survives_a_dropped_connection_and_catches_up(pg_url:
             sent = [await message(b, t.boss, "worker", f"during the cut {n}") for n in range(10)]
             got = await events(frames, 10)
             assert [f["json"]["message_id"] for f in got] == sent
-            with trio.fail_after(WITHIN):  # both listeners are back, on new connections
-                while not ((now := listener_pids(pg_url)) and len(now) == 2 and not now & before):
-                    await trio.sleep(0.05)  # polling pg_stat_activity, bounded by fail_after
+            # Both listeners are back, on new connections.
+            await wait_for(lambda: len(now := listener_pids(pg_url)) == 2 and not now & before, within=WITHIN)
             after = await message(b, t.boss, "worker", "after the reconnect")
             assert (await frames.event(within=WITHIN))["json"]["message_id"] == after
 
@@ -200,9 +204,8 @@ async def test_events_committed_while_the_listener_is_away_come_from_the_table(
                     with psycopg.connect(pg_url, autocommit=True) as con:
                         con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                                     " WHERE application_name = %s", (LISTENER_APP_NAME,))
-                    with trio.fail_after(WITHIN):  # both listeners lost their connection and wait at the gate
-                        while GatedListener.waiting < 2:
-                            await trio.sleep(0.02)  # polling a counter, bounded by fail_after
+                    # Both listeners lost their connection and wait at the gate.
+                    await wait_for(lambda: GatedListener.waiting >= 2, within=WITHIN)
                     assert listener_pids(pg_url) == set()
                     # Committed with nobody listening: no notification of these ever reaches process A.
                     sent = [await message(b, t.boss, "worker", f"while away {n}") for n in range(10)]
