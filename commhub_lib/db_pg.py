@@ -425,6 +425,8 @@ class EventListener:
             except psycopg.Error as exc:
                 raise _mapped(exc) from exc
             self._pg = pg
+            if self._stopped:  # stop() came while this thread was connecting
+                self._close()
 
     def wait(self, timeout: float) -> list[str]:  # noqa: ASYNC109 (blocking, in a worker thread)
         """The payloads of the notifications received within `timeout` seconds (waits for the first only)."""
