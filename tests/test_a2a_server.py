@@ -177,7 +177,8 @@ async def test_the_v1_card_is_protojson_and_urls_follow_public_url(tmp_path: Any
         legacy = (await c.get(path)).json()
     body = r.json()
     assert r.status_code == 200 and "url" not in body and "security" not in body, body
-    assert r.headers["cache-control"] == "public, max-age=60" and r.headers["vary"] == "A2A-Version, Authorization", r.headers
+    assert r.headers["cache-control"] == "public, max-age=60", r.headers
+    assert r.headers["vary"] == "A2A-Version, Authorization", r.headers
     assert body["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
     assert body["securityRequirements"] == [{"schemes": {"bearer": {"list": []}}}]
     endpoint = f"https://hub.example.com/a2a/{s.owner.network_id}/worker"
