@@ -146,6 +146,28 @@ async def test_the_sdk_resolves_and_parses_the_agent_card(setup: Setup) -> None:
     assert "reviewing pull requests" in card.skills[0].description
 
 
+async def test_the_public_card_leaves_out_what_the_agent_is_working_on(setup: Setup,
+                                                                        client: httpx.AsyncClient) -> None:
+    """The card needs no token, so it says only what the owner published; what the agent is working on now (its
+    report_status task) is for a caller with a token of the network, and that card is not for shared caches."""
+    url = f"{setup.base}/.well-known/agent-card.json"
+    async with httpx.AsyncClient(timeout=30) as anonymous:
+        public = await anonymous.get(url)
+    assert public.status_code == 200 and "reviewing pull requests" not in public.text, public.text
+    assert public.json()["skills"][0]["description"] == "Reviews code and answers questions about it."
+    assert public.headers["cache-control"].startswith("public") and "Authorization" in public.headers["vary"]
+    async with setup.http() as member:
+        live = await member.get(url)
+    assert "Currently: reviewing pull requests" in live.json()["skills"][0]["description"]
+    assert live.headers["cache-control"].startswith("private")
+    stranger = await register(client)
+    async with setup.http(stranger.network_token) as other:
+        elsewhere = await other.get(url)
+    assert elsewhere.status_code == 200 and "reviewing pull requests" not in elsewhere.text
+    async with setup.http("ntok_not_a_token") as wrong:
+        assert (await wrong.get(url)).status_code == 401
+
+
 async def test_the_v1_card_is_protojson_and_urls_follow_public_url(tmp_path: Any) -> None:
     async with own_server(tmp_path, "public", public_url="https://hub.example.com/") as handle, \
             httpx.AsyncClient(base_url=handle.url, timeout=30) as c:
@@ -155,7 +177,8 @@ async def test_the_v1_card_is_protojson_and_urls_follow_public_url(tmp_path: Any
         legacy = (await c.get(path)).json()
     body = r.json()
     assert r.status_code == 200 and "url" not in body and "security" not in body, body
-    assert r.headers["cache-control"] == "public, max-age=60" and r.headers["vary"] == "A2A-Version", r.headers
+    assert r.headers["cache-control"] == "public, max-age=60", r.headers
+    assert r.headers["vary"] == "A2A-Version, Authorization", r.headers
     assert body["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
     assert body["securityRequirements"] == [{"schemes": {"bearer": {"list": []}}}]
     endpoint = f"https://hub.example.com/a2a/{s.owner.network_id}/worker"

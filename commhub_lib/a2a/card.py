@@ -30,11 +30,13 @@ def endpoint_url(base: str, network_id: str, alias: str) -> str:
     return f"{base}/a2a/{network_id}/{alias}"
 
 
-def skills(agent: Served) -> list[dict[str, Any]]:
-    """The agent's one skill, from its last report_status (see the module's docstring)."""
+def skills(agent: Served, live: bool = False) -> list[dict[str, Any]]:
+    """The agent's one skill, from its last report_status (see the module's docstring). What it is working on now
+    (`Currently: <task>`) only with `live`: for a caller with a token of the network, never on the public card
+    (an agent's task text may name what its network would not publish)."""
     session = agent.session
     tags = [t for t in (session.get("agent"), session.get("model")) if t] or ["commhub"]
-    working_on = session.get("task")
+    working_on = session.get("task") if live else None
     description = (f"Currently: {working_on}" if working_on else "") or agent.description or \
         f"Hands tasks to the CommHub agent '{agent.alias}'"
     return [{"id": agent.alias, "name": " / ".join([agent.alias, *[t for t in tags if t != "commhub"]]),
@@ -46,8 +48,9 @@ def wants_v1(version_header: str | None) -> bool:
     return bool(version_header) and version_header.strip().startswith("1")
 
 
-def agent_card(agent: Served, base: str, v1_only: bool) -> dict[str, Any]:
-    """The Agent Card (see the module's docstring); `base` is the hub's public URL (COMMHUB_PUBLIC_URL)."""
+def agent_card(agent: Served, base: str, v1_only: bool, live: bool = False) -> dict[str, Any]:
+    """The Agent Card (see the module's docstring); `base` is the hub's public URL (COMMHUB_PUBLIC_URL); `live`:
+    the caller holds a token of the network (the skill then says what the agent is working on)."""
     url = endpoint_url(base, agent.network_id, agent.alias)
     description = agent.description or (f"The CommHub agent '{agent.alias}': a task sent here reaches it as a "
                                          "CommHub task; its reply is the task's artifact.")
@@ -63,7 +66,7 @@ def agent_card(agent: Served, base: str, v1_only: bool) -> dict[str, Any]:
         "capabilities": {"streaming": True, "pushNotifications": False, "extendedAgentCard": False},
         "defaultInputModes": MODES,
         "defaultOutputModes": MODES,
-        "skills": skills(agent),
+        "skills": skills(agent, live),
     }
     if v1_only:
         card["securitySchemes"] = {"bearer": {"httpAuthSecurityScheme": {

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from ..a2a.card import agent_card, wants_v1
-from ..http.request import authenticate, client_ip, header, hub, parse, query_arg, request_host
+from ..http.request import authenticate, bearer, client_ip, header, hub, parse, query_arg, request_host
 from ..models import A2AAgentRequest
 from ..service import a2a
 from .oauth import public_url
@@ -53,14 +53,19 @@ async def get_a2a(network_id: str, alias: str) -> dict:
 
 
 # A2A asks cards to be cacheable; a minute keeps a changed description or report_status visible soon enough. The
-# card differs by A2A-Version (1.0 or the 0.3-compatible form), so caches must key on it.
-CARD_HEADERS = {"Cache-Control": "public, max-age=60", "Vary": "A2A-Version"}
+# card differs by A2A-Version (1.0 or the 0.3-compatible form), so caches must key on it; the card a member's token
+# gets (with what the agent is working on) is for that caller only.
+CARD_HEADERS = {"Cache-Control": "public, max-age=60", "Vary": "A2A-Version, Authorization"}
+MEMBER_CARD_HEADERS = {"Cache-Control": "private, max-age=60", "Vary": "A2A-Version, Authorization"}
 
 
 async def card(network_id: str, alias: str) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """The Agent Card of an alias served as an A2A agent (no authentication: the card tells how to authenticate);
-    404 unless it was opted in."""
+    """The Agent Card of an alias served as an A2A agent (no authentication needed: the card tells how to
+    authenticate); 404 unless it was opted in. With a token of the network, the skill also says what the agent is
+    working on now (its report_status task), which the public card leaves out."""
     h = hub()
     agent = a2a.served(h, network_id, alias)
     version = header("A2A-Version") or query_arg("A2A-Version")
-    return agent_card(agent, public_url(h.settings, *request_host()), wants_v1(version)), 200, CARD_HEADERS
+    live = bool(bearer()) and a2a.may_see_live(h, authenticate(), network_id)
+    return (agent_card(agent, public_url(h.settings, *request_host()), wants_v1(version), live), 200,
+            MEMBER_CARD_HEADERS if live else CARD_HEADERS)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..broker import TaskWatcher
-from ..errors import Forbidden, NotFound, ValidationFailed
+from ..errors import CommhubError, Forbidden, NotFound, ValidationFailed
 from ..ids import new_uuid, now_text
 from ..models import MAX_SHORT, SendTask
 from ..store import a2a as a2a_store
@@ -108,6 +108,17 @@ def served(hub: Hub, network_id: str, alias: str) -> Served:
         raise NotFound(f"no A2A agent '{alias}' in network '{network_id}': a network owner/admin opts an alias in "
                        f"with PUT /api/networks/{network_id}/aliases/{alias}/a2a", code="agent_not_served")
     return Served(network_id, alias, row["description"], session)
+
+
+def may_see_live(hub: Hub, principal: Principal, network_id: str) -> bool:
+    """Whether a card's caller may see what the agent is working on: a network token of the network, or a member."""
+    if principal.kind == "network":
+        return principal.network_id == network_id
+    try:
+        require_role(hub, principal, network_id, "member")
+    except CommhubError:
+        return False
+    return True
 
 
 def caller_of(principal: Principal, network_id: str) -> str:
