@@ -125,6 +125,11 @@ async def test_a_burst_through_one_process_reaches_a_stream_on_the_other_once_in
             marker = await message(b, t.boss, "worker", "through B after")
             tail = await events(frames, 2)
             assert [f["json"]["message_id"] for f in tail] == [local, marker]
+            # A broadcast's events share one stored text: the listener puts it back, as the live push does.
+            text = "to all — ünïcode\u2028and \"quotes\""
+            await tool(b, t.boss, "broadcast", {"content": text})
+            shared = await frames.event(within=WITHIN)
+            assert shared["event"] == "broadcast" and shared["json"]["content"] == text, shared
 
 
 async def test_last_event_id_replay_on_one_process_of_events_made_through_the_other(
