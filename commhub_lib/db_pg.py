@@ -21,7 +21,9 @@ The driver is synchronous and runs on the event loop, as APSW does: a local Post
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from functools import lru_cache
@@ -38,9 +40,11 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from . import db as sqlite_db
+from .broker import Event
 from .db import ChangeWatch, ConstraintError, Database, DatabaseError
 from .errors import DatabaseUnavailable
 from .store.dialect import POSTGRESQL, to_postgres
+from .store.events import with_text
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PG_PATH = PACKAGE_DIR / "schema_pg.sql"
@@ -372,3 +376,118 @@ def migrate(con: PgConnection) -> None:
         with contextlib.suppress(psycopg.Error):
             con.raw.execute(b"ROLLBACK")
         raise
+
+
+# --- Events across processes (docs/postgresql.md "Several processes"): NOTIFY on commit, one LISTEN per process ---
+
+EVENTS_CHANNEL = "commhub_events"
+# How the listener connection is named in pg_stat_activity (operators, and the test that cuts it, find it so).
+LISTENER_APP_NAME = "commhub-listener"
+# Rows one read of the listener takes (a longer backlog is read in pages of this size).
+LISTENER_PAGE = 1000
+
+
+def notify_events_on_commit(db: PgDatabase, origin: str, take_range: Callable[[], tuple[int, int] | None]) -> None:
+    """Before each COMMIT of `db`, NOTIFY `EVENTS_CHANNEL` with '<origin> <lowest> <highest>' event id the
+    transaction wrote (`take_range()`, None: it wrote none). NOTIFY is transactional: it is delivered only if
+    the COMMIT succeeds, and a tiny payload whatever the number of events (a broadcast's thousand)."""
+    con = db.pg
+
+    def notify() -> None:
+        ids = take_range()
+        if ids is not None:
+            con.run("SELECT pg_notify(?, ?)", (EVENTS_CHANNEL, f"{origin} {ids[0]} {ids[1]}"), rows=False)
+
+    con.set_commit_hook(notify, id="events_fanout")
+
+
+class EventListener:
+    """One process's own connection that LISTENs on EVENTS_CHANNEL and reads the events table. Every method
+    blocks: service/fanout.py runs them in a worker thread, one at a time, never on the event loop. A lost
+    connection raises DatabaseUnavailable; the next `open` makes a new one."""
+
+    def __init__(self, url: str):  # noqa: D107 (a listener of the database at `url`)
+        self.url = url
+        self._pg: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()  # held while a worker thread uses the connection
+        self._stopped = False
+
+    def open(self) -> None:
+        """(Re)connect and LISTEN (a notification sent before this returns is not received: read the table)."""
+        with self._lock:
+            self._close()
+            try:
+                pg = psycopg.Connection.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                                application_name=LISTENER_APP_NAME)
+                pg.adapters.register_loader("json", _TextLoader)
+                pg.adapters.register_loader("jsonb", _TextLoader)
+                pg.execute(f"LISTEN {EVENTS_CHANNEL}".encode())
+            except psycopg.Error as exc:
+                raise _mapped(exc) from exc
+            self._pg = pg
+            if self._stopped:  # stop() came while this thread was connecting
+                self._close()
+
+    def wait(self, timeout: float) -> list[str]:  # noqa: ASYNC109 (blocking, in a worker thread)
+        """The payloads of the notifications received within `timeout` seconds (waits for the first only)."""
+        with self._lock:
+            try:
+                pg = self._connection()
+                payloads = [n.payload for n in pg.notifies(timeout=timeout, stop_after=1)]
+                if payloads:  # and those already here, without waiting
+                    payloads += [n.payload for n in pg.notifies(timeout=0.0)]
+                return payloads
+            except psycopg.Error as exc:
+                raise _mapped(exc) from exc
+            finally:
+                if self._stopped:  # stop() came while this thread held the connection
+                    self._close()
+
+    def events_from(self, first_id: int) -> list[Event]:
+        """The committed events with id >= first_id, in id order, each with its shared text put back."""
+        with self._lock:
+            try:
+                pg = self._connection()
+                out: list[Event] = []
+                while True:
+                    rows = pg.execute(
+                        b"SELECT e.id, e.network_id, e.alias, e.event, e.data, b.content FROM events e"
+                        b" LEFT JOIN bodies b ON b.body_id = e.body_id WHERE e.id >= %s ORDER BY e.id LIMIT %s",
+                        (first_id, LISTENER_PAGE)).fetchall()
+                    for id_, network_id, alias, name, data, shared in rows:
+                        if shared is not None:
+                            data = with_text(data, json.dumps(shared, ensure_ascii=False))
+                        out.append(Event(int(id_), network_id, alias, name, data))
+                    if len(rows) < LISTENER_PAGE:
+                        return out
+                    first_id = int(rows[-1][0]) + 1
+            except psycopg.Error as exc:
+                raise _mapped(exc) from exc
+            finally:
+                if self._stopped:
+                    self._close()
+
+    def backend_pid(self) -> int | None:
+        """The server process of the listener connection (None when not connected)."""
+        pg = self._pg
+        return None if pg is None or pg.closed else pg.info.backend_pid
+
+    def stop(self) -> None:
+        """Close the connection now, or as soon as the worker thread using it returns (its wait is bounded)."""
+        self._stopped = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._lock.release()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._pg is None or self._pg.closed or self._pg.broken:
+            raise DatabaseUnavailable("the event listener lost its connection", retry_after=2)
+        return self._pg
+
+    def _close(self) -> None:
+        if self._pg is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._pg.close()
+            self._pg = None

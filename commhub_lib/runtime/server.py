@@ -32,6 +32,7 @@ from ..db import LOOP_BUSY_TIMEOUT_MS, Database, DatabaseError, others_can_read
 from ..errors import CommhubError
 from ..http.app import create_app
 from ..service import sessions
+from ..service.fanout import Fanout, run_fanout
 from ..service.hub import Hub
 from ..service.jobs import run_sweeper
 from ..service.schedules import run_scheduler
@@ -230,6 +231,16 @@ async def _watch_signals(handle: ServerHandle) -> None:
             handle.shutdown()
 
 
+async def _start_fanout(hub: Hub, url: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """NOTIFY on each commit that writes events, and the listener job (service/fanout.py), on PostgreSQL."""
+    from ..db_pg import EventListener, PgDatabase, notify_events_on_commit  # noqa: PLC0415 (optional: psycopg)
+
+    assert isinstance(hub.db, PgDatabase)
+    hub.fanout = fanout = Fanout(hub)
+    notify_events_on_commit(hub.db, fanout.origin, fanout.take_range)
+    await run_fanout(hub, EventListener(url), task_status=task_status)
+
+
 async def run_server(settings: Settings, *, handle_signals: bool = False,
                      task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Run CommHub until shut down; reports a ServerHandle (with the bound port) through task_status.
@@ -264,6 +275,8 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
             await root.start(run_scheduler, hub)  # schedules' runs (service/schedules.py)
             await root.start(run_bridge, hub)  # the A2A client's outbox (bridge/forwarder.py)
             await root.start(sessions.write_stream_presence, hub)  # presence of stream opens, batched
+            if settings.database_url:  # PostgreSQL: other processes' events reach this one's streams
+                await root.start(_start_fanout, hub, settings.database_url)
             if handle_signals:  # the process's own server (serve): gc is process-wide, tests run many servers
                 root.start_soon(keep_streams_frozen, hub.broker)
             # The stall job of the process's own server; also of any server whose metrics count stalls.

@@ -27,6 +27,7 @@ from .guard import Grant, StreamGuard
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
+    from .fanout import Fanout
 
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
@@ -98,6 +99,8 @@ class Hub:
     # The hub's Prometheus metrics (commhub_lib/metrics.py), made by create_app when the `metrics` setting is not off;
     # None: nothing is counted (each hook is one `is not None` test).
     metrics: Metrics | None = field(default=None, init=False, repr=False, compare=False)
+    # Events across processes (service/fanout.py): set by run_server on the PostgreSQL engine only; None on SQLite.
+    fanout: Fanout | None = field(default=None, init=False, repr=False, compare=False)
     _live_tokens: token_store.LiveTokenCache | None = field(default=None, init=False, repr=False)
     _send_rate: ByteRate | None = field(default=None, init=False, repr=False)
 
@@ -199,6 +202,8 @@ class Hub:
             event_id = event_store.insert_event(self.db, network_id, alias, name, stored, now_text(), shared.body_id)
             text = event_store.with_text(stored, shared.quoted)
         pending.append(Event(event_id, network_id, alias, name, text))
+        if self.fanout is not None:  # PostgreSQL: the commit NOTIFYs the other processes of this id
+            self.fanout.recorded(event_id)
         if alias and self.a2a_bound(network_id, alias):
             self._queue_for_bridge(network_id, alias, name, data)
         hooks = self.webhook_filters().get(network_id)
@@ -239,6 +244,8 @@ class Hub:
         """Push committed events to live subscribers (never before the transaction commits)."""
         for event in pending:
             self.broker.publish(event)
+        if self.fanout is not None:  # PostgreSQL: its listener must not push these a second time
+            self.fanout.published(pending)
         if self.webhooks_due:
             self.webhook_wakeup.set()
         if self.bridge_due:
