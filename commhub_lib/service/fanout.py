@@ -146,20 +146,24 @@ async def run_fanout(hub: Hub, listener: Listener, *,
     fanout.start_at(event_store.highest_event_id_ever(hub.db))
     task_status.started()
     retry = RETRY_FIRST
+    # Its own thread, not one of trio's shared default limiter: the listener waits in it nearly all the time, and
+    # argon2 and backups (and the tests that watch that limiter to see a hash running) keep the shared ones.
+    own = trio.CapacityLimiter(1)
     try:
         while True:
             try:
-                await trio.to_thread.run_sync(listener.open, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(listener.open, abandon_on_cancel=True, limiter=own)
                 # Listening now: what was committed before (while disconnected) is read from the table.
                 fanout.deliver(await trio.to_thread.run_sync(listener.events_from, fanout.catch_up_from(),
-                                                             abandon_on_cancel=True))
+                                                             abandon_on_cancel=True, limiter=own))
                 retry = RETRY_FIRST
                 while True:
-                    payloads = await trio.to_thread.run_sync(listener.wait, WAIT_SECONDS, abandon_on_cancel=True)
+                    payloads = await trio.to_thread.run_sync(listener.wait, WAIT_SECONDS, abandon_on_cancel=True,
+                                                             limiter=own)
                     first = fanout.first_to_read(payloads)
                     if first is not None:
                         fanout.deliver(await trio.to_thread.run_sync(listener.events_from, first,
-                                                                     abandon_on_cancel=True))
+                                                                     abandon_on_cancel=True, limiter=own))
             except (DatabaseUnavailable, DatabaseError) as exc:
                 fanout.reconnects += 1
                 log.warning("event listener: %s; reconnecting in %.1f s", exc, retry)
