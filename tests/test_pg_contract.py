@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # modules that reach into the SQLite file (plans, the CLI on --db, WAL) stay SQLite-only.
 CONTRACT = ["tests/test_rest_auth.py", "tests/test_rest_networks.py", "tests/test_rest_tokens_audit.py",
             "tests/test_tasks_rest.py", "tests/test_mcp_protocol.py", "tests/test_mcp_sdk.py"]
+# Not a contract test but a race (argon2 off the event loop: five /health answered before one ~150 ms hash), checked
+# in the SQLite run; on PostgreSQL the driver still runs on the loop (docs/postgresql.md), so under CI's parallel load
+# /health's round trips to the database can lose that race without anything being wrong.
+ENGINE_INDEPENDENT = ["tests/test_rest_auth.py::test_login_in_flight_does_not_delay_health"]
 
 
 @pytest.mark.slow
@@ -33,7 +37,8 @@ def test_the_rest_and_mcp_contract_holds_on_a_postgresql_backed_server() -> None
         pytest.skip(f"PostgreSQL is unavailable: {exc}")
     # addopts cleared: the child runs in one process (no xdist), quietly, with its own throwaway cluster.
     child = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=-q", "-p", "no:cacheprovider",
-                            "--engine", "postgresql", "-m", "not browser", *CONTRACT],
+                            "--engine", "postgresql", "-m", "not browser", *CONTRACT,
+                            *(f"--deselect={test}" for test in ENGINE_INDEPENDENT)],
                            cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
     assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-2000:]
     assert " passed" in child.stdout.splitlines()[-1] and "skipped" not in child.stdout.splitlines()[-1]
