@@ -149,17 +149,20 @@ class Hub:
     bridge_due: set[str] = field(default_factory=set, init=False, repr=False)
     bridge_wakeup: trio.Event = field(default_factory=trio.Event, init=False, repr=False)
 
-    def a2a_bound(self, network_id: str, alias: str) -> bool:
-        """Whether the alias is bound (enabled) to an external A2A agent: its tasks are forwarded there."""
+    def _bound(self) -> frozenset[tuple[str, str]]:
+        """The bound (enabled) aliases as (network_id, alias), read once until a binding changes."""
         if self._a2a_bound is None:
             self._a2a_bound = frozenset((r["network_id"], r["alias"]) for r in bridge_store.enabled_remotes(self.db))
-        return (network_id, alias) in self._a2a_bound
+        return self._a2a_bound
+
+    def a2a_bound(self, network_id: str, alias: str) -> bool:
+        """Whether the alias is bound (enabled) to an external A2A agent: its tasks are forwarded there."""
+        return (network_id, alias) in self._bound()
 
     def a2a_bound_in(self, network_ids: list[str]) -> set[tuple[str, str]]:
         """The bound (enabled) aliases of these networks, as (network_id, alias)."""
-        self.a2a_bound("", "")  # loads the set when it was forgotten
         wanted = set(network_ids)
-        return {key for key in self._a2a_bound or () if key[0] in wanted}
+        return {key for key in self._bound() if key[0] in wanted}
 
     def a2a_bindings_changed(self) -> None:
         """Forget the bound aliases (one was bound, changed or unbound)."""
