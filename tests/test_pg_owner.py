@@ -1,0 +1,243 @@
+"""One owner of the background workers across hub processes on one PostgreSQL database (service/leader.py,
+db_pg.OwnerLock, docs/postgresql.md "Background workers on several processes").
+
+Real `commhub serve --database <pg_url>` processes: while two run, a webhook receives each event once and a
+schedule runs once per due time; a wake-up made through the process that is not the owner reaches the owner's
+worker at once (not at its next poll); kill -9 of the owner: the other takes over and the receiver gets everything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import trio
+from cli_support import listening_url
+from test_rest_auth import Account, create_token, register, tool
+from test_webhooks import add_webhook, send, setup
+
+from commhub_lib.db_pg import OWNER_APP_NAME, STANDBY_APP_NAME
+from commhub_lib.service import leader
+from commhub_lib.service.webhooks import POLL_SECONDS
+from commhub_lib.vocabulary import NEW_MESSAGE
+from tests.webhook_receiver import Receiver, start_receiver
+
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+WITHIN = 60  # seconds, a bound for one condition on a loaded machine (not a wait)
+OWNS = "background workers: running in this process"
+
+
+@dataclass
+class Hub:
+    """One `commhub serve` child: its base URL, process and log."""
+
+    url: str
+    process: trio.Process
+    log: Path
+
+    def owns(self) -> bool:
+        """Whether its log says it runs the background workers now (the last word on it)."""
+        text = self.log.read_text(errors="replace")
+        return text.rfind(OWNS) > text.rfind("background workers: stopped")
+
+
+def log_tail(log: Path) -> str:
+    """The end of a child's log (for a failure message)."""
+    return log.read_text(errors="replace")[-3000:]
+
+
+@asynccontextmanager
+async def serve(url: str, log: Path) -> AsyncIterator[Hub]:
+    """A `commhub.py serve --database <url> --port 0` child allowed to POST webhooks to loopback; yields once
+    /health answers."""
+    env = {**os.environ, "COMMHUB_REGISTER_RATE_PER_MINUTE": "0", "COMMHUB_LOGIN_RATE_PER_MINUTE": "0",
+           "COMMHUB_TOKEN_RATE_PER_MINUTE": "0", "COMMHUB_PAIR_RATE_PER_MINUTE": "100000",
+           "COMMHUB_WEBHOOK_TARGETS": "loopback", "COMMHUB_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
+           "COMMHUB_WEBHOOK_RETRY_MAX_SECONDS": "0.2", "COMMHUB_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
+    env.pop("COMMHUB_AUTH_TOKEN", None)
+    with log.open("ab") as log_file:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, str(REPO / "commhub.py"), "serve", "--host", "127.0.0.1", "--port", "0",
+             "--database", url], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+    try:
+        base = await listening_url(process, log, limit_seconds=WITHIN)
+        async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
+            with trio.fail_after(WITHIN):
+                while True:
+                    assert process.returncode is None, log_tail(log)
+                    try:
+                        if (await probe.get("/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.05)  # polling the child's /health, bounded by fail_after
+        yield Hub(base, process, log)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        with trio.move_on_after(15):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+
+
+async def until(condition: Any, within: float = WITHIN, what: str = "condition") -> None:
+    """Poll a condition (bounded), instead of sleeping a fixed time."""
+    with trio.move_on_after(within):
+        while not condition():
+            await trio.sleep(0.05)
+        return
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def the_owner(hubs: list[Hub]) -> tuple[Hub, Hub]:
+    """(owner, the other) once one of two processes runs the workers; the other must not."""
+    await until(lambda: any(h.owns() for h in hubs), what="an owner of the background workers")
+    owner = next(h for h in hubs if h.owns())
+    other = next(h for h in hubs if h is not owner)
+    assert not other.owns(), (log_tail(owner.log), log_tail(other.log))
+    return owner, other
+
+
+def lock_sessions(url: str) -> dict[str, int]:
+    """The hubs' owner-lock connections by application_name, and how many hold the advisory lock."""
+    with psycopg.connect(url, autocommit=True) as con:
+        rows = con.execute("SELECT application_name, count(*) FROM pg_stat_activity WHERE application_name IN "
+                           "(%s, %s) GROUP BY 1", (OWNER_APP_NAME, STANDBY_APP_NAME)).fetchall()
+        held = con.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()
+    out = {str(name): int(n) for name, n in rows}
+    out["locks held"] = int(held[0]) if held else 0
+    return out
+
+
+def message_event_ids(url: str, network_id: str) -> list[int]:
+    """The ids of the network's new_message events, from the table (the source of truth)."""
+    with psycopg.connect(url, autocommit=True) as con:
+        rows = con.execute("SELECT id FROM events WHERE network_id = %s AND event = %s ORDER BY id",
+                           (network_id, NEW_MESSAGE)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+async def test_two_processes_deliver_each_webhook_event_once(pg_url: str, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery)
+        async with serve(pg_url, tmp_path / "a.log") as a, serve(pg_url, tmp_path / "b.log") as b, \
+                httpx.AsyncClient(base_url=a.url, timeout=30) as ca, \
+                httpx.AsyncClient(base_url=b.url, timeout=30) as cb:
+            await the_owner([a, b])
+            assert lock_sessions(pg_url) == {OWNER_APP_NAME: 1, STANDBY_APP_NAME: 1, "locks held": 1}
+            owner, _ = await setup(ca)
+            await add_webhook(ca, owner, receiver.url, events=[NEW_MESSAGE])
+            sends = 30
+            for n in range(sends):  # through both processes, alternating
+                await send(ca if n % 2 else cb, owner, f"m{n}")
+            await receiver.wait_until(lambda: len(receiver.accepted_ids()) == sends, timeout=WITHIN)
+            # A marker sent after the rest, through the other process: a second sender of the outbox would have
+            # POSTed some of the first ones again by the time it arrives.
+            await send(cb, owner, "marker")
+            await receiver.wait_until(lambda: len(receiver.accepted_ids()) == sends + 1, timeout=WITHIN)
+            ids = message_event_ids(pg_url, owner.network_id)
+            assert sorted(receiver.accepted_ids()) == ids
+            posted = [r.payload["id"] for r in receiver.received]
+            assert len(posted) == len(ids), f"{len(posted) - len(ids)} POST(s) more than events: sent twice"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_wakeup_made_through_the_other_process_reaches_the_owner_at_once(pg_url: str, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery)
+        async with serve(pg_url, tmp_path / "a.log") as a, serve(pg_url, tmp_path / "b.log") as b:
+            owner_hub, other = await the_owner([a, b])
+            async with httpx.AsyncClient(base_url=other.url, timeout=30) as client:
+                owner, _ = await setup(client)
+                await add_webhook(client, owner, receiver.url, events=[NEW_MESSAGE])  # made on the non-owner
+                latencies = []
+                for n in range(15):  # each written by the non-owner; delivered by the owner's worker
+                    before = len(receiver.received)
+                    await send(client, owner, f"wake {n}")
+                    sent_at = trio.current_time()
+                    await receiver.wait_until(lambda b=before: len(receiver.received) > b, timeout=WITHIN)
+                    latencies.append(trio.current_time() - sent_at)
+            median = statistics.median(latencies)
+            print(f"\nnon-owner write -> owner's webhook POST: median {median * 1000:.0f} ms, "
+                  f"max {max(latencies) * 1000:.0f} ms over {len(latencies)}")
+            # Without the wake-up the owner finds a row at its next poll: POLL_SECONDS / 2 on average.
+            assert median < POLL_SECONDS / 5, latencies
+            assert owner_hub.owns() and not other.owns()
+        nursery.cancel_scope.cancel()
+
+
+async def test_kill_9_of_the_owner_hands_the_workers_to_the_other_and_nothing_is_lost(
+        pg_url: str, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        receiver: Receiver = await start_receiver(nursery)
+        async with serve(pg_url, tmp_path / "a.log") as a, serve(pg_url, tmp_path / "b.log") as b:
+            victim, survivor = await the_owner([a, b])
+            async with httpx.AsyncClient(base_url=survivor.url, timeout=30) as client, \
+                    httpx.AsyncClient(base_url=victim.url, timeout=30) as doomed:
+                owner, _ = await setup(client)
+                await add_webhook(client, owner, receiver.url, events=[NEW_MESSAGE])
+                for n in range(10):
+                    await send(doomed if n % 2 else client, owner, f"before {n}")
+                await receiver.wait_until(lambda: len(receiver.accepted_ids()) >= 3, timeout=WITHIN)
+                victim.process.send_signal(signal.SIGKILL)  # mid-stream: some deliveries are still to make
+                killed_at = trio.current_time()
+                for n in range(10):  # events written while nobody owns the workers, then after the takeover
+                    await send(client, owner, f"after {n}")
+                await until(survivor.owns, what="the survivor taking over")
+                print(f"\ntakeover after kill -9: {trio.current_time() - killed_at:.1f} s "
+                      f"(retry {leader.RETRY_SECONDS:.0f} s + grace {leader.GRACE_SECONDS:.0f} s at most)")
+                ids = message_event_ids(pg_url, owner.network_id)
+                assert len(ids) == 20
+                await receiver.wait_until(lambda: set(receiver.accepted_ids()) == set(ids), timeout=WITHIN)
+                await victim.process.wait()
+                assert lock_sessions(pg_url) == {OWNER_APP_NAME: 1, "locks held": 1}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_schedule_runs_once_per_due_time_with_two_processes(pg_url: str, tmp_path: Path) -> None:
+    async with serve(pg_url, tmp_path / "a.log") as a, serve(pg_url, tmp_path / "b.log") as b, \
+            httpx.AsyncClient(base_url=a.url, timeout=30) as ca, httpx.AsyncClient(base_url=b.url, timeout=30) as cb:
+        await the_owner([a, b])
+        account: Account = await register(ca)
+        worker = await create_token(ca, account, name="worker", alias="worker")
+        await tool(ca, worker, "report_status", {"alias": "worker", "status": "idle"})
+        # Every schedule due at the same moment, created through both processes: two schedulers would both wake
+        # for it (each reads the earliest next run of all) and both run it.
+        due = (datetime.now(UTC) + timedelta(seconds=4)).isoformat()
+        made = []
+        for n in range(6):
+            client = ca if n % 2 else cb
+            r = await client.post("/api/schedules", headers=account.auth,
+                                  json={"to": "worker", "content": f"scheduled {n}", "at": due})
+            assert r.status_code == 200, r.text
+            made.append(r.json()["schedule"]["schedule_id"])
+
+        async def states() -> list[dict[str, Any]]:
+            out = []
+            for schedule_id in made:
+                r = await ca.get(f"/api/schedules/{schedule_id}", headers=account.auth)
+                out.append(r.json()["schedule"])
+            return out
+
+        with trio.fail_after(WITHIN):
+            while not all(s["state"] == "finished" for s in (now := await states())):
+                await trio.sleep(0.1)  # polling the schedules' state, bounded
+        assert [s["run_count"] for s in now] == [1] * len(made), now
+        r = await ca.get("/api/tasks", headers=account.auth, params={"to_name": "worker", "limit": 500})
+        tasks = [t for t in r.json()["tasks"] if t["schedule_id"]]
+        assert sorted(t["schedule_id"] for t in tasks) == sorted(made)
