@@ -25,13 +25,13 @@ import psycopg
 import pytest
 import trio
 from cli_support import listening_url
-from test_rest_auth import Account, create_token, register, tool
-from test_webhooks import add_webhook, send, setup
 
 from commhub_lib.db_pg import OWNER_APP_NAME, STANDBY_APP_NAME
 from commhub_lib.service import leader
 from commhub_lib.service.webhooks import POLL_SECONDS
 from commhub_lib.vocabulary import NEW_MESSAGE
+from tests.conftest import Account, create_token, register, tool
+from tests.test_webhooks import add_webhook, send, setup
 from tests.webhook_receiver import Receiver, start_receiver
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
@@ -98,9 +98,10 @@ async def serve(url: str, log: Path) -> AsyncIterator[Hub]:
 async def until(condition: Any, within: float = WITHIN, what: str = "condition") -> None:
     """Poll a condition (bounded), instead of sleeping a fixed time."""
     with trio.move_on_after(within):
-        while not condition():
+        while True:
+            if condition():
+                return
             await trio.sleep(0.05)
-        return
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -235,7 +236,10 @@ async def test_a_schedule_runs_once_per_due_time_with_two_processes(pg_url: str,
             return out
 
         with trio.fail_after(WITHIN):
-            while not all(s["state"] == "finished" for s in (now := await states())):
+            while True:
+                now = await states()
+                if all(s["state"] == "finished" for s in now):
+                    break
                 await trio.sleep(0.1)  # polling the schedules' state, bounded
         assert [s["run_count"] for s in now] == [1] * len(made), now
         r = await ca.get("/api/tasks", headers=account.auth, params={"to_name": "worker", "limit": 500})
