@@ -245,3 +245,32 @@ async def test_a_schedule_runs_once_per_due_time_with_two_processes(pg_url: str,
         r = await ca.get("/api/tasks", headers=account.auth, params={"to_name": "worker", "limit": 500})
         tasks = [t for t in r.json()["tasks"] if t["schedule_id"]]
         assert sorted(t["schedule_id"] for t in tasks) == sorted(made)
+
+
+async def test_a_schedule_made_through_the_other_process_runs_at_its_time(pg_url: str, tmp_path: Path) -> None:
+    async with serve(pg_url, tmp_path / "a.log") as a, serve(pg_url, tmp_path / "b.log") as b:
+        _, other = await the_owner([a, b])
+        async with httpx.AsyncClient(base_url=other.url, timeout=30) as client:
+            account: Account = await register(client)
+            worker = await create_token(client, account, name="worker", alias="worker")
+            await tool(client, worker, "report_status", {"alias": "worker", "status": "idle"})
+            # The owner's scheduler sleeps until the earliest next run it knows (none: MAX_SLEEP_SECONDS); only the
+            # wake-up relayed from the non-owner tells it of this one.
+            r = await client.post("/api/schedules", headers=account.auth,
+                                  json={"to": "worker", "content": "soon", "at": 2})
+            assert r.status_code == 200, r.text
+            schedule = r.json()["schedule"]
+            with trio.fail_after(WITHIN):
+                while True:
+                    got = (await client.get(f"/api/schedules/{schedule['schedule_id']}",
+                                            headers=account.auth)).json()["schedule"]
+                    if got["state"] == "finished":
+                        break
+                    await trio.sleep(0.1)  # polling the schedule's state, bounded
+            def instant(text: str) -> datetime:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+            ran_at, due_at = instant(got["last_run_at"]), instant(schedule["next_run_at"])
+            assert got["run_count"] == 1
+            assert (ran_at - due_at).total_seconds() < 5, (schedule, got)
