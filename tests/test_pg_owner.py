@@ -274,3 +274,122 @@ async def test_a_schedule_made_through_the_other_process_runs_at_its_time(pg_url
             ran_at, due_at = instant(got["last_run_at"]), instant(schedule["next_run_at"])
             assert got["run_count"] == 1
             assert (ran_at - due_at).total_seconds() < 5, (schedule, got)
+
+
+# -- the lock itself, in one process: two Leaderships on their own lock connections, with workers that record when
+# they run (no hub processes; the same code paths) -----------------------------------------------------------------
+
+class Runs:
+    """When each Leadership's worker ran: (name, start, end) in trio time, end None while running."""
+
+    def __init__(self) -> None:
+        self.spans: list[list[Any]] = []
+
+    def worker(self, name: str) -> leader.Worker:
+        """A background job that records its span."""
+
+        async def job(hub: object, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            span = [name, trio.current_time(), None]
+            self.spans.append(span)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                span[2] = trio.current_time()
+
+        return job
+
+    def running(self) -> list[str]:
+        """The names whose worker runs now."""
+        return [s[0] for s in self.spans if s[2] is None]
+
+    def overlaps(self) -> list[tuple[Any, Any]]:
+        """Pairs of spans of different Leaderships that ran at the same time."""
+        now = trio.current_time()
+        out = []
+        for i, x in enumerate(self.spans):
+            for y in self.spans[i + 1:]:
+                if x[0] != y[0] and x[1] < (y[2] or now) and y[1] < (x[2] or now):
+                    out.append((x, y))
+        return out
+
+
+def fake_hub() -> Any:
+    """What a Leadership touches of a hub when no worker uses it: the wake-up events and due sets."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(webhook_wakeup=trio.Event(), bridge_wakeup=trio.Event(), schedule_wakeup=trio.Event(),
+                           webhooks_due=set(), bridge_due=set())
+
+
+async def test_a_cut_lock_connection_stops_the_workers_before_another_process_starts_them(pg_url: str) -> None:
+    from commhub_lib.db_pg import OwnerLock
+
+    runs = Runs()
+    one = leader.Leadership(fake_hub(), OwnerLock(pg_url), [runs.worker("one")])
+    two = leader.Leadership(fake_hub(), OwnerLock(pg_url), [runs.worker("two")])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one.run)
+        nursery.start_soon(two.run)
+        await until(lambda: len(runs.running()) == 1, what="one owner")
+        first = runs.running()[0]
+        for _ in range(2):  # twice: the lock may come back to the same one, or move
+            terms = one.terms + two.terms
+            with psycopg.connect(pg_url, autocommit=True) as con:
+                con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                            (OWNER_APP_NAME,))
+            await until(lambda t=terms: one.terms + two.terms == t + 1 and len(runs.running()) == 1,
+                        what="a new owner after the cut")
+            assert not runs.overlaps(), runs.spans
+            cut = [s for s in runs.spans if s[2] is not None][-1]
+            new = runs.spans[-1]
+            # The new term started after the grace, counted from when the lock could first be taken again.
+            assert new[1] - cut[2] >= leader.GRACE_SECONDS - 0.5, (cut, new)
+        assert first in {"one", "two"}
+        nursery.cancel_scope.cancel()
+
+
+class HungLock:
+    """An OwnerLock whose connection stops answering once `hang` is set (a network cut, no error)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        self.dropped = 0
+
+    def try_take(self) -> bool:
+        return not self.hang.is_set()
+
+    def wait(self, timeout: float) -> list[str]:  # noqa: ASYNC109 (blocking, in a worker thread)
+        if self.hang.wait(timeout):
+            self.release.wait(30)
+        return []
+
+    def notify(self, payloads: list[str]) -> None:
+        pass
+
+    def drop(self) -> None:
+        self.dropped += 1
+
+    def stop(self) -> None:
+        self.release.set()
+
+
+async def test_a_lock_connection_that_stops_answering_stops_the_workers_within_the_grace() -> None:
+    runs = Runs()
+    lock = HungLock()
+    one = leader.Leadership(fake_hub(), lock, [runs.worker("one")])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one.run)
+        await until(lambda: runs.running() == ["one"], what="the workers running")
+        hung_at = trio.current_time()
+        lock.hang.set()
+        await until(lambda: not runs.running(), what="the workers stopped")
+        stopped_after = trio.current_time() - hung_at
+        # Another process could start its workers GRACE_SECONDS after the server freed the lock at the earliest.
+        assert stopped_after < leader.GRACE_SECONDS, stopped_after
+        lock.release.set()
+        await until(lambda: lock.dropped == 1, what="the connection dropped")
+        nursery.cancel_scope.cancel()
