@@ -601,3 +601,9 @@ class OwnerLock:
             with contextlib.suppress(psycopg.Error):
                 self._pg.close()
             self._pg = None
+
+
+def notify_now(db: PgDatabase, payload: str) -> None:
+    """NOTIFY `EVENTS_CHANNEL` with `payload` on `db` (sent at once outside a transaction, at its COMMIT inside one):
+    service/fanout.py's word to the other processes that a cache of theirs is stale."""
+    db.pg.run("SELECT pg_notify(?, ?)", (EVENTS_CHANNEL, payload), rows=False)

@@ -393,3 +393,29 @@ async def test_a_lock_connection_that_stops_answering_stops_the_workers_within_t
         lock.release.set()
         await until(lambda: lock.dropped == 1, what="the connection dropped")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_webhook_made_or_deleted_through_one_process_holds_for_events_sent_through_the_other(
+        pg_url: str, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery)
+        async with serve(pg_url, tmp_path / "a.log") as a, serve(pg_url, tmp_path / "b.log") as b, \
+                httpx.AsyncClient(base_url=a.url, timeout=30) as ca, \
+                httpx.AsyncClient(base_url=b.url, timeout=30) as cb:
+            await the_owner([a, b])
+            owner, _ = await setup(ca)
+            await send(cb, owner, "before any webhook")  # B reads the network's webhooks now: none
+            hook = await add_webhook(ca, owner, receiver.url, events=[NEW_MESSAGE])
+            # B is told at once (a notification, then its next send reads them again): bounded polling of the
+            # receiver, a send through B each round, until one arrives.
+            with trio.fail_after(WITHIN):
+                while not receiver.received:
+                    await send(cb, owner, "after the webhook")
+                    with trio.move_on_after(0.5):
+                        await receiver.wait_until(lambda: bool(receiver.received))
+            r = await ca.delete(f"/api/networks/{owner.network_id}/webhooks/{hook['webhook_id']}", headers=owner.auth)
+            assert r.status_code == 200, r.text
+            with trio.fail_after(WITHIN):  # B forgets the deleted webhook: its sends are not refused for its outbox
+                for n in range(20):
+                    await send(cb, owner, f"after the delete {n}")
+        nursery.cancel_scope.cancel()

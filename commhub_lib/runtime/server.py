@@ -234,11 +234,13 @@ async def _watch_signals(handle: ServerHandle) -> None:
 
 async def _start_fanout(hub: Hub, url: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """NOTIFY on each commit that writes events, and the listener job (service/fanout.py), on PostgreSQL."""
-    from ..db_pg import EventListener, PgDatabase, notify_events_on_commit  # noqa: PLC0415 (optional: psycopg)
+    from ..db_pg import EventListener, PgDatabase, notify_events_on_commit, notify_now  # noqa: PLC0415 (optional)
 
-    assert isinstance(hub.db, PgDatabase)
+    db = hub.db
+    assert isinstance(db, PgDatabase)
     hub.fanout = fanout = Fanout(hub)
-    notify_events_on_commit(hub.db, fanout.origin, fanout.take_range)
+    notify_events_on_commit(db, fanout.origin, fanout.take_range)
+    fanout.notify = partial(notify_now, db)
     await run_fanout(hub, EventListener(url), task_status=task_status)
 
 
