@@ -13,7 +13,7 @@ import trio
 
 from ..broker import Broker, Event
 from ..config import Settings
-from ..db import Database
+from ..db import Database, in_hop, on_loop
 from ..errors import Forbidden, ValidationFailed
 from ..ids import now_text
 from ..ratelimit import ByteRate
@@ -134,6 +134,9 @@ class Hub:
 
     def wake_webhooks(self, *webhook_ids: str) -> None:
         """Tell the delivery worker that these webhooks have something to send."""
+        if in_hop():  # a trio.Event is set on the loop only (PostgreSQL runs operations in worker threads)
+            on_loop(self.wake_webhooks, *webhook_ids)
+            return
         self.webhooks_due.update(webhook_ids)
         self.webhook_wakeup.set()
     # Schedules (service/schedules.py): the event the scheduler sleeps on until its next run, set on every change.
@@ -141,7 +144,7 @@ class Hub:
 
     def schedules_changed(self) -> None:
         """Wake the scheduler: a schedule was created, paused, resumed, run or deleted (its next run may differ)."""
-        self.schedule_wakeup.set()
+        on_loop(self.schedule_wakeup.set)  # from a worker thread (PostgreSQL's Database.run): on the loop after it
     # The A2A client (commhub_lib/bridge/, docs/a2a-client.md): the aliases bound to external A2A agents, read once
     # and dropped on every change (record_event consults it for each event: one set lookup); the tasks with bridge
     # work since the bridge job last looked, and the event that wakes it (set by publish).
@@ -224,7 +227,7 @@ class Hub:
                 payload = (f'{{"id":{event_id},"event":{json.dumps(name)},"network_id":{json.dumps(network_id)},'
                            f'"alias":{json.dumps(alias, ensure_ascii=False)},"created_at":"{now}","data":{text}}}')
             webhook_store.insert_delivery(self.db, webhook_id, event_id, name, alias, payload, now_text())
-            self.webhooks_due.add(webhook_id)
+            on_loop(self.webhooks_due.add, webhook_id)  # the worker reads the set on the loop
 
     def _queue_for_bridge(self, network_id: str, alias: str, name: str, data: dict[str, Any]) -> None:
         """The bridge's durable outbox (docs/a2a-client.md): what an alias bound to an A2A agent must tell that agent,
@@ -241,10 +244,15 @@ class Hub:
         else:
             return
         bridge_store.insert_outbox(self.db, network_id, alias, kind, task_id, message_id, now_text())
-        self.bridge_due.add(task_id)
+        on_loop(self.bridge_due.add, task_id)  # the bridge job reads the set on the loop
 
     def publish(self, pending: list[Event]) -> None:
-        """Push committed events to live subscribers (never before the transaction commits)."""
+        """Push committed events to live subscribers (never before the transaction commits). Called in an operation
+        run off the loop (PostgreSQL), it pushes them on the loop right after that operation returns, in order:
+        trio's channels and events are not safe from another thread."""
+        if in_hop():
+            on_loop(self.publish, pending)
+            return
         for event in pending:
             self.broker.publish(event)
         if self.fanout is not None:  # PostgreSQL: its listener must not push these a second time
