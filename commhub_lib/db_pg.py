@@ -27,11 +27,10 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -61,6 +60,8 @@ CONNECT_TIMEOUT_SECONDS = 5
 POOL_SIZE = 8
 # Times `run` tries an operation again after a serialization failure or a deadlock (then it fails: 500).
 RETRIES = 3
+# The advisory lock key under which a change watch's triggers are (re)made (any constant unique to CommHub).
+WATCH_DDL_LOCK = 0x636F6D6D  # "comm"
 T = TypeVar("T")
 
 log = logging.getLogger("commhub.db")
@@ -283,14 +284,28 @@ class PgChangeWatch(ChangeWatch):
         self.changes = 0
         self._name = name
         func = f"commhub_changed_{name}"
-        con.run("INSERT INTO commhub_changes(name, n) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,),
-                rows=False)
-        con.run(f"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                f" UPDATE commhub_changes SET n = n + 1 WHERE name = '{name}'; RETURN NULL; END $$", rows=False)
-        for table, kinds in events.items():
-            for i, kind in enumerate(kinds):
-                con.run(f"CREATE OR REPLACE TRIGGER {func}_{table}_{i} AFTER {kind} ON {table}"
-                        f" FOR EACH STATEMENT EXECUTE FUNCTION {func}()", rows=False)
+        # DDL of one function and its triggers: several threads or processes making the same watch at once would
+        # fail on PostgreSQL's catalog ("tuple concurrently updated"): one at a time, under an advisory lock.
+        own = not con.in_transaction
+        if own:
+            con.run("BEGIN", rows=False)
+        try:
+            con.run("SELECT pg_advisory_xact_lock(?)", (WATCH_DDL_LOCK,), rows=False)
+            con.run("INSERT INTO commhub_changes(name, n) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,),
+                    rows=False)
+            con.run(f"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                    f" UPDATE commhub_changes SET n = n + 1 WHERE name = '{name}'; RETURN NULL; END $$", rows=False)
+            for table, kinds in events.items():
+                for i, kind in enumerate(kinds):
+                    con.run(f"CREATE OR REPLACE TRIGGER {func}_{table}_{i} AFTER {kind} ON {table}"
+                            f" FOR EACH STATEMENT EXECUTE FUNCTION {func}()", rows=False)
+            if own:
+                con.run("COMMIT", rows=False)
+        except BaseException:
+            if own and con.in_transaction:
+                with contextlib.suppress(DatabaseUnavailable, DatabaseError):
+                    con.run("ROLLBACK", rows=False)
+            raise
 
     def stamp(self) -> tuple[int, int]:
         """The watch's counter (changes when a watched table may have changed)."""
@@ -323,6 +338,10 @@ class PgDatabase(Database):
         # As many operations in threads as the pool has connections: none ever waits for one in its thread.
         self._limiter = trio.CapacityLimiter(pool_size)
         self.hops = self.retries = 0  # operations run off the loop, and tries again (tests and benchmarks)
+        self._watch_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one write transaction at a time in this process (see write)
+        self._tx = threading.local()  # .after, .once: the after-commit steps of this thread's open transaction
+        self._token: trio.lowlevel.TrioToken | None = None  # the event loop's (captured by `run` or `bind_loop`)
         self.replaced_reason = None
         self.checkpoints_done = 0
         self._checkpoint_due = None
@@ -348,6 +367,8 @@ class PgDatabase(Database):
         just calls `fn`. Not cancellable once started: the operation's transaction ends before its caller does."""
         if getattr(self._local, "con", None) is not None:
             return fn(*args)
+        if self._token is None:
+            self.bind_loop()
         tries = 0
         while True:
             result, error, deferred = await trio.to_thread.run_sync(self._hop, fn, args, limiter=self._limiter)
@@ -365,6 +386,10 @@ class PgDatabase(Database):
                 log.info("retrying an operation after %s", error)
                 continue
             raise error
+
+    def bind_loop(self) -> None:
+        """Remember the running event loop: committed events are pushed to it (push_to_loop). Call on the loop."""
+        self._token = trio.lowlevel.current_trio_token()
 
     def _hop(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, BaseException | None,
                                                                            list[tuple[Callable[..., object], Any]]]:
@@ -415,22 +440,64 @@ class PgDatabase(Database):
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Any]:
-        """One transaction (BEGIN ... COMMIT), rolled back on any error; nested use joins the outer one."""
+        """One transaction (BEGIN ... COMMIT), rolled back on any error; nested use joins the outer one.
+
+        The write transactions of this process run one at a time (a process-wide lock, held from BEGIN to the
+        end of the commit): event ids are drawn in commit order, so pushing each transaction's events as it
+        commits (after_commit, push_to_loop) keeps every stream in id order; and the checks that read then write
+        (the alias claim, the quotas, the duplicate filter: docs/postgresql.md) keep their single writer. Reads run
+        in parallel. On the loop thread (code not yet moved into `run`) it waits for a worker's transaction."""
         con = self.pg
         if con.in_transaction:
             yield con
             return
-        con.run("BEGIN", rows=False)
-        try:
-            yield con
-            con.commit()
-        except BaseException:
-            if con.in_transaction:
+        tx = self._tx
+        with self._write_lock:
+            tx.after = after = []
+            tx.once = set()
+            try:
+                con.run("BEGIN", rows=False)
                 try:
-                    con.run("ROLLBACK", rows=False)
-                except (DatabaseUnavailable, DatabaseError):
-                    log.exception("rollback failed")
-            raise
+                    yield con
+                    con.commit()
+                except BaseException:
+                    if con.in_transaction:
+                        try:
+                            con.run("ROLLBACK", rows=False)
+                        except (DatabaseUnavailable, DatabaseError):
+                            log.exception("rollback failed")
+                    raise
+            finally:
+                tx.after = tx.once = None
+            for fn, args in after:  # committed: still under the lock, so in commit order
+                try:
+                    fn(*args)
+                except Exception:  # noqa: BLE001 (committed: the operation's answer stands)
+                    log.exception("an after-commit step failed")
+
+    def after_commit(self, key: object, fn: Callable[..., object], *args: Any) -> None:
+        """Call `fn(*args)` once the open write transaction has committed, in commit order (not at all if it rolls
+        back); once per `key` per transaction. Outside a transaction: now."""
+        after = getattr(self._tx, "after", None)
+        if after is None:
+            fn(*args)
+            return
+        once = self._tx.once
+        if key not in once:
+            once.add(key)
+            after.append((fn, args))
+
+    def push_to_loop(self, fn: Callable[..., object], *args: Any) -> None:
+        """Have the event loop call `fn(*args)`, after everything pushed before (trio's run_sync_soon: FIFO, from
+        any thread); with no loop known yet (a database used outside trio), call it now."""
+        token = self._token
+        if token is None:
+            fn(*args)
+            return
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:  # the server stopped: no stream left to push to
+            pass
 
     async def wait_for_write_lock(self, timeout: float) -> None:  # noqa: ASYNC109 (the interface's)
         """No database-wide write lock on PostgreSQL: nothing to wait for."""
@@ -440,7 +507,10 @@ class PgDatabase(Database):
         """The PgChangeWatch of that name (made on first use)."""
         watch = self._watches.get(name)
         if watch is None:
-            watch = self._watches[name] = PgChangeWatch(self, name, events)
+            with self._watch_lock:  # made once even when several worker threads ask first at once
+                watch = self._watches.get(name)
+                if watch is None:
+                    watch = self._watches[name] = PgChangeWatch(self, name, events)
         return watch
 
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:

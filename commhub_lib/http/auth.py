@@ -29,6 +29,17 @@ def authenticate_token(h: Hub, token_limiter: RateLimiter, secret: str | None) -
     return principal
 
 
+async def authenticate_off_loop(h: Hub, token_limiter: RateLimiter, secret: str | None) -> Principal:
+    """authenticate_token with its database work as one step of db.run (one hop off the loop on PostgreSQL)."""
+    if not secret:
+        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or ?token=",
+                           code="unauthorized")
+    principal = await h.db.run(accounts.authenticate, h, secret)
+    token_limiter.check(principal.token_id)
+    CALLER_TOKEN.set(principal.token_id)  # on the loop: a worker thread's context is a copy
+    return principal
+
+
 def _principal_and_network(h: Hub, secret: str, network_arg: str | None) -> tuple[Principal, str | CommhubError]:
     principal = accounts.authenticate(h, secret)
     try:

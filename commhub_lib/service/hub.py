@@ -207,6 +207,8 @@ class Hub:
             stored = json.dumps({**data, "content": ""}, ensure_ascii=False, separators=(",", ":"))
             event_id = event_store.insert_event(self.db, network_id, alias, name, stored, now_text(), shared.body_id)
             text = event_store.with_text(stored, shared.quoted)
+        if self.db.off_loop:  # PostgreSQL: pushed as the transaction commits, in commit order (see _push_committed)
+            self.db.after_commit(id(pending), self._push_committed, pending, len(pending))  # type: ignore[attr-defined]
         pending.append(Event(event_id, network_id, alias, name, text))
         if self.fanout is not None:  # PostgreSQL: the commit NOTIFYs the other processes of this id
             self.fanout.recorded(event_id)
@@ -246,6 +248,19 @@ class Hub:
         bridge_store.insert_outbox(self.db, network_id, alias, kind, task_id, message_id, now_text())
         on_loop(self.bridge_due.add, task_id)  # the bridge job reads the set on the loop
 
+    def _push_committed(self, pending: list[Event], start: int) -> None:
+        """PostgreSQL (db_pg): the events this transaction recorded, from `start` in its pending list, are pushed by
+        the loop in commit order (queued while the commit still holds the process's write lock), whichever thread
+        committed; `publish` then only wakes the workers. Concurrent operations would otherwise push in the order
+        their threads return, and a stream skips an id below one it already sent."""
+        self.db.push_to_loop(self._push, pending[start:])  # type: ignore[attr-defined]
+
+    def _push(self, events: list[Event]) -> None:
+        for event in events:
+            self.broker.publish(event)
+        if self.fanout is not None:  # PostgreSQL: its listener must not push these a second time
+            self.fanout.published(events)
+
     def publish(self, pending: list[Event]) -> None:
         """Push committed events to live subscribers (never before the transaction commits). Called in an operation
         run off the loop (PostgreSQL), it pushes them on the loop right after that operation returns, in order:
@@ -253,10 +268,9 @@ class Hub:
         if in_hop():
             on_loop(self.publish, pending)
             return
-        for event in pending:
-            self.broker.publish(event)
-        if self.fanout is not None:  # PostgreSQL: its listener must not push these a second time
-            self.fanout.published(pending)
+        if not self.db.off_loop:  # (PostgreSQL pushed them as they committed: _push_committed)
+            for event in pending:
+                self.broker.publish(event)
         if self.webhooks_due:
             self.webhook_wakeup.set()
         if self.bridge_due:
