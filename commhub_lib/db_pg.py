@@ -185,6 +185,14 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     return pg
 
 
+def _runner() -> str:
+    """The trio task (on the loop) or the thread running a statement (a debug check's label)."""
+    try:
+        return trio.lowlevel.current_task().name
+    except RuntimeError:
+        return threading.current_thread().name
+
+
 class PgConnection:
     """The `db.con` of the PostgreSQL engine: the few APSW connection calls the store and db.py make. The loop's own
     connection reconnects itself after a loss; one lent by the pool (`pg` given) does not (the pool replaces it)."""
@@ -198,7 +206,8 @@ class PgConnection:
         # Shared by every connection of one database (set_commit_hook on any of them is for all).
         self._commit_hooks: dict[object, Callable[[], object]] = {} if commit_hooks is None else commit_hooks
         self.statements = 0  # run on this connection (the loop's: tests check the hot paths leave it alone)
-        self.trace: list[str] | None = None  # when a list: each statement's text is appended (a debug check)
+        # When a list (a debug check, tests/test_pg_offloop.py): (statement, trio task or thread) of each run here.
+        self.trace: list[tuple[str, str]] | None = None
 
     @property
     def raw(self) -> psycopg.Connection[Any]:
@@ -222,7 +231,7 @@ class PgConnection:
         text = _pg_text(sql)
         self.statements += 1
         if self.trace is not None:
-            self.trace.append(sql)
+            self.trace.append((sql, _runner()))
         try:
             cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
             with cur:
