@@ -428,9 +428,9 @@ class PgDatabase(Database):
 
     async def write_together(self, work: Callable[[], T], after: Callable[[T], None] | None = None) -> T:
         """As SQLite's (db.Database.write_together), off the loop: `work` runs in one transaction in a worker thread
-        (one hop), then `after(result)` on the loop. Concurrent callers use concurrent connections (no grouping:
-        PostgreSQL commits in parallel)."""
-        result = await self.run(self._write_work, work)
+        (one hop), then `after(result)` on the loop. Concurrent callers use pooled connections (no grouping; the
+        commits themselves are one at a time per process: see write)."""
+        result: T = await self.run(self._write_work, work)
         if after is not None:
             try:
                 after(result)
@@ -439,7 +439,7 @@ class PgDatabase(Database):
         self.groups_committed += 1
         return result
 
-    def _write_work(self, work: Callable[[], T]) -> T:
+    def _write_work(self, work: Callable[[], Any]) -> Any:
         with self.write():
             return work()
 
