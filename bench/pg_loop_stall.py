@@ -63,9 +63,10 @@ async def measure(a: argparse.Namespace, log_stream: Any) -> dict[str, Any]:
     db_pg.PgConnection.run = original  # type: ignore[method-assign]
     lags.sort()
     sends = a.rounds * a.k
-    return {"k": a.k, "write_lock": not a.no_write_lock, "latency_ms": a.latency_ms, "sends": sends, "sends_per_s": round(sends / wall, 1),
-            "loop_lag_ms_p50": round(lags[len(lags) // 2], 2), "loop_lag_ms_p99": round(lags[int(len(lags) * .99)], 2),
-            "loop_lag_ms_max": round(lags[-1], 2), "beats": len(lags)}
+    return {"k": a.k, "write_lock": not a.no_write_lock, "latency_ms": a.latency_ms, "sends": sends,
+            "sends_per_s": round(sends / wall, 1), "loop_lag_ms_p50": round(lags[len(lags) // 2], 2),
+            "loop_lag_ms_p99": round(lags[int(len(lags) * .99)], 2), "loop_lag_ms_max": round(lags[-1], 2),
+            "beats": len(lags)}
 
 
 def main() -> None:
