@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
@@ -28,6 +29,10 @@ from .guard import Grant, StreamGuard
 if TYPE_CHECKING:
     from ..metrics import Metrics
     from .fanout import Fanout
+
+# Held while a lazily made part of the Hub is made (on PostgreSQL requests run in worker threads: two could each make
+# one, and a stream would hold a grant of a guard nobody checks).
+_MAKING = threading.Lock()
 
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
@@ -107,7 +112,9 @@ class Hub:
     def send_rate(self) -> ByteRate:
         """The per-token send rate by bytes (settings.send_bytes_per_minute), made on first use."""
         if self._send_rate is None:
-            self._send_rate = ByteRate(self.settings.send_bytes_per_minute)
+            with _MAKING:
+                if self._send_rate is None:
+                    self._send_rate = ByteRate(self.settings.send_bytes_per_minute)
         return self._send_rate
     _guard: StreamGuard | None = field(default=None, init=False, repr=False)
     # Webhooks (service/webhooks.py): the enabled webhooks' filters by network, read once and dropped on every
@@ -176,7 +183,9 @@ class Hub:
     def guard(self) -> StreamGuard:
         """The grants of the open streams and long-polls, re-checked on their heartbeats (made on first use)."""
         if self._guard is None:
-            self._guard = StreamGuard(self.db, self.settings.heartbeat_seconds)
+            with _MAKING:
+                if self._guard is None:
+                    self._guard = StreamGuard(self.db, self.settings.heartbeat_seconds)
         return self._guard
 
     def hold_grant(self, principal: Principal, network_id: str) -> AbstractContextManager[Grant]:
@@ -186,7 +195,9 @@ class Hub:
     def live_tokens(self) -> token_store.LiveTokenCache:
         """The cache of live tokens and their users that authentication reads (made on first use)."""
         if self._live_tokens is None:
-            self._live_tokens = token_store.LiveTokenCache(self.db)
+            with _MAKING:
+                if self._live_tokens is None:
+                    self._live_tokens = token_store.LiveTokenCache(self.db)
         return self._live_tokens
 
     def audit(self, action: str, *, actor: str, user_id: str | None = None, network_id: str | None = None,
