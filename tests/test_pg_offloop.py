@@ -15,6 +15,7 @@ import trio
 from test_sse import message, sse, team, tool
 
 from commhub_lib import db_pg
+from commhub_lib.errors import DatabaseUnavailable
 from commhub_lib.runtime.server import ServerHandle
 from tests.conftest import make_settings, start_server
 
@@ -125,5 +126,20 @@ async def test_a_real_deadlock_maps_to_the_retryable_error(pg_url: str, tmp_path
             db.pg.run("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40P01'; END $$", rows=False)
         with pytest.raises(db_pg.PgRetryableError):
             db.pg.run("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$", rows=False)
+    finally:
+        db.close()
+
+
+async def test_a_lost_pooled_connection_answers_503_and_the_pool_replaces_it(pg_url: str) -> None:
+    db = db_pg.PgDatabase(pg_url, pool_size=1)
+    try:
+        def backend() -> int:
+            return int(db.pg.run("SELECT pg_backend_pid()")[0][0])
+
+        pid = await db.run(backend)
+        db.loop_con.run("SELECT pg_terminate_backend(?, 5000)", (pid,), rows=False)  # waits until it is gone
+        with pytest.raises(DatabaseUnavailable):
+            await db.run(backend)
+        assert await db.run(backend) != pid  # a new connection, made by the pool
     finally:
         db.close()
