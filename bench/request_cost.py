@@ -54,8 +54,9 @@ async def setup(log_stream: Any, clients: int = 2, extra: dict[str, str] | None 
     if getattr(settings, "database_url", ""):  # --setting database_url=postgresql://... (docs/postgresql.md)
         from commhub_lib.db import open_engine
         db = open_engine(settings.database_url)
-        if hasattr(db, "bind_loop"):  # (pg-offloop) committed events are pushed to this loop
-            db.bind_loop()
+        bind_loop = getattr(db, "bind_loop", None)  # (pg-offloop) committed events are pushed to this loop
+        if bind_loop is not None:
+            bind_loop()
     else:
         db = Database(settings.db, busy_timeout_ms=LOOP_BUSY_TIMEOUT_MS)
     hub = Hub(settings, db, Broker(settings.sse_buffer))
