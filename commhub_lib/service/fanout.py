@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -64,8 +65,9 @@ class Fanout:
     def __init__(self, hub: Hub):  # noqa: D107 (the fanout of one hub process)
         self.hub = hub
         self.origin = secrets.token_hex(8)  # tells this process's own notifications from the others'
-        self._lo: int | None = None  # event ids written by the transaction now open
-        self._hi = 0
+        # The event ids written by the transaction now open, per thread: on PostgreSQL, operations run off the loop
+        # (db_pg.PgDatabase.run) hold transactions of their own at the same time, each committed by its thread.
+        self._open = threading.local()
         self.floor = 0  # nothing at or below it is read from the table (it was there before this process)
         self.top = 0  # the highest id pushed to local streams
         self._pushed: set[int] = set()  # ids pushed, above top - WINDOW
@@ -74,14 +76,19 @@ class Fanout:
 
     def recorded(self, event_id: int) -> None:
         """An event was written in the open transaction (Hub.record_event)."""
-        self._lo = event_id if self._lo is None else min(self._lo, event_id)
-        self._hi = max(self._hi, event_id)
+        open_ = self._open
+        lo = getattr(open_, "lo", None)
+        open_.lo = event_id if lo is None else min(lo, event_id)
+        open_.hi = max(getattr(open_, "hi", 0), event_id)
 
     def take_range(self) -> tuple[int, int] | None:
         """The open transaction's (lowest, highest) event id, forgotten (the commit hook NOTIFYs it)."""
-        if self._lo is None:
+        open_ = self._open
+        lo = getattr(open_, "lo", None)
+        if lo is None:
             return None
-        ids, self._lo, self._hi = (self._lo, self._hi), None, 0
+        ids = (lo, open_.hi)
+        open_.lo, open_.hi = None, 0
         return ids
 
     def published(self, events: Iterable[Event]) -> None:
