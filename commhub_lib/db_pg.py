@@ -351,6 +351,10 @@ def schema_version(con: PgConnection) -> int | None:
     return int(con.run("SELECT version FROM commhub_schema")[0][0])
 
 
+# The advisory lock a migration holds (any constant of ours; 'cmhb' in ASCII).
+MIGRATE_LOCK_KEY = 0x636D6862
+
+
 def migrate(con: PgConnection) -> None:
     """Bring the database to db.SCHEMA_VERSION: schema_pg.sql for an empty one, the pg/ twins after that."""
     target = sqlite_db.SCHEMA_VERSION
@@ -362,6 +366,15 @@ def migrate(con: PgConnection) -> None:
     con.run("BEGIN", rows=False)
     try:
         raw = con.raw
+        # Several hub processes started together on one database: one migrates, the others wait for its COMMIT
+        # here and then find the work done (without the lock, two CREATE the schema at once and one fails).
+        raw.execute(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK_KEY})".encode())
+        version = schema_version(con)
+        if version is not None and version > target:
+            raise RuntimeError(f"database schema v{version} is newer than this CommHub (v{target})")
+        if version == target:
+            con.run("COMMIT", rows=False)
+            return
         if version is None:
             raw.execute(SCHEMA_PG_PATH.read_text(encoding="utf-8").encode())
             raw.execute(b"CREATE TABLE commhub_schema (version integer NOT NULL)")
