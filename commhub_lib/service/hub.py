@@ -245,10 +245,11 @@ class Hub:
 
     def publish(self, pending: list[Event]) -> None:
         """Push committed events to live subscribers (never before the transaction commits)."""
-        for event in pending:
-            self.broker.publish(event)
-        if self.fanout is not None:  # PostgreSQL: its listener must not push these a second time
-            self.fanout.published(pending)
+        if self.fanout is not None:  # PostgreSQL: in id order with other processes' events, once (service/fanout)
+            self.fanout.push_own(pending)
+        else:
+            for event in pending:
+                self.broker.publish(event)
         if self.webhooks_due:
             self.webhook_wakeup.set()
         if self.bridge_due:

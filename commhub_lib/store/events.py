@@ -16,6 +16,9 @@ Row = dict[str, Any]
 # What a shared text's field holds in a stored event; the first occurrence in the data is that field (the data
 # is built by Hub.record_event with the field ahead of any member-controlled value).
 PLACEHOLDER = '"content":""'
+# The first key of the per-network event-order advisory lock on PostgreSQL (the second is the network id's hash);
+# 'cmhe' in ASCII, apart from any other advisory lock of the hub.
+EVENT_ORDER_LOCK = 0x636D6865
 
 
 def with_text(stored: str, quoted: str) -> str:
@@ -26,7 +29,18 @@ def with_text(stored: str, quoted: str) -> str:
 def insert_event(db: Database, network_id: str, alias: str, event: str, data: str, now: str,
                  body_id: int | None = None) -> int:
     """Append an event for one alias; returns its id (the SSE `id:`). With `body_id`, `data` holds the
-    placeholder instead of the shared text."""
+    placeholder instead of the shared text.
+
+    On PostgreSQL the insert first takes the network's event-order lock (a transaction-level advisory lock, held
+    to COMMIT), so the id is drawn only once every earlier event-writing transaction of the network, in any
+    process, has committed: a network's events become visible in id order, and a reader that sees an id has
+    every lower one of that network (service/fanout.py rests on it). Same statement, no extra round trip."""
+    if db.engine == POSTGRESQL:
+        rows = db.query("INSERT INTO events(network_id, alias, event, data, created_at, body_id)"
+                        " SELECT ?, ?, ?, ?, ?, CAST(? AS bigint)"
+                        " FROM (SELECT pg_advisory_xact_lock(?, hashtext(?))) AS event_order RETURNING id",
+                        (network_id, alias, event, data, now, body_id, EVENT_ORDER_LOCK, network_id))
+        return int(rows[0]["id"])
     db.execute("INSERT INTO events(network_id, alias, event, data, created_at, body_id) VALUES (?, ?, ?, ?, ?, ?)",
                (network_id, alias, event, data, now, body_id))
     return db.con.last_insert_rowid()
@@ -59,6 +73,14 @@ def network_events_after(db: Database, network_id: str, after_id: int, limit: in
     return _put_texts_back(db, db.query(
         "SELECT id, alias, event, data, body_id, created_at FROM events WHERE network_id = ? AND id > ?"
         " ORDER BY id LIMIT ?", (network_id, after_id, limit)))
+
+
+def network_events_between(db: Database, network_id: str, after_id: int, before_id: int) -> list[Row]:
+    """Events of a network with after_id < id < before_id, oldest first (PostgreSQL: other processes' events that
+    this process pushes before its own, service/fanout.py)."""
+    return _put_texts_back(db, db.query(
+        "SELECT id, alias, event, data, body_id FROM events WHERE network_id = ? AND id > ? AND id < ?"
+        " ORDER BY id", (network_id, after_id, before_id)))
 
 
 def latest_alias_event_id(db: Database, network_id: str, alias: str) -> int:
