@@ -187,18 +187,32 @@ class PgConnection:
         return not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE
 
     def run(self, sql: str, params: Params = (), rows: bool = True, as_dicts: bool = False) -> Any:
-        """Run one store statement (translated); its rows (tuples or dicts) or None."""
+        """Run one store statement (translated); its rows (tuples or dicts) or None. A connection found dead by a
+        BEGIN or a read outside a transaction (PostgreSQL restarted while the hub was idle) is made again and the
+        statement run once more: nothing of it was done, so the caller never sees the restart."""
         text = _pg_text(sql)
+        repeatable = not self.in_transaction and (sql == "BEGIN" or sql.lstrip()[:6].upper() == "SELECT")
         try:
-            cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
-            with cur:
-                cur.execute(text, params)
-                self._changes = cur.rowcount if cur.rowcount >= 0 else 0
-                if rows:
-                    return cur.fetchall() if cur.description is not None else []
-                return None
+            return self._run(text, params, rows, as_dicts)
+        except psycopg.OperationalError as exc:
+            if not (repeatable and (self._pg.closed or self._pg.broken)):
+                raise _mapped(exc) from exc
+            log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
+        try:
+            return self._run(text, params, rows, as_dicts)
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+
+    def _run(self, text: bytes, params: Params, rows: bool, as_dicts: bool) -> Any:
+        cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
+        with cur:
+            cur.execute(text, params)
+            self._changes = cur.rowcount if cur.rowcount >= 0 else 0
+            if rows:
+                return cur.fetchall() if cur.description is not None else []
+            return None
 
     def execute(self, sql: str, params: Params = ()) -> PgResult:
         """APSW's `Connection.execute`: the result's rows (iterate, or `.get`)."""
