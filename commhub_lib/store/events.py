@@ -16,9 +16,6 @@ Row = dict[str, Any]
 # What a shared text's field holds in a stored event; the first occurrence in the data is that field (the data
 # is built by Hub.record_event with the field ahead of any member-controlled value).
 PLACEHOLDER = '"content":""'
-# The first key of the per-network event-order advisory lock on PostgreSQL (the second is the network id's hash);
-# 'cmhe' in ASCII, apart from any other advisory lock of the hub.
-EVENT_ORDER_LOCK = 0x636D6865
 
 
 def with_text(stored: str, quoted: str) -> str:
@@ -31,15 +28,18 @@ def insert_event(db: Database, network_id: str, alias: str, event: str, data: st
     """Append an event for one alias; returns its id (the SSE `id:`). With `body_id`, `data` holds the
     placeholder instead of the shared text.
 
-    On PostgreSQL the insert first takes the network's event-order lock (a transaction-level advisory lock, held
-    to COMMIT), so the id is drawn only once every earlier event-writing transaction of the network, in any
-    process, has committed: a network's events become visible in id order, and a reader that sees an id has
-    every lower one of that network (service/fanout.py rests on it). Same statement, no extra round trip."""
+    On PostgreSQL the insert first locks the network's `network_usage` row (held to COMMIT), so the id is drawn
+    only once every earlier event-writing transaction of the network, in any process, has committed: a network's
+    events become visible in id order, and a reader that sees an id has every lower one of that network
+    (service/fanout.py rests on it). That row, not a lock of its own: the usage trigger of this same statement
+    locks it anyway (taken a moment earlier, it adds no new order of locks, so no deadlock an advisory lock
+    made). Same statement, no extra round trip; a network without the row (none is made without one) is not
+    held back."""
     if db.engine == POSTGRESQL:
         rows = db.query("INSERT INTO events(network_id, alias, event, data, created_at, body_id)"
-                        " SELECT ?, ?, ?, ?, ?, CAST(? AS bigint)"
-                        " FROM (SELECT pg_advisory_xact_lock(?, hashtext(?))) AS event_order RETURNING id",
-                        (network_id, alias, event, data, now, body_id, EVENT_ORDER_LOCK, network_id))
+                        " SELECT ?, ?, ?, ?, ?, CAST(? AS bigint) FROM (SELECT 1) AS one LEFT JOIN"
+                        " (SELECT network_id FROM network_usage WHERE network_id = ? FOR UPDATE) AS event_order"
+                        " ON true RETURNING id", (network_id, alias, event, data, now, body_id, network_id))
         return int(rows[0]["id"])
     db.execute("INSERT INTO events(network_id, alias, event, data, created_at, body_id) VALUES (?, ?, ?, ?, ?, ?)",
                (network_id, alias, event, data, now, body_id))
