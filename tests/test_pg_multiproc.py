@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pg_cluster as pg_cluster_mod
 import psycopg
 import pytest
 import trio
 from cli_support import listening_url
 from test_sse import Frames, open_raw, team, wait_for
 
-import pg_cluster as pg_cluster_mod
 from commhub_lib import db_pg
 from commhub_lib.db_pg import EventListener
 from tests.conftest import create_token, own_server, register, tool
@@ -247,7 +247,8 @@ def check_streams(url: str, network_id: str, readers: list[Reader], acked: dict[
         assert ids == sorted(ids) and len(ids) == len(set(ids)), (reader.agent.alias, ids)
         assert reader.position is not None
         rows = [r for r in table_events(url, network_id, reader.agent.alias, reader.position) if r[0] <= ids[-1]]
-        assert ids == [r[0] for r in rows], (reader.agent.alias, reader.position, reader.opens, [(f["id"], f["event"], f["json"].get("message")) for f in reader.frames], rows)
+        got_frames = [(f["id"], f["event"], f["json"].get("message")) for f in reader.frames]
+        assert ids == [r[0] for r in rows], (reader.agent.alias, reader.position, reader.opens, got_frames, rows)
         assert [f["event"] for f in reader.frames] == [r[1] for r in rows]
         got = [f["json"].get("message_id") for f in reader.frames]
         assert got == [r[2].get("message_id") for r in rows]
