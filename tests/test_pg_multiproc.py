@@ -105,6 +105,7 @@ async def hubs(url: str, tmp_path: Path, n: int = 3) -> AsyncIterator[list[HubPr
                         await trio.sleep(0.05)  # polling the child's /health, bounded by fail_after
             yield procs
         finally:
+            await stack.aclose()  # the clients' idle connections first: a server waits for them when it stops
             for hub in procs:
                 if hub.process.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
