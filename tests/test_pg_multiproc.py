@@ -118,6 +118,12 @@ async def hubs(url: str, tmp_path: Path, n: int = 3) -> AsyncIterator[list[HubPr
                     hub.process.kill()
 
 
+def no_deadlocks(procs: list[HubProcess]) -> None:
+    """No hub logged a deadlock between processes (each would have cost a send a 503 and the loop a second)."""
+    for hub in procs:
+        assert "DeadlockDetected" not in hub.log.read_text(errors="replace"), log_tail(hub.log)
+
+
 # --- agents, sends, streams ------------------------------------------------------------------------------------
 
 @dataclass
@@ -284,6 +290,7 @@ async def test_three_processes_deliver_every_send_once_in_order(pg_url: str, tmp
             await finish(readers, procs[1], crew[0])
         assert sum(len(v) for v in acked.values()) == 6 * per_sender
         check_streams(pg_url, network_id, readers, acked)
+        no_deadlocks(procs)
         for reader in readers:  # each sender's messages to an alias in the order it sent them
             for sender_alias in (a.alias for a in crew):
                 mine = [int(f["json"]["message"].split(":")[1]) for f in reader.frames
@@ -352,6 +359,7 @@ async def test_kill_9_of_one_process_mid_burst_loses_nothing_acknowledged(pg_url
                                        (network_id, content)).fetchall()) <= 1
         assert messages == in_events - {None}
         assert {m for v in acked.values() for m in v} <= messages
+        no_deadlocks(procs)
 
 
 # --- 3. PostgreSQL restarted -----------------------------------------------------------------------------------
