@@ -34,8 +34,11 @@ from cli_support import listening_url
 from test_sse import Frames, open_raw, team, wait_for
 
 from commhub_lib import db_pg
-from commhub_lib.db_pg import EventListener
-from tests.conftest import create_token, own_server, register, tool
+from commhub_lib.db_pg import EventListener, PgDatabase
+from commhub_lib.models import SendMessage
+from commhub_lib.service import messaging
+from commhub_lib.service.hub import Hub
+from tests.conftest import create_token, make_settings, own_server, register, tool
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
@@ -520,3 +523,57 @@ async def test_a_restart_between_calls_is_not_seen_by_the_next_call(
                 assert (await frames.event(within=WITHIN))["json"]["message_id"] == r.json()["message_id"]
             r = await b.get("/health")
             assert r.status_code == 200, r.text
+
+
+def backend_waits_on_a_lock(url: str, pid: int) -> bool:
+    """Whether the server process `pid` is waiting for a lock."""
+    with psycopg.connect(url, autocommit=True) as con:
+        row = con.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is not None and row[0] == "Lock"
+
+
+async def test_two_writers_storing_in_one_network_in_opposite_order_do_not_deadlock(
+        pg_url: str, tmp_path: Path) -> None:
+    """Two connections (two processes, or two sends grouped in one transaction by db.write_together) each store
+    two messages in one network, to the same two aliases in opposite orders: the second waits for the first and
+    both commit. Before, each held one alias's unread count and wanted the network's usage row (or the other's
+    count): DeadlockDetected, a 503."""
+    async with own_server(tmp_path, "a", database_url=pg_url) as handle, \
+            httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+        t = await team(client)
+    network_id = t.account.network_id
+    one_db, two_db = PgDatabase(pg_url), PgDatabase(pg_url)
+    one, two = (Hub(make_settings(tmp_path, database_url=pg_url), db) for db in (one_db, two_db))
+    two_pid = two_db.pg.raw.info.backend_pid
+
+    def store(hub: Hub, to: str, pending: list[Any]) -> None:
+        body = SendMessage(to=to, content=f"to {to} from {'one' if hub is one else 'two'}")
+        messaging._store_message(hub, network_id, "boss", body, "agent", pending)
+
+    started, failures = threading.Event(), []
+
+    def second() -> None:
+        try:
+            with two.db.write():
+                started.set()
+                store(two, "boss", [])
+                store(two, "worker", [])
+        except Exception as exc:  # noqa: BLE001 (reported to the test)
+            failures.append(exc)
+
+    pending: list[Any] = []
+    with one.db.write():
+        store(one, "worker", pending)
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert started.wait(WITHIN)
+        await wait_for(lambda: backend_waits_on_a_lock(pg_url, two_pid), within=WITHIN)
+        store(one, "boss", pending)
+    await trio.to_thread.run_sync(thread.join, WITHIN)
+    assert not failures, failures
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        n = con.execute("SELECT count(*) FROM messages WHERE network_id = %s AND content LIKE 'to %%'",
+                        (network_id,)).fetchone()
+    assert n is not None and n[0] == 4
+    one.db.close()
+    two.db.close()
