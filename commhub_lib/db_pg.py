@@ -227,21 +227,35 @@ class PgConnection:
         return not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE
 
     def run(self, sql: str, params: Params = (), rows: bool = True, as_dicts: bool = False) -> Any:
-        """Run one store statement (translated); its rows (tuples or dicts) or None."""
+        """Run one store statement (translated); its rows (tuples or dicts) or None. A connection found dead by a
+        BEGIN or a read outside a transaction (PostgreSQL restarted while the hub was idle) is made again and the
+        statement run once more: nothing of it was done, so the caller never sees the restart."""
         text = _pg_text(sql)
         self.statements += 1
         if self.trace is not None:
             self.trace.append((sql, _runner()))
+        repeatable = not self.in_transaction and (sql == "BEGIN" or sql.lstrip()[:6].upper() == "SELECT")
         try:
-            cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
-            with cur:
-                cur.execute(text, params)
-                self._changes = cur.rowcount if cur.rowcount >= 0 else 0
-                if rows:
-                    return cur.fetchall() if cur.description is not None else []
-                return None
+            return self._run(text, params, rows, as_dicts)
+        except psycopg.OperationalError as exc:
+            if not (repeatable and (self._pg.closed or self._pg.broken)):
+                raise _mapped(exc) from exc
+            log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
+        try:
+            return self._run(text, params, rows, as_dicts)
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+
+    def _run(self, text: bytes, params: Params, rows: bool, as_dicts: bool) -> Any:
+        cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
+        with cur:
+            cur.execute(text, params)
+            self._changes = cur.rowcount if cur.rowcount >= 0 else 0
+            if rows:
+                return cur.fetchall() if cur.description is not None else []
+            return None
 
     def execute(self, sql: str, params: Params = ()) -> PgResult:
         """APSW's `Connection.execute`: the result's rows (iterate, or `.get`)."""
@@ -554,6 +568,10 @@ def schema_version(con: PgConnection) -> int | None:
     return int(con.run("SELECT version FROM commhub_schema")[0][0])
 
 
+# The advisory lock a migration holds (any constant of ours; 'cmhb' in ASCII).
+MIGRATE_LOCK_KEY = 0x636D6862
+
+
 def migrate(con: PgConnection) -> None:
     """Bring the database to db.SCHEMA_VERSION: schema_pg.sql for an empty one, the pg/ twins after that."""
     target = sqlite_db.SCHEMA_VERSION
@@ -565,6 +583,15 @@ def migrate(con: PgConnection) -> None:
     con.run("BEGIN", rows=False)
     try:
         raw = con.raw
+        # Several hub processes started together on one database: one migrates, the others wait for its COMMIT
+        # here and then find the work done (without the lock, two CREATE the schema at once and one fails).
+        raw.execute(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK_KEY})".encode())
+        version = schema_version(con)
+        if version is not None and version > target:
+            raise RuntimeError(f"database schema v{version} is newer than this CommHub (v{target})")
+        if version == target:
+            con.run("COMMIT", rows=False)
+            return
         if version is None:
             raw.execute(SCHEMA_PG_PATH.read_text(encoding="utf-8").encode())
             raw.execute(b"CREATE TABLE commhub_schema (version integer NOT NULL)")

@@ -267,10 +267,11 @@ class Hub:
         self.db.push_to_loop(self._push, pending[start:])  # type: ignore[attr-defined]
 
     def _push(self, events: list[Event]) -> None:
+        if self.fanout is not None:  # PostgreSQL: in id order with other processes' events, once (service/fanout)
+            self.fanout.push_own(events)
+            return
         for event in events:
             self.broker.publish(event)
-        if self.fanout is not None:  # PostgreSQL: its listener must not push these a second time
-            self.fanout.published(events)
 
     def publish(self, pending: list[Event]) -> None:
         """Push committed events to live subscribers (never before the transaction commits). Called in an operation
