@@ -115,6 +115,9 @@ class Settings:
     a2a_client_poll_max_seconds: float = 30.0
     # PostgreSQL (pg-store, docs/postgresql.md): a postgresql:// URL runs the hub on PostgreSQL instead of `db`.
     database_url: str = ""
+    # Several processes on one PostgreSQL (pg-shared, docs/postgresql.md): how long a process's streams keep their
+    # aliases online for the other processes after it last said so (it says so every third of this).
+    stream_presence_ttl_seconds: float = 15.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -228,6 +231,10 @@ HELP: dict[str, str] = {
     "a2a_client_poll_max_seconds": "the longest pause between two looks at a forwarded task's remote state",
     "database_url": "a postgresql:// URL: run on that PostgreSQL database instead of the SQLite file `db` (needs the "
                     "postgres extra; also --database; docs/postgresql.md)",
+    "stream_presence_ttl_seconds": "PostgreSQL with several hub processes: the streams a process holds keep their "
+                                   "aliases online for the other processes until this many seconds after it last "
+                                   "refreshed them (every third of this); a killed process's agents are shown "
+                                   "offline at most this long after (docs/postgresql.md)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

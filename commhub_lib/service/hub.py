@@ -28,6 +28,7 @@ from .guard import Grant, StreamGuard
 if TYPE_CHECKING:
     from ..metrics import Metrics
     from .fanout import Fanout
+    from .shared import SharedState
 
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
@@ -101,6 +102,9 @@ class Hub:
     metrics: Metrics | None = field(default=None, init=False, repr=False, compare=False)
     # Events across processes (service/fanout.py): set by run_server on the PostgreSQL engine only; None on SQLite.
     fanout: Fanout | None = field(default=None, init=False, repr=False, compare=False)
+    # Presence and MCP sessions shared with the other processes of one PostgreSQL database (service/shared.py): set
+    # by the presence writer job on PostgreSQL only; None on SQLite.
+    shared: SharedState | None = field(default=None, init=False, repr=False, compare=False)
     _live_tokens: token_store.LiveTokenCache | None = field(default=None, init=False, repr=False)
     _send_rate: ByteRate | None = field(default=None, init=False, repr=False)
 

@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 from ..db import Database
+from .dialect import POSTGRESQL
+
+
+def lock_network(db: Database, network_id: str) -> None:
+    """Inside a write: hold the network's row until the commit, so a quota's count and the insert it allows are
+    one step for every writer of the network (several processes, or a pool's connections, on PostgreSQL). A no-op
+    on SQLite, whose one writer holds the whole database. NO KEY UPDATE: inserts that only reference the network
+    (their foreign key's KEY SHARE lock) do not wait for it."""
+    if db.engine == POSTGRESQL:
+        db.query("SELECT 1 AS locked FROM networks WHERE network_id = ? FOR NO KEY UPDATE", (network_id,))
+
+
+def lock_user(db: Database, user_id: str) -> None:
+    """lock_network for a quota counted per user (networks owned, live API tokens)."""
+    if db.engine == POSTGRESQL:
+        db.query("SELECT 1 AS locked FROM users WHERE user_id = ? FOR NO KEY UPDATE", (user_id,))
 
 
 def count_aliases(db: Database, network_id: str) -> int:
