@@ -207,6 +207,15 @@ def mcp_session_ended(hub: Hub, session_id: str, token_id: str, protocol_version
             session_store.end_mcp_session(hub.db, session_id, token_id, protocol_version, reason, now_ts())
 
 
+def mcp_sessions_evicted(hub: Hub, reasons: dict[str, str]) -> None:
+    """Sessions this process's caps evicted (id -> why): ended for every process."""
+    if hub.shared is not None and reasons:
+        ts = now_ts()
+        with hub.db.write():
+            for session_id, reason in reasons.items():
+                session_store.mark_mcp_session_ended(hub.db, session_id, reason, ts)
+
+
 def mcp_session_used(hub: Hub, row: dict[str, Any]) -> None:
     """A stored MCP session was used: keep its row (written at most every MCP_USE_REFRESH_SECONDS; best effort)."""
     ts = now_ts()

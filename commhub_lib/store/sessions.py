@@ -327,6 +327,11 @@ def end_mcp_session(db: Database, session_id: str, token_id: str, protocol_versi
                " used_ts = excluded.used_ts", (session_id, token_id, protocol_version, now_ts, now_ts, reason))
 
 
+def mark_mcp_session_ended(db: Database, session_id: str, reason: str, now_ts: float) -> None:
+    """end_mcp_session for a session recorded already (one a cap evicted)."""
+    db.execute("UPDATE mcp_sessions SET ended = ?, used_ts = ? WHERE session_id = ?", (reason, now_ts, session_id))
+
+
 def prune_mcp_sessions(db: Database, before_ts: float) -> int:
     """Delete MCP sessions unused since `before_ts`; how many."""
     return db.execute("DELETE FROM mcp_sessions WHERE used_ts < ?", (before_ts,))
