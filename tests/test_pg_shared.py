@@ -379,7 +379,8 @@ async def test_two_writers_claiming_one_new_alias_one_gets_it_the_other_alias_ta
     assert read(settings, lambda db: quota_store.count_aliases(db, account.network_id)) == 1
 
 
-async def test_two_writers_taking_over_a_freed_alias_one_gets_it(pg_team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_two_writers_taking_over_a_freed_alias_one_gets_it(pg_team: Team,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     settings, account, (p1, p2), _ = pg_team
 
     def free_alias(db: Any) -> None:  # a session nobody holds (its token revoked): free for anyone to claim
@@ -419,7 +420,8 @@ async def test_two_writers_racing_for_the_last_alias_of_the_quota(pg_team: Team,
         assert count == limit + 1
 
 
-async def test_two_writers_racing_for_the_last_node_of_the_quota(pg_team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_two_writers_racing_for_the_last_node_of_the_quota(pg_team: Team,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     settings, account, (p1, p2), _ = pg_team
     read(settings, lambda db: [report(p, account.network_id, alias=f"n{i}")(Hub(settings, db))
                                for i, p in enumerate((p1, p2))])  # the aliases exist: only the nodes are new

@@ -89,16 +89,20 @@ def _sessions() -> SessionPool:
     return pool_of(hub())
 
 
-def _take_shared(h: Hub, sid: str | None, principal: Principal) -> None:
+def _stored_session(h: Hub, sid: str | None) -> dict[str, Any] | None:
+    """The stored copy of the session named by Mcp-Session-Id (PostgreSQL, several processes: one primary-key read);
+    None on SQLite or without a session id."""
+    return shared.mcp_session(h, sid) if sid and h.shared is not None else None
+
+
+def _take_shared(h: Hub, sid: str | None, principal: Principal, row: dict[str, Any] | None) -> None:
     """Several processes on PostgreSQL (service/shared.py): bring this process's copy of the session named by
-    Mcp-Session-Id in line with the stored one, whichever process made or changed it: take up a session made
-    elsewhere (with its version, client and claimed alias), follow an alias claimed elsewhere, and end a session
-    ended elsewhere (so it is answered 404 here too). Nothing on SQLite, or for another token's session id.
-    SessionCapReached when taking it up passes this process's cap for the token."""
-    if not sid or h.shared is None:
-        return
-    row = shared.mcp_session(h, sid)
-    if row is None or row["token_id"] != principal.token_id:
+    Mcp-Session-Id in line with the stored one (`row`, _stored_session's), whichever process made or changed it:
+    take up a session made elsewhere (with its version, client and claimed alias), follow an alias claimed
+    elsewhere, and end a session ended elsewhere (so it is answered 404 here too). Nothing on SQLite, or for another
+    token's session id. SessionCapReached when taking it up passes this process's cap for the token. On the event
+    loop: it touches the pool and the session's streams."""
+    if not sid or row is None or row["token_id"] != principal.token_id:
         return
     pool = pool_of(h)
     if row["ended"]:
@@ -434,8 +438,9 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
         return 400, json_bytes(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"))
     if modern.is_modern_request(payload, req.headers):
         return await _post_modern(ctx, req, payload, principal)
+    sid = req.headers.get("mcp-session-id")
     try:
-        _take_shared(h, req.headers.get("mcp-session-id"), principal)
+        _take_shared(h, sid, principal, _stored_session(h, sid))
     except SessionCapReached as exc:
         return _cap_answer(payload, exc)
     ended = _ended_session_answer(h, req.headers.get("mcp-session-id"), payload)
@@ -526,7 +531,7 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
         raise BadRequest("GET /mcp needs the Mcp-Session-Id header that initialize returned", code="missing_session_id")
     pool = pool_of(h)
     try:
-        _take_shared(h, sid, principal)
+        _take_shared(h, sid, principal, _stored_session(h, sid))
     except SessionCapReached as exc:
         raise Conflict(str(exc), code="session_cap_reached") from exc
     reason = pool.ended_reason(sid)
@@ -561,7 +566,7 @@ async def delete_mcp() -> Answer:
     pool = _sessions()
     h = hub()
     try:
-        _take_shared(h, sid, principal)
+        _take_shared(h, sid, principal, _stored_session(h, sid))
     except SessionCapReached:
         pass  # it is ended below all the same
     reason = pool.ended_reason(sid)
