@@ -32,9 +32,10 @@ from test_sse import sse
 from commhub_lib.config import Settings
 from commhub_lib.errors import CommhubError
 from commhub_lib.ids import now_text
-from commhub_lib.models import NetworkCreateRequest, ReportStatus, ScheduleTask, TokenCreateRequest
-from commhub_lib.service import accounts, networks, schedules, sessions
+from commhub_lib.models import NetworkCreateRequest, ReportStatus, ScheduleTask, SendMessage, TokenCreateRequest
+from commhub_lib.service import accounts, messaging, networks, schedules, sessions
 from commhub_lib.service.hub import Hub, Principal
+from commhub_lib.store import messages as message_store
 from commhub_lib.store import quotas as quota_store
 from commhub_lib.store import sessions as session_store
 from tests.conftest import Account, create_token, make_settings, own_server, register, tool
@@ -491,6 +492,29 @@ async def test_two_writers_racing_for_the_last_token_network_and_schedule_of_the
             hub, person, account.network_id, None, ScheduleTask(to="scheduled", content=f"tick {i}",
                                                                 every_seconds=3600)) for i in range(2)]),
             "schedule_limit_reached")
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["hash-locked", "unlocked-control"])
+async def test_two_writers_sending_the_same_content_store_it_once(pg_team: Team, monkeypatch: pytest.MonkeyPatch,
+                                                                  locked: bool) -> None:
+    settings, account, (p1, p2), _ = pg_team
+    read(settings, lambda db: [report(p, account.network_id, alias=a)(Hub(settings, db))
+                               for p, a in ((p1, "dup-from"), (p2, "dup-to"))])
+    # The loop guard's duplicate check (find, then insert): held before the hash's lock; the control takes no lock
+    # and is held after its lookup, so both find nothing and both store.
+    points = [(quota_store, "lock_digest", BEFORE)] if locked else [
+        (quota_store, "lock_digest", SKIP), (message_store, "find_duplicate", AFTER)]
+    send = lambda hub: messaging.send_message(hub, account.network_id, "dup-from",  # noqa: E731
+                                              SendMessage(to="dup-to", content="the same words twice"))
+    with monkeypatch.context() as m:
+        outcomes = Race(m, settings, points).run(send, send)
+    assert not any(isinstance(o, BaseException) for o in outcomes), outcomes
+    stored = read(settings, lambda db: db.query("SELECT message_id FROM messages WHERE from_name = 'dup-from'"))
+    if locked:
+        assert sorted(o["duplicate"] for o in outcomes) == [False, True]
+        assert {o["message_id"] for o in outcomes} == {r["message_id"] for r in stored} and len(stored) == 1
+    else:
+        assert len(stored) == 2
 
 
 async def test_a_sqlite_hub_shares_nothing_and_keeps_the_tables_empty(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from ..broker import Event
 from ..errors import RateLimited
 from ..ratelimit import RateLimiter
 from ..store import messages as message_store
+from ..store import quotas as quota_store
+from ..store.dialect import POSTGRESQL
 from ..vocabulary import AGENT, LOOP_BROKEN
 from .hub import Hub
 
@@ -124,7 +126,12 @@ def find_duplicate(hub: Hub, network_id: str, sender: str, to: str, digest: int 
     if digest is None:
         return None
     now = time.time()
-    if not guard_of(hub).recent.may_have(digest, now):
+    if hub.db.engine == POSTGRESQL:
+        # Several writers (processes, a pool's connections): the memory filter knows only this process's sends, so
+        # the database is always asked, after a lock on the hash: a racing send of the same content waits for this
+        # one's commit and then finds its item.
+        quota_store.lock_digest(hub.db, digest)
+    elif not guard_of(hub).recent.may_have(digest, now):
         return None
     return message_store.find_duplicate(hub.db, digest, network_id, sender, to,
                                         now - hub.settings.duplicate_window_seconds)

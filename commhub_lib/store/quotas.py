@@ -21,6 +21,20 @@ def lock_user(db: Database, user_id: str) -> None:
         db.query("SELECT 1 AS locked FROM users WHERE user_id = ? FOR NO KEY UPDATE", (user_id,))
 
 
+# The first key of the two-key advisory locks taken for the loop guard's duplicate check (PostgreSQL's two-int
+# advisory keys are a key space apart from the one-bigint keys other locks use).
+DUPLICATE_LOCK_SPACE = 0x636D6864  # "cmhd"
+
+
+def lock_digest(db: Database, digest: int) -> None:
+    """Inside a write: hold, until the commit, a lock on a send's content hash (PostgreSQL), so two racing sends of
+    the same content are checked for being a duplicate one after the other; a no-op on SQLite (one writer)."""
+    if db.engine == POSTGRESQL:
+        folded = (digest ^ (digest >> 32)) & 0xFFFFFFFF
+        db.query("SELECT pg_advisory_xact_lock(?, ?) AS locked",
+                 (DUPLICATE_LOCK_SPACE, folded - (1 << 32) if folded >= 1 << 31 else folded))
+
+
 def count_aliases(db: Database, network_id: str) -> int:
     """How many aliases (session rows) a network has."""
     return db.con.execute("SELECT count(*) FROM sessions WHERE network_id = ?", (network_id,)).get
