@@ -500,14 +500,15 @@ async def test_two_writers_sending_the_same_content_store_it_once(pg_team: Team,
     settings, account, (p1, p2), _ = pg_team
     read(settings, lambda db: [report(p, account.network_id, alias=a)(Hub(settings, db))
                                for p, a in ((p1, "dup-from"), (p2, "dup-to"))])
-    # The loop guard's duplicate check (find, then insert): held before the hash's lock; the control takes no lock
-    # and is held after its lookup, so both find nothing and both store.
-    points = [(quota_store, "lock_digest", BEFORE)] if locked else [
-        (quota_store, "lock_digest", SKIP), (message_store, "find_duplicate", AFTER)]
+    # The loop guard's duplicate check (find, then insert): held before the lock-then-lookup; the control takes no
+    # lock (the plain lookup instead) and is held after it, so both find nothing and both store.
     send = lambda hub: messaging.send_message(hub, account.network_id, "dup-from",  # noqa: E731
                                               SendMessage(to="dup-to", content="the same words twice"))
     with monkeypatch.context() as m:
-        outcomes = Race(m, settings, points).run(send, send)
+        if not locked:
+            m.setattr(quota_store, "find_duplicate_locked", message_store.find_duplicate)
+        outcomes = Race(m, settings, [(quota_store, "find_duplicate_locked", BEFORE if locked else AFTER)]).run(
+            send, send)
     assert not any(isinstance(o, BaseException) for o in outcomes), outcomes
     stored = read(settings, lambda db: db.query("SELECT message_id FROM messages WHERE from_name = 'dup-from'"))
     if locked:

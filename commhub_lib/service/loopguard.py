@@ -126,15 +126,15 @@ def find_duplicate(hub: Hub, network_id: str, sender: str, to: str, digest: int 
     if digest is None:
         return None
     now = time.time()
+    since = now - hub.settings.duplicate_window_seconds
     if hub.db.engine == POSTGRESQL:
         # Several writers (processes, a pool's connections): the memory filter knows only this process's sends, so
-        # the database is always asked, after a lock on the hash: a racing send of the same content waits for this
-        # one's commit and then finds its item.
-        quota_store.lock_digest(hub.db, digest)
-    elif not guard_of(hub).recent.may_have(digest, now):
+        # the database is always asked, after a lock on the hash (one round trip): a racing send of the same
+        # content waits for this one's commit and then finds its item.
+        return quota_store.find_duplicate_locked(hub.db, digest, network_id, sender, to, since)
+    if not guard_of(hub).recent.may_have(digest, now):
         return None
-    return message_store.find_duplicate(hub.db, digest, network_id, sender, to,
-                                        now - hub.settings.duplicate_window_seconds)
+    return message_store.find_duplicate(hub.db, digest, network_id, sender, to, since)
 
 
 def note_stored(hub: Hub, digest: int | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..db import Database
 from .dialect import POSTGRESQL
 
@@ -21,18 +23,15 @@ def lock_user(db: Database, user_id: str) -> None:
         db.query("SELECT 1 AS locked FROM users WHERE user_id = ? FOR NO KEY UPDATE", (user_id,))
 
 
-# The first key of the two-key advisory locks taken for the loop guard's duplicate check (PostgreSQL's two-int
-# advisory keys are a key space apart from the one-bigint keys other locks use).
-DUPLICATE_LOCK_SPACE = 0x636D6864  # "cmhd"
-
-
-def lock_digest(db: Database, digest: int) -> None:
-    """Inside a write: hold, until the commit, a lock on a send's content hash (PostgreSQL), so two racing sends of
-    the same content are checked for being a duplicate one after the other; a no-op on SQLite (one writer)."""
-    if db.engine == POSTGRESQL:
-        folded = (digest ^ (digest >> 32)) & 0xFFFFFFFF
-        db.query("SELECT pg_advisory_xact_lock(?, ?) AS locked",
-                 (DUPLICATE_LOCK_SPACE, folded - (1 << 32) if folded >= 1 << 31 else folded))
+def find_duplicate_locked(db: Database, digest: int, network_id: str, from_name: str, to_name: str,
+                          since_ts: float) -> dict[str, Any] | None:
+    """messages.find_duplicate for several writers (PostgreSQL only): first a lock on the content hash, held until
+    the commit, then the lookup, in one round trip (the function commhub_find_duplicate of migration pg/0018): two
+    racing sends of the same content are checked one after the other, and the second finds the first's item."""
+    folded = (digest ^ (digest >> 32)) & 0xFFFFFFFF  # the lock's second key: an int4
+    return db.query_one("SELECT message_id, task_id, kind FROM commhub_find_duplicate(?, ?, ?, ?, ?, ?)",
+                        (folded - (1 << 32) if folded >= 1 << 31 else folded, digest, network_id, to_name,
+                         since_ts, from_name))
 
 
 def count_aliases(db: Database, network_id: str) -> int:
