@@ -27,10 +27,10 @@ import httpx
 import pytest
 import trio
 from cli_support import listening_url
-from test_sse import sse
+from test_sse import sse, wait_for
 
 from commhub_lib.config import Settings
-from commhub_lib.errors import CommhubError
+from commhub_lib.errors import CommhubError, DatabaseUnavailable
 from commhub_lib.ids import now_text
 from commhub_lib.models import NetworkCreateRequest, ReportStatus, ScheduleTask, SendMessage, TokenCreateRequest
 from commhub_lib.service import accounts, messaging, networks, schedules, sessions
@@ -516,6 +516,35 @@ async def test_two_writers_sending_the_same_content_store_it_once(pg_team: Team,
         assert {o["message_id"] for o in outcomes} == {r["message_id"] for r in stored} and len(stored) == 1
     else:
         assert len(stored) == 2
+
+
+async def test_the_presence_writer_outlives_a_database_that_is_away(pg_url: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"touch": 0, "put": 0}
+
+    def away(name: str) -> Callable[..., None]:
+        def fail(*_args: Any) -> None:
+            calls[name] += 1
+            raise DatabaseUnavailable("the database server cannot be reached; retry in a few seconds", retry_after=2)
+        return fail
+
+    async with own_server(tmp_path, "away", database_url=pg_url) as handle:
+        async with httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+            account = await register(client)
+            token = await create_token(client, account, "w")
+            monkeypatch.setattr(session_store, "touch_sessions", away("touch"))
+            monkeypatch.setattr(session_store, "put_stream_presence", away("put"))
+            handle.hub.broker.presence_due.add((account.network_id, "w"))
+            async with sse(client, "w", token):
+                # Round after round fails (503 from the engine), and the job, so the server, goes on.
+                await wait_for(lambda: calls["touch"] >= 3 and calls["put"] >= 3, within=WITHIN)
+                assert (await client.get("/health")).status_code == 200
+                monkeypatch.undo()
+                # The database is back: what was due is stored.
+                await until_shown(client, account, "w", online("stream"))
+                state = handle.hub.shared
+                assert state is not None
+                await wait_for(lambda: (account.network_id, "w") in state.written, within=WITHIN)
 
 
 async def test_a_sqlite_hub_shares_nothing_and_keeps_the_tables_empty(tmp_path: Path) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from ..broker import Subscriber
-from ..errors import Conflict, Forbidden, NotFound
+from ..db import DatabaseError
+from ..errors import CommhubError, Conflict, Forbidden, NotFound
 from ..ids import new_id, now_text, now_ts
 from ..models import MAX_LIMIT, ReportStatus
 from ..store import messages as message_store
@@ -215,12 +217,21 @@ async def write_stream_presence(hub: Hub, *, task_status: trio.TaskStatus[None] 
     try:
         while True:
             await trio.sleep(PRESENCE_WRITE_SECONDS)
-            write_due_presence(hub)
+            _best_effort(write_due_presence, hub)
             if state is not None:
                 shared.write_presence(hub, state)
     finally:
-        write_due_presence(hub)  # no await: it runs even when the job is cancelled
+        _best_effort(write_due_presence, hub)  # no await: it runs even when the job is cancelled
         shared.clear_presence(hub)
+
+
+def _best_effort(write: Callable[[Hub], object], hub: Hub) -> None:
+    """A presence write of the job that must not end the server: PostgreSQL away answers 503 (DatabaseUnavailable,
+    which try_write lets through), and what was due stays due for the next round."""
+    try:
+        write(hub)
+    except (CommhubError, DatabaseError) as exc:
+        log.warning("presence: not stored this round (%s)", exc)
 
 
 def report_status(hub: Hub, principal: Principal, network_id: str, current_alias: str | None,
