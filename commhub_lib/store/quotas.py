@@ -25,13 +25,12 @@ def lock_user(db: Database, user_id: str) -> None:
 
 def find_duplicate_locked(db: Database, digest: int, network_id: str, from_name: str, to_name: str,
                           since_ts: float) -> dict[str, Any] | None:
-    """messages.find_duplicate for several writers (PostgreSQL only): first a lock on the content hash, held until
-    the commit, then the lookup, in one round trip (the function commhub_find_duplicate of migration pg/0018): two
-    racing sends of the same content are checked one after the other, and the second finds the first's item."""
-    folded = (digest ^ (digest >> 32)) & 0xFFFFFFFF  # the lock's second key: an int4
-    return db.query_one("SELECT message_id, task_id, kind FROM commhub_find_duplicate(?, ?, ?, ?, ?, ?)",
-                        (folded - (1 << 32) if folded >= 1 << 31 else folded, digest, network_id, to_name,
-                         since_ts, from_name))
+    """messages.find_duplicate for several writers (PostgreSQL only), in one round trip (the function
+    commhub_find_duplicate of migration pg/0018): first the network's usage row is locked until the commit (the row
+    every storing write takes first: store/usage.hold_usage), then the lookup; two racing sends of the same content
+    are checked one after the other, and the second finds the first's item."""
+    return db.query_one("SELECT message_id, task_id, kind FROM commhub_find_duplicate(?, ?, ?, ?, ?)",
+                        (digest, network_id, to_name, since_ts, from_name))
 
 
 def count_aliases(db: Database, network_id: str) -> int:

@@ -32,15 +32,15 @@ CREATE TABLE mcp_sessions (
 );
 CREATE INDEX mcp_sessions_used ON mcp_sessions(used_ts);
 
--- The loop guard's duplicate check (service/loopguard.py) with several writers, in one round trip: a lock on the
--- send's content hash held to the commit, then the lookup with a snapshot taken after the lock (each statement of
--- a VOLATILE function takes its own under READ COMMITTED): a racing send of the same content waits for the other's
--- commit and then finds its item. PostgreSQL only (SQLite has one writer); store/quotas.find_duplicate_locked.
-CREATE FUNCTION commhub_find_duplicate(lock_key integer, digest bigint, net text, recipient text,
-                                       since double precision, sender text)
+-- The loop guard's duplicate check (service/loopguard.py) with several writers, in one round trip: the network's
+-- usage row locked to the commit (the row every write that stores in the network takes first, store/usage.hold_usage:
+-- the same lock order everywhere), then the lookup with a snapshot taken after the lock (each statement of a VOLATILE
+-- function takes its own under READ COMMITTED): a racing send of the same content waits for the other's commit and
+-- then finds its item. PostgreSQL only (SQLite has one writer); store/quotas.find_duplicate_locked.
+CREATE FUNCTION commhub_find_duplicate(digest bigint, net text, recipient text, since double precision, sender text)
 RETURNS TABLE(message_id text, task_id text, kind text) LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1668114532, lock_key);  -- 1668114532 = 0x636D6864 ("cmhd"): the two-key space
+    PERFORM 1 FROM network_usage u WHERE u.network_id = net FOR UPDATE;
     RETURN QUERY SELECT m.message_id, m.task_id, m.kind FROM messages m
         WHERE m.network_id = net AND m.to_name = recipient AND m.created_ts >= since AND m.content_hash = digest
           AND m.from_name = sender ORDER BY m.created_ts DESC LIMIT 1;
