@@ -16,6 +16,7 @@ Two rules, both for sends from one agent to another (a person's sends are never 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from ..broker import Event
 from ..errors import RateLimited
 from ..ratelimit import RateLimiter
 from ..store import messages as message_store
+from ..store import quotas as quota_store
+from ..store.dialect import POSTGRESQL
 from ..vocabulary import AGENT, LOOP_BROKEN
 from .hub import Hub
 
@@ -90,9 +93,20 @@ class LoopGuard:
         self.recent = RecentHashes(self.window)
 
 
+_MAKING = threading.Lock()
+
+
 def guard_of(hub: Hub) -> LoopGuard:
     """The hub's loop guard, made on first use with the hashes the database holds from the last window (read
     newest first, at most the cap: a fresh hub reads nothing, a busy one at most the cap's rows, once)."""
+    guard = hub.loop_guard
+    if isinstance(guard, LoopGuard):
+        return guard
+    with _MAKING:  # once, even when two worker threads ask first at once (PostgreSQL's db.run)
+        return _make_guard(hub)
+
+
+def _make_guard(hub: Hub) -> LoopGuard:
     guard = hub.loop_guard
     if not isinstance(guard, LoopGuard):
         guard = hub.loop_guard = LoopGuard(hub.settings.pair_rate_per_minute, hub.settings.duplicate_window_seconds)
@@ -124,10 +138,16 @@ def find_duplicate(hub: Hub, network_id: str, sender: str, to: str, digest: int 
     if digest is None:
         return None
     now = time.time()
+    since = now - hub.settings.duplicate_window_seconds
+    if hub.db.engine == POSTGRESQL:
+        # Several writers (processes, a pool's connections): the memory filter knows only this process's sends, so
+        # the database is always asked, after the lock on the network's usage row that the send takes anyway (one
+        # round trip, the same lock order as every storing write): a racing send of the same content waits for this
+        # one's commit and then finds its item.
+        return quota_store.find_duplicate_locked(hub.db, digest, network_id, sender, to, since)
     if not guard_of(hub).recent.may_have(digest, now):
         return None
-    return message_store.find_duplicate(hub.db, digest, network_id, sender, to,
-                                        now - hub.settings.duplicate_window_seconds)
+    return message_store.find_duplicate(hub.db, digest, network_id, sender, to, since)
 
 
 def note_stored(hub: Hub, digest: int | None) -> None:
