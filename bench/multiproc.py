@@ -43,6 +43,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,8 +148,10 @@ def start_hubs(config: str, cluster: pg_cluster.Cluster | None, python: str, rep
     return hubs
 
 
-def stop_hubs(hubs: Hubs, cluster: pg_cluster.Cluster | None) -> list[int | None]:
-    """SIGTERM every live process (SIGKILL after 20 s), drop the database, remove the temp dir; exit codes."""
+def stop_hubs(hubs: Hubs, cluster: pg_cluster.Cluster | None, keep_logs: str | None = None,
+              label: str = "") -> list[int | None]:
+    """SIGTERM every live process (SIGKILL after 20 s), drop the database, remove the temp dir (its hub logs
+    copied to `keep_logs` first, if given); exit codes."""
     for p in hubs.procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -159,7 +162,11 @@ def stop_hubs(hubs: Hubs, cluster: pg_cluster.Cluster | None) -> list[int | None
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             rcs.append(p.wait(5))
-    if hubs.db_url and cluster is not None:
+    if keep_logs:
+        os.makedirs(keep_logs, exist_ok=True)
+        for i, log in enumerate(hubs.logs):
+            shutil.copy(log, os.path.join(keep_logs, f"{label}-hub{i}.log"))
+    if hubs.db_url and cluster is not None and not os.environ.get("MULTIPROC_KEEP_DB"):
         cluster.drop_database(hubs.db_url)
     if hubs.tmp is not None:
         hubs.tmp.cleanup()
@@ -321,8 +328,9 @@ def wake_summary(sent: dict[int, tuple[float, float, str]], arrived: dict[int, f
             continue
         from_start.append(got - t0)
         from_answer.append(max(0.0, got - t1))
+    missing = sorted(k for k in keys if k not in arrived)
     return {"wake_ms": bl.lat_summary_ms(from_start), "wake_after_answer_ms": bl.lat_summary_ms(from_answer),
-            "lost": lost}
+            "lost": lost, "lost_sample": [[k, sent[k][2]] for k in missing[:5]]}
 
 
 async def await_arrivals(holders: Holders, keys: list[int], limit: float) -> None:
@@ -600,6 +608,7 @@ def main() -> int:
     p.add_argument("--python", default=os.environ.get("BENCH_SERVER_PY") or sys.executable,
                    help="the Python that runs the hubs")
     p.add_argument("--out-dir", default=os.path.dirname(bl.results_path("multiproc", "x")))
+    p.add_argument("--keep-logs", metavar="DIR", help="copy every hub's log here before its temp dir goes")
     p.add_argument("--table", metavar="DIR", help="print the medians of the results in DIR and exit")
     a = p.parse_args()
     parts = PARTS if a.part == "all" else (a.part,)
@@ -633,7 +642,7 @@ def main() -> int:
                     try:
                         r = trio.run(_bounded, PART_FUNCS[part], a, hubs, cluster)
                     finally:
-                        rcs = stop_hubs(hubs, cluster)
+                        rcs = stop_hubs(hubs, cluster, a.keep_logs, f"{stamp}-{run + 1}-{part}-{config.replace(':', '')}")
                     r.update({"part": part, "config": config, "run": run + 1, "run_id": f"{stamp}-{run + 1}",
                               "processes": len(hubs.ports), "exit_codes": rcs, "loadavg1_before": round(load0, 2),
                               "loadavg1_after": round(os.getloadavg()[0], 2), "command": bl.this_command(),
@@ -643,6 +652,8 @@ def main() -> int:
                     rows[part].append(r)
                     bl.append_jsonl(os.path.join(a.out_dir, f"results_{part}.jsonl"), r)
     finally:
+        if os.environ.get("MULTIPROC_KEEP_DB"):
+            input(f"cluster {cluster.root} kept; Enter stops it: ")
         pg_cluster.stop_cluster(cluster)
     for part in parts:
         if rows[part]:
