@@ -10,9 +10,10 @@ open (a pause here would count as the server's latency). One line per message ov
                     `quit`      close every stream and exit
   child -> parent   `loaded`
                     `open <n_ok> <n_failed> <seconds> <first error or ->`
-                    `a <title-number> <perf_counter> <alias>`   an event whose text holds `pace-<n>` arrived (first time)
+                    `a <title-number> <perf_counter> <alias>`   an event with `pace-<n>` in its text arrived (first)
                     `x <alias> <perf_counter>`                  a stream ended without the closing comment (cut)
-                    `r <alias> <perf_counter> <port> <replayed>` it is open again on <port>, after Last-Event-ID
+                    `r <alias> <perf_counter> <port>`          it is open again on <port>, after Last-Event-ID
+                    `rp <n>`                                   (at `quit`) events that came as a replay (`: at `)
                     `rf <alias> <error>`                        giving up on it (every port refused it, 20 tries)
 
 time.perf_counter is CLOCK_MONOTONIC on Linux: arrival times compare with the parent's send times.
@@ -33,6 +34,7 @@ import time
 import trio
 
 TITLE = re.compile(rb"pace-(\d+)")
+REPLAYED = b"\n: at "  # a replayed frame starts with this comment (events.frame); the previous frame ends "\n\n"
 EVENT_ID = re.compile(rb"(?:^|\n)id: (\d+)\n")
 CLOSING = b": stream closed:"
 
@@ -45,6 +47,7 @@ class Holder:
         self.opened = self.failed = self.ended = 0
         self.first_error = "-"
         self.seen: set[int] = set()
+        self.replayed = 0
         self.all_open = trio.Event()
 
     def say(self, line: str) -> None:
@@ -78,12 +81,13 @@ class Holder:
             if k not in self.seen:
                 self.seen.add(k)
                 self.say(f"a {k} {t:.6f} {alias}")
+        self.replayed += chunk.count(REPLAYED)
         ids = EVENT_ID.findall(chunk)
         return (int(ids[-1]) if ids else last), CLOSING in chunk
 
     async def hold(self, index: int, alias: str, token: str, home: int, limiter: trio.CapacityLimiter) -> None:
         """Open one stream, read it; when its process goes away, reopen it on another one."""
-        port_i, last, replay_from = home, None, None
+        port_i, last, resumed = home, None, False
         try:
             async with limiter:
                 stream, buf = await self.connect(alias, token, self.ports[port_i], None)
@@ -100,9 +104,9 @@ class Holder:
             closed_cleanly = False
             try:
                 last, closed_cleanly = self.read(alias, buf, last)
-                if replay_from is not None:
-                    self.say(f"r {alias} {time.perf_counter():.6f} {self.ports[port_i]} {int(replay_from != last)}")
-                    replay_from = None
+                if resumed:
+                    self.say(f"r {alias} {time.perf_counter():.6f} {self.ports[port_i]}")
+                    resumed = False
                 while True:
                     data = await stream.receive_some(65536)
                     if not data:
@@ -126,7 +130,7 @@ class Holder:
                 port_i = others[attempt % len(others)]
                 try:
                     stream, buf = await self.connect(alias, token, self.ports[port_i], last)
-                    replay_from = last
+                    resumed = True
                     break
                 except (OSError, trio.BrokenResourceError, ConnectionError) as exc:
                     error = f"{type(exc).__name__}:{exc}".replace(" ", "_")[:120]
@@ -158,6 +162,7 @@ class Holder:
             self.say(f"open {self.opened} {self.failed} {time.perf_counter() - t0:.3f} {self.first_error}")
             await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)  # `quit` or EOF
             nursery.cancel_scope.cancel()
+        self.say(f"rp {self.replayed}")
 
 
 def main() -> None:

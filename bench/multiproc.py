@@ -31,8 +31,9 @@ timeouts, --event-timeout, --hard-timeout per part). Loopback and a unix socket 
     python bench/multiproc.py opens --configs sqlite:1,pg:1,pg:3 --streams 5000
     python bench/multiproc.py storm --storm-streams 3000 --rate 100
 
-Raw results: one JSON line per configuration per run, appended to bench/results/<UTC date>-multiproc/results_<part>.jsonl
-(or --out-dir); the medians over the runs are printed at the end and with `--table DIR`.
+Raw results: one JSON line per configuration per run, appended to
+bench/results/<UTC date>-multiproc/results_<part>.jsonl (or --out-dir); the medians over the runs are printed at the
+end and with `--table DIR`.
 """
 
 from __future__ import annotations
@@ -173,10 +174,22 @@ def stop_hubs(hubs: Hubs, cluster: pg_cluster.Cluster | None, keep_logs: str | N
     return rcs
 
 
-def pg_cpu_s(cluster: pg_cluster.Cluster | None) -> float:
-    """CPU seconds of the whole PostgreSQL server (the postmaster and its backends)."""
-    pid = cluster.postmaster_pid() if cluster else None
-    return bl.tree_cpu_s(pid) if pid else 0.0
+class PgCpu:
+    """CPU seconds the PostgreSQL server (postmaster and backends) used since `start()`: per process, so a backend
+    that ends meanwhile (a killed hub's connections) does not subtract what it had used before (it is left out)."""
+
+    def __init__(self, cluster: pg_cluster.Cluster | None):
+        self.cluster = cluster
+        self.start = self.read()
+
+    def read(self) -> dict[int, float]:
+        """CPU seconds per live server process."""
+        pid = self.cluster.postmaster_pid() if self.cluster else None
+        return {p: bl.proc_cpu_s(p) for p in ([pid, *bl.children_of(pid)] if pid else [])}
+
+    def used(self) -> float:
+        """Seconds used since start by the processes alive now (a new one counts from zero)."""
+        return sum(cpu - self.start.get(p, 0.0) for p, cpu in self.read().items())
 
 
 def make_agents(hubs: Hubs, n: int, prefix: str) -> tuple[list[str], list[str]]:
@@ -210,6 +223,8 @@ class Holders:
         self.reopened: dict[str, float] = {}
         self.replayed = 0
         self.gave_up: list[str] = []
+        self.watch: set[str] = {"-"}  # the aliases whose reopening all_back waits for (set by the storm)
+        self.all_back = trio.Event()
         self.path = ""
 
     async def start(self, nursery: trio.Nursery) -> None:
@@ -250,7 +265,11 @@ class Holders:
                     self.cut.setdefault(parts[1], float(parts[2]))
                 elif parts[0] == "r":
                     self.reopened[parts[1]] = float(parts[2])
-                    self.replayed += int(parts[4])
+                    self.watch.discard(parts[1])
+                    if not self.watch:
+                        self.all_back.set()
+                elif parts[0] == "rp":
+                    self.replayed += int(parts[1])
                 elif parts[0] == "rf":
                     self.gave_up.append(" ".join(parts[1:]))
                 elif parts[0] == "loaded":
@@ -294,13 +313,13 @@ class Holders:
 
 
 # ---------------------------------------------------------------------------------------------- senders
-async def mcp_sessions(hubs: Hubs, aliases: list[str], tokens: list[str], timeout: float,
+async def mcp_sessions(hubs: Hubs, aliases: list[str], tokens: list[str], call_timeout: float,
                        on: list[int] | None = None) -> list[tuple[int, dict[str, str]]]:
     """One MCP session per sender on process `on[i % len(on)]` (all of them by default), its alias claimed with
     report_status; (process index, headers) per sender."""
     on = on or list(range(len(hubs.ports)))
     out = []
-    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
+    async with httpx.AsyncClient(timeout=call_timeout, trust_env=False) as http:
         for i, (alias, token) in enumerate(zip(aliases, tokens, strict=True)):
             p = on[i % len(on)]
             h = await bl.mcp_open(http, hubs.bases[p], token, "multiproc", PROTOCOL)
@@ -391,11 +410,11 @@ async def part_throughput(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster
         await loop(a.warmup, 10_000_000)  # statement caches, connections, the first sessions' rows
         sent.clear()
         errors.clear()
-        hub0, pg0 = sum(bl.proc_cpu_s(p) for p in hubs.pids), pg_cpu_s(cluster)
+        hub0, pg = sum(bl.proc_cpu_s(p) for p in hubs.pids), PgCpu(cluster)
         window = bl.CpuWindow(hubs.pids[0]).start()
         took = await loop(a.sends, 0)
         machine = window.stop()
-        hub_cpu, pg_cpu = sum(bl.proc_cpu_s(p) for p in hubs.pids) - hub0, pg_cpu_s(cluster) - pg0
+        hub_cpu, pg_cpu = sum(bl.proc_cpu_s(p) for p in hubs.pids) - hub0, pg.used()
         await await_arrivals(holders, list(sent), a.event_timeout)
         lat = [t1 - t0 for t0, t1, _ in sent.values()]
         out.update({"sent": len(sent), "errors": len(errors), "error_sample": errors[:2],
@@ -420,9 +439,9 @@ async def part_opens(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster.Clus
                       hubs.ports, a.holders, a.parallel)
     async with trio.open_nursery() as nursery:
         await holders.start(nursery)
-        cpu0, pg0 = sum(bl.proc_cpu_s(p) for p in hubs.pids), pg_cpu_s(cluster)
+        cpu0, pg = sum(bl.proc_cpu_s(p) for p in hubs.pids), PgCpu(cluster)
         out = await holders.go()
-        hub_cpu, pg_cpu = sum(bl.proc_cpu_s(p) for p in hubs.pids) - cpu0, pg_cpu_s(cluster) - pg0
+        hub_cpu, pg_cpu = sum(bl.proc_cpu_s(p) for p in hubs.pids) - cpu0, pg.used()
         rss = [bl.proc_status_kb(p).get("VmRSS", 0) // 1024 for p in hubs.pids]
         await holders.quit()
         nursery.cancel_scope.cancel()
@@ -468,24 +487,29 @@ async def part_storm(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster.Clus
 
         async def reopened() -> None:
             """Wait until every stream of the killed process is open again (bounded by --storm-limit)."""
+            holders.watch = set(on_victim)
             with trio.move_on_after(a.storm_limit):
-                while len([al for al in on_victim if al in holders.reopened]) < len(on_victim):
-                    await trio.sleep(0.01)  # polling the holders' reports, bounded by move_on_after
+                await holders.all_back.wait()
             marks["all_reopened"] = time.perf_counter()
+
+        pg_meter: list[PgCpu] = []
 
         async def kill_later() -> None:
             await trio.sleep(a.before)
-            cpu = [bl.proc_cpu_s(p) for p in survivors], pg_cpu_s(cluster), time.perf_counter()
-            marks["cpu_before"] = (sum(cpu[0]) - marks["surv0"]) / (cpu[2] - marks["t0"])
-            marks["pg_before"] = (cpu[1] - marks["pg0"]) / (cpu[2] - marks["t0"])
-            marks["surv_kill"], marks["pg_kill"] = sum(cpu[0]), cpu[1]
+            surv, now = sum(bl.proc_cpu_s(p) for p in survivors), time.perf_counter()
+            marks["cpu_before"] = (surv - marks["surv0"]) / (now - marks["t0"])
+            marks["pg_before"] = pg_meter[0].used() / (now - marks["t0"])
+            marks["surv_kill"] = surv
+            pg_meter.append(PgCpu(cluster))
             marks["kill"] = time.perf_counter()
             os.kill(hubs.pids[victim], signal.SIGKILL)
             await reopened()
-            marks["surv_end"], marks["pg_end"] = sum(bl.proc_cpu_s(p) for p in survivors), pg_cpu_s(cluster)
+            marks["surv_end"], marks["pg_storm"] = sum(bl.proc_cpu_s(p) for p in survivors), pg_meter[1].used()
 
-        marks["surv0"], marks["pg0"] = sum(bl.proc_cpu_s(p) for p in survivors), pg_cpu_s(cluster)
-        marks["t0"] = start = trio.current_time()
+        marks["surv0"] = sum(bl.proc_cpu_s(p) for p in survivors)
+        pg_meter.append(PgCpu(cluster))
+        marks["t0"] = time.perf_counter()
+        start = trio.current_time()
         t_start = time.perf_counter()
         n = int(a.rate * a.storm_seconds)
         async with trio.open_nursery() as inner:
@@ -504,13 +528,13 @@ async def part_storm(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster.Clus
         cuts = [holders.cut[al] - kill for al in on_victim if al in holders.cut]
         reopens = sorted(holders.reopened[al] - kill for al in on_victim if al in holders.reopened)
         surv_cpu = marks["surv_end"] - marks["surv_kill"]
-        pg_cpu = marks["pg_end"] - marks["pg_kill"]
+        pg_cpu = marks["pg_storm"]
         out.update({
             "killed_pid": hubs.pids[victim], "rate": a.rate, "sent": len(sent), "errors": len(errors),
             "error_sample": errors[:2], "cut_seen": len(cuts), "cut_seen_max_s": round(max(cuts, default=0), 3),
             "reopened": len(reopens), "reopen_p50_s": round(bl.pct(reopens, .5) or 0, 3),
             "all_reopened_s": round(storm_s, 3) if len(reopens) == len(on_victim) else None,
-            "reopened_with_replay": holders.replayed, "gave_up": holders.gave_up[:3],
+            "replayed_events": holders.replayed, "gave_up": holders.gave_up[:3],
             "survivors_cpu_s": round(surv_cpu, 3),
             "survivors_cpu_s_at_rate_before": round(marks["cpu_before"] * storm_s, 3),
             "pg_cpu_s": round(pg_cpu, 3), "pg_cpu_s_at_rate_before": round(marks["pg_before"] * storm_s, 3),
@@ -533,10 +557,11 @@ PART_FUNCS = {"throughput": part_throughput, "opens": part_opens, "storm": part_
 def line(part: str, config: str, r: dict) -> str:
     """A one-line reading of one configuration's result."""
     if part == "throughput":
-        return (f"{config:9} {r['calls_per_s']:7.1f} calls/s  call p50/p99 {r['call_ms']['p50']}/{r['call_ms']['p99']} ms"
-                f"  wake p50/p99 {r['wake_ms']['p50']}/{r['wake_ms']['p99']} ms (after answer p99 "
-                f"{r['wake_after_answer_ms']['p99']})  lost {r['lost']} err {r['errors']}  hub {r['hub_cpu_ms_per_send']}"
-                f" + pg {r['pg_cpu_ms_per_send']} ms CPU/send  (hub {r['hub_cores']} + pg {r['pg_cores']} cores, "
+        return (f"{config:9} {r['calls_per_s']:7.1f} calls/s  call p50/p99 {r['call_ms']['p50']}/"
+                f"{r['call_ms']['p99']} ms  wake p50/p99 {r['wake_ms']['p50']}/{r['wake_ms']['p99']} ms (after answer "
+                f"p99 {r['wake_after_answer_ms']['p99']})  lost {r['lost']} err {r['errors']}  hub "
+                f"{r['hub_cpu_ms_per_send']} + pg {r['pg_cpu_ms_per_send']} ms CPU/send  (hub {r['hub_cores']} + pg "
+                f"{r['pg_cores']} cores, "
                 f"machine {r['machine_busy_cores']})")
     if part == "opens":
         return (f"{config:9} {r['open_ok']} open in {r['open_s']} s = {r['opens_per_s']}/s ({r['open_failed']} failed"
@@ -545,12 +570,17 @@ def line(part: str, config: str, r: dict) -> str:
     d = r["during"]
     return (f"{config:9} {r['streams']} streams, {r['streams_on_killed']} on the killed process: all reopened "
             f"{r['all_reopened_s']} s after SIGKILL (p50 {r['reopen_p50_s']} s, {r['reopened']} reopened, "
-            f"{r['reopened_with_replay']} got a replay); survivors {r['survivors_cpu_s']} CPU s (at the rate before: "
+            f"{r['replayed_events']} events replayed); survivors {r['survivors_cpu_s']} CPU s (at the rate before: "
             f"{r['survivors_cpu_s_at_rate_before']}), pg {r['pg_cpu_s']} ({r['pg_cpu_s_at_rate_before']}); wake p99 "
             f"before {r['before']['wake_ms']['p99']} ms, during {d['wake_ms']['p99']} ms (to the killed process's "
             f"streams {r['during_to_killed_streams']['wake_ms']['p99']}, others "
             f"{r['during_to_other_streams']['wake_ms']['p99']}; n={d['wake_ms']['n']}); lost {r['all']['lost']}, "
             f"errors {r['errors']}")
+
+
+def number(x: object) -> float | int | None:
+    """A reading as a number (None when missing)."""
+    return x if isinstance(x, (int, float)) else None
 
 
 def table(part: str, rows: list[dict]) -> None:
@@ -566,7 +596,7 @@ def table(part: str, rows: list[dict]) -> None:
                       "during_to_killed_streams.wake_ms.p99", "during_to_other_streams.wake_ms.p99", "all.lost"]}[part]
     print(f"\n{part}: medians of {max(len(v) for v in configs.values())} runs")
     for config, rs in configs.items():
-        print(f"  {config:9} " + "  ".join(f"{k}={bl.median([bl.dig(r, k) for r in rs])}" for k in keys))
+        print(f"  {config:9} " + "  ".join(f"{k}={bl.median(list(map(number, (bl.dig(r, k) for r in rs))))}" for k in keys))
     if part in ("throughput", "opens") and len(configs) > 1:
         key = "calls_per_s" if part == "throughput" else "opens_per_s"
         by_run: dict[str, dict[str, float]] = {}
@@ -574,15 +604,15 @@ def table(part: str, rows: list[dict]) -> None:
             by_run.setdefault(r["run_id"], {})[r["config"]] = r[key]
         base = next(iter(configs))
         for config in configs:
-            ratios = [run[config] / run[base] for run in by_run.values() if config in run and base in run and run[base]]
+            ratios: list[float | int | None] = [run[config] / run[base] for run in by_run.values() if config in run and base in run and run[base]]
             if config != base and ratios:
-                print(f"  {key} {config} / {base}, per run: {[round(x, 2) for x in ratios]}, median "
+                print(f"  {key} {config} / {base}, per run: {[round(x, 2) for x in ratios if x is not None]}, median "
                       f"{bl.median(ratios)}")
 
 
 def main() -> int:
     """Command line."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("part", choices=[*PARTS, "all"])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--configs", help="for throughput (default sqlite:1,pg:1,pg:2,pg:3) and opens (default "
@@ -638,11 +668,20 @@ def main() -> int:
                 print(f"## run {run + 1}/{a.runs}, {part}, order {order}", flush=True)
                 for config in order:
                     load0 = os.getloadavg()[0]
+                    label = f"{stamp}-{run + 1}-{part}-{config.replace(':', '')}"
                     hubs = start_hubs(config, cluster, a.python, Path(a.repo))
                     try:
                         r = trio.run(_bounded, PART_FUNCS[part], a, hubs, cluster)
-                    finally:
-                        rcs = stop_hubs(hubs, cluster, a.keep_logs, f"{stamp}-{run + 1}-{part}-{config.replace(':', '')}")
+                    except Exception as exc:  # noqa: BLE001 - one failed configuration must not end the others
+                        # Its hub logs are kept (in the results folder) to see why; the run goes on.
+                        rcs = stop_hubs(hubs, cluster, a.keep_logs or os.path.join(a.out_dir, "failed-logs"), label)
+                        print(f"{config:9} FAILED: {exc!r:.300} (exit codes {rcs})", flush=True)
+                        bl.append_jsonl(os.path.join(a.out_dir, f"failed_{part}.jsonl"), {
+                            "part": part, "config": config, "run": run + 1, "error": repr(exc)[:2000],
+                            "command": bl.this_command(),
+                            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                        continue
+                    rcs = stop_hubs(hubs, cluster, a.keep_logs, label)
                     r.update({"part": part, "config": config, "run": run + 1, "run_id": f"{stamp}-{run + 1}",
                               "processes": len(hubs.ports), "exit_codes": rcs, "loadavg1_before": round(load0, 2),
                               "loadavg1_after": round(os.getloadavg()[0], 2), "command": bl.this_command(),
