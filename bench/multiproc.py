@@ -596,7 +596,8 @@ def table(part: str, rows: list[dict]) -> None:
                       "during_to_killed_streams.wake_ms.p99", "during_to_other_streams.wake_ms.p99", "all.lost"]}[part]
     print(f"\n{part}: medians of {max(len(v) for v in configs.values())} runs")
     for config, rs in configs.items():
-        print(f"  {config:9} " + "  ".join(f"{k}={bl.median(list(map(number, (bl.dig(r, k) for r in rs))))}" for k in keys))
+        medians = [f"{k}={bl.median([number(bl.dig(r, k)) for r in rs])}" for k in keys]
+        print(f"  {config:9} " + "  ".join(medians))
     if part in ("throughput", "opens") and len(configs) > 1:
         key = "calls_per_s" if part == "throughput" else "opens_per_s"
         by_run: dict[str, dict[str, float]] = {}
@@ -604,7 +605,8 @@ def table(part: str, rows: list[dict]) -> None:
             by_run.setdefault(r["run_id"], {})[r["config"]] = r[key]
         base = next(iter(configs))
         for config in configs:
-            ratios: list[float | int | None] = [run[config] / run[base] for run in by_run.values() if config in run and base in run and run[base]]
+            ratios: list[float | int | None] = [run[config] / run[base] for run in by_run.values()
+                                                if config in run and base in run and run[base]]
             if config != base and ratios:
                 print(f"  {key} {config} / {base}, per run: {[round(x, 2) for x in ratios if x is not None]}, median "
                       f"{bl.median(ratios)}")
