@@ -192,6 +192,26 @@ class PgCpu:
         return sum(cpu - self.start.get(p, 0.0) for p, cpu in self.read().items())
 
 
+class Machine:
+    """The whole box's busy CPU between start and `stop()`, and the part of it that was nobody of this run's
+    (neither a hub, PostgreSQL, a holder nor this process): the other jobs on a shared machine."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+        self.t0, self.busy0, self.ours0 = time.monotonic(), bl.machine_busy_s(), self.ours()
+
+    def ours(self) -> float:
+        """CPU seconds of this process and of the given processes' trees (hubs, the postmaster, holders)."""
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return me.ru_utime + me.ru_stime + sum(bl.tree_cpu_s(p) for p in self.pids)
+
+    def stop(self) -> dict[str, float]:
+        """machine_busy_cores and other_cores (cores' worth over the window)."""
+        wall = time.monotonic() - self.t0
+        busy, ours = bl.machine_busy_s() - self.busy0, self.ours() - self.ours0
+        return {"machine_busy_cores": round(busy / wall, 2), "other_cores": round(max(0.0, busy - ours) / wall, 2)}
+
+
 def make_agents(hubs: Hubs, n: int, prefix: str) -> tuple[list[str], list[str]]:
     """A user and n network tokens, created over the hub processes in parallel; (aliases, tokens)."""
     reg = bl.register(hubs.bases[0])
@@ -411,7 +431,8 @@ async def part_throughput(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster
         sent.clear()
         errors.clear()
         hub0, pg = sum(bl.proc_cpu_s(p) for p in hubs.pids), PgCpu(cluster)
-        window = bl.CpuWindow(hubs.pids[0]).start()
+        window = Machine([*hubs.pids, *([cluster.postmaster_pid() or 0] if cluster else []),
+                          *[h.pid for h in holders.procs]])
         took = await loop(a.sends, 0)
         machine = window.stop()
         hub_cpu, pg_cpu = sum(bl.proc_cpu_s(p) for p in hubs.pids) - hub0, pg.used()
@@ -423,7 +444,7 @@ async def part_throughput(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster
                     "hub_cpu_ms_per_send": round(hub_cpu * 1000 / max(1, len(sent)), 3),
                     "pg_cpu_ms_per_send": round(pg_cpu * 1000 / max(1, len(sent)), 3),
                     "hub_cores": round(hub_cpu / took, 2), "pg_cores": round(pg_cpu / took, 2),
-                    "machine_busy_cores": machine["machine_busy_cores"]})
+                    "machine_busy_cores": machine["machine_busy_cores"], "other_cores": machine["other_cores"]})
         await holders.quit()
         nursery.cancel_scope.cancel()
     return out
@@ -440,7 +461,10 @@ async def part_opens(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster.Clus
     async with trio.open_nursery() as nursery:
         await holders.start(nursery)
         cpu0, pg = sum(bl.proc_cpu_s(p) for p in hubs.pids), PgCpu(cluster)
+        window = Machine([*hubs.pids, *([cluster.postmaster_pid() or 0] if cluster else []),
+                          *[h.pid for h in holders.procs]])
         out = await holders.go()
+        machine = window.stop()
         hub_cpu, pg_cpu = sum(bl.proc_cpu_s(p) for p in hubs.pids) - cpu0, pg.used()
         rss = [bl.proc_status_kb(p).get("VmRSS", 0) // 1024 for p in hubs.pids]
         await holders.quit()
@@ -448,7 +472,8 @@ async def part_opens(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster.Clus
     out.update({"streams": a.streams, "opens_per_s": round(out["open_ok"] / max(out["open_s"], 1e-9), 1),
                 "hub_cpu_ms_per_open": round(hub_cpu * 1000 / max(1, a.streams), 3),
                 "pg_cpu_ms_per_open": round(pg_cpu * 1000 / max(1, a.streams), 3),
-                "hub_rss_mib": rss, "token_setup_s": setup_s})
+                "hub_rss_mib": rss, "token_setup_s": setup_s, "machine_busy_cores": machine["machine_busy_cores"],
+                "other_cores": machine["other_cores"]})
     return out
 
 
