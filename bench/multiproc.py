@@ -239,6 +239,7 @@ class Holders:
         self.loaded = [trio.Event() for _ in range(k)]
         self.opened: list[tuple[int, int, float, str] | None] = [None] * k
         self.open_done = [trio.Event() for _ in range(k)]
+        self.read_done = [trio.Event() for _ in range(k)]
         self.cut: dict[str, float] = {}
         self.reopened: dict[str, float] = {}
         self.replayed = 0
@@ -297,7 +298,7 @@ class Holders:
                 elif parts[0] == "open":
                     self.opened[i] = (int(parts[1]), int(parts[2]), float(parts[3]), parts[4])
                     self.open_done[i].set()
-        for ev in (self.loaded[i], self.open_done[i]):
+        for ev in (self.loaded[i], self.open_done[i], self.read_done[i]):
             ev.set()  # a holder that died must not hang the run
 
     async def go(self) -> dict:
@@ -325,6 +326,8 @@ class Holders:
         with trio.move_on_after(10):
             for proc in self.procs:
                 await proc.wait()
+            for ev in self.read_done:  # their last lines (`rp`) read
+                await ev.wait()
         for proc in self.procs:
             if proc.returncode is None:
                 proc.kill()
@@ -545,6 +548,7 @@ async def part_storm(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster.Clus
         for raw in raws[:victim]:
             await raw.aclose()
         await await_arrivals(holders, list(sent), a.event_timeout)
+        await holders.quit()  # before the reading: each holder's count of replayed events comes as it quits
         kill, end = marks["kill"], marks.get("all_reopened", time.perf_counter())
         storm_s = end - kill
         before = [k for k, v in sent.items() if v[0] < kill]
@@ -571,7 +575,6 @@ async def part_storm(a: argparse.Namespace, hubs: Hubs, cluster: pg_cluster.Clus
             "during_to_other_streams": wake_summary(sent, holders.arrived,
                                                     [k for k in during if sent[k][2] not in on_victim]),
             "all": wake_summary(sent, holders.arrived), "load_s": round(time.perf_counter() - t_start, 2)})
-        await holders.quit()
         nursery.cancel_scope.cancel()
     return out
 
