@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import trio
 
+from .db import in_hop, on_loop
 from .vocabulary import STREAM_HOLDERS, StreamHolder
 
 Key = tuple[str, str]  # (network_id, alias)
@@ -146,7 +147,11 @@ class TaskWatch:
                 self._watchers.pop(task_id, None)
 
     def changed(self, task_id: str) -> None:
-        """Wake every reader of this task (a dict miss when nobody follows it)."""
+        """Wake every reader of this task (a dict miss when nobody follows it). From a worker thread (PostgreSQL's
+        db.run): on the loop once the operation returns (a trio.Event is set on the loop only)."""
+        if in_hop():
+            on_loop(self.changed, task_id)
+            return
         for watcher in self._watchers.get(task_id, ()):
             watcher.wake()
 
@@ -226,7 +231,11 @@ class Broker:
                 del self._streams_by_token[slot.token_id]
 
     def publish(self, event: Event) -> None:
-        """Hand an event to every subscriber of its alias and of its network without ever waiting."""
+        """Hand an event to every subscriber of its alias and of its network without ever waiting (from a worker
+        thread: on the loop once its operation returns; Hub.publish pushes PostgreSQL's events in commit order)."""
+        if in_hop():
+            on_loop(self.publish, event)
+            return
         for sub in list(self._subs.get((event.network_id, event.alias), ())):
             self._offer(sub, event)
         for sub in list(self._network_subs.get(event.network_id, ())):
@@ -274,14 +283,21 @@ class Broker:
             yield from list(subs)
 
     def close_token_streams(self, token_id: str) -> None:
-        """End every stream opened with a token (it was just revoked)."""
+        """End every stream opened with a token (it was just revoked); from a worker thread, on the loop after."""
+        if in_hop():
+            on_loop(self.close_token_streams, token_id)
+            return
         for sub in self._all():
             if sub.token_id == token_id:
                 sub.revoke("token_revoked")
 
     def close_alias_streams(self, network_id: str, alias: str, reason: str) -> int:
-        """End every stream and long-poll of one alias (it was released or retired); returns how many."""
+        """End every stream and long-poll of one alias (it was released or retired); returns how many (from a worker
+        thread: how many there are, ended on the loop after)."""
         subs = list(self._subs.get((network_id, alias), ()))
+        if in_hop():
+            on_loop(self.close_alias_streams, network_id, alias, reason)
+            return len(subs)
         for sub in subs:
             sub.close(reason)
         return len(subs)

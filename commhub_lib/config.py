@@ -115,6 +115,8 @@ class Settings:
     a2a_client_poll_max_seconds: float = 30.0
     # PostgreSQL (pg-store, docs/postgresql.md): a postgresql:// URL runs the hub on PostgreSQL instead of `db`.
     database_url: str = ""
+    # PostgreSQL (pg-offloop, docs/postgresql.md): connections in the pool, as many service operations at once.
+    database_pool_size: int = 8
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -228,6 +230,8 @@ HELP: dict[str, str] = {
     "a2a_client_poll_max_seconds": "the longest pause between two looks at a forwarded task's remote state",
     "database_url": "a postgresql:// URL: run on that PostgreSQL database instead of the SQLite file `db` (needs the "
                     "postgres extra; also --database; docs/postgresql.md)",
+    "database_pool_size": "PostgreSQL only: connections in the pool, as many requests' database work at once in "
+                          "worker threads off the event loop (docs/postgresql.md)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.
@@ -298,6 +302,8 @@ def load_settings(args: Mapping[str, Any] | None = None, env: Mapping[str, str] 
         raise ValueError("setting webhook_concurrency: must be at least 1")
     if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
         raise ValueError("setting database_url: must be a postgresql:// URL (a SQLite file is `db`)")
+    if settings.database_pool_size < 1:
+        raise ValueError("setting database_pool_size: must be at least 1")
     if settings.schedule_agents not in SCHEDULE_AGENTS:
         raise ValueError(f"setting schedule_agents: must be one of {', '.join(SCHEDULE_AGENTS)}")
     if settings.schedule_min_interval_seconds <= 0:

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,18 +75,39 @@ BusyError = apsw.BusyError
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+# The operation a worker thread runs for PostgreSQL's Database.run (db_pg.py): `deferred` holds what must happen on
+# the event loop once it returns (broker pushes, trio.Event.set: neither is safe from another thread). Never set on
+# SQLite (no thread hop): on_loop then calls at once.
+_hop = threading.local()
+
+
+def in_hop() -> bool:
+    """Whether this thread runs a PostgreSQL operation off the event loop (Database.run on db_pg)."""
+    return getattr(_hop, "deferred", None) is not None
+
+
+def on_loop(fn: Callable[..., object], *args: Any) -> None:
+    """Call `fn(*args)` now, or, inside an operation run off the loop (Database.run on PostgreSQL), on the event loop
+    right after that operation returns, in the order asked (what touches trio or the broker: never from a thread)."""
+    deferred = getattr(_hop, "deferred", None)
+    if deferred is None:
+        fn(*args)
+    else:
+        deferred.append((fn, args))
+
+
 def is_postgres_url(target: str) -> bool:
     """Whether a database setting names a PostgreSQL server (else it is a SQLite file path)."""
     return target.startswith(POSTGRES_SCHEMES)
 
 
-def open_engine(target: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:
-    """The Database for a setting: a `postgresql://` URL opens db_pg's engine (psycopg imported only then),
-    anything else is a SQLite file."""
+def open_engine(target: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, pool_size: int | None = None) -> Database:
+    """The Database for a setting: a `postgresql://` URL opens db_pg's engine (psycopg imported only then; `pool_size`
+    connections at most, None: its default), anything else is a SQLite file."""
     if is_postgres_url(target):
         from .db_pg import PgDatabase  # noqa: PLC0415 (optional dependency: only a PostgreSQL hub imports it)
 
-        return PgDatabase(target)
+        return PgDatabase(target) if pool_size is None else PgDatabase(target, pool_size=pool_size)
     return Database(target, busy_timeout_ms=busy_timeout_ms)
 
 
@@ -97,6 +119,8 @@ class Database:
     function's SQL differs (store/dialect.py)."""
 
     engine = "sqlite"
+    # Whether `run` moves its work to a worker thread (PostgreSQL); SQLite runs it inline on the loop.
+    off_loop = False
 
     def __init__(self, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
         self.path = path
@@ -115,6 +139,12 @@ class Database:
         self._watches: dict[str, ChangeWatch] = {}
         self._group: list[_GroupMember] | None = None  # write_together(): the works waiting for the next commit
         self.groups_committed = 0  # write_together() transactions (tests and benchmarks read them)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one service operation's synchronous database work: `fn(*args)`. SQLite runs it inline on the loop
+        (an APSW statement is ~30 µs, less than a thread hop); PostgreSQL (db_pg) runs it in a worker thread with
+        one pooled connection for the whole call, and does what it asked for the loop (db.on_loop) on return."""
+        return fn(*args)
 
     def check_file(self) -> str | None:
         """Why the path no longer names the file we have open (deleted, replaced), or None if it still does.

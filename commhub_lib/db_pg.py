@@ -1,21 +1,23 @@
-"""The PostgreSQL engine: the same Database interface as db.py's SQLite one, on one psycopg 3 connection.
+"""The PostgreSQL engine: the same Database interface as db.py's SQLite one, on a pool of psycopg 3 connections.
 
 Imported only when a `postgresql://` URL is given (`db.open_engine`): the SQLite path never imports psycopg, an
 optional dependency (`pip install 'commhub[postgres]'`).
 
 What it keeps from the SQLite engine (docs/postgresql.md):
 - the store's calls: query/query_one/execute, `write()` (one transaction, BEGIN ... COMMIT, rolled back on any
-  error; nested use joins it), write_together (one transaction, a SAVEPOINT per member: the code is db.py's,
-  run on this engine's `con`), try_write, change_watch, and the few `db.con` calls the store makes (execute(...).get,
-  executemany, changes, last_insert_rowid, in_transaction);
+  error; nested use joins it), write_together, try_write, change_watch, and the few `db.con` calls the store makes
+  (execute(...).get, executemany, changes, last_insert_rowid, in_transaction);
 - the store's SQL text: each statement is translated once (store/dialect.py, cached per text);
 - the errors: a unique, foreign-key, check or not-null violation raises `db.ConstraintError` (what
-  apsw.ConstraintError is on SQLite), a lost connection 503 database_unavailable (the next call reconnects).
-Transactions are READ COMMITTED: this first cut has one connection, so the hub's writes are serial as on SQLite;
-several processes on one database are a later round (docs/scaling.md says which checks need a lock then).
+  apsw.ConstraintError is on SQLite), a lost connection 503 database_unavailable (the pool replaces it).
 
-The driver is synchronous and runs on the event loop, as APSW does: a local PostgreSQL answers a statement in
-~50-100 µs. The next step (docs/scaling.md) is a pool and one worker-thread hop per service operation.
+Off the event loop: `run(fn, *args)` runs one service operation's synchronous work in a worker thread that holds
+one pooled connection for the whole call (one thread hop per operation, not per statement); `db.con` is the
+connection bound to the current thread. Code still called on the loop outside any `run` uses the loop's own
+connection, as before. What an operation asks of the loop (pushing events, waking a worker: db.on_loop) is done on
+the loop after it returns, in order. A serialization failure or deadlock is retried a few times.
+Transactions are READ COMMITTED; with several connections the writes of one process are concurrent, like those of
+several processes (docs/postgresql.md "Transactions and constraints" says what rests on row locks).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
+import psycopg_pool
 import trio
 from psycopg import ClientCursor
 from psycopg.adapt import Dumper, Loader
@@ -41,7 +44,7 @@ from psycopg.rows import dict_row
 
 from . import db as sqlite_db
 from .broker import Event
-from .db import ChangeWatch, ConstraintError, Database, DatabaseError
+from .db import ChangeWatch, ConstraintError, Database, DatabaseError, _hop
 from .errors import DatabaseUnavailable
 from .store.dialect import POSTGRESQL, to_postgres
 from .store.events import with_text
@@ -53,6 +56,13 @@ PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "pg"
 # migrations each have a twin in migrations/pg/, tests/test_pg_schema.py checks it).
 PG_BASE_VERSION = 17
 CONNECT_TIMEOUT_SECONDS = 5
+# Connections of the pool by default (the `database_pool_size` setting): as many operations run at once.
+POOL_SIZE = 8
+# Times `run` tries an operation again after a serialization failure or a deadlock (then it fails: 500).
+RETRIES = 3
+# The advisory lock key under which a change watch's triggers are (re)made (any constant unique to CommHub).
+WATCH_DDL_LOCK = 0x636F6D6D  # "comm"
+T = TypeVar("T")
 
 log = logging.getLogger("commhub.db")
 
@@ -65,6 +75,10 @@ class PgConstraintError(ConstraintError):
 
 class PgDatabaseError(DatabaseError):
     """Any other PostgreSQL failure, as the family db.DatabaseError (a crash: 500, logged)."""
+
+
+class PgRetryableError(PgDatabaseError):
+    """A serialization failure or a deadlock: the transaction was rolled back and may simply run again."""
 
 
 def migration_steps() -> dict[int, str]:
@@ -113,6 +127,8 @@ def _mapped(exc: psycopg.Error) -> Exception:
     """The CommhubError family / db error classes for a psycopg failure."""
     if isinstance(exc, psycopg.errors.IntegrityError):
         return PgConstraintError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        return PgRetryableError(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         log.error("PostgreSQL unavailable: %s: %s", type(exc).__name__, exc)
         return DatabaseUnavailable("the database server cannot be reached; retry in a few seconds", retry_after=2)
@@ -147,36 +163,60 @@ class PgResult:
         return [r[0] if len(r) == 1 else r for r in self.rows]
 
 
+def configure_connection(pg: psycopg.Connection[Any]) -> None:
+    """What every connection of the engine gets (the pool's configure step, the loop's own connection)."""
+    # Client-side binding: values are written into the text as literals, so PostgreSQL types them from
+    # their context as SQLite does (`? IS NULL`, an int compared with a text column's...).
+    adapters = pg.adapters
+    adapters.register_loader("numeric", _NumericLoader)
+    adapters.register_loader("json", _TextLoader)
+    adapters.register_loader("jsonb", _TextLoader)
+    adapters.register_dumper(bool, _BoolAsIntDumper)
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    try:
+        # A bounded connect: an unreachable server answers 503 in seconds, not a loop stalled for minutes.
+        pg = psycopg.Connection.connect(url, autocommit=True, cursor_factory=ClientCursor,
+                                        connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg.Error as exc:
+        raise _mapped(exc) from exc
+    configure_connection(pg)
+    return pg
+
+
+def _runner() -> str:
+    """The trio task (on the loop) or the thread running a statement (a debug check's label)."""
+    try:
+        return trio.lowlevel.current_task().name
+    except RuntimeError:
+        return threading.current_thread().name
+
+
 class PgConnection:
-    """The `db.con` of the PostgreSQL engine: the few APSW connection calls the store and db.py make."""
+    """The `db.con` of the PostgreSQL engine: the few APSW connection calls the store and db.py make. The loop's own
+    connection reconnects itself after a loss; one lent by the pool (`pg` given) does not (the pool replaces it)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, pg: psycopg.Connection[Any] | None = None,
+                 commit_hooks: dict[object, Callable[[], object]] | None = None):
         self.url = url
-        self._pg: psycopg.Connection[Any] = self._connect()
+        self._own = pg is None
+        self._pg: psycopg.Connection[Any] = _connect(url) if pg is None else pg
         self._changes = 0
-        self._commit_hooks: dict[object, Callable[[], object]] = {}
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        try:
-            # A bounded connect: an unreachable server answers 503 in seconds, not a loop stalled for minutes.
-            pg = psycopg.Connection.connect(self.url, autocommit=True, cursor_factory=ClientCursor,
-                                            connect_timeout=CONNECT_TIMEOUT_SECONDS)
-        except psycopg.Error as exc:
-            raise _mapped(exc) from exc
-        # Client-side binding: values are written into the text as literals, so PostgreSQL types them from
-        # their context as SQLite does (`? IS NULL`, an int compared with a text column's...).
-        adapters = pg.adapters
-        adapters.register_loader("numeric", _NumericLoader)
-        adapters.register_loader("json", _TextLoader)
-        adapters.register_loader("jsonb", _TextLoader)
-        adapters.register_dumper(bool, _BoolAsIntDumper)
-        return pg
+        # Shared by every connection of one database (set_commit_hook on any of them is for all).
+        self._commit_hooks: dict[object, Callable[[], object]] = {} if commit_hooks is None else commit_hooks
+        self.statements = 0  # run on this connection (the loop's: tests check the hot paths leave it alone)
+        # When a list (a debug check, tests/test_pg_offloop.py): (statement, trio task or thread) of each run here.
+        self.trace: list[tuple[str, str]] | None = None
 
     @property
     def raw(self) -> psycopg.Connection[Any]:
-        """The psycopg connection (reconnected first if it was lost outside a transaction)."""
+        """The psycopg connection (the loop's reconnected first if it was lost outside a transaction)."""
         if self._pg.closed or self._pg.broken:
-            self._pg = self._connect()
+            if not self._own:
+                raise DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
+                                          retry_after=2)
+            self._pg = _connect(self.url)
         return self._pg
 
     @property
@@ -187,18 +227,35 @@ class PgConnection:
         return not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE
 
     def run(self, sql: str, params: Params = (), rows: bool = True, as_dicts: bool = False) -> Any:
-        """Run one store statement (translated); its rows (tuples or dicts) or None."""
+        """Run one store statement (translated); its rows (tuples or dicts) or None. A connection found dead by a
+        BEGIN or a read outside a transaction (PostgreSQL restarted while the hub was idle) is made again and the
+        statement run once more: nothing of it was done, so the caller never sees the restart."""
         text = _pg_text(sql)
+        self.statements += 1
+        if self.trace is not None:
+            self.trace.append((sql, _runner()))
+        repeatable = not self.in_transaction and (sql == "BEGIN" or sql.lstrip()[:6].upper() == "SELECT")
         try:
-            cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
-            with cur:
-                cur.execute(text, params)
-                self._changes = cur.rowcount if cur.rowcount >= 0 else 0
-                if rows:
-                    return cur.fetchall() if cur.description is not None else []
-                return None
+            return self._run(text, params, rows, as_dicts)
+        except psycopg.OperationalError as exc:
+            if not (repeatable and (self._pg.closed or self._pg.broken)):
+                raise _mapped(exc) from exc
+            log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
+        try:
+            return self._run(text, params, rows, as_dicts)
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+
+    def _run(self, text: bytes, params: Params, rows: bool, as_dicts: bool) -> Any:
+        cur = self.raw.cursor(row_factory=dict_row) if as_dicts else self.raw.cursor()
+        with cur:
+            cur.execute(text, params)
+            self._changes = cur.rowcount if cur.rowcount >= 0 else 0
+            if rows:
+                return cur.fetchall() if cur.description is not None else []
+            return None
 
     def execute(self, sql: str, params: Params = ()) -> PgResult:
         """APSW's `Connection.execute`: the result's rows (iterate, or `.get`)."""
@@ -244,23 +301,39 @@ class PgChangeWatch(ChangeWatch):
     """ChangeWatch on PostgreSQL: statement triggers bump a counter row per watch (commhub_changes), so a change
     made by any connection, this process's or another's (the CLI), changes `stamp()`; one indexed read."""
 
-    def __init__(self, con: PgConnection, name: str, events: dict[str, tuple[str, ...]]):  # noqa: D107
-        self._pg_con = con
+    def __init__(self, db: PgDatabase, name: str, events: dict[str, tuple[str, ...]]):  # noqa: D107
+        self._db = db
+        con = db.pg
         self.changes = 0
         self._name = name
         func = f"commhub_changed_{name}"
-        con.run("INSERT INTO commhub_changes(name, n) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,),
-                rows=False)
-        con.run(f"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                f" UPDATE commhub_changes SET n = n + 1 WHERE name = '{name}'; RETURN NULL; END $$", rows=False)
-        for table, kinds in events.items():
-            for i, kind in enumerate(kinds):
-                con.run(f"CREATE OR REPLACE TRIGGER {func}_{table}_{i} AFTER {kind} ON {table}"
-                        f" FOR EACH STATEMENT EXECUTE FUNCTION {func}()", rows=False)
+        # DDL of one function and its triggers: several threads or processes making the same watch at once would
+        # fail on PostgreSQL's catalog ("tuple concurrently updated"): one at a time, under an advisory lock.
+        own = not con.in_transaction
+        if own:
+            con.run("BEGIN", rows=False)
+        try:
+            con.run("SELECT pg_advisory_xact_lock(?)", (WATCH_DDL_LOCK,), rows=False)
+            con.run("INSERT INTO commhub_changes(name, n) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,),
+                    rows=False)
+            con.run(f"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                    f" UPDATE commhub_changes SET n = n + 1 WHERE name = '{name}'; RETURN NULL; END $$", rows=False)
+            for table, kinds in events.items():
+                for i, kind in enumerate(kinds):
+                    con.run(f"CREATE OR REPLACE TRIGGER {func}_{table}_{i} AFTER {kind} ON {table}"
+                            f" FOR EACH STATEMENT EXECUTE FUNCTION {func}()", rows=False)
+            if own:
+                con.run("COMMIT", rows=False)
+        except BaseException:
+            if own and con.in_transaction:
+                with contextlib.suppress(DatabaseUnavailable, DatabaseError):
+                    con.run("ROLLBACK", rows=False)
+            raise
 
     def stamp(self) -> tuple[int, int]:
         """The watch's counter (changes when a watched table may have changed)."""
-        return 0, int(self._pg_con.run("SELECT n FROM commhub_changes WHERE name = ?", (self._name,))[0][0])
+        # On the connection of the thread asking (a pooled one in an operation run off the loop).
+        return 0, int(self._db.pg.run("SELECT n FROM commhub_changes WHERE name = ?", (self._name,))[0][0])
 
 
 class PgDatabase(Database):
@@ -269,12 +342,29 @@ class PgDatabase(Database):
 
     engine = POSTGRESQL
 
-    def __init__(self, url: str):  # noqa: D107 (a Database on a postgresql:// URL)
+    off_loop = True
+
+    def __init__(self, url: str, pool_size: int = POOL_SIZE):  # noqa: D107 (a Database on a postgresql:// URL)
         self.path = redacted(url)
         self.url = url
         self.busy_timeout_ms = 0
-        self.con = PgConnection(url)  # type: ignore[assignment]
-        migrate(self.con)
+        self._commit_hooks: dict[object, Callable[[], object]] = {}
+        # The loop's own connection: migrations, and whatever still runs on the loop outside `run`.
+        self.loop_con = PgConnection(url, commit_hooks=self._commit_hooks)
+        migrate(self.loop_con)
+        self._local = threading.local()  # .con: the pooled connection of the operation this thread runs
+        self.pool_size = pool_size
+        self._pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+            url, min_size=min(2, pool_size), max_size=pool_size, open=True, name="commhub",
+            kwargs={"autocommit": True, "cursor_factory": ClientCursor, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            configure=configure_connection, timeout=CONNECT_TIMEOUT_SECONDS)
+        # As many operations in threads as the pool has connections: none ever waits for one in its thread.
+        self._limiter = trio.CapacityLimiter(pool_size)
+        self.hops = self.retries = 0  # operations run off the loop, and tries again (tests and benchmarks)
+        self._watch_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one write transaction at a time in this process (see write)
+        self._tx = threading.local()  # .after, .once: the after-commit steps of this thread's open transaction
+        self._token: trio.lowlevel.TrioToken | None = None  # the event loop's (captured by `run` or `bind_loop`)
         self.replaced_reason = None
         self.checkpoints_done = 0
         self._checkpoint_due = None
@@ -284,9 +374,88 @@ class PgDatabase(Database):
         self.groups_committed = 0
 
     @property
+    def con(self) -> Any:  # type: ignore[override]  # (a PgConnection where SQLite has an apsw.Connection)
+        """The connection of the current operation: the pooled one bound to this thread by `run`, else the loop's."""
+        return getattr(self._local, "con", None) or self.loop_con
+
+    @property
     def pg(self) -> PgConnection:
-        """The engine's connection (typed)."""
-        return self.con  # type: ignore[return-value]
+        """The connection of the current operation (typed)."""
+        return getattr(self._local, "con", None) or self.loop_con
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in a worker thread holding one pooled connection for the whole call (one thread hop per
+        service operation); then, on the loop, what it asked for there (db.on_loop), in order. A serialization
+        failure or a deadlock (rolled back) runs it again, up to RETRIES times. Called within a run (nested), it
+        just calls `fn`. Not cancellable once started: the operation's transaction ends before its caller does."""
+        if getattr(self._local, "con", None) is not None:
+            return fn(*args)
+        if self._token is None:
+            self.bind_loop()
+        tries = 0
+        while True:
+            result, error, deferred = await trio.to_thread.run_sync(self._hop, fn, args, limiter=self._limiter)
+            self.hops += 1
+            for call, call_args in deferred:  # committed work's pushes and wake-ups, even if it failed afterwards
+                try:
+                    call(*call_args)
+                except Exception:  # noqa: BLE001 (the operation's own answer stands)
+                    log.exception("a step deferred to the event loop failed")
+            if error is None:
+                return result  # type: ignore[return-value]
+            if isinstance(error, PgRetryableError) and tries < RETRIES:
+                tries += 1
+                self.retries += 1
+                log.info("retrying an operation after %s", error)
+                continue
+            raise error
+
+    def bind_loop(self) -> None:
+        """Remember the running event loop: committed events are pushed to it (push_to_loop). Call on the loop."""
+        self._token = trio.lowlevel.current_trio_token()
+
+    def _hop(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, BaseException | None,
+                                                                           list[tuple[Callable[..., object], Any]]]:
+        """In the worker thread: borrow a connection, bind it (and the deferred list) to the thread, run `fn`."""
+        deferred: list[tuple[Callable[..., object], Any]] = []
+        try:
+            pg = self._pool.getconn()
+        except psycopg_pool.PoolTimeout as exc:
+            log.error("PostgreSQL unavailable: no pooled connection within %d s (%s)", CONNECT_TIMEOUT_SECONDS, exc)
+            return None, DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
+                                             retry_after=2), deferred
+        con = PgConnection(self.url, pg, self._commit_hooks)
+        self._local.con = con
+        _hop.deferred = deferred
+        try:
+            return fn(*args), None, deferred
+        except BaseException as exc:  # noqa: BLE001 (re-raised on the loop by run)
+            return None, exc, deferred
+        finally:
+            self._local.con = None
+            _hop.deferred = None
+            if not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):  # an operation that left a transaction open (a bug)
+                    pg.execute(b"ROLLBACK")
+            # A broken connection is discarded by the pool, which opens a new one in the background.
+            self._pool.putconn(pg)
+
+    async def write_together(self, work: Callable[[], T], after: Callable[[T], None] | None = None) -> T:
+        """As SQLite's (db.Database.write_together), off the loop: `work` runs in one transaction in a worker thread
+        (one hop), then `after(result)` on the loop. Concurrent callers use pooled connections (no grouping; the
+        commits themselves are one at a time per process: see write)."""
+        result: T = await self.run(self._write_work, work)
+        if after is not None:
+            try:
+                after(result)
+            except Exception:  # noqa: BLE001 (committed: the work's caller still gets its result)
+                log.exception("after-commit step of a grouped write failed")
+        self.groups_committed += 1
+        return result
+
+    def _write_work(self, work: Callable[[], Any]) -> Any:
+        with self.write():
+            return work()
 
     def check_file(self) -> str | None:
         """No file to be replaced on PostgreSQL."""
@@ -294,22 +463,64 @@ class PgDatabase(Database):
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Any]:
-        """One transaction (BEGIN ... COMMIT), rolled back on any error; nested use joins the outer one."""
+        """One transaction (BEGIN ... COMMIT), rolled back on any error; nested use joins the outer one.
+
+        The write transactions of this process run one at a time (a process-wide lock, held from BEGIN to the
+        end of the commit): event ids are drawn in commit order, so pushing each transaction's events as it
+        commits (after_commit, push_to_loop) keeps every stream in id order; and the checks that read then write
+        (the alias claim, the quotas, the duplicate filter: docs/postgresql.md) keep their single writer. Reads run
+        in parallel. On the loop thread (code not yet moved into `run`) it waits for a worker's transaction."""
         con = self.pg
         if con.in_transaction:
             yield con
             return
-        con.run("BEGIN", rows=False)
-        try:
-            yield con
-            con.commit()
-        except BaseException:
-            if con.in_transaction:
+        tx = self._tx
+        with self._write_lock:
+            tx.after = after = []
+            tx.once = set()
+            try:
+                con.run("BEGIN", rows=False)
                 try:
-                    con.run("ROLLBACK", rows=False)
-                except (DatabaseUnavailable, DatabaseError):
-                    log.exception("rollback failed")
-            raise
+                    yield con
+                    con.commit()
+                except BaseException:
+                    if con.in_transaction:
+                        try:
+                            con.run("ROLLBACK", rows=False)
+                        except (DatabaseUnavailable, DatabaseError):
+                            log.exception("rollback failed")
+                    raise
+            finally:
+                tx.after = tx.once = None
+            for fn, args in after:  # committed: still under the lock, so in commit order
+                try:
+                    fn(*args)
+                except Exception:  # noqa: BLE001 (committed: the operation's answer stands)
+                    log.exception("an after-commit step failed")
+
+    def after_commit(self, key: object, fn: Callable[..., object], *args: Any) -> None:
+        """Call `fn(*args)` once the open write transaction has committed, in commit order (not at all if it rolls
+        back); once per `key` per transaction. Outside a transaction: now."""
+        after = getattr(self._tx, "after", None)
+        if after is None:
+            fn(*args)
+            return
+        once = self._tx.once
+        if key not in once:
+            once.add(key)
+            after.append((fn, args))
+
+    def push_to_loop(self, fn: Callable[..., object], *args: Any) -> None:
+        """Have the event loop call `fn(*args)`, after everything pushed before (trio's run_sync_soon: FIFO, from
+        any thread); with no loop known yet (a database used outside trio), call it now."""
+        token = self._token
+        if token is None:
+            fn(*args)
+            return
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:  # the server stopped: no stream left to push to
+            pass
 
     async def wait_for_write_lock(self, timeout: float) -> None:  # noqa: ASYNC109 (the interface's)
         """No database-wide write lock on PostgreSQL: nothing to wait for."""
@@ -319,7 +530,10 @@ class PgDatabase(Database):
         """The PgChangeWatch of that name (made on first use)."""
         watch = self._watches.get(name)
         if watch is None:
-            watch = self._watches[name] = PgChangeWatch(self.pg, name, events)
+            with self._watch_lock:  # made once even when several worker threads ask first at once
+                watch = self._watches.get(name)
+                if watch is None:
+                    watch = self._watches[name] = PgChangeWatch(self, name, events)
         return watch
 
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
@@ -340,8 +554,11 @@ class PgDatabase(Database):
         await trio.sleep_forever()
 
     def close(self) -> None:
-        """Close the connection."""
-        self.pg.close()
+        """Close the pool and the loop's connection."""
+        try:
+            self._pool.close()
+        finally:
+            self.loop_con.close()
 
 
 def schema_version(con: PgConnection) -> int | None:
@@ -349,6 +566,10 @@ def schema_version(con: PgConnection) -> int | None:
     if con.run("SELECT to_regclass('commhub_schema') AS t")[0][0] is None:
         return None
     return int(con.run("SELECT version FROM commhub_schema")[0][0])
+
+
+# The advisory lock a migration holds (any constant of ours; 'cmhb' in ASCII).
+MIGRATE_LOCK_KEY = 0x636D6862
 
 
 def migrate(con: PgConnection) -> None:
@@ -362,6 +583,15 @@ def migrate(con: PgConnection) -> None:
     con.run("BEGIN", rows=False)
     try:
         raw = con.raw
+        # Several hub processes started together on one database: one migrates, the others wait for its COMMIT
+        # here and then find the work done (without the lock, two CREATE the schema at once and one fails).
+        raw.execute(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK_KEY})".encode())
+        version = schema_version(con)
+        if version is not None and version > target:
+            raise RuntimeError(f"database schema v{version} is newer than this CommHub (v{target})")
+        if version == target:
+            con.run("COMMIT", rows=False)
+            return
         if version is None:
             raw.execute(SCHEMA_PG_PATH.read_text(encoding="utf-8").encode())
             raw.execute(b"CREATE TABLE commhub_schema (version integer NOT NULL)")
@@ -391,14 +621,12 @@ def notify_events_on_commit(db: PgDatabase, origin: str, take_range: Callable[[]
     """Before each COMMIT of `db`, NOTIFY `EVENTS_CHANNEL` with '<origin> <lowest> <highest>' event id the
     transaction wrote (`take_range()`, None: it wrote none). NOTIFY is transactional: it is delivered only if
     the COMMIT succeeds, and a tiny payload whatever the number of events (a broadcast's thousand)."""
-    con = db.pg
-
     def notify() -> None:
         ids = take_range()
-        if ids is not None:
-            con.run("SELECT pg_notify(?, ?)", (EVENTS_CHANNEL, f"{origin} {ids[0]} {ids[1]}"), rows=False)
+        if ids is not None:  # on the connection committing (the thread's own: the loop's or a pooled one)
+            db.pg.run("SELECT pg_notify(?, ?)", (EVENTS_CHANNEL, f"{origin} {ids[0]} {ids[1]}"), rows=False)
 
-    con.set_commit_hook(notify, id="events_fanout")
+    db.pg.set_commit_hook(notify, id="events_fanout")
 
 
 class EventListener:

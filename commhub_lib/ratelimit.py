@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ class RateLimiter:
         self.name = name
         self.max_keys = max_keys
         self._buckets: dict[str, _Bucket] = {}
+        # On PostgreSQL requests are checked from worker threads too (db_pg.PgDatabase.run); uncontended: ~0.1 µs.
+        self._lock = threading.Lock()
 
     def check(self, key: str) -> None:
         """Take one request from the key's bucket, or raise 429 with Retry-After."""
@@ -36,6 +39,10 @@ class RateLimiter:
         taken), for a caller that words its own 429."""
         if self.per_minute <= 0:
             return 0
+        with self._lock:
+            return self._take(key)
+
+    def _take(self, key: str) -> int:
         now = time.monotonic()
         rate = self.per_minute / 60.0
         bucket = self._buckets.get(key)
@@ -68,11 +75,16 @@ class ByteRate:
         self.per_minute = per_minute
         self.max_keys = max_keys
         self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()  # sends run in worker threads on PostgreSQL (db_pg.PgDatabase.run)
 
     def take(self, key: str, amount: int) -> int:
         """Take `amount` bytes from the key's bucket: 0 when taken, else the seconds to wait (nothing taken)."""
         if self.per_minute <= 0 or amount <= 0:
             return 0
+        with self._lock:
+            return self._take(key, amount)
+
+    def _take(self, key: str, amount: int) -> int:
         now = time.monotonic()
         rate = self.per_minute / 60.0
         bucket = self._buckets.get(key)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from . import events
 from .broker import SHUTDOWN
+from .db import on_loop
 from .errors import Forbidden, NotFound, ValidationFailed
 from .http.asgi import RouteContext
 from .http.auth import authenticate_token
@@ -118,7 +119,7 @@ def alias_stream(ctx: RouteContext, req: StreamRequest, alias: str) -> AsyncIter
         try:
             sessions.claim_for_stream(h, principal, network_id, alias)
         except BaseException:
-            slot.release()
+            on_loop(slot.release)  # the broker's counts change on the loop only (this may run off it: PostgreSQL)
             raise
     return body
 

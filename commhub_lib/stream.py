@@ -19,7 +19,7 @@ import trio
 
 from .broker import Broker, Event, StreamSlot, Subscriber, Tally
 from .config import Settings
-from .db import Database
+from .db import Database, in_hop
 from .errors import RateLimited, ValidationFailed
 from .store import events as event_store
 
@@ -94,7 +94,12 @@ def take_stream_slot(broker: Broker, settings: Settings, token_id: str, client_i
 
     The stream's body releases the slot when it ends; `body`, when given, also releases it if it is dropped
     without ever being started (the client left before the answer began). `kind` (events, network, mcp, listen)
-    is what the open-streams metric counts it as."""
+    is what the open-streams metric counts it as.
+
+    From an opener run off the loop (PostgreSQL's db.run), it is done on the loop, still in one step: a worker
+    thread's count could interleave with the loop's releases of the same counters."""
+    if in_hop():
+        return trio.from_thread.run_sync(take_stream_slot, broker, settings, token_id, client_ip, body, kind)
     check_stream_caps(broker, settings, token_id, client_ip)
     slot = broker.take_slot(token_id, client_ip, kind)
     if body is not None:
@@ -138,12 +143,12 @@ async def follow(db: Database, sub: Subscriber, scope: Scope, after: int | None,
     whose subscriber it has then revoked with the reason."""
     # The position is the client's own Last-Event-ID when it resumes (the replay then moves it on), so a drop
     # during the replay never skips what was not yet replayed; otherwise the newest event of the scope.
-    last = scope.latest(db) if after is None else after
+    last = await db.run(scope.latest, db) if after is None else after  # (db.run: off the loop on PostgreSQL)
     progress.last = last
     tally = sub.tally or Tally()  # counts for the metrics (a plain add: no cost worth measuring per event)
     yield wire.opening(last)
     if after is not None:
-        while rows := scope.after(db, last, REPLAY_BATCH):
+        while rows := await db.run(scope.after, db, last, REPLAY_BATCH):
             for row in rows:
                 yield wire.event(row["id"], row["alias"], row["event"], row["data"], row["created_at"])
                 last = progress.last = row["id"]

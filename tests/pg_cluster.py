@@ -190,6 +190,24 @@ class Cluster:
         except (OSError, ValueError):
             return None
 
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server but keep the cluster (`pg_ctl stop -m fast|immediate|smart`); `start_server()` brings
+        it back with its data. Returns once the postmaster is gone: nothing answers on the socket any more."""
+        pid = self.postmaster_pid()
+        self._cmd(["pg_ctl", "stop", "-m", mode, "-w", "-t", "60", "-D", str(self.data)])
+        if pid is not None and not _wait_gone(pid, 30):
+            raise RuntimeError(f"PostgreSQL (pid {pid}) still running after pg_ctl stop -m {mode}")
+
+    def start_server(self) -> None:
+        """Start a server stopped by `stop_server()`; returns when it accepts connections (after any crash
+        recovery an immediate stop makes it do)."""
+        self._cmd(["pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log)])
+
+    def restart_server(self, mode: str = "fast") -> None:
+        """Stop and start the server (every connection to it is cut)."""
+        self.stop_server(mode)
+        self.start_server()
+
     def stop(self) -> None:
         """Stop the server at once (`pg_ctl stop -m immediate`) and remove every file of the cluster."""
         pid = self.postmaster_pid()

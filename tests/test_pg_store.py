@@ -361,15 +361,21 @@ def test_the_sqlite_path_never_imports_psycopg(tmp_path: Path) -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_a_lost_connection_answers_503_and_the_next_call_reconnects(pg_url: str,
-                                                                 pg_cluster: pg_cluster_mod.Cluster) -> None:
+def test_a_lost_connection_answers_503_in_a_transaction_and_is_made_again_outside_one(
+        pg_url: str, pg_cluster: pg_cluster_mod.Cluster) -> None:
     db = dbmod.open_engine(pg_url)
     assert user_store.count_users(db) == 0
-    pid = db.query_one("SELECT pg_backend_pid() AS pid")
-    assert pid is not None
-    pg_cluster.psql(f"SELECT pg_terminate_backend({pid['pid']})")
-    with pytest.raises(DatabaseUnavailable) as raised:
-        user_store.count_users(db)
+
+    def cut() -> None:
+        pid = db.query_one("SELECT pg_backend_pid() AS pid")
+        assert pid is not None
+        pg_cluster.psql(f"SELECT pg_terminate_backend({pid['pid']})")
+
+    cut()
+    assert user_store.count_users(db) == 0  # a read outside a transaction: a new connection, run again
+    with pytest.raises(DatabaseUnavailable) as raised, db.write():
+        cut()
+        user_store.count_users(db)  # inside one: what it did is gone with the connection, so 503
     assert raised.value.status == 503 and raised.value.code == "database_unavailable"
     assert user_store.count_users(db) == 0  # reconnected
     db.close()

@@ -4,7 +4,7 @@ and sending as a person or script (POST /api/tasks, /api/messages, /api/broadcas
 from __future__ import annotations
 
 from ..http.answers import Answer, json_text
-from ..http.request import authenticate, hub, parse, query_arg
+from ..http.request import authenticate, authenticated, hub, off_loop, parse, query_arg
 from ..models import RestBroadcast, RestCancel, RestFlag, RestReply, RestSendMessage, RestSendTask
 from ..service import messaging, networks, sessions, tasks
 from ..service.hub import Principal
@@ -27,16 +27,24 @@ def _json(text: str) -> Answer:
 
 async def status() -> Answer:
     """Every session of the visible networks (the JSON is built by SQLite: up to 500 sessions a page)."""
-    return _json(sessions.list_status_json(hub(), _scope(), query_choice("status", SESSION_STATUSES),
-                                           query_int("limit", None, 1), _offset()))
+    return _json(await off_loop(_status))
+
+
+def _status() -> str:
+    return sessions.list_status_json(hub(), _scope(), query_choice("status", SESSION_STATUSES),
+                                     query_int("limit", None, 1), _offset())
 
 
 async def list_tasks() -> Answer:
     """Tasks, newest first, filtered by status, to_name, from_name, flag."""
+    return _json(await off_loop(_list_tasks))
+
+
+def _list_tasks() -> str:
     scope = _scope()
-    return _json(tasks.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
-                                       query_arg("to_name") or None, query_arg("from_name") or None,
-                                       query_int("limit", None, 1), _offset(), query_choice("flag", TASK_FLAGS)))
+    return tasks.list_tasks_json(hub(), scope, query_choice("status", TASK_STATUSES),
+                                 query_arg("to_name") or None, query_arg("from_name") or None,
+                                 query_int("limit", None, 1), _offset(), query_choice("flag", TASK_FLAGS))
 
 
 async def list_nodes() -> dict:
@@ -46,11 +54,13 @@ async def list_nodes() -> dict:
 
 async def list_messages() -> Answer:
     """Messages; with `alias`, that agent's inbox."""
+    return _json(await off_loop(_list_messages))
+
+
+def _list_messages() -> str:
     scope = _scope()
-    return _json(messaging.list_messages_json(hub(), scope, query_arg("alias") or None,
-                                              query_choice("kind", MESSAGE_KINDS),
-                                              query_arg("unread") in ("1", "true"),
-                                              query_int("limit", None, 1), _offset()))
+    return messaging.list_messages_json(hub(), scope, query_arg("alias") or None, query_choice("kind", MESSAGE_KINDS),
+                                        query_arg("unread") in ("1", "true"), query_int("limit", None, 1), _offset())
 
 
 async def list_completions() -> Answer:
@@ -81,8 +91,12 @@ def _sender(principal: Principal, network_id: str) -> tuple[str, str]:
 
 async def send_task() -> dict:
     """Send a task to an alias."""
-    principal = authenticate()
+    principal = await authenticated()
     body = await parse(RestSendTask)
+    return await off_loop(_send_task, principal, body)
+
+
+def _send_task(principal: Principal, body: RestSendTask) -> dict:
     network_id = networks.single_network(hub(), principal, body.network_id)
     name, kind = _sender(principal, network_id)
     return tasks.send_task(hub(), network_id, name, body, kind)
@@ -90,8 +104,12 @@ async def send_task() -> dict:
 
 async def send_message() -> dict:
     """Send a message to an alias."""
-    principal = authenticate()
+    principal = await authenticated()
     body = await parse(RestSendMessage)
+    return await off_loop(_send_message, principal, body)
+
+
+def _send_message(principal: Principal, body: RestSendMessage) -> dict:
     network_id = networks.single_network(hub(), principal, body.network_id)
     name, kind = _sender(principal, network_id)
     return messaging.send_message(hub(), network_id, name, body, kind)
@@ -108,7 +126,7 @@ async def broadcast() -> dict:
 
 async def get_task(task_id: str) -> dict:
     """One task with its event timeline and completion."""
-    return tasks.get_task_in(hub(), _scope(), task_id)
+    return await off_loop(lambda: tasks.get_task_in(hub(), _scope(), task_id))
 
 
 async def cancel_task(task_id: str) -> dict:

@@ -57,19 +57,21 @@ class RouteContext:
 
 # Checks a stream request (raising an error of the family, or returning a JsonAnswer) and returns the stream's body.
 StreamOpener = Callable[[StreamRequest], AsyncIterator[bytes] | JsonAnswer]
+# Database.run: runs an opener as one step of database work (in a worker thread on PostgreSQL).
+OpenerRun = Callable[[StreamOpener, StreamRequest], Awaitable[AsyncIterator[bytes] | JsonAnswer]]
 
 
 async def serve_stream(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                        lock_watch: WriteLockWatch, opener: StreamOpener, endpoint: str = "unmatched",
-                       metrics: Metrics | None = None) -> None:
+                       metrics: Metrics | None = None, run: OpenerRun | None = None) -> None:
     """Answer one stream request: the opener checks it (raising an error of the family, or returning a JsonAnswer)
     and returns the stream's body, which is sent until it ends or the client goes. `endpoint` names the route in
-    the access line's metrics."""
+    the access line's metrics. `run` (the hub's db.run): the opener is one step of it, off the loop on PostgreSQL."""
     started = time.perf_counter()
     req = StreamRequest.of(scope)
     lock_watch.start_request()
     try:
-        opened = opener(req)
+        opened = opener(req) if run is None else await run(opener, req)
     except Exception as exc:  # noqa: BLE001 (a stream route's failure becomes its answer)
         opened = answer_for(exc, scope["method"], scope["path"])
     ms = (time.perf_counter() - started) * 1000

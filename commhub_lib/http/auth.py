@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import Unauthorized
+from ..errors import CommhubError, Unauthorized
 from ..ratelimit import RateLimiter
-from ..service import accounts
+from ..service import accounts, networks
 from ..service.hub import CALLER_TOKEN, Hub, Principal
 
 
@@ -27,3 +27,35 @@ def authenticate_token(h: Hub, token_limiter: RateLimiter, secret: str | None) -
     token_limiter.check(principal.token_id)
     CALLER_TOKEN.set(principal.token_id)  # the key of the send rate by bytes (service/quotas.py)
     return principal
+
+
+async def authenticate_off_loop(h: Hub, token_limiter: RateLimiter, secret: str | None) -> Principal:
+    """authenticate_token with its database work as one step of db.run (one hop off the loop on PostgreSQL)."""
+    if not secret:
+        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or ?token=",
+                           code="unauthorized")
+    principal = await h.db.run(accounts.authenticate, h, secret)
+    token_limiter.check(principal.token_id)
+    CALLER_TOKEN.set(principal.token_id)  # on the loop: a worker thread's context is a copy
+    return principal
+
+
+def _principal_and_network(h: Hub, secret: str, network_arg: str | None) -> tuple[Principal, str | CommhubError]:
+    principal = accounts.authenticate(h, secret)
+    try:
+        return principal, networks.single_network(h, principal, network_arg)
+    except CommhubError as exc:  # raised by the caller where it checks the network, after its other checks
+        return principal, exc
+
+
+async def authenticate_in_network(h: Hub, token_limiter: RateLimiter, secret: str | None,
+                                  network_arg: str | None) -> tuple[Principal, str | CommhubError]:
+    """authenticate_token and the network the request acts in (networks.single_network: its id, or the error to
+    raise where the caller checks it), read in one step of db.run: one hop off the event loop on PostgreSQL."""
+    if not secret:
+        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or ?token=",
+                           code="unauthorized")
+    principal, network = await h.db.run(_principal_and_network, h, secret, network_arg)
+    token_limiter.check(principal.token_id)
+    CALLER_TOKEN.set(principal.token_id)  # on the loop: a worker thread's context is a copy
+    return principal, network

@@ -72,7 +72,8 @@ class FastDispatch:
                 await send_json(send, JsonAnswer(405, error_bytes("method_not_allowed", message), {"Allow": allow}))
                 return
             opener = partial(handler, ctx, **params) if params else partial(handler, ctx)
-            await serve_stream(scope, receive, send, ctx.lock_watch, opener, route.endpoint, ctx.hub.metrics)
+            await serve_stream(scope, receive, send, ctx.lock_watch, opener, route.endpoint, ctx.hub.metrics,
+                               run=ctx.hub.db.run if route.off_loop else None)
         return stream
 
     def find(self, method: str, path: str) -> tuple[Served, dict[str, str]] | None:

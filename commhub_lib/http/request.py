@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs
@@ -22,10 +23,11 @@ from ..errors import BadRequest, PayloadTooLarge, RequestTimeout, ValidationFail
 from ..models import body_models
 from ..ratelimit import RateLimiter
 from ..service.hub import Hub, Principal
-from .auth import authenticate_token, bearer_from
+from .auth import authenticate_off_loop, authenticate_token, bearer_from
 from .errors import body_timeout_message, too_large_message
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------- off the ASGI scope
@@ -256,6 +258,18 @@ def bearer() -> str | None:
 def authenticate() -> Principal:
     """The caller of the current request, or 401 (authenticate_token)."""
     return authenticate_token(hub(), limiter("token"), bearer())
+
+
+async def authenticated() -> Principal:
+    """authenticate() as one step of db.run (one hop off the loop on PostgreSQL), for a handler that awaits more."""
+    return await authenticate_off_loop(hub(), limiter("token"), bearer())
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run one step of a REST handler's database work, `fn(*args)`, through the hub's db.run: on PostgreSQL one hop
+    to a worker thread holding one pooled connection (the request's context goes with it: `request`, `hub()`,
+    `authenticate()` work there), inline on SQLite. A context variable set in the step stays in it."""
+    return await hub().db.run(fn, *args)
 
 
 def url_rules() -> list[tuple[str, str, set[str], set[str], str]]:

@@ -62,6 +62,9 @@ class Route:
     summary: str = ""
     body_limit: str = "max_body_bytes"  # the setting that caps the body (kind "upload": its own)
     body_slack: int = 0  # bytes allowed past it for framing (a multipart envelope)
+    # A "stream" whose opener may run in a worker thread (db.run: off the loop on PostgreSQL; checked to touch the
+    # broker and trio only through the loop, stream.take_stream_slot).
+    off_loop: bool = False
 
 
 WEBHOOKS = "/api/networks/<network_id>/webhooks"
@@ -149,9 +152,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/schedules/<schedule_id>/run", schedules_api.run_schedule, "json", "schedules.run_schedule"),
     Route("GET", "/openapi.json", openapi_api.openapi, "json", "openapi.openapi"),
     Route("GET", "/events/<alias>", sse.alias_stream, "stream", "sse.stream",
-          "Server-Sent Events for one alias (served by sse.alias_stream)."),
+          "Server-Sent Events for one alias (served by sse.alias_stream).", off_loop=True),
     Route("GET", "/events", sse.network_stream, "stream", "sse.network_stream",
-          "Every event of a network, for a person (served by sse.network_stream)."),
+          "Every event of a network, for a person (served by sse.network_stream).", off_loop=True),
     Route("POST", "/mcp", mcp_protocol.answer_post, "mcp", "mcp.post_mcp",
           "JSON-RPC 2.0 for agents (MCP Streamable HTTP): initialize, tools/list, tools/call, batches."),
     Route("GET", "/mcp", mcp_protocol.mcp_stream, "stream", "mcp.get_mcp",

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ..errors import BadRequest, CommhubError, Conflict
 from ..http.answers import Answer, JsonAnswer, empty, json_bytes, json_text
 from ..http.asgi import RouteContext
-from ..http.auth import authenticate_token
+from ..http.auth import authenticate_in_network, authenticate_token
 from ..http.request import (
     PostRequest,
     StreamRequest,
@@ -373,7 +373,9 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
     with 202 when nothing needs an answer; for a 2026-07-28 `subscriptions/listen`, the event stream's body.
     HTTP-level failures raise (CommhubError: 401, 403, 400, 429)."""
     h = ctx.hub
-    principal = authenticate_token(h, ctx.token_limiter, req.bearer())
+    # The token and the network in one step (one hop off the loop on PostgreSQL); a network error is raised below.
+    principal, network = await authenticate_in_network(h, ctx.token_limiter, req.bearer(),
+                                                       req.arg("network_id") or None)
     version = req.headers.get("mcp-protocol-version")
     # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
     # `server/discover` (sent with a newer version) gets a JSON-RPC -32601 and falls back to initialize.
@@ -385,24 +387,28 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
     except BadRequest as exc:
         return 400, json_bytes(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"))
     if modern.is_modern_request(payload, req.headers):
-        return await _post_modern(ctx, req, payload, principal)
+        return await _post_modern(ctx, req, payload, principal, network)
     ended = _ended_session_answer(h, req.headers.get("mcp-session-id"), payload)
     if ended is not None:
         return ended
-    network_id = networks.single_network(h, principal, req.arg("network_id") or None)
+    if isinstance(network, CommhubError):
+        raise network
+    network_id = network
     try:
         session = _session_for(ctx, req, principal)
     except SessionCapReached as exc:
         return _cap_answer(payload, exc)
-    principal = session_principal(h, principal, network_id, session.session_id is not None, session.alias)
+    if session.session_id is not None and not session.alias and not principal.bound_alias:
+        # The one case session_principal reads the database (else it answers at once, as it does here).
+        principal = await h.db.run(session_principal, h, principal, network_id, True, session.alias)
     if isinstance(payload, list):
         return await _post_batch(ctx, req, payload, principal, network_id, session)
     answer = await _dispatch_noted(ctx, req, payload, principal, network_id, session)
     return (202, b"") if answer is None else (200, answer_bytes(answer))
 
 
-async def _post_modern(ctx: RouteContext, req: PostRequest, payload: Any,
-                       principal: Principal) -> tuple[int, bytes] | AsyncIterator[bytes]:
+async def _post_modern(ctx: RouteContext, req: PostRequest, payload: Any, principal: Principal,
+                       network: str | CommhubError) -> tuple[int, bytes] | AsyncIterator[bytes]:
     """A 2026-07-28 request (mcp/modern.py): one message, its envelope checked, run without a session."""
     if not isinstance(payload, dict):
         return 400, json_bytes(_rpc_error(None, INVALID_REQUEST, "invalid request: MCP 2026-07-28 takes one "
@@ -420,7 +426,9 @@ async def _post_modern(ctx: RouteContext, req: PostRequest, payload: Any,
         req.calls.append((str(payload.get("method")), f"rpc{envelope.code}"))
         return modern.error_status(answer), json_bytes(answer)
     h = ctx.hub
-    network_id = networks.single_network(h, principal, req.arg("network_id") or None)
+    if isinstance(network, CommhubError):
+        raise network
+    network_id = network
     session = McpSession(None, principal.token_id, envelope.version, client=envelope.client_name)
     params = payload.get("params")
     if payload.get("method") == "subscriptions/listen" and answer_id is not None and isinstance(params, dict):

@@ -115,8 +115,14 @@ def _send_task(ctx: ToolContext, a: m.SendTask) -> dict[str, Any]:
 
 
 async def _send_message(ctx: ToolContext, a: m.SendMessage) -> dict[str, Any]:
+    if ctx.hub.db.off_loop:  # PostgreSQL: the caller's alias and the send in one hop off the loop (no grouping)
+        return await ctx.hub.db.run(_send_message_now, ctx, a)
     # Committed with the other sends of the same scheduler pass (the agents' busiest call; db.write_together).
     return await messaging.send_message_together(ctx.hub, ctx.network_id, ctx.caller(), a)
+
+
+def _send_message_now(ctx: ToolContext, a: m.SendMessage) -> dict[str, Any]:
+    return messaging.send_message(ctx.hub, ctx.network_id, ctx.caller(), a)
 
 
 def _send_reply(ctx: ToolContext, a: m.SendReply) -> dict[str, Any]:
@@ -128,8 +134,17 @@ def _broadcast(ctx: ToolContext, a: m.Broadcast) -> dict[str, Any]:
 
 
 async def _get_inbox(ctx: ToolContext, a: m.GetInbox) -> dict[str, Any]:
-    return await messaging.get_inbox(ctx.hub, ctx.network_id, ctx.caller(), a.limit, a.wait_seconds,
+    # The caller's alias and, when nothing needs waiting for, the whole answer: one step (one hop on PostgreSQL).
+    alias, answer = await ctx.hub.db.run(_inbox_now, ctx, a)
+    if answer is not None:
+        return answer
+    return await messaging.get_inbox(ctx.hub, ctx.network_id, alias, a.limit, a.wait_seconds,
                                      token_id=ctx.principal.token_id)
+
+
+def _inbox_now(ctx: ToolContext, a: m.GetInbox) -> tuple[str, dict[str, Any] | None]:
+    alias = ctx.caller()
+    return alias, messaging.inbox_now(ctx.hub, ctx.network_id, alias, a.limit, a.wait_seconds)
 
 
 def _ack_inbox(ctx: ToolContext, a: m.AckInbox) -> dict[str, Any]:
@@ -274,13 +289,13 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
 
 
 async def call_tool(tool: Tool, ctx: ToolContext, args: BaseModel) -> dict[str, Any]:
-    """Run a tool's handler (sync or async) and return its structured result; its answers speak of tools."""
+    """Run a tool's handler (sync or async) and return its structured result; its answers speak of tools. A sync
+    handler is one service operation: db.run (on PostgreSQL one hop off the loop, with one pooled connection)."""
     surface = SURFACE.set("mcp")
     try:
-        result = tool.handler(ctx, args)
         if tool.is_async:
-            result = await result  # type: ignore[misc]
-        return result  # type: ignore[return-value]
+            return await tool.handler(ctx, args)  # type: ignore[no-any-return,misc]
+        return await ctx.hub.db.run(tool.handler, ctx, args)  # type: ignore[no-any-return]
     finally:
         SURFACE.reset(surface)
 

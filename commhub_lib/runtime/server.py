@@ -168,7 +168,7 @@ def open_database(path: str) -> Database:
     return db
 
 
-def open_postgres(url: str) -> Database:
+def open_postgres(url: str, pool_size: int | None = None) -> Database:
     """Open (and migrate) a PostgreSQL database (db_pg.py), or a StartupError that says why in one line."""
     try:
         from ..db_pg import PgDatabase, redacted  # noqa: PLC0415 (optional dependency: psycopg)
@@ -176,7 +176,7 @@ def open_postgres(url: str) -> Database:
         raise StartupError("--database postgresql://... needs the postgres extra: pip install "
                            f"'commhub[postgres]' ({exc})") from exc
     try:
-        return PgDatabase(url)
+        return PgDatabase(url) if pool_size is None else PgDatabase(url, pool_size=pool_size)
     except RuntimeError as exc:  # newer schema
         raise StartupError(f"cannot open the database {redacted(url)}: {exc}") from exc
     except CommhubError as exc:  # cannot connect
@@ -250,7 +250,7 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     if settings.database_url:  # PostgreSQL: no file to lock or to keep private
         lock_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # closed at the end like the file lock
         try:
-            db = open_postgres(settings.database_url)
+            db = open_postgres(settings.database_url, settings.database_pool_size)
         except BaseException:
             os.close(lock_fd)
             raise

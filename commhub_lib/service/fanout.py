@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,6 +39,8 @@ WINDOW = 50_000
 # How far below the highest pushed id a reconnect reads again (a late commit of lower ids while disconnected).
 CATCH_UP_BACK = 1_000
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0
+# Ids below an own event checked one by one for a gap before its push; a longer stretch is read from the table.
+GAP_SCAN = 64
 
 
 class Listener(Protocol):
@@ -64,30 +67,54 @@ class Fanout:
     def __init__(self, hub: Hub):  # noqa: D107 (the fanout of one hub process)
         self.hub = hub
         self.origin = secrets.token_hex(8)  # tells this process's own notifications from the others'
-        self._lo: int | None = None  # event ids written by the transaction now open
-        self._hi = 0
+        # The event ids written by the transaction now open, per thread: on PostgreSQL, operations run off the loop
+        # (db_pg.PgDatabase.run) hold transactions of their own at the same time, each committed by its thread.
+        self._open = threading.local()
         self.floor = 0  # nothing at or below it is read from the table (it was there before this process)
         self.top = 0  # the highest id pushed to local streams
         self._pushed: set[int] = set()  # ids pushed, above top - WINDOW
+        self._network_top: dict[str, int] = {}  # per network, the highest id pushed (pushes go up per network)
+        self.filled = 0  # other processes' events pushed ahead of this process's own (push_own; tests and logs)
         self.delivered = 0  # events of other processes pushed here (for tests and logs)
         self.reconnects = 0
 
     def recorded(self, event_id: int) -> None:
         """An event was written in the open transaction (Hub.record_event)."""
-        self._lo = event_id if self._lo is None else min(self._lo, event_id)
-        self._hi = max(self._hi, event_id)
+        open_ = self._open
+        lo = getattr(open_, "lo", None)
+        open_.lo = event_id if lo is None else min(lo, event_id)
+        open_.hi = max(getattr(open_, "hi", 0), event_id)
 
     def take_range(self) -> tuple[int, int] | None:
         """The open transaction's (lowest, highest) event id, forgotten (the commit hook NOTIFYs it)."""
-        if self._lo is None:
+        open_ = self._open
+        lo = getattr(open_, "lo", None)
+        if lo is None:
             return None
-        ids, self._lo, self._hi = (self._lo, self._hi), None, 0
+        ids = (lo, open_.hi)
+        open_.lo, open_.hi = None, 0
         return ids
 
-    def published(self, events: Iterable[Event]) -> None:
-        """This process pushed these events itself (Hub.publish): never push them again."""
+    def push_own(self, events: list[Event]) -> None:
+        """Push this process's own committed events (Hub.publish), each after every event of its network with a
+        lower id: another process's, committed earlier (store.events.insert_event's event-order lock) but not yet
+        brought here by the listener, is read from the table and pushed first. Otherwise a stream would get the
+        own event first and then skip the other as already behind it (lost), or get it out of order."""
+        lowest: dict[str, int] = {}
         for event in events:
-            self._mark(event.id)
+            lowest[event.network_id] = min(lowest.get(event.network_id, event.id), event.id)
+        for network_id, below in lowest.items():
+            # Never below the listener's window (a network first written here long after start reads little).
+            after = max(self._network_top.get(network_id, self.floor), self.top - WINDOW)
+            if not self._gap(after, below):
+                continue
+            try:
+                rows = event_store.network_events_between(self.hub.db, network_id, after, below)
+            except (DatabaseUnavailable, DatabaseError) as exc:  # committed already: push it anyway, say so
+                log.warning("could not read events below %d of %s before pushing them: %s", below, network_id, exc)
+                continue
+            self.filled += self._push(Event(r["id"], network_id, r["alias"], r["event"], r["data"]) for r in rows)
+        self._push(events)
 
     def start_at(self, highest: int) -> None:
         """Events up to `highest` existed before this process listened: streams replay them, never pushed."""
@@ -115,16 +142,29 @@ class Fanout:
         return self._bounded(self.top + 1 - CATCH_UP_BACK)
 
     def deliver(self, events: list[Event]) -> int:
-        """Push the events not pushed yet to the local broker, in id order; returns how many."""
+        """Push the events (read by the listener) not pushed yet to the local broker, in id order; how many."""
+        pushed = self._push(events)
+        self.delivered += pushed
+        return pushed
+
+    def _push(self, events: Iterable[Event]) -> int:
         pushed = 0
         for event in sorted(events, key=lambda e: e.id):
             if event.id <= self.floor or event.id in self._pushed:
                 continue
             self._mark(event.id)
+            if event.id > self._network_top.get(event.network_id, 0):
+                self._network_top[event.network_id] = event.id
             self.hub.broker.publish(event)
             pushed += 1
-        self.delivered += pushed
         return pushed
+
+    def _gap(self, after: int, below: int) -> bool:
+        """Whether an id between the two may be an event not pushed here (any id not pushed: another process's
+        event of any network, or an id a rolled-back transaction drew). One process alone has none."""
+        if below - after > GAP_SCAN:
+            return True
+        return any(i not in self._pushed for i in range(max(after, self.floor) + 1, below))
 
     def _bounded(self, first: int) -> int:
         return max(first, self.floor + 1, self.top + 1 - WINDOW)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..broker import Subscriber
-from ..db import Database
+from ..db import Database, on_loop
 from ..ids import now_text
 from ..store import tokens as token_store
 
@@ -143,5 +143,5 @@ class StreamGuard:
     def _end(self, match: Callable[[Grant], bool], reason: str) -> int:
         doomed = [g for g in self._grants if match(g)]
         for grant in doomed:
-            grant.end(reason)
+            on_loop(grant.end, reason)  # sets a trio.Event: on the loop (after the operation, from a worker thread)
         return len(doomed)

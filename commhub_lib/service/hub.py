@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
@@ -13,7 +14,7 @@ import trio
 
 from ..broker import Broker, Event
 from ..config import Settings
-from ..db import Database
+from ..db import Database, in_hop, on_loop
 from ..errors import Forbidden, ValidationFailed
 from ..ids import now_text
 from ..ratelimit import ByteRate
@@ -28,6 +29,10 @@ from .guard import Grant, StreamGuard
 if TYPE_CHECKING:
     from ..metrics import Metrics
     from .fanout import Fanout
+
+# Held while a lazily made part of the Hub is made (on PostgreSQL requests run in worker threads: two could each make
+# one, and a stream would hold a grant of a guard nobody checks).
+_MAKING = threading.Lock()
 
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
@@ -107,7 +112,9 @@ class Hub:
     def send_rate(self) -> ByteRate:
         """The per-token send rate by bytes (settings.send_bytes_per_minute), made on first use."""
         if self._send_rate is None:
-            self._send_rate = ByteRate(self.settings.send_bytes_per_minute)
+            with _MAKING:
+                if self._send_rate is None:
+                    self._send_rate = ByteRate(self.settings.send_bytes_per_minute)
         return self._send_rate
     _guard: StreamGuard | None = field(default=None, init=False, repr=False)
     # Webhooks (service/webhooks.py): the enabled webhooks' filters by network, read once and dropped on every
@@ -134,6 +141,9 @@ class Hub:
 
     def wake_webhooks(self, *webhook_ids: str) -> None:
         """Tell the delivery worker that these webhooks have something to send."""
+        if in_hop():  # a trio.Event is set on the loop only (PostgreSQL runs operations in worker threads)
+            on_loop(self.wake_webhooks, *webhook_ids)
+            return
         self.webhooks_due.update(webhook_ids)
         self.webhook_wakeup.set()
     # Schedules (service/schedules.py): the event the scheduler sleeps on until its next run, set on every change.
@@ -141,7 +151,7 @@ class Hub:
 
     def schedules_changed(self) -> None:
         """Wake the scheduler: a schedule was created, paused, resumed, run or deleted (its next run may differ)."""
-        self.schedule_wakeup.set()
+        on_loop(self.schedule_wakeup.set)  # from a worker thread (PostgreSQL's Database.run): on the loop after it
     # The A2A client (commhub_lib/bridge/, docs/a2a-client.md): the aliases bound to external A2A agents, read once
     # and dropped on every change (record_event consults it for each event: one set lookup); the tasks with bridge
     # work since the bridge job last looked, and the event that wakes it (set by publish).
@@ -173,7 +183,9 @@ class Hub:
     def guard(self) -> StreamGuard:
         """The grants of the open streams and long-polls, re-checked on their heartbeats (made on first use)."""
         if self._guard is None:
-            self._guard = StreamGuard(self.db, self.settings.heartbeat_seconds)
+            with _MAKING:
+                if self._guard is None:
+                    self._guard = StreamGuard(self.db, self.settings.heartbeat_seconds)
         return self._guard
 
     def hold_grant(self, principal: Principal, network_id: str) -> AbstractContextManager[Grant]:
@@ -183,7 +195,9 @@ class Hub:
     def live_tokens(self) -> token_store.LiveTokenCache:
         """The cache of live tokens and their users that authentication reads (made on first use)."""
         if self._live_tokens is None:
-            self._live_tokens = token_store.LiveTokenCache(self.db)
+            with _MAKING:
+                if self._live_tokens is None:
+                    self._live_tokens = token_store.LiveTokenCache(self.db)
         return self._live_tokens
 
     def audit(self, action: str, *, actor: str, user_id: str | None = None, network_id: str | None = None,
@@ -204,6 +218,8 @@ class Hub:
             stored = json.dumps({**data, "content": ""}, ensure_ascii=False, separators=(",", ":"))
             event_id = event_store.insert_event(self.db, network_id, alias, name, stored, now_text(), shared.body_id)
             text = event_store.with_text(stored, shared.quoted)
+        if self.db.off_loop:  # PostgreSQL: pushed as the transaction commits, in commit order (see _push_committed)
+            self.db.after_commit(id(pending), self._push_committed, pending, len(pending))  # type: ignore[attr-defined]
         pending.append(Event(event_id, network_id, alias, name, text))
         if self.fanout is not None:  # PostgreSQL: the commit NOTIFYs the other processes of this id
             self.fanout.recorded(event_id)
@@ -224,7 +240,7 @@ class Hub:
                 payload = (f'{{"id":{event_id},"event":{json.dumps(name)},"network_id":{json.dumps(network_id)},'
                            f'"alias":{json.dumps(alias, ensure_ascii=False)},"created_at":"{now}","data":{text}}}')
             webhook_store.insert_delivery(self.db, webhook_id, event_id, name, alias, payload, now_text())
-            self.webhooks_due.add(webhook_id)
+            on_loop(self.webhooks_due.add, webhook_id)  # the worker reads the set on the loop
 
     def _queue_for_bridge(self, network_id: str, alias: str, name: str, data: dict[str, Any]) -> None:
         """The bridge's durable outbox (docs/a2a-client.md): what an alias bound to an A2A agent must tell that agent,
@@ -241,14 +257,32 @@ class Hub:
         else:
             return
         bridge_store.insert_outbox(self.db, network_id, alias, kind, task_id, message_id, now_text())
-        self.bridge_due.add(task_id)
+        on_loop(self.bridge_due.add, task_id)  # the bridge job reads the set on the loop
+
+    def _push_committed(self, pending: list[Event], start: int) -> None:
+        """PostgreSQL (db_pg): the events this transaction recorded, from `start` in its pending list, are pushed by
+        the loop in commit order (queued while the commit still holds the process's write lock), whichever thread
+        committed; `publish` then only wakes the workers. Concurrent operations would otherwise push in the order
+        their threads return, and a stream skips an id below one it already sent."""
+        self.db.push_to_loop(self._push, pending[start:])  # type: ignore[attr-defined]
+
+    def _push(self, events: list[Event]) -> None:
+        if self.fanout is not None:  # PostgreSQL: in id order with other processes' events, once (service/fanout)
+            self.fanout.push_own(events)
+            return
+        for event in events:
+            self.broker.publish(event)
 
     def publish(self, pending: list[Event]) -> None:
-        """Push committed events to live subscribers (never before the transaction commits)."""
-        for event in pending:
-            self.broker.publish(event)
-        if self.fanout is not None:  # PostgreSQL: its listener must not push these a second time
-            self.fanout.published(pending)
+        """Push committed events to live subscribers (never before the transaction commits). Called in an operation
+        run off the loop (PostgreSQL), it pushes them on the loop right after that operation returns, in order:
+        trio's channels and events are not safe from another thread."""
+        if in_hop():
+            on_loop(self.publish, pending)
+            return
+        if not self.db.off_loop:  # (PostgreSQL pushed them as they committed: _push_committed)
+            for event in pending:
+                self.broker.publish(event)
         if self.webhooks_due:
             self.webhook_wakeup.set()
         if self.bridge_due:

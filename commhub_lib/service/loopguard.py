@@ -16,6 +16,7 @@ Two rules, both for sends from one agent to another (a person's sends are never 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -90,9 +91,20 @@ class LoopGuard:
         self.recent = RecentHashes(self.window)
 
 
+_MAKING = threading.Lock()
+
+
 def guard_of(hub: Hub) -> LoopGuard:
     """The hub's loop guard, made on first use with the hashes the database holds from the last window (read
     newest first, at most the cap: a fresh hub reads nothing, a busy one at most the cap's rows, once)."""
+    guard = hub.loop_guard
+    if isinstance(guard, LoopGuard):
+        return guard
+    with _MAKING:  # once, even when two worker threads ask first at once (PostgreSQL's db.run)
+        return _make_guard(hub)
+
+
+def _make_guard(hub: Hub) -> LoopGuard:
     guard = hub.loop_guard
     if not isinstance(guard, LoopGuard):
         guard = hub.loop_guard = LoopGuard(hub.settings.pair_rate_per_minute, hub.settings.duplicate_window_seconds)

@@ -211,10 +211,9 @@ def _require_live(hub: Hub, token_id: str | None) -> None:
                            code="invalid_token")
 
 
-def _grant(hub: Hub, network_id: str, token_id: str | None) -> AbstractContextManager[Grant | None]:
-    """The long-poll's grant (service/guard.py), so that a revocation, an expiry or the member's removal ends it
-    within one heartbeat, whichever process made it; none for a call without a token."""
-    row = token_store.get_token(hub.db, token_id) if token_id else None
+def _grant(hub: Hub, network_id: str, row: dict[str, Any] | None) -> AbstractContextManager[Grant | None]:
+    """The long-poll's grant (service/guard.py) for its token's row, so that a revocation, an expiry or the member's
+    removal ends it within one heartbeat, whichever process made it; none for a call without a token."""
     if row is None:
         return nullcontext()
     return hub.guard().hold(row["token_id"], row["user_id"], network_id, row["expires_at"])
@@ -240,18 +239,21 @@ async def get_inbox(hub: Hub, network_id: str, alias: str, limit: int, wait_seco
                     token_id: str | None = None) -> dict[str, Any]:
     """Unread items, urgent first, and the caller's open tasks; waits up to `wait_seconds` for an item when
     nothing is unread. A long-poll of a token revoked meanwhile ends at once and takes nothing; one whose token
-    expires or whose member is removed (by any process) ends within one heartbeat and takes nothing."""
+    expires or whose member is removed (by any process) ends within one heartbeat and takes nothing. Its database
+    work runs in steps through db.run (off the loop on PostgreSQL), the wait on the loop."""
     limit = min(limit, MAX_LIMIT)
-    items = message_store.unread(hub.db, network_id, alias, limit)
+    db = hub.db
+    items = await db.run(message_store.unread, db, network_id, alias, limit)
     if not items and wait_seconds > 0:
         # Subscribe before re-checking, so an item that lands in between is not missed. The token id lets a
         # revocation close this waiter (broker.close_token_streams).
+        token = await db.run(token_store.get_token, db, token_id) if token_id else None
         with hub.broker.subscribe(network_id, alias, buffer=16, token_id=token_id) as sub, \
-                _grant(hub, network_id, token_id) as grant:
+                _grant(hub, network_id, token) as grant:
             if grant is not None:
                 grant.subscriber = sub
             deadline = trio.current_time() + wait_seconds
-            while not (items := message_store.unread(hub.db, network_id, alias, limit)):
+            while not (items := await db.run(message_store.unread, db, network_id, alias, limit)):
                 if not await _next_event(hub, sub, grant, deadline):
                     break
             if grant is not None and grant.reason:
@@ -259,9 +261,23 @@ async def get_inbox(hub: Hub, network_id: str, alias: str, limit: int, wait_seco
                                    "was taken from the inbox", code="invalid_token")
             if sub.dropped and not items:
                 # Revoked, shutdown, or a burst overflowed the buffer: answer with what there is now.
-                _require_live(hub, token_id)
-                items = message_store.unread(hub.db, network_id, alias, limit)
-        _require_live(hub, token_id)
+                await db.run(_require_live, hub, token_id)
+                items = await db.run(message_store.unread, db, network_id, alias, limit)
+        await db.run(_require_live, hub, token_id)
+    return await db.run(inbox_answer, hub, network_id, alias, items)
+
+
+def inbox_now(hub: Hub, network_id: str, alias: str, limit: int, wait_seconds: float) -> dict[str, Any] | None:
+    """get_inbox's answer when it needs no wait (something is unread, or no wait was asked), in one synchronous
+    step; None when get_inbox must wait."""
+    items = message_store.unread(hub.db, network_id, alias, min(limit, MAX_LIMIT))
+    if not items and wait_seconds > 0:
+        return None
+    return inbox_answer(hub, network_id, alias, items)
+
+
+def inbox_answer(hub: Hub, network_id: str, alias: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The get_inbox answer for the unread items taken: their tasks started, with the caller's open tasks."""
     if items:
         pending: list[Event] = []
         with hub.db.write():

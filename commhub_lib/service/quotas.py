@@ -102,6 +102,8 @@ def check_store(hub: Hub, network_id: str, *texts: str | None, adds: int | None 
     calling token's send rate by bytes (429 with Retry-After). `adds`: what the write will add to the network's
     count, if not one item whose text is kept twice (its inbox item and its SSE event); `file_bytes`: an
     attachment's size (service/attachments.py), counted in the send rate as text is."""
+    # First, before the rows the store's triggers lock: the network's usage row (PostgreSQL; see hold_usage).
+    usage_store.hold_usage(hub.db, network_id)
     size = sum(len(t.encode()) for t in texts if t) + file_bytes
     limit = hub.settings.max_network_bytes
     if limit:

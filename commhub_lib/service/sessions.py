@@ -10,6 +10,7 @@ from typing import Any
 import trio
 
 from ..broker import Subscriber
+from ..db import on_loop
 from ..errors import Conflict, Forbidden, NotFound
 from ..ids import new_id, now_text, now_ts
 from ..models import MAX_LIMIT, ReportStatus
@@ -157,7 +158,7 @@ def claim_for_stream(hub: Hub, principal: Principal, network_id: str, alias: str
                 row = _check_claim(hub, principal, network_id, alias)
             _store_claim(hub, principal, network_id, alias, row)
     elif needs_touch(hub, row, now_ts()):
-        hub.broker.presence_due.add((network_id, alias))
+        on_loop(hub.broker.presence_due.add, (network_id, alias))  # a stream opened off the loop (PostgreSQL)
 
 
 PRESENCE_WRITE_SECONDS = 0.5  # how long a stream open's presence may wait to be stored with others

@@ -26,7 +26,21 @@ def with_text(stored: str, quoted: str) -> str:
 def insert_event(db: Database, network_id: str, alias: str, event: str, data: str, now: str,
                  body_id: int | None = None) -> int:
     """Append an event for one alias; returns its id (the SSE `id:`). With `body_id`, `data` holds the
-    placeholder instead of the shared text."""
+    placeholder instead of the shared text.
+
+    On PostgreSQL the insert first locks the network's `network_usage` row (held to COMMIT), so the id is drawn
+    only once every earlier event-writing transaction of the network, in any process, has committed: a network's
+    events become visible in id order, and a reader that sees an id has every lower one of that network
+    (service/fanout.py rests on it). That row, not a lock of its own: the usage trigger of this same statement
+    locks it anyway (taken a moment earlier, it adds no new order of locks, so no deadlock an advisory lock
+    made). Same statement, no extra round trip; a network without the row (none is made without one) is not
+    held back."""
+    if db.engine == POSTGRESQL:
+        rows = db.query("INSERT INTO events(network_id, alias, event, data, created_at, body_id)"
+                        " SELECT ?, ?, ?, ?, ?, CAST(? AS bigint) FROM (SELECT 1) AS one LEFT JOIN"
+                        " (SELECT network_id FROM network_usage WHERE network_id = ? FOR UPDATE) AS event_order"
+                        " ON true RETURNING id", (network_id, alias, event, data, now, body_id, network_id))
+        return int(rows[0]["id"])
     db.execute("INSERT INTO events(network_id, alias, event, data, created_at, body_id) VALUES (?, ?, ?, ?, ?, ?)",
                (network_id, alias, event, data, now, body_id))
     return db.con.last_insert_rowid()
@@ -59,6 +73,14 @@ def network_events_after(db: Database, network_id: str, after_id: int, limit: in
     return _put_texts_back(db, db.query(
         "SELECT id, alias, event, data, body_id, created_at FROM events WHERE network_id = ? AND id > ?"
         " ORDER BY id LIMIT ?", (network_id, after_id, limit)))
+
+
+def network_events_between(db: Database, network_id: str, after_id: int, before_id: int) -> list[Row]:
+    """Events of a network with after_id < id < before_id, oldest first (PostgreSQL: other processes' events that
+    this process pushes before its own, service/fanout.py)."""
+    return _put_texts_back(db, db.query(
+        "SELECT id, alias, event, data, body_id FROM events WHERE network_id = ? AND id > ? AND id < ?"
+        " ORDER BY id", (network_id, after_id, before_id)))
 
 
 def latest_alias_event_id(db: Database, network_id: str, alias: str) -> int:

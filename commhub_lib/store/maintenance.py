@@ -19,6 +19,11 @@ def presence_candidates(db: Database, touch_before_ts: float, after_rowid: int, 
                     (after_rowid, touch_before_ts, limit))
 
 
+def ping(db: Database) -> None:
+    """One round trip to the database server (GET /health on PostgreSQL); raises DatabaseUnavailable if it fails."""
+    db.query("SELECT 1 AS one")
+
+
 def oldest_events(db: Database, limit: int) -> list[Row]:
     """The oldest events by id (the primary key: no scan), with their creation times."""
     return db.query("SELECT id, created_at FROM events ORDER BY id LIMIT ?", (limit,))

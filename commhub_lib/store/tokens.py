@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from ..db import Database
@@ -127,21 +128,25 @@ class LiveTokenCache:
         self._stamp: tuple[int, int] | None = None
         self._rows: dict[bytes, tuple[Row, Row]] = {}
         self.hits = self.misses = 0
+        # On PostgreSQL requests authenticate in worker threads (db_pg.PgDatabase.run): the stamp check and the
+        # store of a row read under it are one step, so a row read before a revocation is never kept after it.
+        self._lock = threading.Lock()
 
     def get(self, token_hash: bytes, now: str) -> tuple[Row, Row | None] | None:
         """(token, user) for a live token (user None if it no longer exists), or None: as `get_token_by_hash`
         and `users.get_user`. The token row is the cached one: a caller may update its `last_used_at`."""
         stamp = self._watch.stamp()
-        if stamp != self._stamp:
-            self._rows.clear()
-            self._stamp = stamp
-        found = self._rows.get(token_hash)
+        with self._lock:
+            if stamp != self._stamp:
+                self._rows.clear()
+                self._stamp = stamp
+            found = self._rows.get(token_hash)
         if found is not None:
             expires_at = found[0]["expires_at"]
             if expires_at is None or expires_at > now:
                 self.hits += 1
                 return found
-            del self._rows[token_hash]
+            self._rows.pop(token_hash, None)
             return None
         self.misses += 1
         token = get_token_by_hash(self._db, token_hash, now)
@@ -151,7 +156,10 @@ class LiveTokenCache:
         if user is None:
             return token, None
         if not self._db.con.in_transaction:
-            if len(self._rows) >= self._entries:
-                del self._rows[next(iter(self._rows))]  # the oldest entry
-            self._rows[token_hash] = (token, user)
+            with self._lock:
+                if self._stamp != stamp:  # changed since this read began: the rows may be stale, keep nothing
+                    return token, user
+                if len(self._rows) >= self._entries:
+                    del self._rows[next(iter(self._rows))]  # the oldest entry
+                self._rows[token_hash] = (token, user)
         return token, user

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Database
+from .dialect import POSTGRESQL
 
 Row = dict[str, Any]
 
@@ -14,6 +15,16 @@ def used_bytes(db: Database, network_id: str) -> int:
     row = db.query_one("SELECT text_bytes + event_bytes + file_bytes AS n FROM network_usage WHERE network_id = ?",
                        (network_id,))
     return int(row["n"]) if row else 0
+
+
+def hold_usage(db: Database, network_id: str) -> None:
+    """PostgreSQL: lock the network's usage row until COMMIT (inside a write), before anything else the write
+    locks. Every write that stores in a network takes that row (its triggers count the bytes), most after another
+    row (an unread count, a task count); taken first, the order is the same in every transaction, so two processes
+    (or two writes grouped in one transaction, db.write_together) cannot deadlock on it. SQLite: nothing (one
+    writer)."""
+    if db.engine == POSTGRESQL:
+        db.query("SELECT 1 AS held FROM network_usage WHERE network_id = ? FOR UPDATE", (network_id,))
 
 
 def usage_of(db: Database, network_id: str) -> Row:
