@@ -684,8 +684,11 @@ def main() -> int:
     want = 4 * max(a.streams, a.storm_streams) + 1000
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(hard, want), hard))
+    # Which code served: the results of several sittings sit in one file (before and after other branches' merges).
+    head = subprocess.run(["git", "-C", a.repo, "describe", "--always", "--dirty"], capture_output=True,
+                          text=True).stdout.strip()
     cluster = pg_cluster.start_cluster()
-    print(f"# {bl.this_command()}\n# PostgreSQL {cluster.psql('SHOW server_version')} in {cluster.root} "
+    print(f"# {bl.this_command()}\n# code {head}; PostgreSQL {cluster.psql('SHOW server_version')} in {cluster.root} "
           f"(fsync off, synchronous_commit off); load {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores", flush=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     rows: dict[str, list[dict]] = {part: [] for part in parts}
@@ -713,7 +716,8 @@ def main() -> int:
                         continue
                     rcs = stop_hubs(hubs, cluster, a.keep_logs, label)
                     r.update({"part": part, "config": config, "run": run + 1, "run_id": f"{stamp}-{run + 1}",
-                              "processes": len(hubs.ports), "exit_codes": rcs, "loadavg1_before": round(load0, 2),
+                              "processes": len(hubs.ports), "exit_codes": rcs, "commit": head,
+                              "loadavg1_before": round(load0, 2),
                               "loadavg1_after": round(os.getloadavg()[0], 2), "command": bl.this_command(),
                               "server_cmd": hubs.command(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                       time.gmtime())})
