@@ -60,6 +60,8 @@ CONNECT_TIMEOUT_SECONDS = 5
 POOL_SIZE = 8
 # Times `run` tries an operation again after a serialization failure or a deadlock (then it fails: 500).
 RETRIES = 3
+# How long a call waits for a pooled connection while the server was last found unreachable.
+UNREACHABLE_WAIT_SECONDS = 0.5
 # The advisory lock key under which a change watch's triggers are (re)made (any constant unique to CommHub).
 WATCH_DDL_LOCK = 0x636F6D6D  # "comm"
 T = TypeVar("T")
@@ -79,6 +81,11 @@ class PgDatabaseError(DatabaseError):
 
 class PgRetryableError(PgDatabaseError):
     """A serialization failure or a deadlock: the transaction was rolled back and may simply run again."""
+
+
+class PgStaleConnection(PgRetryableError):
+    """A pooled connection found dead by an operation's first statement (PostgreSQL restarted while it sat in the
+    pool): nothing was done, so the operation runs again on a connection the pool has checked."""
 
 
 def migration_steps() -> dict[int, str]:
@@ -240,6 +247,10 @@ class PgConnection:
         except psycopg.OperationalError as exc:
             if not (repeatable and (self._pg.closed or self._pg.broken)):
                 raise _mapped(exc) from exc
+            if not self._own:
+                if self.statements == 1:  # the operation's first statement: nothing of it was done, run it again
+                    raise PgStaleConnection(f"a pooled connection was lost: {exc}") from exc
+                raise _mapped(exc) from exc
             log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
@@ -361,6 +372,7 @@ class PgDatabase(Database):
         # As many operations in threads as the pool has connections: none ever waits for one in its thread.
         self._limiter = trio.CapacityLimiter(pool_size)
         self.hops = self.retries = 0  # operations run off the loop, and tries again (tests and benchmarks)
+        self._unreachable = False  # the server was found unreachable by the last operation (see _hop)
         self._watch_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one write transaction at a time in this process (see write)
         self._tx = threading.local()  # .after, .once: the after-commit steps of this thread's open transaction
@@ -418,17 +430,32 @@ class PgDatabase(Database):
                                                                            list[tuple[Callable[..., object], Any]]]:
         """In the worker thread: borrow a connection, bind it (and the deferred list) to the thread, run `fn`."""
         deferred: list[tuple[Callable[..., object], Any]] = []
+        # While the server was last found unreachable, a call waits only briefly for a connection (the pool keeps
+        # trying to make them in the background): a 503 at once, not after the full wait a busy pool deserves.
+        wait = UNREACHABLE_WAIT_SECONDS if self._unreachable else CONNECT_TIMEOUT_SECONDS
         try:
-            pg = self._pool.getconn()
+            pg = self._pool.getconn(timeout=wait)
         except psycopg_pool.PoolTimeout as exc:
-            log.error("PostgreSQL unavailable: no pooled connection within %d s (%s)", CONNECT_TIMEOUT_SECONDS, exc)
+            self._unreachable = True
+            log.error("PostgreSQL unavailable: no pooled connection within %.1f s (%s)", wait, exc)
             return None, DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
                                              retry_after=2), deferred
         con = PgConnection(self.url, pg, self._commit_hooks)
         self._local.con = con
         _hop.deferred = deferred
         try:
-            return fn(*args), None, deferred
+            result = fn(*args)
+            self._unreachable = False
+            return result, None, deferred
+        except DatabaseUnavailable as exc:
+            self._unreachable = True
+            return None, exc, deferred
+        except PgStaleConnection as exc:
+            self._unreachable = True  # the retry waits briefly: the pool makes new connections at once if it can
+            # Its siblings idle in the pool are likely dead too (a restart): drop them all now, not one per call.
+            with contextlib.suppress(Exception):
+                self._pool.check()
+            return None, exc, deferred
         except BaseException as exc:  # noqa: BLE001 (re-raised on the loop by run)
             return None, exc, deferred
         finally:

@@ -131,6 +131,9 @@ async def test_a_real_deadlock_maps_to_the_retryable_error(pg_url: str, tmp_path
 
 
 async def test_a_lost_pooled_connection_answers_503_and_the_pool_replaces_it(pg_url: str) -> None:
+    """A pooled connection lost while idle (PostgreSQL restarted, the backend terminated) is found by the next
+    operation's first statement: nothing was done, so it runs again on a new connection and its caller sees
+    nothing. One lost in the middle of an operation answers 503, and the pool replaces it."""
     db = db_pg.PgDatabase(pg_url, pool_size=1)
     try:
         def backend() -> int:
@@ -138,8 +141,17 @@ async def test_a_lost_pooled_connection_answers_503_and_the_pool_replaces_it(pg_
 
         pid = await db.run(backend)
         db.loop_con.run("SELECT pg_terminate_backend(?, 5000)", (pid,), rows=False)  # waits until it is gone
+        retries = db.retries
+        second = await db.run(backend)
+        assert second != pid and db.retries == retries + 1  # run again on a new connection, unseen by the caller
+
+        def lost_midway() -> int:
+            mine = backend()
+            db.loop_con.run("SELECT pg_terminate_backend(?, 5000)", (mine,), rows=False)
+            return backend()  # the operation's second statement: part of it may be done, so no retry
+
         with pytest.raises(DatabaseUnavailable):
-            await db.run(backend)
-        assert await db.run(backend) != pid  # a new connection, made by the pool
+            await db.run(lost_midway)
+        assert await db.run(backend) not in (pid, second)  # a new connection, made by the pool
     finally:
         db.close()
