@@ -746,3 +746,119 @@ class EventListener:
             with contextlib.suppress(psycopg.Error):
                 self._pg.close()
             self._pg = None
+
+
+# --- One owner of the background workers across processes (service/leader.py, docs/postgresql.md) ---
+
+# The session-level advisory lock whose holder runs the background workers: one key per database ("CommHub!").
+OWNER_LOCK_KEY = 0x436F6D6D48756221
+# Other processes' wake-ups for the owner's workers (an outbox row, a schedule change made on a non-owner).
+WAKE_CHANNEL = "commhub_wake"
+# How the lock connection is named in pg_stat_activity: the holder, and the processes waiting to take over.
+OWNER_APP_NAME = "commhub-owner"
+STANDBY_APP_NAME = "commhub-standby"
+
+
+class OwnerLock:
+    """One process's own connection for the owner lock (pg_try_advisory_lock, session level: PostgreSQL frees it
+    when the connection ends, kill -9 of the process included). Every method blocks: service/leader.py runs them in
+    a worker thread, one at a time, never on the event loop. A lost connection raises DatabaseUnavailable (and with
+    it the lock); the next `try_take` makes a new connection."""
+
+    def __init__(self, url: str):  # noqa: D107 (the owner lock of the database at `url`)
+        self.url = url
+        self._pg: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()  # held while a worker thread uses the connection
+        self._stopped = False
+        self.held = False
+
+    def try_take(self) -> bool:
+        """Take the lock if no other session holds it (connecting first if needed); once taken, LISTEN for
+        wake-ups. True: this connection holds it until it ends."""
+        with self._lock:
+            try:
+                pg = self._connection(connect=True)
+                if not pg.execute(b"SELECT pg_try_advisory_lock(%s)", (OWNER_LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+                    return False
+                self.held = True
+                pg.execute(f"SET application_name = '{OWNER_APP_NAME}'".encode())
+                pg.execute(f"LISTEN {WAKE_CHANNEL}".encode())
+                return True
+            except psycopg.Error as exc:
+                self._close()
+                raise _mapped(exc) from exc
+            finally:
+                if self._stopped:
+                    self._close()
+
+    def wait(self, timeout: float) -> list[str]:  # noqa: ASYNC109 (blocking, in a worker thread)
+        """The owner's wait: wake-up payloads received within `timeout` seconds, then a round trip proving the
+        connection (and so the lock) is still there; DatabaseUnavailable when it is not."""
+        with self._lock:
+            try:
+                pg = self._connection()
+                payloads = [n.payload for n in pg.notifies(timeout=timeout, stop_after=1)]
+                if payloads:
+                    payloads += [n.payload for n in pg.notifies(timeout=0.0)]
+                pg.execute(b"SELECT 1")
+                return payloads
+            except psycopg.Error as exc:
+                self._close()
+                raise _mapped(exc) from exc
+            finally:
+                if self._stopped:
+                    self._close()
+
+    def notify(self, payloads: list[str]) -> None:
+        """A non-owner's wake-ups for the owner's workers (NOTIFY, autocommit: sent at once)."""
+        with self._lock:
+            try:
+                pg = self._connection(connect=True)
+                for payload in payloads:
+                    pg.execute(b"SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, payload))
+            except psycopg.Error as exc:
+                self._close()
+                raise _mapped(exc) from exc
+            finally:
+                if self._stopped:
+                    self._close()
+
+    def drop(self) -> None:
+        """Close the connection (and so free the lock if the server still thinks it is held)."""
+        with self._lock:
+            self._close()
+
+    def stop(self) -> None:
+        """Close the connection now, or as soon as the worker thread using it returns (its wait is bounded)."""
+        self._stopped = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._lock.release()
+
+    def _connection(self, connect: bool = False) -> psycopg.Connection[Any]:
+        if self._pg is None or self._pg.closed or self._pg.broken:
+            if self.held or not connect:  # the lock went with the old connection: the caller must know
+                self._close()
+                raise DatabaseUnavailable("the owner lock's connection was lost", retry_after=2)
+            try:
+                self._pg = psycopg.Connection.connect(self.url, autocommit=True,
+                                                      connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                                      application_name=STANDBY_APP_NAME)
+            except psycopg.Error as exc:
+                raise _mapped(exc) from exc
+        return self._pg
+
+    def _close(self) -> None:
+        self.held = False
+        if self._pg is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._pg.close()
+            self._pg = None
+
+
+def notify_now(db: PgDatabase, payload: str) -> None:
+    """NOTIFY `EVENTS_CHANNEL` with `payload` on `db` (sent at once outside a transaction, at its COMMIT inside one):
+    service/fanout.py's word to the other processes that a cache of theirs is stale."""
+    db.pg.run("SELECT pg_notify(?, ?)", (EVENTS_CHANNEL, payload), rows=False)

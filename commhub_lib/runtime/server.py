@@ -35,6 +35,7 @@ from ..service import sessions
 from ..service.fanout import Fanout, run_fanout
 from ..service.hub import Hub
 from ..service.jobs import run_sweeper
+from ..service.leader import Leadership
 from ..service.schedules import run_scheduler
 from ..service.webhooks import run_webhooks
 from ..store import users as user_store
@@ -233,12 +234,29 @@ async def _watch_signals(handle: ServerHandle) -> None:
 
 async def _start_fanout(hub: Hub, url: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """NOTIFY on each commit that writes events, and the listener job (service/fanout.py), on PostgreSQL."""
-    from ..db_pg import EventListener, PgDatabase, notify_events_on_commit  # noqa: PLC0415 (optional: psycopg)
+    from ..db_pg import EventListener, PgDatabase, notify_events_on_commit, notify_now  # noqa: PLC0415 (optional)
 
-    assert isinstance(hub.db, PgDatabase)
+    db = hub.db
+    assert isinstance(db, PgDatabase)
     hub.fanout = fanout = Fanout(hub)
-    notify_events_on_commit(hub.db, fanout.origin, fanout.take_range)
+    notify_events_on_commit(db, fanout.origin, fanout.take_range)
+    fanout.notify = partial(notify_now, db)
     await run_fanout(hub, EventListener(url), task_status=task_status)
+
+
+# The background workers that run once per database (service/leader.py): the webhook outbox (service/webhooks.py),
+# schedules' runs (service/schedules.py), the A2A client's outbox (bridge/forwarder.py) and the sweeper's upkeep
+# (task expiry, pruning, retention: service/jobs.py; on SQLite the one sweeper does its presence part too).
+OWNED_WORKERS = (run_webhooks, run_scheduler, run_bridge)
+
+
+async def _start_owner(hub: Hub, url: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """On PostgreSQL: the workers run in the process holding the owner lock (service/leader.py, db_pg.OwnerLock)."""
+    from ..db_pg import OwnerLock  # noqa: PLC0415 (optional: psycopg)
+
+    hub.leadership = leadership = Leadership(hub, OwnerLock(url),
+                                             [partial(run_sweeper, presence=False), *OWNED_WORKERS])
+    await leadership.run(task_status=task_status)
 
 
 async def run_server(settings: Settings, *, handle_signals: bool = False,
@@ -270,10 +288,13 @@ async def run_server(settings: Settings, *, handle_signals: bool = False,
     try:
         async with trio.open_nursery() as root:
             await root.start(db.run_checkpointer)
-            await root.start(run_sweeper, hub)
-            await root.start(run_webhooks, hub)  # the webhook outbox (service/webhooks.py)
-            await root.start(run_scheduler, hub)  # schedules' runs (service/schedules.py)
-            await root.start(run_bridge, hub)  # the A2A client's outbox (bridge/forwarder.py)
+            if settings.database_url:  # PostgreSQL: one process of all those on the database runs the workers
+                await root.start(partial(run_sweeper, hub, upkeep=False))  # the presence of this process's streams
+                await root.start(_start_owner, hub, settings.database_url)
+            else:  # SQLite: the .lock file already means this is the one process
+                await root.start(run_sweeper, hub)
+                for worker in OWNED_WORKERS:
+                    await root.start(worker, hub)
             await root.start(sessions.write_stream_presence, hub)  # presence of stream opens, batched
             if settings.database_url:  # PostgreSQL: other processes' events reach this one's streams
                 await root.start(_start_fanout, hub, settings.database_url)

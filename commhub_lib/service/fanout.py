@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -24,6 +24,7 @@ from ..broker import Event
 from ..db import DatabaseError
 from ..errors import DatabaseUnavailable
 from ..store import events as event_store
+from .hub import A2A_CACHE, WEBHOOKS_CACHE
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -39,6 +40,9 @@ WINDOW = 50_000
 # How far below the highest pushed id a reconnect reads again (a late commit of lower ids while disconnected).
 CATCH_UP_BACK = 1_000
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0
+# A notification that is not events: '<origin> changed <cache>' (Fanout.changed).
+CHANGED = "changed"
+ALL_CACHES = (WEBHOOKS_CACHE, A2A_CACHE)
 # Ids below an own event checked one by one for a gap before its push; a longer stretch is read from the table.
 GAP_SCAN = 64
 
@@ -77,6 +81,27 @@ class Fanout:
         self.filled = 0  # other processes' events pushed ahead of this process's own (push_own; tests and logs)
         self.delivered = 0  # events of other processes pushed here (for tests and logs)
         self.reconnects = 0
+        # Sends a notification to every other process at once (db_pg.notify_now; set by runtime/server.py).
+        self.notify: Callable[[str], None] | None = None
+
+    def changed(self, cache: str) -> None:
+        """This process changed what `cache` holds (hub.WEBHOOKS_CACHE, A2A_CACHE): the others must forget theirs
+        (one notification, after the commit; a failure is logged: the others forget every cache when their listener
+        reconnects, which a lost database makes them do)."""
+        if self.notify is None:
+            return
+        try:
+            self.notify(f"{self.origin} {CHANGED} {cache}")
+        except (DatabaseUnavailable, DatabaseError) as exc:
+            log.warning("could not tell the other processes that the %s changed: %s", cache, exc)
+
+    def forget(self, caches: Iterable[str]) -> None:
+        """Forget this process's copies of these caches (another process changed them, or the listener was away)."""
+        for cache in caches:
+            if cache == WEBHOOKS_CACHE:
+                self.hub.webhooks_changed(here_only=True)
+            elif cache == A2A_CACHE:
+                self.hub.a2a_bindings_changed(here_only=True)
 
     def recorded(self, event_id: int) -> None:
         """An event was written in the open transaction (Hub.record_event)."""
@@ -126,6 +151,9 @@ class Fanout:
         for payload in payloads:
             origin, _, rest = payload.partition(" ")
             if origin == self.origin:
+                continue
+            if rest.startswith(CHANGED + " "):  # a cache another process changed, not events
+                self.forget([rest.split(" ", 1)[1]])
                 continue
             try:
                 lo = int(rest.split(" ", 1)[0])
@@ -193,6 +221,8 @@ async def run_fanout(hub: Hub, listener: Listener, *,
         while True:
             try:
                 await trio.to_thread.run_sync(listener.open, abandon_on_cancel=True, limiter=own)
+                # A change another process made while this one was not listening came with no notification here.
+                fanout.forget(ALL_CACHES)
                 # Listening now: what was committed before (while disconnected) is read from the table.
                 fanout.deliver(await trio.to_thread.run_sync(listener.events_from, fanout.catch_up_from(),
                                                              abandon_on_cancel=True, limiter=own))

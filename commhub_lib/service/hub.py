@@ -29,12 +29,15 @@ from .guard import Grant, StreamGuard
 if TYPE_CHECKING:
     from ..metrics import Metrics
     from .fanout import Fanout
+    from .leader import Leadership
     from .shared import SharedState
 
 # Held while a lazily made part of the Hub is made (on PostgreSQL requests run in worker threads: two could each make
 # one, and a stream would hold a grant of a guard nobody checks).
 _MAKING = threading.Lock()
 
+# The caches each process keeps of what other processes may change (service/fanout.py tells them across processes).
+WEBHOOKS_CACHE, A2A_CACHE = "webhooks", "a2a_bindings"
 # Which surface the current call came through: "mcp" (tool calls) or "rest". Answers speak of tools to
 # agents and of endpoints to REST callers (set by mcp/tools.call_tool for the duration of a tool call).
 SURFACE: ContextVar[str] = ContextVar("commhub_surface", default="rest")
@@ -107,6 +110,8 @@ class Hub:
     metrics: Metrics | None = field(default=None, init=False, repr=False, compare=False)
     # Events across processes (service/fanout.py): set by run_server on the PostgreSQL engine only; None on SQLite.
     fanout: Fanout | None = field(default=None, init=False, repr=False, compare=False)
+    # The owner lock of the background workers (service/leader.py): set by run_server on PostgreSQL; None on SQLite.
+    leadership: Leadership | None = field(default=None, init=False, repr=False, compare=False)
     # Presence and MCP sessions shared with the other processes of one PostgreSQL database (service/shared.py): set
     # by the presence writer job on PostgreSQL only; None on SQLite.
     shared: SharedState | None = field(default=None, init=False, repr=False, compare=False)
@@ -139,9 +144,12 @@ class Hub:
             self._webhook_filters = filters
         return self._webhook_filters
 
-    def webhooks_changed(self) -> None:
-        """Forget the webhook filters (a webhook was added, changed, disabled or deleted)."""
+    def webhooks_changed(self, *, here_only: bool = False) -> None:
+        """Forget the webhook filters (a webhook was added, changed, disabled or deleted); on PostgreSQL every other
+        process forgets them too (service/fanout.py), unless `here_only` (it is one of them)."""
         self._webhook_filters = None
+        if self.fanout is not None and not here_only:
+            self.fanout.changed(WEBHOOKS_CACHE)
 
     def wake_webhooks(self, *webhook_ids: str) -> None:
         """Tell the delivery worker that these webhooks have something to send."""
@@ -178,9 +186,12 @@ class Hub:
         wanted = set(network_ids)
         return {key for key in self._bound() if key[0] in wanted}
 
-    def a2a_bindings_changed(self) -> None:
-        """Forget the bound aliases (one was bound, changed or unbound)."""
+    def a2a_bindings_changed(self, *, here_only: bool = False) -> None:
+        """Forget the bound aliases (one was bound, changed or unbound); on PostgreSQL every other process forgets
+        them too (service/fanout.py), unless `here_only` (it is one of them)."""
         self._a2a_bound = None
+        if self.fanout is not None and not here_only:
+            self.fanout.changed(A2A_CACHE)
     # The loop guard's pair buckets (service/loopguard.guard_of types it; `object` here: hub.py imports no service).
     loop_guard: object = field(default=None, init=False, repr=False, compare=False)
 

@@ -127,9 +127,12 @@ async def expire_tasks(hub: Hub) -> int:
     return expired
 
 
-async def _round(hub: Hub, prune: bool) -> None:
+async def _round(hub: Hub, prune: bool, *, presence: bool = True, upkeep: bool = True) -> None:
     hub.db.check_file()  # a deleted or replaced database file is logged loudly even when nothing writes
-    await sweep_once(hub)
+    if presence:
+        await sweep_once(hub)
+    if not upkeep:
+        return
     await expire_tasks(hub)
     if prune:
         await prune_events(hub)
@@ -141,9 +144,12 @@ def _pause(hub: Hub, failures: int) -> float:
     return min(hub.settings.sweep_seconds * 2 ** failures, max(MAX_BACKOFF_SECONDS, hub.settings.sweep_seconds))
 
 
-async def run_sweeper(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_sweeper(hub: Hub, *, presence: bool = True, upkeep: bool = True,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Background job (root nursery): sweep presence and expire tasks past their start_by every `sweep_seconds`,
-    prune old events hourly; a failed round is logged and retried after a pause that doubles up to a minute."""
+    prune old events hourly; a failed round is logged and retried after a pause that doubles up to a minute.
+    On several processes (PostgreSQL) each sweeps the presence of its own streams (`upkeep=False`) and only the
+    owner of the background workers (service/leader.py) expires and prunes (`presence=False`)."""
     task_status.started()
     next_prune = 0.0
     failures = 0
@@ -151,7 +157,7 @@ async def run_sweeper(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TAS
         await trio.sleep(_pause(hub, failures))
         prune = trio.current_time() >= next_prune
         try:
-            await _round(hub, prune)
+            await _round(hub, prune, presence=presence, upkeep=upkeep)
         except CommhubError as exc:
             failures += 1
             log.warning("background jobs: %s (%s); retrying in %.1f s", exc.message, exc.code,
