@@ -198,9 +198,11 @@ class PgConnection:
     connection reconnects itself after a loss; one lent by the pool (`pg` given) does not (the pool replaces it)."""
 
     def __init__(self, url: str, pg: psycopg.Connection[Any] | None = None,
-                 commit_hooks: dict[object, Callable[[], object]] | None = None):
+                 commit_hooks: dict[object, Callable[[], object]] | None = None,
+                 replace: Callable[[psycopg.Connection[Any]], psycopg.Connection[Any]] | None = None):
         self.url = url
         self._own = pg is None
+        self._replace = replace  # a lent connection found dead: the pool's next one (PgDatabase._replace)
         self._pg: psycopg.Connection[Any] = _connect(url) if pg is None else pg
         self._changes = 0
         # Shared by every connection of one database (set_commit_hook on any of them is for all).
@@ -211,12 +213,16 @@ class PgConnection:
 
     @property
     def raw(self) -> psycopg.Connection[Any]:
-        """The psycopg connection (the loop's reconnected first if it was lost outside a transaction)."""
+        """The psycopg connection (the loop's reconnected first if it was lost outside a transaction; a pooled one
+        swapped for another of the pool's)."""
         if self._pg.closed or self._pg.broken:
-            if not self._own:
+            if self._own:
+                self._pg = _connect(self.url)
+            elif self._replace is not None:
+                self._pg = self._replace(self._pg)
+            else:
                 raise DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
                                           retry_after=2)
-            self._pg = _connect(self.url)
         return self._pg
 
     @property
@@ -424,7 +430,7 @@ class PgDatabase(Database):
             log.error("PostgreSQL unavailable: no pooled connection within %d s (%s)", CONNECT_TIMEOUT_SECONDS, exc)
             return None, DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
                                              retry_after=2), deferred
-        con = PgConnection(self.url, pg, self._commit_hooks)
+        con = PgConnection(self.url, pg, self._commit_hooks, self._replace)
         self._local.con = con
         _hop.deferred = deferred
         try:
@@ -434,11 +440,27 @@ class PgDatabase(Database):
         finally:
             self._local.con = None
             _hop.deferred = None
-            if not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE:
-                with contextlib.suppress(psycopg.Error):  # an operation that left a transaction open (a bug)
-                    pg.execute(b"ROLLBACK")
-            # A broken connection is discarded by the pool, which opens a new one in the background.
-            self._pool.putconn(pg)
+            pg = con._pg  # (another one if the first was found dead)
+            given_back, self._local.given_back = getattr(self._local, "given_back", None), None
+            if pg is not given_back:
+                if not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):  # an operation that left a transaction open (a bug)
+                        pg.execute(b"ROLLBACK")
+                # A broken connection is discarded by the pool, which opens a new one in the background.
+                self._pool.putconn(pg)
+
+    def _replace(self, dead: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+        """A pooled connection was found dead (PostgreSQL restarted while it sat idle): give it back (the pool drops
+        it), have the pool test the others (a restart killed them all) and lend the next good one; 503 if none
+        comes within CONNECT_TIMEOUT_SECONDS."""
+        self._pool.putconn(dead)
+        self._local.given_back = dead  # the operation's end must not give it back a second time
+        try:
+            self._pool.check()
+            return self._pool.getconn()
+        except psycopg_pool.PoolTimeout as exc:
+            raise DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
+                                      retry_after=2) from exc
 
     async def write_together(self, work: Callable[[], T], after: Callable[[T], None] | None = None) -> T:
         """As SQLite's (db.Database.write_together), off the loop: `work` runs in one transaction in a worker thread
