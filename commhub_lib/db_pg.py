@@ -56,6 +56,9 @@ PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "pg"
 # migrations each have a twin in migrations/pg/, tests/test_pg_schema.py checks it).
 PG_BASE_VERSION = 17
 CONNECT_TIMEOUT_SECONDS = 5
+# How long an operation waits for a pooled connection before 503: operations never outnumber connections (the
+# limiter), so a wait only happens while the pool makes connections again (PostgreSQL restarting or down).
+POOL_WAIT_SECONDS = 1.0
 # Connections of the pool by default (the `database_pool_size` setting): as many operations run at once.
 POOL_SIZE = 8
 # Times `run` tries an operation again after a serialization failure or a deadlock (then it fails: 500).
@@ -363,7 +366,7 @@ class PgDatabase(Database):
         self._pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             url, min_size=min(2, pool_size), max_size=pool_size, open=True, name="commhub",
             kwargs={"autocommit": True, "cursor_factory": ClientCursor, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
-            configure=configure_connection, timeout=CONNECT_TIMEOUT_SECONDS)
+            configure=configure_connection, timeout=POOL_WAIT_SECONDS)
         # As many operations in threads as the pool has connections: none ever waits for one in its thread.
         self._limiter = trio.CapacityLimiter(pool_size)
         self.hops = self.retries = 0  # operations run off the loop, and tries again (tests and benchmarks)
@@ -427,7 +430,7 @@ class PgDatabase(Database):
         try:
             pg = self._pool.getconn()
         except psycopg_pool.PoolTimeout as exc:
-            log.error("PostgreSQL unavailable: no pooled connection within %d s (%s)", CONNECT_TIMEOUT_SECONDS, exc)
+            log.error("PostgreSQL unavailable: no pooled connection within %g s (%s)", POOL_WAIT_SECONDS, exc)
             return None, DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
                                              retry_after=2), deferred
         con = PgConnection(self.url, pg, self._commit_hooks, self._replace)
@@ -452,7 +455,7 @@ class PgDatabase(Database):
     def _replace(self, dead: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
         """A pooled connection was found dead (PostgreSQL restarted while it sat idle): give it back (the pool drops
         it), have the pool test the others (a restart killed them all) and lend the next good one; 503 if none
-        comes within CONNECT_TIMEOUT_SECONDS."""
+        comes within POOL_WAIT_SECONDS."""
         self._pool.putconn(dead)
         self._local.given_back = dead  # the operation's end must not give it back a second time
         try:
