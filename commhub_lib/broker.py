@@ -183,6 +183,10 @@ class Broker:
         # presence writer of the root nursery (service/sessions.py), not in one transaction per open. Their
         # streams keep them online meanwhile, as every reader of presence asks this broker first.
         self.presence_due: set[Key] = set()
+        # Several processes on PostgreSQL (service/shared.py): the aliases whose holding streams opened or closed
+        # since the shared presence writer last looked (kept only while `track_holders` is set).
+        self.track_holders = False
+        self.holders_changed: set[Key] = set()
         self.tasks = TaskWatch()  # readers of single tasks (the A2A streams)
 
     @contextmanager
@@ -197,10 +201,15 @@ class Broker:
         registry = self._subs.setdefault(sub.key, set()) if alias is not None else \
             self._network_subs.setdefault(network_id, set())
         registry.add(sub)
+        tracked = holds is not None and alias is not None and self.track_holders
+        if tracked:
+            self.holders_changed.add(sub.key)
         try:
             yield sub
         finally:
             registry.discard(sub)
+            if tracked:
+                self.holders_changed.add(sub.key)
             if not registry:
                 if alias is not None:
                     self._subs.pop(sub.key, None)

@@ -117,6 +117,9 @@ class Settings:
     database_url: str = ""
     # PostgreSQL (pg-offloop, docs/postgresql.md): connections in the pool, as many service operations at once.
     database_pool_size: int = 8
+    # Several processes on one PostgreSQL (pg-shared, docs/postgresql.md): how long a process's streams keep their
+    # aliases online for the other processes after it last said so (it says so every third of this).
+    stream_presence_ttl_seconds: float = 15.0
 
 
 # What each setting means, used for --help and docs/settings.md (python -m commhub_lib.docs_gen; tested current).
@@ -232,6 +235,10 @@ HELP: dict[str, str] = {
                     "postgres extra; also --database; docs/postgresql.md)",
     "database_pool_size": "PostgreSQL only: connections in the pool, as many requests' database work at once in "
                           "worker threads off the event loop (docs/postgresql.md)",
+    "stream_presence_ttl_seconds": "PostgreSQL with several hub processes: the streams a process holds keep their "
+                                   "aliases online for the other processes until this many seconds after it last "
+                                   "refreshed them (every third of this); a killed process's agents are shown "
+                                   "offline at most this long after (docs/postgresql.md)",
 }
 
 # Secrets are not taken from the command line, where `ps` would show them.

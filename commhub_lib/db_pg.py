@@ -56,13 +56,12 @@ PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "pg"
 # migrations each have a twin in migrations/pg/, tests/test_pg_schema.py checks it).
 PG_BASE_VERSION = 17
 CONNECT_TIMEOUT_SECONDS = 5
-# How long an operation waits for a pooled connection before 503: operations never outnumber connections (the
-# limiter), so a wait only happens while the pool makes connections again (PostgreSQL restarting or down).
-POOL_WAIT_SECONDS = 1.0
 # Connections of the pool by default (the `database_pool_size` setting): as many operations run at once.
 POOL_SIZE = 8
 # Times `run` tries an operation again after a serialization failure or a deadlock (then it fails: 500).
 RETRIES = 3
+# How long a call waits for a pooled connection while the server was last found unreachable.
+UNREACHABLE_WAIT_SECONDS = 0.5
 # The advisory lock key under which a change watch's triggers are (re)made (any constant unique to CommHub).
 WATCH_DDL_LOCK = 0x636F6D6D  # "comm"
 T = TypeVar("T")
@@ -82,6 +81,11 @@ class PgDatabaseError(DatabaseError):
 
 class PgRetryableError(PgDatabaseError):
     """A serialization failure or a deadlock: the transaction was rolled back and may simply run again."""
+
+
+class PgStaleConnection(PgRetryableError):
+    """A pooled connection found dead by an operation's first statement (PostgreSQL restarted while it sat in the
+    pool): nothing was done, so the operation runs again on a connection the pool has checked."""
 
 
 def migration_steps() -> dict[int, str]:
@@ -201,11 +205,9 @@ class PgConnection:
     connection reconnects itself after a loss; one lent by the pool (`pg` given) does not (the pool replaces it)."""
 
     def __init__(self, url: str, pg: psycopg.Connection[Any] | None = None,
-                 commit_hooks: dict[object, Callable[[], object]] | None = None,
-                 replace: Callable[[psycopg.Connection[Any]], psycopg.Connection[Any]] | None = None):
+                 commit_hooks: dict[object, Callable[[], object]] | None = None):
         self.url = url
         self._own = pg is None
-        self._replace = replace  # a lent connection found dead: the pool's next one (PgDatabase._replace)
         self._pg: psycopg.Connection[Any] = _connect(url) if pg is None else pg
         self._changes = 0
         # Shared by every connection of one database (set_commit_hook on any of them is for all).
@@ -216,16 +218,12 @@ class PgConnection:
 
     @property
     def raw(self) -> psycopg.Connection[Any]:
-        """The psycopg connection (the loop's reconnected first if it was lost outside a transaction; a pooled one
-        swapped for another of the pool's)."""
+        """The psycopg connection (the loop's reconnected first if it was lost outside a transaction)."""
         if self._pg.closed or self._pg.broken:
-            if self._own:
-                self._pg = _connect(self.url)
-            elif self._replace is not None:
-                self._pg = self._replace(self._pg)
-            else:
+            if not self._own:
                 raise DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
                                           retry_after=2)
+            self._pg = _connect(self.url)
         return self._pg
 
     @property
@@ -248,6 +246,10 @@ class PgConnection:
             return self._run(text, params, rows, as_dicts)
         except psycopg.OperationalError as exc:
             if not (repeatable and (self._pg.closed or self._pg.broken)):
+                raise _mapped(exc) from exc
+            if not self._own:
+                if self.statements == 1:  # the operation's first statement: nothing of it was done, run it again
+                    raise PgStaleConnection(f"a pooled connection was lost: {exc}") from exc
                 raise _mapped(exc) from exc
             log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
         except psycopg.Error as exc:
@@ -366,10 +368,11 @@ class PgDatabase(Database):
         self._pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             url, min_size=min(2, pool_size), max_size=pool_size, open=True, name="commhub",
             kwargs={"autocommit": True, "cursor_factory": ClientCursor, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
-            configure=configure_connection, timeout=POOL_WAIT_SECONDS)
+            configure=configure_connection, timeout=CONNECT_TIMEOUT_SECONDS)
         # As many operations in threads as the pool has connections: none ever waits for one in its thread.
         self._limiter = trio.CapacityLimiter(pool_size)
         self.hops = self.retries = 0  # operations run off the loop, and tries again (tests and benchmarks)
+        self._unreachable = False  # the server was found unreachable by the last operation (see _hop)
         self._watch_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one write transaction at a time in this process (see write)
         self._tx = threading.local()  # .after, .once: the after-commit steps of this thread's open transaction
@@ -427,43 +430,42 @@ class PgDatabase(Database):
                                                                            list[tuple[Callable[..., object], Any]]]:
         """In the worker thread: borrow a connection, bind it (and the deferred list) to the thread, run `fn`."""
         deferred: list[tuple[Callable[..., object], Any]] = []
+        # While the server was last found unreachable, a call waits only briefly for a connection (the pool keeps
+        # trying to make them in the background): a 503 at once, not after the full wait a busy pool deserves.
+        wait = UNREACHABLE_WAIT_SECONDS if self._unreachable else CONNECT_TIMEOUT_SECONDS
         try:
-            pg = self._pool.getconn()
+            pg = self._pool.getconn(timeout=wait)
         except psycopg_pool.PoolTimeout as exc:
-            log.error("PostgreSQL unavailable: no pooled connection within %g s (%s)", POOL_WAIT_SECONDS, exc)
+            self._unreachable = True
+            log.error("PostgreSQL unavailable: no pooled connection within %.1f s (%s)", wait, exc)
             return None, DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
                                              retry_after=2), deferred
-        con = PgConnection(self.url, pg, self._commit_hooks, self._replace)
+        con = PgConnection(self.url, pg, self._commit_hooks)
         self._local.con = con
         _hop.deferred = deferred
         try:
-            return fn(*args), None, deferred
+            result = fn(*args)
+            self._unreachable = False
+            return result, None, deferred
+        except DatabaseUnavailable as exc:
+            self._unreachable = True
+            return None, exc, deferred
+        except PgStaleConnection as exc:
+            self._unreachable = True  # the retry waits briefly: the pool makes new connections at once if it can
+            # Its siblings idle in the pool are likely dead too (a restart): drop them all now, not one per call.
+            with contextlib.suppress(Exception):
+                self._pool.check()
+            return None, exc, deferred
         except BaseException as exc:  # noqa: BLE001 (re-raised on the loop by run)
             return None, exc, deferred
         finally:
             self._local.con = None
             _hop.deferred = None
-            pg = con._pg  # (another one if the first was found dead)
-            given_back, self._local.given_back = getattr(self._local, "given_back", None), None
-            if pg is not given_back:
-                if not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE:
-                    with contextlib.suppress(psycopg.Error):  # an operation that left a transaction open (a bug)
-                        pg.execute(b"ROLLBACK")
-                # A broken connection is discarded by the pool, which opens a new one in the background.
-                self._pool.putconn(pg)
-
-    def _replace(self, dead: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-        """A pooled connection was found dead (PostgreSQL restarted while it sat idle): give it back (the pool drops
-        it), have the pool test the others (a restart killed them all) and lend the next good one; 503 if none
-        comes within POOL_WAIT_SECONDS."""
-        self._pool.putconn(dead)
-        self._local.given_back = dead  # the operation's end must not give it back a second time
-        try:
-            self._pool.check()
-            return self._pool.getconn()
-        except psycopg_pool.PoolTimeout as exc:
-            raise DatabaseUnavailable("the database server cannot be reached; retry in a few seconds",
-                                      retry_after=2) from exc
+            if not pg.closed and not pg.broken and pg.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):  # an operation that left a transaction open (a bug)
+                    pg.execute(b"ROLLBACK")
+            # A broken connection is discarded by the pool, which opens a new one in the background.
+            self._pool.putconn(pg)
 
     async def write_together(self, work: Callable[[], T], after: Callable[[T], None] | None = None) -> T:
         """As SQLite's (db.Database.write_together), off the loop: `work` runs in one transaction in a worker thread

@@ -64,6 +64,9 @@ async def test_lost_session_of_a_shared_token_does_not_take_the_other_alias(tmp_
         await call(client, token, "report_status", {"alias": "two"}, session_id=sid_two)  # the token's last alias
         for sid in (sid_one, sid_two):  # both forgotten, as by a restart of the hub
             handle.hub.mcp_sessions.pop(sid)
+            if handle.hub.shared is not None:  # PostgreSQL keeps sessions in the database too: forgotten there also
+                with handle.hub.db.write():
+                    handle.hub.db.execute("DELETE FROM mcp_sessions WHERE session_id = ?", (sid,))
         assert sid_one not in handle.hub.mcp_sessions and sid_two not in handle.hub.mcp_sessions
         # The agent behind session one comes back with its old id: it is not "two".
         assert (await call(client, token, "whoami", session_id=sid_one))["alias"] is None

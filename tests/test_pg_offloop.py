@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import trio
 from test_sse import message, sse, team, tool
@@ -131,29 +130,28 @@ async def test_a_real_deadlock_maps_to_the_retryable_error(pg_url: str, tmp_path
         db.close()
 
 
-async def test_a_lost_pooled_connection_is_replaced_by_the_pool(pg_url: str) -> None:
-    """Found dead at a read outside a transaction: the read runs again on another pooled connection (nothing of it
-    was done); found dead inside a transaction: 503 database_unavailable; either way the pool makes a new one."""
+async def test_a_lost_pooled_connection_answers_503_and_the_pool_replaces_it(pg_url: str) -> None:
+    """A pooled connection lost while idle (PostgreSQL restarted, the backend terminated) is found by the next
+    operation's first statement: nothing was done, so it runs again on a new connection and its caller sees
+    nothing. One lost in the middle of an operation answers 503, and the pool replaces it."""
     db = db_pg.PgDatabase(pg_url, pool_size=1)
     try:
         def backend() -> int:
             return int(db.pg.run("SELECT pg_backend_pid()")[0][0])
 
-        def kill(pid: int) -> None:
-            with psycopg.connect(pg_url, autocommit=True) as other:  # waits until it is gone
-                other.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+        pid = await db.run(backend)
+        db.loop_con.run("SELECT pg_terminate_backend(?, 5000)", (pid,), rows=False)  # waits until it is gone
+        retries = db.retries
+        second = await db.run(backend)
+        assert second != pid and db.retries == retries + 1  # run again on a new connection, unseen by the caller
 
-        def in_transaction() -> int:
-            with db.write():
-                kill(backend())
-                return backend()
+        def lost_midway() -> int:
+            mine = backend()
+            db.loop_con.run("SELECT pg_terminate_backend(?, 5000)", (mine,), rows=False)
+            return backend()  # the operation's second statement: part of it may be done, so no retry
 
-        first = await db.run(backend)
-        kill(first)
-        second = await db.run(backend)  # a read outside a transaction: run again on a new connection
-        assert second != first
         with pytest.raises(DatabaseUnavailable):
-            await db.run(in_transaction)  # lost inside a transaction: what it did is gone, 503
-        assert await db.run(backend) not in (first, second)
+            await db.run(lost_midway)
+        assert await db.run(backend) not in (pid, second)  # a new connection, made by the pool
     finally:
         db.close()

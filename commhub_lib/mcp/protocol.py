@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..db import DatabaseError
 from ..errors import BadRequest, CommhubError, Conflict
 from ..http.answers import Answer, JsonAnswer, empty, json_bytes, json_text
 from ..http.asgi import RouteContext
@@ -30,14 +31,14 @@ from ..http.request import (
     public_url,
     validation_message,
 )
-from ..service import networks
+from ..service import networks, shared
 from ..service.hub import Hub, Principal
 from ..service.identity import session_principal
 from ..sse import last_event_id
 from . import listen, modern, push
 from .batch import batch_refusal, run_batch
 from .links import resource_links
-from .sessions import SessionCapReached, SessionPool, ended_message, pool_of
+from .sessions import ENDED, SessionCapReached, SessionPool, ended_message, pool_of
 from .tools import TOOLS, McpSession, ToolContext, call_tool
 from .versions import (
     DEFAULT_VERSION,
@@ -84,8 +85,38 @@ def _sessions() -> SessionPool:
     """MCP sessions live in memory (mcp/sessions.py): a restart forgets them, and an unknown id that this hub issued
     to the same token is taken up as a fresh session (never 404, which clients take as "terminated") that has no
     alias of its own until report_status (service/identity.py says whom it speaks for meanwhile); only ids the
-    hub ended itself are 404."""
+    hub ended itself are 404. On PostgreSQL they are also stored for the other processes (`_take_shared`)."""
     return pool_of(hub())
+
+
+def _stored_session(h: Hub, sid: str | None) -> dict[str, Any] | None:
+    """The stored copy of the session named by Mcp-Session-Id (PostgreSQL, several processes: one primary-key read);
+    None on SQLite or without a session id."""
+    return shared.mcp_session(h, sid) if sid and h.shared is not None else None
+
+
+def _take_shared(h: Hub, sid: str | None, principal: Principal, row: dict[str, Any] | None) -> None:
+    """Several processes on PostgreSQL (service/shared.py): bring this process's copy of the session named by
+    Mcp-Session-Id in line with the stored one (`row`, _stored_session's), whichever process made or changed it:
+    take up a session made elsewhere (with its version, client and claimed alias), follow an alias claimed
+    elsewhere, and end a session ended elsewhere (so it is answered 404 here too). Nothing on SQLite, or for another
+    token's session id. SessionCapReached when taking it up passes this process's cap for the token. On the event
+    loop: it touches the pool and the session's streams."""
+    if not sid or row is None or row["token_id"] != principal.token_id:
+        return
+    pool = pool_of(h)
+    if row["ended"]:
+        if pool.ended_reason(sid) is None:
+            push.end_session(h, sid, row["ended"])
+        return
+    session = pool.get(sid)
+    if session is None:
+        _add_session(h, McpSession(sid, row["token_id"], row["protocol_version"], alias=row["alias"],
+                                   client=row["client"]))
+    elif row["alias"] is not None and row["alias"] != session.alias:
+        session.alias = row["alias"]
+        push.alias_changed(h, session)  # its GET /mcp stream here follows the alias claimed through another process
+    shared.mcp_session_used(h, row)
 
 
 def _rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -113,15 +144,20 @@ def _session_for(ctx: RouteContext, req: PostRequest, principal: Principal) -> M
         if session is None and _issued_to(sid, principal):
             session = McpSession(sid, principal.token_id, version)
             _add_session(ctx.hub, session)
+            shared.mcp_session_created(ctx.hub, sid, principal.token_id, version, None, None)
             return session
         # Someone else's session id (or one never issued): do not inherit or take it.
     return McpSession(None, principal.token_id, version)
 
 
 def _add_session(h: Hub, session: McpSession) -> None:
-    """Keep a session in the pool; the sessions its caps evicted end (their streams too)."""
+    """Keep a session in the pool; the sessions its caps evicted end (their streams too; on PostgreSQL on every
+    process)."""
+    reasons = {}
     for evicted in pool_of(h).add(session):
-        push.end_push(h, evicted, pool_of(h).ended_reason(evicted) or "session_evicted")
+        reasons[evicted] = pool_of(h).ended_reason(evicted) or "session_evicted"
+        push.end_push(h, evicted, reasons[evicted])
+    shared.mcp_sessions_evicted(h, reasons)
 
 
 def _ended_session_answer(h: Hub, sid: str | None, payload: Any) -> tuple[int, bytes] | None:
@@ -234,7 +270,9 @@ def _initialize(ctx: RouteContext, req: PostRequest, params: dict[str, Any], pri
     new = McpSession(_new_session_id(principal), principal.token_id, version,
                      client=str(client.get("name", ""))[:100] if isinstance(client, dict) else None)
     _add_session(ctx.hub, new)
-    req.answer_headers["Mcp-Session-Id"] = new.session_id or ""
+    assert new.session_id is not None
+    shared.mcp_session_created(ctx.hub, new.session_id, principal.token_id, version, None, new.client)
+    req.answer_headers["Mcp-Session-Id"] = new.session_id
     # experimental["claude/channel"] makes Claude Code (v2.1.80+, channels) put our GET /mcp notifications into
     # the running session; other clients ignore it.
     info = modern.server_info()
@@ -243,6 +281,19 @@ def _initialize(ctx: RouteContext, req: PostRequest, params: dict[str, Any], pri
     return {"protocolVersion": version,
             "capabilities": {"tools": {"listChanged": False}, "experimental": {"claude/channel": {}}},
             "serverInfo": info, "instructions": INSTRUCTIONS}
+
+
+def _share_alias(h: Hub, session: McpSession) -> None:
+    """Store the alias a session just claimed for the other processes (PostgreSQL). Best effort: the claim itself
+    is committed; if this fails, another process speaks for the session as service/identity.py says until it
+    claims again."""
+    if session.session_id is None or session.alias is None or h.shared is None:
+        return
+    try:
+        shared.mcp_session_claimed(h, session.session_id, session.alias)
+    except (CommhubError, DatabaseError) as exc:
+        log.warning("mcp: the alias of session %s was not stored for the other processes (%s)",
+                    session.session_id[:12], exc)
 
 
 def _new_session_id(principal: Principal) -> str:
@@ -292,6 +343,7 @@ async def _tools_call(ctx: RouteContext, msg_id: Any, params: dict[str, Any], pr
     finally:
         if session.alias != alias_before:
             push.alias_changed(h, session)  # the session's GET /mcp stream follows the new alias
+            _share_alias(h, session)
         if h.metrics is not None:
             h.metrics.observe_tool_call(tool.name, failed)
     if tool.text_only:
@@ -388,6 +440,11 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
         return 400, json_bytes(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"))
     if modern.is_modern_request(payload, req.headers):
         return await _post_modern(ctx, req, payload, principal, network)
+    sid = req.headers.get("mcp-session-id")
+    try:  # the stored copy read off the loop (PostgreSQL; nothing on SQLite), applied on the loop
+        _take_shared(h, sid, principal, await h.db.run(_stored_session, h, sid) if h.shared is not None else None)
+    except SessionCapReached as exc:
+        return _cap_answer(payload, exc)
     ended = _ended_session_answer(h, req.headers.get("mcp-session-id"), payload)
     if ended is not None:
         return ended
@@ -481,6 +538,10 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
     if not sid:
         raise BadRequest("GET /mcp needs the Mcp-Session-Id header that initialize returned", code="missing_session_id")
     pool = pool_of(h)
+    try:
+        _take_shared(h, sid, principal, _stored_session(h, sid))
+    except SessionCapReached as exc:
+        raise Conflict(str(exc), code="session_cap_reached") from exc
     reason = pool.ended_reason(sid)
     if reason is not None:
         return JsonAnswer(404, json_bytes({"error": reason, "message": ended_message(reason, pool.per_token,
@@ -493,6 +554,7 @@ def mcp_stream(ctx: RouteContext, req: StreamRequest) -> AsyncIterator[bytes] | 
             _add_session(h, session)
         except SessionCapReached as exc:
             raise Conflict(str(exc), code="session_cap_reached") from exc
+        shared.mcp_session_created(h, sid, principal.token_id, session.protocol_version, None, None)
     if session is None or session.token_id != principal.token_id:
         return JsonAnswer(404, json_bytes({"error": "session_not_found", "message": f"no MCP session '{sid[:80]}' "
                                            "for this token; send initialize again to start a new session"}))
@@ -510,6 +572,11 @@ async def delete_mcp() -> Answer:
     if not sid:
         raise BadRequest("Mcp-Session-Id header required to end a session", code="missing_session_id")
     pool = _sessions()
+    h = hub()
+    try:
+        _take_shared(h, sid, principal, await h.db.run(_stored_session, h, sid) if h.shared is not None else None)
+    except SessionCapReached:
+        pass  # it is ended below all the same
     reason = pool.ended_reason(sid)
     if reason is not None:  # ended (or evicted) already: the MCP transport answers its id 404 from then on
         return json_text(json_bytes({"error": reason, "message": ended_message(reason, pool.per_token, pool.total)}),
@@ -517,5 +584,8 @@ async def delete_mcp() -> Answer:
     session = pool.get(sid)
     if (session is not None and session.token_id == principal.token_id) or (
             session is None and _issued_to(sid, principal)):  # a session forgotten by a restart ends too
-        push.end_session(hub(), sid)
+        push.end_session(h, sid)
+        version = session.protocol_version if session is not None else known_version(
+            header("Mcp-Protocol-Version"))
+        shared.mcp_session_ended(h, sid, principal.token_id, version, ENDED)  # PostgreSQL: ended on every process
     return empty(204)

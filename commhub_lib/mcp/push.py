@@ -21,7 +21,7 @@ import trio
 
 from ..broker import SHUTDOWN
 from ..errors import CommhubError
-from ..service import sessions
+from ..service import sessions, shared
 from ..service.hub import Hub, Principal
 from ..store import events as event_store
 from ..store import tokens as token_store
@@ -134,6 +134,11 @@ def push_alias(h: Hub, principal: Principal, network_id: str, session: McpSessio
         # A listen stream's principal is its own copy: the token's last claim as it stands now.
         token = token_store.get_token(h.db, principal.token_id)
         principal.last_alias = token["last_alias"] if token is not None else None
+    if session.alias is None and session.session_id and h.shared is not None:
+        # PostgreSQL: the session may have claimed its alias through another process since this stream opened.
+        row = shared.mcp_session(h, session.session_id)
+        if row is not None and row["token_id"] == session.token_id and not row["ended"]:
+            session.alias = row["alias"]
     alias = principal.bound_alias or session.alias or principal.last_alias
     if alias is None:
         return None

@@ -72,7 +72,9 @@ def _claim_for_bridge(hub: Hub, network_id: str, alias: str) -> None:
     now, ts = now_text(), now_ts()
     if row is None:
         quotas.check_new_alias(hub, network_id)
-        session_store.insert_session(hub.db, network_id, alias, new_id("sess"), None, IDLE, now, ts, call_ts=ts)
+        if not session_store.insert_session(hub.db, network_id, alias, new_id("sess"), None, IDLE, now, ts,
+                                            call_ts=ts):  # an agent claimed it meanwhile (another writer)
+            raise Conflict(f"alias '{alias}' was just claimed by an agent; bind another alias", code="alias_taken")
         return
     if row["retired_at"]:
         raise Conflict(f"alias '{alias}' was retired by a network owner/admin; bind another alias",

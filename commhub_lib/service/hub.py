@@ -29,6 +29,7 @@ from .guard import Grant, StreamGuard
 if TYPE_CHECKING:
     from ..metrics import Metrics
     from .fanout import Fanout
+    from .shared import SharedState
 
 # Held while a lazily made part of the Hub is made (on PostgreSQL requests run in worker threads: two could each make
 # one, and a stream would hold a grant of a guard nobody checks).
@@ -106,6 +107,9 @@ class Hub:
     metrics: Metrics | None = field(default=None, init=False, repr=False, compare=False)
     # Events across processes (service/fanout.py): set by run_server on the PostgreSQL engine only; None on SQLite.
     fanout: Fanout | None = field(default=None, init=False, repr=False, compare=False)
+    # Presence and MCP sessions shared with the other processes of one PostgreSQL database (service/shared.py): set
+    # by the presence writer job on PostgreSQL only; None on SQLite.
+    shared: SharedState | None = field(default=None, init=False, repr=False, compare=False)
     _live_tokens: token_store.LiveTokenCache | None = field(default=None, init=False, repr=False)
     _send_rate: ByteRate | None = field(default=None, init=False, repr=False)
 

@@ -20,6 +20,7 @@ from ..store import sessions as session_store
 from ..vocabulary import OFFLINE
 from .hub import Hub
 from .retention import apply_retention
+from .sessions import streaming_aliases
 from .tasks import any_due_to_expire, expire_due
 
 log = logging.getLogger("commhub.jobs")
@@ -50,7 +51,7 @@ async def _write_batches(hub: Hub, items: list, apply) -> None:  # type: ignore[
 async def sweep_once(hub: Hub) -> int:
     """Store presence that changed: streaming sessions seen again, silent ones offline. Returns how many
     went offline."""
-    streaming = hub.broker.online_aliases()
+    streaming = streaming_aliases(hub)  # on PostgreSQL the other processes' streams count too
     now = now_ts()
     timeout = hub.settings.presence_timeout_seconds
     offline_cutoff = now - timeout

@@ -26,6 +26,8 @@ from ..broker import Event
 from ..errors import RateLimited
 from ..ratelimit import RateLimiter
 from ..store import messages as message_store
+from ..store import quotas as quota_store
+from ..store.dialect import POSTGRESQL
 from ..vocabulary import AGENT, LOOP_BROKEN
 from .hub import Hub
 
@@ -136,10 +138,16 @@ def find_duplicate(hub: Hub, network_id: str, sender: str, to: str, digest: int 
     if digest is None:
         return None
     now = time.time()
+    since = now - hub.settings.duplicate_window_seconds
+    if hub.db.engine == POSTGRESQL:
+        # Several writers (processes, a pool's connections): the memory filter knows only this process's sends, so
+        # the database is always asked, after the lock on the network's usage row that the send takes anyway (one
+        # round trip, the same lock order as every storing write): a racing send of the same content waits for this
+        # one's commit and then finds its item.
+        return quota_store.find_duplicate_locked(hub.db, digest, network_id, sender, to, since)
     if not guard_of(hub).recent.may_have(digest, now):
         return None
-    return message_store.find_duplicate(hub.db, digest, network_id, sender, to,
-                                        now - hub.settings.duplicate_window_seconds)
+    return message_store.find_duplicate(hub.db, digest, network_id, sender, to, since)
 
 
 def note_stored(hub: Hub, digest: int | None) -> None:

@@ -1,7 +1,10 @@
 """Quotas: nothing a user, token or agent creates grows without bound.
 
 Each check is called with one line by the service function that creates the thing, inside its write
-transaction (so the count and the insert are one atomic step). A quota that is reached answers 409
+transaction (so the count and the insert are one atomic step). On PostgreSQL, where several writers (processes,
+a pool's connections) run at once, each check first locks the row its count is per (the network's, or the
+user's) until the commit: two writers racing for the last place are served one after the other, and the second
+counts the first's insert. A quota that is reached answers 409
 `quota_exceeded` with a message naming the limit and the setting that raises it. A setting of 0 turns
 a quota off. Live login tokens are the exception: a new login never fails; it revokes the user's oldest
 logins beyond the limit instead (a person is never locked out of their own account by old sessions).
@@ -26,9 +29,17 @@ def _exceeded(what: str, limit: int, setting: str, what_next: str) -> Conflict:
                     "the server's operator to raise the limit", code="quota_exceeded")
 
 
+def lock_network(hub: Hub, network_id: str) -> None:
+    """Inside a write, before counting what a network has: hold its row until the commit (PostgreSQL; a no-op
+    on SQLite, whose writer is single)."""
+    quota_store.lock_network(hub.db, network_id)
+
+
 def check_new_alias(hub: Hub, network_id: str) -> None:
     """Before a network gets a new alias (session row)."""
     limit = hub.settings.max_aliases_per_network
+    if limit:
+        lock_network(hub, network_id)
     if limit and quota_store.count_aliases(hub.db, network_id) >= limit:
         raise _exceeded("this network", limit, "max_aliases_per_network",
                         "report as an alias this network already has (an owner or admin can release one that "
@@ -38,8 +49,10 @@ def check_new_alias(hub: Hub, network_id: str) -> None:
 def check_new_node(hub: Hub, network_id: str, hostname: str) -> None:
     """Before a network records a node it has not seen (a known hostname is always fine)."""
     limit = hub.settings.max_nodes_per_network
-    if limit and not quota_store.node_exists(hub.db, network_id, hostname) and \
-            quota_store.count_nodes(hub.db, network_id) >= limit:
+    if not limit or quota_store.node_exists(hub.db, network_id, hostname):
+        return
+    lock_network(hub, network_id)
+    if quota_store.count_nodes(hub.db, network_id) >= limit:
         raise _exceeded("this network's node list", limit, "max_nodes_per_network",
                         "report a hostname this network already knows")
 
@@ -47,6 +60,8 @@ def check_new_node(hub: Hub, network_id: str, hostname: str) -> None:
 def check_new_network_token(hub: Hub, user_id: str) -> None:
     """Before a user gets another network (API) token."""
     limit = hub.settings.max_tokens_per_user
+    if limit:
+        quota_store.lock_user(hub.db, user_id)
     if limit and quota_store.count_live_network_tokens(hub.db, user_id, now_text()) >= limit:
         raise _exceeded("your account", limit, "max_tokens_per_user",
                         "revoke tokens you no longer use (DELETE /api/tokens/<token_id>)")
@@ -55,6 +70,8 @@ def check_new_network_token(hub: Hub, user_id: str) -> None:
 def check_new_network(hub: Hub, owner_id: str) -> None:
     """Before a user creates another network."""
     limit = hub.settings.max_networks_per_user
+    if limit:
+        quota_store.lock_user(hub.db, owner_id)
     if limit and quota_store.count_owned_networks(hub.db, owner_id) >= limit:
         raise _exceeded("your account", limit, "max_networks_per_user",
                         "delete a network you no longer use")
@@ -63,6 +80,8 @@ def check_new_network(hub: Hub, owner_id: str) -> None:
 def check_new_invite(hub: Hub, network_id: str) -> None:
     """Before a network gets another open invite."""
     limit = hub.settings.max_invites_per_network
+    if limit:
+        lock_network(hub, network_id)
     if limit and quota_store.count_open_invites(hub.db, network_id, now_text()) >= limit:
         raise _exceeded("this network's open invites", limit, "max_invites_per_network",
                         "wait until some are used or expire, or revoke unused ones "

@@ -259,6 +259,8 @@ def create_schedule(hub: Hub, principal: Principal, network_id: str, alias: str 
            "every_seconds": body.every_seconds, "cron": cron, "tz": body.tz, "missed": body.missed,
            "state": ACTIVE, "next_run_ts": first, "created_at": now_text(), "updated_at": now_text()}
     with hub.db.write():
+        if cap:  # PostgreSQL: two writers racing for the last place count one after the other
+            quotas.lock_network(hub, network_id)
         if cap and schedule_store.count_schedules(hub.db, network_id) >= cap:
             raise Conflict(f"network {network_id} has {cap} schedules, as many as the max_schedules_per_network "
                            "setting allows; delete one first", code="schedule_limit_reached")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from ..broker import Subscriber
-from ..db import on_loop
-from ..errors import Conflict, Forbidden, NotFound
+from ..db import DatabaseError, on_loop
+from ..errors import CommhubError, Conflict, Forbidden, NotFound
 from ..ids import new_id, now_text, now_ts
 from ..models import MAX_LIMIT, ReportStatus
 from ..store import messages as message_store
@@ -19,23 +20,29 @@ from ..store import sessions as session_store
 from ..store import tasks as task_store
 from ..store import tokens as token_store
 from ..store import users as user_store
-from ..vocabulary import A2A_BRIDGE, IDLE, OFFLINE, POLLING, TASK_STATUSES, HeldBy
-from . import quotas
+from ..vocabulary import A2A_BRIDGE, IDLE, OFFLINE, POLLING, RUNNER, TASK_STATUSES, HeldBy, StreamHolder
+from . import quotas, shared
 from .hub import Hub, Principal, clamp_limit, hint
 
 log = logging.getLogger("commhub.presence")
 
 TOUCH_INTERVAL_SECONDS = 1.0
+# How many times a claim is tried again when another writer created or took the alias between the check and the
+# write (several processes, or a pool's connections, on PostgreSQL); the next check then refuses it or finds it ours.
+CLAIM_ATTEMPTS = 3
 
 
 def is_online(hub: Hub, row: dict[str, Any], streams: int | None = None) -> bool:
     """A session is online while a live stream holds it (a runner, a channel, an SSE stream) or its last tool call
     is within the presence timeout (docs/presence.md: a client that only connects and lists tools, a health
     check, is not online). Checked here, not only by the sweeper, so a lapsed session is never shown online.
-    `streams`: the alias's stream count when the caller already has it."""
+    `streams`: the alias's stream count when the caller already has it. With several processes (PostgreSQL) a
+    stream held by another process counts too (service/shared.py), asked last: one read."""
     if (hub.broker.stream_count(row["network_id"], row["alias"]) if streams is None else streams) > 0:
         return True
-    return _polling(hub, row)
+    if _polling(hub, row):
+        return True
+    return hub.shared is not None and shared.other_streams_of(hub, row["network_id"], row["alias"])[0] > 0
 
 
 def _polling(hub: Hub, row: dict[str, Any]) -> bool:
@@ -47,11 +54,19 @@ def held_by(hub: Hub, row: dict[str, Any]) -> HeldBy | None:
     """What keeps a session online: the strongest live stream (runner, channel, stream), else the A2A bridge for a
     bound alias (its sign of life is a call per bridge round), else `polling` while its tool calls are recent; None
     when it is offline."""
-    if stream := hub.broker.held_by(row["network_id"], row["alias"]):
+    if stream := stream_held_by(hub, row["network_id"], row["alias"]):
         return stream
     if not _polling(hub, row):
         return None
     return A2A_BRIDGE if hub.a2a_bound(row["network_id"], row["alias"]) else POLLING
+
+
+def stream_held_by(hub: Hub, network_id: str, alias: str) -> StreamHolder | None:
+    """The strongest live stream holding an alias, on this process or (PostgreSQL) any other."""
+    here = hub.broker.held_by(network_id, alias)
+    if hub.shared is None or here == RUNNER:
+        return here
+    return shared.strongest(here, shared.other_streams_of(hub, network_id, alias)[1])
 
 
 def effective_status(hub: Hub, row: dict[str, Any]) -> str:
@@ -117,22 +132,36 @@ def needs_touch(hub: Hub, row: dict[str, Any], ts: float) -> bool:
 def claim(hub: Hub, principal: Principal, network_id: str, alias: str, resume_id: str | None = None) -> None:
     """Make the caller the holder of an alias (creating the session) by a tool call (or a REST call as the agent),
     which is a sign of life that keeps it online (docs/presence.md), inside the caller's transaction."""
-    _store_claim(hub, principal, network_id, alias, _check_claim(hub, principal, network_id, alias), resume_id,
-                 call=True)
+    _claim_checked(hub, principal, network_id, alias, _check_claim(hub, principal, network_id, alias), resume_id,
+                   call=True)
+
+
+def _claim_checked(hub: Hub, principal: Principal, network_id: str, alias: str, row: dict[str, Any] | None,
+                   resume_id: str | None = None, *, call: bool = False) -> None:
+    """Store a claim that _check_claim allowed; when another writer created or took the alias in between (it can on
+    PostgreSQL: several processes, a pool), check again, which refuses it (alias_taken) or finds it ours."""
+    for _ in range(CLAIM_ATTEMPTS):
+        if _store_claim(hub, principal, network_id, alias, row, resume_id, call=call):
+            return
+        row = _check_claim(hub, principal, network_id, alias)
+    raise Conflict(f"alias '{alias}' is being claimed by others at the same moment; retry", code="alias_taken")
 
 
 def _store_claim(hub: Hub, principal: Principal, network_id: str, alias: str, row: dict[str, Any] | None,
-                 resume_id: str | None = None, *, call: bool = False) -> None:
+                 resume_id: str | None = None, *, call: bool = False) -> bool:
     """Write a claim that _check_claim allowed (`row`: the session it found), inside the caller's transaction;
-    `call`: the claim comes with a tool call (stored as one), not with a stream opening."""
+    `call`: the claim comes with a tool call (stored as one), not with a stream opening. False, having written
+    nothing, when the row is no longer what the check saw (another writer created it or changed its holder)."""
     now, ts = now_text(), now_ts()
     if row is None:
         quotas.check_new_alias(hub, network_id)
-        session_store.insert_session(hub.db, network_id, alias, resume_id or new_id("sess"), principal.token_id,
-                                     IDLE, now, ts, ts if call else 0.0)
+        if not session_store.insert_session(hub.db, network_id, alias, resume_id or new_id("sess"),
+                                            principal.token_id, IDLE, now, ts, ts if call else 0.0):
+            return False
     else:
-        if row["token_id"] != principal.token_id or resume_id:
-            session_store.claim_session(hub.db, network_id, alias, principal.token_id, resume_id)
+        if (row["token_id"] != principal.token_id or resume_id) and not session_store.claim_session(
+                hub.db, network_id, alias, principal.token_id, resume_id, row["token_id"]):
+            return False
         if call and needs_call_touch(hub, row, ts):
             session_store.touch_call(hub.db, network_id, alias, now, ts)
         elif not call and needs_touch(hub, row, ts):
@@ -140,6 +169,7 @@ def _store_claim(hub: Hub, principal: Principal, network_id: str, alias: str, ro
     if principal.last_alias != alias:
         token_store.set_last_alias(hub.db, principal.token_id, alias)
         principal.last_alias = alias
+    return True
 
 
 def claim_for_stream(hub: Hub, principal: Principal, network_id: str, alias: str) -> None:
@@ -156,7 +186,8 @@ def claim_for_stream(hub: Hub, principal: Principal, network_id: str, alias: str
             # process wrote since (nothing of this process can run between the check and the BEGIN).
             if hub.db.con.data_version() != version:
                 row = _check_claim(hub, principal, network_id, alias)
-            _store_claim(hub, principal, network_id, alias, row)
+            # (PostgreSQL has no data_version: there the write itself finds a row another writer changed.)
+            _claim_checked(hub, principal, network_id, alias, row)
     elif needs_touch(hub, row, now_ts()):
         on_loop(hub.broker.presence_due.add, (network_id, alias))  # a stream opened off the loop (PostgreSQL)
 
@@ -179,14 +210,28 @@ def write_due_presence(hub: Hub) -> int:
 
 async def write_stream_presence(hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Background job (root nursery): every PRESENCE_WRITE_SECONDS, store the presence stream opens left due;
-    what is still due when the job ends (shutdown) is written then."""
+    what is still due when the job ends (shutdown) is written then. On PostgreSQL it also keeps this process's
+    stream presence for the other processes (service/shared.py), and deletes it when the job ends."""
+    state = shared.start(hub)
     task_status.started()
     try:
         while True:
             await trio.sleep(PRESENCE_WRITE_SECONDS)
-            write_due_presence(hub)
+            _best_effort(write_due_presence, hub)
+            if state is not None:
+                shared.write_presence(hub, state)
     finally:
-        write_due_presence(hub)  # no await: it runs even when the job is cancelled
+        _best_effort(write_due_presence, hub)  # no await: it runs even when the job is cancelled
+        shared.clear_presence(hub)
+
+
+def _best_effort(write: Callable[[Hub], object], hub: Hub) -> None:
+    """A presence write of the job that must not end the server: PostgreSQL away answers 503 (DatabaseUnavailable,
+    which try_write lets through), and what was due stays due for the next round."""
+    try:
+        write(hub)
+    except (CommhubError, DatabaseError) as exc:
+        log.warning("presence: not stored this round (%s)", exc)
 
 
 def report_status(hub: Hub, principal: Principal, network_id: str, current_alias: str | None,
@@ -250,8 +295,14 @@ def stream_closed(hub: Hub, sub: Subscriber) -> None:
     network_id, alias = sub.key
     still_held = hub.broker.stream_count(network_id, alias, but=sub) > 0
     cutoff = now_ts() - hub.settings.presence_timeout_seconds
-    hub.db.try_write(lambda: session_store.stream_closed(hub.db, network_id, alias, now_text(), now_ts(),
-                                                         still_held, cutoff))
+
+    def closed() -> None:
+        session_store.stream_closed(hub.db, network_id, alias, now_text(), now_ts(), still_held, cutoff)
+        if not still_held:
+            shared.closed_last_stream(hub, sub.key)  # PostgreSQL: the other processes see it offline now too
+
+    if hub.db.try_write(closed) and not still_held:
+        shared.dropped(hub, sub.key)
 
 
 def touch_streaming(hub: Hub) -> int:
@@ -302,10 +353,25 @@ def require_known_alias(hub: Hub, network_id: str, alias: str) -> dict[str, Any]
     return row
 
 
-def live_streams(hub: Hub, network_ids: list[str]) -> dict[tuple[str, str], int]:
-    """The aliases of these networks with live agent streams, and how many each (the broker's, in memory)."""
+def live_streams(hub: Hub, network_ids: list[str]) -> dict[tuple[str, str], tuple[int, StreamHolder]]:
+    """The aliases of these networks with live agent streams, how many each and the strongest kind holding it: the
+    broker's (in memory), plus on PostgreSQL the other processes' (service/shared.py, one read)."""
     wanted = set(network_ids)
-    return {key: hub.broker.stream_count(*key) for key in hub.broker.online_aliases() if key[0] in wanted}
+    live: dict[tuple[str, str], tuple[int, StreamHolder]] = {}
+    for key in hub.broker.online_aliases():
+        if key[0] in wanted and (held := hub.broker.held_by(*key)) is not None:
+            live[key] = (hub.broker.stream_count(*key), held)
+    if hub.shared is not None:
+        for key, (count, held) in shared.other_streams(hub, network_ids).items():
+            here = live.get(key)
+            live[key] = (count + here[0], shared.strongest(held, here[1]) or held) if here else (count, held)
+    return live
+
+
+def streaming_aliases(hub: Hub) -> set[tuple[str, str]]:
+    """Every (network, alias) a live agent stream holds: on this process, or on PostgreSQL on any other."""
+    here = hub.broker.online_aliases()
+    return here | set(shared.other_streams(hub, None)) if hub.shared is not None else here
 
 
 def list_status_json(hub: Hub, network_ids: list[str], status: str | None, limit: int | None = None,
@@ -329,8 +395,8 @@ def list_status_json(hub: Hub, network_ids: list[str], status: str | None, limit
         if streams:
             record = json.loads(row["record"])
             shown = record["status"] = IDLE if row["status"] == OFFLINE else row["status"]
-            record["online"], record["streams"] = True, streams
-            record["held_by"] = hub.broker.held_by(row["network_id"], row["alias"])
+            record["online"], record["streams"] = True, streams[0]
+            record["held_by"] = streams[1]
             row["shown"], row["record"] = shown, json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         elif (row["network_id"], row["alias"]) in bound and row["shown"] != OFFLINE:
             record = json.loads(row["record"])

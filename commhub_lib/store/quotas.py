@@ -2,7 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..db import Database
+from .dialect import POSTGRESQL
+
+
+def lock_network(db: Database, network_id: str) -> None:
+    """Inside a write: hold the network's row until the commit, so a quota's count and the insert it allows are
+    one step for every writer of the network (several processes, or a pool's connections, on PostgreSQL). A no-op
+    on SQLite, whose one writer holds the whole database. NO KEY UPDATE: inserts that only reference the network
+    (their foreign key's KEY SHARE lock) do not wait for it."""
+    if db.engine == POSTGRESQL:
+        db.query("SELECT 1 AS locked FROM networks WHERE network_id = ? FOR NO KEY UPDATE", (network_id,))
+
+
+def lock_user(db: Database, user_id: str) -> None:
+    """lock_network for a quota counted per user (networks owned, live API tokens)."""
+    if db.engine == POSTGRESQL:
+        db.query("SELECT 1 AS locked FROM users WHERE user_id = ? FOR NO KEY UPDATE", (user_id,))
+
+
+def find_duplicate_locked(db: Database, digest: int, network_id: str, from_name: str, to_name: str,
+                          since_ts: float) -> dict[str, Any] | None:
+    """messages.find_duplicate for several writers (PostgreSQL only), in one round trip (the function
+    commhub_find_duplicate of migration pg/0018): first the network's usage row is locked until the commit (the row
+    every storing write takes first: store/usage.hold_usage), then the lookup; two racing sends of the same content
+    are checked one after the other, and the second finds the first's item."""
+    return db.query_one("SELECT message_id, task_id, kind FROM commhub_find_duplicate(?, ?, ?, ?, ?)",
+                        (digest, network_id, to_name, since_ts, from_name))
 
 
 def count_aliases(db: Database, network_id: str) -> int:

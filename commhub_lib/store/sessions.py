@@ -26,17 +26,23 @@ def aliases_held_by_token(db: Database, network_id: str, token_id: str, limit: i
 
 
 def insert_session(db: Database, network_id: str, alias: str, resume_id: str, token_id: str | None,
-                   status: str, now: str, now_ts: float, call_ts: float = 0.0) -> None:
-    """Create a session for a newly claimed alias (`call_ts`: now when a tool call claimed it, 0 for a stream)."""
-    db.execute("INSERT INTO sessions(network_id, alias, resume_id, token_id, status, last_seen_at, last_seen_ts,"
-               " created_at, last_call_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (network_id, alias, resume_id, token_id, status, now, now_ts, now, call_ts))
+                   status: str, now: str, now_ts: float, call_ts: float = 0.0) -> bool:
+    """Create a session for a newly claimed alias (`call_ts`: now when a tool call claimed it, 0 for a stream).
+    False when the alias has a session already: another writer (process, or connection of a pool) created it
+    since the caller read it; on PostgreSQL the insert waits for that writer's commit rather than failing."""
+    return db.execute("INSERT INTO sessions(network_id, alias, resume_id, token_id, status, last_seen_at,"
+                      " last_seen_ts, created_at, last_call_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                      " ON CONFLICT (network_id, alias) DO NOTHING",
+                      (network_id, alias, resume_id, token_id, status, now, now_ts, now, call_ts)) == 1
 
 
-def claim_session(db: Database, network_id: str, alias: str, token_id: str | None, resume_id: str | None) -> None:
-    """Give an alias to a (new) claimant."""
-    db.execute("UPDATE sessions SET token_id = ?, resume_id = coalesce(?, resume_id)"
-               " WHERE network_id = ? AND alias = ?", (token_id, resume_id, network_id, alias))
+def claim_session(db: Database, network_id: str, alias: str, token_id: str | None, resume_id: str | None,
+                  held_by: str | None) -> bool:
+    """Give an alias to a (new) claimant, if it is still held by `held_by` (the token the caller read there); False
+    when another writer changed its holder meanwhile (PostgreSQL re-checks the row it waited for)."""
+    return db.execute("UPDATE sessions SET token_id = ?, resume_id = coalesce(?, resume_id)"
+                      " WHERE network_id = ? AND alias = ? AND token_id IS ?",
+                      (token_id, resume_id, network_id, alias, held_by)) == 1
 
 
 def update_report(db: Database, network_id: str, alias: str, fields: dict[str, Any]) -> None:
@@ -200,9 +206,14 @@ def upsert_node(db: Database, node_id: str, network_id: str, hostname: str, plat
                        (network_id, hostname))
     if row is None:
         agents = json.dumps([agent] if agent else [])  # never formatted by hand: a quote in `agent` is data
-        db.execute("INSERT INTO nodes(node_id, network_id, hostname, platform, agents, created_at, last_seen_at)"
-                   " VALUES (?, ?, ?, ?, json(?), ?, ?)", (node_id, network_id, hostname, platform, agents, now, now))
-        return node_id
+        if db.execute("INSERT INTO nodes(node_id, network_id, hostname, platform, agents, created_at, last_seen_at)"
+                      " VALUES (?, ?, ?, ?, json(?), ?, ?) ON CONFLICT (network_id, hostname) DO NOTHING",
+                      (node_id, network_id, hostname, platform, agents, now, now)) == 1:
+            return node_id
+        # Another writer (PostgreSQL: a process, a pool's connection) recorded the hostname since: update it.
+        row = db.query_one("SELECT node_id, agents FROM nodes WHERE network_id = ? AND hostname = ?",
+                           (network_id, hostname))
+        assert row is not None
     if db.engine == POSTGRESQL:
         db.execute("UPDATE nodes SET platform = coalesce(?, platform), last_seen_at = ?,"
                    " agents = CASE WHEN ? IS NULL OR EXISTS (SELECT 1 FROM json_array_elements_text(agents::json) AS a"
@@ -233,3 +244,94 @@ def list_nodes(db: Database, network_ids: list[str], limit: int = -1, offset: in
                     f" WHERE s.network_id IN ({marks}) AND s.node_id IS NOT NULL GROUP BY s.node_id) c"
                     f" ON c.node_id = n.node_id WHERE n.network_id IN ({marks})"
                     f" ORDER BY n.hostname LIMIT ? OFFSET ?", (*network_ids, *network_ids, limit, offset))
+
+
+# --- State several hub processes share (PostgreSQL; service/shared.py). On SQLite these tables stay empty. ---
+
+def put_stream_presence(db: Database, rows: list[tuple[str, str, str, int, str, float]]) -> None:
+    """Store this process's streams of some aliases: (network_id, alias, process, streams, held_by, expires_ts)."""
+    db.con.executemany("INSERT INTO stream_presence(network_id, alias, process, streams, held_by, expires_ts)"
+                       " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (network_id, alias, process) DO UPDATE SET"
+                       " streams = excluded.streams, held_by = excluded.held_by, expires_ts = excluded.expires_ts",
+                       rows)
+
+
+def drop_stream_presence(db: Database, keys: list[tuple[str, str]], process: str) -> None:
+    """Forget this process's streams of some aliases (none left)."""
+    db.con.executemany("DELETE FROM stream_presence WHERE network_id = ? AND alias = ? AND process = ?",
+                       [(network_id, alias, process) for network_id, alias in keys])
+
+
+def extend_stream_presence(db: Database, process: str, expires_ts: float) -> int:
+    """Push back the expiry of every row of this process (it is alive); how many rows it has."""
+    return db.execute("UPDATE stream_presence SET expires_ts = ? WHERE process = ?", (expires_ts, process))
+
+
+def clear_stream_presence(db: Database, process: str) -> None:
+    """Forget every stream of this process (it stops)."""
+    db.execute("DELETE FROM stream_presence WHERE process = ?", (process,))
+
+
+def prune_stream_presence(db: Database, now_ts: float) -> int:
+    """Delete expired rows (of processes that died without clearing theirs); how many."""
+    return db.execute("DELETE FROM stream_presence WHERE expires_ts < ?", (now_ts,))
+
+
+def other_stream_presence(db: Database, network_ids: list[str] | None, process: str, now_ts: float) -> list[Row]:
+    """The unexpired streams of the other processes, per (network_id, alias, held_by), in some networks (None: all)."""
+    if network_ids is None:
+        return db.query("SELECT network_id, alias, streams, held_by FROM stream_presence"
+                        " WHERE process != ? AND expires_ts >= ?", (process, now_ts))
+    marks = ",".join("?" * len(network_ids)) or "NULL"
+    return db.query(f"SELECT network_id, alias, streams, held_by FROM stream_presence WHERE network_id IN ({marks})"
+                    " AND process != ? AND expires_ts >= ?", (*network_ids, process, now_ts))
+
+
+def other_stream_presence_of(db: Database, network_id: str, alias: str, process: str, now_ts: float) -> list[Row]:
+    """The unexpired streams of one alias held by the other processes (a range of the primary key)."""
+    return db.query("SELECT streams, held_by FROM stream_presence WHERE network_id = ? AND alias = ?"
+                    " AND process != ? AND expires_ts >= ?", (network_id, alias, process, now_ts))
+
+
+MCP_SESSION_COLUMNS = "session_id, token_id, protocol_version, alias, client, used_ts, ended"
+
+
+def insert_mcp_session(db: Database, session_id: str, token_id: str, protocol_version: str, alias: str | None,
+                       client: str | None, now_ts: float) -> None:
+    """Record an MCP session (created, or taken up again) unless it is recorded already."""
+    db.execute("INSERT INTO mcp_sessions(session_id, token_id, protocol_version, alias, client, created_ts, used_ts)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+               (session_id, token_id, protocol_version, alias, client, now_ts, now_ts))
+
+
+def get_mcp_session(db: Database, session_id: str) -> Row | None:
+    """One recorded MCP session."""
+    return db.query_one(f"SELECT {MCP_SESSION_COLUMNS} FROM mcp_sessions WHERE session_id = ?", (session_id,))
+
+
+def set_mcp_session_alias(db: Database, session_id: str, alias: str, now_ts: float) -> None:
+    """The alias an MCP session claimed (report_status)."""
+    db.execute("UPDATE mcp_sessions SET alias = ?, used_ts = ? WHERE session_id = ?", (alias, now_ts, session_id))
+
+
+def touch_mcp_session(db: Database, session_id: str, now_ts: float) -> None:
+    """An MCP session was used (keeps its row from expiring)."""
+    db.execute("UPDATE mcp_sessions SET used_ts = ? WHERE session_id = ?", (now_ts, session_id))
+
+
+def end_mcp_session(db: Database, session_id: str, token_id: str, protocol_version: str, reason: str,
+                    now_ts: float) -> None:
+    """An MCP session ended (DELETE /mcp, an eviction): kept, with why, so every process answers its id 404."""
+    db.execute("INSERT INTO mcp_sessions(session_id, token_id, protocol_version, created_ts, used_ts, ended)"
+               " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET ended = excluded.ended,"
+               " used_ts = excluded.used_ts", (session_id, token_id, protocol_version, now_ts, now_ts, reason))
+
+
+def mark_mcp_session_ended(db: Database, session_id: str, reason: str, now_ts: float) -> None:
+    """end_mcp_session for a session recorded already (one a cap evicted)."""
+    db.execute("UPDATE mcp_sessions SET ended = ?, used_ts = ? WHERE session_id = ?", (reason, now_ts, session_id))
+
+
+def prune_mcp_sessions(db: Database, before_ts: float) -> int:
+    """Delete MCP sessions unused since `before_ts`; how many."""
+    return db.execute("DELETE FROM mcp_sessions WHERE used_ts < ?", (before_ts,))
