@@ -66,7 +66,7 @@ async def measure(a: argparse.Namespace, log_stream: Any) -> dict[str, Any]:
     return {"k": a.k, "write_lock": not a.no_write_lock, "latency_ms": a.latency_ms, "sends": sends,
             "sends_per_s": round(sends / wall, 1), "loop_lag_ms_p50": round(lags[len(lags) // 2], 2),
             "loop_lag_ms_p99": round(lags[int(len(lags) * .99)], 2), "loop_lag_ms_max": round(lags[-1], 2),
-            "beats": len(lags)}
+            "beats": len(lags), "write_together_groups": getattr(env["db"], "groups_committed", None)}
 
 
 def main() -> None:
