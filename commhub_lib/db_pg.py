@@ -374,7 +374,7 @@ class PgDatabase(Database):
         self.hops = self.retries = 0  # operations run off the loop, and tries again (tests and benchmarks)
         self._unreachable = False  # the server was found unreachable by the last operation (see _hop)
         self._watch_lock = threading.Lock()
-        self._write_lock = threading.Lock()  # one write transaction at a time in this process (see write)
+        self._commit_lock = threading.Lock()  # a commit and the queueing of its pushes, one at a time (see write)
         self._tx = threading.local()  # .after, .once: the after-commit steps of this thread's open transaction
         self._token: trio.lowlevel.TrioToken | None = None  # the event loop's (captured by `run` or `bind_loop`)
         self.replaced_reason = None
@@ -469,8 +469,8 @@ class PgDatabase(Database):
 
     async def write_together(self, work: Callable[[], T], after: Callable[[T], None] | None = None) -> T:
         """As SQLite's (db.Database.write_together), off the loop: `work` runs in one transaction in a worker thread
-        (one hop), then `after(result)` on the loop. Concurrent callers use pooled connections (no grouping; the
-        commits themselves are one at a time per process: see write)."""
+        (one hop), then `after(result)` on the loop. Concurrent callers use pooled connections and transactions of
+        their own (no grouping: see write)."""
         result: T = await self.run(self._write_work, work)
         if after is not None:
             try:
@@ -492,38 +492,38 @@ class PgDatabase(Database):
     def write(self) -> Iterator[Any]:
         """One transaction (BEGIN ... COMMIT), rolled back on any error; nested use joins the outer one.
 
-        The write transactions of this process run one at a time (a process-wide lock, held from BEGIN to the
-        end of the commit): event ids are drawn in commit order, so pushing each transaction's events as it
-        commits (after_commit, push_to_loop) keeps every stream in id order; and the checks that read then write
-        (the alias claim, the quotas, the duplicate filter: docs/postgresql.md) keep their single writer. Reads run
-        in parallel. On the loop thread (code not yet moved into `run`) it waits for a worker's transaction."""
+        Write transactions run concurrently (one per pooled connection); what read-then-write checks need is a row
+        lock each takes (docs/postgresql.md, "Transactions and constraints"). A network's event ids are drawn in
+        commit order (the event insert locks the network's usage row first), and each commit queues its pushes for
+        the loop under a short lock, so the loop pushes them in commit order (a stream skips an id below one it
+        already sent); service/fanout.py also fills in any lower id it has not pushed yet."""
         con = self.pg
         if con.in_transaction:
             yield con
             return
         tx = self._tx
-        with self._write_lock:
-            tx.after = after = []
-            tx.once = set()
+        tx.after = after = []
+        tx.once = set()
+        try:
+            con.run("BEGIN", rows=False)
             try:
-                con.run("BEGIN", rows=False)
-                try:
-                    yield con
+                yield con
+                with self._commit_lock:
                     con.commit()
-                except BaseException:
-                    if con.in_transaction:
+                    for fn, args in after:  # committed: in commit order (the lock), before any later commit's
                         try:
-                            con.run("ROLLBACK", rows=False)
-                        except (DatabaseUnavailable, DatabaseError):
-                            log.exception("rollback failed")
-                    raise
-            finally:
-                tx.after = tx.once = None
-            for fn, args in after:  # committed: still under the lock, so in commit order
-                try:
-                    fn(*args)
-                except Exception:  # noqa: BLE001 (committed: the operation's answer stands)
-                    log.exception("an after-commit step failed")
+                            fn(*args)
+                        except Exception:  # noqa: BLE001 (committed: the operation's answer stands)
+                            log.exception("an after-commit step failed")
+            except BaseException:
+                if con.in_transaction:
+                    try:
+                        con.run("ROLLBACK", rows=False)
+                    except (DatabaseUnavailable, DatabaseError):
+                        log.exception("rollback failed")
+                raise
+        finally:
+            tx.after = tx.once = None
 
     def after_commit(self, key: object, fn: Callable[..., object], *args: Any) -> None:
         """Call `fn(*args)` once the open write transaction has committed, in commit order (not at all if it rolls

@@ -276,7 +276,7 @@ class Hub:
 
     def _push_committed(self, pending: list[Event], start: int) -> None:
         """PostgreSQL (db_pg): the events this transaction recorded, from `start` in its pending list, are pushed by
-        the loop in commit order (queued while the commit still holds the process's write lock), whichever thread
+        the loop in commit order (queued under db_pg's commit lock), whichever thread
         committed; `publish` then only wakes the workers. Concurrent operations would otherwise push in the order
         their threads return, and a stream skips an id below one it already sent."""
         self.db.push_to_loop(self._push, pending[start:])  # type: ignore[attr-defined]
