@@ -1,4 +1,5 @@
-"""The REST and MCP contract tests, run once more against a PostgreSQL-backed server (docs/postgresql.md).
+"""The REST and MCP contract tests, and the service modules' tests through a real server, run once more against a
+PostgreSQL-backed server (docs/postgresql.md).
 
 The contract modules take their servers from make_settings, which `pytest --engine postgresql` points at a fresh
 PostgreSQL database each (tests/conftest.py); this test runs them that way in a child pytest, so the one test
@@ -26,9 +27,21 @@ CONTRACT = ["tests/test_rest_auth.py", "tests/test_rest_networks.py", "tests/tes
 ENGINE_INDEPENDENT = ["tests/test_rest_auth.py::test_login_in_flight_does_not_delay_health"]
 
 
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_the_rest_and_mcp_contract_holds_on_a_postgresql_backed_server() -> None:
+# The service layer's rules as the tests of each domain check them through a real server (quotas, streams, MCP
+# sessions and batches, webhooks, presence, needs, schedules, search, lifecycle, loops and deadlines, attachments,
+# unread counts, status, isolation, identity, wake, A2A): in three groups, so the parallel run spreads them.
+SERVICE = [
+    ["tests/test_quotas.py", "tests/test_sse.py", "tests/test_mcp_batches.py", "tests/test_mcp_sessions.py",
+     "tests/test_webhooks.py", "tests/test_presence.py"],
+    ["tests/test_needs.py", "tests/test_schedules.py", "tests/test_search.py", "tests/test_lifecycle.py",
+     "tests/test_coordinate_loops.py", "tests/test_coordinate_deadlines.py"],
+    ["tests/test_attachments.py", "tests/test_unread_counts.py", "tests/test_status_listing.py",
+     "tests/test_isolation.py", "tests/test_identity.py", "tests/test_wake_mcp.py", "tests/test_a2a_server.py"],
+]
+
+
+def _run_on_postgresql(modules: list[str], deselect: list[str]) -> None:
+    """The modules in a child pytest pointed at PostgreSQL (`--engine postgresql`): every test passes, none skips."""
     try:
         pg_cluster_mod.find_bindir()
     except pg_cluster_mod.PostgresUnavailable as exc:
@@ -37,8 +50,21 @@ def test_the_rest_and_mcp_contract_holds_on_a_postgresql_backed_server() -> None
         pytest.skip(f"PostgreSQL is unavailable: {exc}")
     # addopts cleared: the child runs in one process (no xdist), quietly, with its own throwaway cluster.
     child = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=-q", "-p", "no:cacheprovider",
-                            "--engine", "postgresql", "-m", "not browser", *CONTRACT,
-                            *(f"--deselect={test}" for test in ENGINE_INDEPENDENT)],
+                            "--engine", "postgresql", "-m", "not browser", *modules,
+                            *(f"--deselect={test}" for test in deselect)],
                            cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
     assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-2000:]
     assert " passed" in child.stdout.splitlines()[-1] and "skipped" not in child.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_rest_and_mcp_contract_holds_on_a_postgresql_backed_server() -> None:
+    _run_on_postgresql(CONTRACT, ENGINE_INDEPENDENT)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("group", range(len(SERVICE)))
+def test_the_service_tests_pass_on_a_postgresql_backed_server(group: int) -> None:
+    _run_on_postgresql(SERVICE[group], [])

@@ -415,13 +415,21 @@ async def test_agents_may_not_schedule_when_the_setting_is_off(tmp_path: Path) -
 
 # -- missed runs across a restart -------------------------------------------------------------------------------
 
-def _pretend_down_for_an_hour(db_path: str, schedule_ids: list[str]) -> None:
-    """Move the schedules' next runs an hour into the past, as if the hub had been down through them."""
+def _pretend_down_for_an_hour(db_path: str, database_url: str | None, schedule_ids: list[str]) -> None:
+    """Move the schedules' next runs an hour into the past, as if the hub had been down through them (in the SQLite
+    file, or the PostgreSQL database of a `--engine postgresql` run)."""
+    past = datetime.now(UTC).timestamp() - 3600
+    if database_url:
+        import psycopg  # noqa: PLC0415 (only with --engine postgresql)
+
+        with psycopg.connect(database_url, autocommit=True) as pg:
+            for sid in schedule_ids:
+                pg.execute("UPDATE schedules SET next_run_ts = %s WHERE schedule_id = %s", (past, sid))
+        return
     con = apsw.Connection(db_path)
     with con:
         for sid in schedule_ids:
-            con.execute("UPDATE schedules SET next_run_ts = ? WHERE schedule_id = ?",
-                        (datetime.now(UTC).timestamp() - 3600, sid))
+            con.execute("UPDATE schedules SET next_run_ts = ? WHERE schedule_id = ?", (past, sid))
     con.close()
 
 
@@ -434,9 +442,9 @@ async def test_missed_runs_run_once_or_are_skipped_after_a_restart(tmp_path: Pat
                                      "every-skip": {"every_seconds": 600, "missed": "skip"},
                                      "once-run": {"at": 3000},
                                      "once-skip": {"at": 3000, "missed": "skip"}}.items()}
-        db_path = server.hub.settings.db
+        db_path, database_url = server.hub.settings.db, server.hub.settings.database_url
     ids = {name: s["schedule_id"] for name, s in made.items()}
-    _pretend_down_for_an_hour(db_path, list(ids.values()))
+    _pretend_down_for_an_hour(db_path, database_url, list(ids.values()))
     async with own_server(tmp_path, "hub") as server, httpx.AsyncClient(base_url=server.url) as client:
         login = (await client.post("/api/auth/login", json={"username": owner.username,
                                                             "password": owner.password})).json()
