@@ -7,9 +7,6 @@ reconnects and catches up from the events table.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 import trio
-from cli_support import listening_url
+from pg_hubs import serve_hub
 from test_sse import Frames, message, sse, team, tool, wait_for
 
 from commhub_lib import db_pg
@@ -29,46 +26,14 @@ from tests.conftest import own_server
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
 WITHIN = 30  # seconds, for one event on a loaded machine (a bound, not a wait)
-
-
-def log_tail(log: Path) -> str:
-    """The end of a child's log (for a failure message)."""
-    return log.read_text(errors="replace")[-3000:]
 
 
 @asynccontextmanager
 async def serve(url: str, log: Path) -> AsyncIterator[str]:
     """A `commhub.py serve --database <url> --port 0` child; yields its base URL once /health answers."""
-    env = {**os.environ, "COMMHUB_REGISTER_RATE_PER_MINUTE": "0", "COMMHUB_LOGIN_RATE_PER_MINUTE": "0",
-           "COMMHUB_TOKEN_RATE_PER_MINUTE": "0", "COMMHUB_PAIR_RATE_PER_MINUTE": "100000",
-           "COMMHUB_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
-    env.pop("COMMHUB_AUTH_TOKEN", None)
-    with log.open("ab") as log_file:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, str(REPO / "commhub.py"), "serve", "--host", "127.0.0.1", "--port", "0",
-             "--database", url], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
-    try:
-        base = await listening_url(process, log, limit_seconds=60)
-        async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
-            with trio.fail_after(60):
-                while True:
-                    assert process.returncode is None, log_tail(log)
-                    try:
-                        if (await probe.get("/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)  # polling the child's /health, bounded by fail_after
+    async with serve_hub(url, log) as (base, _process):
         yield base
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        with trio.move_on_after(15):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
 
 
 @asynccontextmanager

@@ -8,11 +8,8 @@ worker at once (not at its next poll); kill -9 of the owner: the other takes ove
 
 from __future__ import annotations
 
-import os
 import signal
 import statistics
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 import trio
-from cli_support import listening_url
+from pg_hubs import log_tail, serve_hub
 
 from commhub_lib.db_pg import OWNER_APP_NAME, STANDBY_APP_NAME
 from commhub_lib.service import leader
@@ -36,7 +33,6 @@ from tests.webhook_receiver import Receiver, start_receiver
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
 WITHIN = 60  # seconds, a bound for one condition on a loaded machine (not a wait)
 OWNS = "background workers: running in this process"
 
@@ -55,44 +51,14 @@ class Hub:
         return text.rfind(OWNS) > text.rfind("background workers: stopped")
 
 
-def log_tail(log: Path) -> str:
-    """The end of a child's log (for a failure message)."""
-    return log.read_text(errors="replace")[-3000:]
-
-
 @asynccontextmanager
 async def serve(url: str, log: Path) -> AsyncIterator[Hub]:
     """A `commhub.py serve --database <url> --port 0` child allowed to POST webhooks to loopback; yields once
     /health answers."""
-    env = {**os.environ, "COMMHUB_REGISTER_RATE_PER_MINUTE": "0", "COMMHUB_LOGIN_RATE_PER_MINUTE": "0",
-           "COMMHUB_TOKEN_RATE_PER_MINUTE": "0", "COMMHUB_PAIR_RATE_PER_MINUTE": "100000",
-           "COMMHUB_WEBHOOK_TARGETS": "loopback", "COMMHUB_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
-           "COMMHUB_WEBHOOK_RETRY_MAX_SECONDS": "0.2", "COMMHUB_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
-    env.pop("COMMHUB_AUTH_TOKEN", None)
-    with log.open("ab") as log_file:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, str(REPO / "commhub.py"), "serve", "--host", "127.0.0.1", "--port", "0",
-             "--database", url], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
-    try:
-        base = await listening_url(process, log, limit_seconds=WITHIN)
-        async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
-            with trio.fail_after(WITHIN):
-                while True:
-                    assert process.returncode is None, log_tail(log)
-                    try:
-                        if (await probe.get("/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)  # polling the child's /health, bounded by fail_after
+    env = {"COMMHUB_WEBHOOK_TARGETS": "loopback", "COMMHUB_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
+           "COMMHUB_WEBHOOK_RETRY_MAX_SECONDS": "0.2"}
+    async with serve_hub(url, log, env, within=WITHIN) as (base, process):
         yield Hub(base, process, log)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        with trio.move_on_after(15):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
 
 
 async def until(condition: Any, within: float = WITHIN, what: str = "condition") -> None:

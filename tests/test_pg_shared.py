@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from cli_support import listening_url
+from pg_hubs import serve_hub
 from test_sse import sse, wait_for
 
 from commhub_lib.config import Settings
@@ -40,50 +38,18 @@ from commhub_lib.store import quotas as quota_store
 from commhub_lib.store import sessions as session_store
 from tests.conftest import Account, create_token, make_settings, own_server, register, tool
 
-REPO = Path(__file__).resolve().parent.parent
 WITHIN = 30  # seconds, for one step on a loaded machine (a bound, not a wait)
 TTL = 3.0  # stream_presence_ttl_seconds of the processes of these tests
 
 
 # --- two real hub processes ---
 
-def log_tail(log: Path) -> str:
-    """The end of a child's log (for a failure message)."""
-    return log.read_text(errors="replace")[-3000:]
-
-
 @asynccontextmanager
 async def serve(url: str, log: Path) -> AsyncIterator[tuple[str, trio.Process]]:
     """A `commhub.py serve --database <url> --port 0` child with a short presence TTL; yields its base URL (once
     /health answers) and the process."""
-    env = {**os.environ, "COMMHUB_REGISTER_RATE_PER_MINUTE": "0", "COMMHUB_LOGIN_RATE_PER_MINUTE": "0",
-           "COMMHUB_TOKEN_RATE_PER_MINUTE": "0", "COMMHUB_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1",
-           "COMMHUB_STREAM_PRESENCE_TTL_SECONDS": str(TTL)}
-    env.pop("COMMHUB_AUTH_TOKEN", None)
-    with log.open("ab") as log_file:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, str(REPO / "commhub.py"), "serve", "--host", "127.0.0.1", "--port", "0",
-             "--database", url], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
-    try:
-        base = await listening_url(process, log, limit_seconds=60)
-        async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
-            with trio.fail_after(60):
-                while True:
-                    assert process.returncode is None, log_tail(log)
-                    try:
-                        if (await probe.get("/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)  # polling the child's /health, bounded by fail_after
-        yield base, process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        with trio.move_on_after(15):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
+    async with serve_hub(url, log, {"COMMHUB_STREAM_PRESENCE_TTL_SECONDS": str(TTL)}) as served:
+        yield served
 
 
 @asynccontextmanager
