@@ -656,16 +656,48 @@ def notify_events_on_commit(db: PgDatabase, origin: str, take_range: Callable[[]
     db.pg.set_commit_hook(notify, id="events_fanout")
 
 
-class EventListener:
-    """One process's own connection that LISTENs on EVENTS_CHANNEL and reads the events table. Every method
-    blocks: service/fanout.py runs them in a worker thread, one at a time, never on the event loop. A lost
-    connection raises DatabaseUnavailable; the next `open` makes a new one."""
+class _OwnConnection:
+    """A process's own connection outside the pool (the event listener, the owner lock), used by one worker thread
+    at a time (`_lock`); `stop` closes it now or as soon as that thread returns (its waits are bounded)."""
 
-    def __init__(self, url: str):  # noqa: D107 (a listener of the database at `url`)
+    def __init__(self, url: str):  # noqa: D107 (a connection to the database at `url`)
         self.url = url
         self._pg: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()  # held while a worker thread uses the connection
         self._stopped = False
+
+    def backend_pid(self) -> int | None:
+        """The server process of the connection (None when not connected)."""
+        pg = self._pg
+        return None if pg is None or pg.closed else pg.info.backend_pid
+
+    def stop(self) -> None:
+        """Close the connection now, or as soon as the worker thread using it returns (its wait is bounded)."""
+        self._stopped = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._lock.release()
+
+    def _notifications(self, pg: psycopg.Connection[Any], timeout: float) -> list[str]:
+        """The payloads of the notifications received within `timeout` seconds (waits for the first only)."""
+        payloads = [n.payload for n in pg.notifies(timeout=timeout, stop_after=1)]
+        if payloads:  # and those already here, without waiting
+            payloads += [n.payload for n in pg.notifies(timeout=0.0)]
+        return payloads
+
+    def _close(self) -> None:
+        if self._pg is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._pg.close()
+            self._pg = None
+
+
+class EventListener(_OwnConnection):
+    """One process's own connection that LISTENs on EVENTS_CHANNEL and reads the events table. Every method
+    blocks: service/fanout.py runs them in a worker thread, one at a time, never on the event loop. A lost
+    connection raises DatabaseUnavailable; the next `open` makes a new one."""
 
     def open(self) -> None:
         """(Re)connect and LISTEN (a notification sent before this returns is not received: read the table)."""
@@ -687,11 +719,7 @@ class EventListener:
         """The payloads of the notifications received within `timeout` seconds (waits for the first only)."""
         with self._lock:
             try:
-                pg = self._connection()
-                payloads = [n.payload for n in pg.notifies(timeout=timeout, stop_after=1)]
-                if payloads:  # and those already here, without waiting
-                    payloads += [n.payload for n in pg.notifies(timeout=0.0)]
-                return payloads
+                return self._notifications(self._connection(), timeout)
             except psycopg.Error as exc:
                 raise _mapped(exc) from exc
             finally:
@@ -722,30 +750,10 @@ class EventListener:
                 if self._stopped:
                     self._close()
 
-    def backend_pid(self) -> int | None:
-        """The server process of the listener connection (None when not connected)."""
-        pg = self._pg
-        return None if pg is None or pg.closed else pg.info.backend_pid
-
-    def stop(self) -> None:
-        """Close the connection now, or as soon as the worker thread using it returns (its wait is bounded)."""
-        self._stopped = True
-        if self._lock.acquire(blocking=False):
-            try:
-                self._close()
-            finally:
-                self._lock.release()
-
     def _connection(self) -> psycopg.Connection[Any]:
         if self._pg is None or self._pg.closed or self._pg.broken:
             raise DatabaseUnavailable("the event listener lost its connection", retry_after=2)
         return self._pg
-
-    def _close(self) -> None:
-        if self._pg is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._pg.close()
-            self._pg = None
 
 
 # --- One owner of the background workers across processes (service/leader.py, docs/postgresql.md) ---
@@ -759,17 +767,14 @@ OWNER_APP_NAME = "commhub-owner"
 STANDBY_APP_NAME = "commhub-standby"
 
 
-class OwnerLock:
+class OwnerLock(_OwnConnection):
     """One process's own connection for the owner lock (pg_try_advisory_lock, session level: PostgreSQL frees it
     when the connection ends, kill -9 of the process included). Every method blocks: service/leader.py runs them in
     a worker thread, one at a time, never on the event loop. A lost connection raises DatabaseUnavailable (and with
     it the lock); the next `try_take` makes a new connection."""
 
     def __init__(self, url: str):  # noqa: D107 (the owner lock of the database at `url`)
-        self.url = url
-        self._pg: psycopg.Connection[Any] | None = None
-        self._lock = threading.Lock()  # held while a worker thread uses the connection
-        self._stopped = False
+        super().__init__(url)
         self.held = False
 
     def try_take(self) -> bool:
@@ -797,9 +802,7 @@ class OwnerLock:
         with self._lock:
             try:
                 pg = self._connection()
-                payloads = [n.payload for n in pg.notifies(timeout=timeout, stop_after=1)]
-                if payloads:
-                    payloads += [n.payload for n in pg.notifies(timeout=0.0)]
+                payloads = self._notifications(pg, timeout)
                 pg.execute(b"SELECT 1")
                 return payloads
             except psycopg.Error as exc:
@@ -828,15 +831,6 @@ class OwnerLock:
         with self._lock:
             self._close()
 
-    def stop(self) -> None:
-        """Close the connection now, or as soon as the worker thread using it returns (its wait is bounded)."""
-        self._stopped = True
-        if self._lock.acquire(blocking=False):
-            try:
-                self._close()
-            finally:
-                self._lock.release()
-
     def _connection(self, connect: bool = False) -> psycopg.Connection[Any]:
         if self._pg is None or self._pg.closed or self._pg.broken:
             if self.held or not connect:  # the lock went with the old connection: the caller must know
@@ -852,10 +846,7 @@ class OwnerLock:
 
     def _close(self) -> None:
         self.held = False
-        if self._pg is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._pg.close()
-            self._pg = None
+        super()._close()
 
 
 def notify_now(db: PgDatabase, payload: str) -> None:
