@@ -58,7 +58,7 @@ def last_event_id(h: Hub, req: AsgiRequest) -> int | None:
 
 def _readable_network(h: Hub, principal: Principal, req: AsgiRequest) -> str:
     """The network named by ?network_id= (or the caller's only one); one the caller may not read is 403 here
-    (SPEC §5), where the data endpoints hide it as 404."""
+    (docs/events.md#the-network-stream), where the data endpoints hide it as 404."""
     try:
         # An explicit ?network_id= must be the token's own network (as on the data endpoints), never ignored;
         # a person (dashboard, `commhub tail`) watches an alias of a network they belong to.

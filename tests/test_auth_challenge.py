@@ -30,7 +30,7 @@ async def test_every_401_carries_the_bearer_challenge(server: ServerHandle, clie
     anonymous = [client.post("/mcp", json=rpc), client.get("/mcp", headers=sse), client.get("/events/someone"),
                  client.get("/events", params={"network_id": account.network_id}), client.get("/api/status"),
                  client.delete("/mcp", headers={"Mcp-Session-Id": "x"})]
-    for request in anonymous:  # no credentials: no error code (RFC 6750 §3.1)
+    for request in anonymous:  # no credentials: no error code (https://www.rfc-editor.org/rfc/rfc6750#section-3.1)
         assert _challenge(await request) == (False, metadata_url)
     bad = {"Authorization": "Bearer ntok_not-a-real-one"}
     refused = [client.post("/mcp", json=rpc, headers=bad), client.get("/mcp", headers={**sse, **bad}),
@@ -47,11 +47,11 @@ async def test_every_401_carries_the_bearer_challenge(server: ServerHandle, clie
 async def test_the_challenge_leads_to_the_protected_resource_metadata(server: ServerHandle,
                                                                       client: httpx.AsyncClient) -> None:
     _, url = _challenge(await client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}))
-    for path in (url, url + "/mcp"):  # also where RFC 9728 §3.1 derives it from the MCP endpoint
+    for path in (url, url + "/mcp"):  # also where RFC 9728 derives it (rfc9728#section-3.1)
         r = await client.get(path)
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
         document = r.json()
-        assert document["resource"] == f"{server.url}/mcp"  # RFC 9728 §3.3: the URL the client used
+        assert document["resource"] == f"{server.url}/mcp"  # the URL the client used (rfc9728#section-3.3)
         assert document["bearer_methods_supported"] == ["header"]
         assert "authorization_servers" not in document  # the hub issues its own tokens
 

@@ -65,7 +65,7 @@ async def test_typescript_sdk_roundtrip(node: str, server: ServerHandle, client:
     summary = json.loads(lines[-1])
     assert summary["ok"] is True
     assert summary["sdk_version"] == _pinned_sdk_version()
-    # The SDK offers its latest version; the server answers it when supported (SPEC §6).
+    # The SDK offers its latest version; the server answers it when supported (docs/mcp-versions.md).
     assert summary["protocol_version"] in SUPPORTED_VERSIONS
     assert summary["protocol_version"] == SUPPORTED_VERSIONS[0]
     assert summary["server"]["name"] == "commhub"

@@ -311,7 +311,7 @@ async def test_delete_network_with_online_session_is_409(client: httpx.AsyncClie
     assert (await client.get(f"/api/networks/{owner.network_id}", headers=owner.auth)).status_code == 200
     assert (await client.get("/api/networks", headers=owner.net_auth)).status_code == 200
 
-    # Once the presence timeout has passed, the session is offline (SPEC §4) whether or not the sweeper has
+    # Once the presence timeout has passed, the session is offline (docs/presence.md) whether or not the sweeper has
     # stored it yet (here it never runs), and the delete goes through, taking the network's tokens with it.
     fast = make_settings(tmp_path, db=str(tmp_path / "fast.db"), presence_timeout_seconds=0.3, sweep_seconds=3600)
     async with running(fast) as (_, fast_client):

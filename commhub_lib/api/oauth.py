@@ -5,9 +5,12 @@ CommHub's tokens are issued by CommHub itself (the dashboard, `commhub connect`,
 metadata names no authorization server: it tells a client that this is a bearer-token resource, that the token
 goes in the `Authorization` header, and where the documentation is. The challenge carries
 `resource_metadata="<public url>/.well-known/oauth-protected-resource"`, and `error="invalid_token"` when the
-request carried a token that was refused (none when it carried none, as RFC 6750 §3.1 asks). The metadata's
-`resource` is the hub's MCP endpoint, which is what the MCP clients ask for it (RFC 9728 §3.3 wants it to be the
-URL they used); it is also served at `/.well-known/oauth-protected-resource/mcp`, the place §3.1 derives for it.
+request carried a token that was refused (none when it carried none, as RFC 6750 asks:
+https://www.rfc-editor.org/rfc/rfc6750#section-3.1). The metadata's `resource` is the hub's MCP endpoint, which is
+what the MCP clients ask for it (RFC 9728 wants it to be the URL they used:
+https://www.rfc-editor.org/rfc/rfc9728#section-3.3); it is also served at
+`/.well-known/oauth-protected-resource/mcp`, the place RFC 9728 derives for it
+(https://www.rfc-editor.org/rfc/rfc9728#section-3.1).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def challenge(base: str, refused_token: bool) -> str:
 
 
 def metadata(base: str) -> dict[str, Any]:
-    """The protected resource metadata document (RFC 9728 §2)."""
+    """The protected resource metadata document (https://www.rfc-editor.org/rfc/rfc9728#section-2)."""
     return {"resource": f"{base}/mcp", "bearer_methods_supported": ["header"], "resource_name": "CommHub",
             "resource_documentation": f"{base}/docs"}
 
@@ -36,5 +39,7 @@ async def protected_resource() -> dict[str, Any]:
 
 
 async def protected_resource_mcp() -> dict[str, Any]:
-    """The same document where RFC 9728 §3.1 derives it from the MCP endpoint's URL."""
+    """The same document where RFC 9728 derives it from the MCP endpoint's URL.
+
+    https://www.rfc-editor.org/rfc/rfc9728#section-3.1"""
     return metadata(public_url(hub().settings, *request_host()))

@@ -11,7 +11,7 @@ A session that ended stays ended: ended with DELETE /mcp, or evicted by a cap, i
 ENDED_REMEMBERED of them) and every later request with it is answered 404 with the reason, as the MCP transport
 says of terminated sessions.
 
-Caps (SPEC §6, docs/mcp.md#mcp-sessions-and-their-cap): at most `per_token` sessions per token. A session is live while
+Caps (docs/mcp.md#mcp-sessions-and-their-cap): at most `per_token` sessions per token. A session is live while
 it holds a GET /mcp stream or a request in flight, or was used within `idle_seconds` (the presence timeout). At the cap,
 a new session takes the place of the token's least recently used session that is not live (that one is
 evicted); when all of them are live the new one is refused with an error that names the setting and says to

@@ -1,4 +1,5 @@
-"""A stream (or a long-poll) stays authorised for its whole life, not only when it opens (SPEC §9).
+"""A stream (or a long-poll) stays authorised for its whole life, not only when it opens
+(docs/events.md#streams-stay-authorised).
 
 Each open stream holds a Grant: the token, the user and the network it was opened with, and the time its token
 expires. A grant ends, and its stream with it, in three ways:

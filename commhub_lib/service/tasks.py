@@ -253,7 +253,7 @@ def reply_on_task(hub: Hub, network_id: str, actor: str, actor_kind: str, task: 
                   progress: float | str | None = None, overseer: bool = False,
                   files: Sequence[Any] = ()) -> dict[str, Any]:
     """A reply about a task: its recipient reports (status required), its sender answers (no status); a person
-    who is owner/admin of the network (`overseer`) may answer as its sender would (SPEC §3: a person's answer).
+    who is owner/admin of the network (`overseer`) may answer as its sender would (docs/concepts.md: a person's answer).
     `files`: the attachments it carries (ids or inline files: service/attachments.py)."""
     is_recipient = actor == task["to_name"] and actor_kind == task["to_kind"]
     is_sender = actor == task["from_name"] and actor_kind == task["from_kind"]

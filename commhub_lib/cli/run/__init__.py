@@ -1,4 +1,4 @@
-"""`commhub run <codex|claude|gemini> --alias A`: keep one agent CLI at work for an alias (SPEC §12, docs/runner.md).
+"""`commhub run <codex|claude|gemini> --alias A`: keep one agent CLI at work for an alias (docs/runner.md).
 
 This module is the command line and the driver registry: each agent is a module of this package
 (`codex.py`, `claude.py`, `gemini.py`) imported only when it is run, with a `make_driver(ctx: DriverContext) ->
