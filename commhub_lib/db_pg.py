@@ -680,6 +680,21 @@ class _OwnConnection:
             finally:
                 self._lock.release()
 
+    @contextlib.contextmanager
+    def _using(self, close_on_error: bool = False) -> Iterator[None]:
+        """Hold the connection for one blocking call: a psycopg failure raised as the db error family (closing the
+        connection first if asked), and the connection closed on the way out if `stop` came meanwhile."""
+        with self._lock:
+            try:
+                yield
+            except psycopg.Error as exc:
+                if close_on_error:
+                    self._close()
+                raise _mapped(exc) from exc
+            finally:
+                if self._stopped:
+                    self._close()
+
     def _notifications(self, pg: psycopg.Connection[Any], timeout: float) -> list[str]:
         """The payloads of the notifications received within `timeout` seconds (waits for the first only)."""
         payloads = [n.payload for n in pg.notifies(timeout=timeout, stop_after=1)]
@@ -717,38 +732,26 @@ class EventListener(_OwnConnection):
 
     def wait(self, timeout: float) -> list[str]:  # noqa: ASYNC109 (blocking, in a worker thread)
         """The payloads of the notifications received within `timeout` seconds (waits for the first only)."""
-        with self._lock:
-            try:
-                return self._notifications(self._connection(), timeout)
-            except psycopg.Error as exc:
-                raise _mapped(exc) from exc
-            finally:
-                if self._stopped:  # stop() came while this thread held the connection
-                    self._close()
+        with self._using():
+            return self._notifications(self._connection(), timeout)
 
     def events_from(self, first_id: int) -> list[Event]:
         """The committed events with id >= first_id, in id order, each with its shared text put back."""
-        with self._lock:
-            try:
-                pg = self._connection()
-                out: list[Event] = []
-                while True:
-                    rows = pg.execute(
-                        b"SELECT e.id, e.network_id, e.alias, e.event, e.data, b.content FROM events e"
-                        b" LEFT JOIN bodies b ON b.body_id = e.body_id WHERE e.id >= %s ORDER BY e.id LIMIT %s",
-                        (first_id, LISTENER_PAGE)).fetchall()
-                    for id_, network_id, alias, name, data, shared in rows:
-                        if shared is not None:
-                            data = with_text(data, json.dumps(shared, ensure_ascii=False))
-                        out.append(Event(int(id_), network_id, alias, name, data))
-                    if len(rows) < LISTENER_PAGE:
-                        return out
-                    first_id = int(rows[-1][0]) + 1
-            except psycopg.Error as exc:
-                raise _mapped(exc) from exc
-            finally:
-                if self._stopped:
-                    self._close()
+        with self._using():
+            pg = self._connection()
+            out: list[Event] = []
+            while True:
+                rows = pg.execute(
+                    b"SELECT e.id, e.network_id, e.alias, e.event, e.data, b.content FROM events e"
+                    b" LEFT JOIN bodies b ON b.body_id = e.body_id WHERE e.id >= %s ORDER BY e.id LIMIT %s",
+                    (first_id, LISTENER_PAGE)).fetchall()
+                for id_, network_id, alias, name, data, shared in rows:
+                    if shared is not None:
+                        data = with_text(data, json.dumps(shared, ensure_ascii=False))
+                    out.append(Event(int(id_), network_id, alias, name, data))
+                if len(rows) < LISTENER_PAGE:
+                    return out
+                first_id = int(rows[-1][0]) + 1
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._pg is None or self._pg.closed or self._pg.broken:
@@ -780,51 +783,30 @@ class OwnerLock(_OwnConnection):
     def try_take(self) -> bool:
         """Take the lock if no other session holds it (connecting first if needed); once taken, LISTEN for
         wake-ups. True: this connection holds it until it ends."""
-        with self._lock:
-            try:
-                pg = self._connection(connect=True)
-                if not pg.execute(b"SELECT pg_try_advisory_lock(%s)", (OWNER_LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
-                    return False
-                self.held = True
-                pg.execute(f"SET application_name = '{OWNER_APP_NAME}'".encode())
-                pg.execute(f"LISTEN {WAKE_CHANNEL}".encode())
-                return True
-            except psycopg.Error as exc:
-                self._close()
-                raise _mapped(exc) from exc
-            finally:
-                if self._stopped:
-                    self._close()
+        with self._using(close_on_error=True):
+            pg = self._connection(connect=True)
+            if not pg.execute(b"SELECT pg_try_advisory_lock(%s)", (OWNER_LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+                return False
+            self.held = True
+            pg.execute(f"SET application_name = '{OWNER_APP_NAME}'".encode())
+            pg.execute(f"LISTEN {WAKE_CHANNEL}".encode())
+            return True
 
     def wait(self, timeout: float) -> list[str]:  # noqa: ASYNC109 (blocking, in a worker thread)
         """The owner's wait: wake-up payloads received within `timeout` seconds, then a round trip proving the
         connection (and so the lock) is still there; DatabaseUnavailable when it is not."""
-        with self._lock:
-            try:
-                pg = self._connection()
-                payloads = self._notifications(pg, timeout)
-                pg.execute(b"SELECT 1")
-                return payloads
-            except psycopg.Error as exc:
-                self._close()
-                raise _mapped(exc) from exc
-            finally:
-                if self._stopped:
-                    self._close()
+        with self._using(close_on_error=True):
+            pg = self._connection()
+            payloads = self._notifications(pg, timeout)
+            pg.execute(b"SELECT 1")
+            return payloads
 
     def notify(self, payloads: list[str]) -> None:
         """A non-owner's wake-ups for the owner's workers (NOTIFY, autocommit: sent at once)."""
-        with self._lock:
-            try:
-                pg = self._connection(connect=True)
-                for payload in payloads:
-                    pg.execute(b"SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, payload))
-            except psycopg.Error as exc:
-                self._close()
-                raise _mapped(exc) from exc
-            finally:
-                if self._stopped:
-                    self._close()
+        with self._using(close_on_error=True):
+            pg = self._connection(connect=True)
+            for payload in payloads:
+                pg.execute(b"SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, payload))
 
     def drop(self) -> None:
         """Close the connection (and so free the lock if the server still thinks it is held)."""

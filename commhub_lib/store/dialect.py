@@ -38,6 +38,19 @@ SQLITE = "sqlite"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _quoted_end(sql: str, i: int) -> int:
+    """Index just past the quoted string or identifier opening at `i` (a doubled quote inside does not end it)."""
+    ch, j, n = sql[i], i + 1, len(sql)
+    while j < n:
+        if sql[j] == ch:
+            if j + 1 < n and sql[j + 1] == ch:  # doubled quote inside
+                j += 2
+                continue
+            break
+        j += 1
+    return j + 1
+
+
 def _split_code(sql: str) -> list[tuple[bool, str]]:
     """The SQL cut into (is_code, text) pieces: quoted strings and identifiers are not code."""
     pieces: list[tuple[bool, str]] = []
@@ -47,16 +60,9 @@ def _split_code(sql: str) -> list[tuple[bool, str]]:
         if ch in "'\"":
             if i > start:
                 pieces.append((True, sql[start:i]))
-            j = i + 1
-            while j < n:
-                if sql[j] == ch:
-                    if j + 1 < n and sql[j + 1] == ch:  # doubled quote inside
-                        j += 2
-                        continue
-                    break
-                j += 1
-            pieces.append((False, sql[i:j + 1]))
-            i = start = j + 1
+            end = _quoted_end(sql, i)
+            pieces.append((False, sql[i:end]))
+            i = start = end
             continue
         i += 1
     if start < n:
@@ -74,10 +80,7 @@ def _close_paren(sql: str, open_at: int) -> int:
     while i < n:
         ch = sql[i]
         if ch in "'\"":
-            j = i + 1
-            while j < n and not (sql[j] == ch and (j + 1 >= n or sql[j + 1] != ch)):
-                j += 2 if sql[j] == ch else 1
-            i = j + 1
+            i = _quoted_end(sql, i)
             continue
         if ch == "(":
             depth += 1
@@ -95,10 +98,7 @@ def _split_args(text: str) -> list[str]:
     while i < n:
         ch = text[i]
         if ch in "'\"":
-            j = i + 1
-            while j < n and not (text[j] == ch and (j + 1 >= n or text[j + 1] != ch)):
-                j += 2 if text[j] == ch else 1
-            i = j + 1
+            i = _quoted_end(text, i)
             continue
         if ch == "(":
             depth += 1
