@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..errors import CommhubError, Unauthorized
 from ..ratelimit import RateLimiter
 from ..service import accounts, networks
@@ -40,22 +43,25 @@ async def authenticate_off_loop(h: Hub, token_limiter: RateLimiter, secret: str 
     return principal
 
 
-def _principal_and_network(h: Hub, secret: str, network_arg: str | None) -> tuple[Principal, str | CommhubError]:
+def _principal_and_network(h: Hub, secret: str, network_arg: str | None,
+                           also: Callable[[], Any] | None) -> tuple[Principal, str | CommhubError, Any]:
     principal = accounts.authenticate(h, secret)
     try:
-        return principal, networks.single_network(h, principal, network_arg)
+        network: str | CommhubError = networks.single_network(h, principal, network_arg)
     except CommhubError as exc:  # raised by the caller where it checks the network, after its other checks
-        return principal, exc
+        network = exc
+    return principal, network, also() if also is not None else None
 
 
-async def authenticate_in_network(h: Hub, token_limiter: RateLimiter, secret: str | None,
-                                  network_arg: str | None) -> tuple[Principal, str | CommhubError]:
+async def authenticate_in_network(h: Hub, token_limiter: RateLimiter, secret: str | None, network_arg: str | None,
+                                  also: Callable[[], Any] | None = None) -> tuple[Principal, str | CommhubError, Any]:
     """authenticate_token and the network the request acts in (networks.single_network: its id, or the error to
-    raise where the caller checks it), read in one step of db.run: one hop off the event loop on PostgreSQL."""
+    raise where the caller checks it), and `also()` once the token is known (the caller's own read, or None),
+    read in one step of db.run: one hop off the event loop on PostgreSQL."""
     if not secret:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or ?token=",
                            code="unauthorized")
-    principal, network = await h.db.run(_principal_and_network, h, secret, network_arg)
+    principal, network, extra = await h.db.run(_principal_and_network, h, secret, network_arg, also)
     token_limiter.check(principal.token_id)
     CALLER_TOKEN.set(principal.token_id)  # on the loop: a worker thread's context is a copy
-    return principal, network
+    return principal, network, extra

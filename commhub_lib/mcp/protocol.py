@@ -425,9 +425,12 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
     with 202 when nothing needs an answer; for a 2026-07-28 `subscriptions/listen`, the event stream's body.
     HTTP-level failures raise (CommhubError: 401, 403, 400, 429)."""
     h = ctx.hub
-    # The token and the network in one step (one hop off the loop on PostgreSQL); a network error is raised below.
-    principal, network = await authenticate_in_network(h, ctx.token_limiter, req.bearer(),
-                                                       req.arg("network_id") or None)
+    # The token, the network and the stored session (PostgreSQL) in one step: one hop off the loop on PostgreSQL;
+    # a network error is raised below.
+    sid = req.headers.get("mcp-session-id")
+    principal, network, stored = await authenticate_in_network(h, ctx.token_limiter, req.bearer(),
+                                                               req.arg("network_id") or None,
+                                                               functools.partial(_stored_session, h, sid))
     version = req.headers.get("mcp-protocol-version")
     # Only a session that negotiated a version must keep to one; a session-less probe such as the SDK's
     # `server/discover` (sent with a newer version) gets a JSON-RPC -32601 and falls back to initialize.
@@ -440,12 +443,11 @@ async def answer_post(ctx: RouteContext, req: PostRequest) -> tuple[int, bytes] 
         return 400, json_bytes(_rpc_error(None, PARSE_ERROR, f"parse error: {exc.message}"))
     if modern.is_modern_request(payload, req.headers):
         return await _post_modern(ctx, req, payload, principal, network)
-    sid = req.headers.get("mcp-session-id")
-    try:  # the stored copy read off the loop (PostgreSQL; nothing on SQLite), applied on the loop
-        _take_shared(h, sid, principal, await h.db.run(_stored_session, h, sid) if h.shared is not None else None)
+    try:  # the stored copy (read with the token: PostgreSQL; nothing on SQLite), applied on the loop
+        _take_shared(h, sid, principal, stored)
     except SessionCapReached as exc:
         return _cap_answer(payload, exc)
-    ended = _ended_session_answer(h, req.headers.get("mcp-session-id"), payload)
+    ended = _ended_session_answer(h, sid, payload)
     if ended is not None:
         return ended
     if isinstance(network, CommhubError):
