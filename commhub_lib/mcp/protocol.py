@@ -92,7 +92,7 @@ def _sessions() -> SessionPool:
 def _stored_session(h: Hub, sid: str | None) -> dict[str, Any] | None:
     """The stored copy of the session named by Mcp-Session-Id (PostgreSQL, several processes: one primary-key read);
     None on SQLite or without a session id."""
-    return shared.mcp_session(h, sid) if sid and h.shared is not None else None
+    return shared.mcp_session(h, sid) if sid else None
 
 
 def _take_shared(h: Hub, sid: str | None, principal: Principal, row: dict[str, Any] | None) -> None:
